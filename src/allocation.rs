@@ -1,0 +1,133 @@
+//! The track rules: allocate, look up and release a student's sandbox, counting each outcome.
+//!
+//! Rule: the store decides atomically; these functions build its requests, check
+//! ownership for reads, and record the contract's metrics, so handlers stay thin.
+
+use std::time::Instant;
+
+use crate::domain::{IdempotencyKey, NamePrefix, Sandbox, SandboxId, StudentKey, TrackName};
+use crate::metrics::Metrics;
+use crate::store::{Allocation, AllocationKey, AllocationRequest, MarkOutcome, Store, StoreError};
+
+/// What an allocation request ended as; also the `outcome` label of `broker_allocate_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocateOutcome {
+    /// A new sandbox was allocated.
+    Success,
+    /// The key's existing sandbox was returned.
+    Idempotent,
+    /// Nothing matching was available.
+    NoSandboxes,
+    /// The store failed.
+    Error,
+}
+
+impl AllocateOutcome {
+    /// The metric label and log `outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Idempotent => "idempotent",
+            Self::NoSandboxes => "no_sandboxes",
+            Self::Error => "error",
+        }
+    }
+
+    fn of(result: &Result<Allocation, StoreError>) -> Self {
+        match result {
+            Ok(allocation) if allocation.newly_allocated => Self::Success,
+            Ok(_) => Self::Idempotent,
+            Err(StoreError::NoSandboxAvailable) => Self::NoSandboxes,
+            Err(_) => Self::Error,
+        }
+    }
+}
+
+/// Everything an allocation request carries, already validated.
+#[derive(Debug, Clone)]
+pub struct AllocateInput {
+    /// The student asking.
+    pub student: StudentKey,
+    /// `X-Instruqt-Track-ID`.
+    pub track_name: Option<TrackName>,
+    /// `X-Sandbox-Name-Prefix`.
+    pub name_prefix: Option<NamePrefix>,
+    /// `Idempotency-Key`.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl AllocateInput {
+    /// The store request at `now` with the configured lab duration.
+    pub fn into_request(self, lab_duration_hours: u32, now: i64) -> AllocationRequest {
+        AllocationRequest {
+            key: AllocationKey {
+                student: self.student,
+                idempotency_key: self.idempotency_key,
+            },
+            track_name: self.track_name,
+            name_prefix: self.name_prefix,
+            lab_duration_hours,
+            now,
+        }
+    }
+}
+
+/// Allocates (or replays) and records `broker_allocate_*` and the allocation latency.
+pub async fn allocate(
+    store: &dyn Store,
+    metrics: &Metrics,
+    request: AllocationRequest,
+) -> (AllocateOutcome, Result<Allocation, StoreError>) {
+    let started = Instant::now();
+    let result = store.allocate(request).await;
+    let outcome = AllocateOutcome::of(&result);
+    metrics
+        .allocate_total
+        .with_label_values(&[outcome.as_str()])
+        .inc();
+    if outcome == AllocateOutcome::Idempotent {
+        metrics.allocate_idempotent_hits_total.inc();
+    }
+    metrics
+        .allocation_latency_seconds
+        .with_label_values(&[outcome.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    (outcome, result)
+}
+
+/// The sandbox `id` if `student` holds it: 404 when it does not exist, 403 otherwise.
+pub async fn owned_sandbox(
+    store: &dyn Store,
+    id: &SandboxId,
+    student: &StudentKey,
+) -> Result<Sandbox, StoreError> {
+    let sandbox = store.get(id).await?.ok_or(StoreError::SandboxNotFound)?;
+    if sandbox.is_held_by(student) {
+        Ok(sandbox)
+    } else {
+        Err(StoreError::NotOwner)
+    }
+}
+
+/// Releases the student's sandbox and records `broker_deletion_marked_total{outcome}`.
+pub async fn release(
+    store: &dyn Store,
+    metrics: &Metrics,
+    id: &SandboxId,
+    student: &StudentKey,
+    now: i64,
+) -> Result<MarkOutcome, StoreError> {
+    let result = store.mark_for_deletion(id, student, now).await;
+    let outcome = match &result {
+        Ok(mark) if mark.newly_marked => "success",
+        Ok(_) => "already_marked",
+        Err(StoreError::SandboxNotFound) => "not_found",
+        Err(StoreError::NotOwner) => "forbidden",
+        Err(_) => "error",
+    };
+    metrics
+        .deletion_marked_total
+        .with_label_values(&[outcome])
+        .inc();
+    result
+}

@@ -1,0 +1,183 @@
+//! The application: its shared state and the builder that owns the listener.
+//!
+//! Rule: `Application::build` binds first (port 0 allowed) and reports the port, so tests
+//! and the benchmark never guess when the server is up; `run_until_stopped` serves until
+//! the shutdown token fires and then drains in-flight requests.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::http::auth::Auth;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::store::SharedStore;
+
+/// How often idle rate-limit buckets are forgotten.
+const RATE_LIMIT_JANITOR_PERIOD: Duration = Duration::from_secs(60);
+
+/// Everything a request handler may use.
+pub struct App {
+    /// The store behind every route.
+    pub store: SharedStore,
+    /// This instance's metrics registry.
+    pub metrics: Metrics,
+    /// The parsed configuration.
+    pub config: Arc<Config>,
+    /// Per-caller token buckets.
+    pub rate_limiter: RateLimiter,
+    /// The accepted track and admin tokens.
+    pub auth: Auth,
+}
+
+/// Cheap-to-clone handle on [`App`], the router's state.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The configuration cannot serve.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics registry refused a metric (a programming error).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl AppState {
+    /// Builds the state for `config` on `store`.
+    pub fn new(config: Config, store: SharedStore) -> Result<Self, StartupError> {
+        config.validate_for_serve()?;
+        let auth = Auth::from_config(&config)?;
+        let rate_limiter = RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
+        Ok(Self(Arc::new(App {
+            store,
+            metrics: Metrics::new()?,
+            config: Arc::new(config),
+            rate_limiter,
+            auth,
+        })))
+    }
+}
+
+/// A bound, ready-to-serve instance.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Validates `config`, builds the router on `store` and binds the listener.
+    pub async fn build(config: Config, store: SharedStore) -> Result<Self, StartupError> {
+        let addr = config.listen_addr;
+        let state = AppState::new(config, store)?;
+        let router = crate::http::router::build(state.clone());
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            local_addr,
+            router,
+            state,
+        })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// The shared state, for tests that inspect metrics or the store.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let janitor_state = self.state.clone();
+        let janitor_stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RATE_LIMIT_JANITOR_PERIOD);
+            loop {
+                tokio::select! {
+                    () = janitor_stop.cancelled() => break,
+                    _ = tick.tick() => janitor_state.rate_limiter.retain_recent(),
+                }
+            }
+        });
+        // Responses are written whole, but small ones must not wait on Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(
+            listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {},
+            () = terminate => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

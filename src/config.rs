@@ -1,0 +1,317 @@
+//! Typed configuration, parsed once from flags, the environment and an optional `.env`.
+//!
+//! Rule: every setting is read here and nowhere else; a bad value stops start-up with a
+//! message naming the variable (each `value_name` is the variable's name, so clap's own
+//! errors name it too), and no secret has a usable default outside demo mode.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+
+/// The `sandbox-broker` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandbox-broker",
+    version,
+    about = "Hands out cloud sandboxes to lab students"
+)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of contract §7.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (HTTP API) with the configured store.
+    Serve(Config),
+    /// Run the service on a scratch embedded store with a demo pool and printed demo tokens.
+    Demo(Config),
+}
+
+/// Which store backs the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// The embedded redb store in `BROKER_DATA_DIR`.
+    Embedded,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for CloudWatch and friends.
+    Json,
+}
+
+/// Every setting of the service (contract §6).
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address and port the HTTP server listens on.
+    #[arg(
+        long,
+        env = "BROKER_LISTEN_ADDR",
+        value_name = "BROKER_LISTEN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen_addr: SocketAddr,
+
+    /// Which store to use.
+    #[arg(
+        long,
+        env = "BROKER_STORE",
+        value_name = "BROKER_STORE",
+        value_enum,
+        default_value = "embedded"
+    )]
+    pub store: StoreKind,
+
+    /// Directory of the embedded store.
+    #[arg(
+        long,
+        env = "BROKER_DATA_DIR",
+        value_name = "BROKER_DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Track token(s), comma-separated so a token can be rotated without downtime.
+    #[arg(long, env = "BROKER_API_TOKEN", value_name = "BROKER_API_TOKEN", hide_env_values = true, value_parser = TokenList::parse)]
+    pub api_token: Option<TokenList>,
+
+    /// Admin token(s), comma-separated.
+    #[arg(long, env = "BROKER_ADMIN_TOKEN", value_name = "BROKER_ADMIN_TOKEN", hide_env_values = true, value_parser = TokenList::parse)]
+    pub admin_token: Option<TokenList>,
+
+    /// Prefix of the track and admin routes, e.g. `/v1`.
+    #[arg(long, env = "API_BASE_PATH", value_name = "API_BASE_PATH", default_value = "/v1", value_parser = parse_base_path)]
+    pub api_base_path: String,
+
+    /// How long a lab lasts; `expires_at = allocated_at + this`. 0 is allowed.
+    #[arg(
+        long,
+        env = "LAB_DURATION_HOURS",
+        value_name = "LAB_DURATION_HOURS",
+        default_value_t = 48
+    )]
+    pub lab_duration_hours: u32,
+
+    /// Requests per second each caller may make on the track and admin routes.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_PER_SEC",
+        value_name = "RATE_LIMIT_PER_SEC",
+        default_value = "50"
+    )]
+    pub rate_limit_per_sec: NonZeroU32,
+
+    /// How many requests a caller may make at once above the steady rate.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_BURST",
+        value_name = "RATE_LIMIT_BURST",
+        default_value = "200"
+    )]
+    pub rate_limit_burst: NonZeroU32,
+
+    /// Proxies (CIDRs, comma-separated) whose `X-Forwarded-For` is believed.
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        value_name = "TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Origins allowed by CORS, comma-separated, or `*`.
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_ORIGINS",
+        value_name = "CORS_ALLOWED_ORIGINS",
+        default_value = "*"
+    )]
+    pub cors_allowed_origins: String,
+
+    /// Log filter: a level (`info`) or `tracing` directives (`sandbox_broker=debug,info`).
+    #[arg(
+        long,
+        env = "LOG_LEVEL",
+        value_name = "LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_name = "LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Longest a request may run before it is answered 408; bounds shutdown draining too.
+    #[arg(long, env = "REQUEST_TIMEOUT_SEC", value_name = "REQUEST_TIMEOUT_SEC", default_value = "30", value_parser = parse_seconds)]
+    pub request_timeout: Duration,
+}
+
+/// Why a configuration cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required secret is not set.
+    #[error("{0} must be set (one or more comma-separated tokens)")]
+    Missing(&'static str),
+    /// A setting is invalid in combination with another.
+    #[error("{variable}: {reason}")]
+    Invalid {
+        /// The variable at fault.
+        variable: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Checks what `serve` needs beyond parsing: both token lists, and no token in both.
+    pub fn validate_for_serve(&self) -> Result<(), ConfigError> {
+        let track = self
+            .api_token
+            .as_ref()
+            .ok_or(ConfigError::Missing("BROKER_API_TOKEN"))?;
+        let admin = self
+            .admin_token
+            .as_ref()
+            .ok_or(ConfigError::Missing("BROKER_ADMIN_TOKEN"))?;
+        if track.tokens().any(|t| admin.tokens().any(|a| a == t)) {
+            return Err(ConfigError::Invalid {
+                variable: "BROKER_ADMIN_TOKEN",
+                reason: "must not contain a token that is also in BROKER_API_TOKEN".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests and the benchmark: loopback port 0, the given tokens,
+    /// generous rate limits, everything else at its default.
+    pub fn for_tests(data_dir: PathBuf, track_token: &str, admin_token: &str) -> Self {
+        let mut config = Cli::parse_from(["sandbox-broker", "serve"]);
+        let Command::Serve(ref mut c) = config.command else {
+            unreachable!("parsed the serve subcommand")
+        };
+        c.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.data_dir = data_dir;
+        c.api_token = TokenList::parse(track_token).ok();
+        c.admin_token = TokenList::parse(admin_token).ok();
+        c.rate_limit_per_sec = NonZeroU32::MAX;
+        c.rate_limit_burst = NonZeroU32::MAX;
+        c.clone()
+    }
+}
+
+/// One or more bearer tokens; the `Debug` form never shows them.
+#[derive(Debug, Clone)]
+pub struct TokenList(Vec<SecretString>);
+
+impl TokenList {
+    /// Parses a comma-separated list; blanks around commas are ignored, an empty list is refused.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let tokens: Vec<SecretString> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(SecretString::from)
+            .collect();
+        if tokens.is_empty() {
+            return Err("must hold at least one token".into());
+        }
+        if tokens.iter().any(|t| {
+            t.expose_secret()
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        }) {
+            return Err("tokens must not contain spaces or control characters".into());
+        }
+        Ok(Self(tokens))
+    }
+
+    /// The tokens, exposed for comparison only.
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|t| t.expose_secret())
+    }
+}
+
+fn parse_base_path(raw: &str) -> Result<String, String> {
+    let path = raw.trim().trim_end_matches('/');
+    let valid_segment = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if path.is_empty() || (path.starts_with('/') && path[1..].split('/').all(valid_segment)) {
+        Ok(path.to_owned())
+    } else {
+        Err("must look like /v1 (segments of letters, digits, '-', '_', '.')".into())
+    }
+}
+
+fn parse_seconds(raw: &str) -> Result<Duration, String> {
+    let seconds: u64 = raw.parse().map_err(|err| format!("{err}"))?;
+    if seconds == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_paths_are_normalised_and_checked() {
+        assert_eq!(parse_base_path("/v1/").as_deref(), Ok("/v1"));
+        assert_eq!(parse_base_path("/api/v1").as_deref(), Ok("/api/v1"));
+        assert_eq!(parse_base_path("").as_deref(), Ok(""));
+        for bad in ["v1", "/v 1", "//v1", "/v1/{x}"] {
+            assert!(parse_base_path(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn token_lists_split_on_commas_and_refuse_blanks() {
+        let list = TokenList::parse(" hunter2 , b,,").unwrap();
+        assert_eq!(list.tokens().collect::<Vec<_>>(), ["hunter2", "b"]);
+        assert!(TokenList::parse(" , ").is_err());
+        assert!(TokenList::parse("a b").is_err());
+        assert!(
+            !format!("{list:?}").contains("hunter2"),
+            "Debug leaks a token"
+        );
+    }
+
+    #[test]
+    fn serve_needs_both_tokens_and_names_the_missing_one() {
+        let mut config = Config::for_tests("/tmp/x".into(), "t", "a");
+        config.admin_token = None;
+        let err = config.validate_for_serve().unwrap_err().to_string();
+        assert!(err.contains("BROKER_ADMIN_TOKEN"), "{err}");
+        config.api_token = None;
+        let err = config.validate_for_serve().unwrap_err().to_string();
+        assert!(err.contains("BROKER_API_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = Cli::try_parse_from(["sandbox-broker", "serve", "--rate-limit-per-sec", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RATE_LIMIT_PER_SEC"), "{err}");
+    }
+}

@@ -1,0 +1,363 @@
+//! Sandbox rows and the validated values that may reach the store.
+//!
+//! Rule: every value from the outside world is parsed into one of these types at
+//! the edge, so the store and the allocation rules never see an unchecked string.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a sandbox is in its lifecycle (contract §2); the strings are the wire and table form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxStatus {
+    /// In the pool, free to allocate.
+    Available,
+    /// Held by a student.
+    Allocated,
+    /// Released by its owner or expired; waiting for deletion at the provider.
+    PendingDeletion,
+    /// Deleted at the provider; kept as a tombstone until its `ttl`.
+    Deleted,
+    /// The provider refused to delete it too often; needs an operator.
+    DeletionFailed,
+    /// Was available but the provider no longer lists it.
+    Stale,
+}
+
+impl SandboxStatus {
+    /// Every status, in the order stats report them.
+    pub const ALL: [Self; 6] = [
+        Self::Available,
+        Self::Allocated,
+        Self::PendingDeletion,
+        Self::Stale,
+        Self::DeletionFailed,
+        Self::Deleted,
+    ];
+
+    /// The contract's string for this status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Allocated => "allocated",
+            Self::PendingDeletion => "pending_deletion",
+            Self::Deleted => "deleted",
+            Self::DeletionFailed => "deletion_failed",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+impl fmt::Display for SandboxStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SandboxStatus {
+    type Err = ValidationError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+            .ok_or_else(|| {
+                ValidationError::new(
+                    "status",
+                    "must be one of available, allocated, pending_deletion, stale, deletion_failed, deleted",
+                )
+            })
+    }
+}
+
+/// The statuses `bulk-delete` may remove; anything else is refused so a typo never wipes live rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletableStatus(SandboxStatus);
+
+impl DeletableStatus {
+    /// Accepts `available`, `stale`, `deletion_failed` and `deleted` only.
+    pub fn parse(value: &str) -> Result<Self, ValidationError> {
+        const ERR: &str = "must be one of available, stale, deletion_failed, deleted";
+        match SandboxStatus::from_str(value) {
+            Ok(
+                status @ (SandboxStatus::Available
+                | SandboxStatus::Stale
+                | SandboxStatus::DeletionFailed
+                | SandboxStatus::Deleted),
+            ) => Ok(Self(status)),
+            _ => Err(ValidationError::new("status", ERR)),
+        }
+    }
+
+    /// The status whose rows are removed.
+    pub fn status(self) -> SandboxStatus {
+        self.0
+    }
+}
+
+/// A value from a header, path, query or body that broke the contract's input rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {reason}")]
+pub struct ValidationError {
+    /// The header, parameter or field at fault, as the client spelled it.
+    pub field: String,
+    /// What is wrong with it, phrased to follow the field name.
+    pub reason: String,
+}
+
+impl ValidationError {
+    /// Builds an error for `field` that `reason` explains.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Strips the optional whitespace HTTP allows around a value (spaces and tabs only), so a
+/// control character such as a newline is rejected rather than silently trimmed away.
+pub fn trim_blanks(raw: &str) -> &str {
+    raw.trim_matches([' ', '\t'])
+}
+
+/// Checks the contract's text rule: trimmed, `1..=max` printable ASCII characters.
+fn parse_text(field: &str, raw: &str, max: usize) -> Result<String, ValidationError> {
+    let value = trim_blanks(raw);
+    if value.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(ValidationError::new(
+            field,
+            "must contain printable ASCII characters only",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+macro_rules! text_type {
+    ($(#[$doc:meta])* $name:ident, max = $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Longest accepted value, in characters.
+            pub const MAX_LEN: usize = $max;
+
+            /// Trims `raw` and checks the contract's length and character rules; `field`
+            /// names the header or parameter in the error.
+            pub fn parse(field: &str, raw: &str) -> Result<Self, ValidationError> {
+                parse_text(field, raw, Self::MAX_LEN).map(Self)
+            }
+
+            /// The validated text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+text_type!(
+    /// Who holds a sandbox: `X-Instruqt-Sandbox-ID`, or the legacy `X-Track-ID`.
+    StudentKey, max = 256
+);
+text_type!(
+    /// The lab slug from `X-Instruqt-Track-ID`.
+    TrackName, max = 256
+);
+text_type!(
+    /// A client's `Idempotency-Key`: a second key from one student is a second allocation.
+    IdempotencyKey, max = 256
+);
+text_type!(
+    /// Only sandboxes whose `name` starts with this (case-sensitive) are allocated.
+    NamePrefix, max = 128
+);
+text_type!(
+    /// A sandbox's id: the provider's `csp_id` as a decimal string, or an imported id.
+    SandboxId, max = 256
+);
+text_type!(
+    /// A sandbox's display name, as imported or synced.
+    SandboxName, max = 256
+);
+text_type!(
+    /// The provider's id of a sandbox, e.g. `identity/accounts/<uuid>`.
+    ExternalId, max = 512
+);
+
+/// One sandbox row as the store keeps it (contract §5 attribute names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sandbox {
+    /// Primary key.
+    pub sandbox_id: String,
+    /// Display name; prefix filters match on it.
+    pub name: String,
+    /// The provider's id, e.g. `identity/accounts/<uuid>`.
+    pub external_id: String,
+    /// Lifecycle state.
+    pub status: SandboxStatus,
+    /// The student key holding it, once allocated.
+    #[serde(default)]
+    pub allocated_to_track: Option<String>,
+    /// Epoch seconds of allocation; `None` while never allocated.
+    #[serde(default)]
+    pub allocated_at: Option<i64>,
+    /// Lab duration in force when it was allocated, so a config change does not move `expires_at`.
+    #[serde(default)]
+    pub lab_duration_hours: Option<u32>,
+    /// Epoch seconds when its owner (or expiry) released it.
+    #[serde(default)]
+    pub deletion_requested_at: Option<i64>,
+    /// Permanent provider refusals so far.
+    #[serde(default)]
+    pub deletion_retry_count: u32,
+    /// Epoch seconds of the last sync that saw it at the provider.
+    #[serde(default)]
+    pub last_synced: Option<i64>,
+    /// The `Idempotency-Key` of the allocation holding it, if any.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// The lab slug it was allocated for.
+    #[serde(default)]
+    pub track_name: Option<String>,
+    /// Epoch seconds the broker first stored it.
+    pub created_at: i64,
+    /// Epoch seconds of the last change.
+    pub updated_at: i64,
+    /// Salesforce account id, when the provider or import knows it.
+    #[serde(default)]
+    pub sfdc_account_id: Option<String>,
+    /// Epoch seconds the provider confirmed deletion.
+    #[serde(default)]
+    pub deleted_at: Option<i64>,
+    /// Epoch seconds after which a tombstone may be dropped.
+    #[serde(default)]
+    pub ttl: Option<i64>,
+}
+
+impl Sandbox {
+    /// `allocated_at + lab_duration_hours * 3600`, or `None` while never allocated.
+    pub fn expires_at(&self) -> Option<i64> {
+        let hours = i64::from(self.lab_duration_hours.unwrap_or(0));
+        self.allocated_at.map(|at| at + hours * 3600)
+    }
+
+    /// Whether `student` holds this sandbox (in any status after allocation).
+    pub fn is_held_by(&self, student: &StudentKey) -> bool {
+        self.allocated_to_track.as_deref() == Some(student.as_str())
+    }
+}
+
+/// A sandbox offered to the pool by an import (or, later, a provider sync).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSandbox {
+    /// Primary key.
+    pub sandbox_id: SandboxId,
+    /// Display name.
+    pub name: SandboxName,
+    /// The provider's id.
+    pub external_id: ExternalId,
+    /// Salesforce account id, if known.
+    pub sfdc_account_id: Option<String>,
+}
+
+impl NewSandbox {
+    /// The row this becomes when it first enters the pool at `now`.
+    pub fn into_available_row(self, now: i64) -> Sandbox {
+        Sandbox {
+            sandbox_id: self.sandbox_id.0,
+            name: self.name.0,
+            external_id: self.external_id.0,
+            status: SandboxStatus::Available,
+            allocated_to_track: None,
+            allocated_at: None,
+            lab_duration_hours: None,
+            deletion_requested_at: None,
+            deletion_retry_count: 0,
+            last_synced: None,
+            idempotency_key: None,
+            track_name: None,
+            created_at: now,
+            updated_at: now,
+            sfdc_account_id: self.sfdc_account_id,
+            deleted_at: None,
+            ttl: None,
+        }
+    }
+}
+
+/// The current time in epoch seconds; all timestamps in the contract are integers.
+pub fn now_epoch() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(
+            StudentKey::parse("h", "  stu-1 ").map(|k| k.0),
+            Ok("stu-1".into())
+        );
+        assert!(StudentKey::parse("h", "   ").is_err());
+        assert!(StudentKey::parse("h", &"a".repeat(257)).is_err());
+        assert!(StudentKey::parse("h", &"a".repeat(256)).is_ok());
+        assert!(NamePrefix::parse("h", &"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn control_and_non_ascii_characters_are_rejected() {
+        for bad in ["a\u{7}b", "a\u{7f}", "caf\u{e9}", "a\tb"] {
+            assert!(SandboxId::parse("id", bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn bulk_delete_accepts_only_the_contract_statuses() {
+        for ok in ["available", "stale", "deletion_failed", "deleted"] {
+            assert!(DeletableStatus::parse(ok).is_ok(), "{ok} refused");
+        }
+        for bad in ["allocated", "pending_deletion", "", "ALL", "Available"] {
+            assert!(DeletableStatus::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn expires_at_adds_the_lab_duration() {
+        let mut row = NewSandbox {
+            sandbox_id: SandboxId::parse("id", "1").unwrap(),
+            name: SandboxName::parse("n", "lab-1").unwrap(),
+            external_id: ExternalId::parse("e", "identity/accounts/x").unwrap(),
+            sfdc_account_id: None,
+        }
+        .into_available_row(10);
+        assert_eq!(row.expires_at(), None);
+        row.allocated_at = Some(100);
+        row.lab_duration_hours = Some(2);
+        assert_eq!(row.expires_at(), Some(7300));
+    }
+}

@@ -1,0 +1,9 @@
+//! The HTTP edge: routes, extractors, the error envelope and the middleware stack.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod handlers;
+pub mod middleware;
+pub mod router;
+pub mod views;

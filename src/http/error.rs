@@ -1,0 +1,285 @@
+//! `ApiError`: every way a request can fail, and the one envelope (contract §3.2) it renders.
+//!
+//! Rule: status codes and contract codes are decided here and only here. A response is
+//! rendered without `request_id`; the envelope middleware adds it from the request.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::ValidationError;
+use crate::store::StoreError;
+
+/// Seconds a client should wait after 409 `NO_SANDBOXES_AVAILABLE` before asking again.
+pub const NO_SANDBOX_RETRY_AFTER_SECS: u64 = 30;
+/// Seconds a client should wait after a 503 before asking again.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
+/// The edge's error; each variant names its status and contract `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `MISSING_SANDBOX_ID`: neither student header is present.
+    #[error("missing student key")]
+    MissingStudentKey,
+    /// 400 `VALIDATION_ERROR`: a header, path, query or body value is malformed.
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// 401 `UNAUTHORIZED`, with `WWW-Authenticate: Bearer`.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// 403 `FORBIDDEN`: a valid token without admin rights on an admin route.
+    #[error("forbidden")]
+    Forbidden,
+    /// 403 `NOT_SANDBOX_OWNER`: the sandbox is held by someone else, or by nobody.
+    #[error("not the sandbox owner")]
+    NotSandboxOwner,
+    /// 404 `SANDBOX_NOT_FOUND`.
+    #[error("sandbox not found")]
+    SandboxNotFound,
+    /// 404 `NOT_FOUND`: no such route.
+    #[error("route not found")]
+    RouteNotFound,
+    /// 405 `METHOD_NOT_ALLOWED`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 408 `REQUEST_TIMEOUT`: the request took longer than `REQUEST_TIMEOUT_SEC`.
+    #[error("request timed out")]
+    RequestTimeout,
+    /// 409 `NO_SANDBOXES_AVAILABLE`, with `Retry-After`.
+    #[error("no sandboxes available")]
+    NoSandboxesAvailable,
+    /// 413 `PAYLOAD_TOO_LARGE`.
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
+    /// 429 `RATE_LIMIT_EXCEEDED`, with `Retry-After`.
+    #[error("rate limited")]
+    RateLimited {
+        /// Whole seconds until the next request would be allowed.
+        retry_after_secs: u64,
+    },
+    /// 503 `SERVICE_UNAVAILABLE`, with `Retry-After`: the store cannot serve now.
+    #[error("service unavailable")]
+    Unavailable(#[source] StoreError),
+    /// 500 `INTERNAL_ERROR`; the cause is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// `Result` with [`ApiError`] as the default error.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::SandboxNotFound => Self::SandboxNotFound,
+            StoreError::NotOwner => Self::NotSandboxOwner,
+            StoreError::NoSandboxAvailable => Self::NoSandboxesAvailable,
+            StoreError::Unavailable(_) => Self::Unavailable(err),
+            StoreError::Internal(source) => Self::Internal(source),
+        }
+    }
+}
+
+/// The envelope's inner object, before `request_id` is known.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    /// Contract code, e.g. `NO_SANDBOXES_AVAILABLE`.
+    pub code: &'static str,
+    /// Human-readable explanation, safe to show.
+    pub message: String,
+    /// Filled in by the envelope middleware from `X-Request-ID`.
+    pub request_id: String,
+    /// Seconds to wait, where the contract gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    detail: &'a ErrorBody,
+}
+
+impl ErrorBody {
+    /// The complete JSON response for this body.
+    pub fn to_response(&self, status: StatusCode) -> Response {
+        let mut response = (status, Json(Envelope { detail: self })).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response.extensions_mut().insert(self.clone());
+        response
+    }
+}
+
+impl ApiError {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingStudentKey | Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::NotSandboxOwner => StatusCode::FORBIDDEN,
+            Self::SandboxNotFound | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::NoSandboxesAvailable => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The envelope body: code, a message that leaks no internals, and `retry_after`.
+    pub fn body(&self) -> ErrorBody {
+        let (code, message, retry_after) = match self {
+            Self::MissingStudentKey => (
+                "MISSING_SANDBOX_ID",
+                "Missing student key: send the X-Instruqt-Sandbox-ID header (or the legacy X-Track-ID header)".to_owned(),
+                None,
+            ),
+            Self::Validation(err) => ("VALIDATION_ERROR", err.to_string(), None),
+            Self::Unauthorized => (
+                "UNAUTHORIZED",
+                "Missing or invalid bearer token".to_owned(),
+                None,
+            ),
+            Self::Forbidden => (
+                "FORBIDDEN",
+                "This route needs an admin token".to_owned(),
+                None,
+            ),
+            Self::NotSandboxOwner => (
+                "NOT_SANDBOX_OWNER",
+                "This sandbox is not allocated to you".to_owned(),
+                None,
+            ),
+            Self::SandboxNotFound => ("SANDBOX_NOT_FOUND", "Sandbox not found".to_owned(), None),
+            Self::RouteNotFound => ("NOT_FOUND", "No such route".to_owned(), None),
+            Self::MethodNotAllowed => (
+                "METHOD_NOT_ALLOWED",
+                "Method not allowed on this route".to_owned(),
+                None,
+            ),
+            Self::RequestTimeout => (
+                "REQUEST_TIMEOUT",
+                "The request took too long and was abandoned".to_owned(),
+                None,
+            ),
+            Self::NoSandboxesAvailable => (
+                "NO_SANDBOXES_AVAILABLE",
+                "No sandboxes available in pool".to_owned(),
+                Some(NO_SANDBOX_RETRY_AFTER_SECS),
+            ),
+            Self::PayloadTooLarge(what) => ("PAYLOAD_TOO_LARGE", what.clone(), None),
+            Self::RateLimited { retry_after_secs } => (
+                "RATE_LIMIT_EXCEEDED",
+                "Too many requests; slow down".to_owned(),
+                Some(*retry_after_secs),
+            ),
+            Self::Unavailable(_) => (
+                "SERVICE_UNAVAILABLE",
+                "The service cannot reach its store right now; try again shortly".to_owned(),
+                Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            ),
+            Self::Internal(_) => (
+                "INTERNAL_ERROR",
+                "Internal server error".to_owned(),
+                None,
+            ),
+        };
+        ErrorBody {
+            code,
+            message,
+            request_id: String::new(),
+            retry_after,
+        }
+    }
+
+    /// The error a framework-made response with this status stands for, when a layer
+    /// outside our handlers (routing, timeouts) answered without an [`ApiError`].
+    pub fn for_bare_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::RouteNotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout,
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge("Request body too large".to_owned())
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                Self::Unavailable(StoreError::Unavailable("overloaded".into()))
+            }
+            status if status.is_client_error() => Self::Validation(ValidationError::new(
+                "request",
+                format!("was refused: {status}"),
+            )),
+            status => Self::Internal(format!("unhandled status {status}").into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(source) = &self {
+            tracing::error!(error = %source, "internal error");
+        } else if let Self::Unavailable(source) = &self {
+            tracing::warn!(error = ?source, "store unavailable");
+        }
+        self.body().to_response(self.status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_the_contract_statuses() {
+        let cases = [
+            (StoreError::SandboxNotFound, 404, "SANDBOX_NOT_FOUND"),
+            (StoreError::NotOwner, 403, "NOT_SANDBOX_OWNER"),
+            (
+                StoreError::NoSandboxAvailable,
+                409,
+                "NO_SANDBOXES_AVAILABLE",
+            ),
+            (
+                StoreError::Unavailable("x".into()),
+                503,
+                "SERVICE_UNAVAILABLE",
+            ),
+            (
+                StoreError::Internal("secret detail".into()),
+                500,
+                "INTERNAL_ERROR",
+            ),
+        ];
+        for (store_error, status, code) in cases {
+            let api = ApiError::from(store_error);
+            assert_eq!(api.status().as_u16(), status, "{code}");
+            let body = api.body();
+            assert_eq!(body.code, code);
+            assert!(!body.message.contains("secret"), "{code} leaks its cause");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_sent_as_header_and_field() {
+        let response = ApiError::NoSandboxesAvailable.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+        assert_eq!(
+            response
+                .extensions()
+                .get::<ErrorBody>()
+                .and_then(|b| b.retry_after),
+            Some(30)
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Extractors that parse requests into validated domain types.
+//!
+//! Rule: a handler only ever receives parsed values; every rejection, ours or axum's,
+//! becomes an [`ApiError`] and so the contract's envelope.
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::domain::{
+    IdempotencyKey, NamePrefix, SandboxId, StudentKey, TrackName, ValidationError, trim_blanks,
+};
+
+/// Preferred student header.
+pub const STUDENT_HEADER: &str = "x-instruqt-sandbox-id";
+/// Legacy student header, used when the preferred one is absent or blank.
+pub const LEGACY_STUDENT_HEADER: &str = "x-track-id";
+/// Lab slug header.
+pub const TRACK_HEADER: &str = "x-instruqt-track-id";
+/// Name prefix header.
+pub const NAME_PREFIX_HEADER: &str = "x-sandbox-name-prefix";
+/// Idempotency header.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// A header's trimmed text, `None` when absent or blank. Non-ASCII bytes are a validation error.
+pub fn header_text<'h>(
+    headers: &'h HeaderMap,
+    name: &'static str,
+    display: &str,
+) -> Result<Option<&'h str>, ValidationError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ValidationError::new(display, "must contain printable ASCII characters only")
+    })?;
+    let text = trim_blanks(text);
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// The student key from `X-Instruqt-Sandbox-ID`, else `X-Track-ID`.
+pub fn student_key(headers: &HeaderMap) -> Result<StudentKey, ApiError> {
+    if let Some(text) = header_text(headers, STUDENT_HEADER, "X-Instruqt-Sandbox-ID")? {
+        return Ok(StudentKey::parse("X-Instruqt-Sandbox-ID", text)?);
+    }
+    match header_text(headers, LEGACY_STUDENT_HEADER, "X-Track-ID")? {
+        Some(text) => Ok(StudentKey::parse("X-Track-ID", text)?),
+        None => Err(ApiError::MissingStudentKey),
+    }
+}
+
+/// The caller's student key; 400 `MISSING_SANDBOX_ID` when neither header is set.
+#[derive(Debug, Clone)]
+pub struct Student(pub StudentKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for Student {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        student_key(&parts.headers).map(Self)
+    }
+}
+
+/// The optional allocation headers: track name, name prefix and idempotency key.
+/// A blank header counts as absent, so a lab script's unset variable does no harm.
+#[derive(Debug, Clone)]
+pub struct AllocationHeaders {
+    /// `X-Instruqt-Track-ID`.
+    pub track_name: Option<TrackName>,
+    /// `X-Sandbox-Name-Prefix`.
+    pub name_prefix: Option<NamePrefix>,
+    /// `Idempotency-Key`.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AllocationHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let headers = &parts.headers;
+        Ok(Self {
+            track_name: optional_header(
+                headers,
+                TRACK_HEADER,
+                "X-Instruqt-Track-ID",
+                TrackName::parse,
+            )?,
+            name_prefix: optional_header(
+                headers,
+                NAME_PREFIX_HEADER,
+                "X-Sandbox-Name-Prefix",
+                NamePrefix::parse,
+            )?,
+            idempotency_key: optional_header(
+                headers,
+                IDEMPOTENCY_HEADER,
+                "Idempotency-Key",
+                IdempotencyKey::parse,
+            )?,
+        })
+    }
+}
+
+/// An optional header parsed with `parse`; blank counts as absent.
+fn optional_header<T>(
+    headers: &HeaderMap,
+    name: &'static str,
+    display: &str,
+    parse: fn(&str, &str) -> Result<T, ValidationError>,
+) -> Result<Option<T>, ValidationError> {
+    header_text(headers, name, display)?
+        .map(|text| parse(display, text))
+        .transpose()
+}
+
+/// The `{sandbox_id}` path segment, decoded and validated.
+#[derive(Debug, Clone)]
+pub struct SandboxIdPath(pub SandboxId);
+
+impl<S: Send + Sync> FromRequestParts<S> for SandboxIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection: PathRejection| {
+                    ValidationError::new("sandbox_id", rejection.body_text())
+                })?;
+        Ok(Self(SandboxId::parse("sandbox_id", &raw)?))
+    }
+}
+
+/// Query parameters deserialized into `T`; a malformed query is 400 `VALIDATION_ERROR`.
+#[derive(Debug, Clone)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection: QueryRejection| {
+                ValidationError::new("query", rejection.body_text()).into()
+            })
+    }
+}
+
+/// A JSON body, read whatever the `Content-Type` (curl's `-d` sends a form type), within
+/// the router's body limit; too large is 413, malformed is 400.
+#[derive(Debug, Clone)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection: BytesRejection| {
+                    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::PayloadTooLarge("Request body is larger than 1 MiB".to_owned())
+                    } else {
+                        ValidationError::new("body", rejection.body_text()).into()
+                    }
+                })?;
+        serde_json::from_slice(&bytes).map(Self).map_err(|err| {
+            ValidationError::new("body", format!("is not valid JSON for this route: {err}")).into()
+        })
+    }
+}

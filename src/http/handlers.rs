@@ -1,0 +1,5 @@
+//! Route handlers, one module per audience. Each extracts, calls one rule, maps the result.
+
+pub mod admin;
+pub mod ops;
+pub mod track;

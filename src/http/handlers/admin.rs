@@ -1,0 +1,221 @@
+//! Admin routes (contract §3.4): pool inspection, import and removal.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::app::AppState;
+use crate::domain::{
+    DeletableStatus, ExternalId, NamePrefix, NewSandbox, SandboxId, SandboxName, SandboxStatus,
+    StudentKey, TrackName, ValidationError, now_epoch, trim_blanks,
+};
+use crate::http::error::{ApiError, Result};
+use crate::http::extract::{JsonBody, Query};
+use crate::http::views::{
+    BulkDeleteView, ErrorEnvelope, ImportRequest, ImportRow, ImportView, SandboxListView,
+    SandboxView, StatsView, TrackView, TracksView,
+};
+use crate::store::{ListCursor, ListQuery};
+
+/// Most rows one import may carry.
+pub const MAX_IMPORT_ROWS: usize = 1000;
+/// Page size when `limit` is not given.
+const DEFAULT_PAGE_SIZE: usize = 50;
+/// Largest page.
+const MAX_PAGE_SIZE: usize = 100;
+
+/// Query of `GET /admin/sandboxes`, as sent.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only rows in this status.
+    status: Option<String>,
+    /// Page size, 1..=100 (default 50).
+    limit: Option<String>,
+    /// The `cursor` of the previous page.
+    cursor: Option<String>,
+    /// Only rows whose name starts with this.
+    name_prefix: Option<String>,
+    /// Only rows held by this student key.
+    student: Option<String>,
+    /// Only rows of this lab.
+    track_name: Option<String>,
+}
+
+/// Blank query values count as absent, as a form with an empty field would send them.
+fn given(value: Option<&String>) -> Option<&str> {
+    value.map(|v| trim_blanks(v)).filter(|v| !v.is_empty())
+}
+
+impl TryFrom<ListParams> for ListQuery {
+    type Error = ValidationError;
+
+    fn try_from(params: ListParams) -> Result<Self, ValidationError> {
+        let limit = match given(params.limit.as_ref()) {
+            None => DEFAULT_PAGE_SIZE,
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                .ok_or_else(|| ValidationError::new("limit", "must be an integer from 1 to 100"))?,
+        };
+        Ok(Self {
+            status: given(params.status.as_ref())
+                .map(str::parse::<SandboxStatus>)
+                .transpose()?,
+            name_prefix: given(params.name_prefix.as_ref())
+                .map(|v| NamePrefix::parse("name_prefix", v))
+                .transpose()?,
+            student: given(params.student.as_ref())
+                .map(|v| StudentKey::parse("student", v))
+                .transpose()?,
+            track_name: given(params.track_name.as_ref())
+                .map(|v| TrackName::parse("track_name", v))
+                .transpose()?,
+            limit,
+            cursor: given(params.cursor.as_ref())
+                .map(ListCursor::decode)
+                .transpose()?,
+        })
+    }
+}
+
+/// One page of sandboxes, in id order; follow `cursor` to visit every match once.
+#[utoipa::path(
+    get, path = "/admin/sandboxes", tag = "admin", params(ListParams),
+    responses((status = 200, body = SandboxListView), (status = 400, body = ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn list_sandboxes(
+    State(app): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<SandboxListView>> {
+    let page = app.store.list(ListQuery::try_from(params)?).await?;
+    let sandboxes: Vec<SandboxView> = page.sandboxes.iter().map(SandboxView::from).collect();
+    Ok(Json(SandboxListView {
+        count: sandboxes.len(),
+        sandboxes,
+        cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// Validates one import row; `index` locates it in the error.
+fn parse_import_row(index: usize, row: ImportRow) -> Result<NewSandbox, ValidationError> {
+    let field = |name: &str| format!("sandboxes[{index}].{name}");
+    let sfdc = row
+        .sfdc_account_id
+        .as_deref()
+        .map(trim_blanks)
+        .filter(|v| !v.is_empty())
+        .map(|v| SandboxName::parse(&field("sfdc_account_id"), v))
+        .transpose()?;
+    Ok(NewSandbox {
+        sandbox_id: SandboxId::parse(&field("sandbox_id"), &row.sandbox_id.into_text())?,
+        name: SandboxName::parse(&field("name"), &row.name)?,
+        external_id: ExternalId::parse(&field("external_id"), &row.external_id)?,
+        sfdc_account_id: sfdc.map(|s| s.as_str().to_owned()),
+    })
+}
+
+/// Parses a whole import: at most 1000 rows, each valid, no id twice.
+pub fn parse_import(request: ImportRequest) -> Result<Vec<NewSandbox>, ApiError> {
+    if request.sandboxes.len() > MAX_IMPORT_ROWS {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "An import may carry at most {MAX_IMPORT_ROWS} sandboxes"
+        )));
+    }
+    let rows = request
+        .sandboxes
+        .into_iter()
+        .enumerate()
+        .map(|(index, row)| parse_import_row(index, row))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = HashSet::new();
+    if let Some(dup) = rows.iter().find(|r| !seen.insert(r.sandbox_id.as_str())) {
+        return Err(ValidationError::new(
+            "sandboxes",
+            format!("lists sandbox_id {} more than once", dup.sandbox_id),
+        )
+        .into());
+    }
+    Ok(rows)
+}
+
+/// Imports sandboxes as `available`; rows that exist in another status are skipped.
+#[utoipa::path(
+    post, path = "/admin/sandboxes", tag = "admin", request_body = ImportRequest,
+    responses(
+        (status = 200, body = ImportView),
+        (status = 400, body = ErrorEnvelope),
+        (status = 413, description = "More than 1000 rows or 1 MiB", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn import_sandboxes(
+    State(app): State<AppState>,
+    JsonBody(request): JsonBody<ImportRequest>,
+) -> Result<Json<ImportView>> {
+    let rows = parse_import(request)?;
+    let summary = app.store.import(rows, now_epoch()).await?;
+    Ok(Json(summary.into()))
+}
+
+/// Exact counts per status over the whole pool.
+#[utoipa::path(
+    get, path = "/admin/stats", tag = "admin",
+    responses((status = 200, body = StatsView)),
+    security(("bearer" = []))
+)]
+pub async fn pool_stats(State(app): State<AppState>) -> Result<Json<StatsView>> {
+    Ok(Json(app.store.stats().await?.into()))
+}
+
+/// Per-lab analytics over rows that carry a track name.
+#[utoipa::path(
+    get, path = "/admin/tracks", tag = "admin",
+    responses((status = 200, body = TracksView)),
+    security(("bearer" = []))
+)]
+pub async fn track_analytics(State(app): State<AppState>) -> Result<Json<TracksView>> {
+    let tracks = app.store.track_stats().await?;
+    Ok(Json(TracksView {
+        tracks: tracks.into_iter().map(TrackView::from).collect(),
+    }))
+}
+
+/// `?status=` of bulk-delete, as sent.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BulkDeleteParams {
+    /// Required: `available`, `stale`, `deletion_failed` or `deleted`.
+    status: Option<String>,
+}
+
+/// Removes every row in one status from the broker (never from the provider).
+#[utoipa::path(
+    post, path = "/admin/bulk-delete", tag = "admin", params(BulkDeleteParams),
+    responses((status = 200, body = BulkDeleteView), (status = 400, body = ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn bulk_delete(
+    State(app): State<AppState>,
+    Query(params): Query<BulkDeleteParams>,
+) -> Result<Json<BulkDeleteView>> {
+    let started = Instant::now();
+    let raw = given(params.status.as_ref()).ok_or_else(|| {
+        ValidationError::new(
+            "status",
+            "is required (available, stale, deletion_failed or deleted)",
+        )
+    })?;
+    let deleted = app.store.bulk_delete(DeletableStatus::parse(raw)?).await?;
+    Ok(Json(BulkDeleteView {
+        status: "completed".into(),
+        deleted,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }))
+}

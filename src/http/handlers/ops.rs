@@ -1,0 +1,78 @@
+//! Operations routes (contract §3.5): liveness, readiness and metrics, unauthenticated.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::domain::now_epoch;
+use crate::http::error::{ApiError, Result};
+use crate::http::views::{HealthView, ReadyChecks, ReadyView};
+
+/// How long readiness waits for the store before calling it unavailable.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Liveness: the process serves HTTP. Never checks dependencies.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = HealthView)))]
+pub async fn health() -> Json<HealthView> {
+    Json(HealthView {
+        status: "healthy".into(),
+        timestamp: now_epoch(),
+    })
+}
+
+/// Readiness: 200 when the store answers, else 503 with a short reason.
+#[utoipa::path(
+    get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = ReadyView), (status = 503, body = ReadyView))
+)]
+pub async fn readiness(State(app): State<AppState>) -> Response {
+    let store = match tokio::time::timeout(READY_TIMEOUT, app.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(err)) => {
+            tracing::warn!(error = ?err, "readiness: store unavailable");
+            "unavailable"
+        }
+        Err(_) => "timeout",
+    };
+    let ready = store == "ok";
+    let view = ReadyView {
+        status: if ready { "ready" } else { "not_ready" }.into(),
+        timestamp: now_epoch(),
+        checks: ReadyChecks {
+            store: store.into(),
+        },
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(view)).into_response()
+}
+
+/// Prometheus text exposition, pool gauges fresh from the store (kept, with
+/// `broker_store_up 0`, while the store is unreachable).
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String, content_type = "text/plain")))]
+pub async fn metrics(State(app): State<AppState>) -> Result<Response> {
+    let pool = match app.store.stats().await {
+        Ok(pool) => Some(pool),
+        Err(err) => {
+            tracing::warn!(error = ?err, "metrics: pool counts unavailable");
+            None
+        }
+    };
+    let text = app
+        .metrics
+        .render(pool.as_ref())
+        .map_err(|err| ApiError::Internal(Box::new(err)))?;
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,106 @@
+//! Track routes (contract §3.3): what lab scripts call when a student starts or stops a lab.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::allocation::{self, AllocateInput};
+use crate::app::AppState;
+use crate::domain::now_epoch;
+use crate::http::error::Result;
+use crate::http::extract::{AllocationHeaders, SandboxIdPath, Student};
+use crate::http::middleware::Outcome;
+use crate::http::views::{AllocationView, ErrorEnvelope, MarkView, SandboxView};
+
+/// Allocates a sandbox to the student, or returns the one this allocation key already holds.
+#[utoipa::path(
+    post, path = "/allocate", tag = "track",
+    params(
+        ("X-Instruqt-Sandbox-ID" = Option<String>, Header, description = "Student key (preferred)"),
+        ("X-Track-ID" = Option<String>, Header, description = "Legacy student key, used when the first is absent"),
+        ("X-Instruqt-Track-ID" = Option<String>, Header, description = "Lab slug, stored for analytics"),
+        ("X-Sandbox-Name-Prefix" = Option<String>, Header, description = "Only sandboxes whose name starts with this"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Separates several allocations of one student"),
+    ),
+    responses(
+        (status = 201, description = "Newly allocated", body = AllocationView),
+        (status = 200, description = "This key's existing allocation", body = AllocationView),
+        (status = 400, description = "Missing or malformed header", body = ErrorEnvelope),
+        (status = 409, description = "No matching sandbox available", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn allocate_sandbox(
+    State(app): State<AppState>,
+    Student(student): Student,
+    headers: AllocationHeaders,
+) -> Result<Response> {
+    let input = AllocateInput {
+        student,
+        track_name: headers.track_name,
+        name_prefix: headers.name_prefix,
+        idempotency_key: headers.idempotency_key,
+    };
+    let request = input.into_request(app.config.lab_duration_hours, now_epoch());
+    let (outcome, result) = allocation::allocate(&*app.store, &app.metrics, request).await;
+    let allocation = result?;
+    let status = if allocation.newly_allocated {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let view = AllocationView::new(&allocation.sandbox);
+    Ok((
+        status,
+        axum::Extension(Outcome(outcome.as_str())),
+        Json(view),
+    )
+        .into_response())
+}
+
+/// The caller's own sandbox, in any status.
+#[utoipa::path(
+    get, path = "/sandboxes/{sandbox_id}", tag = "track",
+    params(
+        ("sandbox_id" = String, Path, description = "The sandbox's id"),
+        ("X-Instruqt-Sandbox-ID" = Option<String>, Header, description = "Student key"),
+    ),
+    responses(
+        (status = 200, body = SandboxView),
+        (status = 403, description = "Held by another student or nobody", body = ErrorEnvelope),
+        (status = 404, description = "No such sandbox", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_sandbox(
+    State(app): State<AppState>,
+    SandboxIdPath(id): SandboxIdPath,
+    Student(student): Student,
+) -> Result<Json<SandboxView>> {
+    let sandbox = allocation::owned_sandbox(&*app.store, &id, &student).await?;
+    Ok(Json(SandboxView::from(&sandbox)))
+}
+
+/// Releases the caller's sandbox for deletion; repeating it returns the same body.
+#[utoipa::path(
+    post, path = "/sandboxes/{sandbox_id}/mark-for-deletion", tag = "track",
+    params(
+        ("sandbox_id" = String, Path, description = "The sandbox's id"),
+        ("X-Instruqt-Sandbox-ID" = Option<String>, Header, description = "Student key"),
+    ),
+    responses(
+        (status = 200, body = MarkView),
+        (status = 403, description = "Held by another student or nobody", body = ErrorEnvelope),
+        (status = 404, description = "No such sandbox", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn mark_for_deletion(
+    State(app): State<AppState>,
+    SandboxIdPath(id): SandboxIdPath,
+    Student(student): Student,
+) -> Result<Json<MarkView>> {
+    let marked = allocation::release(&*app.store, &app.metrics, &id, &student, now_epoch()).await?;
+    Ok(Json(MarkView::from(&marked.sandbox)))
+}

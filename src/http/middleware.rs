@@ -1,0 +1,334 @@
+//! The middleware stack every response passes through, built in one place.
+//!
+//! Rule (outermost first): request-id sanitising and assignment, security headers, CORS,
+//! metrics and the access log, the error envelope, panic catching, the request timeout.
+//! The envelope sits inside the request-id layer so every error body carries the same
+//! `request_id` as the `X-Request-ID` header, and outside panic/timeout so those are
+//! enveloped too.
+
+use std::any::Any;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{self, IDEMPOTENCY_HEADER};
+use crate::app::AppState;
+use crate::metrics::InFlightGuard;
+use crate::ratelimit::{CallerKey, Decision, client_address};
+
+/// The request id header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Rate limit headers.
+const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// Largest accepted request body (the import route's limit).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Longest incoming request id that is echoed rather than replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Strict policy for API answers: they are data, never a page.
+const STRICT_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+/// The docs page: its own scripts, styles, images and fetches only.
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
+
+/// The outcome reported in the access log, set by handlers whose outcome is richer than the status.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome(pub &'static str);
+
+/// Wraps `router` (routes, fallback included) in the full stack.
+pub fn apply(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    let cors = cors_layer(&state.config.cors_allowed_origins);
+    let stack = ServiceBuilder::new()
+        .layer(middleware::from_fn(drop_insane_request_id))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
+        .layer(cors)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .layer(middleware::from_fn(render_error_envelope))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.config.request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    router.layer(stack)
+}
+
+fn is_sane_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_LEN
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+}
+
+/// Removes an incoming `X-Request-ID` that is too long or has odd characters, so a fresh one is made.
+async fn drop_insane_request_id(mut request: Request, next: Next) -> Response {
+    if request
+        .headers()
+        .get(REQUEST_ID)
+        .is_some_and(|id| !is_sane_request_id(id))
+    {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+async fn security_headers(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let docs = format!("{}/docs", app.config.api_base_path);
+    let relaxed = request.uri().path().starts_with(&docs);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let csp = if relaxed { DOCS_CSP } else { STRICT_CSP };
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+    );
+    response
+}
+
+fn cors_layer(origins: &str) -> CorsLayer {
+    let allow_origin = if origins.trim() == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .split(',')
+                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static(extract::STUDENT_HEADER),
+            HeaderName::from_static(extract::LEGACY_STUDENT_HEADER),
+            HeaderName::from_static(extract::TRACK_HEADER),
+            HeaderName::from_static(extract::NAME_PREFIX_HEADER),
+            HeaderName::from_static(IDEMPOTENCY_HEADER),
+            REQUEST_ID,
+        ])
+        .expose_headers([
+            REQUEST_ID,
+            RATE_LIMIT_LIMIT,
+            RATE_LIMIT_REMAINING,
+            header::RETRY_AFTER,
+        ])
+}
+
+/// Records `broker_request_latency_seconds` and writes the one access-log line per request.
+async fn record_request(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let _in_flight = InFlightGuard::new(&app.metrics.requests_in_flight);
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "<unknown>".to_owned(), |p| p.as_str().to_owned());
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    app.metrics
+        .request_latency_seconds
+        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+        .observe(elapsed.as_secs_f64());
+    let outcome = outcome_of(&response);
+    let action = action_of(&method, &route, &app.config.api_base_path);
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let error_code = response.extensions().get::<ErrorBody>().map(|b| b.code);
+    if action.starts_with("ops.") && status.is_success() {
+        tracing::debug!(request_id, action, outcome, latency_ms, http.method = %method, http.route = %route, http.status = status.as_u16(), "request");
+    } else {
+        tracing::info!(request_id, action, outcome, latency_ms, error.code = error_code, http.method = %method, http.route = %route, http.status = status.as_u16(), "request");
+    }
+    response
+}
+
+fn outcome_of(response: &Response) -> &'static str {
+    if let Some(Outcome(outcome)) = response.extensions().get::<Outcome>() {
+        return outcome;
+    }
+    match response.extensions().get::<ErrorBody>() {
+        Some(body) if body.code == "NO_SANDBOXES_AVAILABLE" => "no_sandboxes",
+        _ if response.status().is_server_error() => "error",
+        _ if response.status().is_client_error() => "rejected",
+        _ => "success",
+    }
+}
+
+/// A stable name for what the request did, for log filters: `allocate`, `admin.stats`, …
+fn action_of(method: &Method, route: &str, base: &str) -> String {
+    if route == "<unknown>" {
+        return "unknown".into();
+    }
+    let Some(path) = route.strip_prefix(base) else {
+        return format!("ops.{}", route.trim_start_matches('/'));
+    };
+    match path {
+        "/allocate" => "allocate".into(),
+        "/sandboxes/{sandbox_id}" => "get_sandbox".into(),
+        "/sandboxes/{sandbox_id}/mark-for-deletion" => "mark_for_deletion".into(),
+        "/admin/sandboxes" if method == Method::POST => "admin.import_sandboxes".into(),
+        "/admin/sandboxes" => "admin.list_sandboxes".into(),
+        path if path.starts_with("/admin/") => {
+            format!(
+                "admin.{}",
+                path.trim_start_matches("/admin/").replace('-', "_")
+            )
+        }
+        path => format!("ops.{}", path.trim_start_matches('/')),
+    }
+}
+
+/// Writes `request_id` into error envelopes and envelopes bare error statuses from the framework.
+async fn render_error_envelope(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let body = match response.extensions().get::<ErrorBody>() {
+        Some(body) => body.clone(),
+        None if status.is_client_error() || status.is_server_error() => {
+            if response.headers().contains_key(header::CONTENT_TYPE) {
+                // A deliberate document (e.g. /readyz's not_ready report), not an error.
+                return response;
+            }
+            ApiError::for_bare_status(status).body()
+        }
+        None => return response,
+    };
+    let (parts, _) = response.into_parts();
+    let mut enveloped = ErrorBody { request_id, ..body }.to_response(status);
+    // Keep what the original answer said about itself (Allow, rate-limit headers, …).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            enveloped.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    enveloped
+}
+
+fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
+    ApiError::Internal("a request handler panicked".into()).into_response()
+}
+
+/// Route layer on the track and admin routes: one token per request from the caller's bucket.
+pub async fn rate_limit(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let caller = caller_key(&app, &request);
+    match app.rate_limiter.check(&caller) {
+        Decision::Allowed { remaining } => {
+            let mut response = next.run(request).await;
+            let headers = response.headers_mut();
+            headers.insert(
+                RATE_LIMIT_LIMIT,
+                HeaderValue::from(app.rate_limiter.limit_per_sec()),
+            );
+            headers.insert(RATE_LIMIT_REMAINING, HeaderValue::from(remaining));
+            response
+        }
+        Decision::Limited { retry_after_secs } => {
+            app.metrics.rate_limited_total.inc();
+            let mut response = ApiError::RateLimited { retry_after_secs }.into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                RATE_LIMIT_LIMIT,
+                HeaderValue::from(app.rate_limiter.limit_per_sec()),
+            );
+            headers.insert(RATE_LIMIT_REMAINING, HeaderValue::from(0));
+            response
+        }
+    }
+}
+
+fn caller_key(app: &AppState, request: &Request) -> CallerKey {
+    if let Ok(student) = extract::student_key(request.headers()) {
+        return CallerKey::Student(student.as_str().to_owned());
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    CallerKey::Address(client_address(peer, forwarded, &app.config.trusted_proxies))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_echoed_only_when_sane() {
+        for ok in ["abc-123", "2f1c2b7e-1a2b-4c3d-8e9f-0123456789ab", "a.b:c_d"] {
+            assert!(is_sane_request_id(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        let long = "a".repeat(129);
+        for bad in ["", "a b", "<script>", "a/b", long.as_str()] {
+            assert!(
+                !is_sane_request_id(&HeaderValue::from_str(bad).unwrap()),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn actions_name_routes_stably() {
+        let cases = [
+            (Method::POST, "/v1/allocate", "allocate"),
+            (Method::GET, "/v1/sandboxes/{sandbox_id}", "get_sandbox"),
+            (Method::POST, "/v1/admin/bulk-delete", "admin.bulk_delete"),
+            (Method::GET, "/v1/admin/stats", "admin.stats"),
+            (Method::GET, "/healthz", "ops.healthz"),
+            (Method::GET, "/v1/openapi.json", "ops.openapi.json"),
+            (Method::GET, "<unknown>", "unknown"),
+        ];
+        for (method, route, action) in cases {
+            assert_eq!(action_of(&method, route, "/v1"), action, "{route}");
+        }
+    }
+}

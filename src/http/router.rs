@@ -1,0 +1,84 @@
+//! Every route, listed once; the same list yields `/v1/openapi.json`.
+//!
+//! Rule: auth is the outermost route layer of the track and admin routes, so it is checked
+//! before rate limiting, extraction or anything else; ops routes are open and unlimited.
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::auth::{require_admin_token, require_track_token};
+use super::error::ApiError;
+use super::handlers::{admin, ops, track};
+use super::middleware::{self, rate_limit};
+use crate::app::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "sandbox-broker", description = "Hands out pre-created cloud sandboxes to lab students."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "track", description = "Called by lab scripts (track token)"),
+        (name = "admin", description = "Pool administration (admin token)"),
+        (name = "ops", description = "Health, readiness and metrics (no token)"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document describing them.
+pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let track = OpenApiRouter::new()
+        .routes(routes!(track::allocate_sandbox))
+        .routes(routes!(track::get_sandbox))
+        .routes(routes!(track::mark_for_deletion))
+        .route_layer(from_fn_with_state(state.clone(), rate_limit))
+        .route_layer(from_fn_with_state(state.clone(), require_track_token));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(admin::list_sandboxes, admin::import_sandboxes))
+        .routes(routes!(admin::pool_stats))
+        .routes(routes!(admin::track_analytics))
+        .routes(routes!(admin::bulk_delete))
+        .route_layer(from_fn_with_state(state.clone(), rate_limit))
+        .route_layer(from_fn_with_state(state.clone(), require_admin_token));
+    let api = track.merge(admin);
+    let base = state.config.api_base_path.as_str();
+    let api = if base.is_empty() {
+        api
+    } else {
+        OpenApiRouter::new().nest(base, api)
+    };
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api)
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::readiness))
+        .routes(routes!(ops::metrics))
+        .split_for_parts()
+}
+
+/// The complete router: routes, API docs, fallback and the middleware stack.
+pub fn build(state: AppState) -> Router {
+    let (routes, openapi) = routes(&state);
+    let base = state.config.api_base_path.clone();
+    let docs = SwaggerUi::new(format!("{base}/docs")).url(format!("{base}/openapi.json"), openapi);
+    let router = routes
+        .merge(docs)
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    middleware::apply(router, &state).with_state(state)
+}

@@ -1,0 +1,306 @@
+//! The JSON shapes of the API (contract §3), each documented in the OpenAPI schema.
+//!
+//! Rule: wire shapes are built from store rows here and nowhere else; `sfdc_account_id`
+//! is always a string and timestamps are integer epoch seconds.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::Sandbox;
+use crate::store::{ImportSummary, PoolStats, TrackStats};
+
+/// `POST /allocate` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AllocationView {
+    /// The sandbox's id.
+    #[schema(example = "2012224")]
+    pub sandbox_id: String,
+    /// Display name.
+    #[schema(example = "lab-adventure-0087")]
+    pub name: String,
+    /// The provider's id; lab scripts use the part after the last `/`.
+    #[schema(example = "identity/accounts/1e96e538-0000-4000-8000-000000000000")]
+    pub external_id: String,
+    /// Epoch seconds of allocation.
+    pub allocated_at: i64,
+    /// `allocated_at + LAB_DURATION_HOURS * 3600`.
+    pub expires_at: i64,
+    /// Salesforce account id, `""` when unknown.
+    pub sfdc_account_id: String,
+}
+
+impl AllocationView {
+    /// The allocation answer for an allocated row.
+    pub fn new(row: &Sandbox) -> Self {
+        let allocated_at = row.allocated_at.unwrap_or(row.updated_at);
+        Self {
+            sandbox_id: row.sandbox_id.clone(),
+            name: row.name.clone(),
+            external_id: row.external_id.clone(),
+            allocated_at,
+            expires_at: row.expires_at().unwrap_or(allocated_at),
+            sfdc_account_id: row.sfdc_account_id.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A sandbox as its owner (`GET /sandboxes/{id}`) or an admin (list) sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SandboxView {
+    /// The sandbox's id.
+    pub sandbox_id: String,
+    /// Display name.
+    pub name: String,
+    /// The provider's id.
+    pub external_id: String,
+    /// Lifecycle status.
+    #[schema(example = "allocated")]
+    pub status: String,
+    /// The student key holding it, if any.
+    pub allocated_to_track: Option<String>,
+    /// Epoch seconds of allocation; null while never allocated.
+    pub allocated_at: Option<i64>,
+    /// Epoch seconds when the lab ends; null while never allocated.
+    pub expires_at: Option<i64>,
+    /// The lab slug it was allocated for, if any.
+    pub track_name: Option<String>,
+    /// Salesforce account id, `""` when unknown.
+    pub sfdc_account_id: String,
+    /// Epoch seconds when it was released, if it was.
+    pub deletion_requested_at: Option<i64>,
+}
+
+impl From<&Sandbox> for SandboxView {
+    fn from(row: &Sandbox) -> Self {
+        Self {
+            sandbox_id: row.sandbox_id.clone(),
+            name: row.name.clone(),
+            external_id: row.external_id.clone(),
+            status: row.status.as_str().to_owned(),
+            allocated_to_track: row.allocated_to_track.clone(),
+            allocated_at: row.allocated_at,
+            expires_at: row.expires_at(),
+            track_name: row.track_name.clone(),
+            sfdc_account_id: row.sfdc_account_id.clone().unwrap_or_default(),
+            deletion_requested_at: row.deletion_requested_at,
+        }
+    }
+}
+
+/// `POST /sandboxes/{id}/mark-for-deletion` answer; a repeat returns the same body.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MarkView {
+    /// The sandbox's id.
+    pub sandbox_id: String,
+    /// `pending_deletion`, or a later status when cleanup already ran.
+    #[schema(example = "pending_deletion")]
+    pub status: String,
+    /// Epoch seconds of the first release request.
+    pub deletion_requested_at: Option<i64>,
+}
+
+impl From<&Sandbox> for MarkView {
+    fn from(row: &Sandbox) -> Self {
+        Self {
+            sandbox_id: row.sandbox_id.clone(),
+            status: row.status.as_str().to_owned(),
+            deletion_requested_at: row.deletion_requested_at,
+        }
+    }
+}
+
+/// `GET /admin/sandboxes` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SandboxListView {
+    /// This page's rows.
+    pub sandboxes: Vec<SandboxView>,
+    /// Rows on this page.
+    pub count: usize,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /admin/stats` answer: exact counts over the whole pool.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatsView {
+    /// Every row, tombstones included.
+    pub total: u64,
+    /// Rows `available`.
+    pub available: u64,
+    /// Rows `allocated`.
+    pub allocated: u64,
+    /// Rows `pending_deletion`.
+    pub pending_deletion: u64,
+    /// Rows `stale`.
+    pub stale: u64,
+    /// Rows `deletion_failed`.
+    pub deletion_failed: u64,
+    /// Rows `deleted`.
+    pub deleted: u64,
+}
+
+impl From<PoolStats> for StatsView {
+    fn from(stats: PoolStats) -> Self {
+        Self {
+            total: stats.total(),
+            available: stats.available,
+            allocated: stats.allocated,
+            pending_deletion: stats.pending_deletion,
+            stale: stats.stale,
+            deletion_failed: stats.deletion_failed,
+            deleted: stats.deleted,
+        }
+    }
+}
+
+/// One lab's counts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TrackView {
+    /// The lab slug.
+    pub track_name: String,
+    /// Rows now `allocated`.
+    pub allocated: u64,
+    /// Rows now `pending_deletion`.
+    pub pending_deletion: u64,
+    /// Rows now `deleted`.
+    pub deleted: u64,
+    /// Every row of this lab.
+    pub total: u64,
+}
+
+impl From<TrackStats> for TrackView {
+    fn from(t: TrackStats) -> Self {
+        Self {
+            track_name: t.track_name,
+            allocated: t.allocated,
+            pending_deletion: t.pending_deletion,
+            deleted: t.deleted,
+            total: t.total,
+        }
+    }
+}
+
+/// `GET /admin/tracks` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TracksView {
+    /// Per-lab counts, sorted by track name.
+    pub tracks: Vec<TrackView>,
+}
+
+/// `POST /admin/sandboxes` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ImportRequest {
+    /// At most 1000 rows.
+    pub sandboxes: Vec<ImportRow>,
+}
+
+/// A string, or a number sent where a string id was meant (`"sandbox_id": 2012224`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum TextOrNumber {
+    /// Sent as a string.
+    Text(String),
+    /// Sent as an integer.
+    Number(u64),
+}
+
+impl TextOrNumber {
+    /// The value as text.
+    pub fn into_text(self) -> String {
+        match self {
+            Self::Text(text) => text,
+            Self::Number(number) => number.to_string(),
+        }
+    }
+}
+
+/// One sandbox to import.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ImportRow {
+    /// The sandbox's id (`csp_id` for CSP sandboxes).
+    #[schema(value_type = String)]
+    pub sandbox_id: TextOrNumber,
+    /// Display name.
+    pub name: String,
+    /// The provider's id, e.g. `identity/accounts/<uuid>`.
+    pub external_id: String,
+    /// Salesforce account id, if known.
+    #[serde(default)]
+    pub sfdc_account_id: Option<String>,
+}
+
+/// `POST /admin/sandboxes` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ImportView {
+    /// Rows created or refreshed as `available`.
+    pub imported: u64,
+    /// Rows left alone because they exist in another status.
+    pub skipped: u64,
+}
+
+impl From<ImportSummary> for ImportView {
+    fn from(s: ImportSummary) -> Self {
+        Self {
+            imported: s.imported,
+            skipped: s.skipped,
+        }
+    }
+}
+
+/// Answer of the admin operations that remove rows.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BulkDeleteView {
+    /// Always `completed`.
+    pub status: String,
+    /// Rows removed.
+    pub deleted: u64,
+    /// Time taken.
+    pub duration_ms: u64,
+}
+
+/// `GET /healthz` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthView {
+    /// Always `healthy`.
+    pub status: String,
+    /// Epoch seconds now.
+    pub timestamp: i64,
+}
+
+/// `GET /readyz` answer, 200 or 503.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReadyView {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Epoch seconds now.
+    pub timestamp: i64,
+    /// Each dependency's state.
+    pub checks: ReadyChecks,
+}
+
+/// The checks behind `/readyz`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReadyChecks {
+    /// `ok`, or a short reason such as `unavailable` or `timeout`.
+    pub store: String,
+}
+
+/// The error envelope every error answer carries.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub detail: ErrorDetail,
+}
+
+/// The inside of the error envelope.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code, e.g. `NO_SANDBOXES_AVAILABLE`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Same as the `X-Request-ID` header.
+    pub request_id: String,
+    /// Seconds to wait before retrying, where it applies.
+    pub retry_after: Option<u64>,
+}

@@ -1,0 +1,204 @@
+//! Prometheus metrics, owned by one struct so every app (and every test) has its own registry.
+//!
+//! Rule: the contract's metric names (§3.5) are kept exactly; the pool gauges are set
+//! from the store's exact counts when `/metrics` is scraped, so they are right after any change.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::store::PoolStats;
+
+/// Latency buckets in seconds: dense from 0.5 ms (a group-committed allocation) to 100 ms,
+/// then coarse up to 10 s so a stalled store still shows where it sits.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The service's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Allocation requests by `outcome`: `success`, `idempotent`, `no_sandboxes`, `error`.
+    pub allocate_total: IntCounterVec,
+    /// Allocation requests answered with the key's existing sandbox.
+    pub allocate_idempotent_hits_total: IntCounter,
+    /// Allocation attempts that lost a race for a candidate and retried (shared stores).
+    pub allocate_conflicts_total: IntCounter,
+    /// Mark-for-deletion requests by `outcome`: `success`, `already_marked`, `not_found`, `forbidden`, `error`.
+    pub deletion_marked_total: IntCounterVec,
+    /// Every HTTP request by `method`, matched route `endpoint` and `status`.
+    pub request_latency_seconds: HistogramVec,
+    /// Time the store took to allocate, by `outcome`.
+    pub allocation_latency_seconds: HistogramVec,
+    /// Requests being served right now.
+    pub requests_in_flight: IntGauge,
+    /// Requests refused by the rate limiter.
+    pub rate_limited_total: IntCounter,
+    /// 1 when the last scrape could read the pool counts from the store, else 0.
+    store_up: IntGauge,
+    pool: PoolGauges,
+}
+
+#[derive(Clone)]
+struct PoolGauges {
+    available: IntGauge,
+    allocated: IntGauge,
+    pending_deletion: IntGauge,
+    stale: IntGauge,
+    deletion_failed: IntGauge,
+    total: IntGauge,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let metric = IntCounter::new(name, help)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let metric = IntGauge::new(name, help)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let metric = HistogramVec::new(opts, labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        Ok(Self {
+            allocate_total: counter_vec(
+                &r,
+                "broker_allocate_total",
+                "Allocation requests by outcome",
+                &["outcome"],
+            )?,
+            allocate_idempotent_hits_total: counter(
+                &r,
+                "broker_allocate_idempotent_hits_total",
+                "Allocations answered with the key's existing sandbox",
+            )?,
+            allocate_conflicts_total: counter(
+                &r,
+                "broker_allocate_conflicts_total",
+                "Allocation candidates lost to a concurrent request",
+            )?,
+            deletion_marked_total: counter_vec(
+                &r,
+                "broker_deletion_marked_total",
+                "Mark-for-deletion requests by outcome",
+                &["outcome"],
+            )?,
+            request_latency_seconds: histogram_vec(
+                &r,
+                "broker_request_latency_seconds",
+                "HTTP request latency",
+                &["method", "endpoint", "status"],
+            )?,
+            allocation_latency_seconds: histogram_vec(
+                &r,
+                "broker_allocation_latency_seconds",
+                "Store allocation latency by outcome",
+                &["outcome"],
+            )?,
+            requests_in_flight: gauge(
+                &r,
+                "broker_requests_in_flight",
+                "HTTP requests being served",
+            )?,
+            rate_limited_total: counter(
+                &r,
+                "broker_rate_limited_total",
+                "Requests refused by the rate limiter",
+            )?,
+            store_up: gauge(
+                &r,
+                "broker_store_up",
+                "1 when the store answered the last scrape",
+            )?,
+            pool: PoolGauges {
+                available: gauge(&r, "broker_pool_available", "Sandboxes available")?,
+                allocated: gauge(&r, "broker_pool_allocated", "Sandboxes allocated")?,
+                pending_deletion: gauge(
+                    &r,
+                    "broker_pool_pending_deletion",
+                    "Sandboxes pending deletion",
+                )?,
+                stale: gauge(&r, "broker_pool_stale", "Sandboxes stale")?,
+                deletion_failed: gauge(
+                    &r,
+                    "broker_pool_deletion_failed",
+                    "Sandboxes whose deletion failed",
+                )?,
+                total: gauge(
+                    &r,
+                    "broker_pool_total",
+                    "Sandbox rows in the pool, tombstones included",
+                )?,
+            },
+            registry: r,
+        })
+    }
+
+    /// The Prometheus text exposition. With `Some(pool)` the pool gauges are set from it;
+    /// with `None` (store unreachable) they keep their last values and `broker_store_up` is 0,
+    /// so a store outage never hides the request metrics that explain it.
+    pub fn render(&self, pool: Option<&PoolStats>) -> Result<String, prometheus::Error> {
+        self.store_up.set(i64::from(pool.is_some()));
+        if let Some(pool) = pool {
+            let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.pool.available.set(to_i64(pool.available));
+            self.pool.allocated.set(to_i64(pool.allocated));
+            self.pool
+                .pending_deletion
+                .set(to_i64(pool.pending_deletion));
+            self.pool.stale.set(to_i64(pool.stale));
+            self.pool.deletion_failed.set(to_i64(pool.deletion_failed));
+            self.pool.total.set(to_i64(pool.total()));
+        }
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|err| prometheus::Error::Msg(err.to_string()))
+    }
+}
+
+/// Decrements the in-flight gauge when the request ends, however it ends.
+pub struct InFlightGuard(IntGauge);
+
+impl InFlightGuard {
+    /// Counts one request in flight until the guard drops.
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

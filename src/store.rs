@@ -1,0 +1,329 @@
+//! The store: every durable operation the broker performs, named after its use case.
+//!
+//! Rule: an `Ok` from any mutating method means the change is durable; a store never
+//! acknowledges a write it could lose, and each method is atomic on its own.
+
+pub mod embedded;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::domain::{
+    DeletableStatus, IdempotencyKey, NamePrefix, NewSandbox, Sandbox, SandboxId, SandboxStatus,
+    StudentKey, TrackName, ValidationError,
+};
+
+/// A shared handle to whichever store the service runs on.
+pub type SharedStore = Arc<dyn Store>;
+
+/// What can go wrong in the store layer; the HTTP layer maps each variant once.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No sandbox has this id.
+    #[error("sandbox not found")]
+    SandboxNotFound,
+    /// The sandbox exists but the caller does not hold it.
+    #[error("sandbox is held by another student")]
+    NotOwner,
+    /// Nothing matching the request is available.
+    #[error("no sandboxes available")]
+    NoSandboxAvailable,
+    /// The storage backend cannot be reached or refused to work; retrying later may succeed.
+    #[error("store unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored row or internal invariant is broken.
+    #[error("store internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Who asks for a sandbox: the same key always gets the same active allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AllocationKey {
+    /// The student.
+    pub student: StudentKey,
+    /// Separates several allocations of one student.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl AllocationKey {
+    /// One string per key; the separator cannot occur in either (printable ASCII) part.
+    pub fn encoded(&self) -> String {
+        encode_allocation_key(
+            self.student.as_str(),
+            self.idempotency_key.as_ref().map(IdempotencyKey::as_str),
+        )
+    }
+}
+
+/// The string form of an allocation key, from a request or from a stored row's
+/// `allocated_to_track` and `idempotency_key`.
+pub fn encode_allocation_key(student: &str, idempotency_key: Option<&str>) -> String {
+    match idempotency_key {
+        Some(key) => format!("{student}\u{1f}{key}"),
+        None => student.to_owned(),
+    }
+}
+
+/// A validated allocation request, with the time and lab duration the rules apply.
+#[derive(Debug, Clone)]
+pub struct AllocationRequest {
+    /// Who allocates.
+    pub key: AllocationKey,
+    /// Stored on the row for per-lab analytics.
+    pub track_name: Option<TrackName>,
+    /// Only names starting with this qualify.
+    pub name_prefix: Option<NamePrefix>,
+    /// Stored on the row so `expires_at` is fixed at allocation.
+    pub lab_duration_hours: u32,
+    /// Epoch seconds of the allocation.
+    pub now: i64,
+}
+
+/// The sandbox a request got.
+#[derive(Debug, Clone)]
+pub struct Allocation {
+    /// The row, as allocated.
+    pub sandbox: Sandbox,
+    /// `false` when this key already held it (a replay).
+    pub newly_allocated: bool,
+}
+
+/// Totals per status over the whole pool, `NIOSXAAS` history and other non-sandbox rows excluded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Rows `available`.
+    pub available: u64,
+    /// Rows `allocated`.
+    pub allocated: u64,
+    /// Rows `pending_deletion`.
+    pub pending_deletion: u64,
+    /// Rows `stale`.
+    pub stale: u64,
+    /// Rows `deletion_failed`.
+    pub deletion_failed: u64,
+    /// Rows `deleted` (tombstones).
+    pub deleted: u64,
+}
+
+impl PoolStats {
+    /// Every row, whatever its status.
+    pub fn total(&self) -> u64 {
+        SandboxStatus::ALL.iter().map(|s| self.get(*s)).sum()
+    }
+
+    /// The count for one status.
+    pub fn get(&self, status: SandboxStatus) -> u64 {
+        *self.slot(status)
+    }
+
+    /// Adds `delta` rows to `status`, saturating so a bug can never wrap to huge numbers.
+    pub fn adjust(&mut self, status: SandboxStatus, delta: i64) {
+        let slot = self.slot_mut(status);
+        *slot = slot.saturating_add_signed(delta);
+    }
+
+    fn slot(&self, status: SandboxStatus) -> &u64 {
+        match status {
+            SandboxStatus::Available => &self.available,
+            SandboxStatus::Allocated => &self.allocated,
+            SandboxStatus::PendingDeletion => &self.pending_deletion,
+            SandboxStatus::Stale => &self.stale,
+            SandboxStatus::DeletionFailed => &self.deletion_failed,
+            SandboxStatus::Deleted => &self.deleted,
+        }
+    }
+
+    fn slot_mut(&mut self, status: SandboxStatus) -> &mut u64 {
+        match status {
+            SandboxStatus::Available => &mut self.available,
+            SandboxStatus::Allocated => &mut self.allocated,
+            SandboxStatus::PendingDeletion => &mut self.pending_deletion,
+            SandboxStatus::Stale => &mut self.stale,
+            SandboxStatus::DeletionFailed => &mut self.deletion_failed,
+            SandboxStatus::Deleted => &mut self.deleted,
+        }
+    }
+}
+
+/// Per-lab counts over rows that carry a `track_name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackStats {
+    /// The lab slug.
+    pub track_name: String,
+    /// Rows of this lab now `allocated`.
+    pub allocated: u64,
+    /// Rows of this lab now `pending_deletion`.
+    pub pending_deletion: u64,
+    /// Rows of this lab now `deleted`.
+    pub deleted: u64,
+    /// Every row of this lab.
+    pub total: u64,
+}
+
+/// Result of an import.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Rows created or refreshed as `available`.
+    pub imported: u64,
+    /// Rows left alone because they exist in another status.
+    pub skipped: u64,
+}
+
+/// Result of a mark-for-deletion.
+#[derive(Debug, Clone)]
+pub struct MarkOutcome {
+    /// The row after the call.
+    pub sandbox: Sandbox,
+    /// `false` when it had already been released (the call was a repeat).
+    pub newly_marked: bool,
+}
+
+/// Filters and position of one page of the admin list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only rows in this status.
+    pub status: Option<SandboxStatus>,
+    /// Only rows whose name starts with this.
+    pub name_prefix: Option<NamePrefix>,
+    /// Only rows held by this student.
+    pub student: Option<StudentKey>,
+    /// Only rows of this lab.
+    pub track_name: Option<TrackName>,
+    /// Page size, 1..=100.
+    pub limit: usize,
+    /// Where the previous page stopped.
+    pub cursor: Option<ListCursor>,
+}
+
+impl ListQuery {
+    /// Whether `row` passes every filter.
+    pub fn matches(&self, row: &Sandbox) -> bool {
+        self.status.is_none_or(|s| row.status == s)
+            && self
+                .name_prefix
+                .as_ref()
+                .is_none_or(|p| row.name.starts_with(p.as_str()))
+            && self
+                .student
+                .as_ref()
+                .is_none_or(|s| row.allocated_to_track.as_deref() == Some(s.as_str()))
+            && self
+                .track_name
+                .as_ref()
+                .is_none_or(|t| row.track_name.as_deref() == Some(t.as_str()))
+    }
+}
+
+/// One page of the admin list, in `sandbox_id` order.
+#[derive(Debug, Clone)]
+pub struct SandboxPage {
+    /// The matching rows of this page.
+    pub sandboxes: Vec<Sandbox>,
+    /// Where to continue, or `None` when every matching row was returned.
+    pub next: Option<ListCursor>,
+}
+
+/// An opaque list position: the last `sandbox_id` returned, versioned and base64url-encoded
+/// so clients treat it as a token and a mangled one is detected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    /// Continue strictly after this id.
+    pub after_sandbox_id: String,
+}
+
+impl ListCursor {
+    const PREFIX: &'static str = "v1:";
+
+    /// The token clients send back.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}{}", Self::PREFIX, self.after_sandbox_id))
+    }
+
+    /// Parses a token from [`Self::encode`]; anything else is a validation error.
+    pub fn decode(token: &str) -> Result<Self, ValidationError> {
+        let invalid = || ValidationError::new("cursor", "is not a cursor this service issued");
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+        let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+        let id = text.strip_prefix(Self::PREFIX).ok_or_else(invalid)?;
+        let id = SandboxId::parse("cursor", id).map_err(|_| invalid())?;
+        Ok(Self {
+            after_sandbox_id: id.as_str().to_owned(),
+        })
+    }
+}
+
+/// The broker's durable state, shaped by what the service does with it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Gives the request's key its active sandbox, or allocates a new matching one.
+    /// Errors with [`StoreError::NoSandboxAvailable`] only when nothing matches.
+    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError>;
+
+    /// The row with this id, in any status.
+    async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError>;
+
+    /// Releases `student`'s sandbox to `pending_deletion`; repeating it changes nothing.
+    async fn mark_for_deletion(
+        &self,
+        id: &SandboxId,
+        student: &StudentKey,
+        now: i64,
+    ) -> Result<MarkOutcome, StoreError>;
+
+    /// Upserts rows as `available`, never touching a row in another status.
+    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError>;
+
+    /// One page of rows matching `query`, in `sandbox_id` order.
+    async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError>;
+
+    /// Exact counts per status over the whole pool.
+    async fn stats(&self) -> Result<PoolStats, StoreError>;
+
+    /// Per-lab counts, sorted by track name.
+    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError>;
+
+    /// Removes every row in `status` from the broker (never from the provider); returns how many.
+    async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError>;
+
+    /// Succeeds when the store can serve reads and writes now.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_foreign_tokens() {
+        let cursor = ListCursor {
+            after_sandbox_id: "2012224".into(),
+        };
+        assert_eq!(ListCursor::decode(&cursor.encode()), Ok(cursor));
+        for bad in [
+            "",
+            "abc",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("v2:1"),
+            &URL_SAFE_NO_PAD.encode("v1:"),
+        ] {
+            assert!(ListCursor::decode(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn allocation_keys_of_different_shapes_never_collide() {
+        let student = StudentKey::parse("s", "stu").unwrap();
+        let plain = AllocationKey {
+            student: student.clone(),
+            idempotency_key: None,
+        };
+        let keyed = AllocationKey {
+            student,
+            idempotency_key: Some(IdempotencyKey::parse("k", "stu").unwrap()),
+        };
+        assert_ne!(plain.encoded(), keyed.encoded());
+    }
+}

@@ -1,0 +1,286 @@
+//! The embedded store: an ACID redb file in `BROKER_DATA_DIR`, the default store.
+//!
+//! Rule: one writer thread owns every write. Requests queue commands; the writer applies
+//! as many as are waiting in one transaction, commits with `Durability::Immediate`
+//! (one fsync for the whole group) and only then answers each of them. Commands run one
+//! after another inside the transaction, so races between requests cannot exist here;
+//! group commit is what makes durable allocation fast. Reads use redb's MVCC snapshots
+//! on the blocking pool and never wait for the writer.
+
+mod tables;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use redb::{Database, DatabaseError, Durability, ReadableDatabase};
+use tokio::sync::{mpsc, oneshot};
+
+use self::tables::{StatusDeltas, Tables};
+use super::{
+    Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
+    Store, StoreError, TrackStats,
+};
+use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, StudentKey};
+
+/// The file inside the data directory.
+const DB_FILE_NAME: &str = "sandbox-broker.redb";
+/// Most commands applied in one commit; bounds the latency one commit adds to its last member.
+const MAX_BATCH: usize = 1024;
+/// Commands that may wait for the writer before senders are slowed down.
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+/// Why the embedded store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory could not be created, or the writer thread not started.
+    #[error("cannot use data directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process has the database open.
+    #[error("data directory {0} is in use by another process")]
+    Locked(PathBuf),
+    /// redb refused to open, repair or initialise the file.
+    #[error("cannot open database {path}: {source}")]
+    Storage {
+        /// The database file.
+        path: PathBuf,
+        /// The redb error.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A stored row could not be decoded.
+    #[error("database {0} holds a row this version cannot read")]
+    Corrupt(PathBuf),
+}
+
+/// A write waiting for the writer thread: it runs inside the batch's transaction and
+/// returns how to answer its requester once the commit has succeeded.
+type Command = Box<dyn FnOnce(&mut Tables<'_>) -> Applied + Send>;
+
+/// A command's effect inside the open transaction.
+struct Applied {
+    /// The storage engine failed: the whole transaction must roll back.
+    storage_failed: bool,
+    /// Sends the result. Dropped without being called when the batch rolls back, which
+    /// the requester sees as "not committed".
+    respond: Box<dyn FnOnce() + Send>,
+}
+
+/// The redb-backed [`Store`].
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    commands: mpsc::Sender<Command>,
+    stats: Arc<Mutex<PoolStats>>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir` and starts its writer thread.
+    /// Fails with [`OpenError::Locked`] while another process has it open.
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        let io = |source| OpenError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let path = dir.join(DB_FILE_NAME);
+        let storage = |source: redb::Error| OpenError::Storage {
+            path: path.clone(),
+            source: Box::new(source),
+        };
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(OpenError::Locked(dir.to_owned()));
+            }
+            Err(err) => return Err(storage(err.into())),
+        };
+        tables::create_all(&db).map_err(storage)?;
+        let stats = tables::count_statuses(&db)
+            .map_err(storage)?
+            .ok_or_else(|| OpenError::Corrupt(path.clone()))?;
+
+        let db = Arc::new(db);
+        let stats = Arc::new(Mutex::new(stats));
+        let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
+        let writer = Writer {
+            db: Arc::clone(&db),
+            stats: Arc::clone(&stats),
+        };
+        std::thread::Builder::new()
+            .name("redb-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(io)?;
+        Ok(Self {
+            db,
+            commands,
+            stats,
+        })
+    }
+
+    /// Queues `operation` for the writer and waits until its batch is durable.
+    async fn submit<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce(&mut Tables<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let command: Command = Box::new(move |tables| {
+            let result = operation(tables);
+            Applied {
+                storage_failed: matches!(
+                    result,
+                    Err(StoreError::Unavailable(_) | StoreError::Internal(_))
+                ),
+                respond: Box::new(move || {
+                    // A requester that gave up is no error: its write stands regardless.
+                    let _ = reply.send(result);
+                }),
+            }
+        });
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the write was rolled back; nothing was changed".into())
+        })?
+    }
+
+    /// Runs a read on the blocking pool against a fresh snapshot.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || read(&db))
+            .await
+            .map_err(|join| StoreError::Internal(Box::new(join)))?
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the embedded store's writer has stopped".into())
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
+        self.submit(move |tables| tables.allocate(&request)).await
+    }
+
+    async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |db| tables::read_row(db, &id)).await
+    }
+
+    async fn mark_for_deletion(
+        &self,
+        id: &SandboxId,
+        student: &StudentKey,
+        now: i64,
+    ) -> Result<MarkOutcome, StoreError> {
+        let (id, student) = (id.clone(), student.clone());
+        self.submit(move |tables| tables.mark(&id, &student, now))
+            .await
+    }
+
+    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
+        self.submit(move |tables| tables.import(rows, now)).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError> {
+        self.read(move |db| tables::list_page(db, &query)).await
+    }
+
+    async fn stats(&self) -> Result<PoolStats, StoreError> {
+        Ok(*self.stats.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
+        self.read(tables::track_stats).await
+    }
+
+    async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError> {
+        self.submit(move |tables| tables.bulk_delete(status)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.commands.is_closed() {
+            return Err(writer_gone());
+        }
+        self.read(|db| {
+            db.begin_read()
+                .map(drop)
+                .map_err(|err| StoreError::Unavailable(Box::new(err)))
+        })
+        .await
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    db: Arc<Database>,
+    stats: Arc<Mutex<PoolStats>>,
+}
+
+impl Writer {
+    fn run(self, mut queue: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            match self.commit_batch(&mut batch) {
+                Ok((applied, deltas)) => {
+                    deltas.apply_to(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
+                    applied.into_iter().for_each(|a| (a.respond)());
+                }
+                Err(err) => {
+                    // Dropping the responders tells each requester its write did not commit.
+                    tracing::error!(error = %err, "embedded store commit failed; batch rolled back");
+                }
+            }
+            batch.clear();
+        }
+        tracing::debug!("embedded store writer stopped: every handle was dropped");
+    }
+
+    /// Applies every command in one transaction and commits it durably.
+    fn commit_batch(
+        &self,
+        batch: &mut Vec<Command>,
+    ) -> Result<(Vec<Applied>, StatusDeltas), redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut applied = Vec::with_capacity(batch.len());
+        let deltas = {
+            let mut tables = Tables::open(&txn)?;
+            for command in batch.drain(..) {
+                let result = command(&mut tables);
+                let failed = result.storage_failed;
+                applied.push(result);
+                if failed {
+                    break;
+                }
+            }
+            tables.into_deltas()
+        };
+        if applied.iter().any(|a| a.storage_failed) {
+            txn.abort()?;
+            return Err(redb::Error::Corrupted(
+                "a command failed in the storage engine".into(),
+            ));
+        }
+        txn.commit()?;
+        Ok((applied, deltas))
+    }
+}

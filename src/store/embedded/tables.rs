@@ -1,0 +1,384 @@
+//! The redb tables of the embedded store and every operation on them.
+//!
+//! Rule: rows change only through [`Tables::put`] and [`Tables::remove`], which keep the
+//! available-by-name index and the status counts in step with the row table.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+
+use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStatus, StudentKey};
+use crate::store::{
+    Allocation, AllocationRequest, ImportSummary, ListCursor, ListQuery, MarkOutcome, PoolStats,
+    SandboxPage, StoreError, TrackStats, encode_allocation_key,
+};
+
+/// `sandbox_id` → the row as JSON.
+const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandboxes");
+/// `"<name>\0<sandbox_id>"` → `sandbox_id`, for every `available` row: allocation takes the
+/// first entry at or after the name prefix, so a prefix request costs one seek.
+const AVAILABLE_BY_NAME: TableDefinition<'_, &str, &str> =
+    TableDefinition::new("available_by_name");
+/// Encoded allocation key → `sandbox_id` of the allocation it made.
+const ALLOCATION_KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new("allocation_keys");
+
+fn storage(err: impl Into<redb::Error>) -> StoreError {
+    StoreError::Unavailable(Box::new(err.into()))
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<Sandbox, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| StoreError::Internal(format!("row {id} cannot be decoded: {err}").into()))
+}
+
+fn available_key(row: &Sandbox) -> String {
+    format!("{}\0{}", row.name, row.sandbox_id)
+}
+
+fn allocation_key_of(row: &Sandbox) -> Option<String> {
+    let student = row.allocated_to_track.as_deref()?;
+    Some(encode_allocation_key(
+        student,
+        row.idempotency_key.as_deref(),
+    ))
+}
+
+/// Creates any missing table, so readers never meet a table that does not exist.
+pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(SANDBOXES)?;
+    txn.open_table(AVAILABLE_BY_NAME)?;
+    txn.open_table(ALLOCATION_KEYS)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Counts rows per status; `None` when a row cannot be decoded.
+pub(super) fn count_statuses(db: &Database) -> Result<Option<PoolStats>, redb::Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(SANDBOXES)?;
+    let mut stats = PoolStats::default();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        match decode(key.value(), value.value()) {
+            Ok(row) => stats.adjust(row.status, 1),
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(stats))
+}
+
+/// The row with this id from a fresh snapshot.
+pub(super) fn read_row(db: &Database, id: &str) -> Result<Option<Sandbox>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(SANDBOXES).map_err(storage)?;
+    let guard = table.get(id).map_err(storage)?;
+    guard.map(|value| decode(id, value.value())).transpose()
+}
+
+/// One page in `sandbox_id` order, starting after the cursor.
+pub(super) fn list_page(db: &Database, query: &ListQuery) -> Result<SandboxPage, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(SANDBOXES).map_err(storage)?;
+    let start = query.cursor.as_ref().map_or(Bound::Unbounded, |c| {
+        Bound::Excluded(c.after_sandbox_id.as_str())
+    });
+    let mut sandboxes = Vec::with_capacity(query.limit);
+    let mut more = false;
+    for entry in table
+        .range::<&str>((start, Bound::Unbounded))
+        .map_err(storage)?
+    {
+        let (key, value) = entry.map_err(storage)?;
+        let row = decode(key.value(), value.value())?;
+        if !query.matches(&row) {
+            continue;
+        }
+        if sandboxes.len() == query.limit {
+            more = true;
+            break;
+        }
+        sandboxes.push(row);
+    }
+    let next = more
+        .then(|| sandboxes.last())
+        .flatten()
+        .map(|last| ListCursor {
+            after_sandbox_id: last.sandbox_id.clone(),
+        });
+    Ok(SandboxPage { sandboxes, next })
+}
+
+/// Per-lab counts over rows that carry a `track_name`, sorted by name.
+pub(super) fn track_stats(db: &Database) -> Result<Vec<TrackStats>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(SANDBOXES).map_err(storage)?;
+    let mut tracks: BTreeMap<String, TrackStats> = BTreeMap::new();
+    for entry in table.iter().map_err(storage)? {
+        let (key, value) = entry.map_err(storage)?;
+        let row = decode(key.value(), value.value())?;
+        let Some(name) = row.track_name else { continue };
+        let track = tracks.entry(name.clone()).or_insert_with(|| TrackStats {
+            track_name: name,
+            allocated: 0,
+            pending_deletion: 0,
+            deleted: 0,
+            total: 0,
+        });
+        track.total += 1;
+        match row.status {
+            SandboxStatus::Allocated => track.allocated += 1,
+            SandboxStatus::PendingDeletion => track.pending_deletion += 1,
+            SandboxStatus::Deleted => track.deleted += 1,
+            _ => {}
+        }
+    }
+    Ok(tracks.into_values().collect())
+}
+
+/// Rows gained (+) and lost (−) per status in one transaction, applied to the shared
+/// counts only after the commit succeeds.
+#[derive(Debug, Default)]
+pub(super) struct StatusDeltas(BTreeMap<SandboxStatus, i64>);
+
+impl StatusDeltas {
+    fn add(&mut self, status: SandboxStatus, delta: i64) {
+        *self.0.entry(status).or_default() += delta;
+    }
+
+    /// Adds the committed changes to `stats`.
+    pub(super) fn apply_to(&self, stats: &mut PoolStats) {
+        for (status, delta) in &self.0 {
+            stats.adjust(*status, *delta);
+        }
+    }
+}
+
+/// The open tables of one write transaction.
+pub(super) struct Tables<'txn> {
+    sandboxes: redb::Table<'txn, &'static str, &'static [u8]>,
+    available: redb::Table<'txn, &'static str, &'static str>,
+    allocation_keys: redb::Table<'txn, &'static str, &'static str>,
+    deltas: StatusDeltas,
+}
+
+impl<'txn> Tables<'txn> {
+    /// Opens every table in `txn`.
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Self {
+            sandboxes: txn.open_table(SANDBOXES)?,
+            available: txn.open_table(AVAILABLE_BY_NAME)?,
+            allocation_keys: txn.open_table(ALLOCATION_KEYS)?,
+            deltas: StatusDeltas::default(),
+        })
+    }
+
+    /// The status changes made so far.
+    pub(super) fn into_deltas(self) -> StatusDeltas {
+        self.deltas
+    }
+
+    fn row(&self, id: &str) -> Result<Option<Sandbox>, StoreError> {
+        let guard = self.sandboxes.get(id).map_err(storage)?;
+        guard.map(|value| decode(id, value.value())).transpose()
+    }
+
+    /// Writes `new`, replacing `old`, and keeps the index and counts in step.
+    fn put(&mut self, old: Option<&Sandbox>, new: &Sandbox) -> Result<(), StoreError> {
+        if let Some(old) = old {
+            self.unindex(old)?;
+        }
+        if new.status == SandboxStatus::Available {
+            self.available
+                .insert(available_key(new).as_str(), new.sandbox_id.as_str())
+                .map_err(storage)?;
+        }
+        self.deltas.add(new.status, 1);
+        let bytes = serde_json::to_vec(new).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        self.sandboxes
+            .insert(new.sandbox_id.as_str(), bytes.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Deletes `old` and its index entries.
+    fn remove(&mut self, old: &Sandbox) -> Result<(), StoreError> {
+        self.unindex(old)?;
+        self.sandboxes
+            .remove(old.sandbox_id.as_str())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn unindex(&mut self, old: &Sandbox) -> Result<(), StoreError> {
+        self.deltas.add(old.status, -1);
+        if old.status == SandboxStatus::Available {
+            self.available
+                .remove(available_key(old).as_str())
+                .map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// The sandbox this allocation key still actively holds, if any.
+    fn active_allocation(
+        &self,
+        request: &AllocationRequest,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        let key = request.key.encoded();
+        let Some(id) = self
+            .allocation_keys
+            .get(key.as_str())
+            .map_err(storage)?
+            .map(|guard| guard.value().to_owned())
+        else {
+            return Ok(None);
+        };
+        Ok(self.row(&id)?.filter(|row| {
+            row.status == SandboxStatus::Allocated && row.is_held_by(&request.key.student)
+        }))
+    }
+
+    /// The first available row whose name starts with `prefix`.
+    fn first_available(&self, prefix: &str) -> Result<Option<Sandbox>, StoreError> {
+        let id = match self.available.range(prefix..).map_err(storage)?.next() {
+            Some(entry) => {
+                let (key, id) = entry.map_err(storage)?;
+                key.value()
+                    .starts_with(prefix)
+                    .then(|| id.value().to_owned())
+            }
+            None => None,
+        };
+        let Some(id) = id else { return Ok(None) };
+        match self.row(&id)? {
+            Some(row) if row.status == SandboxStatus::Available => Ok(Some(row)),
+            _ => Err(StoreError::Internal(
+                format!("available index names {id}, which is not available").into(),
+            )),
+        }
+    }
+
+    /// Replays the key's active allocation or takes the first matching available row.
+    pub(super) fn allocate(
+        &mut self,
+        request: &AllocationRequest,
+    ) -> Result<Allocation, StoreError> {
+        if let Some(sandbox) = self.active_allocation(request)? {
+            return Ok(Allocation {
+                sandbox,
+                newly_allocated: false,
+            });
+        }
+        let prefix = request.name_prefix.as_ref().map_or("", |p| p.as_str());
+        let old = self
+            .first_available(prefix)?
+            .ok_or(StoreError::NoSandboxAvailable)?;
+        let mut new = old.clone();
+        new.status = SandboxStatus::Allocated;
+        new.allocated_to_track = Some(request.key.student.as_str().to_owned());
+        new.idempotency_key = request
+            .key
+            .idempotency_key
+            .as_ref()
+            .map(|k| k.as_str().to_owned());
+        new.track_name = request.track_name.as_ref().map(|t| t.as_str().to_owned());
+        new.allocated_at = Some(request.now);
+        new.lab_duration_hours = Some(request.lab_duration_hours);
+        new.updated_at = request.now;
+        self.put(Some(&old), &new)?;
+        self.allocation_keys
+            .insert(request.key.encoded().as_str(), new.sandbox_id.as_str())
+            .map_err(storage)?;
+        Ok(Allocation {
+            sandbox: new,
+            newly_allocated: true,
+        })
+    }
+
+    /// Moves the owner's allocated row to `pending_deletion`; other released states are a repeat.
+    pub(super) fn mark(
+        &mut self,
+        id: &SandboxId,
+        student: &StudentKey,
+        now: i64,
+    ) -> Result<MarkOutcome, StoreError> {
+        let old = self.row(id.as_str())?.ok_or(StoreError::SandboxNotFound)?;
+        if !old.is_held_by(student) {
+            return Err(StoreError::NotOwner);
+        }
+        if old.status != SandboxStatus::Allocated {
+            return Ok(MarkOutcome {
+                sandbox: old,
+                newly_marked: false,
+            });
+        }
+        let mut new = old.clone();
+        new.status = SandboxStatus::PendingDeletion;
+        new.deletion_requested_at = Some(now);
+        new.updated_at = now;
+        self.put(Some(&old), &new)?;
+        // The key is free again: its next allocation must get a new sandbox.
+        if let Some(key) = allocation_key_of(&old) {
+            let points_here = self
+                .allocation_keys
+                .get(key.as_str())
+                .map_err(storage)?
+                .is_some_and(|guard| guard.value() == id.as_str());
+            if points_here {
+                self.allocation_keys.remove(key.as_str()).map_err(storage)?;
+            }
+        }
+        Ok(MarkOutcome {
+            sandbox: new,
+            newly_marked: true,
+        })
+    }
+
+    /// Upserts each row as `available` unless it exists in another status.
+    pub(super) fn import(
+        &mut self,
+        rows: Vec<NewSandbox>,
+        now: i64,
+    ) -> Result<ImportSummary, StoreError> {
+        let mut summary = ImportSummary::default();
+        for incoming in rows {
+            match self.row(incoming.sandbox_id.as_str())? {
+                None => {
+                    self.put(None, &incoming.into_available_row(now))?;
+                    summary.imported += 1;
+                }
+                Some(old) if old.status == SandboxStatus::Available => {
+                    let mut new = old.clone();
+                    new.name = incoming.name.as_str().to_owned();
+                    new.external_id = incoming.external_id.as_str().to_owned();
+                    if incoming.sfdc_account_id.is_some() {
+                        new.sfdc_account_id = incoming.sfdc_account_id;
+                    }
+                    new.updated_at = now;
+                    self.put(Some(&old), &new)?;
+                    summary.imported += 1;
+                }
+                Some(_) => summary.skipped += 1,
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Removes every row in `status`.
+    pub(super) fn bulk_delete(&mut self, status: DeletableStatus) -> Result<u64, StoreError> {
+        let mut doomed = Vec::new();
+        for entry in self.sandboxes.iter().map_err(storage)? {
+            let (key, value) = entry.map_err(storage)?;
+            let row = decode(key.value(), value.value())?;
+            if row.status == status.status() {
+                doomed.push(row);
+            }
+        }
+        for row in &doomed {
+            self.remove(row)?;
+        }
+        Ok(doomed.len() as u64)
+    }
+}

@@ -1,0 +1,203 @@
+//! `spawn_app()` and a `TestApp` with one typed method per endpoint.
+
+use std::sync::Arc;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use sandbox_broker::app::Application;
+use sandbox_broker::config::Config;
+use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName, now_epoch};
+use sandbox_broker::store::SharedStore;
+use sandbox_broker::store::embedded::EmbeddedStore;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub const TRACK_TOKEN: &str = "track-token-for-tests";
+pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+/// A running app on a loopback port with its own store.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: SharedStore,
+    shutdown: CancellationToken,
+    _data_dir: Option<TempDir>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An embedded store in a fresh temporary directory.
+pub fn embedded_store() -> (SharedStore, TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
+    (Arc::new(store), dir)
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns the app on an embedded store after `adjust` has changed the test config.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let (store, dir) = embedded_store();
+    spawn_app_on(store, Some(dir), adjust).await
+}
+
+/// Spawns the app on `store`.
+pub async fn spawn_app_on(
+    store: SharedStore,
+    data_dir: Option<TempDir>,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    sandbox_broker::telemetry::init_for_test();
+    let mut config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
+    adjust(&mut config);
+    let app = Application::build(config, Arc::clone(&store))
+        .await
+        .expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        shutdown,
+        _data_dir: data_dir,
+    }
+}
+
+/// `count` sandbox rows named `<prefix><n>`, ids `<id_base + n>`; even ones carry an SFDC id.
+pub fn sandboxes(prefix: &str, id_base: u64, count: u64) -> Vec<NewSandbox> {
+    (1..=count)
+        .map(|n| {
+            let id = id_base + n;
+            NewSandbox {
+                sandbox_id: SandboxId::parse("id", &id.to_string()).unwrap(),
+                name: SandboxName::parse("name", &format!("{prefix}{n:05}")).unwrap(),
+                external_id: ExternalId::parse("ext", &format!("identity/accounts/uuid-{id}"))
+                    .unwrap(),
+                sfdc_account_id: (n % 2 == 0).then(|| format!("001SFDC{id}")),
+            }
+        })
+        .collect()
+}
+
+impl TestApp {
+    /// Puts `count` sandboxes named `<prefix>NNNNN` in the pool.
+    pub async fn seed(&self, prefix: &str, id_base: u64, count: u64) {
+        self.store
+            .import(sandboxes(prefix, id_base, count), now_epoch())
+            .await
+            .expect("seed pool");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A request with the track token.
+    pub fn track(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(TRACK_TOKEN)
+    }
+
+    /// A request with the admin token.
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// `POST /v1/allocate` the way lab scripts send it: JSON content type, no body.
+    pub async fn allocate(&self, student: &str) -> Response {
+        self.allocate_with(student, &[]).await
+    }
+
+    pub async fn allocate_with(&self, student: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = self
+            .track(Method::POST, "/v1/allocate")
+            .header("Content-Type", "application/json")
+            .header("X-Instruqt-Sandbox-ID", student);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("allocate request")
+    }
+
+    pub async fn get_sandbox(&self, id: &str, student: &str) -> Response {
+        self.track(Method::GET, &format!("/v1/sandboxes/{id}"))
+            .header("X-Instruqt-Sandbox-ID", student)
+            .send()
+            .await
+            .expect("get request")
+    }
+
+    pub async fn mark(&self, id: &str, student: &str) -> Response {
+        self.track(
+            Method::POST,
+            &format!("/v1/sandboxes/{id}/mark-for-deletion"),
+        )
+        .header("Content-Type", "application/json")
+        .header("X-Instruqt-Sandbox-ID", student)
+        .send()
+        .await
+        .expect("mark request")
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Response {
+        self.admin(Method::GET, path)
+            .send()
+            .await
+            .expect("admin get")
+    }
+
+    pub async fn import(&self, body: &Value) -> Response {
+        self.admin(Method::POST, "/v1/admin/sandboxes")
+            .json(body)
+            .send()
+            .await
+            .expect("import request")
+    }
+
+    pub async fn stats(&self) -> Value {
+        json_of(self.admin_get("/v1/admin/stats").await, StatusCode::OK).await
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn json_of(response: Response, expected: StatusCode) -> Value {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, expected, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
+}
+
+/// Asserts an error envelope with `code`, whose `request_id` equals the header, and returns its detail.
+pub async fn error_of(response: Response, expected: StatusCode, code: &str) -> Value {
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .expect("X-Request-ID on error")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = json_of(response, expected).await;
+    let detail = &body["detail"];
+    assert_eq!(detail["code"], code, "wrong code in {body}");
+    assert!(
+        detail["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "no message in {body}"
+    );
+    assert_eq!(
+        detail["request_id"],
+        header_id.as_str(),
+        "request_id differs from header in {body}"
+    );
+    detail.clone()
+}

@@ -1,0 +1,10 @@
+//! Black-box tests: the real router on port 0, the real binary for process-level behaviour.
+
+mod admin;
+mod bad_input;
+mod concurrency;
+mod helpers;
+mod ops;
+mod process;
+mod store_conformance;
+mod track;

@@ -1,0 +1,403 @@
+//! Operations: health, readiness, metrics, request ids, security headers, CORS, rate limits, docs,
+//! and the 500/503 envelopes behind a failing store.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use reqwest::{Method, Response, StatusCode};
+use sandbox_broker::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, StudentKey};
+use sandbox_broker::store::{
+    Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
+    Store, StoreError, TrackStats,
+};
+
+use crate::helpers::{error_of, json_of, spawn_app, spawn_app_on, spawn_app_with};
+
+fn assert_security_headers(response: &Response, what: &str) {
+    let headers = response.headers();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    ] {
+        assert_eq!(
+            headers.get(name).map(|v| v.to_str().unwrap()),
+            Some(value),
+            "{name} on {what}"
+        );
+    }
+    assert!(
+        headers.contains_key("strict-transport-security"),
+        "HSTS on {what}"
+    );
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.starts_with("default-src 'none'"),
+        "CSP on {what}: {csp}"
+    );
+    assert!(
+        headers.contains_key("x-request-id"),
+        "X-Request-ID on {what}"
+    );
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_report_without_auth() {
+    let app = spawn_app().await;
+
+    let health = json_of(
+        app.client.get(app.url("/healthz")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let ready = json_of(
+        app.client.get(app.url("/readyz")).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+
+    assert_eq!(health["status"], "healthy");
+    assert!(health["timestamp"].is_i64());
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["store"], "ok");
+}
+
+#[tokio::test]
+async fn metrics_keep_the_contract_names_and_pool_gauges_follow_each_change() {
+    let app = spawn_app().await;
+    app.seed("lab-", 0, 4).await;
+    app.allocate("stu").await;
+    app.allocate("stu").await;
+    app.allocate("other").await;
+
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    for line in [
+        "broker_allocate_total{outcome=\"success\"} 2",
+        "broker_allocate_total{outcome=\"idempotent\"} 1",
+        "broker_allocate_idempotent_hits_total 1",
+        "broker_allocate_conflicts_total 0",
+        "broker_pool_available 2",
+        "broker_pool_allocated 2",
+        "broker_pool_pending_deletion 0",
+        "broker_pool_stale 0",
+        "broker_pool_deletion_failed 0",
+        "broker_pool_total 4",
+        "broker_store_up 1",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    assert!(
+        text.contains("broker_request_latency_seconds_count{endpoint=\"/v1/allocate\",method=\"POST\",status=\"201\"} 2"),
+        "request latency not recorded per route:\n{text}"
+    );
+    assert!(
+        text.contains("broker_allocation_latency_seconds_count{outcome=\"success\"} 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn sane_request_ids_are_echoed_and_others_replaced() {
+    let app = spawn_app().await;
+    let long = "a".repeat(200);
+    for (sent, echoed) in [
+        ("trace-123_abc.d:e", true),
+        ("has space", false),
+        (long.as_str(), false),
+        ("<x>", false),
+    ] {
+        let response = app
+            .client
+            .get(app.url("/healthz"))
+            .header("X-Request-ID", sent)
+            .send()
+            .await
+            .unwrap();
+        let got = response.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(got == sent, echoed, "sent {sent:?}, got {got:?}");
+        assert!(!got.is_empty());
+    }
+    let response = app
+        .client
+        .get(app.url("/nope"))
+        .header("X-Request-ID", "mine-1")
+        .send()
+        .await
+        .unwrap();
+    let detail = error_of(response, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    assert_eq!(detail["request_id"], "mine-1");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_get_the_envelope_and_security_headers() {
+    let app = spawn_app().await;
+
+    let missing = app.client.get(app.url("/v1/nope")).send().await.unwrap();
+    assert_security_headers(&missing, "404");
+    error_of(missing, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    let wrong = app.track(Method::GET, "/v1/allocate").send().await.unwrap();
+    assert_security_headers(&wrong, "405");
+    error_of(wrong, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_retry_after_and_spares_ops_routes() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit_per_sec = 1.try_into().unwrap();
+        c.rate_limit_burst = 2.try_into().unwrap();
+    })
+    .await;
+    app.seed("lab-", 0, 5).await;
+
+    let first = app.allocate("stu").await;
+    assert_eq!(first.headers()["x-ratelimit-limit"], "1");
+    assert_eq!(first.headers()["x-ratelimit-remaining"], "1");
+    app.allocate("stu").await;
+    let limited = app.allocate("stu").await;
+
+    assert_security_headers(&limited, "429");
+    assert!(
+        limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    error_of(
+        limited,
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMIT_EXCEEDED",
+    )
+    .await;
+    let other_student = app.allocate("someone-else").await;
+    assert_eq!(
+        other_student.status(),
+        StatusCode::CREATED,
+        "buckets are per student"
+    );
+    for _ in 0..5 {
+        let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        assert!(!health.headers().contains_key("x-ratelimit-limit"));
+    }
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_the_api_headers() {
+    let app = spawn_app_with(|c| c.cors_allowed_origins = "https://labs.example.com".into()).await;
+
+    let response = app
+        .client
+        .request(Method::OPTIONS, app.url("/v1/allocate"))
+        .header("Origin", "https://labs.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,x-instruqt-sandbox-id,idempotency-key",
+        )
+        .send()
+        .await
+        .unwrap();
+
+    assert!(response.status().is_success(), "{}", response.status());
+    let headers = response.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://labs.example.com"
+    );
+    let allowed = headers["access-control-allow-headers"].to_str().unwrap();
+    assert!(
+        allowed.contains("x-instruqt-sandbox-id") && allowed.contains("idempotency-key"),
+        "{allowed}"
+    );
+}
+
+#[tokio::test]
+async fn openapi_lists_every_route_and_the_docs_page_is_served_locally() {
+    let app = spawn_app().await;
+
+    let spec = json_of(
+        app.client
+            .get(app.url("/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let docs = app.client.get(app.url("/v1/docs/")).send().await.unwrap();
+
+    let paths = spec["paths"].as_object().unwrap();
+    for path in [
+        "/v1/allocate",
+        "/v1/sandboxes/{sandbox_id}",
+        "/v1/sandboxes/{sandbox_id}/mark-for-deletion",
+        "/v1/admin/sandboxes",
+        "/v1/admin/stats",
+        "/v1/admin/tracks",
+        "/v1/admin/bulk-delete",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert_eq!(docs.status(), StatusCode::OK);
+    let csp = docs.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("http"),
+        "{csp}"
+    );
+    assert!(docs.text().await.unwrap().contains("swagger-ui"));
+    let js = app
+        .client
+        .get(app.url("/v1/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        js.status(),
+        StatusCode::OK,
+        "the Swagger UI bundle is served from the binary"
+    );
+}
+
+/// A store whose every call fails the same way, for the 500 and 503 paths.
+struct FailingStore {
+    unavailable: bool,
+}
+
+impl FailingStore {
+    fn fail(&self) -> StoreError {
+        if self.unavailable {
+            StoreError::Unavailable("connection refused to 10.0.0.7:8000".into())
+        } else {
+            StoreError::Internal("row 42 cannot be decoded: secret detail".into())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FailingStore {
+    async fn allocate(&self, _: AllocationRequest) -> Result<Allocation, StoreError> {
+        Err(self.fail())
+    }
+    async fn get(&self, _: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
+        Err(self.fail())
+    }
+    async fn mark_for_deletion(
+        &self,
+        _: &SandboxId,
+        _: &StudentKey,
+        _: i64,
+    ) -> Result<MarkOutcome, StoreError> {
+        Err(self.fail())
+    }
+    async fn import(&self, _: Vec<NewSandbox>, _: i64) -> Result<ImportSummary, StoreError> {
+        Err(self.fail())
+    }
+    async fn list(&self, _: ListQuery) -> Result<SandboxPage, StoreError> {
+        Err(self.fail())
+    }
+    async fn stats(&self) -> Result<PoolStats, StoreError> {
+        Err(self.fail())
+    }
+    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
+        Err(self.fail())
+    }
+    async fn bulk_delete(&self, _: DeletableStatus) -> Result<u64, StoreError> {
+        Err(self.fail())
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(self.fail())
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_is_503_with_retry_after_and_readyz_not_ready_while_healthz_stays_200() {
+    let app = spawn_app_on(Arc::new(FailingStore { unavailable: true }), None, |_| {}).await;
+
+    let allocate = app.allocate("stu").await;
+    assert_eq!(allocate.headers()["retry-after"], "5");
+    assert_security_headers(&allocate, "503");
+    let detail = error_of(
+        allocate,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    )
+    .await;
+    assert!(
+        !detail.to_string().contains("10.0.0.7"),
+        "leaks internals: {detail}"
+    );
+
+    let ready = json_of(
+        app.client.get(app.url("/readyz")).send().await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert_eq!(ready["status"], "not_ready");
+    assert_eq!(ready["checks"]["store"], "unavailable");
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        metrics.status(),
+        StatusCode::OK,
+        "metrics stay up through a store outage"
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("broker_store_up 0"), "{text}");
+    assert!(
+        text.contains("broker_allocate_total{outcome=\"error\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_internal_failure_is_an_enveloped_500_that_leaks_nothing() {
+    let app = spawn_app_on(Arc::new(FailingStore { unavailable: false }), None, |_| {}).await;
+
+    let response = app.get_sandbox("1", "stu").await;
+
+    assert_security_headers(&response, "500");
+    let detail = error_of(
+        response,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_ERROR",
+    )
+    .await;
+    assert!(
+        !detail.to_string().contains("secret"),
+        "leaks internals: {detail}"
+    );
+    let counted = app.allocate("stu").await;
+    error_of(counted, StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR").await;
+    let text = app
+        .client
+        .get(app.url("/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        text.status(),
+        StatusCode::OK,
+        "docs do not depend on the store"
+    );
+}

@@ -1,0 +1,322 @@
+//! The real binary as a child process: start-up refusals, the data-dir lock, SIGTERM,
+//! JSON logs, and a SIGKILL in the middle of an allocation burst.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sandbox-broker");
+
+/// A running `sandbox-broker serve`; killed if the test ends early.
+struct Server {
+    child: Child,
+    address: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(data_dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .arg("serve")
+        .env_clear()
+        .env("BROKER_LISTEN_ADDR", "127.0.0.1:0")
+        .env("BROKER_DATA_DIR", data_dir)
+        .env("BROKER_API_TOKEN", TRACK_TOKEN)
+        .env("BROKER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RATE_LIMIT_PER_SEC", "100000")
+        .env("RATE_LIMIT_BURST", "100000")
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts the server and waits for its "listening" log line, which carries the port.
+fn start(data_dir: &Path) -> Server {
+    let mut child = command(data_dir).spawn().expect("spawn sandbox-broker");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        address: String::new(),
+        lines,
+    };
+    loop {
+        let line = server
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("server did not start");
+        let event: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        if event["message"] == "sandbox-broker listening" {
+            server.address = format!("http://{}", event["address"].as_str().unwrap());
+            return server;
+        }
+    }
+}
+
+fn run_to_exit(mut command: Command) -> (Option<i32>, String) {
+    let output = command.output().expect("run sandbox-broker");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn serve_without_tokens_refuses_to_start_and_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for missing in ["BROKER_API_TOKEN", "BROKER_ADMIN_TOKEN"] {
+        let mut command = command(dir.path());
+        command.env_remove(missing);
+        let (code, stderr) = run_to_exit(command);
+        assert_ne!(code, Some(0));
+        assert!(
+            stderr.contains(missing),
+            "stderr does not name {missing}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    for (variable, value) in [
+        ("RATE_LIMIT_PER_SEC", "fast"),
+        ("BROKER_LISTEN_ADDR", "nowhere"),
+        ("LAB_DURATION_HOURS", "-1"),
+        ("BROKER_STORE", "mongo"),
+        ("TRUSTED_PROXIES", "10.0.0.0/99"),
+    ] {
+        let mut command = command(dir.path());
+        command.env(variable, value);
+        let (code, stderr) = run_to_exit(command);
+        assert_ne!(code, Some(0), "{variable}={value} was accepted");
+        assert!(
+            stderr.contains(variable),
+            "stderr does not name {variable}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start(dir.path());
+
+    let (code, stderr) = run_to_exit(command(dir.path()));
+
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("in use"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_and_logs_are_json_with_the_operator_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/v1/allocate", server.address))
+        .bearer_auth(TRACK_TOKEN)
+        .header("X-Instruqt-Sandbox-ID", "stu")
+        .header("X-Request-ID", "log-probe-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+
+    let access = loop {
+        let line = server
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("access log line");
+        let event: Value = serde_json::from_str(&line).expect("JSON log line");
+        if event["request_id"] == "log-probe-1" {
+            break event;
+        }
+    };
+    for field in [
+        "timestamp",
+        "level",
+        "message",
+        "request_id",
+        "action",
+        "outcome",
+        "latency_ms",
+    ] {
+        assert!(!access[field].is_null(), "{field} missing from {access}");
+    }
+    assert_eq!(access["action"], "allocate");
+    assert_eq!(access["outcome"], "no_sandboxes");
+    assert!(
+        !access.to_string().contains(TRACK_TOKEN),
+        "a token reached the logs"
+    );
+
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_burst_loses_no_acknowledged_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let client = reqwest::Client::new();
+    for chunk in 0..4u64 {
+        let rows: Vec<Value> = (chunk * 1000..(chunk + 1) * 1000)
+            .map(|n| json!({"sandbox_id": format!("{n:06}"), "name": format!("lab-{n:06}"), "external_id": format!("identity/accounts/{n}")}))
+            .collect();
+        let response = client
+            .post(format!("{}/v1/admin/sandboxes", server.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"sandboxes": rows}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    // 64 students at a time allocate until the server dies under them.
+    let address = server.address.clone();
+    let burst = (0..64).map(|worker| {
+        let client = client.clone();
+        let address = address.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for n in 0.. {
+                let student = format!("w{worker}-s{n}");
+                let sent = client
+                    .post(format!("{address}/v1/allocate"))
+                    .bearer_auth(TRACK_TOKEN)
+                    .header("X-Instruqt-Sandbox-ID", &student)
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() != StatusCode::CREATED {
+                    break;
+                }
+                let Ok(body) = response.json::<Value>().await else {
+                    break;
+                };
+                acknowledged.push((student, body["sandbox_id"].as_str().unwrap().to_owned()));
+            }
+            acknowledged
+        })
+    });
+    let burst = tokio::spawn(join_all(burst));
+    let mut server = server;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    let acknowledged: Vec<(String, String)> = burst
+        .await
+        .unwrap()
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    assert!(
+        acknowledged.len() > 100,
+        "the burst barely ran ({} allocations)",
+        acknowledged.len()
+    );
+
+    let restarted = start(dir.path());
+    for (student, sandbox_id) in &acknowledged {
+        let response = client
+            .get(format!("{}/v1/sandboxes/{sandbox_id}", restarted.address))
+            .bearer_auth(TRACK_TOKEN)
+            .header("X-Instruqt-Sandbox-ID", student)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "acknowledged allocation {student} → {sandbox_id} lost"
+        );
+    }
+    let mut holders: HashMap<String, String> = HashMap::new();
+    let mut cursor = String::new();
+    loop {
+        let page: Value = client
+            .get(format!(
+                "{}/v1/admin/sandboxes?status=allocated&limit=100{cursor}",
+                restarted.address
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for row in page["sandboxes"].as_array().unwrap() {
+            let student = row["allocated_to_track"].as_str().unwrap().to_owned();
+            let previous = holders.insert(
+                student.clone(),
+                row["sandbox_id"].as_str().unwrap().to_owned(),
+            );
+            assert!(
+                previous.is_none(),
+                "{student} holds two sandboxes after the crash"
+            );
+        }
+        match page["cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let stats: Value = client
+        .get(format!("{}/v1/admin/stats", restarted.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["allocated"],
+        holders.len(),
+        "stats disagree with the rows after recovery"
+    );
+    assert_eq!(stats["total"], 4000);
+    let acknowledged_ids: HashSet<&String> = acknowledged.iter().map(|(_, id)| id).collect();
+    assert_eq!(
+        acknowledged_ids.len(),
+        acknowledged.len(),
+        "a sandbox was acknowledged twice"
+    );
+}

@@ -1,0 +1,419 @@
+//! The store conformance suite: one body of tests against any `Arc<dyn Store>`.
+//! `conformance_suite!` instantiates it per store; the DynamoDB store will add its own line.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use sandbox_broker::domain::{
+    DeletableStatus, IdempotencyKey, NamePrefix, SandboxId, SandboxStatus, StudentKey, TrackName,
+};
+use sandbox_broker::store::{
+    AllocationKey, AllocationRequest, ListCursor, ListQuery, SharedStore, StoreError,
+};
+
+use crate::helpers::sandboxes;
+
+const NOW: i64 = 1_800_000_000;
+
+fn student(key: &str) -> StudentKey {
+    StudentKey::parse("student", key).unwrap()
+}
+
+fn request(key: &str) -> AllocationRequest {
+    AllocationRequest {
+        key: AllocationKey {
+            student: student(key),
+            idempotency_key: None,
+        },
+        track_name: None,
+        name_prefix: None,
+        lab_duration_hours: 48,
+        now: NOW,
+    }
+}
+
+fn with_prefix(mut request: AllocationRequest, prefix: &str) -> AllocationRequest {
+    request.name_prefix = Some(NamePrefix::parse("prefix", prefix).unwrap());
+    request
+}
+
+fn id(raw: &str) -> SandboxId {
+    SandboxId::parse("id", raw).unwrap()
+}
+
+fn query(limit: usize) -> ListQuery {
+    ListQuery {
+        limit,
+        ..ListQuery::default()
+    }
+}
+
+/// Every row, by following cursors.
+async fn list_all(store: &SharedStore, mut q: ListQuery) -> Vec<sandbox_broker::domain::Sandbox> {
+    let mut rows = Vec::new();
+    loop {
+        let page = store.list(q.clone()).await.unwrap();
+        rows.extend(page.sandboxes);
+        match page.next {
+            Some(next) => q.cursor = Some(next),
+            None => return rows,
+        }
+    }
+}
+
+pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(store: SharedStore) {
+    store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
+    let mut ids = HashSet::new();
+    for n in 0..3 {
+        let allocation = store.allocate(request(&format!("s{n}"))).await.unwrap();
+        assert!(allocation.newly_allocated);
+        assert_eq!(allocation.sandbox.status, SandboxStatus::Allocated);
+        assert_eq!(
+            allocation.sandbox.allocated_to_track.as_deref(),
+            Some(format!("s{n}").as_str())
+        );
+        assert_eq!(allocation.sandbox.allocated_at, Some(NOW));
+        assert_eq!(allocation.sandbox.expires_at(), Some(NOW + 48 * 3600));
+        ids.insert(allocation.sandbox.sandbox_id);
+    }
+    assert_eq!(ids.len(), 3);
+    assert!(matches!(
+        store.allocate(request("s9")).await,
+        Err(StoreError::NoSandboxAvailable)
+    ));
+}
+
+pub async fn the_same_key_replays_and_other_keys_get_other_sandboxes(store: SharedStore) {
+    store.import(sandboxes("lab-", 0, 5), NOW).await.unwrap();
+    let first = store.allocate(request("s1")).await.unwrap();
+    let replay = store.allocate(request("s1")).await.unwrap();
+    let mut keyed = request("s1");
+    keyed.key.idempotency_key = Some(IdempotencyKey::parse("k", "second").unwrap());
+    let second = store.allocate(keyed.clone()).await.unwrap();
+    let second_replay = store.allocate(keyed).await.unwrap();
+
+    assert!(!replay.newly_allocated);
+    assert_eq!(replay.sandbox, first.sandbox);
+    assert!(second.newly_allocated);
+    assert_ne!(second.sandbox.sandbox_id, first.sandbox.sandbox_id);
+    assert_eq!(second_replay.sandbox.sandbox_id, second.sandbox.sandbox_id);
+    assert_eq!(second.sandbox.idempotency_key.as_deref(), Some("second"));
+}
+
+pub async fn prefixes_select_by_name_and_exhaust_separately(store: SharedStore) {
+    store.import(sandboxes("lab-a-", 0, 2), NOW).await.unwrap();
+    store
+        .import(sandboxes("lab-b-", 100, 1), NOW)
+        .await
+        .unwrap();
+
+    let b = store
+        .allocate(with_prefix(request("s1"), "lab-b-"))
+        .await
+        .unwrap();
+    let b_again = store.allocate(with_prefix(request("s2"), "lab-b-")).await;
+    let a = store
+        .allocate(with_prefix(request("s3"), "lab-a"))
+        .await
+        .unwrap();
+    let none = store.allocate(with_prefix(request("s4"), "zzz")).await;
+
+    assert!(b.sandbox.name.starts_with("lab-b-"));
+    assert!(matches!(b_again, Err(StoreError::NoSandboxAvailable)));
+    assert!(a.sandbox.name.starts_with("lab-a-"));
+    assert!(matches!(none, Err(StoreError::NoSandboxAvailable)));
+}
+
+pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: SharedStore) {
+    store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
+    let held = store.allocate(request("s1")).await.unwrap().sandbox;
+    let held_id = id(&held.sandbox_id);
+
+    assert!(matches!(
+        store
+            .mark_for_deletion(&id("nope"), &student("s1"), NOW)
+            .await,
+        Err(StoreError::SandboxNotFound)
+    ));
+    assert!(matches!(
+        store.mark_for_deletion(&held_id, &student("s2"), NOW).await,
+        Err(StoreError::NotOwner)
+    ));
+    assert!(
+        matches!(
+            store.mark_for_deletion(&id("2"), &student("s1"), NOW).await,
+            Err(StoreError::NotOwner)
+        ),
+        "an available row has no owner"
+    );
+    let marked = store
+        .mark_for_deletion(&held_id, &student("s1"), NOW + 5)
+        .await
+        .unwrap();
+    let repeat = store
+        .mark_for_deletion(&held_id, &student("s1"), NOW + 9)
+        .await
+        .unwrap();
+
+    assert!(marked.newly_marked);
+    assert_eq!(marked.sandbox.status, SandboxStatus::PendingDeletion);
+    assert_eq!(marked.sandbox.deletion_requested_at, Some(NOW + 5));
+    assert!(!repeat.newly_marked);
+    assert_eq!(
+        repeat.sandbox.deletion_requested_at,
+        Some(NOW + 5),
+        "a repeat changes nothing"
+    );
+    let next = store.allocate(request("s1")).await.unwrap();
+    assert!(next.newly_allocated);
+    assert_ne!(next.sandbox.sandbox_id, held.sandbox_id);
+}
+
+pub async fn import_upserts_available_rows_only(store: SharedStore) {
+    let summary = store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
+    assert_eq!((summary.imported, summary.skipped), (3, 0));
+    let held = store.allocate(request("s1")).await.unwrap().sandbox;
+
+    let mut again = sandboxes("new-", 0, 3);
+    again[0].sfdc_account_id = Some("001NEW".into());
+    let summary = store.import(again, NOW + 1).await.unwrap();
+
+    assert_eq!((summary.imported, summary.skipped), (2, 1));
+    let untouched = store.get(&id(&held.sandbox_id)).await.unwrap().unwrap();
+    assert_eq!(
+        untouched, held,
+        "an allocated row is never touched by import"
+    );
+    let renamed = store
+        .allocate(with_prefix(request("s2"), "new-"))
+        .await
+        .unwrap();
+    assert!(
+        renamed.sandbox.name.starts_with("new-"),
+        "the new name is what allocation matches"
+    );
+    assert!(
+        store
+            .allocate(with_prefix(request("s3"), "lab-"))
+            .await
+            .is_err(),
+        "old names are gone from the index"
+    );
+}
+
+pub async fn get_returns_rows_in_any_status(store: SharedStore) {
+    store.import(sandboxes("lab-", 0, 2), NOW).await.unwrap();
+    assert!(store.get(&id("999")).await.unwrap().is_none());
+    let available = store.get(&id("1")).await.unwrap().unwrap();
+    assert_eq!(available.status, SandboxStatus::Available);
+    assert_eq!(available.allocated_at, None);
+    assert_eq!(
+        store
+            .get(&id("2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .sfdc_account_id
+            .as_deref(),
+        Some("001SFDC2")
+    );
+}
+
+pub async fn list_pages_visit_every_match_once_in_id_order(store: SharedStore) {
+    store.import(sandboxes("lab-", 0, 23), NOW).await.unwrap();
+    for n in 0..5 {
+        store.allocate(request(&format!("s{n}"))).await.unwrap();
+    }
+
+    let all = list_all(&store, query(4)).await;
+    let allocated = list_all(
+        &store,
+        ListQuery {
+            status: Some(SandboxStatus::Allocated),
+            ..query(2)
+        },
+    )
+    .await;
+    let one_student = list_all(
+        &store,
+        ListQuery {
+            student: Some(student("s3")),
+            ..query(10)
+        },
+    )
+    .await;
+
+    let ids: Vec<&str> = all.iter().map(|r| r.sandbox_id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "pages come in id order");
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 23);
+    assert_eq!(allocated.len(), 5);
+    assert!(
+        allocated
+            .iter()
+            .all(|r| r.status == SandboxStatus::Allocated)
+    );
+    assert_eq!(one_student.len(), 1);
+    let last = store
+        .list(ListQuery {
+            cursor: Some(ListCursor {
+                after_sandbox_id: "99999".into(),
+            }),
+            ..query(10)
+        })
+        .await
+        .unwrap();
+    assert!(last.sandboxes.is_empty() && last.next.is_none());
+}
+
+pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
+    store.import(sandboxes("lab-", 0, 10), NOW).await.unwrap();
+    for n in 0..4 {
+        let mut r = request(&format!("s{n}"));
+        r.track_name = Some(TrackName::parse("t", if n < 3 { "dns" } else { "sec" }).unwrap());
+        let held = store.allocate(r).await.unwrap().sandbox;
+        if n == 0 {
+            store
+                .mark_for_deletion(&id(&held.sandbox_id), &student("s0"), NOW)
+                .await
+                .unwrap();
+        }
+    }
+
+    let stats = store.stats().await.unwrap();
+    let tracks = store.track_stats().await.unwrap();
+
+    assert_eq!(
+        (
+            stats.available,
+            stats.allocated,
+            stats.pending_deletion,
+            stats.total()
+        ),
+        (6, 3, 1, 10)
+    );
+    let listed = list_all(&store, query(100)).await;
+    for status in SandboxStatus::ALL {
+        let counted = listed.iter().filter(|r| r.status == status).count() as u64;
+        assert_eq!(
+            stats.get(status),
+            counted,
+            "{status} count disagrees with the rows"
+        );
+    }
+    let summary: Vec<(&str, u64, u64, u64)> = tracks
+        .iter()
+        .map(|t| {
+            (
+                t.track_name.as_str(),
+                t.allocated,
+                t.pending_deletion,
+                t.total,
+            )
+        })
+        .collect();
+    assert_eq!(summary, [("dns", 2, 1, 3), ("sec", 1, 0, 1)]);
+}
+
+pub async fn bulk_delete_removes_exactly_one_status(store: SharedStore) {
+    store.import(sandboxes("lab-", 0, 6), NOW).await.unwrap();
+    store.allocate(request("s1")).await.unwrap();
+
+    let removed = store
+        .bulk_delete(DeletableStatus::parse("available").unwrap())
+        .await
+        .unwrap();
+    let none = store
+        .bulk_delete(DeletableStatus::parse("stale").unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!((removed, none), (5, 0));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.available, stats.allocated, stats.total()), (0, 1, 1));
+    assert!(matches!(
+        store.allocate(request("s2")).await,
+        Err(StoreError::NoSandboxAvailable)
+    ));
+    store.import(sandboxes("lab-", 0, 6), NOW).await.unwrap();
+    assert_eq!(
+        store.stats().await.unwrap().available,
+        5,
+        "removed rows can be imported again"
+    );
+}
+
+pub async fn concurrent_allocations_never_share_a_sandbox(store: SharedStore) {
+    store.import(sandboxes("lab-", 0, 50), NOW).await.unwrap();
+    let calls = (0..80).map(|n| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.allocate(request(&format!("s{}", n % 60))).await })
+    });
+    let results: Vec<_> = join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let exhausted = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::NoSandboxAvailable)))
+        .count();
+    assert_eq!(ok.len() + exhausted, 80, "only exhaustion may fail");
+    let per_student: std::collections::HashMap<&str, HashSet<&str>> =
+        ok.iter().fold(Default::default(), |mut map, a| {
+            map.entry(a.sandbox.allocated_to_track.as_deref().unwrap())
+                .or_default()
+                .insert(a.sandbox.sandbox_id.as_str());
+            map
+        });
+    assert!(
+        per_student.values().all(|ids| ids.len() == 1),
+        "a student got two sandboxes"
+    );
+    let distinct: HashSet<&str> = per_student.values().flatten().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        per_student.len(),
+        "two students share a sandbox"
+    );
+    assert_eq!(distinct.len(), 50);
+}
+
+pub async fn ping_succeeds_on_a_healthy_store(store: SharedStore) {
+    store.ping().await.unwrap();
+}
+
+macro_rules! conformance_suite {
+    ($flavor:ident, $make:expr) => {
+        mod $flavor {
+            conformance_suite!(@cases $make;
+                allocation_hands_out_each_sandbox_once_then_reports_exhaustion,
+                the_same_key_replays_and_other_keys_get_other_sandboxes,
+                prefixes_select_by_name_and_exhaust_separately,
+                marking_checks_ownership_is_idempotent_and_frees_the_key,
+                import_upserts_available_rows_only,
+                get_returns_rows_in_any_status,
+                list_pages_visit_every_match_once_in_id_order,
+                stats_and_track_stats_are_exact,
+                bulk_delete_removes_exactly_one_status,
+                concurrent_allocations_never_share_a_sandbox,
+                ping_succeeds_on_a_healthy_store,
+            );
+        }
+    };
+    (@cases $make:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make;
+                super::$case(store).await;
+            }
+        )+
+    };
+}
+
+conformance_suite!(embedded, crate::helpers::embedded_store());
