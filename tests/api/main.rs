@@ -1,3 +1,9 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
 //! Black-box tests: the real router on port 0, the real binary for process-level behaviour.
 
 mod admin;
