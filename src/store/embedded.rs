@@ -72,11 +72,26 @@ struct Applied {
     respond: Box<dyn FnOnce() + Send>,
 }
 
-/// The redb-backed [`Store`].
+/// The redb-backed [`Store`]. Dropping it lets the writer finish its batch and closes the
+/// database cleanly, so the next start needs no crash repair.
 pub struct EmbeddedStore {
     db: Arc<Database>,
-    commands: mpsc::Sender<Command>,
+    /// `None` only while dropping.
+    commands: Option<mpsc::Sender<Command>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     stats: Arc<Mutex<PoolStats>>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer's loop once it has answered what it holds.
+        self.commands = None;
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("embedded store writer panicked");
+        }
+    }
 }
 
 impl EmbeddedStore {
@@ -112,13 +127,14 @@ impl EmbeddedStore {
             db: Arc::clone(&db),
             stats: Arc::clone(&stats),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("redb-writer".into())
             .spawn(move || writer.run(queue))
             .map_err(io)?;
         Ok(Self {
             db,
-            commands,
+            commands: Some(commands),
+            writer: Some(writer),
             stats,
         })
     }
@@ -142,10 +158,8 @@ impl EmbeddedStore {
                 }),
             }
         });
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| writer_gone())?;
+        let commands = self.commands.as_ref().ok_or_else(writer_gone)?;
+        commands.send(command).await.map_err(|_| writer_gone())?;
         answer.await.map_err(|_| {
             StoreError::Unavailable("the write was rolled back; nothing was changed".into())
         })?
@@ -210,7 +224,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.commands.is_closed() {
+        if self.commands.as_ref().is_none_or(mpsc::Sender::is_closed) {
             return Err(writer_gone());
         }
         self.read(|db| {

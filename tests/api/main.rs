@@ -9,6 +9,7 @@
 mod admin;
 mod bad_input;
 mod concurrency;
+mod embedded;
 mod helpers;
 mod ops;
 mod process;
