@@ -199,20 +199,25 @@ impl Config {
         Ok(())
     }
 
-    /// A configuration for tests and the benchmark: loopback port 0, the given tokens,
-    /// generous rate limits, everything else at its default.
+    /// A configuration for tests and the benchmark, independent of the environment:
+    /// loopback port 0, the given tokens, no effective rate limit, contract defaults otherwise.
     pub fn for_tests(data_dir: PathBuf, track_token: &str, admin_token: &str) -> Self {
-        let mut config = Cli::parse_from(["sandbox-broker", "serve"]);
-        let Command::Serve(ref mut c) = config.command else {
-            unreachable!("parsed the serve subcommand")
-        };
-        c.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        c.data_dir = data_dir;
-        c.api_token = TokenList::parse(track_token).ok();
-        c.admin_token = TokenList::parse(admin_token).ok();
-        c.rate_limit_per_sec = NonZeroU32::MAX;
-        c.rate_limit_burst = NonZeroU32::MAX;
-        c.clone()
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            store: StoreKind::Embedded,
+            data_dir,
+            api_token: TokenList::parse(track_token).ok(),
+            admin_token: TokenList::parse(admin_token).ok(),
+            api_base_path: "/v1".into(),
+            lab_duration_hours: 48,
+            rate_limit_per_sec: NonZeroU32::MAX,
+            rate_limit_burst: NonZeroU32::MAX,
+            trusted_proxies: Vec::new(),
+            cors_allowed_origins: "*".into(),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            request_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -305,6 +310,25 @@ mod tests {
         config.api_token = None;
         let err = config.validate_for_serve().unwrap_err().to_string();
         assert!(err.contains("BROKER_API_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn the_declared_defaults_match_the_contract() {
+        let Command::Serve(config) = Cli::parse_from(["sandbox-broker", "serve"]).command else {
+            panic!("parsed serve")
+        };
+        assert_eq!(config.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.api_base_path, "/v1");
+        assert_eq!(config.lab_duration_hours, 48);
+        assert_eq!(
+            (
+                config.rate_limit_per_sec.get(),
+                config.rate_limit_burst.get()
+            ),
+            (50, 200)
+        );
+        assert_eq!(config.cors_allowed_origins, "*");
     }
 
     #[test]

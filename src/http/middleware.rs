@@ -38,7 +38,7 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Strict policy for API answers: they are data, never a page.
 const STRICT_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
-/// The docs page: its own scripts, styles, images and fetches only.
+/// The docs pages and the dashboard: their own scripts, styles, images and fetches only.
 const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
 
 /// The outcome reported in the access log, set by handlers whose outcome is richer than the status.
@@ -94,7 +94,9 @@ async fn drop_insane_request_id(mut request: Request, next: Next) -> Response {
 
 async fn security_headers(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let docs = format!("{}/docs", app.config.api_base_path);
-    let relaxed = request.uri().path().starts_with(&docs);
+    let path = request.uri().path();
+    let relaxed =
+        path.starts_with(&docs) || path == "/dashboard" || path.starts_with("/dashboard/");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     let csp = if relaxed { DOCS_CSP } else { STRICT_CSP };

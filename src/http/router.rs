@@ -5,6 +5,7 @@
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
+use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -13,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::{require_admin_token, require_track_token};
 use super::error::ApiError;
-use super::handlers::{admin, ops, track};
+use super::handlers::{admin, dashboard, ops, track};
 use super::middleware::{self, rate_limit};
 use crate::app::AppState;
 
@@ -76,8 +77,13 @@ pub fn build(state: AppState) -> Router {
     let (routes, openapi) = routes(&state);
     let base = state.config.api_base_path.clone();
     let docs = SwaggerUi::new(format!("{base}/docs")).url(format!("{base}/openapi.json"), openapi);
+    let dashboard = Router::new()
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style));
     let router = routes
         .merge(docs)
+        .merge(dashboard)
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     middleware::apply(router, &state).with_state(state)

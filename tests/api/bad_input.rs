@@ -155,3 +155,30 @@ async fn unparseable_requests_never_reach_a_500() {
         }
     }
 }
+
+/// Control bytes in a header are not HTTP: the parser refuses them before any route runs.
+/// They must still never produce a 500 or change a row.
+#[tokio::test]
+async fn control_bytes_in_headers_are_refused_by_the_http_parser_without_side_effects() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    app.seed("lab-", 0, 2).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    for bad in [&b"stu\x01dent"[..], b"stu\x7fdent", b"stu\x00"] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let mut request = format!(
+            "POST /v1/allocate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nX-Instruqt-Sandbox-ID: ",
+            crate::helpers::TRACK_TOKEN
+        )
+        .into_bytes();
+        request.extend_from_slice(bad);
+        request.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        stream.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad:?} got {answer}");
+    }
+    assert_eq!(app.stats().await["allocated"], 0);
+}

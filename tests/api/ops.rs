@@ -401,3 +401,57 @@ async fn an_internal_failure_is_an_enveloped_500_that_leaks_nothing() {
         "docs do not depend on the store"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary_and_holds_no_data_without_a_token() {
+    let app = spawn_app().await;
+    app.seed("lab-secret-name-", 0, 1).await;
+
+    let page = app.client.get(app.url("/dashboard")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let script = app
+        .client
+        .get(app.url("/dashboard/app.js"))
+        .send()
+        .await
+        .unwrap();
+    let style = app
+        .client
+        .get(app.url("/dashboard/app.css"))
+        .send()
+        .await
+        .unwrap();
+
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        html.contains("data-api-base=\"/v1\""),
+        "the page is told the API base"
+    );
+    assert!(
+        !html.contains("lab-secret-name-"),
+        "the page itself carries no pool data"
+    );
+    assert!(
+        !html.contains("<script>") && !html.contains("https://"),
+        "no inline script, no CDN"
+    );
+    assert_eq!(script.status(), StatusCode::OK);
+    let js = script.text().await.unwrap();
+    assert!(
+        js.contains("/admin/stats") && js.contains("Authorization"),
+        "it reads the admin API with the token"
+    );
+    assert!(
+        !js.contains("innerHTML"),
+        "untrusted names are rendered as text"
+    );
+    assert_eq!(style.status(), StatusCode::OK);
+}
