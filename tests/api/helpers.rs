@@ -21,6 +21,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: SharedStore,
     shutdown: CancellationToken,
+    /// The server task; it ends once shutdown has drained every in-flight request.
+    pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _data_dir: Option<TempDir>,
 }
 
@@ -61,12 +63,13 @@ pub async fn spawn_app_on(
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
         client: reqwest::Client::new(),
         store,
         shutdown,
+        server: Some(server),
         _data_dir: data_dir,
     }
 }
@@ -88,6 +91,11 @@ pub fn sandboxes(prefix: &str, id_base: u64, count: u64) -> Vec<NewSandbox> {
 }
 
 impl TestApp {
+    /// Starts a graceful shutdown, as SIGTERM does in the binary.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Puts `count` sandboxes named `<prefix>NNNNN` in the pool.
     pub async fn seed(&self, prefix: &str, id_base: u64, count: u64) {
         self.store

@@ -13,5 +13,6 @@ mod embedded;
 mod helpers;
 mod ops;
 mod process;
+mod shutdown;
 mod store_conformance;
 mod track;

@@ -1,0 +1,103 @@
+//! Graceful shutdown: a request in flight when shutdown begins still gets its answer.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use sandbox_broker::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, StudentKey};
+use sandbox_broker::store::{
+    Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
+    SharedStore, Store, StoreError, TrackStats,
+};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::helpers::{embedded_store, json_of, sandboxes, spawn_app_on};
+
+/// Delegates to a real store, but holds each allocation until the test releases it.
+struct GatedStore {
+    inner: SharedStore,
+    entered: Notify,
+    gate: Semaphore,
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
+        self.entered.notify_one();
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Internal(Box::new(e)))?;
+        self.inner.allocate(request).await
+    }
+    async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
+        self.inner.get(id).await
+    }
+    async fn mark_for_deletion(
+        &self,
+        id: &SandboxId,
+        s: &StudentKey,
+        now: i64,
+    ) -> Result<MarkOutcome, StoreError> {
+        self.inner.mark_for_deletion(id, s, now).await
+    }
+    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
+        self.inner.import(rows, now).await
+    }
+    async fn list(&self, q: ListQuery) -> Result<SandboxPage, StoreError> {
+        self.inner.list(q).await
+    }
+    async fn stats(&self) -> Result<PoolStats, StoreError> {
+        self.inner.stats().await
+    }
+    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
+        self.inner.track_stats().await
+    }
+    async fn bulk_delete(&self, s: DeletableStatus) -> Result<u64, StoreError> {
+        self.inner.bulk_delete(s).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_a_request_in_flight_and_then_stops_serving() {
+    let (inner, dir) = embedded_store();
+    inner.import(sandboxes("lab-", 0, 3), 0).await.unwrap();
+    let store = Arc::new(GatedStore {
+        inner,
+        entered: Notify::new(),
+        gate: Semaphore::new(0),
+    });
+    let mut app = spawn_app_on(Arc::clone(&store) as SharedStore, Some(dir), |_| {}).await;
+    let client = app.client.clone();
+    let url = app.url("/v1/allocate");
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(crate::helpers::TRACK_TOKEN)
+            .header("X-Instruqt-Sandbox-ID", "stu")
+            .send()
+            .await
+    });
+    store.entered.notified().await;
+
+    app.begin_shutdown();
+    store.gate.add_permits(1);
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request was answered");
+    let body = json_of(response, StatusCode::CREATED).await;
+    assert_eq!(body["name"], "lab-00001");
+    let server = app.server.take().unwrap();
+    server.await.unwrap().expect("the server stopped cleanly");
+    let late = reqwest::Client::new().get(app.url("/healthz")).send().await;
+    assert!(
+        late.is_err(),
+        "a stopped server must not accept new requests"
+    );
+}
