@@ -95,10 +95,11 @@ async fn drop_insane_request_id(mut request: Request, next: Next) -> Response {
 }
 
 async fn security_headers(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let docs = format!("{}/docs", app.config.api_base_path);
     let path = request.uri().path();
-    let relaxed =
-        path.starts_with(&docs) || path == "/dashboard" || path.starts_with("/dashboard/");
+    let is_docs = path
+        .strip_prefix(app.config.api_base_path.as_str())
+        .is_some_and(|rest| rest == "/docs" || rest.starts_with("/docs/"));
+    let relaxed = is_docs || path == "/dashboard" || path.starts_with("/dashboard/");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     let csp = if relaxed { DOCS_CSP } else { STRICT_CSP };
