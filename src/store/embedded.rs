@@ -116,6 +116,9 @@ impl EmbeddedStore {
             Err(err) => return Err(storage(err.into())),
         };
         tables::create_all(&db).map_err(storage)?;
+        if tables::ensure_status_index(&db).map_err(storage)? {
+            tracing::info!("embedded store: rebuilt the status index");
+        }
         let stats = tables::count_statuses(&db)
             .map_err(storage)?
             .ok_or_else(|| OpenError::Corrupt(path.clone()))?;

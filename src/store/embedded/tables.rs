@@ -1,12 +1,15 @@
 //! The redb tables of the embedded store and every operation on them.
 //!
 //! Rule: rows change only through [`Tables::put`] and [`Tables::remove`], which keep the
-//! available-by-name index and the status counts in step with the row table.
+//! available-by-name index, the status index and the status counts in step with the rows.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 
 use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStatus, StudentKey};
 use crate::store::{
@@ -22,6 +25,9 @@ const AVAILABLE_BY_NAME: TableDefinition<'_, &str, &str> =
     TableDefinition::new("available_by_name");
 /// Encoded allocation key → `sandbox_id` of the allocation it made.
 const ALLOCATION_KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new("allocation_keys");
+/// `"<status>\0<sandbox_id>"` for every row, so a list filtered by status reads only that
+/// status's rows, in `sandbox_id` order like the unfiltered list.
+const BY_STATUS: TableDefinition<'_, &str, ()> = TableDefinition::new("by_status");
 
 fn storage(err: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(Box::new(err.into()))
@@ -34,6 +40,10 @@ fn decode(id: &str, bytes: &[u8]) -> Result<Sandbox, StoreError> {
 
 fn available_key(row: &Sandbox) -> String {
     format!("{}\0{}", row.name, row.sandbox_id)
+}
+
+fn status_key(status: SandboxStatus, id: &str) -> String {
+    format!("{status}\0{id}")
 }
 
 fn allocation_key_of(row: &Sandbox) -> Option<String> {
@@ -50,8 +60,31 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(SANDBOXES)?;
     txn.open_table(AVAILABLE_BY_NAME)?;
     txn.open_table(ALLOCATION_KEYS)?;
+    txn.open_table(BY_STATUS)?;
     txn.commit()?;
     Ok(())
+}
+
+/// Rebuilds the status index when it does not cover every row (a file from before the
+/// index existed); returns whether it had to.
+pub(super) fn ensure_status_index(db: &Database) -> Result<bool, redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let sandboxes = txn.open_table(SANDBOXES)?;
+        let mut by_status = txn.open_table(BY_STATUS)?;
+        if by_status.len()? == sandboxes.len()? {
+            return Ok(false);
+        }
+        by_status.retain(|_, ()| false)?;
+        for entry in sandboxes.iter()? {
+            let (key, value) = entry?;
+            let row = decode(key.value(), value.value())
+                .map_err(|err| redb::Error::Corrupted(err.to_string()))?;
+            by_status.insert(status_key(row.status, &row.sandbox_id).as_str(), ())?;
+        }
+    }
+    txn.commit()?;
+    Ok(true)
 }
 
 /// Counts rows per status; `None` when a row cannot be decoded.
@@ -77,37 +110,89 @@ pub(super) fn read_row(db: &Database, id: &str) -> Result<Option<Sandbox>, Store
     guard.map(|value| decode(id, value.value())).transpose()
 }
 
-/// One page in `sandbox_id` order, starting after the cursor.
+/// One page in `sandbox_id` order, starting after the cursor. With a status filter only
+/// that status's rows are read, through the status index.
 pub(super) fn list_page(db: &Database, query: &ListQuery) -> Result<SandboxPage, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let table = txn.open_table(SANDBOXES).map_err(storage)?;
-    let start = query.cursor.as_ref().map_or(Bound::Unbounded, |c| {
-        Bound::Excluded(c.after_sandbox_id.as_str())
-    });
-    let mut sandboxes = Vec::with_capacity(query.limit);
-    let mut more = false;
-    for entry in table
-        .range::<&str>((start, Bound::Unbounded))
-        .map_err(storage)?
-    {
-        let (key, value) = entry.map_err(storage)?;
-        let row = decode(key.value(), value.value())?;
-        if !query.matches(&row) {
-            continue;
+    let after = query.cursor.as_ref().map(|c| c.after_sandbox_id.as_str());
+    let mut page = PageBuilder::new(query);
+    if let Some(status) = query.status {
+        let index = txn.open_table(BY_STATUS).map_err(storage)?;
+        let prefix = status_key(status, "");
+        let start = status_key(status, after.unwrap_or(""));
+        for entry in index.range(start.as_str()..).map_err(storage)? {
+            let (key, _) = entry.map_err(storage)?;
+            let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            if Some(id) == after {
+                continue;
+            }
+            let Some(value) = table.get(id).map_err(storage)? else {
+                continue;
+            };
+            if page.offer(decode(id, value.value())?) {
+                break;
+            }
         }
-        if sandboxes.len() == query.limit {
-            more = true;
-            break;
+    } else {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for entry in table
+            .range::<&str>((start, Bound::Unbounded))
+            .map_err(storage)?
+        {
+            let (key, value) = entry.map_err(storage)?;
+            if page.offer(decode(key.value(), value.value())?) {
+                break;
+            }
         }
-        sandboxes.push(row);
     }
-    let next = more
-        .then(|| sandboxes.last())
-        .flatten()
-        .map(|last| ListCursor {
-            after_sandbox_id: last.sandbox_id.clone(),
-        });
-    Ok(SandboxPage { sandboxes, next })
+    Ok(page.finish())
+}
+
+/// Collects up to `limit` matching rows and notices whether one more exists.
+struct PageBuilder<'q> {
+    query: &'q ListQuery,
+    rows: Vec<Sandbox>,
+    more: bool,
+}
+
+impl<'q> PageBuilder<'q> {
+    fn new(query: &'q ListQuery) -> Self {
+        Self {
+            query,
+            rows: Vec::with_capacity(query.limit),
+            more: false,
+        }
+    }
+
+    /// Takes `row` if it matches; `true` once the page is full and another match was seen.
+    fn offer(&mut self, row: Sandbox) -> bool {
+        if !self.query.matches(&row) {
+            return false;
+        }
+        if self.rows.len() == self.query.limit {
+            self.more = true;
+            return true;
+        }
+        self.rows.push(row);
+        false
+    }
+
+    fn finish(self) -> SandboxPage {
+        let next = self
+            .more
+            .then(|| self.rows.last())
+            .flatten()
+            .map(|last| ListCursor {
+                after_sandbox_id: last.sandbox_id.clone(),
+            });
+        SandboxPage {
+            sandboxes: self.rows,
+            next,
+        }
+    }
 }
 
 /// Per-lab counts over rows that carry a `track_name`, sorted by name.
@@ -160,6 +245,7 @@ pub(super) struct Tables<'txn> {
     sandboxes: redb::Table<'txn, &'static str, &'static [u8]>,
     available: redb::Table<'txn, &'static str, &'static str>,
     allocation_keys: redb::Table<'txn, &'static str, &'static str>,
+    by_status: redb::Table<'txn, &'static str, ()>,
     deltas: StatusDeltas,
 }
 
@@ -170,6 +256,7 @@ impl<'txn> Tables<'txn> {
             sandboxes: txn.open_table(SANDBOXES)?,
             available: txn.open_table(AVAILABLE_BY_NAME)?,
             allocation_keys: txn.open_table(ALLOCATION_KEYS)?,
+            by_status: txn.open_table(BY_STATUS)?,
             deltas: StatusDeltas::default(),
         })
     }
@@ -195,6 +282,9 @@ impl<'txn> Tables<'txn> {
                 .map_err(storage)?;
         }
         self.deltas.add(new.status, 1);
+        self.by_status
+            .insert(status_key(new.status, &new.sandbox_id).as_str(), ())
+            .map_err(storage)?;
         let bytes = serde_json::to_vec(new).map_err(|err| StoreError::Internal(Box::new(err)))?;
         self.sandboxes
             .insert(new.sandbox_id.as_str(), bytes.as_slice())
@@ -213,6 +303,9 @@ impl<'txn> Tables<'txn> {
 
     fn unindex(&mut self, old: &Sandbox) -> Result<(), StoreError> {
         self.deltas.add(old.status, -1);
+        self.by_status
+            .remove(status_key(old.status, &old.sandbox_id).as_str())
+            .map_err(storage)?;
         if old.status == SandboxStatus::Available {
             self.available
                 .remove(available_key(old).as_str())
@@ -380,5 +473,65 @@ impl<'txn> Tables<'txn> {
             self.remove(row)?;
         }
         Ok(doomed.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ExternalId, SandboxName};
+
+    fn row(id: &str) -> NewSandbox {
+        NewSandbox {
+            sandbox_id: SandboxId::parse("id", id).unwrap(),
+            name: SandboxName::parse("name", &format!("lab-{id}")).unwrap(),
+            external_id: ExternalId::parse("ext", "identity/accounts/x").unwrap(),
+            sfdc_account_id: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_status_index_is_rebuilt_and_then_serves_filtered_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        create_all(&db).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tables = Tables::open(&txn).unwrap();
+            tables
+                .import(vec![row("1"), row("2"), row("3")], 0)
+                .unwrap();
+            tables.by_status.retain(|_, ()| false).unwrap();
+        }
+        txn.commit().unwrap();
+
+        assert!(ensure_status_index(&db).unwrap(), "the gap is noticed");
+        assert!(
+            !ensure_status_index(&db).unwrap(),
+            "a complete index is left alone"
+        );
+
+        let query = ListQuery {
+            status: Some(SandboxStatus::Available),
+            limit: 2,
+            ..ListQuery::default()
+        };
+        let first = list_page(&db, &query).unwrap();
+        let second = list_page(
+            &db,
+            &ListQuery {
+                cursor: first.next.clone(),
+                ..query
+            },
+        )
+        .unwrap();
+        let ids: Vec<String> = first
+            .sandboxes
+            .iter()
+            .chain(&second.sandboxes)
+            .map(|r| r.sandbox_id.clone())
+            .collect();
+        assert_eq!(ids, ["1", "2", "3"]);
+        assert!(second.next.is_none());
     }
 }
