@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use redb::{Database, DatabaseError, Durability, ReadableDatabase};
+use redb::{Database, DatabaseError, Durability, ReadableDatabase, StorageBackend};
 use tokio::sync::{mpsc, oneshot};
 
 use self::tables::{StatusDeltas, Tables};
@@ -115,13 +115,35 @@ impl EmbeddedStore {
             }
             Err(err) => return Err(storage(err.into())),
         };
+        Self::start(db, &path)
+    }
+
+    /// Opens the store on another redb storage backend (another medium, or a
+    /// fault-injecting wrapper in tests); there is no directory to lock.
+    pub fn open_with_backend(backend: impl StorageBackend) -> Result<Self, OpenError> {
+        let path = PathBuf::from("<custom storage backend>");
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|err| OpenError::Storage {
+                path: path.clone(),
+                source: Box::new(err.into()),
+            })?;
+        Self::start(db, &path)
+    }
+
+    /// Prepares the tables and counts, then starts the writer thread.
+    fn start(db: Database, path: &Path) -> Result<Self, OpenError> {
+        let storage = |source: redb::Error| OpenError::Storage {
+            path: path.to_owned(),
+            source: Box::new(source),
+        };
         tables::create_all(&db).map_err(storage)?;
         if tables::ensure_status_index(&db).map_err(storage)? {
             tracing::info!("embedded store: rebuilt the status index");
         }
         let stats = tables::count_statuses(&db)
             .map_err(storage)?
-            .ok_or_else(|| OpenError::Corrupt(path.clone()))?;
+            .ok_or_else(|| OpenError::Corrupt(path.to_owned()))?;
 
         let db = Arc::new(db);
         let stats = Arc::new(Mutex::new(stats));
@@ -133,7 +155,10 @@ impl EmbeddedStore {
         let writer = std::thread::Builder::new()
             .name("redb-writer".into())
             .spawn(move || writer.run(queue))
-            .map_err(io)?;
+            .map_err(|source| OpenError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(Self {
             db,
             commands: Some(commands),
@@ -163,8 +188,10 @@ impl EmbeddedStore {
         });
         let commands = self.commands.as_ref().ok_or_else(writer_gone)?;
         commands.send(command).await.map_err(|_| writer_gone())?;
+        // The commit failed or never ran. Retrying is safe: allocation replays by key, and
+        // marks and imports are idempotent.
         answer.await.map_err(|_| {
-            StoreError::Unavailable("the write was rolled back; nothing was changed".into())
+            StoreError::Unavailable("the write could not be committed; retry it".into())
         })?
     }
 
@@ -226,10 +253,10 @@ impl Store for EmbeddedStore {
         self.submit(move |tables| tables.bulk_delete(status)).await
     }
 
+    /// Ready means a durable commit goes through now: an empty command joins the next
+    /// batch, so a full disk or a failing fsync makes readiness fail, not just writes.
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.commands.as_ref().is_none_or(mpsc::Sender::is_closed) {
-            return Err(writer_gone());
-        }
+        self.submit(|_| Ok(())).await?;
         self.read(|db| {
             db.begin_read()
                 .map(drop)

@@ -58,3 +58,99 @@ async fn an_open_store_locks_its_directory_until_dropped() {
         "the lock is released on drop"
     );
 }
+
+/// An in-memory disk whose writes and syncs fail while `failing` is set.
+#[derive(Debug)]
+struct FlakyDisk {
+    inner: redb::backends::InMemoryBackend,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyDisk {
+    fn check(&self) -> Result<(), std::io::Error> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::other("injected disk failure"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl redb::StorageBackend for FlakyDisk {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_disk_acknowledges_nothing_and_fails_readiness() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let disk = FlakyDisk {
+        inner: redb::backends::InMemoryBackend::new(),
+        failing: failing.clone(),
+    };
+    let store = EmbeddedStore::open_with_backend(disk).unwrap();
+    store.import(sandboxes("lab-", 0, 5), 1).await.unwrap();
+    let held = store.allocate(request("stu-1")).await.unwrap().sandbox;
+
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused = store.allocate(request("stu-2")).await;
+    let not_ready = store.ping().await;
+
+    assert!(
+        matches!(
+            refused,
+            Err(sandbox_broker::store::StoreError::Unavailable(_))
+        ),
+        "{refused:?}"
+    );
+    assert!(not_ready.is_err(), "readiness must fail while commits fail");
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.available, stats.allocated),
+        (4, 1),
+        "the refused allocation left no trace"
+    );
+    let listed = store
+        .list(sandbox_broker::store::ListQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        listed
+            .sandboxes
+            .iter()
+            .all(|r| r.allocated_to_track.as_deref() != Some("stu-2"))
+    );
+
+    // redb refuses writes after an I/O failure until the file is reopened (a restart runs
+    // its repair), so the store keeps saying "not ready" rather than pretending to recover.
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        store.ping().await.is_err(),
+        "readiness stays failed until a restart repairs the file"
+    );
+    assert!(store.allocate(request("stu-3")).await.is_err());
+    let replay = store
+        .get(&sandbox_broker::domain::SandboxId::parse("id", &held.sandbox_id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(replay, Some(held), "acknowledged rows stay readable");
+}
