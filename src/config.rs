@@ -130,14 +130,15 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<IpNet>,
 
-    /// Origins allowed by CORS, comma-separated, or `*`.
+    /// Origins allowed by CORS, comma-separated (`https://labs.example.com`), or `*`.
     #[arg(
         long,
         env = "CORS_ALLOWED_ORIGINS",
         value_name = "CORS_ALLOWED_ORIGINS",
-        default_value = "*"
+        default_value = "*",
+        value_parser = CorsOrigins::parse
     )]
-    pub cors_allowed_origins: String,
+    pub cors_allowed_origins: CorsOrigins,
 
     /// Log filter: a level (`info`) or `tracing` directives (`sandbox_broker=debug,info`).
     #[arg(
@@ -213,7 +214,7 @@ impl Config {
             rate_limit_per_sec: NonZeroU32::MAX,
             rate_limit_burst: NonZeroU32::MAX,
             trusted_proxies: Vec::new(),
-            cors_allowed_origins: "*".into(),
+            cors_allowed_origins: CorsOrigins::default(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
             request_timeout: Duration::from_secs(30),
@@ -251,6 +252,38 @@ impl TokenList {
     pub fn tokens(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|t| t.expose_secret())
     }
+}
+
+/// The CORS origins: empty means any origin (`*`).
+#[derive(Debug, Clone, Default)]
+pub struct CorsOrigins(pub Vec<axum::http::HeaderValue>);
+
+impl CorsOrigins {
+    /// `*`, or a comma-separated list of `scheme://host[:port]` origins.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.trim() == "*" {
+            return Ok(Self::default());
+        }
+        let origins = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(parse_origin)
+            .collect::<Result<Vec<_>, _>>()?;
+        if origins.is_empty() {
+            return Err("must be * or at least one origin".into());
+        }
+        Ok(Self(origins))
+    }
+}
+
+fn parse_origin(origin: &str) -> Result<axum::http::HeaderValue, String> {
+    let invalid = || format!("{origin:?} is not an origin like https://labs.example.com");
+    let (scheme, host) = origin.split_once("://").ok_or_else(invalid)?;
+    if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains('/') {
+        return Err(invalid());
+    }
+    axum::http::HeaderValue::from_str(origin).map_err(|_| invalid())
 }
 
 fn parse_base_path(raw: &str) -> Result<String, String> {
@@ -302,6 +335,15 @@ mod tests {
     }
 
     #[test]
+    fn cors_origins_are_checked() {
+        let origins = CorsOrigins::parse("https://a.example, http://b:8080").unwrap();
+        assert_eq!(origins.0.len(), 2);
+        for bad in ["a.example", "ftp://a", "https://a/path", " , ", "https://"] {
+            assert!(CorsOrigins::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn serve_needs_both_tokens_and_names_the_missing_one() {
         let mut config = Config::for_tests("/tmp/x".into(), "t", "a");
         config.admin_token = None;
@@ -328,7 +370,10 @@ mod tests {
             ),
             (50, 200)
         );
-        assert_eq!(config.cors_allowed_origins, "*");
+        assert!(
+            config.cors_allowed_origins.0.is_empty(),
+            "* allows any origin"
+        );
     }
 
     #[test]

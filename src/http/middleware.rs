@@ -49,7 +49,7 @@ pub struct Outcome(pub &'static str);
 
 /// Wraps `router` (routes, fallback included) in the full stack.
 pub fn apply(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let cors = cors_layer(&state.config.cors_allowed_origins);
+    let cors = cors_layer(&state.config.cors_allowed_origins.0);
     let stack = ServiceBuilder::new()
         .layer(middleware::from_fn(drop_insane_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -123,15 +123,11 @@ async fn security_headers(State(app): State<AppState>, request: Request, next: N
     response
 }
 
-fn cors_layer(origins: &str) -> CorsLayer {
-    let allow_origin = if origins.trim() == "*" {
+fn cors_layer(origins: &[HeaderValue]) -> CorsLayer {
+    let allow_origin = if origins.is_empty() {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(
-            origins
-                .split(',')
-                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
-        )
+        AllowOrigin::list(origins.iter().cloned())
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
@@ -247,12 +243,14 @@ async fn render_error_envelope(request: Request, next: Next) -> Response {
     };
     let (parts, _) = response.into_parts();
     let mut enveloped = ErrorBody { request_id, ..body }.to_response(status);
-    // Keep what the original answer said about itself (Allow, rate-limit headers, …).
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            enveloped.headers_mut().insert(name.clone(), value.clone());
-        }
+    // Keep what the original answer said about itself (Allow, rate-limit headers, …),
+    // every value of it; the envelope's own headers (content type, Retry-After) win.
+    let mut headers = parts.headers;
+    headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in enveloped.headers() {
+        headers.insert(name.clone(), value.clone());
     }
+    *enveloped.headers_mut() = headers;
     enveloped
 }
 

@@ -146,6 +146,7 @@ async fn unknown_routes_and_wrong_methods_get_the_envelope_and_security_headers(
     error_of(missing, StatusCode::NOT_FOUND, "NOT_FOUND").await;
     let wrong = app.track(Method::GET, "/v1/allocate").send().await.unwrap();
     assert_security_headers(&wrong, "405");
+    assert_eq!(wrong.headers()["allow"], "POST", "the envelope keeps Allow");
     error_of(wrong, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
 }
 
@@ -194,7 +195,11 @@ async fn the_rate_limit_answers_429_with_retry_after_and_spares_ops_routes() {
 
 #[tokio::test]
 async fn cors_preflight_allows_the_api_headers() {
-    let app = spawn_app_with(|c| c.cors_allowed_origins = "https://labs.example.com".into()).await;
+    let app = spawn_app_with(|c| {
+        c.cors_allowed_origins =
+            sandbox_broker::config::CorsOrigins::parse("https://labs.example.com").unwrap();
+    })
+    .await;
 
     let response = app
         .client

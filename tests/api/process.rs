@@ -111,6 +111,8 @@ fn a_bad_setting_stops_start_up_naming_the_variable() {
         ("LAB_DURATION_HOURS", "-1"),
         ("BROKER_STORE", "mongo"),
         ("TRUSTED_PROXIES", "10.0.0.0/99"),
+        ("CORS_ALLOWED_ORIGINS", "labs.example.com"),
+        ("API_BASE_PATH", "v1"),
     ] {
         let mut command = command(dir.path());
         command.env(variable, value);
