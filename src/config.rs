@@ -126,9 +126,10 @@ pub struct Config {
         long,
         env = "TRUSTED_PROXIES",
         value_name = "TRUSTED_PROXIES",
-        value_delimiter = ','
+        default_value = "",
+        value_parser = TrustedProxies::parse
     )]
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: TrustedProxies,
 
     /// Origins allowed by CORS, comma-separated (`https://labs.example.com`), or `*`.
     #[arg(
@@ -213,7 +214,7 @@ impl Config {
             lab_duration_hours: 48,
             rate_limit_per_sec: NonZeroU32::MAX,
             rate_limit_burst: NonZeroU32::MAX,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             cors_allowed_origins: CorsOrigins::default(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
@@ -251,6 +252,29 @@ impl TokenList {
     /// The tokens, exposed for comparison only.
     pub fn tokens(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|t| t.expose_secret())
+    }
+}
+
+/// Networks whose `X-Forwarded-For` is believed; blank means none.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Comma-separated CIDRs (`10.0.0.0/8`) or single addresses; blank entries are ignored.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        format!("{entry:?} is not a CIDR like 10.0.0.0/8 or an IP address")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
     }
 }
 
@@ -332,6 +356,15 @@ mod tests {
             !format!("{list:?}").contains("hunter2"),
             "Debug leaks a token"
         );
+    }
+
+    #[test]
+    fn trusted_proxies_accept_blank_cidrs_and_addresses() {
+        assert!(TrustedProxies::parse("").unwrap().0.is_empty());
+        let parsed = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7,,::1").unwrap();
+        let shown: Vec<String> = parsed.0.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.168.1.7/32", "::1/128"]);
+        assert!(TrustedProxies::parse("10.0.0.0/99").is_err());
     }
 
     #[test]

@@ -292,7 +292,11 @@ fn caller_key(app: &AppState, request: &Request) -> CallerKey {
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    CallerKey::Address(client_address(peer, forwarded, &app.config.trusted_proxies))
+    CallerKey::Address(client_address(
+        peer,
+        forwarded,
+        &app.config.trusted_proxies.0,
+    ))
 }
 
 #[cfg(test)]

@@ -50,7 +50,11 @@ fn command(data_dir: &Path) -> Command {
 
 /// Starts the server and waits for its "listening" log line, which carries the port.
 fn start(data_dir: &Path) -> Server {
-    let mut child = command(data_dir).spawn().expect("spawn sandbox-broker");
+    start_command(command(data_dir))
+}
+
+fn start_command(mut command: Command) -> Server {
+    let mut child = command.spawn().expect("spawn sandbox-broker");
     let stdout = child.stdout.take().expect("stdout");
     let (sender, lines) = mpsc::channel();
     std::thread::spawn(move || {
@@ -123,6 +127,34 @@ fn a_bad_setting_stops_start_up_naming_the_variable() {
             "stderr does not name {variable}: {stderr}"
         );
     }
+}
+
+#[test]
+fn the_shipped_env_example_starts_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"),
+        dir.path().join(".env"),
+    )
+    .unwrap();
+    let mut command = Command::new(BINARY);
+    command
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("BROKER_LISTEN_ADDR", "127.0.0.1:0")
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+
+    let server = start_command(command);
+
+    assert!(server.address.starts_with("http://127.0.0.1:"));
+    assert!(
+        dir.path().join("data").is_dir(),
+        "BROKER_DATA_DIR from .env was used"
+    );
 }
 
 #[tokio::test]
