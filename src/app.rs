@@ -123,11 +123,6 @@ impl Application {
         self.local_addr.port()
     }
 
-    /// The shared state, for tests that inspect metrics or the store.
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let janitor_state = self.state.clone();
