@@ -88,6 +88,11 @@ pub async fn allocate(
     if outcome == AllocateOutcome::Idempotent {
         metrics.allocate_idempotent_hits_total.inc();
     }
+    if let Ok(allocation) = &result {
+        metrics
+            .allocate_conflicts_total
+            .inc_by(u64::from(allocation.conflicts));
+    }
     metrics
         .allocation_latency_seconds
         .with_label_values(&[outcome.as_str()])

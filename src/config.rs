@@ -33,6 +33,8 @@ pub enum Command {
     Serve(Config),
     /// Run the service on a scratch embedded store with a demo pool and printed demo tokens.
     Demo(Config),
+    /// Create the DynamoDB table and its indexes if missing (idempotent), then exit.
+    InitTable(Config),
 }
 
 /// Which store backs the service.
@@ -40,6 +42,8 @@ pub enum Command {
 pub enum StoreKind {
     /// The embedded redb store in `BROKER_DATA_DIR`.
     Embedded,
+    /// A DynamoDB table (`DDB_TABLE_NAME`), shared by a fleet of instances.
+    Dynamodb,
 }
 
 /// Log line format.
@@ -163,6 +167,47 @@ pub struct Config {
     /// Longest a request may run before it is answered 408; bounds shutdown draining too.
     #[arg(long, env = "REQUEST_TIMEOUT_SEC", value_name = "REQUEST_TIMEOUT_SEC", default_value = "30", value_parser = parse_seconds)]
     pub request_timeout: Duration,
+
+    /// DynamoDB table of the `dynamodb` store.
+    #[arg(
+        long,
+        env = "DDB_TABLE_NAME",
+        value_name = "DDB_TABLE_NAME",
+        default_value = "SandboxPool"
+    )]
+    pub ddb_table_name: String,
+
+    /// DynamoDB endpoint override, e.g. `http://127.0.0.1:8000` for DynamoDB Local.
+    #[arg(long, env = "DDB_ENDPOINT_URL", value_name = "DDB_ENDPOINT_URL")]
+    pub ddb_endpoint_url: Option<String>,
+
+    /// AWS region of the table (else the SDK's usual sources).
+    #[arg(long, env = "AWS_REGION", value_name = "AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    /// Candidate claims one allocation may try, after losing races, before answering 503.
+    #[arg(long, env = "K_CANDIDATES", value_name = "K_CANDIDATES", default_value = "15", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub k_candidates: u32,
+
+    /// First retry delay (ms) of a throttled or failed DynamoDB call; jittered, doubling.
+    #[arg(long, env = "BACKOFF_BASE_MS", value_name = "BACKOFF_BASE_MS", default_value = "25", value_parser = parse_millis)]
+    pub backoff_base: Duration,
+
+    /// Longest retry delay (ms) of a DynamoDB call.
+    #[arg(long, env = "BACKOFF_MAX_MS", value_name = "BACKOFF_MAX_MS", default_value = "400", value_parser = parse_millis)]
+    pub backoff_max: Duration,
+
+    /// DynamoDB connect timeout (ms).
+    #[arg(long, env = "DDB_CONNECT_TIMEOUT_MS", value_name = "DDB_CONNECT_TIMEOUT_MS", default_value = "300", value_parser = parse_millis)]
+    pub ddb_connect_timeout: Duration,
+
+    /// Allocations and marks talking to DynamoDB at once; more wait their turn in this process.
+    #[arg(long, env = "DDB_MAX_CONCURRENCY", value_name = "DDB_MAX_CONCURRENCY", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub ddb_max_concurrency: u32,
+
+    /// Budget (ms) of one DynamoDB call, retries included; keeps an outage's 503 under 2 s.
+    #[arg(long, env = "DDB_OPERATION_TIMEOUT_MS", value_name = "DDB_OPERATION_TIMEOUT_MS", default_value = "1200", value_parser = parse_millis)]
+    pub ddb_operation_timeout: Duration,
 }
 
 /// Why a configuration cannot run.
@@ -219,6 +264,30 @@ impl Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             request_timeout: Duration::from_secs(30),
+            ddb_table_name: "SandboxPool".into(),
+            ddb_endpoint_url: None,
+            aws_region: None,
+            k_candidates: 15,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(400),
+            ddb_connect_timeout: Duration::from_millis(300),
+            ddb_operation_timeout: Duration::from_millis(1200),
+            ddb_max_concurrency: 64,
+        }
+    }
+
+    /// The `dynamodb` store's settings.
+    pub fn dynamo_settings(&self) -> crate::store::dynamo::DynamoSettings {
+        crate::store::dynamo::DynamoSettings {
+            table: self.ddb_table_name.clone(),
+            endpoint_url: self.ddb_endpoint_url.clone(),
+            region: self.aws_region.clone(),
+            k_candidates: usize::try_from(self.k_candidates).unwrap_or(usize::MAX),
+            backoff_base: self.backoff_base,
+            backoff_max: self.backoff_max,
+            connect_timeout: self.ddb_connect_timeout,
+            operation_timeout: self.ddb_operation_timeout,
+            max_concurrency: usize::try_from(self.ddb_max_concurrency).unwrap_or(usize::MAX),
         }
     }
 }
@@ -322,6 +391,14 @@ fn parse_base_path(raw: &str) -> Result<String, String> {
     } else {
         Err("must look like /v1 (segments of letters, digits, '-', '_', '.')".into())
     }
+}
+
+fn parse_millis(raw: &str) -> Result<Duration, String> {
+    let millis: u64 = raw.parse().map_err(|err| format!("{err}"))?;
+    if millis == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(Duration::from_millis(millis))
 }
 
 fn parse_seconds(raw: &str) -> Result<Duration, String> {

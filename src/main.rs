@@ -7,8 +7,9 @@ use clap::Parser;
 use sandbox_broker::app::{Application, shutdown_signal};
 use sandbox_broker::config::{Cli, Command, Config, StoreKind, TokenList};
 use sandbox_broker::domain::now_epoch;
-use sandbox_broker::store::SharedStore;
+use sandbox_broker::store::dynamo::{self, DynamoStore};
 use sandbox_broker::store::embedded::EmbeddedStore;
+use sandbox_broker::store::{SharedStore, Store};
 use sandbox_broker::{demo, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -36,19 +37,77 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Serve(config) => {
             telemetry::init(&config.log_level, config.log_format)?;
             config.validate_for_serve().map_err(|err| err.to_string())?;
-            let store = open_store(&config)?;
+            let store = open_store(&config).await?;
             serve(config, store).await
         }
         Command::Demo(config) => demo_run(config).await,
+        Command::InitTable(config) => {
+            telemetry::init(&config.log_level, config.log_format)?;
+            init_table(&config).await
+        }
     }
 }
 
-fn open_store(config: &Config) -> Result<SharedStore, String> {
+async fn open_store(config: &Config) -> Result<SharedStore, String> {
     match config.store {
         StoreKind::Embedded => EmbeddedStore::open(&config.data_dir)
             .map(|store| Arc::new(store) as SharedStore)
             .map_err(|err| format!("BROKER_DATA_DIR: {err}")),
+        StoreKind::Dynamodb => {
+            let settings = config.dynamo_settings();
+            let store = DynamoStore::new(dynamo::client(&settings).await, &settings);
+            // Refuse to start against a table we cannot reach, rather than serve 503s.
+            store.ping().await.map_err(|err| {
+                format!(
+                    "DDB_TABLE_NAME: table {} is unreachable ({}); run `sandbox-broker init-table` if it does not exist",
+                    settings.table,
+                    error_chain(&err)
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
     }
+}
+
+async fn init_table(config: &Config) -> Result<(), String> {
+    let settings = config.dynamo_settings();
+    let client = dynamo::client(&settings).await;
+    let report = dynamo::schema::ensure_table(&client, &settings.table)
+        .await
+        .map_err(|err| {
+            format!(
+                "DDB_TABLE_NAME: cannot prepare table {}: {}",
+                settings.table,
+                error_chain(&err)
+            )
+        })?;
+    if report.created_table {
+        println!("created table {} with its indexes", settings.table);
+    } else if report.added_indexes.is_empty() {
+        println!(
+            "table {} already has every index; nothing to do",
+            settings.table
+        );
+    } else {
+        println!(
+            "table {}: added {}",
+            settings.table,
+            report.added_indexes.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// An error and its causes on one line.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }
 
 async fn serve(config: Config, store: SharedStore) -> Result<(), String> {
@@ -93,7 +152,8 @@ async fn demo_run(mut config: Config) -> Result<(), String> {
         .next()
         .unwrap_or_default()
         .to_owned();
-    let store = open_store(&config)?;
+    config.store = StoreKind::Embedded;
+    let store = open_store(&config).await?;
     let pool = demo::demo_pool();
     let size = pool.len();
     store

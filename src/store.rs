@@ -37,7 +37,12 @@ pub enum StoreError {
     /// A stored row or internal invariant is broken.
     #[error("store internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The list cursor does not belong to this store or these filters.
+    #[error("the cursor does not belong to this listing")]
+    InvalidCursor,
 }
+
+pub mod dynamo;
 
 /// Who asks for a sandbox: the same key always gets the same active allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -89,6 +94,8 @@ pub struct Allocation {
     pub sandbox: Sandbox,
     /// `false` when this key already held it (a replay).
     pub newly_allocated: bool,
+    /// Candidates lost to concurrent requests on the way (shared stores only).
+    pub conflicts: u32,
 }
 
 /// Totals per status over the whole pool, `NIOSXAAS` history and other non-sandbox rows excluded.
@@ -226,20 +233,34 @@ pub struct SandboxPage {
     pub next: Option<ListCursor>,
 }
 
-/// An opaque list position: the last `sandbox_id` returned, versioned and base64url-encoded
-/// so clients treat it as a token and a mangled one is detected.
+/// An opaque list position: the last row returned (its `sandbox_id`, and its `allocated_at`
+/// where the listing is ordered by it), versioned and base64url-encoded so clients treat it
+/// as a token and a mangled one is detected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListCursor {
     /// Continue strictly after this id.
     pub after_sandbox_id: String,
+    /// The last row's `allocated_at` (0 if never allocated), for listings ordered by it.
+    pub after_allocated_at: Option<i64>,
 }
 
 impl ListCursor {
     const PREFIX: &'static str = "v1:";
 
+    /// A position after the row `sandbox_id`.
+    pub fn after(sandbox_id: &str) -> Self {
+        Self {
+            after_sandbox_id: sandbox_id.to_owned(),
+            after_allocated_at: None,
+        }
+    }
+
     /// The token clients send back.
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}{}", Self::PREFIX, self.after_sandbox_id))
+        let at = self
+            .after_allocated_at
+            .map_or_else(String::new, |at| at.to_string());
+        URL_SAFE_NO_PAD.encode(format!("{}{at}:{}", Self::PREFIX, self.after_sandbox_id))
     }
 
     /// Parses a token from [`Self::encode`]; anything else is a validation error.
@@ -247,10 +268,16 @@ impl ListCursor {
         let invalid = || ValidationError::new("cursor", "is not a cursor this service issued");
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-        let id = text.strip_prefix(Self::PREFIX).ok_or_else(invalid)?;
+        let rest = text.strip_prefix(Self::PREFIX).ok_or_else(invalid)?;
+        let (at, id) = rest.split_once(':').ok_or_else(invalid)?;
+        let after_allocated_at = match at {
+            "" => None,
+            digits => Some(digits.parse::<i64>().map_err(|_| invalid())?),
+        };
         let id = SandboxId::parse("cursor", id).map_err(|_| invalid())?;
         Ok(Self {
             after_sandbox_id: id.as_str().to_owned(),
+            after_allocated_at,
         })
     }
 }
@@ -298,10 +325,13 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_foreign_tokens() {
-        let cursor = ListCursor {
-            after_sandbox_id: "2012224".into(),
-        };
+        let cursor = ListCursor::after("2012224");
         assert_eq!(ListCursor::decode(&cursor.encode()), Ok(cursor));
+        let ordered = ListCursor {
+            after_sandbox_id: "a:b".into(),
+            after_allocated_at: Some(1_728_054_123),
+        };
+        assert_eq!(ListCursor::decode(&ordered.encode()), Ok(ordered));
         for bad in [
             "",
             "abc",

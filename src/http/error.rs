@@ -77,6 +77,10 @@ impl From<StoreError> for ApiError {
             StoreError::NoSandboxAvailable => Self::NoSandboxesAvailable,
             StoreError::Unavailable(_) => Self::Unavailable(err),
             StoreError::Internal(source) => Self::Internal(source),
+            StoreError::InvalidCursor => Self::Validation(ValidationError::new(
+                "cursor",
+                "does not belong to this listing (the filters changed?)",
+            )),
         }
     }
 }

@@ -50,9 +50,13 @@ async fn import_upserts_available_rows_and_skips_rows_in_other_states() {
     assert_eq!(first, json!({"imported": 3, "skipped": 0}));
     let allocated = json_of(app.allocate("stu").await, StatusCode::CREATED).await;
 
+    // Any row but the allocated one (stores may hand rows out in any order).
+    let other: u64 = (1..4)
+        .find(|n| allocated["sandbox_id"] != n.to_string().as_str())
+        .unwrap();
     let renamed = json!({"sandboxes": [
         {"sandbox_id": allocated["sandbox_id"], "name": "renamed", "external_id": "x/y"},
-        {"sandbox_id": 2, "name": "renamed-2", "external_id": "x/2", "sfdc_account_id": "001X"},
+        {"sandbox_id": other, "name": "renamed-2", "external_id": "x/2", "sfdc_account_id": "001X"},
     ]});
     let second = json_of(app.import(&renamed).await, StatusCode::OK).await;
 

@@ -154,3 +154,27 @@ async fn a_failing_disk_acknowledges_nothing_and_fails_readiness() {
         .unwrap();
     assert_eq!(replay, Some(held), "acknowledged rows stay readable");
 }
+
+#[tokio::test]
+async fn the_embedded_store_lists_in_sandbox_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.import(sandboxes("lab-", 0, 25), 1).await.unwrap();
+    let mut query = sandbox_broker::store::ListQuery {
+        limit: 4,
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    loop {
+        let page = store.list(query.clone()).await.unwrap();
+        ids.extend(page.sandboxes.into_iter().map(|r| r.sandbox_id));
+        match page.next {
+            Some(next) => query.cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids.len(), 25);
+    assert_eq!(ids, sorted);
+}

@@ -7,9 +7,7 @@ use sandbox_broker::app::Application;
 use sandbox_broker::config::Config;
 use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName, now_epoch};
 use sandbox_broker::store::SharedStore;
-use sandbox_broker::store::embedded::EmbeddedStore;
 use serde_json::Value;
-use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 pub const TRACK_TOKEN: &str = "track-token-for-tests";
@@ -23,8 +21,11 @@ pub struct TestApp {
     shutdown: CancellationToken,
     /// The server task; it ends once shutdown has drained every in-flight request.
     pub server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _data_dir: Option<TempDir>,
+    _store_guard: StoreGuard,
 }
+
+/// Whatever keeps a test store alive (a temporary directory, nothing for a table).
+pub type StoreGuard = Box<dyn std::any::Any + Send>;
 
 impl Drop for TestApp {
     fn drop(&mut self) {
@@ -32,27 +33,25 @@ impl Drop for TestApp {
     }
 }
 
-/// An embedded store in a fresh temporary directory.
-pub fn embedded_store() -> (SharedStore, TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
-    (Arc::new(store), dir)
+/// A fresh, empty store of this test crate's flavor.
+pub async fn fresh_store() -> (SharedStore, StoreGuard) {
+    crate::flavor::fresh_store().await
 }
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Spawns the app on an embedded store after `adjust` has changed the test config.
+/// Spawns the app on a fresh store of this crate's flavor after `adjust` has changed the config.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let (store, dir) = embedded_store();
-    spawn_app_on(store, Some(dir), adjust).await
+    let (store, guard) = fresh_store().await;
+    spawn_app_on(store, guard, adjust).await
 }
 
 /// Spawns the app on `store`.
 pub async fn spawn_app_on(
     store: SharedStore,
-    data_dir: Option<TempDir>,
+    guard: StoreGuard,
     adjust: impl FnOnce(&mut Config),
 ) -> TestApp {
     sandbox_broker::telemetry::init_for_test();
@@ -70,7 +69,7 @@ pub async fn spawn_app_on(
         store,
         shutdown,
         server: Some(server),
-        _data_dir: data_dir,
+        _store_guard: guard,
     }
 }
 

@@ -16,3 +16,19 @@ mod process;
 mod shutdown;
 mod store_conformance;
 mod track;
+
+/// This crate runs every shared suite on the embedded store.
+mod flavor {
+    use std::sync::Arc;
+
+    use crate::helpers::StoreGuard;
+    use sandbox_broker::store::SharedStore;
+    use sandbox_broker::store::embedded::EmbeddedStore;
+
+    /// An embedded store in a fresh temporary directory.
+    pub async fn fresh_store() -> (SharedStore, StoreGuard) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
+        (Arc::new(store), Box::new(dir))
+    }
+}

@@ -336,7 +336,12 @@ impl Store for FailingStore {
 
 #[tokio::test]
 async fn a_store_outage_is_503_with_retry_after_and_readyz_not_ready_while_healthz_stays_200() {
-    let app = spawn_app_on(Arc::new(FailingStore { unavailable: true }), None, |_| {}).await;
+    let app = spawn_app_on(
+        Arc::new(FailingStore { unavailable: true }),
+        Box::new(()),
+        |_| {},
+    )
+    .await;
 
     let allocate = app.allocate("stu").await;
     assert_eq!(allocate.headers()["retry-after"], "5");
@@ -377,7 +382,12 @@ async fn a_store_outage_is_503_with_retry_after_and_readyz_not_ready_while_healt
 
 #[tokio::test]
 async fn an_internal_failure_is_an_enveloped_500_that_leaks_nothing() {
-    let app = spawn_app_on(Arc::new(FailingStore { unavailable: false }), None, |_| {}).await;
+    let app = spawn_app_on(
+        Arc::new(FailingStore { unavailable: false }),
+        Box::new(()),
+        |_| {},
+    )
+    .await;
 
     let response = app.get_sandbox("1", "stu").await;
 

@@ -1,6 +1,7 @@
 //! Track routes, as the Instruqt lifecycle scripts use them.
 
 use reqwest::{Method, StatusCode};
+use serde_json::json;
 
 use crate::helpers::{error_of, json_of, spawn_app, spawn_app_with};
 
@@ -59,12 +60,12 @@ async fn post_bodies_empty_null_or_empty_object_are_all_accepted() {
 #[tokio::test]
 async fn sfdc_account_id_is_returned_as_a_string_when_known() {
     let app = spawn_app().await;
-    app.seed("lab-", 0, 2).await;
-    app.allocate("stu-1").await;
+    let with_sfdc = json!({"sandboxes": [{"sandbox_id": "7", "name": "lab-7", "external_id": "x/7", "sfdc_account_id": "001SFDC7"}]});
+    json_of(app.import(&with_sfdc).await, StatusCode::OK).await;
 
-    let second = json_of(app.allocate("stu-2").await, StatusCode::CREATED).await;
+    let body = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
 
-    assert_eq!(second["sfdc_account_id"], "001SFDC2");
+    assert_eq!(body["sfdc_account_id"], "001SFDC7");
 }
 
 #[tokio::test]

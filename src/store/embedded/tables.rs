@@ -185,9 +185,7 @@ impl<'q> PageBuilder<'q> {
             .more
             .then(|| self.rows.last())
             .flatten()
-            .map(|last| ListCursor {
-                after_sandbox_id: last.sandbox_id.clone(),
-            });
+            .map(|last| ListCursor::after(&last.sandbox_id));
         SandboxPage {
             sandboxes: self.rows,
             next,
@@ -362,6 +360,7 @@ impl<'txn> Tables<'txn> {
             return Ok(Allocation {
                 sandbox,
                 newly_allocated: false,
+                conflicts: 0,
             });
         }
         let prefix = request.name_prefix.as_ref().map_or("", |p| p.as_str());
@@ -387,6 +386,7 @@ impl<'txn> Tables<'txn> {
         Ok(Allocation {
             sandbox: new,
             newly_allocated: true,
+            conflicts: 0,
         })
     }
 

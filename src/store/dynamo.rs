@@ -1,0 +1,466 @@
+//! The DynamoDB store: one table shared by a fleet of instances (and, during a migration,
+//! by the Python service), laid out as contract §5 says.
+//!
+//! Rule: every state change is a conditional write on the state it starts from, every read
+//! a decision depends on is strongly consistent, and allocation spends at most two
+//! single-item conditional writes on its happy path (see `allocate.rs`). Timeouts and
+//! retries are chosen so an unreachable table answers 503 in well under two seconds.
+
+mod allocate;
+mod candidates;
+mod error;
+mod item;
+mod list;
+pub mod schema;
+
+pub use self::item::ItemError;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{Credentials, Region};
+use aws_sdk_dynamodb::types::{ReturnValue, Select};
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use self::candidates::CandidatePool;
+use self::error::{DynamoError, classify};
+use self::item::{AttributeValuesExt, Item, n, s, sandbox_key};
+use super::{
+    Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
+    Store, StoreError, TrackStats, encode_allocation_key,
+};
+use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStatus, StudentKey};
+
+/// Writes in flight at once for imports and bulk deletes.
+const BULK_CONCURRENCY: usize = 16;
+
+/// How the store reaches its table.
+#[derive(Debug, Clone)]
+pub struct DynamoSettings {
+    /// `DDB_TABLE_NAME`.
+    pub table: String,
+    /// `DDB_ENDPOINT_URL`, for DynamoDB Local.
+    pub endpoint_url: Option<String>,
+    /// `AWS_REGION`; `None` uses the SDK's default chain.
+    pub region: Option<String>,
+    /// `K_CANDIDATES`: candidate claims one allocation may try before answering 503.
+    pub k_candidates: usize,
+    /// `BACKOFF_BASE_MS`: first retry delay of a throttled or failed call (jittered, doubling).
+    pub backoff_base: Duration,
+    /// `BACKOFF_MAX_MS`: longest retry delay.
+    pub backoff_max: Duration,
+    /// `DDB_CONNECT_TIMEOUT_MS`.
+    pub connect_timeout: Duration,
+    /// `DDB_OPERATION_TIMEOUT_MS`: a whole call, retries included.
+    pub operation_timeout: Duration,
+    /// `DDB_MAX_CONCURRENCY`: allocations and marks talking to DynamoDB at once; the rest
+    /// queue here, so a burst never overloads the table into timeouts and retries.
+    pub max_concurrency: usize,
+}
+
+/// Builds the SDK client once, with explicit timeouts and a jittered retry policy.
+pub async fn client(settings: &DynamoSettings) -> Client {
+    let attempts: u32 = 3;
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(settings.connect_timeout)
+        // Each try gets a fair share of the whole call's budget.
+        .operation_attempt_timeout(settings.operation_timeout / attempts)
+        .operation_timeout(settings.operation_timeout)
+        .build();
+    let retries = RetryConfig::standard()
+        .with_max_attempts(attempts)
+        .with_initial_backoff(settings.backoff_base)
+        .with_max_backoff(settings.backoff_max);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .retry_config(retries);
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+        // DynamoDB Local ignores credentials; don't make a developer invent some.
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            loader = loader.credentials_provider(Credentials::new(
+                "local",
+                "local",
+                None,
+                None,
+                "dynamodb-local",
+            ));
+        }
+        if settings.region.is_none() {
+            loader = loader.region(Region::new("us-east-1"));
+        }
+    }
+    Client::new(&loader.load().await)
+}
+
+/// The DynamoDB-backed [`Store`].
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    candidates: CandidatePool,
+    k_candidates: usize,
+    in_flight: tokio::sync::Semaphore,
+}
+
+impl DynamoStore {
+    /// A store on `table` through `client`.
+    pub fn new(client: Client, settings: &DynamoSettings) -> Self {
+        Self {
+            client,
+            table: settings.table.clone(),
+            candidates: CandidatePool::default(),
+            k_candidates: settings.k_candidates.max(1),
+            in_flight: tokio::sync::Semaphore::new(settings.max_concurrency.max(1)),
+        }
+    }
+
+    /// Waits for a turn to talk to DynamoDB (see [`DynamoSettings::max_concurrency`]).
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.in_flight
+            .acquire()
+            .await
+            .map_err(|err| StoreError::Internal(Box::new(err)))
+    }
+
+    /// The row `id`, read consistently.
+    async fn row(&self, id: &str) -> Result<Option<Sandbox>, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(sandbox_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| classify(err).into_store_error())?;
+        got.item()
+            .map(|item| Sandbox::try_from(item).map_err(|err| StoreError::Internal(Box::new(err))))
+            .transpose()
+    }
+
+    /// Counts one status through `StatusIndex`, every page.
+    async fn count_status(&self, status: SandboxStatus) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(schema::STATUS_INDEX)
+                .key_condition_expression("#s = :s")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":s", s(status.as_str()))
+                .select(Select::Count)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|err| classify(err).into_store_error())?;
+            total += u64::try_from(page.count()).unwrap_or(0);
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(total),
+            }
+        }
+    }
+
+    /// Upserts one import row as `available` unless it exists in another status.
+    async fn import_row(&self, row: NewSandbox, now: i64) -> Result<bool, StoreError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(sandbox_key(row.sandbox_id.as_str())))
+            .condition_expression("attribute_not_exists(PK) OR #s = :available")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
+            .expression_attribute_values(":id", s(row.sandbox_id.as_str()))
+            .expression_attribute_values(":name", s(row.name.as_str()))
+            .expression_attribute_values(":ext", s(row.external_id.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now));
+        let mut set = String::from(
+            "SET sandbox_id = :id, #n = :name, external_id = :ext, #s = :available, \
+             allocated_at = if_not_exists(allocated_at, :zero), \
+             deletion_retry_count = if_not_exists(deletion_retry_count, :zero), \
+             created_at = if_not_exists(created_at, :now), updated_at = :now",
+        );
+        if let Some(sfdc) = row.sfdc_account_id {
+            set.push_str(", sfdc_account_id = :sfdc");
+            update = update.expression_attribute_values(":sfdc", s(sfdc));
+        }
+        match update.update_expression(set).send().await.map_err(classify) {
+            Ok(_) => Ok(true),
+            Err(DynamoError::Conflict) => Ok(false),
+            Err(DynamoError::Store(err)) => Err(err),
+        }
+    }
+
+    /// Deletes one row if it is still in `status`.
+    async fn delete_if(&self, key: Item, status: SandboxStatus) -> Result<bool, StoreError> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .condition_expression("#s = :s")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":s", s(status.as_str()))
+            .send()
+            .await
+            .map_err(classify);
+        match deleted {
+            Ok(_) => Ok(true),
+            Err(DynamoError::Conflict) => Ok(false),
+            Err(DynamoError::Store(err)) => Err(err),
+        }
+    }
+
+    /// Primary keys of every row in `status`, from `StatusIndex`.
+    async fn keys_in_status(&self, status: SandboxStatus) -> Result<Vec<Item>, StoreError> {
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(schema::STATUS_INDEX)
+                .key_condition_expression("#s = :s")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":s", s(status.as_str()))
+                .projection_expression("PK, SK")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|err| classify(err).into_store_error())?;
+            for item in page.items() {
+                let key: Item = item
+                    .iter()
+                    .filter(|(name, _)| *name == "PK" || *name == "SK")
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect();
+                if key
+                    .text("PK")
+                    .is_some_and(|pk| pk.starts_with(item::SANDBOX_PREFIX))
+                {
+                    keys.push(key);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    /// Frees the allocation key that points at `row`, if it still does. Best effort:
+    /// allocation also recognises a key that points at a released sandbox.
+    async fn free_allocation_key(&self, row: &Sandbox) {
+        let Some(student) = row.allocated_to_track.as_deref() else {
+            return;
+        };
+        let encoded = encode_allocation_key(student, row.idempotency_key.as_deref());
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(item::allocation_key(&encoded)))
+            .condition_expression("sandbox_id = :id")
+            .expression_attribute_values(":id", s(&row.sandbox_id))
+            .send()
+            .await
+            .map_err(classify);
+        if let Err(DynamoError::Store(err)) = result {
+            tracing::warn!(error = ?err, sandbox.id = %row.sandbox_id, "could not free the allocation key");
+        }
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    #[tracing::instrument(skip_all, fields(student = %request.key.student))]
+    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
+        let _turn = self.turn().await?;
+        self.allocate_sandbox(&request).await
+    }
+
+    async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
+        let _turn = self.turn().await?;
+        self.row(id.as_str()).await
+    }
+
+    #[tracing::instrument(skip_all, fields(sandbox.id = %id))]
+    async fn mark_for_deletion(
+        &self,
+        id: &SandboxId,
+        student: &StudentKey,
+        now: i64,
+    ) -> Result<MarkOutcome, StoreError> {
+        let _turn = self.turn().await?;
+        let row = self
+            .row(id.as_str())
+            .await?
+            .ok_or(StoreError::SandboxNotFound)?;
+        if !row.is_held_by(student) {
+            return Err(StoreError::NotOwner);
+        }
+        if row.status != SandboxStatus::Allocated {
+            return Ok(MarkOutcome {
+                sandbox: row,
+                newly_marked: false,
+            });
+        }
+        let marked = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(sandbox_key(id.as_str())))
+            .update_expression("SET #s = :pending, deletion_requested_at = :now, updated_at = :now")
+            .condition_expression("#s = :allocated AND allocated_to_track = :student")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":pending", s(SandboxStatus::PendingDeletion.as_str()))
+            .expression_attribute_values(":allocated", s(SandboxStatus::Allocated.as_str()))
+            .expression_attribute_values(":student", s(student.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(classify);
+        match marked {
+            Ok(output) => {
+                let item = output.attributes.unwrap_or_default();
+                let sandbox =
+                    Sandbox::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err)))?;
+                self.free_allocation_key(&sandbox).await;
+                Ok(MarkOutcome {
+                    sandbox,
+                    newly_marked: true,
+                })
+            }
+            // A concurrent mark (or expiry) got there first: report the row as it is now.
+            Err(DynamoError::Conflict) => {
+                let row = self
+                    .row(id.as_str())
+                    .await?
+                    .ok_or(StoreError::SandboxNotFound)?;
+                if row.is_held_by(student) {
+                    Ok(MarkOutcome {
+                        sandbox: row,
+                        newly_marked: false,
+                    })
+                } else {
+                    Err(StoreError::NotOwner)
+                }
+            }
+            Err(DynamoError::Store(err)) => Err(err),
+        }
+    }
+
+    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
+        let outcomes: Vec<bool> = stream::iter(rows)
+            .map(|row| self.import_row(row, now))
+            .buffer_unordered(BULK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let imported = outcomes.iter().filter(|ok| **ok).count() as u64;
+        Ok(ImportSummary {
+            imported,
+            skipped: outcomes.len() as u64 - imported,
+        })
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError> {
+        self.list_page(&query).await
+    }
+
+    async fn stats(&self) -> Result<PoolStats, StoreError> {
+        let counts = futures::future::try_join_all(SandboxStatus::ALL.map(|status| async move {
+            Ok::<_, StoreError>((status, self.count_status(status).await?))
+        }))
+        .await?;
+        let mut stats = PoolStats::default();
+        for (status, count) in counts {
+            stats.adjust(status, i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        Ok(stats)
+    }
+
+    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
+        let mut tracks: BTreeMap<String, TrackStats> = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(PK, :sbx) AND attribute_exists(track_name)")
+                .projection_expression("#s, track_name")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":sbx", s(item::SANDBOX_PREFIX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|err| classify(err).into_store_error())?;
+            for item in page.items() {
+                let (Some(name), Some(status)) = (item.text("track_name"), item.text("status"))
+                else {
+                    continue;
+                };
+                let track = tracks.entry(name.to_owned()).or_insert_with(|| TrackStats {
+                    track_name: name.to_owned(),
+                    allocated: 0,
+                    pending_deletion: 0,
+                    deleted: 0,
+                    total: 0,
+                });
+                track.total += 1;
+                match status.parse::<SandboxStatus>() {
+                    Ok(SandboxStatus::Allocated) => track.allocated += 1,
+                    Ok(SandboxStatus::PendingDeletion) => track.pending_deletion += 1,
+                    Ok(SandboxStatus::Deleted) => track.deleted += 1,
+                    _ => {}
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(tracks.into_values().collect()),
+            }
+        }
+    }
+
+    /// Conditional single-item deletes rather than `BatchWriteItem`: a batch cannot carry a
+    /// condition, and an unconditional delete could remove a row allocated a moment ago.
+    async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError> {
+        let keys = self.keys_in_status(status.status()).await?;
+        let deleted: Vec<bool> = stream::iter(keys)
+            .map(|key| self.delete_if(key, status.status()))
+            .buffer_unordered(BULK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(deleted.into_iter().filter(|d| *d).count() as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // A consistent read of a key that never exists: proves the table answers, costs little.
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("PK", s("HEALTH#ping"))
+            .key("SK", s("PING"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|err| classify(err).into_store_error())
+    }
+}

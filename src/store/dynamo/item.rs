@@ -1,0 +1,260 @@
+//! Items of the shared table (contract §5) and their conversion to and from rows.
+//!
+//! Rule: read leniently (rows the Python service wrote may lack attributes or carry numbers
+//! as strings), write exactly the contract's names and types, and never write an empty
+//! string or a null into an attribute that keys a GSI.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::domain::{Sandbox, SandboxStatus};
+
+/// An item as the SDK passes it around.
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+/// Partition key prefix of sandbox rows; anything else is not a sandbox.
+pub(crate) const SANDBOX_PREFIX: &str = "SBX#";
+/// Sort key of sandbox rows.
+pub(crate) const SANDBOX_SORT_KEY: &str = "META";
+/// Partition key prefix of allocation-key items (additive, see docs/dynamodb.md).
+pub(crate) const ALLOCATION_PREFIX: &str = "ALLOC#";
+/// Sort key of allocation-key items.
+pub(crate) const ALLOCATION_SORT_KEY: &str = "ALLOC";
+
+/// Typed reads of item attributes.
+pub(crate) trait AttributeValuesExt {
+    /// A string attribute (`S`), or a number's text.
+    fn text(&self, name: &str) -> Option<&str>;
+    /// An integer from `N` (fractions truncated) or a numeric `S`; `None` when absent or not a number.
+    fn integer(&self, name: &str) -> Option<i64>;
+}
+
+impl AttributeValuesExt for Item {
+    fn text(&self, name: &str) -> Option<&str> {
+        match self.get(name)? {
+            AttributeValue::S(text) | AttributeValue::N(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    fn integer(&self, name: &str) -> Option<i64> {
+        let raw = match self.get(name)? {
+            AttributeValue::N(n) | AttributeValue::S(n) => n.trim(),
+            _ => return None,
+        };
+        raw.parse::<i64>().ok().or_else(|| {
+            let whole = raw.split('.').next()?;
+            whole.parse::<i64>().ok()
+        })
+    }
+}
+
+/// Builds attribute values.
+pub(crate) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// A number attribute.
+pub(crate) fn n(value: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// The primary key of a sandbox row.
+pub(crate) fn sandbox_key(id: &str) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), s(format!("{SANDBOX_PREFIX}{id}"))),
+        ("SK".to_owned(), s(SANDBOX_SORT_KEY)),
+    ])
+}
+
+/// The primary key of an allocation-key item.
+pub(crate) fn allocation_key(encoded: &str) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), s(format!("{ALLOCATION_PREFIX}{encoded}"))),
+        ("SK".to_owned(), s(ALLOCATION_SORT_KEY)),
+    ])
+}
+
+/// Why an item is not a sandbox row this service can use.
+#[derive(Debug, thiserror::Error)]
+pub enum ItemError {
+    /// Not a sandbox row at all (e.g. a NIOSXaaS history item).
+    #[error("item {0} is not a sandbox row")]
+    NotASandbox(String),
+    /// A sandbox row without a usable required attribute.
+    #[error("sandbox row {pk} has no usable {attribute}")]
+    Missing {
+        /// The row's partition key.
+        pk: String,
+        /// The attribute.
+        attribute: &'static str,
+    },
+}
+
+impl TryFrom<&Item> for Sandbox {
+    type Error = ItemError;
+
+    fn try_from(item: &Item) -> Result<Self, ItemError> {
+        let pk = item.text("PK").unwrap_or_default();
+        let id_from_pk = pk
+            .strip_prefix(SANDBOX_PREFIX)
+            .ok_or_else(|| ItemError::NotASandbox(pk.to_owned()))?;
+        let missing = |attribute| ItemError::Missing {
+            pk: pk.to_owned(),
+            attribute,
+        };
+        let text = |name: &str| item.text(name).filter(|v| !v.is_empty()).map(str::to_owned);
+        let status = item
+            .text("status")
+            .and_then(|v| v.parse::<SandboxStatus>().ok())
+            .ok_or_else(|| missing("status"))?;
+        let allocated_at = item.integer("allocated_at").filter(|at| *at > 0);
+        let updated_at = item.integer("updated_at").unwrap_or(0);
+        Ok(Self {
+            sandbox_id: text("sandbox_id").unwrap_or_else(|| id_from_pk.to_owned()),
+            name: text("name").ok_or_else(|| missing("name"))?,
+            external_id: text("external_id").unwrap_or_default(),
+            status,
+            allocated_to_track: text("allocated_to_track"),
+            allocated_at,
+            lab_duration_hours: item
+                .integer("lab_duration_hours")
+                .and_then(|h| u32::try_from(h).ok()),
+            deletion_requested_at: item.integer("deletion_requested_at"),
+            deletion_retry_count: item
+                .integer("deletion_retry_count")
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(0),
+            last_synced: item.integer("last_synced"),
+            idempotency_key: text("idempotency_key"),
+            track_name: text("track_name"),
+            created_at: item.integer("created_at").unwrap_or(updated_at),
+            updated_at,
+            sfdc_account_id: text("sfdc_account_id"),
+            deleted_at: item.integer("deleted_at"),
+            ttl: item.integer("ttl"),
+        })
+    }
+}
+
+impl From<&Sandbox> for Item {
+    fn from(row: &Sandbox) -> Self {
+        let mut item = sandbox_key(&row.sandbox_id);
+        let mut put = |name: &str, value: AttributeValue| {
+            item.insert(name.to_owned(), value);
+        };
+        put("sandbox_id", s(&row.sandbox_id));
+        put("name", s(&row.name));
+        put("external_id", s(&row.external_id));
+        put("status", s(row.status.as_str()));
+        // The contract's sentinel: 0 while never allocated, so StatusIndex holds every row.
+        put("allocated_at", n(row.allocated_at.unwrap_or(0)));
+        put("deletion_retry_count", n(row.deletion_retry_count));
+        put("created_at", n(row.created_at));
+        put("updated_at", n(row.updated_at));
+        let optional_text = [
+            ("allocated_to_track", &row.allocated_to_track),
+            ("idempotency_key", &row.idempotency_key),
+            ("track_name", &row.track_name),
+            ("sfdc_account_id", &row.sfdc_account_id),
+        ];
+        for (name, value) in optional_text {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                put(name, s(value));
+            }
+        }
+        let optional_numbers = [
+            ("lab_duration_hours", row.lab_duration_hours.map(i64::from)),
+            ("deletion_requested_at", row.deletion_requested_at),
+            ("last_synced", row.last_synced),
+            ("deleted_at", row.deleted_at),
+            ("ttl", row.ttl),
+        ];
+        for (name, value) in optional_numbers {
+            if let Some(value) = value {
+                put(name, n(value));
+            }
+        }
+        item
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn python_row() -> Item {
+        HashMap::from([
+            ("PK".to_owned(), s("SBX#2009521")),
+            ("SK".to_owned(), s("META")),
+            ("sandbox_id".to_owned(), s("2009521")),
+            ("name".to_owned(), s("lab-adventure-0087")),
+            ("external_id".to_owned(), s("identity/accounts/1e96e538")),
+            ("status".to_owned(), s("available")),
+            ("allocated_at".to_owned(), n(0)),
+            ("last_synced".to_owned(), n("1728054123.52")),
+        ])
+    }
+
+    #[test]
+    fn a_python_row_without_optional_attributes_reads() {
+        let row = Sandbox::try_from(&python_row()).unwrap();
+        assert_eq!(row.sandbox_id, "2009521");
+        assert_eq!(row.status, SandboxStatus::Available);
+        assert_eq!(row.allocated_at, None, "0 is the never-allocated sentinel");
+        assert_eq!(row.sfdc_account_id, None);
+        assert_eq!(row.track_name, None);
+        assert_eq!(
+            row.last_synced,
+            Some(1_728_054_123),
+            "fractional N is truncated"
+        );
+    }
+
+    #[test]
+    fn numbers_stored_as_strings_and_empty_strings_are_tolerated() {
+        let mut item = python_row();
+        item.insert("allocated_at".into(), s("1728054123"));
+        item.insert("sfdc_account_id".into(), s(""));
+        item.insert("deletion_retry_count".into(), s("2"));
+        let row = Sandbox::try_from(&item).unwrap();
+        assert_eq!(row.allocated_at, Some(1_728_054_123));
+        assert_eq!(row.sfdc_account_id, None);
+        assert_eq!(row.deletion_retry_count, 2);
+    }
+
+    #[test]
+    fn non_sandbox_items_and_broken_rows_are_refused() {
+        let mut history = python_row();
+        history.insert("PK".into(), s("NIOSXAAS#2009521"));
+        assert!(matches!(
+            Sandbox::try_from(&history),
+            Err(ItemError::NotASandbox(_))
+        ));
+        let mut unknown = python_row();
+        unknown.insert("status".into(), s("exploded"));
+        assert!(matches!(
+            Sandbox::try_from(&unknown),
+            Err(ItemError::Missing {
+                attribute: "status",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rows_round_trip_and_never_write_empty_index_keys() {
+        let mut row = Sandbox::try_from(&python_row()).unwrap();
+        row.allocated_to_track = Some(String::new());
+        let item = Item::from(&row);
+        assert!(
+            !item.contains_key("allocated_to_track"),
+            "an empty GSI key would be rejected"
+        );
+        assert!(!item.contains_key("idempotency_key"));
+        assert_eq!(item["allocated_at"], n(0));
+        row.allocated_to_track = None;
+        assert_eq!(Sandbox::try_from(&item).unwrap(), row);
+    }
+}

@@ -1,0 +1,171 @@
+//! The admin list on DynamoDB: one page of matching sandbox rows and a cursor.
+//!
+//! Rule: the cursor names the last row *returned*, never DynamoDB's own page end, so
+//! stopping mid-page skips nothing; following cursors visits every matching row once.
+//! A status filter reads `StatusIndex`, a student filter `TrackIndex`, otherwise the table
+//! is scanned with consistent reads.
+
+use std::collections::HashMap;
+
+use super::DynamoStore;
+use super::error::classify;
+use super::item::{AttributeValuesExt, Item, SANDBOX_PREFIX, n, s};
+use super::schema::{STATUS_INDEX, TRACK_INDEX};
+use crate::domain::Sandbox;
+use crate::store::{ListCursor, ListQuery, SandboxPage, StoreError};
+
+/// Items DynamoDB evaluates per request while looking for matches.
+const EVALUATE_PER_REQUEST: i32 = 200;
+
+/// Which access path a listing uses.
+enum Path<'q> {
+    Status(&'q str),
+    Track(&'q str),
+    Scan,
+}
+
+impl DynamoStore {
+    /// One page of rows matching `query`.
+    pub(super) async fn list_page(&self, query: &ListQuery) -> Result<SandboxPage, StoreError> {
+        let path = match (&query.status, &query.student) {
+            (Some(status), _) => Path::Status(status.as_str()),
+            (None, Some(student)) => Path::Track(student.as_str()),
+            (None, None) => Path::Scan,
+        };
+        let mut start = query
+            .cursor
+            .as_ref()
+            .map(|cursor| start_key(&path, cursor))
+            .transpose()?;
+        let mut rows: Vec<Sandbox> = Vec::with_capacity(query.limit + 1);
+        while rows.len() <= query.limit {
+            let (items, next) = self.read_page(&path, start.take()).await?;
+            for item in &items {
+                if let Some(row) = self.full_row(item).await?
+                    && query.matches(&row)
+                {
+                    rows.push(row);
+                    if rows.len() > query.limit {
+                        break;
+                    }
+                }
+            }
+            match next {
+                Some(key) if rows.len() <= query.limit => start = Some(key),
+                _ => break,
+            }
+        }
+        let more = rows.len() > query.limit;
+        rows.truncate(query.limit);
+        let next = if more {
+            rows.last().map(|last| cursor_for(&path, last))
+        } else {
+            None
+        };
+        Ok(SandboxPage {
+            sandboxes: rows,
+            next,
+        })
+    }
+
+    async fn read_page(
+        &self,
+        path: &Path<'_>,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        let (items, last) = match path {
+            Path::Scan => {
+                let page = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .consistent_read(true)
+                    .filter_expression("begins_with(PK, :sbx)")
+                    .expression_attribute_values(":sbx", s(SANDBOX_PREFIX))
+                    .limit(EVALUATE_PER_REQUEST)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|err| classify(err).into_store_error())?;
+                (page.items.unwrap_or_default(), page.last_evaluated_key)
+            }
+            Path::Status(value) | Path::Track(value) => {
+                let (index, attribute) = match path {
+                    Path::Status(_) => (STATUS_INDEX, "status"),
+                    _ => (TRACK_INDEX, "allocated_to_track"),
+                };
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(index)
+                    .key_condition_expression("#k = :v")
+                    .expression_attribute_names("#k", attribute)
+                    .expression_attribute_values(":v", s(*value))
+                    .limit(EVALUATE_PER_REQUEST)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|err| classify(err).into_store_error())?;
+                (page.items.unwrap_or_default(), page.last_evaluated_key)
+            }
+        };
+        Ok((items, last.filter(|key| !key.is_empty())))
+    }
+
+    /// The row an item stands for; an index that does not project every attribute (a table
+    /// made by other tooling) is completed with a consistent read. Non-sandbox items are skipped.
+    async fn full_row(&self, item: &Item) -> Result<Option<Sandbox>, StoreError> {
+        if !item
+            .text("PK")
+            .is_some_and(|pk| pk.starts_with(SANDBOX_PREFIX))
+        {
+            return Ok(None);
+        }
+        match Sandbox::try_from(item) {
+            Ok(row) => Ok(Some(row)),
+            Err(_) => {
+                let id = item
+                    .text("PK")
+                    .and_then(|pk| pk.strip_prefix(SANDBOX_PREFIX))
+                    .unwrap_or_default();
+                self.row(id).await
+            }
+        }
+    }
+}
+
+/// The `ExclusiveStartKey` that resumes after the cursor's row on `path`.
+fn start_key(path: &Path<'_>, cursor: &ListCursor) -> Result<Item, StoreError> {
+    let mut key: Item = HashMap::from([
+        (
+            "PK".to_owned(),
+            s(format!("{SANDBOX_PREFIX}{}", cursor.after_sandbox_id)),
+        ),
+        ("SK".to_owned(), s(super::item::SANDBOX_SORT_KEY)),
+    ]);
+    let index_key = match path {
+        Path::Scan => None,
+        Path::Status(value) => Some(("status", *value)),
+        Path::Track(value) => Some(("allocated_to_track", *value)),
+    };
+    if let Some((attribute, value)) = index_key {
+        let at = cursor.after_allocated_at.ok_or(StoreError::InvalidCursor)?;
+        key.insert(attribute.to_owned(), s(value));
+        key.insert("allocated_at".to_owned(), n(at));
+    } else if cursor.after_allocated_at.is_some() {
+        return Err(StoreError::InvalidCursor);
+    }
+    Ok(key)
+}
+
+/// The cursor after `row` on `path`.
+fn cursor_for(path: &Path<'_>, row: &Sandbox) -> ListCursor {
+    ListCursor {
+        after_sandbox_id: row.sandbox_id.clone(),
+        after_allocated_at: match path {
+            Path::Scan => None,
+            _ => Some(row.allocated_at.unwrap_or(0)),
+        },
+    }
+}
