@@ -10,6 +10,7 @@ use sandbox_broker::domain::now_epoch;
 use sandbox_broker::store::dynamo::{self, DynamoStore};
 use sandbox_broker::store::embedded::EmbeddedStore;
 use sandbox_broker::store::{SharedStore, Store};
+use sandbox_broker::telemetry::error_chain;
 use sandbox_broker::{demo, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -96,18 +97,6 @@ async fn init_table(config: &Config) -> Result<(), String> {
         );
     }
     Ok(())
-}
-
-/// An error and its causes on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }
 
 async fn serve(config: Config, store: SharedStore) -> Result<(), String> {

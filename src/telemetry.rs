@@ -34,3 +34,16 @@ pub fn init_for_test() {
         let _ = init("info", LogFormat::Text);
     }
 }
+
+/// An error and all its causes on one line, for logs: SDK errors only say "service error"
+/// until their sources are shown.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}

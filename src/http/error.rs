@@ -232,9 +232,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Self::Internal(source) = &self {
-            tracing::error!(error = %source, "internal error");
+            tracing::error!(error = %crate::telemetry::error_chain(source.as_ref()), "internal error");
         } else if let Self::Unavailable(source) = &self {
-            tracing::warn!(error = ?source, "store unavailable");
+            tracing::warn!(error = %crate::telemetry::error_chain(source), "store unavailable");
         }
         self.body().to_response(self.status())
     }

@@ -15,6 +15,7 @@ mod admin;
 mod bad_input;
 #[path = "../api/concurrency.rs"]
 mod concurrency;
+mod fleet;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod local;

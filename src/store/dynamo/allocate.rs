@@ -22,7 +22,8 @@
 //! available — and a sandbox never becomes available again, so a late claim of the old one
 //! always fails its condition.
 
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::DynamoStore;
 use super::error::{DynamoError, classify, internal};
@@ -50,7 +51,10 @@ impl DynamoStore {
         {
             match self.create_key(&key, &candidate, request.now).await {
                 Ok(()) => {
-                    if let Some(done) = self.claim(&candidate, request, &mut conflicts).await? {
+                    if let Some(done) = self
+                        .claim_for_own_key(&key, candidate, request, prefix, &mut conflicts)
+                        .await?
+                    {
                         return Ok(done);
                     }
                 }
@@ -74,6 +78,41 @@ impl DynamoStore {
         Err(StoreError::Unavailable(
             format!("allocation lost {conflicts} races in a row; try again").into(),
         ))
+    }
+
+    /// The fast path after creating the key item: claim its sandbox; when another key took
+    /// it first (a failed claim reports the row, so we know it is not held by this key),
+    /// re-point and claim the next candidate without re-reading. Gives up to the slow path
+    /// if a twin moves the key meanwhile.
+    async fn claim_for_own_key(
+        &self,
+        key: &str,
+        mut pointer: String,
+        request: &AllocationRequest,
+        prefix: &str,
+        conflicts: &mut u32,
+    ) -> Result<Step, StoreError> {
+        for _ in 0..self.k_candidates {
+            if let Some(done) = self.claim(&pointer, request, conflicts).await? {
+                return Ok(Some(done));
+            }
+            let Some(next) = self
+                .candidates
+                .take(&self.client, &self.table, prefix)
+                .await?
+            else {
+                return Ok(None);
+            };
+            match self.repoint_key(key, &pointer, &next, request.now).await {
+                Ok(()) => pointer = next,
+                Err(DynamoError::Conflict) => {
+                    self.candidates.give_back(prefix, next);
+                    return Ok(None);
+                }
+                Err(DynamoError::Store(err)) => return Err(err),
+            }
+        }
+        Ok(None)
     }
 
     /// One round of the slow path: read the key item and act on what its sandbox is.
@@ -180,7 +219,12 @@ impl DynamoStore {
             set.push_str(" REMOVE ");
             set.push_str(&remove.join(", "));
         }
-        match update.update_expression(set).send().await.map_err(classify) {
+        let sent = update
+            .update_expression(set)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match sent {
             Ok(output) => {
                 let item = output.attributes.unwrap_or_default();
                 let sandbox =
@@ -191,11 +235,36 @@ impl DynamoStore {
                     conflicts: *conflicts,
                 }))
             }
-            Err(DynamoError::Conflict) => {
+            Err(err) => {
+                let failed_condition = match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                        Some(failed.item().map(Sandbox::try_from))
+                    }
+                    _ => None,
+                };
+                let Some(current) = failed_condition else {
+                    return Err(classify(err).into_store_error());
+                };
+                // Not available any more: maybe because a twin request (or our own attempt,
+                // retried by the SDK) already claimed it for this very key. Only a row held
+                // by another key is a lost race; ours must never be abandoned.
+                let current = match current {
+                    Some(Ok(row)) => Some(row),
+                    _ => self.row(id).await?,
+                };
+                if let Some(row) = current
+                    && row.status == SandboxStatus::Allocated
+                    && held_by_key(&row, request)
+                {
+                    return Ok(Some(Allocation {
+                        sandbox: row,
+                        newly_allocated: false,
+                        conflicts: *conflicts,
+                    }));
+                }
                 *conflicts += 1;
                 Ok(None)
             }
-            Err(DynamoError::Store(err)) => Err(err),
         }
     }
 

@@ -3,7 +3,8 @@
 //! Rule: one `StatusNameIndex` query at a time per name prefix fills a shuffled queue, and
 //! each candidate is handed to one local request only, so this instance's requests never
 //! race each other and a burst of hundreds costs one read per page, not one per request.
-//! The shuffle spreads instances of a fleet over the page instead of all taking its head.
+//! Each refill reads a window starting at a random name, and the page is shuffled, so the
+//! instances of a fleet mostly draw different candidates instead of all taking the head.
 //! A candidate is only a hint (the index is eventually consistent); the conditional claim
 //! decides.
 
@@ -19,9 +20,9 @@ use super::schema::STATUS_NAME_INDEX;
 use crate::domain::SandboxStatus;
 use crate::store::StoreError;
 
-/// Candidates fetched per refill: large enough that a fleet's instances rarely draw the
-/// same ones, small enough to be one cheap keys-only page.
-const PAGE_SIZE: i32 = 256;
+/// Candidates fetched per refill: one cheap keys-only page; small enough that the random
+/// windows of a fleet's instances rarely overlap.
+const PAGE_SIZE: i32 = 100;
 
 /// Per-prefix queues of candidate sandbox ids.
 #[derive(Default)]
@@ -89,24 +90,86 @@ impl CandidatePool {
     }
 }
 
-/// One page of available sandbox ids whose name starts with `prefix`.
+/// The lowest string that starts with `prefix`: DynamoDB refuses an empty key value, so
+/// "no prefix" starts just above the empty string.
+fn prefix_start(prefix: &str) -> &str {
+    if prefix.is_empty() { "\u{1}" } else { prefix }
+}
+
+/// The highest string that still starts with `prefix` (names are printable ASCII, so any
+/// continuation sorts below `~`-padding; `\u{10FFFF}` is above every UTF-8 continuation).
+fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
+
+/// One page of available sandbox ids whose name starts with `prefix`, starting at a random
+/// name between the first and the last match, wrapping to the start when the slice after
+/// the pivot is short. Instances of a fleet so read mostly different slices of a big pool.
 async fn fetch(client: &Client, table: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
-    let mut query = client
+    let (Some(first), Some(last)) = (
+        edge_name(client, table, prefix, true).await?,
+        edge_name(client, table, prefix, false).await?,
+    ) else {
+        return Ok(Vec::new());
+    };
+    let pivot = random_between(&first, &last);
+    let mut ids = window(client, table, &pivot, &prefix_end(prefix), PAGE_SIZE).await?;
+    let short = PAGE_SIZE - i32::try_from(ids.len()).unwrap_or(PAGE_SIZE);
+    if short > 0 && pivot.as_str() > first.as_str() {
+        ids.extend(window(client, table, &first, &pivot, short).await?);
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    Ok(ids)
+}
+
+/// The first (or last) available name starting with `prefix`.
+async fn edge_name(
+    client: &Client,
+    table: &str,
+    prefix: &str,
+    ascending: bool,
+) -> Result<Option<String>, StoreError> {
+    let page = client
         .query()
         .table_name(table)
         .index_name(STATUS_NAME_INDEX)
+        .key_condition_expression("#s = :available AND #n BETWEEN :from AND :to")
         .expression_attribute_names("#s", "status")
+        .expression_attribute_names("#n", "name")
         .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
-        .limit(PAGE_SIZE);
-    query = if prefix.is_empty() {
-        query.key_condition_expression("#s = :available")
-    } else {
-        query
-            .key_condition_expression("#s = :available AND begins_with(#n, :prefix)")
-            .expression_attribute_names("#n", "name")
-            .expression_attribute_values(":prefix", s(prefix))
-    };
-    let page = query
+        .expression_attribute_values(":from", s(prefix_start(prefix)))
+        .expression_attribute_values(":to", s(prefix_end(prefix)))
+        .scan_index_forward(ascending)
+        .limit(1)
+        .send()
+        .await
+        .map_err(|err| classify(err).into_store_error())?;
+    Ok(page
+        .items()
+        .first()
+        .and_then(|item| item.text("name").map(str::to_owned)))
+}
+
+/// Up to `limit` available ids with names in `[from, to]`.
+async fn window(
+    client: &Client,
+    table: &str,
+    from: &str,
+    to: &str,
+    limit: i32,
+) -> Result<Vec<String>, StoreError> {
+    let page = client
+        .query()
+        .table_name(table)
+        .index_name(STATUS_NAME_INDEX)
+        .key_condition_expression("#s = :available AND #n BETWEEN :from AND :to")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_names("#n", "name")
+        .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
+        .expression_attribute_values(":from", s(from))
+        .expression_attribute_values(":to", s(to))
+        .limit(limit)
         .send()
         .await
         .map_err(|err| classify(err).into_store_error())?;
@@ -119,4 +182,51 @@ async fn fetch(client: &Client, table: &str, prefix: &str) -> Result<Vec<String>
                 .map(str::to_owned)
         })
         .collect())
+}
+
+/// A string in `[low, high]`: their common prefix plus a random character between the
+/// first characters where they differ. Good enough to split a range of names such as
+/// `lab-0001`..`lab-0999` at a random point.
+pub(super) fn random_between(low: &str, high: &str) -> String {
+    if low >= high {
+        return low.to_owned();
+    }
+    let common = low
+        .bytes()
+        .zip(high.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let floor = low.as_bytes().get(common).copied().unwrap_or(b' ');
+    let ceiling = high.as_bytes().get(common).copied().unwrap_or(b'~');
+    if floor >= ceiling || !ceiling.is_ascii() || !floor.is_ascii() {
+        return low.to_owned();
+    }
+    let pick = rand::random_range(floor..=ceiling);
+    let mut pivot = high[..common].to_owned();
+    pivot.push(char::from(pick));
+    if pivot.as_str() < low {
+        low.to_owned()
+    } else {
+        pivot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_between;
+
+    #[test]
+    fn pivots_fall_between_the_bounds() {
+        for _ in 0..200 {
+            let pivot = random_between("lab-0001", "lab-0999");
+            assert!(
+                pivot.as_str() >= "lab-0001" && pivot.as_str() <= "lab-0999",
+                "{pivot}"
+            );
+        }
+        assert_eq!(random_between("same", "same"), "same");
+        let spread: std::collections::HashSet<String> =
+            (0..200).map(|_| random_between("a-000", "a-900")).collect();
+        assert!(spread.len() > 3, "pivots are random: {spread:?}");
+    }
 }
