@@ -24,10 +24,23 @@ pub struct DynamoLocal {
 /// Kills the emulator (and its watchdog) when dropped.
 pub struct EmulatorProcess(Child);
 
+impl EmulatorProcess {
+    /// Stops the emulator: SIGTERM lets the watchdog's trap stop Java (SIGKILL would orphan it).
+    pub fn stop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for EmulatorProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.stop();
     }
 }
 

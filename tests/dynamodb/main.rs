@@ -21,6 +21,7 @@ mod helpers;
 mod local;
 #[path = "../api/ops.rs"]
 mod ops;
+mod outage;
 #[path = "../api/shutdown.rs"]
 mod shutdown;
 #[path = "../api/store_conformance.rs"]
