@@ -13,6 +13,7 @@
 mod admin;
 #[path = "../api/bad_input.rs"]
 mod bad_input;
+mod binary;
 #[path = "../api/concurrency.rs"]
 mod concurrency;
 mod fleet;
@@ -22,6 +23,7 @@ mod local;
 #[path = "../api/ops.rs"]
 mod ops;
 mod outage;
+mod python_table;
 #[path = "../api/shutdown.rs"]
 mod shutdown;
 #[path = "../api/store_conformance.rs"]
