@@ -202,7 +202,7 @@ pub struct Config {
     pub ddb_connect_timeout: Duration,
 
     /// Allocations and marks talking to DynamoDB at once; more wait their turn in this process.
-    #[arg(long, env = "DDB_MAX_CONCURRENCY", value_name = "DDB_MAX_CONCURRENCY", default_value = "64", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "DDB_MAX_CONCURRENCY", value_name = "DDB_MAX_CONCURRENCY", default_value = "128", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ddb_max_concurrency: u32,
 
     /// Budget (ms) of one DynamoDB call, retries included; keeps an outage's 503 under 2 s.
@@ -272,7 +272,7 @@ impl Config {
             backoff_max: Duration::from_millis(400),
             ddb_connect_timeout: Duration::from_millis(300),
             ddb_operation_timeout: Duration::from_millis(1200),
-            ddb_max_concurrency: 64,
+            ddb_max_concurrency: 128,
         }
     }
 

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
 use rand::seq::SliceRandom;
@@ -23,6 +24,9 @@ use crate::store::StoreError;
 /// Candidates fetched per refill: one cheap keys-only page; small enough that the random
 /// windows of a fleet's instances rarely overlap.
 const PAGE_SIZE: i32 = 100;
+/// How long a handed-out candidate is kept out of refills: far longer than a claim takes,
+/// and than the index needs to show it (GSIs are eventually consistent).
+const HANDED_OUT_MEMORY: Duration = Duration::from_secs(30);
 
 /// Per-prefix queues of candidate sandbox ids.
 #[derive(Default)]
@@ -33,16 +37,53 @@ pub(super) struct CandidatePool {
 #[derive(Default)]
 struct PrefixQueue {
     ids: Mutex<Vec<String>>,
+    /// Candidates handed to a local request recently. Until its claim shows in the index
+    /// they still look available, and a refill must not hand them out a second time.
+    handed_out: Mutex<HashMap<String, Instant>>,
     /// Held while a refill query runs, so concurrent requests wait for it instead of repeating it.
     refill: tokio::sync::Mutex<()>,
 }
 
 impl PrefixQueue {
     fn pop(&self) -> Option<String> {
+        let id = self
+            .ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()?;
+        self.handed_out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), Instant::now());
+        Some(id)
+    }
+
+    /// Adds fresh candidates, leaving out those still being claimed by local requests.
+    fn refill_with(&self, fetched: Vec<String>) {
+        let mut handed_out = self
+            .handed_out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        handed_out.retain(|_, at| at.elapsed() < HANDED_OUT_MEMORY);
+        let fresh = fetched
+            .into_iter()
+            .filter(|id| !handed_out.contains_key(id));
         self.ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .pop()
+            .extend(fresh);
+    }
+
+    /// Takes back a candidate that was not used.
+    fn unpop(&self, id: String) {
+        self.handed_out
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(id);
     }
 }
 
@@ -71,22 +112,13 @@ impl CandidatePool {
         }
         let mut fetched = fetch(client, table, prefix).await?;
         fetched.shuffle(&mut rand::rng());
-        let first = fetched.pop();
-        queue
-            .ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(fetched);
-        Ok(first)
+        queue.refill_with(fetched);
+        Ok(queue.pop())
     }
 
     /// Returns an unused candidate (the request turned out to be a replay).
     pub(super) fn give_back(&self, prefix: &str, id: String) {
-        self.queue(prefix)
-            .ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(id);
+        self.queue(prefix).unpop(id);
     }
 }
 
