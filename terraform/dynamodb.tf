@@ -1,0 +1,75 @@
+# The table exactly as `sandbox-broker init-table` creates it (contract §5 plus the
+# additive StatusNameIndex). TTL on `ttl` lets DynamoDB drop deletion tombstones.
+resource "aws_dynamodb_table" "pool" {
+  name         = var.table_name
+  billing_mode = "PAY_PER_REQUEST"
+  hash_key     = "PK"
+  range_key    = "SK"
+
+  attribute {
+    name = "PK"
+    type = "S"
+  }
+  attribute {
+    name = "SK"
+    type = "S"
+  }
+  attribute {
+    name = "status"
+    type = "S"
+  }
+  attribute {
+    name = "allocated_at"
+    type = "N"
+  }
+  attribute {
+    name = "allocated_to_track"
+    type = "S"
+  }
+  attribute {
+    name = "idempotency_key"
+    type = "S"
+  }
+  attribute {
+    name = "name"
+    type = "S"
+  }
+
+  global_secondary_index {
+    name            = "StatusIndex"
+    hash_key        = "status"
+    range_key       = "allocated_at"
+    projection_type = "ALL"
+  }
+  global_secondary_index {
+    name            = "TrackIndex"
+    hash_key        = "allocated_to_track"
+    range_key       = "allocated_at"
+    projection_type = "ALL"
+  }
+  global_secondary_index {
+    name            = "IdempotencyIndex"
+    hash_key        = "idempotency_key"
+    range_key       = "allocated_at"
+    projection_type = "ALL"
+  }
+  global_secondary_index {
+    name            = "StatusNameIndex"
+    hash_key        = "status"
+    range_key       = "name"
+    projection_type = "KEYS_ONLY"
+  }
+
+  ttl {
+    attribute_name = "ttl"
+    enabled        = true
+  }
+
+  point_in_time_recovery {
+    enabled = true
+  }
+
+  lifecycle {
+    prevent_destroy = true
+  }
+}

@@ -1,0 +1,113 @@
+resource "aws_cloudwatch_log_group" "broker" {
+  name              = "/ecs/${var.name}"
+  retention_in_days = 30
+}
+
+resource "aws_ecs_cluster" "broker" {
+  name = var.name
+  setting {
+    name  = "containerInsights"
+    value = "enabled"
+  }
+}
+
+resource "aws_ecs_task_definition" "broker" {
+  family                   = var.name
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.cpu
+  memory                   = var.memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  container_definitions = jsonencode([{
+    name         = "broker"
+    image        = var.image
+    command      = ["serve"]
+    essential    = true
+    portMappings = [{ containerPort = 8080, protocol = "tcp" }]
+    environment = [
+      { name = "BROKER_STORE", value = "dynamodb" },
+      { name = "DDB_TABLE_NAME", value = aws_dynamodb_table.pool.name },
+      { name = "AWS_REGION", value = var.region },
+      { name = "BROKER_LISTEN_ADDR", value = "0.0.0.0:8080" },
+      { name = "LAB_DURATION_HOURS", value = tostring(var.lab_duration_hours) },
+      { name = "LOG_FORMAT", value = "json" },
+      # The load balancer is the only peer; believe its X-Forwarded-For.
+      { name = "TRUSTED_PROXIES", value = data.aws_vpc.selected.cidr_block },
+    ]
+    secrets = [
+      { name = "BROKER_API_TOKEN", valueFrom = var.api_token_secret_arn },
+      { name = "BROKER_ADMIN_TOKEN", valueFrom = var.admin_token_secret_arn },
+    ]
+    # Liveness only: a DynamoDB outage must not get healthy tasks replaced (readiness is
+    # the load balancer's /readyz check, which takes a task out of rotation instead).
+    healthCheck = {
+      command     = ["CMD-SHELL", "curl -fsS http://127.0.0.1:8080/healthz || exit 1"]
+      interval    = 15
+      timeout     = 3
+      retries     = 3
+      startPeriod = 10
+    }
+    # SIGTERM drains in-flight requests; REQUEST_TIMEOUT_SEC (30) bounds the drain.
+    stopTimeout = 35
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.broker.name
+        awslogs-region        = var.region
+        awslogs-stream-prefix = "broker"
+      }
+    }
+  }])
+}
+
+data "aws_vpc" "selected" {
+  id = var.vpc_id
+}
+
+resource "aws_security_group" "tasks" {
+  name   = "${var.name}-tasks"
+  vpc_id = var.vpc_id
+  ingress {
+    from_port       = 8080
+    to_port         = 8080
+    protocol        = "tcp"
+    security_groups = [aws_security_group.alb.id]
+  }
+  egress {
+    from_port   = 0
+    to_port     = 0
+    protocol    = "-1"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+}
+
+resource "aws_ecs_service" "broker" {
+  name            = var.name
+  cluster         = aws_ecs_cluster.broker.id
+  task_definition = aws_ecs_task_definition.broker.arn
+  desired_count   = var.desired_count
+  launch_type     = "FARGATE"
+
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  network_configuration {
+    subnets          = var.private_subnet_ids
+    security_groups  = [aws_security_group.tasks.id]
+    assign_public_ip = false
+  }
+
+  load_balancer {
+    target_group_arn = aws_lb_target_group.broker.arn
+    container_name   = "broker"
+    container_port   = 8080
+  }
+
+  depends_on = [aws_lb_listener.https]
+}

@@ -1,0 +1,81 @@
+variable "region" {
+  description = "AWS region of the service and its table."
+  type        = string
+}
+
+variable "name" {
+  description = "Name prefix of every resource."
+  type        = string
+  default     = "sandbox-broker"
+}
+
+variable "image" {
+  description = "Container image of sandbox-broker (built from the repository's Dockerfile)."
+  type        = string
+}
+
+variable "vpc_id" {
+  description = "VPC to run in."
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Subnets of the tasks (private, with a NAT or VPC endpoints for DynamoDB, ECR and logs)."
+  type        = list(string)
+}
+
+variable "public_subnet_ids" {
+  description = "Subnets of the load balancer."
+  type        = list(string)
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate of the HTTPS listener."
+  type        = string
+}
+
+variable "table_name" {
+  description = "DynamoDB table (DDB_TABLE_NAME). Point it at the Python service's table to share it; see import.tf."
+  type        = string
+  default     = "SandboxPool"
+}
+
+variable "desired_count" {
+  description = "Instances sharing the table."
+  type        = number
+  default     = 3
+}
+
+variable "cpu" {
+  description = "Fargate CPU units per task."
+  type        = number
+  default     = 512
+}
+
+variable "memory" {
+  description = "Fargate memory (MiB) per task."
+  type        = number
+  default     = 1024
+}
+
+variable "api_token_secret_arn" {
+  description = "Secrets Manager secret holding BROKER_API_TOKEN (comma-separated tokens)."
+  type        = string
+}
+
+variable "admin_token_secret_arn" {
+  description = "Secrets Manager secret holding BROKER_ADMIN_TOKEN (comma-separated tokens)."
+  type        = string
+}
+
+variable "lab_duration_hours" {
+  description = "LAB_DURATION_HOURS."
+  type        = number
+  default     = 48
+}
+
+variable "allowed_cidrs" {
+  description = "Who may reach the load balancer."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+}
