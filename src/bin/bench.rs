@@ -67,7 +67,35 @@ struct Figures {
     conflicts: u64,
 }
 
+/// A worker's result: the latency of each success in microseconds, and its failures.
+type WorkerResult = (Vec<u32>, usize);
+
 impl Figures {
+    /// Waits for every worker and sums up their results since `started`.
+    async fn collect(
+        concurrency: usize,
+        started: Instant,
+        workers: Vec<tokio::task::JoinHandle<WorkerResult>>,
+    ) -> Self {
+        let mut figures = Self {
+            students: concurrency,
+            allocations: 0,
+            failures: 0,
+            elapsed: Duration::ZERO,
+            latencies_us: Vec::new(),
+            conflicts: 0,
+        };
+        for worker in workers {
+            let (latencies, failures) = worker.await.unwrap_or_default();
+            figures.failures += failures;
+            figures.latencies_us.extend(latencies);
+        }
+        figures.elapsed = started.elapsed();
+        figures.allocations = figures.latencies_us.len();
+        figures.latencies_us.sort_unstable();
+        figures
+    }
+
     fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return f64::NAN;
@@ -170,23 +198,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
         let workers: Vec<_> = (0..students)
             .map(|worker| tokio::spawn(student_worker(address, worker, deadline)))
             .collect();
-        let mut figures = Figures {
-            students,
-            allocations: 0,
-            failures: 0,
-            elapsed: Duration::ZERO,
-            latencies_us: Vec::new(),
-            conflicts: 0,
-        };
-        for worker in workers {
-            let (latencies, failures) = worker.await.unwrap_or_default();
-            figures.failures += failures;
-            figures.latencies_us.extend(latencies);
-        }
-        figures.elapsed = started.elapsed();
-        figures.allocations = figures.latencies_us.len();
-        figures.latencies_us.sort_unstable();
-        figures
+        Figures::collect(students, started, workers).await
     });
     let mut figures = figures;
     figures.conflicts = client_runtime.block_on(conflicts_reported(address));
@@ -355,16 +367,7 @@ mod dynamo_bench {
                     })
                 })
                 .collect();
-            let mut figures = Figures { students: concurrency, allocations: 0, failures: 0, elapsed: Duration::ZERO, latencies_us: Vec::new(), conflicts: 0 };
-            for worker in workers {
-                let (latencies, failures) = worker.await.unwrap_or_default();
-                figures.failures += failures;
-                figures.latencies_us.extend(latencies);
-            }
-            figures.elapsed = started.elapsed();
-            figures.allocations = figures.latencies_us.len();
-            figures.latencies_us.sort_unstable();
-            Ok(figures)
+            Ok(Figures::collect(concurrency, started, workers).await)
         })
     }
 }

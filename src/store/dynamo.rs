@@ -24,6 +24,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Credentials, Region};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{ReturnValue, Select};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
@@ -146,19 +147,24 @@ impl DynamoStore {
             .transpose()
     }
 
+    /// A `StatusIndex` query of the rows in `status`.
+    fn in_status(&self, status: SandboxStatus) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(schema::STATUS_INDEX)
+            .key_condition_expression("#s = :s")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":s", s(status.as_str()))
+    }
+
     /// Counts one status through `StatusIndex`, every page.
     async fn count_status(&self, status: SandboxStatus) -> Result<u64, StoreError> {
         let mut total = 0u64;
         let mut start = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(schema::STATUS_INDEX)
-                .key_condition_expression("#s = :s")
-                .expression_attribute_names("#s", "status")
-                .expression_attribute_values(":s", s(status.as_str()))
+                .in_status(status)
                 .select(Select::Count)
                 .set_exclusive_start_key(start)
                 .send()
@@ -231,13 +237,7 @@ impl DynamoStore {
         let mut start = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(schema::STATUS_INDEX)
-                .key_condition_expression("#s = :s")
-                .expression_attribute_names("#s", "status")
-                .expression_attribute_values(":s", s(status.as_str()))
+                .in_status(status)
                 .projection_expression("PK, SK")
                 .set_exclusive_start_key(start)
                 .send()
@@ -288,7 +288,6 @@ impl DynamoStore {
 
 #[async_trait]
 impl Store for DynamoStore {
-    #[tracing::instrument(skip_all, fields(student = %request.key.student))]
     async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
         let _turn = self.turn().await?;
         self.allocate_sandbox(&request).await
@@ -299,7 +298,7 @@ impl Store for DynamoStore {
         self.row(id.as_str()).await
     }
 
-    #[tracing::instrument(skip_all, fields(sandbox.id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(sandbox.id = %id))]
     async fn mark_for_deletion(
         &self,
         id: &SandboxId,

@@ -227,3 +227,31 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
         "bulk delete never removes NIOSXaaS history"
     );
 }
+
+#[tokio::test]
+async fn a_cursor_from_another_listing_is_400_not_500() {
+    let (store, _table) = local::fresh_table_store().await;
+    let app = spawn_app_on(store, Box::new(()), |_| {}).await;
+    app.seed("lab-", 0, 5).await;
+    let page = json_of(
+        app.admin_get("/v1/admin/sandboxes?limit=2").await,
+        StatusCode::OK,
+    )
+    .await;
+    let scan_cursor = page["cursor"].as_str().unwrap().to_owned();
+    let page = json_of(
+        app.admin_get("/v1/admin/sandboxes?limit=2&status=available")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let index_cursor = page["cursor"].as_str().unwrap().to_owned();
+
+    for path in [
+        format!("/v1/admin/sandboxes?status=available&cursor={scan_cursor}"),
+        format!("/v1/admin/sandboxes?cursor={index_cursor}"),
+    ] {
+        let response = app.admin_get(&path).await;
+        crate::helpers::error_of(response, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
+    }
+}

@@ -125,13 +125,7 @@ impl DynamoStore {
     ) -> Result<Step, StoreError> {
         let Some(pointer) = self.read_key(key).await? else {
             // No key item (never made, or freed by a mark just now): start one.
-            let Some(candidate) = self
-                .candidates
-                .take(&self.client, &self.table, prefix)
-                .await?
-            else {
-                return Err(StoreError::NoSandboxAvailable);
-            };
+            let candidate = self.candidate_or_empty(prefix).await?;
             return match self.create_key(key, &candidate, request.now).await {
                 Ok(()) => self.claim(&candidate, request, conflicts).await,
                 Err(DynamoError::Conflict) => {
@@ -154,13 +148,7 @@ impl DynamoStore {
                 self.claim(&row.sandbox_id, request, conflicts).await
             }
             _ => {
-                let Some(candidate) = self
-                    .candidates
-                    .take(&self.client, &self.table, prefix)
-                    .await?
-                else {
-                    return Err(StoreError::NoSandboxAvailable);
-                };
+                let candidate = self.candidate_or_empty(prefix).await?;
                 match self
                     .repoint_key(key, &pointer, &candidate, request.now)
                     .await
@@ -174,6 +162,14 @@ impl DynamoStore {
                 }
             }
         }
+    }
+
+    /// A candidate for a key that needs a (new) sandbox; none means the pool has no match: 409.
+    async fn candidate_or_empty(&self, prefix: &str) -> Result<String, StoreError> {
+        self.candidates
+            .take(&self.client, &self.table, prefix)
+            .await?
+            .ok_or(StoreError::NoSandboxAvailable)
     }
 
     /// Write 2: `available` → `allocated` for this key, or a conflict to retry on.

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use rand::seq::SliceRandom;
 
 use super::error::classify;
@@ -155,14 +156,9 @@ async fn fetch(client: &Client, table: &str, prefix: &str) -> Result<Vec<String>
     Ok(ids)
 }
 
-/// The first (or last) available name starting with `prefix`.
-async fn edge_name(
-    client: &Client,
-    table: &str,
-    prefix: &str,
-    ascending: bool,
-) -> Result<Option<String>, StoreError> {
-    let page = client
+/// A query of available names in `[from, to]` on `StatusNameIndex`.
+fn available_names(client: &Client, table: &str, from: &str, to: &str) -> QueryFluentBuilder {
+    client
         .query()
         .table_name(table)
         .index_name(STATUS_NAME_INDEX)
@@ -170,8 +166,18 @@ async fn edge_name(
         .expression_attribute_names("#s", "status")
         .expression_attribute_names("#n", "name")
         .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
-        .expression_attribute_values(":from", s(prefix_start(prefix)))
-        .expression_attribute_values(":to", s(prefix_end(prefix)))
+        .expression_attribute_values(":from", s(from))
+        .expression_attribute_values(":to", s(to))
+}
+
+/// The first (or last) available name starting with `prefix`.
+async fn edge_name(
+    client: &Client,
+    table: &str,
+    prefix: &str,
+    ascending: bool,
+) -> Result<Option<String>, StoreError> {
+    let page = available_names(client, table, prefix_start(prefix), &prefix_end(prefix))
         .scan_index_forward(ascending)
         .limit(1)
         .send()
@@ -191,16 +197,7 @@ async fn window(
     to: &str,
     limit: i32,
 ) -> Result<Vec<String>, StoreError> {
-    let page = client
-        .query()
-        .table_name(table)
-        .index_name(STATUS_NAME_INDEX)
-        .key_condition_expression("#s = :available AND #n BETWEEN :from AND :to")
-        .expression_attribute_names("#s", "status")
-        .expression_attribute_names("#n", "name")
-        .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
-        .expression_attribute_values(":from", s(from))
-        .expression_attribute_values(":to", s(to))
+    let page = available_names(client, table, from, to)
         .limit(limit)
         .send()
         .await
