@@ -11,6 +11,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod provider;
 pub mod ratelimit;
 pub mod store;
 pub mod telemetry;

@@ -13,6 +13,7 @@ mod embedded;
 mod helpers;
 mod ops;
 mod process;
+mod provider;
 mod shutdown;
 mod store_conformance;
 mod track;

@@ -1,0 +1,93 @@
+//! The provider: where sandboxes come from and where they are deleted (contract §4).
+//!
+//! Rule: the jobs only see [`ProviderClient`]; the Infoblox CSP client, the circuit
+//! breaker around it and the simulated provider of the demo and tests all implement it,
+//! and every failure is one [`ProviderError`] that says whether it is the provider's
+//! passing trouble (transient: retry later, never count against the sandbox) or a refusal.
+
+pub mod breaker;
+pub mod client;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{ExternalId, SandboxId, SandboxName};
+
+/// One sandbox as the provider lists it, already filtered and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSandbox {
+    /// `csp_id` as a decimal string.
+    pub sandbox_id: SandboxId,
+    /// The account's name.
+    pub name: SandboxName,
+    /// The provider's `id`, e.g. `identity/accounts/<uuid>`, unchanged.
+    pub external_id: ExternalId,
+    /// Salesforce account id, when the provider has one.
+    pub sfdc_account_id: Option<String>,
+    /// Epoch seconds the provider created it, when it says.
+    pub created_at: Option<i64>,
+}
+
+/// What a listing returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderListing {
+    /// Active sandboxes.
+    pub sandboxes: Vec<ProviderSandbox>,
+    /// Rows that looked like active sandboxes but had no usable `csp_id` or `name`.
+    pub skipped: u64,
+}
+
+/// How a provider call failed; one variant per outcome callers treat differently.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider does not know the resource (a delete treats this as success).
+    #[error("not found at the provider")]
+    NotFound,
+    /// The provider refused our credentials (401/403).
+    #[error("the provider refused our credentials (HTTP {0})")]
+    Unauthorized(u16),
+    /// 429: slow down, for `retry_after` if the provider said.
+    #[error("rate limited by the provider")]
+    RateLimited {
+        /// The provider's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Connection failure, timeout or 5xx.
+    #[error("provider unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The circuit breaker is open: the call was not made.
+    #[error("provider circuit breaker is open")]
+    CircuitOpen,
+    /// Any other refusal, e.g. a 4xx about this sandbox, or an unreadable answer.
+    #[error("provider refused: {0}")]
+    Other(String),
+}
+
+impl ProviderError {
+    /// Transient failures (contract §4: connection, timeout, 429, 5xx, breaker open) are
+    /// retried later and never count as a deletion attempt. Everything else is a refusal.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Unavailable(_) | Self::CircuitOpen
+        )
+    }
+
+    /// Whether the failure says something about the provider's health (what the
+    /// circuit breaker counts), as opposed to about one request.
+    pub fn is_provider_failure(&self) -> bool {
+        matches!(self, Self::RateLimited { .. } | Self::Unavailable(_))
+    }
+}
+
+/// A provider of sandboxes.
+#[async_trait]
+pub trait ProviderClient: Send + Sync + 'static {
+    /// Every active sandbox the provider has.
+    async fn list_sandboxes(&self) -> Result<ProviderListing, ProviderError>;
+
+    /// Deletes the sandbox whose provider id is `external_id`; `Ok` also when it was
+    /// already gone (200, 204 and 404 all mean deleted).
+    async fn delete_sandbox(&self, external_id: &str) -> Result<(), ProviderError>;
+}
