@@ -304,6 +304,17 @@ impl NewSandbox {
     }
 }
 
+impl From<crate::provider::ProviderSandbox> for NewSandbox {
+    fn from(sandbox: crate::provider::ProviderSandbox) -> Self {
+        Self {
+            sandbox_id: sandbox.sandbox_id,
+            name: sandbox.name,
+            external_id: sandbox.external_id,
+            sfdc_account_id: sandbox.sfdc_account_id,
+        }
+    }
+}
+
 /// The current time in epoch seconds; all timestamps in the contract are integers.
 pub fn now_epoch() -> i64 {
     std::time::SystemTime::now()

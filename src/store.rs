@@ -282,6 +282,57 @@ impl ListCursor {
     }
 }
 
+/// What a sync changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncSummary {
+    /// Provider sandboxes now `available` in the broker (new, refreshed or returned).
+    pub synced: u64,
+    /// Of those, rows that were new to the broker.
+    pub added: u64,
+    /// Of those, rows that were `stale` and came back.
+    pub restored: u64,
+    /// Provider sandboxes left alone because the broker holds them in another status
+    /// (allocated, pending deletion, deleted, failed): never resurrected.
+    pub untouched: u64,
+    /// `available` rows the provider no longer lists, now `stale`.
+    pub marked_stale: u64,
+}
+
+/// A job's lease and its last run, as `GET /v1/admin/jobs` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobRecord {
+    /// The job (`sync`, `cleanup`, `expiry`).
+    pub job: String,
+    /// The instance holding the lease, if one does.
+    pub holder: Option<String>,
+    /// Epoch milliseconds the lease runs out.
+    pub lease_expires_at_ms: i64,
+    /// Epoch seconds the last run started.
+    pub last_started_at: Option<i64>,
+    /// Epoch seconds the last run ended.
+    pub last_finished_at: Option<i64>,
+    /// `completed`, `failed` or `postponed`.
+    pub last_outcome: Option<String>,
+    /// The last run's counts, e.g. `{"synced": 12}`.
+    pub last_counts: std::collections::BTreeMap<String, u64>,
+    /// Epoch seconds of the next scheduled run.
+    pub next_run_at: Option<i64>,
+}
+
+/// Whether a lease was obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// This holder has the lease until the given epoch milliseconds.
+    Acquired,
+    /// Another holder has it.
+    Held {
+        /// Who holds it.
+        holder: String,
+        /// Until when (epoch milliseconds).
+        until_ms: i64,
+    },
+}
+
 /// The broker's durable state, shaped by what the service does with it.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -317,6 +368,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds when the store can serve reads and writes now.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Applies a complete provider listing: its sandboxes become (or stay) `available`
+    /// unless the broker holds them in another status, and `available` rows it no longer
+    /// lists become `stale`. Every change is conditional on the status it starts from.
+    async fn sync_provider(
+        &self,
+        listing: Vec<crate::provider::ProviderSandbox>,
+        now: i64,
+    ) -> Result<SyncSummary, StoreError>;
+
+    /// Takes (or renews) the lease of `job` for `holder` until `now_ms + ttl_ms`, unless
+    /// another holder's lease is still running.
+    async fn acquire_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError>;
+
+    /// Ends `holder`'s lease of `job` and records the run; no-op on the lease if another
+    /// holder took it meanwhile (the run is recorded anyway).
+    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError>;
+
+    /// Every job's lease and last run.
+    async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError>;
 }
 
 #[cfg(test)]

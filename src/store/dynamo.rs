@@ -10,8 +10,10 @@ mod allocate;
 mod candidates;
 mod error;
 mod item;
+mod jobs;
 mod list;
 pub mod schema;
+mod sync;
 
 pub use self::item::ItemError;
 
@@ -32,12 +34,12 @@ use self::candidates::CandidatePool;
 use self::error::{DynamoError, classify};
 use self::item::{AttributeValuesExt, Item, n, s, sandbox_key};
 use super::{
-    Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
-    Store, StoreError, TrackStats, encode_allocation_key,
+    Allocation, AllocationRequest, ImportSummary, JobRecord, LeaseOutcome, ListQuery, MarkOutcome,
+    PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats, encode_allocation_key,
 };
 use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStatus, StudentKey};
 
-/// Writes in flight at once for imports and bulk deletes.
+/// Writes in flight at once for imports, syncs and bulk deletes.
 const BULK_CONCURRENCY: usize = 16;
 
 /// How the store reaches its table.
@@ -447,6 +449,32 @@ impl Store for DynamoStore {
             .try_collect()
             .await?;
         Ok(deleted.into_iter().filter(|d| *d).count() as u64)
+    }
+
+    async fn sync_provider(
+        &self,
+        listing: Vec<crate::provider::ProviderSandbox>,
+        now: i64,
+    ) -> Result<SyncSummary, StoreError> {
+        self.sync_listing(listing, now).await
+    }
+
+    async fn acquire_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.take_lease(job, holder, now_ms, ttl_ms).await
+    }
+
+    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError> {
+        self.record_run(record, holder).await
+    }
+
+    async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.all_job_records().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -18,10 +18,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::tables::{StatusDeltas, Tables};
 use super::{
-    Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
-    Store, StoreError, TrackStats,
+    Allocation, AllocationRequest, ImportSummary, JobRecord, LeaseOutcome, ListQuery, MarkOutcome,
+    PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
 };
 use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, StudentKey};
+use crate::provider::ProviderSandbox;
 
 /// The file inside the data directory.
 const DB_FILE_NAME: &str = "sandbox-broker.redb";
@@ -255,6 +256,37 @@ impl Store for EmbeddedStore {
 
     /// Ready means a durable commit goes through now: an empty command joins the next
     /// batch, so a full disk or a failing fsync makes readiness fail, not just writes.
+    async fn sync_provider(
+        &self,
+        listing: Vec<ProviderSandbox>,
+        now: i64,
+    ) -> Result<SyncSummary, StoreError> {
+        self.submit(move |tables| tables.sync_provider(listing, now))
+            .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let (job, holder) = (job.to_owned(), holder.to_owned());
+        self.submit(move |tables| tables.acquire_lease(&job, &holder, now_ms, ttl_ms))
+            .await
+    }
+
+    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError> {
+        let holder = holder.to_owned();
+        self.submit(move |tables| tables.finish_job_run(record, &holder))
+            .await
+    }
+
+    async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.read(tables::job_records).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.submit(|_| Ok(())).await?;
         self.read(|db| {

@@ -332,6 +332,32 @@ impl Store for FailingStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Err(self.fail())
     }
+    async fn sync_provider(
+        &self,
+        _: Vec<sandbox_broker::provider::ProviderSandbox>,
+        _: i64,
+    ) -> Result<sandbox_broker::store::SyncSummary, StoreError> {
+        Err(self.fail())
+    }
+    async fn acquire_lease(
+        &self,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: i64,
+    ) -> Result<sandbox_broker::store::LeaseOutcome, StoreError> {
+        Err(self.fail())
+    }
+    async fn finish_job_run(
+        &self,
+        _: sandbox_broker::store::JobRecord,
+        _: &str,
+    ) -> Result<(), StoreError> {
+        Err(self.fail())
+    }
+    async fn job_records(&self) -> Result<Vec<sandbox_broker::store::JobRecord>, StoreError> {
+        Err(self.fail())
+    }
 }
 
 #[tokio::test]

@@ -60,6 +60,32 @@ impl Store for GatedStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    async fn sync_provider(
+        &self,
+        listing: Vec<sandbox_broker::provider::ProviderSandbox>,
+        now: i64,
+    ) -> Result<sandbox_broker::store::SyncSummary, StoreError> {
+        self.inner.sync_provider(listing, now).await
+    }
+    async fn acquire_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<sandbox_broker::store::LeaseOutcome, StoreError> {
+        self.inner.acquire_lease(job, holder, now_ms, ttl_ms).await
+    }
+    async fn finish_job_run(
+        &self,
+        record: sandbox_broker::store::JobRecord,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_job_run(record, holder).await
+    }
+    async fn job_records(&self) -> Result<Vec<sandbox_broker::store::JobRecord>, StoreError> {
+        self.inner.job_records().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@ use futures::future::join_all;
 use sandbox_broker::domain::{
     DeletableStatus, IdempotencyKey, NamePrefix, SandboxId, SandboxStatus, StudentKey, TrackName,
 };
-use sandbox_broker::store::{AllocationKey, AllocationRequest, ListQuery, SharedStore, StoreError};
+use sandbox_broker::store::{
+    AllocationKey, AllocationRequest, JobRecord, LeaseOutcome, ListQuery, SharedStore, StoreError,
+};
 
 use crate::helpers::sandboxes;
 
@@ -394,6 +396,8 @@ macro_rules! conformance_suite {
                 bulk_delete_removes_exactly_one_status,
                 concurrent_allocations_never_share_a_sandbox,
                 ping_succeeds_on_a_healthy_store,
+                sync_adds_refreshes_and_stales_without_resurrecting_anything,
+                a_job_lease_has_one_holder_until_it_expires_or_is_released,
             );
         }
     };
@@ -409,3 +413,205 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(this_flavor, crate::helpers::fresh_store().await);
+
+fn listed(ids: &[u64], prefix: &str) -> Vec<sandbox_broker::provider::ProviderSandbox> {
+    ids.iter()
+        .map(|id| sandbox_broker::provider::ProviderSandbox {
+            sandbox_id: SandboxId::parse("id", &id.to_string()).unwrap(),
+            name: sandbox_broker::domain::SandboxName::parse("n", &format!("{prefix}{id}"))
+                .unwrap(),
+            external_id: sandbox_broker::domain::ExternalId::parse(
+                "e",
+                &format!("identity/accounts/{id}"),
+            )
+            .unwrap(),
+            sfdc_account_id: None,
+            created_at: None,
+        })
+        .collect()
+}
+
+pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store: SharedStore) {
+    let first = store
+        .sync_provider(listed(&[1, 2, 3, 4, 5], "lab-"), NOW)
+        .await
+        .unwrap();
+    assert_eq!((first.synced, first.added, first.marked_stale), (5, 5, 0));
+    let held = store.allocate(request("s1")).await.unwrap().sandbox;
+    let released = store.allocate(request("s2")).await.unwrap().sandbox;
+    store
+        .mark_for_deletion(&id(&released.sandbox_id), &student("s2"), NOW)
+        .await
+        .unwrap();
+
+    // The provider still lists everything but drops one available sandbox and renames one.
+    let available: Vec<u64> = (1..=5)
+        .filter(|n| {
+            ![held.sandbox_id.as_str(), released.sandbox_id.as_str()]
+                .contains(&n.to_string().as_str())
+        })
+        .collect();
+    let (gone, renamed) = (available[0], available[1]);
+    let mut listing = listed(
+        &[1, 2, 3, 4, 5, 6]
+            .into_iter()
+            .filter(|n| *n != gone)
+            .collect::<Vec<_>>(),
+        "lab-",
+    );
+    for sandbox in &mut listing {
+        if sandbox.sandbox_id.as_str() == renamed.to_string() {
+            sandbox.name = sandbox_broker::domain::SandboxName::parse("n", "lab-renamed").unwrap();
+        }
+    }
+    let second = store
+        .sync_provider(listing.clone(), NOW + 10)
+        .await
+        .unwrap();
+
+    assert_eq!(second.added, 1, "sandbox 6 is new");
+    assert_eq!(
+        second.untouched, 2,
+        "the allocated and the released sandbox stay as they are"
+    );
+    assert_eq!(second.marked_stale, 1);
+    assert_eq!(
+        store
+            .get(&id(&held.sandbox_id))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SandboxStatus::Allocated
+    );
+    assert_eq!(
+        store
+            .get(&id(&released.sandbox_id))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SandboxStatus::PendingDeletion
+    );
+    assert_eq!(
+        store
+            .get(&id(&gone.to_string()))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SandboxStatus::Stale
+    );
+    let refreshed = store.get(&id(&renamed.to_string())).await.unwrap().unwrap();
+    assert_eq!(
+        (refreshed.name.as_str(), refreshed.last_synced),
+        ("lab-renamed", Some(NOW + 10))
+    );
+
+    // Back at the provider: the stale row returns.
+    let third = store
+        .sync_provider(listed(&[1, 2, 3, 4, 5, 6], "lab-"), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!((third.restored, third.marked_stale, third.added), (1, 0, 0));
+    assert_eq!(
+        store
+            .get(&id(&gone.to_string()))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SandboxStatus::Available
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.available,
+            stats.allocated,
+            stats.pending_deletion,
+            stats.stale
+        ),
+        (4, 1, 1, 0)
+    );
+}
+
+pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: SharedStore) {
+    let now = 1_800_000_000_000;
+    assert_eq!(
+        store.acquire_lease("sync", "a", now, 30_000).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
+    assert_eq!(
+        store
+            .acquire_lease("sync", "b", now + 1_000, 30_000)
+            .await
+            .unwrap(),
+        LeaseOutcome::Held {
+            holder: "a".into(),
+            until_ms: now + 30_000
+        }
+    );
+    assert_eq!(
+        store
+            .acquire_lease("sync", "a", now + 2_000, 30_000)
+            .await
+            .unwrap(),
+        LeaseOutcome::Acquired,
+        "renewal"
+    );
+    assert_eq!(
+        store
+            .acquire_lease("cleanup", "b", now, 30_000)
+            .await
+            .unwrap(),
+        LeaseOutcome::Acquired,
+        "jobs lease separately"
+    );
+
+    // a dies; its lease runs out; b takes over.
+    assert_eq!(
+        store
+            .acquire_lease("sync", "b", now + 40_000, 30_000)
+            .await
+            .unwrap(),
+        LeaseOutcome::Acquired
+    );
+    // a's late report records its run but leaves b's lease alone.
+    let run = JobRecord {
+        job: "sync".into(),
+        last_started_at: Some(1_800_000_000),
+        last_finished_at: Some(1_800_000_001),
+        last_outcome: Some("completed".into()),
+        last_counts: [("synced".to_owned(), 3u64)].into_iter().collect(),
+        next_run_at: Some(1_800_000_600),
+        ..JobRecord::default()
+    };
+    store.finish_job_run(run.clone(), "a").await.unwrap();
+    let records = store.job_records().await.unwrap();
+    let sync = records.iter().find(|r| r.job == "sync").unwrap();
+    assert_eq!(sync.holder.as_deref(), Some("b"));
+    assert_eq!(
+        (sync.last_outcome.as_deref(), sync.last_counts.get("synced")),
+        (Some("completed"), Some(&3))
+    );
+
+    store.finish_job_run(run, "b").await.unwrap();
+    let sync = store
+        .job_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.job == "sync")
+        .unwrap();
+    assert_eq!(
+        sync.holder, None,
+        "the holder's own report releases the lease"
+    );
+    assert_eq!(
+        store
+            .acquire_lease("sync", "c", now + 41_000, 30_000)
+            .await
+            .unwrap(),
+        LeaseOutcome::Acquired
+    );
+}

@@ -3,7 +3,7 @@
 //! Rule: rows change only through [`Tables::put`] and [`Tables::remove`], which keep the
 //! available-by-name index, the status index and the status counts in step with the rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
 use redb::{
@@ -12,9 +12,11 @@ use redb::{
 };
 
 use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStatus, StudentKey};
+use crate::provider::ProviderSandbox;
 use crate::store::{
-    Allocation, AllocationRequest, ImportSummary, ListCursor, ListQuery, MarkOutcome, PoolStats,
-    SandboxPage, StoreError, TrackStats, encode_allocation_key,
+    Allocation, AllocationRequest, ImportSummary, JobRecord, LeaseOutcome, ListCursor, ListQuery,
+    MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary, TrackStats,
+    encode_allocation_key,
 };
 
 /// `sandbox_id` → the row as JSON.
@@ -25,6 +27,8 @@ const AVAILABLE_BY_NAME: TableDefinition<'_, &str, &str> =
     TableDefinition::new("available_by_name");
 /// Encoded allocation key → `sandbox_id` of the allocation it made.
 const ALLOCATION_KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new("allocation_keys");
+/// Job name → its lease and last run, as JSON.
+const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
 /// `"<status>\0<sandbox_id>"` for every row, so a list filtered by status reads only that
 /// status's rows, in `sandbox_id` order like the unfiltered list.
 const BY_STATUS: TableDefinition<'_, &str, ()> = TableDefinition::new("by_status");
@@ -61,8 +65,27 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(AVAILABLE_BY_NAME)?;
     txn.open_table(ALLOCATION_KEYS)?;
     txn.open_table(BY_STATUS)?;
+    txn.open_table(JOBS)?;
     txn.commit()?;
     Ok(())
+}
+
+/// Every job's lease and last run.
+pub(super) fn job_records(db: &Database) -> Result<Vec<JobRecord>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(JOBS).map_err(storage)?;
+    let mut records = Vec::new();
+    for entry in table.iter().map_err(storage)? {
+        let (key, value) = entry.map_err(storage)?;
+        records.push(decode_job(key.value(), value.value())?);
+    }
+    Ok(records)
+}
+
+fn decode_job(job: &str, bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| {
+        StoreError::Internal(format!("job record {job} cannot be decoded: {err}").into())
+    })
 }
 
 /// Rebuilds the status index when it does not cover every row (a file from before the
@@ -244,6 +267,7 @@ pub(super) struct Tables<'txn> {
     available: redb::Table<'txn, &'static str, &'static str>,
     allocation_keys: redb::Table<'txn, &'static str, &'static str>,
     by_status: redb::Table<'txn, &'static str, ()>,
+    jobs: redb::Table<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
 }
 
@@ -255,6 +279,7 @@ impl<'txn> Tables<'txn> {
             available: txn.open_table(AVAILABLE_BY_NAME)?,
             allocation_keys: txn.open_table(ALLOCATION_KEYS)?,
             by_status: txn.open_table(BY_STATUS)?,
+            jobs: txn.open_table(JOBS)?,
             deltas: StatusDeltas::default(),
         })
     }
@@ -457,6 +482,136 @@ impl<'txn> Tables<'txn> {
             }
         }
         Ok(summary)
+    }
+
+    /// Applies a complete provider listing (see [`crate::store::Store::sync_provider`]).
+    pub(super) fn sync_provider(
+        &mut self,
+        listing: Vec<ProviderSandbox>,
+        now: i64,
+    ) -> Result<SyncSummary, StoreError> {
+        let mut summary = SyncSummary::default();
+        let mut listed = HashSet::with_capacity(listing.len());
+        for sandbox in listing {
+            listed.insert(sandbox.sandbox_id.as_str().to_owned());
+            let incoming = NewSandbox::from(sandbox);
+            let new = match self.row(incoming.sandbox_id.as_str())? {
+                None => {
+                    summary.added += 1;
+                    let mut row = incoming.into_available_row(now);
+                    row.last_synced = Some(now);
+                    self.put(None, &row)?;
+                    summary.synced += 1;
+                    continue;
+                }
+                Some(old)
+                    if matches!(old.status, SandboxStatus::Available | SandboxStatus::Stale) =>
+                {
+                    old
+                }
+                // Allocated, pending, deleted or failed: the provider's view never wins.
+                Some(_) => {
+                    summary.untouched += 1;
+                    continue;
+                }
+            };
+            let old = new.clone();
+            let mut row = new;
+            if old.status == SandboxStatus::Stale {
+                summary.restored += 1;
+            }
+            row.status = SandboxStatus::Available;
+            row.name = incoming.name.as_str().to_owned();
+            row.external_id = incoming.external_id.as_str().to_owned();
+            if incoming.sfdc_account_id.is_some() {
+                row.sfdc_account_id = incoming.sfdc_account_id;
+            }
+            row.last_synced = Some(now);
+            row.updated_at = now;
+            self.put(Some(&old), &row)?;
+            summary.synced += 1;
+        }
+        let mut missing = Vec::new();
+        for entry in self.available.iter().map_err(storage)? {
+            let (_, id) = entry.map_err(storage)?;
+            if !listed.contains(id.value()) {
+                missing.push(id.value().to_owned());
+            }
+        }
+        for id in missing {
+            let Some(old) = self.row(&id)? else { continue };
+            let mut row = old.clone();
+            row.status = SandboxStatus::Stale;
+            row.updated_at = now;
+            self.put(Some(&old), &row)?;
+            summary.marked_stale += 1;
+        }
+        Ok(summary)
+    }
+
+    fn job(&self, job: &str) -> Result<Option<JobRecord>, StoreError> {
+        let guard = self.jobs.get(job).map_err(storage)?;
+        guard
+            .map(|value| decode_job(job, value.value()))
+            .transpose()
+    }
+
+    fn put_job(&mut self, record: &JobRecord) -> Result<(), StoreError> {
+        let bytes =
+            serde_json::to_vec(record).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        self.jobs
+            .insert(record.job.as_str(), bytes.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Takes or renews `job`'s lease unless another holder's is still running.
+    pub(super) fn acquire_lease(
+        &mut self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let mut record = self.job(job)?.unwrap_or_else(|| JobRecord {
+            job: job.to_owned(),
+            ..JobRecord::default()
+        });
+        if let Some(current) = record.holder.as_deref()
+            && current != holder
+            && record.lease_expires_at_ms > now_ms
+        {
+            return Ok(LeaseOutcome::Held {
+                holder: current.to_owned(),
+                until_ms: record.lease_expires_at_ms,
+            });
+        }
+        record.holder = Some(holder.to_owned());
+        record.lease_expires_at_ms = now_ms + ttl_ms;
+        self.put_job(&record)?;
+        Ok(LeaseOutcome::Acquired)
+    }
+
+    /// Records a run and, if `holder` still holds the lease, ends it.
+    pub(super) fn finish_job_run(
+        &mut self,
+        run: JobRecord,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let mut record = self.job(&run.job)?.unwrap_or_else(|| JobRecord {
+            job: run.job.clone(),
+            ..JobRecord::default()
+        });
+        if record.holder.as_deref() == Some(holder) {
+            record.holder = None;
+            record.lease_expires_at_ms = 0;
+        }
+        record.last_started_at = run.last_started_at;
+        record.last_finished_at = run.last_finished_at;
+        record.last_outcome = run.last_outcome;
+        record.last_counts = run.last_counts;
+        record.next_run_at = run.next_run_at;
+        self.put_job(&record)
     }
 
     /// Removes every row in `status`.

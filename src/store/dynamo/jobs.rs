@@ -1,0 +1,190 @@
+//! Job leases and run records on the shared table: one item per job under the partition
+//! `JOB` (additive), so `GET /v1/admin/jobs` is one query and no index sees them.
+//!
+//! Rule: a lease is taken with a conditional write (free, expired, or already ours), so
+//! across a fleet one instance runs each job; ending it is conditional on still holding it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::DynamoStore;
+use super::error::{DynamoError, classify};
+use super::item::{AttributeValuesExt, Item, n, s};
+use crate::store::{JobRecord, LeaseOutcome, StoreError};
+
+/// Partition key of every job item.
+const JOB_PARTITION: &str = "JOB";
+
+fn job_key(job: &str) -> Item {
+    HashMap::from([
+        ("PK".to_owned(), s(JOB_PARTITION)),
+        ("SK".to_owned(), s(job)),
+    ])
+}
+
+fn record_from(item: &Item) -> JobRecord {
+    let counts = match item.get("last_counts") {
+        Some(AttributeValue::M(map)) => map
+            .iter()
+            .filter_map(|(name, value)| match value {
+                AttributeValue::N(number) => Some((name.clone(), number.parse().ok()?)),
+                _ => None,
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    JobRecord {
+        job: item.text("SK").unwrap_or_default().to_owned(),
+        holder: item.text("holder").map(str::to_owned),
+        lease_expires_at_ms: item.integer("lease_expires_at_ms").unwrap_or(0),
+        last_started_at: item.integer("last_started_at"),
+        last_finished_at: item.integer("last_finished_at"),
+        last_outcome: item.text("last_outcome").map(str::to_owned),
+        last_counts: counts,
+        next_run_at: item.integer("next_run_at"),
+    }
+}
+
+impl DynamoStore {
+    /// See [`crate::store::Store::acquire_lease`].
+    pub(super) async fn take_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        // A lease released between our failed write and our read is simply tried again.
+        for _ in 0..3 {
+            let taken = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(job_key(job)))
+                .update_expression("SET holder = :me, lease_expires_at_ms = :until")
+                .condition_expression(
+                    "attribute_not_exists(holder) OR holder = :me OR lease_expires_at_ms < :now",
+                )
+                .expression_attribute_values(":me", s(holder))
+                .expression_attribute_values(":until", n(now_ms + ttl_ms))
+                .expression_attribute_values(":now", n(now_ms))
+                .send()
+                .await
+                .map_err(classify);
+            match taken {
+                Ok(_) => return Ok(LeaseOutcome::Acquired),
+                Err(DynamoError::Conflict) => {
+                    let current = self.job_item(job).await?.map(|item| record_from(&item));
+                    if let Some(JobRecord {
+                        holder: Some(other),
+                        lease_expires_at_ms,
+                        ..
+                    }) = current
+                        && lease_expires_at_ms >= now_ms
+                    {
+                        return Ok(LeaseOutcome::Held {
+                            holder: other,
+                            until_ms: lease_expires_at_ms,
+                        });
+                    }
+                }
+                Err(DynamoError::Store(err)) => return Err(err),
+            }
+        }
+        Err(StoreError::Unavailable(
+            format!("the {job} lease keeps changing hands").into(),
+        ))
+    }
+
+    async fn job_item(&self, job: &str) -> Result<Option<Item>, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| classify(err).into_store_error())?;
+        Ok(got.item)
+    }
+
+    /// See [`crate::store::Store::finish_job_run`].
+    pub(super) async fn record_run(&self, run: JobRecord, holder: &str) -> Result<(), StoreError> {
+        let counts: HashMap<String, AttributeValue> = run
+            .last_counts
+            .iter()
+            .map(|(name, count)| (name.clone(), n(count)))
+            .collect();
+        let mut set = vec!["last_counts = :counts"];
+        let mut remove = Vec::new();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(&run.job)))
+            .expression_attribute_values(":counts", AttributeValue::M(counts));
+        let optional = [
+            ("last_started_at", ":started", run.last_started_at.map(n)),
+            ("last_finished_at", ":finished", run.last_finished_at.map(n)),
+            (
+                "last_outcome",
+                ":outcome",
+                run.last_outcome.as_deref().map(s),
+            ),
+            ("next_run_at", ":next", run.next_run_at.map(n)),
+        ];
+        let mut assignments = Vec::new();
+        for (attribute, placeholder, value) in optional {
+            match value {
+                Some(value) => {
+                    assignments.push(format!("{attribute} = {placeholder}"));
+                    update = update.expression_attribute_values(placeholder, value);
+                }
+                None => remove.push(attribute),
+            }
+        }
+        set.extend(assignments.iter().map(String::as_str));
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        update
+            .update_expression(expression)
+            .send()
+            .await
+            .map_err(|err| classify(err).into_store_error())?;
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(&run.job)))
+            .update_expression("SET lease_expires_at_ms = :zero REMOVE holder")
+            .condition_expression("holder = :me")
+            .expression_attribute_values(":me", s(holder))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await
+            .map_err(classify);
+        match released {
+            Ok(_) | Err(DynamoError::Conflict) => Ok(()),
+            Err(DynamoError::Store(err)) => Err(err),
+        }
+    }
+
+    /// See [`crate::store::Store::job_records`].
+    pub(super) async fn all_job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :jobs")
+            .expression_attribute_values(":jobs", s(JOB_PARTITION))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| classify(err).into_store_error())?;
+        Ok(page.items().iter().map(record_from).collect())
+    }
+}

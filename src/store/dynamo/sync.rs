@@ -1,0 +1,144 @@
+//! Provider sync on the shared table.
+//!
+//! Rule: each provider sandbox is one conditional upsert that only applies to a missing,
+//! `available` or `stale` row (reporting the status it replaced), and each `available`
+//! row the provider no longer lists turns `stale` only if it is still `available`; an
+//! allocation racing the sync always wins.
+
+use std::collections::HashSet;
+
+use aws_sdk_dynamodb::types::ReturnValue;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::error::{DynamoError, classify};
+use super::item::{AttributeValuesExt, SANDBOX_PREFIX, n, s, sandbox_key};
+use super::{BULK_CONCURRENCY, DynamoStore};
+use crate::domain::SandboxStatus;
+use crate::provider::ProviderSandbox;
+use crate::store::{StoreError, SyncSummary};
+
+/// What one upsert found.
+enum Upserted {
+    Added,
+    Refreshed,
+    Restored,
+    Untouched,
+}
+
+impl DynamoStore {
+    /// See [`crate::store::Store::sync_provider`].
+    pub(super) async fn sync_listing(
+        &self,
+        listing: Vec<ProviderSandbox>,
+        now: i64,
+    ) -> Result<SyncSummary, StoreError> {
+        let listed: HashSet<String> = listing
+            .iter()
+            .map(|sandbox| sandbox.sandbox_id.as_str().to_owned())
+            .collect();
+        let outcomes: Vec<Upserted> = stream::iter(listing)
+            .map(|sandbox| self.upsert_listed(sandbox, now))
+            .buffer_unordered(BULK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut summary = SyncSummary::default();
+        for outcome in outcomes {
+            match outcome {
+                Upserted::Untouched => summary.untouched += 1,
+                Upserted::Added => {
+                    (summary.added, summary.synced) = (summary.added + 1, summary.synced + 1)
+                }
+                Upserted::Restored => {
+                    (summary.restored, summary.synced) = (summary.restored + 1, summary.synced + 1)
+                }
+                Upserted::Refreshed => summary.synced += 1,
+            }
+        }
+        let missing: Vec<String> = self
+            .keys_in_status(SandboxStatus::Available)
+            .await?
+            .iter()
+            .filter_map(|key| {
+                key.text("PK")?
+                    .strip_prefix(SANDBOX_PREFIX)
+                    .map(str::to_owned)
+            })
+            .filter(|id| !listed.contains(id))
+            .collect();
+        let staled: Vec<bool> = stream::iter(missing)
+            .map(|id| self.mark_stale(id, now))
+            .buffer_unordered(BULK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        summary.marked_stale = staled.into_iter().filter(|done| *done).count() as u64;
+        Ok(summary)
+    }
+
+    async fn upsert_listed(
+        &self,
+        sandbox: ProviderSandbox,
+        now: i64,
+    ) -> Result<Upserted, StoreError> {
+        let mut set = String::from(
+            "SET sandbox_id = :id, #n = :name, external_id = :ext, #s = :available, \
+             last_synced = :now, updated_at = :now, \
+             allocated_at = if_not_exists(allocated_at, :zero), \
+             deletion_retry_count = if_not_exists(deletion_retry_count, :zero), \
+             created_at = if_not_exists(created_at, :now)",
+        );
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(sandbox_key(sandbox.sandbox_id.as_str())))
+            .condition_expression("attribute_not_exists(PK) OR #s IN (:available, :stale)")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
+            .expression_attribute_values(":stale", s(SandboxStatus::Stale.as_str()))
+            .expression_attribute_values(":id", s(sandbox.sandbox_id.as_str()))
+            .expression_attribute_values(":name", s(sandbox.name.as_str()))
+            .expression_attribute_values(":ext", s(sandbox.external_id.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::UpdatedOld);
+        if let Some(sfdc) = sandbox.sfdc_account_id {
+            set.push_str(", sfdc_account_id = :sfdc");
+            update = update.expression_attribute_values(":sfdc", s(sfdc));
+        }
+        match update.update_expression(set).send().await.map_err(classify) {
+            Ok(output) => {
+                let old = output.attributes.unwrap_or_default();
+                Ok(match old.text("status") {
+                    None => Upserted::Added,
+                    Some(status) if status == SandboxStatus::Stale.as_str() => Upserted::Restored,
+                    Some(_) => Upserted::Refreshed,
+                })
+            }
+            Err(DynamoError::Conflict) => Ok(Upserted::Untouched),
+            Err(DynamoError::Store(err)) => Err(err),
+        }
+    }
+
+    async fn mark_stale(&self, id: String, now: i64) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(sandbox_key(&id)))
+            .update_expression("SET #s = :stale, updated_at = :now")
+            .condition_expression("#s = :available")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
+            .expression_attribute_values(":stale", s(SandboxStatus::Stale.as_str()))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map_err(classify);
+        match result {
+            Ok(_) => Ok(true),
+            Err(DynamoError::Conflict) => Ok(false),
+            Err(DynamoError::Store(err)) => Err(err),
+        }
+    }
+}
