@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::http::auth::Auth;
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
+use crate::provider::breaker::CircuitBreaker;
+use crate::provider::client::CspClient;
+use crate::provider::{ProviderClient, ProviderError};
 use crate::ratelimit::RateLimiter;
 use crate::store::SharedStore;
 
@@ -35,6 +39,10 @@ pub struct App {
     pub rate_limiter: RateLimiter,
     /// The accepted track and admin tokens.
     pub auth: Auth,
+    /// The background jobs (sync, …) and their leases.
+    pub jobs: Arc<Jobs>,
+    /// The circuit breaker around the provider, when one is configured.
+    pub breaker: Option<Arc<CircuitBreaker>>,
 }
 
 /// Cheap-to-clone handle on [`App`], the router's state.
@@ -67,6 +75,9 @@ pub enum StartupError {
     /// The metrics registry refused a metric (a programming error).
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The provider client could not be built.
+    #[error("CSP_BASE_URL: cannot build the provider client: {0}")]
+    Provider(#[from] ProviderError),
 }
 
 impl AppState {
@@ -75,12 +86,32 @@ impl AppState {
         config.validate_for_serve()?;
         let auth = Auth::from_config(&config)?;
         let rate_limiter = RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
+        let metrics = Metrics::new()?;
+        let breaker = match config.csp_settings() {
+            Some(settings) => Some(Arc::new(CircuitBreaker::new(
+                Arc::new(CspClient::new(&settings)?),
+                config.circuit_breaker_threshold,
+                config.circuit_breaker_timeout,
+            ))),
+            None => None,
+        };
+        let provider = breaker.clone().map(|b| b as Arc<dyn ProviderClient>);
+        let jobs = Arc::new(Jobs::new(
+            Arc::clone(&store),
+            provider,
+            metrics.clone(),
+            config.instance_name(),
+            config.job_lease,
+            config.sync_interval,
+        ));
         Ok(Self(Arc::new(App {
             store,
-            metrics: Metrics::new()?,
+            metrics,
             config: Arc::new(config),
             rate_limiter,
             auth,
+            jobs,
+            breaker,
         })))
     }
 }
@@ -125,6 +156,7 @@ impl Application {
 
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        self.state.jobs.spawn_schedules(&shutdown);
         let janitor_state = self.state.clone();
         let janitor_stop = shutdown.clone();
         tokio::spawn(async move {

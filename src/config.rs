@@ -205,6 +205,52 @@ pub struct Config {
     #[arg(long, env = "DDB_MAX_CONCURRENCY", value_name = "DDB_MAX_CONCURRENCY", default_value = "128", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ddb_max_concurrency: u32,
 
+    /// Infoblox CSP API base URL.
+    #[arg(
+        long,
+        env = "CSP_BASE_URL",
+        value_name = "CSP_BASE_URL",
+        default_value = "https://csp.infoblox.com/v2"
+    )]
+    pub csp_base_url: String,
+
+    /// CSP API token; without it the provider jobs (sync, cleanup) are off and only imports fill the pool.
+    #[arg(
+        long,
+        env = "CSP_API_TOKEN",
+        value_name = "CSP_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub csp_api_token: Option<SecretString>,
+
+    /// CSP connect timeout in seconds.
+    #[arg(long, env = "CSP_TIMEOUT_CONNECT_SEC", value_name = "CSP_TIMEOUT_CONNECT_SEC", default_value = "5", value_parser = parse_seconds)]
+    pub csp_connect_timeout: Duration,
+
+    /// CSP read timeout in seconds (the whole request).
+    #[arg(long, env = "CSP_TIMEOUT_READ_SEC", value_name = "CSP_TIMEOUT_READ_SEC", default_value = "15", value_parser = parse_seconds)]
+    pub csp_read_timeout: Duration,
+
+    /// Consecutive provider failures that open the circuit breaker.
+    #[arg(long, env = "CIRCUIT_BREAKER_THRESHOLD", value_name = "CIRCUIT_BREAKER_THRESHOLD", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub circuit_breaker_threshold: u32,
+
+    /// Seconds the breaker stays open before one probe call decides.
+    #[arg(long, env = "CIRCUIT_BREAKER_TIMEOUT_SEC", value_name = "CIRCUIT_BREAKER_TIMEOUT_SEC", default_value = "60", value_parser = parse_seconds)]
+    pub circuit_breaker_timeout: Duration,
+
+    /// Seconds between provider syncs.
+    #[arg(long, env = "SYNC_INTERVAL_SEC", value_name = "SYNC_INTERVAL_SEC", default_value = "600", value_parser = parse_seconds)]
+    pub sync_interval: Duration,
+
+    /// Seconds a job's lease lasts without renewal; a holder that dies is replaced after this.
+    #[arg(long, env = "JOB_LEASE_SEC", value_name = "JOB_LEASE_SEC", default_value = "60", value_parser = parse_seconds)]
+    pub job_lease: Duration,
+
+    /// This instance's name in job leases (default: host name plus a random suffix).
+    #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
     /// Budget (ms) of one DynamoDB call, retries included; keeps an outage's 503 under 2 s.
     #[arg(long, env = "DDB_OPERATION_TIMEOUT_MS", value_name = "DDB_OPERATION_TIMEOUT_MS", default_value = "1200", value_parser = parse_millis)]
     pub ddb_operation_timeout: Duration,
@@ -273,7 +319,35 @@ impl Config {
             ddb_connect_timeout: Duration::from_millis(300),
             ddb_operation_timeout: Duration::from_millis(1200),
             ddb_max_concurrency: 128,
+            csp_base_url: "https://csp.infoblox.com/v2".into(),
+            csp_api_token: None,
+            csp_connect_timeout: Duration::from_secs(5),
+            csp_read_timeout: Duration::from_secs(15),
+            circuit_breaker_threshold: 5,
+            circuit_breaker_timeout: Duration::from_secs(60),
+            sync_interval: Duration::from_secs(600),
+            job_lease: Duration::from_secs(60),
+            instance_id: None,
         }
+    }
+
+    /// The CSP client's settings, when a token is configured.
+    pub fn csp_settings(&self) -> Option<crate::provider::client::CspSettings> {
+        Some(crate::provider::client::CspSettings {
+            base_url: self.csp_base_url.clone(),
+            token: self.csp_api_token.clone()?,
+            connect_timeout: self.csp_connect_timeout,
+            read_timeout: self.csp_read_timeout,
+        })
+    }
+
+    /// The name this instance uses in job leases.
+    pub fn instance_name(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "broker".into());
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("{host}-{}", &suffix[..8])
+        })
     }
 
     /// The `dynamodb` store's settings.

@@ -36,6 +36,16 @@ pub struct Metrics {
     pub requests_in_flight: IntGauge,
     /// Requests refused by the rate limiter.
     pub rate_limited_total: IntCounter,
+    /// Provider syncs by `outcome`: `success`, `postponed` (provider unavailable), `error`.
+    pub sync_total: IntCounterVec,
+    /// Provider sandboxes a sync left `available`.
+    pub sync_sandboxes_synced_total: IntCounter,
+    /// Sandboxes a sync marked `stale`.
+    pub sync_sandboxes_stale_total: IntCounter,
+    /// Time a sync took.
+    pub sync_duration_seconds: prometheus::Histogram,
+    /// Provider circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub provider_circuit_state: IntGauge,
     /// 1 when the last scrape could read the pool counts from the store, else 0.
     store_up: IntGauge,
     pool: PoolGauges,
@@ -70,6 +80,21 @@ fn counter_vec(
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
     let metric = IntGauge::new(name, help)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+/// Job durations: from a quick sync to a slow throttled cleanup.
+const JOB_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+) -> prometheus::Result<prometheus::Histogram> {
+    let metric = prometheus::Histogram::with_opts(
+        HistogramOpts::new(name, help).buckets(JOB_BUCKETS.to_vec()),
+    )?;
     registry.register(Box::new(metric.clone()))?;
     Ok(metric)
 }
@@ -139,6 +164,32 @@ impl Metrics {
                 &r,
                 "broker_store_up",
                 "1 when the store answered the last scrape",
+            )?,
+            sync_total: counter_vec(
+                &r,
+                "broker_sync_total",
+                "Provider syncs by outcome",
+                &["outcome"],
+            )?,
+            sync_sandboxes_synced_total: counter(
+                &r,
+                "broker_sync_sandboxes_synced_total",
+                "Sandboxes a sync left available",
+            )?,
+            sync_sandboxes_stale_total: counter(
+                &r,
+                "broker_sync_sandboxes_stale_total",
+                "Sandboxes a sync marked stale",
+            )?,
+            sync_duration_seconds: histogram(
+                &r,
+                "broker_sync_duration_seconds",
+                "Time a provider sync took",
+            )?,
+            provider_circuit_state: gauge(
+                &r,
+                "broker_provider_circuit_state",
+                "Provider circuit breaker: 0 closed, 1 open, 2 half-open",
             )?,
             pool: PoolGauges {
                 available: gauge(&r, "broker_pool_available", "Sandboxes available")?,

@@ -49,6 +49,17 @@ pub enum ApiError {
     /// 409 `NO_SANDBOXES_AVAILABLE`, with `Retry-After`.
     #[error("no sandboxes available")]
     NoSandboxesAvailable,
+    /// 409 `JOB_ALREADY_RUNNING`: another run (here or on another instance) holds the lease.
+    #[error("job already running")]
+    JobAlreadyRunning {
+        /// The job.
+        job: &'static str,
+        /// The instance running it.
+        holder: String,
+    },
+    /// 503 `SERVICE_UNAVAILABLE`, with `Retry-After`: the provider cannot be used now.
+    #[error("provider unavailable")]
+    ProviderUnavailable(#[source] crate::jobs::JobError),
     /// 413 `PAYLOAD_TOO_LARGE`.
     #[error("payload too large: {0}")]
     PayloadTooLarge(String),
@@ -68,6 +79,17 @@ pub enum ApiError {
 
 /// `Result` with [`ApiError`] as the default error.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+impl From<crate::jobs::JobError> for ApiError {
+    fn from(err: crate::jobs::JobError) -> Self {
+        use crate::jobs::JobError;
+        match err {
+            JobError::AlreadyRunning { job, holder } => Self::JobAlreadyRunning { job, holder },
+            JobError::Store(err) => err.into(),
+            err @ (JobError::NoProvider | JobError::Provider(_)) => Self::ProviderUnavailable(err),
+        }
+    }
+}
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
@@ -133,10 +155,10 @@ impl ApiError {
             Self::SandboxNotFound | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::NoSandboxesAvailable => StatusCode::CONFLICT,
+            Self::NoSandboxesAvailable | Self::JobAlreadyRunning { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -183,6 +205,22 @@ impl ApiError {
                 Some(NO_SANDBOX_RETRY_AFTER_SECS),
             ),
             Self::PayloadTooLarge(what) => ("PAYLOAD_TOO_LARGE", what.clone(), None),
+            Self::JobAlreadyRunning { job, holder } => (
+                "JOB_ALREADY_RUNNING",
+                format!("The {job} job is already running on instance {holder}"),
+                None,
+            ),
+            Self::ProviderUnavailable(err) => (
+                "SERVICE_UNAVAILABLE",
+                match err {
+                    crate::jobs::JobError::NoProvider => {
+                        "No provider is configured (set CSP_API_TOKEN)".to_owned()
+                    }
+                    _ => "The provider cannot be reached or refused the request; try again shortly"
+                        .to_owned(),
+                },
+                Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            ),
             Self::RateLimited { retry_after_secs } => (
                 "RATE_LIMIT_EXCEEDED",
                 "Too many requests; slow down".to_owned(),
@@ -235,6 +273,8 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %crate::telemetry::error_chain(source.as_ref()), "internal error");
         } else if let Self::Unavailable(source) = &self {
             tracing::warn!(error = %crate::telemetry::error_chain(source), "store unavailable");
+        } else if let Self::ProviderUnavailable(source) = &self {
+            tracing::warn!(error = %crate::telemetry::error_chain(source), "provider unavailable");
         }
         self.body().to_response(self.status())
     }

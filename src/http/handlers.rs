@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod dashboard;
+pub mod jobs;
 pub mod ops;
 pub mod track;

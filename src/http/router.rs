@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::{require_admin_token, require_track_token};
 use super::error::ApiError;
-use super::handlers::{admin, dashboard, ops, track};
+use super::handlers::{admin, dashboard, jobs, ops, track};
 use super::middleware::{self, rate_limit};
 use crate::app::AppState;
 
@@ -55,6 +55,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(admin::pool_stats))
         .routes(routes!(admin::track_analytics))
         .routes(routes!(admin::bulk_delete))
+        .routes(routes!(jobs::trigger_sync))
+        .routes(routes!(jobs::list_jobs))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let api = track.merge(admin);

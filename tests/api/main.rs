@@ -11,6 +11,7 @@ mod bad_input;
 mod concurrency;
 mod embedded;
 mod helpers;
+mod jobs;
 mod ops;
 mod process;
 mod provider;

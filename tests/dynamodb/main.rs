@@ -19,6 +19,8 @@ mod concurrency;
 mod fleet;
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[path = "../api/jobs.rs"]
+mod jobs;
 mod local;
 #[path = "../api/ops.rs"]
 mod ops;

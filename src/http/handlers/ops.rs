@@ -65,6 +65,11 @@ pub async fn metrics(State(app): State<AppState>) -> Result<Response> {
             None
         }
     };
+    if let Some(breaker) = &app.breaker {
+        app.metrics
+            .provider_circuit_state
+            .set(breaker.state().as_gauge());
+    }
     let text = app
         .metrics
         .render(pool.as_ref())

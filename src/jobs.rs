@@ -1,0 +1,269 @@
+//! Background jobs: provider sync (and, next, cleanup and expiry), each run by one
+//! instance of a fleet at a time.
+//!
+//! Rule: a run first takes the job's lease in the store (a conditional write with an
+//! expiry) and renews it while it works, so a second instance — or an admin trigger
+//! elsewhere — is refused with `JOB_ALREADY_RUNNING` instead of running twice, and an
+//! instance that dies loses its lease after `JOB_LEASE_SEC`. Each job's `run_once` is
+//! plain async code that tests call directly.
+
+pub mod sync;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::now_epoch;
+use crate::metrics::Metrics;
+use crate::provider::{ProviderClient, ProviderError};
+use crate::store::{JobRecord, LeaseOutcome, SharedStore, StoreError};
+
+/// Delay of a job's first scheduled run after start (or its interval, if shorter).
+const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
+
+/// The jobs, by the names leases and `GET /v1/admin/jobs` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobName {
+    /// Provider sync.
+    Sync,
+}
+
+impl JobName {
+    /// Every job.
+    pub const ALL: [Self; 1] = [Self::Sync];
+
+    /// The lease and metric name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+        }
+    }
+}
+
+/// Why a job run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Another instance (or another run here) holds the lease.
+    #[error("job {job} is already running on {holder}")]
+    AlreadyRunning {
+        /// The job.
+        job: &'static str,
+        /// Who runs it.
+        holder: String,
+    },
+    /// No provider is configured (`CSP_API_TOKEN` unset).
+    #[error("no provider is configured (CSP_API_TOKEN)")]
+    NoProvider,
+    /// The provider failed; transient failures postpone the work.
+    #[error("provider call failed")]
+    Provider(#[from] ProviderError),
+    /// The store failed.
+    #[error("store failed")]
+    Store(#[from] StoreError),
+}
+
+/// What a completed run did: its counts, e.g. `synced`, `marked_stale`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobReport {
+    /// Named counts.
+    pub counts: BTreeMap<String, u64>,
+    /// Time the run took.
+    pub duration: Duration,
+}
+
+impl JobReport {
+    /// The count `name`, 0 if absent.
+    pub fn count(&self, name: &str) -> u64 {
+        self.counts.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// What the jobs need.
+pub struct Jobs {
+    store: SharedStore,
+    provider: Option<Arc<dyn ProviderClient>>,
+    metrics: Metrics,
+    holder: String,
+    lease: Duration,
+    sync_interval: Duration,
+    running: [tokio::sync::Mutex<()>; JobName::ALL.len()],
+}
+
+impl Jobs {
+    /// Jobs on `store` and `provider` (none: the provider jobs are off), as `holder`.
+    pub fn new(
+        store: SharedStore,
+        provider: Option<Arc<dyn ProviderClient>>,
+        metrics: Metrics,
+        holder: String,
+        lease: Duration,
+        sync_interval: Duration,
+    ) -> Self {
+        Self {
+            store,
+            provider,
+            metrics,
+            holder,
+            lease,
+            sync_interval,
+            running: Default::default(),
+        }
+    }
+
+    /// This instance's name in leases.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn interval(&self, job: JobName) -> Duration {
+        match job {
+            JobName::Sync => self.sync_interval,
+        }
+    }
+
+    fn provider(&self) -> Result<&dyn ProviderClient, JobError> {
+        self.provider.as_deref().ok_or(JobError::NoProvider)
+    }
+
+    /// Runs `job` once now, under its lease; refused if it runs here or elsewhere.
+    pub async fn run(&self, job: JobName) -> Result<JobReport, JobError> {
+        let Ok(_local) = self.running[job as usize].try_lock() else {
+            return Err(JobError::AlreadyRunning {
+                job: job.as_str(),
+                holder: self.holder.clone(),
+            });
+        };
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .store
+            .acquire_lease(job.as_str(), &self.holder, now_ms(), lease_ms)
+            .await?
+        {
+            LeaseOutcome::Acquired => {}
+            LeaseOutcome::Held { holder, .. } => {
+                return Err(JobError::AlreadyRunning {
+                    job: job.as_str(),
+                    holder,
+                });
+            }
+        }
+        let started_at = now_epoch();
+        let started = Instant::now();
+        let renewing = self.renew_while_running(job);
+        let result = tokio::select! {
+            result = self.run_once(job) => result,
+            () = renewing => unreachable_renewal(),
+        };
+        let duration = started.elapsed();
+        let (outcome, counts) = match &result {
+            Ok(counts) => ("completed", counts.clone()),
+            Err(JobError::Provider(err)) if err.is_transient() => ("postponed", BTreeMap::new()),
+            Err(_) => ("failed", BTreeMap::new()),
+        };
+        let record = JobRecord {
+            job: job.as_str().to_owned(),
+            last_started_at: Some(started_at),
+            last_finished_at: Some(now_epoch()),
+            last_outcome: Some(outcome.to_owned()),
+            last_counts: counts.clone(),
+            next_run_at: Some(
+                now_epoch() + i64::try_from(self.interval(job).as_secs()).unwrap_or(0),
+            ),
+            ..JobRecord::default()
+        };
+        if let Err(err) = self.store.finish_job_run(record, &self.holder).await {
+            tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not record the job run");
+        }
+        tracing::info!(job = job.as_str(), outcome, duration_ms = duration.as_millis() as u64, counts = ?counts, "job run");
+        result.map(|counts| JobReport { counts, duration })
+    }
+
+    /// Renews the lease at a third of its length for as long as it is polled.
+    async fn renew_while_running(&self, job: JobName) {
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            match self
+                .store
+                .acquire_lease(job.as_str(), &self.holder, now_ms(), lease_ms)
+                .await
+            {
+                Ok(LeaseOutcome::Acquired) => {}
+                Ok(LeaseOutcome::Held { holder, .. }) => {
+                    tracing::warn!(job = job.as_str(), %holder, "lost the job lease while running");
+                }
+                Err(err) => {
+                    tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not renew the job lease")
+                }
+            }
+        }
+    }
+
+    /// One run of `job`, without the lease: what tests step through.
+    pub async fn run_once(&self, job: JobName) -> Result<BTreeMap<String, u64>, JobError> {
+        match job {
+            JobName::Sync => sync::run_once(self.provider()?, &*self.store, &self.metrics).await,
+        }
+    }
+
+    /// Runs every enabled job on its interval until `shutdown` fires.
+    pub fn spawn_schedules(self: &Arc<Self>, shutdown: &CancellationToken) {
+        for job in JobName::ALL {
+            if job == JobName::Sync && self.provider.is_none() {
+                tracing::info!("provider sync is off: CSP_API_TOKEN is not set");
+                continue;
+            }
+            let jobs = Arc::clone(self);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                // The first run comes soon after start (so a fresh deployment fills its
+                // pool), not at once (so start-up and an admin's first trigger don't collide).
+                let first = tokio::time::Instant::now() + jobs.interval(job).min(FIRST_RUN_DELAY);
+                let mut tick = tokio::time::interval_at(first, jobs.interval(job));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = tick.tick() => {}
+                    }
+                    match jobs.run(job).await {
+                        Ok(_) | Err(JobError::AlreadyRunning { .. }) => {}
+                        Err(err) => {
+                            tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "scheduled job run did not complete")
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Every job's lease and last run, plus whether it is enabled here and its interval.
+    pub async fn records(
+        &self,
+    ) -> Result<Vec<(JobName, bool, Duration, Option<JobRecord>)>, StoreError> {
+        let records = self.store.job_records().await?;
+        Ok(JobName::ALL
+            .into_iter()
+            .map(|job| {
+                let enabled = job != JobName::Sync || self.provider.is_some();
+                let record = records.iter().find(|r| r.job == job.as_str()).cloned();
+                (job, enabled, self.interval(job), record)
+            })
+            .collect())
+    }
+}
+
+fn unreachable_renewal() -> Result<BTreeMap<String, u64>, JobError> {
+    // `renew_while_running` loops forever; select! only ends through the run.
+    Err(JobError::Store(StoreError::Internal(
+        "lease renewal ended".into(),
+    )))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,266 @@
+//! Background jobs through the admin API, against a simulated CSP (wiremock).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{TestApp, error_of, fresh_store, json_of, spawn_app_on, spawn_app_with};
+
+fn account(id: u64, name: &str) -> Value {
+    json!({"id": format!("identity/accounts/uuid-{id}"), "csp_id": id, "name": name, "account_type": "sandbox", "state": "active"})
+}
+
+/// A simulated CSP listing `accounts`, answering after `delay`.
+async fn csp(accounts: Vec<Value>, delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/current_user/accounts"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"results": accounts}))
+                .set_delay(delay),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+fn use_csp(config: &mut sandbox_broker::config::Config, server: &MockServer) {
+    config.csp_base_url = format!("{}/v2", server.uri());
+    config.csp_api_token = Some("csp-token".into());
+    config.circuit_breaker_threshold = 2;
+    config.sync_interval = Duration::from_secs(3600);
+}
+
+async fn sync(app: &TestApp) -> reqwest::Response {
+    app.admin(Method::POST, "/v1/admin/sync")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_sync_fills_the_pool_and_later_marks_vanished_sandboxes_stale_and_back() {
+    let csp_server = csp(
+        (1..=4).map(|n| account(n, &format!("lab-{n}"))).collect(),
+        Duration::ZERO,
+    )
+    .await;
+    let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
+
+    let first = json_of(sync(&app).await, StatusCode::OK).await;
+    assert_eq!(
+        (
+            first["status"].as_str(),
+            first["synced"].as_u64(),
+            first["marked_stale"].as_u64()
+        ),
+        (Some("completed"), Some(4), Some(0))
+    );
+    let held = json_of(app.allocate("stu").await, StatusCode::CREATED).await;
+
+    csp_server.reset().await;
+    let remaining: Vec<Value> = (1..=4)
+        .filter(|n| n.to_string() != held["sandbox_id"].as_str().unwrap())
+        .skip(1)
+        .map(|n| account(n, &format!("lab-{n}")))
+        .collect();
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": remaining})))
+        .mount(&csp_server)
+        .await;
+    let second = json_of(sync(&app).await, StatusCode::OK).await;
+
+    assert_eq!(second["marked_stale"], 1, "{second}");
+    let stats = app.stats().await;
+    assert_eq!(
+        (
+            stats["stale"].as_u64(),
+            stats["allocated"].as_u64(),
+            stats["available"].as_u64()
+        ),
+        (Some(1), Some(1), Some(2))
+    );
+    let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
+    let sync_job = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "sync")
+        .unwrap();
+    assert_eq!(sync_job["last_outcome"], "completed");
+    assert_eq!(sync_job["last_counts"]["marked_stale"], 1);
+    assert_eq!(
+        sync_job["lease_holder"],
+        Value::Null,
+        "a finished run releases its lease"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_outage_postpones_the_sync_changes_nothing_and_opens_the_breaker() {
+    let csp_server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&csp_server)
+        .await;
+    let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
+    app.seed("lab-", 0, 3).await;
+
+    for _ in 0..2 {
+        let response = sync(&app).await;
+        assert!(response.headers().contains_key("retry-after"));
+        error_of(
+            response,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        )
+        .await;
+    }
+    let calls_before = csp_server.received_requests().await.unwrap().len();
+    error_of(
+        sync(&app).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    )
+    .await;
+
+    assert_eq!(
+        csp_server.received_requests().await.unwrap().len(),
+        calls_before,
+        "an open breaker makes no call"
+    );
+    assert_eq!(
+        app.stats().await["available"],
+        3,
+        "an outage never marks the pool stale"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("broker_provider_circuit_state 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("broker_sync_total{outcome=\"postponed\"} 3"),
+        "{metrics}"
+    );
+    let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
+    assert_eq!(jobs["jobs"][0]["last_outcome"], "postponed");
+}
+
+#[tokio::test]
+async fn a_sync_while_another_instance_holds_the_lease_is_409_job_already_running() {
+    let csp_server = csp(vec![account(1, "lab-1")], Duration::ZERO).await;
+    let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    app.store
+        .acquire_lease("sync", "instance-b", now_ms, 60_000)
+        .await
+        .unwrap();
+
+    let detail = error_of(
+        sync(&app).await,
+        StatusCode::CONFLICT,
+        "JOB_ALREADY_RUNNING",
+    )
+    .await;
+
+    assert!(
+        detail["message"].as_str().unwrap().contains("instance-b"),
+        "{detail}"
+    );
+    let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
+    assert_eq!(jobs["jobs"][0]["lease_holder"], "instance-b");
+    assert!(
+        csp_server.received_requests().await.unwrap().is_empty(),
+        "the provider was not called"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_triggered_at_once_run_one_sync() {
+    let csp_server = csp(
+        vec![account(1, "lab-1"), account(2, "lab-2")],
+        Duration::from_millis(300),
+    )
+    .await;
+    let (store, guard) = fresh_store().await;
+    let mut apps = Vec::new();
+    for _ in 0..3 {
+        apps.push(
+            spawn_app_on(Arc::clone(&store), Box::new(()), |c| {
+                use_csp(c, &csp_server)
+            })
+            .await,
+        );
+    }
+    let _guard = guard;
+
+    let statuses: Vec<StatusCode> = join_all(
+        apps.iter()
+            .map(|app| async move { sync(app).await.status() }),
+    )
+    .await;
+
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CONFLICT)
+            .count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        csp_server.received_requests().await.unwrap().len(),
+        1,
+        "one listing for the whole fleet"
+    );
+    assert_eq!(apps[2].stats().await["available"], 2);
+}
+
+#[tokio::test]
+async fn without_a_provider_the_sync_is_off_and_says_why() {
+    let app = spawn_app_with(|_| {}).await;
+
+    let detail = error_of(
+        sync(&app).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    )
+    .await;
+    let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
+
+    assert!(
+        detail["message"]
+            .as_str()
+            .unwrap()
+            .contains("CSP_API_TOKEN"),
+        "{detail}"
+    );
+    assert_eq!(jobs["jobs"][0]["enabled"], false);
+    assert_eq!(jobs["jobs"][0]["interval_sec"], 600);
+}
