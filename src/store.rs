@@ -394,6 +394,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every job's lease and last run.
     async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Releases every allocation whose lab ended more than `grace_secs` before `now`
+    /// (`allocated_at + lab_duration_hours * 3600 + grace_secs < now`) to
+    /// `pending_deletion`, conditional on it still being that allocation, and frees its
+    /// allocation key. Returns the rows it released.
+    async fn expire_allocations(
+        &self,
+        now: i64,
+        grace_secs: i64,
+    ) -> Result<Vec<Sandbox>, StoreError>;
+
+    /// Removes `stale` rows that became stale at or before `stale_since` (their
+    /// `updated_at`), each only if it is still stale. Returns how many.
+    async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError>;
+}
+
+/// Whether an allocated row's lab (plus `grace_secs`) ended before `now`.
+pub fn allocation_expired(row: &Sandbox, now: i64, grace_secs: i64) -> bool {
+    row.status == SandboxStatus::Allocated
+        && row
+            .expires_at()
+            .is_some_and(|expires| expires + grace_secs < now)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod allocate;
 mod candidates;
 mod error;
+mod expiry;
 mod item;
 mod jobs;
 mod list;
@@ -475,6 +476,18 @@ impl Store for DynamoStore {
 
     async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
         self.all_job_records().await
+    }
+
+    async fn expire_allocations(
+        &self,
+        now: i64,
+        grace_secs: i64,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        self.expire_ended(now, grace_secs).await
+    }
+
+    async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
+        self.remove_stale(stale_since).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -287,6 +287,20 @@ impl Store for EmbeddedStore {
         self.read(tables::job_records).await
     }
 
+    async fn expire_allocations(
+        &self,
+        now: i64,
+        grace_secs: i64,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        self.submit(move |tables| tables.expire_allocations(now, grace_secs))
+            .await
+    }
+
+    async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
+        self.submit(move |tables| tables.delete_stale(stale_since))
+            .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.submit(|_| Ok(())).await?;
         self.read(|db| {

@@ -358,6 +358,12 @@ impl Store for FailingStore {
     async fn job_records(&self) -> Result<Vec<sandbox_broker::store::JobRecord>, StoreError> {
         Err(self.fail())
     }
+    async fn expire_allocations(&self, _: i64, _: i64) -> Result<Vec<Sandbox>, StoreError> {
+        Err(self.fail())
+    }
+    async fn delete_stale(&self, _: i64) -> Result<u64, StoreError> {
+        Err(self.fail())
+    }
 }
 
 #[tokio::test]

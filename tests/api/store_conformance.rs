@@ -398,6 +398,8 @@ macro_rules! conformance_suite {
                 ping_succeeds_on_a_healthy_store,
                 sync_adds_refreshes_and_stales_without_resurrecting_anything,
                 a_job_lease_has_one_holder_until_it_expires_or_is_released,
+                expiry_releases_only_ended_labs_and_frees_their_keys,
+                stale_rows_are_removed_only_after_their_grace,
             );
         }
     };
@@ -614,4 +616,87 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .unwrap(),
         LeaseOutcome::Acquired
     );
+}
+
+pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedStore) {
+    store.import(sandboxes("lab-", 0, 5), NOW).await.unwrap();
+    let mut short = request("short");
+    short.lab_duration_hours = 1;
+    let ended = store.allocate(short.clone()).await.unwrap().sandbox;
+    let long = store.allocate(request("long")).await.unwrap().sandbox;
+    let mut marked = request("marked");
+    marked.lab_duration_hours = 1;
+    let released = store.allocate(marked).await.unwrap().sandbox;
+    store
+        .mark_for_deletion(&id(&released.sandbox_id), &student("marked"), NOW + 60)
+        .await
+        .unwrap();
+    let grace = 1800;
+
+    let too_early = store
+        .expire_allocations(NOW + 3600 + grace, grace)
+        .await
+        .unwrap();
+    let expired = store
+        .expire_allocations(NOW + 3600 + grace + 1, grace)
+        .await
+        .unwrap();
+    let again = store
+        .expire_allocations(NOW + 3600 + grace + 2, grace)
+        .await
+        .unwrap();
+
+    assert!(too_early.is_empty(), "the grace period is respected");
+    let ids: Vec<&str> = expired.iter().map(|r| r.sandbox_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [ended.sandbox_id.as_str()],
+        "only the ended lab, not the long one nor the released one"
+    );
+    assert_eq!(expired[0].status, SandboxStatus::PendingDeletion);
+    assert_eq!(
+        expired[0].deletion_requested_at,
+        Some(NOW + 3600 + grace + 1)
+    );
+    assert!(again.is_empty(), "expiry is idempotent");
+    assert_eq!(
+        store
+            .get(&id(&long.sandbox_id))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        SandboxStatus::Allocated
+    );
+    assert_eq!(
+        store
+            .get(&id(&released.sandbox_id))
+            .await
+            .unwrap()
+            .unwrap()
+            .deletion_requested_at,
+        Some(NOW + 60),
+        "the owner's own release stands"
+    );
+    let next = store.allocate(short).await.unwrap();
+    assert!(next.newly_allocated, "the expired key gets a new sandbox");
+    assert_ne!(next.sandbox.sandbox_id, ended.sandbox_id);
+}
+
+pub async fn stale_rows_are_removed_only_after_their_grace(store: SharedStore) {
+    store
+        .sync_provider(listed(&[1, 2, 3], "lab-"), NOW)
+        .await
+        .unwrap();
+    store
+        .sync_provider(listed(&[3], "lab-"), NOW + 100)
+        .await
+        .unwrap();
+
+    let early = store.delete_stale(NOW + 99).await.unwrap();
+    let removed = store.delete_stale(NOW + 100).await.unwrap();
+
+    assert_eq!((early, removed), (0, 2));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.stale, stats.available, stats.total()), (0, 1, 1));
 }

@@ -115,7 +115,7 @@ impl DynamoStore {
 
     /// The row an item stands for; an index that does not project every attribute (a table
     /// made by other tooling) is completed with a consistent read. Non-sandbox items are skipped.
-    async fn full_row(&self, item: &Item) -> Result<Option<Sandbox>, StoreError> {
+    pub(super) async fn full_row(&self, item: &Item) -> Result<Option<Sandbox>, StoreError> {
         if !item
             .text("PK")
             .is_some_and(|pk| pk.starts_with(SANDBOX_PREFIX))

@@ -15,7 +15,7 @@ use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStat
 use crate::provider::ProviderSandbox;
 use crate::store::{
     Allocation, AllocationRequest, ImportSummary, JobRecord, LeaseOutcome, ListCursor, ListQuery,
-    MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary, TrackStats,
+    MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary, TrackStats, allocation_expired,
     encode_allocation_key,
 };
 
@@ -437,21 +437,28 @@ impl<'txn> Tables<'txn> {
         new.deletion_requested_at = Some(now);
         new.updated_at = now;
         self.put(Some(&old), &new)?;
-        // The key is free again: its next allocation must get a new sandbox.
-        if let Some(key) = allocation_key_of(&old) {
-            let points_here = self
-                .allocation_keys
-                .get(key.as_str())
-                .map_err(storage)?
-                .is_some_and(|guard| guard.value() == id.as_str());
-            if points_here {
-                self.allocation_keys.remove(key.as_str()).map_err(storage)?;
-            }
-        }
+        self.free_allocation_key(&old)?;
         Ok(MarkOutcome {
             sandbox: new,
             newly_marked: true,
         })
+    }
+
+    /// Frees the allocation key of a released row, if it still points at it: the key's
+    /// next allocation must get a new sandbox.
+    fn free_allocation_key(&mut self, released: &Sandbox) -> Result<(), StoreError> {
+        let Some(key) = allocation_key_of(released) else {
+            return Ok(());
+        };
+        let points_here = self
+            .allocation_keys
+            .get(key.as_str())
+            .map_err(storage)?
+            .is_some_and(|guard| guard.value() == released.sandbox_id.as_str());
+        if points_here {
+            self.allocation_keys.remove(key.as_str()).map_err(storage)?;
+        }
+        Ok(())
     }
 
     /// Upserts each row as `available` unless it exists in another status.
@@ -612,6 +619,56 @@ impl<'txn> Tables<'txn> {
         record.last_counts = run.last_counts;
         record.next_run_at = run.next_run_at;
         self.put_job(&record)
+    }
+
+    /// Ids of every row in `status`, from the status index.
+    fn ids_in_status(&self, status: SandboxStatus) -> Result<Vec<String>, StoreError> {
+        let prefix = status_key(status, "");
+        let mut ids = Vec::new();
+        for entry in self.by_status.range(prefix.as_str()..).map_err(storage)? {
+            let (key, _) = entry.map_err(storage)?;
+            let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            ids.push(id.to_owned());
+        }
+        Ok(ids)
+    }
+
+    /// Releases ended allocations (see [`crate::store::Store::expire_allocations`]).
+    pub(super) fn expire_allocations(
+        &mut self,
+        now: i64,
+        grace_secs: i64,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        let mut expired = Vec::new();
+        for id in self.ids_in_status(SandboxStatus::Allocated)? {
+            let Some(old) = self.row(&id)? else { continue };
+            if !allocation_expired(&old, now, grace_secs) {
+                continue;
+            }
+            let mut row = old.clone();
+            row.status = SandboxStatus::PendingDeletion;
+            row.deletion_requested_at = Some(now);
+            row.updated_at = now;
+            self.put(Some(&old), &row)?;
+            self.free_allocation_key(&old)?;
+            expired.push(row);
+        }
+        Ok(expired)
+    }
+
+    /// Removes stale rows stale since `stale_since` or earlier.
+    pub(super) fn delete_stale(&mut self, stale_since: i64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for id in self.ids_in_status(SandboxStatus::Stale)? {
+            let Some(old) = self.row(&id)? else { continue };
+            if old.updated_at <= stale_since {
+                self.remove(&old)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// Removes every row in `status`.

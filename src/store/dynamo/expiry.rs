@@ -1,0 +1,130 @@
+//! Auto-expiry and stale removal on the shared table.
+//!
+//! Rule: rows are found through `StatusIndex` (a hint) and changed only by a write
+//! conditional on exactly what was read — so a student's own mark, a sync or another
+//! instance racing these always leaves one consistent outcome.
+
+use aws_sdk_dynamodb::types::ReturnValue;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::error::{DynamoError, classify};
+use super::item::{Item, n, s, sandbox_key};
+use super::{BULK_CONCURRENCY, DynamoStore};
+use crate::domain::{Sandbox, SandboxStatus};
+use crate::store::{StoreError, allocation_expired};
+
+impl DynamoStore {
+    /// Every row `StatusIndex` lists in `status`, every page.
+    async fn rows_in_status(&self, status: SandboxStatus) -> Result<Vec<Sandbox>, StoreError> {
+        let mut rows = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .in_status(status)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|err| classify(err).into_store_error())?;
+            for item in page.items() {
+                if let Some(row) = self.full_row(item).await? {
+                    rows.push(row);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(rows),
+            }
+        }
+    }
+
+    /// See [`crate::store::Store::expire_allocations`].
+    pub(super) async fn expire_ended(
+        &self,
+        now: i64,
+        grace_secs: i64,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        let ended: Vec<Sandbox> = self
+            .rows_in_status(SandboxStatus::Allocated)
+            .await?
+            .into_iter()
+            .filter(|row| allocation_expired(row, now, grace_secs))
+            .collect();
+        let released: Vec<Option<Sandbox>> = stream::iter(ended)
+            .map(|row| self.release_ended(row, now))
+            .buffer_unordered(BULK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(released.into_iter().flatten().collect())
+    }
+
+    async fn release_ended(&self, row: Sandbox, now: i64) -> Result<Option<Sandbox>, StoreError> {
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(sandbox_key(&row.sandbox_id)))
+            .update_expression("SET #s = :pending, deletion_requested_at = :now, updated_at = :now")
+            .condition_expression(
+                "#s = :allocated AND allocated_at = :at AND allocated_to_track = :who",
+            )
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":pending", s(SandboxStatus::PendingDeletion.as_str()))
+            .expression_attribute_values(":allocated", s(SandboxStatus::Allocated.as_str()))
+            .expression_attribute_values(":at", n(row.allocated_at.unwrap_or(0)))
+            .expression_attribute_values(
+                ":who",
+                s(row.allocated_to_track.clone().unwrap_or_default()),
+            )
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(classify);
+        match released {
+            Ok(output) => {
+                let item: Item = output.attributes.unwrap_or_default();
+                let sandbox =
+                    Sandbox::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err)))?;
+                self.free_allocation_key(&sandbox).await;
+                Ok(Some(sandbox))
+            }
+            // Its owner released it (or another instance expired it) first.
+            Err(DynamoError::Conflict) => Ok(None),
+            Err(DynamoError::Store(err)) => Err(err),
+        }
+    }
+
+    /// See [`crate::store::Store::delete_stale`].
+    pub(super) async fn remove_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
+        let old: Vec<Sandbox> = self
+            .rows_in_status(SandboxStatus::Stale)
+            .await?
+            .into_iter()
+            .filter(|row| row.updated_at <= stale_since)
+            .collect();
+        let removed: Vec<bool> = stream::iter(old)
+            .map(|row| async move {
+                let deleted = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(sandbox_key(&row.sandbox_id)))
+                    .condition_expression("#s = :stale AND updated_at <= :since")
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_values(":stale", s(SandboxStatus::Stale.as_str()))
+                    .expression_attribute_values(":since", n(stale_since))
+                    .send()
+                    .await
+                    .map_err(classify);
+                match deleted {
+                    Ok(_) => Ok(true),
+                    Err(DynamoError::Conflict) => Ok(false),
+                    Err(DynamoError::Store(err)) => Err(err),
+                }
+            })
+            .buffer_unordered(BULK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(removed.into_iter().filter(|r| *r).count() as u64)
+    }
+}
