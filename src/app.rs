@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::http::auth::Auth;
-use crate::jobs::Jobs;
+use crate::jobs::{Jobs, Schedule};
 use crate::metrics::Metrics;
 use crate::provider::breaker::CircuitBreaker;
 use crate::provider::client::CspClient;
@@ -102,7 +102,11 @@ impl AppState {
             metrics.clone(),
             config.instance_name(),
             config.job_lease,
-            config.sync_interval,
+            Schedule {
+                sync: config.sync_interval,
+                expiry: config.auto_expiry_interval,
+                grace_secs: i64::from(config.grace_period_minutes) * 60,
+            },
         ));
         Ok(Self(Arc::new(App {
             store,

@@ -243,6 +243,19 @@ pub struct Config {
     #[arg(long, env = "SYNC_INTERVAL_SEC", value_name = "SYNC_INTERVAL_SEC", default_value = "600", value_parser = parse_seconds)]
     pub sync_interval: Duration,
 
+    /// Seconds between auto-expiry runs.
+    #[arg(long, env = "AUTO_EXPIRY_INTERVAL_SEC", value_name = "AUTO_EXPIRY_INTERVAL_SEC", default_value = "300", value_parser = parse_seconds)]
+    pub auto_expiry_interval: Duration,
+
+    /// Minutes after `expires_at` before auto-expiry releases an allocation.
+    #[arg(
+        long,
+        env = "GRACE_PERIOD_MINUTES",
+        value_name = "GRACE_PERIOD_MINUTES",
+        default_value_t = 30
+    )]
+    pub grace_period_minutes: u32,
+
     /// Seconds a job's lease lasts without renewal; a holder that dies is replaced after this.
     #[arg(long, env = "JOB_LEASE_SEC", value_name = "JOB_LEASE_SEC", default_value = "60", value_parser = parse_seconds)]
     pub job_lease: Duration,
@@ -326,6 +339,8 @@ impl Config {
             circuit_breaker_threshold: 5,
             circuit_breaker_timeout: Duration::from_secs(60),
             sync_interval: Duration::from_secs(600),
+            auto_expiry_interval: Duration::from_secs(300),
+            grace_period_minutes: 30,
             job_lease: Duration::from_secs(60),
             instance_id: None,
         }

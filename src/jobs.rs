@@ -7,6 +7,7 @@
 //! instance that dies loses its lease after `JOB_LEASE_SEC`. Each job's `run_once` is
 //! plain async code that tests call directly.
 
+pub mod expiry;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -28,18 +29,37 @@ const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
 pub enum JobName {
     /// Provider sync.
     Sync,
+    /// Auto-expiry of ended allocations.
+    Expiry,
 }
 
 impl JobName {
     /// Every job.
-    pub const ALL: [Self; 1] = [Self::Sync];
+    pub const ALL: [Self; 2] = [Self::Sync, Self::Expiry];
 
     /// The lease and metric name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sync => "sync",
+            Self::Expiry => "expiry",
         }
     }
+
+    /// Whether it needs the provider (and so is off without `CSP_API_TOKEN`).
+    fn needs_provider(self) -> bool {
+        matches!(self, Self::Sync)
+    }
+}
+
+/// How often each job runs, and the expiry's grace.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// `SYNC_INTERVAL_SEC`.
+    pub sync: Duration,
+    /// `AUTO_EXPIRY_INTERVAL_SEC`.
+    pub expiry: Duration,
+    /// `GRACE_PERIOD_MINUTES`, in seconds.
+    pub grace_secs: i64,
 }
 
 /// Why a job run did not complete.
@@ -87,7 +107,7 @@ pub struct Jobs {
     metrics: Metrics,
     holder: String,
     lease: Duration,
-    sync_interval: Duration,
+    schedule: Schedule,
     running: [tokio::sync::Mutex<()>; JobName::ALL.len()],
 }
 
@@ -99,7 +119,7 @@ impl Jobs {
         metrics: Metrics,
         holder: String,
         lease: Duration,
-        sync_interval: Duration,
+        schedule: Schedule,
     ) -> Self {
         Self {
             store,
@@ -107,7 +127,7 @@ impl Jobs {
             metrics,
             holder,
             lease,
-            sync_interval,
+            schedule,
             running: Default::default(),
         }
     }
@@ -119,7 +139,8 @@ impl Jobs {
 
     fn interval(&self, job: JobName) -> Duration {
         match job {
-            JobName::Sync => self.sync_interval,
+            JobName::Sync => self.schedule.sync,
+            JobName::Expiry => self.schedule.expiry,
         }
     }
 
@@ -205,14 +226,17 @@ impl Jobs {
     pub async fn run_once(&self, job: JobName) -> Result<BTreeMap<String, u64>, JobError> {
         match job {
             JobName::Sync => sync::run_once(self.provider()?, &*self.store, &self.metrics).await,
+            JobName::Expiry => {
+                expiry::run_once(&*self.store, &self.metrics, self.schedule.grace_secs).await
+            }
         }
     }
 
     /// Runs every enabled job on its interval until `shutdown` fires.
     pub fn spawn_schedules(self: &Arc<Self>, shutdown: &CancellationToken) {
         for job in JobName::ALL {
-            if job == JobName::Sync && self.provider.is_none() {
-                tracing::info!("provider sync is off: CSP_API_TOKEN is not set");
+            if job.needs_provider() && self.provider.is_none() {
+                tracing::info!(job = job.as_str(), "job is off: CSP_API_TOKEN is not set");
                 continue;
             }
             let jobs = Arc::clone(self);
@@ -247,7 +271,7 @@ impl Jobs {
         Ok(JobName::ALL
             .into_iter()
             .map(|job| {
-                let enabled = job != JobName::Sync || self.provider.is_some();
+                let enabled = !job.needs_provider() || self.provider.is_some();
                 let record = records.iter().find(|r| r.job == job.as_str()).cloned();
                 (job, enabled, self.interval(job), record)
             })

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub sync_sandboxes_stale_total: IntCounter,
     /// Time a sync took.
     pub sync_duration_seconds: prometheus::Histogram,
+    /// Auto-expiry runs by `outcome`: `success`, `error`.
+    pub expiry_total: IntCounterVec,
+    /// Allocations auto-expiry released (their owner never did).
+    pub expiry_orphaned_total: IntCounter,
     /// Provider circuit breaker: 0 closed, 1 open, 2 half-open.
     pub provider_circuit_state: IntGauge,
     /// 1 when the last scrape could read the pool counts from the store, else 0.
@@ -190,6 +194,17 @@ impl Metrics {
                 &r,
                 "broker_provider_circuit_state",
                 "Provider circuit breaker: 0 closed, 1 open, 2 half-open",
+            )?,
+            expiry_total: counter_vec(
+                &r,
+                "broker_expiry_total",
+                "Auto-expiry runs by outcome",
+                &["outcome"],
+            )?,
+            expiry_orphaned_total: counter(
+                &r,
+                "broker_expiry_orphaned_total",
+                "Allocations released by auto-expiry",
             )?,
             pool: PoolGauges {
                 available: gauge(&r, "broker_pool_available", "Sandboxes available")?,

@@ -57,6 +57,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(admin::bulk_delete))
         .routes(routes!(jobs::trigger_sync))
         .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::trigger_expiry))
+        .routes(routes!(jobs::auto_delete_stale))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let api = track.merge(admin);

@@ -384,3 +384,27 @@ pub struct JobsView {
     /// Every job.
     pub jobs: Vec<JobView>,
 }
+
+/// `POST /admin/expire` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExpireView {
+    /// Always `completed`.
+    pub status: String,
+    /// Allocations released to `pending_deletion`.
+    pub expired: u64,
+    /// Time taken.
+    pub duration_ms: u64,
+}
+
+/// `POST /admin/auto-delete-stale` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StaleDeleteView {
+    /// Always `completed`.
+    pub status: String,
+    /// Stale rows removed.
+    pub deleted: u64,
+    /// Time taken.
+    pub duration_ms: u64,
+    /// The grace applied.
+    pub grace_period_hours: f64,
+}

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{TestApp, error_of, fresh_store, json_of, spawn_app_on, spawn_app_with};
+use crate::helpers::{
+    TestApp, error_of, fresh_store, json_of, spawn_app, spawn_app_on, spawn_app_with,
+};
 
 fn account(id: u64, name: &str) -> Value {
     json!({"id": format!("identity/accounts/uuid-{id}"), "csp_id": id, "name": name, "account_type": "sandbox", "state": "active"})
@@ -263,4 +265,158 @@ async fn without_a_provider_the_sync_is_off_and_says_why() {
     );
     assert_eq!(jobs["jobs"][0]["enabled"], false);
     assert_eq!(jobs["jobs"][0]["interval_sec"], 600);
+    assert_eq!(jobs["jobs"][1]["job"], "expiry");
+    assert_eq!(jobs["jobs"][1]["enabled"], true, "expiry needs no provider");
+}
+
+#[tokio::test]
+async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmless() {
+    let app = spawn_app_with(|c| c.grace_period_minutes = 30).await;
+    app.seed("lab-", 0, 3).await;
+    let long_ago = sandbox_broker::domain::now_epoch() - 3 * 3600;
+    let ended = app
+        .store
+        .allocate(sandbox_broker::store::AllocationRequest {
+            key: sandbox_broker::store::AllocationKey {
+                student: sandbox_broker::domain::StudentKey::parse("s", "forgetful").unwrap(),
+                idempotency_key: None,
+            },
+            track_name: None,
+            name_prefix: None,
+            lab_duration_hours: 2,
+            now: long_ago,
+        })
+        .await
+        .unwrap()
+        .sandbox;
+    let current = json_of(app.allocate("diligent").await, StatusCode::CREATED).await;
+
+    let expired = json_of(
+        app.admin(Method::POST, "/v1/admin/expire")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+
+    assert_eq!(
+        (expired["status"].as_str(), expired["expired"].as_u64()),
+        (Some("completed"), Some(1))
+    );
+    let view = json_of(
+        app.get_sandbox(&ended.sandbox_id, "forgetful").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(view["status"], "pending_deletion");
+    let late_mark = json_of(
+        app.mark(&ended.sandbox_id, "forgetful").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        late_mark["status"], "pending_deletion",
+        "the owner's late release is a harmless repeat"
+    );
+    let still = json_of(
+        app.get_sandbox(current["sandbox_id"].as_str().unwrap(), "diligent")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(still["status"], "allocated");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("broker_expiry_total{outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("broker_expiry_orphaned_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
+    let app = spawn_app().await;
+    let listing = |ids: &[u64]| {
+        ids.iter()
+            .map(|id| sandbox_broker::provider::ProviderSandbox {
+                sandbox_id: sandbox_broker::domain::SandboxId::parse("i", &id.to_string()).unwrap(),
+                name: sandbox_broker::domain::SandboxName::parse("n", &format!("lab-{id}"))
+                    .unwrap(),
+                external_id: sandbox_broker::domain::ExternalId::parse("e", &format!("x/{id}"))
+                    .unwrap(),
+                sfdc_account_id: None,
+                created_at: None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let now = sandbox_broker::domain::now_epoch();
+    app.store
+        .sync_provider(listing(&[1, 2, 3]), now - 3 * 86_400)
+        .await
+        .unwrap();
+    app.store
+        .sync_provider(listing(&[3]), now - 2 * 86_400)
+        .await
+        .unwrap();
+    app.store
+        .sync_provider(listing(&[3]), now - 3600)
+        .await
+        .unwrap();
+
+    for bad in ["-1", "abc", "NaN"] {
+        let response = app
+            .admin(
+                Method::POST,
+                &format!("/v1/admin/auto-delete-stale?grace_period_hours={bad}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        error_of(response, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
+    }
+    let kept = json_of(
+        app.admin(
+            Method::POST,
+            "/v1/admin/auto-delete-stale?grace_period_hours=72",
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let removed = json_of(
+        app.admin(
+            Method::POST,
+            "/v1/admin/auto-delete-stale?grace_period_hours=24",
+        )
+        .send()
+        .await
+        .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+
+    assert_eq!(kept["deleted"], 0);
+    assert_eq!(
+        (
+            removed["status"].as_str(),
+            removed["deleted"].as_u64(),
+            removed["grace_period_hours"].as_f64()
+        ),
+        (Some("completed"), Some(2), Some(24.0))
+    );
+    assert_eq!(app.stats().await["total"], 1);
 }

@@ -4,8 +4,10 @@ use axum::Json;
 use axum::extract::State;
 
 use crate::app::AppState;
+use crate::domain::{ValidationError, now_epoch};
 use crate::http::error::Result;
-use crate::http::views::{ErrorEnvelope, JobView, JobsView, SyncView};
+use crate::http::extract::Query;
+use crate::http::views::{ErrorEnvelope, ExpireView, JobView, JobsView, StaleDeleteView, SyncView};
 use crate::jobs::JobName;
 
 /// Syncs with the provider now (under the job's lease).
@@ -52,4 +54,89 @@ pub async fn list_jobs(State(app): State<AppState>) -> Result<Json<JobsView>> {
         instance: app.jobs.holder().to_owned(),
         jobs,
     }))
+}
+
+/// Runs auto-expiry now (under the job's lease): ended allocations go to `pending_deletion`.
+#[utoipa::path(
+    post, path = "/admin/expire", tag = "admin",
+    responses(
+        (status = 200, body = ExpireView),
+        (status = 409, description = "Expiry is running (here or on another instance)", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn trigger_expiry(State(app): State<AppState>) -> Result<Json<ExpireView>> {
+    let report = app.jobs.run(JobName::Expiry).await?;
+    Ok(Json(ExpireView {
+        status: "completed".into(),
+        expired: report.count("expired"),
+        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+    }))
+}
+
+/// `?grace_period_hours=` of auto-delete-stale, as sent.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StaleParams {
+    /// Hours a row must have been stale, ≥ 0 (default 24).
+    grace_period_hours: Option<String>,
+}
+
+/// The grace in hours: a finite number ≥ 0, 24 when not given.
+fn grace_hours(raw: Option<&str>) -> Result<f64, ValidationError> {
+    let Some(raw) = raw.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(DEFAULT_STALE_GRACE_HOURS);
+    };
+    raw.parse::<f64>()
+        .ok()
+        .filter(|hours| hours.is_finite() && *hours >= 0.0 && *hours <= MAX_STALE_GRACE_HOURS)
+        .ok_or_else(|| {
+            ValidationError::new(
+                "grace_period_hours",
+                "must be a number of hours from 0 to 87600",
+            )
+        })
+}
+
+/// Hours a row must have been stale before `auto-delete-stale` removes it, by default.
+const DEFAULT_STALE_GRACE_HOURS: f64 = 24.0;
+/// Ten years: anything larger is a typo.
+const MAX_STALE_GRACE_HOURS: f64 = 87_600.0;
+
+/// Removes `stale` rows that have been stale for longer than the grace period.
+#[utoipa::path(
+    post, path = "/admin/auto-delete-stale", tag = "admin", params(StaleParams),
+    responses((status = 200, body = StaleDeleteView), (status = 400, body = ErrorEnvelope)),
+    security(("bearer" = []))
+)]
+pub async fn auto_delete_stale(
+    State(app): State<AppState>,
+    Query(params): Query<StaleParams>,
+) -> Result<Json<StaleDeleteView>> {
+    let started = std::time::Instant::now();
+    let hours = grace_hours(params.grace_period_hours.as_deref())?;
+    // Bounded above, so the product fits an i64 of seconds.
+    let grace_secs = (hours * 3600.0).round() as i64;
+    let deleted = app.store.delete_stale(now_epoch() - grace_secs).await?;
+    Ok(Json(StaleDeleteView {
+        status: "completed".into(),
+        deleted,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        grace_period_hours: hours,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grace_hours;
+
+    #[test]
+    fn the_grace_is_a_non_negative_number_of_hours() {
+        assert_eq!(grace_hours(None), Ok(24.0));
+        assert_eq!(grace_hours(Some("0")), Ok(0.0));
+        assert_eq!(grace_hours(Some("1.5")), Ok(1.5));
+        for bad in ["-1", "abc", "NaN", "inf", "1e9"] {
+            assert!(grace_hours(Some(bad)).is_err(), "{bad} accepted");
+        }
+    }
 }
