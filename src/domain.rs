@@ -251,6 +251,24 @@ pub struct Sandbox {
     /// Epoch seconds after which a tombstone may be dropped.
     #[serde(default)]
     pub ttl: Option<i64>,
+    /// Epoch seconds before which cleanup does not retry a failed deletion (backoff).
+    #[serde(default)]
+    pub next_deletion_attempt_at: Option<i64>,
+    /// The cleanup runner deleting it right now, if any.
+    #[serde(default)]
+    pub deletion_claimed_by: Option<String>,
+    /// Epoch seconds that claim runs out.
+    #[serde(default)]
+    pub deletion_claimed_until: Option<i64>,
+    /// Epoch seconds of the first transient failure of the current streak.
+    #[serde(default)]
+    pub first_deletion_failure_at: Option<i64>,
+    /// Transient failures in a row (connection, timeout, 429, 5xx); drives the backoff.
+    #[serde(default)]
+    pub deletion_transient_failures: u32,
+    /// What the provider said the last time deleting failed.
+    #[serde(default)]
+    pub last_deletion_error: Option<String>,
 }
 
 impl Sandbox {
@@ -300,6 +318,12 @@ impl NewSandbox {
             sfdc_account_id: self.sfdc_account_id,
             deleted_at: None,
             ttl: None,
+            next_deletion_attempt_at: None,
+            deletion_claimed_by: None,
+            deletion_claimed_until: None,
+            first_deletion_failure_at: None,
+            deletion_transient_failures: 0,
+            last_deletion_error: None,
         }
     }
 }

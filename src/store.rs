@@ -408,6 +408,68 @@ pub trait Store: Send + Sync + 'static {
     /// Removes `stale` rows that became stale at or before `stale_since` (their
     /// `updated_at`), each only if it is still stale. Returns how many.
     async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError>;
+
+    /// `pending_deletion` rows whose next attempt is due at `now` (every one of them when
+    /// `ignore_backoff`, as an admin-triggered cleanup wants).
+    async fn deletions_due(
+        &self,
+        now: i64,
+        ignore_backoff: bool,
+    ) -> Result<Vec<Sandbox>, StoreError>;
+
+    /// Claims a `pending_deletion` row for `holder` until `until`, unless another runner's
+    /// claim is still running; `None` when it is not claimable (any more).
+    async fn claim_deletion(
+        &self,
+        id: &SandboxId,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<Sandbox>, StoreError>;
+
+    /// Records how `holder`'s claimed deletion ended; no-op unless it still holds the claim.
+    async fn finish_deletion(
+        &self,
+        id: &SandboxId,
+        holder: &str,
+        outcome: DeletionOutcome,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Drops `deleted` tombstones whose `ttl` has passed; returns how many.
+    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+/// How a claimed deletion ended, as the cleanup policy decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletionOutcome {
+    /// The provider deleted it: a `deleted` tombstone until `ttl`.
+    Deleted {
+        /// Epoch seconds after which the tombstone may be dropped.
+        ttl: i64,
+    },
+    /// Try again at `next_attempt_at`.
+    Retry {
+        /// When.
+        next_attempt_at: i64,
+        /// New `deletion_retry_count` (permanent refusals so far).
+        attempts: u32,
+        /// New count of transient failures in a row.
+        transient_failures: u32,
+        /// Start of the current transient streak, if one is running.
+        first_transient_failure_at: Option<i64>,
+        /// What the provider said.
+        error: String,
+    },
+    /// Give up: `deletion_failed`, for an operator.
+    Failed {
+        /// New `deletion_retry_count`.
+        attempts: u32,
+        /// What the provider said.
+        error: String,
+    },
+    /// Not tried after all (the provider's circuit breaker is open): just release the claim.
+    Released,
 }
 
 /// Whether an allocated row's lab (plus `grace_secs`) ended before `now`.

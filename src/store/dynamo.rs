@@ -8,6 +8,7 @@
 
 mod allocate;
 mod candidates;
+mod cleanup;
 mod error;
 mod expiry;
 mod item;
@@ -35,8 +36,9 @@ use self::candidates::CandidatePool;
 use self::error::{DynamoError, classify};
 use self::item::{AttributeValuesExt, Item, n, s, sandbox_key};
 use super::{
-    Allocation, AllocationRequest, ImportSummary, JobRecord, LeaseOutcome, ListQuery, MarkOutcome,
-    PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats, encode_allocation_key,
+    Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
+    ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
+    encode_allocation_key,
 };
 use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStatus, StudentKey};
 
@@ -488,6 +490,38 @@ impl Store for DynamoStore {
 
     async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
         self.remove_stale(stale_since).await
+    }
+
+    async fn deletions_due(
+        &self,
+        now: i64,
+        ignore_backoff: bool,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        self.due_for_deletion(now, ignore_backoff).await
+    }
+
+    async fn claim_deletion(
+        &self,
+        id: &SandboxId,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        self.claim_for_deletion(id, holder, now, until).await
+    }
+
+    async fn finish_deletion(
+        &self,
+        id: &SandboxId,
+        holder: &str,
+        outcome: DeletionOutcome,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.record_deletion(id, holder, outcome, now).await
+    }
+
+    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
+        self.purge_expired_tombstones(now).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

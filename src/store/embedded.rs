@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::tables::{StatusDeltas, Tables};
 use super::{
-    Allocation, AllocationRequest, ImportSummary, JobRecord, LeaseOutcome, ListQuery, MarkOutcome,
-    PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
+    Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
+    ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
 };
 use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, StudentKey};
 use crate::provider::ProviderSandbox;
@@ -298,6 +298,44 @@ impl Store for EmbeddedStore {
 
     async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
         self.submit(move |tables| tables.delete_stale(stale_since))
+            .await
+    }
+
+    async fn deletions_due(
+        &self,
+        now: i64,
+        ignore_backoff: bool,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        self.submit(move |tables| tables.deletions_due(now, ignore_backoff))
+            .await
+    }
+
+    async fn claim_deletion(
+        &self,
+        id: &SandboxId,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        let (id, holder) = (id.as_str().to_owned(), holder.to_owned());
+        self.submit(move |tables| tables.claim_deletion(&id, &holder, now, until))
+            .await
+    }
+
+    async fn finish_deletion(
+        &self,
+        id: &SandboxId,
+        holder: &str,
+        outcome: DeletionOutcome,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (id, holder) = (id.as_str().to_owned(), holder.to_owned());
+        self.submit(move |tables| tables.finish_deletion(&id, &holder, outcome, now))
+            .await
+    }
+
+    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
+        self.submit(move |tables| tables.purge_tombstones(now))
             .await
     }
 

@@ -368,6 +368,30 @@ impl Store for FailingStore {
     async fn delete_stale(&self, _: i64) -> Result<u64, StoreError> {
         Err(self.fail())
     }
+    async fn deletions_due(&self, _: i64, _: bool) -> Result<Vec<Sandbox>, StoreError> {
+        Err(self.fail())
+    }
+    async fn claim_deletion(
+        &self,
+        _: &SandboxId,
+        _: &str,
+        _: i64,
+        _: i64,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        Err(self.fail())
+    }
+    async fn finish_deletion(
+        &self,
+        _: &SandboxId,
+        _: &str,
+        _: sandbox_broker::store::DeletionOutcome,
+        _: i64,
+    ) -> Result<(), StoreError> {
+        Err(self.fail())
+    }
+    async fn purge_tombstones(&self, _: i64) -> Result<u64, StoreError> {
+        Err(self.fail())
+    }
 }
 
 #[tokio::test]

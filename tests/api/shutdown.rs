@@ -92,6 +92,30 @@ impl Store for GatedStore {
     async fn delete_stale(&self, since: i64) -> Result<u64, StoreError> {
         self.inner.delete_stale(since).await
     }
+    async fn deletions_due(&self, now: i64, all: bool) -> Result<Vec<Sandbox>, StoreError> {
+        self.inner.deletions_due(now, all).await
+    }
+    async fn claim_deletion(
+        &self,
+        id: &SandboxId,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        self.inner.claim_deletion(id, holder, now, until).await
+    }
+    async fn finish_deletion(
+        &self,
+        id: &SandboxId,
+        holder: &str,
+        outcome: sandbox_broker::store::DeletionOutcome,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_deletion(id, holder, outcome, now).await
+    }
+    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
+        self.inner.purge_tombstones(now).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

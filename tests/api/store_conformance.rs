@@ -400,6 +400,7 @@ macro_rules! conformance_suite {
                 a_job_lease_has_one_holder_until_it_expires_or_is_released,
                 expiry_releases_only_ended_labs_and_frees_their_keys,
                 stale_rows_are_removed_only_after_their_grace,
+                deletions_are_claimed_by_one_runner_and_recorded_only_by_it,
             );
         }
     };
@@ -699,4 +700,153 @@ pub async fn stale_rows_are_removed_only_after_their_grace(store: SharedStore) {
     assert_eq!((early, removed), (0, 2));
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.stale, stats.available, stats.total()), (0, 1, 1));
+}
+
+pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: SharedStore) {
+    use sandbox_broker::store::DeletionOutcome;
+    store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
+    let mut pending = Vec::new();
+    for n in 0..3 {
+        let held = store
+            .allocate(request(&format!("s{n}")))
+            .await
+            .unwrap()
+            .sandbox;
+        store
+            .mark_for_deletion(&id(&held.sandbox_id), &student(&format!("s{n}")), NOW)
+            .await
+            .unwrap();
+        pending.push(id(&held.sandbox_id));
+    }
+    assert_eq!(store.deletions_due(NOW, false).await.unwrap().len(), 3);
+
+    let claimed = store
+        .claim_deletion(&pending[0], "runner-a", NOW, NOW + 60)
+        .await
+        .unwrap();
+    let contested = store
+        .claim_deletion(&pending[0], "runner-b", NOW + 1, NOW + 61)
+        .await
+        .unwrap();
+    assert!(claimed.is_some());
+    assert!(
+        contested.is_none(),
+        "a running claim excludes other runners"
+    );
+    store
+        .finish_deletion(
+            &pending[0],
+            "runner-b",
+            DeletionOutcome::Deleted { ttl: NOW + 10 },
+            NOW + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&pending[0]).await.unwrap().unwrap().status,
+        SandboxStatus::PendingDeletion,
+        "only the claim holder records"
+    );
+    store
+        .finish_deletion(
+            &pending[0],
+            "runner-a",
+            DeletionOutcome::Deleted { ttl: NOW + 10 },
+            NOW + 2,
+        )
+        .await
+        .unwrap();
+    let tombstone = store.get(&pending[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (tombstone.status, tombstone.deleted_at, tombstone.ttl),
+        (SandboxStatus::Deleted, Some(NOW + 2), Some(NOW + 10))
+    );
+    assert_eq!(
+        tombstone.allocated_to_track.as_deref(),
+        Some("s0"),
+        "the owner still sees its tombstone"
+    );
+
+    // A transient failure backs off; the schedule skips it, an admin run does not.
+    store
+        .claim_deletion(&pending[1], "runner-a", NOW, NOW + 60)
+        .await
+        .unwrap()
+        .unwrap();
+    let retry = DeletionOutcome::Retry {
+        next_attempt_at: NOW + 120,
+        attempts: 0,
+        transient_failures: 1,
+        first_transient_failure_at: Some(NOW),
+        error: "HTTP 503".into(),
+    };
+    store
+        .finish_deletion(&pending[1], "runner-a", retry, NOW + 3)
+        .await
+        .unwrap();
+    let due: Vec<String> = store
+        .deletions_due(NOW + 60, false)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.sandbox_id)
+        .collect();
+    assert_eq!(due, [pending[2].as_str()]);
+    assert_eq!(store.deletions_due(NOW + 60, true).await.unwrap().len(), 2);
+    let backing_off = store.get(&pending[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            backing_off.deletion_transient_failures,
+            backing_off.deletion_retry_count,
+            backing_off.deletion_claimed_by
+        ),
+        (1, 0, None)
+    );
+
+    // An expired claim can be taken over; a failure is final.
+    store
+        .claim_deletion(&pending[2], "runner-a", NOW, NOW + 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .claim_deletion(&pending[2], "runner-b", NOW + 6, NOW + 66)
+            .await
+            .unwrap()
+            .is_some(),
+        "a dead runner's claim runs out"
+    );
+    store
+        .finish_deletion(
+            &pending[2],
+            "runner-b",
+            DeletionOutcome::Failed {
+                attempts: 3,
+                error: "HTTP 400".into(),
+            },
+            NOW + 7,
+        )
+        .await
+        .unwrap();
+    let failed = store.get(&pending[2]).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status, failed.deletion_retry_count),
+        (SandboxStatus::DeletionFailed, 3)
+    );
+    assert!(
+        store
+            .claim_deletion(&pending[2], "runner-a", NOW + 8, NOW + 68)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert_eq!(store.purge_tombstones(NOW + 9).await.unwrap(), 0);
+    assert_eq!(store.purge_tombstones(NOW + 10).await.unwrap(), 1);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.deleted, stats.pending_deletion, stats.deletion_failed),
+        (0, 1, 1)
+    );
 }

@@ -15,7 +15,10 @@ use crate::store::{StoreError, allocation_expired};
 
 impl DynamoStore {
     /// Every row `StatusIndex` lists in `status`, every page.
-    async fn rows_in_status(&self, status: SandboxStatus) -> Result<Vec<Sandbox>, StoreError> {
+    pub(super) async fn rows_in_status(
+        &self,
+        status: SandboxStatus,
+    ) -> Result<Vec<Sandbox>, StoreError> {
         let mut rows = Vec::new();
         let mut start = None;
         loop {

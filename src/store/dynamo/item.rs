@@ -134,6 +134,15 @@ impl TryFrom<&Item> for Sandbox {
             sfdc_account_id: text("sfdc_account_id"),
             deleted_at: item.integer("deleted_at"),
             ttl: item.integer("ttl"),
+            next_deletion_attempt_at: item.integer("next_deletion_attempt_at"),
+            deletion_claimed_by: text("deletion_claimed_by"),
+            deletion_claimed_until: item.integer("deletion_claimed_until"),
+            first_deletion_failure_at: item.integer("first_deletion_failure_at"),
+            deletion_transient_failures: item
+                .integer("deletion_transient_failures")
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(0),
+            last_deletion_error: text("last_deletion_error"),
         })
     }
 }
@@ -158,6 +167,8 @@ impl From<&Sandbox> for Item {
             ("idempotency_key", &row.idempotency_key),
             ("track_name", &row.track_name),
             ("sfdc_account_id", &row.sfdc_account_id),
+            ("deletion_claimed_by", &row.deletion_claimed_by),
+            ("last_deletion_error", &row.last_deletion_error),
         ];
         for (name, value) in optional_text {
             if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
@@ -170,6 +181,13 @@ impl From<&Sandbox> for Item {
             ("last_synced", row.last_synced),
             ("deleted_at", row.deleted_at),
             ("ttl", row.ttl),
+            ("next_deletion_attempt_at", row.next_deletion_attempt_at),
+            ("deletion_claimed_until", row.deletion_claimed_until),
+            ("first_deletion_failure_at", row.first_deletion_failure_at),
+            (
+                "deletion_transient_failures",
+                Some(i64::from(row.deletion_transient_failures)).filter(|c| *c > 0),
+            ),
         ];
         for (name, value) in optional_numbers {
             if let Some(value) = value {

@@ -14,9 +14,9 @@ use redb::{
 use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStatus, StudentKey};
 use crate::provider::ProviderSandbox;
 use crate::store::{
-    Allocation, AllocationRequest, ImportSummary, JobRecord, LeaseOutcome, ListCursor, ListQuery,
-    MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary, TrackStats, allocation_expired,
-    encode_allocation_key,
+    Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
+    ListCursor, ListQuery, MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary,
+    TrackStats, allocation_expired, encode_allocation_key,
 };
 
 /// `sandbox_id` → the row as JSON.
@@ -656,6 +656,114 @@ impl<'txn> Tables<'txn> {
             expired.push(row);
         }
         Ok(expired)
+    }
+
+    /// Pending rows due for a deletion attempt.
+    pub(super) fn deletions_due(
+        &self,
+        now: i64,
+        ignore_backoff: bool,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        let mut due = Vec::new();
+        for id in self.ids_in_status(SandboxStatus::PendingDeletion)? {
+            if let Some(row) = self.row(&id)?
+                && (ignore_backoff || row.next_deletion_attempt_at.is_none_or(|at| at <= now))
+            {
+                due.push(row);
+            }
+        }
+        Ok(due)
+    }
+
+    /// Claims a pending row for `holder` unless another runner's claim still runs.
+    pub(super) fn claim_deletion(
+        &mut self,
+        id: &str,
+        holder: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        let Some(old) = self.row(id)? else {
+            return Ok(None);
+        };
+        let claimed_elsewhere = old
+            .deletion_claimed_by
+            .as_deref()
+            .is_some_and(|by| by != holder)
+            && old.deletion_claimed_until.is_some_and(|until| until >= now);
+        if old.status != SandboxStatus::PendingDeletion || claimed_elsewhere {
+            return Ok(None);
+        }
+        let mut row = old.clone();
+        row.deletion_claimed_by = Some(holder.to_owned());
+        row.deletion_claimed_until = Some(until);
+        self.put(Some(&old), &row)?;
+        Ok(Some(row))
+    }
+
+    /// Applies a claimed deletion's outcome, if `holder` still holds the claim.
+    pub(super) fn finish_deletion(
+        &mut self,
+        id: &str,
+        holder: &str,
+        outcome: DeletionOutcome,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let Some(old) = self.row(id)? else {
+            return Ok(());
+        };
+        if old.status != SandboxStatus::PendingDeletion
+            || old.deletion_claimed_by.as_deref() != Some(holder)
+        {
+            return Ok(());
+        }
+        let mut row = old.clone();
+        row.deletion_claimed_by = None;
+        row.deletion_claimed_until = None;
+        row.updated_at = now;
+        match outcome {
+            DeletionOutcome::Deleted { ttl } => {
+                row.status = SandboxStatus::Deleted;
+                row.deleted_at = Some(now);
+                row.ttl = Some(ttl);
+                row.next_deletion_attempt_at = None;
+                row.last_deletion_error = None;
+            }
+            DeletionOutcome::Retry {
+                next_attempt_at,
+                attempts,
+                transient_failures,
+                first_transient_failure_at,
+                error,
+            } => {
+                row.next_deletion_attempt_at = Some(next_attempt_at);
+                row.deletion_retry_count = attempts;
+                row.deletion_transient_failures = transient_failures;
+                row.first_deletion_failure_at = first_transient_failure_at;
+                row.last_deletion_error = Some(error);
+            }
+            DeletionOutcome::Failed { attempts, error } => {
+                row.status = SandboxStatus::DeletionFailed;
+                row.deletion_retry_count = attempts;
+                row.last_deletion_error = Some(error);
+            }
+            DeletionOutcome::Released => {}
+        }
+        self.put(Some(&old), &row)
+    }
+
+    /// Drops tombstones whose ttl has passed.
+    pub(super) fn purge_tombstones(&mut self, now: i64) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        for id in self.ids_in_status(SandboxStatus::Deleted)? {
+            if let Some(old) = self.row(&id)?
+                && old.ttl.is_some_and(|ttl| ttl <= now)
+            {
+                self.remove(&old)?;
+                purged += 1;
+            }
+        }
+        Ok(purged)
     }
 
     /// Removes stale rows stale since `stale_since` or earlier.
