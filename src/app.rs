@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::http::auth::Auth;
+use crate::jobs::cleanup::{CleanupSettings, DeletionPolicy};
 use crate::jobs::{Jobs, Schedule};
 use crate::metrics::Metrics;
 use crate::provider::breaker::CircuitBreaker;
@@ -106,6 +107,19 @@ impl AppState {
                 sync: config.sync_interval,
                 expiry: config.auto_expiry_interval,
                 grace_secs: i64::from(config.grace_period_minutes) * 60,
+                cleanup: config.cleanup_interval,
+                cleanup_settings: CleanupSettings {
+                    batch_size: usize::try_from(config.cleanup_batch_size).unwrap_or(usize::MAX),
+                    batch_delay: config.cleanup_batch_delay,
+                    per_sandbox_delay: config.cleanup_per_sandbox_delay,
+                    policy: DeletionPolicy {
+                        max_attempts: config.deletion_retry_max_attempts,
+                        backoff_base_secs: i64::try_from(config.deletion_retry_backoff.as_secs())
+                            .unwrap_or(i64::MAX),
+                        give_up_secs: i64::from(config.deletion_give_up_hours) * 3600,
+                        tombstone_ttl_secs: i64::from(config.deleted_ttl_days) * 86_400,
+                    },
+                },
             },
         ));
         Ok(Self(Arc::new(App {

@@ -243,6 +243,38 @@ pub struct Config {
     #[arg(long, env = "SYNC_INTERVAL_SEC", value_name = "SYNC_INTERVAL_SEC", default_value = "600", value_parser = parse_seconds)]
     pub sync_interval: Duration,
 
+    /// Seconds between cleanup runs (deletion at the provider).
+    #[arg(long, env = "CLEANUP_INTERVAL_SEC", value_name = "CLEANUP_INTERVAL_SEC", default_value = "300", value_parser = parse_seconds)]
+    pub cleanup_interval: Duration,
+
+    /// Sandboxes deleted per batch.
+    #[arg(long, env = "CLEANUP_BATCH_SIZE", value_name = "CLEANUP_BATCH_SIZE", default_value = "10", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub cleanup_batch_size: u32,
+
+    /// Seconds to wait between batches (fractions allowed).
+    #[arg(long, env = "CLEANUP_BATCH_DELAY_SEC", value_name = "CLEANUP_BATCH_DELAY_SEC", default_value = "2.0", value_parser = parse_fractional_seconds)]
+    pub cleanup_batch_delay: Duration,
+
+    /// Seconds to wait between two sandboxes of a batch (fractions allowed).
+    #[arg(long, env = "CLEANUP_PER_SANDBOX_DELAY_SEC", value_name = "CLEANUP_PER_SANDBOX_DELAY_SEC", default_value = "0.0", value_parser = parse_fractional_seconds)]
+    pub cleanup_per_sandbox_delay: Duration,
+
+    /// Permanent provider refusals before a sandbox becomes `deletion_failed`.
+    #[arg(long, env = "DELETION_RETRY_MAX_ATTEMPTS", value_name = "DELETION_RETRY_MAX_ATTEMPTS", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub deletion_retry_max_attempts: u32,
+
+    /// First retry delay (seconds) after a failed deletion; doubles per try, up to an hour.
+    #[arg(long, env = "DELETION_RETRY_BACKOFF_SEC", value_name = "DELETION_RETRY_BACKOFF_SEC", default_value = "60", value_parser = parse_seconds)]
+    pub deletion_retry_backoff: Duration,
+
+    /// Hours of transient failures after which a sandbox becomes `deletion_failed`.
+    #[arg(long, env = "DELETION_GIVE_UP_HOURS", value_name = "DELETION_GIVE_UP_HOURS", default_value = "24", value_parser = clap::value_parser!(u32).range(1..=8760))]
+    pub deletion_give_up_hours: u32,
+
+    /// Days a `deleted` tombstone stays visible to its owner (its `ttl`).
+    #[arg(long, env = "DELETED_TTL_DAYS", value_name = "DELETED_TTL_DAYS", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub deleted_ttl_days: u32,
+
     /// Seconds between auto-expiry runs.
     #[arg(long, env = "AUTO_EXPIRY_INTERVAL_SEC", value_name = "AUTO_EXPIRY_INTERVAL_SEC", default_value = "300", value_parser = parse_seconds)]
     pub auto_expiry_interval: Duration,
@@ -340,6 +372,14 @@ impl Config {
             circuit_breaker_timeout: Duration::from_secs(60),
             sync_interval: Duration::from_secs(600),
             auto_expiry_interval: Duration::from_secs(300),
+            cleanup_interval: Duration::from_secs(300),
+            cleanup_batch_size: 10,
+            cleanup_batch_delay: Duration::ZERO,
+            cleanup_per_sandbox_delay: Duration::ZERO,
+            deletion_retry_max_attempts: 3,
+            deletion_retry_backoff: Duration::from_secs(60),
+            deletion_give_up_hours: 24,
+            deleted_ttl_days: 30,
             grace_period_minutes: 30,
             job_lease: Duration::from_secs(60),
             instance_id: None,
@@ -488,6 +528,15 @@ fn parse_millis(raw: &str) -> Result<Duration, String> {
         return Err("must be at least 1".into());
     }
     Ok(Duration::from_millis(millis))
+}
+
+/// Seconds with fractions, 0 to an hour; `Duration::try_from_secs_f64` never panics.
+fn parse_fractional_seconds(raw: &str) -> Result<Duration, String> {
+    let seconds: f64 = raw.trim().parse().map_err(|err| format!("{err}"))?;
+    if !(0.0..=3600.0).contains(&seconds) {
+        return Err("must be a number of seconds from 0 to 3600".into());
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|err| err.to_string())
 }
 
 fn parse_seconds(raw: &str) -> Result<Duration, String> {

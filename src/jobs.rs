@@ -7,6 +7,7 @@
 //! instance that dies loses its lease after `JOB_LEASE_SEC`. Each job's `run_once` is
 //! plain async code that tests call directly.
 
+pub mod cleanup;
 pub mod expiry;
 pub mod sync;
 
@@ -29,25 +30,28 @@ const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
 pub enum JobName {
     /// Provider sync.
     Sync,
+    /// Deletion at the provider.
+    Cleanup,
     /// Auto-expiry of ended allocations.
     Expiry,
 }
 
 impl JobName {
     /// Every job.
-    pub const ALL: [Self; 2] = [Self::Sync, Self::Expiry];
+    pub const ALL: [Self; 3] = [Self::Sync, Self::Cleanup, Self::Expiry];
 
     /// The lease and metric name.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Sync => "sync",
+            Self::Cleanup => "cleanup",
             Self::Expiry => "expiry",
         }
     }
 
     /// Whether it needs the provider (and so is off without `CSP_API_TOKEN`).
     fn needs_provider(self) -> bool {
-        matches!(self, Self::Sync)
+        matches!(self, Self::Sync | Self::Cleanup)
     }
 }
 
@@ -60,6 +64,10 @@ pub struct Schedule {
     pub expiry: Duration,
     /// `GRACE_PERIOD_MINUTES`, in seconds.
     pub grace_secs: i64,
+    /// `CLEANUP_INTERVAL_SEC`.
+    pub cleanup: Duration,
+    /// Throttling and retries of the cleanup.
+    pub cleanup_settings: cleanup::CleanupSettings,
 }
 
 /// Why a job run did not complete.
@@ -140,6 +148,7 @@ impl Jobs {
     fn interval(&self, job: JobName) -> Duration {
         match job {
             JobName::Sync => self.schedule.sync,
+            JobName::Cleanup => self.schedule.cleanup,
             JobName::Expiry => self.schedule.expiry,
         }
     }
@@ -148,8 +157,13 @@ impl Jobs {
         self.provider.as_deref().ok_or(JobError::NoProvider)
     }
 
-    /// Runs `job` once now, under its lease; refused if it runs here or elsewhere.
+    /// Runs `job` once now, under its lease, as an admin asked: cleanup tries every pending
+    /// row regardless of backoff. Refused if the job runs here or elsewhere.
     pub async fn run(&self, job: JobName) -> Result<JobReport, JobError> {
+        self.run_leased(job, true).await
+    }
+
+    async fn run_leased(&self, job: JobName, admin: bool) -> Result<JobReport, JobError> {
         let Ok(_local) = self.running[job as usize].try_lock() else {
             return Err(JobError::AlreadyRunning {
                 job: job.as_str(),
@@ -174,7 +188,7 @@ impl Jobs {
         let started = Instant::now();
         let renewing = self.renew_while_running(job);
         let result = tokio::select! {
-            result = self.run_once(job) => result,
+            result = self.run_once(job, admin) => result,
             () = renewing => unreachable_renewal(),
         };
         let duration = started.elapsed();
@@ -222,10 +236,27 @@ impl Jobs {
         }
     }
 
-    /// One run of `job`, without the lease: what tests step through.
-    pub async fn run_once(&self, job: JobName) -> Result<BTreeMap<String, u64>, JobError> {
+    /// One run of `job`, without the lease: what tests step through. `admin` makes cleanup
+    /// ignore the backoff schedule.
+    pub async fn run_once(
+        &self,
+        job: JobName,
+        admin: bool,
+    ) -> Result<BTreeMap<String, u64>, JobError> {
         match job {
             JobName::Sync => sync::run_once(self.provider()?, &*self.store, &self.metrics).await,
+            JobName::Cleanup => {
+                let settings = &self.schedule.cleanup_settings;
+                cleanup::run_once(
+                    self.provider()?,
+                    &*self.store,
+                    &self.metrics,
+                    settings,
+                    &self.holder,
+                    admin,
+                )
+                .await
+            }
             JobName::Expiry => {
                 expiry::run_once(&*self.store, &self.metrics, self.schedule.grace_secs).await
             }
@@ -252,7 +283,7 @@ impl Jobs {
                         () = shutdown.cancelled() => break,
                         _ = tick.tick() => {}
                     }
-                    match jobs.run(job).await {
+                    match jobs.run_leased(job, false).await {
                         Ok(_) | Err(JobError::AlreadyRunning { .. }) => {}
                         Err(err) => {
                             tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "scheduled job run did not complete")

@@ -44,6 +44,14 @@ pub struct Metrics {
     pub sync_sandboxes_stale_total: IntCounter,
     /// Time a sync took.
     pub sync_duration_seconds: prometheus::Histogram,
+    /// Cleanup runs by `outcome`: `success`, `postponed` (breaker open), `error`.
+    pub cleanup_total: IntCounterVec,
+    /// Sandboxes deleted at the provider.
+    pub cleanup_deleted_total: IntCounter,
+    /// Sandboxes that became `deletion_failed`.
+    pub cleanup_failed_total: IntCounter,
+    /// Time a cleanup run took.
+    pub cleanup_duration_seconds: prometheus::Histogram,
     /// Auto-expiry runs by `outcome`: `success`, `error`.
     pub expiry_total: IntCounterVec,
     /// Allocations auto-expiry released (their owner never did).
@@ -194,6 +202,27 @@ impl Metrics {
                 &r,
                 "broker_provider_circuit_state",
                 "Provider circuit breaker: 0 closed, 1 open, 2 half-open",
+            )?,
+            cleanup_total: counter_vec(
+                &r,
+                "broker_cleanup_total",
+                "Cleanup runs by outcome",
+                &["outcome"],
+            )?,
+            cleanup_deleted_total: counter(
+                &r,
+                "broker_cleanup_deleted_total",
+                "Sandboxes deleted at the provider",
+            )?,
+            cleanup_failed_total: counter(
+                &r,
+                "broker_cleanup_failed_total",
+                "Sandboxes whose deletion failed for good",
+            )?,
+            cleanup_duration_seconds: histogram(
+                &r,
+                "broker_cleanup_duration_seconds",
+                "Time a cleanup run took",
             )?,
             expiry_total: counter_vec(
                 &r,

@@ -408,3 +408,20 @@ pub struct StaleDeleteView {
     /// The grace applied.
     pub grace_period_hours: f64,
 }
+
+/// `POST /admin/cleanup` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CleanupView {
+    /// Always `completed`.
+    pub status: String,
+    /// Sandboxes deleted at the provider, now `deleted` tombstones.
+    pub deleted: u64,
+    /// Sandboxes that became `deletion_failed` in this run.
+    pub failed: u64,
+    /// Sandboxes whose deletion failed and will be retried (transient failures do not count).
+    pub retrying: u64,
+    /// Sandboxes not tried because the provider's circuit breaker is open.
+    pub postponed: u64,
+    /// Time taken.
+    pub duration_ms: u64,
+}

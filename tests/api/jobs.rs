@@ -263,10 +263,28 @@ async fn without_a_provider_the_sync_is_off_and_says_why() {
             .contains("CSP_API_TOKEN"),
         "{detail}"
     );
-    assert_eq!(jobs["jobs"][0]["enabled"], false);
-    assert_eq!(jobs["jobs"][0]["interval_sec"], 600);
-    assert_eq!(jobs["jobs"][1]["job"], "expiry");
-    assert_eq!(jobs["jobs"][1]["enabled"], true, "expiry needs no provider");
+    let job = |name: &str| {
+        jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (
+            job("sync")["enabled"].as_bool(),
+            job("sync")["interval_sec"].as_u64()
+        ),
+        (Some(false), Some(600))
+    );
+    assert_eq!(
+        job("cleanup")["enabled"],
+        false,
+        "cleanup needs the provider too"
+    );
+    assert_eq!(job("expiry")["enabled"], true, "expiry needs no provider");
 }
 
 #[tokio::test]
@@ -419,4 +437,198 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
         (Some("completed"), Some(2), Some(24.0))
     );
     assert_eq!(app.stats().await["total"], 1);
+}
+
+/// `count` released sandboxes: allocated to `stu-N`, then marked by them. Returns their ids.
+async fn released(app: &TestApp, count: u64) -> Vec<String> {
+    app.seed("lab-", 500, count).await;
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let body = json_of(app.allocate(&format!("stu-{n}")).await, StatusCode::CREATED).await;
+        let id = body["sandbox_id"].as_str().unwrap().to_owned();
+        json_of(app.mark(&id, &format!("stu-{n}")).await, StatusCode::OK).await;
+        ids.push(id);
+    }
+    ids
+}
+
+async fn cleanup(app: &TestApp) -> Value {
+    json_of(
+        app.admin(Method::POST, "/v1/admin/cleanup")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn cleanup_deletes_released_sandboxes_at_the_provider_and_leaves_tombstones() {
+    let provider = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(3)
+        .mount(&provider)
+        .await;
+    let app = spawn_app_with(|c| use_csp(c, &provider)).await;
+    let ids = released(&app, 3).await;
+
+    let report = cleanup(&app).await;
+
+    assert_eq!(
+        (
+            report["status"].as_str(),
+            report["deleted"].as_u64(),
+            report["failed"].as_u64()
+        ),
+        (Some("completed"), Some(3), Some(0))
+    );
+    let mut paths: Vec<String> = provider
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    paths.sort();
+    let mut expected: Vec<String> = ids
+        .iter()
+        .map(|id| format!("/v2/sandbox/accounts/uuid-{id}"))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        paths, expected,
+        "each sandbox deleted once, by the uuid of its external id"
+    );
+    let tombstone = json_of(app.get_sandbox(&ids[0], "stu-0").await, StatusCode::OK).await;
+    assert_eq!(
+        tombstone["status"], "deleted",
+        "the owner still sees its sandbox"
+    );
+    let repeat = json_of(app.mark(&ids[0], "stu-0").await, StatusCode::OK).await;
+    assert_eq!(repeat["status"], "deleted");
+    assert_eq!(app.stats().await["deleted"], 3);
+    assert_eq!(
+        cleanup(&app).await["deleted"],
+        0,
+        "nothing is deleted twice"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_outage_burns_no_sandbox_and_cleanup_recovers_after_the_breaker() {
+    let provider = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&provider)
+        .await;
+    let app = spawn_app_with(|c| {
+        use_csp(c, &provider);
+        c.circuit_breaker_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let ids = released(&app, 4).await;
+
+    let during = cleanup(&app).await;
+
+    assert_eq!(
+        (during["deleted"].as_u64(), during["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{during}"
+    );
+    assert_eq!(
+        during["retrying"], 2,
+        "two failures open the breaker: {during}"
+    );
+    assert_eq!(
+        during["postponed"], 2,
+        "the rest wait for the provider: {during}"
+    );
+    let stats = app.stats().await;
+    assert_eq!(
+        (
+            stats["pending_deletion"].as_u64(),
+            stats["deletion_failed"].as_u64()
+        ),
+        (Some(4), Some(0))
+    );
+    for id in &ids {
+        let row = app
+            .store
+            .get(&sandbox_broker::domain::SandboxId::parse("i", id).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.deletion_retry_count, 0,
+            "{id}: an outage never counts as an attempt"
+        );
+    }
+
+    provider.reset().await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&provider)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the breaker's (configured, one-second) open period
+    let after = cleanup(&app).await;
+
+    assert_eq!(after["deleted"], 4, "{after}");
+    assert_eq!(app.stats().await["deleted"], 4);
+    for (n, id) in ids.iter().enumerate() {
+        let row = json_of(
+            app.get_sandbox(id, &format!("stu-{n}")).await,
+            StatusCode::OK,
+        )
+        .await;
+        assert_eq!(row["status"], "deleted");
+    }
+}
+
+#[tokio::test]
+async fn permanent_refusals_count_and_the_third_makes_the_sandbox_deletion_failed() {
+    let provider = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(400))
+        .mount(&provider)
+        .await;
+    let app = spawn_app_with(|c| use_csp(c, &provider)).await;
+    released(&app, 1).await;
+
+    let first = cleanup(&app).await;
+    let second = cleanup(&app).await;
+    let third = cleanup(&app).await;
+
+    assert_eq!(
+        (first["retrying"].as_u64(), second["retrying"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(third["failed"], 1);
+    let stats = app.stats().await;
+    assert_eq!(
+        (
+            stats["deletion_failed"].as_u64(),
+            stats["pending_deletion"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("broker_cleanup_failed_total 1"),
+        "{metrics}"
+    );
+    assert_eq!(
+        cleanup(&app).await["failed"],
+        0,
+        "a failed sandbox waits for an operator"
+    );
 }

@@ -254,6 +254,7 @@ async fn openapi_lists_every_route_and_the_docs_page_is_served_locally() {
         "/v1/admin/sync",
         "/v1/admin/jobs",
         "/v1/admin/expire",
+        "/v1/admin/cleanup",
         "/v1/admin/auto-delete-stale",
         "/healthz",
         "/readyz",

@@ -7,7 +7,9 @@ use crate::app::AppState;
 use crate::domain::{ValidationError, now_epoch};
 use crate::http::error::Result;
 use crate::http::extract::Query;
-use crate::http::views::{ErrorEnvelope, ExpireView, JobView, JobsView, StaleDeleteView, SyncView};
+use crate::http::views::{
+    CleanupView, ErrorEnvelope, ExpireView, JobView, JobsView, StaleDeleteView, SyncView,
+};
 use crate::jobs::JobName;
 
 /// Syncs with the provider now (under the job's lease).
@@ -139,4 +141,27 @@ mod tests {
             assert!(grace_hours(Some(bad)).is_err(), "{bad} accepted");
         }
     }
+}
+
+/// Deletes every `pending_deletion` sandbox at the provider now, backoff ignored (throttling
+/// kept), under the cleanup job's lease.
+#[utoipa::path(
+    post, path = "/admin/cleanup", tag = "admin",
+    responses(
+        (status = 200, body = CleanupView),
+        (status = 409, description = "A cleanup is running (here or on another instance)", body = ErrorEnvelope),
+        (status = 503, description = "No provider is configured", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn trigger_cleanup(State(app): State<AppState>) -> Result<Json<CleanupView>> {
+    let report = app.jobs.run(JobName::Cleanup).await?;
+    Ok(Json(CleanupView {
+        status: "completed".into(),
+        deleted: report.count("deleted"),
+        failed: report.count("failed"),
+        retrying: report.count("retrying"),
+        postponed: report.count("postponed"),
+        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+    }))
 }

@@ -1,0 +1,318 @@
+//! Cleanup: `pending_deletion` sandboxes are deleted at the provider, throttled, and become
+//! `deleted` tombstones; failures follow contract §4.
+//!
+//! Rule: a transient failure (connection, timeout, 429, 5xx) never counts against the
+//! sandbox — it is retried with a doubling backoff and only given up after
+//! `DELETION_GIVE_UP_HOURS` of failing; a permanent refusal (another 4xx) counts, and
+//! `DELETION_RETRY_MAX_ATTEMPTS` of them make it `deletion_failed`. An open circuit
+//! breaker stops the run and marks nothing. Each row is claimed first, so two runners
+//! never delete the same sandbox twice.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::domain::{Sandbox, SandboxId, now_epoch};
+use crate::metrics::Metrics;
+use crate::provider::{ProviderClient, ProviderError};
+use crate::store::{DeletionOutcome, Store};
+
+use super::JobError;
+
+/// Longest backoff between two attempts.
+const MAX_BACKOFF_SECS: i64 = 3600;
+/// How long a runner's claim on a row lasts: far longer than one delete call.
+const CLAIM_SECS: i64 = 300;
+
+/// How failures are retried, and how long tombstones stay.
+#[derive(Debug, Clone, Copy)]
+pub struct DeletionPolicy {
+    /// `DELETION_RETRY_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// `DELETION_RETRY_BACKOFF_SEC`.
+    pub backoff_base_secs: i64,
+    /// `DELETION_GIVE_UP_HOURS`, in seconds.
+    pub give_up_secs: i64,
+    /// `DELETED_TTL_DAYS`, in seconds.
+    pub tombstone_ttl_secs: i64,
+}
+
+impl DeletionPolicy {
+    /// The backoff before try number `tries + 1`: base × 2^(tries−1), at most an hour.
+    pub fn backoff(&self, tries: u32) -> i64 {
+        let doublings = tries.saturating_sub(1).min(20);
+        self.backoff_base_secs
+            .saturating_mul(1_i64 << doublings)
+            .min(MAX_BACKOFF_SECS)
+    }
+
+    /// What a failed deletion of `row` at `now` means for it.
+    pub fn decide(&self, row: &Sandbox, error: &ProviderError, now: i64) -> DeletionOutcome {
+        let message = error.to_string();
+        // A refused credential is our configuration, not the sandbox: like an outage, it
+        // must not burn the pool, so it retries until the give-up deadline.
+        let transient = error.is_transient() || matches!(error, ProviderError::Unauthorized(_));
+        if transient {
+            let first = row.first_deletion_failure_at.unwrap_or(now);
+            if now - first >= self.give_up_secs {
+                return DeletionOutcome::Failed {
+                    attempts: row.deletion_retry_count,
+                    error: format!(
+                        "still failing after {} hours: {message}",
+                        self.give_up_secs / 3600
+                    ),
+                };
+            }
+            let tries = row.deletion_transient_failures + 1;
+            let mut wait = self.backoff(tries);
+            if let ProviderError::RateLimited {
+                retry_after: Some(after),
+            } = error
+            {
+                wait = wait.max(i64::try_from(after.as_secs()).unwrap_or(MAX_BACKOFF_SECS));
+            }
+            return DeletionOutcome::Retry {
+                next_attempt_at: now + wait,
+                attempts: row.deletion_retry_count,
+                transient_failures: tries,
+                first_transient_failure_at: Some(first),
+                error: message,
+            };
+        }
+        let attempts = row.deletion_retry_count + 1;
+        if attempts >= self.max_attempts {
+            return DeletionOutcome::Failed {
+                attempts,
+                error: message,
+            };
+        }
+        DeletionOutcome::Retry {
+            next_attempt_at: now + self.backoff(attempts),
+            attempts,
+            transient_failures: 0,
+            first_transient_failure_at: None,
+            error: message,
+        }
+    }
+}
+
+/// The cleanup job's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct CleanupSettings {
+    /// `CLEANUP_BATCH_SIZE`.
+    pub batch_size: usize,
+    /// `CLEANUP_BATCH_DELAY_SEC`.
+    pub batch_delay: Duration,
+    /// `CLEANUP_PER_SANDBOX_DELAY_SEC`.
+    pub per_sandbox_delay: Duration,
+    /// Retries and tombstones.
+    pub policy: DeletionPolicy,
+}
+
+#[derive(Default)]
+struct Tally {
+    deleted: u64,
+    failed: u64,
+    retrying: u64,
+    postponed: u64,
+    skipped: u64,
+}
+
+/// One cleanup run. `ignore_backoff` (an admin trigger) tries every pending row now.
+pub async fn run_once(
+    provider: &dyn ProviderClient,
+    store: &dyn Store,
+    metrics: &Metrics,
+    settings: &CleanupSettings,
+    holder: &str,
+    ignore_backoff: bool,
+) -> Result<BTreeMap<String, u64>, JobError> {
+    let started = Instant::now();
+    let result = delete_due(provider, store, metrics, settings, holder, ignore_backoff).await;
+    let outcome = match &result {
+        Ok(counts) if counts.get("postponed").copied().unwrap_or(0) > 0 => "postponed",
+        Ok(_) => "success",
+        Err(_) => "error",
+    };
+    metrics.cleanup_total.with_label_values(&[outcome]).inc();
+    metrics
+        .cleanup_duration_seconds
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn delete_due(
+    provider: &dyn ProviderClient,
+    store: &dyn Store,
+    metrics: &Metrics,
+    settings: &CleanupSettings,
+    holder: &str,
+    ignore_backoff: bool,
+) -> Result<BTreeMap<String, u64>, JobError> {
+    let due = store.deletions_due(now_epoch(), ignore_backoff).await?;
+    let mut tally = Tally::default();
+    let mut remaining = due.len() as u64;
+    'batches: for (number, batch) in due.chunks(settings.batch_size.max(1)).enumerate() {
+        if number > 0 {
+            tokio::time::sleep(settings.batch_delay).await;
+        }
+        for (position, row) in batch.iter().enumerate() {
+            if position > 0 {
+                tokio::time::sleep(settings.per_sandbox_delay).await;
+            }
+            remaining -= 1;
+            let Ok(id) = SandboxId::parse("sandbox_id", &row.sandbox_id) else {
+                tally.skipped += 1;
+                continue;
+            };
+            let now = now_epoch();
+            let Some(row) = store
+                .claim_deletion(&id, holder, now, now + CLAIM_SECS)
+                .await?
+            else {
+                tally.skipped += 1;
+                continue;
+            };
+            let outcome = match provider.delete_sandbox(&row.external_id).await {
+                Ok(()) => DeletionOutcome::Deleted {
+                    ttl: now_epoch() + settings.policy.tombstone_ttl_secs,
+                },
+                Err(ProviderError::CircuitOpen) => {
+                    store
+                        .finish_deletion(&id, holder, DeletionOutcome::Released, now_epoch())
+                        .await?;
+                    tally.postponed += 1 + remaining;
+                    break 'batches;
+                }
+                Err(err) => settings.policy.decide(&row, &err, now_epoch()),
+            };
+            match &outcome {
+                DeletionOutcome::Deleted { .. } => {
+                    tally.deleted += 1;
+                    metrics.cleanup_deleted_total.inc();
+                    tracing::info!(sandbox.id = %row.sandbox_id, "deleted at the provider");
+                }
+                DeletionOutcome::Failed { error, .. } => {
+                    tally.failed += 1;
+                    metrics.cleanup_failed_total.inc();
+                    tracing::warn!(sandbox.id = %row.sandbox_id, error = %error, "deletion failed for good");
+                }
+                DeletionOutcome::Retry {
+                    error,
+                    next_attempt_at,
+                    ..
+                } => {
+                    tally.retrying += 1;
+                    tracing::info!(sandbox.id = %row.sandbox_id, error = %error, next_attempt_at, "deletion will be retried");
+                }
+                DeletionOutcome::Released => {}
+            }
+            store
+                .finish_deletion(&id, holder, outcome, now_epoch())
+                .await?;
+        }
+    }
+    let purged = store.purge_tombstones(now_epoch()).await?;
+    Ok(BTreeMap::from([
+        ("deleted".to_owned(), tally.deleted),
+        ("failed".to_owned(), tally.failed),
+        ("retrying".to_owned(), tally.retrying),
+        ("postponed".to_owned(), tally.postponed),
+        ("skipped".to_owned(), tally.skipped),
+        ("purged".to_owned(), purged),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ExternalId, NewSandbox, SandboxName};
+
+    const POLICY: DeletionPolicy = DeletionPolicy {
+        max_attempts: 3,
+        backoff_base_secs: 60,
+        give_up_secs: 24 * 3600,
+        tombstone_ttl_secs: 86_400,
+    };
+
+    fn pending() -> Sandbox {
+        let mut row = NewSandbox {
+            sandbox_id: SandboxId::parse("i", "1").unwrap(),
+            name: SandboxName::parse("n", "lab-1").unwrap(),
+            external_id: ExternalId::parse("e", "identity/accounts/u").unwrap(),
+            sfdc_account_id: None,
+        }
+        .into_available_row(0);
+        row.status = crate::domain::SandboxStatus::PendingDeletion;
+        row
+    }
+
+    fn apply(row: &mut Sandbox, outcome: &DeletionOutcome) {
+        if let DeletionOutcome::Retry {
+            attempts,
+            transient_failures,
+            first_transient_failure_at,
+            ..
+        } = outcome
+        {
+            row.deletion_retry_count = *attempts;
+            row.deletion_transient_failures = *transient_failures;
+            row.first_deletion_failure_at = *first_transient_failure_at;
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        let waits: Vec<i64> = (1..=8).map(|n| POLICY.backoff(n)).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
+    }
+
+    #[test]
+    fn an_outage_never_counts_as_an_attempt_and_gives_up_only_after_the_deadline() {
+        let mut row = pending();
+        let down = ProviderError::Unavailable("503".into());
+        for hour in 0..24 {
+            let outcome = POLICY.decide(&row, &down, hour * 3600);
+            assert!(
+                matches!(outcome, DeletionOutcome::Retry { attempts: 0, .. }),
+                "hour {hour}: {outcome:?}"
+            );
+            apply(&mut row, &outcome);
+        }
+        assert!(matches!(
+            POLICY.decide(&row, &down, 24 * 3600),
+            DeletionOutcome::Failed { attempts: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn permanent_refusals_count_and_the_third_one_fails_the_sandbox() {
+        let mut row = pending();
+        let refused = ProviderError::Other("HTTP 400".into());
+        for expected in 1..3 {
+            let outcome = POLICY.decide(&row, &refused, 0);
+            assert!(
+                matches!(outcome, DeletionOutcome::Retry { attempts, .. } if attempts == expected),
+                "{outcome:?}"
+            );
+            apply(&mut row, &outcome);
+        }
+        assert!(matches!(
+            POLICY.decide(&row, &refused, 0),
+            DeletionOutcome::Failed { attempts: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn a_rate_limit_waits_at_least_as_long_as_the_provider_asks() {
+        let limited = ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(900)),
+        };
+        assert!(matches!(
+            POLICY.decide(&pending(), &limited, 0),
+            DeletionOutcome::Retry {
+                next_attempt_at: 900,
+                ..
+            }
+        ));
+    }
+}
