@@ -25,7 +25,7 @@ pub struct TestApp {
 }
 
 /// Whatever keeps a test store alive (a temporary directory, nothing for a table).
-pub type StoreGuard = Box<dyn std::any::Any + Send>;
+pub type StoreGuard = Box<dyn std::any::Any + Send + Sync>;
 
 impl Drop for TestApp {
     fn drop(&mut self) {

@@ -632,3 +632,54 @@ async fn permanent_refusals_count_and_the_third_makes_the_sandbox_deletion_faile
         "a failed sandbox waits for an operator"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
+    let slow_csp = csp(vec![account(1, "lab-1")], Duration::from_millis(2500)).await;
+    let (store, guard) = fresh_store().await;
+    let short_lease = |c: &mut sandbox_broker::config::Config| {
+        use_csp(c, &slow_csp);
+        c.job_lease = Duration::from_secs(1);
+    };
+    let a = spawn_app_on(Arc::clone(&store), Box::new(()), short_lease).await;
+    let b = spawn_app_on(Arc::clone(&store), guard, short_lease).await;
+
+    let first = tokio::spawn(async move { sync(&a).await.status() });
+    tokio::time::sleep(Duration::from_millis(1600)).await; // past the unrenewed lease's end
+    let second = sync(&b).await;
+
+    assert_eq!(
+        second.status(),
+        StatusCode::CONFLICT,
+        "the lease was renewed while the sync ran"
+    );
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_out() {
+    let csp_server = csp(vec![account(1, "lab-1")], Duration::ZERO).await;
+    let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    app.store
+        .acquire_lease("sync", "dead-instance", now_ms, 300)
+        .await
+        .unwrap();
+    error_of(
+        sync(&app).await,
+        StatusCode::CONFLICT,
+        "JOB_ALREADY_RUNNING",
+    )
+    .await;
+
+    tokio::time::sleep(Duration::from_millis(400)).await; // the dead holder's lease (300 ms) ends
+
+    let report = json_of(sync(&app).await, StatusCode::OK).await;
+    assert_eq!(report["synced"], 1);
+}
