@@ -82,20 +82,33 @@ pub enum StartupError {
 }
 
 impl AppState {
-    /// Builds the state for `config` on `store`.
+    /// Builds the state for `config` on `store`, with the CSP provider when configured.
     pub fn new(config: Config, store: SharedStore) -> Result<Self, StartupError> {
+        let provider = match config.csp_settings() {
+            Some(settings) => Some(Arc::new(CspClient::new(&settings)?) as Arc<dyn ProviderClient>),
+            None => None,
+        };
+        Self::with_provider(config, store, provider)
+    }
+
+    /// Builds the state on `store` with `provider` (the demo's simulated one, say) behind
+    /// the circuit breaker.
+    pub fn with_provider(
+        config: Config,
+        store: SharedStore,
+        provider: Option<Arc<dyn ProviderClient>>,
+    ) -> Result<Self, StartupError> {
         config.validate_for_serve()?;
         let auth = Auth::from_config(&config)?;
         let rate_limiter = RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
         let metrics = Metrics::new()?;
-        let breaker = match config.csp_settings() {
-            Some(settings) => Some(Arc::new(CircuitBreaker::new(
-                Arc::new(CspClient::new(&settings)?),
+        let breaker = provider.map(|provider| {
+            Arc::new(CircuitBreaker::new(
+                provider,
                 config.circuit_breaker_threshold,
                 config.circuit_breaker_timeout,
-            ))),
-            None => None,
-        };
+            ))
+        });
         let provider = breaker.clone().map(|b| b as Arc<dyn ProviderClient>);
         let jobs = Arc::new(Jobs::new(
             Arc::clone(&store),
@@ -145,8 +158,22 @@ pub struct Application {
 impl Application {
     /// Validates `config`, builds the router on `store` and binds the listener.
     pub async fn build(config: Config, store: SharedStore) -> Result<Self, StartupError> {
-        let addr = config.listen_addr;
         let state = AppState::new(config, store)?;
+        Self::from_state(state).await
+    }
+
+    /// Like [`Self::build`], with `provider` instead of the configured CSP client.
+    pub async fn build_with_provider(
+        config: Config,
+        store: SharedStore,
+        provider: Arc<dyn ProviderClient>,
+    ) -> Result<Self, StartupError> {
+        let state = AppState::with_provider(config, store, Some(provider))?;
+        Self::from_state(state).await
+    }
+
+    async fn from_state(state: AppState) -> Result<Self, StartupError> {
+        let addr = state.config.listen_addr;
         let router = crate::http::router::build(state.clone());
         let listener = TcpListener::bind(addr)
             .await
@@ -170,6 +197,11 @@ impl Application {
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.local_addr.port()
+    }
+
+    /// The background jobs, e.g. to run one before serving.
+    pub fn jobs(&self) -> Arc<Jobs> {
+        Arc::clone(&self.state.jobs)
     }
 
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.

@@ -1,36 +1,35 @@
-//! The demo pool: a few hundred sandboxes under several name prefixes, some with an SFDC id.
+//! The demo: a few hundred sandboxes under several name prefixes (some with an SFDC id)
+//! at a simulated provider, and job intervals short enough to watch them work.
 
-use crate::domain::{ExternalId, NewSandbox, SandboxId, SandboxName};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::provider::ProviderSandbox;
+use crate::provider::simulated::account;
 
 /// Name prefixes of the demo pool, so `X-Sandbox-Name-Prefix` can be tried at once.
 pub const DEMO_PREFIXES: [&str; 3] = ["lab-adventure-", "lab-dns-", "lab-security-"];
 /// Sandboxes per prefix.
-pub const DEMO_PER_PREFIX: usize = 100;
+pub const DEMO_PER_PREFIX: u64 = 100;
 
-/// The demo pool's rows: ids from 2_000_000, every other one with an SFDC id.
-pub fn demo_pool() -> Vec<NewSandbox> {
-    let mut rows = Vec::with_capacity(DEMO_PREFIXES.len() * DEMO_PER_PREFIX);
-    for (p, prefix) in DEMO_PREFIXES.iter().enumerate() {
+/// The simulated provider's starting accounts: ids from 2 000 000, every other one with an
+/// SFDC id.
+pub fn demo_accounts() -> Vec<ProviderSandbox> {
+    let mut accounts = Vec::new();
+    for (p, prefix) in (0u64..).zip(DEMO_PREFIXES) {
         for n in 1..=DEMO_PER_PREFIX {
             let id = 2_000_000 + p * 1000 + n;
-            let uuid = format!("00000000-0000-4000-8000-{id:012}");
-            rows.push(NewSandbox {
-                sandbox_id: text(SandboxId::parse("id", &id.to_string())),
-                name: text(SandboxName::parse("name", &format!("{prefix}{n:04}"))),
-                external_id: text(ExternalId::parse(
-                    "id",
-                    &format!("identity/accounts/{uuid}"),
-                )),
-                sfdc_account_id: (n % 2 == 0).then(|| format!("001DEMO{id:08}")),
-            });
+            let sfdc = (n % 2 == 0).then(|| format!("001DEMO{id:08}"));
+            accounts.extend(account(id, &format!("{prefix}{n:04}"), sfdc));
         }
     }
-    rows
+    accounts
 }
 
-fn text<T>(parsed: Result<T, crate::domain::ValidationError>) -> T {
-    match parsed {
-        Ok(value) => value,
-        Err(err) => unreachable!("demo data is valid by construction: {err}"),
-    }
+/// Job intervals for the demo: short, so sync, cleanup and expiry visibly happen.
+pub fn speed_up_jobs(config: &mut Config) {
+    config.sync_interval = Duration::from_secs(30);
+    config.cleanup_interval = Duration::from_secs(15);
+    config.auto_expiry_interval = Duration::from_secs(30);
+    config.cleanup_batch_delay = Duration::from_millis(500);
 }

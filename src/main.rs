@@ -6,7 +6,8 @@ use std::sync::Arc;
 use clap::Parser;
 use sandbox_broker::app::{Application, shutdown_signal};
 use sandbox_broker::config::{Cli, Command, Config, StoreKind, TokenList};
-use sandbox_broker::domain::now_epoch;
+use sandbox_broker::jobs::JobName;
+use sandbox_broker::provider::simulated::SimulatedProvider;
 use sandbox_broker::store::dynamo::{self, DynamoStore};
 use sandbox_broker::store::embedded::EmbeddedStore;
 use sandbox_broker::store::{SharedStore, Store};
@@ -103,6 +104,11 @@ async fn serve(config: Config, store: SharedStore) -> Result<(), String> {
     let app = Application::build(config, store)
         .await
         .map_err(|err| err.to_string())?;
+    run_app(app).await
+}
+
+/// Serves `app` until SIGTERM/SIGINT, then drains.
+async fn run_app(app: Application) -> Result<(), String> {
     tracing::info!(address = %app.local_addr(), "sandbox-broker listening");
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -118,7 +124,8 @@ async fn serve(config: Config, store: SharedStore) -> Result<(), String> {
     Ok(())
 }
 
-/// `serve` on a scratch embedded store with a demo pool and printed tokens.
+/// `serve` on a scratch embedded store, its jobs running against a simulated provider
+/// whose first sync fills the pool, with printed tokens.
 async fn demo_run(mut config: Config) -> Result<(), String> {
     telemetry::init(&config.log_level, config.log_format)?;
     let scratch = tempfile::Builder::new()
@@ -126,47 +133,55 @@ async fn demo_run(mut config: Config) -> Result<(), String> {
         .tempdir()
         .map_err(|err| format!("cannot create a scratch directory: {err}"))?;
     config.data_dir = scratch.path().to_owned();
-    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
-    let track = config
-        .api_token
-        .get_or_insert_with(|| demo_tokens(&format!("demo-track-{suffix}")))
-        .tokens()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let admin = config
-        .admin_token
-        .get_or_insert_with(|| demo_tokens(&format!("demo-admin-{suffix}")))
-        .tokens()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
     config.store = StoreKind::Embedded;
+    demo::speed_up_jobs(&mut config);
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let track = first_token(
+        config
+            .api_token
+            .get_or_insert_with(|| demo_tokens(&format!("demo-track-{suffix}"))),
+    );
+    let admin = first_token(
+        config
+            .admin_token
+            .get_or_insert_with(|| demo_tokens(&format!("demo-admin-{suffix}"))),
+    );
     let store = open_store(&config).await?;
-    let pool = demo::demo_pool();
-    let size = pool.len();
-    store
-        .import(pool, now_epoch())
+    let provider = Arc::new(SimulatedProvider::new(demo::demo_accounts()));
+    let app = Application::build_with_provider(config.clone(), store, provider)
         .await
-        .map_err(|err| format!("cannot seed the demo pool: {err}"))?;
-    let port = config.listen_addr.port();
+        .map_err(|err| err.to_string())?;
+    let first_sync = app
+        .jobs()
+        .run(JobName::Sync)
+        .await
+        .map_err(|err| format!("the demo's first sync failed: {}", error_chain(&err)))?;
+    let port = app.port();
     let base = config.api_base_path.clone();
     println!(
         "\nsandbox-broker demo — NOT for production (scratch data in {dir})\n\
-         demo pool: {size} sandboxes, prefixes {prefixes}\n\
+         demo pool: {synced} sandboxes synced from a simulated provider, prefixes {prefixes}\n\
+         jobs: sync every 30 s (the provider adds one sandbox and drops one each time: watch it go stale),\n      \
+         cleanup every 15 s (released sandboxes are deleted), expiry every 30 s\n\
          track token: {track}\n\
          admin token: {admin}\n\n\
          allocate a sandbox:\n  \
          curl -s -X POST http://127.0.0.1:{port}{base}/allocate -H 'Authorization: Bearer {track}' -H 'X-Instruqt-Sandbox-ID: student-1' -H 'X-Sandbox-Name-Prefix: lab-dns-'\n\
-         pool stats:\n  \
-         curl -s http://127.0.0.1:{port}{base}/admin/stats -H 'Authorization: Bearer {admin}'\n\
-         API docs: http://127.0.0.1:{port}{base}/docs\n",
+         pool stats and jobs:\n  \
+         curl -s http://127.0.0.1:{port}{base}/admin/stats -H 'Authorization: Bearer {admin}'\n  \
+         curl -s http://127.0.0.1:{port}{base}/admin/jobs -H 'Authorization: Bearer {admin}'\n\
+         API docs: http://127.0.0.1:{port}{base}/docs    dashboard: http://127.0.0.1:{port}/dashboard\n",
         dir = scratch.path().display(),
+        synced = first_sync.count("synced"),
         prefixes = demo::DEMO_PREFIXES.join(", "),
     );
-    let result = serve(config, store).await;
+    let result = run_app(app).await;
     drop(scratch);
     result
+}
+
+fn first_token(list: &TokenList) -> String {
+    list.tokens().next().unwrap_or_default().to_owned()
 }
 
 fn demo_tokens(token: &str) -> TokenList {

@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod client;
+pub mod simulated;
 
 use std::time::Duration;
 
