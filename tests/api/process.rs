@@ -367,3 +367,78 @@ async fn sigkill_mid_burst_loses_no_acknowledged_allocation() {
         "a sandbox was acknowledged twice"
     );
 }
+
+#[tokio::test]
+async fn demo_prints_its_tokens_and_serves_a_pool_filled_by_the_first_sync() {
+    let mut child = Command::new(BINARY)
+        .arg("demo")
+        .env_clear()
+        .env("BROKER_LISTEN_ADDR", "127.0.0.1:0")
+        .env("LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let mut lines = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let mut printed = String::new();
+    for line in lines.by_ref() {
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("API docs:") {
+            break;
+        }
+    }
+    let token_after = |label: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (track, admin) = (token_after("track token:"), token_after("admin token:"));
+    let port = printed
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(printed.contains("300 sandboxes synced"), "{printed}");
+    assert!(
+        printed.contains("curl -s -X POST"),
+        "a ready-to-paste curl line: {printed}"
+    );
+
+    let client = reqwest::Client::new();
+    let stats: Value = client
+        .get(format!("http://127.0.0.1:{port}/v1/admin/stats"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let allocated = client
+        .post(format!("http://127.0.0.1:{port}/v1/allocate"))
+        .bearer_auth(&track)
+        .header("X-Instruqt-Sandbox-ID", "newcomer")
+        .header("X-Sandbox-Name-Prefix", "lab-dns-")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(stats["available"], 300, "{stats}");
+    assert_eq!(allocated.status(), StatusCode::CREATED);
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
