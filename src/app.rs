@@ -21,6 +21,7 @@ use crate::jobs::{Jobs, Schedule};
 use crate::metrics::Metrics;
 use crate::provider::breaker::CircuitBreaker;
 use crate::provider::client::CspClient;
+use crate::provider::instrumented::Instrumented;
 use crate::provider::{ProviderClient, ProviderError};
 use crate::ratelimit::RateLimiter;
 use crate::store::SharedStore;
@@ -104,7 +105,7 @@ impl AppState {
         let metrics = Metrics::new()?;
         let breaker = provider.map(|provider| {
             Arc::new(CircuitBreaker::new(
-                provider,
+                Arc::new(Instrumented::new(provider, metrics.clone())),
                 config.circuit_breaker_threshold,
                 config.circuit_breaker_timeout,
             ))

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub expiry_total: IntCounterVec,
     /// Allocations auto-expiry released (their owner never did).
     pub expiry_orphaned_total: IntCounter,
+    /// Provider calls by `operation` (`list`, `delete`) and `outcome`.
+    pub provider_request_duration_seconds: HistogramVec,
     /// Provider circuit breaker: 0 closed, 1 open, 2 half-open.
     pub provider_circuit_state: IntGauge,
     /// 1 when the last scrape could read the pool counts from the store, else 0.
@@ -197,6 +199,12 @@ impl Metrics {
                 &r,
                 "broker_sync_duration_seconds",
                 "Time a provider sync took",
+            )?,
+            provider_request_duration_seconds: histogram_vec(
+                &r,
+                "broker_provider_request_duration_seconds",
+                "Provider calls by operation and outcome",
+                &["operation", "outcome"],
             )?,
             provider_circuit_state: gauge(
                 &r,

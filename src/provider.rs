@@ -7,6 +7,7 @@
 
 pub mod breaker;
 pub mod client;
+pub mod instrumented;
 pub mod simulated;
 
 use std::time::Duration;

@@ -159,6 +159,10 @@ async fn a_provider_outage_postpones_the_sync_changes_nothing_and_opens_the_brea
         metrics.contains("broker_sync_total{outcome=\"postponed\"} 3"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("broker_provider_request_duration_seconds_count{operation=\"list\",outcome=\"unavailable\"} 2"),
+        "only the calls that reached the provider are timed: {metrics}"
+    );
     let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
     assert_eq!(jobs["jobs"][0]["last_outcome"], "postponed");
 }
@@ -682,4 +686,63 @@ async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_o
 
     let report = json_of(sync(&app).await, StatusCode::OK).await;
     assert_eq!(report["synced"], 1);
+}
+
+/// Accepts every delete and records when it came.
+#[derive(Default)]
+struct RecordingProvider {
+    deletes: std::sync::Mutex<Vec<std::time::Instant>>,
+}
+
+#[async_trait::async_trait]
+impl sandbox_broker::provider::ProviderClient for RecordingProvider {
+    async fn list_sandboxes(
+        &self,
+    ) -> Result<sandbox_broker::provider::ProviderListing, sandbox_broker::provider::ProviderError>
+    {
+        Ok(sandbox_broker::provider::ProviderListing::default())
+    }
+
+    async fn delete_sandbox(&self, _: &str) -> Result<(), sandbox_broker::provider::ProviderError> {
+        self.deletes.lock().unwrap().push(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn cleanup_throttles_by_batch_and_by_sandbox() {
+    use sandbox_broker::jobs::cleanup::{CleanupSettings, DeletionPolicy, run_once};
+    let app = spawn_app().await;
+    released(&app, 5).await;
+    let provider = RecordingProvider::default();
+    let settings = CleanupSettings {
+        batch_size: 2,
+        batch_delay: Duration::from_millis(250),
+        per_sandbox_delay: Duration::from_millis(60),
+        policy: DeletionPolicy {
+            max_attempts: 3,
+            backoff_base_secs: 60,
+            give_up_secs: 86_400,
+            tombstone_ttl_secs: 86_400,
+        },
+    };
+    let metrics = sandbox_broker::metrics::Metrics::new().unwrap();
+
+    let counts = run_once(&provider, &*app.store, &metrics, &settings, "runner", true)
+        .await
+        .unwrap();
+
+    assert_eq!(counts["deleted"], 5);
+    let at = provider.deletes.lock().unwrap().clone();
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    // Batches [0,1] [2,3] [4]: gaps 0→1 and 2→3 are inside a batch, 1→2 and 3→4 between batches.
+    for inside in [gaps[0], gaps[2]] {
+        assert!(
+            inside >= settings.per_sandbox_delay,
+            "within a batch: {gaps:?}"
+        );
+    }
+    for between in [gaps[1], gaps[3]] {
+        assert!(between >= settings.batch_delay, "between batches: {gaps:?}");
+    }
 }
