@@ -216,24 +216,42 @@ impl DynamoStore {
         }
     }
 
-    /// Deletes one row if it is still in `status`.
-    async fn delete_if(&self, key: Item, status: SandboxStatus) -> Result<bool, StoreError> {
-        let deleted = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .condition_expression("#s = :s")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":s", s(status.as_str()))
-            .send()
-            .await
-            .map_err(classify);
-        match deleted {
-            Ok(_) => Ok(true),
-            Err(DynamoError::Conflict) => Ok(false),
-            Err(DynamoError::Store(err)) => Err(err),
-        }
+    /// Deletes each row in `keys` that is still in `status` and, with `at_most =
+    /// Some((attribute, limit))`, whose `attribute` is still at most `limit`;
+    /// `BULK_CONCURRENCY` at once. Returns how many were deleted: a row that changed since
+    /// it was read is left alone.
+    pub(super) async fn delete_each_if(
+        &self,
+        keys: Vec<Item>,
+        status: SandboxStatus,
+        at_most: Option<(&str, i64)>,
+    ) -> Result<u64, StoreError> {
+        let deleted: Vec<bool> = stream::iter(keys)
+            .map(|key| async move {
+                let mut delete = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key))
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_values(":s", s(status.as_str()));
+                delete = match at_most {
+                    Some((attribute, limit)) => delete
+                        .condition_expression("#s = :s AND #bound <= :limit")
+                        .expression_attribute_names("#bound", attribute)
+                        .expression_attribute_values(":limit", n(limit)),
+                    None => delete.condition_expression("#s = :s"),
+                };
+                match delete.send().await.map_err(classify) {
+                    Ok(_) => Ok(true),
+                    Err(DynamoError::Conflict) => Ok(false),
+                    Err(DynamoError::Store(err)) => Err(err),
+                }
+            })
+            .buffer_unordered(BULK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(deleted.into_iter().filter(|d| *d).count() as u64)
     }
 
     /// Primary keys of every row in `status`, from `StatusIndex`.
@@ -446,12 +464,7 @@ impl Store for DynamoStore {
     /// condition, and an unconditional delete could remove a row allocated a moment ago.
     async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError> {
         let keys = self.keys_in_status(status.status()).await?;
-        let deleted: Vec<bool> = stream::iter(keys)
-            .map(|key| self.delete_if(key, status.status()))
-            .buffer_unordered(BULK_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(deleted.into_iter().filter(|d| *d).count() as u64)
+        self.delete_each_if(keys, status.status(), None).await
     }
 
     async fn sync_provider(

@@ -6,11 +6,10 @@
 //! never delete the same sandbox twice, and a late runner never overwrites a newer result.
 
 use aws_sdk_dynamodb::types::ReturnValue;
-use futures::stream::{self, StreamExt, TryStreamExt};
 
+use super::DynamoStore;
 use super::error::{DynamoError, classify};
 use super::item::{Item, n, s, sandbox_key};
-use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::{Sandbox, SandboxId, SandboxStatus};
 use crate::store::{DeletionOutcome, StoreError};
 
@@ -157,36 +156,14 @@ impl DynamoStore {
     /// See [`crate::store::Store::purge_tombstones`]. DynamoDB's own TTL (enabled on `ttl`
     /// by the Terraform) also drops them; this keeps tables without it tidy.
     pub(super) async fn purge_expired_tombstones(&self, now: i64) -> Result<u64, StoreError> {
-        let expired: Vec<Sandbox> = self
+        let expired: Vec<Item> = self
             .rows_in_status(SandboxStatus::Deleted)
             .await?
-            .into_iter()
+            .iter()
             .filter(|row| row.ttl.is_some_and(|ttl| ttl <= now))
+            .map(|row| sandbox_key(&row.sandbox_id))
             .collect();
-        let purged: Vec<bool> = stream::iter(expired)
-            .map(|row| async move {
-                let deleted = self
-                    .client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(sandbox_key(&row.sandbox_id)))
-                    .condition_expression("#s = :deleted AND #ttl <= :now")
-                    .expression_attribute_names("#s", "status")
-                    .expression_attribute_names("#ttl", "ttl")
-                    .expression_attribute_values(":deleted", s(SandboxStatus::Deleted.as_str()))
-                    .expression_attribute_values(":now", n(now))
-                    .send()
-                    .await
-                    .map_err(classify);
-                match deleted {
-                    Ok(_) => Ok(true),
-                    Err(DynamoError::Conflict) => Ok(false),
-                    Err(DynamoError::Store(err)) => Err(err),
-                }
-            })
-            .buffer_unordered(BULK_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(purged.into_iter().filter(|p| *p).count() as u64)
+        self.delete_each_if(expired, SandboxStatus::Deleted, Some(("ttl", now)))
+            .await
     }
 }

@@ -99,35 +99,14 @@ impl DynamoStore {
 
     /// See [`crate::store::Store::delete_stale`].
     pub(super) async fn remove_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
-        let old: Vec<Sandbox> = self
+        let old: Vec<Item> = self
             .rows_in_status(SandboxStatus::Stale)
             .await?
-            .into_iter()
+            .iter()
             .filter(|row| row.updated_at <= stale_since)
+            .map(|row| sandbox_key(&row.sandbox_id))
             .collect();
-        let removed: Vec<bool> = stream::iter(old)
-            .map(|row| async move {
-                let deleted = self
-                    .client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(sandbox_key(&row.sandbox_id)))
-                    .condition_expression("#s = :stale AND updated_at <= :since")
-                    .expression_attribute_names("#s", "status")
-                    .expression_attribute_values(":stale", s(SandboxStatus::Stale.as_str()))
-                    .expression_attribute_values(":since", n(stale_since))
-                    .send()
-                    .await
-                    .map_err(classify);
-                match deleted {
-                    Ok(_) => Ok(true),
-                    Err(DynamoError::Conflict) => Ok(false),
-                    Err(DynamoError::Store(err)) => Err(err),
-                }
-            })
-            .buffer_unordered(BULK_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(removed.into_iter().filter(|r| *r).count() as u64)
+        self.delete_each_if(old, SandboxStatus::Stale, Some(("updated_at", stale_since)))
+            .await
     }
 }
