@@ -189,7 +189,7 @@ impl Jobs {
         let renewing = self.renew_while_running(job);
         let result = tokio::select! {
             result = self.run_once(job, admin) => result,
-            () = renewing => unreachable_renewal(),
+            never = renewing => match never {},
         };
         let duration = started.elapsed();
         let (outcome, counts) = match &result {
@@ -215,8 +215,8 @@ impl Jobs {
         result.map(|counts| JobReport { counts, duration })
     }
 
-    /// Renews the lease at a third of its length for as long as it is polled.
-    async fn renew_while_running(&self, job: JobName) {
+    /// Renews the lease at a third of its length for as long as it is polled (never ends).
+    async fn renew_while_running(&self, job: JobName) -> std::convert::Infallible {
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         loop {
             tokio::time::sleep(self.lease / 3).await;
@@ -308,13 +308,6 @@ impl Jobs {
             })
             .collect())
     }
-}
-
-fn unreachable_renewal() -> Result<BTreeMap<String, u64>, JobError> {
-    // `renew_while_running` loops forever; select! only ends through the run.
-    Err(JobError::Store(StoreError::Internal(
-        "lease renewal ended".into(),
-    )))
 }
 
 fn now_ms() -> i64 {
