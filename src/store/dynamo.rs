@@ -34,7 +34,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use self::candidates::CandidatePool;
 use self::error::{DynamoError, classify};
-use self::item::{AttributeValuesExt, Item, n, s, sandbox_key};
+use self::item::{AttributeValuesExt, Item, n, returned_row, s, sandbox_key};
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
@@ -360,9 +360,7 @@ impl Store for DynamoStore {
             .map_err(classify);
         match marked {
             Ok(output) => {
-                let item = output.attributes.unwrap_or_default();
-                let sandbox =
-                    Sandbox::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err)))?;
+                let sandbox = returned_row(output.attributes)?;
                 self.free_allocation_key(&sandbox).await;
                 Ok(MarkOutcome {
                     sandbox,

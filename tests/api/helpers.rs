@@ -172,6 +172,18 @@ impl TestApp {
             .expect("import request")
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
     pub async fn stats(&self) -> Value {
         json_of(self.admin_get("/v1/admin/stats").await, StatusCode::OK).await
     }

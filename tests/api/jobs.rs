@@ -142,15 +142,7 @@ async fn a_provider_outage_postpones_the_sync_changes_nothing_and_opens_the_brea
         3,
         "an outage never marks the pool stale"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("broker_provider_circuit_state 1"),
         "{metrics}"
@@ -348,15 +340,7 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
     )
     .await;
     assert_eq!(still["status"], "allocated");
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("broker_expiry_total{outcome=\"success\"} 1"),
         "{metrics}"
@@ -617,15 +601,7 @@ async fn permanent_refusals_count_and_the_third_makes_the_sandbox_deletion_faile
         ),
         (Some(1), Some(0))
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("broker_cleanup_failed_total 1"),
         "{metrics}"

@@ -70,15 +70,7 @@ async fn metrics_keep_the_contract_names_and_pool_gauges_follow_each_change() {
     app.allocate("stu").await;
     app.allocate("other").await;
 
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
 
     for line in [
         "broker_allocate_total{outcome=\"success\"} 2",

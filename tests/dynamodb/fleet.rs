@@ -92,15 +92,7 @@ async fn eight_hundred_students_on_three_instances_get_exactly_six_hundred_disti
     );
     let mut conflicts = 0u64;
     for app in &apps {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics_text().await;
         conflicts += text
             .lines()
             .find_map(|l| l.strip_prefix("broker_allocate_conflicts_total "))

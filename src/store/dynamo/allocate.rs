@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::DynamoStore;
 use super::error::{DynamoError, classify, internal};
-use super::item::{Item, allocation_key, n, s, sandbox_key};
+use super::item::{Item, allocation_key, n, returned_row, s, sandbox_key};
 use crate::domain::{Sandbox, SandboxStatus};
 use crate::store::{Allocation, AllocationRequest, StoreError};
 
@@ -222,9 +222,7 @@ impl DynamoStore {
             .await;
         match sent {
             Ok(output) => {
-                let item = output.attributes.unwrap_or_default();
-                let sandbox =
-                    Sandbox::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err)))?;
+                let sandbox = returned_row(output.attributes)?;
                 Ok(Some(Allocation {
                     sandbox,
                     newly_allocated: true,

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::DynamoStore;
 use super::error::{DynamoError, classify};
-use super::item::{Item, n, s, sandbox_key};
+use super::item::{Item, n, returned_row, s, sandbox_key};
 use crate::domain::{Sandbox, SandboxId, SandboxStatus};
 use crate::store::{DeletionOutcome, StoreError};
 
@@ -56,12 +56,7 @@ impl DynamoStore {
             .await
             .map_err(classify);
         match claimed {
-            Ok(output) => {
-                let item: Item = output.attributes.unwrap_or_default();
-                Sandbox::try_from(&item)
-                    .map(Some)
-                    .map_err(|err| StoreError::Internal(Box::new(err)))
-            }
+            Ok(output) => returned_row(output.attributes).map(Some),
             Err(DynamoError::Conflict) => Ok(None),
             Err(DynamoError::Store(err)) => Err(err),
         }

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::error::{DynamoError, classify};
-use super::item::{Item, n, s, sandbox_key};
+use super::item::{Item, n, returned_row, s, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::{Sandbox, SandboxStatus};
 use crate::store::{StoreError, allocation_expired};
@@ -85,9 +85,7 @@ impl DynamoStore {
             .map_err(classify);
         match released {
             Ok(output) => {
-                let item: Item = output.attributes.unwrap_or_default();
-                let sandbox =
-                    Sandbox::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err)))?;
+                let sandbox = returned_row(output.attributes)?;
                 self.free_allocation_key(&sandbox).await;
                 Ok(Some(sandbox))
             }

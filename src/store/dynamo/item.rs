@@ -76,6 +76,12 @@ pub(crate) fn allocation_key(encoded: &str) -> Item {
     ])
 }
 
+/// The row a write returned (`ReturnValues`); a missing or unreadable one is an internal error.
+pub(crate) fn returned_row(attributes: Option<Item>) -> Result<Sandbox, crate::store::StoreError> {
+    Sandbox::try_from(&attributes.unwrap_or_default())
+        .map_err(|err| crate::store::StoreError::Internal(Box::new(err)))
+}
+
 /// Why an item is not a sandbox row this service can use.
 #[derive(Debug, thiserror::Error)]
 pub enum ItemError {
