@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::provider::breaker::CircuitBreaker;
 use crate::provider::client::CspClient;
 use crate::provider::instrumented::Instrumented;
+use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
 use crate::ratelimit::RateLimiter;
 use crate::store::SharedStore;
@@ -45,6 +46,8 @@ pub struct App {
     pub jobs: Arc<Jobs>,
     /// The circuit breaker around the provider, when one is configured.
     pub breaker: Option<Arc<CircuitBreaker>>,
+    /// The NIOSXaaS pre-delete hook, when enabled.
+    pub pre_delete: Option<Arc<PreDeleteHook>>,
 }
 
 /// Cheap-to-clone handle on [`App`], the router's state.
@@ -80,6 +83,9 @@ pub enum StartupError {
     /// The provider client could not be built.
     #[error("CSP_BASE_URL: cannot build the provider client: {0}")]
     Provider(#[from] ProviderError),
+    /// The NIOSXaaS hook's client could not be built.
+    #[error("NIOSXAAS_BASE_URL: cannot build the NIOSXaaS client: {0}")]
+    Niosxaas(#[source] ProviderError),
 }
 
 impl AppState {
@@ -111,31 +117,43 @@ impl AppState {
             ))
         });
         let provider = breaker.clone().map(|b| b as Arc<dyn ProviderClient>);
-        let jobs = Arc::new(Jobs::new(
-            Arc::clone(&store),
-            provider,
-            metrics.clone(),
-            config.instance_name(),
-            config.job_lease,
-            Schedule {
-                sync: config.sync_interval,
-                expiry: config.auto_expiry_interval,
-                grace_secs: i64::from(config.grace_period_minutes) * 60,
-                cleanup: config.cleanup_interval,
-                cleanup_settings: CleanupSettings {
-                    batch_size: usize::try_from(config.cleanup_batch_size).unwrap_or(usize::MAX),
-                    batch_delay: config.cleanup_batch_delay,
-                    per_sandbox_delay: config.cleanup_per_sandbox_delay,
-                    policy: DeletionPolicy {
-                        max_attempts: config.deletion_retry_max_attempts,
-                        backoff_base_secs: i64::try_from(config.deletion_retry_backoff.as_secs())
+        let pre_delete = match config.niosxaas_settings()? {
+            Some(settings) => Some(Arc::new(
+                PreDeleteHook::new(settings, metrics.clone()).map_err(StartupError::Niosxaas)?,
+            )),
+            None => None,
+        };
+        let jobs = Arc::new(
+            Jobs::new(
+                Arc::clone(&store),
+                provider,
+                metrics.clone(),
+                config.instance_name(),
+                config.job_lease,
+                Schedule {
+                    sync: config.sync_interval,
+                    expiry: config.auto_expiry_interval,
+                    grace_secs: i64::from(config.grace_period_minutes) * 60,
+                    cleanup: config.cleanup_interval,
+                    cleanup_settings: CleanupSettings {
+                        batch_size: usize::try_from(config.cleanup_batch_size)
+                            .unwrap_or(usize::MAX),
+                        batch_delay: config.cleanup_batch_delay,
+                        per_sandbox_delay: config.cleanup_per_sandbox_delay,
+                        policy: DeletionPolicy {
+                            max_attempts: config.deletion_retry_max_attempts,
+                            backoff_base_secs: i64::try_from(
+                                config.deletion_retry_backoff.as_secs(),
+                            )
                             .unwrap_or(i64::MAX),
-                        give_up_secs: i64::from(config.deletion_give_up_hours) * 3600,
-                        tombstone_ttl_secs: i64::from(config.deleted_ttl_days) * 86_400,
+                            give_up_secs: i64::from(config.deletion_give_up_hours) * 3600,
+                            tombstone_ttl_secs: i64::from(config.deleted_ttl_days) * 86_400,
+                        },
                     },
                 },
-            },
-        ));
+            )
+            .with_pre_delete_hook(pre_delete.clone()),
+        );
         Ok(Self(Arc::new(App {
             store,
             metrics,
@@ -144,6 +162,7 @@ impl AppState {
             auth,
             jobs,
             breaker,
+            pre_delete,
         })))
     }
 }

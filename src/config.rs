@@ -296,6 +296,48 @@ pub struct Config {
     #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
     pub instance_id: Option<String>,
 
+    /// Run the NIOSXaaS pre-delete hook (delete a sandbox's universal services before the account).
+    #[arg(long, env = "NIOSXAAS_ENABLED", value_name = "NIOSXAAS_ENABLED", default_value = "false", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub niosxaas_enabled: bool,
+
+    /// Shadow mode: the hook only lists, logs and counts the services it would delete.
+    #[arg(long, env = "NIOSXAAS_SHADOW_MODE", value_name = "NIOSXAAS_SHADOW_MODE", default_value = "true", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub niosxaas_shadow_mode: bool,
+
+    /// Base URL of the CSP session and universal-infra APIs the hook calls.
+    #[arg(
+        long,
+        env = "NIOSXAAS_BASE_URL",
+        value_name = "NIOSXAAS_BASE_URL",
+        default_value = "https://csp.infoblox.com"
+    )]
+    pub niosxaas_base_url: String,
+
+    /// Service account that signs in and switches into sandbox accounts.
+    #[arg(long, env = "NIOSXAAS_EMAIL", value_name = "NIOSXAAS_EMAIL")]
+    pub niosxaas_email: Option<String>,
+
+    /// That account's password.
+    #[arg(
+        long,
+        env = "NIOSXAAS_PASSWORD",
+        value_name = "NIOSXAAS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub niosxaas_password: Option<SecretString>,
+
+    /// Name of the universal services to delete (`*`: every one in the sandbox account).
+    #[arg(
+        long,
+        env = "NIOSXAAS_SERVICE_NAME",
+        value_name = "NIOSXAAS_SERVICE_NAME"
+    )]
+    pub niosxaas_service_name: Option<String>,
+
+    /// Seconds one NIOSXaaS call may take.
+    #[arg(long, env = "NIOSXAAS_TIMEOUT_SEC", value_name = "NIOSXAAS_TIMEOUT_SEC", default_value = "30", value_parser = parse_seconds)]
+    pub niosxaas_timeout: Duration,
+
     /// Budget (ms) of one DynamoDB call, retries included; keeps an outage's 503 under 2 s.
     #[arg(long, env = "DDB_OPERATION_TIMEOUT_MS", value_name = "DDB_OPERATION_TIMEOUT_MS", default_value = "1200", value_parser = parse_millis)]
     pub ddb_operation_timeout: Duration,
@@ -383,6 +425,13 @@ impl Config {
             grace_period_minutes: 30,
             job_lease: Duration::from_secs(60),
             instance_id: None,
+            niosxaas_enabled: false,
+            niosxaas_shadow_mode: true,
+            niosxaas_base_url: "https://csp.infoblox.com".into(),
+            niosxaas_email: None,
+            niosxaas_password: None,
+            niosxaas_service_name: None,
+            niosxaas_timeout: Duration::from_secs(30),
         }
     }
 
@@ -394,6 +443,50 @@ impl Config {
             connect_timeout: self.csp_connect_timeout,
             read_timeout: self.csp_read_timeout,
         })
+    }
+
+    /// The NIOSXaaS hook's settings: `None` while `NIOSXAAS_ENABLED` is false; an error
+    /// naming the variable when it is enabled without what it needs.
+    pub fn niosxaas_settings(
+        &self,
+    ) -> Result<Option<crate::provider::niosxaas::NiosxaasSettings>, ConfigError> {
+        use crate::provider::niosxaas::{NiosxaasSettings, ServiceSelector};
+        if !self.niosxaas_enabled {
+            return Ok(None);
+        }
+        let needed = |variable: &'static str| ConfigError::Invalid {
+            variable,
+            reason: "must be set when NIOSXAAS_ENABLED is true".into(),
+        };
+        let email = self
+            .niosxaas_email
+            .as_deref()
+            .map(str::trim)
+            .filter(|email| !email.is_empty())
+            .ok_or_else(|| needed("NIOSXAAS_EMAIL"))?;
+        let password = self
+            .niosxaas_password
+            .clone()
+            .filter(|password| !password.expose_secret().trim().is_empty())
+            .ok_or_else(|| needed("NIOSXAAS_PASSWORD"))?;
+        let services = ServiceSelector::parse(self.niosxaas_service_name.as_deref().unwrap_or(""))
+            .ok_or_else(|| ConfigError::Invalid {
+                variable: "NIOSXAAS_SERVICE_NAME",
+                reason: "must name the universal services to delete (or `*` for every one) \
+                         when NIOSXAAS_ENABLED is true"
+                    .into(),
+            })?;
+        Ok(Some(NiosxaasSettings {
+            base_url: self.niosxaas_base_url.clone(),
+            email: email.to_owned(),
+            password,
+            services,
+            timeout: self.niosxaas_timeout,
+            connect_timeout: self.csp_connect_timeout,
+            shadow_mode: self.niosxaas_shadow_mode,
+            breaker_threshold: self.circuit_breaker_threshold,
+            breaker_timeout: self.circuit_breaker_timeout,
+        }))
     }
 
     /// The name this instance uses in job leases.
@@ -630,5 +723,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("RATE_LIMIT_PER_SEC"), "{err}");
+    }
+
+    #[test]
+    fn the_niosxaas_hook_is_off_by_default_shadow_when_on_and_refuses_missing_settings() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["sandbox-broker", "serve"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).unwrap().command {
+                Command::Serve(config) => config,
+                _ => panic!("parsed serve"),
+            }
+        };
+        assert!(parse(&[]).niosxaas_settings().unwrap().is_none());
+        let complete = [
+            "--niosxaas-enabled",
+            "yes",
+            "--niosxaas-email",
+            "robot@example.com",
+            "--niosxaas-password",
+            "pw",
+            "--niosxaas-service-name",
+            "Instrqt-SaaS",
+        ];
+        let settings = parse(&complete).niosxaas_settings().unwrap().unwrap();
+        assert!(settings.shadow_mode, "shadow mode is the default");
+        assert_eq!(settings.base_url, "https://csp.infoblox.com");
+        for (missing, variable) in [
+            (3, "NIOSXAAS_EMAIL"),
+            (5, "NIOSXAAS_PASSWORD"),
+            (7, "NIOSXAAS_SERVICE_NAME"),
+        ] {
+            let mut args = complete;
+            args[missing] = " ";
+            let err = parse(&args).niosxaas_settings().unwrap_err().to_string();
+            assert!(err.starts_with(variable), "{err}");
+        }
+        let err =
+            Cli::try_parse_from(["sandbox-broker", "serve", "--niosxaas-shadow-mode", "maybe"])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("NIOSXAAS_SHADOW_MODE"), "{err}");
     }
 }

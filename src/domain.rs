@@ -269,6 +269,75 @@ pub struct Sandbox {
     /// What the provider said the last time deleting failed.
     #[serde(default)]
     pub last_deletion_error: Option<String>,
+    /// What the NIOSXaaS pre-delete hook did in this account, once it ran.
+    #[serde(default)]
+    pub niosxaas: Option<NiosxaasCleanup>,
+}
+
+/// What the NIOSXaaS pre-delete hook found and did in one sandbox account. The first three
+/// fields carry the Python service's attribute names (contract §5); the last two are additive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NiosxaasCleanup {
+    /// Epoch seconds the hook finished removing the account's services (or found none to
+    /// remove); absent in shadow mode and after a failure, when nothing was cleaned.
+    #[serde(default)]
+    pub niosxaas_cleaned_at: Option<i64>,
+    /// Nothing was deleted: no service matched, or shadow mode only looked.
+    #[serde(default)]
+    pub niosxaas_cleanup_skipped: bool,
+    /// Why the hook failed, if it did.
+    #[serde(default)]
+    pub niosxaas_cleanup_failed_reason: Option<String>,
+    /// Universal services named `NIOSXAAS_SERVICE_NAME` that it found (and, outside shadow
+    /// mode, deleted).
+    #[serde(default)]
+    pub niosxaas_services_matched: u32,
+    /// The hook ran in shadow mode: it listed, logged and counted, and deleted nothing.
+    #[serde(default)]
+    pub niosxaas_shadow_mode: bool,
+}
+
+/// How long a NIOSXaaS history item is kept (contract §5: `ttl` = now + 30 days).
+pub const NIOSXAAS_HISTORY_TTL_SECS: i64 = 30 * 86_400;
+
+/// A `NIOSXAAS#<sandbox_id>` history item (contract §5): what the pre-delete hook did for a
+/// sandbox that is gone (or given up), kept for dashboards after its row is purged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NiosxaasHistory {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// Its name.
+    pub sandbox_name: String,
+    /// Its provider id.
+    pub external_id: String,
+    /// The lab it was last allocated for.
+    pub track_name: Option<String>,
+    /// The student key that last held it.
+    pub allocated_to_track: Option<String>,
+    /// The hook's result.
+    #[serde(flatten)]
+    pub cleanup: NiosxaasCleanup,
+    /// Epoch seconds the provider deleted the sandbox; absent when deletion was given up.
+    pub deleted_at: Option<i64>,
+    /// Epoch seconds after which the item may be dropped.
+    pub ttl: i64,
+}
+
+impl NiosxaasHistory {
+    /// The history item of `row` (after its outcome was applied), or `None` when the hook
+    /// never ran for it.
+    pub fn of(row: &Sandbox, now: i64) -> Option<Self> {
+        Some(Self {
+            sandbox_id: row.sandbox_id.clone(),
+            sandbox_name: row.name.clone(),
+            external_id: row.external_id.clone(),
+            track_name: row.track_name.clone(),
+            allocated_to_track: row.allocated_to_track.clone(),
+            cleanup: row.niosxaas.clone()?,
+            deleted_at: row.deleted_at,
+            ttl: now + NIOSXAAS_HISTORY_TTL_SECS,
+        })
+    }
 }
 
 impl Sandbox {
@@ -324,6 +393,7 @@ impl NewSandbox {
             first_deletion_failure_at: None,
             deletion_transient_failures: 0,
             last_deletion_error: None,
+            niosxaas: None,
         }
     }
 }

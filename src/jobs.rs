@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::now_epoch;
 use crate::metrics::Metrics;
+use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
 use crate::store::{JobRecord, LeaseOutcome, SharedStore, StoreError};
 
@@ -112,6 +113,7 @@ impl JobReport {
 pub struct Jobs {
     store: SharedStore,
     provider: Option<Arc<dyn ProviderClient>>,
+    pre_delete: Option<Arc<PreDeleteHook>>,
     metrics: Metrics,
     holder: String,
     lease: Duration,
@@ -132,12 +134,19 @@ impl Jobs {
         Self {
             store,
             provider,
+            pre_delete: None,
             metrics,
             holder,
             lease,
             schedule,
             running: Default::default(),
         }
+    }
+
+    /// Runs `hook` (the NIOSXaaS cleanup) before each deletion at the provider.
+    pub fn with_pre_delete_hook(mut self, hook: Option<Arc<PreDeleteHook>>) -> Self {
+        self.pre_delete = hook;
+        self
     }
 
     /// This instance's name in leases.
@@ -249,6 +258,7 @@ impl Jobs {
                 let settings = &self.schedule.cleanup_settings;
                 cleanup::run_once(
                     self.provider()?,
+                    self.pre_delete.as_deref(),
                     &*self.store,
                     &self.metrics,
                     settings,

@@ -60,6 +60,15 @@ pub struct Metrics {
     pub provider_request_duration_seconds: HistogramVec,
     /// Provider circuit breaker: 0 closed, 1 open, 2 half-open.
     pub provider_circuit_state: IntGauge,
+    /// NIOSXaaS pre-delete hook runs by `mode` (`enforce`, `shadow`) and `outcome`
+    /// (`cleaned`, `nothing_to_clean`, `failed`, `postponed`).
+    pub niosxaas_cleanups_total: IntCounterVec,
+    /// Universal services the hook matched, by `mode`: deleted in `enforce`, only counted in `shadow`.
+    pub niosxaas_services_total: IntCounterVec,
+    /// NIOSXaaS calls by `operation` (`sign_in`, `account_switch`, `list`, `delete`) and `outcome`.
+    pub niosxaas_request_duration_seconds: HistogramVec,
+    /// The NIOSXaaS hook's own circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub niosxaas_circuit_state: IntGauge,
     /// 1 when the last scrape could read the pool counts from the store, else 0.
     store_up: IntGauge,
     pool: PoolGauges,
@@ -210,6 +219,29 @@ impl Metrics {
                 &r,
                 "broker_provider_circuit_state",
                 "Provider circuit breaker: 0 closed, 1 open, 2 half-open",
+            )?,
+            niosxaas_cleanups_total: counter_vec(
+                &r,
+                "broker_niosxaas_cleanups_total",
+                "NIOSXaaS pre-delete hook runs by mode and outcome",
+                &["mode", "outcome"],
+            )?,
+            niosxaas_services_total: counter_vec(
+                &r,
+                "broker_niosxaas_services_total",
+                "Universal services the NIOSXaaS hook matched (deleted unless in shadow mode)",
+                &["mode"],
+            )?,
+            niosxaas_request_duration_seconds: histogram_vec(
+                &r,
+                "broker_niosxaas_request_duration_seconds",
+                "NIOSXaaS calls by operation and outcome",
+                &["operation", "outcome"],
+            )?,
+            niosxaas_circuit_state: gauge(
+                &r,
+                "broker_niosxaas_circuit_state",
+                "NIOSXaaS hook circuit breaker: 0 closed, 1 open, 2 half-open",
             )?,
             cleanup_total: counter_vec(
                 &r,

@@ -8,6 +8,7 @@
 pub mod breaker;
 pub mod client;
 pub mod instrumented;
+pub mod niosxaas;
 pub mod simulated;
 
 use std::time::Duration;

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::domain::{
-    DeletableStatus, IdempotencyKey, NamePrefix, NewSandbox, Sandbox, SandboxId, SandboxStatus,
-    StudentKey, TrackName, ValidationError,
+    DeletableStatus, IdempotencyKey, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
+    Sandbox, SandboxId, SandboxStatus, StudentKey, TrackName, ValidationError,
 };
 
 /// A shared handle to whichever store the service runs on.
@@ -427,17 +427,83 @@ pub trait Store: Send + Sync + 'static {
         until: i64,
     ) -> Result<Option<Sandbox>, StoreError>;
 
-    /// Records how `holder`'s claimed deletion ended; no-op unless it still holds the claim.
+    /// Records how `holder`'s claimed deletion of `claimed` ended, with what the NIOSXaaS
+    /// pre-delete hook did this time (if it ran); no-op unless `holder` still holds the
+    /// claim. When the outcome is final (deleted or given up) and the hook ever ran for the
+    /// row, the `NIOSXAAS#` history item is written in the same atomic step.
     async fn finish_deletion(
         &self,
-        id: &SandboxId,
+        claimed: &Sandbox,
         holder: &str,
         outcome: DeletionOutcome,
+        niosxaas: Option<NiosxaasCleanup>,
         now: i64,
     ) -> Result<(), StoreError>;
 
-    /// Drops `deleted` tombstones whose `ttl` has passed; returns how many.
+    /// Drops `deleted` tombstones whose `ttl` has passed (and, where the store keeps them
+    /// itself, expired NIOSXaaS history items); returns how many tombstones.
     async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// The `NIOSXAAS#` history item of a sandbox, if one was written and has not expired
+    /// by `now`.
+    async fn niosxaas_history(
+        &self,
+        id: &SandboxId,
+        now: i64,
+    ) -> Result<Option<NiosxaasHistory>, StoreError>;
+}
+
+/// The row a claimed deletion leaves behind: claim released, `outcome` applied and the
+/// hook's result (if it ran this time) recorded. One rule for both stores.
+pub fn finished_row(
+    claimed: &Sandbox,
+    outcome: &DeletionOutcome,
+    niosxaas: Option<NiosxaasCleanup>,
+    now: i64,
+) -> Sandbox {
+    let mut row = claimed.clone();
+    row.deletion_claimed_by = None;
+    row.deletion_claimed_until = None;
+    row.updated_at = now;
+    if niosxaas.is_some() {
+        row.niosxaas = niosxaas;
+    }
+    match outcome {
+        DeletionOutcome::Deleted { ttl } => {
+            row.status = SandboxStatus::Deleted;
+            row.deleted_at = Some(now);
+            row.ttl = Some(*ttl);
+            row.next_deletion_attempt_at = None;
+            row.last_deletion_error = None;
+        }
+        DeletionOutcome::Retry {
+            next_attempt_at,
+            attempts,
+            transient_failures,
+            first_transient_failure_at,
+            error,
+        } => {
+            row.next_deletion_attempt_at = Some(*next_attempt_at);
+            row.deletion_retry_count = *attempts;
+            row.deletion_transient_failures = *transient_failures;
+            row.first_deletion_failure_at = *first_transient_failure_at;
+            row.last_deletion_error = Some(error.clone());
+        }
+        DeletionOutcome::Failed { attempts, error } => {
+            row.status = SandboxStatus::DeletionFailed;
+            row.deletion_retry_count = *attempts;
+            row.last_deletion_error = Some(error.clone());
+        }
+        DeletionOutcome::Released => {}
+    }
+    row
+}
+
+impl DeletionOutcome {
+    /// Whether the sandbox leaves `pending_deletion` for good (deleted or given up).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Deleted { .. } | Self::Failed { .. })
+    }
 }
 
 /// How a claimed deletion ended, as the cleanup policy decided.

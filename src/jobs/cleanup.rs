@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::domain::{Sandbox, SandboxId, now_epoch};
+use crate::domain::{NiosxaasCleanup, Sandbox, SandboxId, now_epoch};
 use crate::metrics::Metrics;
+use crate::provider::niosxaas::{HookFailure, PreDeleteHook};
 use crate::provider::{ProviderClient, ProviderError};
 use crate::store::{DeletionOutcome, Store};
 
@@ -47,7 +48,17 @@ impl DeletionPolicy {
 
     /// What a failed deletion of `row` at `now` means for it.
     pub fn decide(&self, row: &Sandbox, error: &ProviderError, now: i64) -> DeletionOutcome {
-        let message = error.to_string();
+        self.decide_described(row, error, error.to_string(), now)
+    }
+
+    /// [`Self::decide`], recording `message` as the row's deletion error.
+    pub fn decide_described(
+        &self,
+        row: &Sandbox,
+        error: &ProviderError,
+        message: String,
+        now: i64,
+    ) -> DeletionOutcome {
         // A refused credential is our configuration, not the sandbox: like an outage, it
         // must not burn the pool, so it retries until the give-up deadline.
         let transient = error.is_transient() || matches!(error, ProviderError::Unauthorized(_));
@@ -120,6 +131,7 @@ struct Tally {
 /// One cleanup run. `ignore_backoff` (an admin trigger) tries every pending row now.
 pub async fn run_once(
     provider: &dyn ProviderClient,
+    hook: Option<&PreDeleteHook>,
     store: &dyn Store,
     metrics: &Metrics,
     settings: &CleanupSettings,
@@ -127,7 +139,16 @@ pub async fn run_once(
     ignore_backoff: bool,
 ) -> Result<BTreeMap<String, u64>, JobError> {
     let started = Instant::now();
-    let result = delete_due(provider, store, metrics, settings, holder, ignore_backoff).await;
+    let result = delete_due(
+        provider,
+        hook,
+        store,
+        metrics,
+        settings,
+        holder,
+        ignore_backoff,
+    )
+    .await;
     let outcome = match &result {
         Ok(counts) if counts.get("postponed").copied().unwrap_or(0) > 0 => "postponed",
         Ok(_) => "success",
@@ -142,6 +163,7 @@ pub async fn run_once(
 
 async fn delete_due(
     provider: &dyn ProviderClient,
+    hook: Option<&PreDeleteHook>,
     store: &dyn Store,
     metrics: &Metrics,
     settings: &CleanupSettings,
@@ -172,18 +194,22 @@ async fn delete_due(
                 tally.skipped += 1;
                 continue;
             };
-            let outcome = match provider.delete_sandbox(&row.external_id).await {
-                Ok(()) => DeletionOutcome::Deleted {
-                    ttl: now_epoch() + settings.policy.tombstone_ttl_secs,
-                },
-                Err(ProviderError::CircuitOpen) => {
+            let (step, niosxaas) = attempt(provider, hook, settings, &row).await;
+            let outcome = match step {
+                Step::Finished(outcome) => outcome,
+                Step::Postponed => {
                     store
-                        .finish_deletion(&id, holder, DeletionOutcome::Released, now_epoch())
+                        .finish_deletion(
+                            &row,
+                            holder,
+                            DeletionOutcome::Released,
+                            niosxaas,
+                            now_epoch(),
+                        )
                         .await?;
                     tally.postponed += 1 + remaining;
                     break 'batches;
                 }
-                Err(err) => settings.policy.decide(&row, &err, now_epoch()),
             };
             match &outcome {
                 DeletionOutcome::Deleted { .. } => {
@@ -207,7 +233,7 @@ async fn delete_due(
                 DeletionOutcome::Released => {}
             }
             store
-                .finish_deletion(&id, holder, outcome, now_epoch())
+                .finish_deletion(&row, holder, outcome, niosxaas, now_epoch())
                 .await?;
         }
     }
@@ -220,6 +246,58 @@ async fn delete_due(
         ("skipped".to_owned(), tally.skipped),
         ("purged".to_owned(), purged),
     ]))
+}
+
+/// What became of one claimed row.
+enum Step {
+    /// The policy's verdict on it.
+    Finished(DeletionOutcome),
+    /// A circuit breaker is open: nothing was decided, and the rest of the run waits too.
+    Postponed,
+}
+
+/// The pre-delete hook (when due), then the deletion at the provider; with the hook's
+/// record to keep on the row.
+async fn attempt(
+    provider: &dyn ProviderClient,
+    hook: Option<&PreDeleteHook>,
+    settings: &CleanupSettings,
+    row: &Sandbox,
+) -> (Step, Option<NiosxaasCleanup>) {
+    let mut niosxaas = None;
+    if let Some(hook) = hook.filter(|hook| hook.is_due(row)) {
+        let (record, failure) = hook.run(row, now_epoch()).await;
+        match failure {
+            None => niosxaas = Some(record),
+            Some(failure) if hook.shadow_mode() => {
+                tracing::warn!(sandbox.id = %row.sandbox_id, error = %failure, "NIOSXaaS shadow mode: the check failed; deleting anyway");
+                niosxaas = Some(record);
+            }
+            // Enforce mode: the account still has its services, so it is not deleted yet.
+            Some(HookFailure {
+                error: ProviderError::CircuitOpen,
+                ..
+            }) => return (Step::Postponed, None),
+            Some(failure) => {
+                tracing::warn!(sandbox.id = %row.sandbox_id, error = %failure, "NIOSXaaS cleanup failed; the sandbox is not deleted yet");
+                let outcome = settings.policy.decide_described(
+                    row,
+                    &failure.error,
+                    failure.to_string(),
+                    now_epoch(),
+                );
+                return (Step::Finished(outcome), Some(record));
+            }
+        }
+    }
+    let step = match provider.delete_sandbox(&row.external_id).await {
+        Ok(()) => Step::Finished(DeletionOutcome::Deleted {
+            ttl: now_epoch() + settings.policy.tombstone_ttl_secs,
+        }),
+        Err(ProviderError::CircuitOpen) => Step::Postponed,
+        Err(err) => Step::Finished(settings.policy.decide(row, &err, now_epoch())),
+    };
+    (step, niosxaas)
 }
 
 #[cfg(test)]

@@ -44,12 +44,19 @@ enum State {
     HalfOpen { probing: bool },
 }
 
-/// The breaker.
-pub struct CircuitBreaker {
-    inner: Arc<dyn ProviderClient>,
+/// The breaker's state machine, for any calls that fail with [`ProviderError`]; the
+/// provider and the NIOSXaaS hook each have their own.
+pub struct Breaker {
+    name: &'static str,
     threshold: u32,
     open_for: Duration,
     state: Arc<Mutex<State>>,
+}
+
+/// The provider behind a [`Breaker`].
+pub struct CircuitBreaker {
+    inner: Arc<dyn ProviderClient>,
+    breaker: Breaker,
 }
 
 /// Puts a probe that never finished (its future was dropped) back to "probe allowed".
@@ -72,6 +79,21 @@ impl CircuitBreaker {
     pub fn new(inner: Arc<dyn ProviderClient>, threshold: u32, open_for: Duration) -> Self {
         Self {
             inner,
+            breaker: Breaker::new("provider", threshold, open_for),
+        }
+    }
+
+    /// The state now (an elapsed open period reads as half-open).
+    pub fn state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+}
+
+impl Breaker {
+    /// A closed breaker named `name` in its log events; `threshold` is at least 1.
+    pub fn new(name: &'static str, threshold: u32, open_for: Duration) -> Self {
+        Self {
+            name,
             threshold: threshold.max(1),
             open_for,
             state: Arc::new(Mutex::new(State::Closed { failures: 0 })),
@@ -116,8 +138,9 @@ impl CircuitBreaker {
             }
             (_, true) => {
                 tracing::warn!(
+                    breaker = self.name,
                     open_for_secs = self.open_for.as_secs(),
-                    "provider circuit breaker opened"
+                    "circuit breaker opened"
                 );
                 State::Open {
                     until: Instant::now() + self.open_for,
@@ -126,7 +149,8 @@ impl CircuitBreaker {
         };
     }
 
-    async fn call<T>(
+    /// Runs `operation` if the breaker admits it, and counts its outcome.
+    pub async fn call<T>(
         &self,
         operation: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
@@ -149,11 +173,13 @@ impl CircuitBreaker {
 #[async_trait]
 impl ProviderClient for CircuitBreaker {
     async fn list_sandboxes(&self) -> Result<ProviderListing, ProviderError> {
-        self.call(self.inner.list_sandboxes()).await
+        self.breaker.call(self.inner.list_sandboxes()).await
     }
 
     async fn delete_sandbox(&self, external_id: &str) -> Result<(), ProviderError> {
-        self.call(self.inner.delete_sandbox(external_id)).await
+        self.breaker
+            .call(self.inner.delete_sandbox(external_id))
+            .await
     }
 }
 

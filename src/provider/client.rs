@@ -65,7 +65,7 @@ impl CspClient {
 }
 
 /// The error for a non-success status.
-fn status_error(status: StatusCode, headers: &HeaderMap) -> ProviderError {
+pub(crate) fn status_error(status: StatusCode, headers: &HeaderMap) -> ProviderError {
     match status {
         StatusCode::NOT_FOUND => ProviderError::NotFound,
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -93,11 +93,31 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-fn transport_error(err: reqwest::Error) -> ProviderError {
+/// A connection failure or timeout: the provider's passing trouble.
+pub(crate) fn transport_error(err: reqwest::Error) -> ProviderError {
     ProviderError::Unavailable(Box::new(err))
 }
 
-/// The UUID of `external_id`: the part after the last `/`.
+/// The JSON body of a successful answer; a non-success status maps through
+/// [`status_error`], a body cut short by the timeout is transient, an unreadable one a refusal.
+pub(crate) async fn success_json(
+    response: reqwest::Response,
+    what: &str,
+) -> Result<Value, ProviderError> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(status_error(status, response.headers()));
+    }
+    response.json().await.map_err(|err| {
+        if err.is_timeout() {
+            transport_error(err)
+        } else {
+            ProviderError::Other(format!("unreadable {what}: {err}"))
+        }
+    })
+}
+
+/// The UUID of a CSP id such as `identity/accounts/<uuid>`: the part after the last `/`.
 pub fn account_uuid(external_id: &str) -> Option<&str> {
     let uuid = external_id.rsplit('/').next()?.trim();
     let usable = !uuid.is_empty()
@@ -192,17 +212,7 @@ impl ProviderClient for CspClient {
             .send()
             .await
             .map_err(transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(status_error(status, response.headers()));
-        }
-        let body: Value = response.json().await.map_err(|err| {
-            if err.is_timeout() {
-                transport_error(err)
-            } else {
-                ProviderError::Other(format!("unreadable account list: {err}"))
-            }
-        })?;
+        let body = success_json(response, "account list").await?;
         let results = body
             .get("results")
             .and_then(Value::as_array)

@@ -34,13 +34,16 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use self::candidates::CandidatePool;
 use self::error::{DynamoError, classify};
-use self::item::{AttributeValuesExt, Item, n, returned_row, s, sandbox_key};
+use self::item::{AttributeValuesExt, Item, n, niosxaas_history_key, returned_row, s, sandbox_key};
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
     encode_allocation_key,
 };
-use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStatus, StudentKey};
+use crate::domain::{
+    DeletableStatus, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
+    SandboxStatus, StudentKey,
+};
 
 /// Writes in flight at once for imports, syncs and bulk deletes.
 const BULK_CONCURRENCY: usize = 16;
@@ -523,16 +526,41 @@ impl Store for DynamoStore {
 
     async fn finish_deletion(
         &self,
-        id: &SandboxId,
+        claimed: &Sandbox,
         holder: &str,
         outcome: DeletionOutcome,
+        niosxaas: Option<NiosxaasCleanup>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.record_deletion(id, holder, outcome, now).await
+        self.record_deletion(claimed, holder, outcome, niosxaas, now)
+            .await
     }
 
     async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
         self.purge_expired_tombstones(now).await
+    }
+
+    async fn niosxaas_history(
+        &self,
+        id: &SandboxId,
+        now: i64,
+    ) -> Result<Option<NiosxaasHistory>, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(niosxaas_history_key(id.as_str())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| classify(err).into_store_error())?;
+        let Some(item) = got.item() else {
+            return Ok(None);
+        };
+        let history =
+            NiosxaasHistory::try_from(item).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        // DynamoDB's TTL sweep lags; an expired item reads as gone, like on the embedded store.
+        Ok((history.ttl > now).then_some(history))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -21,7 +21,9 @@ use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
 };
-use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, StudentKey};
+use crate::domain::{
+    DeletableStatus, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId, StudentKey,
+};
 use crate::provider::ProviderSandbox;
 
 /// The file inside the data directory.
@@ -324,13 +326,24 @@ impl Store for EmbeddedStore {
 
     async fn finish_deletion(
         &self,
-        id: &SandboxId,
+        claimed: &Sandbox,
         holder: &str,
         outcome: DeletionOutcome,
+        niosxaas: Option<NiosxaasCleanup>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let (id, holder) = (id.as_str().to_owned(), holder.to_owned());
-        self.submit(move |tables| tables.finish_deletion(&id, &holder, outcome, now))
+        let (id, holder) = (claimed.sandbox_id.clone(), holder.to_owned());
+        self.submit(move |tables| tables.finish_deletion(&id, &holder, &outcome, niosxaas, now))
+            .await
+    }
+
+    async fn niosxaas_history(
+        &self,
+        id: &SandboxId,
+        now: i64,
+    ) -> Result<Option<NiosxaasHistory>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |db| tables::read_niosxaas_history(db, &id, now))
             .await
     }
 

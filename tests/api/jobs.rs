@@ -32,7 +32,7 @@ async fn csp(accounts: Vec<Value>, delay: Duration) -> MockServer {
     server
 }
 
-fn use_csp(config: &mut sandbox_broker::config::Config, server: &MockServer) {
+pub(crate) fn use_csp(config: &mut sandbox_broker::config::Config, server: &MockServer) {
     config.csp_base_url = format!("{}/v2", server.uri());
     config.csp_api_token = Some("csp-token".into());
     config.circuit_breaker_threshold = 2;
@@ -428,7 +428,7 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
 }
 
 /// `count` released sandboxes: allocated to `stu-N`, then marked by them. Returns their ids.
-async fn released(app: &TestApp, count: u64) -> Vec<String> {
+pub(crate) async fn released(app: &TestApp, count: u64) -> Vec<String> {
     app.seed("lab-", 500, count).await;
     let mut ids = Vec::new();
     for n in 0..count {
@@ -440,7 +440,7 @@ async fn released(app: &TestApp, count: u64) -> Vec<String> {
     ids
 }
 
-async fn cleanup(app: &TestApp) -> Value {
+pub(crate) async fn cleanup(app: &TestApp) -> Value {
     json_of(
         app.admin(Method::POST, "/v1/admin/cleanup")
             .send()
@@ -704,9 +704,17 @@ async fn cleanup_throttles_by_batch_and_by_sandbox() {
     };
     let metrics = sandbox_broker::metrics::Metrics::new().unwrap();
 
-    let counts = run_once(&provider, &*app.store, &metrics, &settings, "runner", true)
-        .await
-        .unwrap();
+    let counts = run_once(
+        &provider,
+        None,
+        &*app.store,
+        &metrics,
+        &settings,
+        "runner",
+        true,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(counts["deleted"], 5);
     let at = provider.deletes.lock().unwrap().clone();

@@ -12,6 +12,7 @@ mod concurrency;
 mod embedded;
 mod helpers;
 mod jobs;
+mod niosxaas;
 mod ops;
 mod process;
 mod provider;

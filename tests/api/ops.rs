@@ -375,14 +375,22 @@ impl Store for FailingStore {
     }
     async fn finish_deletion(
         &self,
-        _: &SandboxId,
+        _: &Sandbox,
         _: &str,
         _: sandbox_broker::store::DeletionOutcome,
+        _: Option<sandbox_broker::domain::NiosxaasCleanup>,
         _: i64,
     ) -> Result<(), StoreError> {
         Err(self.fail())
     }
     async fn purge_tombstones(&self, _: i64) -> Result<u64, StoreError> {
+        Err(self.fail())
+    }
+    async fn niosxaas_history(
+        &self,
+        _: &SandboxId,
+        _: i64,
+    ) -> Result<Option<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
         Err(self.fail())
     }
 }

@@ -106,15 +106,25 @@ impl Store for GatedStore {
     }
     async fn finish_deletion(
         &self,
-        id: &SandboxId,
+        claimed: &Sandbox,
         holder: &str,
         outcome: sandbox_broker::store::DeletionOutcome,
+        niosxaas: Option<sandbox_broker::domain::NiosxaasCleanup>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.inner.finish_deletion(id, holder, outcome, now).await
+        self.inner
+            .finish_deletion(claimed, holder, outcome, niosxaas, now)
+            .await
     }
     async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
         self.inner.purge_tombstones(now).await
+    }
+    async fn niosxaas_history(
+        &self,
+        id: &SandboxId,
+        now: i64,
+    ) -> Result<Option<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
+        self.inner.niosxaas_history(id, now).await
     }
 }
 

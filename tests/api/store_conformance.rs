@@ -401,6 +401,7 @@ macro_rules! conformance_suite {
                 expiry_releases_only_ended_labs_and_frees_their_keys,
                 stale_rows_are_removed_only_after_their_grace,
                 deletions_are_claimed_by_one_runner_and_recorded_only_by_it,
+                a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row,
             );
         }
     };
@@ -733,11 +734,13 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         contested.is_none(),
         "a running claim excludes other runners"
     );
+    let claimed = claimed.unwrap();
     store
         .finish_deletion(
-            &pending[0],
+            &claimed,
             "runner-b",
             DeletionOutcome::Deleted { ttl: NOW + 10 },
+            None,
             NOW + 2,
         )
         .await
@@ -749,9 +752,10 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
     );
     store
         .finish_deletion(
-            &pending[0],
+            &claimed,
             "runner-a",
             DeletionOutcome::Deleted { ttl: NOW + 10 },
+            None,
             NOW + 2,
         )
         .await
@@ -768,7 +772,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
     );
 
     // A transient failure backs off; the schedule skips it, an admin run does not.
-    store
+    let second = store
         .claim_deletion(&pending[1], "runner-a", NOW, NOW + 60)
         .await
         .unwrap()
@@ -781,7 +785,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         error: "HTTP 503".into(),
     };
     store
-        .finish_deletion(&pending[1], "runner-a", retry, NOW + 3)
+        .finish_deletion(&second, "runner-a", retry, None, NOW + 3)
         .await
         .unwrap();
     let due: Vec<String> = store
@@ -809,22 +813,20 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        store
-            .claim_deletion(&pending[2], "runner-b", NOW + 6, NOW + 66)
-            .await
-            .unwrap()
-            .is_some(),
-        "a dead runner's claim runs out"
-    );
+    let taken_over = store
+        .claim_deletion(&pending[2], "runner-b", NOW + 6, NOW + 66)
+        .await
+        .unwrap();
+    let taken_over = taken_over.expect("a dead runner's claim runs out");
     store
         .finish_deletion(
-            &pending[2],
+            &taken_over,
             "runner-b",
             DeletionOutcome::Failed {
                 attempts: 3,
                 error: "HTTP 400".into(),
             },
+            None,
             NOW + 7,
         )
         .await
@@ -848,5 +850,184 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
     assert_eq!(
         (stats.deleted, stats.pending_deletion, stats.deletion_failed),
         (0, 1, 1)
+    );
+}
+
+pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(store: SharedStore) {
+    use sandbox_broker::domain::{NIOSXAAS_HISTORY_TTL_SECS, NiosxaasCleanup, Sandbox};
+    use sandbox_broker::store::DeletionOutcome;
+    store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
+    let mut claimed: Vec<Sandbox> = Vec::new();
+    for n in 0..3 {
+        let held = store
+            .allocate(request(&format!("s{n}")))
+            .await
+            .unwrap()
+            .sandbox;
+        store
+            .mark_for_deletion(&id(&held.sandbox_id), &student(&format!("s{n}")), NOW)
+            .await
+            .unwrap();
+        let row = store
+            .claim_deletion(&id(&held.sandbox_id), "runner", NOW, NOW + 60)
+            .await
+            .unwrap()
+            .unwrap();
+        claimed.push(row);
+    }
+    let first = id(&claimed[0].sandbox_id);
+    let cleaned = NiosxaasCleanup {
+        niosxaas_cleaned_at: Some(NOW + 1),
+        niosxaas_services_matched: 2,
+        ..NiosxaasCleanup::default()
+    };
+
+    // The hook cleaned, the provider failed: the row keeps the hook's result, no history yet.
+    let retry = DeletionOutcome::Retry {
+        next_attempt_at: NOW + 60,
+        attempts: 0,
+        transient_failures: 1,
+        first_transient_failure_at: Some(NOW + 1),
+        error: "HTTP 503".into(),
+    };
+    store
+        .finish_deletion(&claimed[0], "runner", retry, Some(cleaned.clone()), NOW + 1)
+        .await
+        .unwrap();
+    let kept = store.get(&first).await.unwrap().unwrap();
+    assert_eq!(kept.niosxaas.as_ref(), Some(&cleaned));
+    assert!(
+        store
+            .niosxaas_history(&first, NOW + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The next attempt deletes without rerunning the hook: the history keeps its result.
+    let again = store
+        .claim_deletion(&first, "runner", NOW + 61, NOW + 120)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.niosxaas.as_ref(),
+        Some(&cleaned),
+        "a claim returns the hook's record"
+    );
+    store
+        .finish_deletion(
+            &again,
+            "runner",
+            DeletionOutcome::Deleted { ttl: NOW + 900 },
+            None,
+            NOW + 62,
+        )
+        .await
+        .unwrap();
+    let history = store
+        .niosxaas_history(&first, NOW + 62)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            history.sandbox_id.as_str(),
+            history.sandbox_name.as_str(),
+            history.external_id.as_str(),
+            history.allocated_to_track.as_deref(),
+            history.deleted_at,
+            history.ttl,
+        ),
+        (
+            claimed[0].sandbox_id.as_str(),
+            claimed[0].name.as_str(),
+            claimed[0].external_id.as_str(),
+            Some("s0"),
+            Some(NOW + 62),
+            NOW + 62 + NIOSXAAS_HISTORY_TTL_SECS,
+        )
+    );
+    assert_eq!(history.cleanup, cleaned);
+
+    // A given-up deletion is history too, without `deleted_at`; a runner without the claim
+    // writes nothing.
+    let refused = NiosxaasCleanup {
+        niosxaas_cleanup_failed_reason: Some("failed at delete: HTTP 400".into()),
+        ..NiosxaasCleanup::default()
+    };
+    let failed = DeletionOutcome::Failed {
+        attempts: 3,
+        error: "failed at delete: HTTP 400".into(),
+    };
+    let second = id(&claimed[1].sandbox_id);
+    store
+        .finish_deletion(
+            &claimed[1],
+            "intruder",
+            failed.clone(),
+            Some(refused.clone()),
+            NOW + 2,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .niosxaas_history(&second, NOW + 2)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store
+        .finish_deletion(
+            &claimed[1],
+            "runner",
+            failed,
+            Some(refused.clone()),
+            NOW + 2,
+        )
+        .await
+        .unwrap();
+    let history = store
+        .niosxaas_history(&second, NOW + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((history.deleted_at, history.cleanup), (None, refused));
+
+    // A sandbox the hook never ran for has no history; history items are not sandboxes.
+    let third = id(&claimed[2].sandbox_id);
+    store
+        .finish_deletion(
+            &claimed[2],
+            "runner",
+            DeletionOutcome::Deleted { ttl: NOW + 900 },
+            None,
+            NOW + 3,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .niosxaas_history(&third, NOW + 3)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.deleted, stats.deletion_failed, stats.total()),
+        (2, 1, 3)
+    );
+    let listed = store.list(query(100)).await.unwrap().sandboxes.len();
+    assert_eq!(listed, 3);
+
+    // Expired history reads as gone.
+    assert!(
+        store
+            .niosxaas_history(&first, NOW + 62 + NIOSXAAS_HISTORY_TTL_SECS)
+            .await
+            .unwrap()
+            .is_none()
     );
 }

@@ -22,6 +22,8 @@ mod helpers;
 #[path = "../api/jobs.rs"]
 mod jobs;
 mod local;
+#[path = "../api/niosxaas.rs"]
+mod niosxaas;
 #[path = "../api/ops.rs"]
 mod ops;
 mod outage;

@@ -226,6 +226,23 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
         history.item().is_some(),
         "bulk delete never removes NIOSXaaS history"
     );
+    let read = app
+        .store
+        .niosxaas_history(
+            &sandbox_broker::domain::SandboxId::parse("id", "2009523").unwrap(),
+            1_729_000_000,
+        )
+        .await
+        .unwrap()
+        .expect("the Python service's history item reads");
+    assert_eq!(
+        (
+            read.sandbox_name.as_str(),
+            read.cleanup.niosxaas_cleanup_skipped,
+            read.ttl
+        ),
+        ("lab-py-0003", true, 1_730_000_000)
+    );
 }
 
 #[tokio::test]

@@ -70,6 +70,11 @@ pub async fn metrics(State(app): State<AppState>) -> Result<Response> {
             .provider_circuit_state
             .set(breaker.state().as_gauge());
     }
+    if let Some(hook) = &app.pre_delete {
+        app.metrics
+            .niosxaas_circuit_state
+            .set(hook.breaker_state().as_gauge());
+    }
     let text = app
         .metrics
         .render(pool.as_ref())

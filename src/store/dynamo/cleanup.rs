@@ -5,13 +5,18 @@
 //! every outcome is written only while the runner still holds that claim — so two runners
 //! never delete the same sandbox twice, and a late runner never overwrites a newer result.
 
-use aws_sdk_dynamodb::types::ReturnValue;
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 
 use super::DynamoStore;
-use super::error::{DynamoError, classify};
-use super::item::{Item, n, returned_row, s, sandbox_key};
-use crate::domain::{Sandbox, SandboxId, SandboxStatus};
-use crate::store::{DeletionOutcome, StoreError};
+use super::error::{DynamoError, classify, internal};
+use super::item::{Item, n, niosxaas_attributes, returned_row, s, sandbox_key};
+use crate::domain::{NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId, SandboxStatus};
+use crate::store::{DeletionOutcome, StoreError, finished_row};
 
 impl DynamoStore {
     /// See [`crate::store::Store::deletions_due`].
@@ -62,88 +67,66 @@ impl DynamoStore {
         }
     }
 
-    /// See [`crate::store::Store::finish_deletion`].
+    /// See [`crate::store::Store::finish_deletion`]. A final outcome of a row the NIOSXaaS
+    /// hook ran for writes the row and its history item in one transaction, so a crash never
+    /// leaves a deleted sandbox without its history.
     pub(super) async fn record_deletion(
         &self,
-        id: &SandboxId,
+        claimed: &Sandbox,
         holder: &str,
         outcome: DeletionOutcome,
+        niosxaas: Option<NiosxaasCleanup>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(sandbox_key(id.as_str())))
-            .condition_expression("#s = :pending AND deletion_claimed_by = :me")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":pending", s(SandboxStatus::PendingDeletion.as_str()))
-            .expression_attribute_values(":me", s(holder))
-            .expression_attribute_values(":now", n(now));
-        let expression = match outcome {
-            DeletionOutcome::Deleted { ttl } => {
-                update = update
-                    .expression_attribute_values(":deleted", s(SandboxStatus::Deleted.as_str()))
-                    .expression_attribute_values(":ttl", n(ttl));
-                "SET #s = :deleted, deleted_at = :now, #ttl = :ttl, updated_at = :now \
-                 REMOVE deletion_claimed_by, deletion_claimed_until, next_deletion_attempt_at, last_deletion_error"
-                    .to_owned()
-            }
-            DeletionOutcome::Retry {
-                next_attempt_at,
-                attempts,
-                transient_failures,
-                first_transient_failure_at,
-                error,
-            } => {
-                update = update
-                    .expression_attribute_values(":next", n(next_attempt_at))
-                    .expression_attribute_values(":attempts", n(attempts))
-                    .expression_attribute_values(":transient", n(transient_failures))
-                    .expression_attribute_values(":error", s(error));
-                let mut set = String::from(
-                    "SET next_deletion_attempt_at = :next, deletion_retry_count = :attempts, \
-                     deletion_transient_failures = :transient, last_deletion_error = :error, updated_at = :now",
-                );
-                let mut remove =
-                    String::from(" REMOVE deletion_claimed_by, deletion_claimed_until");
-                match first_transient_failure_at {
-                    Some(first) => {
-                        set.push_str(", first_deletion_failure_at = :first");
-                        update = update.expression_attribute_values(":first", n(first));
-                    }
-                    None => remove.push_str(", first_deletion_failure_at"),
-                }
-                set + &remove
-            }
-            DeletionOutcome::Failed { attempts, error } => {
-                update = update
-                    .expression_attribute_values(
-                        ":failed",
-                        s(SandboxStatus::DeletionFailed.as_str()),
-                    )
-                    .expression_attribute_values(":attempts", n(attempts))
-                    .expression_attribute_values(":error", s(error));
-                "SET #s = :failed, deletion_retry_count = :attempts, last_deletion_error = :error, \
-                 updated_at = :now REMOVE deletion_claimed_by, deletion_claimed_until"
-                    .to_owned()
-            }
-            DeletionOutcome::Released => {
-                "SET updated_at = :now REMOVE deletion_claimed_by, deletion_claimed_until"
-                    .to_owned()
+        let history = if outcome.is_final() {
+            NiosxaasHistory::of(&finished_row(claimed, &outcome, niosxaas.clone(), now), now)
+        } else {
+            None
+        };
+        let write = outcome_update(&outcome, niosxaas.as_ref(), holder, now);
+        let key = sandbox_key(&claimed.sandbox_id);
+        let written = match history {
+            None => self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .condition_expression(FINISH_CONDITION)
+                .update_expression(write.expression())
+                .set_expression_attribute_names(Some(write.names))
+                .set_expression_attribute_values(Some(write.values))
+                .send()
+                .await
+                .map(drop)
+                .map_err(classify),
+            Some(history) => {
+                let update = Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key))
+                    .condition_expression(FINISH_CONDITION)
+                    .update_expression(write.expression())
+                    .set_expression_attribute_names(Some(write.names))
+                    .set_expression_attribute_values(Some(write.values))
+                    .build()
+                    .map_err(|err| internal(format!("deletion update: {err}")))?;
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(Item::from(&history)))
+                    .build()
+                    .map_err(|err| internal(format!("history item: {err}")))?;
+                self.client
+                    .transact_write_items()
+                    .transact_items(TransactWriteItem::builder().update(update).build())
+                    .transact_items(TransactWriteItem::builder().put(put).build())
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(classify_transaction)
             }
         };
-        if expression.contains("#ttl") {
-            update = update.expression_attribute_names("#ttl", "ttl");
-        }
-        match update
-            .update_expression(expression)
-            .send()
-            .await
-            .map_err(classify)
-        {
+        match written {
             // Someone else's claim (ours ran out) or a finished row: theirs stands.
-            Ok(_) | Err(DynamoError::Conflict) => Ok(()),
+            Ok(()) | Err(DynamoError::Conflict) => Ok(()),
             Err(DynamoError::Store(err)) => Err(err),
         }
     }
@@ -161,4 +144,129 @@ impl DynamoStore {
         self.delete_each_if(expired, SandboxStatus::Deleted, Some(("ttl", now)))
             .await
     }
+}
+
+/// An outcome is recorded only while the runner still holds its claim on a pending row.
+const FINISH_CONDITION: &str = "#s = :pending AND deletion_claimed_by = :me";
+
+/// An update expression under construction: `SET` and `REMOVE` clauses with their names
+/// and values, usable in a plain `UpdateItem` and in a transaction alike.
+#[derive(Default)]
+struct UpdateWrite {
+    set: Vec<String>,
+    remove: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl UpdateWrite {
+    /// `SET attribute = :placeholder`.
+    fn set(&mut self, attribute: &str, value: AttributeValue) {
+        let placeholder = format!(":v{}", self.values.len());
+        let name = self.name(attribute);
+        self.set.push(format!("{name} = {placeholder}"));
+        self.values.insert(placeholder, value);
+    }
+
+    /// `REMOVE attribute`.
+    fn remove(&mut self, attribute: &str) {
+        let name = self.name(attribute);
+        self.remove.push(name);
+    }
+
+    /// `#status`-style aliases for every attribute, so reserved words (`status`, `ttl`)
+    /// need no special case.
+    fn name(&mut self, attribute: &str) -> String {
+        let alias = format!("#{attribute}");
+        self.names.insert(alias.clone(), attribute.to_owned());
+        alias
+    }
+
+    fn expression(&self) -> String {
+        let mut expression = format!("SET {}", self.set.join(", "));
+        if !self.remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", self.remove.join(", ")));
+        }
+        expression
+    }
+}
+
+/// The write that records `outcome` (and the hook's result, when it ran this time).
+fn outcome_update(
+    outcome: &DeletionOutcome,
+    niosxaas: Option<&NiosxaasCleanup>,
+    holder: &str,
+    now: i64,
+) -> UpdateWrite {
+    let mut write = UpdateWrite::default();
+    // The condition's own placeholders.
+    write.names.insert("#s".to_owned(), "status".to_owned());
+    write.values.insert(
+        ":pending".to_owned(),
+        s(SandboxStatus::PendingDeletion.as_str()),
+    );
+    write.values.insert(":me".to_owned(), s(holder));
+    write.set("updated_at", n(now));
+    write.remove("deletion_claimed_by");
+    write.remove("deletion_claimed_until");
+    match outcome {
+        DeletionOutcome::Deleted { ttl } => {
+            write.set("status", s(SandboxStatus::Deleted.as_str()));
+            write.set("deleted_at", n(now));
+            write.set("ttl", n(ttl));
+            write.remove("next_deletion_attempt_at");
+            write.remove("last_deletion_error");
+        }
+        DeletionOutcome::Retry {
+            next_attempt_at,
+            attempts,
+            transient_failures,
+            first_transient_failure_at,
+            error,
+        } => {
+            write.set("next_deletion_attempt_at", n(next_attempt_at));
+            write.set("deletion_retry_count", n(attempts));
+            write.set("deletion_transient_failures", n(transient_failures));
+            write.set("last_deletion_error", s(error));
+            match first_transient_failure_at {
+                Some(first) => write.set("first_deletion_failure_at", n(first)),
+                None => write.remove("first_deletion_failure_at"),
+            }
+        }
+        DeletionOutcome::Failed { attempts, error } => {
+            write.set("status", s(SandboxStatus::DeletionFailed.as_str()));
+            write.set("deletion_retry_count", n(attempts));
+            write.set("last_deletion_error", s(error));
+        }
+        DeletionOutcome::Released => {}
+    }
+    if let Some(cleanup) = niosxaas {
+        for (attribute, value) in niosxaas_attributes(cleanup) {
+            match value {
+                Some(value) => write.set(attribute, value),
+                None => write.remove(attribute),
+            }
+        }
+    }
+    write
+}
+
+/// Classifies a failed transaction: a cancellation because a condition failed is a
+/// [`DynamoError::Conflict`] like a failed conditional write; other cancellations
+/// (a conflicting transaction, throttling) are worth retrying later.
+fn classify_transaction(err: SdkError<TransactWriteItemsError, HttpResponse>) -> DynamoError {
+    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+        err.as_service_error()
+    {
+        let condition_failed = cancelled
+            .cancellation_reasons()
+            .iter()
+            .any(|reason| reason.code() == Some("ConditionalCheckFailed"));
+        return if condition_failed {
+            DynamoError::Conflict
+        } else {
+            StoreError::Unavailable(Box::new(err)).into()
+        };
+    }
+    classify(err)
 }

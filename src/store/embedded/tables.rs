@@ -11,12 +11,15 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, SandboxStatus, StudentKey};
+use crate::domain::{
+    DeletableStatus, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
+    SandboxStatus, StudentKey,
+};
 use crate::provider::ProviderSandbox;
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListCursor, ListQuery, MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary,
-    TrackStats, allocation_expired, encode_allocation_key,
+    TrackStats, allocation_expired, encode_allocation_key, finished_row,
 };
 
 /// `sandbox_id` → the row as JSON.
@@ -32,6 +35,8 @@ const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
 /// `"<status>\0<sandbox_id>"` for every row, so a list filtered by status reads only that
 /// status's rows, in `sandbox_id` order like the unfiltered list.
 const BY_STATUS: TableDefinition<'_, &str, ()> = TableDefinition::new("by_status");
+/// `sandbox_id` → its NIOSXaaS history item as JSON (the `NIOSXAAS#` items of contract §5).
+const NIOSXAAS_HISTORY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("niosxaas_history");
 
 fn storage(err: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(Box::new(err.into()))
@@ -66,6 +71,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(ALLOCATION_KEYS)?;
     txn.open_table(BY_STATUS)?;
     txn.open_table(JOBS)?;
+    txn.open_table(NIOSXAAS_HISTORY)?;
     txn.commit()?;
     Ok(())
 }
@@ -131,6 +137,23 @@ pub(super) fn read_row(db: &Database, id: &str) -> Result<Option<Sandbox>, Store
     let table = txn.open_table(SANDBOXES).map_err(storage)?;
     let guard = table.get(id).map_err(storage)?;
     guard.map(|value| decode(id, value.value())).transpose()
+}
+
+/// The NIOSXaaS history item of `id` from a fresh snapshot, unless it expired.
+pub(super) fn read_niosxaas_history(
+    db: &Database,
+    id: &str,
+    now: i64,
+) -> Result<Option<NiosxaasHistory>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(NIOSXAAS_HISTORY).map_err(storage)?;
+    let Some(value) = table.get(id).map_err(storage)? else {
+        return Ok(None);
+    };
+    let history: NiosxaasHistory = serde_json::from_slice(value.value()).map_err(|err| {
+        StoreError::Internal(format!("history of {id} cannot be decoded: {err}").into())
+    })?;
+    Ok((history.ttl > now).then_some(history))
 }
 
 /// One page in `sandbox_id` order, starting after the cursor. With a status filter only
@@ -268,6 +291,7 @@ pub(super) struct Tables<'txn> {
     allocation_keys: redb::Table<'txn, &'static str, &'static str>,
     by_status: redb::Table<'txn, &'static str, ()>,
     jobs: redb::Table<'txn, &'static str, &'static [u8]>,
+    niosxaas_history: redb::Table<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
 }
 
@@ -280,6 +304,7 @@ impl<'txn> Tables<'txn> {
             allocation_keys: txn.open_table(ALLOCATION_KEYS)?,
             by_status: txn.open_table(BY_STATUS)?,
             jobs: txn.open_table(JOBS)?,
+            niosxaas_history: txn.open_table(NIOSXAAS_HISTORY)?,
             deltas: StatusDeltas::default(),
         })
     }
@@ -701,12 +726,14 @@ impl<'txn> Tables<'txn> {
         Ok(Some(row))
     }
 
-    /// Applies a claimed deletion's outcome, if `holder` still holds the claim.
+    /// Applies a claimed deletion's outcome, if `holder` still holds the claim, and writes
+    /// the NIOSXaaS history item of a final outcome in the same transaction.
     pub(super) fn finish_deletion(
         &mut self,
         id: &str,
         holder: &str,
-        outcome: DeletionOutcome,
+        outcome: &DeletionOutcome,
+        niosxaas: Option<NiosxaasCleanup>,
         now: i64,
     ) -> Result<(), StoreError> {
         let Some(old) = self.row(id)? else {
@@ -717,43 +744,27 @@ impl<'txn> Tables<'txn> {
         {
             return Ok(());
         }
-        let mut row = old.clone();
-        row.deletion_claimed_by = None;
-        row.deletion_claimed_until = None;
-        row.updated_at = now;
-        match outcome {
-            DeletionOutcome::Deleted { ttl } => {
-                row.status = SandboxStatus::Deleted;
-                row.deleted_at = Some(now);
-                row.ttl = Some(ttl);
-                row.next_deletion_attempt_at = None;
-                row.last_deletion_error = None;
-            }
-            DeletionOutcome::Retry {
-                next_attempt_at,
-                attempts,
-                transient_failures,
-                first_transient_failure_at,
-                error,
-            } => {
-                row.next_deletion_attempt_at = Some(next_attempt_at);
-                row.deletion_retry_count = attempts;
-                row.deletion_transient_failures = transient_failures;
-                row.first_deletion_failure_at = first_transient_failure_at;
-                row.last_deletion_error = Some(error);
-            }
-            DeletionOutcome::Failed { attempts, error } => {
-                row.status = SandboxStatus::DeletionFailed;
-                row.deletion_retry_count = attempts;
-                row.last_deletion_error = Some(error);
-            }
-            DeletionOutcome::Released => {}
+        let row = finished_row(&old, outcome, niosxaas, now);
+        if outcome.is_final()
+            && let Some(history) = NiosxaasHistory::of(&row, now)
+        {
+            let bytes =
+                serde_json::to_vec(&history).map_err(|err| StoreError::Internal(Box::new(err)))?;
+            self.niosxaas_history
+                .insert(id, bytes.as_slice())
+                .map_err(storage)?;
         }
         self.put(Some(&old), &row)
     }
 
-    /// Drops tombstones whose ttl has passed.
+    /// Drops tombstones and NIOSXaaS history items whose ttl has passed; counts tombstones.
     pub(super) fn purge_tombstones(&mut self, now: i64) -> Result<u64, StoreError> {
+        self.niosxaas_history
+            .retain(|_, bytes| {
+                serde_json::from_slice::<NiosxaasHistory>(bytes)
+                    .map_or(true, |history| history.ttl > now)
+            })
+            .map_err(storage)?;
         let mut purged = 0;
         for id in self.ids_in_status(SandboxStatus::Deleted)? {
             if let Some(old) = self.row(&id)?
