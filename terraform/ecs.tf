@@ -27,6 +27,9 @@ resource "aws_ecs_task_definition" "broker" {
     essential    = true
     portMappings = [{ containerPort = 8080, protocol = "tcp" }]
     environment = [
+      { name = "NIOSXAAS_ENABLED", value = tostring(var.niosxaas_enabled) },
+      { name = "NIOSXAAS_SHADOW_MODE", value = tostring(var.niosxaas_shadow_mode) },
+      { name = "NIOSXAAS_SERVICE_NAME", value = var.niosxaas_service_name },
       { name = "BROKER_STORE", value = "dynamodb" },
       { name = "DDB_TABLE_NAME", value = aws_dynamodb_table.pool.name },
       { name = "AWS_REGION", value = var.region },
@@ -36,10 +39,19 @@ resource "aws_ecs_task_definition" "broker" {
       # The load balancer is the only peer; believe its X-Forwarded-For.
       { name = "TRUSTED_PROXIES", value = data.aws_vpc.selected.cidr_block },
     ]
-    secrets = [
-      { name = "BROKER_API_TOKEN", valueFrom = var.api_token_secret_arn },
-      { name = "BROKER_ADMIN_TOKEN", valueFrom = var.admin_token_secret_arn },
-    ]
+    secrets = concat(
+      [
+        { name = "BROKER_API_TOKEN", valueFrom = var.api_token_secret_arn },
+        { name = "BROKER_ADMIN_TOKEN", valueFrom = var.admin_token_secret_arn },
+      ],
+      var.csp_api_token_secret_arn == null ? [] : [
+        { name = "CSP_API_TOKEN", valueFrom = var.csp_api_token_secret_arn },
+      ],
+      var.niosxaas_credentials_secret_arn == null ? [] : [
+        { name = "NIOSXAAS_EMAIL", valueFrom = "${var.niosxaas_credentials_secret_arn}:email::" },
+        { name = "NIOSXAAS_PASSWORD", valueFrom = "${var.niosxaas_credentials_secret_arn}:password::" },
+      ],
+    )
     # Liveness only: a DynamoDB outage must not get healthy tasks replaced (readiness is
     # the load balancer's /readyz check, which takes a task out of rotation instead).
     healthCheck = {

@@ -21,8 +21,13 @@ resource "aws_iam_role_policy_attachment" "execution" {
 
 data "aws_iam_policy_document" "secrets" {
   statement {
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.api_token_secret_arn, var.admin_token_secret_arn]
+    actions = ["secretsmanager:GetSecretValue"]
+    resources = compact([
+      var.api_token_secret_arn,
+      var.admin_token_secret_arn,
+      var.csp_api_token_secret_arn,
+      var.niosxaas_credentials_secret_arn,
+    ])
   }
 }
 

@@ -79,3 +79,33 @@ variable "allowed_cidrs" {
   type        = list(string)
   default     = ["0.0.0.0/0"]
 }
+
+variable "csp_api_token_secret_arn" {
+  description = "Secrets Manager secret holding CSP_API_TOKEN; without it sync and cleanup are off and only imports fill the pool."
+  type        = string
+  default     = null
+}
+
+variable "niosxaas_enabled" {
+  description = "NIOSXAAS_ENABLED: run the NIOSXaaS pre-delete hook."
+  type        = bool
+  default     = false
+}
+
+variable "niosxaas_shadow_mode" {
+  description = "NIOSXAAS_SHADOW_MODE: the hook only lists, logs and counts."
+  type        = bool
+  default     = true
+}
+
+variable "niosxaas_service_name" {
+  description = "NIOSXAAS_SERVICE_NAME: universal services to delete (* for all)."
+  type        = string
+  default     = ""
+}
+
+variable "niosxaas_credentials_secret_arn" {
+  description = "Secrets Manager secret (JSON with keys email and password) for the hook's service account."
+  type        = string
+  default     = null
+}

@@ -40,6 +40,9 @@ pub enum ApiError {
     /// 404 `NOT_FOUND`: no such route.
     #[error("route not found")]
     RouteNotFound,
+    /// 404 `NOT_FOUND`: the route exists but has nothing for this resource (says what).
+    #[error("not found: {0}")]
+    NothingFound(String),
     /// 405 `METHOD_NOT_ALLOWED`.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -152,7 +155,9 @@ impl ApiError {
             Self::MissingStudentKey | Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::NotSandboxOwner => StatusCode::FORBIDDEN,
-            Self::SandboxNotFound | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::SandboxNotFound | Self::RouteNotFound | Self::NothingFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NoSandboxesAvailable | Self::JobAlreadyRunning { .. } => StatusCode::CONFLICT,
@@ -189,6 +194,7 @@ impl ApiError {
             ),
             Self::SandboxNotFound => ("SANDBOX_NOT_FOUND", "Sandbox not found".to_owned(), None),
             Self::RouteNotFound => ("NOT_FOUND", "No such route".to_owned(), None),
+            Self::NothingFound(what) => ("NOT_FOUND", what.clone(), None),
             Self::MethodNotAllowed => (
                 "METHOD_NOT_ALLOWED",
                 "Method not allowed on this route".to_owned(),

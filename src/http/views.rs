@@ -425,3 +425,52 @@ pub struct CleanupView {
     /// Time taken.
     pub duration_ms: u64,
 }
+
+/// What the NIOSXaaS pre-delete hook did for a sandbox: its `NIOSXAAS#` history item, with
+/// the attribute names the Python service's dashboards read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NiosxaasHistoryView {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// Its name.
+    pub sandbox_name: String,
+    /// Its provider id.
+    pub external_id: String,
+    /// The lab it was last allocated for.
+    pub track_name: Option<String>,
+    /// The student key that last held it.
+    pub allocated_to_track: Option<String>,
+    /// Epoch seconds the hook finished cleaning; null in shadow mode or after a failure.
+    pub niosxaas_cleaned_at: Option<i64>,
+    /// Nothing was deleted: no service matched, or shadow mode.
+    pub niosxaas_cleanup_skipped: bool,
+    /// Why the hook failed, if it did.
+    pub niosxaas_cleanup_failed_reason: Option<String>,
+    /// Universal services it matched (deleted unless in shadow mode).
+    pub niosxaas_services_matched: u32,
+    /// Whether it ran in shadow mode.
+    pub niosxaas_shadow_mode: bool,
+    /// Epoch seconds the sandbox was deleted at the provider; null when deletion was given up.
+    pub deleted_at: Option<i64>,
+    /// Epoch seconds after which the item is dropped.
+    pub ttl: i64,
+}
+
+impl From<crate::domain::NiosxaasHistory> for NiosxaasHistoryView {
+    fn from(history: crate::domain::NiosxaasHistory) -> Self {
+        Self {
+            sandbox_id: history.sandbox_id,
+            sandbox_name: history.sandbox_name,
+            external_id: history.external_id,
+            track_name: history.track_name,
+            allocated_to_track: history.allocated_to_track,
+            niosxaas_cleaned_at: history.cleanup.niosxaas_cleaned_at,
+            niosxaas_cleanup_skipped: history.cleanup.niosxaas_cleanup_skipped,
+            niosxaas_cleanup_failed_reason: history.cleanup.niosxaas_cleanup_failed_reason,
+            niosxaas_services_matched: history.cleanup.niosxaas_services_matched,
+            niosxaas_shadow_mode: history.cleanup.niosxaas_shadow_mode,
+            deleted_at: history.deleted_at,
+            ttl: history.ttl,
+        }
+    }
+}

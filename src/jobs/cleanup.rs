@@ -6,7 +6,9 @@
 //! `DELETION_GIVE_UP_HOURS` of failing; a permanent refusal (another 4xx) counts, and
 //! `DELETION_RETRY_MAX_ATTEMPTS` of them make it `deletion_failed`. An open circuit
 //! breaker stops the run and marks nothing. Each row is claimed first, so two runners
-//! never delete the same sandbox twice.
+//! never delete the same sandbox twice. When enabled, the NIOSXaaS pre-delete hook runs
+//! first; in enforce mode its failure is decided by the same policy, and the account is
+//! not deleted.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -1,4 +1,5 @@
-//! A circuit breaker around any [`ProviderClient`] (contract §4).
+//! A circuit breaker (contract §4): [`Breaker`] is the state machine, [`CircuitBreaker`]
+//! puts one around any [`ProviderClient`]; the NIOSXaaS hook has a `Breaker` of its own.
 //!
 //! Rule: `CIRCUIT_BREAKER_THRESHOLD` consecutive provider failures (connection, timeout,
 //! 429, 5xx) open it; while open every call fails at once with

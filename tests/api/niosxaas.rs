@@ -9,7 +9,7 @@ use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{TestApp, json_of, spawn_app_with};
+use crate::helpers::{TestApp, error_of, json_of, spawn_app_with};
 use crate::jobs::{cleanup, released, use_csp};
 
 const SERVICE: &str = "Instrqt-SaaS";
@@ -164,6 +164,26 @@ async fn enforce_mode_deletes_the_named_service_before_the_account_and_writes_th
     );
     let deleted_at = history.deleted_at.expect("deleted_at");
     assert_eq!(history.ttl, deleted_at + NIOSXAAS_HISTORY_TTL_SECS);
+    let view = json_of(
+        app.admin_get(&format!("/v1/admin/sandboxes/{}/niosxaas-cleanup", ids[0]))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (
+            view["sandbox_name"].as_str(),
+            view["niosxaas_services_matched"].as_u64(),
+            view["niosxaas_cleanup_skipped"].as_bool(),
+            view["deleted_at"].as_i64(),
+        ),
+        (
+            Some(history.sandbox_name.as_str()),
+            Some(1),
+            Some(false),
+            Some(deleted_at)
+        )
+    );
     let metrics = app.metrics_text().await;
     for line in [
         r#"broker_niosxaas_cleanups_total{mode="enforce",outcome="cleaned"} 1"#,
@@ -420,6 +440,10 @@ async fn an_account_already_gone_has_nothing_to_clean() {
     mount_account_deletes(&server).await;
     let app = app_with_hook(&server, false).await;
     let ids = released(&app, 1).await;
+    let before = app
+        .admin_get(&format!("/v1/admin/sandboxes/{}/niosxaas-cleanup", ids[0]))
+        .await;
+    error_of(before, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 
     assert_eq!(cleanup(&app).await["deleted"], 1);
     let history = history(&app, &ids[0]).await.expect("a history item");

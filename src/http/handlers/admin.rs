@@ -14,10 +14,10 @@ use crate::domain::{
     StudentKey, TrackName, ValidationError, now_epoch, trim_blanks,
 };
 use crate::http::error::{ApiError, Result};
-use crate::http::extract::{JsonBody, Query};
+use crate::http::extract::{JsonBody, Query, SandboxIdPath};
 use crate::http::views::{
-    BulkDeleteView, ErrorEnvelope, ImportRequest, ImportRow, ImportView, SandboxListView,
-    SandboxView, StatsView, TrackView, TracksView,
+    BulkDeleteView, ErrorEnvelope, ImportRequest, ImportRow, ImportView, NiosxaasHistoryView,
+    SandboxListView, SandboxView, StatsView, TrackView, TracksView,
 };
 use crate::store::{ListCursor, ListQuery};
 
@@ -218,4 +218,31 @@ pub async fn bulk_delete(
         deleted,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }))
+}
+
+/// The NIOSXaaS pre-delete hook's history item of a deleted (or given-up) sandbox.
+#[utoipa::path(
+    get, path = "/admin/sandboxes/{sandbox_id}/niosxaas-cleanup", tag = "admin",
+    params(("sandbox_id" = String, Path, description = "The sandbox's id")),
+    responses(
+        (status = 200, body = NiosxaasHistoryView),
+        (status = 404, description = "No history: the hook never ran for it, it is not finished, or the item expired", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn niosxaas_cleanup(
+    State(app): State<AppState>,
+    SandboxIdPath(id): SandboxIdPath,
+) -> Result<Json<NiosxaasHistoryView>> {
+    let history = app
+        .store
+        .niosxaas_history(&id, now_epoch())
+        .await?
+        .ok_or_else(|| {
+            ApiError::NothingFound(format!(
+                "No NIOSXaaS cleanup history for sandbox {id}: the hook never ran for it, \
+                 its deletion is not finished, or the history expired"
+            ))
+        })?;
+    Ok(Json(history.into()))
 }
