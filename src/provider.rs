@@ -77,6 +77,19 @@ impl ProviderError {
         )
     }
 
+    /// The `outcome` label of a call's result in the request-duration metrics.
+    pub fn outcome_label<T>(result: &Result<T, Self>) -> &'static str {
+        match result {
+            Ok(_) => "success",
+            Err(Self::NotFound) => "not_found",
+            Err(Self::Unauthorized(_)) => "unauthorized",
+            Err(Self::RateLimited { .. }) => "rate_limited",
+            Err(Self::Unavailable(_)) => "unavailable",
+            Err(Self::CircuitOpen) => "circuit_open",
+            Err(Self::Other(_)) => "refused",
+        }
+    }
+
     /// Whether the failure says something about the provider's health (what the
     /// circuit breaker counts), as opposed to about one request.
     pub fn is_provider_failure(&self) -> bool {

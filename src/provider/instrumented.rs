@@ -24,15 +24,7 @@ impl Instrumented {
     }
 
     fn record<T>(&self, operation: &str, started: Instant, result: &Result<T, ProviderError>) {
-        let outcome = match result {
-            Ok(_) => "success",
-            Err(ProviderError::NotFound) => "not_found",
-            Err(ProviderError::Unauthorized(_)) => "unauthorized",
-            Err(ProviderError::RateLimited { .. }) => "rate_limited",
-            Err(ProviderError::Unavailable(_)) => "unavailable",
-            Err(ProviderError::CircuitOpen) => "circuit_open",
-            Err(ProviderError::Other(_)) => "refused",
-        };
+        let outcome = ProviderError::outcome_label(result);
         self.metrics
             .provider_request_duration_seconds
             .with_label_values(&[operation, outcome])

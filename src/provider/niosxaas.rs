@@ -239,15 +239,7 @@ impl PreDeleteHook {
     ) -> Result<T, HookFailure> {
         let started = Instant::now();
         let result = self.breaker.call(operation).await;
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(ProviderError::NotFound) => "not_found",
-            Err(ProviderError::Unauthorized(_)) => "unauthorized",
-            Err(ProviderError::RateLimited { .. }) => "rate_limited",
-            Err(ProviderError::Unavailable(_)) => "unavailable",
-            Err(ProviderError::CircuitOpen) => "circuit_open",
-            Err(ProviderError::Other(_)) => "refused",
-        };
+        let outcome = ProviderError::outcome_label(&result);
         self.metrics
             .niosxaas_request_duration_seconds
             .with_label_values(&[step, outcome])

@@ -703,11 +703,14 @@ pub async fn stale_rows_are_removed_only_after_their_grace(store: SharedStore) {
     assert_eq!((stats.stale, stats.available, stats.total()), (0, 1, 1));
 }
 
-pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: SharedStore) {
-    use sandbox_broker::store::DeletionOutcome;
-    store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
+/// `count` sandboxes imported, allocated to `s<n>` and released by them: their ids.
+async fn released_rows(store: &SharedStore, count: u64) -> Vec<SandboxId> {
+    store
+        .import(sandboxes("lab-", 0, count), NOW)
+        .await
+        .unwrap();
     let mut pending = Vec::new();
-    for n in 0..3 {
+    for n in 0..count {
         let held = store
             .allocate(request(&format!("s{n}")))
             .await
@@ -719,6 +722,12 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
             .unwrap();
         pending.push(id(&held.sandbox_id));
     }
+    pending
+}
+
+pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: SharedStore) {
+    use sandbox_broker::store::DeletionOutcome;
+    let pending = released_rows(&store, 3).await;
     assert_eq!(store.deletions_due(NOW, false).await.unwrap().len(), 3);
 
     let claimed = store
@@ -856,20 +865,10 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
 pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(store: SharedStore) {
     use sandbox_broker::domain::{NIOSXAAS_HISTORY_TTL_SECS, NiosxaasCleanup, Sandbox};
     use sandbox_broker::store::DeletionOutcome;
-    store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
     let mut claimed: Vec<Sandbox> = Vec::new();
-    for n in 0..3 {
-        let held = store
-            .allocate(request(&format!("s{n}")))
-            .await
-            .unwrap()
-            .sandbox;
-        store
-            .mark_for_deletion(&id(&held.sandbox_id), &student(&format!("s{n}")), NOW)
-            .await
-            .unwrap();
+    for pending in released_rows(&store, 3).await {
         let row = store
-            .claim_deletion(&id(&held.sandbox_id), "runner", NOW, NOW + 60)
+            .claim_deletion(&pending, "runner", NOW, NOW + 60)
             .await
             .unwrap()
             .unwrap();
