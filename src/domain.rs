@@ -418,6 +418,13 @@ pub fn now_epoch() -> i64 {
         })
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it), for job leases.
+pub fn now_epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::now_epoch;
+use crate::domain::{now_epoch, now_epoch_ms};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
@@ -182,7 +182,7 @@ impl Jobs {
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         match self
             .store
-            .acquire_lease(job.as_str(), &self.holder, now_ms(), lease_ms)
+            .acquire_lease(job.as_str(), &self.holder, now_epoch_ms(), lease_ms)
             .await?
         {
             LeaseOutcome::Acquired => {}
@@ -231,7 +231,7 @@ impl Jobs {
             tokio::time::sleep(self.lease / 3).await;
             match self
                 .store
-                .acquire_lease(job.as_str(), &self.holder, now_ms(), lease_ms)
+                .acquire_lease(job.as_str(), &self.holder, now_epoch_ms(), lease_ms)
                 .await
             {
                 Ok(LeaseOutcome::Acquired) => {}
@@ -318,10 +318,4 @@ impl Jobs {
             })
             .collect())
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -139,19 +139,25 @@ impl DynamoStore {
             .map_err(|err| StoreError::Internal(Box::new(err)))
     }
 
-    /// The row `id`, read consistently.
-    async fn row(&self, id: &str) -> Result<Option<Sandbox>, StoreError> {
+    /// The item at `key`, read consistently.
+    pub(crate) async fn consistent_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
         let got = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(sandbox_key(id)))
+            .set_key(Some(key))
             .consistent_read(true)
             .send()
             .await
             .map_err(|err| classify(err).into_store_error())?;
-        got.item()
-            .map(|item| Sandbox::try_from(item).map_err(|err| StoreError::Internal(Box::new(err))))
+        Ok(got.item)
+    }
+
+    /// The row `id`, read consistently.
+    async fn row(&self, id: &str) -> Result<Option<Sandbox>, StoreError> {
+        self.consistent_item(sandbox_key(id))
+            .await?
+            .map(|item| Sandbox::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err))))
             .transpose()
     }
 
@@ -545,20 +551,14 @@ impl Store for DynamoStore {
         id: &SandboxId,
         now: i64,
     ) -> Result<Option<NiosxaasHistory>, StoreError> {
-        let got = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(niosxaas_history_key(id.as_str())))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|err| classify(err).into_store_error())?;
-        let Some(item) = got.item() else {
+        let Some(item) = self
+            .consistent_item(niosxaas_history_key(id.as_str()))
+            .await?
+        else {
             return Ok(None);
         };
         let history =
-            NiosxaasHistory::try_from(item).map_err(|err| StoreError::Internal(Box::new(err)))?;
+            NiosxaasHistory::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err)))?;
         // DynamoDB's TTL sweep lags; an expired item reads as gone, like on the embedded store.
         Ok((history.ttl > now).then_some(history))
     }

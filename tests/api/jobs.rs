@@ -163,13 +163,7 @@ async fn a_provider_outage_postpones_the_sync_changes_nothing_and_opens_the_brea
 async fn a_sync_while_another_instance_holds_the_lease_is_409_job_already_running() {
     let csp_server = csp(vec![account(1, "lab-1")], Duration::ZERO).await;
     let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let now_ms = sandbox_broker::domain::now_epoch_ms();
     app.store
         .acquire_lease("sync", "instance-b", now_ms, 60_000)
         .await
@@ -640,13 +634,7 @@ async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
 async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_out() {
     let csp_server = csp(vec![account(1, "lab-1")], Duration::ZERO).await;
     let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let now_ms = sandbox_broker::domain::now_epoch_ms();
     app.store
         .acquire_lease("sync", "dead-instance", now_ms, 300)
         .await

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use sandbox_broker::domain::{
-    DeletableStatus, IdempotencyKey, NamePrefix, SandboxId, SandboxStatus, StudentKey, TrackName,
+    DeletableStatus, IdempotencyKey, NamePrefix, Sandbox, SandboxId, SandboxStatus, StudentKey,
+    TrackName,
 };
 use sandbox_broker::store::{
     AllocationKey, AllocationRequest, JobRecord, LeaseOutcome, ListQuery, SharedStore, StoreError,
@@ -37,6 +38,11 @@ fn request(key: &str) -> AllocationRequest {
 fn with_prefix(mut request: AllocationRequest, prefix: &str) -> AllocationRequest {
     request.name_prefix = Some(NamePrefix::parse("prefix", prefix).unwrap());
     request
+}
+
+/// The stored row `raw`, which the test knows exists.
+async fn stored(store: &SharedStore, raw: &str) -> Sandbox {
+    store.get(&id(raw)).await.unwrap().unwrap()
 }
 
 fn id(raw: &str) -> SandboxId {
@@ -187,7 +193,7 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
     let summary = store.import(again, NOW + 1).await.unwrap();
 
     assert_eq!((summary.imported, summary.skipped), (2, 1));
-    let untouched = store.get(&id(&held.sandbox_id)).await.unwrap().unwrap();
+    let untouched = stored(&store, &held.sandbox_id).await;
     assert_eq!(
         untouched, held,
         "an allocated row is never touched by import"
@@ -212,17 +218,11 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
 pub async fn get_returns_rows_in_any_status(store: SharedStore) {
     store.import(sandboxes("lab-", 0, 2), NOW).await.unwrap();
     assert!(store.get(&id("999")).await.unwrap().is_none());
-    let available = store.get(&id("1")).await.unwrap().unwrap();
+    let available = stored(&store, "1").await;
     assert_eq!(available.status, SandboxStatus::Available);
     assert_eq!(available.allocated_at, None);
     assert_eq!(
-        store
-            .get(&id("2"))
-            .await
-            .unwrap()
-            .unwrap()
-            .sfdc_account_id
-            .as_deref(),
+        stored(&store, "2").await.sfdc_account_id.as_deref(),
         Some("001SFDC2")
     );
 }
@@ -480,33 +480,18 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
     );
     assert_eq!(second.marked_stale, 1);
     assert_eq!(
-        store
-            .get(&id(&held.sandbox_id))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        stored(&store, &held.sandbox_id).await.status,
         SandboxStatus::Allocated
     );
     assert_eq!(
-        store
-            .get(&id(&released.sandbox_id))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        stored(&store, &released.sandbox_id).await.status,
         SandboxStatus::PendingDeletion
     );
     assert_eq!(
-        store
-            .get(&id(&gone.to_string()))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        stored(&store, &gone.to_string()).await.status,
         SandboxStatus::Stale
     );
-    let refreshed = store.get(&id(&renamed.to_string())).await.unwrap().unwrap();
+    let refreshed = stored(&store, &renamed.to_string()).await;
     assert_eq!(
         (refreshed.name.as_str(), refreshed.last_synced),
         ("lab-renamed", Some(NOW + 10))
@@ -519,12 +504,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         .unwrap();
     assert_eq!((third.restored, third.marked_stale, third.added), (1, 0, 0));
     assert_eq!(
-        store
-            .get(&id(&gone.to_string()))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        stored(&store, &gone.to_string()).await.status,
         SandboxStatus::Available
     );
     let stats = store.stats().await.unwrap();
@@ -662,20 +642,12 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
     );
     assert!(again.is_empty(), "expiry is idempotent");
     assert_eq!(
-        store
-            .get(&id(&long.sandbox_id))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
+        stored(&store, &long.sandbox_id).await.status,
         SandboxStatus::Allocated
     );
     assert_eq!(
-        store
-            .get(&id(&released.sandbox_id))
+        stored(&store, &released.sandbox_id)
             .await
-            .unwrap()
-            .unwrap()
             .deletion_requested_at,
         Some(NOW + 60),
         "the owner's own release stands"
@@ -863,7 +835,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
 }
 
 pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(store: SharedStore) {
-    use sandbox_broker::domain::{NIOSXAAS_HISTORY_TTL_SECS, NiosxaasCleanup, Sandbox};
+    use sandbox_broker::domain::{NIOSXAAS_HISTORY_TTL_SECS, NiosxaasCleanup};
     use sandbox_broker::store::DeletionOutcome;
     let mut claimed: Vec<Sandbox> = Vec::new();
     for pending in released_rows(&store, 3).await {

@@ -98,16 +98,7 @@ impl DynamoStore {
     }
 
     async fn job_item(&self, job: &str) -> Result<Option<Item>, StoreError> {
-        let got = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(job_key(job)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|err| classify(err).into_store_error())?;
-        Ok(got.item)
+        self.consistent_item(job_key(job)).await
     }
 
     /// See [`crate::store::Store::finish_job_run`].
