@@ -109,6 +109,7 @@ impl AppState {
         let auth = Auth::from_config(&config)?;
         let rate_limiter = RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
         let metrics = Metrics::new()?;
+        metrics.register_store(store.as_ref())?;
         let breaker = provider.map(|provider| {
             Arc::new(CircuitBreaker::new(
                 Arc::new(Instrumented::new(provider, metrics.clone())),

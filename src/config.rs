@@ -185,7 +185,8 @@ pub struct Config {
     #[arg(long, env = "AWS_REGION", value_name = "AWS_REGION")]
     pub aws_region: Option<String>,
 
-    /// Candidate claims one allocation may try, after losing races, before answering 503.
+    /// Candidate claims one allocation tries back to back, after losing races, before a
+    /// short jittered pause (it keeps trying until ALLOCATE_DEADLINE_SEC).
     #[arg(long, env = "K_CANDIDATES", value_name = "K_CANDIDATES", default_value = "15", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub k_candidates: u32,
 
@@ -201,7 +202,8 @@ pub struct Config {
     #[arg(long, env = "DDB_CONNECT_TIMEOUT_MS", value_name = "DDB_CONNECT_TIMEOUT_MS", default_value = "300", value_parser = parse_millis)]
     pub ddb_connect_timeout: Duration,
 
-    /// Allocations and marks talking to DynamoDB at once; more wait their turn in this process.
+    /// Ceiling of the adaptive limit on operations talking to DynamoDB at once; more wait
+    /// their turn in this process, in arrival order.
     #[arg(long, env = "DDB_MAX_CONCURRENCY", value_name = "DDB_MAX_CONCURRENCY", default_value = "128", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ddb_max_concurrency: u32,
 
@@ -338,9 +340,25 @@ pub struct Config {
     #[arg(long, env = "NIOSXAAS_TIMEOUT_SEC", value_name = "NIOSXAAS_TIMEOUT_SEC", default_value = "30", value_parser = parse_seconds)]
     pub niosxaas_timeout: Duration,
 
-    /// Budget (ms) of one DynamoDB call, retries included; keeps an outage's 503 under 2 s.
-    #[arg(long, env = "DDB_OPERATION_TIMEOUT_MS", value_name = "DDB_OPERATION_TIMEOUT_MS", default_value = "1200", value_parser = parse_millis)]
-    pub ddb_operation_timeout: Duration,
+    /// DynamoDB calls slower than this (ms) on average shrink the adaptive concurrency
+    /// limit; faster ones let it grow up to DDB_MAX_CONCURRENCY.
+    #[arg(long, env = "DDB_LATENCY_TARGET_MS", value_name = "DDB_LATENCY_TARGET_MS", default_value = "50", value_parser = parse_millis)]
+    pub ddb_latency_target: Duration,
+
+    /// Seconds one allocation (or other store operation) may wait for a slow DynamoDB,
+    /// queueing and retrying, before it answers 503.
+    #[arg(long, env = "ALLOCATE_DEADLINE_SEC", value_name = "ALLOCATE_DEADLINE_SEC", default_value = "10", value_parser = parse_seconds)]
+    pub allocate_deadline: Duration,
+
+    /// A DynamoDB call attempt (ms) that gets no answer while the table answers others is
+    /// sent again.
+    #[arg(long, env = "DDB_ATTEMPT_TIMEOUT_MS", value_name = "DDB_ATTEMPT_TIMEOUT_MS", default_value = "3000", value_parser = parse_millis)]
+    pub ddb_attempt_timeout: Duration,
+
+    /// No useful answer from DynamoDB to any call for this long (ms) means it is down:
+    /// 503 at once until it answers again. Keeps an outage's 503 under 2 s.
+    #[arg(long, env = "DDB_STALL_TIMEOUT_MS", value_name = "DDB_STALL_TIMEOUT_MS", default_value = "1000", value_parser = parse_millis)]
+    pub ddb_stall_timeout: Duration,
 }
 
 /// Why a configuration cannot run.
@@ -404,7 +422,10 @@ impl Config {
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_millis(400),
             ddb_connect_timeout: Duration::from_millis(300),
-            ddb_operation_timeout: Duration::from_millis(1200),
+            ddb_latency_target: Duration::from_millis(50),
+            allocate_deadline: Duration::from_secs(10),
+            ddb_attempt_timeout: Duration::from_millis(3000),
+            ddb_stall_timeout: Duration::from_millis(1000),
             ddb_max_concurrency: 128,
             csp_base_url: "https://csp.infoblox.com/v2".into(),
             csp_api_token: None,
@@ -508,8 +529,11 @@ impl Config {
             backoff_base: self.backoff_base,
             backoff_max: self.backoff_max,
             connect_timeout: self.ddb_connect_timeout,
-            operation_timeout: self.ddb_operation_timeout,
+            attempt_timeout: self.ddb_attempt_timeout,
+            stall_timeout: self.ddb_stall_timeout,
+            deadline: self.allocate_deadline,
             max_concurrency: usize::try_from(self.ddb_max_concurrency).unwrap_or(usize::MAX),
+            latency_target: self.ddb_latency_target,
         }
     }
 }

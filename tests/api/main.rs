@@ -8,6 +8,7 @@
 
 mod admin;
 mod bad_input;
+mod class_start;
 mod concurrency;
 mod embedded;
 mod helpers;
@@ -33,5 +34,12 @@ mod flavor {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
         (Arc::new(store), Box::new(dir))
+    }
+
+    /// `count` handles on one embedded store: a process owns its file, so a "fleet" on
+    /// this store is several routers in front of one writer.
+    pub async fn fleet_stores(count: usize) -> (Vec<SharedStore>, StoreGuard) {
+        let (store, guard) = fresh_store().await;
+        ((0..count).map(|_| Arc::clone(&store)).collect(), guard)
     }
 }

@@ -14,6 +14,8 @@ mod admin;
 #[path = "../api/bad_input.rs"]
 mod bad_input;
 mod binary;
+#[path = "../api/class_start.rs"]
+mod class_start;
 #[path = "../api/concurrency.rs"]
 mod concurrency;
 mod fleet;
@@ -43,5 +45,12 @@ mod flavor {
     pub async fn fresh_store() -> (SharedStore, StoreGuard) {
         let (store, table) = crate::local::fresh_table_store().await;
         (store, Box::new(table))
+    }
+
+    /// `count` stores on one fresh table, each with its own client, queue and candidates,
+    /// as separate instances of the service have.
+    pub async fn fleet_stores(count: usize) -> (Vec<SharedStore>, StoreGuard) {
+        let (stores, table) = crate::local::fleet_table_stores(count).await;
+        (stores, Box::new(table))
     }
 }

@@ -25,7 +25,10 @@ async fn app_on(endpoint: &str, table: &str) -> TestApp {
         endpoint_url: Some(endpoint.to_owned()),
         ..config.dynamo_settings()
     };
-    let store: SharedStore = Arc::new(DynamoStore::new(dynamo::client(&settings).await, &settings));
+    let store: SharedStore = Arc::new(DynamoStore::new(
+        &dynamo::client(&settings).await,
+        &settings,
+    ));
     spawn_app_on(store, Box::new(()), |_| {}).await
 }
 

@@ -170,7 +170,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
         ]
     );
 
-    let store: SharedStore = Arc::new(DynamoStore::new(client.clone(), &settings));
+    let store: SharedStore = Arc::new(DynamoStore::new(&client, &settings));
     let app = spawn_app_on(store, Box::new(()), |_| {}).await;
     let stats = app.stats().await;
     assert_eq!(

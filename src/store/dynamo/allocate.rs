@@ -21,13 +21,26 @@
 //! names, and the key item only moves away from a sandbox once that sandbox is seen not
 //! available — and a sandbox never becomes available again, so a late claim of the old one
 //! always fails its condition.
+//!
+//! Who answers 201: the key item records the request that last pointed it at a sandbox
+//! (`request_id`, a fresh id per allocation call). That request answers 201 when the
+//! claim lands — however many attempts it took, even when the answer to its own write was
+//! lost and a retry found the write already applied — and every other request for the same
+//! key answers 200. A write whose condition fails is read back (the failed write returns
+//! the item, or a consistent read does) before anything is decided.
+//!
+//! Lost races are retried until the operation's deadline: `K_CANDIDATES` claims back to
+//! back, then a short jittered pause so a fleet's instances fall out of step, and again.
+//! 409 comes only from a fresh index read that finds no available match.
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::DynamoStore;
-use super::error::{DynamoError, classify, internal};
-use super::item::{Item, allocation_key, n, returned_row, s, sandbox_key};
+use super::calls::{Budget, backoff};
+use super::error::{DynamoError, internal};
+use super::item::{AttributeValuesExt, Item, allocation_key, n, returned_row, s, sandbox_key};
 use crate::domain::{Sandbox, SandboxStatus};
 use crate::store::{Allocation, AllocationRequest, StoreError};
 
@@ -35,49 +48,111 @@ use crate::store::{Allocation, AllocationRequest, StoreError};
 /// item again and continue.
 type Step = Option<Allocation>;
 
+/// One allocation call's view of its race.
+struct Race<'a> {
+    request: &'a AllocationRequest,
+    /// The encoded allocation key.
+    key: String,
+    /// This call's id, recorded on the key item it points.
+    me: String,
+    prefix: &'a str,
+    /// Candidates lost to other keys, all told.
+    conflicts: u32,
+    /// Candidates lost since the last pause.
+    lost_in_a_row: usize,
+    /// Pauses taken so far (the backoff grows with them).
+    pauses: u32,
+}
+
+impl Race<'_> {
+    fn done(&self, sandbox: Sandbox, mine: bool) -> Allocation {
+        Allocation {
+            sandbox,
+            newly_allocated: mine,
+            conflicts: self.conflicts,
+        }
+    }
+
+    fn lost(&mut self) {
+        self.conflicts += 1;
+        self.lost_in_a_row += 1;
+    }
+}
+
+/// The key item as read: the sandbox it names and the request that pointed it there.
+struct KeyItem {
+    sandbox_id: String,
+    request_id: Option<String>,
+}
+
+impl KeyItem {
+    fn parse(key: &str, item: &Item) -> Result<Self, StoreError> {
+        match item.get("sandbox_id") {
+            Some(AttributeValue::S(id)) => Ok(Self {
+                sandbox_id: id.clone(),
+                request_id: item.text("request_id").map(str::to_owned),
+            }),
+            _ => Err(internal(format!(
+                "allocation key item {key:?} names no sandbox"
+            ))),
+        }
+    }
+
+    fn made_by(&self, me: &str) -> bool {
+        self.request_id.as_deref() == Some(me)
+    }
+}
+
 impl DynamoStore {
-    /// Runs the protocol for `request`.
+    /// Runs the protocol for `request` until it has an answer or `budget` runs out.
     pub(super) async fn allocate_sandbox(
         &self,
+        budget: &Budget,
         request: &AllocationRequest,
     ) -> Result<Allocation, StoreError> {
-        let key = request.key.encoded();
-        let prefix = request.name_prefix.as_ref().map_or("", |p| p.as_str());
-        let mut conflicts = 0u32;
-        if let Some(candidate) = self
-            .candidates
-            .take(&self.client, &self.table, prefix)
-            .await?
-        {
-            match self.create_key(&key, &candidate, request.now).await {
+        let mut race = Race {
+            request,
+            key: request.key.encoded(),
+            me: uuid::Uuid::new_v4().simple().to_string(),
+            prefix: request.name_prefix.as_ref().map_or("", |p| p.as_str()),
+            conflicts: 0,
+            lost_in_a_row: 0,
+            pauses: 0,
+        };
+        if let Some(candidate) = self.candidates.take(self, budget, race.prefix).await? {
+            match self.create_key(budget, &race, &candidate).await {
                 Ok(()) => {
-                    if let Some(done) = self
-                        .claim_for_own_key(&key, candidate, request, prefix, &mut conflicts)
-                        .await?
+                    if let Some(done) = self.claim_for_own_key(budget, &mut race, candidate).await?
                     {
                         return Ok(done);
                     }
                 }
                 // The key exists: most likely a replay. The candidate stays unused.
-                Err(DynamoError::Conflict) => self.candidates.give_back(prefix, candidate),
+                Err(DynamoError::Conflict) => self.candidates.give_back(race.prefix, candidate),
                 Err(DynamoError::Store(err)) => {
-                    self.candidates.give_back(prefix, candidate);
+                    self.candidates.give_back(race.prefix, candidate);
                     return Err(err);
                 }
             }
         }
-        for _ in 0..self.k_candidates {
-            if let Some(done) = self
-                .follow_key(&key, request, prefix, &mut conflicts)
-                .await?
-            {
+        loop {
+            if race.lost_in_a_row >= self.k_candidates {
+                // A fleet's instances keep colliding: step out of each other's way.
+                let pause = backoff(self.calls.patience(), race.pauses);
+                race.pauses += 1;
+                race.lost_in_a_row = 0;
+                if std::time::Instant::now() + pause >= budget.deadline() {
+                    return Err(self.calls.deadline_exceeded(budget, "racing for a sandbox"));
+                }
+                tokio::time::sleep(pause).await;
+            }
+            if budget.expired() {
+                return Err(self.calls.deadline_exceeded(budget, "racing for a sandbox"));
+            }
+            if let Some(done) = self.follow_key(budget, &mut race).await? {
                 return Ok(done);
             }
         }
-        // Only collisions, never an empty pool, end here: say "busy", not "none left".
-        Err(StoreError::Unavailable(
-            format!("allocation lost {conflicts} races in a row; try again").into(),
-        ))
     }
 
     /// The fast path after creating the key item: claim its sandbox; when another key took
@@ -86,27 +161,21 @@ impl DynamoStore {
     /// if a twin moves the key meanwhile.
     async fn claim_for_own_key(
         &self,
-        key: &str,
+        budget: &Budget,
+        race: &mut Race<'_>,
         mut pointer: String,
-        request: &AllocationRequest,
-        prefix: &str,
-        conflicts: &mut u32,
     ) -> Result<Step, StoreError> {
-        for _ in 0..self.k_candidates {
-            if let Some(done) = self.claim(&pointer, request, conflicts).await? {
+        while race.lost_in_a_row < self.k_candidates && !budget.expired() {
+            if let Some(done) = self.claim(budget, race, &pointer, true).await? {
                 return Ok(Some(done));
             }
-            let Some(next) = self
-                .candidates
-                .take(&self.client, &self.table, prefix)
-                .await?
-            else {
+            let Some(next) = self.candidates.take(self, budget, race.prefix).await? else {
                 return Ok(None);
             };
-            match self.repoint_key(key, &pointer, &next, request.now).await {
+            match self.repoint_key(budget, race, &pointer, &next).await {
                 Ok(()) => pointer = next,
                 Err(DynamoError::Conflict) => {
-                    self.candidates.give_back(prefix, next);
+                    self.candidates.give_back(race.prefix, next);
                     return Ok(None);
                 }
                 Err(DynamoError::Store(err)) => return Err(err),
@@ -116,46 +185,39 @@ impl DynamoStore {
     }
 
     /// One round of the slow path: read the key item and act on what its sandbox is.
-    async fn follow_key(
-        &self,
-        key: &str,
-        request: &AllocationRequest,
-        prefix: &str,
-        conflicts: &mut u32,
-    ) -> Result<Step, StoreError> {
-        let Some(pointer) = self.read_key(key).await? else {
+    async fn follow_key(&self, budget: &Budget, race: &mut Race<'_>) -> Result<Step, StoreError> {
+        let Some(current) = self.read_key(budget, &race.key).await? else {
             // No key item (never made, or freed by a mark just now): start one.
-            let candidate = self.candidate_or_empty(prefix).await?;
-            return match self.create_key(key, &candidate, request.now).await {
-                Ok(()) => self.claim(&candidate, request, conflicts).await,
+            let candidate = self.candidate_or_empty(budget, race.prefix).await?;
+            return match self.create_key(budget, race, &candidate).await {
+                Ok(()) => self.claim(budget, race, &candidate, true).await,
                 Err(DynamoError::Conflict) => {
-                    self.candidates.give_back(prefix, candidate);
+                    self.candidates.give_back(race.prefix, candidate);
                     Ok(None)
                 }
                 Err(DynamoError::Store(err)) => Err(err),
             };
         };
-        let row = self.row(&pointer).await?;
+        let mine = current.made_by(&race.me);
+        let row = self.row(budget, &current.sandbox_id).await?;
         match row {
-            Some(row) if row.status == SandboxStatus::Allocated && held_by_key(&row, request) => {
-                Ok(Some(Allocation {
-                    sandbox: row,
-                    newly_allocated: false,
-                    conflicts: *conflicts,
-                }))
+            Some(row)
+                if row.status == SandboxStatus::Allocated && held_by_key(&row, race.request) =>
+            {
+                Ok(Some(race.done(row, mine)))
             }
             Some(row) if row.status == SandboxStatus::Available => {
-                self.claim(&row.sandbox_id, request, conflicts).await
+                self.claim(budget, race, &row.sandbox_id, mine).await
             }
             _ => {
-                let candidate = self.candidate_or_empty(prefix).await?;
+                let candidate = self.candidate_or_empty(budget, race.prefix).await?;
                 match self
-                    .repoint_key(key, &pointer, &candidate, request.now)
+                    .repoint_key(budget, race, &current.sandbox_id, &candidate)
                     .await
                 {
-                    Ok(()) => self.claim(&candidate, request, conflicts).await,
+                    Ok(()) => self.claim(budget, race, &candidate, true).await,
                     Err(DynamoError::Conflict) => {
-                        self.candidates.give_back(prefix, candidate);
+                        self.candidates.give_back(race.prefix, candidate);
                         Ok(None)
                     }
                     Err(DynamoError::Store(err)) => Err(err),
@@ -165,27 +227,34 @@ impl DynamoStore {
     }
 
     /// A candidate for a key that needs a (new) sandbox; none means the pool has no match: 409.
-    async fn candidate_or_empty(&self, prefix: &str) -> Result<String, StoreError> {
+    async fn candidate_or_empty(
+        &self,
+        budget: &Budget,
+        prefix: &str,
+    ) -> Result<String, StoreError> {
         self.candidates
-            .take(&self.client, &self.table, prefix)
+            .take(self, budget, prefix)
             .await?
             .ok_or(StoreError::NoSandboxAvailable)
     }
 
-    /// Write 2: `available` → `allocated` for this key, or a conflict to retry on.
+    /// Write 2: `available` → `allocated` for this key, or a conflict to retry on. `mine`:
+    /// the key item names this sandbox because this call pointed it there (201, not 200).
     async fn claim(
         &self,
+        budget: &Budget,
+        race: &mut Race<'_>,
         id: &str,
-        request: &AllocationRequest,
-        conflicts: &mut u32,
+        mine: bool,
     ) -> Result<Step, StoreError> {
+        let request = race.request;
         let mut set = String::from(
             "SET #s = :allocated, allocated_to_track = :student, allocated_at = :now, \
              lab_duration_hours = :hours, updated_at = :now",
         );
         let mut remove = Vec::new();
         let mut update = self
-            .client
+            .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(sandbox_key(id)))
@@ -215,113 +284,149 @@ impl DynamoStore {
             set.push_str(" REMOVE ");
             set.push_str(&remove.join(", "));
         }
-        let sent = update
+        let update = update
             .update_expression(set)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        // The failed condition's item is kept aside: the classifier only says "conflict".
+        let failed_row = std::sync::Mutex::new(None);
+        let sent = self
+            .calls
+            .send(budget, || async {
+                let result = update.clone().send().await;
+                if let Err(err) = &result
+                    && let Some(UpdateItemError::ConditionalCheckFailedException(failed)) =
+                        err.as_service_error()
+                {
+                    *failed_row
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        failed.item().map(Sandbox::try_from);
+                }
+                result
+            })
             .await;
         match sent {
             Ok(output) => {
                 let sandbox = returned_row(output.attributes)?;
-                Ok(Some(Allocation {
-                    sandbox,
-                    newly_allocated: true,
-                    conflicts: *conflicts,
-                }))
+                Ok(Some(race.done(sandbox, mine)))
             }
-            Err(err) => {
-                let failed_condition = match err.as_service_error() {
-                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                        Some(failed.item().map(Sandbox::try_from))
-                    }
-                    _ => None,
-                };
-                let Some(current) = failed_condition else {
-                    return Err(classify(err).into_store_error());
-                };
-                // Not available any more: maybe because a twin request (or our own attempt,
-                // retried by the SDK) already claimed it for this very key. Only a row held
-                // by another key is a lost race; ours must never be abandoned.
-                let current = match current {
+            Err(DynamoError::Conflict) => {
+                // Not available any more: maybe because a twin request — or our own earlier
+                // attempt, sent again — already claimed it for this very key. Only a row
+                // held by another key is a lost race; ours must never be abandoned.
+                let returned = failed_row
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let current = match returned {
                     Some(Ok(row)) => Some(row),
-                    _ => self.row(id).await?,
+                    _ => self.row(budget, id).await?,
                 };
                 if let Some(row) = current
                     && row.status == SandboxStatus::Allocated
                     && held_by_key(&row, request)
                 {
-                    return Ok(Some(Allocation {
-                        sandbox: row,
-                        newly_allocated: false,
-                        conflicts: *conflicts,
-                    }));
+                    return Ok(Some(race.done(row, mine)));
                 }
-                *conflicts += 1;
+                race.lost();
                 Ok(None)
             }
+            Err(DynamoError::Store(err)) => Err(err),
         }
     }
 
-    /// Write 1: the key item, only if the key has none.
-    async fn create_key(&self, key: &str, sandbox_id: &str, now: i64) -> Result<(), DynamoError> {
-        let mut item: Item = allocation_key(key);
+    /// Write 1: the key item naming `sandbox_id` and this call, only if the key has none.
+    /// A failed condition whose item names this call is our own earlier attempt: done.
+    async fn create_key(
+        &self,
+        budget: &Budget,
+        race: &Race<'_>,
+        sandbox_id: &str,
+    ) -> Result<(), DynamoError> {
+        let mut item: Item = allocation_key(&race.key);
         item.insert("sandbox_id".into(), s(sandbox_id));
-        item.insert("created_at".into(), n(now));
-        item.insert("updated_at".into(), n(now));
-        self.client
+        item.insert("request_id".into(), s(&race.me));
+        item.insert("created_at".into(), n(race.request.now));
+        item.insert("updated_at".into(), n(race.request.now));
+        let put = self
+            .client()
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let failed_item = std::sync::Mutex::new(None);
+        let sent = self
+            .calls
+            .send(budget, || async {
+                let result = put.clone().send().await;
+                if let Err(err) = &result
+                    && let Some(PutItemError::ConditionalCheckFailedException(failed)) =
+                        err.as_service_error()
+                {
+                    *failed_item
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        failed.item().cloned();
+                }
+                result
+            })
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(DynamoError::Conflict) => {
+                let returned = failed_item
+                    .into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let current = match returned {
+                    Some(item) => Some(KeyItem::parse(&race.key, &item)?),
+                    None => self.read_key(budget, &race.key).await?,
+                };
+                match current {
+                    Some(current) if current.made_by(&race.me) => Ok(()),
+                    _ => Err(DynamoError::Conflict),
+                }
+            }
+            Err(err) => Err(err),
+        }
     }
 
-    /// Moves the key item from a dead sandbox to `next`, only if it still names `dead`.
+    /// Moves the key item from a dead sandbox to `next` (and to this call), only if it
+    /// still names `dead`. A failed condition that finds it already naming `next` for this
+    /// call is our own earlier attempt: done.
     async fn repoint_key(
         &self,
-        key: &str,
+        budget: &Budget,
+        race: &Race<'_>,
         dead: &str,
         next: &str,
-        now: i64,
     ) -> Result<(), DynamoError> {
-        self.client
+        let update = self
+            .client()
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(allocation_key(key)))
-            .update_expression("SET sandbox_id = :next, updated_at = :now")
+            .set_key(Some(allocation_key(&race.key)))
+            .update_expression("SET sandbox_id = :next, request_id = :me, updated_at = :now")
             .condition_expression("sandbox_id = :dead")
             .expression_attribute_values(":next", s(next))
             .expression_attribute_values(":dead", s(dead))
-            .expression_attribute_values(":now", n(now))
-            .send()
-            .await
-            .map(drop)
-            .map_err(classify)
+            .expression_attribute_values(":me", s(&race.me))
+            .expression_attribute_values(":now", n(race.request.now));
+        match self.calls.send(budget, || update.clone().send()).await {
+            Ok(_) => Ok(()),
+            Err(DynamoError::Conflict) => match self.read_key(budget, &race.key).await? {
+                Some(current) if current.made_by(&race.me) && current.sandbox_id == next => Ok(()),
+                _ => Err(DynamoError::Conflict),
+            },
+            Err(err) => Err(err),
+        }
     }
 
-    /// The sandbox id the key item names, read consistently.
-    async fn read_key(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let got = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(allocation_key(key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|err| classify(err).into_store_error())?;
-        match got.item() {
-            None => Ok(None),
-            Some(item) => match item.get("sandbox_id") {
-                Some(aws_sdk_dynamodb::types::AttributeValue::S(id)) => Ok(Some(id.clone())),
-                _ => Err(internal(format!(
-                    "allocation key item {key:?} names no sandbox"
-                ))),
-            },
-        }
+    /// The key item, read consistently.
+    async fn read_key(&self, budget: &Budget, key: &str) -> Result<Option<KeyItem>, StoreError> {
+        self.consistent_item(budget, allocation_key(key))
+            .await?
+            .map(|item| KeyItem::parse(key, &item))
+            .transpose()
     }
 }
 

@@ -16,7 +16,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use rand::seq::SliceRandom;
 
-use super::error::classify;
+use super::DynamoStore;
+use super::calls::Budget;
+use super::error::DynamoError;
 use super::item::{AttributeValuesExt, SANDBOX_PREFIX, s};
 use super::schema::STATUS_NAME_INDEX;
 use crate::domain::SandboxStatus;
@@ -98,8 +100,8 @@ impl CandidatePool {
     /// no available match at all.
     pub(super) async fn take(
         &self,
-        client: &Client,
-        table: &str,
+        store: &DynamoStore,
+        budget: &Budget,
         prefix: &str,
     ) -> Result<Option<String>, StoreError> {
         let queue = self.queue(prefix);
@@ -111,7 +113,7 @@ impl CandidatePool {
         if let Some(id) = queue.pop() {
             return Ok(Some(id));
         }
-        let mut fetched = fetch(client, table, prefix).await?;
+        let mut fetched = fetch(store, budget, prefix).await?;
         fetched.shuffle(&mut rand::rng());
         queue.refill_with(fetched);
         Ok(queue.pop())
@@ -138,18 +140,22 @@ fn prefix_end(prefix: &str) -> String {
 /// One page of available sandbox ids whose name starts with `prefix`, starting at a random
 /// name between the first and the last match, wrapping to the start when the slice after
 /// the pivot is short. Instances of a fleet so read mostly different slices of a big pool.
-async fn fetch(client: &Client, table: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+async fn fetch(
+    store: &DynamoStore,
+    budget: &Budget,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
     let (Some(first), Some(last)) = (
-        edge_name(client, table, prefix, true).await?,
-        edge_name(client, table, prefix, false).await?,
+        edge_name(store, budget, prefix, true).await?,
+        edge_name(store, budget, prefix, false).await?,
     ) else {
         return Ok(Vec::new());
     };
     let pivot = random_between(&first, &last);
-    let mut ids = window(client, table, &pivot, &prefix_end(prefix), PAGE_SIZE).await?;
+    let mut ids = window(store, budget, &pivot, &prefix_end(prefix), PAGE_SIZE).await?;
     let short = PAGE_SIZE - i32::try_from(ids.len()).unwrap_or(PAGE_SIZE);
     if short > 0 && pivot.as_str() > first.as_str() {
-        ids.extend(window(client, table, &first, &pivot, short).await?);
+        ids.extend(window(store, budget, &first, &pivot, short).await?);
         ids.sort_unstable();
         ids.dedup();
     }
@@ -172,17 +178,24 @@ fn available_names(client: &Client, table: &str, from: &str, to: &str) -> QueryF
 
 /// The first (or last) available name starting with `prefix`.
 async fn edge_name(
-    client: &Client,
-    table: &str,
+    store: &DynamoStore,
+    budget: &Budget,
     prefix: &str,
     ascending: bool,
 ) -> Result<Option<String>, StoreError> {
-    let page = available_names(client, table, prefix_start(prefix), &prefix_end(prefix))
-        .scan_index_forward(ascending)
-        .limit(1)
-        .send()
+    let query = available_names(
+        store.client(),
+        &store.table,
+        prefix_start(prefix),
+        &prefix_end(prefix),
+    )
+    .scan_index_forward(ascending)
+    .limit(1);
+    let page = store
+        .calls
+        .send(budget, || query.clone().send())
         .await
-        .map_err(|err| classify(err).into_store_error())?;
+        .map_err(DynamoError::into_store_error)?;
     Ok(page
         .items()
         .first()
@@ -191,17 +204,18 @@ async fn edge_name(
 
 /// Up to `limit` available ids with names in `[from, to]`.
 async fn window(
-    client: &Client,
-    table: &str,
+    store: &DynamoStore,
+    budget: &Budget,
     from: &str,
     to: &str,
     limit: i32,
 ) -> Result<Vec<String>, StoreError> {
-    let page = available_names(client, table, from, to)
-        .limit(limit)
-        .send()
+    let query = available_names(store.client(), &store.table, from, to).limit(limit);
+    let page = store
+        .calls
+        .send(budget, || query.clone().send())
         .await
-        .map_err(|err| classify(err).into_store_error())?;
+        .map_err(DynamoError::into_store_error)?;
     Ok(page
         .items()
         .iter()

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 
 use super::DynamoStore;
-use super::error::{DynamoError, classify, internal};
+use super::error::{DynamoError, Verdict, internal, verdict};
 use super::item::{Item, n, niosxaas_attributes, returned_row, s, sandbox_key};
 use crate::domain::{NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId, SandboxStatus};
 use crate::store::{DeletionOutcome, StoreError, finished_row};
@@ -41,8 +41,10 @@ impl DynamoStore {
         now: i64,
         until: i64,
     ) -> Result<Option<Sandbox>, StoreError> {
-        let claimed = self
-            .client
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        let update = self
+            .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(sandbox_key(id.as_str())))
@@ -56,10 +58,8 @@ impl DynamoStore {
             .expression_attribute_values(":me", s(holder))
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(classify);
+            .return_values(ReturnValue::AllNew);
+        let claimed = self.calls.send(&budget, || update.clone().send()).await;
         match claimed {
             Ok(output) => returned_row(output.attributes).map(Some),
             Err(DynamoError::Conflict) => Ok(None),
@@ -85,20 +85,24 @@ impl DynamoStore {
         };
         let write = outcome_update(&outcome, niosxaas.as_ref(), holder, now);
         let key = sandbox_key(&claimed.sandbox_id);
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
         let written = match history {
-            None => self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key))
-                .condition_expression(FINISH_CONDITION)
-                .update_expression(write.expression())
-                .set_expression_attribute_names(Some(write.names))
-                .set_expression_attribute_values(Some(write.values))
-                .send()
-                .await
-                .map(drop)
-                .map_err(classify),
+            None => {
+                let update = self
+                    .client()
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key))
+                    .condition_expression(FINISH_CONDITION)
+                    .update_expression(write.expression())
+                    .set_expression_attribute_names(Some(write.names))
+                    .set_expression_attribute_values(Some(write.values));
+                self.calls
+                    .send(&budget, || update.clone().send())
+                    .await
+                    .map(drop)
+            }
             Some(history) => {
                 let update = Update::builder()
                     .table_name(&self.table)
@@ -114,14 +118,17 @@ impl DynamoStore {
                     .set_item(Some(Item::from(&history)))
                     .build()
                     .map_err(|err| internal(format!("history item: {err}")))?;
-                self.client
+                // One token for every attempt: DynamoDB applies a retried transaction once.
+                let transaction = self
+                    .client()
                     .transact_write_items()
+                    .client_request_token(uuid::Uuid::new_v4().to_string())
                     .transact_items(TransactWriteItem::builder().update(update).build())
-                    .transact_items(TransactWriteItem::builder().put(put).build())
-                    .send()
+                    .transact_items(TransactWriteItem::builder().put(put).build());
+                self.calls
+                    .send_classified(&budget, || transaction.clone().send(), transaction_verdict)
                     .await
                     .map(drop)
-                    .map_err(classify_transaction)
             }
         };
         match written {
@@ -253,8 +260,8 @@ fn outcome_update(
 
 /// Classifies a failed transaction: a cancellation because a condition failed is a
 /// [`DynamoError::Conflict`] like a failed conditional write; other cancellations
-/// (a conflicting transaction, throttling) are worth retrying later.
-fn classify_transaction(err: SdkError<TransactWriteItemsError, HttpResponse>) -> DynamoError {
+/// (a conflicting transaction, throttling) are the table being busy: sent again.
+fn transaction_verdict(err: SdkError<TransactWriteItemsError, HttpResponse>) -> Verdict {
     if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
         err.as_service_error()
     {
@@ -263,10 +270,10 @@ fn classify_transaction(err: SdkError<TransactWriteItemsError, HttpResponse>) ->
             .iter()
             .any(|reason| reason.code() == Some("ConditionalCheckFailed"));
         return if condition_failed {
-            DynamoError::Conflict
+            Verdict::Answer(DynamoError::Conflict)
         } else {
-            StoreError::Unavailable(Box::new(err)).into()
+            Verdict::Busy(StoreError::Unavailable(Box::new(err)))
         };
     }
-    classify(err)
+    verdict(err)
 }

@@ -2,8 +2,9 @@
 //!
 //! Rule: classify once, from the SDK's error kind and the service's error code, keeping the
 //! SDK error as the source: a failed condition is a [`DynamoError::Conflict`] the protocol
-//! reacts to; throttling (after the SDK's jittered retries), timeouts and unreachable
-//! endpoints are [`StoreError::Unavailable`] (503); anything else is our bug (500).
+//! reacts to; throttling and 5xx are the table being busy, timeouts and unreachable
+//! endpoints no answer at all — both retried by `calls.rs`, and [`StoreError::Unavailable`]
+//! (503) when they outlast the deadline or the table is down; anything else is our bug (500).
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
@@ -20,20 +21,34 @@ pub(crate) enum DynamoError {
     Store(#[from] StoreError),
 }
 
-/// Service error codes that mean "try again later", not "you sent something wrong".
-const RETRYABLE_CODES: &[&str] = &[
+/// Service error codes that mean "too much right now": the table answered, but did no work.
+const BUSY_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
     "RequestLimitExceeded",
     "InternalServerError",
     "ServiceUnavailable",
     "TransactionConflictException",
-    // A missing table is an outage of this deployment, not a client error.
-    "ResourceNotFoundException",
 ];
 
-/// Classifies an SDK error.
-pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> DynamoError
+/// Service error codes that are an outage of this deployment, not a client error.
+const UNAVAILABLE_CODES: &[&str] = &["ResourceNotFoundException"];
+
+/// What a failed attempt says about the table, for the retry loop in `calls.rs`.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// The table answered, and that answer is the result: a failed condition, a refusal,
+    /// a missing table. The table is up; the call ends.
+    Answer(DynamoError),
+    /// The table answered "not now" (throttling, 5xx): back off and send it again.
+    Busy(StoreError),
+    /// No answer at all (connection refused or reset, a timeout): send it again while
+    /// the table is not known to be down.
+    NoAnswer(StoreError),
+}
+
+/// Classifies a failed attempt.
+pub(crate) fn verdict<E, R>(err: SdkError<E, R>) -> Verdict
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -41,16 +56,31 @@ where
     let code = err.code().map(str::to_owned);
     match (&err, code.as_deref()) {
         (SdkError::ServiceError(_), Some("ConditionalCheckFailedException")) => {
-            DynamoError::Conflict
+            Verdict::Answer(DynamoError::Conflict)
         }
-        (SdkError::ServiceError(_), Some(code)) if RETRYABLE_CODES.contains(&code) => {
-            StoreError::Unavailable(Box::new(err)).into()
+        (SdkError::ServiceError(_), Some(code)) if BUSY_CODES.contains(&code) => {
+            Verdict::Busy(StoreError::Unavailable(Box::new(err)))
+        }
+        (SdkError::ServiceError(_), Some(code)) if UNAVAILABLE_CODES.contains(&code) => {
+            Verdict::Answer(StoreError::Unavailable(Box::new(err)).into())
         }
         (
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_),
             _,
-        ) => StoreError::Unavailable(Box::new(err)).into(),
-        _ => StoreError::Internal(Box::new(err)).into(),
+        ) => Verdict::NoAnswer(StoreError::Unavailable(Box::new(err))),
+        _ => Verdict::Answer(StoreError::Internal(Box::new(err)).into()),
+    }
+}
+
+/// Classifies an SDK error of a call made without the store's retry loop (`init-table`).
+pub(crate) fn classify<E, R>(err: SdkError<E, R>) -> DynamoError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match verdict(err) {
+        Verdict::Answer(answer) => answer,
+        Verdict::Busy(err) | Verdict::NoAnswer(err) => err.into(),
     }
 }
 

@@ -7,7 +7,7 @@
 use aws_sdk_dynamodb::types::ReturnValue;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::error::{DynamoError, classify};
+use super::error::DynamoError;
 use super::item::{Item, n, returned_row, s, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::{Sandbox, SandboxStatus};
@@ -19,17 +19,18 @@ impl DynamoStore {
         &self,
         status: SandboxStatus,
     ) -> Result<Vec<Sandbox>, StoreError> {
+        let budget = self.calls.budget();
         let mut rows = Vec::new();
         let mut start = None;
         loop {
+            let query = self.in_status(status).set_exclusive_start_key(start);
             let page = self
-                .in_status(status)
-                .set_exclusive_start_key(start)
-                .send()
+                .calls
+                .send(&budget, || query.clone().send())
                 .await
-                .map_err(|err| classify(err).into_store_error())?;
+                .map_err(DynamoError::into_store_error)?;
             for item in page.items() {
-                if let Some(row) = self.full_row(item).await? {
+                if let Some(row) = self.full_row(&budget, item).await? {
                     rows.push(row);
                 }
             }
@@ -61,8 +62,10 @@ impl DynamoStore {
     }
 
     async fn release_ended(&self, row: Sandbox, now: i64) -> Result<Option<Sandbox>, StoreError> {
-        let released = self
-            .client
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        let update = self
+            .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(sandbox_key(&row.sandbox_id)))
@@ -79,14 +82,12 @@ impl DynamoStore {
                 s(row.allocated_to_track.clone().unwrap_or_default()),
             )
             .expression_attribute_values(":now", n(now))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(classify);
+            .return_values(ReturnValue::AllNew);
+        let released = self.calls.send(&budget, || update.clone().send()).await;
         match released {
             Ok(output) => {
                 let sandbox = returned_row(output.attributes)?;
-                self.free_allocation_key(&sandbox).await;
+                self.free_allocation_key(&budget, &sandbox).await;
                 Ok(Some(sandbox))
             }
             // Its owner released it (or another instance expired it) first.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::DynamoStore;
-use super::error::{DynamoError, classify};
+use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, n, s};
 use crate::store::{JobRecord, LeaseOutcome, StoreError};
 
@@ -55,10 +55,11 @@ impl DynamoStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<LeaseOutcome, StoreError> {
+        let budget = self.calls.budget();
         // A lease released between our failed write and our read is simply tried again.
         for _ in 0..3 {
-            let taken = self
-                .client
+            let update = self
+                .client()
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(job_key(job)))
@@ -68,14 +69,15 @@ impl DynamoStore {
                 )
                 .expression_attribute_values(":me", s(holder))
                 .expression_attribute_values(":until", n(now_ms + ttl_ms))
-                .expression_attribute_values(":now", n(now_ms))
-                .send()
-                .await
-                .map_err(classify);
+                .expression_attribute_values(":now", n(now_ms));
+            let taken = self.calls.send(&budget, || update.clone().send()).await;
             match taken {
                 Ok(_) => return Ok(LeaseOutcome::Acquired),
                 Err(DynamoError::Conflict) => {
-                    let current = self.job_item(job).await?.map(|item| record_from(&item));
+                    let current = self
+                        .consistent_item(&budget, job_key(job))
+                        .await?
+                        .map(|item| record_from(&item));
                     if let Some(JobRecord {
                         holder: Some(other),
                         lease_expires_at_ms,
@@ -97,10 +99,6 @@ impl DynamoStore {
         ))
     }
 
-    async fn job_item(&self, job: &str) -> Result<Option<Item>, StoreError> {
-        self.consistent_item(job_key(job)).await
-    }
-
     /// See [`crate::store::Store::finish_job_run`].
     pub(super) async fn record_run(&self, run: JobRecord, holder: &str) -> Result<(), StoreError> {
         let counts: HashMap<String, AttributeValue> = run
@@ -110,8 +108,9 @@ impl DynamoStore {
             .collect();
         let mut set = vec!["last_counts = :counts"];
         let mut remove = Vec::new();
+        let budget = self.calls.budget();
         let mut update = self
-            .client
+            .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(job_key(&run.job)))
@@ -141,23 +140,21 @@ impl DynamoStore {
         if !remove.is_empty() {
             expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        update
-            .update_expression(expression)
-            .send()
+        let update = update.update_expression(expression);
+        self.calls
+            .send(&budget, || update.clone().send())
             .await
-            .map_err(|err| classify(err).into_store_error())?;
-        let released = self
-            .client
+            .map_err(DynamoError::into_store_error)?;
+        let release = self
+            .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(job_key(&run.job)))
             .update_expression("SET lease_expires_at_ms = :zero REMOVE holder")
             .condition_expression("holder = :me")
             .expression_attribute_values(":me", s(holder))
-            .expression_attribute_values(":zero", n(0))
-            .send()
-            .await
-            .map_err(classify);
+            .expression_attribute_values(":zero", n(0));
+        let released = self.calls.send(&budget, || release.clone().send()).await;
         match released {
             Ok(_) | Err(DynamoError::Conflict) => Ok(()),
             Err(DynamoError::Store(err)) => Err(err),
@@ -166,16 +163,18 @@ impl DynamoStore {
 
     /// See [`crate::store::Store::job_records`].
     pub(super) async fn all_job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
-        let page = self
-            .client
+        let query = self
+            .client()
             .query()
             .table_name(&self.table)
             .key_condition_expression("PK = :jobs")
             .expression_attribute_values(":jobs", s(JOB_PARTITION))
-            .consistent_read(true)
-            .send()
+            .consistent_read(true);
+        let page = self
+            .calls
+            .send(&self.calls.budget(), || query.clone().send())
             .await
-            .map_err(|err| classify(err).into_store_error())?;
+            .map_err(DynamoError::into_store_error)?;
         Ok(page.items().iter().map(record_from).collect())
     }
 }

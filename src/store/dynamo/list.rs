@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 
 use super::DynamoStore;
-use super::error::classify;
+use super::calls::Budget;
+use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, SANDBOX_PREFIX, n, s};
 use super::schema::{STATUS_INDEX, TRACK_INDEX};
 use crate::domain::Sandbox;
@@ -37,11 +38,12 @@ impl DynamoStore {
             .as_ref()
             .map(|cursor| start_key(&path, cursor))
             .transpose()?;
+        let budget = self.calls.budget();
         let mut rows: Vec<Sandbox> = Vec::with_capacity(query.limit + 1);
         while rows.len() <= query.limit {
-            let (items, next) = self.read_page(&path, start.take()).await?;
+            let (items, next) = self.read_page(&budget, &path, start.take()).await?;
             for item in &items {
-                if let Some(row) = self.full_row(item).await?
+                if let Some(row) = self.full_row(&budget, item).await?
                     && query.matches(&row)
                 {
                     rows.push(row);
@@ -70,23 +72,26 @@ impl DynamoStore {
 
     async fn read_page(
         &self,
+        budget: &Budget,
         path: &Path<'_>,
         start: Option<Item>,
     ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         let (items, last) = match path {
             Path::Scan => {
-                let page = self
-                    .client
+                let scan = self
+                    .client()
                     .scan()
                     .table_name(&self.table)
                     .consistent_read(true)
                     .filter_expression("begins_with(PK, :sbx)")
                     .expression_attribute_values(":sbx", s(SANDBOX_PREFIX))
                     .limit(EVALUATE_PER_REQUEST)
-                    .set_exclusive_start_key(start)
-                    .send()
+                    .set_exclusive_start_key(start);
+                let page = self
+                    .calls
+                    .send(budget, || scan.clone().send())
                     .await
-                    .map_err(|err| classify(err).into_store_error())?;
+                    .map_err(DynamoError::into_store_error)?;
                 (page.items.unwrap_or_default(), page.last_evaluated_key)
             }
             Path::Status(value) | Path::Track(value) => {
@@ -94,8 +99,8 @@ impl DynamoStore {
                     Path::Status(_) => (STATUS_INDEX, "status"),
                     _ => (TRACK_INDEX, "allocated_to_track"),
                 };
-                let page = self
-                    .client
+                let query = self
+                    .client()
                     .query()
                     .table_name(&self.table)
                     .index_name(index)
@@ -103,10 +108,12 @@ impl DynamoStore {
                     .expression_attribute_names("#k", attribute)
                     .expression_attribute_values(":v", s(*value))
                     .limit(EVALUATE_PER_REQUEST)
-                    .set_exclusive_start_key(start)
-                    .send()
+                    .set_exclusive_start_key(start);
+                let page = self
+                    .calls
+                    .send(budget, || query.clone().send())
                     .await
-                    .map_err(|err| classify(err).into_store_error())?;
+                    .map_err(DynamoError::into_store_error)?;
                 (page.items.unwrap_or_default(), page.last_evaluated_key)
             }
         };
@@ -115,7 +122,11 @@ impl DynamoStore {
 
     /// The row an item stands for; an index that does not project every attribute (a table
     /// made by other tooling) is completed with a consistent read. Non-sandbox items are skipped.
-    pub(super) async fn full_row(&self, item: &Item) -> Result<Option<Sandbox>, StoreError> {
+    pub(super) async fn full_row(
+        &self,
+        budget: &Budget,
+        item: &Item,
+    ) -> Result<Option<Sandbox>, StoreError> {
         if !item
             .text("PK")
             .is_some_and(|pk| pk.starts_with(SANDBOX_PREFIX))
@@ -129,7 +140,7 @@ impl DynamoStore {
                     .text("PK")
                     .and_then(|pk| pk.strip_prefix(SANDBOX_PREFIX))
                     .unwrap_or_default();
-                self.row(id).await
+                self.row(budget, id).await
             }
         }
     }

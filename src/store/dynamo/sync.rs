@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use aws_sdk_dynamodb::types::ReturnValue;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::error::{DynamoError, classify};
+use super::error::DynamoError;
 use super::item::{AttributeValuesExt, SANDBOX_PREFIX, n, s, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::SandboxStatus;
@@ -86,8 +86,10 @@ impl DynamoStore {
              deletion_retry_count = if_not_exists(deletion_retry_count, :zero), \
              created_at = if_not_exists(created_at, :now)",
         );
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
         let mut update = self
-            .client
+            .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(sandbox_key(sandbox.sandbox_id.as_str())))
@@ -106,7 +108,8 @@ impl DynamoStore {
             set.push_str(", sfdc_account_id = :sfdc");
             update = update.expression_attribute_values(":sfdc", s(sfdc));
         }
-        match update.update_expression(set).send().await.map_err(classify) {
+        let update = update.update_expression(set);
+        match self.calls.send(&budget, || update.clone().send()).await {
             Ok(output) => {
                 let old = output.attributes.unwrap_or_default();
                 Ok(match old.text("status") {
@@ -121,8 +124,10 @@ impl DynamoStore {
     }
 
     async fn mark_stale(&self, id: String, now: i64) -> Result<bool, StoreError> {
-        let result = self
-            .client
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        let update = self
+            .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(sandbox_key(&id)))
@@ -131,10 +136,8 @@ impl DynamoStore {
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
             .expression_attribute_values(":stale", s(SandboxStatus::Stale.as_str()))
-            .expression_attribute_values(":now", n(now))
-            .send()
-            .await
-            .map_err(classify);
+            .expression_attribute_values(":now", n(now));
+        let result = self.calls.send(&budget, || update.clone().send()).await;
         match result {
             Ok(_) => Ok(true),
             Err(DynamoError::Conflict) => Ok(false),

@@ -1,0 +1,225 @@
+//! A class start: hundreds of students press "start lab" within seconds. Every one of them
+//! gets a sandbox while the pool has one, the rest a clean 409, nobody a 503 — on one
+//! instance or three sharing the store — and the pool is exactly what the answers say.
+//! The counts are exact: a slow store is waited for, never reported as down.
+
+use std::collections::{HashMap, HashSet};
+
+use futures::stream::{self, StreamExt};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{StoreGuard, TestApp, json_of, sandboxes, spawn_app_on};
+use sandbox_broker::domain::now_epoch;
+
+/// `count` instances of the service on one store of this crate's flavor (one embedded
+/// store behind several routers, or several DynamoDB stores on one table).
+async fn fleet(count: usize) -> (Vec<TestApp>, StoreGuard) {
+    let (stores, guard) = crate::flavor::fleet_stores(count).await;
+    let mut apps = Vec::new();
+    for store in stores {
+        apps.push(spawn_app_on(store, Box::new(()), |_| {}).await);
+    }
+    (apps, guard)
+}
+
+/// One student's request: who, with which `Idempotency-Key`, and what came back.
+struct Answer {
+    student: String,
+    status: StatusCode,
+    body: Value,
+}
+
+/// Sends every request, `at_once` in flight at a time, request `n` to instance `n % len`.
+async fn burst(
+    apps: &[TestApp],
+    students: Vec<(String, Option<String>)>,
+    at_once: usize,
+) -> Vec<Answer> {
+    stream::iter(students.into_iter().enumerate())
+        .map(|(n, (student, key))| {
+            let app = &apps[n % apps.len()];
+            async move {
+                let headers: Vec<(&str, &str)> = key
+                    .as_deref()
+                    .map(|k| ("Idempotency-Key", k))
+                    .into_iter()
+                    .collect();
+                let response = app.allocate_with(&student, &headers).await;
+                let status = response.status();
+                let body = response.json::<Value>().await.unwrap();
+                Answer {
+                    student,
+                    status,
+                    body,
+                }
+            }
+        })
+        .buffer_unordered(at_once)
+        .collect()
+        .await
+}
+
+fn new_students(count: usize) -> Vec<(String, Option<String>)> {
+    (0..count).map(|n| (format!("stu-{n:05}"), None)).collect()
+}
+
+/// Counts answers by status, and fails on any that is neither 201 nor 409.
+fn tally(answers: &[Answer]) -> (usize, usize) {
+    let mut by_status: HashMap<StatusCode, usize> = HashMap::new();
+    for answer in answers {
+        *by_status.entry(answer.status).or_default() += 1;
+    }
+    let unexpected: Vec<_> = answers
+        .iter()
+        .filter(|a| a.status != StatusCode::CREATED && a.status != StatusCode::CONFLICT)
+        .take(3)
+        .map(|a| format!("{} {}: {}", a.student, a.status, a.body))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "answers other than 201/409 ({by_status:?}), e.g. {unexpected:?}"
+    );
+    (
+        by_status.get(&StatusCode::CREATED).copied().unwrap_or(0),
+        by_status.get(&StatusCode::CONFLICT).copied().unwrap_or(0),
+    )
+}
+
+/// The invariants after a burst: no sandbox twice, each winner reads its own sandbox,
+/// and the admin answers (stats, lists) agree with the rows — right away, with 200.
+async fn check_pool(apps: &[TestApp], answers: &[Answer], pool: u64) {
+    let winners: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .collect();
+    let ids: HashSet<&str> = winners
+        .iter()
+        .map(|a| a.body["sandbox_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), winners.len(), "a sandbox was handed out twice");
+    for answer in answers.iter().filter(|a| a.status == StatusCode::CONFLICT) {
+        assert_eq!(answer.body["detail"]["code"], "NO_SANDBOXES_AVAILABLE");
+    }
+    let stats = apps[apps.len() - 1].stats().await;
+    let allocated = winners.len() as u64;
+    assert_eq!(stats["allocated"], allocated, "{stats}");
+    assert_eq!(stats["available"], pool - allocated, "{stats}");
+    assert_eq!(stats["total"], pool, "{stats}");
+    let mut page = json_of(
+        apps[0]
+            .admin_get("/v1/admin/sandboxes?status=allocated&limit=100")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    let mut held: HashMap<String, String> = HashMap::new();
+    let mut cursor = page["cursor"].as_str().map(str::to_owned);
+    loop {
+        for row in page["sandboxes"].as_array().unwrap() {
+            let student = row["allocated_to_track"].as_str().unwrap().to_owned();
+            let id = row["sandbox_id"].as_str().unwrap().to_owned();
+            assert!(
+                held.insert(student.clone(), id).is_none(),
+                "{student} holds two sandboxes"
+            );
+        }
+        let Some(next) = cursor.take() else { break };
+        page = json_of(
+            apps[0]
+                .admin_get(&format!(
+                    "/v1/admin/sandboxes?status=allocated&limit=100&cursor={next}"
+                ))
+                .await,
+            StatusCode::OK,
+        )
+        .await;
+        cursor = page["cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(held.len() as u64, allocated, "listed allocations");
+    for winner in winners {
+        assert_eq!(
+            held.get(&winner.student).map(String::as_str),
+            winner.body["sandbox_id"].as_str(),
+            "{} got a sandbox the table does not give them",
+            winner.student
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_hundred_students_sixty_four_at_a_time_for_three_hundred_sandboxes_get_300_201_and_100_409()
+ {
+    let (apps, _guard) = fleet(1).await;
+    apps[0]
+        .store
+        .import(sandboxes("lab-", 0, 300), now_epoch())
+        .await
+        .unwrap();
+
+    let answers = burst(&apps, new_students(400), 64).await;
+
+    assert_eq!(tally(&answers), (300, 100));
+    check_pool(&apps, &answers, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifteen_hundred_students_on_five_hundred_connections_all_get_a_sandbox() {
+    let (apps, _guard) = fleet(1).await;
+    apps[0]
+        .store
+        .import(sandboxes("lab-", 0, 1500), now_epoch())
+        .await
+        .unwrap();
+
+    let answers = burst(&apps, new_students(1500), 500).await;
+
+    assert_eq!(tally(&answers), (1500, 0));
+    check_pool(&apps, &answers, 1500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_hundred_students_on_three_instances_96_at_a_time_get_exactly_600_201_and_200_409() {
+    let (apps, _guard) = fleet(3).await;
+    apps[0]
+        .store
+        .import(sandboxes("lab-", 0, 600), now_epoch())
+        .await
+        .unwrap();
+
+    let answers = burst(&apps, new_students(800), 96).await;
+
+    assert_eq!(tally(&answers), (600, 200));
+    check_pool(&apps, &answers, 600).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_identical_requests_spread_over_three_instances_get_one_sandbox_and_one_201() {
+    let (apps, _guard) = fleet(3).await;
+    apps[0]
+        .store
+        .import(sandboxes("lab-", 0, 50), now_epoch())
+        .await
+        .unwrap();
+    let same: Vec<(String, Option<String>)> = (0..30)
+        .map(|_| ("same-student".to_owned(), Some("k1".to_owned())))
+        .collect();
+
+    let answers = burst(&apps, same, 30).await;
+
+    let ids: HashSet<&str> = answers
+        .iter()
+        .map(|a| a.body["sandbox_id"].as_str().unwrap())
+        .collect();
+    let created = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .count();
+    let replayed = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::OK)
+        .count();
+    assert_eq!(ids.len(), 1, "one key got several sandboxes: {ids:?}");
+    assert_eq!((created, replayed), (1, 29));
+    assert_eq!(apps[2].stats().await["allocated"], 1);
+}
