@@ -131,6 +131,7 @@ pub struct DynamoStore {
     table: String,
     candidates: CandidatePool,
     k_candidates: usize,
+    abandoned: allocate::Abandoned,
 }
 
 /// A snapshot of the store's admission control, for the benchmark and diagnostics.
@@ -163,6 +164,7 @@ impl DynamoStore {
             table: settings.table.clone(),
             candidates: CandidatePool::default(),
             k_candidates: settings.k_candidates.max(1),
+            abandoned: allocate::Abandoned::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::local::{self as emulator, EmulatorProcess};
@@ -38,14 +39,20 @@ pub fn start_emulator(port: u16, db_path: Option<&Path>) -> EmulatorProcess {
     emulator::start(port, db_path).expect("start DynamoDB Local (are java and npm installed?)")
 }
 
-/// Settings for a table on the emulator at `endpoint`: the production defaults. The
-/// emulator shares two cores with every test running at once; a slow moment must be
-/// waited for, never answered 503, and that is what the store promises.
+/// Settings for a table on the emulator at `endpoint`: the production defaults, with
+/// more patience. The emulator shares two cores with a debug build and every test running
+/// at once, and starts cold (a JVM that has not compiled its write path yet answers its
+/// first writes in seconds). The shared suites test behaviour — exact counts, one sandbox
+/// per key — so their store must wait that out rather than call it an outage: a deadline
+/// (`ALLOCATE_DEADLINE_SEC`) of two minutes and a stall timeout of five seconds. The
+/// outage tests (`outage.rs`) use the production values, which they are about.
 pub fn settings(endpoint: &str, table: &str) -> DynamoSettings {
     let config = sandbox_broker::config::Config::for_tests("unused".into(), "t", "a");
     DynamoSettings {
         table: table.to_owned(),
         endpoint_url: Some(endpoint.to_owned()),
+        deadline: Duration::from_secs(120),
+        stall_timeout: Duration::from_secs(5),
         ..config.dynamo_settings()
     }
 }
@@ -68,18 +75,10 @@ pub async fn fresh_table_store() -> (SharedStore, String) {
 }
 
 /// `count` stores, each with its own client, on one fresh table of the shared emulator.
-///
-/// Their deadline (`ALLOCATE_DEADLINE_SEC`) is two minutes instead of ten seconds: these
-/// stores serve the class-start bursts, whose counts must be exact however slow this
-/// machine is (a debug build, the emulator and other tests share two cores); how long a
-/// burst takes with the production deadline is the benchmark's business, not a test's.
 pub async fn fleet_table_stores(count: usize) -> (Vec<SharedStore>, String) {
     let local = shared();
     let table = table_name();
-    let settings = DynamoSettings {
-        deadline: std::time::Duration::from_secs(120),
-        ..settings(&local.endpoint, &table)
-    };
+    let settings = settings(&local.endpoint, &table);
     let client = dynamo::client(&settings).await;
     dynamo::schema::ensure_table(&client, &table)
         .await

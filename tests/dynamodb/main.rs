@@ -24,6 +24,7 @@ mod helpers;
 #[path = "../api/jobs.rs"]
 mod jobs;
 mod local;
+mod lost_answers;
 #[path = "../api/niosxaas.rs"]
 mod niosxaas;
 #[path = "../api/ops.rs"]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use sandbox_broker::domain::now_epoch;
-use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::{self, DynamoStore};
+use sandbox_broker::store::{SharedStore, Store};
 use serde_json::Value;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -53,11 +53,14 @@ async fn dynamodb_stopping_under_load_gives_fast_503s_and_the_same_process_recov
     let table = local::table_name();
     let setup = dynamo::client(&local::settings(&endpoint, &table)).await;
     dynamo::schema::ensure_table(&setup, &table).await.unwrap();
-    let app = app_on(&endpoint, &table).await;
-    app.store
+    // The setup goes through a patient store: this emulator has just started cold, and
+    // what is tested is the app's store (production settings) once it is warm.
+    let patient = DynamoStore::new(&setup, &local::settings(&endpoint, &table));
+    patient
         .import(sandboxes("lab-", 0, 400), now_epoch())
         .await
         .unwrap();
+    let app = app_on(&endpoint, &table).await;
 
     // Load: 16 students at a time, each a new key, until told to stop.
     let load = async {

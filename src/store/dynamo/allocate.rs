@@ -29,9 +29,18 @@
 //! key answers 200. A write whose condition fails is read back (the failed write returns
 //! the item, or a consistent read does) before anything is decided.
 //!
+//! A request that gives up with 503 (its deadline ran out, or the table went down) after
+//! sending writes may have made the allocation without being able to say so. Its id is
+//! remembered here for [`ABANDONED_MEMORY`]; the next request for the same key on this
+//! instance adopts the allocation and answers 201, since the student was never told.
+//!
 //! Lost races are retried until the operation's deadline: `K_CANDIDATES` claims back to
 //! back, then a short jittered pause so a fleet's instances fall out of step, and again.
 //! 409 comes only from a fresh index read that finds no available match.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -43,6 +52,31 @@ use super::error::{DynamoError, internal};
 use super::item::{AttributeValuesExt, Item, allocation_key, n, returned_row, s, sandbox_key};
 use crate::domain::{Sandbox, SandboxStatus};
 use crate::store::{Allocation, AllocationRequest, StoreError};
+
+/// How long the id of a request that answered 503 is remembered for adoption.
+const ABANDONED_MEMORY: Duration = Duration::from_secs(600);
+
+/// Ids of requests that answered 503 and may have left an allocation behind.
+#[derive(Default)]
+pub(super) struct Abandoned(Mutex<HashMap<String, Instant>>);
+
+impl Abandoned {
+    /// Remembers `request_id` as given up.
+    pub(super) fn remember(&self, request_id: String) {
+        let mut ids = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        ids.retain(|_, at| at.elapsed() < ABANDONED_MEMORY);
+        ids.insert(request_id, Instant::now());
+    }
+
+    /// Whether `request_id` gave up; the first caller to ask takes it over.
+    fn adopt(&self, request_id: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(request_id)
+            .is_some_and(|at| at.elapsed() < ABANDONED_MEMORY)
+    }
+}
 
 /// What one step of the protocol concluded: the allocation, or `None` to read the key
 /// item again and continue.
@@ -110,10 +144,24 @@ impl DynamoStore {
         budget: &Budget,
         request: &AllocationRequest,
     ) -> Result<Allocation, StoreError> {
+        let me = uuid::Uuid::new_v4().simple().to_string();
+        let result = self.race(budget, request, me.clone()).await;
+        if let Err(StoreError::Unavailable(_)) = &result {
+            self.abandoned.remember(me);
+        }
+        result
+    }
+
+    async fn race(
+        &self,
+        budget: &Budget,
+        request: &AllocationRequest,
+        me: String,
+    ) -> Result<Allocation, StoreError> {
         let mut race = Race {
             request,
             key: request.key.encoded(),
-            me: uuid::Uuid::new_v4().simple().to_string(),
+            me,
             prefix: request.name_prefix.as_ref().map_or("", |p| p.as_str()),
             conflicts: 0,
             lost_in_a_row: 0,
@@ -141,7 +189,7 @@ impl DynamoStore {
                 let pause = backoff(self.calls.patience(), race.pauses);
                 race.pauses += 1;
                 race.lost_in_a_row = 0;
-                if std::time::Instant::now() + pause >= budget.deadline() {
+                if Instant::now() + pause >= budget.deadline() {
                     return Err(self.calls.deadline_exceeded(budget, "racing for a sandbox"));
                 }
                 tokio::time::sleep(pause).await;
@@ -198,7 +246,11 @@ impl DynamoStore {
                 Err(DynamoError::Store(err)) => Err(err),
             };
         };
-        let mine = current.made_by(&race.me);
+        let mine = current.made_by(&race.me)
+            || current
+                .request_id
+                .as_deref()
+                .is_some_and(|id| self.abandoned.adopt(id));
         let row = self.row(budget, &current.sandbox_id).await?;
         match row {
             Some(row)
