@@ -64,17 +64,12 @@ pub fn table_name() -> String {
 
 /// A store on a fresh table (created by the same code as `init-table`) of the shared emulator.
 pub async fn fresh_table_store() -> (SharedStore, String) {
-    let local = shared();
-    let table = table_name();
-    let settings = settings(&local.endpoint, &table);
-    let client = dynamo::client(&settings).await;
-    dynamo::schema::ensure_table(&client, &table)
-        .await
-        .expect("create the test table");
-    (Arc::new(DynamoStore::new(&client, &settings)), table)
+    let (mut stores, table) = fleet_table_stores(1).await;
+    (stores.remove(0), table)
 }
 
-/// `count` stores, each with its own client, on one fresh table of the shared emulator.
+/// `count` stores, each with its own client, on one fresh table (created by the same
+/// code as `init-table`) of the shared emulator.
 pub async fn fleet_table_stores(count: usize) -> (Vec<SharedStore>, String) {
     let local = shared();
     let table = table_name();

@@ -160,4 +160,13 @@ async fn a_write_that_landed_but_whose_answer_was_lost_still_answers_201() {
         retried >= 40,
         "abandoned attempts are counted: {retried}\n{metrics}"
     );
+    for series in [
+        "broker_dynamodb_queue_depth ",
+        "broker_dynamodb_in_flight ",
+        "broker_dynamodb_concurrency_limit ",
+        "broker_dynamodb_queue_wait_seconds_count ",
+        "broker_dynamodb_up 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
 }
