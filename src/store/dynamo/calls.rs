@@ -155,6 +155,15 @@ impl CallMetrics {
     }
 }
 
+/// The probe slot of a down table, given back when dropped.
+struct ProbeSlot<'a>(&'a Health);
+
+impl Drop for ProbeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.probe_failed();
+    }
+}
+
 /// How one attempt ended.
 enum Attempt<T, E> {
     Done(Result<T, E>),
@@ -264,8 +273,10 @@ impl Calls {
         let mut retries = 0u32;
         loop {
             let probe = match self.health.admit() {
-                Admission::Go => false,
-                Admission::Probe => true,
+                Admission::Go => None,
+                // Freed however the probe ends — also when its request is dropped midway,
+                // which would otherwise leave the table "probing" (and refused) forever.
+                Admission::Probe => Some(ProbeSlot(&self.health)),
                 Admission::Refuse => return Err(self.unavailable().into()),
             };
             let sent = Instant::now();
@@ -318,8 +329,7 @@ impl Calls {
                     return Err(self.unavailable().into());
                 }
             };
-            if probe {
-                self.health.probe_failed();
+            if probe.is_some() {
                 return Err(failure.into());
             }
             let delay = backoff(&self.patience, retries);
@@ -397,6 +407,17 @@ pub(super) fn backoff(patience: &Patience, retries: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_dropped_midway_frees_its_slot() {
+        let health = Health::new(Duration::from_secs(1), IntGauge::new("up", "up").unwrap());
+        health.mark_down(Instant::now());
+        assert_eq!(health.admit(), Admission::Probe);
+        let slot = ProbeSlot(&health);
+        assert_eq!(health.admit(), Admission::Refuse);
+        drop(slot);
+        assert_eq!(health.admit(), Admission::Probe);
+    }
 
     #[test]
     fn backoff_doubles_from_the_base_up_to_the_cap_with_jitter() {

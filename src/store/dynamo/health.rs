@@ -97,7 +97,8 @@ impl Health {
         }
     }
 
-    /// A probe ended without a useful answer: the next call may probe again.
+    /// A probe ended (without a useful answer, or its caller went away): the next call
+    /// may probe. Harmless once the table is up again.
     pub(super) fn probe_failed(&self) {
         self.state().probing = false;
     }
