@@ -34,6 +34,8 @@ use sandbox_broker::store::embedded::EmbeddedStore;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use dynamo_bench::RawShape;
+
 const TRACK_TOKEN: &str = "bench-track-token";
 const ADMIN_TOKEN: &str = "bench-admin-token";
 
@@ -169,8 +171,11 @@ fn steady(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     if args.store == StoreKind::Dynamodb {
         for &students in &args.levels {
-            let ceiling = dynamo_bench::raw_ceiling(args, students, args.seconds)?;
+            let ceiling = dynamo_bench::raw_ceiling(args, students, args.seconds, RawShape::Claim)?;
             print_row("raw conditional UpdateItem", &ceiling);
+            let protocol =
+                dynamo_bench::raw_ceiling(args, students, args.seconds, RawShape::KeyThenClaim)?;
+            print_row("raw key PutItem + claim UpdateItem", &protocol);
         }
     }
     for &students in &args.levels {
@@ -396,12 +401,23 @@ mod dynamo_bench {
         Ok((stores, client))
     }
 
+    /// What one operation of a raw ceiling run sends.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum RawShape {
+        /// The allocation's claim alone: one conditional `UpdateItem`.
+        Claim,
+        /// The allocation's two writes back to back, without the service: the key item's
+        /// conditional `PutItem`, then the claim — the protocol's own ceiling.
+        KeyThenClaim,
+    }
+
     /// `concurrency` tasks each claiming its own rows with the allocation's conditional
-    /// `UpdateItem` (available → allocated), for `--seconds`.
+    /// `UpdateItem` (available → allocated), `shape` says with what before it, for `seconds`.
     pub(super) fn raw_ceiling(
         args: &Args,
         concurrency: usize,
         seconds: u64,
+        shape: RawShape,
     ) -> Result<Figures, BenchError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -423,23 +439,43 @@ mod dynamo_bench {
                         let mut id = worker as u64;
                         while Instant::now() < deadline && id < pool {
                             let sent = Instant::now();
-                            let result = client
-                                .update_item()
-                                .table_name(&table)
-                                .key("PK", AttributeValue::S(format!("SBX#{}", 3_000_000 + id)))
-                                .key("SK", AttributeValue::S("META".into()))
-                                .update_expression("SET #s = :allocated, allocated_to_track = :who, allocated_at = :now, updated_at = :now")
-                                .condition_expression("#s = :available")
-                                .expression_attribute_names("#s", "status")
-                                .expression_attribute_values(":allocated", AttributeValue::S("allocated".into()))
-                                .expression_attribute_values(":available", AttributeValue::S("available".into()))
-                                .expression_attribute_values(":who", AttributeValue::S(format!("raw-{worker}")))
-                                .expression_attribute_values(":now", AttributeValue::N("1".into()))
-                                .send()
-                                .await;
-                            match result {
-                                Ok(_) => latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX)),
-                                Err(_) => failures += 1,
+                            let sandbox = 3_000_000 + id;
+                            let keyed = match shape {
+                                RawShape::Claim => true,
+                                RawShape::KeyThenClaim => client
+                                    .put_item()
+                                    .table_name(&table)
+                                    .item("PK", AttributeValue::S(format!("ALLOC#raw-{sandbox}")))
+                                    .item("SK", AttributeValue::S("META".into()))
+                                    .item("sandbox_id", AttributeValue::S(sandbox.to_string()))
+                                    .item("request_id", AttributeValue::S(format!("raw-{worker}-{id}")))
+                                    .item("created_at", AttributeValue::N("1".into()))
+                                    .item("updated_at", AttributeValue::N("1".into()))
+                                    .condition_expression("attribute_not_exists(PK)")
+                                    .send()
+                                    .await
+                                    .is_ok(),
+                            };
+                            let claimed = keyed
+                                && client
+                                    .update_item()
+                                    .table_name(&table)
+                                    .key("PK", AttributeValue::S(format!("SBX#{sandbox}")))
+                                    .key("SK", AttributeValue::S("META".into()))
+                                    .update_expression("SET #s = :allocated, allocated_to_track = :who, allocated_at = :now, updated_at = :now")
+                                    .condition_expression("#s = :available")
+                                    .expression_attribute_names("#s", "status")
+                                    .expression_attribute_values(":allocated", AttributeValue::S("allocated".into()))
+                                    .expression_attribute_values(":available", AttributeValue::S("available".into()))
+                                    .expression_attribute_values(":who", AttributeValue::S(format!("raw-{worker}")))
+                                    .expression_attribute_values(":now", AttributeValue::N("1".into()))
+                                    .send()
+                                    .await
+                                    .is_ok();
+                            if claimed {
+                                latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                            } else {
+                                failures += 1;
                             }
                             id += concurrency as u64;
                         }
@@ -553,7 +589,8 @@ mod class_start {
         if args.store == StoreKind::Dynamodb {
             // Warms the emulator (a cold JVM is about half as fast) and measures its
             // ceiling at this concurrency, in this run.
-            let ceiling = dynamo_bench::raw_ceiling(args, at_once.min(100), 3)?;
+            let ceiling =
+                dynamo_bench::raw_ceiling(args, at_once.min(100), 3, super::RawShape::Claim)?;
             println!(
                 "emulator ceiling: {:.0} conditional UpdateItem/s at {} in flight (p99 {:.1} ms)",
                 ceiling.allocations as f64 / ceiling.elapsed.as_secs_f64(),

@@ -32,7 +32,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{Credentials, Region};
+use aws_sdk_dynamodb::config::{Credentials, Region, StalledStreamProtectionConfig};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{ReturnValue, Select};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -153,6 +153,9 @@ impl DynamoStore {
             .config()
             .to_builder()
             .retry_config(RetryConfig::disabled())
+            // The store's own attempt timeout and stall watch cover a stalled answer; the
+            // SDK's body watcher would only add a timer to every small JSON call.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(settings.connect_timeout)

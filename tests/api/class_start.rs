@@ -5,11 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use futures::stream::{self, StreamExt};
 use reqwest::StatusCode;
-use serde_json::Value;
 
-use crate::helpers::{StoreGuard, TestApp, json_of, sandboxes, spawn_app_on};
+use crate::helpers::{Answer, StoreGuard, TestApp, burst, json_of, sandboxes, spawn_app_on};
 use sandbox_broker::domain::now_epoch;
 
 /// `count` instances of the service on one store of this crate's flavor (one embedded
@@ -21,43 +19,6 @@ async fn fleet(count: usize) -> (Vec<TestApp>, StoreGuard) {
         apps.push(spawn_app_on(store, Box::new(()), |_| {}).await);
     }
     (apps, guard)
-}
-
-/// One student's request: who, with which `Idempotency-Key`, and what came back.
-struct Answer {
-    student: String,
-    status: StatusCode,
-    body: Value,
-}
-
-/// Sends every request, `at_once` in flight at a time, request `n` to instance `n % len`.
-async fn burst(
-    apps: &[TestApp],
-    students: Vec<(String, Option<String>)>,
-    at_once: usize,
-) -> Vec<Answer> {
-    stream::iter(students.into_iter().enumerate())
-        .map(|(n, (student, key))| {
-            let app = &apps[n % apps.len()];
-            async move {
-                let headers: Vec<(&str, &str)> = key
-                    .as_deref()
-                    .map(|k| ("Idempotency-Key", k))
-                    .into_iter()
-                    .collect();
-                let response = app.allocate_with(&student, &headers).await;
-                let status = response.status();
-                let body = response.json::<Value>().await.unwrap();
-                Answer {
-                    student,
-                    status,
-                    body,
-                }
-            }
-        })
-        .buffer_unordered(at_once)
-        .collect()
-        .await
 }
 
 fn new_students(count: usize) -> Vec<(String, Option<String>)> {

@@ -6,23 +6,19 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{json_of, spawn_app};
+use crate::helpers::{burst, json_of, spawn_app};
 
+/// Every request at once on one instance, answers in the requests' order.
 async fn allocate_all(
     app: &crate::helpers::TestApp,
     requests: Vec<(String, Option<String>)>,
 ) -> Vec<(StatusCode, Value)> {
-    let calls = requests.into_iter().map(|(student, key)| async move {
-        let headers: Vec<(&str, &str)> = key
-            .as_deref()
-            .map(|k| ("Idempotency-Key", k))
-            .into_iter()
-            .collect();
-        let response = app.allocate_with(&student, &headers).await;
-        let status = response.status();
-        (status, response.json::<Value>().await.unwrap())
-    });
-    join_all(calls).await
+    let all = requests.len();
+    burst(std::slice::from_ref(app), requests, all)
+        .await
+        .into_iter()
+        .map(|answer| (answer.status, answer.body))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use futures::stream::{self, StreamExt};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use sandbox_broker::app::Application;
 use sandbox_broker::config::Config;
@@ -219,4 +220,42 @@ pub async fn error_of(response: Response, expected: StatusCode, code: &str) -> V
         "request_id differs from header in {body}"
     );
     detail.clone()
+}
+
+/// One student's request: who, with which `Idempotency-Key`, and what came back.
+pub struct Answer {
+    pub student: String,
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+/// Sends every request, `at_once` in flight at a time, request `n` to instance `n % len`;
+/// the answers come back in the requests' order.
+pub async fn burst(
+    apps: &[TestApp],
+    students: Vec<(String, Option<String>)>,
+    at_once: usize,
+) -> Vec<Answer> {
+    stream::iter(students.into_iter().enumerate())
+        .map(|(n, (student, key))| {
+            let app = &apps[n % apps.len()];
+            async move {
+                let headers: Vec<(&str, &str)> = key
+                    .as_deref()
+                    .map(|k| ("Idempotency-Key", k))
+                    .into_iter()
+                    .collect();
+                let response = app.allocate_with(&student, &headers).await;
+                let status = response.status();
+                let body = response.json::<Value>().await.unwrap();
+                Answer {
+                    student,
+                    status,
+                    body,
+                }
+            }
+        })
+        .buffered(at_once.max(1))
+        .collect()
+        .await
 }

@@ -339,23 +339,18 @@ impl DynamoStore {
         let update = update
             .update_expression(set)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        // The failed condition's item is kept aside: the classifier only says "conflict".
-        let failed_row = std::sync::Mutex::new(None);
-        let sent = self
+        let (sent, returned) = self
             .calls
-            .send(budget, || async {
-                let result = update.clone().send().await;
-                if let Err(err) = &result
-                    && let Some(UpdateItemError::ConditionalCheckFailedException(failed)) =
-                        err.as_service_error()
-                {
-                    *failed_row
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        failed.item().map(Sandbox::try_from);
-                }
-                result
-            })
+            .send_keeping(
+                budget,
+                || update.clone().send(),
+                |err| match err {
+                    UpdateItemError::ConditionalCheckFailedException(failed) => {
+                        failed.item().map(Sandbox::try_from)
+                    }
+                    _ => None,
+                },
+            )
             .await;
         match sent {
             Ok(output) => {
@@ -366,9 +361,6 @@ impl DynamoStore {
                 // Not available any more: maybe because a twin request — or our own earlier
                 // attempt, sent again — already claimed it for this very key. Only a row
                 // held by another key is a lost race; ours must never be abandoned.
-                let returned = failed_row
-                    .into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let current = match returned {
                     Some(Ok(row)) => Some(row),
                     _ => self.row(budget, id).await?,
@@ -406,29 +398,20 @@ impl DynamoStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(PK)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let failed_item = std::sync::Mutex::new(None);
-        let sent = self
+        let (sent, returned) = self
             .calls
-            .send(budget, || async {
-                let result = put.clone().send().await;
-                if let Err(err) = &result
-                    && let Some(PutItemError::ConditionalCheckFailedException(failed)) =
-                        err.as_service_error()
-                {
-                    *failed_item
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        failed.item().cloned();
-                }
-                result
-            })
+            .send_keeping(
+                budget,
+                || put.clone().send(),
+                |err| match err {
+                    PutItemError::ConditionalCheckFailedException(failed) => failed.item().cloned(),
+                    _ => None,
+                },
+            )
             .await;
         match sent {
             Ok(_) => Ok(()),
             Err(DynamoError::Conflict) => {
-                let returned = failed_item
-                    .into_inner()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let current = match returned {
                     Some(item) => Some(KeyItem::parse(&race.key, &item)?),
                     None => self.read_key(budget, &race.key).await?,

@@ -10,6 +10,7 @@
 //! latency feeds the adaptive limit of the [`Gate`].
 
 use std::future::Future;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
@@ -255,6 +256,37 @@ impl Calls {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         self.send_classified(budget, attempt, verdict).await
+    }
+
+    /// [`Self::send`], also handing back what `keep` takes from the last service error —
+    /// the item a failed condition returns, which the classifier reduces to "conflict".
+    pub(super) async fn send_keeping<T, E, F, Fut, K>(
+        &self,
+        budget: &Budget,
+        attempt: F,
+        keep: impl Fn(&E) -> Option<K>,
+    ) -> (Result<T, DynamoError>, Option<K>)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let kept = std::sync::Mutex::new(None);
+        let result = self
+            .send(budget, || async {
+                let result = attempt().await;
+                if let Err(err) = &result
+                    && let Some(service) = err.as_service_error()
+                {
+                    *kept.lock().unwrap_or_else(PoisonError::into_inner) = keep(service);
+                }
+                result
+            })
+            .await;
+        (
+            result,
+            kept.into_inner().unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// [`Self::send`] with a classifier of its own (transactions report conditions their way).
