@@ -134,7 +134,7 @@ impl AppState {
                 Schedule {
                     sync: config.sync_interval,
                     expiry: config.auto_expiry_interval,
-                    grace_secs: i64::from(config.grace_period_minutes) * 60,
+                    lab: config.lab_policy(),
                     cleanup: config.cleanup_interval,
                     cleanup_settings: CleanupSettings {
                         batch_size: usize::try_from(config.cleanup_batch_size)

@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::LabPolicy;
+
 /// The `sandbox-broker` command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -517,6 +519,15 @@ impl Config {
             let suffix = uuid::Uuid::new_v4().simple().to_string();
             format!("{host}-{}", &suffix[..8])
         })
+    }
+
+    /// When allocations expire: `LAB_DURATION_HOURS` for those this service did not
+    /// record one for, and `GRACE_PERIOD_MINUTES`.
+    pub fn lab_policy(&self) -> LabPolicy {
+        LabPolicy {
+            lab_duration_hours: self.lab_duration_hours,
+            grace_secs: i64::from(self.grace_period_minutes) * 60,
+        }
     }
 
     /// The `dynamodb` store's settings.

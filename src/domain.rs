@@ -220,9 +220,15 @@ pub struct Sandbox {
     /// Epoch seconds of allocation; `None` while never allocated.
     #[serde(default)]
     pub allocated_at: Option<i64>,
-    /// Lab duration in force when it was allocated, so a config change does not move `expires_at`.
+    /// Lab duration in force when it was allocated, so a config change does not move
+    /// `expires_at` — trusted only on allocations this service made ([`Self::allocated_by`]).
     #[serde(default)]
     pub lab_duration_hours: Option<u32>,
+    /// Who made the allocation the row holds: [`ALLOCATED_BY_BROKER`] when this service did.
+    /// Absent on the Python service's allocations, whose `lab_duration_hours` is its sync's
+    /// model default (4), not a lab duration.
+    #[serde(default)]
+    pub allocated_by: Option<String>,
     /// Epoch seconds when its owner (or expiry) released it.
     #[serde(default)]
     pub deletion_requested_at: Option<i64>,
@@ -340,11 +346,48 @@ impl NiosxaasHistory {
     }
 }
 
+/// The `allocated_by` value of allocations this service makes.
+pub const ALLOCATED_BY_BROKER: &str = "sandbox-broker";
+
+/// How long allocations last (contract §2): the rule expiry and `expires_at` share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabPolicy {
+    /// `LAB_DURATION_HOURS`: the lab duration of allocations this service did not record.
+    pub lab_duration_hours: u32,
+    /// `GRACE_PERIOD_MINUTES`, in seconds: how long after its lab ends an allocation is kept.
+    pub grace_secs: i64,
+}
+
+impl LabPolicy {
+    /// The lab duration governing `row`'s allocation: the one this service recorded when it
+    /// made it, else (the Python service's allocations, or a row without a recorded value)
+    /// the configured one — as the Python service itself expired them.
+    pub fn lab_duration_hours(&self, row: &Sandbox) -> u32 {
+        match row.lab_duration_hours {
+            Some(hours) if row.allocated_here() => hours,
+            _ => self.lab_duration_hours,
+        }
+    }
+
+    /// When `row`'s lab ends, or `None` while never allocated.
+    pub fn expires_at(&self, row: &Sandbox) -> Option<i64> {
+        let hours = i64::from(self.lab_duration_hours(row));
+        row.allocated_at.map(|at| at + hours * 3600)
+    }
+
+    /// Whether `row` is an allocation whose lab, and the grace after it, ended before `now`.
+    pub fn expired(&self, row: &Sandbox, now: i64) -> bool {
+        row.status == SandboxStatus::Allocated
+            && self
+                .expires_at(row)
+                .is_some_and(|expires| expires + self.grace_secs < now)
+    }
+}
+
 impl Sandbox {
-    /// `allocated_at + lab_duration_hours * 3600`, or `None` while never allocated.
-    pub fn expires_at(&self) -> Option<i64> {
-        let hours = i64::from(self.lab_duration_hours.unwrap_or(0));
-        self.allocated_at.map(|at| at + hours * 3600)
+    /// Whether this service made the allocation the row holds.
+    pub fn allocated_here(&self) -> bool {
+        self.allocated_by.as_deref() == Some(ALLOCATED_BY_BROKER)
     }
 
     /// Whether `student` holds this sandbox (in any status after allocation).
@@ -377,6 +420,7 @@ impl NewSandbox {
             allocated_to_track: None,
             allocated_at: None,
             lab_duration_hours: None,
+            allocated_by: None,
             deletion_requested_at: None,
             deletion_retry_count: 0,
             last_synced: None,
@@ -458,8 +502,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn expires_at_adds_the_lab_duration() {
+    fn allocated(hours: Option<u32>, by: Option<&str>, at: i64) -> Sandbox {
         let mut row = NewSandbox {
             sandbox_id: SandboxId::parse("id", "1").unwrap(),
             name: SandboxName::parse("n", "lab-1").unwrap(),
@@ -467,9 +510,60 @@ mod tests {
             sfdc_account_id: None,
         }
         .into_available_row(10);
-        assert_eq!(row.expires_at(), None);
-        row.allocated_at = Some(100);
-        row.lab_duration_hours = Some(2);
-        assert_eq!(row.expires_at(), Some(7300));
+        row.status = SandboxStatus::Allocated;
+        row.allocated_at = Some(at);
+        row.lab_duration_hours = hours;
+        row.allocated_by = by.map(str::to_owned);
+        row
+    }
+
+    /// `LAB_DURATION_HOURS` 48, `GRACE_PERIOD_MINUTES` 30.
+    const POLICY: LabPolicy = LabPolicy {
+        lab_duration_hours: 48,
+        grace_secs: 1800,
+    };
+
+    #[test]
+    fn a_lab_ends_by_the_duration_this_service_recorded_else_by_the_configured_one() {
+        let hour = 3600;
+        let ours = Some(ALLOCATED_BY_BROKER);
+        // (lab_duration_hours, allocated_by, expected expires_at for allocated_at = 0)
+        let table = [
+            (Some(2), ours, 2 * hour),
+            (Some(0), ours, 0),
+            // This service's allocation from before it recorded a duration.
+            (None, ours, 48 * hour),
+            // The Python service's rows: its sync writes 4 on every row; it expired by 48.
+            (Some(4), None, 48 * hour),
+            (None, None, 48 * hour),
+            (Some(4), Some("someone-else"), 48 * hour),
+        ];
+        for (hours, by, expected) in table {
+            let row = allocated(hours, by, 0);
+            assert_eq!(POLICY.expires_at(&row), Some(expected), "{hours:?} {by:?}");
+        }
+        let mut never = allocated(Some(2), ours, 0);
+        never.allocated_at = None;
+        assert_eq!(POLICY.expires_at(&never), None);
+    }
+
+    #[test]
+    fn python_allocations_expire_after_the_global_duration_and_grace() {
+        let now = 1_000_000_000;
+        let hour = 3600;
+        let python = |hours_ago: i64| allocated(Some(4), None, now - hours_ago * hour);
+        assert!(!POLICY.expired(&python(5), now), "5 h into a 48 h lab");
+        assert!(!POLICY.expired(&python(48), now), "within the grace");
+        assert!(POLICY.expired(&python(49), now));
+        let ours =
+            |hours_ago: i64| allocated(Some(4), Some(ALLOCATED_BY_BROKER), now - hours_ago * hour);
+        assert!(!POLICY.expired(&ours(4), now));
+        assert!(
+            POLICY.expired(&ours(5), now),
+            "this service's 4 h lab, 30 min grace"
+        );
+        let mut released = python(49);
+        released.status = SandboxStatus::PendingDeletion;
+        assert!(!POLICY.expired(&released, now), "only allocations expire");
     }
 }

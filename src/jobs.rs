@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{now_epoch, now_epoch_ms};
+use crate::domain::{LabPolicy, now_epoch, now_epoch_ms};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
@@ -63,8 +63,8 @@ pub struct Schedule {
     pub sync: Duration,
     /// `AUTO_EXPIRY_INTERVAL_SEC`.
     pub expiry: Duration,
-    /// `GRACE_PERIOD_MINUTES`, in seconds.
-    pub grace_secs: i64,
+    /// `LAB_DURATION_HOURS` and `GRACE_PERIOD_MINUTES`: when allocations expire.
+    pub lab: LabPolicy,
     /// `CLEANUP_INTERVAL_SEC`.
     pub cleanup: Duration,
     /// Throttling and retries of the cleanup.
@@ -268,7 +268,7 @@ impl Jobs {
                 .await
             }
             JobName::Expiry => {
-                expiry::run_once(&*self.store, &self.metrics, self.schedule.grace_secs).await
+                expiry::run_once(&*self.store, &self.metrics, self.schedule.lab).await
             }
         }
     }

@@ -57,7 +57,8 @@ async fn open_store(config: &Config) -> Result<SharedStore, String> {
             .map_err(|err| format!("BROKER_DATA_DIR: {err}")),
         StoreKind::Dynamodb => {
             let settings = config.dynamo_settings();
-            let store = DynamoStore::new(&dynamo::client(&settings).await, &settings);
+            let client = dynamo::client(&settings).await;
+            let store = DynamoStore::new(&client, &settings);
             // Refuse to start against a table we cannot reach, rather than serve 503s.
             store.ping().await.map_err(|err| {
                 format!(
@@ -66,6 +67,22 @@ async fn open_store(config: &Config) -> Result<SharedStore, String> {
                     error_chain(&err)
                 )
             })?;
+            let missing = dynamo::schema::missing_indexes(&client, &settings.table)
+                .await
+                .map_err(|err| {
+                    format!(
+                        "DDB_TABLE_NAME: cannot describe table {} ({})",
+                        settings.table,
+                        error_chain(&err)
+                    )
+                })?;
+            if !missing.is_empty() {
+                return Err(format!(
+                    "DDB_TABLE_NAME: table {} lacks the index(es) {}; run `sandbox-broker init-table` (additive, safe on a live table) first",
+                    settings.table,
+                    missing.join(", ")
+                ));
+            }
             Ok(Arc::new(store))
         }
     }

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::domain::{
-    DeletableStatus, IdempotencyKey, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
-    Sandbox, SandboxId, SandboxStatus, StudentKey, TrackName, ValidationError,
+    DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
+    NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey, TrackName, ValidationError,
 };
 
 /// A shared handle to whichever store the service runs on.
@@ -54,6 +54,24 @@ pub struct AllocationKey {
 }
 
 impl AllocationKey {
+    /// The `idempotency_key` the Python service stored on the rows it allocated for this
+    /// key: the request's `Idempotency-Key`, or the student key when there was none.
+    pub fn python_idempotency_key(&self) -> &str {
+        self.idempotency_key
+            .as_ref()
+            .map_or(self.student.as_str(), IdempotencyKey::as_str)
+    }
+
+    /// Whether `row` is this key's allocation made by another service on the same table
+    /// (the Python one): it has no allocation-key item, only the row's holder and
+    /// `idempotency_key` say whose it is.
+    pub fn holds_foreign(&self, row: &Sandbox) -> bool {
+        row.status == SandboxStatus::Allocated
+            && !row.allocated_here()
+            && row.is_held_by(&self.student)
+            && row.idempotency_key.as_deref() == Some(self.python_idempotency_key())
+    }
+
     /// One string per key; the separator cannot occur in either (printable ASCII) part.
     pub fn encoded(&self) -> String {
         encode_allocation_key(
@@ -401,14 +419,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every job's lease and last run.
     async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError>;
 
-    /// Releases every allocation whose lab ended more than `grace_secs` before `now`
-    /// (`allocated_at + lab_duration_hours * 3600 + grace_secs < now`) to
-    /// `pending_deletion`, conditional on it still being that allocation, and frees its
-    /// allocation key. Returns the rows it released.
+    /// Releases every allocation `policy` says has expired at `now` to `pending_deletion`,
+    /// conditional on it still being that allocation, and frees its allocation key.
+    /// Returns the rows it released.
     async fn expire_allocations(
         &self,
         now: i64,
-        grace_secs: i64,
+        policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError>;
 
     /// Removes `stale` rows that became stale at or before `stale_since` (their
@@ -544,17 +561,48 @@ pub enum DeletionOutcome {
     Released,
 }
 
-/// Whether an allocated row's lab (plus `grace_secs`) ended before `now`.
-pub fn allocation_expired(row: &Sandbox, now: i64, grace_secs: i64) -> bool {
-    row.status == SandboxStatus::Allocated
-        && row
-            .expires_at()
-            .is_some_and(|expires| expires + grace_secs < now)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_python_allocation_belongs_to_the_key_whose_idempotency_key_it_stored() {
+        let key = |student: &str, idem: Option<&str>| AllocationKey {
+            student: StudentKey::parse("s", student).unwrap(),
+            idempotency_key: idem.map(|k| IdempotencyKey::parse("k", k).unwrap()),
+        };
+        let python_row = |student: &str, idem: &str| {
+            let mut row = NewSandbox {
+                sandbox_id: SandboxId::parse("id", "1").unwrap(),
+                name: crate::domain::SandboxName::parse("n", "lab-1").unwrap(),
+                external_id: crate::domain::ExternalId::parse("e", "x").unwrap(),
+                sfdc_account_id: None,
+            }
+            .into_available_row(0);
+            row.status = SandboxStatus::Allocated;
+            row.allocated_to_track = Some(student.to_owned());
+            row.idempotency_key = Some(idem.to_owned());
+            row.allocated_at = Some(100);
+            row.lab_duration_hours = Some(4);
+            row
+        };
+        // Without a header the Python service stored the student key as idempotency_key.
+        assert!(key("stu", None).holds_foreign(&python_row("stu", "stu")));
+        assert!(key("stu", Some("k1")).holds_foreign(&python_row("stu", "k1")));
+        assert!(!key("stu", None).holds_foreign(&python_row("stu", "k1")));
+        assert!(!key("stu", Some("k1")).holds_foreign(&python_row("stu", "stu")));
+        // The Python service matched the idempotency key alone; a student is not another's.
+        assert!(!key("other", Some("k1")).holds_foreign(&python_row("stu", "k1")));
+        let mut released = python_row("stu", "stu");
+        released.status = SandboxStatus::PendingDeletion;
+        assert!(!key("stu", None).holds_foreign(&released));
+        let mut ours = python_row("stu", "stu");
+        ours.allocated_by = Some(crate::domain::ALLOCATED_BY_BROKER.to_owned());
+        assert!(
+            !key("stu", None).holds_foreign(&ours),
+            "this service's allocations are found through their key item"
+        );
+    }
 
     #[test]
     fn cursor_round_trips_and_rejects_foreign_tokens() {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::Sandbox;
+use crate::domain::{LabPolicy, Sandbox};
 use crate::store::{ImportSummary, PoolStats, TrackStats};
 
 /// `POST /allocate` answer.
@@ -23,22 +23,23 @@ pub struct AllocationView {
     pub external_id: String,
     /// Epoch seconds of allocation.
     pub allocated_at: i64,
-    /// `allocated_at + LAB_DURATION_HOURS * 3600`.
+    /// When the lab ends: `allocated_at` plus the lab duration recorded at allocation
+    /// (`LAB_DURATION_HOURS` for allocations another service made).
     pub expires_at: i64,
     /// Salesforce account id, `""` when unknown.
     pub sfdc_account_id: String,
 }
 
 impl AllocationView {
-    /// The allocation answer for an allocated row.
-    pub fn new(row: &Sandbox) -> Self {
+    /// The allocation answer for an allocated row, its lab ending as `lab` says.
+    pub fn new(row: &Sandbox, lab: LabPolicy) -> Self {
         let allocated_at = row.allocated_at.unwrap_or(row.updated_at);
         Self {
             sandbox_id: row.sandbox_id.clone(),
             name: row.name.clone(),
             external_id: row.external_id.clone(),
             allocated_at,
-            expires_at: row.expires_at().unwrap_or(allocated_at),
+            expires_at: lab.expires_at(row).unwrap_or(allocated_at),
             sfdc_account_id: row.sfdc_account_id.clone().unwrap_or_default(),
         }
     }
@@ -70,8 +71,9 @@ pub struct SandboxView {
     pub deletion_requested_at: Option<i64>,
 }
 
-impl From<&Sandbox> for SandboxView {
-    fn from(row: &Sandbox) -> Self {
+impl SandboxView {
+    /// How `row` looks on the wire, its lab ending as `lab` says.
+    pub fn new(row: &Sandbox, lab: LabPolicy) -> Self {
         Self {
             sandbox_id: row.sandbox_id.clone(),
             name: row.name.clone(),
@@ -79,7 +81,7 @@ impl From<&Sandbox> for SandboxView {
             status: row.status.as_str().to_owned(),
             allocated_to_track: row.allocated_to_track.clone(),
             allocated_at: row.allocated_at,
-            expires_at: row.expires_at(),
+            expires_at: lab.expires_at(row),
             track_name: row.track_name.clone(),
             sfdc_account_id: row.sfdc_account_id.clone().unwrap_or_default(),
             deletion_requested_at: row.deletion_requested_at,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::now_epoch;
+use crate::domain::{LabPolicy, now_epoch};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -16,9 +16,9 @@ use super::JobError;
 pub async fn run_once(
     store: &dyn Store,
     metrics: &Metrics,
-    grace_secs: i64,
+    lab: LabPolicy,
 ) -> Result<BTreeMap<String, u64>, JobError> {
-    let result = store.expire_allocations(now_epoch(), grace_secs).await;
+    let result = store.expire_allocations(now_epoch(), lab).await;
     let outcome = if result.is_ok() { "success" } else { "error" };
     metrics.expiry_total.with_label_values(&[outcome]).inc();
     let expired = result?;

@@ -13,6 +13,7 @@ mod candidates;
 mod cleanup;
 mod error;
 mod expiry;
+mod foreign;
 mod health;
 mod item;
 mod jobs;
@@ -47,7 +48,7 @@ use super::{
     encode_allocation_key,
 };
 use crate::domain::{
-    DeletableStatus, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
+    DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
     SandboxStatus, StudentKey,
 };
 
@@ -132,6 +133,7 @@ pub struct DynamoStore {
     candidates: CandidatePool,
     k_candidates: usize,
     abandoned: allocate::Abandoned,
+    foreign: foreign::ForeignWatch,
 }
 
 /// A snapshot of the store's admission control, for the benchmark and diagnostics.
@@ -168,6 +170,7 @@ impl DynamoStore {
             candidates: CandidatePool::default(),
             k_candidates: settings.k_candidates.max(1),
             abandoned: allocate::Abandoned::default(),
+            foreign: foreign::ForeignWatch::default(),
         }
     }
 
@@ -584,9 +587,9 @@ impl Store for DynamoStore {
     async fn expire_allocations(
         &self,
         now: i64,
-        grace_secs: i64,
+        policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        self.expire_ended(now, grace_secs).await
+        self.expire_ended(now, policy).await
     }
 
     async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {

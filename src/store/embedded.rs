@@ -22,7 +22,8 @@ use super::{
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
 };
 use crate::domain::{
-    DeletableStatus, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId, StudentKey,
+    DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
+    StudentKey,
 };
 use crate::provider::ProviderSandbox;
 
@@ -292,9 +293,9 @@ impl Store for EmbeddedStore {
     async fn expire_allocations(
         &self,
         now: i64,
-        grace_secs: i64,
+        policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        self.submit(move |tables| tables.expire_allocations(now, grace_secs))
+        self.submit(move |tables| tables.expire_allocations(now, policy))
             .await
     }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use reqwest::{Method, Response, StatusCode};
-use sandbox_broker::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, StudentKey};
+use sandbox_broker::domain::{
+    DeletableStatus, LabPolicy, NewSandbox, Sandbox, SandboxId, StudentKey,
+};
 use sandbox_broker::store::{
     Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
     Store, StoreError, TrackStats,
@@ -355,7 +357,7 @@ impl Store for FailingStore {
     async fn job_records(&self) -> Result<Vec<sandbox_broker::store::JobRecord>, StoreError> {
         Err(self.fail())
     }
-    async fn expire_allocations(&self, _: i64, _: i64) -> Result<Vec<Sandbox>, StoreError> {
+    async fn expire_allocations(&self, _: i64, _: LabPolicy) -> Result<Vec<Sandbox>, StoreError> {
         Err(self.fail())
     }
     async fn delete_stale(&self, _: i64) -> Result<u64, StoreError> {

@@ -86,8 +86,12 @@ impl Store for GatedStore {
     async fn job_records(&self) -> Result<Vec<sandbox_broker::store::JobRecord>, StoreError> {
         self.inner.job_records().await
     }
-    async fn expire_allocations(&self, now: i64, grace: i64) -> Result<Vec<Sandbox>, StoreError> {
-        self.inner.expire_allocations(now, grace).await
+    async fn expire_allocations(
+        &self,
+        now: i64,
+        policy: sandbox_broker::domain::LabPolicy,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        self.inner.expire_allocations(now, policy).await
     }
     async fn delete_stale(&self, since: i64) -> Result<u64, StoreError> {
         self.inner.delete_stale(since).await

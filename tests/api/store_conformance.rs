@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use sandbox_broker::domain::{
-    DeletableStatus, IdempotencyKey, NamePrefix, Sandbox, SandboxId, SandboxStatus, StudentKey,
-    TrackName,
+    DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, Sandbox, SandboxId, SandboxStatus,
+    StudentKey, TrackName,
 };
 use sandbox_broker::store::{
     AllocationKey, AllocationRequest, JobRecord, LeaseOutcome, ListQuery, SharedStore, StoreError,
@@ -81,7 +81,11 @@ pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(stor
             Some(format!("s{n}").as_str())
         );
         assert_eq!(allocation.sandbox.allocated_at, Some(NOW));
-        assert_eq!(allocation.sandbox.expires_at(), Some(NOW + 48 * 3600));
+        assert_eq!(allocation.sandbox.lab_duration_hours, Some(48));
+        assert!(
+            allocation.sandbox.allocated_here(),
+            "marked as this service's allocation, so its lab duration is trusted"
+        );
         ids.insert(allocation.sandbox.sandbox_id);
     }
     assert_eq!(ids.len(), 3);
@@ -614,17 +618,22 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         .await
         .unwrap();
     let grace = 1800;
+    // The configured duration is long; this service's own 1 h allocations keep theirs.
+    let policy = LabPolicy {
+        lab_duration_hours: 48,
+        grace_secs: grace,
+    };
 
     let too_early = store
-        .expire_allocations(NOW + 3600 + grace, grace)
+        .expire_allocations(NOW + 3600 + grace, policy)
         .await
         .unwrap();
     let expired = store
-        .expire_allocations(NOW + 3600 + grace + 1, grace)
+        .expire_allocations(NOW + 3600 + grace + 1, policy)
         .await
         .unwrap();
     let again = store
-        .expire_allocations(NOW + 3600 + grace + 2, grace)
+        .expire_allocations(NOW + 3600 + grace + 2, policy)
         .await
         .unwrap();
 

@@ -7,7 +7,8 @@ use crate::local;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sandbox-broker");
 
-fn broker(args: &[&str], endpoint: &str, table: &str) -> Command {
+/// The binary with a clean environment on `table` at `endpoint`.
+pub fn broker(args: &[&str], endpoint: &str, table: &str) -> Command {
     let mut command = Command::new(BINARY);
     command
         .args(args)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType,
+    KeyType, Projection, ProjectionType, ProvisionedThroughput, ScalarAttributeType,
 };
 use reqwest::{Method, StatusCode};
 use sandbox_broker::store::SharedStore;
@@ -32,8 +32,16 @@ fn key(name: &str, kind: KeyType) -> KeySchemaElement {
         .unwrap()
 }
 
-/// The table as the Python service creates it: the contract's keys and three GSIs only.
-async fn create_python_table(client: &aws_sdk_dynamodb::Client, table: &str) {
+/// The table exactly as the Python service's `create_table` makes it (its docker-compose
+/// and local setup): `PROVISIONED` 5/5, the contract's keys and its three GSIs at 5/5.
+pub async fn create_python_table(client: &aws_sdk_dynamodb::Client, table: &str) {
+    let units = || {
+        ProvisionedThroughput::builder()
+            .read_capacity_units(5)
+            .write_capacity_units(5)
+            .build()
+            .unwrap()
+    };
     let attr = |name: &str, kind| {
         AttributeDefinition::builder()
             .attribute_name(name)
@@ -51,13 +59,15 @@ async fn create_python_table(client: &aws_sdk_dynamodb::Client, table: &str) {
                     .projection_type(ProjectionType::All)
                     .build(),
             )
+            .provisioned_throughput(units())
             .build()
             .unwrap()
     };
     client
         .create_table()
         .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
+        .billing_mode(BillingMode::Provisioned)
+        .provisioned_throughput(units())
         .attribute_definitions(attr("PK", ScalarAttributeType::S))
         .attribute_definitions(attr("SK", ScalarAttributeType::S))
         .attribute_definitions(attr("status", ScalarAttributeType::S))
@@ -196,7 +206,11 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
         "a missing SFDC id is an empty string"
     );
     assert_eq!(held["track_name"], Value::Null);
-    assert_eq!(held["expires_at"], 1_728_054_123 + 4 * 3600);
+    assert_eq!(
+        held["expires_at"],
+        1_728_054_123 + 48 * 3600,
+        "a Python allocation lasts LAB_DURATION_HOURS, not its row's 4"
+    );
 
     let fresh = json_of(app.allocate("new-student").await, StatusCode::CREATED).await;
     assert_eq!(fresh["sandbox_id"], "2009521");
@@ -271,4 +285,211 @@ async fn a_cursor_from_another_listing_is_400_not_500() {
         let response = app.admin_get(&path).await;
         crate::helpers::error_of(response, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
     }
+}
+
+/// An allocated row exactly as the Python service leaves it: the model default
+/// `lab_duration_hours = 4` its sync writes on every row, and `idempotency_key` = the
+/// request's `Idempotency-Key` or, without one, the student key.
+fn python_allocation(
+    id: &str,
+    student: &str,
+    idempotency_key: &str,
+    allocated_at: i64,
+) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("PK".into(), s(&format!("SBX#{id}"))),
+        ("SK".into(), s("META")),
+        ("sandbox_id".into(), s(id)),
+        ("name".into(), s(&format!("lab-py-{id}"))),
+        ("external_id".into(), s(&format!("identity/accounts/{id}"))),
+        ("status".into(), s("allocated")),
+        ("lab_duration_hours".into(), n("4")),
+        ("deletion_retry_count".into(), n("0")),
+        ("allocated_at".into(), n(&allocated_at.to_string())),
+        ("allocated_to_track".into(), s(student)),
+        ("idempotency_key".into(), s(idempotency_key)),
+        ("last_synced".into(), n(&(allocated_at - 600).to_string())),
+        ("created_at".into(), n(&(allocated_at - 86_400).to_string())),
+        ("updated_at".into(), n(&allocated_at.to_string())),
+    ])
+}
+
+/// A table as the Python service made and filled it, after `init-table`, with `rows`
+/// and `available` free sandboxes; and the service on it with the default settings.
+async fn python_table_app(
+    rows: Vec<HashMap<String, AttributeValue>>,
+    available: u64,
+) -> (crate::helpers::TestApp, aws_sdk_dynamodb::Client, String) {
+    let endpoint = &local::shared().endpoint;
+    let table = local::table_name();
+    let settings = local::settings(endpoint, &table);
+    let client = dynamo::client(&settings).await;
+    create_python_table(&client, &table).await;
+    dynamo::schema::ensure_table(&client, &table).await.unwrap();
+    for item in rows {
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    let store: SharedStore = Arc::new(DynamoStore::new(&client, &settings));
+    let app = spawn_app_on(store, Box::new(()), |_| {}).await;
+    if available > 0 {
+        app.seed("lab-new-", 0, available).await;
+    }
+    (app, client, table)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_allocations_last_the_configured_lab_duration_not_their_rows_4_hours() {
+    let now = sandbox_broker::domain::now_epoch();
+    let hour = 3600;
+    let mut no_duration = python_allocation("3003", "stu-c", "stu-c", now - hour);
+    no_duration.remove("lab_duration_hours");
+    let (app, _client, _table) = python_table_app(
+        vec![
+            python_allocation("3001", "stu-a", "stu-a", now - 5 * hour),
+            python_allocation("3002", "stu-b", "stu-b", now - 49 * hour),
+            no_duration,
+        ],
+        0,
+    )
+    .await;
+
+    let expired = json_of(
+        app.admin(Method::POST, "/v1/admin/expire")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+
+    assert_eq!(
+        expired["expired"], 1,
+        "only the 49 h old allocation: {expired}"
+    );
+    for (id, student, status) in [
+        ("3001", "stu-a", "allocated"),
+        ("3002", "stu-b", "pending_deletion"),
+        ("3003", "stu-c", "allocated"),
+    ] {
+        let view = json_of(app.get_sandbox(id, student).await, StatusCode::OK).await;
+        assert_eq!(view["status"], status, "{id}: {view}");
+    }
+    let kept = json_of(app.get_sandbox("3001", "stu-a").await, StatusCode::OK).await;
+    assert_eq!(
+        kept["expires_at"],
+        now - 5 * hour + 48 * hour,
+        "LAB_DURATION_HOURS (48) from allocated_at"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_the_python_service_served_gets_the_same_sandbox_back_and_can_release_it() {
+    let now = sandbox_broker::domain::now_epoch();
+    let (app, client, table) = python_table_app(
+        vec![
+            python_allocation("4001", "stu-plain", "stu-plain", now - 3600),
+            python_allocation("4002", "stu-keyed", "lab-2-attempt", now - 3600),
+        ],
+        3,
+    )
+    .await;
+
+    // The setup script runs again after the switch, with the same headers.
+    let plain = json_of(app.allocate("stu-plain").await, StatusCode::OK).await;
+    let again = json_of(app.allocate("stu-plain").await, StatusCode::OK).await;
+    let keyed = json_of(
+        app.allocate_with("stu-keyed", &[("Idempotency-Key", "lab-2-attempt")])
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (plain["sandbox_id"].as_str(), again["sandbox_id"].as_str()),
+        (Some("4001"), Some("4001"))
+    );
+    assert_eq!(keyed["sandbox_id"], "4002");
+    assert_eq!(plain["expires_at"], now - 3600 + 48 * 3600);
+    // Another key of the same student is another allocation; so is another student.
+    let other_key = app
+        .allocate_with("stu-keyed", &[("Idempotency-Key", "lab-3")])
+        .await;
+    assert_eq!(other_key.status(), StatusCode::CREATED);
+    let stranger = json_of(app.allocate("stu-new").await, StatusCode::CREATED).await;
+    assert!(stranger["name"].as_str().unwrap().starts_with("lab-new-"));
+
+    let read = json_of(app.get_sandbox("4001", "stu-plain").await, StatusCode::OK).await;
+    assert_eq!(read["status"], "allocated");
+    let released = json_of(app.mark("4001", "stu-plain").await, StatusCode::OK).await;
+    assert_eq!(released["status"], "pending_deletion");
+    let next_lab = json_of(app.allocate("stu-plain").await, StatusCode::CREATED).await;
+    assert_ne!(
+        next_lab["sandbox_id"], "4001",
+        "a released sandbox is never handed out again"
+    );
+
+    let stats = app.stats().await;
+    assert_eq!(
+        (
+            stats["allocated"].as_u64(),
+            stats["pending_deletion"].as_u64()
+        ),
+        (Some(4), Some(1)),
+        "4002, lab-3, stu-new, the next lab; 4001 released: {stats}"
+    );
+    let row = client
+        .get_item()
+        .table_name(&table)
+        .key("PK", s("SBX#4002"))
+        .key("SK", s("META"))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        row.item().unwrap().get("allocated_by"),
+        None,
+        "a replay leaves the Python row as it was"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_the_python_table_before_init_table_refuses_to_start_and_says_what_to_run() {
+    let endpoint = local::shared().endpoint.clone();
+    let table = local::table_name();
+    let client = dynamo::client(&local::settings(&endpoint, &table)).await;
+    create_python_table(&client, &table).await;
+
+    let run = |args: &'static [&'static str]| {
+        let (endpoint, table) = (endpoint.clone(), table.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::binary::broker(args, &endpoint, &table)
+                .output()
+                .unwrap()
+        })
+    };
+    let refused = run(&["serve"]).await.unwrap();
+    let prepared = run(&["init-table"]).await.unwrap();
+
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("StatusNameIndex") && stderr.contains("init-table"),
+        "{stderr}"
+    );
+    assert!(
+        prepared.status.success(),
+        "init-table on a PROVISIONED table: {}",
+        String::from_utf8_lossy(&prepared.stderr)
+    );
+    assert!(String::from_utf8_lossy(&prepared.stdout).contains("added StatusNameIndex"));
+    let missing = dynamo::schema::missing_indexes(&client, &table)
+        .await
+        .unwrap();
+    assert!(missing.is_empty(), "{missing:?}");
 }

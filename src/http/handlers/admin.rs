@@ -95,7 +95,12 @@ pub async fn list_sandboxes(
     Query(params): Query<ListParams>,
 ) -> Result<Json<SandboxListView>> {
     let page = app.store.list(ListQuery::try_from(params)?).await?;
-    let sandboxes: Vec<SandboxView> = page.sandboxes.iter().map(SandboxView::from).collect();
+    let lab = app.config.lab_policy();
+    let sandboxes: Vec<SandboxView> = page
+        .sandboxes
+        .iter()
+        .map(|row| SandboxView::new(row, lab))
+        .collect();
     Ok(Json(SandboxListView {
         count: sandboxes.len(),
         sandboxes,

@@ -50,7 +50,7 @@ pub async fn allocate_sandbox(
     } else {
         StatusCode::OK
     };
-    let view = AllocationView::new(&allocation.sandbox);
+    let view = AllocationView::new(&allocation.sandbox, app.config.lab_policy());
     Ok((
         status,
         axum::Extension(Outcome(outcome.as_str())),
@@ -79,7 +79,7 @@ pub async fn get_sandbox(
     Student(student): Student,
 ) -> Result<Json<SandboxView>> {
     let sandbox = allocation::owned_sandbox(&*app.store, &id, &student).await?;
-    Ok(Json(SandboxView::from(&sandbox)))
+    Ok(Json(SandboxView::new(&sandbox, app.config.lab_policy())))
 }
 
 /// Releases the caller's sandbox for deletion; repeating it returns the same body.

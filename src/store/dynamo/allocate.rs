@@ -50,7 +50,7 @@ use super::DynamoStore;
 use super::calls::{Budget, backoff};
 use super::error::{DynamoError, internal};
 use super::item::{AttributeValuesExt, Item, allocation_key, n, returned_row, s, sandbox_key};
-use crate::domain::{Sandbox, SandboxStatus};
+use crate::domain::{ALLOCATED_BY_BROKER, Sandbox, SandboxStatus};
 use crate::store::{Allocation, AllocationRequest, StoreError};
 
 /// How long the id of a request that answered 503 is remembered for adoption.
@@ -158,6 +158,14 @@ impl DynamoStore {
         request: &AllocationRequest,
         me: String,
     ) -> Result<Allocation, StoreError> {
+        // A student the Python service served keeps that sandbox (see `foreign.rs`).
+        if let Some(row) = self.foreign_allocation(budget, request).await? {
+            return Ok(Allocation {
+                sandbox: row,
+                newly_allocated: false,
+                conflicts: 0,
+            });
+        }
         let mut race = Race {
             request,
             key: request.key.encoded(),
@@ -302,7 +310,7 @@ impl DynamoStore {
         let request = race.request;
         let mut set = String::from(
             "SET #s = :allocated, allocated_to_track = :student, allocated_at = :now, \
-             lab_duration_hours = :hours, updated_at = :now",
+             lab_duration_hours = :hours, allocated_by = :me, updated_at = :now",
         );
         let mut remove = Vec::new();
         let mut update = self
@@ -317,6 +325,7 @@ impl DynamoStore {
             .expression_attribute_values(":student", s(request.key.student.as_str()))
             .expression_attribute_values(":now", n(request.now))
             .expression_attribute_values(":hours", n(request.lab_duration_hours))
+            .expression_attribute_values(":me", s(ALLOCATED_BY_BROKER))
             .return_values(ReturnValue::AllNew);
         match &request.key.idempotency_key {
             Some(idem) => {

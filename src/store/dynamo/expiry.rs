@@ -10,8 +10,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use super::error::DynamoError;
 use super::item::{Item, n, returned_row, s, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
-use crate::domain::{Sandbox, SandboxStatus};
-use crate::store::{StoreError, allocation_expired};
+use crate::domain::{LabPolicy, Sandbox, SandboxStatus};
+use crate::store::StoreError;
 
 impl DynamoStore {
     /// Every row `StatusIndex` lists in `status`, every page.
@@ -45,13 +45,13 @@ impl DynamoStore {
     pub(super) async fn expire_ended(
         &self,
         now: i64,
-        grace_secs: i64,
+        policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
         let ended: Vec<Sandbox> = self
             .rows_in_status(SandboxStatus::Allocated)
             .await?
             .into_iter()
-            .filter(|row| allocation_expired(row, now, grace_secs))
+            .filter(|row| policy.expired(row, now))
             .collect();
         let released: Vec<Option<Sandbox>> = stream::iter(ended)
             .map(|row| self.release_ended(row, now))

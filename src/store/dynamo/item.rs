@@ -253,6 +253,7 @@ impl TryFrom<&Item> for Sandbox {
             lab_duration_hours: item
                 .integer("lab_duration_hours")
                 .and_then(|h| u32::try_from(h).ok()),
+            allocated_by: text("allocated_by"),
             deletion_requested_at: item.integer("deletion_requested_at"),
             deletion_retry_count: item
                 .integer("deletion_retry_count")
@@ -297,6 +298,7 @@ impl From<&Sandbox> for Item {
         put("updated_at", n(row.updated_at));
         let optional_text = [
             ("allocated_to_track", &row.allocated_to_track),
+            ("allocated_by", &row.allocated_by),
             ("idempotency_key", &row.idempotency_key),
             ("track_name", &row.track_name),
             ("sfdc_account_id", &row.sfdc_account_id),

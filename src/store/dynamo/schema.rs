@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
     GlobalSecondaryIndexUpdate, IndexStatus, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TableStatus,
+    ScalarAttributeType, TableDescription, TableStatus,
 };
 
 use super::error::{classify, internal};
@@ -129,24 +129,60 @@ pub async fn ensure_table(client: &Client, table: &str) -> Result<TableReport, S
         wait_until_active(client, table).await?;
         return Ok(report);
     };
-    let present: Vec<String> = existing
-        .global_secondary_indexes()
-        .iter()
-        .filter_map(|gsi| gsi.index_name().map(str::to_owned))
-        .collect();
-    let billed_per_request = existing
-        .billing_mode_summary()
-        .and_then(|b| b.billing_mode())
-        .is_none_or(|mode| *mode == BillingMode::PayPerRequest);
+    let per_request = billed_per_request(&existing);
     for spec in index_specs() {
-        if present.iter().any(|name| name == spec.name) {
+        if !lacks(&existing, spec.name) {
             continue;
         }
-        add_index(client, table, &spec, billed_per_request).await?;
+        add_index(client, table, &spec, per_request).await?;
         report.added_indexes.push(spec.name.to_owned());
         wait_until_active(client, table).await?;
     }
     Ok(report)
+}
+
+/// The indexes the service needs that `table` lacks (none: it can serve). `serve` refuses
+/// to start on a table that lacks any, rather than answer 500 to every allocation.
+pub async fn missing_indexes(
+    client: &Client,
+    table: &str,
+) -> Result<Vec<&'static str>, StoreError> {
+    let described = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|err| classify(err).into_store_error())?;
+    let existing = described
+        .table
+        .ok_or_else(|| internal("DescribeTable returned no table"))?;
+    Ok(index_specs()
+        .iter()
+        .map(|spec| spec.name)
+        .filter(|name| lacks(&existing, name))
+        .collect())
+}
+
+fn lacks(table: &TableDescription, index: &str) -> bool {
+    !table
+        .global_secondary_indexes()
+        .iter()
+        .any(|gsi| gsi.index_name() == Some(index))
+}
+
+/// Whether `table` is billed per request (on-demand), so a new index takes no capacity.
+/// The billing summary says so when present; DynamoDB Local leaves it out for tables
+/// created `PROVISIONED` (as the Python service's `create_table` makes them), and real
+/// tables that were never switched may too, so otherwise the throughput decides: an
+/// on-demand table reports 0 capacity units, a provisioned one its units.
+fn billed_per_request(table: &TableDescription) -> bool {
+    if let Some(mode) = table.billing_mode_summary().and_then(|b| b.billing_mode()) {
+        return *mode == BillingMode::PayPerRequest;
+    }
+    table.provisioned_throughput().is_none_or(|throughput| {
+        throughput.read_capacity_units().unwrap_or(0) == 0
+            && throughput.write_capacity_units().unwrap_or(0) == 0
+    })
 }
 
 async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
@@ -191,13 +227,13 @@ async fn add_index(
     client: &Client,
     table: &str,
     spec: &IndexSpec,
-    billed_per_request: bool,
+    per_request: bool,
 ) -> Result<(), StoreError> {
     let mut create = CreateGlobalSecondaryIndexAction::builder()
         .index_name(spec.name)
         .set_key_schema(Some(index_keys(spec)?))
         .projection(projection(&spec.projection));
-    if !billed_per_request {
+    if !per_request {
         // A provisioned table needs explicit index capacity; start small, let autoscaling grow it.
         create = create.provisioned_throughput(
             aws_sdk_dynamodb::types::ProvisionedThroughput::builder()
@@ -249,5 +285,55 @@ async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreErro
             ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::{
+        BillingModeSummary, ProvisionedThroughputDescription, TableDescription,
+    };
+
+    use super::*;
+
+    fn throughput(read: i64, write: i64) -> ProvisionedThroughputDescription {
+        ProvisionedThroughputDescription::builder()
+            .read_capacity_units(read)
+            .write_capacity_units(write)
+            .build()
+    }
+
+    #[test]
+    fn billing_is_read_from_the_summary_else_from_the_throughput() {
+        let summary = |mode| BillingModeSummary::builder().billing_mode(mode).build();
+        let cases = [
+            // As DynamoDB Local describes the Python service's PROVISIONED 5/5 table.
+            (None, Some(throughput(5, 5)), false),
+            (None, Some(throughput(0, 0)), true),
+            (None, None, true),
+            (
+                Some(BillingMode::PayPerRequest),
+                Some(throughput(0, 0)),
+                true,
+            ),
+            (
+                Some(BillingMode::Provisioned),
+                Some(throughput(5, 5)),
+                false,
+            ),
+            // A table switched to on-demand keeps reporting its old units.
+            (
+                Some(BillingMode::PayPerRequest),
+                Some(throughput(5, 5)),
+                true,
+            ),
+        ];
+        for (mode, units, expected) in cases {
+            let table = TableDescription::builder()
+                .set_billing_mode_summary(mode.clone().map(summary))
+                .set_provisioned_throughput(units.clone())
+                .build();
+            assert_eq!(billed_per_request(&table), expected, "{mode:?} {units:?}");
+        }
     }
 }

@@ -12,14 +12,14 @@ use redb::{
 };
 
 use crate::domain::{
-    DeletableStatus, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
-    SandboxStatus, StudentKey,
+    ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
+    Sandbox, SandboxId, SandboxStatus, StudentKey,
 };
 use crate::provider::ProviderSandbox;
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListCursor, ListQuery, MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary,
-    TrackStats, allocation_expired, encode_allocation_key, finished_row,
+    TrackStats, encode_allocation_key, finished_row,
 };
 
 /// `sandbox_id` → the row as JSON.
@@ -428,6 +428,7 @@ impl<'txn> Tables<'txn> {
         new.track_name = request.track_name.as_ref().map(|t| t.as_str().to_owned());
         new.allocated_at = Some(request.now);
         new.lab_duration_hours = Some(request.lab_duration_hours);
+        new.allocated_by = Some(ALLOCATED_BY_BROKER.to_owned());
         new.updated_at = request.now;
         self.put(Some(&old), &new)?;
         self.allocation_keys
@@ -664,12 +665,12 @@ impl<'txn> Tables<'txn> {
     pub(super) fn expire_allocations(
         &mut self,
         now: i64,
-        grace_secs: i64,
+        policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
         let mut expired = Vec::new();
         for id in self.ids_in_status(SandboxStatus::Allocated)? {
             let Some(old) = self.row(&id)? else { continue };
-            if !allocation_expired(&old, now, grace_secs) {
+            if !policy.expired(&old, now) {
                 continue;
             }
             let mut row = old.clone();
