@@ -14,6 +14,10 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::LabPolicy;
+use crate::store::dynamo::schema::{IDEMPOTENCY_INDEX, STATUS_INDEX, TRACK_INDEX};
+
+/// The contract's default table name.
+const DEFAULT_TABLE: &str = "SandboxPool";
 
 /// The `sandbox-broker` command line.
 #[derive(Debug, Parser)]
@@ -69,15 +73,10 @@ pub struct Config {
     )]
     pub listen_addr: SocketAddr,
 
-    /// Which store to use.
-    #[arg(
-        long,
-        env = "BROKER_STORE",
-        value_name = "BROKER_STORE",
-        value_enum,
-        default_value = "embedded"
-    )]
-    pub store: StoreKind,
+    /// Which store to use. Unset: `dynamodb` when DDB_TABLE_NAME or DDB_ENDPOINT_URL is
+    /// set (the Python service's environment starts on its table), else `embedded`.
+    #[arg(long, env = "BROKER_STORE", value_name = "BROKER_STORE", value_enum)]
+    pub store: Option<StoreKind>,
 
     /// Directory of the embedded store.
     #[arg(
@@ -147,12 +146,14 @@ pub struct Config {
     )]
     pub cors_allowed_origins: CorsOrigins,
 
-    /// Log filter: a level (`info`) or `tracing` directives (`sandbox_broker=debug,info`).
+    /// Log filter: a level, any case, Python's names included (`DEBUG`, `INFO`,
+    /// `WARNING`, `ERROR`, `CRITICAL`), or `tracing` directives (`sandbox_broker=debug,info`).
     #[arg(
         long,
         env = "LOG_LEVEL",
         value_name = "LOG_LEVEL",
-        default_value = "info"
+        default_value = "info",
+        value_parser = parse_log_level
     )]
     pub log_level: String,
 
@@ -170,14 +171,22 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT_SEC", value_name = "REQUEST_TIMEOUT_SEC", default_value = "30", value_parser = parse_seconds)]
     pub request_timeout: Duration,
 
-    /// DynamoDB table of the `dynamodb` store.
-    #[arg(
-        long,
-        env = "DDB_TABLE_NAME",
-        value_name = "DDB_TABLE_NAME",
-        default_value = "SandboxPool"
-    )]
-    pub ddb_table_name: String,
+    /// DynamoDB table of the `dynamodb` store (default `SandboxPool`); setting it selects
+    /// that store when BROKER_STORE is unset.
+    #[arg(long, env = "DDB_TABLE_NAME", value_name = "DDB_TABLE_NAME")]
+    pub ddb_table_name: Option<String>,
+
+    /// The Python service's name for `StatusIndex`; only that name is supported.
+    #[arg(long, env = "DDB_GSI1_NAME", value_name = "DDB_GSI1_NAME", default_value = STATUS_INDEX)]
+    pub ddb_gsi1_name: String,
+
+    /// The Python service's name for `TrackIndex`; only that name is supported.
+    #[arg(long, env = "DDB_GSI2_NAME", value_name = "DDB_GSI2_NAME", default_value = TRACK_INDEX)]
+    pub ddb_gsi2_name: String,
+
+    /// The Python service's name for `IdempotencyIndex`; only that name is supported.
+    #[arg(long, env = "DDB_GSI3_NAME", value_name = "DDB_GSI3_NAME", default_value = IDEMPOTENCY_INDEX)]
+    pub ddb_gsi3_name: String,
 
     /// DynamoDB endpoint override, e.g. `http://127.0.0.1:8000` for DynamoDB Local.
     #[arg(long, env = "DDB_ENDPOINT_URL", value_name = "DDB_ENDPOINT_URL")]
@@ -380,8 +389,56 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The store to run on, and why: `BROKER_STORE`, else `dynamodb` when a table is
+    /// configured (DDB_TABLE_NAME or DDB_ENDPOINT_URL), else `embedded` (contract §6).
+    pub fn store_choice(&self) -> (StoreKind, &'static str) {
+        match self.store {
+            Some(kind) => (kind, "BROKER_STORE"),
+            None if self.ddb_table_name.is_some() || self.ddb_endpoint_url.is_some() => (
+                StoreKind::Dynamodb,
+                "BROKER_STORE is unset and DDB_TABLE_NAME or DDB_ENDPOINT_URL is set",
+            ),
+            None => (
+                StoreKind::Embedded,
+                "BROKER_STORE is unset and no DynamoDB table is configured",
+            ),
+        }
+    }
+
+    /// The store to run on (see [`Self::store_choice`]).
+    pub fn store_kind(&self) -> StoreKind {
+        self.store_choice().0
+    }
+
+    /// `DDB_TABLE_NAME`, or the contract's default `SandboxPool`.
+    pub fn table_name(&self) -> &str {
+        self.ddb_table_name.as_deref().unwrap_or(DEFAULT_TABLE)
+    }
+
+    /// Refuses index names other than the contract's: the service queries its indexes by
+    /// those names, and renaming a GSI is not something DynamoDB can do in place.
+    pub fn validate_index_names(&self) -> Result<(), ConfigError> {
+        let names = [
+            ("DDB_GSI1_NAME", &self.ddb_gsi1_name, STATUS_INDEX),
+            ("DDB_GSI2_NAME", &self.ddb_gsi2_name, TRACK_INDEX),
+            ("DDB_GSI3_NAME", &self.ddb_gsi3_name, IDEMPOTENCY_INDEX),
+        ];
+        for (variable, value, expected) in names {
+            if value != expected {
+                return Err(ConfigError::Invalid {
+                    variable,
+                    reason: format!(
+                        "must be {expected} (the contract's index name, which this service queries); other names are not supported"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks what `serve` needs beyond parsing: both token lists, and no token in both.
     pub fn validate_for_serve(&self) -> Result<(), ConfigError> {
+        self.validate_index_names()?;
         let track = self
             .api_token
             .as_ref()
@@ -404,7 +461,7 @@ impl Config {
     pub fn for_tests(data_dir: PathBuf, track_token: &str, admin_token: &str) -> Self {
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            store: StoreKind::Embedded,
+            store: Some(StoreKind::Embedded),
             data_dir,
             api_token: TokenList::parse(track_token).ok(),
             admin_token: TokenList::parse(admin_token).ok(),
@@ -417,7 +474,10 @@ impl Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             request_timeout: Duration::from_secs(30),
-            ddb_table_name: "SandboxPool".into(),
+            ddb_table_name: None,
+            ddb_gsi1_name: STATUS_INDEX.into(),
+            ddb_gsi2_name: TRACK_INDEX.into(),
+            ddb_gsi3_name: IDEMPOTENCY_INDEX.into(),
             ddb_endpoint_url: None,
             aws_region: None,
             k_candidates: 15,
@@ -533,7 +593,7 @@ impl Config {
     /// The `dynamodb` store's settings.
     pub fn dynamo_settings(&self) -> crate::store::dynamo::DynamoSettings {
         crate::store::dynamo::DynamoSettings {
-            table: self.ddb_table_name.clone(),
+            table: self.table_name().to_owned(),
             endpoint_url: self.ddb_endpoint_url.clone(),
             region: self.aws_region.clone(),
             k_candidates: usize::try_from(self.k_candidates).unwrap_or(usize::MAX),
@@ -648,6 +708,14 @@ fn parse_base_path(raw: &str) -> Result<String, String> {
     } else {
         Err("must look like /v1 (segments of letters, digits, '-', '_', '.')".into())
     }
+}
+
+/// `LOG_LEVEL` as a `tracing` filter; refuses one that would not parse, at start-up.
+fn parse_log_level(raw: &str) -> Result<String, String> {
+    let filter = crate::telemetry::filter_directives(raw)?;
+    tracing_subscriber::EnvFilter::try_new(&filter)
+        .map(|_| filter)
+        .map_err(|err| format!("not a valid filter: {err}"))
 }
 
 fn parse_millis(raw: &str) -> Result<Duration, String> {

@@ -39,19 +39,24 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Serve(config) => {
             telemetry::init(&config.log_level, config.log_format)?;
             config.validate_for_serve().map_err(|err| err.to_string())?;
+            let (kind, why) = config.store_choice();
+            tracing::info!(store = ?kind, reason = why, "store selected");
             let store = open_store(&config).await?;
             serve(config, store).await
         }
         Command::Demo(config) => demo_run(config).await,
         Command::InitTable(config) => {
             telemetry::init(&config.log_level, config.log_format)?;
+            config
+                .validate_index_names()
+                .map_err(|err| err.to_string())?;
             init_table(&config).await
         }
     }
 }
 
 async fn open_store(config: &Config) -> Result<SharedStore, String> {
-    match config.store {
+    match config.store_kind() {
         StoreKind::Embedded => EmbeddedStore::open(&config.data_dir)
             .map(|store| Arc::new(store) as SharedStore)
             .map_err(|err| format!("BROKER_DATA_DIR: {err}")),
@@ -150,7 +155,7 @@ async fn demo_run(mut config: Config) -> Result<(), String> {
         .tempdir()
         .map_err(|err| format!("cannot create a scratch directory: {err}"))?;
     config.data_dir = scratch.path().to_owned();
-    config.store = StoreKind::Embedded;
+    config.store = Some(StoreKind::Embedded);
     demo::speed_up_jobs(&mut config);
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
     let track = first_token(

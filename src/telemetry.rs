@@ -28,6 +28,32 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     installed.map_err(|err| format!("cannot install the logger: {err}"))
 }
 
+/// A `LOG_LEVEL` as `tracing` filter directives: a bare level in any case, with the
+/// Python logging names the old service's environment uses (`WARNING`, `CRITICAL`,
+/// `FATAL`), becomes the `tracing` level; a value with `=` or `,` is taken as directives.
+/// A bare word that is no level (`INF0`) is refused: `tracing` would read it as a target
+/// name and quietly log almost nothing.
+pub fn filter_directives(level: &str) -> Result<String, String> {
+    let trimmed = level.trim();
+    let mapped = match trimmed.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" | "warning" => "warn",
+        "error" | "critical" | "fatal" => "error",
+        "off" => "off",
+        // Python's NOTSET defers to the root logger, whose default is INFO here.
+        "notset" => "info",
+        _ if trimmed.contains(['=', ',']) => return Ok(trimmed.to_owned()),
+        _ => {
+            return Err(format!(
+                "{trimmed:?} is not a level (DEBUG, INFO, WARNING, ERROR, CRITICAL) nor filter directives"
+            ));
+        }
+    };
+    Ok(mapped.to_owned())
+}
+
 /// For tests: logs only when `TEST_LOG` is set, and never fails when called twice.
 pub fn init_for_test() {
     if std::env::var_os("TEST_LOG").is_some() {
@@ -46,4 +72,30 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_level_names_in_any_case_become_tracing_levels() {
+        for (given, expected) in [
+            ("DEBUG", "debug"),
+            ("INFO", "info"),
+            ("Warning", "warn"),
+            ("WARNING", "warn"),
+            ("warn", "warn"),
+            ("ERROR", "error"),
+            ("CRITICAL", "error"),
+            ("critical", "error"),
+            (" info ", "info"),
+            ("sandbox_broker=debug,info", "sandbox_broker=debug,info"),
+        ] {
+            assert_eq!(filter_directives(given).as_deref(), Ok(expected), "{given}");
+        }
+        for typo in ["INF0", "LOUD", "", "verbose"] {
+            assert!(filter_directives(typo).is_err(), "{typo:?} accepted");
+        }
+    }
 }
