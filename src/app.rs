@@ -136,6 +136,10 @@ impl AppState {
                     expiry: config.auto_expiry_interval,
                     lab: config.lab_policy(),
                     cleanup: config.cleanup_interval,
+                    stale: config.auto_delete_stale_interval,
+                    stale_grace: Duration::from_secs(
+                        u64::from(config.auto_delete_stale_grace_hours) * 3600,
+                    ),
                     cleanup_settings: CleanupSettings {
                         batch_size: usize::try_from(config.cleanup_batch_size)
                             .unwrap_or(usize::MAX),

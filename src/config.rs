@@ -288,6 +288,14 @@ pub struct Config {
     #[arg(long, env = "DELETED_TTL_DAYS", value_name = "DELETED_TTL_DAYS", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub deleted_ttl_days: u32,
 
+    /// Seconds between scheduled stale removals (the first comes soon after start-up).
+    #[arg(long, env = "AUTO_DELETE_STALE_INTERVAL_SEC", value_name = "AUTO_DELETE_STALE_INTERVAL_SEC", default_value = "86400", value_parser = parse_seconds)]
+    pub auto_delete_stale_interval: Duration,
+
+    /// Hours a row stays `stale` before the scheduled job removes it.
+    #[arg(long, env = "AUTO_DELETE_STALE_GRACE_HOURS", value_name = "AUTO_DELETE_STALE_GRACE_HOURS", default_value = "24", value_parser = clap::value_parser!(u32).range(0..=87_600))]
+    pub auto_delete_stale_grace_hours: u32,
+
     /// Seconds between auto-expiry runs.
     #[arg(long, env = "AUTO_EXPIRY_INTERVAL_SEC", value_name = "AUTO_EXPIRY_INTERVAL_SEC", default_value = "300", value_parser = parse_seconds)]
     pub auto_expiry_interval: Duration,
@@ -497,6 +505,8 @@ impl Config {
             circuit_breaker_timeout: Duration::from_secs(60),
             sync_interval: Duration::from_secs(600),
             auto_expiry_interval: Duration::from_secs(300),
+            auto_delete_stale_interval: Duration::from_secs(86_400),
+            auto_delete_stale_grace_hours: 24,
             cleanup_interval: Duration::from_secs(300),
             cleanup_batch_size: 10,
             cleanup_batch_delay: Duration::ZERO,

@@ -1,5 +1,5 @@
-//! Background jobs: provider sync (and, next, cleanup and expiry), each run by one
-//! instance of a fleet at a time.
+//! Background jobs: provider sync, cleanup, auto-expiry and stale removal, each run by
+//! one instance of a fleet at a time.
 //!
 //! Rule: a run first takes the job's lease in the store (a conditional write with an
 //! expiry) and renews it while it works, so a second instance — or an admin trigger
@@ -9,6 +9,7 @@
 
 pub mod cleanup;
 pub mod expiry;
+pub mod stale;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -35,11 +36,18 @@ pub enum JobName {
     Cleanup,
     /// Auto-expiry of ended allocations.
     Expiry,
+    /// Removal of rows stale for longer than the grace.
+    AutoDeleteStale,
 }
 
 impl JobName {
     /// Every job.
-    pub const ALL: [Self; 3] = [Self::Sync, Self::Cleanup, Self::Expiry];
+    pub const ALL: [Self; 4] = [
+        Self::Sync,
+        Self::Cleanup,
+        Self::Expiry,
+        Self::AutoDeleteStale,
+    ];
 
     /// The lease and metric name.
     pub fn as_str(self) -> &'static str {
@@ -47,6 +55,7 @@ impl JobName {
             Self::Sync => "sync",
             Self::Cleanup => "cleanup",
             Self::Expiry => "expiry",
+            Self::AutoDeleteStale => "auto_delete_stale",
         }
     }
 
@@ -67,6 +76,10 @@ pub struct Schedule {
     pub lab: LabPolicy,
     /// `CLEANUP_INTERVAL_SEC`.
     pub cleanup: Duration,
+    /// `AUTO_DELETE_STALE_INTERVAL_SEC`.
+    pub stale: Duration,
+    /// `AUTO_DELETE_STALE_GRACE_HOURS`: how long a row stays stale before it is removed.
+    pub stale_grace: Duration,
     /// Throttling and retries of the cleanup.
     pub cleanup_settings: cleanup::CleanupSettings,
 }
@@ -159,6 +172,7 @@ impl Jobs {
             JobName::Sync => self.schedule.sync,
             JobName::Cleanup => self.schedule.cleanup,
             JobName::Expiry => self.schedule.expiry,
+            JobName::AutoDeleteStale => self.schedule.stale,
         }
     }
 
@@ -269,6 +283,9 @@ impl Jobs {
             }
             JobName::Expiry => {
                 expiry::run_once(&*self.store, &self.metrics, self.schedule.lab).await
+            }
+            JobName::AutoDeleteStale => {
+                stale::run_once(&*self.store, &self.metrics, self.schedule.stale_grace).await
             }
         }
     }

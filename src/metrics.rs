@@ -56,6 +56,10 @@ pub struct Metrics {
     pub expiry_total: IntCounterVec,
     /// Allocations auto-expiry released (their owner never did).
     pub expiry_orphaned_total: IntCounter,
+    /// `broker_auto_delete_stale_total{outcome}`: scheduled stale-removal runs.
+    pub auto_delete_stale_total: IntCounterVec,
+    /// `broker_auto_delete_stale_deleted_total`: stale rows it removed.
+    pub auto_delete_stale_deleted_total: IntCounter,
     /// Provider calls by `operation` (`list`, `delete`) and `outcome`.
     pub provider_request_duration_seconds: HistogramVec,
     /// Provider circuit breaker: 0 closed, 1 open, 2 half-open.
@@ -274,6 +278,17 @@ impl Metrics {
                 &r,
                 "broker_expiry_orphaned_total",
                 "Allocations released by auto-expiry",
+            )?,
+            auto_delete_stale_total: counter_vec(
+                &r,
+                "broker_auto_delete_stale_total",
+                "Scheduled removals of long-stale rows, by outcome",
+                &["outcome"],
+            )?,
+            auto_delete_stale_deleted_total: counter(
+                &r,
+                "broker_auto_delete_stale_deleted_total",
+                "Stale rows removed by the scheduled job",
             )?,
             pool: PoolGauges {
                 available: gauge(&r, "broker_pool_available", "Sandboxes available")?,

@@ -331,7 +331,7 @@ pub struct SyncView {
 /// One background job.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
-    /// `sync`, `cleanup` or `expiry`.
+    /// `sync`, `cleanup`, `expiry` or `auto_delete_stale`.
     pub job: String,
     /// Whether this instance runs it (sync and cleanup need `CSP_API_TOKEN`).
     pub enabled: bool,

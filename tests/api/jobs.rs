@@ -39,6 +39,20 @@ pub(crate) fn use_csp(config: &mut sandbox_broker::config::Config, server: &Mock
     config.sync_interval = Duration::from_secs(3600);
 }
 
+/// What a provider lists: sandboxes `lab-<id>` with these ids.
+fn provider_listing(ids: &[u64]) -> Vec<sandbox_broker::provider::ProviderSandbox> {
+    ids.iter()
+        .map(|id| sandbox_broker::provider::ProviderSandbox {
+            sandbox_id: sandbox_broker::domain::SandboxId::parse("i", &id.to_string()).unwrap(),
+            name: sandbox_broker::domain::SandboxName::parse("n", &format!("lab-{id}")).unwrap(),
+            external_id: sandbox_broker::domain::ExternalId::parse("e", &format!("x/{id}"))
+                .unwrap(),
+            sfdc_account_id: None,
+            created_at: None,
+        })
+        .collect()
+}
+
 async fn sync(app: &TestApp) -> reqwest::Response {
     app.admin(Method::POST, "/v1/admin/sync")
         .send()
@@ -348,30 +362,17 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
 #[tokio::test]
 async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
     let app = spawn_app().await;
-    let listing = |ids: &[u64]| {
-        ids.iter()
-            .map(|id| sandbox_broker::provider::ProviderSandbox {
-                sandbox_id: sandbox_broker::domain::SandboxId::parse("i", &id.to_string()).unwrap(),
-                name: sandbox_broker::domain::SandboxName::parse("n", &format!("lab-{id}"))
-                    .unwrap(),
-                external_id: sandbox_broker::domain::ExternalId::parse("e", &format!("x/{id}"))
-                    .unwrap(),
-                sfdc_account_id: None,
-                created_at: None,
-            })
-            .collect::<Vec<_>>()
-    };
     let now = sandbox_broker::domain::now_epoch();
     app.store
-        .sync_provider(listing(&[1, 2, 3]), now - 3 * 86_400)
+        .sync_provider(provider_listing(&[1, 2, 3]), now - 3 * 86_400)
         .await
         .unwrap();
     app.store
-        .sync_provider(listing(&[3]), now - 2 * 86_400)
+        .sync_provider(provider_listing(&[3]), now - 2 * 86_400)
         .await
         .unwrap();
     app.store
-        .sync_provider(listing(&[3]), now - 3600)
+        .sync_provider(provider_listing(&[3]), now - 3600)
         .await
         .unwrap();
 
@@ -419,6 +420,76 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
         (Some("completed"), Some(2), Some(24.0))
     );
     assert_eq!(app.stats().await["total"], 1);
+}
+
+#[tokio::test]
+async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale_past_the_grace() {
+    let app = spawn_app_with(|c| {
+        c.auto_delete_stale_interval = Duration::from_secs(1);
+        c.auto_delete_stale_grace_hours = 24;
+    })
+    .await;
+    let now = sandbox_broker::domain::now_epoch();
+    app.store
+        .sync_provider(provider_listing(&[1, 2, 3, 4]), now - 3 * 86_400)
+        .await
+        .unwrap();
+    // 1 and 2 went stale two days ago, 3 an hour ago; 4 is still listed.
+    app.store
+        .sync_provider(provider_listing(&[3, 4]), now - 2 * 86_400)
+        .await
+        .unwrap();
+    app.store
+        .sync_provider(provider_listing(&[4]), now - 3600)
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
+        let job = jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job"] == "auto_delete_stale")
+            .cloned()
+            .expect("the job is listed");
+        if job["last_outcome"] == "completed" {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled run: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    assert_eq!(
+        (job["enabled"].as_bool(), job["interval_sec"].as_u64()),
+        (Some(true), Some(1)),
+        "needs no provider: {job}"
+    );
+    assert_eq!(job["last_counts"]["deleted"], 2, "{job}");
+    let stats = app.stats().await;
+    assert_eq!(
+        (stats["total"].as_u64(), stats["stale"].as_u64()),
+        (Some(2), Some(1)),
+        "the row stale for an hour stays: {stats}"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("broker_auto_delete_stale_total{outcome=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("broker_auto_delete_stale_deleted_total 2"));
 }
 
 /// `count` released sandboxes: allocated to `stu-N`, then marked by them. Returns their ids.

@@ -1,0 +1,32 @@
+//! Stale removal: rows that went `stale` (the provider no longer lists them) and stayed so
+//! for `AUTO_DELETE_STALE_GRACE_HOURS` are removed, as the Python service's daily job did.
+//!
+//! Rule: each removal is conditional on the row still being stale since then, so a sync
+//! that finds the sandbox back at the provider (stale → available) always wins.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::domain::now_epoch;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+use super::JobError;
+
+/// Removes rows stale for longer than `grace`; counts `deleted`.
+pub async fn run_once(
+    store: &dyn Store,
+    metrics: &Metrics,
+    grace: Duration,
+) -> Result<BTreeMap<String, u64>, JobError> {
+    let stale_since = now_epoch() - i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    let result = store.delete_stale(stale_since).await;
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    metrics
+        .auto_delete_stale_total
+        .with_label_values(&[outcome])
+        .inc();
+    let deleted = result?;
+    metrics.auto_delete_stale_deleted_total.inc_by(deleted);
+    Ok(BTreeMap::from([("deleted".to_owned(), deleted)]))
+}
