@@ -114,6 +114,19 @@ pub async fn owned_sandbox(
     }
 }
 
+/// The `outcome` of `broker_deletion_marked_total`, in the Python service's values: a
+/// repeat is `not_allocated` (the sandbox is no longer allocated), another student's
+/// sandbox `not_owner`.
+pub fn mark_outcome(result: &Result<MarkOutcome, StoreError>) -> &'static str {
+    match result {
+        Ok(mark) if mark.newly_marked => "success",
+        Ok(_) => "not_allocated",
+        Err(StoreError::SandboxNotFound) => "not_found",
+        Err(StoreError::NotOwner) => "not_owner",
+        Err(_) => "error",
+    }
+}
+
 /// Releases the student's sandbox and records `broker_deletion_marked_total{outcome}`.
 pub async fn release(
     store: &dyn Store,
@@ -123,13 +136,7 @@ pub async fn release(
     now: i64,
 ) -> Result<MarkOutcome, StoreError> {
     let result = store.mark_for_deletion(id, student, now).await;
-    let outcome = match &result {
-        Ok(mark) if mark.newly_marked => "success",
-        Ok(_) => "already_marked",
-        Err(StoreError::SandboxNotFound) => "not_found",
-        Err(StoreError::NotOwner) => "forbidden",
-        Err(_) => "error",
-    };
+    let outcome = mark_outcome(&result);
     metrics
         .deletion_marked_total
         .with_label_values(&[outcome])

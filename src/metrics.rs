@@ -26,7 +26,8 @@ pub struct Metrics {
     pub allocate_idempotent_hits_total: IntCounter,
     /// Allocation attempts that lost a race for a candidate and retried (shared stores).
     pub allocate_conflicts_total: IntCounter,
-    /// Mark-for-deletion requests by `outcome`: `success`, `already_marked`, `not_found`, `forbidden`, `error`.
+    /// Mark-for-deletion requests by `outcome`: `success`, `not_allocated` (a repeat),
+    /// `not_found`, `not_owner`, `error` — the Python service's values.
     pub deletion_marked_total: IntCounterVec,
     /// Every HTTP request by `method`, matched route `endpoint` and `status`.
     pub request_latency_seconds: HistogramVec,
@@ -64,6 +65,15 @@ pub struct Metrics {
     pub provider_request_duration_seconds: HistogramVec,
     /// Provider circuit breaker: 0 closed, 1 open, 2 half-open.
     pub provider_circuit_state: IntGauge,
+    /// `broker_niosxaas_cleanup_total{outcome}`, the Python service's series: `success`
+    /// (services deleted), `skipped` (shadow mode or nothing to clean), `failed`, `error`
+    /// (not attempted: the hook's breaker is open).
+    pub niosxaas_cleanup_total: IntCounterVec,
+    /// `broker_niosxaas_services_deleted_total`: universal services deleted (enforce mode).
+    pub niosxaas_services_deleted_total: IntCounter,
+    /// `broker_niosxaas_auth_total{outcome}`: sign-ins, `success`, `failure` (refused) or
+    /// `error` (unreachable, or the breaker open).
+    pub niosxaas_auth_total: IntCounterVec,
     /// NIOSXaaS pre-delete hook runs by `mode` (`enforce`, `shadow`) and `outcome`
     /// (`cleaned`, `nothing_to_clean`, `failed`, `postponed`).
     pub niosxaas_cleanups_total: IntCounterVec,
@@ -142,7 +152,7 @@ impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> prometheus::Result<Self> {
         let r = Registry::new();
-        Ok(Self {
+        let metrics = Self {
             allocate_total: counter_vec(
                 &r,
                 "broker_allocate_total",
@@ -223,6 +233,23 @@ impl Metrics {
                 &r,
                 "broker_provider_circuit_state",
                 "Provider circuit breaker: 0 closed, 1 open, 2 half-open",
+            )?,
+            niosxaas_cleanup_total: counter_vec(
+                &r,
+                "broker_niosxaas_cleanup_total",
+                "NIOSXaaS cleanups by outcome (success, skipped, failed, error), as the Python service counted them",
+                &["outcome"],
+            )?,
+            niosxaas_services_deleted_total: counter(
+                &r,
+                "broker_niosxaas_services_deleted_total",
+                "Universal services the NIOSXaaS hook deleted",
+            )?,
+            niosxaas_auth_total: counter_vec(
+                &r,
+                "broker_niosxaas_auth_total",
+                "NIOSXaaS sign-ins by outcome (success, failure, error)",
+                &["outcome"],
             )?,
             niosxaas_cleanups_total: counter_vec(
                 &r,
@@ -311,7 +338,49 @@ impl Metrics {
                 )?,
             },
             registry: r,
-        })
+        };
+        metrics.zero_known_series();
+        Ok(metrics)
+    }
+
+    /// Creates every series whose label values form a closed set, at zero, so a scrape
+    /// lists each one before its first event (`rate()` and alerts see 0, not absence).
+    fn zero_known_series(&self) {
+        let zero = |vec: &IntCounterVec, values: &[&str]| {
+            for value in values {
+                vec.with_label_values(&[value]);
+            }
+        };
+        let allocate = ["success", "idempotent", "no_sandboxes", "error"];
+        zero(&self.allocate_total, &allocate);
+        for outcome in allocate {
+            self.allocation_latency_seconds
+                .with_label_values(&[outcome]);
+        }
+        let mark = [
+            "success",
+            "not_allocated",
+            "not_found",
+            "not_owner",
+            "error",
+        ];
+        zero(&self.deletion_marked_total, &mark);
+        zero(&self.sync_total, &["success", "postponed", "error"]);
+        zero(&self.cleanup_total, &["success", "postponed", "error"]);
+        zero(&self.expiry_total, &["success", "error"]);
+        zero(&self.auto_delete_stale_total, &["success", "error"]);
+        zero(
+            &self.niosxaas_cleanup_total,
+            &["success", "skipped", "failed", "error"],
+        );
+        zero(&self.niosxaas_auth_total, &["success", "failure", "error"]);
+        for mode in ["enforce", "shadow"] {
+            self.niosxaas_services_total.with_label_values(&[mode]);
+            for outcome in ["cleaned", "nothing_to_clean", "failed", "postponed"] {
+                self.niosxaas_cleanups_total
+                    .with_label_values(&[mode, outcome]);
+            }
+        }
     }
 
     /// Adds the store's own series (see [`crate::store::Store::collectors`]).

@@ -198,6 +198,16 @@ impl PreDeleteHook {
             .niosxaas_cleanups_total
             .with_label_values(&[self.mode(), outcome])
             .inc();
+        let python_outcome = match outcome {
+            "cleaned" if !shadow => "success",
+            "cleaned" | "nothing_to_clean" => "skipped",
+            "postponed" => "error",
+            _ => "failed",
+        };
+        self.metrics
+            .niosxaas_cleanup_total
+            .with_label_values(&[python_outcome])
+            .inc();
         (record, result.err())
     }
 
@@ -226,6 +236,7 @@ impl PreDeleteHook {
                 continue;
             }
             self.delete(&jwt, service).await?;
+            self.metrics.niosxaas_services_deleted_total.inc();
             tracing::info!(sandbox.id = log_id, service.name = %service.name, service.id = id, "NIOSXaaS: deleted a universal service");
         }
         Ok(())
@@ -252,20 +263,31 @@ impl PreDeleteHook {
     }
 
     async fn sign_in(&self) -> Result<SecretString, HookFailure> {
-        self.call("sign_in", async {
-            let response = self
-                .http
-                .post(self.url("/v2/session/users/sign_in"))
-                .json(&json!({
-                    "email": self.settings.email,
-                    "password": self.settings.password.expose_secret(),
-                }))
-                .send()
-                .await
-                .map_err(transport_error)?;
-            jwt_of(&success_json(response, "sign-in answer").await?)
-        })
-        .await
+        let signed_in = self
+            .call("sign_in", async {
+                let response = self
+                    .http
+                    .post(self.url("/v2/session/users/sign_in"))
+                    .json(&json!({
+                        "email": self.settings.email,
+                        "password": self.settings.password.expose_secret(),
+                    }))
+                    .send()
+                    .await
+                    .map_err(transport_error)?;
+                jwt_of(&success_json(response, "sign-in answer").await?)
+            })
+            .await;
+        let outcome = match &signed_in {
+            Ok(_) => "success",
+            Err(failure) if failure.error.is_transient() => "error",
+            Err(_) => "failure",
+        };
+        self.metrics
+            .niosxaas_auth_total
+            .with_label_values(&[outcome])
+            .inc();
+        signed_in
     }
 
     /// The JWT for the sandbox account; `None` when the account no longer exists.

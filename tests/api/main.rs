@@ -13,6 +13,7 @@ mod concurrency;
 mod embedded;
 mod helpers;
 mod jobs;
+mod metric_names;
 mod niosxaas;
 mod ops;
 mod process;

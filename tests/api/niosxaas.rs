@@ -189,6 +189,10 @@ async fn enforce_mode_deletes_the_named_service_before_the_account_and_writes_th
         r#"broker_niosxaas_cleanups_total{mode="enforce",outcome="cleaned"} 1"#,
         r#"broker_niosxaas_services_total{mode="enforce"} 1"#,
         "broker_niosxaas_circuit_state 0",
+        // The Python service's series, for its dashboards.
+        r#"broker_niosxaas_cleanup_total{outcome="success"} 1"#,
+        "broker_niosxaas_services_deleted_total 1",
+        r#"broker_niosxaas_auth_total{outcome="success"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
@@ -226,10 +230,17 @@ async fn shadow_mode_only_lists_and_counts_and_its_failures_never_hold_up_a_dele
         );
     }
     let metrics = app.metrics_text().await;
-    assert!(
-        metrics.contains(r#"broker_niosxaas_services_total{mode="shadow"} 2"#),
-        "{metrics}"
-    );
+    for line in [
+        r#"broker_niosxaas_services_total{mode="shadow"} 2"#,
+        r#"broker_niosxaas_cleanup_total{outcome="skipped"} 2"#,
+        "broker_niosxaas_services_deleted_total 0",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "{line} missing from
+{metrics}"
+        );
+    }
 
     // NIOSXaaS down: shadow mode logs the failure and the account is deleted anyway.
     server.reset().await;
@@ -300,6 +311,7 @@ async fn in_enforce_mode_a_niosxaas_outage_holds_up_deletion_burns_nothing_and_o
         "broker_niosxaas_circuit_state 1",
         "broker_provider_circuit_state 0",
         r#"broker_niosxaas_cleanups_total{mode="enforce",outcome="postponed"} 1"#,
+        r#"broker_niosxaas_cleanup_total{outcome="error"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
