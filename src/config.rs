@@ -157,15 +157,10 @@ pub struct Config {
     )]
     pub log_level: String,
 
-    /// Log line format.
-    #[arg(
-        long,
-        env = "LOG_FORMAT",
-        value_name = "LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
-    pub log_format: LogFormat,
+    /// Log line format. Unset: `json` for `serve` and `init-table` (as the Python service,
+    /// so CloudWatch filters match), `text` for `demo`.
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 
     /// Longest a request may run before it is answered 408; bounds shutdown draining too.
     #[arg(long, env = "REQUEST_TIMEOUT_SEC", value_name = "REQUEST_TIMEOUT_SEC", default_value = "30", value_parser = parse_seconds)]
@@ -480,7 +475,7 @@ impl Config {
             trusted_proxies: TrustedProxies::default(),
             cors_allowed_origins: CorsOrigins::default(),
             log_level: "info".into(),
-            log_format: LogFormat::Text,
+            log_format: Some(LogFormat::Text),
             request_timeout: Duration::from_secs(30),
             ddb_table_name: None,
             ddb_gsi1_name: STATUS_INDEX.into(),

@@ -234,7 +234,27 @@ impl Jobs {
         if let Err(err) = self.store.finish_job_run(record, &self.holder).await {
             tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not record the job run");
         }
-        tracing::info!(job = job.as_str(), outcome, duration_ms = duration.as_millis() as u64, counts = ?counts, "job run");
+        // The Python service's shape (contract §8): `action` = `background_<job>`,
+        // `outcome` `success` or `error`; a run that did not complete is an ERROR line.
+        let action = format!("background_{}", job.as_str());
+        let latency_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        match &result {
+            Ok(_) => {
+                tracing::info!(action, outcome = "success", result = outcome, job = job.as_str(), latency_ms, counts = ?counts, "{action} completed")
+            }
+            Err(err) => {
+                let error = crate::telemetry::error_chain(err);
+                tracing::error!(
+                    action,
+                    outcome = "error",
+                    result = outcome,
+                    job = job.as_str(),
+                    latency_ms,
+                    error,
+                    "{action} did not complete"
+                )
+            }
+        }
         result.map(|counts| JobReport { counts, duration })
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use sandbox_broker::app::{Application, shutdown_signal};
-use sandbox_broker::config::{Cli, Command, Config, StoreKind, TokenList};
+use sandbox_broker::config::{Cli, Command, Config, LogFormat, StoreKind, TokenList};
 use sandbox_broker::jobs::JobName;
 use sandbox_broker::provider::simulated::SimulatedProvider;
 use sandbox_broker::store::dynamo::{self, DynamoStore};
@@ -37,7 +37,10 @@ fn fail(reason: &str) -> ExitCode {
 async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(config) => {
-            telemetry::init(&config.log_level, config.log_format)?;
+            telemetry::init(
+                &config.log_level,
+                config.log_format.unwrap_or(LogFormat::Json),
+            )?;
             config.validate_for_serve().map_err(|err| err.to_string())?;
             let (kind, why) = config.store_choice();
             tracing::info!(store = ?kind, reason = why, "store selected");
@@ -46,7 +49,10 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::Demo(config) => demo_run(config).await,
         Command::InitTable(config) => {
-            telemetry::init(&config.log_level, config.log_format)?;
+            telemetry::init(
+                &config.log_level,
+                config.log_format.unwrap_or(LogFormat::Json),
+            )?;
             config
                 .validate_index_names()
                 .map_err(|err| err.to_string())?;
@@ -149,7 +155,10 @@ async fn run_app(app: Application) -> Result<(), String> {
 /// `serve` on a scratch embedded store, its jobs running against a simulated provider
 /// whose first sync fills the pool, with printed tokens.
 async fn demo_run(mut config: Config) -> Result<(), String> {
-    telemetry::init(&config.log_level, config.log_format)?;
+    telemetry::init(
+        &config.log_level,
+        config.log_format.unwrap_or(LogFormat::Text),
+    )?;
     let scratch = tempfile::Builder::new()
         .prefix("sandbox-broker-demo-")
         .tempdir()

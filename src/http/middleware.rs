@@ -47,6 +47,15 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome(pub &'static str);
 
+/// The sandbox a request dealt with, for the access log's `sandbox_id` (set by handlers
+/// that learn it, e.g. allocation).
+#[derive(Debug, Clone)]
+pub struct LoggedSandbox(pub String);
+
+/// Longest path or header value copied into a log line: enough for every real route,
+/// bounded for made-up ones.
+const MAX_LOGGED_CHARS: usize = 200;
+
 /// Wraps `router` (routes, fallback included) in the full stack.
 pub fn apply(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     let cors = cors_layer(&state.config.cors_allowed_origins.0);
@@ -160,7 +169,34 @@ fn request_id_of(request: &Request) -> String {
         .to_owned()
 }
 
-/// Records `broker_request_latency_seconds` and writes the one access-log line per request.
+/// `value` cut to [`MAX_LOGGED_CHARS`] characters.
+fn bounded(value: &str) -> &str {
+    value
+        .char_indices()
+        .nth(MAX_LOGGED_CHARS)
+        .map_or(value, |(end, _)| &value[..end])
+}
+
+/// The segment of `path` that stands where `parameter` stands in the `route` template.
+fn path_parameter<'a>(route: &str, path: &'a str, parameter: &str) -> Option<&'a str> {
+    let index = route.split('/').position(|segment| segment == parameter)?;
+    path.split('/')
+        .nth(index)
+        .filter(|segment| !segment.is_empty())
+}
+
+/// A request header as text for the log, if present and printable.
+fn logged_header(request: &Request, name: &str) -> Option<String> {
+    let value = request.headers().get(name)?.to_str().ok()?.trim();
+    (!value.is_empty()).then(|| bounded(value).to_owned())
+}
+
+/// Records `broker_request_latency_seconds` and writes the one access-log line per request,
+/// in the Python service's shape (contract §8) so its CloudWatch filters keep matching:
+/// `action` = `"<METHOD> <path>"`, `outcome` = `success` below 400 else `failure`,
+/// `latency_ms`, `track_id`, `instruqt_track_id`, `sandbox_id`, `error`. Levels: 5xx at
+/// ERROR, 4xx at WARN, the rest at INFO (successful health, readiness and metrics calls at
+/// DEBUG: a load balancer polls them).
 async fn record_request(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let _in_flight = InFlightGuard::new(&app.metrics.requests_in_flight);
@@ -170,6 +206,12 @@ async fn record_request(State(app): State<AppState>, request: Request, next: Nex
         .get::<MatchedPath>()
         .map_or_else(|| "<unknown>".to_owned(), |p| p.as_str().to_owned());
     let request_id = request_id_of(&request);
+    let action = format!("{method} {}", bounded(request.uri().path()));
+    let track_id = logged_header(&request, extract::STUDENT_HEADER)
+        .or_else(|| logged_header(&request, extract::LEGACY_STUDENT_HEADER));
+    let instruqt_track_id = logged_header(&request, extract::TRACK_HEADER);
+    let path_sandbox = path_parameter(&route, request.uri().path(), "{sandbox_id}")
+        .map(|id| bounded(id).to_owned());
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status();
@@ -177,19 +219,59 @@ async fn record_request(State(app): State<AppState>, request: Request, next: Nex
         .request_latency_seconds
         .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
         .observe(elapsed.as_secs_f64());
-    let outcome = outcome_of(&response);
-    let action = action_of(&method, &route, &app.config.api_base_path);
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    let error_code = response.extensions().get::<ErrorBody>().map(|b| b.code);
-    if action.starts_with("ops.") && status.is_success() {
-        tracing::debug!(request_id, action, outcome, latency_ms, http.method = %method, http.route = %route, http.status = status.as_u16(), "request");
+    let outcome = if status.as_u16() < 400 {
+        "success"
     } else {
-        tracing::info!(request_id, action, outcome, latency_ms, error.code = error_code, http.method = %method, http.route = %route, http.status = status.as_u16(), "request");
+        "failure"
+    };
+    let result = result_of(&response);
+    let operation = operation_of(&method, &route, &app.config.api_base_path);
+    let latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let error_body = response.extensions().get::<ErrorBody>();
+    let error_code = error_body.map(|b| b.code);
+    let error = error_body.map(|b| b.message.as_str());
+    let sandbox_id = response
+        .extensions()
+        .get::<LoggedSandbox>()
+        .map(|s| s.0.clone())
+        .or(path_sandbox);
+    let message = format!("{action} - {}", status.as_u16());
+    macro_rules! access_log {
+        ($level:ident) => {
+            tracing::$level!(
+                request_id,
+                action,
+                outcome,
+                latency_ms,
+                track_id,
+                instruqt_track_id,
+                sandbox_id,
+                error,
+                operation,
+                result,
+                error.code = error_code,
+                http.method = %method,
+                http.route = %route,
+                http.status = status.as_u16(),
+                "{message}"
+            )
+        };
+    }
+    if status.is_server_error() {
+        access_log!(error);
+    } else if status.is_client_error() {
+        access_log!(warn);
+    } else if operation.starts_with("ops.") {
+        access_log!(debug);
+    } else {
+        access_log!(info);
     }
     response
 }
 
-fn outcome_of(response: &Response) -> &'static str {
+/// What the request came to, finer than `outcome`: a handler's own outcome
+/// (`success`, `idempotent`, …), `no_sandboxes`, `rejected` (4xx), `error` (5xx).
+fn result_of(response: &Response) -> &'static str {
     if let Some(Outcome(outcome)) = response.extensions().get::<Outcome>() {
         return outcome;
     }
@@ -202,7 +284,7 @@ fn outcome_of(response: &Response) -> &'static str {
 }
 
 /// A stable name for what the request did, for log filters: `allocate`, `admin.stats`, …
-fn action_of(method: &Method, route: &str, base: &str) -> String {
+fn operation_of(method: &Method, route: &str, base: &str) -> String {
     if route == "<unknown>" {
         return "unknown".into();
     }
@@ -318,6 +400,32 @@ mod tests {
     }
 
     #[test]
+    fn the_sandbox_id_is_read_where_the_route_has_it() {
+        let route = "/v1/sandboxes/{sandbox_id}/mark-for-deletion";
+        assert_eq!(
+            path_parameter(
+                route,
+                "/v1/sandboxes/2012224/mark-for-deletion",
+                "{sandbox_id}"
+            ),
+            Some("2012224")
+        );
+        assert_eq!(
+            path_parameter(
+                "/v1/sandboxes/{sandbox_id}",
+                "/v1/sandboxes/77",
+                "{sandbox_id}"
+            ),
+            Some("77")
+        );
+        assert_eq!(
+            path_parameter("/v1/allocate", "/v1/allocate", "{sandbox_id}"),
+            None
+        );
+        assert_eq!(bounded(&"x".repeat(500)).len(), MAX_LOGGED_CHARS);
+    }
+
+    #[test]
     fn actions_name_routes_stably() {
         let cases = [
             (Method::POST, "/v1/allocate", "allocate"),
@@ -329,7 +437,7 @@ mod tests {
             (Method::GET, "<unknown>", "unknown"),
         ];
         for (method, route, action) in cases {
-            assert_eq!(action_of(&method, route, "/v1"), action, "{route}");
+            assert_eq!(operation_of(&method, route, "/v1"), action, "{route}");
         }
     }
 }

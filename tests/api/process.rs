@@ -204,8 +204,44 @@ async fn sigterm_exits_zero_and_logs_are_json_with_the_operator_fields() {
     ] {
         assert!(!access[field].is_null(), "{field} missing from {access}");
     }
-    assert_eq!(access["action"], "allocate");
-    assert_eq!(access["outcome"], "no_sandboxes");
+    // The Python service's shape, so its CloudWatch filters keep matching.
+    assert_eq!(access["action"], "POST /v1/allocate");
+    assert_eq!(access["outcome"], "failure");
+    assert_eq!(access["message"], "POST /v1/allocate - 409");
+    assert_eq!(access["track_id"], "stu");
+    assert_eq!(access["level"], "WARN", "a 4xx is a warning, 5xx an error");
+    assert!(access["latency_ms"].is_u64(), "{access}");
+    assert_eq!(
+        access["error"], "No sandboxes available in pool",
+        "{access}"
+    );
+    // Ours, beside them.
+    assert_eq!(access["operation"], "allocate");
+    assert_eq!(access["result"], "no_sandboxes");
+
+    let expired = client
+        .post(format!("{}/v1/admin/expire", server.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("Content-Type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), StatusCode::OK);
+    let job = loop {
+        let line = server
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("job log line");
+        let event: Value = serde_json::from_str(&line).expect("JSON log line");
+        if event["action"] == "background_expiry" {
+            break event;
+        }
+    };
+    assert_eq!(
+        (job["outcome"].as_str(), job["level"].as_str()),
+        (Some("success"), Some("INFO")),
+        "{job}"
+    );
     assert!(
         !access.to_string().contains(TRACK_TOKEN),
         "a token reached the logs"

@@ -10,7 +10,7 @@ use crate::app::AppState;
 use crate::domain::now_epoch;
 use crate::http::error::Result;
 use crate::http::extract::{AllocationHeaders, SandboxIdPath, Student};
-use crate::http::middleware::Outcome;
+use crate::http::middleware::{LoggedSandbox, Outcome};
 use crate::http::views::{AllocationView, ErrorEnvelope, MarkView, SandboxView};
 
 /// Allocates a sandbox to the student, or returns the one this allocation key already holds.
@@ -54,6 +54,7 @@ pub async fn allocate_sandbox(
     Ok((
         status,
         axum::Extension(Outcome(outcome.as_str())),
+        axum::Extension(LoggedSandbox(allocation.sandbox.sandbox_id)),
         Json(view),
     )
         .into_response())
