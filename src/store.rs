@@ -393,6 +393,12 @@ pub trait Store: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The external database behind the store, named as `/readyz` reports it beside
+    /// `checks.store` (`dynamodb`, the key the Python service used); `None` in-process.
+    fn backend(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Applies a complete provider listing: its sandboxes become (or stay) `available`
     /// unless the broker holds them in another status, and `available` rows it no longer
     /// lists become `stale`. Every change is conditional on the status it starts from.

@@ -72,6 +72,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
     };
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api)
+        .routes(routes!(ops::root))
         .routes(routes!(ops::health))
         .routes(routes!(ops::readiness))
         .routes(routes!(ops::metrics))
@@ -84,6 +85,7 @@ pub fn build(state: AppState) -> Router {
     let base = state.config.api_base_path.clone();
     let docs = SwaggerUi::new(format!("{base}/docs")).url(format!("{base}/openapi.json"), openapi);
     let dashboard = Router::new()
+        .route(&format!("{base}/redoc"), get(ops::redoc))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/app.css", get(dashboard::style));

@@ -285,6 +285,20 @@ pub struct ReadyView {
 pub struct ReadyChecks {
     /// `ok`, or a short reason such as `unavailable` or `timeout`.
     pub store: String,
+    /// On the DynamoDB store, the same answer under the key the Python service used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamodb: Option<String>,
+}
+
+/// `GET /` answer, as the Python service gave it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RootView {
+    /// `Sandbox Broker API`.
+    pub service: String,
+    /// This build's version.
+    pub version: String,
+    /// Where the API docs are.
+    pub docs: String,
 }
 
 /// The error envelope every error answer carries.

@@ -669,4 +669,8 @@ impl Store for DynamoStore {
     fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
         self.calls.collectors()
     }
+
+    fn backend(&self) -> Option<&'static str> {
+        Some("dynamodb")
+    }
 }

@@ -21,6 +21,11 @@ fn assert_security_headers(response: &Response, what: &str) {
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
+        (
+            "permissions-policy",
+            "geolocation=(), microphone=(), camera=()",
+        ),
+        ("x-xss-protection", "0"),
     ] {
         assert_eq!(
             headers.get(name).map(|v| v.to_str().unwrap()),
@@ -41,6 +46,16 @@ fn assert_security_headers(response: &Response, what: &str) {
         headers.contains_key("x-request-id"),
         "X-Request-ID on {what}"
     );
+    let json = headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        assert_eq!(
+            headers.get("cache-control").map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "Cache-Control on {what}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -62,6 +77,34 @@ async fn healthz_and_readyz_report_without_auth() {
     assert!(health["timestamp"].is_i64());
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["store"], "ok");
+    // The Python service's key, where the store is DynamoDB.
+    let dynamodb = app.store.backend().map(|_| "ok");
+    assert_eq!(ready["checks"]["dynamodb"].as_str(), dynamodb, "{ready}");
+}
+
+#[tokio::test]
+async fn the_root_answers_as_before_and_redoc_leads_to_the_docs() {
+    let app = spawn_app().await;
+
+    let root = app.client.get(app.url("/")).send().await.unwrap();
+    assert_security_headers(&root, "GET /");
+    let root = json_of(root, StatusCode::OK).await;
+    let redoc = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/v1/redoc"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (root["service"].as_str(), root["docs"].as_str()),
+        (Some("Sandbox Broker API"), Some("/v1/docs"))
+    );
+    assert_eq!(root["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(redoc.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(redoc.headers()["location"], "/v1/docs/");
 }
 
 #[tokio::test]
@@ -213,6 +256,10 @@ async fn cors_preflight_allows_the_api_headers() {
     assert_eq!(
         headers["access-control-allow-origin"],
         "https://labs.example.com"
+    );
+    assert_eq!(
+        headers["access-control-max-age"], "3600",
+        "preflights cached for an hour, as before"
     );
     let allowed = headers["access-control-allow-headers"].to_str().unwrap();
     assert!(

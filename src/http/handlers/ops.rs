@@ -10,10 +10,26 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::domain::now_epoch;
 use crate::http::error::{ApiError, Result};
-use crate::http::views::{HealthView, ReadyChecks, ReadyView};
+use crate::http::views::{HealthView, ReadyChecks, ReadyView, RootView};
 
 /// How long readiness waits for the store before calling it unavailable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What this service is and where its docs are, as the Python service answered `GET /`.
+#[utoipa::path(get, path = "/", tag = "ops", responses((status = 200, body = RootView)))]
+pub async fn root(State(app): State<AppState>) -> Json<RootView> {
+    Json(RootView {
+        service: "Sandbox Broker API".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        docs: format!("{}/docs", app.config.api_base_path),
+    })
+}
+
+/// The Python service's ReDoc page: the same document is served by the Swagger UI, so
+/// this answers with a redirect there rather than vendoring a second docs bundle.
+pub async fn redoc(State(app): State<AppState>) -> axum::response::Redirect {
+    axum::response::Redirect::permanent(&format!("{}/docs/", app.config.api_base_path))
+}
 
 /// Liveness: the process serves HTTP. Never checks dependencies.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = HealthView)))]
@@ -44,6 +60,7 @@ pub async fn readiness(State(app): State<AppState>) -> Response {
         timestamp: now_epoch(),
         checks: ReadyChecks {
             store: store.into(),
+            dynamodb: app.store.backend().map(|_| store.to_owned()),
         },
     };
     let status = if ready {
