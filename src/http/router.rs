@@ -70,13 +70,81 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
     } else {
         OpenApiRouter::new().nest(base, api)
     };
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api)
         .routes(routes!(ops::root))
         .routes(routes!(ops::health))
         .routes(routes!(ops::readiness))
         .routes(routes!(ops::metrics))
-        .split_for_parts()
+        .split_for_parts();
+    declare_common_errors(&mut openapi, base);
+    (router, openapi)
+}
+
+/// Which routes answer a status regardless of what they do: the layers around them.
+fn common_errors(path: &str, post: bool, base: &str) -> Vec<(&'static str, &'static str)> {
+    let mut statuses = vec![
+        ("408", "The request took longer than REQUEST_TIMEOUT_SEC"),
+        ("500", "An internal error (the envelope says no more)"),
+    ];
+    // The ops routes are unprefixed and open (API_BASE_PATH may be empty).
+    let ops = matches!(path, "/" | "/healthz" | "/readyz" | "/metrics");
+    let Some(api_path) = path
+        .strip_prefix(base)
+        .filter(|rest| !ops && rest.starts_with('/'))
+    else {
+        return statuses;
+    };
+    let admin = api_path.starts_with("/admin/");
+    statuses.extend([
+        ("400", "A header, path or query value fails validation"),
+        ("401", "Missing, malformed or unknown bearer token"),
+        ("429", "Rate limited; see Retry-After"),
+        (
+            "503",
+            "The store (or the provider) is unavailable; see Retry-After",
+        ),
+    ]);
+    if admin {
+        statuses.push(("403", "A valid token that is not an admin token"));
+    }
+    if post {
+        statuses.push(("413", "The request body is larger than allowed"));
+    }
+    statuses
+}
+
+/// Adds to every operation the statuses the middleware and extractors can answer, each with
+/// the error envelope as its body, unless the route already declares that status.
+fn declare_common_errors(openapi: &mut utoipa::openapi::OpenApi, base: &str) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    for (path, item) in &mut openapi.paths.paths {
+        let operations = [(&mut item.get, false), (&mut item.post, true)];
+        for (operation, post) in operations {
+            let Some(operation) = operation.as_mut() else {
+                continue;
+            };
+            for (status, description) in common_errors(path, post, base) {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                    });
+            }
+        }
+    }
 }
 
 /// The complete router: routes, API docs, fallback and the middleware stack.

@@ -13,12 +13,12 @@ use crate::helpers::{
     TestApp, error_of, fresh_store, json_of, spawn_app, spawn_app_on, spawn_app_with,
 };
 
-fn account(id: u64, name: &str) -> Value {
+pub(crate) fn account(id: u64, name: &str) -> Value {
     json!({"id": format!("identity/accounts/uuid-{id}"), "csp_id": id, "name": name, "account_type": "sandbox", "state": "active"})
 }
 
 /// A simulated CSP listing `accounts`, answering after `delay`.
-async fn csp(accounts: Vec<Value>, delay: Duration) -> MockServer {
+pub(crate) async fn csp(accounts: Vec<Value>, delay: Duration) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/v2/current_user/accounts"))

@@ -18,6 +18,7 @@ mod niosxaas;
 mod ops;
 mod process;
 mod provider;
+mod schema_conformance;
 mod shutdown;
 mod store_conformance;
 mod track;

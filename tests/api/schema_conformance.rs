@@ -1,0 +1,101 @@
+//! The OpenAPI document against the live service: schemathesis (from PyPI, cached under
+//! `target/`) generates requests for every operation — valid, edge-case and malformed —
+//! and checks that no answer is a status the document does not declare, breaks its
+//! schema or content type, or is a server error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use std::time::Duration;
+
+use wiremock::matchers::method;
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, spawn_app_with};
+use crate::jobs::{account, csp, use_csp};
+
+/// The pinned schemathesis release.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// The checks the contract asks for: documented statuses, schema, content type, headers,
+/// and no 5xx for any request.
+const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+        PathBuf::from,
+    )
+}
+
+/// A virtualenv with schemathesis, made once. A marker written after the install says it
+/// is complete, so an interrupted install is redone rather than used half-made.
+fn schemathesis() -> PathBuf {
+    let venv = target_dir().join(format!("schemathesis-{}", SCHEMATHESIS.replace("==", "-")));
+    let binary = venv.join("bin/schemathesis");
+    let complete = venv.join(".installed");
+    if complete.is_file() {
+        return binary;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv (is Python 3 installed?)");
+    assert!(made.success(), "python3 -m venv failed");
+    let installed = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", SCHEMATHESIS])
+        .status()
+        .expect("pip install schemathesis");
+    assert!(installed.success(), "pip install {SCHEMATHESIS} failed");
+    std::fs::write(&complete, SCHEMATHESIS).expect("mark the install complete");
+    binary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_undocumented_status_and_no_answer_breaking_the_schema() {
+    let binary = tokio::task::spawn_blocking(schemathesis).await.unwrap();
+    // A provider that lists sandboxes and deletes any, so sync and cleanup can succeed.
+    let provider = csp(
+        (1..=50)
+            .map(|n| account(n, &format!("lab-csp-{n}")))
+            .collect(),
+        Duration::ZERO,
+    )
+    .await;
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&provider)
+        .await;
+    let app = spawn_app_with(|c| use_csp(c, &provider)).await;
+    app.seed("lab-", 0, 200).await;
+    let spec = app.url("/v1/openapi.json");
+    let workdir = tempfile::tempdir().unwrap();
+
+    for (tag, token) in [
+        ("track", TRACK_TOKEN),
+        ("admin", ADMIN_TOKEN),
+        ("ops", "none"),
+    ] {
+        let (binary, spec, dir) = (binary.clone(), spec.clone(), workdir.path().to_owned());
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new(binary)
+                .args(["run", &spec, "--checks", CHECKS, "--include-tag", tag])
+                .args(["--max-examples", "30", "--seed", "20261202"])
+                .args(["-H", &format!("Authorization: Bearer {token}")])
+                .current_dir(dir)
+                .env("NO_COLOR", "1")
+                .output()
+                .expect("run schemathesis")
+        })
+        .await
+        .unwrap();
+        assert!(
+            output.status.success(),
+            "schemathesis on the {tag} routes:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
