@@ -60,10 +60,7 @@ impl AllocateInput {
     /// The store request at `now` with the configured lab duration.
     pub fn into_request(self, lab_duration_hours: u32, now: i64) -> AllocationRequest {
         AllocationRequest {
-            key: AllocationKey {
-                student: self.student,
-                idempotency_key: self.idempotency_key,
-            },
+            key: AllocationKey::new(self.student, self.idempotency_key),
             track_name: self.track_name,
             name_prefix: self.name_prefix,
             lab_duration_hours,

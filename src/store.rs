@@ -54,22 +54,42 @@ pub struct AllocationKey {
 }
 
 impl AllocationKey {
-    /// The `idempotency_key` the Python service stored on the rows it allocated for this
-    /// key: the request's `Idempotency-Key`, or the student key when there was none.
-    pub fn python_idempotency_key(&self) -> &str {
+    /// The key of a request. An `Idempotency-Key` equal to the student key is the same as
+    /// none: the Python service stored exactly that for allocations without the header, so
+    /// on a row the two cannot be told apart.
+    pub fn new(student: StudentKey, idempotency_key: Option<IdempotencyKey>) -> Self {
+        let idempotency_key = idempotency_key.filter(|key| key.as_str() != student.as_str());
+        Self {
+            student,
+            idempotency_key,
+        }
+    }
+
+    /// The `idempotency_key` a row holding this key's allocation carries, whichever
+    /// service made it: the `Idempotency-Key`, or the student key when there was none (the
+    /// Python service's rule, so it finds this service's allocations after a rollback).
+    pub fn stored_idempotency_key(&self) -> &str {
         self.idempotency_key
             .as_ref()
             .map_or(self.student.as_str(), IdempotencyKey::as_str)
+    }
+
+    /// Whether `row` was allocated for this key: its holder is the student and it carries
+    /// [`Self::stored_idempotency_key`] — or none at all, for a key without an
+    /// `Idempotency-Key`, as this service's rows from before it stored one do.
+    pub fn holds(&self, row: &Sandbox) -> bool {
+        row.is_held_by(&self.student)
+            && match row.idempotency_key.as_deref() {
+                Some(stored) => stored == self.stored_idempotency_key(),
+                None => self.idempotency_key.is_none(),
+            }
     }
 
     /// Whether `row` is this key's allocation made by another service on the same table
     /// (the Python one): it has no allocation-key item, only the row's holder and
     /// `idempotency_key` say whose it is.
     pub fn holds_foreign(&self, row: &Sandbox) -> bool {
-        row.status == SandboxStatus::Allocated
-            && !row.allocated_here()
-            && row.is_held_by(&self.student)
-            && row.idempotency_key.as_deref() == Some(self.python_idempotency_key())
+        row.status == SandboxStatus::Allocated && !row.allocated_here() && self.holds(row)
     }
 
     /// One string per key; the separator cannot occur in either (printable ASCII) part.
@@ -79,6 +99,14 @@ impl AllocationKey {
             self.idempotency_key.as_ref().map(IdempotencyKey::as_str),
         )
     }
+}
+
+/// The encoded key of the allocation `row` holds, read back from its `allocated_to_track`
+/// and `idempotency_key` (the student key there means "no `Idempotency-Key`").
+pub fn allocation_key_of_row(row: &Sandbox) -> Option<String> {
+    let student = row.allocated_to_track.as_deref()?;
+    let idempotency_key = row.idempotency_key.as_deref().filter(|key| *key != student);
+    Some(encode_allocation_key(student, idempotency_key))
 }
 
 /// The string form of an allocation key, from a request or from a stored row's
@@ -570,6 +598,49 @@ pub enum DeletionOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_store_the_student_key_for_no_idempotency_key_and_read_back_to_the_same_key() {
+        let student = || StudentKey::parse("s", "stu").unwrap();
+        let idem = |k: &str| Some(IdempotencyKey::parse("k", k).unwrap());
+        assert_eq!(
+            AllocationKey::new(student(), idem("stu")),
+            AllocationKey::new(student(), None),
+            "an Idempotency-Key equal to the student key is none"
+        );
+        let plain = AllocationKey::new(student(), None);
+        let keyed = AllocationKey::new(student(), idem("lab-2"));
+        assert_eq!(plain.stored_idempotency_key(), "stu");
+        assert_eq!(keyed.stored_idempotency_key(), "lab-2");
+        let mut row = NewSandbox {
+            sandbox_id: SandboxId::parse("id", "1").unwrap(),
+            name: crate::domain::SandboxName::parse("n", "lab-1").unwrap(),
+            external_id: crate::domain::ExternalId::parse("e", "x").unwrap(),
+            sfdc_account_id: None,
+        }
+        .into_available_row(0);
+        row.allocated_to_track = Some("stu".into());
+        for (stored, holder) in [
+            (Some("stu"), &plain),
+            (Some("lab-2"), &keyed),
+            (None, &plain),
+        ] {
+            row.idempotency_key = stored.map(str::to_owned);
+            assert_eq!(
+                allocation_key_of_row(&row).as_deref(),
+                Some(holder.encoded().as_str()),
+                "{stored:?}"
+            );
+            assert!(holder.holds(&row), "{stored:?}");
+        }
+        row.idempotency_key = Some("stu".into());
+        assert!(!keyed.holds(&row));
+        row.idempotency_key = None;
+        assert!(
+            !keyed.holds(&row),
+            "a row without one is only a plain key's"
+        );
+    }
 
     #[test]
     fn a_python_allocation_belongs_to_the_key_whose_idempotency_key_it_stored() {

@@ -45,7 +45,7 @@ use self::item::{AttributeValuesExt, Item, n, niosxaas_history_key, returned_row
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
-    encode_allocation_key,
+    allocation_key_of_row,
 };
 use crate::domain::{
     DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
@@ -366,10 +366,9 @@ impl DynamoStore {
     /// Frees the allocation key that points at `row`, if it still does. Best effort:
     /// allocation also recognises a key that points at a released sandbox.
     async fn free_allocation_key(&self, budget: &Budget, row: &Sandbox) {
-        let Some(student) = row.allocated_to_track.as_deref() else {
+        let Some(encoded) = allocation_key_of_row(row) else {
             return;
         };
-        let encoded = encode_allocation_key(student, row.idempotency_key.as_deref());
         let delete = self
             .client()
             .delete_item()

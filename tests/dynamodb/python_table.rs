@@ -493,3 +493,131 @@ async fn serve_on_the_python_table_before_init_table_refuses_to_start_and_says_w
         .unwrap();
     assert!(missing.is_empty(), "{missing:?}");
 }
+
+/// Every item of `table`, all pages.
+async fn scan_all(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        items.extend(page.items().iter().cloned());
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return items,
+        }
+    }
+}
+
+/// The statuses the Python service's `SandboxStatus` knows.
+const PYTHON_STATUSES: [&str; 5] = [
+    "available",
+    "allocated",
+    "pending_deletion",
+    "stale",
+    "deletion_failed",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back() {
+    let now = sandbox_broker::domain::now_epoch();
+    let (app, client, table) = python_table_app(
+        vec![python_allocation("5001", "stu-py", "stu-py", now - 3600)],
+        6,
+    )
+    .await;
+    // A day of this service: allocations with and without a key, a replay of a Python
+    // allocation, a release, and every job that needs no provider.
+    json_of(app.allocate("stu-a").await, StatusCode::CREATED).await;
+    json_of(
+        app.allocate_with("stu-b", &[("Idempotency-Key", "lab-7")])
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    json_of(app.allocate("stu-py").await, StatusCode::OK).await;
+    let released = json_of(app.allocate("stu-c").await, StatusCode::CREATED).await;
+    let released = released["sandbox_id"].as_str().unwrap().to_owned();
+    json_of(app.mark(&released, "stu-c").await, StatusCode::OK).await;
+    for job in ["/v1/admin/expire", "/v1/admin/auto-delete-stale"] {
+        let response = app.admin(Method::POST, job).send().await.unwrap();
+        json_of(response, StatusCode::OK).await;
+    }
+
+    // What the Python service's code meets on the table (app/db/dynamodb.py and
+    // app/services/admin.py): its sync reads `sandbox_id` from every item a scan returns;
+    // its stats count `status`; its lists and lookups build a Sandbox from `sandbox_id`,
+    // `name`, `external_id`, a known `status` and integer numbers.
+    let items = scan_all(&client, &table).await;
+    assert!(
+        items.len() > 7,
+        "rows, key items and job items: {}",
+        items.len()
+    );
+    for item in &items {
+        let pk = match item.get("PK") {
+            Some(AttributeValue::S(pk)) => pk.as_str(),
+            other => panic!("PK {other:?}"),
+        };
+        assert!(
+            matches!(item.get("sandbox_id"), Some(AttributeValue::S(_))),
+            "{pk}: the Python sync reads sandbox_id from every item: {item:?}"
+        );
+        if let Some(row) = pk.strip_prefix("SBX#") {
+            for text in ["name", "external_id", "status"] {
+                assert!(
+                    matches!(item.get(text), Some(AttributeValue::S(_))),
+                    "{row}: {text}"
+                );
+            }
+            let Some(AttributeValue::S(status)) = item.get("status") else {
+                unreachable!()
+            };
+            assert!(
+                PYTHON_STATUSES.contains(&status.as_str()),
+                "{row}: {status}"
+            );
+            for number in ["allocated_at", "lab_duration_hours", "deletion_retry_count"] {
+                if let Some(value) = item.get(number) {
+                    let AttributeValue::N(value) = value else {
+                        panic!("{row}: {number} is not a number: {value:?}")
+                    };
+                    assert!(value.parse::<i64>().is_ok(), "{row}: {number} = {value}");
+                }
+            }
+        } else {
+            assert!(
+                !item.contains_key("status"),
+                "{pk}: an item of this service with a status would count as a sandbox"
+            );
+        }
+    }
+    // Python's idempotency lookup (IdempotencyIndex, the request's key or else the student
+    // key) finds this service's allocations, so a mid-lab student keeps the sandbox.
+    for (idempotency_key, student) in [("stu-a", "stu-a"), ("lab-7", "stu-b")] {
+        let found = client
+            .query()
+            .table_name(&table)
+            .index_name("IdempotencyIndex")
+            .key_condition_expression("idempotency_key = :k")
+            .expression_attribute_values(":k", s(idempotency_key))
+            .limit(1)
+            .send()
+            .await
+            .unwrap();
+        let item = &found.items()[0];
+        assert_eq!(
+            (item.get("status"), item.get("allocated_to_track")),
+            (Some(&s("allocated")), Some(&s(student))),
+            "{idempotency_key}"
+        );
+    }
+}

@@ -261,9 +261,7 @@ impl DynamoStore {
                 .is_some_and(|id| self.abandoned.adopt(id));
         let row = self.row(budget, &current.sandbox_id).await?;
         match row {
-            Some(row)
-                if row.status == SandboxStatus::Allocated && held_by_key(&row, race.request) =>
-            {
+            Some(row) if row.status == SandboxStatus::Allocated && race.request.key.holds(&row) => {
                 Ok(Some(race.done(row, mine)))
             }
             Some(row) if row.status == SandboxStatus::Available => {
@@ -327,13 +325,11 @@ impl DynamoStore {
             .expression_attribute_values(":hours", n(request.lab_duration_hours))
             .expression_attribute_values(":me", s(ALLOCATED_BY_BROKER))
             .return_values(ReturnValue::AllNew);
-        match &request.key.idempotency_key {
-            Some(idem) => {
-                set.push_str(", idempotency_key = :idem");
-                update = update.expression_attribute_values(":idem", s(idem.as_str()));
-            }
-            None => remove.push("idempotency_key"),
-        }
+        // Always stored, the student key standing for "no Idempotency-Key" (see
+        // `AllocationKey::stored_idempotency_key`), so the Python service finds it too.
+        set.push_str(", idempotency_key = :idem");
+        update =
+            update.expression_attribute_values(":idem", s(request.key.stored_idempotency_key()));
         match &request.track_name {
             Some(track) => {
                 set.push_str(", track_name = :track");
@@ -376,7 +372,7 @@ impl DynamoStore {
                 };
                 if let Some(row) = current
                     && row.status == SandboxStatus::Allocated
-                    && held_by_key(&row, request)
+                    && request.key.holds(&row)
                 {
                     return Ok(Some(race.done(row, mine)));
                 }
@@ -472,11 +468,4 @@ impl DynamoStore {
             .map(|item| KeyItem::parse(key, &item))
             .transpose()
     }
-}
-
-/// Whether `row` was allocated for this request's key (student and idempotency key).
-fn held_by_key(row: &Sandbox, request: &AllocationRequest) -> bool {
-    row.is_held_by(&request.key.student)
-        && row.idempotency_key.as_deref()
-            == request.key.idempotency_key.as_ref().map(|k| k.as_str())
 }

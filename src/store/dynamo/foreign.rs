@@ -64,7 +64,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .index_name(IDEMPOTENCY_INDEX)
             .key_condition_expression("idempotency_key = :k")
-            .expression_attribute_values(":k", s(request.key.python_idempotency_key()));
+            .expression_attribute_values(":k", s(request.key.stored_idempotency_key()));
         let page = self
             .calls
             .send(budget, || query.clone().send())

@@ -16,6 +16,13 @@ use crate::store::{JobRecord, LeaseOutcome, StoreError};
 /// Partition key of every job item.
 const JOB_PARTITION: &str = "JOB";
 
+/// The `sandbox_id` a job item carries, naming no sandbox: the Python service's sync reads
+/// `sandbox_id` from every item its scan meets (a missing one stops it), then finds no
+/// `SBX#JOB#…` row for this one and moves on — so a rollback to it is safe.
+fn placeholder_sandbox_id(job: &str) -> AttributeValue {
+    s(format!("{JOB_PARTITION}#{job}"))
+}
+
 fn job_key(job: &str) -> Item {
     HashMap::from([
         ("PK".to_owned(), s(JOB_PARTITION)),
@@ -63,7 +70,10 @@ impl DynamoStore {
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(job_key(job)))
-                .update_expression("SET holder = :me, lease_expires_at_ms = :until")
+                .update_expression(
+                    "SET holder = :me, lease_expires_at_ms = :until, sandbox_id = :placeholder",
+                )
+                .expression_attribute_values(":placeholder", placeholder_sandbox_id(job))
                 .condition_expression(
                     "attribute_not_exists(holder) OR holder = :me OR lease_expires_at_ms < :now",
                 )
@@ -106,7 +116,7 @@ impl DynamoStore {
             .iter()
             .map(|(name, count)| (name.clone(), n(count)))
             .collect();
-        let mut set = vec!["last_counts = :counts"];
+        let mut set = vec!["last_counts = :counts", "sandbox_id = :placeholder"];
         let mut remove = Vec::new();
         let budget = self.calls.budget();
         let mut update = self
@@ -114,7 +124,8 @@ impl DynamoStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(job_key(&run.job)))
-            .expression_attribute_values(":counts", AttributeValue::M(counts));
+            .expression_attribute_values(":counts", AttributeValue::M(counts))
+            .expression_attribute_values(":placeholder", placeholder_sandbox_id(&run.job));
         let optional = [
             ("last_started_at", ":started", run.last_started_at.map(n)),
             ("last_finished_at", ":finished", run.last_finished_at.map(n)),

@@ -19,7 +19,7 @@ use crate::provider::ProviderSandbox;
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListCursor, ListQuery, MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary,
-    TrackStats, encode_allocation_key, finished_row,
+    TrackStats, allocation_key_of_row, finished_row,
 };
 
 /// `sandbox_id` → the row as JSON.
@@ -53,14 +53,6 @@ fn available_key(row: &Sandbox) -> String {
 
 fn status_key(status: SandboxStatus, id: &str) -> String {
     format!("{status}\0{id}")
-}
-
-fn allocation_key_of(row: &Sandbox) -> Option<String> {
-    let student = row.allocated_to_track.as_deref()?;
-    Some(encode_allocation_key(
-        student,
-        row.idempotency_key.as_deref(),
-    ))
 }
 
 /// Creates any missing table, so readers never meet a table that does not exist.
@@ -420,11 +412,7 @@ impl<'txn> Tables<'txn> {
         let mut new = old.clone();
         new.status = SandboxStatus::Allocated;
         new.allocated_to_track = Some(request.key.student.as_str().to_owned());
-        new.idempotency_key = request
-            .key
-            .idempotency_key
-            .as_ref()
-            .map(|k| k.as_str().to_owned());
+        new.idempotency_key = Some(request.key.stored_idempotency_key().to_owned());
         new.track_name = request.track_name.as_ref().map(|t| t.as_str().to_owned());
         new.allocated_at = Some(request.now);
         new.lab_duration_hours = Some(request.lab_duration_hours);
@@ -473,7 +461,7 @@ impl<'txn> Tables<'txn> {
     /// Frees the allocation key of a released row, if it still points at it: the key's
     /// next allocation must get a new sandbox.
     fn free_allocation_key(&mut self, released: &Sandbox) -> Result<(), StoreError> {
-        let Some(key) = allocation_key_of(released) else {
+        let Some(key) = allocation_key_of_row(released) else {
             return Ok(());
         };
         let points_here = self
