@@ -145,6 +145,13 @@ impl EmbeddedStore {
         if tables::ensure_status_index(&db).map_err(storage)? {
             tracing::info!("embedded store: rebuilt the status index");
         }
+        let marked = tables::mark_own_allocations(&db).map_err(storage)?;
+        if marked > 0 {
+            tracing::info!(
+                marked,
+                "embedded store: marked earlier allocations as this service's"
+            );
+        }
         let stats = tables::count_statuses(&db)
             .map_err(storage)?
             .ok_or_else(|| OpenError::Corrupt(path.to_owned()))?;

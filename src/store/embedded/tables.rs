@@ -108,6 +108,43 @@ pub(super) fn ensure_status_index(db: &Database) -> Result<bool, redb::Error> {
     Ok(true)
 }
 
+/// Marks allocations made before rows recorded who made them as this service's: only this
+/// service ever writes an embedded store, so their recorded lab duration is trusted (see
+/// `domain::LabPolicy`). Returns how many it marked.
+pub(super) fn mark_own_allocations(db: &Database) -> Result<u64, redb::Error> {
+    let corrupt = |err: StoreError| redb::Error::Corrupted(err.to_string());
+    let txn = db.begin_write()?;
+    let mut marked = 0;
+    {
+        let by_status = txn.open_table(BY_STATUS)?;
+        let mut sandboxes = txn.open_table(SANDBOXES)?;
+        let prefix = status_key(SandboxStatus::Allocated, "");
+        let mut unmarked = Vec::new();
+        for entry in by_status.range(prefix.as_str()..)? {
+            let (key, _) = entry?;
+            let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            let row = match sandboxes.get(id)? {
+                Some(value) => decode(id, value.value()).map_err(corrupt)?,
+                None => continue,
+            };
+            if row.allocated_by.is_none() {
+                unmarked.push(row);
+            }
+        }
+        for mut row in unmarked {
+            row.allocated_by = Some(ALLOCATED_BY_BROKER.to_owned());
+            let bytes =
+                serde_json::to_vec(&row).map_err(|err| redb::Error::Corrupted(err.to_string()))?;
+            sandboxes.insert(row.sandbox_id.as_str(), bytes.as_slice())?;
+            marked += 1;
+        }
+    }
+    txn.commit()?;
+    Ok(marked)
+}
+
 /// Counts rows per status; `None` when a row cannot be decoded.
 pub(super) fn count_statuses(db: &Database) -> Result<Option<PoolStats>, redb::Error> {
     let txn = db.begin_read()?;
@@ -808,6 +845,34 @@ mod tests {
             external_id: ExternalId::parse("ext", "identity/accounts/x").unwrap(),
             sfdc_account_id: None,
         }
+    }
+
+    #[test]
+    fn allocations_from_before_the_mark_are_marked_as_this_services_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        create_all(&db).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tables = Tables::open(&txn).unwrap();
+            tables.import(vec![row("1"), row("2")], 0).unwrap();
+            // An allocation as a build before `allocated_by` stored it.
+            let old = tables.row("1").unwrap().unwrap();
+            let mut allocated = old.clone();
+            allocated.status = SandboxStatus::Allocated;
+            allocated.allocated_to_track = Some("stu".into());
+            allocated.allocated_at = Some(100);
+            allocated.lab_duration_hours = Some(2);
+            tables.put(Some(&old), &allocated).unwrap();
+        }
+        txn.commit().unwrap();
+
+        assert_eq!(mark_own_allocations(&db).unwrap(), 1);
+        assert_eq!(mark_own_allocations(&db).unwrap(), 0, "once");
+        let marked = read_row(&db, "1").unwrap().unwrap();
+        assert!(marked.allocated_here());
+        assert_eq!(marked.lab_duration_hours, Some(2));
+        assert_eq!(read_row(&db, "2").unwrap().unwrap().allocated_by, None);
     }
 
     #[test]
