@@ -599,6 +599,20 @@ pub enum DeletionOutcome {
 mod tests {
     use super::*;
 
+    /// A row held by `student`, carrying `idempotency_key`.
+    fn held_row(student: &str, idempotency_key: Option<&str>) -> Sandbox {
+        let mut row = NewSandbox {
+            sandbox_id: SandboxId::parse("id", "1").unwrap(),
+            name: crate::domain::SandboxName::parse("n", "lab-1").unwrap(),
+            external_id: crate::domain::ExternalId::parse("e", "x").unwrap(),
+            sfdc_account_id: None,
+        }
+        .into_available_row(0);
+        row.allocated_to_track = Some(student.to_owned());
+        row.idempotency_key = idempotency_key.map(str::to_owned);
+        row
+    }
+
     #[test]
     fn rows_store_the_student_key_for_no_idempotency_key_and_read_back_to_the_same_key() {
         let student = || StudentKey::parse("s", "stu").unwrap();
@@ -612,14 +626,7 @@ mod tests {
         let keyed = AllocationKey::new(student(), idem("lab-2"));
         assert_eq!(plain.stored_idempotency_key(), "stu");
         assert_eq!(keyed.stored_idempotency_key(), "lab-2");
-        let mut row = NewSandbox {
-            sandbox_id: SandboxId::parse("id", "1").unwrap(),
-            name: crate::domain::SandboxName::parse("n", "lab-1").unwrap(),
-            external_id: crate::domain::ExternalId::parse("e", "x").unwrap(),
-            sfdc_account_id: None,
-        }
-        .into_available_row(0);
-        row.allocated_to_track = Some("stu".into());
+        let mut row = held_row("stu", None);
         for (stored, holder) in [
             (Some("stu"), &plain),
             (Some("lab-2"), &keyed),
@@ -649,16 +656,8 @@ mod tests {
             idempotency_key: idem.map(|k| IdempotencyKey::parse("k", k).unwrap()),
         };
         let python_row = |student: &str, idem: &str| {
-            let mut row = NewSandbox {
-                sandbox_id: SandboxId::parse("id", "1").unwrap(),
-                name: crate::domain::SandboxName::parse("n", "lab-1").unwrap(),
-                external_id: crate::domain::ExternalId::parse("e", "x").unwrap(),
-                sfdc_account_id: None,
-            }
-            .into_available_row(0);
+            let mut row = held_row(student, Some(idem));
             row.status = SandboxStatus::Allocated;
-            row.allocated_to_track = Some(student.to_owned());
-            row.idempotency_key = Some(idem.to_owned());
             row.allocated_at = Some(100);
             row.lab_duration_hours = Some(4);
             row

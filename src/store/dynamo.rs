@@ -232,21 +232,31 @@ impl DynamoStore {
         budget: &Budget,
         status: SandboxStatus,
     ) -> Result<u64, StoreError> {
+        self.count(budget, self.in_status(status), u64::MAX).await
+    }
+
+    /// Counts what `query` matches, page by page, stopping once the count reaches `enough`.
+    async fn count(
+        &self,
+        budget: &Budget,
+        query: QueryFluentBuilder,
+        enough: u64,
+    ) -> Result<u64, StoreError> {
         let mut total = 0u64;
         let mut start = None;
         loop {
-            let query = self
-                .in_status(status)
+            let page_query = query
+                .clone()
                 .select(Select::Count)
                 .set_exclusive_start_key(start);
             let page = self
                 .calls
-                .send(budget, || query.clone().send())
+                .send(budget, || page_query.clone().send())
                 .await
                 .map_err(DynamoError::into_store_error)?;
             total += u64::try_from(page.count()).unwrap_or(0);
             match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
+                Some(key) if !key.is_empty() && total < enough => start = Some(key),
                 _ => return Ok(total),
             }
         }

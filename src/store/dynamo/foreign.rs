@@ -13,8 +13,6 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::Select;
-
 use super::DynamoStore;
 use super::calls::Budget;
 use super::error::DynamoError;
@@ -95,27 +93,11 @@ impl DynamoStore {
         if let Some(present) = self.foreign.fresh() {
             return Ok(present);
         }
-        let mut start = None;
-        let present = loop {
-            let query = self
-                .in_status(SandboxStatus::Allocated)
-                .filter_expression("attribute_not_exists(allocated_by) OR allocated_by <> :me")
-                .expression_attribute_values(":me", s(ALLOCATED_BY_BROKER))
-                .select(Select::Count)
-                .set_exclusive_start_key(start);
-            let page = self
-                .calls
-                .send(budget, || query.clone().send())
-                .await
-                .map_err(DynamoError::into_store_error)?;
-            if page.count > 0 {
-                break true;
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break false,
-            }
-        };
+        let unmarked = self
+            .in_status(SandboxStatus::Allocated)
+            .filter_expression("attribute_not_exists(allocated_by) OR allocated_by <> :me")
+            .expression_attribute_values(":me", s(ALLOCATED_BY_BROKER));
+        let present = self.count(budget, unmarked, 1).await? > 0;
         self.foreign.record(present);
         Ok(present)
     }

@@ -147,20 +147,24 @@ pub async fn missing_indexes(
     client: &Client,
     table: &str,
 ) -> Result<Vec<&'static str>, StoreError> {
-    let described = client
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(|err| classify(err).into_store_error())?;
-    let existing = described
-        .table
-        .ok_or_else(|| internal("DescribeTable returned no table"))?;
+    let existing = describe(client, table).await?;
     Ok(index_specs()
         .iter()
         .map(|spec| spec.name)
         .filter(|name| lacks(&existing, name))
         .collect())
+}
+
+/// `DescribeTable` of an existing table.
+async fn describe(client: &Client, table: &str) -> Result<TableDescription, StoreError> {
+    client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|err| classify(err).into_store_error())?
+        .table
+        .ok_or_else(|| internal("DescribeTable returned no table"))
 }
 
 fn lacks(table: &TableDescription, index: &str) -> bool {
@@ -262,15 +266,7 @@ async fn add_index(
 async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreError> {
     let deadline = tokio::time::Instant::now() + ACTIVE_WAIT;
     loop {
-        let described = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|err| classify(err).into_store_error())?;
-        let table_info = described
-            .table
-            .ok_or_else(|| internal("DescribeTable returned no table"))?;
+        let table_info = describe(client, table).await?;
         let table_active = table_info.table_status() == Some(&TableStatus::Active);
         let indexes_active = table_info
             .global_secondary_indexes()
