@@ -405,9 +405,9 @@ impl<'txn> Tables<'txn> {
         else {
             return Ok(None);
         };
-        Ok(self.row(&id)?.filter(|row| {
-            row.status == SandboxStatus::Allocated && row.is_held_by(&request.key.student)
-        }))
+        Ok(self
+            .row(&id)?
+            .filter(|row| row.status == SandboxStatus::Allocated && request.key.holds(row)))
     }
 
     /// The first available row whose name starts with `prefix`.
