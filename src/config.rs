@@ -450,6 +450,10 @@ impl Config {
             .admin_token
             .as_ref()
             .ok_or(ConfigError::Missing("BROKER_ADMIN_TOKEN"))?;
+        for (variable, list) in [("BROKER_API_TOKEN", track), ("BROKER_ADMIN_TOKEN", admin)] {
+            list.check_for_serve()
+                .map_err(|reason| ConfigError::Invalid { variable, reason })?;
+        }
         if track.tokens().any(|t| admin.tokens().any(|a| a == t)) {
             return Err(ConfigError::Invalid {
                 variable: "BROKER_ADMIN_TOKEN",
@@ -614,12 +618,31 @@ impl Config {
     }
 }
 
+/// Shortest token `serve` accepts: a guessable token is no token.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// Token values that were published (this project's `.env.example`, the Python service's
+/// defaults) and so protect nothing.
+const KNOWN_PLACEHOLDERS: [&str; 4] = [
+    "change-me-track-token",
+    "change-me-admin-token",
+    "dev_token_change_me",
+    "admin_token_change_me",
+];
+
 /// One or more bearer tokens; the `Debug` form never shows them.
+///
+/// Parsing never fails: clap would quote the rejected value (the whole token list) in its
+/// error, and that error reaches the logs. A malformed list is kept with its problem, and
+/// [`Config::validate_for_serve`] refuses it naming only the variable and the rule.
 #[derive(Debug, Clone)]
-pub struct TokenList(Vec<SecretString>);
+pub struct TokenList {
+    tokens: Vec<SecretString>,
+    problem: Option<&'static str>,
+}
 
 impl TokenList {
-    /// Parses a comma-separated list; blanks around commas are ignored, an empty list is refused.
+    /// Reads a comma-separated list; blanks around commas are ignored.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let tokens: Vec<SecretString> = raw
             .split(',')
@@ -627,22 +650,41 @@ impl TokenList {
             .filter(|t| !t.is_empty())
             .map(SecretString::from)
             .collect();
-        if tokens.is_empty() {
-            return Err("must hold at least one token".into());
-        }
-        if tokens.iter().any(|t| {
+        let problem = if tokens.is_empty() {
+            Some("must hold at least one token")
+        } else if tokens.iter().any(|t| {
             t.expose_secret()
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control())
         }) {
-            return Err("tokens must not contain spaces or control characters".into());
-        }
-        Ok(Self(tokens))
+            Some("tokens must not contain spaces or control characters")
+        } else {
+            None
+        };
+        Ok(Self { tokens, problem })
     }
 
     /// The tokens, exposed for comparison only.
     pub fn tokens(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|t| t.expose_secret())
+        self.tokens.iter().map(|t| t.expose_secret())
+    }
+
+    /// What `serve` requires of a token list, as a rule that never quotes a token: well
+    /// formed, every token at least [`MIN_TOKEN_CHARS`] characters and not a published
+    /// placeholder.
+    pub fn check_for_serve(&self) -> Result<(), String> {
+        if let Some(problem) = self.problem {
+            return Err(problem.to_owned());
+        }
+        if self.tokens().any(|t| t.chars().count() < MIN_TOKEN_CHARS) {
+            return Err(format!(
+                "every token must be at least {MIN_TOKEN_CHARS} characters"
+            ));
+        }
+        if self.tokens().any(|t| KNOWN_PLACEHOLDERS.contains(&t)) {
+            return Err("a token is a published placeholder (from .env.example or the Python service's defaults); set a secret of your own".into());
+        }
+        Ok(())
     }
 }
 
@@ -766,8 +808,30 @@ mod tests {
     fn token_lists_split_on_commas_and_refuse_blanks() {
         let list = TokenList::parse(" hunter2 , b,,").unwrap();
         assert_eq!(list.tokens().collect::<Vec<_>>(), ["hunter2", "b"]);
-        assert!(TokenList::parse(" , ").is_err());
-        assert!(TokenList::parse("a b").is_err());
+        for (raw, rule) in [
+            (" , ", "at least one"),
+            ("a b", "spaces"),
+            ("short", "16 characters"),
+            ("a-long-enough-token-1,short", "16 characters"),
+            ("change-me-track-token", "placeholder"),
+            ("dev_token_change_me", "placeholder"),
+        ] {
+            let refused = TokenList::parse(raw)
+                .unwrap()
+                .check_for_serve()
+                .unwrap_err();
+            assert!(refused.contains(rule), "{raw:?}: {refused}");
+            assert!(
+                !refused.contains(raw.trim()) || raw.trim().is_empty(),
+                "the rule quotes the value: {refused}"
+            );
+        }
+        assert!(
+            TokenList::parse("a-long-enough-token-1,another-long-token-2")
+                .unwrap()
+                .check_for_serve()
+                .is_ok()
+        );
         assert!(
             !format!("{list:?}").contains("hunter2"),
             "Debug leaks a token"

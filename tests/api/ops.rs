@@ -580,3 +580,45 @@ async fn the_dashboard_is_served_from_the_binary_and_holds_no_data_without_a_tok
     );
     assert_eq!(style.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_and_paths_add_no_metric_series() {
+    let app = spawn_app().await;
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    let send = |method: &str, path: String| {
+        let request = app.client.request(
+            Method::from_bytes(method.as_bytes()).unwrap(),
+            app.url(&path),
+        );
+        async move { request.send().await.unwrap().status() }
+    };
+    // Every label value a stranger can reach, once: each standard method and `other`.
+    for method in [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "FOOBAR",
+    ] {
+        send(method, "/no-such-route".into()).await;
+    }
+    // The scrape's own series exists from the second scrape on.
+    app.metrics_text().await;
+    let before = series(&app.metrics_text().await);
+
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..1000 {
+        let letters = 3 + (next() % 8) as usize;
+        let method: String = (0..letters)
+            .map(|_| char::from(b'A' + (next() % 26) as u8))
+            .collect();
+        let path = format!("/r-{:x}/{:x}", next(), next());
+        let status = send(&method, path).await;
+        assert!(status.is_client_error(), "{method}: {status}");
+    }
+    let after = series(&app.metrics_text().await);
+
+    assert_eq!(after, before, "1,000 made-up requests minted series");
+}

@@ -130,31 +130,74 @@ fn a_bad_setting_stops_start_up_naming_the_variable() {
 }
 
 #[test]
-fn the_shipped_env_example_starts_the_service() {
+fn the_shipped_env_example_starts_the_service_once_its_placeholder_tokens_are_replaced() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"),
         dir.path().join(".env"),
     )
     .unwrap();
-    let mut command = Command::new(BINARY);
-    command
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_clear()
-        .env("BROKER_LISTEN_ADDR", "127.0.0.1:0")
-        .env("LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let env_example = |tokens: Option<(&str, &str)>| {
+        let mut command = Command::new(BINARY);
+        command
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("BROKER_LISTEN_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some((track, admin)) = tokens {
+            command
+                .env("BROKER_API_TOKEN", track)
+                .env("BROKER_ADMIN_TOKEN", admin);
+        }
+        command
+    };
 
-    let server = start_command(command);
+    let (code, stderr) = run_to_exit(env_example(None));
+    assert_ne!(code, Some(0), "the placeholders protect nothing");
+    assert!(
+        stderr.contains("BROKER_API_TOKEN") && stderr.contains("placeholder"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("change-me"),
+        "a token value reached stderr: {stderr}"
+    );
+
+    let server = start_command(env_example(Some((TRACK_TOKEN, ADMIN_TOKEN))));
 
     assert!(server.address.starts_with("http://127.0.0.1:"));
     assert!(
         dir.path().join("data").is_dir(),
         "BROKER_DATA_DIR from .env was used"
     );
+}
+
+#[test]
+fn a_bad_token_stops_start_up_naming_the_variable_and_the_rule_never_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    for (track, rule) in [
+        ("only-15-chars-x", "16 characters"),
+        ("a-long-enough-token with-a-space", "spaces"),
+        ("hunter2", "16 characters"),
+    ] {
+        let mut refused = command(dir.path());
+        refused.env("BROKER_API_TOKEN", track);
+
+        let (code, stderr) = run_to_exit(refused);
+
+        assert_ne!(code, Some(0));
+        assert!(
+            stderr.contains("BROKER_API_TOKEN") && stderr.contains(rule),
+            "{stderr}"
+        );
+        for part in track.split(' ') {
+            assert!(!stderr.contains(part), "{part:?} reached stderr: {stderr}");
+        }
+    }
 }
 
 #[tokio::test]

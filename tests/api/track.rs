@@ -327,11 +327,16 @@ async fn the_bearer_scheme_is_case_insensitive() {
 #[tokio::test]
 async fn rotated_tokens_are_all_accepted() {
     let app = spawn_app_with(|c| {
-        c.api_token = sandbox_broker::config::TokenList::parse("old-token,new-token").ok();
+        c.api_token =
+            sandbox_broker::config::TokenList::parse("old-track-token-2025,new-track-token-2026")
+                .ok();
     })
     .await;
     app.seed("lab-", 0, 2).await;
-    for (n, token) in ["old-token", "new-token"].into_iter().enumerate() {
+    for (n, token) in ["old-track-token-2025", "new-track-token-2026"]
+        .into_iter()
+        .enumerate()
+    {
         let response = app
             .client
             .post(app.url("/v1/allocate"))

@@ -16,8 +16,8 @@ pub fn broker(args: &[&str], endpoint: &str, table: &str) -> Command {
         .env("BROKER_STORE", "dynamodb")
         .env("DDB_ENDPOINT_URL", endpoint)
         .env("DDB_TABLE_NAME", table)
-        .env("BROKER_API_TOKEN", "track")
-        .env("BROKER_ADMIN_TOKEN", "admin")
+        .env("BROKER_API_TOKEN", "track-token-for-binary-tests")
+        .env("BROKER_ADMIN_TOKEN", "admin-token-for-binary-tests")
         .env("BROKER_LISTEN_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null());
     command
