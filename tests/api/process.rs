@@ -83,12 +83,33 @@ fn start_command(mut command: Command) -> Server {
     }
 }
 
+/// Runs a command expected to exit by itself (a refused start-up); one that is still
+/// running after 30 s is killed and fails the test instead of hanging the suite.
 fn run_to_exit(mut command: Command) -> (Option<i32>, String) {
-    let output = command.output().expect("run sandbox-broker");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut child = command.spawn().expect("run sandbox-broker");
+    // Drained so a chatty child never blocks on a full pipe.
+    if let Some(mut stdout) = child.stdout.take() {
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    }
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for sandbox-broker") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sandbox-broker did not exit: it was expected to refuse to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), reader.join().unwrap_or_default())
 }
 
 #[test]
