@@ -27,6 +27,37 @@ use crate::store::{JobRecord, LeaseOutcome, SharedStore, StoreError};
 /// Delay of a job's first scheduled run after start (or its interval, if shorter).
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
 
+/// The one log line of a job run, in the Python service's shape (contract §8): `action` =
+/// `background_<job>`, `outcome` `success` or `error`; a run that did not complete (its
+/// lease could not be taken, or the work failed) is an ERROR line. `result` is ours:
+/// `completed`, `postponed` or `failed`.
+fn log_run(
+    job: JobName,
+    result: &str,
+    duration: Duration,
+    run: &Result<&BTreeMap<String, u64>, &JobError>,
+) {
+    let action = format!("background_{}", job.as_str());
+    let latency_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    match run {
+        Ok(counts) => {
+            tracing::info!(action, outcome = "success", result, job = job.as_str(), latency_ms, counts = ?counts, "{action} completed")
+        }
+        Err(err) => {
+            let error = crate::telemetry::error_chain(*err);
+            tracing::error!(
+                action,
+                outcome = "error",
+                result,
+                job = job.as_str(),
+                latency_ms,
+                error,
+                "{action} did not complete"
+            )
+        }
+    }
+}
+
 /// The jobs, by the names leases and `GET /v1/admin/jobs` use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobName {
@@ -194,13 +225,18 @@ impl Jobs {
             });
         };
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
-        match self
+        let lease = self
             .store
             .acquire_lease(job.as_str(), &self.holder, now_epoch_ms(), lease_ms)
-            .await?
-        {
-            LeaseOutcome::Acquired => {}
-            LeaseOutcome::Held { holder, .. } => {
+            .await
+            .map_err(JobError::from);
+        match lease {
+            Err(err) => {
+                log_run(job, "failed", Duration::ZERO, &Err(&err));
+                return Err(err);
+            }
+            Ok(LeaseOutcome::Acquired) => {}
+            Ok(LeaseOutcome::Held { holder, .. }) => {
                 return Err(JobError::AlreadyRunning {
                     job: job.as_str(),
                     holder,
@@ -234,27 +270,7 @@ impl Jobs {
         if let Err(err) = self.store.finish_job_run(record, &self.holder).await {
             tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not record the job run");
         }
-        // The Python service's shape (contract §8): `action` = `background_<job>`,
-        // `outcome` `success` or `error`; a run that did not complete is an ERROR line.
-        let action = format!("background_{}", job.as_str());
-        let latency_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        match &result {
-            Ok(_) => {
-                tracing::info!(action, outcome = "success", result = outcome, job = job.as_str(), latency_ms, counts = ?counts, "{action} completed")
-            }
-            Err(err) => {
-                let error = crate::telemetry::error_chain(err);
-                tracing::error!(
-                    action,
-                    outcome = "error",
-                    result = outcome,
-                    job = job.as_str(),
-                    latency_ms,
-                    error,
-                    "{action} did not complete"
-                )
-            }
-        }
+        log_run(job, outcome, duration, &result.as_ref().map(|_| &counts));
         result.map(|counts| JobReport { counts, duration })
     }
 
@@ -330,12 +346,8 @@ impl Jobs {
                         () = shutdown.cancelled() => break,
                         _ = tick.tick() => {}
                     }
-                    match jobs.run_leased(job, false).await {
-                        Ok(_) | Err(JobError::AlreadyRunning { .. }) => {}
-                        Err(err) => {
-                            tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "scheduled job run did not complete")
-                        }
-                    }
+                    // A run that did not complete has already logged its error line.
+                    let _ = jobs.run_leased(job, false).await;
                 }
             });
         }
