@@ -19,12 +19,14 @@ use crate::http::auth::Auth;
 use crate::jobs::cleanup::{CleanupSettings, DeletionPolicy};
 use crate::jobs::{Jobs, Schedule};
 use crate::metrics::Metrics;
+use crate::metrics::pool_cache::PoolCache;
 use crate::provider::breaker::CircuitBreaker;
 use crate::provider::client::CspClient;
 use crate::provider::instrumented::Instrumented;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
 use crate::ratelimit::RateLimiter;
+use crate::ratelimit::failures::FailureThrottle;
 use crate::store::SharedStore;
 
 /// How often idle rate-limit buckets are forgotten.
@@ -40,8 +42,12 @@ pub struct App {
     pub config: Arc<Config>,
     /// Per-caller token buckets.
     pub rate_limiter: RateLimiter,
-    /// The accepted track and admin tokens.
+    /// The accepted track, admin and metrics tokens.
     pub auth: Auth,
+    /// Failed authentications per client address.
+    pub auth_failures: FailureThrottle,
+    /// The pool counts `/metrics` reports.
+    pub pool_cache: PoolCache,
     /// The background jobs (sync, …) and their leases.
     pub jobs: Arc<Jobs>,
     /// The circuit breaker around the provider, when one is configured.
@@ -107,7 +113,18 @@ impl AppState {
     ) -> Result<Self, StartupError> {
         config.validate_for_serve()?;
         let auth = Auth::from_config(&config)?;
-        let rate_limiter = RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst);
+        let max_callers = usize::try_from(config.rate_limit_max_callers).unwrap_or(usize::MAX);
+        let rate_limiter = RateLimiter::new(
+            config.rate_limit_per_sec,
+            config.rate_limit_burst,
+            max_callers,
+        );
+        let auth_failures = FailureThrottle::new(
+            config.auth_failure_limit,
+            config.auth_failure_window,
+            max_callers,
+        );
+        let pool_cache = PoolCache::new(config.metrics_pool_refresh);
         let metrics = Metrics::new()?;
         metrics.register_store(store.as_ref())?;
         let breaker = provider.map(|provider| {
@@ -165,6 +182,8 @@ impl AppState {
             config: Arc::new(config),
             rate_limiter,
             auth,
+            auth_failures,
+            pool_cache,
             jobs,
             breaker,
             pre_delete,
@@ -239,7 +258,10 @@ impl Application {
             loop {
                 tokio::select! {
                     () = janitor_stop.cancelled() => break,
-                    _ = tick.tick() => janitor_state.rate_limiter.retain_recent(),
+                    _ = tick.tick() => {
+                        janitor_state.rate_limiter.retain_recent();
+                        janitor_state.auth_failures.forget_ended(tokio::time::Instant::now());
+                    }
                 }
             }
         });

@@ -373,6 +373,54 @@ pub struct Config {
     /// 503 at once until it answers again. Keeps an outage's 503 under 2 s.
     #[arg(long, env = "DDB_STALL_TIMEOUT_MS", value_name = "DDB_STALL_TIMEOUT_MS", default_value = "1000", value_parser = parse_millis)]
     pub ddb_stall_timeout: Duration,
+
+    /// Most callers (student keys and client addresses) whose rate-limit bucket is kept;
+    /// beyond it the fullest buckets are forgotten, so invented keys cannot grow memory.
+    #[arg(long, env = "RATE_LIMIT_MAX_CALLERS", value_name = "RATE_LIMIT_MAX_CALLERS", default_value = "100000", value_parser = clap::value_parser!(u32).range(16..=10_000_000))]
+    pub rate_limit_max_callers: u32,
+
+    /// Failed authentications a client address may make per AUTH_FAILURE_WINDOW_SEC; after
+    /// that its requests to authenticated routes answer 429 until the window ends.
+    #[arg(
+        long,
+        env = "AUTH_FAILURE_LIMIT",
+        value_name = "AUTH_FAILURE_LIMIT",
+        default_value = "20"
+    )]
+    pub auth_failure_limit: NonZeroU32,
+
+    /// The window of AUTH_FAILURE_LIMIT, in seconds.
+    #[arg(long, env = "AUTH_FAILURE_WINDOW_SEC", value_name = "AUTH_FAILURE_WINDOW_SEC", default_value = "60", value_parser = parse_seconds)]
+    pub auth_failure_window: Duration,
+
+    /// Bearer token(s) `/metrics` requires, comma-separated. Unset: `/metrics` is open, so
+    /// keep it off the public listener (terraform's ALB answers it 404).
+    #[arg(long, env = "METRICS_TOKEN", value_name = "METRICS_TOKEN", hide_env_values = true, value_parser = TokenList::parse)]
+    pub metrics_token: Option<TokenList>,
+
+    /// Seconds the pool gauges of `/metrics` are reused before the store is counted again,
+    /// however often it is scraped.
+    #[arg(long, env = "METRICS_POOL_REFRESH_SEC", value_name = "METRICS_POOL_REFRESH_SEC", default_value = "5", value_parser = parse_seconds)]
+    pub metrics_pool_refresh: Duration,
+
+    /// Seconds a client may take to send a request's line and headers, from its first byte;
+    /// slower clients are disconnected.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SEC", value_name = "HEADER_READ_TIMEOUT_SEC", default_value = "10", value_parser = parse_seconds)]
+    pub header_read_timeout: Duration,
+
+    /// Seconds an idle keep-alive connection is kept open. Keep it above the load
+    /// balancer's idle timeout (60 s on an ALB), or the balancer reuses closed connections.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT_SEC", value_name = "KEEP_ALIVE_TIMEOUT_SEC", default_value = "75", value_parser = parse_seconds)]
+    pub keep_alive_timeout: Duration,
+
+    /// Most client connections open at once; beyond it new ones are answered 503 and closed.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value = "4096", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// Let CSP_BASE_URL and NIOSXAAS_BASE_URL be plain `http://` (local simulators only);
+    /// otherwise they must be `https://`, since the provider token and password go there.
+    #[arg(long, env = "ALLOW_HTTP_UPSTREAMS", value_name = "ALLOW_HTTP_UPSTREAMS", default_value = "false", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_http_upstreams: bool,
 }
 
 /// Why a configuration cannot run.
@@ -454,6 +502,20 @@ impl Config {
             list.check_for_serve()
                 .map_err(|reason| ConfigError::Invalid { variable, reason })?;
         }
+        if let Some(metrics) = &self.metrics_token {
+            metrics
+                .check_for_serve()
+                .map_err(|reason| ConfigError::Invalid {
+                    variable: "METRICS_TOKEN",
+                    reason,
+                })?;
+        }
+        if self.csp_api_token.is_some() {
+            self.check_upstream_scheme("CSP_BASE_URL", &self.csp_base_url)?;
+        }
+        if self.niosxaas_enabled {
+            self.check_upstream_scheme("NIOSXAAS_BASE_URL", &self.niosxaas_base_url)?;
+        }
         if track.tokens().any(|t| admin.tokens().any(|a| a == t)) {
             return Err(ConfigError::Invalid {
                 variable: "BROKER_ADMIN_TOKEN",
@@ -461,6 +523,26 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// Refuses a base URL that is not `https://` (credentials are sent there) unless
+    /// ALLOW_HTTP_UPSTREAMS is set, and then only `http://` besides.
+    fn check_upstream_scheme(&self, variable: &'static str, url: &str) -> Result<(), ConfigError> {
+        let scheme = url
+            .split_once("://")
+            .map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("https") => Ok(()),
+            Some("http") if self.allow_http_upstreams => Ok(()),
+            Some("http") => Err(ConfigError::Invalid {
+                variable,
+                reason: "must be an https:// URL (credentials are sent there); set ALLOW_HTTP_UPSTREAMS=true only for a local simulator".into(),
+            }),
+            _ => Err(ConfigError::Invalid {
+                variable,
+                reason: "must be an https:// URL".into(),
+            }),
+        }
     }
 
     /// A configuration for tests and the benchmark, independent of the environment:
@@ -524,6 +606,16 @@ impl Config {
             niosxaas_password: None,
             niosxaas_service_name: None,
             niosxaas_timeout: Duration::from_secs(30),
+            rate_limit_max_callers: 100_000,
+            auth_failure_limit: NonZeroU32::MAX,
+            auth_failure_window: Duration::from_secs(60),
+            metrics_token: None,
+            metrics_pool_refresh: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(75),
+            max_connections: 4096,
+            // Tests talk to wiremock simulators on loopback.
+            allow_http_upstreams: true,
         }
     }
 
@@ -534,6 +626,7 @@ impl Config {
             token: self.csp_api_token.clone()?,
             connect_timeout: self.csp_connect_timeout,
             read_timeout: self.csp_read_timeout,
+            allow_http: self.allow_http_upstreams,
         })
     }
 
@@ -576,6 +669,7 @@ impl Config {
             timeout: self.niosxaas_timeout,
             connect_timeout: self.csp_connect_timeout,
             shadow_mode: self.niosxaas_shadow_mode,
+            allow_http: self.allow_http_upstreams,
             breaker_threshold: self.circuit_breaker_threshold,
             breaker_timeout: self.circuit_breaker_timeout,
         }))
@@ -868,6 +962,33 @@ mod tests {
     }
 
     #[test]
+    fn serve_refuses_plain_http_upstreams_unless_allowed_and_checks_the_metrics_token() {
+        let mut config = Config::for_tests(
+            "/tmp/x".into(),
+            "a-long-enough-track-token",
+            "a-long-enough-admin-token",
+        );
+        config.allow_http_upstreams = false;
+        config.csp_api_token = Some("csp-token".into());
+        config.csp_base_url = "http://csp.internal/v2".into();
+        let err = config.validate_for_serve().unwrap_err().to_string();
+        assert!(
+            err.contains("CSP_BASE_URL") && err.contains("ALLOW_HTTP_UPSTREAMS"),
+            "{err}"
+        );
+        config.allow_http_upstreams = true;
+        assert!(config.validate_for_serve().is_ok());
+        config.csp_base_url = "ftp://csp.internal".into();
+        assert!(config.validate_for_serve().is_err());
+        config.csp_base_url = "https://csp.infoblox.com/v2".into();
+        config.allow_http_upstreams = false;
+        assert!(config.validate_for_serve().is_ok());
+        config.metrics_token = TokenList::parse("short").ok();
+        let err = config.validate_for_serve().unwrap_err().to_string();
+        assert!(err.contains("METRICS_TOKEN") && err.contains("16"), "{err}");
+    }
+
+    #[test]
     fn the_declared_defaults_match_the_contract() {
         let Command::Serve(config) = Cli::parse_from(["sandbox-broker", "serve"]).command else {
             panic!("parsed serve")
@@ -886,6 +1007,19 @@ mod tests {
         assert!(
             config.cors_allowed_origins.0.is_empty(),
             "* allows any origin"
+        );
+        assert!(
+            !config.allow_http_upstreams,
+            "outbound calls are HTTPS-only by default"
+        );
+        assert!(config.metrics_token.is_none());
+        assert_eq!(
+            (
+                config.header_read_timeout.as_secs(),
+                config.keep_alive_timeout.as_secs(),
+                config.max_connections,
+            ),
+            (10, 75, 4096)
         );
     }
 

@@ -1,7 +1,10 @@
 //! Prometheus metrics, owned by one struct so every app (and every test) has its own registry.
 //!
 //! Rule: the contract's metric names (§3.5) are kept exactly; the pool gauges are set
-//! from the store's exact counts when `/metrics` is scraped, so they are right after any change.
+//! from the store's exact counts, taken at most once per `METRICS_POOL_REFRESH_SEC`
+//! ([`pool_cache`]), so scrapes never become store load.
+
+pub mod pool_cache;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -37,6 +40,11 @@ pub struct Metrics {
     pub requests_in_flight: IntGauge,
     /// Requests refused by the rate limiter.
     pub rate_limited_total: IntCounter,
+    /// `broker_auth_failures_total{outcome}`: `rejected` (a missing or wrong token, 401/403)
+    /// and `throttled` (refused unread, 429: the address failed too often).
+    pub auth_failures_total: IntCounterVec,
+    /// Callers with a rate-limit bucket now (at most `RATE_LIMIT_MAX_CALLERS`).
+    pub rate_limit_callers: IntGauge,
     /// Provider syncs by `outcome`: `success`, `postponed` (provider unavailable), `error`.
     pub sync_total: IntCounterVec,
     /// Provider sandboxes a sync left `available`.
@@ -196,6 +204,17 @@ impl Metrics {
                 &r,
                 "broker_rate_limited_total",
                 "Requests refused by the rate limiter",
+            )?,
+            auth_failures_total: counter_vec(
+                &r,
+                "broker_auth_failures_total",
+                "Requests refused for their token (rejected) or their address's failures (throttled)",
+                &["outcome"],
+            )?,
+            rate_limit_callers: gauge(
+                &r,
+                "broker_rate_limit_callers",
+                "Callers with a rate-limit bucket (bounded by RATE_LIMIT_MAX_CALLERS)",
             )?,
             store_up: gauge(
                 &r,
@@ -365,6 +384,7 @@ impl Metrics {
             "error",
         ];
         zero(&self.deletion_marked_total, &mark);
+        zero(&self.auth_failures_total, &["rejected", "throttled"]);
         zero(&self.sync_total, &["success", "postponed", "error"]);
         zero(&self.cleanup_total, &["success", "postponed", "error"]);
         zero(&self.expiry_total, &["success", "error"]);

@@ -17,6 +17,24 @@ use async_trait::async_trait;
 
 use crate::domain::{ExternalId, SandboxId, SandboxName};
 
+/// The HTTP client of every outbound call: HTTPS only unless `allow_http` (a local
+/// simulator), and never following a redirect, so a token or password is only ever sent
+/// to the host it was configured for (a 3xx is an error like any other refusal).
+pub(crate) fn outbound_client(
+    connect_timeout: Duration,
+    timeout: Duration,
+    allow_http: bool,
+) -> Result<reqwest::Client, ProviderError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(!allow_http)
+        .user_agent(concat!("sandbox-broker/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|err| ProviderError::Other(format!("cannot build the HTTP client: {err}")))
+}
+
 /// One sandbox as the provider lists it, already filtered and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderSandbox {

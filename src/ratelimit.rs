@@ -2,7 +2,13 @@
 //!
 //! Rule: a caller is its student key when it sends one, else its client address (taken
 //! from `X-Forwarded-For` only when the peer is a trusted proxy); a denial is a value the
-//! HTTP layer renders as 429, never a panic or a silent drop.
+//! HTTP layer renders as 429, never a panic or a silent drop. The buckets live in a
+//! [`BoundedMap`], so callers inventing keys cannot grow memory past
+//! `RATE_LIMIT_MAX_CALLERS`: a forgotten bucket is a full one, so eviction takes the
+//! fullest first.
+
+pub mod bounded;
+pub mod failures;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -11,8 +17,12 @@ use std::time::Duration;
 use governor::Quota;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DashMapStateStore;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::ShrinkableKeyedStateStore;
 use ipnet::IpNet;
+
+use self::bounded::BoundedMap;
 
 /// Who a rate-limit bucket belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -38,8 +48,39 @@ pub enum Decision {
     },
 }
 
-type Buckets<C> =
-    governor::RateLimiter<CallerKey, DashMapStateStore<CallerKey>, C, StateInformationMiddleware>;
+/// governor's bucket state (each bucket's theoretical arrival time) in a [`BoundedMap`].
+pub struct BoundedBuckets(BoundedMap<u64>);
+
+impl StateStore for BoundedBuckets {
+    type Key = CallerKey;
+
+    fn measure_and_replace<T, F, E>(&self, key: &CallerKey, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.update(key, |old| match f(old.map(Nanos::from)) {
+            Ok((answer, new)) => (Ok(answer), Some(new.as_u64())),
+            Err(refused) => (Err(refused), old),
+        })
+    }
+}
+
+impl ShrinkableKeyedStateStore<CallerKey> for BoundedBuckets {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let drop_below = drop_below.as_u64();
+        self.0.retain(|arrival| *arrival >= drop_below);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+type Buckets<C> = governor::RateLimiter<CallerKey, BoundedBuckets, C, StateInformationMiddleware>;
 
 /// A keyed token-bucket limiter.
 pub struct RateLimiter<C: Clock = DefaultClock> {
@@ -50,18 +91,24 @@ pub struct RateLimiter<C: Clock = DefaultClock> {
 }
 
 impl RateLimiter<DefaultClock> {
-    /// A limiter on the real clock.
-    pub fn new(per_sec: NonZeroU32, burst: NonZeroU32) -> Self {
-        Self::with_clock(per_sec, burst, DefaultClock::default())
+    /// A limiter on the real clock, remembering at most about `max_callers` buckets.
+    pub fn new(per_sec: NonZeroU32, burst: NonZeroU32, max_callers: usize) -> Self {
+        Self::with_clock(per_sec, burst, max_callers, DefaultClock::default())
     }
 }
 
 impl<C: Clock + Clone> RateLimiter<C> {
     /// A limiter on `clock`, so tests can move time by hand.
-    pub fn with_clock(per_sec: NonZeroU32, burst: NonZeroU32, clock: C) -> Self {
+    pub fn with_clock(
+        per_sec: NonZeroU32,
+        burst: NonZeroU32,
+        max_callers: usize,
+        clock: C,
+    ) -> Self {
         let quota = Quota::per_second(per_sec).allow_burst(burst);
-        let buckets = governor::RateLimiter::dashmap_with_clock(quota, clock.clone())
-            .with_middleware::<StateInformationMiddleware>();
+        // The rank is the arrival time: the lowest is the bucket closest to full.
+        let state = BoundedBuckets(BoundedMap::new(max_callers, |arrival: &u64| *arrival));
+        let buckets = Buckets::<C>::new(quota, state, clock.clone());
         Self {
             buckets,
             clock,
@@ -92,7 +139,6 @@ impl<C: Clock + Clone> RateLimiter<C> {
     /// Forgets buckets that are full again, so memory stays bounded by recent callers.
     pub fn retain_recent(&self) {
         self.buckets.retain_recent();
-        self.buckets.shrink_to_fit();
     }
 
     /// How many callers have a bucket now.
@@ -142,6 +188,7 @@ mod tests {
         let limiter = RateLimiter::with_clock(
             NonZeroU32::new(per_sec).unwrap(),
             NonZeroU32::new(burst).unwrap(),
+            1_000,
             clock.clone(),
         );
         (limiter, clock)
@@ -191,6 +238,25 @@ mod tests {
         clock.advance(Duration::from_secs(5));
         limiter.retain_recent();
         assert_eq!(limiter.tracked_callers(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_fresh_keys_neither_grows_memory_nor_frees_a_limited_caller() {
+        let (limiter, clock) = limiter(1, 5);
+        let heavy = CallerKey::Student("heavy".into());
+        while matches!(limiter.check(&heavy), Decision::Allowed { .. }) {}
+        for n in 0..100_000 {
+            limiter.check(&CallerKey::Student(format!("fresh-{n}")));
+            if n % 10_000 == 0 {
+                clock.advance(Duration::from_millis(1));
+            }
+        }
+        assert!(
+            limiter.tracked_callers() <= 1_008,
+            "{}",
+            limiter.tracked_callers()
+        );
+        assert!(matches!(limiter.check(&heavy), Decision::Limited { .. }));
     }
 
     #[test]

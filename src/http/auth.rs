@@ -1,36 +1,65 @@
 //! Bearer-token authentication (contract §3.1), checked before anything else on a route.
 //!
-//! Rule: tokens are compared in constant time against every configured token, and a
-//! failure says nothing about which part was wrong.
+//! Rule: a presented token is hashed and its digest compared in constant time with the
+//! digest of every configured token, so neither a token's content nor its length shows in
+//! the timing; a failure says nothing about which part was wrong, and counts against the
+//! client address, which is refused (429) once it has failed too often.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
+use tokio::time::Instant;
 
 use super::error::ApiError;
+use super::middleware::client_address_of;
 use crate::app::AppState;
 use crate::config::{Config, ConfigError, TokenList};
 
+/// The SHA-256 digests of one role's tokens.
+pub struct TokenDigests(Vec<[u8; 32]>);
+
+impl TokenDigests {
+    fn of(tokens: &TokenList) -> Self {
+        Self(tokens.tokens().map(digest).collect())
+    }
+
+    /// Whether `candidate` is one of the tokens; every digest is compared, whatever matches.
+    fn accept(&self, candidate: &str) -> bool {
+        let candidate = digest(candidate);
+        let matched = self.0.iter().fold(Choice::from(0), |found, token| {
+            found | token.ct_eq(&candidate)
+        });
+        bool::from(matched)
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 /// The accepted tokens per role.
 pub struct Auth {
-    track: TokenList,
-    admin: TokenList,
+    track: TokenDigests,
+    admin: TokenDigests,
+    /// `METRICS_TOKEN`: `None` leaves `/metrics` open.
+    metrics: Option<TokenDigests>,
 }
 
 impl Auth {
-    /// Takes both token lists from `config`; both are required.
+    /// Takes the token lists from `config`; track and admin are required.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let required = |list: &Option<TokenList>, variable| {
+            list.as_ref()
+                .map(TokenDigests::of)
+                .ok_or(ConfigError::Missing(variable))
+        };
         Ok(Self {
-            track: config
-                .api_token
-                .clone()
-                .ok_or(ConfigError::Missing("BROKER_API_TOKEN"))?,
-            admin: config
-                .admin_token
-                .clone()
-                .ok_or(ConfigError::Missing("BROKER_ADMIN_TOKEN"))?,
+            track: required(&config.api_token, "BROKER_API_TOKEN")?,
+            admin: required(&config.admin_token, "BROKER_ADMIN_TOKEN")?,
+            metrics: config.metrics_token.as_ref().map(TokenDigests::of),
         })
     }
 }
@@ -43,12 +72,51 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (parts.next().is_none() && scheme.eq_ignore_ascii_case("bearer")).then_some(token)
 }
 
-/// Whether `candidate` equals any token; every token is compared, whatever matches.
-fn is_one_of(tokens: &TokenList, candidate: &str) -> bool {
-    let matched = tokens.tokens().fold(Choice::from(0), |found, token| {
-        found | token.as_bytes().ct_eq(candidate.as_bytes())
-    });
-    bool::from(matched)
+/// Who may call a route.
+#[derive(Clone, Copy)]
+enum Role {
+    Track,
+    Admin,
+    Metrics,
+}
+
+/// The one check behind every token-guarded route: a throttled address is refused before
+/// its token is looked at; otherwise a missing or malformed token is 401, a well-formed
+/// wrong one 401 (403 on admin routes), and either failure is counted for the address.
+async fn guard(
+    app: &AppState,
+    role: Role,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let tokens = match role {
+        Role::Track => &app.auth.track,
+        Role::Admin => &app.auth.admin,
+        Role::Metrics => match &app.auth.metrics {
+            Some(tokens) => tokens,
+            None => return Ok(next.run(request).await),
+        },
+    };
+    let address = client_address_of(app, &request);
+    let now = Instant::now();
+    if let Some(retry_after_secs) = app.auth_failures.blocked(address, now) {
+        app.metrics
+            .auth_failures_total
+            .with_label_values(&["throttled"])
+            .inc();
+        return Err(ApiError::AuthThrottled { retry_after_secs });
+    }
+    let failure = match bearer_token(request.headers()) {
+        Some(token) if tokens.accept(token) => return Ok(next.run(request).await),
+        Some(_) if matches!(role, Role::Admin) => ApiError::Forbidden,
+        _ => ApiError::Unauthorized,
+    };
+    app.auth_failures.record_failure(address, now);
+    app.metrics
+        .auth_failures_total
+        .with_label_values(&["rejected"])
+        .inc();
+    Err(failure)
 }
 
 /// Track routes: a track token, else 401.
@@ -57,10 +125,7 @@ pub async fn require_track_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    match bearer_token(request.headers()) {
-        Some(token) if is_one_of(&app.auth.track, token) => Ok(next.run(request).await),
-        _ => Err(ApiError::Unauthorized),
-    }
+    guard(&app, Role::Track, request, next).await
 }
 
 /// Admin routes: missing or malformed is 401, a well-formed non-admin token is 403.
@@ -69,11 +134,16 @@ pub async fn require_admin_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    match bearer_token(request.headers()) {
-        None => Err(ApiError::Unauthorized),
-        Some(token) if is_one_of(&app.auth.admin, token) => Ok(next.run(request).await),
-        Some(_) => Err(ApiError::Forbidden),
-    }
+    guard(&app, Role::Admin, request, next).await
+}
+
+/// `/metrics`: open unless `METRICS_TOKEN` is set, then that token, else 401.
+pub async fn require_metrics_token(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    guard(&app, Role::Metrics, request, next).await
 }
 
 #[cfg(test)]
@@ -99,10 +169,11 @@ mod tests {
 
     #[test]
     fn any_configured_token_matches() {
-        let tokens = TokenList::parse("old,new").unwrap();
-        assert!(is_one_of(&tokens, "old"));
-        assert!(is_one_of(&tokens, "new"));
-        assert!(!is_one_of(&tokens, "ne"));
-        assert!(!is_one_of(&tokens, "newer"));
+        let tokens = TokenDigests::of(&TokenList::parse("old,new").unwrap());
+        assert!(tokens.accept("old"));
+        assert!(tokens.accept("new"));
+        assert!(!tokens.accept("ne"));
+        assert!(!tokens.accept("newer"));
+        assert!(!tokens.accept(""));
     }
 }

@@ -72,6 +72,13 @@ pub enum ApiError {
         /// Whole seconds until the next request would be allowed.
         retry_after_secs: u64,
     },
+    /// 429 `RATE_LIMIT_EXCEEDED`, with `Retry-After`: the client address failed to
+    /// authenticate `AUTH_FAILURE_LIMIT` times in the current window.
+    #[error("too many failed authentications")]
+    AuthThrottled {
+        /// Whole seconds until the address may try again.
+        retry_after_secs: u64,
+    },
     /// 503 `SERVICE_UNAVAILABLE`, with `Retry-After`: the store cannot serve now.
     #[error("service unavailable")]
     Unavailable(#[source] StoreError),
@@ -162,7 +169,7 @@ impl ApiError {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NoSandboxesAvailable | Self::JobAlreadyRunning { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -230,6 +237,11 @@ impl ApiError {
             Self::RateLimited { retry_after_secs } => (
                 "RATE_LIMIT_EXCEEDED",
                 "Too many requests; slow down".to_owned(),
+                Some(*retry_after_secs),
+            ),
+            Self::AuthThrottled { retry_after_secs } => (
+                "RATE_LIMIT_EXCEEDED",
+                "Too many failed authentications from this address; try again later".to_owned(),
                 Some(*retry_after_secs),
             ),
             Self::Unavailable(_) => (

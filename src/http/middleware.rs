@@ -401,9 +401,14 @@ pub async fn rate_limit(State(app): State<AppState>, request: Request, next: Nex
 }
 
 fn caller_key(app: &AppState, request: &Request) -> CallerKey {
-    if let Ok(student) = extract::student_key(request.headers()) {
-        return CallerKey::Student(student.as_str().to_owned());
+    match extract::student_key(request.headers()) {
+        Ok(student) => CallerKey::Student(student.as_str().to_owned()),
+        Err(_) => CallerKey::Address(client_address_of(app, request)),
     }
+}
+
+/// The client's address: the peer, or what a trusted proxy says in `X-Forwarded-For`.
+pub(crate) fn client_address_of(app: &AppState, request: &Request) -> std::net::IpAddr {
     let peer = request
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
@@ -412,11 +417,7 @@ fn caller_key(app: &AppState, request: &Request) -> CallerKey {
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    CallerKey::Address(client_address(
-        peer,
-        forwarded,
-        &app.config.trusted_proxies.0,
-    ))
+    client_address(peer, forwarded, &app.config.trusted_proxies.0)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::auth::{require_admin_token, require_track_token};
+use super::auth::{require_admin_token, require_metrics_token, require_track_token};
 use super::error::ApiError;
 use super::handlers::{admin, dashboard, jobs, ops, track};
 use super::middleware::{self, rate_limit};
@@ -75,7 +75,11 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(ops::root))
         .routes(routes!(ops::health))
         .routes(routes!(ops::readiness))
-        .routes(routes!(ops::metrics))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(ops::metrics))
+                .route_layer(from_fn_with_state(state.clone(), require_metrics_token)),
+        )
         .split_for_parts();
     declare_common_errors(&mut openapi, base);
     (router, openapi)

@@ -26,6 +26,8 @@ pub struct CspSettings {
     pub connect_timeout: Duration,
     /// `CSP_TIMEOUT_READ_SEC`: the whole request, body included.
     pub read_timeout: Duration,
+    /// `ALLOW_HTTP_UPSTREAMS`: plain `http://` allowed (a local simulator).
+    pub allow_http: bool,
 }
 
 /// The CSP client.
@@ -46,12 +48,11 @@ impl std::fmt::Debug for CspClient {
 impl CspClient {
     /// Builds the HTTP client once.
     pub fn new(settings: &CspSettings) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.read_timeout)
-            .user_agent(concat!("sandbox-broker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| ProviderError::Other(format!("cannot build the HTTP client: {err}")))?;
+        let http = super::outbound_client(
+            settings.connect_timeout,
+            settings.read_timeout,
+            settings.allow_http,
+        )?;
         Ok(Self {
             http,
             base_url: settings.base_url.trim_end_matches('/').to_owned(),

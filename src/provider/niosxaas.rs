@@ -70,6 +70,8 @@ pub struct NiosxaasSettings {
     pub connect_timeout: Duration,
     /// `NIOSXAAS_SHADOW_MODE`.
     pub shadow_mode: bool,
+    /// `ALLOW_HTTP_UPSTREAMS`: plain `http://` allowed (a local simulator).
+    pub allow_http: bool,
     /// `CIRCUIT_BREAKER_THRESHOLD` for the hook's own breaker.
     pub breaker_threshold: u32,
     /// `CIRCUIT_BREAKER_TIMEOUT_SEC` for the hook's own breaker.
@@ -114,12 +116,11 @@ impl std::fmt::Debug for PreDeleteHook {
 impl PreDeleteHook {
     /// Builds the HTTP client once.
     pub fn new(settings: NiosxaasSettings, metrics: Metrics) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .user_agent(concat!("sandbox-broker/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|err| ProviderError::Other(format!("cannot build the HTTP client: {err}")))?;
+        let http = super::outbound_client(
+            settings.connect_timeout,
+            settings.timeout,
+            settings.allow_http,
+        )?;
         let breaker = Breaker::new(
             "niosxaas",
             settings.breaker_threshold,
@@ -415,6 +416,7 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 connect_timeout: Duration::from_secs(1),
                 shadow_mode,
+                allow_http: true,
                 breaker_threshold: 1,
                 breaker_timeout: Duration::from_secs(60),
             },

@@ -125,12 +125,14 @@ const PYTHON_VALUES: &[(&str, &[&str])] = &[
 
 /// Ours, beside them (the embedded store adds no store series of its own).
 const ADDED: &[(&str, &[&str])] = &[
+    ("broker_auth_failures_total", &["outcome"]),
     ("broker_auto_delete_stale_deleted_total", &[]),
     ("broker_auto_delete_stale_total", &["outcome"]),
     ("broker_niosxaas_circuit_state", &[]),
     ("broker_niosxaas_cleanups_total", &["mode", "outcome"]),
     ("broker_niosxaas_services_total", &["mode"]),
     ("broker_provider_circuit_state", &[]),
+    ("broker_rate_limit_callers", &[]),
     ("broker_rate_limited_total", &[]),
     ("broker_requests_in_flight", &[]),
     ("broker_store_up", &[]),

@@ -474,3 +474,32 @@ async fn an_account_already_gone_has_nothing_to_clean() {
         (true, 0)
     );
 }
+
+#[tokio::test]
+async fn a_sign_in_redirect_is_not_followed_so_the_password_goes_nowhere_else() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"jwt": "stolen"})))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/session/users/sign_in"))
+        .respond_with(ResponseTemplate::new(308).insert_header(
+            "location",
+            format!("{}/v2/session/users/sign_in", elsewhere.uri()).as_str(),
+        ))
+        .mount(&server)
+        .await;
+    mount_account_deletes(&server).await;
+    let app = app_with_hook(&server, true).await;
+    let ids = released(&app, 1).await;
+
+    assert_eq!(cleanup(&app).await["deleted"], 1);
+
+    let reason = history(&app, &ids[0]).await.expect("a history item");
+    let reason = reason.cleanup.niosxaas_cleanup_failed_reason.unwrap();
+    assert!(reason.contains("sign_in"), "{reason}");
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}

@@ -14,6 +14,7 @@ fn client_for(server: &MockServer, read_timeout: Duration) -> CspClient {
         token: "csp-secret".into(),
         connect_timeout: Duration::from_secs(1),
         read_timeout,
+        allow_http: true,
     })
     .unwrap()
 }
@@ -148,6 +149,7 @@ async fn an_unreachable_provider_is_a_transient_outage() {
         token: "t".into(),
         connect_timeout: Duration::from_millis(300),
         read_timeout: Duration::from_secs(1),
+        allow_http: true,
     })
     .unwrap();
 
@@ -173,4 +175,53 @@ async fn an_unreadable_listing_is_an_error_not_a_panic() {
         .unwrap_err();
 
     assert!(matches!(err, ProviderError::Other(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_so_the_token_goes_nowhere_else() {
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": []})))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    let server = MockServer::start().await;
+    for status in [301, 302, 307, 308] {
+        server.reset().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(status).insert_header(
+                "location",
+                format!("{}/v2/current_user/accounts", elsewhere.uri()).as_str(),
+            ))
+            .mount(&server)
+            .await;
+        let client = client_for(&server, Duration::from_secs(2));
+
+        let refused = client.list_sandboxes().await;
+
+        assert!(refused.is_err(), "{status} was followed: {refused:?}");
+    }
+    assert!(elsewhere.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_unless_explicitly_allowed() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": []})))
+        .mount(&server)
+        .await;
+    let client = CspClient::new(&CspSettings {
+        base_url: format!("{}/v2", server.uri()),
+        token: "csp-secret".into(),
+        connect_timeout: Duration::from_secs(1),
+        read_timeout: Duration::from_secs(2),
+        allow_http: false,
+    })
+    .unwrap();
+
+    assert!(client.list_sandboxes().await.is_err());
+    assert!(server.received_requests().await.unwrap().is_empty());
+    let allowed = client_for(&server, Duration::from_secs(2));
+    assert!(allowed.list_sandboxes().await.is_ok());
 }

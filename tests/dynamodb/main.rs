@@ -18,6 +18,8 @@ mod binary;
 mod class_start;
 #[path = "../api/concurrency.rs"]
 mod concurrency;
+#[path = "../api/edge.rs"]
+mod edge;
 mod fleet;
 #[path = "../api/helpers.rs"]
 mod helpers;

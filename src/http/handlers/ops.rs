@@ -71,17 +71,26 @@ pub async fn readiness(State(app): State<AppState>) -> Response {
     (status, Json(view)).into_response()
 }
 
-/// Prometheus text exposition, pool gauges fresh from the store (kept, with
-/// `broker_store_up 0`, while the store is unreachable).
+/// Prometheus text exposition; the pool gauges come from the store's counts of at most
+/// `METRICS_POOL_REFRESH_SEC` ago (kept, with `broker_store_up 0`, while the store is
+/// unreachable). With `METRICS_TOKEN` set it needs that bearer token.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> Result<Response> {
-    let pool = match app.store.stats().await {
-        Ok(pool) => Some(pool),
-        Err(err) => {
-            tracing::warn!(error = ?err, "metrics: pool counts unavailable");
-            None
-        }
-    };
+    let pool = app
+        .pool_cache
+        .get(|| async {
+            match app.store.stats().await {
+                Ok(pool) => Some(pool),
+                Err(err) => {
+                    tracing::warn!(error = ?err, "metrics: pool counts unavailable");
+                    None
+                }
+            }
+        })
+        .await;
+    app.metrics
+        .rate_limit_callers
+        .set(i64::try_from(app.rate_limiter.tracked_callers()).unwrap_or(i64::MAX));
     if let Some(breaker) = &app.breaker {
         app.metrics
             .provider_circuit_state

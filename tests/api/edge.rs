@@ -1,0 +1,195 @@
+//! The edge against strangers and students holding the track token: `/metrics` costs no
+//! store reads and can be guarded, failed authentication is throttled per address, and the
+//! rate-limit bucket map stays bounded whatever keys callers invent.
+
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, error_of, spawn_app_with};
+
+/// The value of an unlabelled series (or the sum of a family's `_count` lines).
+fn series_sum(exposition: &str, prefix: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn scrapes_within_the_refresh_period_read_nothing_from_the_store() {
+    let app = spawn_app_with(|c| c.metrics_pool_refresh = Duration::from_secs(3600)).await;
+    app.seed("lab-", 0, 3).await;
+
+    let first = app.metrics_text().await;
+    assert_eq!(series_sum(&first, "broker_pool_available "), 3.0);
+    app.seed("lab-", 100, 2).await;
+    let before = app.metrics_text().await;
+    for _ in 0..20 {
+        app.metrics_text().await;
+    }
+    let after = app.metrics_text().await;
+
+    // The counts are the cached ones, and (on DynamoDB) not one call went to the table.
+    assert_eq!(series_sum(&after, "broker_pool_available "), 3.0);
+    let calls = "broker_dynamodb_call_duration_seconds_count";
+    assert_eq!(series_sum(&before, calls), series_sum(&after, calls));
+}
+
+#[tokio::test]
+async fn a_metrics_token_guards_metrics_and_nothing_else() {
+    let token = "metrics-token-for-tests";
+    let app = spawn_app_with(|c| {
+        c.metrics_token = sandbox_broker::config::TokenList::parse(token).ok();
+    })
+    .await;
+
+    let open = app.client.get(app.url("/metrics")).send().await.unwrap();
+    error_of(open, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    let wrong = app.client.get(app.url("/metrics")).bearer_auth(TRACK_TOKEN);
+    let wrong = wrong.send().await.unwrap();
+    error_of(wrong, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    let scraped = app.client.get(app.url("/metrics")).bearer_auth(token);
+    let scraped = scraped.send().await.unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+    assert!(
+        scraped
+            .text()
+            .await
+            .unwrap()
+            .contains("broker_pool_available")
+    );
+    for open_route in ["/healthz", "/readyz"] {
+        let answer = app.client.get(app.url(open_route)).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{open_route}");
+    }
+}
+
+#[tokio::test]
+async fn failed_authentication_is_throttled_per_client_address() {
+    let app = spawn_app_with(|c| {
+        c.auth_failure_limit = 3.try_into().unwrap();
+        c.trusted_proxies = sandbox_broker::config::TrustedProxies::parse("127.0.0.1/32").unwrap();
+    })
+    .await;
+    let from = |address: &str, token: &str| {
+        app.client
+            .get(app.url("/v1/admin/stats"))
+            .header("X-Forwarded-For", address)
+            .bearer_auth(token)
+    };
+    let (guesser, neighbour) = ("198.51.100.7", "198.51.100.8");
+
+    // Successful callers spend nothing: 50 good requests, then still 3 failures allowed.
+    for _ in 0..50 {
+        let ok = from(guesser, ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+    // Three failures: a wrong token and the track token (403 on an admin route), no token (401).
+    for wrong in ["wrong-token-number-1", TRACK_TOKEN] {
+        let refused = from(guesser, wrong).send().await.unwrap();
+        error_of(refused, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+    }
+    let anonymous = app
+        .client
+        .get(app.url("/v1/admin/stats"))
+        .header("X-Forwarded-For", guesser);
+    let refused = anonymous.send().await.unwrap();
+    error_of(refused, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+
+    // Now the address is refused before its token is read: a right guess learns nothing.
+    for token in ["wrong-token-number-4", ADMIN_TOKEN] {
+        let throttled = from(guesser, token).send().await.unwrap();
+        let retry_after: u64 = throttled.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+        error_of(
+            throttled,
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMIT_EXCEEDED",
+        )
+        .await;
+    }
+    let track_route = app
+        .client
+        .post(app.url("/v1/allocate"))
+        .header("X-Forwarded-For", guesser)
+        .header("X-Instruqt-Sandbox-ID", "stu")
+        .bearer_auth(TRACK_TOKEN);
+    let throttled = track_route.send().await.unwrap();
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // Another address is unaffected, and has its own allowance.
+    let ok = from(neighbour, ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let refused = from(neighbour, "wrong-token-number-5")
+        .send()
+        .await
+        .unwrap();
+    error_of(refused, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+
+    let metrics = app.metrics_text().await;
+    let failures = |outcome: &str| {
+        series_sum(
+            &metrics,
+            &format!("broker_auth_failures_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!((failures("rejected"), failures("throttled")), (4.0, 3.0));
+}
+
+#[tokio::test]
+async fn a_flood_of_invented_student_keys_leaves_the_bucket_map_bounded_and_the_limited_limited() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit_per_sec = 1.try_into().unwrap();
+        c.rate_limit_burst = 50.try_into().unwrap();
+        c.rate_limit_max_callers = 64;
+    })
+    .await;
+    // A route that answers 400 after the rate limiter, without touching the store.
+    let bad_id = format!("/v1/sandboxes/{}", "x".repeat(300));
+    let as_student = |student: String| {
+        app.track(Method::GET, &bad_id)
+            .header("X-Instruqt-Sandbox-ID", student)
+            .send()
+    };
+    for _ in 0..50 {
+        as_student("heavy".into()).await.unwrap();
+    }
+    let limited = as_student("heavy".into()).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let answers: Vec<StatusCode> = stream::iter(0..3_000)
+        .map(|n| {
+            let request = as_student(format!("invented-{n}"));
+            async move { request.await.unwrap().status() }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(
+        answers
+            .iter()
+            .all(|status| *status == StatusCode::BAD_REQUEST)
+    );
+
+    let metrics = app.metrics_text().await;
+    let callers = series_sum(&metrics, "broker_rate_limit_callers ");
+    assert!((1.0..=64.0).contains(&callers), "{callers} buckets kept");
+    // The flood did not evict the caller who was limited: its bucket is nearly empty
+    // still (a forgotten bucket would be full again, 49 remaining).
+    let heavy = as_student("heavy".into()).await.unwrap();
+    let remaining: u32 = heavy
+        .headers()
+        .get("x-ratelimit-remaining")
+        .map_or(0, |value| value.to_str().unwrap().parse().unwrap());
+    assert!(
+        remaining < 25,
+        "heavy caller's bucket was reset: {remaining} remaining"
+    );
+}
