@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::http::auth::Auth;
+use crate::http::serve::ConnectionLimits;
 use crate::jobs::cleanup::{CleanupSettings, DeletionPolicy};
 use crate::jobs::{Jobs, Schedule};
 use crate::metrics::Metrics;
@@ -265,16 +265,19 @@ impl Application {
                 }
             }
         });
-        // Responses are written whole, but small ones must not wait on Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+        let config = &self.state.config;
+        let limits = ConnectionLimits {
+            header_read_timeout: config.header_read_timeout,
+            keep_alive_timeout: config.keep_alive_timeout,
+            max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+        };
+        crate::http::serve::serve(
+            self.listener,
+            self.router,
+            limits,
+            self.state.metrics.clone(),
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
     }
 }

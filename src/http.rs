@@ -6,4 +6,5 @@ pub mod extract;
 pub mod handlers;
 pub mod middleware;
 pub mod router;
+pub mod serve;
 pub mod views;

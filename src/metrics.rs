@@ -38,6 +38,10 @@ pub struct Metrics {
     pub allocation_latency_seconds: HistogramVec,
     /// Requests being served right now.
     pub requests_in_flight: IntGauge,
+    /// Client connections open now (at most `MAX_CONNECTIONS`).
+    pub connections_open: IntGauge,
+    /// Connections answered 503 and closed because `MAX_CONNECTIONS` were open.
+    pub connections_shed_total: IntCounter,
     /// Requests refused by the rate limiter.
     pub rate_limited_total: IntCounter,
     /// `broker_auth_failures_total{outcome}`: `rejected` (a missing or wrong token, 401/403)
@@ -199,6 +203,16 @@ impl Metrics {
                 &r,
                 "broker_requests_in_flight",
                 "HTTP requests being served",
+            )?,
+            connections_open: gauge(
+                &r,
+                "broker_connections_open",
+                "Client connections open (at most MAX_CONNECTIONS)",
+            )?,
+            connections_shed_total: counter(
+                &r,
+                "broker_connections_shed_total",
+                "Connections answered 503 and closed because MAX_CONNECTIONS were open",
             )?,
             rate_limited_total: counter(
                 &r,

@@ -10,6 +10,7 @@ mod admin;
 mod bad_input;
 mod class_start;
 mod concurrency;
+mod connections;
 mod edge;
 mod embedded;
 mod helpers;

@@ -126,6 +126,8 @@ const PYTHON_VALUES: &[(&str, &[&str])] = &[
 /// Ours, beside them (the embedded store adds no store series of its own).
 const ADDED: &[(&str, &[&str])] = &[
     ("broker_auth_failures_total", &["outcome"]),
+    ("broker_connections_open", &[]),
+    ("broker_connections_shed_total", &[]),
     ("broker_auto_delete_stale_deleted_total", &[]),
     ("broker_auto_delete_stale_total", &["outcome"]),
     ("broker_niosxaas_circuit_state", &[]),
