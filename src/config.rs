@@ -708,6 +708,7 @@ impl Config {
             deadline: self.allocate_deadline,
             max_concurrency: usize::try_from(self.ddb_max_concurrency).unwrap_or(usize::MAX),
             latency_target: self.ddb_latency_target,
+            list_evaluate_max: crate::store::dynamo::LIST_EVALUATE_PER_REQUEST,
         }
     }
 }

@@ -20,7 +20,11 @@ resource "aws_lb" "broker" {
   load_balancer_type = "application"
   subnets            = var.public_subnet_ids
   security_groups    = [aws_security_group.alb.id]
-  idle_timeout       = 60
+  # Must stay below the tasks' KEEP_ALIVE_TIMEOUT_SEC (75), or the ALB reuses connections
+  # the task has just closed.
+  idle_timeout = 60
+  # Requests with header names HTTP does not allow are dropped here, not passed on.
+  drop_invalid_header_fields = true
 }
 
 resource "aws_lb_target_group" "broker" {
@@ -50,5 +54,25 @@ resource "aws_lb_listener" "https" {
   default_action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.broker.arn
+  }
+}
+
+# /metrics is for Prometheus inside the VPC (it scrapes the tasks directly on 8080; see
+# aws_security_group.tasks), never for the internet: the public listener answers it 404.
+resource "aws_lb_listener_rule" "no_public_metrics" {
+  listener_arn = aws_lb_listener.https.arn
+  priority     = 1
+  condition {
+    path_pattern {
+      values = ["/metrics", "/metrics/*"]
+    }
+  }
+  action {
+    type = "fixed-response"
+    fixed_response {
+      content_type = "application/json"
+      status_code  = "404"
+      message_body = jsonencode({ detail = { code = "NOT_FOUND", message = "Not found" } })
+    }
   }
 }

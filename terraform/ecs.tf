@@ -39,6 +39,9 @@ resource "aws_ecs_task_definition" "broker" {
       # The load balancer is the only peer; believe its X-Forwarded-For.
       { name = "TRUSTED_PROXIES", value = data.aws_vpc.selected.cidr_block },
     ]
+    # Nothing in the image is written at run time; /tmp is the one writable place.
+    readonlyRootFilesystem = true
+    mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
     secrets = concat(
       [
         { name = "BROKER_API_TOKEN", valueFrom = var.api_token_secret_arn },
@@ -50,6 +53,9 @@ resource "aws_ecs_task_definition" "broker" {
       var.niosxaas_credentials_secret_arn == null ? [] : [
         { name = "NIOSXAAS_EMAIL", valueFrom = "${var.niosxaas_credentials_secret_arn}:email::" },
         { name = "NIOSXAAS_PASSWORD", valueFrom = "${var.niosxaas_credentials_secret_arn}:password::" },
+      ],
+      var.metrics_token_secret_arn == null ? [] : [
+        { name = "METRICS_TOKEN", valueFrom = var.metrics_token_secret_arn },
       ],
     )
     # Liveness only: a DynamoDB outage must not get healthy tasks replaced (readiness is
@@ -72,6 +78,47 @@ resource "aws_ecs_task_definition" "broker" {
       }
     }
   }])
+
+  volume {
+    name = "tmp"
+  }
+}
+
+# `init-table` as a one-off task with its own role, the only one that may create or
+# change the table (the service's role cannot):
+#
+#   aws ecs run-task --cluster <name> --launch-type FARGATE --task-definition <name>-init-table \
+#     --network-configuration 'awsvpcConfiguration={subnets=[...],securityGroups=[<tasks sg>]}'
+resource "aws_ecs_task_definition" "init_table" {
+  family                   = "${var.name}-init-table"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = 256
+  memory                   = 512
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.init_table.arn
+
+  container_definitions = jsonencode([{
+    name                   = "init-table"
+    image                  = var.image
+    command                = ["init-table"]
+    essential              = true
+    readonlyRootFilesystem = true
+    environment = [
+      { name = "BROKER_STORE", value = "dynamodb" },
+      { name = "DDB_TABLE_NAME", value = aws_dynamodb_table.pool.name },
+      { name = "AWS_REGION", value = var.region },
+      { name = "LOG_FORMAT", value = "json" },
+    ]
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.broker.name
+        awslogs-region        = var.region
+        awslogs-stream-prefix = "init-table"
+      }
+    }
+  }])
 }
 
 data "aws_vpc" "selected" {
@@ -87,11 +134,39 @@ resource "aws_security_group" "tasks" {
     protocol        = "tcp"
     security_groups = [aws_security_group.alb.id]
   }
+  # Prometheus inside the VPC scrapes /metrics on the tasks directly.
+  dynamic "ingress" {
+    for_each = length(var.metrics_scraper_cidrs) > 0 ? [1] : []
+    content {
+      description = "Prometheus scrapes /metrics"
+      from_port   = 8080
+      to_port     = 8080
+      protocol    = "tcp"
+      cidr_blocks = var.metrics_scraper_cidrs
+    }
+  }
+  # HTTPS only: DynamoDB, the CSP API, Secrets Manager, ECR and CloudWatch are all 443.
   egress {
-    from_port   = 0
-    to_port     = 0
-    protocol    = "-1"
+    description = "HTTPS to AWS APIs and the CSP"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
+  }
+  # The VPC's resolver (the base address plus two) is inside the VPC's CIDR.
+  egress {
+    description = "DNS (udp)"
+    from_port   = 53
+    to_port     = 53
+    protocol    = "udp"
+    cidr_blocks = [data.aws_vpc.selected.cidr_block]
+  }
+  egress {
+    description = "DNS (tcp)"
+    from_port   = 53
+    to_port     = 53
+    protocol    = "tcp"
+    cidr_blocks = [data.aws_vpc.selected.cidr_block]
   }
 }
 

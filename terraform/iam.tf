@@ -27,6 +27,7 @@ data "aws_iam_policy_document" "secrets" {
       var.admin_token_secret_arn,
       var.csp_api_token_secret_arn,
       var.niosxaas_credentials_secret_arn,
+      var.metrics_token_secret_arn,
     ])
   }
 }
@@ -38,7 +39,9 @@ resource "aws_iam_role_policy" "execution_secrets" {
 }
 
 # What the service itself may do: the data-plane calls of docs/dynamodb.md on its table
-# and indexes, and DescribeTable/UpdateTable for `init-table`.
+# and indexes (TransactWriteItems is authorised by the Put/Update it carries), and
+# DescribeTable, with which `serve` checks the table's indexes at start. It can neither
+# create nor change the table: that is `init-table`'s role below.
 data "aws_iam_policy_document" "table" {
   statement {
     actions = [
@@ -46,17 +49,39 @@ data "aws_iam_policy_document" "table" {
       "dynamodb:PutItem",
       "dynamodb:UpdateItem",
       "dynamodb:DeleteItem",
+      "dynamodb:ConditionCheckItem",
       "dynamodb:Query",
       "dynamodb:Scan",
-      "dynamodb:BatchWriteItem",
       "dynamodb:DescribeTable",
-      "dynamodb:UpdateTable",
     ]
     resources = [
       aws_dynamodb_table.pool.arn,
       "${aws_dynamodb_table.pool.arn}/index/*",
     ]
   }
+}
+
+# The one-off `init-table` task: create the table or add a missing index, nothing else.
+data "aws_iam_policy_document" "init_table" {
+  statement {
+    actions = [
+      "dynamodb:CreateTable",
+      "dynamodb:UpdateTable",
+      "dynamodb:DescribeTable",
+    ]
+    resources = [aws_dynamodb_table.pool.arn]
+  }
+}
+
+resource "aws_iam_role" "init_table" {
+  name               = "${var.name}-init-table"
+  assume_role_policy = data.aws_iam_policy_document.ecs_assume.json
+}
+
+resource "aws_iam_role_policy" "init_table" {
+  name   = "create-or-extend-table"
+  role   = aws_iam_role.init_table.id
+  policy = data.aws_iam_policy_document.init_table.json
 }
 
 resource "aws_iam_role" "task" {

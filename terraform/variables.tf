@@ -10,8 +10,13 @@ variable "name" {
 }
 
 variable "image" {
-  description = "Container image of sandbox-broker (built from the repository's Dockerfile)."
+  description = "Container image of sandbox-broker (built from the repository's Dockerfile), pinned by digest: repository@sha256:<64 hex>."
   type        = string
+  validation {
+    # A tag can be moved to other bytes; a digest cannot.
+    condition     = can(regex("@sha256:[0-9a-f]{64}$", var.image))
+    error_message = "image must be pinned by digest (repository@sha256:<64 hex digits>), not by tag."
+  }
 }
 
 variable "vpc_id" {
@@ -102,6 +107,18 @@ variable "niosxaas_service_name" {
   description = "NIOSXAAS_SERVICE_NAME: universal services to delete (* for all)."
   type        = string
   default     = ""
+}
+
+variable "metrics_scraper_cidrs" {
+  description = "CIDRs inside the VPC from which Prometheus scrapes the tasks' /metrics on 8080 (the public listener answers /metrics 404)."
+  type        = list(string)
+  default     = []
+}
+
+variable "metrics_token_secret_arn" {
+  description = "Secrets Manager secret holding METRICS_TOKEN; when set, /metrics needs it as a bearer token."
+  type        = string
+  default     = null
 }
 
 variable "niosxaas_credentials_secret_arn" {

@@ -233,12 +233,12 @@ impl PreDeleteHook {
                 .inc();
             let id = service.id.as_deref().unwrap_or_default();
             if self.settings.shadow_mode {
-                tracing::info!(sandbox.id = log_id, service.name = %service.name, service.id = id, "NIOSXaaS shadow mode: would delete this universal service");
+                tracing::info!(sandbox.id = log_id, service.name = ?service.name, service.id = id, "NIOSXaaS shadow mode: would delete this universal service");
                 continue;
             }
             self.delete(&jwt, service).await?;
             self.metrics.niosxaas_services_deleted_total.inc();
-            tracing::info!(sandbox.id = log_id, service.name = %service.name, service.id = id, "NIOSXaaS: deleted a universal service");
+            tracing::info!(sandbox.id = log_id, service.name = ?service.name, service.id = id, "NIOSXaaS: deleted a universal service");
         }
         Ok(())
     }

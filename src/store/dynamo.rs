@@ -87,7 +87,14 @@ pub struct DynamoSettings {
     pub max_concurrency: usize,
     /// `DDB_LATENCY_TARGET_MS`: calls slower than this on average shrink the limit.
     pub latency_target: Duration,
+    /// Items one admin list request may evaluate before it answers what it found with a
+    /// cursor ([`LIST_EVALUATE_PER_REQUEST`] outside tests).
+    pub list_evaluate_max: usize,
 }
+
+/// Items one admin list request evaluates at most, so a filter that matches nothing
+/// cannot make one request read a whole table.
+pub const LIST_EVALUATE_PER_REQUEST: usize = 5_000;
 
 /// Builds an SDK client for one-off work (`init-table`, test setup): explicit timeouts
 /// and the SDK's jittered retries. The store itself retries in its own loop (`calls.rs`)
@@ -132,6 +139,7 @@ pub struct DynamoStore {
     table: String,
     candidates: CandidatePool,
     k_candidates: usize,
+    list_evaluate_max: usize,
     abandoned: allocate::Abandoned,
     foreign: foreign::ForeignWatch,
 }
@@ -169,6 +177,7 @@ impl DynamoStore {
             table: settings.table.clone(),
             candidates: CandidatePool::default(),
             k_candidates: settings.k_candidates.max(1),
+            list_evaluate_max: settings.list_evaluate_max.max(1),
             abandoned: allocate::Abandoned::default(),
             foreign: foreign::ForeignWatch::default(),
         }

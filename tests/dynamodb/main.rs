@@ -14,6 +14,7 @@ mod admin;
 #[path = "../api/bad_input.rs"]
 mod bad_input;
 mod binary;
+mod bounded_list;
 #[path = "../api/class_start.rs"]
 mod class_start;
 #[path = "../api/concurrency.rs"]

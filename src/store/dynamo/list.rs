@@ -2,6 +2,9 @@
 //!
 //! Rule: the cursor names the last row *returned*, never DynamoDB's own page end, so
 //! stopping mid-page skips nothing; following cursors visits every matching row once.
+//! One request evaluates at most `list_evaluate_max` items: when a filter matches few of
+//! them it answers what it found (perhaps nothing) with a cursor after the last row it
+//! evaluated, so a stranger's filter can never turn into a whole-table read.
 //! A status filter reads `StatusIndex`, a student filter `TrackIndex`, otherwise the table
 //! is scanned with consistent reads.
 
@@ -40,21 +43,34 @@ impl DynamoStore {
             .transpose()?;
         let budget = self.calls.budget();
         let mut rows: Vec<Sandbox> = Vec::with_capacity(query.limit + 1);
+        let mut evaluated = 0usize;
+        // The last sandbox row of the last whole page read: where a short page resumes.
+        let mut evaluated_up_to: Option<ListCursor> = None;
         while rows.len() <= query.limit {
             let (items, next) = self.read_page(&budget, &path, start.take()).await?;
+            evaluated += items.len();
             for item in &items {
-                if let Some(row) = self.full_row(&budget, item).await?
-                    && query.matches(&row)
-                {
-                    rows.push(row);
-                    if rows.len() > query.limit {
-                        break;
+                if let Some(row) = self.full_row(&budget, item).await? {
+                    evaluated_up_to = Some(cursor_for(&path, &row));
+                    if query.matches(&row) {
+                        rows.push(row);
+                        if rows.len() > query.limit {
+                            break;
+                        }
                     }
                 }
             }
             match next {
-                Some(key) if rows.len() <= query.limit => start = Some(key),
-                _ => break,
+                Some(_) if rows.len() > query.limit => break,
+                Some(_) if evaluated >= self.list_evaluate_max && evaluated_up_to.is_some() => {
+                    rows.truncate(query.limit);
+                    return Ok(SandboxPage {
+                        sandboxes: rows,
+                        next: evaluated_up_to,
+                    });
+                }
+                Some(key) => start = Some(key),
+                None => break,
             }
         }
         let more = rows.len() > query.limit;
