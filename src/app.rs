@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::http::auth::Auth;
+use crate::http::recent::Recent;
 use crate::http::serve::ConnectionLimits;
 use crate::jobs::cleanup::{CleanupSettings, DeletionPolicy};
 use crate::jobs::{Jobs, Schedule};
 use crate::metrics::Metrics;
-use crate::metrics::pool_cache::PoolCache;
 use crate::provider::breaker::CircuitBreaker;
 use crate::provider::client::CspClient;
 use crate::provider::instrumented::Instrumented;
@@ -27,7 +27,11 @@ use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
 use crate::ratelimit::RateLimiter;
 use crate::ratelimit::failures::FailureThrottle;
-use crate::store::SharedStore;
+use crate::store::{PoolStats, SharedStore};
+
+/// How long a readiness answer is reused: load balancers poll every few seconds, and a
+/// stranger polling faster must not become table reads.
+const READINESS_REUSE: Duration = Duration::from_secs(1);
 
 /// How often idle rate-limit buckets are forgotten.
 const RATE_LIMIT_JANITOR_PERIOD: Duration = Duration::from_secs(60);
@@ -46,8 +50,10 @@ pub struct App {
     pub auth: Auth,
     /// Failed authentications per client address.
     pub auth_failures: FailureThrottle,
-    /// The pool counts `/metrics` reports.
-    pub pool_cache: PoolCache,
+    /// The pool counts `/metrics` reports (`None`: the store could not count).
+    pub pool_counts: Recent<Option<PoolStats>>,
+    /// The store's last readiness answer, reused for a second.
+    pub readiness: Recent<&'static str>,
     /// The background jobs (sync, …) and their leases.
     pub jobs: Arc<Jobs>,
     /// The circuit breaker around the provider, when one is configured.
@@ -124,7 +130,8 @@ impl AppState {
             config.auth_failure_window,
             max_callers,
         );
-        let pool_cache = PoolCache::new(config.metrics_pool_refresh);
+        let pool_counts = Recent::new(config.metrics_pool_refresh);
+        let readiness = Recent::new(READINESS_REUSE);
         let metrics = Metrics::new()?;
         metrics.register_store(store.as_ref())?;
         let breaker = provider.map(|provider| {
@@ -183,7 +190,8 @@ impl AppState {
             rate_limiter,
             auth,
             auth_failures,
-            pool_cache,
+            pool_counts,
+            readiness,
             jobs,
             breaker,
             pre_delete,

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod handlers;
 pub mod middleware;
+pub mod recent;
 pub mod router;
 pub mod serve;
 pub mod views;

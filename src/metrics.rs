@@ -2,9 +2,7 @@
 //!
 //! Rule: the contract's metric names (§3.5) are kept exactly; the pool gauges are set
 //! from the store's exact counts, taken at most once per `METRICS_POOL_REFRESH_SEC`
-//! ([`pool_cache`]), so scrapes never become store load.
-
-pub mod pool_cache;
+//! (`http::recent`), so scrapes never become store load.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,

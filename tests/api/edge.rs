@@ -193,3 +193,23 @@ async fn a_flood_of_invented_student_keys_leaves_the_bucket_map_bounded_and_the_
         "heavy caller's bucket was reset: {remaining} remaining"
     );
 }
+
+#[tokio::test]
+async fn readiness_polled_fast_reads_the_store_at_most_once_a_second() {
+    let app = spawn_app_with(|c| c.metrics_pool_refresh = Duration::from_secs(3600)).await;
+    let calls = "broker_dynamodb_call_duration_seconds_count";
+    let before = series_sum(&app.metrics_text().await, calls);
+
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), StatusCode::OK);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let made = series_sum(&app.metrics_text().await, calls) - before;
+    assert!(
+        made <= seconds.floor() + 1.0,
+        "{made} store reads in {seconds:.1} s"
+    );
+}

@@ -46,14 +46,19 @@ pub async fn health() -> Json<HealthView> {
     responses((status = 200, body = ReadyView), (status = 503, body = ReadyView))
 )]
 pub async fn readiness(State(app): State<AppState>) -> Response {
-    let store = match tokio::time::timeout(READY_TIMEOUT, app.store.ping()).await {
-        Ok(Ok(())) => "ok",
-        Ok(Err(err)) => {
-            tracing::warn!(error = ?err, "readiness: store unavailable");
-            "unavailable"
-        }
-        Err(_) => "timeout",
-    };
+    let store = app
+        .readiness
+        .get(|| async {
+            match tokio::time::timeout(READY_TIMEOUT, app.store.ping()).await {
+                Ok(Ok(())) => "ok",
+                Ok(Err(err)) => {
+                    tracing::warn!(error = ?err, "readiness: store unavailable");
+                    "unavailable"
+                }
+                Err(_) => "timeout",
+            }
+        })
+        .await;
     let ready = store == "ok";
     let view = ReadyView {
         status: if ready { "ready" } else { "not_ready" }.into(),
@@ -77,7 +82,7 @@ pub async fn readiness(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> Result<Response> {
     let pool = app
-        .pool_cache
+        .pool_counts
         .get(|| async {
             match app.store.stats().await {
                 Ok(pool) => Some(pool),

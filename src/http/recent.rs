@@ -1,9 +1,9 @@
-//! The pool counts `/metrics` reports, read from the store at most once per refresh period.
+//! Answers of the open ops routes, read from the store at most once per period.
 //!
-//! Rule: however often (and however many at once) `/metrics` is scraped, the store is
-//! counted at most once per `METRICS_POOL_REFRESH_SEC` per instance: concurrent scrapes
-//! wait for the one refresh in progress and share its answer, a failed count included, so
-//! a scraper cannot turn into read load on the table that allocations need.
+//! Rule: however often (and however many at once) `/metrics` or `/readyz` is called, the
+//! store is asked at most once per period per instance: concurrent callers wait for the
+//! one read in progress and share its answer, a failure included, so nobody who can reach
+//! the listener can turn these routes into read load on the table allocations need.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,16 +11,14 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::store::PoolStats;
-
-/// The last count and when it was taken.
-pub struct PoolCache {
+/// The last answer and when it was taken.
+pub struct Recent<T> {
     max_age: Duration,
-    last: Mutex<Option<(Instant, Option<PoolStats>)>>,
+    last: Mutex<Option<(Instant, T)>>,
 }
 
-impl PoolCache {
-    /// A cache whose counts are reused for `max_age`.
+impl<T: Copy> Recent<T> {
+    /// Answers are reused for `max_age`.
     pub fn new(max_age: Duration) -> Self {
         Self {
             max_age,
@@ -28,22 +26,21 @@ impl PoolCache {
         }
     }
 
-    /// The counts, from `count` when the last ones are older than the refresh period
-    /// (`None`: the store could not count them).
-    pub async fn get<F, Fut>(&self, count: F) -> Option<PoolStats>
+    /// The last answer, or a new one from `read` when the last is older than the period.
+    pub async fn get<F, Fut>(&self, read: F) -> T
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Option<PoolStats>>,
+        Fut: Future<Output = T>,
     {
         let mut last = self.last.lock().await;
-        if let Some((taken, stats)) = *last
+        if let Some((taken, answer)) = *last
             && taken.elapsed() < self.max_age
         {
-            return stats;
+            return answer;
         }
-        let stats = count().await;
-        *last = Some((Instant::now(), stats));
-        stats
+        let answer = read().await;
+        *last = Some((Instant::now(), answer));
+        answer
     }
 }
 
@@ -53,10 +50,11 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+    use crate::store::PoolStats;
 
     #[tokio::test(start_paused = true)]
     async fn the_store_is_counted_once_per_period_however_often_it_is_asked() {
-        let cache = PoolCache::new(Duration::from_secs(5));
+        let cache = Recent::new(Duration::from_secs(5));
         let counts = AtomicU32::new(0);
         // 101 scrapes, one every 100 ms for 10 s: counted at 0 s, 5 s and 10 s.
         for _ in 0..=100 {
@@ -73,7 +71,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_scrapes_share_one_count_and_a_failure_is_cached_too() {
-        let cache = Arc::new(PoolCache::new(Duration::from_secs(5)));
+        let cache: Arc<Recent<Option<PoolStats>>> = Arc::new(Recent::new(Duration::from_secs(5)));
         let counts = Arc::new(AtomicU32::new(0));
         let scrapes = (0..50).map(|_| {
             let (cache, counts) = (Arc::clone(&cache), Arc::clone(&counts));
