@@ -11,6 +11,20 @@ resource "aws_ecs_cluster" "broker" {
   }
 }
 
+locals {
+  # What both containers (the service and the one-off init-table) need to find the table.
+  table_environment = [
+    { name = "BROKER_STORE", value = "dynamodb" },
+    { name = "DDB_TABLE_NAME", value = aws_dynamodb_table.pool.name },
+    { name = "AWS_REGION", value = var.region },
+    { name = "LOG_FORMAT", value = "json" },
+  ]
+  log_options = {
+    awslogs-group  = aws_cloudwatch_log_group.broker.name
+    awslogs-region = var.region
+  }
+}
+
 resource "aws_ecs_task_definition" "broker" {
   family                   = var.name
   requires_compatibilities = ["FARGATE"]
@@ -26,19 +40,15 @@ resource "aws_ecs_task_definition" "broker" {
     command      = ["serve"]
     essential    = true
     portMappings = [{ containerPort = 8080, protocol = "tcp" }]
-    environment = [
+    environment = concat(local.table_environment, [
       { name = "NIOSXAAS_ENABLED", value = tostring(var.niosxaas_enabled) },
       { name = "NIOSXAAS_SHADOW_MODE", value = tostring(var.niosxaas_shadow_mode) },
       { name = "NIOSXAAS_SERVICE_NAME", value = var.niosxaas_service_name },
-      { name = "BROKER_STORE", value = "dynamodb" },
-      { name = "DDB_TABLE_NAME", value = aws_dynamodb_table.pool.name },
-      { name = "AWS_REGION", value = var.region },
       { name = "BROKER_LISTEN_ADDR", value = "0.0.0.0:8080" },
       { name = "LAB_DURATION_HOURS", value = tostring(var.lab_duration_hours) },
-      { name = "LOG_FORMAT", value = "json" },
       # The load balancer is the only peer; believe its X-Forwarded-For.
       { name = "TRUSTED_PROXIES", value = data.aws_vpc.selected.cidr_block },
-    ]
+    ])
     # Nothing in the image is written at run time; /tmp is the one writable place.
     readonlyRootFilesystem = true
     mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
@@ -71,11 +81,7 @@ resource "aws_ecs_task_definition" "broker" {
     stopTimeout = 35
     logConfiguration = {
       logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.broker.name
-        awslogs-region        = var.region
-        awslogs-stream-prefix = "broker"
-      }
+      options   = merge(local.log_options, { awslogs-stream-prefix = "broker" })
     }
   }])
 
@@ -104,19 +110,10 @@ resource "aws_ecs_task_definition" "init_table" {
     command                = ["init-table"]
     essential              = true
     readonlyRootFilesystem = true
-    environment = [
-      { name = "BROKER_STORE", value = "dynamodb" },
-      { name = "DDB_TABLE_NAME", value = aws_dynamodb_table.pool.name },
-      { name = "AWS_REGION", value = var.region },
-      { name = "LOG_FORMAT", value = "json" },
-    ]
+    environment            = local.table_environment
     logConfiguration = {
       logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.broker.name
-        awslogs-region        = var.region
-        awslogs-stream-prefix = "init-table"
-      }
+      options   = merge(local.log_options, { awslogs-stream-prefix = "init-table" })
     }
   }])
 }
