@@ -109,3 +109,23 @@ fn the_image_must_be_pinned_by_digest() {
     let image = block(&variables, r#"variable "image""#);
     assert!(image.contains("@sha256:[0-9a-f]{64}$"), "{image}");
 }
+
+#[test]
+fn cargo_run_runs_the_service_not_the_benchmark() {
+    // The README's first command is `cargo run -- demo`; with two binaries in the
+    // package, cargo needs to be told which one that is.
+    let manifest = read("Cargo.toml");
+    let package = block_until_next_table(&manifest, "[package]");
+    assert!(
+        package.contains(r#"default-run = "sandbox-broker""#),
+        "{package}"
+    );
+}
+
+/// A TOML table's text, from its header to the next header.
+fn block_until_next_table<'a>(text: &'a str, header: &str) -> &'a str {
+    let start = text.find(header).unwrap_or_else(|| panic!("no {header}"));
+    let body = &text[start + header.len()..];
+    let end = body.find("\n[").unwrap_or(body.len());
+    &body[..end]
+}
