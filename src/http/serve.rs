@@ -31,7 +31,9 @@ use crate::metrics::Metrics;
 
 /// Most connections being answered 503 at once; beyond it they are simply closed.
 const MAX_SHEDDING: usize = 256;
-/// How long a shed connection is given to send its request and read the 503.
+/// How long a shed connection's request is waited for before the 503 is written anyway.
+const SHED_READ_WAIT: Duration = Duration::from_millis(200);
+/// How long a shed connection is given to take the 503.
 const SHED_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// When connections are closed, and how many may be open.
@@ -304,12 +306,13 @@ fn shed_response() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Answers 503 and closes: reads what the client sent first, so that closing does not
-/// reset the answer away before the client reads it.
+/// Answers 503 and closes: reads what the client has sent first (closing with unread
+/// bytes would reset the answer away before the client reads it), but does not wait long
+/// for a client that sends nothing.
 async fn shed(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
+    let mut request = [0u8; 4096];
+    let _ = tokio::time::timeout(SHED_READ_WAIT, stream.read(&mut request)).await;
     let _ = tokio::time::timeout(SHED_TIMEOUT, async {
-        let mut request = [0u8; 4096];
-        let _ = stream.read(&mut request).await;
         stream.write_all(&shed_response()).await?;
         stream.shutdown().await
     })

@@ -18,8 +18,8 @@ use super::schema::{STATUS_INDEX, TRACK_INDEX};
 use crate::domain::Sandbox;
 use crate::store::{ListCursor, ListQuery, SandboxPage, StoreError};
 
-/// Items DynamoDB evaluates per request while looking for matches.
-const EVALUATE_PER_REQUEST: i32 = 200;
+/// Items DynamoDB evaluates per page (one Query or Scan call) while looking for matches.
+const EVALUATE_PER_PAGE: i32 = 200;
 
 /// Which access path a listing uses.
 enum Path<'q> {
@@ -48,7 +48,9 @@ impl DynamoStore {
         let mut evaluated_up_to: Option<ListCursor> = None;
         while rows.len() <= query.limit {
             let (items, next) = self.read_page(&budget, &path, start.take()).await?;
-            evaluated += items.len();
+            // A page evaluates up to its limit, matching or not (a scan's filter drops
+            // the table's other items after reading them).
+            evaluated += EVALUATE_PER_PAGE.unsigned_abs() as usize;
             for item in &items {
                 if let Some(row) = self.full_row(&budget, item).await? {
                     evaluated_up_to = Some(cursor_for(&path, &row));
@@ -101,7 +103,7 @@ impl DynamoStore {
                     .consistent_read(true)
                     .filter_expression("begins_with(PK, :sbx)")
                     .expression_attribute_values(":sbx", s(SANDBOX_PREFIX))
-                    .limit(EVALUATE_PER_REQUEST)
+                    .limit(EVALUATE_PER_PAGE)
                     .set_exclusive_start_key(start);
                 let page = self
                     .calls
@@ -123,7 +125,7 @@ impl DynamoStore {
                     .key_condition_expression("#k = :v")
                     .expression_attribute_names("#k", attribute)
                     .expression_attribute_values(":v", s(*value))
-                    .limit(EVALUATE_PER_REQUEST)
+                    .limit(EVALUATE_PER_PAGE)
                     .set_exclusive_start_key(start);
                 let page = self
                     .calls
