@@ -86,6 +86,9 @@ struct Args {
     /// The store's `DDB_MAX_CONCURRENCY`.
     #[arg(long, default_value_t = 128)]
     ddb_max_concurrency: usize,
+    /// The store's `DDB_LATENCY_TARGET_MS`.
+    #[arg(long, default_value_t = 50)]
+    ddb_latency_target_ms: u64,
 }
 
 /// One level's figures.
@@ -336,6 +339,7 @@ mod dynamo_bench {
             table: table.to_owned(),
             endpoint_url: Some(endpoint),
             max_concurrency: args.ddb_max_concurrency,
+            latency_target: std::time::Duration::from_millis(args.ddb_latency_target_ms),
             ..config.dynamo_settings()
         })
     }
