@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -545,77 +545,36 @@ impl Config {
         }
     }
 
-    /// A configuration for tests and the benchmark, independent of the environment:
-    /// loopback port 0, the given tokens, no effective rate limit, contract defaults otherwise.
+    /// Every setting at its declared default: the clap definitions parsed from an empty
+    /// command line with the environment ignored, so what tests start from is what `serve`
+    /// would run with, never a copy of it.
+    pub fn declared_defaults() -> Result<Self, clap::Error> {
+        let command = Self::augment_args(clap::Command::new("defaults"))
+            .mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.try_get_matches_from(["defaults"])?;
+        Self::from_arg_matches(&matches)
+    }
+
+    /// A configuration for tests and the benchmark, independent of the environment: the
+    /// declared defaults with these overrides: loopback port 0, the given tokens, the
+    /// embedded store, text logs, no effective rate limit or failure throttle, no pause
+    /// between cleanup batches, and plain `http://` allowed for the simulators on loopback.
     pub fn for_tests(data_dir: PathBuf, track_token: &str, admin_token: &str) -> Self {
+        let defaults = Self::declared_defaults()
+            .unwrap_or_else(|err| panic!("the declared defaults do not parse: {err}"));
         Self {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             store: Some(StoreKind::Embedded),
             data_dir,
             api_token: TokenList::parse(track_token).ok(),
             admin_token: TokenList::parse(admin_token).ok(),
-            api_base_path: "/v1".into(),
-            lab_duration_hours: 48,
+            log_format: Some(LogFormat::Text),
             rate_limit_per_sec: NonZeroU32::MAX,
             rate_limit_burst: NonZeroU32::MAX,
-            trusted_proxies: TrustedProxies::default(),
-            cors_allowed_origins: CorsOrigins::default(),
-            log_level: "info".into(),
-            log_format: Some(LogFormat::Text),
-            request_timeout: Duration::from_secs(30),
-            ddb_table_name: None,
-            ddb_gsi1_name: STATUS_INDEX.into(),
-            ddb_gsi2_name: TRACK_INDEX.into(),
-            ddb_gsi3_name: IDEMPOTENCY_INDEX.into(),
-            ddb_endpoint_url: None,
-            aws_region: None,
-            k_candidates: 15,
-            backoff_base: Duration::from_millis(25),
-            backoff_max: Duration::from_millis(400),
-            ddb_connect_timeout: Duration::from_millis(300),
-            ddb_latency_target: Duration::from_millis(50),
-            allocate_deadline: Duration::from_secs(10),
-            ddb_attempt_timeout: Duration::from_millis(3000),
-            ddb_stall_timeout: Duration::from_millis(1000),
-            ddb_max_concurrency: 128,
-            csp_base_url: "https://csp.infoblox.com/v2".into(),
-            csp_api_token: None,
-            csp_connect_timeout: Duration::from_secs(5),
-            csp_read_timeout: Duration::from_secs(15),
-            circuit_breaker_threshold: 5,
-            circuit_breaker_timeout: Duration::from_secs(60),
-            sync_interval: Duration::from_secs(600),
-            auto_expiry_interval: Duration::from_secs(300),
-            auto_delete_stale_interval: Duration::from_secs(86_400),
-            auto_delete_stale_grace_hours: 24,
-            cleanup_interval: Duration::from_secs(300),
-            cleanup_batch_size: 10,
-            cleanup_batch_delay: Duration::ZERO,
-            cleanup_per_sandbox_delay: Duration::ZERO,
-            deletion_retry_max_attempts: 3,
-            deletion_retry_backoff: Duration::from_secs(60),
-            deletion_give_up_hours: 24,
-            deleted_ttl_days: 30,
-            grace_period_minutes: 30,
-            job_lease: Duration::from_secs(60),
-            instance_id: None,
-            niosxaas_enabled: false,
-            niosxaas_shadow_mode: true,
-            niosxaas_base_url: "https://csp.infoblox.com".into(),
-            niosxaas_email: None,
-            niosxaas_password: None,
-            niosxaas_service_name: None,
-            niosxaas_timeout: Duration::from_secs(30),
-            rate_limit_max_callers: 100_000,
             auth_failure_limit: NonZeroU32::MAX,
-            auth_failure_window: Duration::from_secs(60),
-            metrics_token: None,
-            metrics_pool_refresh: Duration::from_secs(5),
-            header_read_timeout: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(75),
-            max_connections: 4096,
-            // Tests talk to wiremock simulators on loopback.
+            cleanup_batch_delay: Duration::ZERO,
             allow_http_upstreams: true,
+            ..defaults
         }
     }
 

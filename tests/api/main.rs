@@ -14,6 +14,7 @@ mod connections;
 mod deploy_files;
 mod edge;
 mod embedded;
+mod env_example;
 mod helpers;
 mod jobs;
 mod metric_names;
