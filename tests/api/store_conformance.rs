@@ -402,6 +402,7 @@ macro_rules! conformance_suite {
                 ping_succeeds_on_a_healthy_store,
                 sync_adds_refreshes_and_stales_without_resurrecting_anything,
                 a_job_lease_has_one_holder_until_it_expires_or_is_released,
+                a_lease_runs_out_exactly_at_its_end,
                 expiry_releases_only_ended_labs_and_frees_their_keys,
                 stale_rows_are_removed_only_after_their_grace,
                 deletions_are_claimed_by_one_runner_and_recorded_only_by_it,
@@ -520,6 +521,34 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
             stats.stale
         ),
         (4, 1, 1, 0)
+    );
+}
+
+/// Both stores draw the boundary where `domain::lease` does: held a millisecond before
+/// its end, free at it.
+pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
+    let now = 1_800_000_000_000;
+    let ends = now + 30_000;
+    store
+        .acquire_lease("expiry", "a", now, 30_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .acquire_lease("expiry", "b", ends - 1, 30_000)
+            .await
+            .unwrap(),
+        LeaseOutcome::Held {
+            holder: "a".into(),
+            until_ms: ends
+        }
+    );
+    assert_eq!(
+        store
+            .acquire_lease("expiry", "b", ends, 30_000)
+            .await
+            .unwrap(),
+        LeaseOutcome::Acquired
     );
 }
 

@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::DynamoStore;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, n, s};
+use crate::domain::lease::{self, LeaseDecision};
 use crate::store::{JobRecord, LeaseOutcome, StoreError};
 
 /// Partition key of every job item.
@@ -74,9 +75,7 @@ impl DynamoStore {
                     "SET holder = :me, lease_expires_at_ms = :until, sandbox_id = :placeholder",
                 )
                 .expression_attribute_values(":placeholder", placeholder_sandbox_id(job))
-                .condition_expression(
-                    "attribute_not_exists(holder) OR holder = :me OR lease_expires_at_ms < :now",
-                )
+                .condition_expression(lease::TAKE_CONDITION)
                 .expression_attribute_values(":me", s(holder))
                 .expression_attribute_values(":until", n(now_ms + ttl_ms))
                 .expression_attribute_values(":now", n(now_ms));
@@ -88,17 +87,17 @@ impl DynamoStore {
                         .consistent_item(&budget, job_key(job))
                         .await?
                         .map(|item| record_from(&item));
-                    if let Some(JobRecord {
-                        holder: Some(other),
-                        lease_expires_at_ms,
-                        ..
-                    }) = current
-                        && lease_expires_at_ms >= now_ms
+                    // A refusal is read back through the same rule: a lease released or
+                    // run out since our write is simply tried again.
+                    if let Some(record) = current
+                        && let LeaseDecision::HeldBy { holder, until_ms } = lease::decide(
+                            record.holder.as_deref(),
+                            record.lease_expires_at_ms,
+                            holder,
+                            now_ms,
+                        )
                     {
-                        return Ok(LeaseOutcome::Held {
-                            holder: other,
-                            until_ms: lease_expires_at_ms,
-                        });
+                        return Ok(LeaseOutcome::Held { holder, until_ms });
                     }
                 }
                 Err(DynamoError::Store(err)) => return Err(err),

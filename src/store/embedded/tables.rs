@@ -11,6 +11,7 @@ use redb::{
     WriteTransaction,
 };
 
+use crate::domain::lease::{self, LeaseDecision};
 use crate::domain::{
     ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
     Sandbox, SandboxId, SandboxStatus, StudentKey,
@@ -635,14 +636,13 @@ impl<'txn> Tables<'txn> {
             job: job.to_owned(),
             ..JobRecord::default()
         });
-        if let Some(current) = record.holder.as_deref()
-            && current != holder
-            && record.lease_expires_at_ms > now_ms
-        {
-            return Ok(LeaseOutcome::Held {
-                holder: current.to_owned(),
-                until_ms: record.lease_expires_at_ms,
-            });
+        if let LeaseDecision::HeldBy { holder, until_ms } = lease::decide(
+            record.holder.as_deref(),
+            record.lease_expires_at_ms,
+            holder,
+            now_ms,
+        ) {
+            return Ok(LeaseOutcome::Held { holder, until_ms });
         }
         record.holder = Some(holder.to_owned());
         record.lease_expires_at_ms = now_ms + ttl_ms;
