@@ -4,6 +4,7 @@
 //! the edge, so the store and the allocation rules never see an unchecked string.
 
 pub mod lease;
+pub mod lifecycle;
 
 use std::fmt;
 use std::str::FromStr;

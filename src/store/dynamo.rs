@@ -35,6 +35,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Credentials, Region, StalledStreamProtectionConfig};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{ReturnValue, Select};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
@@ -47,6 +48,7 @@ use super::{
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
     allocation_key_of_row,
 };
+use crate::domain::lifecycle::{self, Change, NotHolder, Release};
 use crate::domain::{
     DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
     SandboxStatus, StudentKey,
@@ -401,6 +403,21 @@ impl DynamoStore {
         }
     }
 
+    /// The conditional update that applies a decided `change` to `before`, answering the
+    /// new row (see [`item::row_update`]).
+    fn apply_change(&self, before: &Sandbox, change: &Change) -> UpdateItemFluentBuilder {
+        let update = item::row_update(before, change);
+        self.client()
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(sandbox_key(&change.row.sandbox_id)))
+            .update_expression(update.expression)
+            .condition_expression(update.condition)
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
+            .return_values(ReturnValue::AllNew)
+    }
+
     /// Releases `id` for `student`: see [`Store::mark_for_deletion`].
     async fn mark(
         &self,
@@ -413,28 +430,17 @@ impl DynamoStore {
             .row(budget, id.as_str())
             .await?
             .ok_or(StoreError::SandboxNotFound)?;
-        if !row.is_held_by(student) {
-            return Err(StoreError::NotOwner);
-        }
-        if row.status != SandboxStatus::Allocated {
-            return Ok(MarkOutcome {
-                sandbox: row,
-                newly_marked: false,
-            });
-        }
-        let update = self
-            .client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(sandbox_key(id.as_str())))
-            .update_expression("SET #s = :pending, deletion_requested_at = :now, updated_at = :now")
-            .condition_expression("#s = :allocated AND allocated_to_track = :student")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":pending", s(SandboxStatus::PendingDeletion.as_str()))
-            .expression_attribute_values(":allocated", s(SandboxStatus::Allocated.as_str()))
-            .expression_attribute_values(":student", s(student.as_str()))
-            .expression_attribute_values(":now", n(now))
-            .return_values(ReturnValue::AllNew);
+        let change = match lifecycle::release(&row, student, now) {
+            Err(NotHolder) => return Err(StoreError::NotOwner),
+            Ok(Release::Repeat) => {
+                return Ok(MarkOutcome {
+                    sandbox: row,
+                    newly_marked: false,
+                });
+            }
+            Ok(Release::Mark(change)) => change,
+        };
+        let update = self.apply_change(&row, &change);
         match self.calls.send(budget, || update.clone().send()).await {
             Ok(output) => {
                 let sandbox = returned_row(output.attributes)?;
@@ -453,8 +459,7 @@ impl DynamoStore {
                     .ok_or(StoreError::SandboxNotFound)?;
                 if row.is_held_by(student) {
                     Ok(MarkOutcome {
-                        newly_marked: row.status == SandboxStatus::PendingDeletion
-                            && row.deletion_requested_at == Some(now),
+                        newly_marked: lifecycle::release_applied(&row, now),
                         sandbox: row,
                     })
                 } else {

@@ -12,6 +12,7 @@ use redb::{
 };
 
 use crate::domain::lease::{self, LeaseDecision};
+use crate::domain::lifecycle::{self, NotHolder, Release};
 use crate::domain::{
     ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
     Sandbox, SandboxId, SandboxStatus, StudentKey,
@@ -475,19 +476,17 @@ impl<'txn> Tables<'txn> {
         now: i64,
     ) -> Result<MarkOutcome, StoreError> {
         let old = self.row(id.as_str())?.ok_or(StoreError::SandboxNotFound)?;
-        if !old.is_held_by(student) {
-            return Err(StoreError::NotOwner);
-        }
-        if old.status != SandboxStatus::Allocated {
-            return Ok(MarkOutcome {
-                sandbox: old,
-                newly_marked: false,
-            });
-        }
-        let mut new = old.clone();
-        new.status = SandboxStatus::PendingDeletion;
-        new.deletion_requested_at = Some(now);
-        new.updated_at = now;
+        // Read inside this write transaction, so the decision's expectation holds.
+        let new = match lifecycle::release(&old, student, now) {
+            Err(NotHolder) => return Err(StoreError::NotOwner),
+            Ok(Release::Repeat) => {
+                return Ok(MarkOutcome {
+                    sandbox: old,
+                    newly_marked: false,
+                });
+            }
+            Ok(Release::Mark(change)) => change.row,
+        };
         self.put(Some(&old), &new)?;
         self.free_allocation_key(&old)?;
         Ok(MarkOutcome {

@@ -1,0 +1,146 @@
+//! Lifecycle transitions of a sandbox row, decided without I/O.
+//!
+//! Rule: a transition takes the row as read and its inputs, and returns the row it becomes
+//! together with what must still hold of the stored row for that to apply ([`Expect`]).
+//! The stores only persist the change and enforce the expectation: the embedded store
+//! inside its write transaction, DynamoDB as the update's condition, with the `SET` and
+//! `REMOVE` clauses derived from the difference between the two rows.
+
+use super::{Sandbox, SandboxStatus, StudentKey};
+
+/// What must still hold of the stored row for a decided change to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// The row is still in this status.
+    pub status: SandboxStatus,
+    /// And, when set, still held by this student.
+    pub held_by: Option<String>,
+}
+
+impl Expect {
+    /// Whether `row` still meets the expectation.
+    pub fn holds_for(&self, row: &Sandbox) -> bool {
+        row.status == self.status
+            && self
+                .held_by
+                .as_deref()
+                .is_none_or(|student| row.allocated_to_track.as_deref() == Some(student))
+    }
+}
+
+/// A decided change: the row as it becomes, and what it requires of the stored one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The row after the change.
+    pub row: Sandbox,
+    /// What must still hold of the stored row.
+    pub expect: Expect,
+}
+
+/// The row is not held by the student asking (contract: 403 `NOT_SANDBOX_OWNER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the sandbox is not held by this student")]
+pub struct NotHolder;
+
+/// What a student's release of a row comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// The allocation ends now: the row goes to `pending_deletion`.
+    Mark(Box<Change>),
+    /// The holder released it already: a repeat, answered with the row as it is.
+    Repeat,
+}
+
+/// A release by `student` at `now`: only the holder may release; releasing a row that
+/// is no longer `allocated` (already pending deletion, deleted, …) is a harmless repeat.
+pub fn release(row: &Sandbox, student: &StudentKey, now: i64) -> Result<Release, NotHolder> {
+    if !row.is_held_by(student) {
+        return Err(NotHolder);
+    }
+    if row.status != SandboxStatus::Allocated {
+        return Ok(Release::Repeat);
+    }
+    let mut released = row.clone();
+    released.status = SandboxStatus::PendingDeletion;
+    released.deletion_requested_at = Some(now);
+    released.updated_at = now;
+    Ok(Release::Mark(Box::new(Change {
+        row: released,
+        expect: Expect {
+            status: SandboxStatus::Allocated,
+            held_by: Some(student.as_str().to_owned()),
+        },
+    })))
+}
+
+/// Whether `row`, read after a release's write was refused or its answer lost, shows the
+/// release made at `now` applied (by this call's earlier attempt, say) rather than an older one.
+pub fn release_applied(row: &Sandbox, now: i64) -> bool {
+    row.status == SandboxStatus::PendingDeletion && row.deletion_requested_at == Some(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ExternalId, NewSandbox, SandboxId, SandboxName};
+
+    fn row(status: SandboxStatus, holder: Option<&str>) -> Sandbox {
+        let mut row = NewSandbox {
+            sandbox_id: SandboxId::parse("id", "1").unwrap(),
+            name: SandboxName::parse("name", "lab-1").unwrap(),
+            external_id: ExternalId::parse("ext", "identity/accounts/1").unwrap(),
+            sfdc_account_id: None,
+        }
+        .into_available_row(100);
+        row.status = status;
+        row.allocated_to_track = holder.map(str::to_owned);
+        row
+    }
+
+    fn student(key: &str) -> StudentKey {
+        StudentKey::parse("h", key).unwrap()
+    }
+
+    #[test]
+    fn only_the_holder_releases_and_a_second_release_is_a_repeat() {
+        use SandboxStatus::*;
+        let cases = [
+            (Allocated, Some("stu"), "stu", Ok(true)),
+            (Allocated, Some("other"), "stu", Err(NotHolder)),
+            (Available, None, "stu", Err(NotHolder)),
+            (PendingDeletion, Some("stu"), "stu", Ok(false)),
+            (Deleted, Some("stu"), "stu", Ok(false)),
+            (PendingDeletion, Some("other"), "stu", Err(NotHolder)),
+        ];
+        for (status, holder, asking, expected) in cases {
+            let decided = release(&row(status, holder), &student(asking), 500)
+                .map(|release| matches!(release, Release::Mark(_)));
+            assert_eq!(
+                decided, expected,
+                "{status:?} held by {holder:?}, {asking} asks"
+            );
+        }
+    }
+
+    #[test]
+    fn a_release_ends_the_allocation_now_and_requires_it_unchanged() {
+        let held = row(SandboxStatus::Allocated, Some("stu"));
+        let Ok(Release::Mark(change)) = release(&held, &student("stu"), 500) else {
+            panic!("a release")
+        };
+        assert_eq!(change.row.status, SandboxStatus::PendingDeletion);
+        assert_eq!(
+            (change.row.deletion_requested_at, change.row.updated_at),
+            (Some(500), 500)
+        );
+        assert!(change.expect.holds_for(&held));
+        assert!(!change.expect.holds_for(&change.row));
+        assert!(
+            !change
+                .expect
+                .holds_for(&row(SandboxStatus::Allocated, Some("other")))
+        );
+        assert!(release_applied(&change.row, 500));
+        assert!(!release_applied(&change.row, 499));
+    }
+}
