@@ -25,7 +25,6 @@ mod sync;
 
 pub use self::item::ItemError;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,7 +45,7 @@ use self::item::{AttributeValuesExt, Item, n, niosxaas_history_key, returned_row
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
-    allocation_key_of_row,
+    TrackTally, allocation_key_of_row,
 };
 use crate::domain::lifecycle::{self, Change, NotHolder, Release};
 use crate::domain::{
@@ -530,7 +529,7 @@ impl Store for DynamoStore {
 
     async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
         let budget = self.calls.budget();
-        let mut tracks: BTreeMap<String, TrackStats> = BTreeMap::new();
+        let mut tally = TrackTally::default();
         let mut start = None;
         loop {
             let scan = self
@@ -552,24 +551,11 @@ impl Store for DynamoStore {
                 else {
                     continue;
                 };
-                let track = tracks.entry(name.to_owned()).or_insert_with(|| TrackStats {
-                    track_name: name.to_owned(),
-                    allocated: 0,
-                    pending_deletion: 0,
-                    deleted: 0,
-                    total: 0,
-                });
-                track.total += 1;
-                match status.parse::<SandboxStatus>() {
-                    Ok(SandboxStatus::Allocated) => track.allocated += 1,
-                    Ok(SandboxStatus::PendingDeletion) => track.pending_deletion += 1,
-                    Ok(SandboxStatus::Deleted) => track.deleted += 1,
-                    _ => {}
-                }
+                tally.count(name, status.parse::<SandboxStatus>().ok());
             }
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(tracks.into_values().collect()),
+                _ => return Ok(tally.into_stats()),
             }
         }
     }

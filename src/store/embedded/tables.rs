@@ -21,7 +21,7 @@ use crate::provider::ProviderSandbox;
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListCursor, ListQuery, MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary,
-    TrackStats, allocation_key_of_row, finished_row,
+    TrackStats, TrackTally, allocation_key_of_row, finished_row,
 };
 
 /// `sandbox_id` → the row as JSON.
@@ -274,27 +274,15 @@ impl<'q> PageBuilder<'q> {
 pub(super) fn track_stats(db: &Database) -> Result<Vec<TrackStats>, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let table = txn.open_table(SANDBOXES).map_err(storage)?;
-    let mut tracks: BTreeMap<String, TrackStats> = BTreeMap::new();
+    let mut tally = TrackTally::default();
     for entry in table.iter().map_err(storage)? {
         let (key, value) = entry.map_err(storage)?;
         let row = decode(key.value(), value.value())?;
-        let Some(name) = row.track_name else { continue };
-        let track = tracks.entry(name.clone()).or_insert_with(|| TrackStats {
-            track_name: name,
-            allocated: 0,
-            pending_deletion: 0,
-            deleted: 0,
-            total: 0,
-        });
-        track.total += 1;
-        match row.status {
-            SandboxStatus::Allocated => track.allocated += 1,
-            SandboxStatus::PendingDeletion => track.pending_deletion += 1,
-            SandboxStatus::Deleted => track.deleted += 1,
-            _ => {}
+        if let Some(name) = &row.track_name {
+            tally.count(name, Some(row.status));
         }
     }
-    Ok(tracks.into_values().collect())
+    Ok(tally.into_stats())
 }
 
 /// Rows gained (+) and lost (−) per status in one transaction, applied to the shared
