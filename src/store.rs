@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::domain::lifecycle::{Change, Expect};
 use crate::domain::{
     DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
     NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey, TrackName, ValidationError,
@@ -543,9 +544,29 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<NiosxaasHistory>, StoreError>;
 }
 
+/// Recording a claimed deletion's outcome: the row [`finished_row`] leaves, applied only
+/// while the row is still pending and claimed by `holder` (a late runner never overwrites
+/// a newer result). One rule for both stores.
+pub fn finished_change(
+    claimed: &Sandbox,
+    holder: &str,
+    outcome: &DeletionOutcome,
+    niosxaas: Option<NiosxaasCleanup>,
+    now: i64,
+) -> Change {
+    Change {
+        row: finished_row(claimed, outcome, niosxaas, now),
+        expect: Expect {
+            status: SandboxStatus::PendingDeletion,
+            held_by: None,
+            claimed_by: Some(holder.to_owned()),
+        },
+    }
+}
+
 /// The row a claimed deletion leaves behind: claim released, `outcome` applied and the
-/// hook's result (if it ran this time) recorded. One rule for both stores.
-pub fn finished_row(
+/// hook's result (if it ran this time) recorded.
+fn finished_row(
     claimed: &Sandbox,
     outcome: &DeletionOutcome,
     niosxaas: Option<NiosxaasCleanup>,

@@ -15,16 +15,19 @@ pub struct Expect {
     pub status: SandboxStatus,
     /// And, when set, still held by this student.
     pub held_by: Option<String>,
+    /// And, when set, its deletion still claimed by this runner.
+    pub claimed_by: Option<String>,
 }
 
 impl Expect {
     /// Whether `row` still meets the expectation.
     pub fn holds_for(&self, row: &Sandbox) -> bool {
+        let same = |expected: &Option<String>, actual: &Option<String>| {
+            expected.is_none() || expected == actual
+        };
         row.status == self.status
-            && self
-                .held_by
-                .as_deref()
-                .is_none_or(|student| row.allocated_to_track.as_deref() == Some(student))
+            && same(&self.held_by, &row.allocated_to_track)
+            && same(&self.claimed_by, &row.deletion_claimed_by)
     }
 }
 
@@ -69,6 +72,7 @@ pub fn release(row: &Sandbox, student: &StudentKey, now: i64) -> Result<Release,
         expect: Expect {
             status: SandboxStatus::Allocated,
             held_by: Some(student.as_str().to_owned()),
+            claimed_by: None,
         },
     })))
 }

@@ -5,18 +5,16 @@
 //! every outcome is written only while the runner still holds that claim — so two runners
 //! never delete the same sandbox twice, and a late runner never overwrites a newer result.
 
-use std::collections::HashMap;
-
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
 
 use super::DynamoStore;
 use super::error::{DynamoError, Verdict, internal, verdict};
-use super::item::{Item, n, niosxaas_attributes, returned_row, s, sandbox_key};
+use super::item::{Item, n, returned_row, row_update, s, sandbox_key};
 use crate::domain::{NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId, SandboxStatus};
-use crate::store::{DeletionOutcome, StoreError, finished_row};
+use crate::store::{DeletionOutcome, StoreError, finished_change};
 
 impl DynamoStore {
     /// See [`crate::store::Store::deletions_due`].
@@ -78,12 +76,13 @@ impl DynamoStore {
         niosxaas: Option<NiosxaasCleanup>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let change = finished_change(claimed, holder, &outcome, niosxaas, now);
         let history = if outcome.is_final() {
-            NiosxaasHistory::of(&finished_row(claimed, &outcome, niosxaas.clone(), now), now)
+            NiosxaasHistory::of(&change.row, now)
         } else {
             None
         };
-        let write = outcome_update(&outcome, niosxaas.as_ref(), holder, now);
+        let write = row_update(claimed, &change);
         let key = sandbox_key(&claimed.sandbox_id);
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
@@ -94,8 +93,8 @@ impl DynamoStore {
                     .update_item()
                     .table_name(&self.table)
                     .set_key(Some(key))
-                    .condition_expression(FINISH_CONDITION)
-                    .update_expression(write.expression())
+                    .condition_expression(write.condition.clone())
+                    .update_expression(write.expression.clone())
                     .set_expression_attribute_names(Some(write.names))
                     .set_expression_attribute_values(Some(write.values));
                 self.calls
@@ -107,8 +106,8 @@ impl DynamoStore {
                 let update = Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key))
-                    .condition_expression(FINISH_CONDITION)
-                    .update_expression(write.expression())
+                    .condition_expression(write.condition.clone())
+                    .update_expression(write.expression.clone())
                     .set_expression_attribute_names(Some(write.names))
                     .set_expression_attribute_values(Some(write.values))
                     .build()
@@ -151,111 +150,6 @@ impl DynamoStore {
         self.delete_each_if(expired, SandboxStatus::Deleted, Some(("ttl", now)))
             .await
     }
-}
-
-/// An outcome is recorded only while the runner still holds its claim on a pending row.
-const FINISH_CONDITION: &str = "#s = :pending AND deletion_claimed_by = :me";
-
-/// An update expression under construction: `SET` and `REMOVE` clauses with their names
-/// and values, usable in a plain `UpdateItem` and in a transaction alike.
-#[derive(Default)]
-struct UpdateWrite {
-    set: Vec<String>,
-    remove: Vec<String>,
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-}
-
-impl UpdateWrite {
-    /// `SET attribute = :placeholder`.
-    fn set(&mut self, attribute: &str, value: AttributeValue) {
-        let placeholder = format!(":v{}", self.values.len());
-        let name = self.name(attribute);
-        self.set.push(format!("{name} = {placeholder}"));
-        self.values.insert(placeholder, value);
-    }
-
-    /// `REMOVE attribute`.
-    fn remove(&mut self, attribute: &str) {
-        let name = self.name(attribute);
-        self.remove.push(name);
-    }
-
-    /// `#status`-style aliases for every attribute, so reserved words (`status`, `ttl`)
-    /// need no special case.
-    fn name(&mut self, attribute: &str) -> String {
-        let alias = format!("#{attribute}");
-        self.names.insert(alias.clone(), attribute.to_owned());
-        alias
-    }
-
-    fn expression(&self) -> String {
-        let mut expression = format!("SET {}", self.set.join(", "));
-        if !self.remove.is_empty() {
-            expression.push_str(&format!(" REMOVE {}", self.remove.join(", ")));
-        }
-        expression
-    }
-}
-
-/// The write that records `outcome` (and the hook's result, when it ran this time).
-fn outcome_update(
-    outcome: &DeletionOutcome,
-    niosxaas: Option<&NiosxaasCleanup>,
-    holder: &str,
-    now: i64,
-) -> UpdateWrite {
-    let mut write = UpdateWrite::default();
-    // The condition's own placeholders.
-    write.names.insert("#s".to_owned(), "status".to_owned());
-    write.values.insert(
-        ":pending".to_owned(),
-        s(SandboxStatus::PendingDeletion.as_str()),
-    );
-    write.values.insert(":me".to_owned(), s(holder));
-    write.set("updated_at", n(now));
-    write.remove("deletion_claimed_by");
-    write.remove("deletion_claimed_until");
-    match outcome {
-        DeletionOutcome::Deleted { ttl } => {
-            write.set("status", s(SandboxStatus::Deleted.as_str()));
-            write.set("deleted_at", n(now));
-            write.set("ttl", n(ttl));
-            write.remove("next_deletion_attempt_at");
-            write.remove("last_deletion_error");
-        }
-        DeletionOutcome::Retry {
-            next_attempt_at,
-            attempts,
-            transient_failures,
-            first_transient_failure_at,
-            error,
-        } => {
-            write.set("next_deletion_attempt_at", n(next_attempt_at));
-            write.set("deletion_retry_count", n(attempts));
-            write.set("deletion_transient_failures", n(transient_failures));
-            write.set("last_deletion_error", s(error));
-            match first_transient_failure_at {
-                Some(first) => write.set("first_deletion_failure_at", n(first)),
-                None => write.remove("first_deletion_failure_at"),
-            }
-        }
-        DeletionOutcome::Failed { attempts, error } => {
-            write.set("status", s(SandboxStatus::DeletionFailed.as_str()));
-            write.set("deletion_retry_count", n(attempts));
-            write.set("last_deletion_error", s(error));
-        }
-        DeletionOutcome::Released => {}
-    }
-    if let Some(cleanup) = niosxaas {
-        for (attribute, value) in niosxaas_attributes(cleanup) {
-            match value {
-                Some(value) => write.set(attribute, value),
-                None => write.remove(attribute),
-            }
-        }
-    }
-    write
 }
 
 /// Classifies a failed transaction: a cancellation because a condition failed is a

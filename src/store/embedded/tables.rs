@@ -21,7 +21,7 @@ use crate::provider::ProviderSandbox;
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListCursor, ListQuery, MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary,
-    TrackStats, TrackTally, allocation_key_of_row, finished_row,
+    TrackStats, TrackTally, allocation_key_of_row, finished_change,
 };
 
 /// `sandbox_id` → the row as JSON.
@@ -752,12 +752,11 @@ impl<'txn> Tables<'txn> {
         let Some(old) = self.row(id)? else {
             return Ok(());
         };
-        if old.status != SandboxStatus::PendingDeletion
-            || old.deletion_claimed_by.as_deref() != Some(holder)
-        {
+        let change = finished_change(&old, holder, outcome, niosxaas, now);
+        if !change.expect.holds_for(&old) {
             return Ok(());
         }
-        let row = finished_row(&old, outcome, niosxaas, now);
+        let row = change.row;
         if outcome.is_final()
             && let Some(history) = NiosxaasHistory::of(&row, now)
         {
