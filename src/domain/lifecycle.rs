@@ -77,6 +77,13 @@ pub fn release(row: &Sandbox, student: &StudentKey, now: i64) -> Result<Release,
     })))
 }
 
+/// Whether a row is due for a deletion attempt at `now`: pending deletion, and past its
+/// retry backoff unless an admin's run ignores it.
+pub fn deletion_due(row: &Sandbox, now: i64, ignore_backoff: bool) -> bool {
+    row.status == SandboxStatus::PendingDeletion
+        && (ignore_backoff || row.next_deletion_attempt_at.is_none_or(|at| at <= now))
+}
+
 /// Whether `row`, read after a release's write was refused or its answer lost, shows the
 /// release made at `now` applied (by this call's earlier attempt, say) rather than an older one.
 pub fn release_applied(row: &Sandbox, now: i64) -> bool {
@@ -124,6 +131,18 @@ mod tests {
                 "{status:?} held by {holder:?}, {asking} asks"
             );
         }
+    }
+
+    #[test]
+    fn a_pending_row_is_due_once_its_backoff_has_passed_or_when_an_admin_ignores_it() {
+        let mut pending = row(SandboxStatus::PendingDeletion, Some("stu"));
+        assert!(deletion_due(&pending, 100, false), "never tried");
+        pending.next_deletion_attempt_at = Some(200);
+        assert!(!deletion_due(&pending, 199, false));
+        assert!(deletion_due(&pending, 200, false));
+        assert!(deletion_due(&pending, 199, true));
+        let allocated = row(SandboxStatus::Allocated, Some("stu"));
+        assert!(!deletion_due(&allocated, 100, true));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
 use super::DynamoStore;
 use super::error::{DynamoError, Verdict, internal, verdict};
 use super::item::{Item, n, returned_row, row_update, s, sandbox_key};
+use crate::domain::lifecycle;
 use crate::domain::{NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId, SandboxStatus};
 use crate::store::{DeletionOutcome, StoreError, finished_change};
 
@@ -27,7 +28,7 @@ impl DynamoStore {
             .rows_in_status(SandboxStatus::PendingDeletion)
             .await?
             .into_iter()
-            .filter(|row| ignore_backoff || row.next_deletion_attempt_at.is_none_or(|at| at <= now))
+            .filter(|row| lifecycle::deletion_due(row, now, ignore_backoff))
             .collect())
     }
 

@@ -705,7 +705,7 @@ impl<'txn> Tables<'txn> {
         let mut due = Vec::new();
         for id in self.ids_in_status(SandboxStatus::PendingDeletion)? {
             if let Some(row) = self.row(&id)?
-                && (ignore_backoff || row.next_deletion_attempt_at.is_none_or(|at| at <= now))
+                && lifecycle::deletion_due(&row, now, ignore_backoff)
             {
                 due.push(row);
             }
