@@ -560,6 +560,7 @@ pub fn finished_change(
             status: SandboxStatus::PendingDeletion,
             held_by: None,
             claimed_by: Some(holder.to_owned()),
+            allocated_at: None,
         },
     }
 }

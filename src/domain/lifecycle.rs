@@ -6,7 +6,7 @@
 //! inside its write transaction, DynamoDB as the update's condition, with the `SET` and
 //! `REMOVE` clauses derived from the difference between the two rows.
 
-use super::{Sandbox, SandboxStatus, StudentKey};
+use super::{LabPolicy, Sandbox, SandboxStatus, StudentKey};
 
 /// What must still hold of the stored row for a decided change to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,9 @@ pub struct Expect {
     pub held_by: Option<String>,
     /// And, when set, its deletion still claimed by this runner.
     pub claimed_by: Option<String>,
+    /// And, when set, still the allocation made at this time (epoch seconds; 0 as stored
+    /// for a row never allocated).
+    pub allocated_at: Option<i64>,
 }
 
 impl Expect {
@@ -28,6 +31,9 @@ impl Expect {
         row.status == self.status
             && same(&self.held_by, &row.allocated_to_track)
             && same(&self.claimed_by, &row.deletion_claimed_by)
+            && self
+                .allocated_at
+                .is_none_or(|at| row.allocated_at.unwrap_or(0) == at)
     }
 }
 
@@ -63,18 +69,41 @@ pub fn release(row: &Sandbox, student: &StudentKey, now: i64) -> Result<Release,
     if row.status != SandboxStatus::Allocated {
         return Ok(Release::Repeat);
     }
-    let mut released = row.clone();
-    released.status = SandboxStatus::PendingDeletion;
-    released.deletion_requested_at = Some(now);
-    released.updated_at = now;
     Ok(Release::Mark(Box::new(Change {
-        row: released,
+        row: allocation_ended(row, now),
         expect: Expect {
             status: SandboxStatus::Allocated,
             held_by: Some(student.as_str().to_owned()),
             claimed_by: None,
+            allocated_at: None,
         },
     })))
+}
+
+/// Auto-expiry of a row at `now`: an allocation whose lab and grace ended (see
+/// [`LabPolicy::expired`]) ends as a release does, provided it is still the same
+/// allocation — same holder, same start — when the change lands (its owner's own release,
+/// or another instance's expiry, may come first).
+pub fn expire(row: &Sandbox, policy: LabPolicy, now: i64) -> Option<Change> {
+    policy.expired(row, now).then(|| Change {
+        row: allocation_ended(row, now),
+        expect: Expect {
+            status: SandboxStatus::Allocated,
+            held_by: Some(row.allocated_to_track.clone().unwrap_or_default()),
+            claimed_by: None,
+            allocated_at: Some(row.allocated_at.unwrap_or(0)),
+        },
+    })
+}
+
+/// The row an allocation leaves when it ends (released or expired): pending deletion
+/// since `now`.
+fn allocation_ended(row: &Sandbox, now: i64) -> Sandbox {
+    let mut ended = row.clone();
+    ended.status = SandboxStatus::PendingDeletion;
+    ended.deletion_requested_at = Some(now);
+    ended.updated_at = now;
+    ended
 }
 
 /// Whether a row is due for a deletion attempt at `now`: pending deletion, and past its
@@ -131,6 +160,35 @@ mod tests {
                 "{status:?} held by {holder:?}, {asking} asks"
             );
         }
+    }
+
+    #[test]
+    fn expiry_ends_only_an_ended_lab_and_only_that_same_allocation() {
+        let policy = LabPolicy {
+            lab_duration_hours: 1,
+            grace_secs: 60,
+        };
+        let mut held = row(SandboxStatus::Allocated, Some("stu"));
+        held.allocated_at = Some(1_000);
+        held.lab_duration_hours = Some(1);
+        let ends = 1_000 + 3_600 + 60;
+        assert_eq!(
+            expire(&held, policy, ends),
+            None,
+            "not before the grace is over"
+        );
+        let change = expire(&held, policy, ends + 1).expect("expired");
+        assert_eq!(change.row.status, SandboxStatus::PendingDeletion);
+        assert_eq!(change.row.deletion_requested_at, Some(ends + 1));
+        assert!(change.expect.holds_for(&held));
+        let mut reallocated = held;
+        reallocated.allocated_at = Some(2_000);
+        assert!(
+            !change.expect.holds_for(&reallocated),
+            "a newer allocation stays"
+        );
+        let released = row(SandboxStatus::PendingDeletion, Some("stu"));
+        assert_eq!(expire(&released, policy, ends + 1), None);
     }
 
     #[test]

@@ -4,12 +4,12 @@
 //! conditional on exactly what was read — so a student's own mark, a sync or another
 //! instance racing these always leaves one consistent outcome.
 
-use aws_sdk_dynamodb::types::ReturnValue;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::error::DynamoError;
-use super::item::{Item, n, returned_row, s, sandbox_key};
+use super::item::{Item, returned_row, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
+use crate::domain::lifecycle::{self, Change};
 use crate::domain::{LabPolicy, Sandbox, SandboxStatus};
 use crate::store::StoreError;
 
@@ -47,42 +47,28 @@ impl DynamoStore {
         now: i64,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        let ended: Vec<Sandbox> = self
+        let ended: Vec<(Sandbox, Change)> = self
             .rows_in_status(SandboxStatus::Allocated)
             .await?
             .into_iter()
-            .filter(|row| policy.expired(row, now))
+            .filter_map(|row| lifecycle::expire(&row, policy, now).map(|change| (row, change)))
             .collect();
         let released: Vec<Option<Sandbox>> = stream::iter(ended)
-            .map(|row| self.release_ended(row, now))
+            .map(|(row, change)| self.release_ended(row, change))
             .buffer_unordered(BULK_CONCURRENCY)
             .try_collect()
             .await?;
         Ok(released.into_iter().flatten().collect())
     }
 
-    async fn release_ended(&self, row: Sandbox, now: i64) -> Result<Option<Sandbox>, StoreError> {
+    async fn release_ended(
+        &self,
+        row: Sandbox,
+        change: Change,
+    ) -> Result<Option<Sandbox>, StoreError> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
-        let update = self
-            .client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(sandbox_key(&row.sandbox_id)))
-            .update_expression("SET #s = :pending, deletion_requested_at = :now, updated_at = :now")
-            .condition_expression(
-                "#s = :allocated AND allocated_at = :at AND allocated_to_track = :who",
-            )
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":pending", s(SandboxStatus::PendingDeletion.as_str()))
-            .expression_attribute_values(":allocated", s(SandboxStatus::Allocated.as_str()))
-            .expression_attribute_values(":at", n(row.allocated_at.unwrap_or(0)))
-            .expression_attribute_values(
-                ":who",
-                s(row.allocated_to_track.clone().unwrap_or_default()),
-            )
-            .expression_attribute_values(":now", n(now))
-            .return_values(ReturnValue::AllNew);
+        let update = self.apply_change(&row, &change);
         let released = self.calls.send(&budget, || update.clone().send()).await;
         match released {
             Ok(output) => {

@@ -354,6 +354,13 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
             .condition
             .push_str(&format!(" AND {holder} = :expect_holder"));
     }
+    if let Some(at) = change.expect.allocated_at {
+        let started = name(&mut update, "allocated_at");
+        update.values.insert(":expect_allocated_at".into(), n(at));
+        update
+            .condition
+            .push_str(&format!(" AND {started} = :expect_allocated_at"));
+    }
     if let Some(runner) = &change.expect.claimed_by {
         let claimer = name(&mut update, "deletion_claimed_by");
         update.values.insert(":expect_claimer".into(), s(runner));

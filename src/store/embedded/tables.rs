@@ -682,13 +682,10 @@ impl<'txn> Tables<'txn> {
         let mut expired = Vec::new();
         for id in self.ids_in_status(SandboxStatus::Allocated)? {
             let Some(old) = self.row(&id)? else { continue };
-            if !policy.expired(&old, now) {
+            let Some(change) = lifecycle::expire(&old, policy, now) else {
                 continue;
-            }
-            let mut row = old.clone();
-            row.status = SandboxStatus::PendingDeletion;
-            row.deletion_requested_at = Some(now);
-            row.updated_at = now;
+            };
+            let row = change.row;
             self.put(Some(&old), &row)?;
             self.free_allocation_key(&old)?;
             expired.push(row);
