@@ -106,6 +106,23 @@ fn allocation_ended(row: &Sandbox, now: i64) -> Sandbox {
     ended
 }
 
+/// The DynamoDB condition of a deletion claim (`:pending` the status, `:me` the runner,
+/// `:now` the time): exactly what [`deletion_claimable`] says.
+pub const DELETION_CLAIM_CONDITION: &str = "#s = :pending AND (attribute_not_exists(deletion_claimed_by) \
+     OR deletion_claimed_by = :me OR deletion_claimed_until < :now)";
+
+/// Whether `runner` may claim `row`'s deletion at `now`: it is pending deletion, and
+/// unclaimed, already the runner's, or claimed by a runner whose claim ran out (a claim
+/// still holds at its last second, `deletion_claimed_until == now`).
+pub fn deletion_claimable(row: &Sandbox, runner: &str, now: i64) -> bool {
+    let claimed_elsewhere = row
+        .deletion_claimed_by
+        .as_deref()
+        .is_some_and(|by| by != runner)
+        && row.deletion_claimed_until.is_some_and(|until| until >= now);
+    row.status == SandboxStatus::PendingDeletion && !claimed_elsewhere
+}
+
 /// Whether a row is due for a deletion attempt at `now`: pending deletion, and past its
 /// retry backoff unless an admin's run ignores it.
 pub fn deletion_due(row: &Sandbox, now: i64, ignore_backoff: bool) -> bool {

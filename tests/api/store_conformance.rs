@@ -406,6 +406,7 @@ macro_rules! conformance_suite {
                 expiry_releases_only_ended_labs_and_frees_their_keys,
                 stale_rows_are_removed_only_after_their_grace,
                 deletions_are_claimed_by_one_runner_and_recorded_only_by_it,
+                a_deletion_claim_holds_through_its_last_second,
                 a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row,
             );
         }
@@ -733,6 +734,30 @@ async fn released_rows(store: &SharedStore, count: u64) -> Vec<SandboxId> {
         pending.push(id(&held.sandbox_id));
     }
     pending
+}
+
+/// Both stores draw the boundary where `domain::lifecycle::deletion_claimable` does.
+pub async fn a_deletion_claim_holds_through_its_last_second(store: SharedStore) {
+    let pending = released_rows(&store, 1).await;
+    let until = NOW + 60;
+    let claim = |runner: &'static str, at: i64| {
+        let (store, id) = (Arc::clone(&store), pending[0].clone());
+        async move {
+            store
+                .claim_deletion(&id, runner, at, at + 60)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(claim("runner-a", NOW).await.is_some());
+    assert!(
+        claim("runner-b", until).await.is_none(),
+        "held at its last second"
+    );
+    assert!(
+        claim("runner-b", until + 1).await.is_some(),
+        "free once it ran out"
+    );
 }
 
 pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: SharedStore) {

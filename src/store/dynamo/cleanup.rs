@@ -48,10 +48,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_key(Some(sandbox_key(id.as_str())))
             .update_expression("SET deletion_claimed_by = :me, deletion_claimed_until = :until")
-            .condition_expression(
-                "#s = :pending AND (attribute_not_exists(deletion_claimed_by) \
-                 OR deletion_claimed_by = :me OR deletion_claimed_until < :now)",
-            )
+            .condition_expression(lifecycle::DELETION_CLAIM_CONDITION)
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":pending", s(SandboxStatus::PendingDeletion.as_str()))
             .expression_attribute_values(":me", s(holder))

@@ -721,12 +721,7 @@ impl<'txn> Tables<'txn> {
         let Some(old) = self.row(id)? else {
             return Ok(None);
         };
-        let claimed_elsewhere = old
-            .deletion_claimed_by
-            .as_deref()
-            .is_some_and(|by| by != holder)
-            && old.deletion_claimed_until.is_some_and(|until| until >= now);
-        if old.status != SandboxStatus::PendingDeletion || claimed_elsewhere {
+        if !lifecycle::deletion_claimable(&old, holder, now) {
             return Ok(None);
         }
         let mut row = old.clone();
