@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::lifecycle::{Change, Expect};
+use crate::domain::lifecycle::{Change, Expect, SyncStep};
 use crate::domain::{
     DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
     NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey, TrackName, ValidationError,
@@ -376,6 +376,20 @@ pub struct SyncSummary {
     pub untouched: u64,
     /// `available` rows the provider no longer lists, now `stale`.
     pub marked_stale: u64,
+}
+
+impl SyncSummary {
+    /// Counts one listed sandbox's step.
+    pub fn record(&mut self, step: SyncStep) {
+        match step {
+            SyncStep::Added => (self.added, self.synced) = (self.added + 1, self.synced + 1),
+            SyncStep::Restored => {
+                (self.restored, self.synced) = (self.restored + 1, self.synced + 1);
+            }
+            SyncStep::Refreshed => self.synced += 1,
+            SyncStep::Untouched => self.untouched += 1,
+        }
+    }
 }
 
 /// A job's lease and its last run, as `GET /v1/admin/jobs` shows them.

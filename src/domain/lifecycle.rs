@@ -106,6 +106,39 @@ fn allocation_ended(row: &Sandbox, now: i64) -> Sandbox {
     ended
 }
 
+/// What a provider sync does with one listed sandbox, decided by the status of the row
+/// the broker has for it (`None`: no row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStep {
+    /// No row yet: a new `available` row.
+    Added,
+    /// An `available` row: refreshed from the listing.
+    Refreshed,
+    /// A `stale` row the provider lists again: `available` once more.
+    Restored,
+    /// Allocated, pending deletion, deleted or failed: the provider's view never wins.
+    Untouched,
+}
+
+/// The statuses a sync may overwrite with the provider's view.
+pub const SYNC_REPLACES: [SandboxStatus; 2] = [SandboxStatus::Available, SandboxStatus::Stale];
+
+/// What a sync does with a listed sandbox whose row is in `status`.
+pub fn sync_step(status: Option<SandboxStatus>) -> SyncStep {
+    match status {
+        None => SyncStep::Added,
+        Some(SandboxStatus::Available) => SyncStep::Refreshed,
+        Some(SandboxStatus::Stale) => SyncStep::Restored,
+        Some(_) => SyncStep::Untouched,
+    }
+}
+
+/// Whether a sync that no longer finds a row's sandbox at the provider marks it `stale`:
+/// only an `available` one (anything held keeps its status).
+pub fn goes_stale(status: SandboxStatus) -> bool {
+    status == SandboxStatus::Available
+}
+
 /// The DynamoDB condition of a deletion claim (`:pending` the status, `:me` the runner,
 /// `:now` the time): exactly what [`deletion_claimable`] says.
 pub const DELETION_CLAIM_CONDITION: &str = "#s = :pending AND (attribute_not_exists(deletion_claimed_by) \
@@ -206,6 +239,22 @@ mod tests {
         );
         let released = row(SandboxStatus::PendingDeletion, Some("stu"));
         assert_eq!(expire(&released, policy, ends + 1), None);
+    }
+
+    #[test]
+    fn a_sync_adds_refreshes_and_restores_but_never_overrides_a_held_row() {
+        use SandboxStatus::*;
+        assert_eq!(sync_step(None), SyncStep::Added);
+        assert_eq!(sync_step(Some(Available)), SyncStep::Refreshed);
+        assert_eq!(sync_step(Some(Stale)), SyncStep::Restored);
+        for held in [Allocated, PendingDeletion, Deleted, DeletionFailed] {
+            assert_eq!(sync_step(Some(held)), SyncStep::Untouched, "{held:?}");
+            assert!(!goes_stale(held), "{held:?}");
+        }
+        for status in SYNC_REPLACES {
+            assert_ne!(sync_step(Some(status)), SyncStep::Untouched);
+        }
+        assert!(goes_stale(Available));
     }
 
     #[test]

@@ -14,16 +14,9 @@ use super::error::DynamoError;
 use super::item::{AttributeValuesExt, SANDBOX_PREFIX, n, s, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::SandboxStatus;
+use crate::domain::lifecycle::{self, SyncStep};
 use crate::provider::ProviderSandbox;
 use crate::store::{StoreError, SyncSummary};
-
-/// What one upsert found.
-enum Upserted {
-    Added,
-    Refreshed,
-    Restored,
-    Untouched,
-}
 
 impl DynamoStore {
     /// See [`crate::store::Store::sync_provider`].
@@ -36,23 +29,14 @@ impl DynamoStore {
             .iter()
             .map(|sandbox| sandbox.sandbox_id.as_str().to_owned())
             .collect();
-        let outcomes: Vec<Upserted> = stream::iter(listing)
+        let steps: Vec<SyncStep> = stream::iter(listing)
             .map(|sandbox| self.upsert_listed(sandbox, now))
             .buffer_unordered(BULK_CONCURRENCY)
             .try_collect()
             .await?;
         let mut summary = SyncSummary::default();
-        for outcome in outcomes {
-            match outcome {
-                Upserted::Untouched => summary.untouched += 1,
-                Upserted::Added => {
-                    (summary.added, summary.synced) = (summary.added + 1, summary.synced + 1)
-                }
-                Upserted::Restored => {
-                    (summary.restored, summary.synced) = (summary.restored + 1, summary.synced + 1)
-                }
-                Upserted::Refreshed => summary.synced += 1,
-            }
+        for step in steps {
+            summary.record(step);
         }
         let missing: Vec<String> = self
             .keys_in_status(SandboxStatus::Available)
@@ -78,7 +62,7 @@ impl DynamoStore {
         &self,
         sandbox: ProviderSandbox,
         now: i64,
-    ) -> Result<Upserted, StoreError> {
+    ) -> Result<SyncStep, StoreError> {
         let mut set = String::from(
             "SET sandbox_id = :id, #n = :name, external_id = :ext, #s = :available, \
              last_synced = :now, updated_at = :now, \
@@ -96,8 +80,8 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(PK) OR #s IN (:available, :stale)")
             .expression_attribute_names("#s", "status")
             .expression_attribute_names("#n", "name")
-            .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
-            .expression_attribute_values(":stale", s(SandboxStatus::Stale.as_str()))
+            .expression_attribute_values(":available", s(lifecycle::SYNC_REPLACES[0].as_str()))
+            .expression_attribute_values(":stale", s(lifecycle::SYNC_REPLACES[1].as_str()))
             .expression_attribute_values(":id", s(sandbox.sandbox_id.as_str()))
             .expression_attribute_values(":name", s(sandbox.name.as_str()))
             .expression_attribute_values(":ext", s(sandbox.external_id.as_str()))
@@ -110,15 +94,14 @@ impl DynamoStore {
         }
         let update = update.update_expression(set);
         match self.calls.send(&budget, || update.clone().send()).await {
+            // What the row was decides the step, as it does on the embedded store; a row
+            // in a status the sync may not replace failed the condition.
             Ok(output) => {
                 let old = output.attributes.unwrap_or_default();
-                Ok(match old.text("status") {
-                    None => Upserted::Added,
-                    Some(status) if status == SandboxStatus::Stale.as_str() => Upserted::Restored,
-                    Some(_) => Upserted::Refreshed,
-                })
+                let status = old.text("status").and_then(|status| status.parse().ok());
+                Ok(lifecycle::sync_step(status))
             }
-            Err(DynamoError::Conflict) => Ok(Upserted::Untouched),
+            Err(DynamoError::Conflict) => Ok(SyncStep::Untouched),
             Err(DynamoError::Store(err)) => Err(err),
         }
     }

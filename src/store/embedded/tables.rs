@@ -12,7 +12,7 @@ use redb::{
 };
 
 use crate::domain::lease::{self, LeaseDecision};
-use crate::domain::lifecycle::{self, NotHolder, Release};
+use crate::domain::lifecycle::{self, NotHolder, Release, SyncStep};
 use crate::domain::{
     ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
     Sandbox, SandboxId, SandboxStatus, StudentKey,
@@ -541,41 +541,29 @@ impl<'txn> Tables<'txn> {
         for sandbox in listing {
             listed.insert(sandbox.sandbox_id.as_str().to_owned());
             let incoming = NewSandbox::from(sandbox);
-            let new = match self.row(incoming.sandbox_id.as_str())? {
-                None => {
-                    summary.added += 1;
+            let old = self.row(incoming.sandbox_id.as_str())?;
+            let step = lifecycle::sync_step(old.as_ref().map(|row| row.status));
+            summary.record(step);
+            match (step, old) {
+                (SyncStep::Untouched, _) => {}
+                (_, None) => {
                     let mut row = incoming.into_available_row(now);
                     row.last_synced = Some(now);
                     self.put(None, &row)?;
-                    summary.synced += 1;
-                    continue;
                 }
-                Some(old)
-                    if matches!(old.status, SandboxStatus::Available | SandboxStatus::Stale) =>
-                {
-                    old
+                (_, Some(old)) => {
+                    let mut row = old.clone();
+                    row.status = SandboxStatus::Available;
+                    row.name = incoming.name.as_str().to_owned();
+                    row.external_id = incoming.external_id.as_str().to_owned();
+                    if incoming.sfdc_account_id.is_some() {
+                        row.sfdc_account_id = incoming.sfdc_account_id;
+                    }
+                    row.last_synced = Some(now);
+                    row.updated_at = now;
+                    self.put(Some(&old), &row)?;
                 }
-                // Allocated, pending, deleted or failed: the provider's view never wins.
-                Some(_) => {
-                    summary.untouched += 1;
-                    continue;
-                }
-            };
-            let old = new.clone();
-            let mut row = new;
-            if old.status == SandboxStatus::Stale {
-                summary.restored += 1;
             }
-            row.status = SandboxStatus::Available;
-            row.name = incoming.name.as_str().to_owned();
-            row.external_id = incoming.external_id.as_str().to_owned();
-            if incoming.sfdc_account_id.is_some() {
-                row.sfdc_account_id = incoming.sfdc_account_id;
-            }
-            row.last_synced = Some(now);
-            row.updated_at = now;
-            self.put(Some(&old), &row)?;
-            summary.synced += 1;
         }
         let mut missing = Vec::new();
         for entry in self.available.iter().map_err(storage)? {
@@ -586,6 +574,9 @@ impl<'txn> Tables<'txn> {
         }
         for id in missing {
             let Some(old) = self.row(&id)? else { continue };
+            if !lifecycle::goes_stale(old.status) {
+                continue;
+            }
             let mut row = old.clone();
             row.status = SandboxStatus::Stale;
             row.updated_at = now;
