@@ -5,7 +5,6 @@
 //! the shutdown token fires and then drains in-flight requests.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
 use crate::ratelimit::RateLimiter;
 use crate::ratelimit::failures::FailureThrottle;
-use crate::store::{PoolStats, SharedStore};
+use crate::store::SharedStore;
 
 /// How long a readiness answer is reused: load balancers poll every few seconds, and a
 /// stranger polling faster must not become table reads.
@@ -36,43 +35,7 @@ const READINESS_REUSE: Duration = Duration::from_secs(1);
 /// How often idle rate-limit buckets are forgotten.
 const RATE_LIMIT_JANITOR_PERIOD: Duration = Duration::from_secs(60);
 
-/// Everything a request handler may use.
-pub struct App {
-    /// The store behind every route.
-    pub store: SharedStore,
-    /// This instance's metrics registry.
-    pub metrics: Metrics,
-    /// The parsed configuration.
-    pub config: Arc<Config>,
-    /// Per-caller token buckets.
-    pub rate_limiter: RateLimiter,
-    /// The accepted track, admin and metrics tokens.
-    pub auth: Auth,
-    /// Failed authentications per client address.
-    pub auth_failures: FailureThrottle,
-    /// The pool counts `/metrics` reports (`None`: the store could not count).
-    pub pool_counts: Recent<Option<PoolStats>>,
-    /// The store's last readiness answer, reused for a second.
-    pub readiness: Recent<&'static str>,
-    /// The background jobs (sync, …) and their leases.
-    pub jobs: Arc<Jobs>,
-    /// The circuit breaker around the provider, when one is configured.
-    pub breaker: Option<Arc<CircuitBreaker>>,
-    /// The NIOSXaaS pre-delete hook, when enabled.
-    pub pre_delete: Option<Arc<PreDeleteHook>>,
-}
-
-/// Cheap-to-clone handle on [`App`], the router's state.
-#[derive(Clone)]
-pub struct AppState(pub Arc<App>);
-
-impl Deref for AppState {
-    type Target = App;
-
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
+pub use crate::http::state::{App, AppState};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]

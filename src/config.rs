@@ -52,14 +52,8 @@ pub enum StoreKind {
     Dynamodb,
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for CloudWatch and friends.
-    Json,
-}
+/// Log line format (owned by telemetry, which the configuration sits above).
+pub use crate::telemetry::LogFormat;
 
 /// Every setting of the service (contract §6).
 #[derive(Debug, Clone, Args)]

@@ -445,8 +445,23 @@ impl NewSandbox {
     }
 }
 
-impl From<crate::provider::ProviderSandbox> for NewSandbox {
-    fn from(sandbox: crate::provider::ProviderSandbox) -> Self {
+/// One sandbox as the provider lists it, already filtered and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSandbox {
+    /// `csp_id` as a decimal string.
+    pub sandbox_id: SandboxId,
+    /// The account's name.
+    pub name: SandboxName,
+    /// The provider's `id`, e.g. `identity/accounts/<uuid>`, unchanged.
+    pub external_id: ExternalId,
+    /// Salesforce account id, when the provider has one.
+    pub sfdc_account_id: Option<String>,
+    /// Epoch seconds the provider created it, when it says.
+    pub created_at: Option<i64>,
+}
+
+impl From<ProviderSandbox> for NewSandbox {
+    fn from(sandbox: ProviderSandbox) -> Self {
         Self {
             sandbox_id: sandbox.sandbox_id,
             name: sandbox.name,

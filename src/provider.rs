@@ -15,8 +15,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::domain::{ExternalId, SandboxId, SandboxName};
-
 /// The HTTP client of every outbound call: HTTPS only unless `allow_http` (a local
 /// simulator), and never following a redirect, so a token or password is only ever sent
 /// to the host it was configured for (a 3xx is an error like any other refusal).
@@ -35,20 +33,9 @@ pub(crate) fn outbound_client(
         .map_err(|err| ProviderError::Other(format!("cannot build the HTTP client: {err}")))
 }
 
-/// One sandbox as the provider lists it, already filtered and validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderSandbox {
-    /// `csp_id` as a decimal string.
-    pub sandbox_id: SandboxId,
-    /// The account's name.
-    pub name: SandboxName,
-    /// The provider's `id`, e.g. `identity/accounts/<uuid>`, unchanged.
-    pub external_id: ExternalId,
-    /// Salesforce account id, when the provider has one.
-    pub sfdc_account_id: Option<String>,
-    /// Epoch seconds the provider created it, when it says.
-    pub created_at: Option<i64>,
-}
+/// One sandbox as the provider lists it (a domain value, so the store below the provider
+/// can take a listing without depending on it).
+pub use crate::domain::ProviderSandbox;
 
 /// What a listing returned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -480,7 +480,7 @@ pub trait Store: Send + Sync + 'static {
     /// lists become `stale`. Every change is conditional on the status it starts from.
     async fn sync_provider(
         &self,
-        listing: Vec<crate::provider::ProviderSandbox>,
+        listing: Vec<crate::domain::ProviderSandbox>,
         now: i64,
     ) -> Result<SyncSummary, StoreError>;
 

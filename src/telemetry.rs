@@ -7,7 +7,14 @@
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-use crate::config::LogFormat;
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for CloudWatch and friends.
+    Json,
+}
 
 /// Installs the global subscriber. `level` is `LOG_LEVEL`: a level or filter directives.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::middleware::client_address_of;
-use crate::app::AppState;
 use crate::config::{Config, ConfigError, TokenList};
+use crate::http::state::AppState;
 
 /// The SHA-256 digests of one role's tokens.
 pub struct TokenDigests(Vec<[u8; 32]>);

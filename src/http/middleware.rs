@@ -22,7 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{self, IDEMPOTENCY_HEADER};
-use crate::app::AppState;
+use crate::http::state::AppState;
 use crate::metrics::InFlightGuard;
 use crate::ratelimit::{CallerKey, Decision, client_address};
 

@@ -16,7 +16,7 @@ use super::auth::{require_admin_token, require_metrics_token, require_track_toke
 use super::error::ApiError;
 use super::handlers::{admin, dashboard, jobs, ops, track};
 use super::middleware::{self, rate_limit};
-use crate::app::AppState;
+use crate::http::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

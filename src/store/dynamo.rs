@@ -569,7 +569,7 @@ impl Store for DynamoStore {
 
     async fn sync_provider(
         &self,
-        listing: Vec<crate::provider::ProviderSandbox>,
+        listing: Vec<crate::domain::ProviderSandbox>,
         now: i64,
     ) -> Result<SyncSummary, StoreError> {
         self.sync_listing(listing, now).await

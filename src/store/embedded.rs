@@ -21,11 +21,11 @@ use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
 };
+use crate::domain::ProviderSandbox;
 use crate::domain::{
     DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
     StudentKey,
 };
-use crate::provider::ProviderSandbox;
 
 /// The file inside the data directory.
 const DB_FILE_NAME: &str = "sandbox-broker.redb";

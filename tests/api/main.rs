@@ -17,6 +17,7 @@ mod embedded;
 mod env_example;
 mod helpers;
 mod jobs;
+mod layers;
 mod metric_names;
 mod niosxaas;
 mod ops;

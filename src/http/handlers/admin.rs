@@ -8,13 +8,13 @@ use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::app::AppState;
 use crate::domain::{
     DeletableStatus, ExternalId, NamePrefix, NewSandbox, SandboxId, SandboxName, SandboxStatus,
     StudentKey, TrackName, ValidationError, now_epoch, trim_blanks,
 };
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{JsonBody, Query, SandboxIdPath};
+use crate::http::state::AppState;
 use crate::http::views::{
     BulkDeleteView, ErrorEnvelope, ImportRequest, ImportRow, ImportView, NiosxaasHistoryView,
     SandboxListView, SandboxView, StatsView, TrackView, TracksView,

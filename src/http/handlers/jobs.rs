@@ -3,10 +3,10 @@
 use axum::Json;
 use axum::extract::State;
 
-use crate::app::AppState;
 use crate::domain::{ValidationError, now_epoch};
 use crate::http::error::Result;
 use crate::http::extract::Query;
+use crate::http::state::AppState;
 use crate::http::views::{
     CleanupView, ErrorEnvelope, ExpireView, JobView, JobsView, StaleDeleteView, SyncView,
 };

@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::domain::now_epoch;
 use crate::http::error::{ApiError, Result};
+use crate::http::state::AppState;
 use crate::http::views::{HealthView, ReadyChecks, ReadyView, RootView};
 
 /// How long readiness waits for the store before calling it unavailable.

@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::allocation::{self, AllocateInput};
-use crate::app::AppState;
 use crate::domain::now_epoch;
 use crate::http::error::Result;
 use crate::http::extract::{AllocationHeaders, SandboxIdPath, Student};
 use crate::http::middleware::{LoggedSandbox, Outcome};
+use crate::http::state::AppState;
 use crate::http::views::{AllocationView, ErrorEnvelope, MarkView, SandboxView};
 
 /// Allocates a sandbox to the student, or returns the one this allocation key already holds.

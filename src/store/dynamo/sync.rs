@@ -13,9 +13,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, SANDBOX_PREFIX, n, s, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
+use crate::domain::ProviderSandbox;
 use crate::domain::SandboxStatus;
 use crate::domain::lifecycle::{self, SyncStep};
-use crate::provider::ProviderSandbox;
 use crate::store::{StoreError, SyncSummary};
 
 impl DynamoStore {

@@ -11,13 +11,13 @@ use redb::{
     WriteTransaction,
 };
 
+use crate::domain::ProviderSandbox;
 use crate::domain::lease::{self, LeaseDecision};
 use crate::domain::lifecycle::{self, NotHolder, Release, SyncStep};
 use crate::domain::{
     ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
     Sandbox, SandboxId, SandboxStatus, StudentKey,
 };
-use crate::provider::ProviderSandbox;
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListCursor, ListQuery, MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary,

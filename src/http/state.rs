@@ -1,0 +1,56 @@
+//! What every request handler may use: the service's shared state.
+//!
+//! Rule: the state is defined here, at the HTTP edge that reads it, and built by the
+//! start-up module (`app`) that wires the layers below, so `http` never depends on it.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use super::auth::Auth;
+use super::recent::Recent;
+use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::metrics::Metrics;
+use crate::provider::breaker::CircuitBreaker;
+use crate::provider::niosxaas::PreDeleteHook;
+use crate::ratelimit::RateLimiter;
+use crate::ratelimit::failures::FailureThrottle;
+use crate::store::{PoolStats, SharedStore};
+
+/// Everything a request handler may use.
+pub struct App {
+    /// The store behind every route.
+    pub store: SharedStore,
+    /// This instance's metrics registry.
+    pub metrics: Metrics,
+    /// The parsed configuration.
+    pub config: Arc<Config>,
+    /// Per-caller token buckets.
+    pub rate_limiter: RateLimiter,
+    /// The accepted track, admin and metrics tokens.
+    pub auth: Auth,
+    /// Failed authentications per client address.
+    pub auth_failures: FailureThrottle,
+    /// The pool counts `/metrics` reports (`None`: the store could not count).
+    pub pool_counts: Recent<Option<PoolStats>>,
+    /// The store's last readiness answer, reused for a second.
+    pub readiness: Recent<&'static str>,
+    /// The background jobs (sync, …) and their leases.
+    pub jobs: Arc<Jobs>,
+    /// The circuit breaker around the provider, when one is configured.
+    pub breaker: Option<Arc<CircuitBreaker>>,
+    /// The NIOSXaaS pre-delete hook, when enabled.
+    pub pre_delete: Option<Arc<PreDeleteHook>>,
+}
+
+/// Cheap-to-clone handle on [`App`], the router's state.
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}

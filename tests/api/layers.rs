@@ -1,0 +1,82 @@
+//! The layering the architecture promises: `domain` at the bottom depending on no other
+//! module, and no import cycle between the crate's top-level modules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Top-level module → the other top-level modules its files name as `crate::<module>`.
+fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let relative = file.strip_prefix(&src).unwrap();
+        let first = relative
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let module = first.trim_end_matches(".rs").to_owned();
+        if ["main", "lib", "bin"].contains(&module.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let uses = graph.entry(module.clone()).or_default();
+        for (at, _) in text.match_indices("crate::") {
+            let name: String = text[at + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != module {
+                uses.insert(name);
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn the_domain_depends_on_nothing_else() {
+    let graph = dependencies();
+    assert_eq!(graph.get("domain"), Some(&BTreeSet::new()), "{graph:?}");
+}
+
+#[test]
+fn no_two_modules_depend_on_each_other_even_through_others() {
+    let graph = dependencies();
+    // Depth-first search for a path back to where it started.
+    fn reaches(
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        from: &str,
+        to: &str,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
+        for next in graph.get(from).into_iter().flatten() {
+            if next == to || (seen.insert(next.clone()) && reaches(graph, next, to, seen)) {
+                return true;
+            }
+        }
+        false
+    }
+    let cycles: Vec<&String> = graph
+        .keys()
+        .filter(|module| reaches(&graph, module, module, &mut BTreeSet::new()))
+        .collect();
+    assert!(
+        cycles.is_empty(),
+        "modules on an import cycle: {cycles:?}\n{graph:#?}"
+    );
+}
