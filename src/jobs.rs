@@ -22,7 +22,7 @@ use crate::domain::{LabPolicy, now_epoch, now_epoch_ms};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
-use crate::store::{JobRecord, LeaseOutcome, SharedStore, StoreError};
+use crate::store::{JobRecord, LeaseOutcome, SharedStore, StoreError, SyncSummary};
 
 /// Delay of a job's first scheduled run after start (or its interval, if shorter).
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
@@ -137,20 +137,76 @@ pub enum JobError {
     Store(#[from] StoreError),
 }
 
-/// What a completed run did: its counts, e.g. `synced`, `marked_stale`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobReport {
-    /// Named counts.
-    pub counts: BTreeMap<String, u64>,
-    /// Time the run took.
-    pub duration: Duration,
+/// Who asked for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The job's own schedule.
+    Scheduled,
+    /// An admin, through the API: cleanup then tries every pending row regardless of backoff.
+    Admin,
 }
 
-impl JobReport {
-    /// The count `name`, 0 if absent.
-    pub fn count(&self, name: &str) -> u64 {
-        self.counts.get(name).copied().unwrap_or(0)
+/// What a completed run counted, job by job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobCounts {
+    /// A provider sync: what the store changed, and provider rows without a usable id or name.
+    Sync {
+        /// What the store changed.
+        summary: SyncSummary,
+        /// Provider rows skipped as unusable.
+        skipped: u64,
+    },
+    /// A cleanup run.
+    Cleanup(cleanup::CleanupCounts),
+    /// Auto-expiry: allocations released.
+    Expiry {
+        /// Allocations released.
+        expired: u64,
+    },
+    /// Stale removal: rows removed.
+    AutoDeleteStale {
+        /// Rows removed.
+        deleted: u64,
+    },
+}
+
+impl JobCounts {
+    /// The counts by name, as a job's record keeps them and `GET /v1/admin/jobs` shows them.
+    pub fn named(&self) -> BTreeMap<String, u64> {
+        let pairs: Vec<(&str, u64)> = match *self {
+            Self::Sync { summary, skipped } => vec![
+                ("synced", summary.synced),
+                ("added", summary.added),
+                ("restored", summary.restored),
+                ("untouched", summary.untouched),
+                ("marked_stale", summary.marked_stale),
+                ("skipped", skipped),
+            ],
+            Self::Cleanup(counts) => vec![
+                ("deleted", counts.deleted),
+                ("failed", counts.failed),
+                ("retrying", counts.retrying),
+                ("postponed", counts.postponed),
+                ("skipped", counts.skipped),
+                ("purged", counts.purged),
+            ],
+            Self::Expiry { expired } => vec![("expired", expired)],
+            Self::AutoDeleteStale { deleted } => vec![("deleted", deleted)],
+        };
+        pairs
+            .into_iter()
+            .map(|(name, count)| (name.to_owned(), count))
+            .collect()
     }
+}
+
+/// What a completed run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobReport {
+    /// Its counts.
+    pub counts: JobCounts,
+    /// Time the run took.
+    pub duration: Duration,
 }
 
 /// What the jobs need.
@@ -214,10 +270,10 @@ impl Jobs {
     /// Runs `job` once now, under its lease, as an admin asked: cleanup tries every pending
     /// row regardless of backoff. Refused if the job runs here or elsewhere.
     pub async fn run(&self, job: JobName) -> Result<JobReport, JobError> {
-        self.run_leased(job, true).await
+        self.run_leased(job, Trigger::Admin).await
     }
 
-    async fn run_leased(&self, job: JobName, admin: bool) -> Result<JobReport, JobError> {
+    async fn run_leased(&self, job: JobName, trigger: Trigger) -> Result<JobReport, JobError> {
         let Ok(_local) = self.running[job as usize].try_lock() else {
             return Err(JobError::AlreadyRunning {
                 job: job.as_str(),
@@ -247,12 +303,12 @@ impl Jobs {
         let started = Instant::now();
         let renewing = self.renew_while_running(job);
         let result = tokio::select! {
-            result = self.run_once(job, admin) => result,
+            result = self.run_once(job, trigger) => result,
             never = renewing => match never {},
         };
         let duration = started.elapsed();
         let (outcome, counts) = match &result {
-            Ok(counts) => ("completed", counts.clone()),
+            Ok(counts) => ("completed", counts.named()),
             Err(JobError::Provider(err)) if err.is_transient() => ("postponed", BTreeMap::new()),
             Err(_) => ("failed", BTreeMap::new()),
         };
@@ -295,35 +351,33 @@ impl Jobs {
         }
     }
 
-    /// One run of `job`, without the lease: what tests step through. `admin` makes cleanup
-    /// ignore the backoff schedule.
-    pub async fn run_once(
-        &self,
-        job: JobName,
-        admin: bool,
-    ) -> Result<BTreeMap<String, u64>, JobError> {
-        match job {
-            JobName::Sync => sync::run_once(self.provider()?, &*self.store, &self.metrics).await,
+    /// One run of `job`, without the lease: what tests step through.
+    pub async fn run_once(&self, job: JobName, trigger: Trigger) -> Result<JobCounts, JobError> {
+        Ok(match job {
+            JobName::Sync => {
+                let (summary, skipped) =
+                    sync::run_once(self.provider()?, &*self.store, &self.metrics).await?;
+                JobCounts::Sync { summary, skipped }
+            }
             JobName::Cleanup => {
-                let settings = &self.schedule.cleanup_settings;
-                cleanup::run_once(
-                    self.provider()?,
-                    self.pre_delete.as_deref(),
-                    &*self.store,
-                    &self.metrics,
-                    settings,
-                    &self.holder,
-                    admin,
-                )
-                .await
+                let cleanup = cleanup::Cleanup {
+                    provider: self.provider()?,
+                    hook: self.pre_delete.as_deref(),
+                    store: &*self.store,
+                    metrics: &self.metrics,
+                    settings: &self.schedule.cleanup_settings,
+                    holder: &self.holder,
+                };
+                JobCounts::Cleanup(cleanup.run_once(trigger).await?)
             }
-            JobName::Expiry => {
-                expiry::run_once(&*self.store, &self.metrics, self.schedule.lab).await
-            }
-            JobName::AutoDeleteStale => {
-                stale::run_once(&*self.store, &self.metrics, self.schedule.stale_grace).await
-            }
-        }
+            JobName::Expiry => JobCounts::Expiry {
+                expired: expiry::run_once(&*self.store, &self.metrics, self.schedule.lab).await?,
+            },
+            JobName::AutoDeleteStale => JobCounts::AutoDeleteStale {
+                deleted: stale::run_once(&*self.store, &self.metrics, self.schedule.stale_grace)
+                    .await?,
+            },
+        })
     }
 
     /// Runs every enabled job on its interval until `shutdown` fires.
@@ -347,7 +401,7 @@ impl Jobs {
                         _ = tick.tick() => {}
                     }
                     // A run that did not complete has already logged its error line.
-                    let _ = jobs.run_leased(job, false).await;
+                    let _ = jobs.run_leased(job, Trigger::Scheduled).await;
                 }
             });
         }
@@ -366,5 +420,48 @@ impl Jobs {
                 (job, enabled, self.interval(job), record)
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_counts_keep_the_names_job_records_and_the_api_show() {
+        let sync = JobCounts::Sync {
+            summary: SyncSummary {
+                synced: 3,
+                added: 1,
+                restored: 1,
+                untouched: 2,
+                marked_stale: 4,
+            },
+            skipped: 5,
+        };
+        let names: Vec<(String, u64)> = sync.named().into_iter().collect();
+        assert_eq!(
+            names,
+            [
+                ("added".to_owned(), 1),
+                ("marked_stale".to_owned(), 4),
+                ("restored".to_owned(), 1),
+                ("skipped".to_owned(), 5),
+                ("synced".to_owned(), 3),
+                ("untouched".to_owned(), 2),
+            ]
+        );
+        let cleanup = JobCounts::Cleanup(cleanup::CleanupCounts {
+            deleted: 2,
+            purged: 1,
+            ..Default::default()
+        });
+        assert_eq!(cleanup.named()["deleted"], 2);
+        assert_eq!(cleanup.named().len(), 6);
+        assert_eq!(JobCounts::Expiry { expired: 7 }.named()["expired"], 7);
+        assert_eq!(
+            JobCounts::AutoDeleteStale { deleted: 8 }.named()["deleted"],
+            8
+        );
     }
 }

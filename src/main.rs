@@ -203,7 +203,10 @@ async fn demo_run(mut config: Config) -> Result<(), String> {
          curl -s http://127.0.0.1:{port}{base}/admin/jobs -H 'Authorization: Bearer {admin}'\n\
          API docs: http://127.0.0.1:{port}{base}/docs    dashboard: http://127.0.0.1:{port}/dashboard\n",
         dir = scratch.path().display(),
-        synced = first_sync.count("synced"),
+        synced = match first_sync.counts {
+            sandbox_broker::jobs::JobCounts::Sync { summary, .. } => summary.synced,
+            _ => 0,
+        },
         prefixes = demo::DEMO_PREFIXES.join(", "),
     );
     let result = run_app(app).await;

@@ -10,7 +10,6 @@
 //! first; in enforce mode its failure is decided by the same policy, and the account is
 //! not deleted.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::domain::{NiosxaasCleanup, Sandbox, SandboxId, now_epoch};
@@ -19,7 +18,7 @@ use crate::provider::niosxaas::{HookFailure, PreDeleteHook};
 use crate::provider::{ProviderClient, ProviderError};
 use crate::store::{DeletionOutcome, Store};
 
-use super::JobError;
+use super::{JobError, Trigger};
 
 /// Longest backoff between two attempts.
 const MAX_BACKOFF_SECS: i64 = 3600;
@@ -121,133 +120,139 @@ pub struct CleanupSettings {
     pub policy: DeletionPolicy,
 }
 
-#[derive(Default)]
-struct Tally {
-    deleted: u64,
-    failed: u64,
-    retrying: u64,
-    postponed: u64,
-    skipped: u64,
+/// What one cleanup run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupCounts {
+    /// Sandboxes deleted at the provider.
+    pub deleted: u64,
+    /// Sandboxes whose deletion was given up (`deletion_failed`).
+    pub failed: u64,
+    /// Sandboxes whose deletion will be retried.
+    pub retrying: u64,
+    /// Sandboxes not tried because a circuit breaker is open.
+    pub postponed: u64,
+    /// Rows another runner had claimed (or with an unusable id).
+    pub skipped: u64,
+    /// Tombstones past their ttl, dropped.
+    pub purged: u64,
 }
 
-/// One cleanup run. `ignore_backoff` (an admin trigger) tries every pending row now.
-pub async fn run_once(
-    provider: &dyn ProviderClient,
-    hook: Option<&PreDeleteHook>,
-    store: &dyn Store,
-    metrics: &Metrics,
-    settings: &CleanupSettings,
-    holder: &str,
-    ignore_backoff: bool,
-) -> Result<BTreeMap<String, u64>, JobError> {
-    let started = Instant::now();
-    let result = delete_due(
-        provider,
-        hook,
-        store,
-        metrics,
-        settings,
-        holder,
-        ignore_backoff,
-    )
-    .await;
-    let outcome = match &result {
-        Ok(counts) if counts.get("postponed").copied().unwrap_or(0) > 0 => "postponed",
-        Ok(_) => "success",
-        Err(_) => "error",
-    };
-    metrics.cleanup_total.with_label_values(&[outcome]).inc();
-    metrics
-        .cleanup_duration_seconds
-        .observe(started.elapsed().as_secs_f64());
-    result
+/// What a cleanup run works with.
+pub struct Cleanup<'a> {
+    /// Where sandboxes are deleted.
+    pub provider: &'a dyn ProviderClient,
+    /// The NIOSXaaS pre-delete hook, when enabled.
+    pub hook: Option<&'a PreDeleteHook>,
+    /// The pool.
+    pub store: &'a dyn Store,
+    /// Where runs are counted.
+    pub metrics: &'a Metrics,
+    /// Batches, delays and the deletion policy.
+    pub settings: &'a CleanupSettings,
+    /// This instance's name on the claims it takes.
+    pub holder: &'a str,
 }
 
-async fn delete_due(
-    provider: &dyn ProviderClient,
-    hook: Option<&PreDeleteHook>,
-    store: &dyn Store,
-    metrics: &Metrics,
-    settings: &CleanupSettings,
-    holder: &str,
-    ignore_backoff: bool,
-) -> Result<BTreeMap<String, u64>, JobError> {
-    let due = store.deletions_due(now_epoch(), ignore_backoff).await?;
-    let mut tally = Tally::default();
-    let mut remaining = due.len() as u64;
-    'batches: for (number, batch) in due.chunks(settings.batch_size.max(1)).enumerate() {
-        if number > 0 {
-            tokio::time::sleep(settings.batch_delay).await;
-        }
-        for (position, row) in batch.iter().enumerate() {
-            if position > 0 {
-                tokio::time::sleep(settings.per_sandbox_delay).await;
-            }
-            remaining -= 1;
-            let Ok(id) = SandboxId::parse("sandbox_id", &row.sandbox_id) else {
-                tally.skipped += 1;
-                continue;
-            };
-            let now = now_epoch();
-            let Some(row) = store
-                .claim_deletion(&id, holder, now, now + CLAIM_SECS)
-                .await?
-            else {
-                tally.skipped += 1;
-                continue;
-            };
-            let (step, niosxaas) = attempt(provider, hook, settings, &row).await;
-            let outcome = match step {
-                Step::Finished(outcome) => outcome,
-                Step::Postponed => {
-                    store
-                        .finish_deletion(
-                            &row,
-                            holder,
-                            DeletionOutcome::Released,
-                            niosxaas,
-                            now_epoch(),
-                        )
-                        .await?;
-                    tally.postponed += 1 + remaining;
-                    break 'batches;
-                }
-            };
-            match &outcome {
-                DeletionOutcome::Deleted { .. } => {
-                    tally.deleted += 1;
-                    metrics.cleanup_deleted_total.inc();
-                    tracing::info!(sandbox.id = %row.sandbox_id, "deleted at the provider");
-                }
-                DeletionOutcome::Failed { error, .. } => {
-                    tally.failed += 1;
-                    metrics.cleanup_failed_total.inc();
-                    tracing::warn!(sandbox.id = %row.sandbox_id, error = %error, "deletion failed for good");
-                }
-                DeletionOutcome::Retry {
-                    error,
-                    next_attempt_at,
-                    ..
-                } => {
-                    tally.retrying += 1;
-                    tracing::info!(sandbox.id = %row.sandbox_id, error = %error, next_attempt_at, "deletion will be retried");
-                }
-                DeletionOutcome::Released => {}
-            }
-            store
-                .finish_deletion(&row, holder, outcome, niosxaas, now_epoch())
-                .await?;
-        }
+impl Cleanup<'_> {
+    /// One run. An admin's run tries every pending row now; a scheduled one respects each
+    /// row's retry backoff.
+    pub async fn run_once(&self, trigger: Trigger) -> Result<CleanupCounts, JobError> {
+        let started = Instant::now();
+        let result = self.delete_due(trigger == Trigger::Admin).await;
+        let outcome = match &result {
+            Ok(counts) if counts.postponed > 0 => "postponed",
+            Ok(_) => "success",
+            Err(_) => "error",
+        };
+        self.metrics
+            .cleanup_total
+            .with_label_values(&[outcome])
+            .inc();
+        self.metrics
+            .cleanup_duration_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
-    let purged = store.purge_tombstones(now_epoch()).await?;
-    Ok(BTreeMap::from([
-        ("deleted".to_owned(), tally.deleted),
-        ("failed".to_owned(), tally.failed),
-        ("retrying".to_owned(), tally.retrying),
-        ("postponed".to_owned(), tally.postponed),
-        ("skipped".to_owned(), tally.skipped),
-        ("purged".to_owned(), purged),
-    ]))
+
+    async fn delete_due(&self, ignore_backoff: bool) -> Result<CleanupCounts, JobError> {
+        let Self {
+            provider,
+            hook,
+            store,
+            metrics,
+            settings,
+            holder,
+        } = *self;
+        let due = store.deletions_due(now_epoch(), ignore_backoff).await?;
+        let mut tally = CleanupCounts::default();
+        let mut remaining = due.len() as u64;
+        'batches: for (number, batch) in due.chunks(settings.batch_size.max(1)).enumerate() {
+            if number > 0 {
+                tokio::time::sleep(settings.batch_delay).await;
+            }
+            for (position, row) in batch.iter().enumerate() {
+                if position > 0 {
+                    tokio::time::sleep(settings.per_sandbox_delay).await;
+                }
+                remaining -= 1;
+                let Ok(id) = SandboxId::parse("sandbox_id", &row.sandbox_id) else {
+                    tally.skipped += 1;
+                    continue;
+                };
+                let now = now_epoch();
+                let Some(row) = store
+                    .claim_deletion(&id, holder, now, now + CLAIM_SECS)
+                    .await?
+                else {
+                    tally.skipped += 1;
+                    continue;
+                };
+                let (step, niosxaas) = attempt(provider, hook, settings, &row).await;
+                let outcome = match step {
+                    Step::Finished(outcome) => outcome,
+                    Step::Postponed => {
+                        store
+                            .finish_deletion(
+                                &row,
+                                holder,
+                                DeletionOutcome::Released,
+                                niosxaas,
+                                now_epoch(),
+                            )
+                            .await?;
+                        tally.postponed += 1 + remaining;
+                        break 'batches;
+                    }
+                };
+                match &outcome {
+                    DeletionOutcome::Deleted { .. } => {
+                        tally.deleted += 1;
+                        metrics.cleanup_deleted_total.inc();
+                        tracing::info!(sandbox.id = %row.sandbox_id, "deleted at the provider");
+                    }
+                    DeletionOutcome::Failed { error, .. } => {
+                        tally.failed += 1;
+                        metrics.cleanup_failed_total.inc();
+                        tracing::warn!(sandbox.id = %row.sandbox_id, error = %error, "deletion failed for good");
+                    }
+                    DeletionOutcome::Retry {
+                        error,
+                        next_attempt_at,
+                        ..
+                    } => {
+                        tally.retrying += 1;
+                        tracing::info!(sandbox.id = %row.sandbox_id, error = %error, next_attempt_at, "deletion will be retried");
+                    }
+                    DeletionOutcome::Released => {}
+                }
+                store
+                    .finish_deletion(&row, holder, outcome, niosxaas, now_epoch())
+                    .await?;
+            }
+        }
+        tally.purged = store.purge_tombstones(now_epoch()).await?;
+        Ok(tally)
+    }
 }
 
 /// What became of one claimed row.

@@ -4,7 +4,6 @@
 //! Rule: each removal is conditional on the row still being stale since then, so a sync
 //! that finds the sandbox back at the provider (stale → available) always wins.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::domain::now_epoch;
@@ -13,12 +12,12 @@ use crate::store::Store;
 
 use super::JobError;
 
-/// Removes rows stale for longer than `grace`; counts `deleted`.
+/// Removes rows stale for longer than `grace`; how many.
 pub async fn run_once(
     store: &dyn Store,
     metrics: &Metrics,
     grace: Duration,
-) -> Result<BTreeMap<String, u64>, JobError> {
+) -> Result<u64, JobError> {
     let stale_since = now_epoch() - i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
     let result = store.delete_stale(stale_since).await;
     let outcome = if result.is_ok() { "success" } else { "error" };
@@ -28,5 +27,5 @@ pub async fn run_once(
         .inc();
     let deleted = result?;
     metrics.auto_delete_stale_deleted_total.inc_by(deleted);
-    Ok(BTreeMap::from([("deleted".to_owned(), deleted)]))
+    Ok(deleted)
 }

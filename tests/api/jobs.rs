@@ -746,7 +746,8 @@ impl sandbox_broker::provider::ProviderClient for RecordingProvider {
 
 #[tokio::test]
 async fn cleanup_throttles_by_batch_and_by_sandbox() {
-    use sandbox_broker::jobs::cleanup::{CleanupSettings, DeletionPolicy, run_once};
+    use sandbox_broker::jobs::Trigger;
+    use sandbox_broker::jobs::cleanup::{Cleanup, CleanupSettings, DeletionPolicy};
     let app = spawn_app().await;
     released(&app, 5).await;
     let provider = RecordingProvider::default();
@@ -763,19 +764,17 @@ async fn cleanup_throttles_by_batch_and_by_sandbox() {
     };
     let metrics = sandbox_broker::metrics::Metrics::new().unwrap();
 
-    let counts = run_once(
-        &provider,
-        None,
-        &*app.store,
-        &metrics,
-        &settings,
-        "runner",
-        true,
-    )
-    .await
-    .unwrap();
+    let cleanup = Cleanup {
+        provider: &provider,
+        hook: None,
+        store: &*app.store,
+        metrics: &metrics,
+        settings: &settings,
+        holder: "runner",
+    };
+    let counts = cleanup.run_once(Trigger::Admin).await.unwrap();
 
-    assert_eq!(counts["deleted"], 5);
+    assert_eq!(counts.deleted, 5);
     let at = provider.deletes.lock().unwrap().clone();
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     // Batches [0,1] [2,3] [4]: gaps 0→1 and 2→3 are inside a batch, 1→2 and 3→4 between batches.

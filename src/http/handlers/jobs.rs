@@ -4,13 +4,23 @@ use axum::Json;
 use axum::extract::State;
 
 use crate::domain::{ValidationError, now_epoch};
+use crate::http::error::ApiError;
 use crate::http::error::Result;
 use crate::http::extract::Query;
 use crate::http::state::AppState;
 use crate::http::views::{
     CleanupView, ErrorEnvelope, ExpireView, JobView, JobsView, StaleDeleteView, SyncView,
 };
-use crate::jobs::JobName;
+use crate::jobs::{JobCounts, JobName, JobReport};
+
+/// A run whose counts are another job's: a programming error, answered 500.
+fn other_counts(job: JobName) -> ApiError {
+    ApiError::Internal(format!("the {} run reported another job's counts", job.as_str()).into())
+}
+
+fn duration_ms(report: &JobReport) -> u64 {
+    u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Syncs with the provider now (under the job's lease).
 #[utoipa::path(
@@ -24,15 +34,18 @@ use crate::jobs::JobName;
 )]
 pub async fn trigger_sync(State(app): State<AppState>) -> Result<Json<SyncView>> {
     let report = app.jobs.run(JobName::Sync).await?;
+    let JobCounts::Sync { summary, skipped } = report.counts else {
+        return Err(other_counts(JobName::Sync));
+    };
     Ok(Json(SyncView {
         status: "completed".into(),
-        synced: report.count("synced"),
-        marked_stale: report.count("marked_stale"),
-        added: report.count("added"),
-        restored: report.count("restored"),
-        untouched: report.count("untouched"),
-        skipped: report.count("skipped"),
-        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        synced: summary.synced,
+        marked_stale: summary.marked_stale,
+        added: summary.added,
+        restored: summary.restored,
+        untouched: summary.untouched,
+        skipped,
+        duration_ms: duration_ms(&report),
     }))
 }
 
@@ -69,10 +82,13 @@ pub async fn list_jobs(State(app): State<AppState>) -> Result<Json<JobsView>> {
 )]
 pub async fn trigger_expiry(State(app): State<AppState>) -> Result<Json<ExpireView>> {
     let report = app.jobs.run(JobName::Expiry).await?;
+    let JobCounts::Expiry { expired } = report.counts else {
+        return Err(other_counts(JobName::Expiry));
+    };
     Ok(Json(ExpireView {
         status: "completed".into(),
-        expired: report.count("expired"),
-        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        expired,
+        duration_ms: duration_ms(&report),
     }))
 }
 
@@ -156,12 +172,15 @@ mod tests {
 )]
 pub async fn trigger_cleanup(State(app): State<AppState>) -> Result<Json<CleanupView>> {
     let report = app.jobs.run(JobName::Cleanup).await?;
+    let JobCounts::Cleanup(counts) = report.counts else {
+        return Err(other_counts(JobName::Cleanup));
+    };
     Ok(Json(CleanupView {
         status: "completed".into(),
-        deleted: report.count("deleted"),
-        failed: report.count("failed"),
-        retrying: report.count("retrying"),
-        postponed: report.count("postponed"),
-        duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        deleted: counts.deleted,
+        failed: counts.failed,
+        retrying: counts.retrying,
+        postponed: counts.postponed,
+        duration_ms: duration_ms(&report),
     }))
 }
