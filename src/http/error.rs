@@ -117,10 +117,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The envelope's inner object, before `request_id` is known.
-#[derive(Debug, Clone, Serialize)]
+/// The envelope's inner object (filled in with `request_id` by the envelope middleware);
+/// also the OpenAPI schema of every error answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Contract code, e.g. `NO_SANDBOXES_AVAILABLE`.
+    #[schema(value_type = String)]
     pub code: &'static str,
     /// Human-readable explanation, safe to show.
     pub message: String,
@@ -131,15 +133,20 @@ pub struct ErrorBody {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    detail: &'a ErrorBody,
+/// The error envelope every error answer carries: `{"detail": {...}}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub detail: ErrorBody,
 }
 
 impl ErrorBody {
     /// The complete JSON response for this body.
     pub fn to_response(&self, status: StatusCode) -> Response {
-        let mut response = (status, Json(Envelope { detail: self })).into_response();
+        let envelope = ErrorEnvelope {
+            detail: self.clone(),
+        };
+        let mut response = (status, Json(envelope)).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()

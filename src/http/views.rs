@@ -301,25 +301,8 @@ pub struct RootView {
     pub docs: String,
 }
 
-/// The error envelope every error answer carries.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorEnvelope {
-    /// The error.
-    pub detail: ErrorDetail,
-}
-
-/// The inside of the error envelope.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Machine-readable code, e.g. `NO_SANDBOXES_AVAILABLE`.
-    pub code: String,
-    /// Human-readable explanation.
-    pub message: String,
-    /// Same as the `X-Request-ID` header.
-    pub request_id: String,
-    /// Seconds to wait before retrying, where it applies.
-    pub retry_after: Option<u64>,
-}
+/// The error envelope, defined once beside the error type that renders it.
+pub use super::error::ErrorEnvelope;
 
 /// `POST /admin/sync` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
