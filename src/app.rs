@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
+use crate::domain::clock::{SharedClock, SystemClock};
 use crate::http::auth::Auth;
 use crate::http::recent::Recent;
 use crate::http::serve::ConnectionLimits;
@@ -66,10 +67,7 @@ pub enum StartupError {
 impl AppState {
     /// Builds the state for `config` on `store`, with the CSP provider when configured.
     pub fn new(config: Config, store: SharedStore) -> Result<Self, StartupError> {
-        let provider = match config.csp_settings() {
-            Some(settings) => Some(Arc::new(CspClient::new(&settings)?) as Arc<dyn ProviderClient>),
-            None => None,
-        };
+        let provider = configured_provider(&config)?;
         Self::with_provider(config, store, provider)
     }
 
@@ -79,6 +77,16 @@ impl AppState {
         config: Config,
         store: SharedStore,
         provider: Option<Arc<dyn ProviderClient>>,
+    ) -> Result<Self, StartupError> {
+        Self::with_clock(config, store, provider, Arc::new(SystemClock))
+    }
+
+    /// Like [`Self::with_provider`], with the jobs reading `clock` (a test's manual one).
+    pub fn with_clock(
+        config: Config,
+        store: SharedStore,
+        provider: Option<Arc<dyn ProviderClient>>,
+        clock: SharedClock,
     ) -> Result<Self, StartupError> {
         config.validate_for_serve()?;
         let auth = Auth::from_config(&config)?;
@@ -144,7 +152,8 @@ impl AppState {
                     },
                 },
             )
-            .with_pre_delete_hook(pre_delete.clone()),
+            .with_pre_delete_hook(pre_delete.clone())
+            .with_clock(clock),
         );
         Ok(Self(Arc::new(App {
             store,
@@ -160,6 +169,14 @@ impl AppState {
             pre_delete,
         })))
     }
+}
+
+/// The CSP client, when `CSP_API_TOKEN` is configured.
+fn configured_provider(config: &Config) -> Result<Option<Arc<dyn ProviderClient>>, StartupError> {
+    Ok(match config.csp_settings() {
+        Some(settings) => Some(Arc::new(CspClient::new(&settings)?)),
+        None => None,
+    })
 }
 
 /// A bound, ready-to-serve instance.
@@ -184,6 +201,22 @@ impl Application {
         provider: Arc<dyn ProviderClient>,
     ) -> Result<Self, StartupError> {
         let state = AppState::with_provider(config, store, Some(provider))?;
+        Self::from_state(state).await
+    }
+
+    /// Like [`Self::build`], with the jobs reading `clock` (and `provider`, when given,
+    /// instead of the configured CSP client): what tests use to move time by hand.
+    pub async fn build_with_clock(
+        config: Config,
+        store: SharedStore,
+        provider: Option<Arc<dyn ProviderClient>>,
+        clock: SharedClock,
+    ) -> Result<Self, StartupError> {
+        let provider = match provider {
+            Some(provider) => Some(provider),
+            None => configured_provider(&config)?,
+        };
+        let state = AppState::with_clock(config, store, provider, clock)?;
         Self::from_state(state).await
     }
 

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{LabPolicy, now_epoch, now_epoch_ms};
+use crate::domain::LabPolicy;
+use crate::domain::clock::{SharedClock, SystemClock};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
@@ -218,6 +219,7 @@ pub struct Jobs {
     holder: String,
     lease: Duration,
     schedule: Schedule,
+    clock: SharedClock,
     running: [tokio::sync::Mutex<()>; JobName::ALL.len()],
 }
 
@@ -239,8 +241,15 @@ impl Jobs {
             holder,
             lease,
             schedule,
+            clock: Arc::new(SystemClock),
             running: Default::default(),
         }
+    }
+
+    /// Reads `clock` for leases, backoff, expiry and every run, instead of the system's.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Runs `hook` (the NIOSXaaS cleanup) before each deletion at the provider.
@@ -283,7 +292,7 @@ impl Jobs {
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         let lease = self
             .store
-            .acquire_lease(job.as_str(), &self.holder, now_epoch_ms(), lease_ms)
+            .acquire_lease(job.as_str(), &self.holder, self.clock.now_ms(), lease_ms)
             .await
             .map_err(JobError::from);
         match lease {
@@ -299,7 +308,7 @@ impl Jobs {
                 });
             }
         }
-        let started_at = now_epoch();
+        let started_at = self.clock.now();
         let started = Instant::now();
         let renewing = self.renew_while_running(job);
         let result = tokio::select! {
@@ -315,11 +324,11 @@ impl Jobs {
         let record = JobRecord {
             job: job.as_str().to_owned(),
             last_started_at: Some(started_at),
-            last_finished_at: Some(now_epoch()),
+            last_finished_at: Some(self.clock.now()),
             last_outcome: Some(outcome.to_owned()),
             last_counts: counts.clone(),
             next_run_at: Some(
-                now_epoch() + i64::try_from(self.interval(job).as_secs()).unwrap_or(0),
+                self.clock.now() + i64::try_from(self.interval(job).as_secs()).unwrap_or(0),
             ),
             ..JobRecord::default()
         };
@@ -337,7 +346,7 @@ impl Jobs {
             tokio::time::sleep(self.lease / 3).await;
             match self
                 .store
-                .acquire_lease(job.as_str(), &self.holder, now_epoch_ms(), lease_ms)
+                .acquire_lease(job.as_str(), &self.holder, self.clock.now_ms(), lease_ms)
                 .await
             {
                 Ok(LeaseOutcome::Acquired) => {}
@@ -355,8 +364,13 @@ impl Jobs {
     pub async fn run_once(&self, job: JobName, trigger: Trigger) -> Result<JobCounts, JobError> {
         Ok(match job {
             JobName::Sync => {
-                let (summary, skipped) =
-                    sync::run_once(self.provider()?, &*self.store, &self.metrics).await?;
+                let (summary, skipped) = sync::run_once(
+                    self.provider()?,
+                    &*self.store,
+                    &self.metrics,
+                    self.clock.now(),
+                )
+                .await?;
                 JobCounts::Sync { summary, skipped }
             }
             JobName::Cleanup => {
@@ -367,15 +381,27 @@ impl Jobs {
                     metrics: &self.metrics,
                     settings: &self.schedule.cleanup_settings,
                     holder: &self.holder,
+                    clock: &*self.clock,
                 };
                 JobCounts::Cleanup(cleanup.run_once(trigger).await?)
             }
             JobName::Expiry => JobCounts::Expiry {
-                expired: expiry::run_once(&*self.store, &self.metrics, self.schedule.lab).await?,
+                expired: expiry::run_once(
+                    &*self.store,
+                    &self.metrics,
+                    self.schedule.lab,
+                    self.clock.now(),
+                )
+                .await?,
             },
             JobName::AutoDeleteStale => JobCounts::AutoDeleteStale {
-                deleted: stale::run_once(&*self.store, &self.metrics, self.schedule.stale_grace)
-                    .await?,
+                deleted: stale::run_once(
+                    &*self.store,
+                    &self.metrics,
+                    self.schedule.stale_grace,
+                    self.clock.now(),
+                )
+                .await?,
             },
         })
     }

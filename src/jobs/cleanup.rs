@@ -12,7 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::domain::{NiosxaasCleanup, Sandbox, SandboxId, now_epoch};
+use crate::domain::clock::Clock;
+use crate::domain::{NiosxaasCleanup, Sandbox, SandboxId};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::{HookFailure, PreDeleteHook};
 use crate::provider::{ProviderClient, ProviderError};
@@ -151,6 +152,8 @@ pub struct Cleanup<'a> {
     pub settings: &'a CleanupSettings,
     /// This instance's name on the claims it takes.
     pub holder: &'a str,
+    /// The time claims, backoff and tombstones are reckoned in.
+    pub clock: &'a dyn Clock,
 }
 
 impl Cleanup<'_> {
@@ -182,8 +185,9 @@ impl Cleanup<'_> {
             metrics,
             settings,
             holder,
+            clock,
         } = *self;
-        let due = store.deletions_due(now_epoch(), ignore_backoff).await?;
+        let due = store.deletions_due(clock.now(), ignore_backoff).await?;
         let mut tally = CleanupCounts::default();
         let mut remaining = due.len() as u64;
         'batches: for (number, batch) in due.chunks(settings.batch_size.max(1)).enumerate() {
@@ -199,7 +203,7 @@ impl Cleanup<'_> {
                     tally.skipped += 1;
                     continue;
                 };
-                let now = now_epoch();
+                let now = clock.now();
                 let Some(row) = store
                     .claim_deletion(&id, holder, now, now + CLAIM_SECS)
                     .await?
@@ -207,7 +211,7 @@ impl Cleanup<'_> {
                     tally.skipped += 1;
                     continue;
                 };
-                let (step, niosxaas) = attempt(provider, hook, settings, &row).await;
+                let (step, niosxaas) = attempt(provider, hook, settings, clock, &row).await;
                 let outcome = match step {
                     Step::Finished(outcome) => outcome,
                     Step::Postponed => {
@@ -217,7 +221,7 @@ impl Cleanup<'_> {
                                 holder,
                                 DeletionOutcome::Released,
                                 niosxaas,
-                                now_epoch(),
+                                clock.now(),
                             )
                             .await?;
                         tally.postponed += 1 + remaining;
@@ -246,11 +250,11 @@ impl Cleanup<'_> {
                     DeletionOutcome::Released => {}
                 }
                 store
-                    .finish_deletion(&row, holder, outcome, niosxaas, now_epoch())
+                    .finish_deletion(&row, holder, outcome, niosxaas, clock.now())
                     .await?;
             }
         }
-        tally.purged = store.purge_tombstones(now_epoch()).await?;
+        tally.purged = store.purge_tombstones(clock.now()).await?;
         Ok(tally)
     }
 }
@@ -269,11 +273,12 @@ async fn attempt(
     provider: &dyn ProviderClient,
     hook: Option<&PreDeleteHook>,
     settings: &CleanupSettings,
+    clock: &dyn Clock,
     row: &Sandbox,
 ) -> (Step, Option<NiosxaasCleanup>) {
     let mut niosxaas = None;
     if let Some(hook) = hook.filter(|hook| hook.is_due(row)) {
-        let (record, failure) = hook.run(row, now_epoch()).await;
+        let (record, failure) = hook.run(row, clock.now()).await;
         match failure {
             None => niosxaas = Some(record),
             Some(failure) if hook.shadow_mode() => {
@@ -291,7 +296,7 @@ async fn attempt(
                     row,
                     &failure.error,
                     failure.to_string(),
-                    now_epoch(),
+                    clock.now(),
                 );
                 return (Step::Finished(outcome), Some(record));
             }
@@ -299,10 +304,10 @@ async fn attempt(
     }
     let step = match provider.delete_sandbox(&row.external_id).await {
         Ok(()) => Step::Finished(DeletionOutcome::Deleted {
-            ttl: now_epoch() + settings.policy.tombstone_ttl_secs,
+            ttl: clock.now() + settings.policy.tombstone_ttl_secs,
         }),
         Err(ProviderError::CircuitOpen) => Step::Postponed,
-        Err(err) => Step::Finished(settings.policy.decide(row, &err, now_epoch())),
+        Err(err) => Step::Finished(settings.policy.decide(row, &err, clock.now())),
     };
     (step, niosxaas)
 }

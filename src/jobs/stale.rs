@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use crate::domain::now_epoch;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -17,8 +16,9 @@ pub async fn run_once(
     store: &dyn Store,
     metrics: &Metrics,
     grace: Duration,
+    now: i64,
 ) -> Result<u64, JobError> {
-    let stale_since = now_epoch() - i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+    let stale_since = now - i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
     let result = store.delete_stale(stale_since).await;
     let outcome = if result.is_ok() { "success" } else { "error" };
     metrics

@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use crate::domain::now_epoch;
 use crate::metrics::Metrics;
 use crate::provider::ProviderClient;
 use crate::store::{Store, SyncSummary};
@@ -18,12 +17,13 @@ pub async fn run_once(
     provider: &dyn ProviderClient,
     store: &dyn Store,
     metrics: &Metrics,
+    now: i64,
 ) -> Result<(SyncSummary, u64), JobError> {
     let started = Instant::now();
     let result = async {
         let listing = provider.list_sandboxes().await?;
         let skipped = listing.skipped;
-        let summary = store.sync_provider(listing.sandboxes, now_epoch()).await?;
+        let summary = store.sync_provider(listing.sandboxes, now).await?;
         Ok::<_, JobError>((summary, skipped))
     }
     .await;

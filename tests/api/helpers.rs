@@ -6,6 +6,7 @@ use futures::stream::{self, StreamExt};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use sandbox_broker::app::Application;
 use sandbox_broker::config::Config;
+use sandbox_broker::domain::clock::{SharedClock, SystemClock};
 use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName, now_epoch};
 use sandbox_broker::store::SharedStore;
 use serde_json::Value;
@@ -55,10 +56,25 @@ pub async fn spawn_app_on(
     guard: StoreGuard,
     adjust: impl FnOnce(&mut Config),
 ) -> TestApp {
+    spawn_app_on_clock(store, guard, Arc::new(SystemClock), adjust).await
+}
+
+/// Spawns the app on a fresh store whose jobs read `clock` (a manual one, moved by hand).
+pub async fn spawn_app_with_clock(clock: SharedClock, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let (store, guard) = fresh_store().await;
+    spawn_app_on_clock(store, guard, clock, adjust).await
+}
+
+async fn spawn_app_on_clock(
+    store: SharedStore,
+    guard: StoreGuard,
+    clock: SharedClock,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
     sandbox_broker::telemetry::init_for_test();
     let mut config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
     adjust(&mut config);
-    let app = Application::build(config, Arc::clone(&store))
+    let app = Application::build_with_clock(config, Arc::clone(&store), None, clock)
         .await
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -703,11 +703,13 @@ async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
 
 #[tokio::test]
 async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_out() {
+    use sandbox_broker::domain::clock::{Clock, ManualClock};
     let csp_server = csp(vec![account(1, "lab-1")], Duration::ZERO).await;
-    let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
-    let now_ms = sandbox_broker::domain::now_epoch_ms();
+    let clock = Arc::new(ManualClock::starting_now());
+    let app =
+        crate::helpers::spawn_app_with_clock(clock.clone(), |c| use_csp(c, &csp_server)).await;
     app.store
-        .acquire_lease("sync", "dead-instance", now_ms, 300)
+        .acquire_lease("sync", "dead-instance", clock.now_ms(), 300)
         .await
         .unwrap();
     error_of(
@@ -717,7 +719,7 @@ async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_o
     )
     .await;
 
-    tokio::time::sleep(Duration::from_millis(400)).await; // the dead holder's lease (300 ms) ends
+    clock.advance(Duration::from_millis(300)); // the dead holder's lease ends: no sleeping
 
     let report = json_of(sync(&app).await, StatusCode::OK).await;
     assert_eq!(report["synced"], 1);
@@ -771,6 +773,7 @@ async fn cleanup_throttles_by_batch_and_by_sandbox() {
         metrics: &metrics,
         settings: &settings,
         holder: "runner",
+        clock: &sandbox_broker::domain::clock::SystemClock,
     };
     let counts = cleanup.run_once(Trigger::Admin).await.unwrap();
 
