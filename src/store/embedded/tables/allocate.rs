@@ -1,0 +1,80 @@
+//! Allocation: an allocation key's sandbox, or the first available one at a name prefix.
+
+use super::*;
+
+impl Tables<'_> {
+    /// The sandbox this allocation key still actively holds, if any.
+    pub(super) fn active_allocation(
+        &self,
+        request: &AllocationRequest,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        let key = request.key.encoded();
+        let Some(id) = self
+            .allocation_keys
+            .get(key.as_str())
+            .map_err(storage)?
+            .map(|guard| guard.value().to_owned())
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .row(&id)?
+            .filter(|row| row.status == SandboxStatus::Allocated && request.key.holds(row)))
+    }
+
+    /// The first available row whose name starts with `prefix`.
+    pub(super) fn first_available(&self, prefix: &str) -> Result<Option<Sandbox>, StoreError> {
+        let id = match self.available.range(prefix..).map_err(storage)?.next() {
+            Some(entry) => {
+                let (key, id) = entry.map_err(storage)?;
+                key.value()
+                    .starts_with(prefix)
+                    .then(|| id.value().to_owned())
+            }
+            None => None,
+        };
+        let Some(id) = id else { return Ok(None) };
+        match self.row(&id)? {
+            Some(row) if row.status == SandboxStatus::Available => Ok(Some(row)),
+            _ => Err(StoreError::Internal(
+                format!("available index names {id}, which is not available").into(),
+            )),
+        }
+    }
+
+    /// Replays the key's active allocation or takes the first matching available row.
+    pub(in crate::store::embedded) fn allocate(
+        &mut self,
+        request: &AllocationRequest,
+    ) -> Result<Allocation, StoreError> {
+        if let Some(sandbox) = self.active_allocation(request)? {
+            return Ok(Allocation {
+                sandbox,
+                newly_allocated: false,
+                conflicts: 0,
+            });
+        }
+        let prefix = request.name_prefix.as_ref().map_or("", |p| p.as_str());
+        let old = self
+            .first_available(prefix)?
+            .ok_or(StoreError::NoSandboxAvailable)?;
+        let mut new = old.clone();
+        new.status = SandboxStatus::Allocated;
+        new.allocated_to_track = Some(request.key.student.as_str().to_owned());
+        new.idempotency_key = Some(request.key.stored_idempotency_key().to_owned());
+        new.track_name = request.track_name.as_ref().map(|t| t.as_str().to_owned());
+        new.allocated_at = Some(request.now);
+        new.lab_duration_hours = Some(request.lab_duration_hours);
+        new.allocated_by = Some(ALLOCATED_BY_BROKER.to_owned());
+        new.updated_at = request.now;
+        self.put(Some(&old), &new)?;
+        self.allocation_keys
+            .insert(request.key.encoded().as_str(), new.sandbox_id.as_str())
+            .map_err(storage)?;
+        Ok(Allocation {
+            sandbox: new,
+            newly_allocated: true,
+            conflicts: 0,
+        })
+    }
+}

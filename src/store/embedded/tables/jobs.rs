@@ -1,0 +1,87 @@
+//! Job leases and run records.
+
+use super::*;
+
+/// Every job's lease and last run.
+pub(in crate::store::embedded) fn job_records(db: &Database) -> Result<Vec<JobRecord>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(JOBS).map_err(storage)?;
+    let mut records = Vec::new();
+    for entry in table.iter().map_err(storage)? {
+        let (key, value) = entry.map_err(storage)?;
+        records.push(decode_job(key.value(), value.value())?);
+    }
+    Ok(records)
+}
+
+pub(super) fn decode_job(job: &str, bytes: &[u8]) -> Result<JobRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| {
+        StoreError::Internal(format!("job record {job} cannot be decoded: {err}").into())
+    })
+}
+
+impl Tables<'_> {
+    pub(super) fn job(&self, job: &str) -> Result<Option<JobRecord>, StoreError> {
+        let guard = self.jobs.get(job).map_err(storage)?;
+        guard
+            .map(|value| decode_job(job, value.value()))
+            .transpose()
+    }
+
+    pub(super) fn put_job(&mut self, record: &JobRecord) -> Result<(), StoreError> {
+        let bytes =
+            serde_json::to_vec(record).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        self.jobs
+            .insert(record.job.as_str(), bytes.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Takes or renews `job`'s lease unless another holder's is still running.
+    pub(in crate::store::embedded) fn acquire_lease(
+        &mut self,
+        job: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<LeaseOutcome, StoreError> {
+        let mut record = self.job(job)?.unwrap_or_else(|| JobRecord {
+            job: job.to_owned(),
+            ..JobRecord::default()
+        });
+        if let LeaseDecision::HeldBy { holder, until_ms } = lease::decide(
+            record.holder.as_deref(),
+            record.lease_expires_at_ms,
+            holder,
+            now_ms,
+        ) {
+            return Ok(LeaseOutcome::Held { holder, until_ms });
+        }
+        record.holder = Some(holder.to_owned());
+        record.lease_expires_at_ms = now_ms + ttl_ms;
+        self.put_job(&record)?;
+        Ok(LeaseOutcome::Acquired)
+    }
+
+    /// Records a run and, if `holder` still holds the lease, ends it.
+    pub(in crate::store::embedded) fn finish_job_run(
+        &mut self,
+        run: JobRecord,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let mut record = self.job(&run.job)?.unwrap_or_else(|| JobRecord {
+            job: run.job.clone(),
+            ..JobRecord::default()
+        });
+        if record.holder.as_deref() == Some(holder) {
+            record.holder = None;
+            record.lease_expires_at_ms = 0;
+        }
+        record.last_started_at = run.last_started_at;
+        record.last_finished_at = run.last_finished_at;
+        record.last_outcome = run.last_outcome;
+        record.last_counts = run.last_counts;
+        record.next_run_at = run.next_run_at;
+        self.put_job(&record)
+    }
+}

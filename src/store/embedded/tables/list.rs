@@ -1,0 +1,155 @@
+//! Reads from a snapshot: one row, a page of the admin list, per-lab statistics; and the bulk delete.
+
+use super::*;
+
+/// The row with this id from a fresh snapshot.
+pub(in crate::store::embedded) fn read_row(
+    db: &Database,
+    id: &str,
+) -> Result<Option<Sandbox>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(SANDBOXES).map_err(storage)?;
+    let guard = table.get(id).map_err(storage)?;
+    guard.map(|value| decode(id, value.value())).transpose()
+}
+
+/// The NIOSXaaS history item of `id` from a fresh snapshot, unless it expired.
+pub(in crate::store::embedded) fn read_niosxaas_history(
+    db: &Database,
+    id: &str,
+    now: i64,
+) -> Result<Option<NiosxaasHistory>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(NIOSXAAS_HISTORY).map_err(storage)?;
+    let Some(value) = table.get(id).map_err(storage)? else {
+        return Ok(None);
+    };
+    let history: NiosxaasHistory = serde_json::from_slice(value.value()).map_err(|err| {
+        StoreError::Internal(format!("history of {id} cannot be decoded: {err}").into())
+    })?;
+    Ok((history.ttl > now).then_some(history))
+}
+
+/// One page in `sandbox_id` order, starting after the cursor. With a status filter only
+/// that status's rows are read, through the status index.
+pub(in crate::store::embedded) fn list_page(
+    db: &Database,
+    query: &ListQuery,
+) -> Result<SandboxPage, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(SANDBOXES).map_err(storage)?;
+    let after = query.cursor.as_ref().map(|c| c.after_sandbox_id.as_str());
+    let mut page = PageBuilder::new(query);
+    if let Some(status) = query.status {
+        let index = txn.open_table(BY_STATUS).map_err(storage)?;
+        let prefix = status_key(status, "");
+        let start = status_key(status, after.unwrap_or(""));
+        for entry in index.range(start.as_str()..).map_err(storage)? {
+            let (key, _) = entry.map_err(storage)?;
+            let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            if Some(id) == after {
+                continue;
+            }
+            let Some(value) = table.get(id).map_err(storage)? else {
+                continue;
+            };
+            if page.offer(decode(id, value.value())?) {
+                break;
+            }
+        }
+    } else {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        for entry in table
+            .range::<&str>((start, Bound::Unbounded))
+            .map_err(storage)?
+        {
+            let (key, value) = entry.map_err(storage)?;
+            if page.offer(decode(key.value(), value.value())?) {
+                break;
+            }
+        }
+    }
+    Ok(page.finish())
+}
+
+/// Collects up to `limit` matching rows and notices whether one more exists.
+pub(super) struct PageBuilder<'q> {
+    query: &'q ListQuery,
+    rows: Vec<Sandbox>,
+    more: bool,
+}
+
+impl<'q> PageBuilder<'q> {
+    pub(super) fn new(query: &'q ListQuery) -> Self {
+        Self {
+            query,
+            rows: Vec::with_capacity(query.limit),
+            more: false,
+        }
+    }
+
+    /// Takes `row` if it matches; `true` once the page is full and another match was seen.
+    pub(super) fn offer(&mut self, row: Sandbox) -> bool {
+        if !self.query.matches(&row) {
+            return false;
+        }
+        if self.rows.len() == self.query.limit {
+            self.more = true;
+            return true;
+        }
+        self.rows.push(row);
+        false
+    }
+
+    pub(super) fn finish(self) -> SandboxPage {
+        let next = self
+            .more
+            .then(|| self.rows.last())
+            .flatten()
+            .map(|last| ListCursor::after(&last.sandbox_id));
+        SandboxPage {
+            sandboxes: self.rows,
+            next,
+        }
+    }
+}
+
+/// Per-lab counts over rows that carry a `track_name`, sorted by name.
+pub(in crate::store::embedded) fn track_stats(
+    db: &Database,
+) -> Result<Vec<TrackStats>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(SANDBOXES).map_err(storage)?;
+    let mut tally = TrackTally::default();
+    for entry in table.iter().map_err(storage)? {
+        let (key, value) = entry.map_err(storage)?;
+        let row = decode(key.value(), value.value())?;
+        if let Some(name) = &row.track_name {
+            tally.count(name, Some(row.status));
+        }
+    }
+    Ok(tally.into_stats())
+}
+
+impl Tables<'_> {
+    /// Removes every row in `status`.
+    pub(in crate::store::embedded) fn bulk_delete(
+        &mut self,
+        status: DeletableStatus,
+    ) -> Result<u64, StoreError> {
+        let mut doomed = Vec::new();
+        for entry in self.sandboxes.iter().map_err(storage)? {
+            let (key, value) = entry.map_err(storage)?;
+            let row = decode(key.value(), value.value())?;
+            if row.status == status.status() {
+                doomed.push(row);
+            }
+        }
+        for row in &doomed {
+            self.remove(row)?;
+        }
+        Ok(doomed.len() as u64)
+    }
+}

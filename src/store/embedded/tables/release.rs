@@ -1,0 +1,69 @@
+//! Releases: a student's mark, and auto-expiry of ended labs.
+
+use super::*;
+
+impl Tables<'_> {
+    /// Moves the owner's allocated row to `pending_deletion`; other released states are a repeat.
+    pub(in crate::store::embedded) fn mark(
+        &mut self,
+        id: &SandboxId,
+        student: &StudentKey,
+        now: i64,
+    ) -> Result<MarkOutcome, StoreError> {
+        let old = self.row(id.as_str())?.ok_or(StoreError::SandboxNotFound)?;
+        // Read inside this write transaction, so the decision's expectation holds.
+        let new = match lifecycle::release(&old, student, now) {
+            Err(NotHolder) => return Err(StoreError::NotOwner),
+            Ok(Release::Repeat) => {
+                return Ok(MarkOutcome {
+                    sandbox: old,
+                    newly_marked: false,
+                });
+            }
+            Ok(Release::Mark(change)) => change.row,
+        };
+        self.put(Some(&old), &new)?;
+        self.free_allocation_key(&old)?;
+        Ok(MarkOutcome {
+            sandbox: new,
+            newly_marked: true,
+        })
+    }
+
+    /// Frees the allocation key of a released row, if it still points at it: the key's
+    /// next allocation must get a new sandbox.
+    pub(super) fn free_allocation_key(&mut self, released: &Sandbox) -> Result<(), StoreError> {
+        let Some(key) = allocation_key_of_row(released) else {
+            return Ok(());
+        };
+        let points_here = self
+            .allocation_keys
+            .get(key.as_str())
+            .map_err(storage)?
+            .is_some_and(|guard| guard.value() == released.sandbox_id.as_str());
+        if points_here {
+            self.allocation_keys.remove(key.as_str()).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Releases ended allocations (see [`crate::store::Store::expire_allocations`]).
+    pub(in crate::store::embedded) fn expire_allocations(
+        &mut self,
+        now: i64,
+        policy: LabPolicy,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        let mut expired = Vec::new();
+        for id in self.ids_in_status(SandboxStatus::Allocated)? {
+            let Some(old) = self.row(&id)? else { continue };
+            let Some(change) = lifecycle::expire(&old, policy, now) else {
+                continue;
+            };
+            let row = change.row;
+            self.put(Some(&old), &row)?;
+            self.free_allocation_key(&old)?;
+            expired.push(row);
+        }
+        Ok(expired)
+    }
+}

@@ -1,0 +1,107 @@
+//! What the provider and imports bring: upserts from a listing or an import, and stale rows removed.
+
+use super::*;
+
+impl Tables<'_> {
+    /// Upserts each row as `available` unless it exists in another status.
+    pub(in crate::store::embedded) fn import(
+        &mut self,
+        rows: Vec<NewSandbox>,
+        now: i64,
+    ) -> Result<ImportSummary, StoreError> {
+        let mut summary = ImportSummary::default();
+        for incoming in rows {
+            match self.row(incoming.sandbox_id.as_str())? {
+                None => {
+                    self.put(None, &incoming.into_available_row(now))?;
+                    summary.imported += 1;
+                }
+                Some(old) if old.status == SandboxStatus::Available => {
+                    let mut new = old.clone();
+                    new.name = incoming.name.as_str().to_owned();
+                    new.external_id = incoming.external_id.as_str().to_owned();
+                    if incoming.sfdc_account_id.is_some() {
+                        new.sfdc_account_id = incoming.sfdc_account_id;
+                    }
+                    new.updated_at = now;
+                    self.put(Some(&old), &new)?;
+                    summary.imported += 1;
+                }
+                Some(_) => summary.skipped += 1,
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Applies a complete provider listing (see [`crate::store::Store::sync_provider`]).
+    pub(in crate::store::embedded) fn sync_provider(
+        &mut self,
+        listing: Vec<ProviderSandbox>,
+        now: i64,
+    ) -> Result<SyncSummary, StoreError> {
+        let mut summary = SyncSummary::default();
+        let mut listed = HashSet::with_capacity(listing.len());
+        for sandbox in listing {
+            listed.insert(sandbox.sandbox_id.as_str().to_owned());
+            let incoming = NewSandbox::from(sandbox);
+            let old = self.row(incoming.sandbox_id.as_str())?;
+            let step = lifecycle::sync_step(old.as_ref().map(|row| row.status));
+            summary.record(step);
+            match (step, old) {
+                (SyncStep::Untouched, _) => {}
+                (_, None) => {
+                    let mut row = incoming.into_available_row(now);
+                    row.last_synced = Some(now);
+                    self.put(None, &row)?;
+                }
+                (_, Some(old)) => {
+                    let mut row = old.clone();
+                    row.status = SandboxStatus::Available;
+                    row.name = incoming.name.as_str().to_owned();
+                    row.external_id = incoming.external_id.as_str().to_owned();
+                    if incoming.sfdc_account_id.is_some() {
+                        row.sfdc_account_id = incoming.sfdc_account_id;
+                    }
+                    row.last_synced = Some(now);
+                    row.updated_at = now;
+                    self.put(Some(&old), &row)?;
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for entry in self.available.iter().map_err(storage)? {
+            let (_, id) = entry.map_err(storage)?;
+            if !listed.contains(id.value()) {
+                missing.push(id.value().to_owned());
+            }
+        }
+        for id in missing {
+            let Some(old) = self.row(&id)? else { continue };
+            if !lifecycle::goes_stale(old.status) {
+                continue;
+            }
+            let mut row = old.clone();
+            row.status = SandboxStatus::Stale;
+            row.updated_at = now;
+            self.put(Some(&old), &row)?;
+            summary.marked_stale += 1;
+        }
+        Ok(summary)
+    }
+
+    /// Removes stale rows stale since `stale_since` or earlier.
+    pub(in crate::store::embedded) fn delete_stale(
+        &mut self,
+        stale_since: i64,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for id in self.ids_in_status(SandboxStatus::Stale)? {
+            let Some(old) = self.row(&id)? else { continue };
+            if old.updated_at <= stale_since {
+                self.remove(&old)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
