@@ -20,6 +20,7 @@ mod jobs;
 mod limit;
 mod list;
 pub mod local;
+mod release;
 pub mod schema;
 mod sync;
 
@@ -34,20 +35,18 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Credentials, Region, StalledStreamProtectionConfig};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{ReturnValue, Select};
+use aws_sdk_dynamodb::types::Select;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use self::calls::{Budget, Calls};
 use self::candidates::CandidatePool;
 use self::error::DynamoError;
-use self::item::{AttributeValuesExt, Item, n, niosxaas_history_key, returned_row, s, sandbox_key};
+use self::item::{AttributeValuesExt, Item, n, niosxaas_history_key, s, sandbox_key};
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
-    TrackTally, allocation_key_of_row,
+    TrackTally,
 };
-use crate::domain::lifecycle::{self, Change, NotHolder, Release};
 use crate::domain::{
     DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
     SandboxStatus, StudentKey,
@@ -380,92 +379,6 @@ impl DynamoStore {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => return Ok(keys),
             }
-        }
-    }
-
-    /// Frees the allocation key that points at `row`, if it still does. Best effort:
-    /// allocation also recognises a key that points at a released sandbox.
-    async fn free_allocation_key(&self, budget: &Budget, row: &Sandbox) {
-        let Some(encoded) = allocation_key_of_row(row) else {
-            return;
-        };
-        let delete = self
-            .client()
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(item::allocation_key(&encoded)))
-            .condition_expression("sandbox_id = :id")
-            .expression_attribute_values(":id", s(&row.sandbox_id));
-        let result = self.calls.send(budget, || delete.clone().send()).await;
-        if let Err(DynamoError::Store(err)) = result {
-            tracing::warn!(error = ?err, sandbox.id = %row.sandbox_id, "could not free the allocation key");
-        }
-    }
-
-    /// The conditional update that applies a decided `change` to `before`, answering the
-    /// new row (see [`item::row_update`]).
-    fn apply_change(&self, before: &Sandbox, change: &Change) -> UpdateItemFluentBuilder {
-        let update = item::row_update(before, change);
-        self.client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(sandbox_key(&change.row.sandbox_id)))
-            .update_expression(update.expression)
-            .condition_expression(update.condition)
-            .set_expression_attribute_names(Some(update.names))
-            .set_expression_attribute_values(Some(update.values))
-            .return_values(ReturnValue::AllNew)
-    }
-
-    /// Releases `id` for `student`: see [`Store::mark_for_deletion`].
-    async fn mark(
-        &self,
-        budget: &Budget,
-        id: &SandboxId,
-        student: &StudentKey,
-        now: i64,
-    ) -> Result<MarkOutcome, StoreError> {
-        let row = self
-            .row(budget, id.as_str())
-            .await?
-            .ok_or(StoreError::SandboxNotFound)?;
-        let change = match lifecycle::release(&row, student, now) {
-            Err(NotHolder) => return Err(StoreError::NotOwner),
-            Ok(Release::Repeat) => {
-                return Ok(MarkOutcome {
-                    sandbox: row,
-                    newly_marked: false,
-                });
-            }
-            Ok(Release::Mark(change)) => change,
-        };
-        let update = self.apply_change(&row, &change);
-        match self.calls.send(budget, || update.clone().send()).await {
-            Ok(output) => {
-                let sandbox = returned_row(output.attributes)?;
-                self.free_allocation_key(budget, &sandbox).await;
-                Ok(MarkOutcome {
-                    sandbox,
-                    newly_marked: true,
-                })
-            }
-            // A concurrent mark (or expiry) got there first — or our own earlier attempt,
-            // sent again: report the row as it is now.
-            Err(DynamoError::Conflict) => {
-                let row = self
-                    .row(budget, id.as_str())
-                    .await?
-                    .ok_or(StoreError::SandboxNotFound)?;
-                if row.is_held_by(student) {
-                    Ok(MarkOutcome {
-                        newly_marked: lifecycle::release_applied(&row, now),
-                        sandbox: row,
-                    })
-                } else {
-                    Err(StoreError::NotOwner)
-                }
-            }
-            Err(DynamoError::Store(err)) => Err(err),
         }
     }
 }
