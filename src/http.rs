@@ -9,4 +9,3 @@ pub mod recent;
 pub mod router;
 pub mod serve;
 pub mod state;
-pub mod views;

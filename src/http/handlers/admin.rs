@@ -1,5 +1,7 @@
 //! Admin routes (contract §3.4): pool inspection, import and removal.
 
+pub mod views;
+
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -8,17 +10,19 @@ use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use self::views::{
+    BulkDeleteView, ImportRequest, ImportRow, ImportView, NiosxaasHistoryView, SandboxListView,
+    StatsView, TrackView, TracksView,
+};
 use crate::domain::{
     DeletableStatus, ExternalId, NamePrefix, NewSandbox, SandboxId, SandboxName, SandboxStatus,
     StudentKey, TrackName, ValidationError, now_epoch, trim_blanks,
 };
+use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{JsonBody, Query, SandboxIdPath};
+use crate::http::handlers::track::views::SandboxView;
 use crate::http::state::AppState;
-use crate::http::views::{
-    BulkDeleteView, ErrorEnvelope, ImportRequest, ImportRow, ImportView, NiosxaasHistoryView,
-    SandboxListView, SandboxView, StatsView, TrackView, TracksView,
-};
 use crate::store::{ListCursor, ListQuery};
 
 /// Most rows one import may carry.

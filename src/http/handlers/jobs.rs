@@ -1,16 +1,17 @@
 //! Admin routes of the background jobs: trigger a run now, see every job's state.
 
+pub mod views;
+
 use axum::Json;
 use axum::extract::State;
 
+use self::views::{CleanupView, ExpireView, JobView, JobsView, StaleDeleteView, SyncView};
 use crate::domain::{ValidationError, now_epoch};
 use crate::http::error::ApiError;
+use crate::http::error::ErrorEnvelope;
 use crate::http::error::Result;
 use crate::http::extract::Query;
 use crate::http::state::AppState;
-use crate::http::views::{
-    CleanupView, ErrorEnvelope, ExpireView, JobView, JobsView, StaleDeleteView, SyncView,
-};
 use crate::jobs::{JobCounts, JobName, JobReport};
 
 /// A run whose counts are another job's: a programming error, answered 500.

@@ -1,5 +1,7 @@
 //! Operations routes (contract §3.5): liveness, readiness and metrics, unauthenticated.
 
+pub mod views;
+
 use std::time::Duration;
 
 use axum::Json;
@@ -7,10 +9,10 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use self::views::{HealthView, ReadyChecks, ReadyView, RootView};
 use crate::domain::now_epoch;
 use crate::http::error::{ApiError, Result};
 use crate::http::state::AppState;
-use crate::http::views::{HealthView, ReadyChecks, ReadyView, RootView};
 
 /// How long readiness waits for the store before calling it unavailable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,17 +1,20 @@
 //! Track routes (contract §3.3): what lab scripts call when a student starts or stops a lab.
 
+pub mod views;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use self::views::{AllocationView, MarkView, SandboxView};
 use crate::allocation::{self, AllocateInput};
 use crate::domain::now_epoch;
+use crate::http::error::ErrorEnvelope;
 use crate::http::error::Result;
 use crate::http::extract::{AllocationHeaders, SandboxIdPath, Student};
 use crate::http::middleware::{LoggedSandbox, Outcome};
 use crate::http::state::AppState;
-use crate::http::views::{AllocationView, ErrorEnvelope, MarkView, SandboxView};
 
 /// Allocates a sandbox to the student, or returns the one this allocation key already holds.
 #[utoipa::path(

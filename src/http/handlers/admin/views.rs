@@ -1,0 +1,205 @@
+//! The JSON shapes of the admin routes (contract §3.3), each an OpenAPI schema.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::handlers::track::views::SandboxView;
+use crate::store::{ImportSummary, PoolStats, TrackStats};
+
+/// `GET /admin/sandboxes` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SandboxListView {
+    /// This page's rows.
+    pub sandboxes: Vec<SandboxView>,
+    /// Rows on this page.
+    pub count: usize,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub cursor: Option<String>,
+}
+
+/// `GET /admin/stats` answer: exact counts over the whole pool.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatsView {
+    /// Every row, tombstones included.
+    pub total: u64,
+    /// Rows `available`.
+    pub available: u64,
+    /// Rows `allocated`.
+    pub allocated: u64,
+    /// Rows `pending_deletion`.
+    pub pending_deletion: u64,
+    /// Rows `stale`.
+    pub stale: u64,
+    /// Rows `deletion_failed`.
+    pub deletion_failed: u64,
+    /// Rows `deleted`.
+    pub deleted: u64,
+}
+
+impl From<PoolStats> for StatsView {
+    fn from(stats: PoolStats) -> Self {
+        Self {
+            total: stats.total(),
+            available: stats.available,
+            allocated: stats.allocated,
+            pending_deletion: stats.pending_deletion,
+            stale: stats.stale,
+            deletion_failed: stats.deletion_failed,
+            deleted: stats.deleted,
+        }
+    }
+}
+
+/// One lab's counts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TrackView {
+    /// The lab slug.
+    pub track_name: String,
+    /// Rows now `allocated`.
+    pub allocated: u64,
+    /// Rows now `pending_deletion`.
+    pub pending_deletion: u64,
+    /// Rows now `deleted`.
+    pub deleted: u64,
+    /// Every row of this lab.
+    pub total: u64,
+}
+
+impl From<TrackStats> for TrackView {
+    fn from(t: TrackStats) -> Self {
+        Self {
+            track_name: t.track_name,
+            allocated: t.allocated,
+            pending_deletion: t.pending_deletion,
+            deleted: t.deleted,
+            total: t.total,
+        }
+    }
+}
+
+/// `GET /admin/tracks` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TracksView {
+    /// Per-lab counts, sorted by track name.
+    pub tracks: Vec<TrackView>,
+}
+
+/// `POST /admin/sandboxes` body.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ImportRequest {
+    /// At most 1000 rows.
+    pub sandboxes: Vec<ImportRow>,
+}
+
+/// A string, or a number sent where a string id was meant (`"sandbox_id": 2012224`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum TextOrNumber {
+    /// Sent as a string.
+    Text(String),
+    /// Sent as an integer.
+    Number(u64),
+}
+
+impl TextOrNumber {
+    /// The value as text.
+    pub fn into_text(self) -> String {
+        match self {
+            Self::Text(text) => text,
+            Self::Number(number) => number.to_string(),
+        }
+    }
+}
+
+/// One sandbox to import.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ImportRow {
+    /// The sandbox's id (`csp_id` for CSP sandboxes).
+    #[schema(value_type = String)]
+    pub sandbox_id: TextOrNumber,
+    /// Display name.
+    pub name: String,
+    /// The provider's id, e.g. `identity/accounts/<uuid>`.
+    pub external_id: String,
+    /// Salesforce account id, if known.
+    #[serde(default)]
+    pub sfdc_account_id: Option<String>,
+}
+
+/// `POST /admin/sandboxes` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ImportView {
+    /// Rows created or refreshed as `available`.
+    pub imported: u64,
+    /// Rows left alone because they exist in another status.
+    pub skipped: u64,
+}
+
+impl From<ImportSummary> for ImportView {
+    fn from(s: ImportSummary) -> Self {
+        Self {
+            imported: s.imported,
+            skipped: s.skipped,
+        }
+    }
+}
+
+/// Answer of the admin operations that remove rows.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BulkDeleteView {
+    /// Always `completed`.
+    pub status: String,
+    /// Rows removed.
+    pub deleted: u64,
+    /// Time taken.
+    pub duration_ms: u64,
+}
+
+/// What the NIOSXaaS pre-delete hook did for a sandbox: its `NIOSXAAS#` history item, with
+/// the attribute names the Python service's dashboards read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NiosxaasHistoryView {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// Its name.
+    pub sandbox_name: String,
+    /// Its provider id.
+    pub external_id: String,
+    /// The lab it was last allocated for.
+    pub track_name: Option<String>,
+    /// The student key that last held it.
+    pub allocated_to_track: Option<String>,
+    /// Epoch seconds the hook finished cleaning; null in shadow mode or after a failure.
+    pub niosxaas_cleaned_at: Option<i64>,
+    /// Nothing was deleted: no service matched, or shadow mode.
+    pub niosxaas_cleanup_skipped: bool,
+    /// Why the hook failed, if it did.
+    pub niosxaas_cleanup_failed_reason: Option<String>,
+    /// Universal services it matched (deleted unless in shadow mode).
+    pub niosxaas_services_matched: u32,
+    /// Whether it ran in shadow mode.
+    pub niosxaas_shadow_mode: bool,
+    /// Epoch seconds the sandbox was deleted at the provider; null when deletion was given up.
+    pub deleted_at: Option<i64>,
+    /// Epoch seconds after which the item is dropped.
+    pub ttl: i64,
+}
+
+impl From<crate::domain::NiosxaasHistory> for NiosxaasHistoryView {
+    fn from(history: crate::domain::NiosxaasHistory) -> Self {
+        Self {
+            sandbox_id: history.sandbox_id,
+            sandbox_name: history.sandbox_name,
+            external_id: history.external_id,
+            track_name: history.track_name,
+            allocated_to_track: history.allocated_to_track,
+            niosxaas_cleaned_at: history.cleanup.niosxaas_cleaned_at,
+            niosxaas_cleanup_skipped: history.cleanup.niosxaas_cleanup_skipped,
+            niosxaas_cleanup_failed_reason: history.cleanup.niosxaas_cleanup_failed_reason,
+            niosxaas_services_matched: history.cleanup.niosxaas_services_matched,
+            niosxaas_shadow_mode: history.cleanup.niosxaas_shadow_mode,
+            deleted_at: history.deleted_at,
+            ttl: history.ttl,
+        }
+    }
+}

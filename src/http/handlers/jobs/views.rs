@@ -1,0 +1,125 @@
+//! The JSON shapes of the job routes, each an OpenAPI schema.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /admin/sync` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SyncView {
+    /// Always `completed`.
+    pub status: String,
+    /// Provider sandboxes now `available` (new, refreshed or back from `stale`).
+    pub synced: u64,
+    /// `available` rows the provider no longer lists, now `stale`.
+    pub marked_stale: u64,
+    /// Of `synced`, rows new to the broker.
+    pub added: u64,
+    /// Of `synced`, rows back from `stale`.
+    pub restored: u64,
+    /// Listed sandboxes the broker holds in another status, left alone.
+    pub untouched: u64,
+    /// Provider rows without a usable `csp_id` or `name`.
+    pub skipped: u64,
+    /// Time taken.
+    pub duration_ms: u64,
+}
+
+/// One background job.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// `sync`, `cleanup`, `expiry` or `auto_delete_stale`.
+    pub job: String,
+    /// Whether this instance runs it (sync and cleanup need `CSP_API_TOKEN`).
+    pub enabled: bool,
+    /// Seconds between scheduled runs.
+    pub interval_sec: u64,
+    /// The instance holding its lease right now, if any.
+    pub lease_holder: Option<String>,
+    /// Epoch seconds the lease runs out.
+    pub lease_expires_at: Option<i64>,
+    /// Epoch seconds the last run started.
+    pub last_started_at: Option<i64>,
+    /// Epoch seconds the last run ended.
+    pub last_finished_at: Option<i64>,
+    /// `completed`, `postponed` (provider unavailable) or `failed`.
+    pub last_outcome: Option<String>,
+    /// The last run's counts.
+    pub last_counts: std::collections::BTreeMap<String, u64>,
+    /// Epoch seconds of the next scheduled run (as planned by the last run).
+    pub next_run_at: Option<i64>,
+}
+
+impl JobView {
+    /// The view of `job` from its stored record.
+    pub fn new(
+        job: &str,
+        enabled: bool,
+        interval: std::time::Duration,
+        record: Option<crate::store::JobRecord>,
+    ) -> Self {
+        let record = record.unwrap_or_default();
+        let holding = record.holder.is_some() && record.lease_expires_at_ms > 0;
+        Self {
+            job: job.to_owned(),
+            enabled,
+            interval_sec: interval.as_secs(),
+            lease_holder: record.holder.filter(|_| holding),
+            lease_expires_at: holding.then_some(record.lease_expires_at_ms / 1000),
+            last_started_at: record.last_started_at,
+            last_finished_at: record.last_finished_at,
+            last_outcome: record.last_outcome,
+            last_counts: record.last_counts,
+            next_run_at: record.next_run_at,
+        }
+    }
+}
+
+/// `GET /admin/jobs` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobsView {
+    /// This instance's name in leases.
+    pub instance: String,
+    /// Every job.
+    pub jobs: Vec<JobView>,
+}
+
+/// `POST /admin/expire` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExpireView {
+    /// Always `completed`.
+    pub status: String,
+    /// Allocations released to `pending_deletion`.
+    pub expired: u64,
+    /// Time taken.
+    pub duration_ms: u64,
+}
+
+/// `POST /admin/auto-delete-stale` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StaleDeleteView {
+    /// Always `completed`.
+    pub status: String,
+    /// Stale rows removed.
+    pub deleted: u64,
+    /// Time taken.
+    pub duration_ms: u64,
+    /// The grace applied.
+    pub grace_period_hours: f64,
+}
+
+/// `POST /admin/cleanup` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CleanupView {
+    /// Always `completed`.
+    pub status: String,
+    /// Sandboxes deleted at the provider, now `deleted` tombstones.
+    pub deleted: u64,
+    /// Sandboxes that became `deletion_failed` in this run.
+    pub failed: u64,
+    /// Sandboxes whose deletion failed and will be retried (transient failures do not count).
+    pub retrying: u64,
+    /// Sandboxes not tried because the provider's circuit breaker is open.
+    pub postponed: u64,
+    /// Time taken.
+    pub duration_ms: u64,
+}
