@@ -21,6 +21,7 @@ use crate::domain::{
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{JsonBody, Query, SandboxIdPath};
+use crate::http::handlers::jobs::views::RunStatus;
 use crate::http::handlers::track::views::SandboxView;
 use crate::http::state::AppState;
 use crate::store::{ListCursor, ListQuery};
@@ -223,7 +224,7 @@ pub async fn bulk_delete(
     })?;
     let deleted = app.store.bulk_delete(DeletableStatus::parse(raw)?).await?;
     Ok(Json(BulkDeleteView {
-        status: "completed".into(),
+        status: RunStatus::Completed,
         deleted,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }))

@@ -5,7 +5,9 @@ pub mod views;
 use axum::Json;
 use axum::extract::State;
 
-use self::views::{CleanupView, ExpireView, JobView, JobsView, StaleDeleteView, SyncView};
+use self::views::{
+    CleanupView, ExpireView, JobView, JobsView, RunStatus, StaleDeleteView, SyncView,
+};
 use crate::domain::{ValidationError, now_epoch};
 use crate::http::error::ApiError;
 use crate::http::error::ErrorEnvelope;
@@ -39,7 +41,7 @@ pub async fn trigger_sync(State(app): State<AppState>) -> Result<Json<SyncView>>
         return Err(other_counts(JobName::Sync));
     };
     Ok(Json(SyncView {
-        status: "completed".into(),
+        status: RunStatus::Completed,
         synced: summary.synced,
         marked_stale: summary.marked_stale,
         added: summary.added,
@@ -87,7 +89,7 @@ pub async fn trigger_expiry(State(app): State<AppState>) -> Result<Json<ExpireVi
         return Err(other_counts(JobName::Expiry));
     };
     Ok(Json(ExpireView {
-        status: "completed".into(),
+        status: RunStatus::Completed,
         expired,
         duration_ms: duration_ms(&report),
     }))
@@ -138,7 +140,7 @@ pub async fn auto_delete_stale(
     let grace_secs = (hours * 3600.0).round() as i64;
     let deleted = app.store.delete_stale(now_epoch() - grace_secs).await?;
     Ok(Json(StaleDeleteView {
-        status: "completed".into(),
+        status: RunStatus::Completed,
         deleted,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         grace_period_hours: hours,
@@ -177,7 +179,7 @@ pub async fn trigger_cleanup(State(app): State<AppState>) -> Result<Json<Cleanup
         return Err(other_counts(JobName::Cleanup));
     };
     Ok(Json(CleanupView {
-        status: "completed".into(),
+        status: RunStatus::Completed,
         deleted: counts.deleted,
         failed: counts.failed,
         retrying: counts.retrying,

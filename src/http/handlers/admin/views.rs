@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::http::handlers::jobs::views::RunStatus;
 use crate::http::handlers::track::views::SandboxView;
 use crate::store::{ImportSummary, PoolStats, TrackStats};
 
@@ -148,7 +149,7 @@ impl From<ImportSummary> for ImportView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BulkDeleteView {
     /// Always `completed`.
-    pub status: String,
+    pub status: RunStatus,
     /// Rows removed.
     pub deleted: u64,
     /// Time taken.

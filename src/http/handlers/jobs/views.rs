@@ -3,11 +3,21 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The `status` of an admin-triggered run's answer: the route answers only once the work
+/// is done, so it is always `completed` (kept because the Python service sent it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The run finished.
+    #[default]
+    Completed,
+}
+
 /// `POST /admin/sync` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SyncView {
     /// Always `completed`.
-    pub status: String,
+    pub status: RunStatus,
     /// Provider sandboxes now `available` (new, refreshed or back from `stale`).
     pub synced: u64,
     /// `available` rows the provider no longer lists, now `stale`.
@@ -87,7 +97,7 @@ pub struct JobsView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ExpireView {
     /// Always `completed`.
-    pub status: String,
+    pub status: RunStatus,
     /// Allocations released to `pending_deletion`.
     pub expired: u64,
     /// Time taken.
@@ -98,7 +108,7 @@ pub struct ExpireView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StaleDeleteView {
     /// Always `completed`.
-    pub status: String,
+    pub status: RunStatus,
     /// Stale rows removed.
     pub deleted: u64,
     /// Time taken.
@@ -111,7 +121,7 @@ pub struct StaleDeleteView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CleanupView {
     /// Always `completed`.
-    pub status: String,
+    pub status: RunStatus,
     /// Sandboxes deleted at the provider, now `deleted` tombstones.
     pub deleted: u64,
     /// Sandboxes that became `deletion_failed` in this run.
