@@ -1,0 +1,109 @@
+//! How a claimed deletion ends, and the row it leaves (one rule for both stores).
+
+use super::*;
+
+/// Recording a claimed deletion's outcome: the row [`finished_row`] leaves, applied only
+/// while the row is still pending and claimed by `holder` (a late runner never overwrites
+/// a newer result). One rule for both stores.
+pub fn finished_change(
+    claimed: &Sandbox,
+    holder: &str,
+    outcome: &DeletionOutcome,
+    niosxaas: Option<NiosxaasCleanup>,
+    now: i64,
+) -> Change {
+    Change {
+        row: finished_row(claimed, outcome, niosxaas, now),
+        expect: Expect {
+            status: SandboxStatus::PendingDeletion,
+            held_by: None,
+            claimed_by: Some(holder.to_owned()),
+            allocated_at: None,
+        },
+    }
+}
+
+/// The row a claimed deletion leaves behind: claim released, `outcome` applied and the
+/// hook's result (if it ran this time) recorded.
+pub(super) fn finished_row(
+    claimed: &Sandbox,
+    outcome: &DeletionOutcome,
+    niosxaas: Option<NiosxaasCleanup>,
+    now: i64,
+) -> Sandbox {
+    let mut row = claimed.clone();
+    row.deletion_claimed_by = None;
+    row.deletion_claimed_until = None;
+    row.updated_at = now;
+    if niosxaas.is_some() {
+        row.niosxaas = niosxaas;
+    }
+    match outcome {
+        DeletionOutcome::Deleted { ttl } => {
+            row.status = SandboxStatus::Deleted;
+            row.deleted_at = Some(now);
+            row.ttl = Some(*ttl);
+            row.next_deletion_attempt_at = None;
+            row.last_deletion_error = None;
+        }
+        DeletionOutcome::Retry {
+            next_attempt_at,
+            attempts,
+            transient_failures,
+            first_transient_failure_at,
+            error,
+        } => {
+            row.next_deletion_attempt_at = Some(*next_attempt_at);
+            row.deletion_retry_count = *attempts;
+            row.deletion_transient_failures = *transient_failures;
+            row.first_deletion_failure_at = *first_transient_failure_at;
+            row.last_deletion_error = Some(error.clone());
+        }
+        DeletionOutcome::Failed { attempts, error } => {
+            row.status = SandboxStatus::DeletionFailed;
+            row.deletion_retry_count = *attempts;
+            row.last_deletion_error = Some(error.clone());
+        }
+        DeletionOutcome::Released => {}
+    }
+    row
+}
+
+impl DeletionOutcome {
+    /// Whether the sandbox leaves `pending_deletion` for good (deleted or given up).
+    pub fn is_final(&self) -> bool {
+        matches!(self, Self::Deleted { .. } | Self::Failed { .. })
+    }
+}
+
+/// How a claimed deletion ended, as the cleanup policy decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletionOutcome {
+    /// The provider deleted it: a `deleted` tombstone until `ttl`.
+    Deleted {
+        /// Epoch seconds after which the tombstone may be dropped.
+        ttl: i64,
+    },
+    /// Try again at `next_attempt_at`.
+    Retry {
+        /// When.
+        next_attempt_at: i64,
+        /// New `deletion_retry_count` (permanent refusals so far).
+        attempts: u32,
+        /// New count of transient failures in a row.
+        transient_failures: u32,
+        /// Start of the current transient streak, if one is running.
+        first_transient_failure_at: Option<i64>,
+        /// What the provider said.
+        error: String,
+    },
+    /// Give up: `deletion_failed`, for an operator.
+    Failed {
+        /// New `deletion_retry_count`.
+        attempts: u32,
+        /// What the provider said.
+        error: String,
+    },
+    /// Not tried after all (the provider's circuit breaker is open): just release the claim.
+    Released,
+}
