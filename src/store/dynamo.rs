@@ -383,6 +383,9 @@ impl DynamoStore {
     }
 }
 
+/// Each verb is the inherent method of the same name in its use-case file (`jobs.rs`,
+/// `cleanup.rs`, `sync.rs`, …), as on the embedded store; an inherent method takes
+/// precedence over the trait's, so `self.acquire_lease(…)` here calls `jobs.rs`'s.
 #[async_trait]
 impl Store for DynamoStore {
     async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
@@ -485,7 +488,7 @@ impl Store for DynamoStore {
         listing: Vec<crate::domain::ProviderSandbox>,
         now: i64,
     ) -> Result<SyncSummary, StoreError> {
-        self.sync_listing(listing, now).await
+        self.sync_provider(listing, now).await
     }
 
     async fn acquire_lease(
@@ -495,15 +498,15 @@ impl Store for DynamoStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<LeaseOutcome, StoreError> {
-        self.take_lease(job, holder, now_ms, ttl_ms).await
+        self.acquire_lease(job, holder, now_ms, ttl_ms).await
     }
 
     async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError> {
-        self.record_run(record, holder).await
+        self.finish_job_run(record, holder).await
     }
 
     async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
-        self.all_job_records().await
+        self.job_records().await
     }
 
     async fn expire_allocations(
@@ -511,11 +514,11 @@ impl Store for DynamoStore {
         now: i64,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        self.expire_ended(now, policy).await
+        self.expire_allocations(now, policy).await
     }
 
     async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
-        self.remove_stale(stale_since).await
+        self.delete_stale(stale_since).await
     }
 
     async fn deletions_due(
@@ -523,7 +526,7 @@ impl Store for DynamoStore {
         now: i64,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        self.due_for_deletion(now, ignore_backoff).await
+        self.deletions_due(now, ignore_backoff).await
     }
 
     async fn claim_deletion(
@@ -533,7 +536,7 @@ impl Store for DynamoStore {
         now: i64,
         until: i64,
     ) -> Result<Option<Sandbox>, StoreError> {
-        self.claim_for_deletion(id, holder, now, until).await
+        self.claim_deletion(id, holder, now, until).await
     }
 
     async fn finish_deletion(
@@ -544,12 +547,12 @@ impl Store for DynamoStore {
         niosxaas: Option<NiosxaasCleanup>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.record_deletion(claimed, holder, outcome, niosxaas, now)
+        self.finish_deletion(claimed, holder, outcome, niosxaas, now)
             .await
     }
 
     async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
-        self.purge_expired_tombstones(now).await
+        self.purge_tombstones(now).await
     }
 
     async fn niosxaas_history(

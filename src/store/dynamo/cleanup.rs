@@ -19,7 +19,7 @@ use crate::store::{DeletionOutcome, StoreError, finished_change};
 
 impl DynamoStore {
     /// See [`crate::store::Store::deletions_due`].
-    pub(super) async fn due_for_deletion(
+    pub(super) async fn deletions_due(
         &self,
         now: i64,
         ignore_backoff: bool,
@@ -33,7 +33,7 @@ impl DynamoStore {
     }
 
     /// See [`crate::store::Store::claim_deletion`].
-    pub(super) async fn claim_for_deletion(
+    pub(super) async fn claim_deletion(
         &self,
         id: &SandboxId,
         holder: &str,
@@ -66,7 +66,7 @@ impl DynamoStore {
     /// See [`crate::store::Store::finish_deletion`]. A final outcome of a row the NIOSXaaS
     /// hook ran for writes the row and its history item in one transaction, so a crash never
     /// leaves a deleted sandbox without its history.
-    pub(super) async fn record_deletion(
+    pub(super) async fn finish_deletion(
         &self,
         claimed: &Sandbox,
         holder: &str,
@@ -137,7 +137,7 @@ impl DynamoStore {
 
     /// See [`crate::store::Store::purge_tombstones`]. DynamoDB's own TTL (enabled on `ttl`
     /// by the Terraform) also drops them; this keeps tables without it tidy.
-    pub(super) async fn purge_expired_tombstones(&self, now: i64) -> Result<u64, StoreError> {
+    pub(super) async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
         let expired: Vec<Item> = self
             .rows_in_status(SandboxStatus::Deleted)
             .await?

@@ -42,7 +42,7 @@ impl DynamoStore {
     }
 
     /// See [`crate::store::Store::expire_allocations`].
-    pub(super) async fn expire_ended(
+    pub(super) async fn expire_allocations(
         &self,
         now: i64,
         policy: LabPolicy,
@@ -83,7 +83,7 @@ impl DynamoStore {
     }
 
     /// See [`crate::store::Store::delete_stale`].
-    pub(super) async fn remove_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
+    pub(super) async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
         let old: Vec<Item> = self
             .rows_in_status(SandboxStatus::Stale)
             .await?

@@ -56,7 +56,7 @@ fn record_from(item: &Item) -> JobRecord {
 
 impl DynamoStore {
     /// See [`crate::store::Store::acquire_lease`].
-    pub(super) async fn take_lease(
+    pub(super) async fn acquire_lease(
         &self,
         job: &str,
         holder: &str,
@@ -109,7 +109,11 @@ impl DynamoStore {
     }
 
     /// See [`crate::store::Store::finish_job_run`].
-    pub(super) async fn record_run(&self, run: JobRecord, holder: &str) -> Result<(), StoreError> {
+    pub(super) async fn finish_job_run(
+        &self,
+        run: JobRecord,
+        holder: &str,
+    ) -> Result<(), StoreError> {
         let counts: HashMap<String, AttributeValue> = run
             .last_counts
             .iter()
@@ -172,7 +176,7 @@ impl DynamoStore {
     }
 
     /// See [`crate::store::Store::job_records`].
-    pub(super) async fn all_job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
+    pub(super) async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
         let query = self
             .client()
             .query()

@@ -20,7 +20,7 @@ use crate::store::{StoreError, SyncSummary};
 
 impl DynamoStore {
     /// See [`crate::store::Store::sync_provider`].
-    pub(super) async fn sync_listing(
+    pub(super) async fn sync_provider(
         &self,
         listing: Vec<ProviderSandbox>,
         now: i64,
