@@ -190,8 +190,7 @@ pub struct Application {
 impl Application {
     /// Validates `config`, builds the router on `store` and binds the listener.
     pub async fn build(config: Config, store: SharedStore) -> Result<Self, StartupError> {
-        let state = AppState::new(config, store)?;
-        Self::from_state(state).await
+        Self::build_with_clock(config, store, None, Arc::new(SystemClock)).await
     }
 
     /// Like [`Self::build`], with `provider` instead of the configured CSP client.
@@ -200,8 +199,7 @@ impl Application {
         store: SharedStore,
         provider: Arc<dyn ProviderClient>,
     ) -> Result<Self, StartupError> {
-        let state = AppState::with_provider(config, store, Some(provider))?;
-        Self::from_state(state).await
+        Self::build_with_clock(config, store, Some(provider), Arc::new(SystemClock)).await
     }
 
     /// Like [`Self::build`], with the jobs reading `clock` (and `provider`, when given,

@@ -72,16 +72,26 @@ impl DynamoStore {
         );
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
+        // The condition lists exactly the statuses `lifecycle::SYNC_REPLACES` names.
+        let replaceable: Vec<String> = (0..lifecycle::SYNC_REPLACES.len())
+            .map(|i| format!(":replaces{i}"))
+            .collect();
         let mut update = self
             .client()
             .update_item()
             .table_name(&self.table)
             .set_key(Some(sandbox_key(sandbox.sandbox_id.as_str())))
-            .condition_expression("attribute_not_exists(PK) OR #s IN (:available, :stale)")
+            .condition_expression(format!(
+                "attribute_not_exists(PK) OR #s IN ({})",
+                replaceable.join(", ")
+            ))
             .expression_attribute_names("#s", "status")
             .expression_attribute_names("#n", "name")
-            .expression_attribute_values(":available", s(lifecycle::SYNC_REPLACES[0].as_str()))
-            .expression_attribute_values(":stale", s(lifecycle::SYNC_REPLACES[1].as_str()))
+            .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()));
+        for (placeholder, status) in replaceable.iter().zip(lifecycle::SYNC_REPLACES) {
+            update = update.expression_attribute_values(placeholder, s(status.as_str()));
+        }
+        update = update
             .expression_attribute_values(":id", s(sandbox.sandbox_id.as_str()))
             .expression_attribute_values(":name", s(sandbox.name.as_str()))
             .expression_attribute_values(":ext", s(sandbox.external_id.as_str()))
