@@ -16,16 +16,13 @@ use crate::config::{Config, ConfigError};
 use crate::domain::clock::{SharedClock, SystemClock};
 use crate::http::auth::Auth;
 use crate::http::recent::Recent;
-use crate::http::serve::ConnectionLimits;
-use crate::jobs::cleanup::{CleanupSettings, DeletionPolicy};
-use crate::jobs::{Jobs, Schedule};
+use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::provider::breaker::CircuitBreaker;
 use crate::provider::client::CspClient;
 use crate::provider::instrumented::Instrumented;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
-use crate::ratelimit::RateLimiter;
 use crate::ratelimit::failures::FailureThrottle;
 use crate::store::SharedStore;
 
@@ -89,68 +86,40 @@ impl AppState {
         clock: SharedClock,
     ) -> Result<Self, StartupError> {
         config.validate_for_serve()?;
-        let auth = Auth::from_config(&config)?;
-        let max_callers = usize::try_from(config.rate_limit_max_callers).unwrap_or(usize::MAX);
-        let rate_limiter = RateLimiter::new(
-            config.rate_limit_per_sec,
-            config.rate_limit_burst,
-            max_callers,
-        );
+        let auth = Auth::from_config(&config.auth)?;
+        let rate_limiter = config.rate_limit.limiter();
         let auth_failures = FailureThrottle::new(
-            config.auth_failure_limit,
-            config.auth_failure_window,
-            max_callers,
+            config.auth.auth_failure_limit,
+            config.auth.auth_failure_window,
+            config.rate_limit.max_callers(),
         );
-        let pool_counts = Recent::new(config.metrics_pool_refresh);
+        let pool_counts = Recent::new(config.http.metrics_pool_refresh);
         let readiness = Recent::new(READINESS_REUSE);
         let metrics = Metrics::new()?;
         metrics.register_store(store.as_ref())?;
         let breaker = provider.map(|provider| {
             Arc::new(CircuitBreaker::new(
                 Arc::new(Instrumented::new(provider, metrics.clone())),
-                config.circuit_breaker_threshold,
-                config.circuit_breaker_timeout,
+                config.csp.circuit_breaker_threshold,
+                config.csp.circuit_breaker_timeout,
             ))
         });
         let provider = breaker.clone().map(|b| b as Arc<dyn ProviderClient>);
-        let pre_delete = match config.niosxaas_settings()? {
+        let pre_delete = match config.niosxaas.settings(&config.csp)? {
             Some(settings) => Some(Arc::new(
                 PreDeleteHook::new(settings, metrics.clone()).map_err(StartupError::Niosxaas)?,
             )),
             None => None,
         };
+        let lab = config.lab.policy();
         let jobs = Arc::new(
             Jobs::new(
                 Arc::clone(&store),
                 provider,
                 metrics.clone(),
-                config.instance_name(),
-                config.job_lease,
-                Schedule {
-                    sync: config.sync_interval,
-                    expiry: config.auto_expiry_interval,
-                    lab: config.lab_policy(),
-                    cleanup: config.cleanup_interval,
-                    stale: config.auto_delete_stale_interval,
-                    stale_grace: Duration::from_secs(
-                        u64::from(config.auto_delete_stale_grace_hours) * 3600,
-                    ),
-                    cleanup_settings: CleanupSettings {
-                        batch_size: usize::try_from(config.cleanup_batch_size)
-                            .unwrap_or(usize::MAX),
-                        batch_delay: config.cleanup_batch_delay,
-                        per_sandbox_delay: config.cleanup_per_sandbox_delay,
-                        policy: DeletionPolicy {
-                            max_attempts: config.deletion_retry_max_attempts,
-                            backoff_base_secs: i64::try_from(
-                                config.deletion_retry_backoff.as_secs(),
-                            )
-                            .unwrap_or(i64::MAX),
-                            give_up_secs: i64::from(config.deletion_give_up_hours) * 3600,
-                            tombstone_ttl_secs: i64::from(config.deleted_ttl_days) * 86_400,
-                        },
-                    },
-                },
+                config.jobs.instance_name(),
+                config.jobs.job_lease,
+                config.jobs.schedule(lab),
             )
             .with_pre_delete_hook(pre_delete.clone())
             .with_clock(clock),
@@ -158,7 +127,8 @@ impl AppState {
         Ok(Self(Arc::new(App {
             store,
             metrics,
-            config: Arc::new(config),
+            http: Arc::new(config.http),
+            lab,
             rate_limiter,
             auth,
             auth_failures,
@@ -173,7 +143,7 @@ impl AppState {
 
 /// The CSP client, when `CSP_API_TOKEN` is configured.
 fn configured_provider(config: &Config) -> Result<Option<Arc<dyn ProviderClient>>, StartupError> {
-    Ok(match config.csp_settings() {
+    Ok(match config.csp.csp_settings() {
         Some(settings) => Some(Arc::new(CspClient::new(&settings)?)),
         None => None,
     })
@@ -219,7 +189,7 @@ impl Application {
     }
 
     async fn from_state(state: AppState) -> Result<Self, StartupError> {
-        let addr = state.config.listen_addr;
+        let addr = state.http.listen_addr;
         let router = crate::http::router::build(state.clone());
         let listener = TcpListener::bind(addr)
             .await
@@ -267,12 +237,7 @@ impl Application {
                 }
             }
         });
-        let config = &self.state.config;
-        let limits = ConnectionLimits {
-            header_read_timeout: config.header_read_timeout,
-            keep_alive_timeout: config.keep_alive_timeout,
-            max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
-        };
+        let limits = self.state.http.connection_limits();
         crate::http::serve::serve(
             self.listener,
             self.router,

@@ -28,8 +28,8 @@ pub fn demo_accounts() -> Vec<ProviderSandbox> {
 
 /// Job intervals for the demo: short, so sync, cleanup and expiry visibly happen.
 pub fn speed_up_jobs(config: &mut Config) {
-    config.sync_interval = Duration::from_secs(30);
-    config.cleanup_interval = Duration::from_secs(15);
-    config.auto_expiry_interval = Duration::from_secs(30);
-    config.cleanup_batch_delay = Duration::from_millis(500);
+    config.jobs.sync_interval = Duration::from_secs(30);
+    config.jobs.cleanup_interval = Duration::from_secs(15);
+    config.jobs.auto_expiry_interval = Duration::from_secs(30);
+    config.jobs.cleanup_batch_delay = Duration::from_millis(500);
 }

@@ -8,4 +8,5 @@ pub mod middleware;
 pub mod recent;
 pub mod router;
 pub mod serve;
+pub mod settings;
 pub mod state;

@@ -9,6 +9,7 @@
 
 pub mod cleanup;
 pub mod expiry;
+pub mod settings;
 pub mod stale;
 pub mod sync;
 

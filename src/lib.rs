@@ -14,5 +14,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod provider;
 pub mod ratelimit;
+pub mod settings;
 pub mod store;
 pub mod telemetry;

@@ -38,8 +38,8 @@ async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve(config) => {
             telemetry::init(
-                &config.log_level,
-                config.log_format.unwrap_or(LogFormat::Json),
+                &config.log.log_level,
+                config.log.log_format.unwrap_or(LogFormat::Json),
             )?;
             config.validate_for_serve().map_err(|err| err.to_string())?;
             let (kind, why) = config.store_choice();
@@ -50,10 +50,11 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Demo(config) => demo_run(config).await,
         Command::InitTable(config) => {
             telemetry::init(
-                &config.log_level,
-                config.log_format.unwrap_or(LogFormat::Json),
+                &config.log.log_level,
+                config.log.log_format.unwrap_or(LogFormat::Json),
             )?;
             config
+                .dynamo
                 .validate_index_names()
                 .map_err(|err| err.to_string())?;
             init_table(&config).await
@@ -63,11 +64,11 @@ async fn run(command: Command) -> Result<(), String> {
 
 async fn open_store(config: &Config) -> Result<SharedStore, String> {
     match config.store_kind() {
-        StoreKind::Embedded => EmbeddedStore::open(&config.data_dir)
+        StoreKind::Embedded => EmbeddedStore::open(&config.store.data_dir)
             .map(|store| Arc::new(store) as SharedStore)
             .map_err(|err| format!("BROKER_DATA_DIR: {err}")),
         StoreKind::Dynamodb => {
-            let settings = config.dynamo_settings();
+            let settings = config.dynamo.settings();
             let client = dynamo::client(&settings).await;
             let store = DynamoStore::new(&client, &settings);
             // Refuse to start against a table we cannot reach, rather than serve 503s.
@@ -100,7 +101,7 @@ async fn open_store(config: &Config) -> Result<SharedStore, String> {
 }
 
 async fn init_table(config: &Config) -> Result<(), String> {
-    let settings = config.dynamo_settings();
+    let settings = config.dynamo.settings();
     let client = dynamo::client(&settings).await;
     let report = dynamo::schema::ensure_table(&client, &settings.table)
         .await
@@ -156,24 +157,26 @@ async fn run_app(app: Application) -> Result<(), String> {
 /// whose first sync fills the pool, with printed tokens.
 async fn demo_run(mut config: Config) -> Result<(), String> {
     telemetry::init(
-        &config.log_level,
-        config.log_format.unwrap_or(LogFormat::Text),
+        &config.log.log_level,
+        config.log.log_format.unwrap_or(LogFormat::Text),
     )?;
     let scratch = tempfile::Builder::new()
         .prefix("sandbox-broker-demo-")
         .tempdir()
         .map_err(|err| format!("cannot create a scratch directory: {err}"))?;
-    config.data_dir = scratch.path().to_owned();
-    config.store = Some(StoreKind::Embedded);
+    config.store.data_dir = scratch.path().to_owned();
+    config.store.store = Some(StoreKind::Embedded);
     demo::speed_up_jobs(&mut config);
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
     let track = first_token(
         config
+            .auth
             .api_token
             .get_or_insert_with(|| demo_tokens(&format!("demo-track-{suffix}"))),
     );
     let admin = first_token(
         config
+            .auth
             .admin_token
             .get_or_insert_with(|| demo_tokens(&format!("demo-admin-{suffix}"))),
     );
@@ -188,7 +191,7 @@ async fn demo_run(mut config: Config) -> Result<(), String> {
         .await
         .map_err(|err| format!("the demo's first sync failed: {}", error_chain(&err)))?;
     let port = app.port();
-    let base = config.api_base_path.clone();
+    let base = config.http.api_base_path.clone();
     println!(
         "\nsandbox-broker demo — NOT for production (scratch data in {dir})\n\
          demo pool: {synced} sandboxes synced from a simulated provider, prefixes {prefixes}\n\

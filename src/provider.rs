@@ -9,7 +9,10 @@ pub mod breaker;
 pub mod client;
 pub mod instrumented;
 pub mod niosxaas;
+mod settings;
 pub mod simulated;
+
+pub use settings::CspConfig;
 
 use std::time::Duration;
 

@@ -9,6 +9,9 @@
 
 pub mod bounded;
 pub mod failures;
+mod settings;
+
+pub use settings::RateLimitConfig;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

@@ -8,6 +8,7 @@ mod counts;
 mod deletion;
 pub mod embedded;
 mod list;
+pub mod settings;
 
 pub use self::allocation_key::{AllocationKey, allocation_key_of_row, encode_allocation_key};
 pub use self::counts::{ImportSummary, PoolStats, SyncSummary, TrackStats, TrackTally};

@@ -4,6 +4,7 @@
 //! carries `request_id`, `action`, `outcome` and `latency_ms`, and nothing logs a token
 //! or a raw client address.
 
+use clap::Args;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -14,6 +15,34 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for CloudWatch and friends.
     Json,
+}
+
+/// How much is logged, and in which format.
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log filter: a level, any case, Python's names included (`DEBUG`, `INFO`,
+    /// `WARNING`, `ERROR`, `CRITICAL`), or `tracing` directives (`sandbox_broker=debug,info`).
+    #[arg(
+        long,
+        env = "LOG_LEVEL",
+        value_name = "LOG_LEVEL",
+        default_value = "info",
+        value_parser = parse_log_level
+    )]
+    pub log_level: String,
+
+    /// Log line format. Unset: `json` for `serve` and `init-table` (as the Python service,
+    /// so CloudWatch filters match), `text` for `demo`.
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// `LOG_LEVEL` as a `tracing` filter; refuses one that would not parse, at start-up.
+fn parse_log_level(raw: &str) -> Result<String, String> {
+    let filter = filter_directives(raw)?;
+    EnvFilter::try_new(&filter)
+        .map(|_| filter)
+        .map_err(|err| format!("not a valid filter: {err}"))
 }
 
 /// Installs the global subscriber. `level` is `LOG_LEVEL`: a level or filter directives.

@@ -340,7 +340,7 @@ mod dynamo_bench {
             endpoint_url: Some(endpoint),
             max_concurrency: args.ddb_max_concurrency,
             latency_target: std::time::Duration::from_millis(args.ddb_latency_target_ms),
-            ..config.dynamo_settings()
+            ..config.dynamo.settings()
         })
     }
 

@@ -15,8 +15,11 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::middleware::client_address_of;
-use crate::config::{Config, ConfigError, TokenList};
 use crate::http::state::AppState;
+use crate::settings::ConfigError;
+
+mod settings;
+pub use settings::{AuthConfig, MIN_TOKEN_CHARS, TokenList};
 
 /// The SHA-256 digests of one role's tokens.
 pub struct TokenDigests(Vec<[u8; 32]>);
@@ -50,7 +53,7 @@ pub struct Auth {
 
 impl Auth {
     /// Takes the token lists from `config`; track and admin are required.
-    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+    pub fn from_config(config: &AuthConfig) -> Result<Self, ConfigError> {
         let required = |list: &Option<TokenList>, variable| {
             list.as_ref()
                 .map(TokenDigests::of)

@@ -60,7 +60,7 @@ const MAX_LOGGED_CHARS: usize = 200;
 
 /// Wraps `router` (routes, fallback included) in the full stack.
 pub fn apply(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let cors = cors_layer(&state.config.cors_allowed_origins.0);
+    let cors = cors_layer(&state.http.cors_allowed_origins.0);
     let stack = ServiceBuilder::new()
         .layer(middleware::from_fn(drop_insane_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -78,7 +78,7 @@ pub fn apply(router: Router<AppState>, state: &AppState) -> Router<AppState> {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            state.config.request_timeout,
+            state.http.request_timeout,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     router.layer(stack)
@@ -108,7 +108,7 @@ async fn drop_insane_request_id(mut request: Request, next: Next) -> Response {
 async fn security_headers(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let is_docs = path
-        .strip_prefix(app.config.api_base_path.as_str())
+        .strip_prefix(app.http.api_base_path.as_str())
         .is_some_and(|rest| rest == "/docs" || rest.starts_with("/docs/"));
     let relaxed = is_docs || path == "/dashboard" || path.starts_with("/dashboard/");
     let mut response = next.run(request).await;
@@ -263,7 +263,7 @@ async fn record_request(State(app): State<AppState>, request: Request, next: Nex
         "failure"
     };
     let result = result_of(&response);
-    let operation = operation_of(&method, &route, &app.config.api_base_path);
+    let operation = operation_of(&method, &route, &app.http.api_base_path);
     let latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     let error_body = response.extensions().get::<ErrorBody>();
     let error_code = error_body.map(|b| b.code);
@@ -417,7 +417,7 @@ pub(crate) fn client_address_of(app: &AppState, request: &Request) -> std::net::
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    client_address(peer, forwarded, &app.config.trusted_proxies.0)
+    client_address(peer, forwarded, &app.http.trusted_proxies.0)
 }
 
 #[cfg(test)]

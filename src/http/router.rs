@@ -64,7 +64,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let api = track.merge(admin);
-    let base = state.config.api_base_path.as_str();
+    let base = state.http.api_base_path.as_str();
     let api = if base.is_empty() {
         api
     } else {
@@ -154,7 +154,7 @@ fn declare_common_errors(openapi: &mut utoipa::openapi::OpenApi, base: &str) {
 /// The complete router: routes, API docs, fallback and the middleware stack.
 pub fn build(state: AppState) -> Router {
     let (routes, openapi) = routes(&state);
-    let base = state.config.api_base_path.clone();
+    let base = state.http.api_base_path.clone();
     let docs = SwaggerUi::new(format!("{base}/docs")).url(format!("{base}/openapi.json"), openapi);
     let dashboard = Router::new()
         .route(&format!("{base}/redoc"), get(ops::redoc))

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use super::auth::Auth;
 use super::recent::Recent;
-use crate::config::Config;
+use super::settings::HttpConfig;
+use crate::domain::LabPolicy;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::provider::breaker::CircuitBreaker;
@@ -23,8 +24,10 @@ pub struct App {
     pub store: SharedStore,
     /// This instance's metrics registry.
     pub metrics: Metrics,
-    /// The parsed configuration.
-    pub config: Arc<Config>,
+    /// The edge's settings: listener, route prefix, timeouts, proxies and origins.
+    pub http: Arc<HttpConfig>,
+    /// When allocations expire.
+    pub lab: LabPolicy,
     /// Per-caller token buckets.
     pub rate_limiter: RateLimiter,
     /// The accepted track, admin and metrics tokens.

@@ -14,6 +14,10 @@
 //! services still running. Every call goes through the hook's own circuit breaker, so a
 //! NIOSXaaS outage never opens the provider's.
 
+mod settings;
+
+pub use settings::NiosxaasConfig;
+
 use std::time::{Duration, Instant};
 
 use reqwest::header::AUTHORIZATION;

@@ -22,18 +22,17 @@ mod list;
 pub mod local;
 mod release;
 pub mod schema;
+mod settings;
 mod sync;
 
 pub use self::item::ItemError;
-
-use std::time::Duration;
+pub use self::settings::{DynamoConfig, DynamoSettings, LIST_EVALUATE_PER_REQUEST, client};
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{Credentials, Region, StalledStreamProtectionConfig};
+use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::Select;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -54,84 +53,6 @@ use crate::domain::{
 
 /// Writes in flight at once for imports, syncs and bulk deletes.
 const BULK_CONCURRENCY: usize = 16;
-
-/// How the store reaches its table.
-#[derive(Debug, Clone)]
-pub struct DynamoSettings {
-    /// `DDB_TABLE_NAME`.
-    pub table: String,
-    /// `DDB_ENDPOINT_URL`, for DynamoDB Local.
-    pub endpoint_url: Option<String>,
-    /// `AWS_REGION`; `None` uses the SDK's default chain.
-    pub region: Option<String>,
-    /// `K_CANDIDATES`: candidate claims one allocation tries back to back before it backs
-    /// off briefly and tries again (until its deadline).
-    pub k_candidates: usize,
-    /// `BACKOFF_BASE_MS`: first retry delay of a throttled or failed call (jittered, doubling).
-    pub backoff_base: Duration,
-    /// `BACKOFF_MAX_MS`: longest retry delay.
-    pub backoff_max: Duration,
-    /// `DDB_CONNECT_TIMEOUT_MS`.
-    pub connect_timeout: Duration,
-    /// `DDB_ATTEMPT_TIMEOUT_MS`: one attempt that gets no answer while the table answers
-    /// other calls is abandoned and sent again.
-    pub attempt_timeout: Duration,
-    /// `DDB_STALL_TIMEOUT_MS`: no useful answer to any call for this long means the table
-    /// is down (503 at once, until it answers again).
-    pub stall_timeout: Duration,
-    /// `ALLOCATE_DEADLINE_SEC`: how long one allocation (or any other operation) may wait
-    /// for a slow table, queueing and retrying, before it answers 503.
-    pub deadline: Duration,
-    /// `DDB_MAX_CONCURRENCY`: the ceiling of the adaptive limit on operations talking to
-    /// DynamoDB at once; the rest queue here, in arrival order.
-    pub max_concurrency: usize,
-    /// `DDB_LATENCY_TARGET_MS`: calls slower than this on average shrink the limit.
-    pub latency_target: Duration,
-    /// Items one admin list request may evaluate before it answers what it found with a
-    /// cursor ([`LIST_EVALUATE_PER_REQUEST`] outside tests).
-    pub list_evaluate_max: usize,
-}
-
-/// Items one admin list request evaluates at most, so a filter that matches nothing
-/// cannot make one request read a whole table.
-pub const LIST_EVALUATE_PER_REQUEST: usize = 5_000;
-
-/// Builds an SDK client for one-off work (`init-table`, test setup): explicit timeouts
-/// and the SDK's jittered retries. The store itself retries in its own loop (`calls.rs`)
-/// and turns the SDK's retries off on the client it is given.
-pub async fn client(settings: &DynamoSettings) -> Client {
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(settings.connect_timeout)
-        .operation_attempt_timeout(settings.attempt_timeout)
-        .build();
-    let retries = RetryConfig::standard()
-        .with_max_attempts(3)
-        .with_initial_backoff(settings.backoff_base)
-        .with_max_backoff(settings.backoff_max);
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .retry_config(retries);
-    if let Some(region) = &settings.region {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &settings.endpoint_url {
-        loader = loader.endpoint_url(endpoint);
-        // DynamoDB Local ignores credentials; don't make a developer invent some.
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            loader = loader.credentials_provider(Credentials::new(
-                "local",
-                "local",
-                None,
-                None,
-                "dynamodb-local",
-            ));
-        }
-        if settings.region.is_none() {
-            loader = loader.region(Region::new("us-east-1"));
-        }
-    }
-    Client::new(&loader.load().await)
-}
 
 /// The DynamoDB-backed [`Store`].
 pub struct DynamoStore {

@@ -20,7 +20,7 @@ fn series_sum(exposition: &str, prefix: &str) -> f64 {
 
 #[tokio::test]
 async fn scrapes_within_the_refresh_period_read_nothing_from_the_store() {
-    let app = spawn_app_with(|c| c.metrics_pool_refresh = Duration::from_secs(3600)).await;
+    let app = spawn_app_with(|c| c.http.metrics_pool_refresh = Duration::from_secs(3600)).await;
     app.seed("lab-", 0, 3).await;
 
     let first = app.metrics_text().await;
@@ -42,7 +42,7 @@ async fn scrapes_within_the_refresh_period_read_nothing_from_the_store() {
 async fn a_metrics_token_guards_metrics_and_nothing_else() {
     let token = "metrics-token-for-tests";
     let app = spawn_app_with(|c| {
-        c.metrics_token = sandbox_broker::config::TokenList::parse(token).ok();
+        c.auth.metrics_token = sandbox_broker::config::TokenList::parse(token).ok();
     })
     .await;
 
@@ -70,8 +70,9 @@ async fn a_metrics_token_guards_metrics_and_nothing_else() {
 #[tokio::test]
 async fn failed_authentication_is_throttled_per_client_address() {
     let app = spawn_app_with(|c| {
-        c.auth_failure_limit = 3.try_into().unwrap();
-        c.trusted_proxies = sandbox_broker::config::TrustedProxies::parse("127.0.0.1/32").unwrap();
+        c.auth.auth_failure_limit = 3.try_into().unwrap();
+        c.http.trusted_proxies =
+            sandbox_broker::config::TrustedProxies::parse("127.0.0.1/32").unwrap();
     })
     .await;
     let from = |address: &str, token: &str| {
@@ -146,9 +147,9 @@ async fn failed_authentication_is_throttled_per_client_address() {
 #[tokio::test]
 async fn a_flood_of_invented_student_keys_leaves_the_bucket_map_bounded_and_the_limited_limited() {
     let app = spawn_app_with(|c| {
-        c.rate_limit_per_sec = 1.try_into().unwrap();
-        c.rate_limit_burst = 50.try_into().unwrap();
-        c.rate_limit_max_callers = 64;
+        c.rate_limit.rate_limit_per_sec = 1.try_into().unwrap();
+        c.rate_limit.rate_limit_burst = 50.try_into().unwrap();
+        c.rate_limit.rate_limit_max_callers = 64;
     })
     .await;
     // A route that answers 400 after the rate limiter, without touching the store.
@@ -196,7 +197,7 @@ async fn a_flood_of_invented_student_keys_leaves_the_bucket_map_bounded_and_the_
 
 #[tokio::test]
 async fn readiness_polled_fast_reads_the_store_at_most_once_a_second() {
-    let app = spawn_app_with(|c| c.metrics_pool_refresh = Duration::from_secs(3600)).await;
+    let app = spawn_app_with(|c| c.http.metrics_pool_refresh = Duration::from_secs(3600)).await;
     let calls = "broker_dynamodb_call_duration_seconds_count";
     let before = series_sum(&app.metrics_text().await, calls);
 

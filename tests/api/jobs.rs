@@ -33,10 +33,10 @@ pub(crate) async fn csp(accounts: Vec<Value>, delay: Duration) -> MockServer {
 }
 
 pub(crate) fn use_csp(config: &mut sandbox_broker::config::Config, server: &MockServer) {
-    config.csp_base_url = format!("{}/v2", server.uri());
-    config.csp_api_token = Some("csp-token".into());
-    config.circuit_breaker_threshold = 2;
-    config.sync_interval = Duration::from_secs(3600);
+    config.csp.csp_base_url = format!("{}/v2", server.uri());
+    config.csp.csp_api_token = Some("csp-token".into());
+    config.csp.circuit_breaker_threshold = 2;
+    config.jobs.sync_interval = Duration::from_secs(3600);
 }
 
 /// What a provider lists: sandboxes `lab-<id>` with these ids.
@@ -293,7 +293,7 @@ async fn without_a_provider_the_sync_is_off_and_says_why() {
 
 #[tokio::test]
 async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmless() {
-    let app = spawn_app_with(|c| c.grace_period_minutes = 30).await;
+    let app = spawn_app_with(|c| c.lab.grace_period_minutes = 30).await;
     app.seed("lab-", 0, 3).await;
     let long_ago = sandbox_broker::domain::now_epoch() - 3 * 3600;
     let ended = app
@@ -425,8 +425,8 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
 #[tokio::test]
 async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale_past_the_grace() {
     let app = spawn_app_with(|c| {
-        c.auto_delete_stale_interval = Duration::from_secs(1);
-        c.auto_delete_stale_grace_hours = 24;
+        c.jobs.auto_delete_stale_interval = Duration::from_secs(1);
+        c.jobs.auto_delete_stale_grace_hours = 24;
     })
     .await;
     let now = sandbox_broker::domain::now_epoch();
@@ -578,7 +578,7 @@ async fn a_provider_outage_burns_no_sandbox_and_cleanup_recovers_after_the_break
         .await;
     let app = spawn_app_with(|c| {
         use_csp(c, &provider);
-        c.circuit_breaker_timeout = Duration::from_secs(1);
+        c.csp.circuit_breaker_timeout = Duration::from_secs(1);
     })
     .await;
     let ids = released(&app, 4).await;
@@ -684,7 +684,7 @@ async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
     let (store, guard) = fresh_store().await;
     let short_lease = |c: &mut sandbox_broker::config::Config| {
         use_csp(c, &slow_csp);
-        c.job_lease = Duration::from_secs(1);
+        c.jobs.job_lease = Duration::from_secs(1);
     };
     let a = spawn_app_on(Arc::clone(&store), Box::new(()), short_lease).await;
     let b = spawn_app_on(Arc::clone(&store), guard, short_lease).await;

@@ -19,13 +19,13 @@ const SERVICES_PATH: &str = "/api/universalinfra/v1/universalservices";
 async fn app_with_hook(server: &MockServer, shadow: bool) -> TestApp {
     spawn_app_with(|c| {
         use_csp(c, server);
-        c.circuit_breaker_timeout = Duration::from_secs(1);
-        c.niosxaas_enabled = true;
-        c.niosxaas_shadow_mode = shadow;
-        c.niosxaas_base_url = server.uri();
-        c.niosxaas_email = Some("robot@example.com".into());
-        c.niosxaas_password = Some("s3cret".into());
-        c.niosxaas_service_name = Some(SERVICE.into());
+        c.csp.circuit_breaker_timeout = Duration::from_secs(1);
+        c.niosxaas.niosxaas_enabled = true;
+        c.niosxaas.niosxaas_shadow_mode = shadow;
+        c.niosxaas.niosxaas_base_url = server.uri();
+        c.niosxaas.niosxaas_email = Some("robot@example.com".into());
+        c.niosxaas.niosxaas_password = Some("s3cret".into());
+        c.niosxaas.niosxaas_service_name = Some(SERVICE.into());
     })
     .await
 }

@@ -190,8 +190,8 @@ async fn unknown_routes_and_wrong_methods_get_the_envelope_and_security_headers(
 #[tokio::test]
 async fn the_rate_limit_answers_429_with_retry_after_and_spares_ops_routes() {
     let app = spawn_app_with(|c| {
-        c.rate_limit_per_sec = 1.try_into().unwrap();
-        c.rate_limit_burst = 2.try_into().unwrap();
+        c.rate_limit.rate_limit_per_sec = 1.try_into().unwrap();
+        c.rate_limit.rate_limit_burst = 2.try_into().unwrap();
     })
     .await;
     app.seed("lab-", 0, 5).await;
@@ -233,7 +233,7 @@ async fn the_rate_limit_answers_429_with_retry_after_and_spares_ops_routes() {
 #[tokio::test]
 async fn cors_preflight_allows_the_api_headers() {
     let app = spawn_app_with(|c| {
-        c.cors_allowed_origins =
+        c.http.cors_allowed_origins =
             sandbox_broker::config::CorsOrigins::parse("https://labs.example.com").unwrap();
     })
     .await;

@@ -7,7 +7,7 @@ use crate::helpers::{error_of, json_of, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn allocation_returns_201_with_the_fields_lab_scripts_read() {
-    let app = spawn_app_with(|c| c.lab_duration_hours = 3).await;
+    let app = spawn_app_with(|c| c.lab.lab_duration_hours = 3).await;
     app.seed("lab-a-", 1000, 1).await;
 
     let body = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
@@ -327,7 +327,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
 #[tokio::test]
 async fn rotated_tokens_are_all_accepted() {
     let app = spawn_app_with(|c| {
-        c.api_token =
+        c.auth.api_token =
             sandbox_broker::config::TokenList::parse("old-track-token-2025,new-track-token-2026")
                 .ok();
     })

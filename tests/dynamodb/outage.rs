@@ -23,7 +23,7 @@ async fn app_on(endpoint: &str, table: &str) -> TestApp {
     let settings = dynamo::DynamoSettings {
         table: table.to_owned(),
         endpoint_url: Some(endpoint.to_owned()),
-        ..config.dynamo_settings()
+        ..config.dynamo.settings()
     };
     let store: SharedStore = Arc::new(DynamoStore::new(
         &dynamo::client(&settings).await,

@@ -100,7 +100,7 @@ pub async fn list_sandboxes(
     Query(params): Query<ListParams>,
 ) -> Result<Json<SandboxListView>> {
     let page = app.store.list(ListQuery::try_from(params)?).await?;
-    let lab = app.config.lab_policy();
+    let lab = app.lab;
     let sandboxes: Vec<SandboxView> = page
         .sandboxes
         .iter()

@@ -21,7 +21,7 @@ fn asset(content_type: &'static str, body: String) -> Response {
 
 /// The page, told where the API lives (`API_BASE_PATH` is validated to URL-safe characters).
 pub async fn page(State(app): State<AppState>) -> Response {
-    let html = PAGE.replace("__API_BASE__", &app.config.api_base_path);
+    let html = PAGE.replace("__API_BASE__", &app.http.api_base_path);
     asset("text/html; charset=utf-8", html)
 }
 

@@ -23,14 +23,14 @@ pub async fn root(State(app): State<AppState>) -> Json<RootView> {
     Json(RootView {
         service: "Sandbox Broker API".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        docs: format!("{}/docs", app.config.api_base_path),
+        docs: format!("{}/docs", app.http.api_base_path),
     })
 }
 
 /// The Python service's ReDoc page: the same document is served by the Swagger UI, so
 /// this answers with a redirect there rather than vendoring a second docs bundle.
 pub async fn redoc(State(app): State<AppState>) -> axum::response::Redirect {
-    axum::response::Redirect::permanent(&format!("{}/docs/", app.config.api_base_path))
+    axum::response::Redirect::permanent(&format!("{}/docs/", app.http.api_base_path))
 }
 
 /// Liveness: the process serves HTTP. Never checks dependencies.

@@ -45,7 +45,7 @@ pub async fn allocate_sandbox(
         name_prefix: headers.name_prefix,
         idempotency_key: headers.idempotency_key,
     };
-    let request = input.into_request(app.config.lab_duration_hours, now_epoch());
+    let request = input.into_request(app.lab.lab_duration_hours, now_epoch());
     let (outcome, result) = allocation::allocate(&*app.store, &app.metrics, request).await;
     let allocation = result?;
     let status = if allocation.newly_allocated {
@@ -53,7 +53,7 @@ pub async fn allocate_sandbox(
     } else {
         StatusCode::OK
     };
-    let view = AllocationView::new(&allocation.sandbox, app.config.lab_policy());
+    let view = AllocationView::new(&allocation.sandbox, app.lab);
     Ok((
         status,
         axum::Extension(Outcome(outcome.as_str())),
@@ -83,7 +83,7 @@ pub async fn get_sandbox(
     Student(student): Student,
 ) -> Result<Json<SandboxView>> {
     let sandbox = allocation::owned_sandbox(&*app.store, &id, &student).await?;
-    Ok(Json(SandboxView::new(&sandbox, app.config.lab_policy())))
+    Ok(Json(SandboxView::new(&sandbox, app.lab)))
 }
 
 /// Releases the caller's sandbox for deletion; repeating it returns the same body.

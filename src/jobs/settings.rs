@@ -1,0 +1,110 @@
+//! The jobs' settings: how often each runs, how the cleanup paces itself, and the leases.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::Schedule;
+use super::cleanup::{CleanupSettings, DeletionPolicy};
+use crate::domain::LabPolicy;
+use crate::settings::{as_usize, parse_fractional_seconds, parse_seconds};
+
+/// Every job's interval, the cleanup's pacing and retries, and the lease (contract §6).
+#[derive(Debug, Clone, Args)]
+pub struct JobsConfig {
+    /// Seconds between provider syncs.
+    #[arg(long, env = "SYNC_INTERVAL_SEC", value_name = "SYNC_INTERVAL_SEC", default_value = "600", value_parser = parse_seconds)]
+    pub sync_interval: Duration,
+
+    /// Seconds between cleanup runs (deletion at the provider).
+    #[arg(long, env = "CLEANUP_INTERVAL_SEC", value_name = "CLEANUP_INTERVAL_SEC", default_value = "300", value_parser = parse_seconds)]
+    pub cleanup_interval: Duration,
+
+    /// Sandboxes deleted per batch.
+    #[arg(long, env = "CLEANUP_BATCH_SIZE", value_name = "CLEANUP_BATCH_SIZE", default_value = "10", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub cleanup_batch_size: u32,
+
+    /// Seconds to wait between batches (fractions allowed).
+    #[arg(long, env = "CLEANUP_BATCH_DELAY_SEC", value_name = "CLEANUP_BATCH_DELAY_SEC", default_value = "2.0", value_parser = parse_fractional_seconds)]
+    pub cleanup_batch_delay: Duration,
+
+    /// Seconds to wait between two sandboxes of a batch (fractions allowed).
+    #[arg(long, env = "CLEANUP_PER_SANDBOX_DELAY_SEC", value_name = "CLEANUP_PER_SANDBOX_DELAY_SEC", default_value = "0.0", value_parser = parse_fractional_seconds)]
+    pub cleanup_per_sandbox_delay: Duration,
+
+    /// Permanent provider refusals before a sandbox becomes `deletion_failed`.
+    #[arg(long, env = "DELETION_RETRY_MAX_ATTEMPTS", value_name = "DELETION_RETRY_MAX_ATTEMPTS", default_value = "3", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub deletion_retry_max_attempts: u32,
+
+    /// First retry delay (seconds) after a failed deletion; doubles per try, up to an hour.
+    #[arg(long, env = "DELETION_RETRY_BACKOFF_SEC", value_name = "DELETION_RETRY_BACKOFF_SEC", default_value = "60", value_parser = parse_seconds)]
+    pub deletion_retry_backoff: Duration,
+
+    /// Hours of transient failures after which a sandbox becomes `deletion_failed`.
+    #[arg(long, env = "DELETION_GIVE_UP_HOURS", value_name = "DELETION_GIVE_UP_HOURS", default_value = "24", value_parser = clap::value_parser!(u32).range(1..=8760))]
+    pub deletion_give_up_hours: u32,
+
+    /// Days a `deleted` tombstone stays visible to its owner (its `ttl`).
+    #[arg(long, env = "DELETED_TTL_DAYS", value_name = "DELETED_TTL_DAYS", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub deleted_ttl_days: u32,
+
+    /// Seconds between scheduled stale removals (the first comes soon after start-up).
+    #[arg(long, env = "AUTO_DELETE_STALE_INTERVAL_SEC", value_name = "AUTO_DELETE_STALE_INTERVAL_SEC", default_value = "86400", value_parser = parse_seconds)]
+    pub auto_delete_stale_interval: Duration,
+
+    /// Hours a row stays `stale` before the scheduled job removes it.
+    #[arg(long, env = "AUTO_DELETE_STALE_GRACE_HOURS", value_name = "AUTO_DELETE_STALE_GRACE_HOURS", default_value = "24", value_parser = clap::value_parser!(u32).range(0..=87_600))]
+    pub auto_delete_stale_grace_hours: u32,
+
+    /// Seconds between auto-expiry runs.
+    #[arg(long, env = "AUTO_EXPIRY_INTERVAL_SEC", value_name = "AUTO_EXPIRY_INTERVAL_SEC", default_value = "300", value_parser = parse_seconds)]
+    pub auto_expiry_interval: Duration,
+
+    /// Seconds a job's lease lasts without renewal; a holder that dies is replaced after this.
+    #[arg(long, env = "JOB_LEASE_SEC", value_name = "JOB_LEASE_SEC", default_value = "60", value_parser = parse_seconds)]
+    pub job_lease: Duration,
+
+    /// This instance's name in job leases (default: host name plus a random suffix).
+    #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+}
+
+impl JobsConfig {
+    /// When each job runs, and how the cleanup works; `lab` says when allocations expire.
+    pub fn schedule(&self, lab: LabPolicy) -> Schedule {
+        Schedule {
+            sync: self.sync_interval,
+            expiry: self.auto_expiry_interval,
+            lab,
+            cleanup: self.cleanup_interval,
+            stale: self.auto_delete_stale_interval,
+            stale_grace: Duration::from_secs(u64::from(self.auto_delete_stale_grace_hours) * 3600),
+            cleanup_settings: self.cleanup_settings(),
+        }
+    }
+
+    /// The cleanup's batches, pauses and retry policy.
+    pub fn cleanup_settings(&self) -> CleanupSettings {
+        CleanupSettings {
+            batch_size: as_usize(self.cleanup_batch_size),
+            batch_delay: self.cleanup_batch_delay,
+            per_sandbox_delay: self.cleanup_per_sandbox_delay,
+            policy: DeletionPolicy {
+                max_attempts: self.deletion_retry_max_attempts,
+                backoff_base_secs: i64::try_from(self.deletion_retry_backoff.as_secs())
+                    .unwrap_or(i64::MAX),
+                give_up_secs: i64::from(self.deletion_give_up_hours) * 3600,
+                tombstone_ttl_secs: i64::from(self.deleted_ttl_days) * 86_400,
+            },
+        }
+    }
+
+    /// The name this instance uses in job leases.
+    pub fn instance_name(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "broker".into());
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("{host}-{}", &suffix[..8])
+        })
+    }
+}
