@@ -102,12 +102,14 @@ impl AppState {
                 Arc::new(Instrumented::new(provider, metrics.clone())),
                 config.csp.circuit_breaker_threshold,
                 config.csp.circuit_breaker_timeout,
+                Arc::clone(&clock),
             ))
         });
         let provider = breaker.clone().map(|b| b as Arc<dyn ProviderClient>);
         let pre_delete = match config.niosxaas.settings(&config.csp)? {
             Some(settings) => Some(Arc::new(
-                PreDeleteHook::new(settings, metrics.clone()).map_err(StartupError::Niosxaas)?,
+                PreDeleteHook::new(settings, metrics.clone(), Arc::clone(&clock))
+                    .map_err(StartupError::Niosxaas)?,
             )),
             None => None,
         };
@@ -122,13 +124,14 @@ impl AppState {
                 config.jobs.schedule(lab),
             )
             .with_pre_delete_hook(pre_delete.clone())
-            .with_clock(clock),
+            .with_clock(Arc::clone(&clock)),
         );
         Ok(Self(Arc::new(App {
             store,
             metrics,
             http: Arc::new(config.http),
             lab,
+            clock,
             rate_limiter,
             auth,
             auth_failures,

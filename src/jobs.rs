@@ -291,9 +291,10 @@ impl Jobs {
             });
         };
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let taken_at_ms = self.clock.now_ms();
         let lease = self
             .store
-            .acquire_lease(job.as_str(), &self.holder, self.clock.now_ms(), lease_ms)
+            .acquire_lease(job.as_str(), &self.holder, taken_at_ms, lease_ms)
             .await
             .map_err(JobError::from);
         match lease {
@@ -311,7 +312,7 @@ impl Jobs {
         }
         let started_at = self.clock.now();
         let started = Instant::now();
-        let renewing = self.renew_while_running(job);
+        let renewing = self.renew_while_running(job, taken_at_ms);
         let result = tokio::select! {
             result = self.run_once(job, trigger) => result,
             never = renewing => match never {},
@@ -341,13 +342,22 @@ impl Jobs {
     }
 
     /// Renews the lease at a third of its length for as long as it is polled (never ends).
-    async fn renew_while_running(&self, job: JobName) -> std::convert::Infallible {
+    /// Renewals are due a third of a lease after the last one (the first a third after
+    /// `taken_at_ms`, when the lease was taken), on the jobs' clock.
+    async fn renew_while_running(
+        &self,
+        job: JobName,
+        taken_at_ms: i64,
+    ) -> std::convert::Infallible {
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let mut renew_at = taken_at_ms.saturating_add(lease_ms / 3);
         loop {
-            tokio::time::sleep(self.lease / 3).await;
+            self.clock.sleep_until(renew_at).await;
+            let now_ms = self.clock.now_ms();
+            renew_at = now_ms.saturating_add(lease_ms / 3);
             match self
                 .store
-                .acquire_lease(job.as_str(), &self.holder, self.clock.now_ms(), lease_ms)
+                .acquire_lease(job.as_str(), &self.holder, now_ms, lease_ms)
                 .await
             {
                 Ok(LeaseOutcome::Acquired) => {}
@@ -416,17 +426,23 @@ impl Jobs {
             }
             let jobs = Arc::clone(self);
             let shutdown = shutdown.clone();
+            // The first run comes soon after start (so a fresh deployment fills its pool),
+            // not at once (so start-up and an admin's first trigger don't collide). Runs
+            // start an interval apart on the jobs' clock; one that overran its interval is
+            // followed by the next at once, never by a burst of catch-ups.
+            let interval_ms = i64::try_from(jobs.interval(job).as_millis()).unwrap_or(i64::MAX);
+            let first_delay = jobs.interval(job).min(FIRST_RUN_DELAY);
+            let mut next_ms = jobs
+                .clock
+                .now_ms()
+                .saturating_add(i64::try_from(first_delay.as_millis()).unwrap_or(i64::MAX));
             tokio::spawn(async move {
-                // The first run comes soon after start (so a fresh deployment fills its
-                // pool), not at once (so start-up and an admin's first trigger don't collide).
-                let first = tokio::time::Instant::now() + jobs.interval(job).min(FIRST_RUN_DELAY);
-                let mut tick = tokio::time::interval_at(first, jobs.interval(job));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => break,
-                        _ = tick.tick() => {}
+                        () = jobs.clock.sleep_until(next_ms) => {}
                     }
+                    next_ms = jobs.clock.now_ms().max(next_ms).saturating_add(interval_ms);
                     // A run that did not complete has already logged its error line.
                     let _ = jobs.run_leased(job, Trigger::Scheduled).await;
                 }

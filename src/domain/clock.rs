@@ -1,13 +1,17 @@
 //! The time the jobs read: the system clock in service, a clock tests move by hand.
 //!
-//! Rule: leases, retry backoff, expiry and every job read one [`Clock`], so a test that
-//! needs a lease to run out or a backoff to pass moves the clock instead of sleeping.
+//! Rule: leases and their renewal, the circuit breakers' open periods, expiry, the track
+//! routes' timestamps and every job read one [`Clock`], so a test that needs a lease to run
+//! out or a breaker to half-open moves the clock instead of sleeping. Latency measurements
+//! (monotonic `Instant`s for metrics) are not rules and stay on the system's timer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-/// Wall-clock time in epoch milliseconds (and seconds).
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+/// Wall-clock time in epoch milliseconds (and seconds), and waiting on it.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
@@ -16,6 +20,19 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> i64 {
         self.now_ms().div_euclid(1000)
     }
+
+    /// Resolves once this clock reads `at_ms` or later: a deadline fixed when it was
+    /// computed, however late the future is first polled.
+    fn sleep_until(&self, at_ms: i64) -> BoxFuture<'static, ()>;
+
+    /// Resolves once this clock has moved on by `duration` from now.
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        self.sleep_until(self.now_ms().saturating_add(millis(duration)))
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A clock shared by everything that reads it.
@@ -29,28 +46,49 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         super::now_epoch_ms()
     }
+
+    fn sleep_until(&self, at_ms: i64) -> BoxFuture<'static, ()> {
+        let ahead = u64::try_from(at_ms.saturating_sub(self.now_ms())).unwrap_or(0);
+        Box::pin(tokio::time::sleep(Duration::from_millis(ahead)))
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
 }
 
-/// A clock that moves only when told to, for tests.
+/// A clock that moves only when told to, for tests; its sleepers wake when it is moved
+/// past their end, never on their own.
 #[derive(Debug)]
-pub struct ManualClock(AtomicI64);
+pub struct ManualClock(watch::Sender<i64>);
 
 impl ManualClock {
     /// A manual clock set to the system's time now.
     pub fn starting_now() -> Self {
-        Self(AtomicI64::new(super::now_epoch_ms()))
+        Self(watch::Sender::new(super::now_epoch_ms()))
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`, waking every sleeper whose end it passes.
     pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.0
+            .send_modify(|now| *now = now.saturating_add(millis(by)));
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
+    }
+
+    fn sleep_until(&self, end: i64) -> BoxFuture<'static, ()> {
+        let mut time = self.0.subscribe();
+        Box::pin(async move {
+            // An error means the clock is gone: nothing will ever move it, so wait forever
+            // as a sleep on a stopped clock would.
+            if time.wait_for(|now| *now >= end).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -66,5 +104,16 @@ mod tests {
         clock.advance(Duration::from_millis(1_500));
         assert_eq!(clock.now_ms(), start + 1_500);
         assert_eq!(clock.now(), (start + 1_500).div_euclid(1000));
+    }
+
+    #[tokio::test]
+    async fn a_manual_sleep_ends_when_the_clock_passes_its_end_and_not_before() {
+        let clock = ManualClock::starting_now();
+        let mut sleeping = clock.sleep(Duration::from_secs(60));
+        assert!(futures::poll!(&mut sleeping).is_pending());
+        clock.advance(Duration::from_secs(59));
+        assert!(futures::poll!(&mut sleeping).is_pending());
+        clock.advance(Duration::from_secs(1));
+        assert!(futures::poll!(&mut sleeping).is_ready());
     }
 }

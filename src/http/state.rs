@@ -10,6 +10,7 @@ use super::auth::Auth;
 use super::recent::Recent;
 use super::settings::HttpConfig;
 use crate::domain::LabPolicy;
+use crate::domain::clock::SharedClock;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::provider::breaker::CircuitBreaker;
@@ -28,6 +29,8 @@ pub struct App {
     pub http: Arc<HttpConfig>,
     /// When allocations expire.
     pub lab: LabPolicy,
+    /// The time every rule the routes apply reads (the jobs read the same one).
+    pub clock: SharedClock,
     /// Per-caller token buckets.
     pub rate_limiter: RateLimiter,
     /// The accepted track, admin and metrics tokens.

@@ -192,11 +192,11 @@ impl Cleanup<'_> {
         let mut remaining = due.len() as u64;
         'batches: for (number, batch) in due.chunks(settings.batch_size.max(1)).enumerate() {
             if number > 0 {
-                tokio::time::sleep(settings.batch_delay).await;
+                clock.sleep(settings.batch_delay).await;
             }
             for (position, row) in batch.iter().enumerate() {
                 if position > 0 {
-                    tokio::time::sleep(settings.per_sandbox_delay).await;
+                    clock.sleep(settings.per_sandbox_delay).await;
                 }
                 remaining -= 1;
                 let Ok(id) = SandboxId::parse("sandbox_id", &row.sandbox_id) else {

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::time::Instant;
 
 use super::{ProviderClient, ProviderError, ProviderListing};
+use crate::domain::clock::SharedClock;
 
 /// The breaker's state, for the `broker_provider_circuit_state` metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,9 +40,16 @@ impl BreakerState {
 
 #[derive(Debug, Clone, Copy)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Closed {
+        failures: u32,
+    },
+    /// Open until this clock time, in epoch milliseconds.
+    Open {
+        until_ms: i64,
+    },
+    HalfOpen {
+        probing: bool,
+    },
 }
 
 /// The breaker's state machine, for any calls that fail with [`ProviderError`]; the
@@ -52,6 +59,7 @@ pub struct Breaker {
     threshold: u32,
     open_for: Duration,
     state: Arc<Mutex<State>>,
+    clock: SharedClock,
 }
 
 /// The provider behind a [`Breaker`].
@@ -76,11 +84,16 @@ impl Drop for ProbeGuard {
 }
 
 impl CircuitBreaker {
-    /// Wraps `inner`; `threshold` is at least 1.
-    pub fn new(inner: Arc<dyn ProviderClient>, threshold: u32, open_for: Duration) -> Self {
+    /// Wraps `inner`; `threshold` is at least 1; the open period runs on `clock`.
+    pub fn new(
+        inner: Arc<dyn ProviderClient>,
+        threshold: u32,
+        open_for: Duration,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             inner,
-            breaker: Breaker::new("provider", threshold, open_for),
+            breaker: Breaker::new("provider", threshold, open_for, clock),
         }
     }
 
@@ -91,21 +104,28 @@ impl CircuitBreaker {
 }
 
 impl Breaker {
-    /// A closed breaker named `name` in its log events; `threshold` is at least 1.
-    pub fn new(name: &'static str, threshold: u32, open_for: Duration) -> Self {
+    /// A closed breaker named `name` in its log events; `threshold` is at least 1; the
+    /// open period runs on `clock`.
+    pub fn new(name: &'static str, threshold: u32, open_for: Duration, clock: SharedClock) -> Self {
         Self {
             name,
             threshold: threshold.max(1),
             open_for,
             state: Arc::new(Mutex::new(State::Closed { failures: 0 })),
+            clock,
         }
+    }
+
+    /// Whether an open period ending at `until_ms` is still running.
+    fn still_open(&self, until_ms: i64) -> bool {
+        self.clock.now_ms() < until_ms
     }
 
     /// The state now (an elapsed open period reads as half-open).
     pub fn state(&self) -> BreakerState {
         match *self.lock() {
             State::Closed { .. } => BreakerState::Closed,
-            State::Open { until } if Instant::now() < until => BreakerState::Open,
+            State::Open { until_ms } if self.still_open(until_ms) => BreakerState::Open,
             State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
@@ -119,7 +139,9 @@ impl Breaker {
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => Ok(false),
-            State::Open { until } if Instant::now() < until => Err(ProviderError::CircuitOpen),
+            State::Open { until_ms } if self.still_open(until_ms) => {
+                Err(ProviderError::CircuitOpen)
+            }
             State::Open { .. } | State::HalfOpen { probing: false } => {
                 *state = State::HalfOpen { probing: true };
                 Ok(true)
@@ -143,8 +165,9 @@ impl Breaker {
                     open_for_secs = self.open_for.as_secs(),
                     "circuit breaker opened"
                 );
+                let open_ms = i64::try_from(self.open_for.as_millis()).unwrap_or(i64::MAX);
                 State::Open {
-                    until: Instant::now() + self.open_for,
+                    until_ms: self.clock.now_ms().saturating_add(open_ms),
                 }
             }
         };
@@ -190,6 +213,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+    use crate::domain::clock::ManualClock;
 
     /// Answers deletes from a script; counts calls.
     #[derive(Default)]
@@ -229,8 +253,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn it_opens_after_the_threshold_and_then_refuses_without_calling() {
+        let clock = Arc::new(ManualClock::starting_now());
         let provider = Scripted::with(vec![down(), down(), down()]);
-        let breaker = CircuitBreaker::new(provider.clone(), 3, Duration::from_secs(60));
+        let breaker =
+            CircuitBreaker::new(provider.clone(), 3, Duration::from_secs(60), clock.clone());
 
         for _ in 0..3 {
             assert!(matches!(
@@ -251,6 +277,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn refusals_about_one_sandbox_do_not_count_and_success_resets() {
+        let clock = Arc::new(ManualClock::starting_now());
         let provider = Scripted::with(vec![
             down(),
             Err(ProviderError::Other("HTTP 400".into())),
@@ -259,7 +286,7 @@ mod tests {
             down(),
             down(),
         ]);
-        let breaker = CircuitBreaker::new(provider, 3, Duration::from_secs(60));
+        let breaker = CircuitBreaker::new(provider, 3, Duration::from_secs(60), clock.clone());
         for _ in 0..6 {
             let _ = breaker.delete_sandbox("x").await;
         }
@@ -268,6 +295,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn after_the_timeout_exactly_one_probe_decides() {
+        let clock = Arc::new(ManualClock::starting_now());
         let provider = Arc::new(Scripted {
             answers: Mutex::new(vec![down(), Ok(())].into()),
             gate: Some(tokio::sync::Notify::new()),
@@ -277,11 +305,12 @@ mod tests {
             provider.clone(),
             1,
             Duration::from_secs(60),
+            clock.clone(),
         ));
         provider.gate.as_ref().unwrap().notify_one();
         let _ = breaker.delete_sandbox("x").await;
         assert_eq!(breaker.state(), BreakerState::Open);
-        tokio::time::advance(Duration::from_secs(61)).await;
+        clock.advance(Duration::from_secs(61));
 
         let probe = tokio::spawn({
             let breaker = Arc::clone(&breaker);
@@ -303,16 +332,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_probe_reopens_for_another_period() {
+        let clock = Arc::new(ManualClock::starting_now());
         let provider = Scripted::with(vec![down(), down()]);
-        let breaker = CircuitBreaker::new(provider.clone(), 1, Duration::from_secs(60));
+        let breaker =
+            CircuitBreaker::new(provider.clone(), 1, Duration::from_secs(60), clock.clone());
         let _ = breaker.delete_sandbox("x").await;
-        tokio::time::advance(Duration::from_secs(61)).await;
+        clock.advance(Duration::from_secs(61));
 
         let probe = breaker.delete_sandbox("x").await;
 
         assert!(matches!(probe, Err(ProviderError::Unavailable(_))));
         assert_eq!(breaker.state(), BreakerState::Open);
-        tokio::time::advance(Duration::from_secs(30)).await;
+        clock.advance(Duration::from_secs(30));
         assert!(matches!(
             breaker.delete_sandbox("x").await,
             Err(ProviderError::CircuitOpen)
@@ -322,15 +353,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_probe_does_not_wedge_the_breaker() {
+        let clock = Arc::new(ManualClock::starting_now());
         let provider = Arc::new(Scripted {
             answers: Mutex::new(vec![down()].into()),
             gate: Some(tokio::sync::Notify::new()),
             ..Scripted::default()
         });
-        let breaker = CircuitBreaker::new(provider.clone(), 1, Duration::from_secs(60));
+        let breaker =
+            CircuitBreaker::new(provider.clone(), 1, Duration::from_secs(60), clock.clone());
         provider.gate.as_ref().unwrap().notify_one();
         let _ = breaker.delete_sandbox("x").await;
-        tokio::time::advance(Duration::from_secs(61)).await;
+        clock.advance(Duration::from_secs(61));
 
         let abandoned =
             tokio::time::timeout(Duration::from_millis(10), breaker.delete_sandbox("slow")).await;

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use super::ProviderError;
 use super::breaker::{Breaker, BreakerState};
 use super::client::{account_uuid, success_json, transport_error};
+use crate::domain::clock::SharedClock;
 use crate::domain::{NiosxaasCleanup, Sandbox};
 use crate::metrics::Metrics;
 
@@ -118,8 +119,12 @@ impl std::fmt::Debug for PreDeleteHook {
 }
 
 impl PreDeleteHook {
-    /// Builds the HTTP client once.
-    pub fn new(settings: NiosxaasSettings, metrics: Metrics) -> Result<Self, ProviderError> {
+    /// Builds the HTTP client once; the breaker's open period runs on `clock`.
+    pub fn new(
+        settings: NiosxaasSettings,
+        metrics: Metrics,
+        clock: SharedClock,
+    ) -> Result<Self, ProviderError> {
         let http = super::outbound_client(
             settings.connect_timeout,
             settings.timeout,
@@ -129,6 +134,7 @@ impl PreDeleteHook {
             "niosxaas",
             settings.breaker_threshold,
             settings.breaker_timeout,
+            clock,
         );
         let base_url = settings.base_url.trim_end_matches('/').to_owned();
         Ok(Self {
@@ -425,6 +431,7 @@ mod tests {
                 breaker_timeout: Duration::from_secs(60),
             },
             Metrics::new().unwrap(),
+            std::sync::Arc::new(crate::domain::clock::SystemClock),
         )
         .unwrap()
     }

@@ -56,25 +56,28 @@ pub async fn spawn_app_on(
     guard: StoreGuard,
     adjust: impl FnOnce(&mut Config),
 ) -> TestApp {
-    spawn_app_on_clock(store, guard, Arc::new(SystemClock), adjust).await
+    spawn_app_on_clock(store, guard, Arc::new(SystemClock), None, adjust).await
 }
 
 /// Spawns the app on a fresh store whose jobs read `clock` (a manual one, moved by hand).
 pub async fn spawn_app_with_clock(clock: SharedClock, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let (store, guard) = fresh_store().await;
-    spawn_app_on_clock(store, guard, clock, adjust).await
+    spawn_app_on_clock(store, guard, clock, None, adjust).await
 }
 
-async fn spawn_app_on_clock(
+/// Spawns the app on `store` with every rule on `clock`, and `provider` (when given)
+/// instead of the configured CSP client.
+pub async fn spawn_app_on_clock(
     store: SharedStore,
     guard: StoreGuard,
     clock: SharedClock,
+    provider: Option<Arc<dyn sandbox_broker::provider::ProviderClient>>,
     adjust: impl FnOnce(&mut Config),
 ) -> TestApp {
     sandbox_broker::telemetry::init_for_test();
     let mut config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
     adjust(&mut config);
-    let app = Application::build_with_clock(config, Arc::clone(&store), None, clock)
+    let app = Application::build_with_clock(config, Arc::clone(&store), provider, clock)
         .await
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -424,12 +424,14 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
 
 #[tokio::test]
 async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale_past_the_grace() {
-    let app = spawn_app_with(|c| {
+    use sandbox_broker::domain::clock::{Clock, ManualClock};
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
         c.jobs.auto_delete_stale_interval = Duration::from_secs(1);
         c.jobs.auto_delete_stale_grace_hours = 24;
     })
     .await;
-    let now = sandbox_broker::domain::now_epoch();
+    let now = clock.now();
     app.store
         .sync_provider(provider_listing(&[1, 2, 3, 4]), now - 3 * 86_400)
         .await
@@ -461,7 +463,12 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
             std::time::Instant::now() < deadline,
             "no scheduled run: {job}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The schedule runs on the clock: until the first run starts, move it an interval
+        // on (never during a run, which would bring the second run at once).
+        if job["lease_holder"].is_null() && job["last_started_at"].is_null() {
+            clock.advance(Duration::from_secs(1));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
     assert_eq!(
@@ -576,7 +583,8 @@ async fn a_provider_outage_burns_no_sandbox_and_cleanup_recovers_after_the_break
         .respond_with(ResponseTemplate::new(503))
         .mount(&provider)
         .await;
-    let app = spawn_app_with(|c| {
+    let clock = Arc::new(sandbox_broker::domain::clock::ManualClock::starting_now());
+    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
         use_csp(c, &provider);
         c.csp.circuit_breaker_timeout = Duration::from_secs(1);
     })
@@ -624,7 +632,7 @@ async fn a_provider_outage_burns_no_sandbox_and_cleanup_recovers_after_the_break
         .respond_with(ResponseTemplate::new(200))
         .mount(&provider)
         .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the breaker's (configured, one-second) open period
+    clock.advance(Duration::from_secs(1)); // the breaker's open period ends: no sleeping
     let after = cleanup(&app).await;
 
     assert_eq!(after["deleted"], 4, "{after}");
@@ -678,19 +686,82 @@ async fn permanent_refusals_count_and_the_third_makes_the_sandbox_deletion_faile
     );
 }
 
+/// A provider whose listing starts (and says so) but ends only when the test opens it: a
+/// sync that runs exactly as long as the test wants, in no real time.
+#[derive(Default)]
+struct GatedProvider {
+    listing_started: tokio::sync::Notify,
+    open: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl sandbox_broker::provider::ProviderClient for GatedProvider {
+    async fn list_sandboxes(
+        &self,
+    ) -> Result<sandbox_broker::provider::ProviderListing, sandbox_broker::provider::ProviderError>
+    {
+        self.listing_started.notify_one();
+        self.open.notified().await;
+        Ok(sandbox_broker::provider::ProviderListing::default())
+    }
+
+    async fn delete_sandbox(&self, _: &str) -> Result<(), sandbox_broker::provider::ProviderError> {
+        Ok(())
+    }
+}
+
+/// When the `sync` lease runs out, in epoch milliseconds.
+async fn sync_lease_end(store: &sandbox_broker::store::SharedStore) -> i64 {
+    store
+        .job_records()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|record| record.job == "sync")
+        .map_or(i64::MIN, |record| record.lease_expires_at_ms)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
-    let slow_csp = csp(vec![account(1, "lab-1")], Duration::from_millis(2500)).await;
+    use sandbox_broker::domain::clock::{Clock, ManualClock};
+    let clock = Arc::new(ManualClock::starting_now());
+    let provider = Arc::new(GatedProvider::default());
     let (store, guard) = fresh_store().await;
-    let short_lease = |c: &mut sandbox_broker::config::Config| {
-        use_csp(c, &slow_csp);
-        c.jobs.job_lease = Duration::from_secs(1);
+    let three_second_lease =
+        |c: &mut sandbox_broker::config::Config| c.jobs.job_lease = Duration::from_secs(3);
+    let instance = |guard| {
+        crate::helpers::spawn_app_on_clock(
+            Arc::clone(&store),
+            guard,
+            clock.clone(),
+            Some(provider.clone()),
+            three_second_lease,
+        )
     };
-    let a = spawn_app_on(Arc::clone(&store), Box::new(()), short_lease).await;
-    let b = spawn_app_on(Arc::clone(&store), guard, short_lease).await;
+    let a = instance(Box::new(())).await;
+    let b = instance(guard).await;
 
     let first = tokio::spawn(async move { sync(&a).await.status() });
-    tokio::time::sleep(Duration::from_millis(1600)).await; // past the unrenewed lease's end
+    provider.listing_started.notified().await;
+    let started = clock.now_ms();
+    let unrenewed_end = sync_lease_end(&store).await;
+    assert_eq!(unrenewed_end, started + 3_000);
+    // Move the clock 100 ms at a time to a second past the unrenewed lease's end; before
+    // a step would end the lease, wait for A's renewal (due every third of a lease) to land.
+    while clock.now_ms() < unrenewed_end + 1_000 {
+        let end = sync_lease_end(&store).await;
+        if clock.now_ms() + 100 >= end {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while sync_lease_end(&store).await <= end {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the lease was not renewed"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        clock.advance(Duration::from_millis(100));
+    }
     let second = sync(&b).await;
 
     assert_eq!(
@@ -698,6 +769,7 @@ async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
         StatusCode::CONFLICT,
         "the lease was renewed while the sync ran"
     );
+    provider.open.notify_one();
     assert_eq!(first.await.unwrap(), StatusCode::OK);
 }
 

@@ -1,15 +1,17 @@
 //! The NIOSXaaS pre-delete hook through an admin cleanup, against a simulated CSP
 //! (wiremock) that answers both the account API and the session and universal-infra APIs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use sandbox_broker::domain::clock::{ManualClock, SharedClock, SystemClock};
 use sandbox_broker::domain::{NIOSXAAS_HISTORY_TTL_SECS, SandboxId, SandboxStatus, now_epoch};
 use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{TestApp, error_of, json_of, spawn_app_with};
+use crate::helpers::{TestApp, error_of, json_of, spawn_app_with_clock};
 use crate::jobs::{cleanup, released, use_csp};
 
 const SERVICE: &str = "Instrqt-SaaS";
@@ -17,7 +19,12 @@ const SERVICES_PATH: &str = "/api/universalinfra/v1/universalservices";
 
 /// The app with the hook enabled against `server`, in shadow mode or not.
 async fn app_with_hook(server: &MockServer, shadow: bool) -> TestApp {
-    spawn_app_with(|c| {
+    app_with_hook_on_clock(server, shadow, Arc::new(SystemClock)).await
+}
+
+/// [`app_with_hook`] with every rule, the breakers' open periods included, on `clock`.
+async fn app_with_hook_on_clock(server: &MockServer, shadow: bool, clock: SharedClock) -> TestApp {
+    spawn_app_with_clock(clock, |c| {
         use_csp(c, server);
         c.csp.circuit_breaker_timeout = Duration::from_secs(1);
         c.niosxaas.niosxaas_enabled = true;
@@ -274,7 +281,8 @@ async fn in_enforce_mode_a_niosxaas_outage_holds_up_deletion_burns_nothing_and_o
         .expect(0)
         .mount(&server)
         .await;
-    let app = app_with_hook(&server, false).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = app_with_hook_on_clock(&server, false, clock.clone()).await;
     let ids = released(&app, 3).await;
 
     let during = cleanup(&app).await;
@@ -326,7 +334,7 @@ async fn in_enforce_mode_a_niosxaas_outage_holds_up_deletion_burns_nothing_and_o
         .mount(&server)
         .await;
     mount_account_deletes(&server).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_secs(1)); // the breaker's open period ends: no sleeping
     let after = cleanup(&app).await;
 
     assert_eq!(after["deleted"], 3, "{after}");

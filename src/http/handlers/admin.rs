@@ -16,7 +16,7 @@ use self::views::{
 };
 use crate::domain::{
     DeletableStatus, ExternalId, NamePrefix, NewSandbox, SandboxId, SandboxName, SandboxStatus,
-    StudentKey, TrackName, ValidationError, now_epoch, trim_blanks,
+    StudentKey, TrackName, ValidationError, trim_blanks,
 };
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
@@ -170,7 +170,7 @@ pub async fn import_sandboxes(
     JsonBody(request): JsonBody<ImportRequest>,
 ) -> Result<Json<ImportView>> {
     let rows = parse_import(request)?;
-    let summary = app.store.import(rows, now_epoch()).await?;
+    let summary = app.store.import(rows, app.clock.now()).await?;
     Ok(Json(summary.into()))
 }
 
@@ -246,7 +246,7 @@ pub async fn niosxaas_cleanup(
 ) -> Result<Json<NiosxaasHistoryView>> {
     let history = app
         .store
-        .niosxaas_history(&id, now_epoch())
+        .niosxaas_history(&id, app.clock.now())
         .await?
         .ok_or_else(|| {
             ApiError::NothingFound(format!(

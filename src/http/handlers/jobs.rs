@@ -8,7 +8,7 @@ use axum::extract::State;
 use self::views::{
     CleanupView, ExpireView, JobView, JobsView, RunStatus, StaleDeleteView, SyncView,
 };
-use crate::domain::{ValidationError, now_epoch};
+use crate::domain::ValidationError;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::Result;
@@ -138,7 +138,7 @@ pub async fn auto_delete_stale(
     let hours = grace_hours(params.grace_period_hours.as_deref())?;
     // Bounded above, so the product fits an i64 of seconds.
     let grace_secs = (hours * 3600.0).round() as i64;
-    let deleted = app.store.delete_stale(now_epoch() - grace_secs).await?;
+    let deleted = app.store.delete_stale(app.clock.now() - grace_secs).await?;
     Ok(Json(StaleDeleteView {
         status: RunStatus::Completed,
         deleted,

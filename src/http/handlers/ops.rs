@@ -10,7 +10,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use self::views::{HealthView, ReadyChecks, ReadyView, RootView};
-use crate::domain::now_epoch;
 use crate::http::error::{ApiError, Result};
 use crate::http::state::AppState;
 
@@ -35,10 +34,10 @@ pub async fn redoc(State(app): State<AppState>) -> axum::response::Redirect {
 
 /// Liveness: the process serves HTTP. Never checks dependencies.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = HealthView)))]
-pub async fn health() -> Json<HealthView> {
+pub async fn health(State(app): State<AppState>) -> Json<HealthView> {
     Json(HealthView {
         status: "healthy".into(),
-        timestamp: now_epoch(),
+        timestamp: app.clock.now(),
     })
 }
 
@@ -64,7 +63,7 @@ pub async fn readiness(State(app): State<AppState>) -> Response {
     let ready = store == "ok";
     let view = ReadyView {
         status: if ready { "ready" } else { "not_ready" }.into(),
-        timestamp: now_epoch(),
+        timestamp: app.clock.now(),
         checks: ReadyChecks {
             store: store.into(),
             dynamodb: app.store.backend().map(|_| store.to_owned()),

@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 
 use self::views::{AllocationView, MarkView, SandboxView};
 use crate::allocation::{self, AllocateInput};
-use crate::domain::now_epoch;
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::Result;
 use crate::http::extract::{AllocationHeaders, SandboxIdPath, Student};
@@ -45,7 +44,7 @@ pub async fn allocate_sandbox(
         name_prefix: headers.name_prefix,
         idempotency_key: headers.idempotency_key,
     };
-    let request = input.into_request(app.lab.lab_duration_hours, now_epoch());
+    let request = input.into_request(app.lab.lab_duration_hours, app.clock.now());
     let (outcome, result) = allocation::allocate(&*app.store, &app.metrics, request).await;
     let allocation = result?;
     let status = if allocation.newly_allocated {
@@ -105,6 +104,7 @@ pub async fn mark_for_deletion(
     SandboxIdPath(id): SandboxIdPath,
     Student(student): Student,
 ) -> Result<Json<MarkView>> {
-    let marked = allocation::release(&*app.store, &app.metrics, &id, &student, now_epoch()).await?;
+    let marked =
+        allocation::release(&*app.store, &app.metrics, &id, &student, app.clock.now()).await?;
     Ok(Json(MarkView::from(&marked.sandbox)))
 }
