@@ -9,6 +9,7 @@
 
 pub mod cleanup;
 pub mod expiry;
+mod report;
 pub mod settings;
 pub mod stale;
 pub mod sync;
@@ -19,84 +20,17 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use self::report::log_run;
+pub use self::report::{JobCounts, JobName, JobReport, Trigger};
 use crate::domain::LabPolicy;
 use crate::domain::clock::{SharedClock, SystemClock};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
-use crate::store::{JobRecord, LeaseOutcome, SharedStore, StoreError, SyncSummary};
+use crate::store::{JobRecord, LeaseOutcome, SharedStore, StoreError};
 
 /// Delay of a job's first scheduled run after start (or its interval, if shorter).
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
-
-/// The one log line of a job run, in the Python service's shape (contract §8): `action` =
-/// `background_<job>`, `outcome` `success` or `error`; a run that did not complete (its
-/// lease could not be taken, or the work failed) is an ERROR line. `result` is ours:
-/// `completed`, `postponed` or `failed`.
-fn log_run(
-    job: JobName,
-    result: &str,
-    duration: Duration,
-    run: &Result<&BTreeMap<String, u64>, &JobError>,
-) {
-    let action = format!("background_{}", job.as_str());
-    let latency_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-    match run {
-        Ok(counts) => {
-            tracing::info!(action, outcome = "success", result, job = job.as_str(), latency_ms, counts = ?counts, "{action} completed")
-        }
-        Err(err) => {
-            let error = crate::telemetry::error_chain(*err);
-            tracing::error!(
-                action,
-                outcome = "error",
-                result,
-                job = job.as_str(),
-                latency_ms,
-                error,
-                "{action} did not complete"
-            )
-        }
-    }
-}
-
-/// The jobs, by the names leases and `GET /v1/admin/jobs` use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobName {
-    /// Provider sync.
-    Sync,
-    /// Deletion at the provider.
-    Cleanup,
-    /// Auto-expiry of ended allocations.
-    Expiry,
-    /// Removal of rows stale for longer than the grace.
-    AutoDeleteStale,
-}
-
-impl JobName {
-    /// Every job.
-    pub const ALL: [Self; 4] = [
-        Self::Sync,
-        Self::Cleanup,
-        Self::Expiry,
-        Self::AutoDeleteStale,
-    ];
-
-    /// The lease and metric name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sync => "sync",
-            Self::Cleanup => "cleanup",
-            Self::Expiry => "expiry",
-            Self::AutoDeleteStale => "auto_delete_stale",
-        }
-    }
-
-    /// Whether it needs the provider (and so is off without `CSP_API_TOKEN`).
-    fn needs_provider(self) -> bool {
-        matches!(self, Self::Sync | Self::Cleanup)
-    }
-}
 
 /// How often each job runs, and the expiry's grace.
 #[derive(Debug, Clone, Copy)]
@@ -137,78 +71,6 @@ pub enum JobError {
     /// The store failed.
     #[error("store failed")]
     Store(#[from] StoreError),
-}
-
-/// Who asked for a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// The job's own schedule.
-    Scheduled,
-    /// An admin, through the API: cleanup then tries every pending row regardless of backoff.
-    Admin,
-}
-
-/// What a completed run counted, job by job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobCounts {
-    /// A provider sync: what the store changed, and provider rows without a usable id or name.
-    Sync {
-        /// What the store changed.
-        summary: SyncSummary,
-        /// Provider rows skipped as unusable.
-        skipped: u64,
-    },
-    /// A cleanup run.
-    Cleanup(cleanup::CleanupCounts),
-    /// Auto-expiry: allocations released.
-    Expiry {
-        /// Allocations released.
-        expired: u64,
-    },
-    /// Stale removal: rows removed.
-    AutoDeleteStale {
-        /// Rows removed.
-        deleted: u64,
-    },
-}
-
-impl JobCounts {
-    /// The counts by name, as a job's record keeps them and `GET /v1/admin/jobs` shows them.
-    pub fn named(&self) -> BTreeMap<String, u64> {
-        let pairs: Vec<(&str, u64)> = match *self {
-            Self::Sync { summary, skipped } => vec![
-                ("synced", summary.synced),
-                ("added", summary.added),
-                ("restored", summary.restored),
-                ("untouched", summary.untouched),
-                ("marked_stale", summary.marked_stale),
-                ("skipped", skipped),
-            ],
-            Self::Cleanup(counts) => vec![
-                ("deleted", counts.deleted),
-                ("failed", counts.failed),
-                ("retrying", counts.retrying),
-                ("postponed", counts.postponed),
-                ("skipped", counts.skipped),
-                ("purged", counts.purged),
-            ],
-            Self::Expiry { expired } => vec![("expired", expired)],
-            Self::AutoDeleteStale { deleted } => vec![("deleted", deleted)],
-        };
-        pairs
-            .into_iter()
-            .map(|(name, count)| (name.to_owned(), count))
-            .collect()
-    }
-}
-
-/// What a completed run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobReport {
-    /// Its counts.
-    pub counts: JobCounts,
-    /// Time the run took.
-    pub duration: Duration,
 }
 
 /// What the jobs need.
@@ -469,6 +331,7 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SyncSummary;
 
     #[test]
     fn a_runs_counts_keep_the_names_job_records_and_the_api_show() {

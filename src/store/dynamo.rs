@@ -10,7 +10,7 @@ mod admission;
 mod allocate;
 mod calls;
 mod candidates;
-mod cleanup;
+mod deletion;
 mod error;
 mod expiry;
 mod foreign;
@@ -24,6 +24,7 @@ mod release;
 pub mod schema;
 mod settings;
 mod sync;
+mod update;
 
 pub use self::item::ItemError;
 pub use self::settings::{DynamoConfig, DynamoSettings, LIST_EVALUATE_PER_REQUEST, client};
@@ -34,7 +35,6 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use aws_sdk_dynamodb::types::Select;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use self::calls::{Budget, Calls};
@@ -44,7 +44,6 @@ use self::item::{AttributeValuesExt, Item, n, niosxaas_history_key, s, sandbox_k
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
-    TrackTally,
 };
 use crate::domain::{
     DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
@@ -156,78 +155,6 @@ impl DynamoStore {
             .expression_attribute_values(":s", s(status.as_str()))
     }
 
-    /// Counts one status through `StatusIndex`, every page.
-    async fn count_status(
-        &self,
-        budget: &Budget,
-        status: SandboxStatus,
-    ) -> Result<u64, StoreError> {
-        self.count(budget, self.in_status(status), u64::MAX).await
-    }
-
-    /// Counts what `query` matches, page by page, stopping once the count reaches `enough`.
-    async fn count(
-        &self,
-        budget: &Budget,
-        query: QueryFluentBuilder,
-        enough: u64,
-    ) -> Result<u64, StoreError> {
-        let mut total = 0u64;
-        let mut start = None;
-        loop {
-            let page_query = query
-                .clone()
-                .select(Select::Count)
-                .set_exclusive_start_key(start);
-            let page = self
-                .calls
-                .send(budget, || page_query.clone().send())
-                .await
-                .map_err(DynamoError::into_store_error)?;
-            total += u64::try_from(page.count()).unwrap_or(0);
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() && total < enough => start = Some(key),
-                _ => return Ok(total),
-            }
-        }
-    }
-
-    /// Upserts one import row as `available` unless it exists in another status.
-    async fn import_row(&self, row: NewSandbox, now: i64) -> Result<bool, StoreError> {
-        let budget = self.calls.budget();
-        let _turn = self.calls.turn(&budget).await?;
-        let mut update = self
-            .client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(sandbox_key(row.sandbox_id.as_str())))
-            .condition_expression("attribute_not_exists(PK) OR #s = :available")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_names("#n", "name")
-            .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
-            .expression_attribute_values(":id", s(row.sandbox_id.as_str()))
-            .expression_attribute_values(":name", s(row.name.as_str()))
-            .expression_attribute_values(":ext", s(row.external_id.as_str()))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":now", n(now));
-        let mut set = String::from(
-            "SET sandbox_id = :id, #n = :name, external_id = :ext, #s = :available, \
-             allocated_at = if_not_exists(allocated_at, :zero), \
-             deletion_retry_count = if_not_exists(deletion_retry_count, :zero), \
-             created_at = if_not_exists(created_at, :now), updated_at = :now",
-        );
-        if let Some(sfdc) = row.sfdc_account_id {
-            set.push_str(", sfdc_account_id = :sfdc");
-            update = update.expression_attribute_values(":sfdc", s(sfdc));
-        }
-        let update = update.update_expression(set);
-        match self.calls.send(&budget, || update.clone().send()).await {
-            Ok(_) => Ok(true),
-            Err(DynamoError::Conflict) => Ok(false),
-            Err(DynamoError::Store(err)) => Err(err),
-        }
-    }
-
     /// Deletes each row in `keys` that is still in `status` and, with `at_most =
     /// Some((attribute, limit))`, whose `attribute` is still at most `limit`;
     /// `BULK_CONCURRENCY` at once, each one queued like any other write. Returns how many
@@ -305,7 +232,7 @@ impl DynamoStore {
 }
 
 /// Each verb is the inherent method of the same name in its use-case file (`jobs.rs`,
-/// `cleanup.rs`, `sync.rs`, …), as on the embedded store; an inherent method takes
+/// `deletion.rs`, `sync.rs`, …), as on the embedded store; an inherent method takes
 /// precedence over the trait's, so `self.acquire_lease(…)` here calls `jobs.rs`'s.
 #[async_trait]
 impl Store for DynamoStore {
@@ -334,16 +261,7 @@ impl Store for DynamoStore {
     }
 
     async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
-        let outcomes: Vec<bool> = stream::iter(rows)
-            .map(|row| self.import_row(row, now))
-            .buffer_unordered(BULK_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let imported = outcomes.iter().filter(|ok| **ok).count() as u64;
-        Ok(ImportSummary {
-            imported,
-            skipped: outcomes.len() as u64 - imported,
-        })
+        self.import(rows, now).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError> {
@@ -351,50 +269,11 @@ impl Store for DynamoStore {
     }
 
     async fn stats(&self) -> Result<PoolStats, StoreError> {
-        let budget = self.calls.budget();
-        let budget = &budget;
-        let counts = futures::future::try_join_all(SandboxStatus::ALL.map(|status| async move {
-            Ok::<_, StoreError>((status, self.count_status(budget, status).await?))
-        }))
-        .await?;
-        let mut stats = PoolStats::default();
-        for (status, count) in counts {
-            stats.adjust(status, i64::try_from(count).unwrap_or(i64::MAX));
-        }
-        Ok(stats)
+        self.stats().await
     }
 
     async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
-        let budget = self.calls.budget();
-        let mut tally = TrackTally::default();
-        let mut start = None;
-        loop {
-            let scan = self
-                .client()
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("begins_with(PK, :sbx) AND attribute_exists(track_name)")
-                .projection_expression("#s, track_name")
-                .expression_attribute_names("#s", "status")
-                .expression_attribute_values(":sbx", s(item::SANDBOX_PREFIX))
-                .set_exclusive_start_key(start);
-            let page = self
-                .calls
-                .send(&budget, || scan.clone().send())
-                .await
-                .map_err(DynamoError::into_store_error)?;
-            for item in page.items() {
-                let (Some(name), Some(status)) = (item.text("track_name"), item.text("status"))
-                else {
-                    continue;
-                };
-                tally.count(name, status.parse::<SandboxStatus>().ok());
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(tally.into_stats()),
-            }
-        }
+        self.track_stats().await
     }
 
     /// Conditional single-item deletes rather than `BatchWriteItem`: a batch cannot carry a

@@ -15,8 +15,13 @@ use super::calls::Budget;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, SANDBOX_PREFIX, n, s};
 use super::schema::{STATUS_INDEX, TRACK_INDEX};
-use crate::domain::Sandbox;
-use crate::store::{ListCursor, ListQuery, SandboxPage, StoreError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::Select;
+
+use crate::domain::{Sandbox, SandboxStatus};
+use crate::store::{
+    ListCursor, ListQuery, PoolStats, SandboxPage, StoreError, TrackStats, TrackTally,
+};
 
 /// Items DynamoDB evaluates per page (one Query or Scan call) while looking for matches.
 const EVALUATE_PER_PAGE: i32 = 200;
@@ -196,5 +201,92 @@ fn cursor_for(path: &Path<'_>, row: &Sandbox) -> ListCursor {
             Path::Scan => None,
             _ => Some(row.allocated_at.unwrap_or(0)),
         },
+    }
+}
+
+impl DynamoStore {
+    /// Counts every status through `StatusIndex` (see [`crate::store::Store::stats`]).
+    pub(super) async fn stats(&self) -> Result<PoolStats, StoreError> {
+        let budget = self.calls.budget();
+        let budget = &budget;
+        let counts = futures::future::try_join_all(SandboxStatus::ALL.map(|status| async move {
+            Ok::<_, StoreError>((status, self.count_status(budget, status).await?))
+        }))
+        .await?;
+        let mut stats = PoolStats::default();
+        for (status, count) in counts {
+            stats.adjust(status, i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        Ok(stats)
+    }
+
+    /// Per-lab counts from a scan (see [`crate::store::Store::track_stats`]).
+    pub(super) async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
+        let budget = self.calls.budget();
+        let mut tally = TrackTally::default();
+        let mut start = None;
+        loop {
+            let scan = self
+                .client()
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(PK, :sbx) AND attribute_exists(track_name)")
+                .projection_expression("#s, track_name")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":sbx", s(SANDBOX_PREFIX))
+                .set_exclusive_start_key(start);
+            let page = self
+                .calls
+                .send(&budget, || scan.clone().send())
+                .await
+                .map_err(DynamoError::into_store_error)?;
+            for item in page.items() {
+                let (Some(name), Some(status)) = (item.text("track_name"), item.text("status"))
+                else {
+                    continue;
+                };
+                tally.count(name, status.parse::<SandboxStatus>().ok());
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(tally.into_stats()),
+            }
+        }
+    }
+
+    /// Counts one status through `StatusIndex`, every page.
+    pub(super) async fn count_status(
+        &self,
+        budget: &Budget,
+        status: SandboxStatus,
+    ) -> Result<u64, StoreError> {
+        self.count(budget, self.in_status(status), u64::MAX).await
+    }
+
+    /// Counts what `query` matches, page by page, stopping once the count reaches `enough`.
+    pub(super) async fn count(
+        &self,
+        budget: &Budget,
+        query: QueryFluentBuilder,
+        enough: u64,
+    ) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        let mut start = None;
+        loop {
+            let page_query = query
+                .clone()
+                .select(Select::Count)
+                .set_exclusive_start_key(start);
+            let page = self
+                .calls
+                .send(budget, || page_query.clone().send())
+                .await
+                .map_err(DynamoError::into_store_error)?;
+            total += u64::try_from(page.count()).unwrap_or(0);
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() && total < enough => start = Some(key),
+                _ => return Ok(total),
+            }
+        }
     }
 }

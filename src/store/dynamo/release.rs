@@ -33,13 +33,13 @@ impl DynamoStore {
     }
 
     /// The conditional update that applies a decided `change` to `before`, answering the
-    /// new row (see [`item::row_update`]).
+    /// new row (see [`super::update::row_update`]).
     pub(super) fn apply_change(
         &self,
         before: &Sandbox,
         change: &Change,
     ) -> UpdateItemFluentBuilder {
-        let update = item::row_update(before, change);
+        let update = super::update::row_update(before, change);
         self.client()
             .update_item()
             .table_name(&self.table)

@@ -13,10 +13,10 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, SANDBOX_PREFIX, n, s, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
-use crate::domain::ProviderSandbox;
 use crate::domain::SandboxStatus;
 use crate::domain::lifecycle::{self, SyncStep};
-use crate::store::{StoreError, SyncSummary};
+use crate::domain::{NewSandbox, ProviderSandbox};
+use crate::store::{ImportSummary, StoreError, SyncSummary};
 
 impl DynamoStore {
     /// See [`crate::store::Store::sync_provider`].
@@ -132,6 +132,62 @@ impl DynamoStore {
             .expression_attribute_values(":now", n(now));
         let result = self.calls.send(&budget, || update.clone().send()).await;
         match result {
+            Ok(_) => Ok(true),
+            Err(DynamoError::Conflict) => Ok(false),
+            Err(DynamoError::Store(err)) => Err(err),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Imports `rows` (see [`crate::store::Store::import`]), `BULK_CONCURRENCY` at once.
+    pub(super) async fn import(
+        &self,
+        rows: Vec<NewSandbox>,
+        now: i64,
+    ) -> Result<ImportSummary, StoreError> {
+        let outcomes: Vec<bool> = stream::iter(rows)
+            .map(|row| self.import_row(row, now))
+            .buffer_unordered(BULK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let imported = outcomes.iter().filter(|ok| **ok).count() as u64;
+        Ok(ImportSummary {
+            imported,
+            skipped: outcomes.len() as u64 - imported,
+        })
+    }
+
+    /// Upserts one import row as `available` unless it exists in another status.
+    async fn import_row(&self, row: NewSandbox, now: i64) -> Result<bool, StoreError> {
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        let mut update = self
+            .client()
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(sandbox_key(row.sandbox_id.as_str())))
+            .condition_expression("attribute_not_exists(PK) OR #s = :available")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#n", "name")
+            .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
+            .expression_attribute_values(":id", s(row.sandbox_id.as_str()))
+            .expression_attribute_values(":name", s(row.name.as_str()))
+            .expression_attribute_values(":ext", s(row.external_id.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now));
+        let mut set = String::from(
+            "SET sandbox_id = :id, #n = :name, external_id = :ext, #s = :available, \
+             allocated_at = if_not_exists(allocated_at, :zero), \
+             deletion_retry_count = if_not_exists(deletion_retry_count, :zero), \
+             created_at = if_not_exists(created_at, :now), updated_at = :now",
+        );
+        if let Some(sfdc) = row.sfdc_account_id {
+            set.push_str(", sfdc_account_id = :sfdc");
+            update = update.expression_attribute_values(":sfdc", s(sfdc));
+        }
+        let update = update.update_expression(set);
+        match self.calls.send(&budget, || update.clone().send()).await {
             Ok(_) => Ok(true),
             Err(DynamoError::Conflict) => Ok(false),
             Err(DynamoError::Store(err)) => Err(err),

@@ -6,6 +6,7 @@
 
 mod allocate;
 mod deletion;
+mod expiry;
 mod jobs;
 mod list;
 mod release;

@@ -12,7 +12,8 @@ use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
 
 use super::DynamoStore;
 use super::error::{DynamoError, Verdict, internal, verdict};
-use super::item::{Item, n, returned_row, row_update, s, sandbox_key};
+use super::item::{Item, n, returned_row, s, sandbox_key};
+use super::update::row_update;
 use crate::domain::lifecycle;
 use crate::domain::{NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId, SandboxStatus};
 use crate::store::{DeletionOutcome, StoreError, finished_change};

@@ -1,0 +1,168 @@
+//! The `UpdateItem` that persists a decided change: derived from the decision, never
+//! written by hand per operation.
+//!
+//! Rule: the `SET`/`REMOVE` clauses are the difference between the row as read and the
+//! decided row (the key never changes), and the condition is exactly the decision's
+//! [`Expect`](crate::domain::lifecycle::Expect): what must still hold for it to apply.
+
+use std::collections::HashMap;
+
+use super::item::{Item, n, s};
+use crate::domain::Sandbox;
+use crate::domain::lifecycle::Change;
+
+/// The parts of an `UpdateItem` that turn the stored row into a decided one.
+#[derive(Debug, Default)]
+pub(crate) struct RowUpdate {
+    /// `SET … REMOVE …`.
+    pub(crate) expression: String,
+    /// The condition: the decision's [`Expect`].
+    pub(crate) condition: String,
+    /// `#aN` → attribute name.
+    pub(crate) names: HashMap<String, String>,
+    /// `:vN` → value.
+    pub(crate) values: Item,
+}
+
+/// The update that applies `change` to `before` (the row as read): a `SET` of every
+/// attribute that differs, a `REMOVE` of every one the new row lacks (the key never
+/// changes), conditional on the change's expectation — derived from the decision, never
+/// written by hand per operation.
+pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
+    let (old, new) = (Item::from(before), Item::from(&change.row));
+    let mut update = RowUpdate::default();
+    // One placeholder per attribute, however often the update names it.
+    let name = |update: &mut RowUpdate, attribute: &str| {
+        if let Some((placeholder, _)) = update.names.iter().find(|(_, a)| *a == attribute) {
+            return placeholder.clone();
+        }
+        let placeholder = format!("#a{}", update.names.len());
+        update
+            .names
+            .insert(placeholder.clone(), attribute.to_owned());
+        placeholder
+    };
+    let mut set = Vec::new();
+    let mut attributes: Vec<&String> = new.keys().collect();
+    attributes.sort();
+    for attribute in attributes {
+        let value = &new[attribute];
+        if attribute == "PK" || attribute == "SK" || old.get(attribute) == Some(value) {
+            continue;
+        }
+        let placeholder = name(&mut update, attribute);
+        let value_placeholder = format!(":v{}", update.values.len());
+        update
+            .values
+            .insert(value_placeholder.clone(), value.clone());
+        set.push(format!("{placeholder} = {value_placeholder}"));
+    }
+    let mut gone: Vec<&String> = old.keys().filter(|key| !new.contains_key(*key)).collect();
+    gone.sort();
+    let remove: Vec<String> = gone
+        .into_iter()
+        .map(|attribute| name(&mut update, attribute))
+        .collect();
+    let mut expression = String::new();
+    if !set.is_empty() {
+        expression = format!("SET {}", set.join(", "));
+    }
+    if !remove.is_empty() {
+        expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+    }
+    update.expression = expression.trim_start().to_owned();
+    let status = name(&mut update, "status");
+    update
+        .values
+        .insert(":expect_status".into(), s(change.expect.status.as_str()));
+    update.condition = format!("{status} = :expect_status");
+    if let Some(student) = &change.expect.held_by {
+        let holder = name(&mut update, "allocated_to_track");
+        update.values.insert(":expect_holder".into(), s(student));
+        update
+            .condition
+            .push_str(&format!(" AND {holder} = :expect_holder"));
+    }
+    if let Some(at) = change.expect.allocated_at {
+        let started = name(&mut update, "allocated_at");
+        update.values.insert(":expect_allocated_at".into(), n(at));
+        update
+            .condition
+            .push_str(&format!(" AND {started} = :expect_allocated_at"));
+    }
+    if let Some(runner) = &change.expect.claimed_by {
+        let claimer = name(&mut update, "deletion_claimed_by");
+        update.values.insert(":expect_claimer".into(), s(runner));
+        update
+            .condition
+            .push_str(&format!(" AND {claimer} = :expect_claimer"));
+    }
+    update
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    use super::*;
+    use crate::domain::SandboxStatus;
+    use crate::store::dynamo::item::tests::python_row;
+
+    #[test]
+    fn a_row_update_sets_what_the_decision_changed_and_requires_its_expectation() {
+        use crate::domain::StudentKey;
+        use crate::domain::lifecycle::{Release, release};
+        let mut held = Sandbox::try_from(&python_row()).unwrap();
+        held.status = SandboxStatus::Allocated;
+        held.allocated_to_track = Some("stu".into());
+        held.sfdc_account_id = Some("001X".into());
+        let Ok(Release::Mark(mut change)) =
+            release(&held, &StudentKey::parse("h", "stu").unwrap(), 900)
+        else {
+            panic!("a release")
+        };
+        change.row.sfdc_account_id = None;
+
+        let update = row_update(&held, &change);
+
+        let named = |placeholder: &str| update.names[placeholder].clone();
+        let mut set: Vec<(String, AttributeValue)> = update
+            .expression
+            .trim_start_matches("SET ")
+            .split(" REMOVE ")
+            .next()
+            .unwrap()
+            .split(", ")
+            .map(|clause| {
+                let (name, value) = clause.split_once(" = ").unwrap();
+                (named(name), update.values[value].clone())
+            })
+            .collect();
+        set.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            set,
+            [
+                ("deletion_requested_at".to_owned(), n(900)),
+                ("status".to_owned(), s("pending_deletion")),
+                ("updated_at".to_owned(), n(900)),
+            ]
+        );
+        let removed = update.expression.split(" REMOVE ").nth(1).unwrap();
+        assert_eq!(named(removed), "sfdc_account_id");
+        assert_eq!(
+            update.condition,
+            format!(
+                "{} = :expect_status AND {} = :expect_holder",
+                update.names.iter().find(|(_, a)| *a == "status").unwrap().0,
+                update
+                    .names
+                    .iter()
+                    .find(|(_, a)| *a == "allocated_to_track")
+                    .unwrap()
+                    .0,
+            )
+        );
+        assert_eq!(update.values[":expect_status"], s("allocated"));
+        assert_eq!(update.values[":expect_holder"], s("stu"));
+    }
+}

@@ -1,0 +1,25 @@
+//! Auto-expiry: releasing the allocations of ended labs.
+
+use super::*;
+
+impl Tables<'_> {
+    /// Releases ended allocations (see [`crate::store::Store::expire_allocations`]).
+    pub(in crate::store::embedded) fn expire_allocations(
+        &mut self,
+        now: i64,
+        policy: LabPolicy,
+    ) -> Result<Vec<Sandbox>, StoreError> {
+        let mut expired = Vec::new();
+        for id in self.ids_in_status(SandboxStatus::Allocated)? {
+            let Some(old) = self.row(&id)? else { continue };
+            let Some(change) = lifecycle::expire(&old, policy, now) else {
+                continue;
+            };
+            let row = change.row;
+            self.put(Some(&old), &row)?;
+            self.free_allocation_key(&old)?;
+            expired.push(row);
+        }
+        Ok(expired)
+    }
+}
