@@ -14,19 +14,17 @@
 //! services still running. Every call goes through the hook's own circuit breaker, so a
 //! NIOSXaaS outage never opens the provider's.
 
+mod api;
 mod settings;
 
 pub use settings::NiosxaasConfig;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::header::AUTHORIZATION;
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
+use secrecy::SecretString;
 
 use super::ProviderError;
 use super::breaker::{Breaker, BreakerState};
-use super::client::{account_uuid, success_json, transport_error};
 use crate::domain::clock::SharedClock;
 use crate::domain::{NiosxaasCleanup, Sandbox};
 use crate::metrics::Metrics;
@@ -252,163 +250,6 @@ impl PreDeleteHook {
         }
         Ok(())
     }
-
-    /// Runs one call through the breaker and records its latency and outcome.
-    async fn call<T>(
-        &self,
-        step: &'static str,
-        operation: impl Future<Output = Result<T, ProviderError>>,
-    ) -> Result<T, HookFailure> {
-        let started = Instant::now();
-        let result = self.breaker.call(operation).await;
-        let outcome = ProviderError::outcome_label(&result);
-        self.metrics
-            .niosxaas_request_duration_seconds
-            .with_label_values(&[step, outcome])
-            .observe(started.elapsed().as_secs_f64());
-        result.map_err(|error| HookFailure { step, error })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.settings.base_url)
-    }
-
-    async fn sign_in(&self) -> Result<SecretString, HookFailure> {
-        let signed_in = self
-            .call("sign_in", async {
-                let response = self
-                    .http
-                    .post(self.url("/v2/session/users/sign_in"))
-                    .json(&json!({
-                        "email": self.settings.email,
-                        "password": self.settings.password.expose_secret(),
-                    }))
-                    .send()
-                    .await
-                    .map_err(transport_error)?;
-                jwt_of(&success_json(response, "sign-in answer").await?)
-            })
-            .await;
-        let outcome = match &signed_in {
-            Ok(_) => "success",
-            Err(failure) if failure.error.is_transient() => "error",
-            Err(_) => "failure",
-        };
-        self.metrics
-            .niosxaas_auth_total
-            .with_label_values(&[outcome])
-            .inc();
-        signed_in
-    }
-
-    /// The JWT for the sandbox account; `None` when the account no longer exists.
-    async fn switch_account(
-        &self,
-        jwt: &SecretString,
-        external_id: &str,
-    ) -> Result<Option<SecretString>, HookFailure> {
-        let switched = self
-            .call("account_switch", async {
-                let response = self
-                    .http
-                    .post(self.url("/v2/session/account_switch"))
-                    .header(AUTHORIZATION, bearer(jwt))
-                    .json(&json!({ "id": external_id }))
-                    .send()
-                    .await
-                    .map_err(transport_error)?;
-                jwt_of(&success_json(response, "account switch answer").await?)
-            })
-            .await;
-        match switched {
-            Ok(jwt) => Ok(Some(jwt)),
-            Err(HookFailure {
-                error: ProviderError::NotFound,
-                ..
-            }) => Ok(None),
-            Err(failure) => Err(failure),
-        }
-    }
-
-    async fn list(&self, jwt: &SecretString) -> Result<Vec<UniversalService>, HookFailure> {
-        self.call("list", async {
-            let response = self
-                .http
-                .get(self.url("/api/universalinfra/v1/universalservices"))
-                .header(AUTHORIZATION, bearer(jwt))
-                .send()
-                .await
-                .map_err(transport_error)?;
-            services_of(&success_json(response, "universal service list").await?)
-        })
-        .await
-    }
-
-    /// Deletes one service by the UUID of its id; 200, 204 and 404 all mean gone.
-    async fn delete(
-        &self,
-        jwt: &SecretString,
-        service: &UniversalService,
-    ) -> Result<(), HookFailure> {
-        self.call("delete", async {
-            let uuid = service
-                .id
-                .as_deref()
-                .and_then(account_uuid)
-                .ok_or_else(|| {
-                    ProviderError::Other(format!(
-                        "universal service {:?} has no usable id",
-                        service.name
-                    ))
-                })?;
-            let response = self
-                .http
-                .delete(self.url(&format!("/api/universalinfra/v1/universalservices/{uuid}")))
-                .header(AUTHORIZATION, bearer(jwt))
-                .send()
-                .await
-                .map_err(transport_error)?;
-            let status = response.status();
-            if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
-                return Ok(());
-            }
-            Err(super::client::status_error(status, response.headers()))
-        })
-        .await
-    }
-}
-
-fn bearer(jwt: &SecretString) -> String {
-    format!("Bearer {}", jwt.expose_secret())
-}
-
-/// The `jwt` of a sign-in or account-switch answer.
-fn jwt_of(body: &Value) -> Result<SecretString, ProviderError> {
-    body.get("jwt")
-        .and_then(Value::as_str)
-        .filter(|jwt| !jwt.is_empty())
-        .map(|jwt| SecretString::from(jwt.to_owned()))
-        .ok_or_else(|| ProviderError::Other("the answer carries no jwt".into()))
-}
-
-/// The services of a list answer (`{"results": [{"id", "name"}, …]}`); entries without a
-/// name cannot match and are left out.
-fn services_of(body: &Value) -> Result<Vec<UniversalService>, ProviderError> {
-    let results = body
-        .get("results")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            ProviderError::Other("the universal service list has no `results` array".into())
-        })?;
-    Ok(results
-        .iter()
-        .filter_map(|service| {
-            Some(UniversalService {
-                id: service.get("id").and_then(Value::as_str).map(str::to_owned),
-                name: service.get("name").and_then(Value::as_str)?.to_owned(),
-            })
-        })
-        .collect())
 }
 
 #[cfg(test)]
@@ -456,34 +297,6 @@ mod tests {
         assert!(!named.matches("instrqt-saas"));
         assert!(!named.matches("Instrqt-SaaS-2"));
         assert!(ServiceSelector::parse("*").unwrap().matches("anything"));
-    }
-
-    #[test]
-    fn a_list_answer_maps_named_services_and_needs_results() {
-        let body = json!({"results": [
-            {"id": "infra/universal_service/a", "name": "lab"},
-            {"name": "no-id"},
-            {"id": "infra/universal_service/c"},
-        ]});
-        assert_eq!(
-            services_of(&body).unwrap(),
-            [
-                UniversalService {
-                    id: Some("infra/universal_service/a".into()),
-                    name: "lab".into()
-                },
-                UniversalService {
-                    id: None,
-                    name: "no-id".into()
-                },
-            ]
-        );
-        assert!(matches!(
-            services_of(&json!({"items": []})),
-            Err(ProviderError::Other(_))
-        ));
-        assert!(jwt_of(&json!({"jwt": ""})).is_err());
-        assert_eq!(jwt_of(&json!({"jwt": "x"})).unwrap().expose_secret(), "x");
     }
 
     #[test]

@@ -8,15 +8,17 @@
 //! on the blocking pool and never wait for the writer.
 
 mod tables;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use redb::{Database, DatabaseError, Durability, ReadableDatabase, StorageBackend};
+use redb::{Database, DatabaseError, ReadableDatabase, StorageBackend};
 use tokio::sync::{mpsc, oneshot};
 
-use self::tables::{StatusDeltas, Tables};
+use self::tables::Tables;
+use self::writer::{Applied, Command, Writer};
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
@@ -29,8 +31,6 @@ use crate::domain::{
 
 /// The file inside the data directory.
 const DB_FILE_NAME: &str = "sandbox-broker.redb";
-/// Most commands applied in one commit; bounds the latency one commit adds to its last member.
-const MAX_BATCH: usize = 1024;
 /// Commands that may wait for the writer before senders are slowed down.
 const QUEUE_DEPTH: usize = 16 * 1024;
 
@@ -61,19 +61,6 @@ pub enum OpenError {
     /// A stored row could not be decoded.
     #[error("database {0} holds a row this version cannot read")]
     Corrupt(PathBuf),
-}
-
-/// A write waiting for the writer thread: it runs inside the batch's transaction and
-/// returns how to answer its requester once the commit has succeeded.
-type Command = Box<dyn FnOnce(&mut Tables<'_>) -> Applied + Send>;
-
-/// A command's effect inside the open transaction.
-struct Applied {
-    /// The storage engine failed: the whole transaction must roll back.
-    storage_failed: bool,
-    /// Sends the result. Dropped without being called when the batch rolls back, which
-    /// the requester sees as "not committed".
-    respond: Box<dyn FnOnce() + Send>,
 }
 
 /// The redb-backed [`Store`]. Dropping it lets the writer finish its batch and closes the
@@ -368,68 +355,5 @@ impl Store for EmbeddedStore {
                 .map_err(|err| StoreError::Unavailable(Box::new(err)))
         })
         .await
-    }
-}
-
-/// The writer thread's state.
-struct Writer {
-    db: Arc<Database>,
-    stats: Arc<Mutex<PoolStats>>,
-}
-
-impl Writer {
-    fn run(self, mut queue: mpsc::Receiver<Command>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = queue.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
-                }
-            }
-            match self.commit_batch(&mut batch) {
-                Ok((applied, deltas)) => {
-                    deltas.apply_to(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
-                    applied.into_iter().for_each(|a| (a.respond)());
-                }
-                Err(err) => {
-                    // Dropping the responders tells each requester its write did not commit.
-                    tracing::error!(error = %err, "embedded store commit failed; batch rolled back");
-                }
-            }
-            batch.clear();
-        }
-        tracing::debug!("embedded store writer stopped: every handle was dropped");
-    }
-
-    /// Applies every command in one transaction and commits it durably.
-    fn commit_batch(
-        &self,
-        batch: &mut Vec<Command>,
-    ) -> Result<(Vec<Applied>, StatusDeltas), redb::Error> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        let mut applied = Vec::with_capacity(batch.len());
-        let deltas = {
-            let mut tables = Tables::open(&txn)?;
-            for command in batch.drain(..) {
-                let result = command(&mut tables);
-                let failed = result.storage_failed;
-                applied.push(result);
-                if failed {
-                    break;
-                }
-            }
-            tables.into_deltas()
-        };
-        if applied.iter().any(|a| a.storage_failed) {
-            txn.abort()?;
-            return Err(redb::Error::Corrupted(
-                "a command failed in the storage engine".into(),
-            ));
-        }
-        txn.commit()?;
-        Ok((applied, deltas))
     }
 }

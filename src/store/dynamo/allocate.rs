@@ -42,14 +42,15 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+
+mod key_item;
 
 use super::DynamoStore;
 use super::calls::{Budget, backoff};
-use super::error::{DynamoError, internal};
-use super::item::{AttributeValuesExt, Item, allocation_key, n, returned_row, s, sandbox_key};
+use super::error::DynamoError;
+use super::item::{n, returned_row, s, sandbox_key};
 use crate::domain::{ALLOCATED_BY_BROKER, Sandbox, SandboxStatus};
 use crate::store::{Allocation, AllocationRequest, StoreError};
 
@@ -110,30 +111,6 @@ impl Race<'_> {
     fn lost(&mut self) {
         self.conflicts += 1;
         self.lost_in_a_row += 1;
-    }
-}
-
-/// The key item as read: the sandbox it names and the request that pointed it there.
-struct KeyItem {
-    sandbox_id: String,
-    request_id: Option<String>,
-}
-
-impl KeyItem {
-    fn parse(key: &str, item: &Item) -> Result<Self, StoreError> {
-        match item.get("sandbox_id") {
-            Some(AttributeValue::S(id)) => Ok(Self {
-                sandbox_id: id.clone(),
-                request_id: item.text("request_id").map(str::to_owned),
-            }),
-            _ => Err(internal(format!(
-                "allocation key item {key:?} names no sandbox"
-            ))),
-        }
-    }
-
-    fn made_by(&self, me: &str) -> bool {
-        self.request_id.as_deref() == Some(me)
     }
 }
 
@@ -381,91 +358,5 @@ impl DynamoStore {
             }
             Err(DynamoError::Store(err)) => Err(err),
         }
-    }
-
-    /// Write 1: the key item naming `sandbox_id` and this call, only if the key has none.
-    /// A failed condition whose item names this call is our own earlier attempt: done.
-    async fn create_key(
-        &self,
-        budget: &Budget,
-        race: &Race<'_>,
-        sandbox_id: &str,
-    ) -> Result<(), DynamoError> {
-        let mut item: Item = allocation_key(&race.key);
-        item.insert("sandbox_id".into(), s(sandbox_id));
-        item.insert("request_id".into(), s(&race.me));
-        item.insert("created_at".into(), n(race.request.now));
-        item.insert("updated_at".into(), n(race.request.now));
-        let put = self
-            .client()
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let (sent, returned) = self
-            .calls
-            .send_keeping(
-                budget,
-                || put.clone().send(),
-                |err| match err {
-                    PutItemError::ConditionalCheckFailedException(failed) => failed.item().cloned(),
-                    _ => None,
-                },
-            )
-            .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(DynamoError::Conflict) => {
-                let current = match returned {
-                    Some(item) => Some(KeyItem::parse(&race.key, &item)?),
-                    None => self.read_key(budget, &race.key).await?,
-                };
-                match current {
-                    Some(current) if current.made_by(&race.me) => Ok(()),
-                    _ => Err(DynamoError::Conflict),
-                }
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    /// Moves the key item from a dead sandbox to `next` (and to this call), only if it
-    /// still names `dead`. A failed condition that finds it already naming `next` for this
-    /// call is our own earlier attempt: done.
-    async fn repoint_key(
-        &self,
-        budget: &Budget,
-        race: &Race<'_>,
-        dead: &str,
-        next: &str,
-    ) -> Result<(), DynamoError> {
-        let update = self
-            .client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(allocation_key(&race.key)))
-            .update_expression("SET sandbox_id = :next, request_id = :me, updated_at = :now")
-            .condition_expression("sandbox_id = :dead")
-            .expression_attribute_values(":next", s(next))
-            .expression_attribute_values(":dead", s(dead))
-            .expression_attribute_values(":me", s(&race.me))
-            .expression_attribute_values(":now", n(race.request.now));
-        match self.calls.send(budget, || update.clone().send()).await {
-            Ok(_) => Ok(()),
-            Err(DynamoError::Conflict) => match self.read_key(budget, &race.key).await? {
-                Some(current) if current.made_by(&race.me) && current.sandbox_id == next => Ok(()),
-                _ => Err(DynamoError::Conflict),
-            },
-            Err(err) => Err(err),
-        }
-    }
-
-    /// The key item, read consistently.
-    async fn read_key(&self, budget: &Budget, key: &str) -> Result<Option<KeyItem>, StoreError> {
-        self.consistent_item(budget, allocation_key(key))
-            .await?
-            .map(|item| KeyItem::parse(key, &item))
-            .transpose()
     }
 }

@@ -17,13 +17,15 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
 
+use self::metrics::CallMetrics;
 use super::DynamoSettings;
-use super::admission::{Gate, GateMetrics, Turn};
+use super::admission::{Gate, Turn};
 use super::error::{DynamoError, Verdict, verdict};
 use super::health::{Admission, Health};
 use crate::store::StoreError;
+
+mod metrics;
 
 /// How patient calls are.
 #[derive(Debug, Clone, Copy)]
@@ -72,88 +74,6 @@ pub(super) struct Calls {
     health: Health,
     patience: Patience,
     metrics: CallMetrics,
-}
-
-#[derive(Clone)]
-struct CallMetrics {
-    duration: HistogramVec,
-    retries: IntCounterVec,
-    deadlines: IntCounterVec,
-    up: IntGauge,
-    gate: GateMetrics,
-}
-
-/// Latency buckets for single calls: a local emulator answers in a millisecond, a queue
-/// or a slow table in seconds.
-const CALL_BUCKETS: &[f64] = &[
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-impl CallMetrics {
-    fn new() -> prometheus::Result<Self> {
-        let histogram = |name: &str, help: &str| {
-            Histogram::with_opts(HistogramOpts::new(name, help).buckets(CALL_BUCKETS.to_vec()))
-        };
-        Ok(Self {
-            duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "broker_dynamodb_call_duration_seconds",
-                    "DynamoDB call attempts by outcome (ok, conflict, refused, throttled, no_answer, timeout)",
-                )
-                .buckets(CALL_BUCKETS.to_vec()),
-                &["outcome"],
-            )?,
-            retries: IntCounterVec::new(
-                Opts::new(
-                    "broker_dynamodb_retries_total",
-                    "DynamoDB call attempts sent again, by reason (throttled, no_answer, timeout)",
-                ),
-                &["reason"],
-            )?,
-            deadlines: IntCounterVec::new(
-                Opts::new(
-                    "broker_dynamodb_deadline_exceeded_total",
-                    "Operations that answered 503 because their deadline ran out, by where (queued, retrying, racing)",
-                ),
-                &["where"],
-            )?,
-            up: IntGauge::new(
-                "broker_dynamodb_up",
-                "1 while DynamoDB gives useful answers, 0 while it is considered down",
-            )?,
-            gate: GateMetrics {
-                queue_depth: IntGauge::new(
-                    "broker_dynamodb_queue_depth",
-                    "Operations waiting in this process for a turn to call DynamoDB",
-                )?,
-                in_flight: IntGauge::new(
-                    "broker_dynamodb_in_flight",
-                    "Operations holding a turn to call DynamoDB",
-                )?,
-                limit: IntGauge::new(
-                    "broker_dynamodb_concurrency_limit",
-                    "Operations allowed to call DynamoDB at once (adaptive, at most DDB_MAX_CONCURRENCY)",
-                )?,
-                queue_wait: histogram(
-                    "broker_dynamodb_queue_wait_seconds",
-                    "Time operations waited in this process for a turn to call DynamoDB",
-                )?,
-            },
-        })
-    }
-
-    fn collectors(&self) -> Vec<Box<dyn Collector>> {
-        vec![
-            Box::new(self.duration.clone()),
-            Box::new(self.retries.clone()),
-            Box::new(self.deadlines.clone()),
-            Box::new(self.up.clone()),
-            Box::new(self.gate.queue_depth.clone()),
-            Box::new(self.gate.in_flight.clone()),
-            Box::new(self.gate.limit.clone()),
-            Box::new(self.gate.queue_wait.clone()),
-        ]
-    }
 }
 
 /// The probe slot of a down table, given back when dropped.
@@ -442,7 +362,10 @@ mod tests {
 
     #[test]
     fn a_probe_dropped_midway_frees_its_slot() {
-        let health = Health::new(Duration::from_secs(1), IntGauge::new("up", "up").unwrap());
+        let health = Health::new(
+            Duration::from_secs(1),
+            prometheus::IntGauge::new("up", "up").unwrap(),
+        );
         health.mark_down(Instant::now());
         assert_eq!(health.admit(), Admission::Probe);
         let slot = ProbeSlot(&health);

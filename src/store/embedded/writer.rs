@@ -1,0 +1,94 @@
+//! The writer thread: group commit.
+//!
+//! Rule: it takes every command waiting (up to [`MAX_BATCH`]), applies them one after
+//! another in one write transaction, commits once with `Durability::Immediate` (one
+//! fsync for the group), and only then answers each; if anything fails, the whole batch
+//! rolls back and no requester is told its write committed.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use redb::{Database, Durability};
+use tokio::sync::mpsc;
+
+use super::tables::{StatusDeltas, Tables};
+use crate::store::PoolStats;
+
+/// Most commands applied in one commit; bounds the latency one commit adds to its last member.
+const MAX_BATCH: usize = 1024;
+
+/// A write waiting for the writer thread: it runs inside the batch's transaction and
+/// returns how to answer its requester once the commit has succeeded.
+pub(super) type Command = Box<dyn FnOnce(&mut Tables<'_>) -> Applied + Send>;
+
+/// A command's effect inside the open transaction.
+pub(super) struct Applied {
+    /// The storage engine failed: the whole transaction must roll back.
+    pub(super) storage_failed: bool,
+    /// Sends the result. Dropped without being called when the batch rolls back, which
+    /// the requester sees as "not committed".
+    pub(super) respond: Box<dyn FnOnce() + Send>,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub(super) db: Arc<Database>,
+    pub(super) stats: Arc<Mutex<PoolStats>>,
+}
+
+impl Writer {
+    /// Applies and commits batches until every sender is dropped.
+    pub(super) fn run(self, mut queue: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = queue.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            match self.commit_batch(&mut batch) {
+                Ok((applied, deltas)) => {
+                    deltas.apply_to(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
+                    applied.into_iter().for_each(|a| (a.respond)());
+                }
+                Err(err) => {
+                    // Dropping the responders tells each requester its write did not commit.
+                    tracing::error!(error = %err, "embedded store commit failed; batch rolled back");
+                }
+            }
+            batch.clear();
+        }
+        tracing::debug!("embedded store writer stopped: every handle was dropped");
+    }
+
+    /// Applies every command in one transaction and commits it durably.
+    fn commit_batch(
+        &self,
+        batch: &mut Vec<Command>,
+    ) -> Result<(Vec<Applied>, StatusDeltas), redb::Error> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut applied = Vec::with_capacity(batch.len());
+        let deltas = {
+            let mut tables = Tables::open(&txn)?;
+            for command in batch.drain(..) {
+                let result = command(&mut tables);
+                let failed = result.storage_failed;
+                applied.push(result);
+                if failed {
+                    break;
+                }
+            }
+            tables.into_deltas()
+        };
+        if applied.iter().any(|a| a.storage_failed) {
+            txn.abort()?;
+            return Err(redb::Error::Corrupted(
+                "a command failed in the storage engine".into(),
+            ));
+        }
+        txn.commit()?;
+        Ok((applied, deltas))
+    }
+}
