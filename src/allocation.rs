@@ -79,18 +79,21 @@ pub async fn allocate(
     let result = store.allocate(request).await;
     let outcome = AllocateOutcome::of(&result);
     metrics
+        .track
         .allocate_total
         .with_label_values(&[outcome.as_str()])
         .inc();
     if outcome == AllocateOutcome::Idempotent {
-        metrics.allocate_idempotent_hits_total.inc();
+        metrics.track.allocate_idempotent_hits_total.inc();
     }
     if let Ok(allocation) = &result {
         metrics
+            .track
             .allocate_conflicts_total
             .inc_by(u64::from(allocation.conflicts));
     }
     metrics
+        .track
         .allocation_latency_seconds
         .with_label_values(&[outcome.as_str()])
         .observe(started.elapsed().as_secs_f64());
@@ -135,6 +138,7 @@ pub async fn release(
     let result = store.mark_for_deletion(id, student, now).await;
     let outcome = mark_outcome(&result);
     metrics
+        .track
         .deletion_marked_total
         .with_label_values(&[outcome])
         .inc();

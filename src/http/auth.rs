@@ -104,6 +104,7 @@ async fn guard(
     let now = Instant::now();
     if let Some(retry_after_secs) = app.auth_failures.blocked(address, now) {
         app.metrics
+            .http
             .auth_failures_total
             .with_label_values(&["throttled"])
             .inc();
@@ -116,6 +117,7 @@ async fn guard(
     };
     app.auth_failures.record_failure(address, now);
     app.metrics
+        .http
         .auth_failures_total
         .with_label_values(&["rejected"])
         .inc();

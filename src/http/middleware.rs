@@ -215,7 +215,7 @@ pub async fn rate_limit(State(app): State<AppState>, request: Request, next: Nex
     let (mut response, remaining) = match app.rate_limiter.check(&caller) {
         Decision::Allowed { remaining } => (next.run(request).await, remaining),
         Decision::Limited { retry_after_secs } => {
-            app.metrics.rate_limited_total.inc();
+            app.metrics.http.rate_limited_total.inc();
             (
                 ApiError::RateLimited { retry_after_secs }.into_response(),
                 0,

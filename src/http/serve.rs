@@ -208,7 +208,7 @@ pub async fn serve(
                 tokio::spawn(connection.run(stream, peer, slot));
             }
             Err(_) => {
-                metrics.connections_shed_total.inc();
+                metrics.http.connections_shed_total.inc();
                 if let Ok(permit) = Arc::clone(&shedding).try_acquire_owned() {
                     tokio::spawn(shed(stream, permit));
                 }
@@ -233,7 +233,7 @@ struct Connection {
 impl Connection {
     async fn run(self, stream: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit) {
         let _slot = slot;
-        let _open = crate::metrics::InFlightGuard::new(&self.metrics.connections_open);
+        let _open = crate::metrics::InFlightGuard::new(&self.metrics.http.connections_open);
         let phase = Arc::new(Phase::new(Instant::now()));
         let io = TokioIo::new(Watched {
             stream,

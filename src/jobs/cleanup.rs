@@ -168,10 +168,12 @@ impl Cleanup<'_> {
             Err(_) => "error",
         };
         self.metrics
+            .jobs
             .cleanup_total
             .with_label_values(&[outcome])
             .inc();
         self.metrics
+            .jobs
             .cleanup_duration_seconds
             .observe(started.elapsed().as_secs_f64());
         result
@@ -231,12 +233,12 @@ impl Cleanup<'_> {
                 match &outcome {
                     DeletionOutcome::Deleted { .. } => {
                         tally.deleted += 1;
-                        metrics.cleanup_deleted_total.inc();
+                        metrics.jobs.cleanup_deleted_total.inc();
                         tracing::info!(sandbox.id = %row.sandbox_id, "deleted at the provider");
                     }
                     DeletionOutcome::Failed { error, .. } => {
                         tally.failed += 1;
-                        metrics.cleanup_failed_total.inc();
+                        metrics.jobs.cleanup_failed_total.inc();
                         tracing::warn!(sandbox.id = %row.sandbox_id, error = %error, "deletion failed for good");
                     }
                     DeletionOutcome::Retry {

@@ -19,12 +19,16 @@ pub async fn run_once(
 ) -> Result<u64, JobError> {
     let result = store.expire_allocations(now, lab).await;
     let outcome = if result.is_ok() { "success" } else { "error" };
-    metrics.expiry_total.with_label_values(&[outcome]).inc();
+    metrics
+        .jobs
+        .expiry_total
+        .with_label_values(&[outcome])
+        .inc();
     let expired = result?;
     for row in &expired {
         tracing::info!(sandbox.id = %row.sandbox_id, "allocation expired");
     }
     let count = expired.len() as u64;
-    metrics.expiry_orphaned_total.inc_by(count);
+    metrics.jobs.expiry_orphaned_total.inc_by(count);
     Ok(count)
 }

@@ -22,10 +22,11 @@ pub async fn run_once(
     let result = store.delete_stale(stale_since).await;
     let outcome = if result.is_ok() { "success" } else { "error" };
     metrics
+        .jobs
         .auto_delete_stale_total
         .with_label_values(&[outcome])
         .inc();
     let deleted = result?;
-    metrics.auto_delete_stale_deleted_total.inc_by(deleted);
+    metrics.jobs.auto_delete_stale_deleted_total.inc_by(deleted);
     Ok(deleted)
 }

@@ -32,13 +32,18 @@ pub async fn run_once(
         Err(JobError::Provider(err)) if err.is_transient() => "postponed",
         Err(_) => "error",
     };
-    metrics.sync_total.with_label_values(&[outcome]).inc();
+    metrics.jobs.sync_total.with_label_values(&[outcome]).inc();
     metrics
+        .jobs
         .sync_duration_seconds
         .observe(started.elapsed().as_secs_f64());
     if let Ok((summary, _)) = &result {
-        metrics.sync_sandboxes_synced_total.inc_by(summary.synced);
         metrics
+            .jobs
+            .sync_sandboxes_synced_total
+            .inc_by(summary.synced);
+        metrics
+            .jobs
             .sync_sandboxes_stale_total
             .inc_by(summary.marked_stale);
     }

@@ -26,6 +26,7 @@ impl Instrumented {
     fn record<T>(&self, operation: &str, started: Instant, result: &Result<T, ProviderError>) {
         let outcome = ProviderError::outcome_label(result);
         self.metrics
+            .provider
             .provider_request_duration_seconds
             .with_label_values(&[operation, outcome])
             .observe(started.elapsed().as_secs_f64());

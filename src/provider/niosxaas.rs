@@ -204,6 +204,7 @@ impl PreDeleteHook {
             }
         };
         self.metrics
+            .provider
             .niosxaas_cleanups_total
             .with_label_values(&[self.mode(), outcome])
             .inc();
@@ -214,6 +215,7 @@ impl PreDeleteHook {
             _ => "failed",
         };
         self.metrics
+            .provider
             .niosxaas_cleanup_total
             .with_label_values(&[python_outcome])
             .inc();
@@ -236,6 +238,7 @@ impl PreDeleteHook {
         for service in matching {
             record.niosxaas_services_matched += 1;
             self.metrics
+                .provider
                 .niosxaas_services_total
                 .with_label_values(&[self.mode()])
                 .inc();
@@ -245,7 +248,7 @@ impl PreDeleteHook {
                 continue;
             }
             self.delete(&jwt, service).await?;
-            self.metrics.niosxaas_services_deleted_total.inc();
+            self.metrics.provider.niosxaas_services_deleted_total.inc();
             tracing::info!(sandbox.id = log_id, service.name = ?service.name, service.id = id, "NIOSXaaS: deleted a universal service");
         }
         Ok(())

@@ -95,15 +95,18 @@ pub async fn metrics(State(app): State<AppState>) -> Result<Response> {
         })
         .await;
     app.metrics
+        .http
         .rate_limit_callers
         .set(i64::try_from(app.rate_limiter.tracked_callers()).unwrap_or(i64::MAX));
     if let Some(breaker) = &app.breaker {
         app.metrics
+            .provider
             .provider_circuit_state
             .set(breaker.state().as_gauge());
     }
     if let Some(hook) = &app.pre_delete {
         app.metrics
+            .provider
             .niosxaas_circuit_state
             .set(hook.breaker_state().as_gauge());
     }

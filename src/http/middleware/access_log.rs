@@ -85,7 +85,7 @@ pub(super) async fn record_request(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let _in_flight = InFlightGuard::new(&app.metrics.requests_in_flight);
+    let _in_flight = InFlightGuard::new(&app.metrics.http.requests_in_flight);
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -102,6 +102,7 @@ pub(super) async fn record_request(
     let elapsed = started.elapsed();
     let status = response.status();
     app.metrics
+        .http
         .request_latency_seconds
         .with_label_values(&[method_label(&method), route.as_str(), status.as_str()])
         .observe(elapsed.as_secs_f64());

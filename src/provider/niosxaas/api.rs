@@ -21,6 +21,7 @@ impl PreDeleteHook {
         let result = self.breaker.call(operation).await;
         let outcome = ProviderError::outcome_label(&result);
         self.metrics
+            .provider
             .niosxaas_request_duration_seconds
             .with_label_values(&[step, outcome])
             .observe(started.elapsed().as_secs_f64());
@@ -53,6 +54,7 @@ impl PreDeleteHook {
             Err(_) => "failure",
         };
         self.metrics
+            .provider
             .niosxaas_auth_total
             .with_label_values(&[outcome])
             .inc();
