@@ -4,6 +4,7 @@
 //! the edge, so the store and the allocation rules never see an unchecked string.
 
 pub mod clock;
+pub mod deletion;
 pub mod lease;
 pub mod lifecycle;
 mod sandbox;

@@ -5,15 +5,14 @@
 
 mod allocation_key;
 mod counts;
-mod deletion;
 pub mod embedded;
 mod list;
 pub mod settings;
 
 pub use self::allocation_key::{AllocationKey, allocation_key_of_row, encode_allocation_key};
 pub use self::counts::{ImportSummary, PoolStats, SyncSummary, TrackStats, TrackTally};
-pub use self::deletion::{DeletionOutcome, finished_change};
 pub use self::list::{ListCursor, ListQuery, SandboxPage};
+pub use crate::domain::deletion::{DeletionOutcome, finished_change};
 
 use std::sync::Arc;
 
@@ -21,7 +20,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::lifecycle::{Change, Expect, SyncStep};
+use crate::domain::lifecycle::SyncStep;
 use crate::domain::{
     DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
     NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey, TrackName, ValidationError,

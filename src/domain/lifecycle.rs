@@ -170,11 +170,12 @@ pub fn release_applied(row: &Sandbox, now: i64) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::{ExternalId, NewSandbox, SandboxId, SandboxName};
 
-    fn row(status: SandboxStatus, holder: Option<&str>) -> Sandbox {
+    /// A `lab-1` row in `status`, held by `holder`.
+    pub(crate) fn row(status: SandboxStatus, holder: Option<&str>) -> Sandbox {
         let mut row = NewSandbox {
             sandbox_id: SandboxId::parse("id", "1").unwrap(),
             name: SandboxName::parse("name", "lab-1").unwrap(),

@@ -1,6 +1,7 @@
 //! How a claimed deletion ends, and the row it leaves (one rule for both stores).
 
-use super::*;
+use super::lifecycle::{Change, Expect};
+use super::{NiosxaasCleanup, Sandbox, SandboxStatus};
 
 /// Recording a claimed deletion's outcome: the row [`finished_row`] leaves, applied only
 /// while the row is still pending and claimed by `holder` (a late runner never overwrites
@@ -25,7 +26,7 @@ pub fn finished_change(
 
 /// The row a claimed deletion leaves behind: claim released, `outcome` applied and the
 /// hook's result (if it ran this time) recorded.
-pub(super) fn finished_row(
+fn finished_row(
     claimed: &Sandbox,
     outcome: &DeletionOutcome,
     niosxaas: Option<NiosxaasCleanup>,
@@ -106,4 +107,76 @@ pub enum DeletionOutcome {
     },
     /// Not tried after all (the provider's circuit breaker is open): just release the claim.
     Released,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lifecycle::tests::row;
+
+    fn claimed() -> Sandbox {
+        let mut claimed = row(SandboxStatus::PendingDeletion, None);
+        claimed.deletion_claimed_by = Some("runner-a".into());
+        claimed.deletion_claimed_until = Some(900);
+        claimed.last_deletion_error = Some("HTTP 503".into());
+        claimed
+    }
+
+    #[test]
+    fn each_outcome_leaves_its_row_and_only_the_claims_holder_may_write_it() {
+        let retry = DeletionOutcome::Retry {
+            next_attempt_at: 1_060,
+            attempts: 1,
+            transient_failures: 0,
+            first_transient_failure_at: None,
+            error: "HTTP 400".into(),
+        };
+        let failed = DeletionOutcome::Failed {
+            attempts: 3,
+            error: "HTTP 400".into(),
+        };
+        let table = [
+            (
+                DeletionOutcome::Deleted { ttl: 5_000 },
+                SandboxStatus::Deleted,
+                None,
+            ),
+            (retry, SandboxStatus::PendingDeletion, Some("HTTP 400")),
+            (failed, SandboxStatus::DeletionFailed, Some("HTTP 400")),
+            (
+                DeletionOutcome::Released,
+                SandboxStatus::PendingDeletion,
+                Some("HTTP 503"),
+            ),
+        ];
+        for (outcome, status, error) in table {
+            let change = finished_change(&claimed(), "runner-a", &outcome, None, 1_000);
+            let after = &change.row;
+            assert_eq!(after.status, status, "{outcome:?}");
+            assert_eq!(after.last_deletion_error.as_deref(), error, "{outcome:?}");
+            assert_eq!(
+                (after.deletion_claimed_by.as_deref(), after.updated_at),
+                (None, 1_000),
+                "the claim is released: {outcome:?}"
+            );
+            assert_eq!(
+                (change.expect.status, change.expect.claimed_by.as_deref()),
+                (SandboxStatus::PendingDeletion, Some("runner-a")),
+                "a late runner never overwrites a newer result: {outcome:?}"
+            );
+            assert_eq!(outcome.is_final(), status != SandboxStatus::PendingDeletion);
+        }
+        let deleted = finished_change(
+            &claimed(),
+            "runner-a",
+            &DeletionOutcome::Deleted { ttl: 5_000 },
+            None,
+            1_000,
+        )
+        .row;
+        assert_eq!(
+            (deleted.deleted_at, deleted.ttl),
+            (Some(1_000), Some(5_000))
+        );
+    }
 }
