@@ -69,6 +69,19 @@ pub struct AllocationRequest {
     pub now: i64,
 }
 
+impl AllocationRequest {
+    /// What this request grants the sandbox it gets.
+    pub fn grant(&self) -> crate::domain::lifecycle::Grant<'_> {
+        crate::domain::lifecycle::Grant {
+            student: self.key.student.as_str(),
+            idempotency_key: self.key.stored_idempotency_key(),
+            track_name: self.track_name.as_ref().map(TrackName::as_str),
+            lab_duration_hours: self.lab_duration_hours,
+            now: self.now,
+        }
+    }
+}
+
 /// The sandbox a request got.
 #[derive(Debug, Clone)]
 pub struct Allocation {

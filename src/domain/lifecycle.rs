@@ -6,7 +6,7 @@
 //! inside its write transaction, DynamoDB as the update's condition, with the `SET` and
 //! `REMOVE` clauses derived from the difference between the two rows.
 
-use super::{LabPolicy, Sandbox, SandboxStatus, StudentKey};
+use super::{ALLOCATED_BY_BROKER, LabPolicy, Sandbox, SandboxStatus, StudentKey};
 
 /// What must still hold of the stored row for a decided change to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +92,49 @@ pub fn expire(row: &Sandbox, policy: LabPolicy, now: i64) -> Option<Change> {
             held_by: Some(row.allocated_to_track.clone().unwrap_or_default()),
             claimed_by: None,
             allocated_at: Some(row.allocated_at.unwrap_or(0)),
+        },
+    })
+}
+
+/// What an allocation grants: who takes a row, under which stored idempotency key, for
+/// which lab, from when and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    /// The student who takes the row.
+    pub student: &'a str,
+    /// The `idempotency_key` stored with it (the student key when the request had none).
+    pub idempotency_key: &'a str,
+    /// The lab (`X-Track-Name`), if given; without one any earlier track is cleared.
+    pub track_name: Option<&'a str>,
+    /// How long the lab lasts.
+    pub lab_duration_hours: u32,
+    /// When.
+    pub now: i64,
+}
+
+/// Allocating a candidate: an available row becomes the grant's, provided it is still
+/// available when the change lands (a racing allocation may take it first). Any other
+/// row is no candidate (`None`).
+pub fn allocate(row: &Sandbox, grant: &Grant<'_>) -> Option<Change> {
+    if row.status != SandboxStatus::Available {
+        return None;
+    }
+    let mut taken = row.clone();
+    taken.status = SandboxStatus::Allocated;
+    taken.allocated_to_track = Some(grant.student.to_owned());
+    taken.idempotency_key = Some(grant.idempotency_key.to_owned());
+    taken.track_name = grant.track_name.map(str::to_owned);
+    taken.allocated_at = Some(grant.now);
+    taken.lab_duration_hours = Some(grant.lab_duration_hours);
+    taken.allocated_by = Some(ALLOCATED_BY_BROKER.to_owned());
+    taken.updated_at = grant.now;
+    Some(Change {
+        row: taken,
+        expect: Expect {
+            status: SandboxStatus::Available,
+            held_by: None,
+            claimed_by: None,
+            allocated_at: None,
         },
     })
 }
@@ -190,6 +233,56 @@ pub(crate) mod tests {
 
     fn student(key: &str) -> StudentKey {
         StudentKey::parse("h", key).unwrap()
+    }
+
+    #[test]
+    fn only_an_available_row_is_allocated_and_it_becomes_the_grants() {
+        let grant = Grant {
+            student: "stu",
+            idempotency_key: "key-1",
+            track_name: None,
+            lab_duration_hours: 4,
+            now: 500,
+        };
+        for status in SandboxStatus::ALL {
+            let mut candidate = row(status, None);
+            candidate.track_name = Some("an earlier lab".into());
+            let change = allocate(&candidate, &grant);
+            assert_eq!(
+                change.is_some(),
+                status == SandboxStatus::Available,
+                "{status:?}"
+            );
+            let Some(change) = change else { continue };
+            let taken = &change.row;
+            assert_eq!(
+                (
+                    taken.status,
+                    taken.allocated_to_track.as_deref(),
+                    taken.idempotency_key.as_deref(),
+                    taken.track_name.as_deref(),
+                ),
+                (SandboxStatus::Allocated, Some("stu"), Some("key-1"), None),
+                "a grant without a track clears an earlier one"
+            );
+            assert_eq!(
+                (
+                    taken.allocated_at,
+                    taken.lab_duration_hours,
+                    taken.updated_at
+                ),
+                (Some(500), Some(4), 500)
+            );
+            assert!(taken.allocated_here());
+            assert_eq!(change.expect.status, SandboxStatus::Available);
+            assert_eq!(
+                (
+                    change.expect.held_by.as_deref(),
+                    change.expect.claimed_by.as_deref()
+                ),
+                (None, None)
+            );
+        }
     }
 
     #[test]

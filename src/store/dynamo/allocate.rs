@@ -43,15 +43,18 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 mod key_item;
 
 use super::DynamoStore;
 use super::calls::{Budget, backoff};
-use super::error::DynamoError;
-use super::item::{n, returned_row, s, sandbox_key};
-use crate::domain::{ALLOCATED_BY_BROKER, Sandbox, SandboxStatus};
+use super::error::{DynamoError, internal};
+use super::item::returned_row;
+use crate::domain::lifecycle;
+use crate::domain::{
+    ExternalId, NewSandbox, Sandbox, SandboxId, SandboxName, SandboxStatus, ValidationError,
+};
 use crate::store::{Allocation, AllocationRequest, StoreError};
 
 /// How long the id of a request that answered 503 is remembered for adoption.
@@ -283,43 +286,13 @@ impl DynamoStore {
         mine: bool,
     ) -> Result<Step, StoreError> {
         let request = race.request;
-        let mut set = String::from(
-            "SET #s = :allocated, allocated_to_track = :student, allocated_at = :now, \
-             lab_duration_hours = :hours, allocated_by = :me, updated_at = :now",
-        );
-        let mut remove = Vec::new();
-        let mut update = self
-            .client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(sandbox_key(id)))
-            .condition_expression("#s = :available")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
-            .expression_attribute_values(":allocated", s(SandboxStatus::Allocated.as_str()))
-            .expression_attribute_values(":student", s(request.key.student.as_str()))
-            .expression_attribute_values(":now", n(request.now))
-            .expression_attribute_values(":hours", n(request.lab_duration_hours))
-            .expression_attribute_values(":me", s(ALLOCATED_BY_BROKER))
-            .return_values(ReturnValue::AllNew);
-        // Always stored, the student key standing for "no Idempotency-Key" (see
-        // `AllocationKey::stored_idempotency_key`), so the Python service finds it too.
-        set.push_str(", idempotency_key = :idem");
-        update =
-            update.expression_attribute_values(":idem", s(request.key.stored_idempotency_key()));
-        match &request.track_name {
-            Some(track) => {
-                set.push_str(", track_name = :track");
-                update = update.expression_attribute_values(":track", s(track.as_str()));
-            }
-            None => remove.push("track_name"),
-        }
-        if !remove.is_empty() {
-            set.push_str(" REMOVE ");
-            set.push_str(&remove.join(", "));
-        }
-        let update = update
-            .update_expression(set)
+        // The claim has not read the row: the update is derived from the domain's decision
+        // on the row as the claim must assume it (see `unread_candidate`).
+        let unread = unread_candidate(id)?;
+        let change = lifecycle::allocate(&unread, &request.grant())
+            .ok_or_else(|| internal("an unread candidate is assumed available"))?;
+        let update = self
+            .apply_change(&unread, &change)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let (sent, returned) = self
             .calls
@@ -358,5 +331,86 @@ impl DynamoStore {
             }
             Err(DynamoError::Store(err)) => Err(err),
         }
+    }
+}
+
+/// A candidate as a claim that has not read it must assume it: available, known only by
+/// its id, and perhaps still carrying a `track_name` from an earlier life (a row another
+/// service returned to the pool), which an allocation without a track must clear. Every
+/// other attribute is the same before and after the decision, so the derived update
+/// writes exactly what an allocation changes.
+fn unread_candidate(id: &str) -> Result<Sandbox, StoreError> {
+    const UNREAD: &str = "unread";
+    let invalid = |err: ValidationError| internal(err.to_string());
+    let mut row = NewSandbox {
+        sandbox_id: SandboxId::parse("sandbox_id", UNREAD).map_err(invalid)?,
+        name: SandboxName::parse("name", UNREAD).map_err(invalid)?,
+        external_id: ExternalId::parse("external_id", UNREAD).map_err(invalid)?,
+        sfdc_account_id: None,
+    }
+    .into_available_row(0);
+    row.sandbox_id = id.to_owned();
+    row.track_name = Some(UNREAD.to_owned());
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lifecycle::Grant;
+    use crate::store::dynamo::update::row_update;
+
+    #[test]
+    fn the_claim_writes_exactly_what_an_allocation_changes_and_clears_an_old_track() {
+        let attributes = |track_name| {
+            let grant = Grant {
+                student: "stu",
+                idempotency_key: "stu",
+                track_name,
+                lab_duration_hours: 48,
+                now: 1_000,
+            };
+            let unread = unread_candidate("42").unwrap();
+            let update = row_update(&unread, &lifecycle::allocate(&unread, &grant).unwrap());
+            let (set, remove) = update
+                .expression
+                .split_once(" REMOVE ")
+                .unwrap_or((&update.expression, ""));
+            let named = |clauses: Vec<&str>| {
+                let mut names: Vec<String> =
+                    clauses.iter().map(|p| update.names[*p].clone()).collect();
+                names.sort();
+                names
+            };
+            let set = named(
+                set.trim_start_matches("SET ")
+                    .split(", ")
+                    .map(|clause| clause.split(" = ").next().unwrap())
+                    .collect(),
+            );
+            let remove = named(remove.split(", ").filter(|p| !p.is_empty()).collect());
+            (set, remove, update.condition.clone())
+        };
+        let owned = [
+            "allocated_at",
+            "allocated_by",
+            "allocated_to_track",
+            "idempotency_key",
+            "lab_duration_hours",
+            "status",
+            "updated_at",
+        ];
+        let (set, remove, condition) = attributes(None);
+        assert_eq!(set, owned);
+        assert_eq!(remove, ["track_name"], "an earlier lab's name is cleared");
+        assert!(condition.ends_with("= :expect_status"), "{condition}");
+        let (set, remove, _) = attributes(Some("lab-a"));
+        let mut with_track = owned.to_vec();
+        with_track.push("track_name");
+        with_track.sort_unstable();
+        assert_eq!(
+            (set, remove),
+            (with_track.iter().map(|s| s.to_string()).collect(), vec![])
+        );
     }
 }

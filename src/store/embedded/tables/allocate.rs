@@ -58,15 +58,18 @@ impl Tables<'_> {
         let old = self
             .first_available(prefix)?
             .ok_or(StoreError::NoSandboxAvailable)?;
-        let mut new = old.clone();
-        new.status = SandboxStatus::Allocated;
-        new.allocated_to_track = Some(request.key.student.as_str().to_owned());
-        new.idempotency_key = Some(request.key.stored_idempotency_key().to_owned());
-        new.track_name = request.track_name.as_ref().map(|t| t.as_str().to_owned());
-        new.allocated_at = Some(request.now);
-        new.lab_duration_hours = Some(request.lab_duration_hours);
-        new.allocated_by = Some(ALLOCATED_BY_BROKER.to_owned());
-        new.updated_at = request.now;
+        // Read inside this write transaction, so the decision's expectation holds.
+        let new = lifecycle::allocate(&old, &request.grant())
+            .ok_or_else(|| {
+                StoreError::Internal(
+                    format!(
+                        "available index names {}, which is not available",
+                        old.sandbox_id
+                    )
+                    .into(),
+                )
+            })?
+            .row;
         self.put(Some(&old), &new)?;
         self.allocation_keys
             .insert(request.key.encoded().as_str(), new.sandbox_id.as_str())
