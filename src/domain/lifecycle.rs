@@ -182,6 +182,13 @@ pub fn goes_stale(status: SandboxStatus) -> bool {
     status == SandboxStatus::Available
 }
 
+/// Whether stale removal deletes a row: `stale`, and untouched since `stale_since` (the
+/// grace's start). DynamoDB's delete repeats both as its condition, so a row restored
+/// or touched after it was read is left alone.
+pub fn stale_removable(row: &Sandbox, stale_since: i64) -> bool {
+    row.status == SandboxStatus::Stale && row.updated_at <= stale_since
+}
+
 /// The DynamoDB condition of a deletion claim (`:pending` the status, `:me` the runner,
 /// `:now` the time): exactly what [`deletion_claimable`] says.
 pub const DELETION_CLAIM_CONDITION: &str = "#s = :pending AND (attribute_not_exists(deletion_claimed_by) \
@@ -281,6 +288,23 @@ pub(crate) mod tests {
                     change.expect.claimed_by.as_deref()
                 ),
                 (None, None)
+            );
+        }
+    }
+
+    #[test]
+    fn stale_removal_takes_only_stale_rows_untouched_since_the_grace_began() {
+        for status in SandboxStatus::ALL {
+            let mut candidate = row(status, None);
+            candidate.updated_at = 1_000;
+            assert_eq!(
+                stale_removable(&candidate, 1_000),
+                status == SandboxStatus::Stale,
+                "{status:?} at the boundary"
+            );
+            assert!(
+                !stale_removable(&candidate, 999),
+                "{status:?} touched after"
             );
         }
     }

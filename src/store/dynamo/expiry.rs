@@ -88,7 +88,7 @@ impl DynamoStore {
             .rows_in_status(SandboxStatus::Stale)
             .await?
             .iter()
-            .filter(|row| row.updated_at <= stale_since)
+            .filter(|row| lifecycle::stale_removable(row, stale_since))
             .map(|row| sandbox_key(&row.sandbox_id))
             .collect();
         self.delete_each_if(old, SandboxStatus::Stale, Some(("updated_at", stale_since)))

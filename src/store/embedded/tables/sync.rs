@@ -97,7 +97,7 @@ impl Tables<'_> {
         let mut deleted = 0;
         for id in self.ids_in_status(SandboxStatus::Stale)? {
             let Some(old) = self.row(&id)? else { continue };
-            if old.updated_at <= stale_since {
+            if lifecycle::stale_removable(&old, stale_since) {
                 self.remove(&old)?;
                 deleted += 1;
             }
