@@ -182,6 +182,25 @@ pub fn goes_stale(status: SandboxStatus) -> bool {
     status == SandboxStatus::Available
 }
 
+/// Marking a row the provider no longer lists: an available one becomes `stale`, provided
+/// it is still available when the change lands; anything else is left alone (`None`).
+pub fn mark_stale(row: &Sandbox, now: i64) -> Option<Change> {
+    goes_stale(row.status).then(|| {
+        let mut stale = row.clone();
+        stale.status = SandboxStatus::Stale;
+        stale.updated_at = now;
+        Change {
+            row: stale,
+            expect: Expect {
+                status: row.status,
+                held_by: None,
+                claimed_by: None,
+                allocated_at: None,
+            },
+        }
+    })
+}
+
 /// Whether stale removal deletes a row: `stale`, and untouched since `stale_since` (the
 /// grace's start). DynamoDB's delete repeats both as its condition, so a row restored
 /// or touched after it was read is left alone.
@@ -289,6 +308,25 @@ pub(crate) mod tests {
                 ),
                 (None, None)
             );
+        }
+    }
+
+    #[test]
+    fn only_an_available_row_is_marked_stale_and_only_while_still_available() {
+        for status in SandboxStatus::ALL {
+            let change = mark_stale(&row(status, None), 700);
+            assert_eq!(
+                change.is_some(),
+                status == SandboxStatus::Available,
+                "{status:?}"
+            );
+            if let Some(change) = change {
+                assert_eq!(
+                    (change.row.status, change.row.updated_at),
+                    (SandboxStatus::Stale, 700)
+                );
+                assert_eq!(change.expect.status, SandboxStatus::Available);
+            }
         }
     }
 

@@ -51,10 +51,9 @@ use super::DynamoStore;
 use super::calls::{Budget, backoff};
 use super::error::{DynamoError, internal};
 use super::item::returned_row;
+use super::update::unread_available;
 use crate::domain::lifecycle;
-use crate::domain::{
-    ExternalId, NewSandbox, Sandbox, SandboxId, SandboxName, SandboxStatus, ValidationError,
-};
+use crate::domain::{Sandbox, SandboxStatus};
 use crate::store::{Allocation, AllocationRequest, StoreError};
 
 /// How long the id of a request that answered 503 is remembered for adoption.
@@ -287,8 +286,8 @@ impl DynamoStore {
     ) -> Result<Step, StoreError> {
         let request = race.request;
         // The claim has not read the row: the update is derived from the domain's decision
-        // on the row as the claim must assume it (see `unread_candidate`).
-        let unread = unread_candidate(id)?;
+        // on the row as the claim must assume it (see `update::unread_available`).
+        let unread = unread_available(id)?;
         let change = lifecycle::allocate(&unread, &request.grant())
             .ok_or_else(|| internal("an unread candidate is assumed available"))?;
         let update = self
@@ -334,26 +333,6 @@ impl DynamoStore {
     }
 }
 
-/// A candidate as a claim that has not read it must assume it: available, known only by
-/// its id, and perhaps still carrying a `track_name` from an earlier life (a row another
-/// service returned to the pool), which an allocation without a track must clear. Every
-/// other attribute is the same before and after the decision, so the derived update
-/// writes exactly what an allocation changes.
-fn unread_candidate(id: &str) -> Result<Sandbox, StoreError> {
-    const UNREAD: &str = "unread";
-    let invalid = |err: ValidationError| internal(err.to_string());
-    let mut row = NewSandbox {
-        sandbox_id: SandboxId::parse("sandbox_id", UNREAD).map_err(invalid)?,
-        name: SandboxName::parse("name", UNREAD).map_err(invalid)?,
-        external_id: ExternalId::parse("external_id", UNREAD).map_err(invalid)?,
-        sfdc_account_id: None,
-    }
-    .into_available_row(0);
-    row.sandbox_id = id.to_owned();
-    row.track_name = Some(UNREAD.to_owned());
-    Ok(row)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,7 +349,7 @@ mod tests {
                 lab_duration_hours: 48,
                 now: 1_000,
             };
-            let unread = unread_candidate("42").unwrap();
+            let unread = unread_available("42").unwrap();
             let update = row_update(&unread, &lifecycle::allocate(&unread, &grant).unwrap());
             let (set, remove) = update
                 .expression

@@ -12,6 +12,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, SANDBOX_PREFIX, n, s, sandbox_key};
+use super::update::unread_available;
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::SandboxStatus;
 use crate::domain::lifecycle::{self, SyncStep};
@@ -119,17 +120,14 @@ impl DynamoStore {
     async fn mark_stale(&self, id: String, now: i64) -> Result<bool, StoreError> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
-        let update = self
-            .client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(sandbox_key(&id)))
-            .update_expression("SET #s = :stale, updated_at = :now")
-            .condition_expression("#s = :available")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
-            .expression_attribute_values(":stale", s(SandboxStatus::Stale.as_str()))
-            .expression_attribute_values(":now", n(now));
+        // Only keys were read: the update is derived from the domain's decision on the row
+        // as an unread write must assume it, and its expectation (still available) is the
+        // condition.
+        let unread = unread_available(&id)?;
+        let Some(change) = lifecycle::mark_stale(&unread, now) else {
+            return Ok(false);
+        };
+        let update = self.apply_change(&unread, &change);
         let result = self.calls.send(&budget, || update.clone().send()).await;
         match result {
             Ok(_) => Ok(true),

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 
+use super::error::internal;
 use super::item::{Item, n, s};
-use crate::domain::Sandbox;
 use crate::domain::lifecycle::Change;
+use crate::domain::{ExternalId, NewSandbox, Sandbox, SandboxId, SandboxName, ValidationError};
+use crate::store::StoreError;
 
 /// The parts of an `UpdateItem` that turn the stored row into a decided one.
 #[derive(Debug, Default)]
@@ -98,6 +100,27 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
             .push_str(&format!(" AND {claimer} = :expect_claimer"));
     }
     update
+}
+
+/// An available row as a write that has not read it must assume it: known only by its id,
+/// and perhaps still carrying a `track_name` from an earlier life (a row another service
+/// returned to the pool), which an allocation without a track must clear. Every other
+/// attribute is the same before and after a decision on it, so the update derived from
+/// the decision writes exactly what the decision changes (an allocation's claim, a stale
+/// marking), and the decision's expectation stays its condition.
+pub(super) fn unread_available(id: &str) -> Result<Sandbox, StoreError> {
+    const UNREAD: &str = "unread";
+    let invalid = |err: ValidationError| internal(err.to_string());
+    let mut row = NewSandbox {
+        sandbox_id: SandboxId::parse("sandbox_id", UNREAD).map_err(invalid)?,
+        name: SandboxName::parse("name", UNREAD).map_err(invalid)?,
+        external_id: ExternalId::parse("external_id", UNREAD).map_err(invalid)?,
+        sfdc_account_id: None,
+    }
+    .into_available_row(0);
+    row.sandbox_id = id.to_owned();
+    row.track_name = Some(UNREAD.to_owned());
+    Ok(row)
 }
 
 #[cfg(test)]

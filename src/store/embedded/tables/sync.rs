@@ -77,13 +77,10 @@ impl Tables<'_> {
         }
         for id in missing {
             let Some(old) = self.row(&id)? else { continue };
-            if !lifecycle::goes_stale(old.status) {
+            let Some(change) = lifecycle::mark_stale(&old, now) else {
                 continue;
-            }
-            let mut row = old.clone();
-            row.status = SandboxStatus::Stale;
-            row.updated_at = now;
-            self.put(Some(&old), &row)?;
+            };
+            self.put(Some(&old), &change.row)?;
             summary.marked_stale += 1;
         }
         Ok(summary)
