@@ -203,9 +203,9 @@ impl Jobs {
         result.map(|counts| JobReport { counts, duration })
     }
 
-    /// Renews the lease at a third of its length for as long as it is polled (never ends).
-    /// Renewals are due a third of a lease after the last one (the first a third after
-    /// `taken_at_ms`, when the lease was taken), on the jobs' clock.
+    /// Renews the lease for as long as it is polled (never ends): a third of a lease after
+    /// the last renewal, the first a third after `taken_at_ms` (when the lease was taken),
+    /// on the jobs' clock.
     async fn renew_while_running(
         &self,
         job: JobName,
