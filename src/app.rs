@@ -62,23 +62,8 @@ pub enum StartupError {
 }
 
 impl AppState {
-    /// Builds the state for `config` on `store`, with the CSP provider when configured.
-    pub fn new(config: Config, store: SharedStore) -> Result<Self, StartupError> {
-        let provider = configured_provider(&config)?;
-        Self::with_provider(config, store, provider)
-    }
-
-    /// Builds the state on `store` with `provider` (the demo's simulated one, say) behind
-    /// the circuit breaker.
-    pub fn with_provider(
-        config: Config,
-        store: SharedStore,
-        provider: Option<Arc<dyn ProviderClient>>,
-    ) -> Result<Self, StartupError> {
-        Self::with_clock(config, store, provider, Arc::new(SystemClock))
-    }
-
-    /// Like [`Self::with_provider`], with the jobs reading `clock` (a test's manual one).
+    /// Builds the state on `store` with `provider` (when given; the demo's simulated one,
+    /// say) behind the circuit breaker, every rule reading `clock`.
     pub fn with_clock(
         config: Config,
         store: SharedStore,

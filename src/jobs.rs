@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use self::report::log_run;
 pub use self::report::{JobCounts, JobName, JobReport, Trigger};
 use crate::domain::LabPolicy;
-use crate::domain::clock::{SharedClock, SystemClock};
+use crate::domain::clock::{SharedClock, SystemClock, millis};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
@@ -152,7 +152,7 @@ impl Jobs {
                 holder: self.holder.clone(),
             });
         };
-        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = millis(self.lease);
         let taken_at_ms = self.clock.now_ms();
         let lease = self
             .store
@@ -174,7 +174,7 @@ impl Jobs {
         }
         let started_at = self.clock.now();
         let started = Instant::now();
-        let renewing = self.renew_while_running(job, taken_at_ms);
+        let renewing = self.renew_while_running(job, taken_at_ms, lease_ms);
         let result = tokio::select! {
             result = self.run_once(job, trigger) => result,
             never = renewing => match never {},
@@ -203,15 +203,15 @@ impl Jobs {
         result.map(|counts| JobReport { counts, duration })
     }
 
-    /// Renews the lease for as long as it is polled (never ends): a third of a lease after
-    /// the last renewal, the first a third after `taken_at_ms` (when the lease was taken),
-    /// on the jobs' clock.
+    /// Renews the `lease_ms` lease for as long as it is polled (never ends): a third of a
+    /// lease after the last renewal, the first a third after `taken_at_ms` (when the lease
+    /// was taken), on the jobs' clock.
     async fn renew_while_running(
         &self,
         job: JobName,
         taken_at_ms: i64,
+        lease_ms: i64,
     ) -> std::convert::Infallible {
-        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
         let mut renew_at = taken_at_ms.saturating_add(lease_ms / 3);
         loop {
             self.clock.sleep_until(renew_at).await;
@@ -292,12 +292,9 @@ impl Jobs {
             // not at once (so start-up and an admin's first trigger don't collide). Runs
             // start an interval apart on the jobs' clock; one that overran its interval is
             // followed by the next at once, never by a burst of catch-ups.
-            let interval_ms = i64::try_from(jobs.interval(job).as_millis()).unwrap_or(i64::MAX);
+            let interval_ms = millis(jobs.interval(job));
             let first_delay = jobs.interval(job).min(FIRST_RUN_DELAY);
-            let mut next_ms = jobs
-                .clock
-                .now_ms()
-                .saturating_add(i64::try_from(first_delay.as_millis()).unwrap_or(i64::MAX));
+            let mut next_ms = jobs.clock.now_ms().saturating_add(millis(first_delay));
             tokio::spawn(async move {
                 loop {
                     tokio::select! {

@@ -31,7 +31,8 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     }
 }
 
-fn millis(duration: Duration) -> i64 {
+/// `duration` in whole milliseconds, as the clock counts them (saturating).
+pub fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{ProviderClient, ProviderError, ProviderListing};
-use crate::domain::clock::SharedClock;
+use crate::domain::clock::{SharedClock, millis};
 
 /// The breaker's state, for the `broker_provider_circuit_state` metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,9 +165,8 @@ impl Breaker {
                     open_for_secs = self.open_for.as_secs(),
                     "circuit breaker opened"
                 );
-                let open_ms = i64::try_from(self.open_for.as_millis()).unwrap_or(i64::MAX);
                 State::Open {
-                    until_ms: self.clock.now_ms().saturating_add(open_ms),
+                    until_ms: self.clock.now_ms().saturating_add(millis(self.open_for)),
                 }
             }
         };
