@@ -1,6 +1,7 @@
 //! `spawn_app()` and a `TestApp` with one typed method per endpoint.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -85,12 +86,25 @@ pub async fn spawn_app_on_clock(
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: test_client(),
         store,
         shutdown,
         server: Some(server),
         _store_guard: guard,
     }
+}
+
+/// The tests' HTTP client. Its pooled connections are dropped after 5 s idle, below the
+/// server's 10 s header-read timeout: hyper's pool keeps a connection it opened for a
+/// request that another connection served first, unused, and the server rightly closes a
+/// connection that sent nothing for that long; a client that reused it later would get a
+/// reset (seen once in the 1,500-student class start on a loaded machine). A client's
+/// idle timeout below the server's is the usual rule for keep-alive.
+fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .expect("a client with default TLS settings builds")
 }
 
 /// `count` sandbox rows named `<prefix><n>`, ids `<id_base + n>`; even ones carry an SFDC id.
