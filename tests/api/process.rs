@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -344,9 +345,11 @@ async fn sigkill_mid_burst_loses_no_acknowledged_allocation() {
 
     // 64 students at a time allocate until the server dies under them.
     let address = server.address.clone();
+    let acknowledged_so_far = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let burst = (0..64).map(|worker| {
         let client = client.clone();
         let address = address.clone();
+        let acknowledged_so_far = Arc::clone(&acknowledged_so_far);
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             for n in 0.. {
@@ -365,21 +368,29 @@ async fn sigkill_mid_burst_loses_no_acknowledged_allocation() {
                     break;
                 };
                 acknowledged.push((student, body["sandbox_id"].as_str().unwrap().to_owned()));
+                acknowledged_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             acknowledged
         })
     });
     let burst = tokio::spawn(join_all(burst));
     let mut server = server;
-    // A different moment each run: the claim is "at any moment", not at one lucky one.
-    let kill_after_ms = 400
-        + u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-                % 600,
-        );
+    // The kill comes once the burst is well under way (a loaded machine may take a while
+    // to get there), at a different moment each run: the claim is "at any moment", not at
+    // one lucky one.
+    let under_way = std::time::Instant::now() + Duration::from_secs(60);
+    while acknowledged_so_far.load(std::sync::atomic::Ordering::Relaxed) <= 100
+        && std::time::Instant::now() < under_way
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kill_after_ms = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            % 600,
+    );
     tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
     server.child.kill().expect("SIGKILL");
     server.child.wait().unwrap();
