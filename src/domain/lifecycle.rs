@@ -6,6 +6,9 @@
 //! inside its write transaction, DynamoDB as the update's condition, with the `SET` and
 //! `REMOVE` clauses derived from the difference between the two rows.
 
+mod sync;
+
+pub use self::sync::*;
 use super::{ALLOCATED_BY_BROKER, LabPolicy, Sandbox, SandboxStatus, StudentKey};
 
 /// What must still hold of the stored row for a decided change to apply.
@@ -149,65 +152,6 @@ fn allocation_ended(row: &Sandbox, now: i64) -> Sandbox {
     ended
 }
 
-/// What a provider sync does with one listed sandbox, decided by the status of the row
-/// the broker has for it (`None`: no row).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncStep {
-    /// No row yet: a new `available` row.
-    Added,
-    /// An `available` row: refreshed from the listing.
-    Refreshed,
-    /// A `stale` row the provider lists again: `available` once more.
-    Restored,
-    /// Allocated, pending deletion, deleted or failed: the provider's view never wins.
-    Untouched,
-}
-
-/// The statuses a sync may overwrite with the provider's view.
-pub const SYNC_REPLACES: [SandboxStatus; 2] = [SandboxStatus::Available, SandboxStatus::Stale];
-
-/// What a sync does with a listed sandbox whose row is in `status`.
-pub fn sync_step(status: Option<SandboxStatus>) -> SyncStep {
-    match status {
-        None => SyncStep::Added,
-        Some(SandboxStatus::Available) => SyncStep::Refreshed,
-        Some(SandboxStatus::Stale) => SyncStep::Restored,
-        Some(_) => SyncStep::Untouched,
-    }
-}
-
-/// Whether a sync that no longer finds a row's sandbox at the provider marks it `stale`:
-/// only an `available` one (anything held keeps its status).
-pub fn goes_stale(status: SandboxStatus) -> bool {
-    status == SandboxStatus::Available
-}
-
-/// Marking a row the provider no longer lists: an available one becomes `stale`, provided
-/// it is still available when the change lands; anything else is left alone (`None`).
-pub fn mark_stale(row: &Sandbox, now: i64) -> Option<Change> {
-    goes_stale(row.status).then(|| {
-        let mut stale = row.clone();
-        stale.status = SandboxStatus::Stale;
-        stale.updated_at = now;
-        Change {
-            row: stale,
-            expect: Expect {
-                status: row.status,
-                held_by: None,
-                claimed_by: None,
-                allocated_at: None,
-            },
-        }
-    })
-}
-
-/// Whether stale removal deletes a row: `stale`, and untouched since `stale_since` (the
-/// grace's start). DynamoDB's delete repeats both as its condition, so a row restored
-/// or touched after it was read is left alone.
-pub fn stale_removable(row: &Sandbox, stale_since: i64) -> bool {
-    row.status == SandboxStatus::Stale && row.updated_at <= stale_since
-}
-
 /// The DynamoDB condition of a deletion claim (`:pending` the status, `:me` the runner,
 /// `:now` the time): exactly what [`deletion_claimable`] says.
 pub const DELETION_CLAIM_CONDITION: &str = "#s = :pending AND (attribute_not_exists(deletion_claimed_by) \
@@ -312,42 +256,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn only_an_available_row_is_marked_stale_and_only_while_still_available() {
-        for status in SandboxStatus::ALL {
-            let change = mark_stale(&row(status, None), 700);
-            assert_eq!(
-                change.is_some(),
-                status == SandboxStatus::Available,
-                "{status:?}"
-            );
-            if let Some(change) = change {
-                assert_eq!(
-                    (change.row.status, change.row.updated_at),
-                    (SandboxStatus::Stale, 700)
-                );
-                assert_eq!(change.expect.status, SandboxStatus::Available);
-            }
-        }
-    }
-
-    #[test]
-    fn stale_removal_takes_only_stale_rows_untouched_since_the_grace_began() {
-        for status in SandboxStatus::ALL {
-            let mut candidate = row(status, None);
-            candidate.updated_at = 1_000;
-            assert_eq!(
-                stale_removable(&candidate, 1_000),
-                status == SandboxStatus::Stale,
-                "{status:?} at the boundary"
-            );
-            assert!(
-                !stale_removable(&candidate, 999),
-                "{status:?} touched after"
-            );
-        }
-    }
-
-    #[test]
     fn only_the_holder_releases_and_a_second_release_is_a_repeat() {
         use SandboxStatus::*;
         let cases = [
@@ -395,22 +303,6 @@ pub(crate) mod tests {
         );
         let released = row(SandboxStatus::PendingDeletion, Some("stu"));
         assert_eq!(expire(&released, policy, ends + 1), None);
-    }
-
-    #[test]
-    fn a_sync_adds_refreshes_and_restores_but_never_overrides_a_held_row() {
-        use SandboxStatus::*;
-        assert_eq!(sync_step(None), SyncStep::Added);
-        assert_eq!(sync_step(Some(Available)), SyncStep::Refreshed);
-        assert_eq!(sync_step(Some(Stale)), SyncStep::Restored);
-        for held in [Allocated, PendingDeletion, Deleted, DeletionFailed] {
-            assert_eq!(sync_step(Some(held)), SyncStep::Untouched, "{held:?}");
-            assert!(!goes_stale(held), "{held:?}");
-        }
-        for status in SYNC_REPLACES {
-            assert_ne!(sync_step(Some(status)), SyncStep::Untouched);
-        }
-        assert!(goes_stale(Available));
     }
 
     #[test]

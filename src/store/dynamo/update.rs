@@ -131,6 +131,64 @@ mod tests {
     use crate::domain::SandboxStatus;
     use crate::store::dynamo::item::tests::python_row;
 
+    /// The attributes `update` sets and removes, by name.
+    fn touched(update: &RowUpdate) -> (Vec<String>, Vec<String>) {
+        let (set, remove) = update
+            .expression
+            .trim_start_matches("SET ")
+            .split_once(" REMOVE ")
+            .unwrap_or((update.expression.trim_start_matches("SET "), ""));
+        let name = |placeholder: &str| update.names[placeholder].clone();
+        let mut set: Vec<String> = set
+            .split(", ")
+            .filter(|clause| !clause.is_empty())
+            .map(|clause| name(clause.split_once(" = ").unwrap().0))
+            .collect();
+        set.sort();
+        let remove = remove
+            .split(", ")
+            .filter(|a| !a.is_empty())
+            .map(name)
+            .collect();
+        (set, remove)
+    }
+
+    #[test]
+    fn a_sync_refresh_writes_only_what_the_listing_changed_and_needs_the_status_read() {
+        use crate::domain::lifecycle::{Upsert, sync_listed};
+        let listed = NewSandbox {
+            sandbox_id: SandboxId::parse("id", "1").unwrap(),
+            name: SandboxName::parse("name", "lab-renamed").unwrap(),
+            external_id: ExternalId::parse("ext", "identity/accounts/1").unwrap(),
+            sfdc_account_id: None,
+        };
+        for (status, status_too) in [
+            (SandboxStatus::Available, false),
+            (SandboxStatus::Stale, true),
+        ] {
+            let mut old = Sandbox::try_from(&python_row()).unwrap();
+            old.sandbox_id = "1".into();
+            old.external_id = "identity/accounts/1".into();
+            old.status = status;
+            old.sfdc_account_id = Some("001X".into());
+            let Some(Upsert::Update(change)) = sync_listed(Some(&old), &listed, 900) else {
+                panic!("{status:?} is refreshed")
+            };
+            let update = row_update(&old, &change);
+            let mut expected = vec!["last_synced", "name", "updated_at"];
+            if status_too {
+                expected.push("status");
+            }
+            expected.sort();
+            assert_eq!(
+                touched(&update),
+                (expected.iter().map(|a| a.to_string()).collect(), vec![]),
+                "{status:?}: the account the listing omits and the row's history stay"
+            );
+            assert_eq!(update.values[":expect_status"], s(status.as_str()));
+        }
+    }
+
     #[test]
     fn a_row_update_sets_what_the_decision_changed_and_requires_its_expectation() {
         use crate::domain::StudentKey;

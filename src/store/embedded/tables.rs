@@ -25,7 +25,7 @@ use redb::{
 
 use crate::domain::ProviderSandbox;
 use crate::domain::lease::{self, LeaseDecision};
-use crate::domain::lifecycle::{self, NotHolder, Release, SyncStep};
+use crate::domain::lifecycle::{self, NotHolder, Release};
 use crate::domain::{
     ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
     Sandbox, SandboxId, SandboxStatus, StudentKey,

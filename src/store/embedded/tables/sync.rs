@@ -11,23 +11,13 @@ impl Tables<'_> {
     ) -> Result<ImportSummary, StoreError> {
         let mut summary = ImportSummary::default();
         for incoming in rows {
-            match self.row(incoming.sandbox_id.as_str())? {
-                None => {
-                    self.put(None, &incoming.into_available_row(now))?;
+            let old = self.row(incoming.sandbox_id.as_str())?;
+            match lifecycle::import_row(old.as_ref(), &incoming, now) {
+                Some(upsert) => {
+                    self.put(old.as_ref(), upsert.row())?;
                     summary.imported += 1;
                 }
-                Some(old) if old.status == SandboxStatus::Available => {
-                    let mut new = old.clone();
-                    new.name = incoming.name.as_str().to_owned();
-                    new.external_id = incoming.external_id.as_str().to_owned();
-                    if incoming.sfdc_account_id.is_some() {
-                        new.sfdc_account_id = incoming.sfdc_account_id;
-                    }
-                    new.updated_at = now;
-                    self.put(Some(&old), &new)?;
-                    summary.imported += 1;
-                }
-                Some(_) => summary.skipped += 1,
+                None => summary.skipped += 1,
             }
         }
         Ok(summary)
@@ -45,27 +35,11 @@ impl Tables<'_> {
             listed.insert(sandbox.sandbox_id.as_str().to_owned());
             let incoming = NewSandbox::from(sandbox);
             let old = self.row(incoming.sandbox_id.as_str())?;
-            let step = lifecycle::sync_step(old.as_ref().map(|row| row.status));
-            summary.record(step);
-            match (step, old) {
-                (SyncStep::Untouched, _) => {}
-                (_, None) => {
-                    let mut row = incoming.into_available_row(now);
-                    row.last_synced = Some(now);
-                    self.put(None, &row)?;
-                }
-                (_, Some(old)) => {
-                    let mut row = old.clone();
-                    row.status = SandboxStatus::Available;
-                    row.name = incoming.name.as_str().to_owned();
-                    row.external_id = incoming.external_id.as_str().to_owned();
-                    if incoming.sfdc_account_id.is_some() {
-                        row.sfdc_account_id = incoming.sfdc_account_id;
-                    }
-                    row.last_synced = Some(now);
-                    row.updated_at = now;
-                    self.put(Some(&old), &row)?;
-                }
+            summary.record(lifecycle::sync_step(old.as_ref().map(|row| row.status)));
+            // Inside the write transaction the row read is the row written over, so the
+            // decision's expectation holds by construction.
+            if let Some(upsert) = lifecycle::sync_listed(old.as_ref(), &incoming, now) {
+                self.put(old.as_ref(), upsert.row())?;
             }
         }
         let mut missing = Vec::new();
