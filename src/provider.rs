@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::domain::deletion::AttemptFailure;
+
 /// The HTTP client of every outbound call: HTTPS only unless `allow_http` (a local
 /// simulator), and never following a redirect, so a token or password is only ever sent
 /// to the host it was configured for (a 3xx is an error like any other refusal).
@@ -85,6 +87,21 @@ impl ProviderError {
         )
     }
 
+    /// What this failure means for a deletion attempt: transient failures, and a refused
+    /// credential, never count against the sandbox (a credential is our configuration,
+    /// not the sandbox: like an outage it must not burn the pool); anything else is the
+    /// provider refusing it.
+    pub fn attempt_failure(&self) -> AttemptFailure {
+        match self {
+            Self::RateLimited { retry_after } => AttemptFailure::Transient {
+                retry_after: *retry_after,
+            },
+            Self::Unauthorized(_) => AttemptFailure::Transient { retry_after: None },
+            other if other.is_transient() => AttemptFailure::Transient { retry_after: None },
+            _ => AttemptFailure::Refused,
+        }
+    }
+
     /// The `outcome` label of a call's result in the request-duration metrics.
     pub fn outcome_label<T>(result: &Result<T, Self>) -> &'static str {
         match result {
@@ -114,4 +131,32 @@ pub trait ProviderClient: Send + Sync + 'static {
     /// Deletes the sandbox whose provider id is `external_id`; `Ok` also when it was
     /// already gone (200, 204 and 404 all mean deleted).
     async fn delete_sandbox(&self, external_id: &str) -> Result<(), ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_sandbox_counts_as_a_deletion_attempt() {
+        let transient = |retry_after| AttemptFailure::Transient { retry_after };
+        let wait = Some(Duration::from_secs(30));
+        let cases = [
+            (ProviderError::Unavailable("503".into()), transient(None)),
+            (ProviderError::CircuitOpen, transient(None)),
+            (ProviderError::Unauthorized(401), transient(None)),
+            (
+                ProviderError::RateLimited { retry_after: wait },
+                transient(wait),
+            ),
+            (
+                ProviderError::Other("HTTP 400".into()),
+                AttemptFailure::Refused,
+            ),
+            (ProviderError::NotFound, AttemptFailure::Refused),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(error.attempt_failure(), expected, "{error:?}");
+        }
+    }
 }

@@ -1,5 +1,8 @@
 //! How a claimed deletion ends, and the row it leaves (one rule for both stores).
 
+mod retry;
+
+pub use self::retry::{AttemptFailure, DeletionPolicy};
 use super::lifecycle::{Change, Expect};
 use super::{NiosxaasCleanup, Sandbox, SandboxStatus};
 

@@ -1,11 +1,11 @@
 //! Cleanup: `pending_deletion` sandboxes are deleted at the provider, throttled, and become
 //! `deleted` tombstones; failures follow contract §4.
 //!
-//! Rule: a transient failure (connection, timeout, 429, 5xx) never counts against the
-//! sandbox — it is retried with a doubling backoff and only given up after
-//! `DELETION_GIVE_UP_HOURS` of failing; a permanent refusal (another 4xx) counts, and
-//! `DELETION_RETRY_MAX_ATTEMPTS` of them make it `deletion_failed`. An open circuit
-//! breaker stops the run and marks nothing. Each row is claimed first, so two runners
+//! Rule: what a failure means for the sandbox is `domain::deletion::DeletionPolicy`'s to
+//! decide (a transient failure never counts against it; refusals do, up to
+//! `DELETION_RETRY_MAX_ATTEMPTS`); the provider says which kind it met
+//! (`ProviderError::attempt_failure`). An open circuit breaker stops the run and marks
+//! nothing. Each row is claimed first, so two runners
 //! never delete the same sandbox twice. When enabled, the NIOSXaaS pre-delete hook runs
 //! first; in enforce mode its failure is decided by the same policy, and the account is
 //! not deleted.
@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use crate::domain::clock::Clock;
+use crate::domain::deletion::DeletionPolicy;
 use crate::domain::{NiosxaasCleanup, Sandbox, SandboxId};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::{HookFailure, PreDeleteHook};
@@ -21,92 +22,8 @@ use crate::store::{DeletionOutcome, Store};
 
 use super::{JobError, Trigger};
 
-/// Longest backoff between two attempts.
-const MAX_BACKOFF_SECS: i64 = 3600;
 /// How long a runner's claim on a row lasts: far longer than one delete call.
 const CLAIM_SECS: i64 = 300;
-
-/// How failures are retried, and how long tombstones stay.
-#[derive(Debug, Clone, Copy)]
-pub struct DeletionPolicy {
-    /// `DELETION_RETRY_MAX_ATTEMPTS`.
-    pub max_attempts: u32,
-    /// `DELETION_RETRY_BACKOFF_SEC`.
-    pub backoff_base_secs: i64,
-    /// `DELETION_GIVE_UP_HOURS`, in seconds.
-    pub give_up_secs: i64,
-    /// `DELETED_TTL_DAYS`, in seconds.
-    pub tombstone_ttl_secs: i64,
-}
-
-impl DeletionPolicy {
-    /// The backoff before try number `tries + 1`: base × 2^(tries−1), at most an hour.
-    pub fn backoff(&self, tries: u32) -> i64 {
-        let doublings = tries.saturating_sub(1).min(20);
-        self.backoff_base_secs
-            .saturating_mul(1_i64 << doublings)
-            .min(MAX_BACKOFF_SECS)
-    }
-
-    /// What a failed deletion of `row` at `now` means for it.
-    pub fn decide(&self, row: &Sandbox, error: &ProviderError, now: i64) -> DeletionOutcome {
-        self.decide_described(row, error, error.to_string(), now)
-    }
-
-    /// [`Self::decide`], recording `message` as the row's deletion error.
-    pub fn decide_described(
-        &self,
-        row: &Sandbox,
-        error: &ProviderError,
-        message: String,
-        now: i64,
-    ) -> DeletionOutcome {
-        // A refused credential is our configuration, not the sandbox: like an outage, it
-        // must not burn the pool, so it retries until the give-up deadline.
-        let transient = error.is_transient() || matches!(error, ProviderError::Unauthorized(_));
-        if transient {
-            let first = row.first_deletion_failure_at.unwrap_or(now);
-            if now - first >= self.give_up_secs {
-                return DeletionOutcome::Failed {
-                    attempts: row.deletion_retry_count,
-                    error: format!(
-                        "still failing after {} hours: {message}",
-                        self.give_up_secs / 3600
-                    ),
-                };
-            }
-            let tries = row.deletion_transient_failures + 1;
-            let mut wait = self.backoff(tries);
-            if let ProviderError::RateLimited {
-                retry_after: Some(after),
-            } = error
-            {
-                wait = wait.max(i64::try_from(after.as_secs()).unwrap_or(MAX_BACKOFF_SECS));
-            }
-            return DeletionOutcome::Retry {
-                next_attempt_at: now + wait,
-                attempts: row.deletion_retry_count,
-                transient_failures: tries,
-                first_transient_failure_at: Some(first),
-                error: message,
-            };
-        }
-        let attempts = row.deletion_retry_count + 1;
-        if attempts >= self.max_attempts {
-            return DeletionOutcome::Failed {
-                attempts,
-                error: message,
-            };
-        }
-        DeletionOutcome::Retry {
-            next_attempt_at: now + self.backoff(attempts),
-            attempts,
-            transient_failures: 0,
-            first_transient_failure_at: None,
-            error: message,
-        }
-    }
-}
 
 /// The cleanup job's settings.
 #[derive(Debug, Clone, Copy)]
@@ -294,9 +211,9 @@ async fn attempt(
             }) => return (Step::Postponed, None),
             Some(failure) => {
                 tracing::warn!(sandbox.id = %row.sandbox_id, error = %failure, "NIOSXaaS cleanup failed; the sandbox is not deleted yet");
-                let outcome = settings.policy.decide_described(
+                let outcome = settings.policy.decide(
                     row,
-                    &failure.error,
+                    failure.error.attempt_failure(),
                     failure.to_string(),
                     clock.now(),
                 );
@@ -309,102 +226,12 @@ async fn attempt(
             ttl: clock.now() + settings.policy.tombstone_ttl_secs,
         }),
         Err(ProviderError::CircuitOpen) => Step::Postponed,
-        Err(err) => Step::Finished(settings.policy.decide(row, &err, clock.now())),
+        Err(err) => Step::Finished(settings.policy.decide(
+            row,
+            err.attempt_failure(),
+            err.to_string(),
+            clock.now(),
+        )),
     };
     (step, niosxaas)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{ExternalId, NewSandbox, SandboxName};
-
-    const POLICY: DeletionPolicy = DeletionPolicy {
-        max_attempts: 3,
-        backoff_base_secs: 60,
-        give_up_secs: 24 * 3600,
-        tombstone_ttl_secs: 86_400,
-    };
-
-    fn pending() -> Sandbox {
-        let mut row = NewSandbox {
-            sandbox_id: SandboxId::parse("i", "1").unwrap(),
-            name: SandboxName::parse("n", "lab-1").unwrap(),
-            external_id: ExternalId::parse("e", "identity/accounts/u").unwrap(),
-            sfdc_account_id: None,
-        }
-        .into_available_row(0);
-        row.status = crate::domain::SandboxStatus::PendingDeletion;
-        row
-    }
-
-    fn apply(row: &mut Sandbox, outcome: &DeletionOutcome) {
-        if let DeletionOutcome::Retry {
-            attempts,
-            transient_failures,
-            first_transient_failure_at,
-            ..
-        } = outcome
-        {
-            row.deletion_retry_count = *attempts;
-            row.deletion_transient_failures = *transient_failures;
-            row.first_deletion_failure_at = *first_transient_failure_at;
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_an_hour() {
-        let waits: Vec<i64> = (1..=8).map(|n| POLICY.backoff(n)).collect();
-        assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
-    }
-
-    #[test]
-    fn an_outage_never_counts_as_an_attempt_and_gives_up_only_after_the_deadline() {
-        let mut row = pending();
-        let down = ProviderError::Unavailable("503".into());
-        for hour in 0..24 {
-            let outcome = POLICY.decide(&row, &down, hour * 3600);
-            assert!(
-                matches!(outcome, DeletionOutcome::Retry { attempts: 0, .. }),
-                "hour {hour}: {outcome:?}"
-            );
-            apply(&mut row, &outcome);
-        }
-        assert!(matches!(
-            POLICY.decide(&row, &down, 24 * 3600),
-            DeletionOutcome::Failed { attempts: 0, .. }
-        ));
-    }
-
-    #[test]
-    fn permanent_refusals_count_and_the_third_one_fails_the_sandbox() {
-        let mut row = pending();
-        let refused = ProviderError::Other("HTTP 400".into());
-        for expected in 1..3 {
-            let outcome = POLICY.decide(&row, &refused, 0);
-            assert!(
-                matches!(outcome, DeletionOutcome::Retry { attempts, .. } if attempts == expected),
-                "{outcome:?}"
-            );
-            apply(&mut row, &outcome);
-        }
-        assert!(matches!(
-            POLICY.decide(&row, &refused, 0),
-            DeletionOutcome::Failed { attempts: 3, .. }
-        ));
-    }
-
-    #[test]
-    fn a_rate_limit_waits_at_least_as_long_as_the_provider_asks() {
-        let limited = ProviderError::RateLimited {
-            retry_after: Some(Duration::from_secs(900)),
-        };
-        assert!(matches!(
-            POLICY.decide(&pending(), &limited, 0),
-            DeletionOutcome::Retry {
-                next_attempt_at: 900,
-                ..
-            }
-        ));
-    }
 }

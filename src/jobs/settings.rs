@@ -5,8 +5,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Schedule;
-use super::cleanup::{CleanupSettings, DeletionPolicy};
+use super::cleanup::CleanupSettings;
 use crate::domain::LabPolicy;
+use crate::domain::deletion::DeletionPolicy;
 use crate::settings::{as_usize, parse_fractional_seconds, parse_seconds};
 
 /// Every job's interval, the cleanup's pacing and retries, and the lease (contract §6).

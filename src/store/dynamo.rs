@@ -35,12 +35,11 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use futures::stream::{self, StreamExt, TryStreamExt};
 
 use self::calls::{Budget, Calls};
 use self::candidates::CandidatePool;
 use self::error::DynamoError;
-use self::item::{AttributeValuesExt, Item, n, niosxaas_history_key, s, sandbox_key};
+use self::item::{Item, niosxaas_history_key, s, sandbox_key};
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
@@ -154,81 +153,6 @@ impl DynamoStore {
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":s", s(status.as_str()))
     }
-
-    /// Deletes each row in `keys` that is still in `status` and, with `at_most =
-    /// Some((attribute, limit))`, whose `attribute` is still at most `limit`;
-    /// `BULK_CONCURRENCY` at once, each one queued like any other write. Returns how many
-    /// were deleted: a row that changed since it was read is left alone.
-    pub(super) async fn delete_each_if(
-        &self,
-        keys: Vec<Item>,
-        status: SandboxStatus,
-        at_most: Option<(&str, i64)>,
-    ) -> Result<u64, StoreError> {
-        let deleted: Vec<bool> = stream::iter(keys)
-            .map(|key| async move {
-                let budget = self.calls.budget();
-                let _turn = self.calls.turn(&budget).await?;
-                let mut delete = self
-                    .client()
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key))
-                    .expression_attribute_names("#s", "status")
-                    .expression_attribute_values(":s", s(status.as_str()));
-                delete = match at_most {
-                    Some((attribute, limit)) => delete
-                        .condition_expression("#s = :s AND #bound <= :limit")
-                        .expression_attribute_names("#bound", attribute)
-                        .expression_attribute_values(":limit", n(limit)),
-                    None => delete.condition_expression("#s = :s"),
-                };
-                match self.calls.send(&budget, || delete.clone().send()).await {
-                    Ok(_) => Ok(true),
-                    Err(DynamoError::Conflict) => Ok(false),
-                    Err(DynamoError::Store(err)) => Err(err),
-                }
-            })
-            .buffer_unordered(BULK_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(deleted.into_iter().filter(|d| *d).count() as u64)
-    }
-
-    /// Primary keys of every row in `status`, from `StatusIndex`.
-    async fn keys_in_status(&self, status: SandboxStatus) -> Result<Vec<Item>, StoreError> {
-        let budget = self.calls.budget();
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let query = self
-                .in_status(status)
-                .projection_expression("PK, SK")
-                .set_exclusive_start_key(start);
-            let page = self
-                .calls
-                .send(&budget, || query.clone().send())
-                .await
-                .map_err(DynamoError::into_store_error)?;
-            for item in page.items() {
-                let key: Item = item
-                    .iter()
-                    .filter(|(name, _)| *name == "PK" || *name == "SK")
-                    .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect();
-                if key
-                    .text("PK")
-                    .is_some_and(|pk| pk.starts_with(item::SANDBOX_PREFIX))
-                {
-                    keys.push(key);
-                }
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(keys),
-            }
-        }
-    }
 }
 
 /// Each verb is the inherent method of the same name in its use-case file (`jobs.rs`,
@@ -276,11 +200,8 @@ impl Store for DynamoStore {
         self.track_stats().await
     }
 
-    /// Conditional single-item deletes rather than `BatchWriteItem`: a batch cannot carry a
-    /// condition, and an unconditional delete could remove a row allocated a moment ago.
     async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError> {
-        let keys = self.keys_in_status(status.status()).await?;
-        self.delete_each_if(keys, status.status(), None).await
+        self.bulk_delete(status).await
     }
 
     async fn sync_provider(

@@ -820,8 +820,9 @@ impl sandbox_broker::provider::ProviderClient for RecordingProvider {
 
 #[tokio::test]
 async fn cleanup_throttles_by_batch_and_by_sandbox() {
+    use sandbox_broker::domain::deletion::DeletionPolicy;
     use sandbox_broker::jobs::Trigger;
-    use sandbox_broker::jobs::cleanup::{Cleanup, CleanupSettings, DeletionPolicy};
+    use sandbox_broker::jobs::cleanup::{Cleanup, CleanupSettings};
     let app = spawn_app().await;
     released(&app, 5).await;
     let provider = RecordingProvider::default();
