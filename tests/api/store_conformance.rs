@@ -513,6 +513,23 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         stored(&store, &gone.to_string()).await.status,
         SandboxStatus::Available
     );
+
+    // The same listing again within the same second changes nothing, and is no error.
+    let before = stored(&store, &renamed.to_string()).await;
+    let repeat = store
+        .sync_provider(listed(&[1, 2, 3, 4, 5, 6], "lab-"), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            repeat.synced,
+            repeat.added,
+            repeat.restored,
+            repeat.untouched
+        ),
+        (4, 0, 0, 2)
+    );
+    assert_eq!(stored(&store, &renamed.to_string()).await, before);
     let stats = store.stats().await.unwrap();
     assert_eq!(
         (

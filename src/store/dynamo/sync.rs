@@ -4,24 +4,31 @@
 //! `domain::lifecycle` decides on the row it has: a new row put only where there is none,
 //! or the row's refresh as the update derived from the decision, conditional on the
 //! status read. A sync starts from the rows `StatusIndex` shows in a status it may replace
-//! (a hint); a write that finds the row otherwise reads it and decides once more, so a
-//! lagging index costs a read, never a wrong write. Each `available` row the provider no
+//! (a hint); a write whose condition finds the row otherwise decides once more on the row
+//! it found, so a lagging index never makes a wrong write. Each `available` row the provider no
 //! longer lists turns `stale` only if it is still `available`; an allocation racing the
 //! sync always wins.
 
 use std::collections::{HashMap, HashSet};
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use super::calls::Budget;
 use super::error::{DynamoError, internal};
-use super::item::Item;
+use super::item::{Item, ItemError};
 use super::{BULK_CONCURRENCY, DynamoStore};
-use crate::domain::lifecycle::{self, SyncStep, Upsert};
+use crate::domain::lifecycle::{self, Change, SyncStep, Upsert};
 use crate::domain::{NewSandbox, ProviderSandbox, Sandbox, SandboxStatus};
 use crate::store::{ImportSummary, StoreError, SyncSummary};
 
 /// A sync's or an import's decision for one sandbox, given the row it has (`None`: none).
 type Decide = fn(Option<&Sandbox>, &NewSandbox, i64) -> Option<Upsert>;
+
+/// The row a refused write found, when the table handed it back.
+type Found = Option<Result<Sandbox, ItemError>>;
 
 /// What writing one sandbox of a sync or an import came to.
 enum Upserted {
@@ -103,8 +110,8 @@ impl DynamoStore {
     }
 
     /// Writes `decide`'s upsert of `incoming` on `guess` (the row as the caller believes
-    /// it is); when the write's condition finds the row otherwise, reads it and decides
-    /// once more. A second refusal is a write that came first (an allocation, another
+    /// it is); when the write's condition finds the row otherwise, decides once more on
+    /// the row found. A second refusal is a write that came first (an allocation, another
     /// instance's sync): the row is left to it.
     async fn upsert(
         &self,
@@ -120,25 +127,10 @@ impl DynamoStore {
             let Some(upsert) = decide(old.as_ref(), &incoming, now) else {
                 return Ok(Upserted::Left);
             };
-            let sent = match (&upsert, &old) {
-                (Upsert::Insert(row), _) => {
-                    let put = self
-                        .client()
-                        .put_item()
-                        .table_name(&self.table)
-                        .set_item(Some(Item::from(row)))
-                        .condition_expression("attribute_not_exists(PK)");
-                    self.calls
-                        .send(&budget, || put.clone().send())
-                        .await
-                        .map(drop)
-                }
+            let (sent, found) = match (&upsert, &old) {
+                (Upsert::Insert(row), _) => self.insert(&budget, row).await,
                 (Upsert::Update(change), Some(before)) => {
-                    let update = self.apply_change(before, change);
-                    self.calls
-                        .send(&budget, || update.clone().send())
-                        .await
-                        .map(drop)
+                    self.refresh(&budget, before, change).await
                 }
                 (Upsert::Update(_), None) => {
                     return Err(internal("an update decided without a row"));
@@ -147,13 +139,68 @@ impl DynamoStore {
             match sent {
                 Ok(()) => return Ok(Upserted::Wrote(old.map(|row| row.status))),
                 Err(DynamoError::Conflict) if !decided_on_read => {
-                    old = self.row(&budget, incoming.sandbox_id.as_str()).await?;
+                    old = match found {
+                        Some(Ok(row)) => Some(row),
+                        _ => self.row(&budget, incoming.sandbox_id.as_str()).await?,
+                    };
                 }
                 Err(DynamoError::Conflict) => return Ok(Upserted::Left),
                 Err(DynamoError::Store(err)) => return Err(err),
             }
         }
         Ok(Upserted::Left)
+    }
+
+    /// Puts `row` where there is no row yet; a refusal hands back the row found (when
+    /// the table returns it: DynamoDB Local may not).
+    async fn insert(&self, budget: &Budget, row: &Sandbox) -> (Result<(), DynamoError>, Found) {
+        let put = self
+            .client()
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Item::from(row)))
+            .condition_expression("attribute_not_exists(PK)")
+            .return_values_on_condition_check_failure(AllOld);
+        let (sent, found) = self
+            .calls
+            .send_keeping(
+                budget,
+                || put.clone().send(),
+                |err| match err {
+                    PutItemError::ConditionalCheckFailedException(failed) => {
+                        failed.item().map(Sandbox::try_from)
+                    }
+                    _ => None,
+                },
+            )
+            .await;
+        (sent.map(drop), found)
+    }
+
+    /// Applies `change` to `before`; a refusal hands back the row found, as [`Self::insert`].
+    async fn refresh(
+        &self,
+        budget: &Budget,
+        before: &Sandbox,
+        change: &Change,
+    ) -> (Result<(), DynamoError>, Found) {
+        let update = self
+            .apply_change(before, change)
+            .return_values_on_condition_check_failure(AllOld);
+        let (sent, found) = self
+            .calls
+            .send_keeping(
+                budget,
+                || update.clone().send(),
+                |err| match err {
+                    UpdateItemError::ConditionalCheckFailedException(failed) => {
+                        failed.item().map(Sandbox::try_from)
+                    }
+                    _ => None,
+                },
+            )
+            .await;
+        (sent.map(drop), found)
     }
 
     /// Marks `row` (read `available`, no longer listed) stale if it still is available.

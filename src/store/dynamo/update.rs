@@ -65,6 +65,16 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
         .into_iter()
         .map(|attribute| name(&mut update, attribute))
         .collect();
+    if set.is_empty() && remove.is_empty() {
+        // A decision that changes nothing (a second sync within the same second) still
+        // lands only where its expectation holds, and DynamoDB refuses an empty update:
+        // write the status it already has.
+        let placeholder = name(&mut update, "status");
+        update
+            .values
+            .insert(":v_same".into(), s(change.row.status.as_str()));
+        set.push(format!("{placeholder} = :v_same"));
+    }
     let mut expression = String::new();
     if !set.is_empty() {
         expression = format!("SET {}", set.join(", "));
@@ -187,6 +197,31 @@ mod tests {
             );
             assert_eq!(update.values[":expect_status"], s(status.as_str()));
         }
+    }
+
+    #[test]
+    fn a_decision_that_changes_nothing_still_writes_under_its_condition() {
+        use crate::domain::lifecycle::{Upsert, sync_listed};
+        let mut old = Sandbox::try_from(&python_row()).unwrap();
+        old.status = SandboxStatus::Available;
+        let listed = NewSandbox {
+            sandbox_id: SandboxId::parse("id", &old.sandbox_id).unwrap(),
+            name: SandboxName::parse("name", &old.name).unwrap(),
+            external_id: ExternalId::parse("ext", &old.external_id).unwrap(),
+            sfdc_account_id: None,
+        };
+        old.updated_at = 900;
+        old.last_synced = Some(900);
+        let Some(Upsert::Update(change)) = sync_listed(Some(&old), &listed, 900) else {
+            panic!("an available row is refreshed")
+        };
+        assert_eq!(change.row, old, "the same listing in the same second");
+
+        let update = row_update(&old, &change);
+
+        assert_eq!(touched(&update), (vec!["status".to_owned()], vec![]));
+        assert_eq!(update.values[":v_same"], s("available"));
+        assert_eq!(update.values[":expect_status"], s("available"));
     }
 
     #[test]
