@@ -18,6 +18,7 @@ mod env_example;
 mod helpers;
 mod jobs;
 mod layers;
+mod load_scenarios;
 mod metric_names;
 mod niosxaas;
 mod ops;
