@@ -9,16 +9,17 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::store::PoolStats;
-
 mod http;
 mod jobs;
 mod provider;
+mod readings;
 mod track;
 
 pub use self::http::HttpMetrics;
 pub use self::jobs::JobMetrics;
 pub use self::provider::ProviderMetrics;
+use self::readings::ReadingGauges;
+pub use self::readings::StoreReadings;
 pub use self::track::TrackMetrics;
 
 /// Latency buckets in seconds: dense from 0.5 ms (a group-committed allocation) to 100 ms,
@@ -41,17 +42,7 @@ pub struct Metrics {
     pub provider: ProviderMetrics,
     /// 1 when the last scrape could read the pool counts from the store, else 0.
     store_up: IntGauge,
-    pool: PoolGauges,
-}
-
-#[derive(Clone)]
-struct PoolGauges {
-    available: IntGauge,
-    allocated: IntGauge,
-    pending_deletion: IntGauge,
-    stale: IntGauge,
-    deletion_failed: IntGauge,
-    total: IntGauge,
+    readings: ReadingGauges,
 }
 
 pub(crate) fn counter(
@@ -130,26 +121,7 @@ impl Metrics {
                 "broker_store_up",
                 "1 when the store answered the last scrape",
             )?,
-            pool: PoolGauges {
-                available: gauge(&r, "broker_pool_available", "Sandboxes available")?,
-                allocated: gauge(&r, "broker_pool_allocated", "Sandboxes allocated")?,
-                pending_deletion: gauge(
-                    &r,
-                    "broker_pool_pending_deletion",
-                    "Sandboxes pending deletion",
-                )?,
-                stale: gauge(&r, "broker_pool_stale", "Sandboxes stale")?,
-                deletion_failed: gauge(
-                    &r,
-                    "broker_pool_deletion_failed",
-                    "Sandboxes whose deletion failed",
-                )?,
-                total: gauge(
-                    &r,
-                    "broker_pool_total",
-                    "Sandbox rows in the pool, tombstones included",
-                )?,
-            },
+            readings: ReadingGauges::register(&r)?,
             registry: r,
         };
         Ok(metrics)
@@ -163,21 +135,14 @@ impl Metrics {
         Ok(())
     }
 
-    /// The Prometheus text exposition. With `Some(pool)` the pool gauges are set from it;
-    /// with `None` (store unreachable) they keep their last values and `broker_store_up` is 0,
-    /// so a store outage never hides the request metrics that explain it.
-    pub fn render(&self, pool: Option<&PoolStats>) -> Result<String, prometheus::Error> {
-        self.store_up.set(i64::from(pool.is_some()));
-        if let Some(pool) = pool {
-            let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            self.pool.available.set(to_i64(pool.available));
-            self.pool.allocated.set(to_i64(pool.allocated));
-            self.pool
-                .pending_deletion
-                .set(to_i64(pool.pending_deletion));
-            self.pool.stale.set(to_i64(pool.stale));
-            self.pool.deletion_failed.set(to_i64(pool.deletion_failed));
-            self.pool.total.set(to_i64(pool.total()));
+    /// The Prometheus text exposition. With `Some(readings)` the pool and job gauges are
+    /// set from them; with `None` (store unreachable) they keep their last values and
+    /// `broker_store_up` is 0, so a store outage never hides the request metrics that
+    /// explain it.
+    pub fn render(&self, readings: Option<&StoreReadings>) -> Result<String, prometheus::Error> {
+        self.store_up.set(i64::from(readings.is_some()));
+        if let Some(readings) = readings {
+            self.readings.set(readings);
         }
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;

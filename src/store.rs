@@ -167,6 +167,11 @@ pub trait Store: Send + Sync + 'static {
     /// Per-lab counts, sorted by track name.
     async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError>;
 
+    /// How many sandboxes are available whose name starts with each of `prefixes`, in
+    /// their order: what an allocation with that `X-Sandbox-Name-Prefix` can still get
+    /// (the per-prefix pool gauges).
+    async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError>;
+
     /// Removes every row in `status` from the broker (never from the provider); returns how many.
     async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError>;
 

@@ -17,7 +17,7 @@ pub struct Recent<T> {
     last: Mutex<Option<(Instant, T)>>,
 }
 
-impl<T: Copy> Recent<T> {
+impl<T: Clone> Recent<T> {
     /// Answers are reused for `max_age`.
     pub fn new(max_age: Duration) -> Self {
         Self {
@@ -33,13 +33,13 @@ impl<T: Copy> Recent<T> {
         Fut: Future<Output = T>,
     {
         let mut last = self.last.lock().await;
-        if let Some((taken, answer)) = *last
+        if let Some((taken, answer)) = &*last
             && taken.elapsed() < self.max_age
         {
-            return answer;
+            return answer.clone();
         }
         let answer = read().await;
-        *last = Some((Instant::now(), answer));
+        *last = Some((Instant::now(), answer.clone()));
         answer
     }
 }

@@ -9,6 +9,7 @@ use clap::Args;
 use ipnet::IpNet;
 
 use super::serve::ConnectionLimits;
+use crate::domain::NamePrefix;
 use crate::settings::{as_usize, parse_seconds};
 
 /// The listener, the routes and the connection limits (contract §6).
@@ -56,6 +57,18 @@ pub struct HttpConfig {
     #[arg(long, env = "METRICS_POOL_REFRESH_SEC", value_name = "METRICS_POOL_REFRESH_SEC", default_value = "5", value_parser = parse_seconds)]
     pub metrics_pool_refresh: Duration,
 
+    /// Name prefixes (comma-separated, at most 20) whose available sandboxes `/metrics`
+    /// counts as `broker_pool_available_by_prefix{prefix}`: the pools labs draw from with
+    /// `X-Sandbox-Name-Prefix`, so an alert can say which one runs low.
+    #[arg(
+        long,
+        env = "METRICS_POOL_PREFIXES",
+        value_name = "METRICS_POOL_PREFIXES",
+        default_value = "",
+        value_parser = PoolPrefixes::parse
+    )]
+    pub metrics_pool_prefixes: PoolPrefixes,
+
     /// Seconds a client may take to send a request's line and headers, from its first byte;
     /// slower clients are disconnected.
     #[arg(long, env = "HEADER_READ_TIMEOUT_SEC", value_name = "HEADER_READ_TIMEOUT_SEC", default_value = "10", value_parser = parse_seconds)]
@@ -102,6 +115,35 @@ impl TrustedProxies {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Self)
+    }
+}
+
+/// The name prefixes the per-prefix pool gauges count, in the order given, each once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolPrefixes(pub Vec<NamePrefix>);
+
+impl PoolPrefixes {
+    /// Most prefixes one instance counts: each is one index query per refresh.
+    pub const MAX: usize = 20;
+
+    /// A comma-separated list of name prefixes; empty means none.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut prefixes: Vec<NamePrefix> = Vec::new();
+        for entry in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let prefix =
+                NamePrefix::parse("METRICS_POOL_PREFIXES", entry).map_err(|err| err.to_string())?;
+            if !prefixes.contains(&prefix) {
+                prefixes.push(prefix);
+            }
+        }
+        if prefixes.len() > Self::MAX {
+            return Err(format!(
+                "at most {} prefixes, got {}",
+                Self::MAX,
+                prefixes.len()
+            ));
+        }
+        Ok(Self(prefixes))
     }
 }
 
@@ -154,6 +196,25 @@ fn parse_base_path(raw: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_prefixes_are_trimmed_deduplicated_checked_and_bounded() {
+        let names = |raw: &str| {
+            PoolPrefixes::parse(raw).map(|p| {
+                p.0.iter()
+                    .map(|n| n.as_str().to_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(names(""), Ok(vec![]));
+        assert_eq!(
+            names(" dns- ,sec-,,dns-"),
+            Ok(vec!["dns-".into(), "sec-".into()])
+        );
+        assert!(names("caf\u{e9}-").is_err(), "the header's character rules");
+        let many: Vec<String> = (0..=PoolPrefixes::MAX).map(|n| format!("p{n}-")).collect();
+        assert!(names(&many.join(",")).unwrap_err().contains("at most 20"));
+    }
 
     #[test]
     fn base_paths_are_normalised_and_checked() {

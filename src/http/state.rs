@@ -12,12 +12,12 @@ use super::settings::HttpConfig;
 use crate::domain::LabPolicy;
 use crate::domain::clock::SharedClock;
 use crate::jobs::Jobs;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreReadings};
 use crate::provider::breaker::CircuitBreaker;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::ratelimit::RateLimiter;
 use crate::ratelimit::failures::FailureThrottle;
-use crate::store::{PoolStats, SharedStore};
+use crate::store::SharedStore;
 
 /// Everything a request handler may use.
 pub struct App {
@@ -38,7 +38,7 @@ pub struct App {
     /// Failed authentications per client address.
     pub auth_failures: FailureThrottle,
     /// The pool counts `/metrics` reports (`None`: the store could not count).
-    pub pool_counts: Recent<Option<PoolStats>>,
+    pub pool_counts: Recent<Option<Arc<StoreReadings>>>,
     /// The store's last readiness answer, reused for a second.
     pub readiness: Recent<&'static str>,
     /// The background jobs (sync, …) and their leases.

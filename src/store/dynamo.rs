@@ -45,8 +45,8 @@ use super::{
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
 };
 use crate::domain::{
-    DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
-    SandboxStatus, StudentKey,
+    DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
+    SandboxId, SandboxStatus, StudentKey,
 };
 
 /// Writes in flight at once for imports, syncs and bulk deletes.
@@ -198,6 +198,10 @@ impl Store for DynamoStore {
 
     async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
         self.track_stats().await
+    }
+
+    async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
+        self.available_by_prefix(prefixes).await
     }
 
     async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError> {

@@ -25,8 +25,8 @@ use super::{
 };
 use crate::domain::ProviderSandbox;
 use crate::domain::{
-    DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId,
-    StudentKey,
+    DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
+    SandboxId, StudentKey,
 };
 
 /// The file inside the data directory.
@@ -245,6 +245,12 @@ impl Store for EmbeddedStore {
 
     async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
         self.read(tables::track_stats).await
+    }
+
+    async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
+        let prefixes = prefixes.to_vec();
+        self.read(move |db| tables::available_by_prefix(db, &prefixes))
+            .await
     }
 
     async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError> {

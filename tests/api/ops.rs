@@ -142,6 +142,61 @@ async fn metrics_keep_the_contract_names_and_pool_gauges_follow_each_change() {
     );
 }
 
+/// The value of the series `series` (name and labels exactly) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_each_configured_prefix_and_say_when_each_job_ran_and_is_due() {
+    let app = spawn_app_with(|c| {
+        c.http.metrics_pool_prefixes =
+            sandbox_broker::http::settings::PoolPrefixes::parse("dns-, sec-,none-").unwrap();
+    })
+    .await;
+    app.seed("dns-", 0, 3).await;
+    app.seed("sec-", 100, 2).await;
+    app.allocate_with("stu", &[("X-Sandbox-Name-Prefix", "dns-")])
+        .await;
+    let before = sandbox_broker::domain::now_epoch();
+    let expired = app
+        .admin(Method::POST, "/v1/admin/expire")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expired.status(), StatusCode::OK);
+
+    let text = app.metrics_text().await;
+
+    let value =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no `{series}` in\n{text}"));
+    assert_eq!(
+        value(r#"broker_pool_available_by_prefix{prefix="dns-"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"broker_pool_available_by_prefix{prefix="sec-"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"broker_pool_available_by_prefix{prefix="none-"}"#),
+        0.0
+    );
+    assert_eq!(
+        value(r#"broker_job_last_outcome{job="expiry",outcome="completed"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"broker_job_last_outcome{job="expiry",outcome="failed"}"#),
+        0.0
+    );
+    let finished = value(r#"broker_job_last_finished_timestamp_seconds{job="expiry"}"#);
+    let due = value(r#"broker_job_next_run_timestamp_seconds{job="expiry"}"#);
+    assert!(finished >= before as f64, "{finished} < {before}");
+    assert!(due > finished, "next run {due} after the last {finished}");
+}
+
 #[tokio::test]
 async fn sane_request_ids_are_echoed_and_others_replaced() {
     let app = spawn_app().await;
@@ -370,6 +425,12 @@ impl Store for FailingStore {
         Err(self.fail())
     }
     async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
+        Err(self.fail())
+    }
+    async fn available_by_prefix(
+        &self,
+        _: &[sandbox_broker::domain::NamePrefix],
+    ) -> Result<Vec<u64>, StoreError> {
         Err(self.fail())
     }
     async fn bulk_delete(&self, _: DeletableStatus) -> Result<u64, StoreError> {

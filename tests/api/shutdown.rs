@@ -54,6 +54,12 @@ impl Store for GatedStore {
     async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
         self.inner.track_stats().await
     }
+    async fn available_by_prefix(
+        &self,
+        prefixes: &[sandbox_broker::domain::NamePrefix],
+    ) -> Result<Vec<u64>, StoreError> {
+        self.inner.available_by_prefix(prefixes).await
+    }
     async fn bulk_delete(&self, s: DeletableStatus) -> Result<u64, StoreError> {
         self.inner.bulk_delete(s).await
     }

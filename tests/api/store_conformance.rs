@@ -266,6 +266,35 @@ pub async fn list_pages_visit_every_match_once(store: SharedStore) {
     assert_eq!(one_student.len(), 1);
 }
 
+/// The per-prefix pool gauges count exactly what an allocation with that prefix can get.
+pub async fn available_by_prefix_counts_what_a_prefix_allocation_can_get(store: SharedStore) {
+    let mut rows = sandboxes("dns-", 0, 5);
+    rows.extend(sandboxes("dnssec-", 100, 2));
+    rows.extend(sandboxes("sec-", 200, 3));
+    store.import(rows, NOW).await.unwrap();
+    for n in 0..2 {
+        store
+            .allocate(with_prefix(request(&format!("s{n}")), "dns-"))
+            .await
+            .unwrap();
+    }
+    let prefix = |raw: &str| sandbox_broker::domain::NamePrefix::parse("p", raw).unwrap();
+    let prefixes = [
+        prefix("dns-"),
+        prefix("dns"),
+        prefix("sec-"),
+        prefix("nothing-"),
+    ];
+
+    let counts = store.available_by_prefix(&prefixes).await.unwrap();
+
+    assert_eq!(counts, [3, 5, 3, 0]);
+    assert_eq!(
+        store.available_by_prefix(&[]).await.unwrap(),
+        Vec::<u64>::new()
+    );
+}
+
 pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
     store.import(sandboxes("lab-", 0, 10), NOW).await.unwrap();
     for n in 0..4 {
@@ -397,6 +426,7 @@ macro_rules! conformance_suite {
                 get_returns_rows_in_any_status,
                 list_pages_visit_every_match_once,
                 stats_and_track_stats_are_exact,
+                available_by_prefix_counts_what_a_prefix_allocation_can_get,
                 bulk_delete_removes_exactly_one_status,
                 concurrent_allocations_never_share_a_sandbox,
                 ping_succeeds_on_a_healthy_store,

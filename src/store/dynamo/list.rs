@@ -15,12 +15,12 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use super::calls::Budget;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, SANDBOX_PREFIX, n, s};
-use super::schema::{STATUS_INDEX, TRACK_INDEX};
+use super::schema::{STATUS_INDEX, STATUS_NAME_INDEX, TRACK_INDEX};
 use super::{BULK_CONCURRENCY, DynamoStore};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::Select;
 
-use crate::domain::{Sandbox, SandboxStatus};
+use crate::domain::{NamePrefix, Sandbox, SandboxStatus};
 use crate::store::{
     DeletableStatus, ListCursor, ListQuery, PoolStats, SandboxPage, StoreError, TrackStats,
     TrackTally,
@@ -221,6 +221,30 @@ impl DynamoStore {
             stats.adjust(status, i64::try_from(count).unwrap_or(i64::MAX));
         }
         Ok(stats)
+    }
+
+    /// Counts available names by prefix on `StatusNameIndex`, a keys-only index (see
+    /// [`crate::store::Store::available_by_prefix`]).
+    pub(super) async fn available_by_prefix(
+        &self,
+        prefixes: &[NamePrefix],
+    ) -> Result<Vec<u64>, StoreError> {
+        let budget = self.calls.budget();
+        let mut counts = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            let query = self
+                .client()
+                .query()
+                .table_name(&self.table)
+                .index_name(STATUS_NAME_INDEX)
+                .key_condition_expression("#s = :available AND begins_with(#n, :prefix)")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_names("#n", "name")
+                .expression_attribute_values(":available", s(SandboxStatus::Available.as_str()))
+                .expression_attribute_values(":prefix", s(prefix.as_str()));
+            counts.push(self.count(&budget, query, u64::MAX).await?);
+        }
+        Ok(counts)
     }
 
     /// Per-lab counts from a scan (see [`crate::store::Store::track_stats`]).

@@ -13,7 +13,9 @@ mod release;
 mod sync;
 
 pub(super) use self::jobs::job_records;
-pub(super) use self::list::{list_page, read_niosxaas_history, read_row, track_stats};
+pub(super) use self::list::{
+    available_by_prefix, list_page, read_niosxaas_history, read_row, track_stats,
+};
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
@@ -27,8 +29,8 @@ use crate::domain::ProviderSandbox;
 use crate::domain::lease::{self, LeaseDecision};
 use crate::domain::lifecycle::{self, NotHolder, Release};
 use crate::domain::{
-    ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
-    Sandbox, SandboxId, SandboxStatus, StudentKey,
+    ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
+    NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey,
 };
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,

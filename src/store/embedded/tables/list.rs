@@ -2,6 +2,29 @@
 
 use super::*;
 
+/// Available rows by name prefix, from a fresh snapshot: one range of the available index
+/// per prefix.
+pub(in crate::store::embedded) fn available_by_prefix(
+    db: &Database,
+    prefixes: &[NamePrefix],
+) -> Result<Vec<u64>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let available = txn.open_table(AVAILABLE_BY_NAME).map_err(storage)?;
+    let mut counts = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        let mut count = 0;
+        for entry in available.range(prefix.as_str()..).map_err(storage)? {
+            let (key, _) = entry.map_err(storage)?;
+            if !key.value().starts_with(prefix.as_str()) {
+                break;
+            }
+            count += 1;
+        }
+        counts.push(count);
+    }
+    Ok(counts)
+}
+
 /// The row with this id from a fresh snapshot.
 pub(in crate::store::embedded) fn read_row(
     db: &Database,
