@@ -21,6 +21,7 @@ mod layers;
 mod load_scenarios;
 mod metric_names;
 mod niosxaas;
+mod observability;
 mod ops;
 mod process;
 mod provider;

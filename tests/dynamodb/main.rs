@@ -30,6 +30,8 @@ mod local;
 mod lost_answers;
 #[path = "../api/niosxaas.rs"]
 mod niosxaas;
+#[path = "../api/observability.rs"]
+mod observability;
 #[path = "../api/ops.rs"]
 mod ops;
 mod outage;
