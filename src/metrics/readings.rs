@@ -2,9 +2,9 @@
 //! per configured name prefix) and the jobs' shared records, so every instance of a fleet
 //! reports the same truth about the pool and about when each job last ran.
 
-use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{IntGauge, IntGaugeVec, Registry};
 
-use super::gauge;
+use super::{gauge, gauge_vec};
 use crate::domain::NamePrefix;
 use crate::store::{JobRecord, PoolStats};
 
@@ -34,17 +34,6 @@ pub(super) struct ReadingGauges {
     job_last_finished: IntGaugeVec,
     job_next_run: IntGaugeVec,
     job_last_outcome: IntGaugeVec,
-}
-
-fn gauge_vec(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntGaugeVec> {
-    let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(metric.clone()))?;
-    Ok(metric)
 }
 
 impl ReadingGauges {

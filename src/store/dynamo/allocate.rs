@@ -42,7 +42,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 mod key_item;
@@ -50,7 +49,7 @@ mod key_item;
 use super::DynamoStore;
 use super::calls::{Budget, backoff};
 use super::error::{DynamoError, internal};
-use super::item::returned_row;
+use super::item::{returned_row, row_found_by_update};
 use super::update::unread_available;
 use crate::domain::lifecycle;
 use crate::domain::{Sandbox, SandboxStatus};
@@ -295,16 +294,7 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let (sent, returned) = self
             .calls
-            .send_keeping(
-                budget,
-                || update.clone().send(),
-                |err| match err {
-                    UpdateItemError::ConditionalCheckFailedException(failed) => {
-                        failed.item().map(Sandbox::try_from)
-                    }
-                    _ => None,
-                },
-            )
+            .send_keeping(budget, || update.clone().send(), row_found_by_update)
             .await;
         match sent {
             Ok(output) => {

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::domain::{Sandbox, SandboxStatus};
@@ -89,6 +91,27 @@ pub(crate) fn allocation_key(encoded: &str) -> Item {
 pub(crate) fn returned_row(attributes: Option<Item>) -> Result<Sandbox, crate::store::StoreError> {
     Sandbox::try_from(&attributes.unwrap_or_default())
         .map_err(|err| crate::store::StoreError::Internal(Box::new(err)))
+}
+
+/// The row a refused update found (`ReturnValuesOnConditionCheckFailure::AllOld`), if the
+/// table handed it back.
+pub(crate) fn row_found_by_update(err: &UpdateItemError) -> Option<Result<Sandbox, ItemError>> {
+    match err {
+        UpdateItemError::ConditionalCheckFailedException(failed) => {
+            failed.item().map(Sandbox::try_from)
+        }
+        _ => None,
+    }
+}
+
+/// The row a refused put found, as [`row_found_by_update`].
+pub(crate) fn row_found_by_put(err: &PutItemError) -> Option<Result<Sandbox, ItemError>> {
+    match err {
+        PutItemError::ConditionalCheckFailedException(failed) => {
+            failed.item().map(Sandbox::try_from)
+        }
+        _ => None,
+    }
 }
 
 /// Why an item is not a sandbox row this service can use.

@@ -11,14 +11,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::calls::Budget;
 use super::error::{DynamoError, internal};
-use super::item::{Item, ItemError};
+use super::item::{Item, ItemError, row_found_by_put, row_found_by_update};
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::lifecycle::{self, Change, SyncStep, Upsert};
 use crate::domain::{NewSandbox, ProviderSandbox, Sandbox, SandboxStatus};
@@ -163,16 +161,7 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(AllOld);
         let (sent, found) = self
             .calls
-            .send_keeping(
-                budget,
-                || put.clone().send(),
-                |err| match err {
-                    PutItemError::ConditionalCheckFailedException(failed) => {
-                        failed.item().map(Sandbox::try_from)
-                    }
-                    _ => None,
-                },
-            )
+            .send_keeping(budget, || put.clone().send(), row_found_by_put)
             .await;
         (sent.map(drop), found)
     }
@@ -189,16 +178,7 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(AllOld);
         let (sent, found) = self
             .calls
-            .send_keeping(
-                budget,
-                || update.clone().send(),
-                |err| match err {
-                    UpdateItemError::ConditionalCheckFailedException(failed) => {
-                        failed.item().map(Sandbox::try_from)
-                    }
-                    _ => None,
-                },
-            )
+            .send_keeping(budget, || update.clone().send(), row_found_by_update)
             .await;
         (sent.map(drop), found)
     }
