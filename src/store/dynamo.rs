@@ -163,7 +163,7 @@ impl Store for DynamoStore {
     async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
-        self.allocate_sandbox(&budget, &request).await
+        self.allocate(&budget, &request).await
     }
 
     async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {

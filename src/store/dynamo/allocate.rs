@@ -117,7 +117,7 @@ impl Race<'_> {
 
 impl DynamoStore {
     /// Runs the protocol for `request` until it has an answer or `budget` runs out.
-    pub(super) async fn allocate_sandbox(
+    pub(super) async fn allocate(
         &self,
         budget: &Budget,
         request: &AllocationRequest,

@@ -116,8 +116,8 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
 /// and perhaps still carrying a `track_name` from an earlier life (a row another service
 /// returned to the pool), which an allocation without a track must clear. Every other
 /// attribute is the same before and after a decision on it, so the update derived from
-/// the decision writes exactly what the decision changes (an allocation's claim, a stale
-/// marking), and the decision's expectation stays its condition.
+/// the decision writes exactly what the decision changes (an allocation's claim, which
+/// never reads its candidate), and the decision's expectation stays its condition.
 pub(super) fn unread_available(id: &str) -> Result<Sandbox, StoreError> {
     const UNREAD: &str = "unread";
     let invalid = |err: ValidationError| internal(err.to_string());
