@@ -27,7 +27,7 @@ use crate::domain::clock::{SharedClock, SystemClock, millis};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
-use crate::store::{JobRecord, LeaseOutcome, SharedStore, StoreError};
+use crate::store::{JobOutcome, JobRecord, LeaseOutcome, SharedStore, StoreError};
 
 /// Delay of a job's first scheduled run after start (or its interval, if shorter).
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
@@ -161,7 +161,7 @@ impl Jobs {
             .map_err(JobError::from);
         match lease {
             Err(err) => {
-                log_run(job, "failed", Duration::ZERO, &Err(&err));
+                log_run(job, JobOutcome::Failed, Duration::ZERO, &Err(&err));
                 return Err(err);
             }
             Ok(LeaseOutcome::Acquired) => {}
@@ -181,15 +181,17 @@ impl Jobs {
         };
         let duration = started.elapsed();
         let (outcome, counts) = match &result {
-            Ok(counts) => ("completed", counts.named()),
-            Err(JobError::Provider(err)) if err.is_transient() => ("postponed", BTreeMap::new()),
-            Err(_) => ("failed", BTreeMap::new()),
+            Ok(counts) => (JobOutcome::Completed, counts.named()),
+            Err(JobError::Provider(err)) if err.is_transient() => {
+                (JobOutcome::Postponed, BTreeMap::new())
+            }
+            Err(_) => (JobOutcome::Failed, BTreeMap::new()),
         };
         let record = JobRecord {
             job: job.as_str().to_owned(),
             last_started_at: Some(started_at),
             last_finished_at: Some(self.clock.now()),
-            last_outcome: Some(outcome.to_owned()),
+            last_outcome: Some(outcome.as_str().to_owned()),
             last_counts: counts.clone(),
             next_run_at: Some(
                 self.clock.now() + i64::try_from(self.interval(job).as_secs()).unwrap_or(0),

@@ -102,6 +102,31 @@ pub struct MarkOutcome {
     pub newly_marked: bool,
 }
 
+/// How a job's run ended, as [`JobRecord::last_outcome`] stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// It ran to the end.
+    Completed,
+    /// The provider was unavailable: nothing was changed, the next run tries again.
+    Postponed,
+    /// It ended in an error.
+    Failed,
+}
+
+impl JobOutcome {
+    /// Every outcome.
+    pub const ALL: [Self; 3] = [Self::Completed, Self::Postponed, Self::Failed];
+
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Postponed => "postponed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// A job's lease and its last run, as `GET /v1/admin/jobs` shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobRecord {
@@ -115,7 +140,7 @@ pub struct JobRecord {
     pub last_started_at: Option<i64>,
     /// Epoch seconds the last run ended.
     pub last_finished_at: Option<i64>,
-    /// `completed`, `failed` or `postponed`.
+    /// A [`JobOutcome`]'s name.
     pub last_outcome: Option<String>,
     /// The last run's counts, e.g. `{"synced": 12}`.
     pub last_counts: std::collections::BTreeMap<String, u64>,

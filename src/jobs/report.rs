@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::JobError;
 use super::cleanup::CleanupCounts;
-use crate::store::SyncSummary;
+use crate::store::{JobOutcome, SyncSummary};
 
 /// The one log line of a job run, in the Python service's shape (contract §8): `action` =
 /// `background_<job>`, `outcome` `success` or `error`; a run that did not complete (its
@@ -14,11 +14,12 @@ use crate::store::SyncSummary;
 /// `completed`, `postponed` or `failed`.
 pub(super) fn log_run(
     job: JobName,
-    result: &str,
+    result: JobOutcome,
     duration: Duration,
     run: &Result<&BTreeMap<String, u64>, &JobError>,
 ) {
     let action = format!("background_{}", job.as_str());
+    let result = result.as_str();
     let latency_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     match run {
         Ok(counts) => {

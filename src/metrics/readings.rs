@@ -6,7 +6,7 @@ use prometheus::{IntGauge, IntGaugeVec, Registry};
 
 use super::{gauge, gauge_vec};
 use crate::domain::NamePrefix;
-use crate::store::{JobRecord, PoolStats};
+use crate::store::{JobOutcome, JobRecord, PoolStats};
 
 /// What a scrape read from the store (at most once per `METRICS_POOL_REFRESH_SEC`).
 #[derive(Debug, Clone, Default)]
@@ -18,9 +18,6 @@ pub struct StoreReadings {
     /// Each job's lease and last run, as the store keeps them for the fleet.
     pub jobs: Vec<JobRecord>,
 }
-
-/// The outcomes a job record names (`JobRecord::last_outcome`).
-const OUTCOMES: [&str; 3] = ["completed", "failed", "postponed"];
 
 #[derive(Clone)]
 pub(super) struct ReadingGauges {
@@ -107,7 +104,7 @@ impl ReadingGauges {
                 self.job_next_run.with_label_values(&[job]).set(at);
             }
             if let Some(last) = record.last_outcome.as_deref() {
-                for outcome in OUTCOMES {
+                for outcome in JobOutcome::ALL.map(JobOutcome::as_str) {
                     self.job_last_outcome
                         .with_label_values(&[job, outcome])
                         .set(i64::from(outcome == last));
