@@ -248,6 +248,10 @@ impl Store for EmbeddedStore {
     }
 
     async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
+        if prefixes.is_empty() {
+            // The default: no snapshot to open on every scrape.
+            return Ok(Vec::new());
+        }
         let prefixes = prefixes.to_vec();
         self.read(move |db| tables::available_by_prefix(db, &prefixes))
             .await

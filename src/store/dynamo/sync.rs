@@ -9,7 +9,7 @@
 //! longer lists turns `stale` only if it is still `available`; an allocation racing the
 //! sync always wins.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -49,20 +49,17 @@ impl DynamoStore {
                 known.insert(row.sandbox_id.clone(), row);
             }
         }
-        let listed: HashSet<String> = listing
-            .iter()
-            .map(|sandbox| sandbox.sandbox_id.as_str().to_owned())
-            .collect();
-        let written: Vec<Upserted> = stream::iter(listing)
+        // Each listed sandbox takes its row out of `known`: what stays is what the provider
+        // no longer lists.
+        let guessed: Vec<(NewSandbox, Option<Sandbox>)> = listing
+            .into_iter()
             .map(|sandbox| {
-                let guess = known.get(sandbox.sandbox_id.as_str()).cloned();
-                self.upsert(
-                    NewSandbox::from(sandbox),
-                    guess,
-                    now,
-                    lifecycle::sync_listed,
-                )
+                let guess = known.remove(sandbox.sandbox_id.as_str());
+                (NewSandbox::from(sandbox), guess)
             })
+            .collect();
+        let written: Vec<Upserted> = stream::iter(guessed)
+            .map(|(incoming, guess)| self.upsert(incoming, guess, now, lifecycle::sync_listed))
             .buffer_unordered(BULK_CONCURRENCY)
             .try_collect()
             .await?;
@@ -73,10 +70,7 @@ impl DynamoStore {
                 Upserted::Left => SyncStep::Untouched,
             });
         }
-        let missing = known
-            .into_values()
-            .filter(|row| !listed.contains(&row.sandbox_id));
-        let staled: Vec<bool> = stream::iter(missing)
+        let staled: Vec<bool> = stream::iter(known.into_values())
             .map(|row| self.mark_stale(row, now))
             .buffer_unordered(BULK_CONCURRENCY)
             .try_collect()
