@@ -51,6 +51,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     spawn_app_on(store, guard, adjust).await
 }
 
+/// Spawns the app with `/metrics` counting the available sandboxes of each of `prefixes`
+/// (comma-separated, as `METRICS_POOL_PREFIXES`).
+pub async fn spawn_app_counting_prefixes(prefixes: &str) -> TestApp {
+    let prefixes = sandbox_broker::http::settings::PoolPrefixes::parse(prefixes).unwrap();
+    spawn_app_with(|c| c.http.metrics_pool_prefixes = prefixes).await
+}
+
 /// Spawns the app on `store`.
 pub async fn spawn_app_on(
     store: SharedStore,
@@ -196,6 +203,16 @@ impl TestApp {
             .send()
             .await
             .expect("admin get")
+    }
+
+    /// Runs auto-expiry now (`POST /v1/admin/expire`, answered 200), which records a job run.
+    pub async fn expire_now(&self) {
+        let response = self
+            .admin(Method::POST, "/v1/admin/expire")
+            .send()
+            .await
+            .expect("expire request");
+        assert_eq!(response.status(), StatusCode::OK);
     }
 
     pub async fn import(&self, body: &Value) -> Response {

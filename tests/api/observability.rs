@@ -7,10 +7,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::spawn_app_counting_prefixes;
 
 fn doc(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -136,19 +135,10 @@ fn the_dashboard_has_a_panel_for_every_alerted_series() {
 
 #[tokio::test]
 async fn every_series_the_rules_and_dashboard_name_is_exported() {
-    let app = spawn_app_with(|c| {
-        c.http.metrics_pool_prefixes =
-            sandbox_broker::http::settings::PoolPrefixes::parse("lab-").unwrap();
-    })
-    .await;
+    let app = spawn_app_counting_prefixes("lab-").await;
     app.seed("lab-", 0, 2).await;
     app.allocate("stu").await;
-    let expired = app
-        .admin(Method::POST, "/v1/admin/expire")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(expired.status(), StatusCode::OK);
+    app.expire_now().await;
     let text = app.metrics_text().await;
     let exported: BTreeSet<&str> = text
         .lines()

@@ -13,7 +13,9 @@ use sandbox_broker::store::{
     Store, StoreError, TrackStats,
 };
 
-use crate::helpers::{error_of, json_of, spawn_app, spawn_app_on, spawn_app_with};
+use crate::helpers::{
+    error_of, json_of, spawn_app, spawn_app_counting_prefixes, spawn_app_on, spawn_app_with,
+};
 
 fn assert_security_headers(response: &Response, what: &str) {
     let headers = response.headers();
@@ -150,22 +152,13 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_each_configured_prefix_and_say_when_each_job_ran_and_is_due() {
-    let app = spawn_app_with(|c| {
-        c.http.metrics_pool_prefixes =
-            sandbox_broker::http::settings::PoolPrefixes::parse("dns-, sec-,none-").unwrap();
-    })
-    .await;
+    let app = spawn_app_counting_prefixes("dns-, sec-,none-").await;
     app.seed("dns-", 0, 3).await;
     app.seed("sec-", 100, 2).await;
     app.allocate_with("stu", &[("X-Sandbox-Name-Prefix", "dns-")])
         .await;
     let before = sandbox_broker::domain::now_epoch();
-    let expired = app
-        .admin(Method::POST, "/v1/admin/expire")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(expired.status(), StatusCode::OK);
+    app.expire_now().await;
 
     let text = app.metrics_text().await;
 
