@@ -8,6 +8,7 @@ pub mod deletion;
 pub mod lease;
 pub mod lifecycle;
 mod sandbox;
+pub mod usage;
 mod values;
 
 pub use self::sandbox::*;

@@ -10,7 +10,7 @@ mod list;
 pub mod settings;
 
 pub use self::allocation_key::{AllocationKey, allocation_key_of_row, encode_allocation_key};
-pub use self::counts::{ImportSummary, PoolStats, SyncSummary, TrackStats, TrackTally};
+pub use self::counts::{ImportSummary, PoolStats, SyncSummary};
 pub use self::list::{ListCursor, ListQuery, SandboxPage};
 pub use crate::domain::deletion::{DeletionOutcome, finished_change};
 
@@ -21,6 +21,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::domain::lifecycle::SyncStep;
+use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
     NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey, TrackName, ValidationError,
@@ -189,8 +190,10 @@ pub trait Store: Send + Sync + 'static {
     /// Exact counts per status over the whole pool.
     async fn stats(&self) -> Result<PoolStats, StoreError>;
 
-    /// Per-lab counts, sorted by track name.
-    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError>;
+    /// The allocation facts of every sandbox row that carries a lab or an allocation
+    /// time, in no particular order: what per-lab stats and usage series are folded from
+    /// ([`crate::domain::usage`]).
+    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError>;
 
     /// How many sandboxes are available whose name starts with each of `prefixes`, in
     /// their order: what an allocation with that `X-Sandbox-Name-Prefix` can still get
@@ -296,6 +299,9 @@ pub trait Store: Send + Sync + 'static {
         id: &SandboxId,
         now: i64,
     ) -> Result<Option<NiosxaasHistory>, StoreError>;
+
+    /// Every `NIOSXAAS#` history item not expired by `now`, in no particular order.
+    async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError>;
 }
 
 #[cfg(test)]

@@ -5,3 +5,4 @@ pub mod dashboard;
 pub mod jobs;
 pub mod ops;
 pub mod track;
+pub mod usage;

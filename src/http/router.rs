@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::{require_admin_token, require_metrics_token, require_track_token};
 use super::error::ApiError;
-use super::handlers::{admin, dashboard, jobs, ops, track};
+use super::handlers::{admin, dashboard, jobs, ops, track, usage};
 use super::middleware::{self, rate_limit};
 use crate::http::state::AppState;
 
@@ -56,6 +56,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(admin::track_analytics))
         .routes(routes!(admin::bulk_delete))
         .routes(routes!(admin::niosxaas_cleanup))
+        .routes(routes!(usage::usage))
+        .routes(routes!(usage::niosxaas_overview))
         .routes(routes!(jobs::trigger_sync))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::trigger_expiry))

@@ -28,6 +28,15 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// `closed`, `open` or `half_open`, as the admin API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+
     /// 0 closed, 1 open, 2 half-open.
     pub fn as_gauge(self) -> i64 {
         match self {

@@ -59,54 +59,6 @@ impl PoolStats {
     }
 }
 
-/// Per-lab counts over rows that carry a `track_name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackStats {
-    /// The lab slug.
-    pub track_name: String,
-    /// Rows of this lab now `allocated`.
-    pub allocated: u64,
-    /// Rows of this lab now `pending_deletion`.
-    pub pending_deletion: u64,
-    /// Rows of this lab now `deleted`.
-    pub deleted: u64,
-    /// Every row of this lab.
-    pub total: u64,
-}
-
-/// Per-lab counts tallied row by row, the same way on both stores.
-#[derive(Debug, Default)]
-pub struct TrackTally(std::collections::BTreeMap<String, TrackStats>);
-
-impl TrackTally {
-    /// Counts one row of lab `track_name` in `status` (`None`: a status this service does
-    /// not know, counted in the total only).
-    pub fn count(&mut self, track_name: &str, status: Option<SandboxStatus>) {
-        let track = self
-            .0
-            .entry(track_name.to_owned())
-            .or_insert_with(|| TrackStats {
-                track_name: track_name.to_owned(),
-                allocated: 0,
-                pending_deletion: 0,
-                deleted: 0,
-                total: 0,
-            });
-        track.total += 1;
-        match status {
-            Some(SandboxStatus::Allocated) => track.allocated += 1,
-            Some(SandboxStatus::PendingDeletion) => track.pending_deletion += 1,
-            Some(SandboxStatus::Deleted) => track.deleted += 1,
-            _ => {}
-        }
-    }
-
-    /// The labs in name order.
-    pub fn into_stats(self) -> Vec<TrackStats> {
-        self.0.into_values().collect()
-    }
-}
-
 /// Result of an import.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImportSummary {

@@ -42,8 +42,9 @@ use self::error::DynamoError;
 use self::item::{Item, niosxaas_history_key, s, sandbox_key};
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
-    ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
+    ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
 };
+use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
     SandboxId, SandboxStatus, StudentKey,
@@ -196,8 +197,8 @@ impl Store for DynamoStore {
         self.stats().await
     }
 
-    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
-        self.track_stats().await
+    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError> {
+        self.allocation_facts().await
     }
 
     async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
@@ -296,6 +297,10 @@ impl Store for DynamoStore {
             NiosxaasHistory::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err)))?;
         // DynamoDB's TTL sweep lags; an expired item reads as gone, like on the embedded store.
         Ok((history.ttl > now).then_some(history))
+    }
+
+    async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError> {
+        self.niosxaas_histories(now).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

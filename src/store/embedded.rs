@@ -21,9 +21,10 @@ use self::tables::Tables;
 use self::writer::{Applied, Command, Writer};
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
-    ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary, TrackStats,
+    ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
 };
 use crate::domain::ProviderSandbox;
+use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
     SandboxId, StudentKey,
@@ -243,8 +244,8 @@ impl Store for EmbeddedStore {
         Ok(*self.stats.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
-        self.read(tables::track_stats).await
+    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError> {
+        self.read(tables::allocation_facts).await
     }
 
     async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
@@ -349,6 +350,11 @@ impl Store for EmbeddedStore {
     ) -> Result<Option<NiosxaasHistory>, StoreError> {
         let id = id.as_str().to_owned();
         self.read(move |db| tables::read_niosxaas_history(db, &id, now))
+            .await
+    }
+
+    async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError> {
+        self.read(move |db| tables::read_niosxaas_histories(db, now))
             .await
     }
 

@@ -258,8 +258,8 @@ async fn stats_and_tracks_count_exactly() {
     assert_eq!(
         tracks,
         json!({"tracks": [
-            {"track_name": "dns", "allocated": 3, "pending_deletion": 0, "deleted": 0, "total": 3},
-            {"track_name": "sec", "allocated": 0, "pending_deletion": 1, "deleted": 0, "total": 1},
+            {"track_name": "dns", "allocated": 3, "pending_deletion": 0, "deleted": 0, "total": 3, "released": 0, "mean_held_seconds": null},
+            {"track_name": "sec", "allocated": 0, "pending_deletion": 1, "deleted": 0, "total": 1, "released": 1, "mean_held_seconds": 0},
         ]})
     );
 }

@@ -29,6 +29,7 @@ mod schema_conformance;
 mod shutdown;
 mod store_conformance;
 mod track;
+mod usage;
 
 /// This crate runs every shared suite on the embedded store.
 mod flavor {

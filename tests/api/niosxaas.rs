@@ -203,6 +203,24 @@ async fn enforce_mode_deletes_the_named_service_before_the_account_and_writes_th
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
+    // The overview the dashboard reads counts the run and lists its record.
+    let overview = json_of(app.admin_get("/v1/admin/niosxaas").await, StatusCode::OK).await;
+    assert_eq!(
+        (
+            &overview["enabled"],
+            &overview["shadow_mode"],
+            &overview["breaker"]
+        ),
+        (&json!(true), &json!(false), &json!("closed"))
+    );
+    assert_eq!(
+        overview["counts"],
+        json!({"cleaned": 1, "skipped": 0, "failed": 0, "pending": 0})
+    );
+    assert_eq!(overview["total_records"], 1);
+    assert_eq!(overview["records"], json!([view]));
+    let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
+    assert_eq!(jobs["breakers"]["niosxaas"], "closed");
 }
 
 #[tokio::test]

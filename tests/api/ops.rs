@@ -10,7 +10,7 @@ use sandbox_broker::domain::{
 };
 use sandbox_broker::store::{
     Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
-    Store, StoreError, TrackStats,
+    Store, StoreError,
 };
 
 use crate::helpers::{
@@ -417,7 +417,9 @@ impl Store for FailingStore {
     async fn stats(&self) -> Result<PoolStats, StoreError> {
         Err(self.fail())
     }
-    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
+    async fn allocation_facts(
+        &self,
+    ) -> Result<Vec<sandbox_broker::domain::usage::AllocationFacts>, StoreError> {
         Err(self.fail())
     }
     async fn available_by_prefix(
@@ -494,6 +496,12 @@ impl Store for FailingStore {
         _: &SandboxId,
         _: i64,
     ) -> Result<Option<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
+        Err(self.fail())
+    }
+    async fn niosxaas_histories(
+        &self,
+        _: i64,
+    ) -> Result<Vec<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
         Err(self.fail())
     }
 }

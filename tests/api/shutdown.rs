@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use sandbox_broker::domain::{DeletableStatus, NewSandbox, Sandbox, SandboxId, StudentKey};
 use sandbox_broker::store::{
     Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
-    SharedStore, Store, StoreError, TrackStats,
+    SharedStore, Store, StoreError,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -51,8 +51,10 @@ impl Store for GatedStore {
     async fn stats(&self) -> Result<PoolStats, StoreError> {
         self.inner.stats().await
     }
-    async fn track_stats(&self) -> Result<Vec<TrackStats>, StoreError> {
-        self.inner.track_stats().await
+    async fn allocation_facts(
+        &self,
+    ) -> Result<Vec<sandbox_broker::domain::usage::AllocationFacts>, StoreError> {
+        self.inner.allocation_facts().await
     }
     async fn available_by_prefix(
         &self,
@@ -135,6 +137,12 @@ impl Store for GatedStore {
         now: i64,
     ) -> Result<Option<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
         self.inner.niosxaas_history(id, now).await
+    }
+    async fn niosxaas_histories(
+        &self,
+        now: i64,
+    ) -> Result<Vec<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
+        self.inner.niosxaas_histories(now).await
     }
 }
 

@@ -310,7 +310,8 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
     }
 
     let stats = store.stats().await.unwrap();
-    let tracks = store.track_stats().await.unwrap();
+    let facts = store.allocation_facts().await.unwrap();
+    let tracks = sandbox_broker::domain::usage::track_stats(&facts);
 
     assert_eq!(
         (
@@ -330,7 +331,7 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
             "{status} count disagrees with the rows"
         );
     }
-    let summary: Vec<(&str, u64, u64, u64)> = tracks
+    let summary: Vec<(&str, u64, u64, u64, u64)> = tracks
         .iter()
         .map(|t| {
             (
@@ -338,10 +339,21 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
                 t.allocated,
                 t.pending_deletion,
                 t.total,
+                t.released,
             )
         })
         .collect();
-    assert_eq!(summary, [("dns", 2, 1, 3), ("sec", 1, 0, 1)]);
+    assert_eq!(summary, [("dns", 2, 1, 3, 1), ("sec", 1, 0, 1, 0)]);
+    // Only handed-out rows carry facts; each carries its times.
+    assert_eq!(facts.len(), 4);
+    assert_eq!(facts.iter().filter(|f| f.allocated_at.is_some()).count(), 4);
+    assert_eq!(
+        facts
+            .iter()
+            .filter_map(|f| f.released_at)
+            .collect::<Vec<_>>(),
+        [NOW]
+    );
 }
 
 pub async fn bulk_delete_removes_exactly_one_status(store: SharedStore) {
@@ -1103,12 +1115,36 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     let listed = store.list(query(100)).await.unwrap().sandboxes.len();
     assert_eq!(listed, 3);
 
-    // Expired history reads as gone.
+    // Every unexpired history item lists; expired history reads as gone.
+    let mut listed: Vec<(String, Option<i64>)> = store
+        .niosxaas_histories(NOW + 62)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.sandbox_id, h.deleted_at))
+        .collect();
+    listed.sort();
+    let mut expected = vec![
+        (first.as_str().to_owned(), Some(NOW + 62)),
+        (second.as_str().to_owned(), None),
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let first_expires = NOW + 62 + NIOSXAAS_HISTORY_TTL_SECS;
     assert!(
         store
-            .niosxaas_history(&first, NOW + 62 + NIOSXAAS_HISTORY_TTL_SECS)
+            .niosxaas_history(&first, first_expires)
             .await
             .unwrap()
             .is_none()
     );
+    // The second item (written at NOW + 2) expires first.
+    let left: Vec<String> = store
+        .niosxaas_histories(NOW + 2 + NIOSXAAS_HISTORY_TTL_SECS)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.sandbox_id)
+        .collect();
+    assert_eq!(left, [first.as_str().to_owned()]);
 }

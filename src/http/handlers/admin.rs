@@ -14,6 +14,7 @@ use self::views::{
     BulkDeleteView, ImportRequest, ImportRow, ImportView, NiosxaasHistoryView, SandboxListView,
     StatsView, TrackView, TracksView,
 };
+use crate::domain::usage::track_stats;
 use crate::domain::{
     DeletableStatus, ExternalId, NamePrefix, NewSandbox, SandboxId, SandboxName, SandboxStatus,
     StudentKey, TrackName, ValidationError, trim_blanks,
@@ -52,7 +53,7 @@ pub struct ListParams {
 }
 
 /// Blank query values count as absent, as a form with an empty field would send them.
-fn given(value: Option<&String>) -> Option<&str> {
+pub(crate) fn given(value: Option<&String>) -> Option<&str> {
     value.map(|v| trim_blanks(v)).filter(|v| !v.is_empty())
 }
 
@@ -191,9 +192,12 @@ pub async fn pool_stats(State(app): State<AppState>) -> Result<Json<StatsView>> 
     security(("bearer" = []))
 )]
 pub async fn track_analytics(State(app): State<AppState>) -> Result<Json<TracksView>> {
-    let tracks = app.store.track_stats().await?;
+    let facts = app.store.allocation_facts().await?;
     Ok(Json(TracksView {
-        tracks: tracks.into_iter().map(TrackView::from).collect(),
+        tracks: track_stats(&facts)
+            .into_iter()
+            .map(TrackView::from)
+            .collect(),
     }))
 }
 

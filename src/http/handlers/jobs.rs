@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 
 use self::views::{
-    CleanupView, ExpireView, JobView, JobsView, RunStatus, StaleDeleteView, SyncView,
+    BreakersView, CleanupView, ExpireView, JobView, JobsView, RunStatus, StaleDeleteView, SyncView,
 };
 use crate::domain::ValidationError;
 use crate::http::error::ApiError;
@@ -71,6 +71,13 @@ pub async fn list_jobs(State(app): State<AppState>) -> Result<Json<JobsView>> {
     Ok(Json(JobsView {
         instance: app.jobs.holder().to_owned(),
         jobs,
+        breakers: BreakersView {
+            provider: app.breaker.as_ref().map(|b| b.state().as_str().to_owned()),
+            niosxaas: app
+                .pre_delete
+                .as_ref()
+                .map(|h| h.breaker_state().as_str().to_owned()),
+        },
     }))
 }
 

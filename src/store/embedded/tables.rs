@@ -14,7 +14,8 @@ mod sync;
 
 pub(super) use self::jobs::job_records;
 pub(super) use self::list::{
-    available_by_prefix, list_page, read_niosxaas_history, read_row, track_stats,
+    allocation_facts, available_by_prefix, list_page, read_niosxaas_histories,
+    read_niosxaas_history, read_row,
 };
 
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +29,7 @@ use redb::{
 use crate::domain::ProviderSandbox;
 use crate::domain::lease::{self, LeaseDecision};
 use crate::domain::lifecycle::{self, NotHolder, Release};
+use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
     NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey,
@@ -35,7 +37,7 @@ use crate::domain::{
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListCursor, ListQuery, MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary,
-    TrackStats, TrackTally, allocation_key_of_row, finished_change,
+    allocation_key_of_row, finished_change,
 };
 
 /// `sandbox_id` → the row as JSON.

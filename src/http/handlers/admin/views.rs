@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::usage::TrackStats;
 use crate::http::handlers::jobs::views::RunStatus;
 use crate::http::handlers::track::views::SandboxView;
-use crate::store::{ImportSummary, PoolStats, TrackStats};
+use crate::store::{ImportSummary, PoolStats};
 
 /// `GET /admin/sandboxes` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -64,11 +65,17 @@ pub struct TrackView {
     pub deleted: u64,
     /// Every row of this lab.
     pub total: u64,
+    /// Rows its students (or expiry) released, whatever happened to them after.
+    pub released: u64,
+    /// Mean seconds a released sandbox of this lab was held; null before any release.
+    pub mean_held_seconds: Option<u64>,
 }
 
 impl From<TrackStats> for TrackView {
     fn from(t: TrackStats) -> Self {
         Self {
+            mean_held_seconds: t.mean_held_seconds(),
+            released: t.released,
             track_name: t.track_name,
             allocated: t.allocated,
             pending_deletion: t.pending_deletion,

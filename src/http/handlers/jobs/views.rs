@@ -84,6 +84,16 @@ impl JobView {
     }
 }
 
+/// The circuit breakers of this instance: `closed`, `open` or `half_open`, or null where
+/// the client is not configured.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BreakersView {
+    /// The breaker around the provider (sync and cleanup calls).
+    pub provider: Option<String>,
+    /// The breaker around the NIOSXaaS pre-delete hook.
+    pub niosxaas: Option<String>,
+}
+
 /// `GET /admin/jobs` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobsView {
@@ -91,6 +101,8 @@ pub struct JobsView {
     pub instance: String,
     /// Every job.
     pub jobs: Vec<JobView>,
+    /// This instance's circuit breakers (each instance has its own).
+    pub breakers: BreakersView,
 }
 
 /// `POST /admin/expire` answer.

@@ -47,10 +47,32 @@ pub(in crate::store::embedded) fn read_niosxaas_history(
     let Some(value) = table.get(id).map_err(storage)? else {
         return Ok(None);
     };
-    let history: NiosxaasHistory = serde_json::from_slice(value.value()).map_err(|err| {
-        StoreError::Internal(format!("history of {id} cannot be decoded: {err}").into())
-    })?;
+    let history = decode_history(id, value.value())?;
     Ok((history.ttl > now).then_some(history))
+}
+
+/// Every NIOSXaaS history item not expired by `now`.
+pub(in crate::store::embedded) fn read_niosxaas_histories(
+    db: &Database,
+    now: i64,
+) -> Result<Vec<NiosxaasHistory>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(NIOSXAAS_HISTORY).map_err(storage)?;
+    let mut items = Vec::new();
+    for entry in table.iter().map_err(storage)? {
+        let (key, value) = entry.map_err(storage)?;
+        let history = decode_history(key.value(), value.value())?;
+        if history.ttl > now {
+            items.push(history);
+        }
+    }
+    Ok(items)
+}
+
+fn decode_history(id: &str, value: &[u8]) -> Result<NiosxaasHistory, StoreError> {
+    serde_json::from_slice(value).map_err(|err| {
+        StoreError::Internal(format!("history of {id} cannot be decoded: {err}").into())
+    })
 }
 
 /// One page in `sandbox_id` order, starting after the cursor. With a status filter only
@@ -139,21 +161,18 @@ impl<'q> PageBuilder<'q> {
     }
 }
 
-/// Per-lab counts over rows that carry a `track_name`, sorted by name.
-pub(in crate::store::embedded) fn track_stats(
+/// The allocation facts of every row that has any (see [`crate::store::Store::allocation_facts`]).
+pub(in crate::store::embedded) fn allocation_facts(
     db: &Database,
-) -> Result<Vec<TrackStats>, StoreError> {
+) -> Result<Vec<AllocationFacts>, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let table = txn.open_table(SANDBOXES).map_err(storage)?;
-    let mut tally = TrackTally::default();
+    let mut facts = Vec::new();
     for entry in table.iter().map_err(storage)? {
         let (key, value) = entry.map_err(storage)?;
-        let row = decode(key.value(), value.value())?;
-        if let Some(name) = &row.track_name {
-            tally.count(name, Some(row.status));
-        }
+        facts.extend(AllocationFacts::of(&decode(key.value(), value.value())?));
     }
-    Ok(tally.into_stats())
+    Ok(facts)
 }
 
 impl Tables<'_> {
