@@ -24,7 +24,8 @@ use crate::domain::lifecycle::SyncStep;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
-    NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey, TrackName, ValidationError,
+    NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, SearchText, StudentKey, TrackName,
+    ValidationError,
 };
 
 /// A shared handle to whichever store the service runs on.

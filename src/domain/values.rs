@@ -189,6 +189,19 @@ text_type!(
     NamePrefix, max = 128
 );
 text_type!(
+    /// Free text the admin list searches for in a row's id, name, student key and lab
+    /// (case-insensitive).
+    SearchText, max = 128
+);
+
+impl SearchText {
+    /// Whether `text` contains this, ignoring case.
+    pub fn found_in(&self, text: &str) -> bool {
+        text.to_lowercase().contains(&self.0.to_lowercase())
+    }
+}
+
+text_type!(
     /// A sandbox's id: the provider's `csp_id` as a decimal string, or an imported id.
     SandboxId, max = 256
 );

@@ -13,6 +13,8 @@ pub struct ListQuery {
     pub student: Option<StudentKey>,
     /// Only rows of this lab.
     pub track_name: Option<TrackName>,
+    /// Only rows whose id, name, student key or lab contains this (ignoring case).
+    pub search: Option<SearchText>,
     /// Page size, 1..=100.
     pub limit: usize,
     /// Where the previous page stopped.
@@ -35,6 +37,17 @@ impl ListQuery {
                 .track_name
                 .as_ref()
                 .is_none_or(|t| row.track_name.as_deref() == Some(t.as_str()))
+            && self.search.as_ref().is_none_or(|text| {
+                [
+                    Some(row.sandbox_id.as_str()),
+                    Some(row.name.as_str()),
+                    row.allocated_to_track.as_deref(),
+                    row.track_name.as_deref(),
+                ]
+                .into_iter()
+                .flatten()
+                .any(|field| text.found_in(field))
+            })
     }
 }
 

@@ -264,6 +264,26 @@ pub async fn list_pages_visit_every_match_once(store: SharedStore) {
             .all(|r| r.status == SandboxStatus::Allocated)
     );
     assert_eq!(one_student.len(), 1);
+
+    // Free-text search matches id, name, student and lab, ignoring case, across pages.
+    let search = |text: &str| ListQuery {
+        search: Some(sandbox_broker::domain::SearchText::parse("q", text).unwrap()),
+        ..query(3)
+    };
+    let held_by_s3 = one_student[0].sandbox_id.clone();
+    let found = list_all(&store, search("S3")).await;
+    assert_eq!(
+        found
+            .iter()
+            .map(|r| r.sandbox_id.as_str())
+            .collect::<Vec<_>>(),
+        [held_by_s3.as_str()]
+    );
+    assert_eq!(list_all(&store, search("LAB-")).await.len(), 23);
+    let by_name = list_all(&store, search("lab-00012")).await;
+    assert_eq!(by_name.len(), 1);
+    assert_eq!(by_name[0].name, "lab-00012");
+    assert!(list_all(&store, search("no-such-text")).await.is_empty());
 }
 
 /// The per-prefix pool gauges count exactly what an allocation with that prefix can get.

@@ -17,7 +17,7 @@ use self::views::{
 use crate::domain::usage::track_stats;
 use crate::domain::{
     DeletableStatus, ExternalId, NamePrefix, NewSandbox, SandboxId, SandboxName, SandboxStatus,
-    StudentKey, TrackName, ValidationError, trim_blanks,
+    SearchText, StudentKey, TrackName, ValidationError, trim_blanks,
 };
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
@@ -50,6 +50,8 @@ pub struct ListParams {
     student: Option<String>,
     /// Only rows of this lab.
     track_name: Option<String>,
+    /// Only rows whose id, name, student key or lab contains this text (ignoring case).
+    q: Option<String>,
 }
 
 /// Blank query values count as absent, as a form with an empty field would send them.
@@ -81,6 +83,9 @@ impl TryFrom<ListParams> for ListQuery {
                 .transpose()?,
             track_name: given(params.track_name.as_ref())
                 .map(|v| TrackName::parse("track_name", v))
+                .transpose()?,
+            search: given(params.q.as_ref())
+                .map(|v| SearchText::parse("q", v))
                 .transpose()?,
             limit,
             cursor: given(params.cursor.as_ref())
