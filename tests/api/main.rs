@@ -11,6 +11,7 @@ mod bad_input;
 mod class_start;
 mod concurrency;
 mod connections;
+mod dashboard_browser;
 mod deploy_files;
 mod edge;
 mod embedded;

@@ -1,124 +1,499 @@
-// The operators' dashboard: reads the admin API with the admin token the operator types
-// once (kept in sessionStorage for this tab only). Everything is rendered as text nodes,
-// never as HTML, because sandbox names and student keys come from outside.
+// The operators' dashboard. It reads only the admin API, with the admin token the operator
+// types once (kept in sessionStorage: this tab only, gone when it closes). Everything from
+// the API is rendered as text nodes or SVG attributes, never as HTML, because sandbox
+// names and student keys come from outside. Charts are plain SVG: no library, no build.
 'use strict';
 
 const apiBase = document.body.dataset.apiBase;
 const tokenKey = 'sandbox-broker-admin-token';
-let cursor = null;
+const columnsKey = 'sandbox-broker-columns';
+const PAGE_SIZE = 50;
+const STATUSES = ['available', 'allocated', 'pending_deletion', 'stale', 'deletion_failed', 'deleted'];
+const STATUS_COLORS = {
+  available: '#2e7d32', allocated: '#1565c0', pending_deletion: '#ef6c00',
+  stale: '#8d6e63', deletion_failed: '#c62828', deleted: '#9e9e9e',
+};
+// [field, heading, shown by default, kind]
+const COLUMNS = [
+  ['sandbox_id', 'id', true], ['name', 'name', true], ['status', 'status', true],
+  ['allocated_to_track', 'student', true], ['track_name', 'lab', true],
+  ['allocated_at', 'allocated', true, 'time'], ['expires_at', 'lab ends', true, 'time'],
+  ['external_id', 'external id', false], ['sfdc_account_id', 'SFDC id', false],
+  ['deletion_requested_at', 'released', false, 'time'], ['created_at', 'created', false, 'time'],
+  ['updated_at', 'updated', false, 'time'], ['last_synced', 'last synced', false, 'time'],
+  ['deleted_at', 'deleted', false, 'time'], ['idempotency_key', 'idempotency key', false],
+  ['deletion_retry_count', 'deletion retries', false], ['last_deletion_error', 'last deletion error', false],
+  ['niosxaas_cleaned_at', 'NIOSXaaS cleaned', false, 'time'], ['niosxaas_cleanup_skipped', 'NIOSXaaS skipped', false],
+  ['niosxaas_services_matched', 'NIOSXaaS services', false],
+  ['niosxaas_cleanup_failed_reason', 'NIOSXaaS failure', false],
+];
+const SVG_NS = 'http://www.w3.org/2000/svg';
 
 const $ = (id) => document.getElementById(id);
+const state = {
+  filter: {}, // the filter applied, not what is typed but not yet submitted
+  cursors: [null], // cursors[i] opens page i
+  page: 0,
+  holdersCursor: null,
+  timer: null,
+  refreshing: false,
+};
 
-function cell(row, value) {
-  const td = document.createElement('td');
-  td.textContent = value === null || value === undefined ? '' : String(value);
-  row.appendChild(td);
-}
+// ---- formatting -------------------------------------------------------------------
 
 function time(epoch) {
-  return epoch ? new Date(epoch * 1000).toISOString().replace('T', ' ').slice(0, 16) : '';
+  if (!epoch) return '';
+  const d = new Date(epoch * 1000);
+  const two = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}`;
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return '';
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
+}
+
+function text(value) {
+  return value === null || value === undefined ? '' : String(value);
+}
+
+function share(part, total) {
+  return total ? `${((100 * part) / total).toFixed(1)} %` : '–';
+}
+
+// ---- DOM helpers --------------------------------------------------------------------
+
+function element(tag, attrs, content) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, value);
+  if (content !== undefined) el.textContent = text(content);
+  return el;
+}
+
+function svg(tag, attrs, content) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, String(value));
+  if (content !== undefined) el.textContent = text(content);
+  return el;
+}
+
+function fillRows(table, rows) {
+  const body = table.tBodies[0];
+  body.replaceChildren();
+  for (const values of rows) {
+    const row = body.insertRow();
+    for (const value of values) row.insertCell().textContent = text(value);
+  }
+}
+
+function card(label, value, detail, attrs) {
+  const box = element('div', Object.assign({ class: 'card' }, attrs));
+  box.append(element('span', { class: 'label' }, label), element('span', { class: 'value' }, value));
+  if (detail !== undefined) box.append(element('span', { class: 'detail' }, detail));
+  return box;
+}
+
+// ---- the API ------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
 }
 
 async function admin(path) {
   const response = await fetch(apiBase + path, {
     headers: { Authorization: 'Bearer ' + sessionStorage.getItem(tokenKey) },
+    cache: 'no-store',
   });
   const body = await response.json().catch(() => null);
   if (!response.ok) {
-    const message = body && body.detail ? body.detail.message : response.statusText;
-    const error = new Error(message);
-    error.status = response.status;
-    throw error;
+    const message = body && body.detail && body.detail.message ? body.detail.message : response.statusText;
+    throw new ApiError(response.status, message);
   }
   return body;
 }
 
-async function loadStats() {
-  const stats = await admin('/admin/stats');
-  const head = $('stats').tHead.rows[0];
-  const values = $('stats').tBodies[0].rows[0];
-  head.replaceChildren();
-  values.replaceChildren();
-  for (const [name, value] of Object.entries(stats)) {
-    const th = document.createElement('th');
-    th.textContent = name.replace('_', ' ');
-    head.appendChild(th);
-    cell(values, value);
-  }
-}
-
-async function loadTracks() {
-  const { tracks } = await admin('/admin/tracks');
-  const body = $('tracks').tBodies[0];
-  body.replaceChildren();
-  for (const t of tracks) {
-    const row = body.insertRow();
-    [t.track_name, t.allocated, t.pending_deletion, t.deleted, t.total].forEach((v) => cell(row, v));
-  }
-}
-
-function filterQuery() {
-  const query = new URLSearchParams({ limit: '50' });
-  for (const name of ['status', 'name_prefix', 'student', 'track_name']) {
-    const value = $(name).value.trim();
-    if (value) query.set(name, value);
-  }
+function listQuery(filter, limit, cursor) {
+  const query = new URLSearchParams({ limit: String(limit) });
+  for (const [name, value] of Object.entries(filter)) if (value) query.set(name, value);
   if (cursor) query.set('cursor', cursor);
-  return query.toString();
+  return '/admin/sandboxes?' + query.toString();
 }
 
-async function loadSandboxes(append) {
-  if (!append) cursor = null;
-  const page = await admin('/admin/sandboxes?' + filterQuery());
-  const body = $('sandboxes').tBodies[0];
-  if (!append) body.replaceChildren();
-  for (const s of page.sandboxes) {
-    const row = body.insertRow();
-    [s.sandbox_id, s.name, s.status, s.allocated_to_track, s.track_name, time(s.allocated_at), time(s.expires_at)]
-      .forEach((v) => cell(row, v));
+// ---- charts -------------------------------------------------------------------------
+
+function niceMax(value) {
+  if (value <= 5) return 5;
+  const step = 10 ** Math.floor(Math.log10(value));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
+  return 10 * step;
+}
+
+// A horizontal bar split by status, 100 % wide.
+function drawStatusChart(stats) {
+  const width = 1000;
+  const chart = svg('svg', { viewBox: `0 0 ${width} 36`, role: 'img', 'aria-label': 'Pool by status' });
+  let x = 0;
+  for (const status of STATUSES) {
+    const w = stats.total ? (width * stats[status]) / stats.total : 0;
+    if (w <= 0) continue;
+    const bar = svg('rect', { x, y: 0, width: w, height: 36, fill: STATUS_COLORS[status], 'data-status': status });
+    bar.append(svg('title', {}, `${status}: ${stats[status]} (${share(stats[status], stats.total)})`));
+    chart.append(bar);
+    x += w;
   }
-  cursor = page.cursor;
-  $('more').hidden = !cursor;
+  if (!stats.total) chart.append(svg('rect', { x: 0, y: 0, width, height: 36, fill: '#eceff1' }));
+  const legend = element('ul', { class: 'legend' });
+  for (const status of STATUSES) {
+    const item = element('li');
+    const swatch = element('span', { class: 'swatch' });
+    swatch.style.background = STATUS_COLORS[status];
+    item.append(swatch, document.createTextNode(`${status.replace('_', ' ')} ${stats[status]}`));
+    legend.append(item);
+  }
+  $('status-chart').replaceChildren(chart, legend);
+}
+
+// Grouped bars: allocated and released per bucket.
+function drawUsageChart(usage) {
+  const width = 960, height = 220, left = 44, bottom = 28, top = 10;
+  const buckets = usage.buckets;
+  const max = niceMax(Math.max(1, ...buckets.map((b) => Math.max(b.allocated, b.released))));
+  const plotW = width - left - 8, plotH = height - top - bottom;
+  const slot = plotW / Math.max(1, buckets.length);
+  const barW = Math.max(1, slot * 0.4);
+  const y = (v) => top + plotH - (plotH * v) / max;
+  const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'Allocations and releases over time' });
+  for (const tick of [0, max / 2, max]) {
+    chart.append(svg('line', { x1: left, x2: width - 8, y1: y(tick), y2: y(tick), class: 'grid' }));
+    chart.append(svg('text', { x: left - 6, y: y(tick) + 4, 'text-anchor': 'end', class: 'axis' }, tick));
+  }
+  const labelEvery = Math.ceil(buckets.length / 8);
+  buckets.forEach((bucket, i) => {
+    const x = left + i * slot;
+    for (const [kind, offset, color] of [['allocated', 0, '#1565c0'], ['released', barW, '#ef6c00']]) {
+      const v = bucket[kind];
+      const bar = svg('rect', {
+        x: x + slot * 0.1 + offset, y: y(v), width: barW, height: top + plotH - y(v), fill: color,
+        'data-kind': kind, 'data-start': bucket.start, 'data-value': v,
+      });
+      bar.append(svg('title', {}, `${time(bucket.start)}: ${v} ${kind}`));
+      chart.append(bar);
+    }
+    if (i % labelEvery === 0) {
+      const label = usage.bucket_seconds >= 86400 ? time(bucket.start).slice(0, 10) : time(bucket.start).slice(5);
+      chart.append(svg('text', { x: x + slot / 2, y: height - 8, 'text-anchor': 'middle', class: 'axis' }, label));
+    }
+  });
+  const legend = element('ul', { class: 'legend' });
+  for (const [label, color, total] of [['allocated', '#1565c0', usage.allocated], ['released', '#ef6c00', usage.released]]) {
+    const item = element('li');
+    const swatch = element('span', { class: 'swatch' });
+    swatch.style.background = color;
+    item.append(swatch, document.createTextNode(`${label} ${total}`));
+    legend.append(item);
+  }
+  $('usage-chart').replaceChildren(chart, legend);
+}
+
+// Horizontal bars per lab: held now and released.
+function drawLabsChart(tracks) {
+  const shown = [...tracks].sort((a, b) => b.total - a.total).slice(0, 15);
+  if (!shown.length) {
+    $('labs-chart').replaceChildren(element('p', { class: 'muted' }, 'No lab has been allocated a sandbox yet.'));
+    return;
+  }
+  const row = 26, left = 180, width = 960;
+  const max = niceMax(Math.max(1, ...shown.map((t) => Math.max(t.allocated, t.released))));
+  const scale = (v) => ((width - left - 60) * v) / max;
+  const chart = svg('svg', { viewBox: `0 0 ${width} ${row * shown.length + 8}`, role: 'img', 'aria-label': 'Usage per lab' });
+  shown.forEach((track, i) => {
+    const y = 4 + i * row;
+    chart.append(svg('text', { x: left - 8, y: y + 16, 'text-anchor': 'end', class: 'axis' }, track.track_name));
+    const held = svg('rect', { x: left, y, width: scale(track.allocated), height: 10, fill: '#1565c0', 'data-lab': track.track_name, 'data-kind': 'allocated' });
+    held.append(svg('title', {}, `${track.track_name}: ${track.allocated} allocated now`));
+    const released = svg('rect', { x: left, y: y + 11, width: scale(track.released), height: 10, fill: '#ef6c00', 'data-lab': track.track_name, 'data-kind': 'released' });
+    released.append(svg('title', {}, `${track.track_name}: ${track.released} released`));
+    chart.append(held, released);
+    chart.append(svg('text', { x: left + Math.max(scale(track.allocated), scale(track.released)) + 6, y: y + 16, class: 'axis' }, `${track.allocated} / ${track.released}`));
+  });
+  $('labs-chart').replaceChildren(chart);
+}
+
+// ---- sections -----------------------------------------------------------------------
+
+async function loadPool() {
+  const stats = await admin('/admin/stats');
+  const cards = [card('total', stats.total, '100 %', { 'data-stat': 'total' })];
+  for (const status of STATUSES) {
+    cards.push(card(status.replace('_', ' '), stats[status], share(stats[status], stats.total), { 'data-stat': status }));
+  }
+  $('pool-cards').replaceChildren(...cards);
+  drawStatusChart(stats);
+  $('holders-count').textContent = `(${stats.allocated} allocated)`;
+}
+
+async function loadUsage() {
+  const [hours, minutes] = $('usage-window').value.split(':');
+  const usage = await admin(`/admin/usage?hours=${hours}&bucket_minutes=${minutes}`);
+  drawUsageChart(usage);
+  const d = usage.lab_duration;
+  $('lab-duration').replaceChildren(
+    card('held now', usage.held_now, undefined, { 'data-duration': 'held_now' }),
+    card('labs ended in window', d.count, undefined, { 'data-duration': 'count' }),
+    ...[['mean', 'mean_seconds'], ['median', 'p50_seconds'], ['90th percentile', 'p90_seconds'], ['longest', 'max_seconds']]
+      .map(([label, field]) => card(`${label} lab`, d.count ? duration(d[field]) : '–', undefined, { 'data-duration': field, 'data-seconds': d[field] })),
+  );
+}
+
+async function loadLabs() {
+  const { tracks } = await admin('/admin/tracks');
+  fillRows($('tracks'), tracks.map((t) => [
+    t.track_name, t.allocated, t.released, t.pending_deletion, t.deleted, t.total, duration(t.mean_held_seconds),
+  ]));
+  drawLabsChart(tracks);
+  // The lab filter offers every known lab, keeping the operator's choice.
+  const select = $('track_name');
+  const chosen = select.value;
+  select.replaceChildren(element('option', { value: '' }, 'any lab'));
+  for (const t of tracks) select.append(element('option', { value: t.track_name }, t.track_name));
+  if (chosen && !tracks.some((t) => t.track_name === chosen)) select.append(element('option', { value: chosen }, chosen));
+  select.value = chosen;
+}
+
+function holderRow(s) {
+  return [s.allocated_to_track, s.track_name, s.sandbox_id, s.name, time(s.allocated_at), time(s.expires_at)];
+}
+
+async function loadHolders(append) {
+  const page = await admin(listQuery({ status: 'allocated' }, 100, append ? state.holdersCursor : null));
+  const table = $('holders-table');
+  if (append) {
+    for (const s of page.sandboxes) {
+      const row = table.tBodies[0].insertRow();
+      for (const value of holderRow(s)) row.insertCell().textContent = text(value);
+    }
+  } else {
+    fillRows(table, page.sandboxes.map(holderRow));
+  }
+  state.holdersCursor = page.cursor;
+  $('holders-more').hidden = !page.cursor;
+}
+
+async function loadJobs() {
+  const jobs = await admin('/admin/jobs');
+  fillRows($('jobs-table'), jobs.jobs.map((j) => [
+    j.job, j.enabled ? 'yes' : 'no', time(j.last_started_at), time(j.last_finished_at), j.last_outcome || 'never ran',
+    time(j.next_run_at), j.lease_holder || '', Object.entries(j.last_counts || {}).map(([k, v]) => `${k} ${v}`).join(', '),
+  ]));
+  $('breakers').replaceChildren(...Object.entries(jobs.breakers).map(([name, value]) => {
+    const box = card(`${name} breaker`, value ? value.replace('_', '-') : 'not configured', undefined, { 'data-breaker': name });
+    box.classList.add(value ? `breaker-${value}` : 'muted');
+    return box;
+  }));
+}
+
+async function loadNiosxaas() {
+  const overview = await admin('/admin/niosxaas');
+  const mode = !overview.enabled ? 'disabled' : overview.shadow_mode ? 'shadow mode: lists and counts, deletes nothing' : 'enforce mode';
+  $('niosxaas-mode').textContent = `(${mode}${overview.breaker ? `, breaker ${overview.breaker.replace('_', '-')}` : ''})`;
+  $('niosxaas-counts').replaceChildren(...['cleaned', 'skipped', 'failed', 'pending']
+    .map((name) => card(name, overview.counts[name], undefined, { 'data-count': name })));
+  fillRows($('niosxaas-records'), overview.records.map((r) => [
+    r.sandbox_id, r.sandbox_name, r.track_name, r.allocated_to_track,
+    r.niosxaas_cleanup_failed_reason ? 'failed' : (r.niosxaas_cleanup_skipped || !r.niosxaas_cleaned_at) ? 'skipped' : 'cleaned',
+    r.niosxaas_services_matched, time(r.niosxaas_cleaned_at), time(r.deleted_at), r.niosxaas_cleanup_failed_reason,
+  ]));
+}
+
+// ---- the sandbox table --------------------------------------------------------------
+
+function shownColumns() {
+  const saved = JSON.parse(localStorage.getItem(columnsKey) || 'null');
+  return COLUMNS.filter(([field, , byDefault]) => (saved ? saved.includes(field) : byDefault));
+}
+
+function cellValue(sandbox, [field, , , kind]) {
+  return kind === 'time' ? time(sandbox[field]) : text(sandbox[field]);
+}
+
+async function loadSandboxes() {
+  const page = await admin(listQuery(state.filter, PAGE_SIZE, state.cursors[state.page]));
+  const columns = shownColumns();
+  const head = $('sandbox-table').tHead.rows[0];
+  head.replaceChildren(...columns.map(([, heading]) => element('th', {}, heading)));
+  fillRows($('sandbox-table'), page.sandboxes.map((s) => columns.map((c) => cellValue(s, c))));
+  state.cursors.length = state.page + 1;
+  if (page.cursor) state.cursors.push(page.cursor);
+  $('prev').disabled = state.page === 0;
+  $('next').disabled = !page.cursor;
+  $('page-info').textContent = `page ${state.page + 1}: ${page.count ? `${page.count} rows` : 'no rows'}`;
+}
+
+function buildColumnPicker() {
+  const shown = new Set(shownColumns().map(([field]) => field));
+  $('columns').replaceChildren(...COLUMNS.map(([field, heading]) => {
+    const label = element('label');
+    const box = element('input', { type: 'checkbox', value: field });
+    box.checked = shown.has(field);
+    box.addEventListener('change', () => {
+      const chosen = [...$('columns').querySelectorAll('input:checked')].map((b) => b.value);
+      localStorage.setItem(columnsKey, JSON.stringify(chosen));
+      loadSandboxes().catch(showError);
+    });
+    label.append(box, document.createTextNode(' ' + heading));
+    return label;
+  }));
+}
+
+function csvField(value) {
+  let field = text(value);
+  // A cell that starts like a formula is read as text by spreadsheets (names come from outside).
+  if (/^[=+\-@\t\r]/.test(field)) field = "'" + field;
+  return /[",\r\n]/.test(field) ? `"${field.replace(/"/g, '""')}"` : field;
+}
+
+async function downloadCsv() {
+  const button = $('csv');
+  button.disabled = true;
+  try {
+    const columns = shownColumns();
+    const lines = [columns.map(([field]) => csvField(field)).join(',')];
+    let cursor = null;
+    do {
+      const page = await admin(listQuery(state.filter, 100, cursor));
+      for (const s of page.sandboxes) {
+        lines.push(columns.map(([field, , , kind]) => csvField(kind === 'time' && s[field] ? new Date(s[field] * 1000).toISOString() : s[field])).join(','));
+      }
+      cursor = page.cursor;
+    } while (cursor);
+    const blob = new Blob([lines.join('\r\n') + '\r\n'], { type: 'text/csv' });
+    const link = element('a', { download: `sandboxes-${new Date().toISOString().slice(0, 19).replace(/:/g, '')}.csv` });
+    link.href = URL.createObjectURL(blob);
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+    button.textContent = `Download CSV (${lines.length - 1} rows)`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function applyFilter() {
+  state.filter = {};
+  for (const name of ['q', 'status', 'track_name', 'name_prefix']) {
+    const value = $(name).value.trim();
+    if (value) state.filter[name] = value;
+  }
+  state.cursors = [null];
+  state.page = 0;
+  $('csv').textContent = 'Download CSV';
+  return loadSandboxes();
+}
+
+// ---- refresh, sign-in and sign-out ----------------------------------------------------
+
+function showError(error) {
+  if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+    signOut('That token is not an admin token.');
+    return;
+  }
+  $('board-error').textContent = error.message;
 }
 
 async function refresh() {
-  $('board-error').textContent = '';
+  if (state.refreshing) return;
+  state.refreshing = true;
   try {
-    await Promise.all([loadStats(), loadTracks(), loadSandboxes(false)]);
-  } catch (error) {
-    if (error.status === 401 || error.status === 403) return signOut('That token is not an admin token.');
-    $('board-error').textContent = error.message;
+    const results = await Promise.allSettled([
+      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadNiosxaas(), loadSandboxes(),
+    ]);
+    const failed = results.find((r) => r.status === 'rejected');
+    $('board-error').textContent = '';
+    if (failed) showError(failed.reason);
+    else $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } finally {
+    state.refreshing = false;
   }
+}
+
+function schedule() {
+  clearInterval(state.timer);
+  const seconds = Number($('refresh-every').value);
+  state.timer = seconds ? setInterval(refresh, seconds * 1000) : null;
 }
 
 function signOut(message) {
   sessionStorage.removeItem(tokenKey);
+  clearInterval(state.timer);
   $('board').hidden = true;
-  $('sign-out').hidden = true;
+  $('controls').hidden = true;
   $('sign-in').hidden = false;
   $('sign-in-error').textContent = message || '';
+  // Nothing read with the old token stays on the page.
+  for (const id of ['pool-cards', 'status-chart', 'usage-chart', 'lab-duration', 'labs-chart', 'breakers', 'niosxaas-counts']) $(id).replaceChildren();
+  for (const id of ['tracks', 'holders-table', 'jobs-table', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
 }
 
-function signedIn() {
+async function signIn(token) {
+  sessionStorage.setItem(tokenKey, token);
+  try {
+    await admin('/admin/stats'); // proves the token before anything is shown
+  } catch (error) {
+    sessionStorage.removeItem(tokenKey);
+    const refused = error instanceof ApiError && (error.status === 401 || error.status === 403);
+    $('sign-in-error').textContent = refused ? 'That token is not an admin token.' : `The service did not answer: ${error.message}`;
+    return;
+  }
+  $('sign-in-error').textContent = '';
   $('sign-in').hidden = true;
   $('board').hidden = false;
-  $('sign-out').hidden = false;
-  refresh();
+  $('controls').hidden = false;
+  await refresh();
+  schedule();
 }
 
-$('sign-in').addEventListener('submit', (event) => {
-  event.preventDefault();
-  sessionStorage.setItem(tokenKey, $('token').value.trim());
-  $('token').value = '';
-  signedIn();
-});
-$('sign-out').addEventListener('click', () => signOut());
-$('filters').addEventListener('submit', (event) => {
-  event.preventDefault();
-  loadSandboxes(false).catch((error) => { $('board-error').textContent = error.message; });
-});
-$('more').addEventListener('click', () => {
-  loadSandboxes(true).catch((error) => { $('board-error').textContent = error.message; });
-});
+function init() {
+  const statusSelect = $('status');
+  for (const status of STATUSES) statusSelect.append(element('option', { value: status }, status));
+  buildColumnPicker();
+  $('sign-in').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const token = $('token').value.trim();
+    $('token').value = '';
+    signIn(token);
+  });
+  $('sign-out').addEventListener('click', () => signOut());
+  $('refresh').addEventListener('click', refresh);
+  $('refresh-every').addEventListener('change', schedule);
+  $('usage-window').addEventListener('change', () => loadUsage().catch(showError));
+  $('filters').addEventListener('submit', (event) => {
+    event.preventDefault();
+    applyFilter().catch(showError);
+  });
+  $('clear').addEventListener('click', () => {
+    for (const name of ['q', 'status', 'track_name', 'name_prefix']) $(name).value = '';
+    applyFilter().catch(showError);
+  });
+  $('prev').addEventListener('click', () => {
+    state.page = Math.max(0, state.page - 1);
+    loadSandboxes().catch(showError);
+  });
+  $('next').addEventListener('click', () => {
+    if (state.cursors.length > state.page + 1) state.page += 1;
+    loadSandboxes().catch(showError);
+  });
+  $('holders-more').addEventListener('click', () => loadHolders(true).catch(showError));
+  $('csv').addEventListener('click', () => downloadCsv().catch(showError));
+  const saved = sessionStorage.getItem(tokenKey);
+  if (saved) signIn(saved);
+}
 
-if (sessionStorage.getItem(tokenKey)) signedIn();
+init();

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use self::views::{
-    BulkDeleteView, ImportRequest, ImportRow, ImportView, NiosxaasHistoryView, SandboxListView,
-    StatsView, TrackView, TracksView,
+    AdminSandboxView, BulkDeleteView, ImportRequest, ImportRow, ImportView, NiosxaasHistoryView,
+    SandboxListView, StatsView, TrackView, TracksView,
 };
 use crate::domain::usage::track_stats;
 use crate::domain::{
@@ -23,7 +23,6 @@ use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{JsonBody, Query, SandboxIdPath};
 use crate::http::handlers::jobs::views::RunStatus;
-use crate::http::handlers::track::views::SandboxView;
 use crate::http::state::AppState;
 use crate::store::{ListCursor, ListQuery};
 
@@ -107,10 +106,10 @@ pub async fn list_sandboxes(
 ) -> Result<Json<SandboxListView>> {
     let page = app.store.list(ListQuery::try_from(params)?).await?;
     let lab = app.lab;
-    let sandboxes: Vec<SandboxView> = page
+    let sandboxes: Vec<AdminSandboxView> = page
         .sandboxes
         .iter()
-        .map(|row| SandboxView::new(row, lab))
+        .map(|row| AdminSandboxView::new(row, lab))
         .collect();
     Ok(Json(SandboxListView {
         count: sandboxes.len(),

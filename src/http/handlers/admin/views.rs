@@ -8,11 +8,63 @@ use crate::http::handlers::jobs::views::RunStatus;
 use crate::http::handlers::track::views::SandboxView;
 use crate::store::{ImportSummary, PoolStats};
 
+/// One row of the admin list: the GET shape, plus what only operators need (additive).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AdminSandboxView {
+    /// The GET shape.
+    #[serde(flatten)]
+    pub sandbox: SandboxView,
+    /// The `Idempotency-Key` of the allocation holding it.
+    pub idempotency_key: Option<String>,
+    /// Epoch seconds the broker first stored it.
+    pub created_at: i64,
+    /// Epoch seconds of its last change.
+    pub updated_at: i64,
+    /// Epoch seconds of the last sync that saw it at the provider.
+    pub last_synced: Option<i64>,
+    /// Epoch seconds the provider confirmed its deletion.
+    pub deleted_at: Option<i64>,
+    /// Permanent provider refusals of its deletion so far.
+    pub deletion_retry_count: u32,
+    /// What the provider said the last time deleting it failed.
+    pub last_deletion_error: Option<String>,
+    /// When the NIOSXaaS hook finished cleaning it.
+    pub niosxaas_cleaned_at: Option<i64>,
+    /// Whether the hook deleted nothing in it; null before the hook ran.
+    pub niosxaas_cleanup_skipped: Option<bool>,
+    /// Why the hook failed in it, if it did.
+    pub niosxaas_cleanup_failed_reason: Option<String>,
+    /// Universal services the hook matched in it; null before the hook ran.
+    pub niosxaas_services_matched: Option<u32>,
+}
+
+impl AdminSandboxView {
+    /// The admin view of `row`, its lab ending as `lab` says.
+    pub fn new(row: &crate::domain::Sandbox, lab: crate::domain::LabPolicy) -> Self {
+        let hook = row.niosxaas.as_ref();
+        Self {
+            sandbox: SandboxView::new(row, lab),
+            idempotency_key: row.idempotency_key.clone(),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            last_synced: row.last_synced,
+            deleted_at: row.deleted_at,
+            deletion_retry_count: row.deletion_retry_count,
+            last_deletion_error: row.last_deletion_error.clone(),
+            niosxaas_cleaned_at: hook.and_then(|h| h.niosxaas_cleaned_at),
+            niosxaas_cleanup_skipped: hook.map(|h| h.niosxaas_cleanup_skipped),
+            niosxaas_cleanup_failed_reason: hook
+                .and_then(|h| h.niosxaas_cleanup_failed_reason.clone()),
+            niosxaas_services_matched: hook.map(|h| h.niosxaas_services_matched),
+        }
+    }
+}
+
 /// `GET /admin/sandboxes` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SandboxListView {
     /// This page's rows.
-    pub sandboxes: Vec<SandboxView>,
+    pub sandboxes: Vec<AdminSandboxView>,
     /// Rows on this page.
     pub count: usize,
     /// Pass as `cursor` for the next page; null on the last page.
