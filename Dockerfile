@@ -1,17 +1,32 @@
-# Two stages: build with the Rust toolchain, run on a slim image as an unprivileged user.
+# syntax=docker/dockerfile:1
+# Three steps: dependencies (cached until Cargo.toml or Cargo.lock change), the crate, and
+# a slim runtime image where the service runs as an unprivileged user.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# Build every dependency against placeholder sources, in a layer of its own: a change to
+# src/ then rebuilds only this crate (minutes, not the ~10 a cold build takes).
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    mkdir -p src/bin/bench \
+    && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > src/bin/bench/main.rs \
+    && touch src/lib.rs \
+    && cargo build --release --locked --bin sandbox-broker \
+    && rm -rf src
 COPY src ./src
-RUN cargo build --release --locked --bin sandbox-broker
+# The placeholder crate's outputs are older than the real sources, so cargo rebuilds it.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --bin sandbox-broker
 
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS runtime
+# ca-certificates for the provider and AWS over TLS; curl for the health check only.
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/sandbox-broker broker \
     && mkdir -p /var/lib/sandbox-broker && chown broker /var/lib/sandbox-broker
 COPY --from=build /src/target/release/sandbox-broker /usr/local/bin/sandbox-broker
-USER broker
+USER 10001
 ENV BROKER_LISTEN_ADDR=0.0.0.0:8080 \
     BROKER_DATA_DIR=/var/lib/sandbox-broker \
     LOG_FORMAT=json

@@ -49,6 +49,10 @@ pub enum Command {
     Demo(Config),
     /// Create the DynamoDB table and its indexes if missing (idempotent), then exit.
     InitTable(Config),
+    /// Serve a simulated provider (the CSP accounts API, holding the demo pool) for a
+    /// broker in another process or container to sync and delete against; not for
+    /// production.
+    SimulateProvider(crate::provider::simulated::server::SimulatorConfig),
 }
 
 /// Every setting of the service (contract §6), grouped by the module that owns it.

@@ -7,7 +7,7 @@ use clap::Parser;
 use sandbox_broker::app::{Application, shutdown_signal};
 use sandbox_broker::config::{Cli, Command, Config, LogFormat, StoreKind, TokenList};
 use sandbox_broker::jobs::JobName;
-use sandbox_broker::provider::simulated::SimulatedProvider;
+use sandbox_broker::provider::simulated::{SimulatedProvider, server};
 use sandbox_broker::store::dynamo::{self, DynamoStore};
 use sandbox_broker::store::embedded::EmbeddedStore;
 use sandbox_broker::store::{SharedStore, Store};
@@ -48,6 +48,13 @@ async fn run(command: Command) -> Result<(), String> {
             serve(config, store).await
         }
         Command::Demo(config) => demo_run(config).await,
+        Command::SimulateProvider(config) => {
+            telemetry::init("info", LogFormat::Json)?;
+            let provider = Arc::new(SimulatedProvider::new(demo::demo_accounts()));
+            server::run(config, provider)
+                .await
+                .map_err(|err| format!("the simulated provider stopped: {err}"))
+        }
         Command::InitTable(config) => {
             telemetry::init(
                 &config.log.log_level,

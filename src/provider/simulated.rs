@@ -10,6 +10,8 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 
+pub mod server;
+
 use super::{ProviderClient, ProviderError, ProviderListing, ProviderSandbox};
 use crate::domain::{ExternalId, SandboxId, SandboxName};
 
@@ -51,6 +53,14 @@ impl SimulatedProvider {
     /// How many accounts it has now.
     pub fn len(&self) -> usize {
         self.lock().accounts.len()
+    }
+
+    /// Whether it holds the account whose provider id is `external_id`.
+    pub fn has_account(&self, external_id: &str) -> bool {
+        self.lock()
+            .accounts
+            .values()
+            .any(|account| account.external_id.as_str() == external_id)
     }
 
     /// Whether it has no account.

@@ -129,3 +129,178 @@ fn block_until_next_table<'a>(text: &'a str, header: &str) -> &'a str {
     let end = body.find("\n[").unwrap_or(body.len());
     &body[..end]
 }
+
+/// The compose file, parsed.
+fn compose() -> serde_yaml_ng::Value {
+    serde_yaml_ng::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML")
+}
+
+fn environment<'a>(service: &'a serde_yaml_ng::Value, name: &str) -> Option<&'a str> {
+    service["environment"][name].as_str()
+}
+
+#[test]
+fn compose_brings_up_dynamodb_local_the_table_the_provider_and_the_broker_on_it() {
+    let compose = compose();
+    let services = &compose["services"];
+    let command = |name: &str| services[name]["command"][0].as_str().map(str::to_owned);
+    assert!(
+        services["dynamodb-local"]["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("amazon/dynamodb-local:")
+    );
+    // init-table runs once, and the broker waits for it and for a healthy provider.
+    assert_eq!(command("init-table").as_deref(), Some("init-table"));
+    assert_eq!(services["init-table"]["restart"], "on-failure");
+    assert_eq!(command("provider").as_deref(), Some("simulate-provider"));
+    assert!(services["provider"]["healthcheck"]["test"].is_sequence());
+    let broker = &services["broker"];
+    assert_eq!(command("broker").as_deref(), Some("serve"));
+    assert_eq!(
+        broker["depends_on"]["init-table"]["condition"],
+        "service_completed_successfully"
+    );
+    assert_eq!(
+        broker["depends_on"]["provider"]["condition"],
+        "service_healthy"
+    );
+    assert_eq!(environment(broker, "BROKER_STORE"), Some("dynamodb"));
+    assert_eq!(
+        environment(broker, "DDB_ENDPOINT_URL"),
+        Some("http://dynamodb-local:8000")
+    );
+    assert_eq!(
+        environment(broker, "CSP_BASE_URL"),
+        Some("http://provider:9000/v2")
+    );
+    // The provider accepts exactly the token the broker sends.
+    assert_eq!(
+        environment(broker, "CSP_API_TOKEN"),
+        environment(&services["provider"], "CSP_API_TOKEN")
+    );
+    assert_eq!(
+        environment(&services["provider"], "SIMULATOR_LISTEN_ADDR"),
+        Some("0.0.0.0:9000")
+    );
+    // Tokens are required from the environment, never written into the file.
+    assert_eq!(
+        environment(broker, "BROKER_ADMIN_TOKEN"),
+        Some("${BROKER_ADMIN_TOKEN:?set BROKER_ADMIN_TOKEN}")
+    );
+    // Every image but ours is pinned to a version.
+    for (name, service) in services.as_mapping().unwrap() {
+        let image = service["image"].as_str().unwrap_or_default();
+        assert!(
+            image == "sandbox-broker:local" || (image.contains(':') && !image.ends_with(":latest")),
+            "{name:?} image {image:?} is not pinned"
+        );
+    }
+}
+
+#[test]
+fn compose_offers_prometheus_and_grafana_with_the_alerts_and_the_dashboard() {
+    let compose = compose();
+    let services = &compose["services"];
+    for name in ["prometheus", "grafana"] {
+        assert_eq!(
+            services[name]["profiles"][0], "observability",
+            "{name} is optional"
+        );
+    }
+    let mounts = |name: &str| -> Vec<String> {
+        services[name]["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all: Vec<String> = [mounts("prometheus"), mounts("grafana")].concat();
+    for wanted in [
+        "./docs/alerts.yml:/etc/prometheus/alerts.yml:ro",
+        "./docs/grafana-dashboard.json:/var/lib/grafana/dashboards/sandbox-broker.json:ro",
+    ] {
+        assert!(all.iter().any(|m| m == wanted), "{wanted} not mounted");
+    }
+    // Every mounted file exists, and the Prometheus config scrapes the broker and loads
+    // the rules where they are mounted.
+    for mount in &all {
+        let local = mount.split(':').next().unwrap();
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(local).is_file(),
+            "{local} is mounted but missing"
+        );
+    }
+    let prometheus: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("docs/compose/prometheus.yml")).unwrap();
+    assert_eq!(prometheus["rule_files"][0], "/etc/prometheus/alerts.yml");
+    assert_eq!(
+        prometheus["scrape_configs"][0]["static_configs"][0]["targets"][0],
+        "broker:8080"
+    );
+    let datasource: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("docs/compose/grafana-datasource.yml")).unwrap();
+    assert_eq!(
+        datasource["datasources"][0]["url"],
+        "http://prometheus:9090"
+    );
+    let dashboards: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&read("docs/compose/grafana-dashboards.yml")).unwrap();
+    assert_eq!(
+        dashboards["providers"][0]["options"]["path"],
+        "/var/lib/grafana/dashboards"
+    );
+}
+
+/// The Dockerfile's instructions, continuation lines joined, comments dropped.
+fn dockerfile() -> Vec<(String, String)> {
+    let text = read("Dockerfile").replace("\\\n", " ");
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (instruction, rest) = line.split_once(' ').unwrap_or((line, ""));
+            (instruction.to_uppercase(), rest.trim().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn the_image_builds_dependencies_in_their_own_layer_and_runs_slim_as_a_non_root_user() {
+    let steps = dockerfile();
+    let from: Vec<&str> = steps
+        .iter()
+        .filter(|(i, _)| i == "FROM")
+        .map(|(_, rest)| rest.as_str())
+        .collect();
+    assert_eq!(from.len(), 2, "a build stage and a runtime stage: {from:?}");
+    assert!(from[0].starts_with("rust:") && from[0].ends_with(" AS build"));
+    assert!(
+        from[1].contains("-slim") || from[1].contains("distroless"),
+        "runtime {}",
+        from[1]
+    );
+    // The manifests are copied and built before the sources arrive.
+    let position = |wanted: &dyn Fn(&(String, String)) -> bool| {
+        steps.iter().position(wanted).expect("step present")
+    };
+    let manifests = position(&|(i, r)| i == "COPY" && r.starts_with("Cargo.toml Cargo.lock"));
+    let deps_build = position(&|(i, r)| i == "RUN" && r.contains("cargo build --release --locked"));
+    let sources = position(&|(i, r)| i == "COPY" && r.starts_with("src"));
+    assert!(manifests < deps_build && deps_build < sources, "{steps:?}");
+    let runtime = steps.iter().rposition(|(i, _)| i == "FROM").unwrap();
+    let user = steps[runtime..]
+        .iter()
+        .find(|(i, _)| i == "USER")
+        .map(|(_, who)| who.as_str())
+        .expect("a USER in the runtime stage");
+    assert!(user != "root" && user != "0", "runs as {user}");
+    assert!(
+        !steps
+            .iter()
+            .any(|(i, r)| i == "ENV" && (r.contains("TOKEN") || r.contains("SECRET"))),
+        "no secret baked into the image"
+    );
+    assert!(steps.iter().any(|(i, _)| i == "HEALTHCHECK"));
+}

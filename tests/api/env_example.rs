@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use clap::Args;
 use sandbox_broker::config::Config;
+use sandbox_broker::provider::simulated::server::SimulatorConfig;
 
 /// `(variable, value)` of every `NAME=value` or `# NAME=value` line.
 fn example_variables() -> BTreeMap<String, (String, bool)> {
@@ -26,11 +27,14 @@ fn example_variables() -> BTreeMap<String, (String, bool)> {
         .collect()
 }
 
-/// `variable → declared default` of every setting `serve` reads from the environment.
+/// `variable → declared default` of every setting `serve` (and `simulate-provider`, the
+/// compose file's provider) reads from the environment.
 fn declared_variables() -> BTreeMap<String, Option<String>> {
-    let command = Config::augment_args(clap::Command::new("serve"));
-    command
+    let serve = Config::augment_args(clap::Command::new("serve"));
+    let simulator = SimulatorConfig::augment_args(clap::Command::new("simulate-provider"));
+    serve
         .get_arguments()
+        .chain(simulator.get_arguments())
         .filter_map(|arg| {
             let name = arg.get_env()?.to_str()?.to_owned();
             let default = arg

@@ -28,6 +28,7 @@ mod process;
 mod provider;
 mod schema_conformance;
 mod shutdown;
+mod simulator;
 mod store_conformance;
 mod track;
 mod usage;

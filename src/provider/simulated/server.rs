@@ -1,0 +1,132 @@
+//! `sandbox-broker simulate-provider`: the simulated provider behind the CSP's own HTTP
+//! API (contract §4), so a broker in another process or container — the compose file's —
+//! syncs and deletes against something real over the wire.
+//!
+//! Rule: it answers exactly the two calls the broker makes, with the CSP's shapes and its
+//! `Authorization: Token <token>` header; anything else is 404.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::SimulatedProvider;
+use crate::provider::ProviderClient;
+
+/// Settings of `sandbox-broker simulate-provider`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulatorConfig {
+    /// Address the simulated CSP API listens on.
+    #[arg(long, env = "SIMULATOR_LISTEN_ADDR", default_value = "127.0.0.1:9000")]
+    pub simulator_listen_addr: SocketAddr,
+    /// The token callers must send as `Authorization: Token <it>`: the broker's
+    /// `CSP_API_TOKEN`.
+    #[arg(long, env = "CSP_API_TOKEN", hide_env_values = true)]
+    pub csp_api_token: SecretString,
+}
+
+#[derive(Clone)]
+struct Simulator {
+    provider: Arc<SimulatedProvider>,
+    token: Arc<SecretString>,
+}
+
+impl Simulator {
+    fn authorised(&self, headers: &HeaderMap) -> bool {
+        let expected = format!("Token {}", self.token.expose_secret());
+        headers
+            .get(header::AUTHORIZATION)
+            .is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(expected.as_bytes())))
+    }
+}
+
+fn refusal(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": [{"message": message}]}))).into_response()
+}
+
+/// `GET /v2/current_user/accounts`: every account, in the CSP's shape.
+async fn list_accounts(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
+    if !sim.authorised(&headers) {
+        return refusal(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    let listing = match sim.provider.list_sandboxes().await {
+        Ok(listing) => listing,
+        Err(err) => return refusal(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    };
+    let results: Vec<Value> = listing
+        .sandboxes
+        .iter()
+        .map(|account| {
+            let mut entry = json!({
+                "id": account.external_id.as_str(),
+                "csp_id": account.sandbox_id.as_str().parse::<u64>().ok(),
+                "name": account.name.as_str(),
+                "account_type": "sandbox",
+                "state": "active",
+            });
+            if let Some(sfdc) = &account.sfdc_account_id {
+                entry["sfdc_account_id"] = json!(sfdc);
+            }
+            entry
+        })
+        .collect();
+    Json(json!({ "results": results })).into_response()
+}
+
+/// `DELETE /v2/sandbox/accounts/{uuid}`: 204, or 404 for an account it does not have
+/// (which the broker counts as deleted, as the CSP's 404 means).
+async fn delete_account(
+    State(sim): State<Simulator>,
+    Path(uuid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !sim.authorised(&headers) {
+        return refusal(StatusCode::UNAUTHORIZED, "missing or wrong token");
+    }
+    let external_id = format!("identity/accounts/{uuid}");
+    if !sim.provider.has_account(&external_id) {
+        return refusal(StatusCode::NOT_FOUND, "no such account");
+    }
+    match sim.provider.delete_sandbox(&external_id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => refusal(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    }
+}
+
+/// The simulator's routes over `provider`, accepting `token`.
+pub fn router(provider: Arc<SimulatedProvider>, token: SecretString) -> Router {
+    Router::new()
+        .route("/v2/current_user/accounts", get(list_accounts))
+        .route("/v2/sandbox/accounts/{uuid}", delete(delete_account))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({"status": "healthy"})) }),
+        )
+        .with_state(Simulator {
+            provider,
+            token: Arc::new(token),
+        })
+}
+
+/// Serves `router` on `config`'s address until Ctrl-C or SIGTERM.
+pub async fn run(config: SimulatorConfig, provider: Arc<SimulatedProvider>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.simulator_listen_addr).await?;
+    let address = listener.local_addr()?;
+    tracing::info!(
+        %address,
+        accounts = provider.len(),
+        "simulated provider listening"
+    );
+    axum::serve(listener, router(provider, config.csp_api_token))
+        .with_graceful_shutdown(crate::app::shutdown_signal())
+        .await
+}

@@ -1,0 +1,142 @@
+//! `sandbox-broker simulate-provider`, the compose file's stand-in CSP, as a real process:
+//! a broker syncs its demo pool over HTTP, and a released sandbox is deleted there.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::helpers::{json_of, spawn_app_with};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sandbox-broker");
+const TOKEN: &str = "simulator-token-for-tests";
+
+/// The running simulator; killed when the test ends.
+struct Simulator {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the simulator on a free port and reads the port from its "listening" log line.
+fn start_simulator() -> Simulator {
+    let child = Command::new(BINARY)
+        .arg("simulate-provider")
+        .env_clear()
+        .env("SIMULATOR_LISTEN_ADDR", "127.0.0.1:0")
+        .env("CSP_API_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the simulator");
+    // Owned by the guard at once, so every path below kills and waits for it.
+    let mut simulator = Simulator {
+        child,
+        address: String::new(),
+    };
+    let stdout = simulator.child.stdout.take().expect("stdout");
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the simulator did not start");
+        let event: Value = serde_json::from_str(&line).expect("a JSON log line");
+        if event["message"] == "simulated provider listening" {
+            simulator.address = format!("http://{}", event["address"].as_str().unwrap());
+            return simulator;
+        }
+    }
+}
+
+async fn listed(simulator: &Simulator) -> Vec<Value> {
+    let body: Value = reqwest::Client::new()
+        .get(format!("{}/v2/current_user/accounts", simulator.address))
+        .header("Authorization", format!("Token {TOKEN}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["results"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_syncs_from_the_simulator_process_and_deletes_there() {
+    let simulator = start_simulator();
+    let client = reqwest::Client::new();
+    let refused = client
+        .get(format!("{}/v2/current_user/accounts", simulator.address))
+        .header("Authorization", "Token wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let base = format!("{}/v2", simulator.address);
+    let app = spawn_app_with(|c| {
+        c.csp.csp_base_url = base;
+        c.csp.csp_api_token = Some(TOKEN.into());
+        c.jobs.sync_interval = Duration::from_secs(3600);
+        c.jobs.cleanup_interval = Duration::from_secs(3600);
+    })
+    .await;
+
+    let sync = json_of(
+        app.admin(Method::POST, "/v1/admin/sync")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (sync["synced"].as_u64(), sync["skipped"].as_u64()),
+        (Some(300), Some(0))
+    );
+    let held = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
+    let id = held["sandbox_id"].as_str().unwrap().to_owned();
+    app.mark(&id, "stu-1").await;
+    let cleanup = json_of(
+        app.admin(Method::POST, "/v1/admin/cleanup")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (cleanup["deleted"].as_u64(), cleanup["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+
+    // The account is gone at the provider (its listing also turned over by one, as the
+    // simulator does on every listing after the first).
+    let accounts = listed(&simulator).await;
+    assert!(
+        !accounts
+            .iter()
+            .any(|a| a["csp_id"].as_u64() == id.parse().ok())
+    );
+    assert_eq!(accounts.len(), 299);
+    assert!(
+        accounts
+            .iter()
+            .all(|a| a["account_type"] == "sandbox" && a["state"] == "active")
+    );
+}
