@@ -51,7 +51,7 @@ async fn run(command: Command) -> Result<(), String> {
         Command::SimulateProvider(config) => {
             telemetry::init("info", LogFormat::Json)?;
             let provider = Arc::new(SimulatedProvider::new(demo::demo_accounts()));
-            server::run(config, provider)
+            server::run(config, provider, shutdown_signal())
                 .await
                 .map_err(|err| format!("the simulated provider stopped: {err}"))
         }

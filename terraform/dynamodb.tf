@@ -69,6 +69,14 @@ resource "aws_dynamodb_table" "pool" {
     enabled = true
   }
 
+  # Refused by DynamoDB itself, whatever a plan or a console click says.
+  deletion_protection_enabled = true
+
+  server_side_encryption {
+    enabled     = true
+    kms_key_arn = aws_kms_key.broker.arn
+  }
+
   lifecycle {
     prevent_destroy = true
   }

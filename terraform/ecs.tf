@@ -1,6 +1,7 @@
 resource "aws_cloudwatch_log_group" "broker" {
   name              = "/ecs/${var.name}"
-  retention_in_days = 30
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.broker.arn
 }
 
 resource "aws_ecs_cluster" "broker" {
@@ -47,7 +48,7 @@ resource "aws_ecs_task_definition" "broker" {
       { name = "BROKER_LISTEN_ADDR", value = "0.0.0.0:8080" },
       { name = "LAB_DURATION_HOURS", value = tostring(var.lab_duration_hours) },
       # The load balancer is the only peer; believe its X-Forwarded-For.
-      { name = "TRUSTED_PROXIES", value = data.aws_vpc.selected.cidr_block },
+      { name = "TRUSTED_PROXIES", value = local.vpc_cidr },
     ])
     # Nothing in the image is written at run time; /tmp is the one writable place.
     readonlyRootFilesystem = true
@@ -118,14 +119,12 @@ resource "aws_ecs_task_definition" "init_table" {
   }])
 }
 
-data "aws_vpc" "selected" {
-  id = var.vpc_id
-}
-
 resource "aws_security_group" "tasks" {
-  name   = "${var.name}-tasks"
-  vpc_id = var.vpc_id
+  name        = "${var.name}-tasks"
+  description = "The tasks of ${var.name}: the load balancer (and Prometheus) in, HTTPS and DNS out"
+  vpc_id      = local.vpc_id
   ingress {
+    description     = "The load balancer"
     from_port       = 8080
     to_port         = 8080
     protocol        = "tcp"
@@ -156,14 +155,14 @@ resource "aws_security_group" "tasks" {
     from_port   = 53
     to_port     = 53
     protocol    = "udp"
-    cidr_blocks = [data.aws_vpc.selected.cidr_block]
+    cidr_blocks = [local.vpc_cidr]
   }
   egress {
     description = "DNS (tcp)"
     from_port   = 53
     to_port     = 53
     protocol    = "tcp"
-    cidr_blocks = [data.aws_vpc.selected.cidr_block]
+    cidr_blocks = [local.vpc_cidr]
   }
 }
 
@@ -182,7 +181,7 @@ resource "aws_ecs_service" "broker" {
   }
 
   network_configuration {
-    subnets          = var.private_subnet_ids
+    subnets          = local.private_subnet_ids
     security_groups  = [aws_security_group.tasks.id]
     assign_public_ip = false
   }
@@ -191,6 +190,11 @@ resource "aws_ecs_service" "broker" {
     target_group_arn = aws_lb_target_group.broker.arn
     container_name   = "broker"
     container_port   = 8080
+  }
+
+  # Autoscaling (autoscaling.tf) owns the count after the first apply.
+  lifecycle {
+    ignore_changes = [desired_count]
   }
 
   depends_on = [aws_lb_listener.https]

@@ -59,6 +59,17 @@ data "aws_iam_policy_document" "table" {
       "${aws_dynamodb_table.pool.arn}/index/*",
     ]
   }
+  # The table is encrypted with the deployment's key; DynamoDB uses it on the caller's
+  # behalf, and only through DynamoDB.
+  statement {
+    actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:DescribeKey"]
+    resources = [aws_kms_key.broker.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["dynamodb.${var.region}.amazonaws.com"]
+    }
+  }
 }
 
 # The one-off `init-table` task: create the table or add a missing index, nothing else.
@@ -70,6 +81,15 @@ data "aws_iam_policy_document" "init_table" {
       "dynamodb:DescribeTable",
     ]
     resources = [aws_dynamodb_table.pool.arn]
+  }
+  statement {
+    actions   = ["kms:DescribeKey", "kms:CreateGrant", "kms:Decrypt", "kms:GenerateDataKey*"]
+    resources = [aws_kms_key.broker.arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["dynamodb.${var.region}.amazonaws.com"]
+    }
   }
 }
 

@@ -20,18 +20,43 @@ variable "image" {
 }
 
 variable "vpc_id" {
-  description = "VPC to run in."
+  description = "An existing VPC to run in (then give both subnet lists). Null (the default) creates a VPC of its own (network.tf)."
   type        = string
+  default     = null
 }
 
 variable "private_subnet_ids" {
-  description = "Subnets of the tasks (private, with a NAT or VPC endpoints for DynamoDB, ECR and logs)."
+  description = "With vpc_id: subnets of the tasks (private, with a NAT or VPC endpoints for DynamoDB, ECR, Secrets Manager and logs, and a route to the CSP API)."
   type        = list(string)
+  default     = []
 }
 
 variable "public_subnet_ids" {
-  description = "Subnets of the load balancer."
+  description = "With vpc_id: subnets of the load balancer."
   type        = list(string)
+  default     = []
+}
+
+variable "vpc_cidr" {
+  description = "Without vpc_id: the address range of the VPC created (public subnets take its first /20s, private ones from the ninth /20)."
+  type        = string
+  default     = "10.40.0.0/16"
+}
+
+variable "az_count" {
+  description = "Without vpc_id: availability zones the VPC created spans (a public and a private subnet in each)."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.az_count >= 2 && var.az_count <= 4
+    error_message = "az_count must be from 2 (the load balancer needs two) to 4."
+  }
+}
+
+variable "single_nat_gateway" {
+  description = "Without vpc_id: one NAT gateway for all zones (cheaper) instead of one per zone (survives a zone outage)."
+  type        = bool
+  default     = false
 }
 
 variable "certificate_arn" {
@@ -46,9 +71,57 @@ variable "table_name" {
 }
 
 variable "desired_count" {
-  description = "Instances sharing the table."
+  description = "Instances sharing the table at the first apply; autoscaling owns the count afterwards."
   type        = number
   default     = 3
+}
+
+variable "min_count" {
+  description = "Fewest instances autoscaling keeps (one per zone survives a task failure)."
+  type        = number
+  default     = 2
+}
+
+variable "max_count" {
+  description = "Most instances autoscaling starts."
+  type        = number
+  default     = 12
+}
+
+variable "cpu_target_percent" {
+  description = "Target average CPU of the tasks; autoscaling adds tasks above it."
+  type        = number
+  default     = 60
+}
+
+variable "requests_per_task_per_minute" {
+  description = "Target ALB requests per task per minute; a class start raises it and autoscaling adds tasks."
+  type        = number
+  default     = 6000
+}
+
+variable "waf_enabled" {
+  description = "Put a WAF web ACL in front of the load balancer: AWS managed common and known-bad-input rules plus a per-address rate rule."
+  type        = bool
+  default     = true
+}
+
+variable "waf_rate_limit" {
+  description = "Requests per client address per 5 minutes before WAF blocks it. Instruqt calls from few addresses: keep it far above a class start's traffic."
+  type        = number
+  default     = 100000
+}
+
+variable "log_retention_days" {
+  description = "Days CloudWatch keeps the service's, WAF's and the VPC's logs."
+  type        = number
+  default     = 365
+}
+
+variable "deletion_protection" {
+  description = "Refuse to delete the load balancer (the table is always protected)."
+  type        = bool
+  default     = true
 }
 
 variable "cpu" {
@@ -74,7 +147,7 @@ variable "admin_token_secret_arn" {
 }
 
 variable "lab_duration_hours" {
-  description = "LAB_DURATION_HOURS."
+  description = "LAB_DURATION_HOURS: how long a lab lasts before auto-expiry releases its sandbox."
   type        = number
   default     = 48
 }

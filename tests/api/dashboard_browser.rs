@@ -14,9 +14,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, TestApp, json_of, spawn_app};
+use crate::tools::target_dir;
 use sandbox_broker::domain::{NiosxaasCleanup, SandboxId, now_epoch};
 use sandbox_broker::store::DeletionOutcome;
-use sandbox_broker::store::dynamo::local::target_dir;
 
 /// The npm package that drives the browser (pinned: its protocol must match the script).
 const PLAYWRIGHT: &str = "playwright-core@1.65.1";

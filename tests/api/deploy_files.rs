@@ -74,8 +74,7 @@ fn tasks_run_read_only_and_talk_out_only_on_https_and_dns() {
     assert_eq!(egress.len(), 3, "{tasks}");
     for rule in egress {
         let https = rule.contains("from_port   = 443") && rule.contains(r#"protocol    = "tcp""#);
-        let dns =
-            rule.contains("from_port   = 53") && rule.contains("data.aws_vpc.selected.cidr_block");
+        let dns = rule.contains("from_port   = 53") && rule.contains("local.vpc_cidr");
         assert!(
             https || dns,
             "egress beyond HTTPS and the VPC's DNS: {rule}"
@@ -303,4 +302,68 @@ fn the_image_builds_dependencies_in_their_own_layer_and_runs_slim_as_a_non_root_
         "no secret baked into the image"
     );
     assert!(steps.iter().any(|(i, _)| i == "HEALTHCHECK"));
+}
+
+#[test]
+fn the_module_holds_what_a_production_deployment_needs() {
+    let table = read("terraform/dynamodb.tf");
+    let table = block(&table, r#"resource "aws_dynamodb_table" "pool""#);
+    for wanted in [
+        r#"billing_mode = "PAY_PER_REQUEST""#,
+        r#"name            = "StatusIndex""#,
+        r#"name            = "TrackIndex""#,
+        r#"name            = "IdempotencyIndex""#,
+        r#"attribute_name = "ttl""#,
+        "deletion_protection_enabled = true",
+        "kms_key_arn = aws_kms_key.broker.arn",
+    ] {
+        assert!(table.contains(wanted), "the table lacks {wanted}");
+    }
+    assert!(block(table, "point_in_time_recovery").contains("enabled = true"));
+    let scaling = read("terraform/autoscaling.tf");
+    assert_eq!(
+        scaling
+            .matches(r#"policy_type        = "TargetTrackingScaling""#)
+            .count(),
+        2
+    );
+    assert!(
+        scaling.contains("ALBRequestCountPerTarget")
+            && scaling.contains("ECSServiceAverageCPUUtilization")
+    );
+    let waf = read("terraform/waf.tf");
+    for wanted in [
+        "AWSManagedRulesCommonRuleSet",
+        "rate_based_statement",
+        "count = var.waf_enabled ? 1 : 0",
+    ] {
+        assert!(waf.contains(wanted), "the WAF lacks {wanted}");
+    }
+    let alb = read("terraform/alb.tf");
+    assert!(
+        block(&alb, r#"resource "aws_lb_target_group" "broker""#)
+            .contains(r#"path                = "/readyz""#)
+    );
+    assert!(
+        block(&alb, r#"resource "aws_lb_listener" "https""#)
+            .contains(r#"protocol          = "HTTPS""#)
+    );
+    let network = read("terraform/network.tf");
+    assert!(network.contains("create_vpc         = var.vpc_id == null"));
+    // Tokens reach the tasks only as secrets, never as plain environment values.
+    let ecs = read("terraform/ecs.tf");
+    let task = block(&ecs, r#"resource "aws_ecs_task_definition" "broker""#);
+    let environment =
+        &task[task.find("environment = ").unwrap()..task.find("readonlyRootFilesystem").unwrap()];
+    assert!(
+        !environment.contains("TOKEN") && !environment.contains("PASSWORD"),
+        "{environment}"
+    );
+    assert!(
+        task.contains(r#"{ name = "BROKER_ADMIN_TOKEN", valueFrom = var.admin_token_secret_arn }"#)
+    );
+    assert!(
+        block(&ecs, r#"resource "aws_cloudwatch_log_group" "broker""#)
+            .contains("retention_in_days = var.log_retention_days")
+    );
 }

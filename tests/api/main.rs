@@ -30,6 +30,8 @@ mod schema_conformance;
 mod shutdown;
 mod simulator;
 mod store_conformance;
+mod terraform;
+mod tools;
 mod track;
 mod usage;
 

@@ -3,7 +3,7 @@
 //! and checks that no answer is a status the document does not declare, breaks its
 //! schema or content type, or is a server error.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use std::time::Duration;
@@ -21,36 +21,9 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 /// and no 5xx for any request.
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance";
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-        PathBuf::from,
-    )
-}
-
-/// A virtualenv with schemathesis, made once. A marker written after the install says it
-/// is complete, so an interrupted install is redone rather than used half-made.
+/// The schemathesis binary, installed on first use.
 fn schemathesis() -> PathBuf {
-    let venv = target_dir().join(format!("schemathesis-{}", SCHEMATHESIS.replace("==", "-")));
-    let binary = venv.join("bin/schemathesis");
-    let complete = venv.join(".installed");
-    if complete.is_file() {
-        return binary;
-    }
-    let _ = std::fs::remove_dir_all(&venv);
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 -m venv (is Python 3 installed?)");
-    assert!(made.success(), "python3 -m venv failed");
-    let installed = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", SCHEMATHESIS])
-        .status()
-        .expect("pip install schemathesis");
-    assert!(installed.success(), "pip install {SCHEMATHESIS} failed");
-    std::fs::write(&complete, SCHEMATHESIS).expect("mark the install complete");
-    binary
+    crate::tools::python_venv(SCHEMATHESIS).join("bin/schemathesis")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

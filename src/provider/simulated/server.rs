@@ -117,8 +117,12 @@ pub fn router(provider: Arc<SimulatedProvider>, token: SecretString) -> Router {
         })
 }
 
-/// Serves `router` on `config`'s address until Ctrl-C or SIGTERM.
-pub async fn run(config: SimulatorConfig, provider: Arc<SimulatedProvider>) -> std::io::Result<()> {
+/// Serves `router` on `config`'s address until `shutdown` resolves.
+pub async fn run(
+    config: SimulatorConfig,
+    provider: Arc<SimulatedProvider>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.simulator_listen_addr).await?;
     let address = listener.local_addr()?;
     tracing::info!(
@@ -127,6 +131,6 @@ pub async fn run(config: SimulatorConfig, provider: Arc<SimulatedProvider>) -> s
         "simulated provider listening"
     );
     axum::serve(listener, router(provider, config.csp_api_token))
-        .with_graceful_shutdown(crate::app::shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
 }
