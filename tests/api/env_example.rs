@@ -84,3 +84,30 @@ fn every_value_the_example_sets_is_the_declared_default() {
         assert_eq!(&value, default, "{name} in .env.example");
     }
 }
+
+#[test]
+fn every_variable_has_a_description_line_above_it() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example");
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let is_variable = |line: &str| {
+        let line = line.strip_prefix("# ").unwrap_or(line);
+        line.split_once('=').is_some_and(|(name, _)| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+    };
+    let mut described = 0;
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| is_variable(l)) {
+        let above = i.checked_sub(1).map(|j| lines[j]).unwrap_or_default();
+        let description = above.strip_prefix("# ").filter(|_| !is_variable(above));
+        assert!(
+            description.is_some_and(|d| d.split_whitespace().count() >= 3),
+            "{line} has no description line above it"
+        );
+        described += 1;
+    }
+    assert_eq!(described, example_variables().len());
+}
