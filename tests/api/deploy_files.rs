@@ -187,9 +187,12 @@ fn compose_brings_up_dynamodb_local_the_table_the_provider_and_the_broker_on_it(
         environment(broker, "BROKER_ADMIN_TOKEN"),
         Some("${BROKER_ADMIN_TOKEN:?set BROKER_ADMIN_TOKEN}")
     );
-    // Every image but ours is pinned to a version.
+    // Every image but ours is pinned to a version; ours is built here, never pulled.
     for (name, service) in services.as_mapping().unwrap() {
         let image = service["image"].as_str().unwrap_or_default();
+        if image == "sandbox-broker:local" {
+            assert_eq!(service["build"], ".", "{name:?} must build the image");
+        }
         assert!(
             image == "sandbox-broker:local" || (image.contains(':') && !image.ends_with(":latest")),
             "{name:?} image {image:?} is not pinned"

@@ -53,7 +53,7 @@ fn provider_listing(ids: &[u64]) -> Vec<sandbox_broker::provider::ProviderSandbo
         .collect()
 }
 
-async fn sync(app: &TestApp) -> reqwest::Response {
+pub(crate) async fn sync(app: &TestApp) -> reqwest::Response {
     app.admin(Method::POST, "/v1/admin/sync")
         .send()
         .await

@@ -5,10 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{json_of, spawn_app_with};
+use crate::jobs::{cleanup, sync};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sandbox-broker");
 const TOKEN: &str = "simulator-token-for-tests";
@@ -97,31 +98,17 @@ async fn a_broker_syncs_from_the_simulator_process_and_deletes_there() {
     })
     .await;
 
-    let sync = json_of(
-        app.admin(Method::POST, "/v1/admin/sync")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let synced = json_of(sync(&app).await, StatusCode::OK).await;
     assert_eq!(
-        (sync["synced"].as_u64(), sync["skipped"].as_u64()),
+        (synced["synced"].as_u64(), synced["skipped"].as_u64()),
         (Some(300), Some(0))
     );
     let held = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
     let id = held["sandbox_id"].as_str().unwrap().to_owned();
     app.mark(&id, "stu-1").await;
-    let cleanup = json_of(
-        app.admin(Method::POST, "/v1/admin/cleanup")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await;
+    let cleaned = cleanup(&app).await;
     assert_eq!(
-        (cleanup["deleted"].as_u64(), cleanup["failed"].as_u64()),
+        (cleaned["deleted"].as_u64(), cleaned["failed"].as_u64()),
         (Some(1), Some(0))
     );
 
