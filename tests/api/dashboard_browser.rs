@@ -3,8 +3,8 @@
 //! `tests/browser/dashboard.mjs`, against the real service with data in it. The script
 //! reports what the page showed; this test compares every number with the admin API's
 //! own answers, and checks that a wrong token shows nothing, that no request leaves the
-//! origin and that the console stays clean. Screenshots and the downloaded CSV are kept
-//! in `target/browser-test/artifacts/`.
+//! origin and that the console stays clean. It runs in both suites, so on both stores.
+//! Screenshots and the downloaded CSV are kept in `target/browser-test/artifacts/<suite>/`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -173,7 +173,13 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
     let browser = chromium();
     let dir = target_dir().join("browser-test");
     let playwright = playwright_core(&dir);
-    let artefacts = dir.join("artifacts");
+    // One folder per suite (api: embedded store, dynamodb: DynamoDB Local).
+    let suite = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .and_then(|stem| stem.split('-').next().map(str::to_owned))
+        .unwrap_or_else(|| "suite".into());
+    let artefacts = dir.join("artifacts").join(suite);
     std::fs::create_dir_all(&artefacts).unwrap();
     let app = spawn_app().await;
     class_day(&app).await;

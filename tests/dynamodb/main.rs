@@ -19,6 +19,8 @@ mod bounded_list;
 mod class_start;
 #[path = "../api/concurrency.rs"]
 mod concurrency;
+#[path = "../api/dashboard_browser.rs"]
+mod dashboard_browser;
 #[path = "../api/edge.rs"]
 mod edge;
 mod fleet;
@@ -40,8 +42,14 @@ mod python_table;
 mod shutdown;
 #[path = "../api/store_conformance.rs"]
 mod store_conformance;
+// The Python tools (schemathesis, checkov) run in the api suite only.
+#[allow(dead_code)]
+#[path = "../api/tools.rs"]
+mod tools;
 #[path = "../api/track.rs"]
 mod track;
+#[path = "../api/usage.rs"]
+mod usage;
 
 /// This crate runs every shared suite on a fresh DynamoDB Local table per test.
 mod flavor {

@@ -165,13 +165,14 @@ function drawUsageChart(usage) {
   const width = 960, height = 220, left = 44, bottom = 28, top = 10;
   const buckets = usage.buckets;
   const max = niceMax(Math.max(1, ...buckets.map((b) => Math.max(b.allocated, b.released))));
-  const plotW = width - left - 8, plotH = height - top - bottom;
+  // The right margin leaves room for the last time label, centred under its bar.
+  const plotW = width - left - 36, plotH = height - top - bottom;
   const slot = plotW / Math.max(1, buckets.length);
   const barW = Math.max(1, slot * 0.4);
   const y = (v) => top + plotH - (plotH * v) / max;
   const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'Allocations and releases over time' });
   for (const tick of [0, max / 2, max]) {
-    chart.append(svg('line', { x1: left, x2: width - 8, y1: y(tick), y2: y(tick), class: 'grid' }));
+    chart.append(svg('line', { x1: left, x2: left + plotW, y1: y(tick), y2: y(tick), class: 'grid' }));
     chart.append(svg('text', { x: left - 6, y: y(tick) + 4, 'text-anchor': 'end', class: 'axis' }, tick));
   }
   const labelEvery = Math.ceil(buckets.length / 8);
