@@ -34,12 +34,18 @@ fn chromium() -> PathBuf {
     if let Some(path) = found("chromium") {
         return path;
     }
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends", "chromium"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .expect("run apt-get to install chromium");
-    assert!(status.success(), "apt-get install chromium failed");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .expect("run apt-get to install chromium")
+            .success()
+    };
+    let install = ["install", "-y", "--no-install-recommends", "chromium"];
+    // A fresh container may have no package lists yet: fetch them once and try again.
+    let installed = apt(&install) || (apt(&["update"]) && apt(&install));
+    assert!(installed, "apt-get install chromium failed");
     found("chromium").expect("chromium on PATH after apt-get install")
 }
 
