@@ -621,3 +621,30 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         );
     }
 }
+
+/// A Python-era allocation with a lab, and one row this service cannot read (a status it
+/// does not know): the dashboard's analytics count the first and leave the second out,
+/// rather than failing for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_analytics_count_python_rows_and_leave_out_a_row_they_cannot_read() {
+    let now = sandbox_broker::domain::now_epoch();
+    let mut with_lab = python_allocation("9001", "stu-py", "stu-py", now - 600);
+    with_lab.insert("track_name".into(), s("dns"));
+    let mut unreadable = python_allocation("9002", "stu-odd", "stu-odd", now - 600);
+    unreadable.insert("status".into(), s("quarantined"));
+    unreadable.insert("track_name".into(), s("dns"));
+    let (app, _client, _table) = python_table_app(vec![with_lab, unreadable], 0).await;
+
+    let tracks =
+        crate::helpers::json_of(app.admin_get("/v1/admin/tracks").await, StatusCode::OK).await;
+    let usage =
+        crate::helpers::json_of(app.admin_get("/v1/admin/usage").await, StatusCode::OK).await;
+
+    assert_eq!(tracks["tracks"][0]["track_name"], "dns");
+    assert_eq!(tracks["tracks"][0]["allocated"], 1);
+    assert_eq!(tracks["tracks"][0]["total"], 1);
+    assert_eq!(
+        (usage["allocated"].as_u64(), usage["held_now"].as_u64()),
+        (Some(1), Some(1))
+    );
+}

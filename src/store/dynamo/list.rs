@@ -264,9 +264,13 @@ impl DynamoStore {
             .expression_attribute_values(":sbx", s(SANDBOX_PREFIX));
         let mut facts = Vec::new();
         for item in self.scan_every_page(scan).await? {
-            let row =
-                Sandbox::try_from(&item).map_err(|err| StoreError::Internal(Box::new(err)))?;
-            facts.extend(AllocationFacts::of(&row));
+            // The table is shared (with the Python service during a migration): a row this
+            // service cannot read is left out of the analytics, said once in the log, rather
+            // than failing the dashboard for every other row.
+            match Sandbox::try_from(&item) {
+                Ok(row) => facts.extend(AllocationFacts::of(&row)),
+                Err(err) => tracing::warn!(error = %err, "a row left out of the usage analytics"),
+            }
         }
         Ok(facts)
     }
