@@ -6,11 +6,13 @@
 mod allocation_key;
 mod counts;
 pub mod embedded;
+mod job_records;
 mod list;
 pub mod settings;
 
 pub use self::allocation_key::{AllocationKey, allocation_key_of_row, encode_allocation_key};
 pub use self::counts::{ImportSummary, PoolStats, SyncSummary};
+pub use self::job_records::{JobOutcome, JobRecord, LeaseOutcome};
 pub use self::list::{ListCursor, ListQuery, SandboxPage};
 pub use crate::domain::deletion::{DeletionOutcome, finished_change};
 
@@ -102,66 +104,6 @@ pub struct MarkOutcome {
     pub sandbox: Sandbox,
     /// `false` when it had already been released (the call was a repeat).
     pub newly_marked: bool,
-}
-
-/// How a job's run ended, as [`JobRecord::last_outcome`] stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// It ran to the end.
-    Completed,
-    /// The provider was unavailable: nothing was changed, the next run tries again.
-    Postponed,
-    /// It ended in an error.
-    Failed,
-}
-
-impl JobOutcome {
-    /// Every outcome.
-    pub const ALL: [Self; 3] = [Self::Completed, Self::Postponed, Self::Failed];
-
-    /// The stored and shown name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Postponed => "postponed",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-/// A job's lease and its last run, as `GET /v1/admin/jobs` shows them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct JobRecord {
-    /// The job (`sync`, `cleanup`, `expiry`).
-    pub job: String,
-    /// The instance holding the lease, if one does.
-    pub holder: Option<String>,
-    /// Epoch milliseconds the lease runs out.
-    pub lease_expires_at_ms: i64,
-    /// Epoch seconds the last run started.
-    pub last_started_at: Option<i64>,
-    /// Epoch seconds the last run ended.
-    pub last_finished_at: Option<i64>,
-    /// A [`JobOutcome`]'s name.
-    pub last_outcome: Option<String>,
-    /// The last run's counts, e.g. `{"synced": 12}`.
-    pub last_counts: std::collections::BTreeMap<String, u64>,
-    /// Epoch seconds of the next scheduled run.
-    pub next_run_at: Option<i64>,
-}
-
-/// Whether a lease was obtained.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseOutcome {
-    /// This holder has the lease until the given epoch milliseconds.
-    Acquired,
-    /// Another holder has it.
-    Held {
-        /// Who holds it.
-        holder: String,
-        /// Until when (epoch milliseconds).
-        until_ms: i64,
-    },
 }
 
 /// The broker's durable state, shaped by what the service does with it.

@@ -8,6 +8,7 @@
 
 mod admission;
 mod allocate;
+mod analytics;
 mod calls;
 mod candidates;
 mod deletion;
