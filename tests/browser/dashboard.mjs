@@ -159,6 +159,20 @@ try {
     sameRows: JSON.stringify(await sandboxIds()) === JSON.stringify(pageTwo),
   };
 
+  // 8. A token that stops working (rotated away) sends the page back to the prompt and
+  //    clears everything it showed.
+  phase = 'revoked';
+  await page.evaluate(() => sessionStorage.setItem('sandbox-broker-admin-token', 'a-token-rotated-away-long-ago'));
+  await page.click('#refresh');
+  await waitText('#sign-in-error', 'not an admin token');
+  result.revoked = {
+    boardHidden: await page.locator('#board').isHidden(),
+    promptShown: await page.locator('#sign-in').isVisible(),
+    cardsLeft: await page.locator('.card').count(),
+    rowsLeft: await page.locator('tbody tr').count(),
+    tokenKept: await page.evaluate(() => sessionStorage.getItem('sandbox-broker-admin-token')),
+  };
+
   phase = 'done';
   result.requests = seen.requests;
   result.consoleErrors = seen.consoleErrors;

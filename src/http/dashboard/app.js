@@ -427,6 +427,8 @@ async function refresh() {
 
 function schedule() {
   clearInterval(state.timer);
+  state.timer = null;
+  if (!sessionStorage.getItem(tokenKey)) return; // signed out meanwhile: nothing to refresh
   const seconds = Number($('refresh-every').value);
   state.timer = seconds ? setInterval(refresh, seconds * 1000) : null;
 }
