@@ -21,6 +21,7 @@ mod jobs;
 mod limit;
 mod list;
 pub mod local;
+mod pages;
 mod release;
 pub mod schema;
 mod settings;

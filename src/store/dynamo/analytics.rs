@@ -1,11 +1,8 @@
 //! The dashboard's reads on DynamoDB: the allocation facts usage analytics fold
 //! ([`crate::domain::usage`]) and the NIOSXaaS history items, each a paged scan.
 
-use aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder;
-
 use super::DynamoStore;
-use super::error::DynamoError;
-use super::item::{Item, NIOSXAAS_PREFIX, SANDBOX_PREFIX, s};
+use super::item::{NIOSXAAS_PREFIX, SANDBOX_PREFIX, s};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{NiosxaasHistory, Sandbox};
 use crate::store::StoreError;
@@ -28,7 +25,7 @@ impl DynamoStore {
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":sbx", s(SANDBOX_PREFIX));
         let mut facts = Vec::new();
-        for item in self.scan_every_page(scan).await? {
+        for item in self.scan_every_page(&self.calls.budget(), scan).await? {
             // The table is shared (with the Python service during a migration): a row this
             // service cannot read is left out of the analytics, said once in the log, rather
             // than failing the dashboard for every other row.
@@ -53,7 +50,7 @@ impl DynamoStore {
             .filter_expression("begins_with(PK, :history)")
             .expression_attribute_values(":history", s(NIOSXAAS_PREFIX));
         let mut histories = Vec::new();
-        for item in self.scan_every_page(scan).await? {
+        for item in self.scan_every_page(&self.calls.budget(), scan).await? {
             let history = NiosxaasHistory::try_from(&item)
                 .map_err(|err| StoreError::Internal(Box::new(err)))?;
             if history.ttl > now {
@@ -61,25 +58,5 @@ impl DynamoStore {
             }
         }
         Ok(histories)
-    }
-
-    /// Every item `scan` matches, page after page, under one call budget.
-    async fn scan_every_page(&self, scan: ScanFluentBuilder) -> Result<Vec<Item>, StoreError> {
-        let budget = self.calls.budget();
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let page_scan = scan.clone().set_exclusive_start_key(start);
-            let page = self
-                .calls
-                .send(&budget, || page_scan.clone().send())
-                .await
-                .map_err(DynamoError::into_store_error)?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
-        }
     }
 }

@@ -21,24 +21,15 @@ impl DynamoStore {
     ) -> Result<Vec<Sandbox>, StoreError> {
         let budget = self.calls.budget();
         let mut rows = Vec::new();
-        let mut start = None;
-        loop {
-            let query = self.in_status(status).set_exclusive_start_key(start);
-            let page = self
-                .calls
-                .send(&budget, || query.clone().send())
-                .await
-                .map_err(DynamoError::into_store_error)?;
-            for item in page.items() {
-                if let Some(row) = self.full_row(&budget, item).await? {
-                    rows.push(row);
-                }
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(rows),
+        for item in self
+            .query_every_page(&budget, self.in_status(status))
+            .await?
+        {
+            if let Some(row) = self.full_row(&budget, &item).await? {
+                rows.push(row);
             }
         }
+        Ok(rows)
     }
 
     /// See [`crate::store::Store::expire_allocations`].

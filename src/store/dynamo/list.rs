@@ -334,36 +334,19 @@ impl DynamoStore {
 
     /// Primary keys of every row in `status`, from `StatusIndex`.
     async fn keys_in_status(&self, status: SandboxStatus) -> Result<Vec<Item>, StoreError> {
-        let budget = self.calls.budget();
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            let query = self
-                .in_status(status)
-                .projection_expression("PK, SK")
-                .set_exclusive_start_key(start);
-            let page = self
-                .calls
-                .send(&budget, || query.clone().send())
-                .await
-                .map_err(DynamoError::into_store_error)?;
-            for item in page.items() {
-                let key: Item = item
-                    .iter()
-                    .filter(|(name, _)| *name == "PK" || *name == "SK")
-                    .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect();
-                if key
-                    .text("PK")
+        let query = self.in_status(status).projection_expression("PK, SK");
+        let items = self.query_every_page(&self.calls.budget(), query).await?;
+        Ok(items
+            .into_iter()
+            .map(|mut item| {
+                // An index item also carries the index's keys; a delete wants the table's.
+                item.retain(|name, _| name == "PK" || name == "SK");
+                item
+            })
+            .filter(|key| {
+                key.text("PK")
                     .is_some_and(|pk| pk.starts_with(SANDBOX_PREFIX))
-                {
-                    keys.push(key);
-                }
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(keys),
-            }
-        }
+            })
+            .collect())
     }
 }
