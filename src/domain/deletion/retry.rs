@@ -101,7 +101,7 @@ impl DeletionPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ExternalId, NewSandbox, SandboxId, SandboxName, SandboxStatus};
+    use crate::domain::SandboxStatus;
 
     const POLICY: DeletionPolicy = DeletionPolicy {
         max_attempts: 3,
@@ -110,16 +110,9 @@ mod tests {
         tombstone_ttl_secs: 86_400,
     };
 
+    /// A released row, from the lifecycle tests' one row builder.
     fn pending() -> Sandbox {
-        let mut row = NewSandbox {
-            sandbox_id: SandboxId::parse("i", "1").unwrap(),
-            name: SandboxName::parse("n", "lab-1").unwrap(),
-            external_id: ExternalId::parse("e", "identity/accounts/u").unwrap(),
-            sfdc_account_id: None,
-        }
-        .into_available_row(0);
-        row.status = SandboxStatus::PendingDeletion;
-        row
+        crate::domain::lifecycle::tests::row(SandboxStatus::PendingDeletion, None)
     }
 
     fn apply(row: &mut Sandbox, outcome: &DeletionOutcome) {
