@@ -29,9 +29,9 @@ use crate::store::{ListCursor, ListQuery};
 /// Most rows one import may carry.
 pub const MAX_IMPORT_ROWS: usize = 1000;
 /// Page size when `limit` is not given.
-const DEFAULT_PAGE_SIZE: usize = 50;
+const DEFAULT_PAGE_SIZE: u32 = 50;
 /// Largest page.
-const MAX_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: u32 = 100;
 
 /// Query of `GET /admin/sandboxes`, as sent.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -58,18 +58,37 @@ pub(crate) fn given(value: Option<&String>) -> Option<&str> {
     value.map(|v| trim_blanks(v)).filter(|v| !v.is_empty())
 }
 
+/// An integer query value within `range`, or `default` when absent.
+pub(crate) fn integer_in(
+    name: &str,
+    raw: Option<&String>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, ValidationError> {
+    given(raw).map_or(Ok(default), |v| {
+        v.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+            ValidationError::new(
+                name,
+                format!(
+                    "must be an integer from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+    })
+}
+
 impl TryFrom<ListParams> for ListQuery {
     type Error = ValidationError;
 
     fn try_from(params: ListParams) -> Result<Self, ValidationError> {
-        let limit = match given(params.limit.as_ref()) {
-            None => DEFAULT_PAGE_SIZE,
-            Some(raw) => raw
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-                .ok_or_else(|| ValidationError::new("limit", "must be an integer from 1 to 100"))?,
-        };
+        let limit = integer_in(
+            "limit",
+            params.limit.as_ref(),
+            DEFAULT_PAGE_SIZE,
+            1..=MAX_PAGE_SIZE,
+        )?;
         Ok(Self {
             status: given(params.status.as_ref())
                 .map(str::parse::<SandboxStatus>)
@@ -86,7 +105,7 @@ impl TryFrom<ListParams> for ListQuery {
             search: given(params.q.as_ref())
                 .map(|v| SearchText::parse("q", v))
                 .transpose()?,
-            limit,
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
             cursor: given(params.cursor.as_ref())
                 .map(ListCursor::decode)
                 .transpose()?,

@@ -14,7 +14,7 @@ use crate::domain::usage::{NiosxaasTally, UsageWindow, usage_series};
 use crate::domain::{SandboxStatus, ValidationError};
 use crate::http::error::{ErrorEnvelope, Result};
 use crate::http::extract::Query;
-use crate::http::handlers::admin::given;
+use crate::http::handlers::admin::{given, integer_in};
 use crate::http::state::AppState;
 
 /// History items `GET /admin/niosxaas` returns when `limit` is not given.
@@ -77,12 +77,12 @@ pub async fn niosxaas_overview(
     State(app): State<AppState>,
     Query(params): Query<NiosxaasParams>,
 ) -> Result<Json<NiosxaasOverviewView>> {
-    let limit = whole_number("limit", params.limit.as_ref(), DEFAULT_RECORDS)?;
-    if !(1..=MAX_RECORDS).contains(&limit) {
-        return Err(
-            ValidationError::new("limit", format!("must be from 1 to {MAX_RECORDS}")).into(),
-        );
-    }
+    let limit = integer_in(
+        "limit",
+        params.limit.as_ref(),
+        DEFAULT_RECORDS,
+        1..=MAX_RECORDS,
+    )?;
     let mut histories = app.store.niosxaas_histories(app.clock.now()).await?;
     let mut tally = NiosxaasTally::default();
     histories.iter().for_each(|h| tally.count(&h.cleanup));
