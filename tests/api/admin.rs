@@ -1,11 +1,13 @@
 //! Admin routes: import, list, stats, tracks, bulk delete.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TRACK_TOKEN, error_of, json_of, spawn_app};
+use crate::helpers::{TRACK_TOKEN, error_of, json_of, spawn_app, spawn_app_with_clock};
+use sandbox_broker::domain::clock::ManualClock;
 
 fn rows(ids: std::ops::Range<u64>, prefix: &str) -> Value {
     let rows: Vec<Value> = ids
@@ -233,7 +235,9 @@ async fn list_filters_combine() {
 
 #[tokio::test]
 async fn stats_and_tracks_count_exactly() {
-    let app = spawn_app().await;
+    // A still clock: the released sandbox is held exactly 0 s even when the
+    // allocation and the release fall either side of a second boundary.
+    let app = spawn_app_with_clock(Arc::new(ManualClock::starting_now()), |_| {}).await;
     app.seed("lab-", 0, 10).await;
     for n in 0..3 {
         app.allocate_with(&format!("stu-{n}"), &[("X-Instruqt-Track-ID", "dns")])
