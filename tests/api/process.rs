@@ -15,12 +15,15 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_sandbox-broker");
+/// The binary under test.
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_sandbox-broker");
 
-/// A running `sandbox-broker serve`; killed if the test ends early.
-struct Server {
+/// A running `sandbox-broker` subcommand (`serve`, `simulate-provider`) that logs JSON
+/// on stdout; killed and waited for when the test ends, however it ends.
+pub(crate) struct Server {
     child: Child,
-    address: String,
+    /// `http://` and the address its "listening" line named.
+    pub(crate) address: String,
     lines: mpsc::Receiver<String>,
 }
 
@@ -54,10 +57,21 @@ fn start(data_dir: &Path) -> Server {
     start_command(command(data_dir))
 }
 
-fn start_command(mut command: Command) -> Server {
-    let mut child = command.spawn().expect("spawn sandbox-broker");
-    let stdout = child.stdout.take().expect("stdout");
+fn start_command(command: Command) -> Server {
+    start_until_listening(command, "sandbox-broker listening")
+}
+
+/// Spawns `command` (stdout piped) and waits for the JSON log line whose message is
+/// `listening`, which carries the address.
+pub(crate) fn start_until_listening(mut command: Command, listening: &str) -> Server {
     let (sender, lines) = mpsc::channel();
+    // Owned by the guard at once, so every path below kills and waits for it.
+    let mut server = Server {
+        child: command.spawn().expect("spawn sandbox-broker"),
+        address: String::new(),
+        lines,
+    };
+    let stdout = server.child.stdout.take().expect("stdout");
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if sender.send(line).is_err() {
@@ -65,19 +79,14 @@ fn start_command(mut command: Command) -> Server {
             }
         }
     });
-    let mut server = Server {
-        child,
-        address: String::new(),
-        lines,
-    };
     loop {
         let line = server
             .lines
             .recv_timeout(Duration::from_secs(20))
-            .expect("server did not start");
+            .unwrap_or_else(|_| panic!("no {listening:?} line: it did not start"));
         let event: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
-        if event["message"] == "sandbox-broker listening" {
+        if event["message"] == listening {
             server.address = format!("http://{}", event["address"].as_str().unwrap());
             return server;
         }

@@ -1,8 +1,7 @@
 //! `sandbox-broker simulate-provider`, the compose file's stand-in CSP, as a real process:
 //! a broker syncs its demo pool over HTTP, and a released sandbox is deleted there.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -10,62 +9,25 @@ use serde_json::Value;
 
 use crate::helpers::{json_of, spawn_app_with};
 use crate::jobs::{cleanup, sync};
+use crate::process::{BINARY, Server, start_until_listening};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_sandbox-broker");
 const TOKEN: &str = "simulator-token-for-tests";
 
-/// The running simulator; killed when the test ends.
-struct Simulator {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the simulator on a free port and reads the port from its "listening" log line.
-fn start_simulator() -> Simulator {
-    let child = Command::new(BINARY)
+/// Starts the simulator on a free port; killed when the test ends.
+fn start_simulator() -> Server {
+    let mut command = Command::new(BINARY);
+    command
         .arg("simulate-provider")
         .env_clear()
         .env("SIMULATOR_LISTEN_ADDR", "127.0.0.1:0")
         .env("CSP_API_TOKEN", TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the simulator");
-    // Owned by the guard at once, so every path below kills and waits for it.
-    let mut simulator = Simulator {
-        child,
-        address: String::new(),
-    };
-    let stdout = simulator.child.stdout.take().expect("stdout");
-    let (sender, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the simulator did not start");
-        let event: Value = serde_json::from_str(&line).expect("a JSON log line");
-        if event["message"] == "simulated provider listening" {
-            simulator.address = format!("http://{}", event["address"].as_str().unwrap());
-            return simulator;
-        }
-    }
+        .stderr(Stdio::inherit());
+    start_until_listening(command, "simulated provider listening")
 }
 
-async fn listed(simulator: &Simulator) -> Vec<Value> {
+async fn listed(simulator: &Server) -> Vec<Value> {
     let body: Value = reqwest::Client::new()
         .get(format!("{}/v2/current_user/accounts", simulator.address))
         .header("Authorization", format!("Token {TOKEN}"))
