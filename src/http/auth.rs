@@ -3,7 +3,9 @@
 //! Rule: a presented token is hashed and its digest compared in constant time with the
 //! digest of every configured token, so neither a token's content nor its length shows in
 //! the timing; a failure says nothing about which part was wrong, and counts against the
-//! client address, which is refused (429) once it has failed too often.
+//! client address. Once an address has failed too often its failures are answered 429
+//! instead of 401/403, but a right token is always served: a class behind one NAT address
+//! is never locked out by one student's (or one stale dashboard tab's) wrong token.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
@@ -83,9 +85,11 @@ enum Role {
     Metrics,
 }
 
-/// The one check behind every token-guarded route: a throttled address is refused before
-/// its token is looked at; otherwise a missing or malformed token is 401, a well-formed
-/// wrong one 401 (403 on admin routes), and either failure is counted for the address.
+/// The one check behind every token-guarded route: a right token is served, whatever its
+/// address did before; a missing, malformed or wrong token is counted against the address
+/// and refused: 429 once the address has used its failures up, else 401 (403 for a
+/// well-formed wrong token on admin routes). Tokens are at least 16 characters, so the
+/// throttle bounds the cost and noise of guessing, not its odds, which are hopeless anyway.
 async fn guard(
     app: &AppState,
     role: Role,
@@ -100,6 +104,11 @@ async fn guard(
             None => return Ok(next.run(request).await),
         },
     };
+    let failure = match bearer_token(request.headers()) {
+        Some(token) if tokens.accept(token) => return Ok(next.run(request).await),
+        Some(_) if matches!(role, Role::Admin) => ApiError::Forbidden,
+        _ => ApiError::Unauthorized,
+    };
     let address = client_address_of(app, &request);
     let now = Instant::now();
     if let Some(retry_after_secs) = app.auth_failures.blocked(address, now) {
@@ -110,11 +119,6 @@ async fn guard(
             .inc();
         return Err(ApiError::AuthThrottled { retry_after_secs });
     }
-    let failure = match bearer_token(request.headers()) {
-        Some(token) if tokens.accept(token) => return Ok(next.run(request).await),
-        Some(_) if matches!(role, Role::Admin) => ApiError::Forbidden,
-        _ => ApiError::Unauthorized,
-    };
     app.auth_failures.record_failure(address, now);
     app.metrics
         .http

@@ -1,9 +1,9 @@
 //! Failed authentications per client address, so a token cannot be guessed at line rate.
 //!
-//! Rule: an address may fail `limit` times per window; after that every request it makes
-//! to an authenticated route is refused (429) until the window ends, without the token
-//! being looked at, so a refused guess tells nothing, right or wrong. An address that
-//! authenticates never spends any of its allowance.
+//! Rule: an address may fail `limit` times per window; after that every failed attempt it
+//! makes is refused with 429 until the window ends. Only failures are counted and refused:
+//! a request with a right token is served from any address (see `http::auth`), and an
+//! address that authenticates never spends any of its allowance.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

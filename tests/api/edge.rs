@@ -75,6 +75,7 @@ async fn failed_authentication_is_throttled_per_client_address() {
             sandbox_broker::config::TrustedProxies::parse("127.0.0.1/32").unwrap();
     })
     .await;
+    app.seed("edge-", 1, 1).await;
     let from = |address: &str, token: &str| {
         app.client
             .get(app.url("/v1/admin/stats"))
@@ -100,9 +101,10 @@ async fn failed_authentication_is_throttled_per_client_address() {
     let refused = anonymous.send().await.unwrap();
     error_of(refused, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
 
-    // Now the address is refused before its token is read: a right guess learns nothing.
-    for token in ["wrong-token-number-4", ADMIN_TOKEN] {
-        let throttled = from(guesser, token).send().await.unwrap();
+    // Now the address's failures are refused with 429; a right token is still served from
+    // it, on every route, and spends nothing (a class behind one NAT address is not locked out).
+    for _ in 0..2 {
+        let throttled = from(guesser, "wrong-token-number-4").send().await.unwrap();
         let retry_after: u64 = throttled.headers()["retry-after"]
             .to_str()
             .unwrap()
@@ -115,15 +117,20 @@ async fn failed_authentication_is_throttled_per_client_address() {
             "RATE_LIMIT_EXCEEDED",
         )
         .await;
+        let served = from(guesser, ADMIN_TOKEN).send().await.unwrap();
+        assert_eq!(served.status(), StatusCode::OK);
     }
-    let track_route = app
-        .client
-        .post(app.url("/v1/allocate"))
-        .header("X-Forwarded-For", guesser)
-        .header("X-Instruqt-Sandbox-ID", "stu")
-        .bearer_auth(TRACK_TOKEN);
-    let throttled = track_route.send().await.unwrap();
+    let track_route = |token: &str| {
+        app.client
+            .post(app.url("/v1/allocate"))
+            .header("X-Forwarded-For", guesser)
+            .header("X-Instruqt-Sandbox-ID", "stu")
+            .bearer_auth(token)
+    };
+    let throttled = track_route("wrong-track-token-1").send().await.unwrap();
     assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    let served = track_route(TRACK_TOKEN).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::CREATED);
 
     // Another address is unaffected, and has its own allowance.
     let ok = from(neighbour, ADMIN_TOKEN).send().await.unwrap();
