@@ -9,6 +9,7 @@ pub mod lease;
 pub mod lifecycle;
 mod sandbox;
 pub mod usage;
+pub mod used;
 mod values;
 
 pub use self::sandbox::*;

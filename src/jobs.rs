@@ -24,6 +24,7 @@ use self::report::log_run;
 pub use self::report::{JobCounts, JobName, JobReport, Trigger};
 use crate::domain::LabPolicy;
 use crate::domain::clock::{SharedClock, SystemClock, millis};
+use crate::domain::lifecycle::SyncRules;
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
@@ -49,6 +50,8 @@ pub struct Schedule {
     pub stale_grace: Duration,
     /// Throttling and retries of the cleanup.
     pub cleanup_settings: cleanup::CleanupSettings,
+    /// How a sync applies a listing (`force` is set per run, by an admin).
+    pub sync_rules: SyncRules,
 }
 
 /// Why a job run did not complete.
@@ -145,6 +148,12 @@ impl Jobs {
         self.run_leased(job, Trigger::Admin).await
     }
 
+    /// Runs a sync now, as [`Self::run`], applying the provider's listing even when it
+    /// would mark more of the pool stale than `SYNC_MAX_STALE_FRACTION` allows.
+    pub async fn force_sync(&self) -> Result<JobReport, JobError> {
+        self.run_leased(JobName::Sync, Trigger::Forced).await
+    }
+
     async fn run_leased(&self, job: JobName, trigger: Trigger) -> Result<JobReport, JobError> {
         let Ok(_local) = self.running[job as usize].try_lock() else {
             return Err(JobError::AlreadyRunning {
@@ -184,6 +193,9 @@ impl Jobs {
             Ok(counts) => (JobOutcome::Completed, counts.named()),
             Err(JobError::Provider(err)) if err.is_transient() => {
                 (JobOutcome::Postponed, BTreeMap::new())
+            }
+            Err(JobError::Store(StoreError::ListingRefused(_))) => {
+                (JobOutcome::Refused, BTreeMap::new())
             }
             Err(_) => (JobOutcome::Failed, BTreeMap::new()),
         };
@@ -239,10 +251,15 @@ impl Jobs {
     pub async fn run_once(&self, job: JobName, trigger: Trigger) -> Result<JobCounts, JobError> {
         Ok(match job {
             JobName::Sync => {
+                let rules = SyncRules {
+                    force: trigger == Trigger::Forced,
+                    ..self.schedule.sync_rules
+                };
                 let (summary, skipped) = sync::run_once(
                     self.provider()?,
                     &*self.store,
                     &self.metrics,
+                    rules,
                     self.clock.now(),
                 )
                 .await?;
@@ -341,6 +358,8 @@ mod tests {
                 restored: 1,
                 untouched: 2,
                 marked_stale: 4,
+                kept_out: 6,
+                unverified: 7,
             },
             skipped: 5,
         };
@@ -349,11 +368,13 @@ mod tests {
             names,
             [
                 ("added".to_owned(), 1),
+                ("kept_out".to_owned(), 6),
                 ("marked_stale".to_owned(), 4),
                 ("restored".to_owned(), 1),
                 ("skipped".to_owned(), 5),
                 ("synced".to_owned(), 3),
                 ("untouched".to_owned(), 2),
+                ("unverified".to_owned(), 7),
             ]
         );
         let cleanup = JobCounts::Cleanup(cleanup::CleanupCounts {

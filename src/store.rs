@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::lifecycle::SyncStep;
+use crate::domain::lifecycle::{ListingRefused, SyncRules, SyncStep};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
@@ -54,6 +54,9 @@ pub enum StoreError {
     /// The list cursor does not belong to this store or these filters.
     #[error("the cursor does not belong to this listing")]
     InvalidCursor,
+    /// A provider listing was not applied: it would have marked too much of the pool stale.
+    #[error(transparent)]
+    ListingRefused(#[from] ListingRefused),
 }
 
 pub mod dynamo;
@@ -143,8 +146,9 @@ pub trait Store: Send + Sync + 'static {
     /// (the per-prefix pool gauges).
     async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError>;
 
-    /// Removes every row in `status` from the broker (never from the provider); returns how many.
-    async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError>;
+    /// Removes every row in `status` from the broker (never from the provider); returns how
+    /// many. A row that was handed out leaves its used-account marker (stamped `now`).
+    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError>;
 
     /// Succeeds when the store can serve reads and writes now.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -161,12 +165,16 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
-    /// Applies a complete provider listing: its sandboxes become (or stay) `available`
-    /// unless the broker holds them in another status, and `available` rows it no longer
-    /// lists become `stale`. Every change is conditional on the status it starts from.
+    /// Applies a complete provider listing as `rules` say (`domain::lifecycle::sync_listed`):
+    /// its sandboxes become (or stay) `available` unless the broker holds them in another
+    /// status or handed them out before, `deleted` rows it still lists past the grace are
+    /// retried, and `available` rows it no longer lists become `stale`. Every change is
+    /// conditional on the status it starts from. A listing that would mark more of the pool
+    /// stale than `rules` allow changes nothing: [`StoreError::ListingRefused`].
     async fn sync_provider(
         &self,
         listing: Vec<crate::domain::ProviderSandbox>,
+        rules: SyncRules,
         now: i64,
     ) -> Result<SyncSummary, StoreError>;
 
@@ -197,8 +205,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Sandbox>, StoreError>;
 
     /// Removes `stale` rows that became stale at or before `stale_since` (their
-    /// `updated_at`), each only if it is still stale. Returns how many.
-    async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError>;
+    /// `updated_at`), each only if it is still stale. Returns how many. A row that was
+    /// handed out leaves its used-account marker (stamped `now`).
+    async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError>;
 
     /// `pending_deletion` rows whose next attempt is due at `now` (every one of them when
     /// `ignore_backoff`, as an admin-triggered cleanup wants).

@@ -184,6 +184,7 @@ pub fn release_applied(row: &Sandbox, now: i64) -> bool {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    pub(crate) use super::sync::tests::RULES;
     use super::*;
     use crate::domain::{ExternalId, NewSandbox, SandboxId, SandboxName};
 

@@ -79,6 +79,10 @@ pub enum ApiError {
         /// Whole seconds until the address may try again.
         retry_after_secs: u64,
     },
+    /// 409 `LISTING_REFUSED`: a sync did not apply the provider's listing, which would
+    /// have marked too much of the pool stale (`?force=true` applies it).
+    #[error(transparent)]
+    ListingRefused(crate::domain::lifecycle::ListingRefused),
     /// 503 `SERVICE_UNAVAILABLE`, with `Retry-After`: the store cannot serve now.
     #[error("service unavailable")]
     Unavailable(#[source] StoreError),
@@ -113,6 +117,7 @@ impl From<StoreError> for ApiError {
                 "cursor",
                 "does not belong to this listing (the filters changed?)",
             )),
+            StoreError::ListingRefused(refused) => Self::ListingRefused(refused),
         }
     }
 }
@@ -174,7 +179,9 @@ impl ApiError {
             }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::NoSandboxesAvailable | Self::JobAlreadyRunning { .. } => StatusCode::CONFLICT,
+            Self::NoSandboxesAvailable
+            | Self::JobAlreadyRunning { .. }
+            | Self::ListingRefused(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -225,6 +232,16 @@ impl ApiError {
                 Some(NO_SANDBOX_RETRY_AFTER_SECS),
             ),
             Self::PayloadTooLarge(what) => ("PAYLOAD_TOO_LARGE", what.clone(), None),
+            Self::ListingRefused(refused) => (
+                "LISTING_REFUSED",
+                format!(
+                    "The provider's listing would mark {} of {} available sandboxes stale, more \
+                     than SYNC_MAX_STALE_FRACTION ({}) allows, so nothing was changed. Check the \
+                     provider; POST /v1/admin/sync?force=true applies the listing anyway",
+                    refused.would_mark_stale, refused.available, refused.max_stale_fraction
+                ),
+                None,
+            ),
             Self::JobAlreadyRunning { job, holder } => (
                 "JOB_ALREADY_RUNNING",
                 format!("The {job} job is already running on instance {holder}"),

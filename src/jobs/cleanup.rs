@@ -78,7 +78,7 @@ impl Cleanup<'_> {
     /// row's retry backoff.
     pub async fn run_once(&self, trigger: Trigger) -> Result<CleanupCounts, JobError> {
         let started = Instant::now();
-        let result = self.delete_due(trigger == Trigger::Admin).await;
+        let result = self.delete_due(trigger != Trigger::Scheduled).await;
         let outcome = match &result {
             Ok(counts) if counts.postponed > 0 => "postponed",
             Ok(_) => "success",

@@ -85,6 +85,9 @@ pub enum Trigger {
     Scheduled,
     /// An admin, through the API: cleanup then tries every pending row regardless of backoff.
     Admin,
+    /// An admin applying a listing a sync would refuse as unbelievable
+    /// (`POST /v1/admin/sync?force=true`).
+    Forced,
 }
 
 /// What a completed run counted, job by job.
@@ -121,6 +124,8 @@ impl JobCounts {
                 ("restored", summary.restored),
                 ("untouched", summary.untouched),
                 ("marked_stale", summary.marked_stale),
+                ("kept_out", summary.kept_out),
+                ("unverified", summary.unverified),
                 ("skipped", skipped),
             ],
             Self::Cleanup(counts) => vec![

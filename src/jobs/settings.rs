@@ -8,6 +8,7 @@ use super::Schedule;
 use super::cleanup::CleanupSettings;
 use crate::domain::LabPolicy;
 use crate::domain::deletion::DeletionPolicy;
+use crate::domain::lifecycle::SyncRules;
 use crate::settings::{as_usize, parse_fractional_seconds, parse_seconds};
 
 /// Every job's interval, the cleanup's pacing and retries, and the lease (contract §6).
@@ -61,6 +62,16 @@ pub struct JobsConfig {
     #[arg(long, env = "AUTO_EXPIRY_INTERVAL_SEC", value_name = "AUTO_EXPIRY_INTERVAL_SEC", default_value = "300", value_parser = parse_seconds)]
     pub auto_expiry_interval: Duration,
 
+    /// Largest share (0–1) of the available pool one provider listing may mark stale; a
+    /// listing beyond it is refused until an admin forces it (`POST /v1/admin/sync?force=true`).
+    #[arg(long, env = "SYNC_MAX_STALE_FRACTION", value_name = "SYNC_MAX_STALE_FRACTION", default_value = "0.5", value_parser = parse_fraction)]
+    pub sync_max_stale_fraction: f64,
+
+    /// Seconds the provider may still list an account after reporting it deleted; a sync
+    /// that lists it later retries the deletion.
+    #[arg(long, env = "DELETION_VERIFY_GRACE_SEC", value_name = "DELETION_VERIFY_GRACE_SEC", default_value = "3600", value_parser = parse_seconds)]
+    pub deletion_verify_grace: Duration,
+
     /// Seconds a job's lease lasts without renewal; a holder that dies is replaced after this.
     #[arg(long, env = "JOB_LEASE_SEC", value_name = "JOB_LEASE_SEC", default_value = "60", value_parser = parse_seconds)]
     pub job_lease: Duration,
@@ -68,6 +79,15 @@ pub struct JobsConfig {
     /// This instance's name in job leases (default: host name plus a random suffix).
     #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
     pub instance_id: Option<String>,
+}
+
+/// A share between 0 and 1, e.g. `0.5`.
+fn parse_fraction(raw: &str) -> Result<f64, String> {
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|share| (0.0..=1.0).contains(share))
+        .ok_or_else(|| format!("{raw:?} is not a number between 0 and 1"))
 }
 
 impl JobsConfig {
@@ -81,6 +101,18 @@ impl JobsConfig {
             stale: self.auto_delete_stale_interval,
             stale_grace: Duration::from_secs(u64::from(self.auto_delete_stale_grace_hours) * 3600),
             cleanup_settings: self.cleanup_settings(),
+            sync_rules: self.sync_rules(),
+        }
+    }
+
+    /// How a scheduled sync applies a listing (an admin may force one).
+    pub fn sync_rules(&self) -> SyncRules {
+        SyncRules {
+            max_stale_fraction: self.sync_max_stale_fraction,
+            force: false,
+            deletion_verify_grace_secs: i64::try_from(self.deletion_verify_grace.as_secs())
+                .unwrap_or(i64::MAX),
+            deletion: self.cleanup_settings().policy,
         }
     }
 

@@ -19,7 +19,7 @@ pub async fn run_once(
     now: i64,
 ) -> Result<u64, JobError> {
     let stale_since = now - i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-    let result = store.delete_stale(stale_since).await;
+    let result = store.delete_stale(stale_since, now).await;
     let outcome = if result.is_ok() { "success" } else { "error" };
     metrics
         .jobs

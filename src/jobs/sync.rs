@@ -1,13 +1,16 @@
 //! Provider sync: the provider's active sandboxes become available, vanished ones stale.
 //!
-//! Rule: only a complete listing is applied — a failed or refused listing changes nothing,
-//! so a provider outage can never mark the pool stale.
+//! Rule: only a complete, believable listing is applied — a failed listing, or one that
+//! would mark more of the pool stale than `SYNC_MAX_STALE_FRACTION` allows (unless an
+//! admin forces it), changes nothing, so neither a provider outage nor a glitch that
+//! answers an empty list can empty the pool.
 
 use std::time::Instant;
 
+use crate::domain::lifecycle::SyncRules;
 use crate::metrics::Metrics;
 use crate::provider::ProviderClient;
-use crate::store::{Store, SyncSummary};
+use crate::store::{Store, StoreError, SyncSummary};
 
 use super::JobError;
 
@@ -17,19 +20,21 @@ pub async fn run_once(
     provider: &dyn ProviderClient,
     store: &dyn Store,
     metrics: &Metrics,
+    rules: SyncRules,
     now: i64,
 ) -> Result<(SyncSummary, u64), JobError> {
     let started = Instant::now();
     let result = async {
         let listing = provider.list_sandboxes().await?;
         let skipped = listing.skipped;
-        let summary = store.sync_provider(listing.sandboxes, now).await?;
+        let summary = store.sync_provider(listing.sandboxes, rules, now).await?;
         Ok::<_, JobError>((summary, skipped))
     }
     .await;
     let outcome = match &result {
         Ok(_) => "success",
         Err(JobError::Provider(err)) if err.is_transient() => "postponed",
+        Err(JobError::Store(StoreError::ListingRefused(_))) => "refused",
         Err(_) => "error",
     };
     metrics.jobs.sync_total.with_label_values(&[outcome]).inc();
@@ -46,6 +51,10 @@ pub async fn run_once(
             .jobs
             .sync_sandboxes_stale_total
             .inc_by(summary.marked_stale);
+        metrics
+            .jobs
+            .deletion_unverified_total
+            .inc_by(summary.unverified);
     }
     result
 }

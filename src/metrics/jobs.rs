@@ -7,7 +7,8 @@ use super::{counter, counter_vec, histogram, zero};
 /// The background jobs: sync, cleanup, expiry and stale removal.
 #[derive(Clone)]
 pub struct JobMetrics {
-    /// Provider syncs by `outcome`: `success`, `postponed` (provider unavailable), `error`.
+    /// Provider syncs by `outcome`: `success`, `postponed` (provider unavailable),
+    /// `refused` (an unbelievable listing, not applied), `error`.
     pub sync_total: IntCounterVec,
     /// Provider sandboxes a sync left `available`.
     pub sync_sandboxes_synced_total: IntCounter,
@@ -27,6 +28,9 @@ pub struct JobMetrics {
     pub expiry_total: IntCounterVec,
     /// Allocations auto-expiry released (their owner never did).
     pub expiry_orphaned_total: IntCounter,
+    /// `broker_deletion_unverified_total`: deletions the provider reported but contradicted
+    /// by still listing the account past `DELETION_VERIFY_GRACE_SEC`.
+    pub deletion_unverified_total: IntCounter,
     /// `broker_auto_delete_stale_total{outcome}`: scheduled stale-removal runs.
     pub auto_delete_stale_total: IntCounterVec,
     /// `broker_auto_delete_stale_deleted_total`: stale rows it removed.
@@ -90,6 +94,11 @@ impl JobMetrics {
                 "broker_expiry_orphaned_total",
                 "Allocations released by auto-expiry",
             )?,
+            deletion_unverified_total: counter(
+                r,
+                "broker_deletion_unverified_total",
+                "Reported deletions a later sync contradicted (the provider still listed the account)",
+            )?,
             auto_delete_stale_total: counter_vec(
                 r,
                 "broker_auto_delete_stale_total",
@@ -107,7 +116,10 @@ impl JobMetrics {
     }
 
     fn zero_known_series(&self) {
-        zero(&self.sync_total, &["success", "postponed", "error"]);
+        zero(
+            &self.sync_total,
+            &["success", "postponed", "refused", "error"],
+        );
         zero(&self.cleanup_total, &["success", "postponed", "error"]);
         zero(&self.expiry_total, &["success", "error"]);
         zero(&self.auto_delete_stale_total, &["success", "error"]);

@@ -75,7 +75,7 @@ impl ReadingGauges {
             job_last_outcome: gauge_vec(
                 r,
                 "broker_job_last_outcome",
-                "1 for the outcome of the job's last run (completed, failed, postponed), else 0",
+                "1 for the outcome of the job's last run (completed, failed, postponed, refused), else 0",
                 &["job", "outcome"],
             )?,
         })

@@ -4,6 +4,7 @@
 //! and a user agent; `Authorization: Token <CSP_API_TOKEN>`; each HTTP outcome maps to one
 //! [`ProviderError`] variant in one `match`.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -118,6 +119,57 @@ pub(crate) async fn success_json(
     })
 }
 
+/// Entries asked for per page of a CSP list.
+const LIST_PAGE_SIZE: usize = 1000;
+/// Pages read at most before a list is given up as endless (a million entries).
+const MAX_LIST_PAGES: usize = 1000;
+
+/// Every entry of a paged CSP list (`{"results": [...]}`): `page(query)` fetches the page
+/// that `query` (`_offset=…&_limit=…`, the CSP's paging parameters) names. Pages are read
+/// until one is empty or brings no entry not seen already — a server that caps its pages
+/// below `_limit` is still read to the end, and one that ignores the parameters (answering
+/// the whole list every time) is read twice, not forever. Any failing page fails the
+/// whole list: a partial list is never returned.
+pub(crate) async fn every_page<F, Fut>(what: &str, page: F) -> Result<Vec<Value>, ProviderError>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Value, ProviderError>>,
+{
+    let mut entries = Vec::new();
+    let mut seen = HashSet::new();
+    let mut offset = 0;
+    for _ in 0..MAX_LIST_PAGES {
+        let body = page(format!("_offset={offset}&_limit={LIST_PAGE_SIZE}")).await?;
+        let Some(results) = body.get("results").and_then(Value::as_array) else {
+            return Err(ProviderError::Other(format!(
+                "the {what} has no `results` array"
+            )));
+        };
+        let before = entries.len();
+        entries.extend(
+            results
+                .iter()
+                .filter(|entry| seen.insert(entry_key(entry)))
+                .cloned(),
+        );
+        if entries.len() == before {
+            return Ok(entries);
+        }
+        offset += results.len();
+    }
+    Err(ProviderError::Other(format!(
+        "the {what} did not end within {MAX_LIST_PAGES} pages"
+    )))
+}
+
+/// What tells two entries of a list apart: their `id`, else the whole entry.
+fn entry_key(entry: &Value) -> String {
+    match entry.get("id").and_then(Value::as_str) {
+        Some(id) => id.to_owned(),
+        None => entry.to_string(),
+    }
+}
+
 /// The UUID of a CSP id such as `identity/accounts/<uuid>`: the part after the last `/`.
 pub fn account_uuid(external_id: &str) -> Option<&str> {
     let uuid = external_id.rsplit('/').next()?.trim();
@@ -205,23 +257,23 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 
 #[async_trait]
 impl ProviderClient for CspClient {
+    /// Every page of the account list ([`every_page`]); a page that fails fails the
+    /// whole listing, so an incomplete listing is never applied.
     async fn list_sandboxes(&self) -> Result<ProviderListing, ProviderError> {
-        let response = self
-            .http
-            .get(format!("{}/current_user/accounts", self.base_url))
-            .header(AUTHORIZATION, self.authorization())
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let body = success_json(response, "account list").await?;
-        let results = body
-            .get("results")
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                ProviderError::Other("the account list has no `results` array".into())
-            })?;
+        let url = format!("{}/current_user/accounts", self.base_url);
+        let accounts = every_page("account list", |paging| {
+            let request = self
+                .http
+                .get(format!("{url}?{paging}"))
+                .header(AUTHORIZATION, self.authorization());
+            async move {
+                let response = request.send().await.map_err(transport_error)?;
+                success_json(response, "account list").await
+            }
+        })
+        .await?;
         let mut listing = ProviderListing::default();
-        for mapped in results.iter().filter_map(map_account) {
+        for mapped in accounts.iter().filter_map(map_account) {
             match mapped {
                 Ok(sandbox) => listing.sandboxes.push(sandbox),
                 Err(()) => listing.skipped += 1,
@@ -268,6 +320,60 @@ mod tests {
         for bad in ["", "2025-13-01T00:00:00Z", "yesterday", "2025-03-27"] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    /// Serves `entries` in pages of at most `cap`, as a server that caps `_limit` does;
+    /// `ignore_paging` answers everything every time. Returns the pages asked for.
+    async fn paged(entries: &[Value], cap: usize, ignore_paging: bool) -> (Vec<Value>, usize) {
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let listed = every_page("test list", |query| {
+            asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let offset: usize = query
+                .strip_prefix("_offset=")
+                .and_then(|rest| rest.split('&').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap();
+            let page: Vec<Value> = if ignore_paging {
+                entries.to_vec()
+            } else {
+                entries.iter().skip(offset).take(cap).cloned().collect()
+            };
+            async move { Ok(serde_json::json!({ "results": page })) }
+        })
+        .await
+        .unwrap();
+        (listed, asked.into_inner())
+    }
+
+    #[tokio::test]
+    async fn every_page_is_read_to_the_end_whatever_the_server_caps_or_ignores() {
+        let entries: Vec<Value> = (0..250)
+            .map(|n| serde_json::json!({"id": format!("identity/accounts/{n}")}))
+            .collect();
+        let (listed, pages) = paged(&entries, 100, false).await;
+        assert_eq!(
+            (listed, pages),
+            (entries.clone(), 4),
+            "3 pages and the empty one"
+        );
+        let (listed, pages) = paged(&entries, 1000, true).await;
+        assert_eq!(
+            (listed, pages),
+            (entries.clone(), 2),
+            "the whole list twice, not forever"
+        );
+        let (listed, pages) = paged(&[], 100, false).await;
+        assert_eq!((listed.len(), pages), (0, 1));
+        let failing = every_page("test list", |_| async {
+            Err::<Value, _>(ProviderError::Unavailable("page 2 timed out".into()))
+        })
+        .await;
+        assert!(failing.is_err(), "a failing page fails the list");
+        let shapeless = every_page("test list", |_| async {
+            Ok(serde_json::json!({"items": []}))
+        })
+        .await;
+        assert!(matches!(shapeless, Err(ProviderError::Other(_))));
     }
 
     #[test]

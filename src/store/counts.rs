@@ -82,6 +82,11 @@ pub struct SyncSummary {
     pub untouched: u64,
     /// `available` rows the provider no longer lists, now `stale`.
     pub marked_stale: u64,
+    /// Listed accounts the broker handed out before (or saw deleted): kept out of the pool.
+    pub kept_out: u64,
+    /// `deleted` rows the provider still lists past `DELETION_VERIFY_GRACE_SEC`: their
+    /// deletion is retried.
+    pub unverified: u64,
 }
 
 impl SyncSummary {
@@ -94,6 +99,8 @@ impl SyncSummary {
             }
             SyncStep::Refreshed => self.synced += 1,
             SyncStep::Untouched => self.untouched += 1,
+            SyncStep::KeptOut => self.kept_out += 1,
+            SyncStep::Unverified => self.unverified += 1,
         }
     }
 }

@@ -23,6 +23,7 @@ mod list;
 pub mod local;
 mod pages;
 mod release;
+mod removal;
 pub mod schema;
 mod settings;
 mod sync;
@@ -46,6 +47,7 @@ use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
 };
+use crate::domain::lifecycle::SyncRules;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
@@ -207,16 +209,17 @@ impl Store for DynamoStore {
         self.available_by_prefix(prefixes).await
     }
 
-    async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError> {
-        self.bulk_delete(status).await
+    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError> {
+        self.bulk_delete(status, now).await
     }
 
     async fn sync_provider(
         &self,
         listing: Vec<crate::domain::ProviderSandbox>,
+        rules: SyncRules,
         now: i64,
     ) -> Result<SyncSummary, StoreError> {
-        self.sync_provider(listing, now).await
+        self.sync_provider(listing, &rules, now).await
     }
 
     async fn acquire_lease(
@@ -245,8 +248,8 @@ impl Store for DynamoStore {
         self.expire_allocations(now, policy).await
     }
 
-    async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
-        self.delete_stale(stale_since).await
+    async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError> {
+        self.delete_stale(stale_since, now).await
     }
 
     async fn deletions_due(

@@ -24,6 +24,7 @@ use super::{
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
 };
 use crate::domain::ProviderSandbox;
+use crate::domain::lifecycle::SyncRules;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
@@ -258,8 +259,9 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError> {
-        self.submit(move |tables| tables.bulk_delete(status)).await
+    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError> {
+        self.submit(move |tables| tables.bulk_delete(status, now))
+            .await
     }
 
     /// Ready means a durable commit goes through now: an empty command joins the next
@@ -267,9 +269,10 @@ impl Store for EmbeddedStore {
     async fn sync_provider(
         &self,
         listing: Vec<ProviderSandbox>,
+        rules: SyncRules,
         now: i64,
     ) -> Result<SyncSummary, StoreError> {
-        self.submit(move |tables| tables.sync_provider(listing, now))
+        self.submit(move |tables| tables.sync_provider(listing, &rules, now))
             .await
     }
 
@@ -304,8 +307,8 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
-        self.submit(move |tables| tables.delete_stale(stale_since))
+    async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError> {
+        self.submit(move |tables| tables.delete_stale(stale_since, now))
             .await
     }
 

@@ -9,11 +9,18 @@ pub enum JobOutcome {
     Postponed,
     /// It ended in an error.
     Failed,
+    /// A sync refused the provider's listing as unbelievable: nothing was changed.
+    Refused,
 }
 
 impl JobOutcome {
     /// Every outcome.
-    pub const ALL: [Self; 3] = [Self::Completed, Self::Postponed, Self::Failed];
+    pub const ALL: [Self; 4] = [
+        Self::Completed,
+        Self::Postponed,
+        Self::Failed,
+        Self::Refused,
+    ];
 
     /// The stored and shown name.
     pub fn as_str(self) -> &'static str {
@@ -21,6 +28,7 @@ impl JobOutcome {
             Self::Completed => "completed",
             Self::Postponed => "postponed",
             Self::Failed => "failed",
+            Self::Refused => "refused",
         }
     }
 }

@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, error_of, spawn_app_with};
 
 /// The value of an unlabelled series (or the sum of a family's `_count` lines).
-fn series_sum(exposition: &str, prefix: &str) -> f64 {
+pub(crate) fn series_sum(exposition: &str, prefix: &str) -> f64 {
     exposition
         .lines()
         .filter(|line| line.starts_with(prefix))

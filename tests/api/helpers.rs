@@ -114,6 +114,16 @@ fn test_client() -> reqwest::Client {
         .expect("a client with default TLS settings builds")
 }
 
+/// The declared defaults' sync rules; `force` applies any listing, however much of the
+/// pool it marks stale.
+pub fn sync_rules(force: bool) -> sandbox_broker::domain::lifecycle::SyncRules {
+    let config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
+    sandbox_broker::domain::lifecycle::SyncRules {
+        force,
+        ..config.jobs.sync_rules()
+    }
+}
+
 /// `count` sandbox rows named `<prefix><n>`, ids `<id_base + n>`; even ones carry an SFDC id.
 pub fn sandboxes(prefix: &str, id_base: u64, count: u64) -> Vec<NewSandbox> {
     (1..=count)

@@ -10,7 +10,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    TestApp, error_of, fresh_store, json_of, spawn_app, spawn_app_on, spawn_app_with,
+    TestApp, error_of, fresh_store, json_of, spawn_app, spawn_app_on, spawn_app_with, sync_rules,
 };
 
 pub(crate) fn account(id: u64, name: &str) -> Value {
@@ -30,6 +30,17 @@ pub(crate) async fn csp(accounts: Vec<Value>, delay: Duration) -> MockServer {
         .mount(&server)
         .await;
     server
+}
+
+/// How many listings `server` was asked for: each starts at its first page.
+pub(crate) async fn listings(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|request| request.url.query() == Some("_offset=0&_limit=1000"))
+        .count()
 }
 
 pub(crate) fn use_csp(config: &mut sandbox_broker::config::Config, server: &MockServer) {
@@ -241,7 +252,7 @@ async fn three_instances_triggered_at_once_run_one_sync() {
         "{statuses:?}"
     );
     assert_eq!(
-        csp_server.received_requests().await.unwrap().len(),
+        listings(&csp_server).await,
         1,
         "one listing for the whole fleet"
     );
@@ -364,15 +375,19 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
     let app = spawn_app().await;
     let now = sandbox_broker::domain::now_epoch();
     app.store
-        .sync_provider(provider_listing(&[1, 2, 3]), now - 3 * 86_400)
+        .sync_provider(
+            provider_listing(&[1, 2, 3]),
+            sync_rules(true),
+            now - 3 * 86_400,
+        )
         .await
         .unwrap();
     app.store
-        .sync_provider(provider_listing(&[3]), now - 2 * 86_400)
+        .sync_provider(provider_listing(&[3]), sync_rules(true), now - 2 * 86_400)
         .await
         .unwrap();
     app.store
-        .sync_provider(provider_listing(&[3]), now - 3600)
+        .sync_provider(provider_listing(&[3]), sync_rules(true), now - 3600)
         .await
         .unwrap();
 
@@ -433,16 +448,24 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
     .await;
     let now = clock.now();
     app.store
-        .sync_provider(provider_listing(&[1, 2, 3, 4]), now - 3 * 86_400)
+        .sync_provider(
+            provider_listing(&[1, 2, 3, 4]),
+            sync_rules(true),
+            now - 3 * 86_400,
+        )
         .await
         .unwrap();
     // 1 and 2 went stale two days ago, 3 an hour ago; 4 is still listed.
     app.store
-        .sync_provider(provider_listing(&[3, 4]), now - 2 * 86_400)
+        .sync_provider(
+            provider_listing(&[3, 4]),
+            sync_rules(true),
+            now - 2 * 86_400,
+        )
         .await
         .unwrap();
     app.store
-        .sync_provider(provider_listing(&[4]), now - 3600)
+        .sync_provider(provider_listing(&[4]), sync_rules(true), now - 3600)
         .await
         .unwrap();
 

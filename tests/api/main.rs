@@ -33,6 +33,7 @@ mod store_conformance;
 mod terraform;
 mod tools;
 mod track;
+mod trust;
 mod usage;
 
 /// This crate runs every shared suite on the embedded store.

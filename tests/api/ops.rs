@@ -428,7 +428,7 @@ impl Store for FailingStore {
     ) -> Result<Vec<u64>, StoreError> {
         Err(self.fail())
     }
-    async fn bulk_delete(&self, _: DeletableStatus) -> Result<u64, StoreError> {
+    async fn bulk_delete(&self, _: DeletableStatus, _: i64) -> Result<u64, StoreError> {
         Err(self.fail())
     }
     async fn ping(&self) -> Result<(), StoreError> {
@@ -437,6 +437,7 @@ impl Store for FailingStore {
     async fn sync_provider(
         &self,
         _: Vec<sandbox_broker::provider::ProviderSandbox>,
+        _: sandbox_broker::domain::lifecycle::SyncRules,
         _: i64,
     ) -> Result<sandbox_broker::store::SyncSummary, StoreError> {
         Err(self.fail())
@@ -463,7 +464,7 @@ impl Store for FailingStore {
     async fn expire_allocations(&self, _: i64, _: LabPolicy) -> Result<Vec<Sandbox>, StoreError> {
         Err(self.fail())
     }
-    async fn delete_stale(&self, _: i64) -> Result<u64, StoreError> {
+    async fn delete_stale(&self, _: i64, _: i64) -> Result<u64, StoreError> {
         Err(self.fail())
     }
     async fn deletions_due(&self, _: i64, _: bool) -> Result<Vec<Sandbox>, StoreError> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sandbox_broker::provider::client::{CspClient, CspSettings};
 use sandbox_broker::provider::{ProviderClient, ProviderError};
 use serde_json::json;
-use wiremock::matchers::{header, header_exists, method, path};
+use wiremock::matchers::{header, header_exists, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn client_for(server: &MockServer, read_timeout: Duration) -> CspClient {
@@ -26,6 +26,8 @@ async fn listing_keeps_active_sandboxes_maps_them_and_counts_unusable_rows() {
         .and(path("/v2/current_user/accounts"))
         .and(header("authorization", "Token csp-secret"))
         .and(header_exists("user-agent"))
+        .and(query_param("_offset", "0"))
+        .and(query_param("_limit", "1000"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": [
             {"id": "identity/accounts/1e96e538", "csp_id": 2009521, "name": "lab-a-1", "account_type": "sandbox", "state": "active", "created_at": "2025-03-27T16:53:47.605459Z", "sfdc_account_id": "001SAND"},
             {"id": "identity/accounts/2", "csp_id": "2009522", "name": "lab-a-2", "account_type": "sandbox", "state": "active"},
@@ -35,6 +37,14 @@ async fn listing_keeps_active_sandboxes_maps_them_and_counts_unusable_rows() {
             {"id": "identity/accounts/6", "csp_id": 2009526, "account_type": "sandbox", "state": "active"},
             {"id": "identity/accounts/7", "csp_id": 2009527, "name": "", "account_type": "sandbox", "state": "active"},
         ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The second page (after the seven entries of the first) is empty: the list ends.
+    Mock::given(method("GET"))
+        .and(path("/v2/current_user/accounts"))
+        .and(query_param("_offset", "7"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"results": []})))
         .expect(1)
         .mount(&server)
         .await;

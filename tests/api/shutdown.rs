@@ -62,8 +62,8 @@ impl Store for GatedStore {
     ) -> Result<Vec<u64>, StoreError> {
         self.inner.available_by_prefix(prefixes).await
     }
-    async fn bulk_delete(&self, s: DeletableStatus) -> Result<u64, StoreError> {
-        self.inner.bulk_delete(s).await
+    async fn bulk_delete(&self, s: DeletableStatus, now: i64) -> Result<u64, StoreError> {
+        self.inner.bulk_delete(s, now).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
@@ -71,9 +71,10 @@ impl Store for GatedStore {
     async fn sync_provider(
         &self,
         listing: Vec<sandbox_broker::provider::ProviderSandbox>,
+        rules: sandbox_broker::domain::lifecycle::SyncRules,
         now: i64,
     ) -> Result<sandbox_broker::store::SyncSummary, StoreError> {
-        self.inner.sync_provider(listing, now).await
+        self.inner.sync_provider(listing, rules, now).await
     }
     async fn acquire_lease(
         &self,
@@ -101,8 +102,8 @@ impl Store for GatedStore {
     ) -> Result<Vec<Sandbox>, StoreError> {
         self.inner.expire_allocations(now, policy).await
     }
-    async fn delete_stale(&self, since: i64) -> Result<u64, StoreError> {
-        self.inner.delete_stale(since).await
+    async fn delete_stale(&self, since: i64, now: i64) -> Result<u64, StoreError> {
+        self.inner.delete_stale(since, now).await
     }
     async fn deletions_due(&self, now: i64, all: bool) -> Result<Vec<Sandbox>, StoreError> {
         self.inner.deletions_due(now, all).await

@@ -27,17 +27,30 @@ fn start_simulator() -> Server {
     start_until_listening(command, "simulated provider listening")
 }
 
+/// Every account the simulator lists, page by page (it answers at most 100 a page).
 async fn listed(simulator: &Server) -> Vec<Value> {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{}/v2/current_user/accounts", simulator.address))
-        .header("Authorization", format!("Token {TOKEN}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["results"].as_array().unwrap().clone()
+    let mut accounts: Vec<Value> = Vec::new();
+    loop {
+        let body: Value = reqwest::Client::new()
+            .get(format!(
+                "{}/v2/current_user/accounts?_offset={}&_limit=1000",
+                simulator.address,
+                accounts.len()
+            ))
+            .header("Authorization", format!("Token {TOKEN}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page = body["results"].as_array().unwrap();
+        assert!(page.len() <= 100, "pages are capped: {}", page.len());
+        if page.is_empty() {
+            return accounts;
+        }
+        accounts.extend(page.iter().cloned());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use sandbox_broker::store::{
     AllocationKey, AllocationRequest, JobRecord, LeaseOutcome, ListQuery, SharedStore, StoreError,
 };
 
-use crate::helpers::sandboxes;
+use crate::helpers::{sandboxes, sync_rules};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -381,11 +381,11 @@ pub async fn bulk_delete_removes_exactly_one_status(store: SharedStore) {
     store.allocate(request("s1")).await.unwrap();
 
     let removed = store
-        .bulk_delete(DeletableStatus::parse("available").unwrap())
+        .bulk_delete(DeletableStatus::parse("available").unwrap(), NOW)
         .await
         .unwrap();
     let none = store
-        .bulk_delete(DeletableStatus::parse("stale").unwrap())
+        .bulk_delete(DeletableStatus::parse("stale").unwrap(), NOW)
         .await
         .unwrap();
 
@@ -505,7 +505,7 @@ fn listed(ids: &[u64], prefix: &str) -> Vec<sandbox_broker::provider::ProviderSa
 
 pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store: SharedStore) {
     let first = store
-        .sync_provider(listed(&[1, 2, 3, 4, 5], "lab-"), NOW)
+        .sync_provider(listed(&[1, 2, 3, 4, 5], "lab-"), sync_rules(true), NOW)
         .await
         .unwrap();
     assert_eq!((first.synced, first.added, first.marked_stale), (5, 5, 0));
@@ -537,7 +537,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         }
     }
     let second = store
-        .sync_provider(listing.clone(), NOW + 10)
+        .sync_provider(listing.clone(), sync_rules(true), NOW + 10)
         .await
         .unwrap();
 
@@ -567,7 +567,11 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
 
     // Back at the provider: the stale row returns.
     let third = store
-        .sync_provider(listed(&[1, 2, 3, 4, 5, 6], "lab-"), NOW + 20)
+        .sync_provider(
+            listed(&[1, 2, 3, 4, 5, 6], "lab-"),
+            sync_rules(true),
+            NOW + 20,
+        )
         .await
         .unwrap();
     assert_eq!((third.restored, third.marked_stale, third.added), (1, 0, 0));
@@ -579,7 +583,11 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
     // The same listing again within the same second changes nothing, and is no error.
     let before = stored(&store, &renamed.to_string()).await;
     let repeat = store
-        .sync_provider(listed(&[1, 2, 3, 4, 5, 6], "lab-"), NOW + 20)
+        .sync_provider(
+            listed(&[1, 2, 3, 4, 5, 6], "lab-"),
+            sync_rules(true),
+            NOW + 20,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -777,16 +785,16 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
 
 pub async fn stale_rows_are_removed_only_after_their_grace(store: SharedStore) {
     store
-        .sync_provider(listed(&[1, 2, 3], "lab-"), NOW)
+        .sync_provider(listed(&[1, 2, 3], "lab-"), sync_rules(true), NOW)
         .await
         .unwrap();
     store
-        .sync_provider(listed(&[3], "lab-"), NOW + 100)
+        .sync_provider(listed(&[3], "lab-"), sync_rules(true), NOW + 100)
         .await
         .unwrap();
 
-    let early = store.delete_stale(NOW + 99).await.unwrap();
-    let removed = store.delete_stale(NOW + 100).await.unwrap();
+    let early = store.delete_stale(NOW + 99, NOW + 200).await.unwrap();
+    let removed = store.delete_stale(NOW + 100, NOW + 200).await.unwrap();
 
     assert_eq!((early, removed), (0, 2));
     let stats = store.stats().await.unwrap();

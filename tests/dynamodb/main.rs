@@ -48,6 +48,8 @@ mod store_conformance;
 mod tools;
 #[path = "../api/track.rs"]
 mod track;
+#[path = "../api/trust.rs"]
+mod trust;
 #[path = "../api/usage.rs"]
 mod usage;
 

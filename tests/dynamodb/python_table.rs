@@ -551,12 +551,42 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         let response = app.admin(Method::POST, job).send().await.unwrap();
         json_of(response, StatusCode::OK).await;
     }
+    // The released sandbox is deleted at the provider, and its tombstone removed as the
+    // rollback steps say: a used-account marker takes its place.
+    let released_id = sandbox_broker::domain::SandboxId::parse("id", &released).unwrap();
+    let claimed = app
+        .store
+        .claim_deletion(&released_id, "runner", now, now + 60)
+        .await
+        .unwrap()
+        .unwrap();
+    app.store
+        .finish_deletion(
+            &claimed,
+            "runner",
+            sandbox_broker::store::DeletionOutcome::Deleted { ttl: now + 86_400 },
+            None,
+            now,
+        )
+        .await
+        .unwrap();
+    let bulk = app
+        .admin(Method::POST, "/v1/admin/bulk-delete?status=deleted")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(bulk, StatusCode::OK).await["deleted"], 1);
 
     // What the Python service's code meets on the table (app/db/dynamodb.py and
     // app/services/admin.py): its sync reads `sandbox_id` from every item a scan returns;
     // its stats count `status`; its lists and lookups build a Sandbox from `sandbox_id`,
     // `name`, `external_id`, a known `status` and integer numbers.
     let items = scan_all(&client, &table).await;
+    let marker = items
+        .iter()
+        .find(|item| item.get("PK") == Some(&s(&format!("USED#{released}"))))
+        .expect("the removed tombstone left its used-account marker");
+    assert_eq!(marker.get("sandbox_id"), Some(&s(&released)));
     assert!(
         items.len() > 7,
         "rows, key items and job items: {}",

@@ -6,12 +6,48 @@
 //! takes the listed name, provider id and (when given) Salesforce account, and becomes
 //! `available`, keeping everything else the row remembers (when it was created, its
 //! retry count, …). Anything held keeps its status: an allocation racing a sync wins.
+//! An account that was ever handed out never becomes `available` again: not when its row
+//! is gone (its [`crate::domain::used::UsedAccount`] marker keeps it out), and not from
+//! `stale`. A listing is applied only when it is believable ([`SyncRules::believe`]),
+//! and a deletion the provider reported but contradicts by listing the account past
+//! [`SyncRules::deletion_verify_grace_secs`] is retried ([`unverified_deletion`]).
 
 use super::{Change, Expect};
+use crate::domain::deletion::{AttemptFailure, DeletionOutcome, DeletionPolicy};
+use crate::domain::used::was_used;
 use crate::domain::{NewSandbox, Sandbox, SandboxStatus};
 
-/// What a provider sync does with one listed sandbox, decided by the status of the row
-/// the broker has for it (`None`: no row).
+/// What the broker has for a sandbox a sync or an import names.
+#[derive(Debug, Clone, Copy)]
+pub enum Prior<'a> {
+    /// Its row.
+    Row(&'a Sandbox),
+    /// No row, but the marker of an account handed out (or reported deleted) before.
+    Used,
+    /// Nothing: the account is new to the broker.
+    Nothing,
+}
+
+impl<'a> Prior<'a> {
+    /// `row` if there is one, else the marker if `used`, else nothing.
+    pub fn of(row: Option<&'a Sandbox>, used: bool) -> Self {
+        match (row, used) {
+            (Some(row), _) => Self::Row(row),
+            (None, true) => Self::Used,
+            (None, false) => Self::Nothing,
+        }
+    }
+
+    /// The row, if there is one.
+    pub fn row(self) -> Option<&'a Sandbox> {
+        match self {
+            Self::Row(row) => Some(row),
+            Self::Used | Self::Nothing => None,
+        }
+    }
+}
+
+/// What a provider sync does with one listed sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncStep {
     /// No row yet: a new `available` row.
@@ -22,6 +58,12 @@ pub enum SyncStep {
     Restored,
     /// Allocated, pending deletion, deleted or failed: the provider's view never wins.
     Untouched,
+    /// An account handed out before (its row gone, or a stale row that was once
+    /// allocated): kept out of the pool.
+    KeptOut,
+    /// A `deleted` row the provider still lists past the verification grace: its deletion
+    /// is retried.
+    Unverified,
 }
 
 /// The statuses a sync may overwrite with the provider's view.
@@ -31,14 +73,60 @@ pub const SYNC_REPLACES: [SandboxStatus; 2] = [SandboxStatus::Available, Sandbox
 /// provider to list it again).
 pub const IMPORT_REPLACES: [SandboxStatus; 1] = [SandboxStatus::Available];
 
-/// What a sync does with a listed sandbox whose row is in `status` (the summary's count;
-/// [`sync_listed`] is the write).
-pub fn sync_step(status: Option<SandboxStatus>) -> SyncStep {
-    match status {
-        None => SyncStep::Added,
-        Some(SandboxStatus::Available) => SyncStep::Refreshed,
-        Some(SandboxStatus::Stale) => SyncStep::Restored,
-        Some(_) => SyncStep::Untouched,
+/// The statuses whose listed rows a sync never writes, whatever the listing says or when:
+/// a store may skip them knowing only their ids. (A `deleted` row is not among them: a
+/// sync verifies its deletion.)
+pub const SYNC_NEVER_WRITES: [SandboxStatus; 3] = [
+    SandboxStatus::Allocated,
+    SandboxStatus::PendingDeletion,
+    SandboxStatus::DeletionFailed,
+];
+
+/// How a sync applies a provider listing.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncRules {
+    /// `SYNC_MAX_STALE_FRACTION`: the largest share of the available pool one listing may
+    /// mark stale.
+    pub max_stale_fraction: f64,
+    /// Apply the listing even beyond that share (`POST /v1/admin/sync?force=true`).
+    pub force: bool,
+    /// `DELETION_VERIFY_GRACE_SEC`: how long after the provider reported an account
+    /// deleted it may still list it before the deletion is taken as failed.
+    pub deletion_verify_grace_secs: i64,
+    /// The retry rules an unverified deletion is retried under.
+    pub deletion: DeletionPolicy,
+}
+
+/// A listing not applied: it would have marked too much of the pool stale at once.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error(
+    "the provider listing would mark {would_mark_stale} of {available} available sandboxes \
+     stale, more than SYNC_MAX_STALE_FRACTION ({max_stale_fraction}) allows; not applied"
+)]
+pub struct ListingRefused {
+    /// Available rows the listing leaves out.
+    pub would_mark_stale: u64,
+    /// Available rows before the sync.
+    pub available: u64,
+    /// The share allowed.
+    pub max_stale_fraction: f64,
+}
+
+impl SyncRules {
+    /// Whether a listing that leaves out `would_mark_stale` of the `available` rows is
+    /// believable: at most `max_stale_fraction` of them (any number when forced). A
+    /// provider glitch that answers an empty or partial listing never empties the pool.
+    pub fn believe(&self, available: u64, would_mark_stale: u64) -> Result<(), ListingRefused> {
+        #[allow(clippy::cast_precision_loss)] // pool sizes are far below 2^52
+        let too_many = would_mark_stale as f64 > self.max_stale_fraction * available as f64;
+        if self.force || would_mark_stale == 0 || !too_many {
+            return Ok(());
+        }
+        Err(ListingRefused {
+            would_mark_stale,
+            available,
+            max_stale_fraction: self.max_stale_fraction,
+        })
     }
 }
 
@@ -57,12 +145,7 @@ pub fn mark_stale(row: &Sandbox, now: i64) -> Option<Change> {
         stale.updated_at = now;
         Change {
             row: stale,
-            expect: Expect {
-                status: row.status,
-                held_by: None,
-                claimed_by: None,
-                allocated_at: None,
-            },
+            expect: while_still(row.status),
         }
     })
 }
@@ -77,7 +160,8 @@ pub fn stale_removable(row: &Sandbox, stale_since: i64) -> bool {
 /// How a sync or an import writes one sandbox it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upsert {
-    /// There is no row: this new one, provided there still is none when it lands.
+    /// There is no row: this new one, provided there still is none (and no used-account
+    /// marker) when it lands.
     Insert(Sandbox),
     /// The row as read becomes this one, provided it is still in the status read.
     Update(Change),
@@ -93,38 +177,125 @@ impl Upsert {
     }
 }
 
-/// A sync's write for `listed` when the broker's row for it is `old` (`None`: no row): a
-/// new available row, or the row refreshed from the listing and available (again),
-/// stamped `last_synced = now`. `None` when the sync leaves the row alone; it agrees with
-/// [`sync_step`].
-pub fn sync_listed(old: Option<&Sandbox>, listed: &NewSandbox, now: i64) -> Option<Upsert> {
-    let mut upsert = upsert(old, listed, now, &SYNC_REPLACES)?;
-    match &mut upsert {
-        Upsert::Insert(row) => row.last_synced = Some(now),
-        Upsert::Update(change) => change.row.last_synced = Some(now),
+/// What a sync or an import decided for one sandbox: the step it counts as, and the
+/// write (`None`: the row is left alone). Both come from one decision, so they agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// How the sync counts it.
+    pub step: SyncStep,
+    /// The write.
+    pub upsert: Option<Upsert>,
+}
+
+/// A sync's decision for `listed` given what the broker has for it: a new available row,
+/// the row refreshed from the listing and available (again), stamped `last_synced = now`,
+/// an unverified deletion retried, or nothing.
+pub fn sync_listed(prior: Prior<'_>, listed: &NewSandbox, rules: &SyncRules, now: i64) -> Decision {
+    if let Prior::Row(old) = prior
+        && let Some(change) = unverified_deletion(old, rules, now)
+    {
+        return Decision {
+            step: SyncStep::Unverified,
+            upsert: Some(Upsert::Update(change)),
+        };
     }
-    Some(upsert)
-}
-
-/// An import's write for `incoming` when the broker's row for it is `old`: as a sync's,
-/// but it replaces only an available row and says nothing of the provider's listing
-/// (`last_synced` is unchanged). `None`: the row is skipped.
-pub fn import_row(old: Option<&Sandbox>, incoming: &NewSandbox, now: i64) -> Option<Upsert> {
-    upsert(old, incoming, now, &IMPORT_REPLACES)
-}
-
-fn upsert(
-    old: Option<&Sandbox>,
-    incoming: &NewSandbox,
-    now: i64,
-    replaces: &[SandboxStatus],
-) -> Option<Upsert> {
-    let Some(old) = old else {
-        return Some(Upsert::Insert(incoming.clone().into_available_row(now)));
+    let step = match prior {
+        Prior::Nothing => SyncStep::Added,
+        Prior::Used => SyncStep::KeptOut,
+        Prior::Row(old) if old.status == SandboxStatus::Stale && was_used(old) => SyncStep::KeptOut,
+        Prior::Row(old) => match old.status {
+            SandboxStatus::Available => SyncStep::Refreshed,
+            SandboxStatus::Stale => SyncStep::Restored,
+            _ => SyncStep::Untouched,
+        },
     };
-    if !replaces.contains(&old.status) {
+    let upsert = match step {
+        SyncStep::Added | SyncStep::Refreshed | SyncStep::Restored => {
+            let mut upsert = upsert(prior.row(), listed, now);
+            match &mut upsert {
+                Upsert::Insert(row) => row.last_synced = Some(now),
+                Upsert::Update(change) => change.row.last_synced = Some(now),
+            }
+            Some(upsert)
+        }
+        SyncStep::Untouched | SyncStep::KeptOut | SyncStep::Unverified => None,
+    };
+    Decision { step, upsert }
+}
+
+/// An import's write for `incoming` given what the broker has for it: as a sync's, but it
+/// replaces only an available row, never brings back a used account, and says nothing of
+/// the provider's listing (`last_synced` is unchanged). `None`: the row is skipped.
+pub fn import_row(prior: Prior<'_>, incoming: &NewSandbox, now: i64) -> Option<Upsert> {
+    match prior {
+        Prior::Used => None,
+        Prior::Row(old) if !IMPORT_REPLACES.contains(&old.status) => None,
+        Prior::Row(_) | Prior::Nothing => Some(upsert(prior.row(), incoming, now)),
+    }
+}
+
+/// A `deleted` row whose account the provider still lists more than the verification
+/// grace after it reported the deletion: the report is not trusted. The deletion counts
+/// as one refused attempt under the deletion retry rules, so the row goes back to
+/// `pending_deletion` for cleanup to try again (or, once the attempts are used up, to
+/// `deletion_failed`), with an error that says why; it stops being a tombstone.
+pub fn unverified_deletion(row: &Sandbox, rules: &SyncRules, now: i64) -> Option<Change> {
+    let deleted_at = row.deleted_at?;
+    if row.status != SandboxStatus::Deleted || now - deleted_at <= rules.deletion_verify_grace_secs
+    {
         return None;
     }
+    let message = format!(
+        "deletion unverified: the provider reported it deleted at {deleted_at} but still \
+         lists it {} s later",
+        now - deleted_at
+    );
+    let outcome = rules
+        .deletion
+        .decide(row, AttemptFailure::Refused, message, now);
+    let mut retried = row.clone();
+    retried.updated_at = now;
+    retried.deleted_at = None;
+    retried.ttl = None;
+    match outcome {
+        DeletionOutcome::Retry {
+            attempts, error, ..
+        } => {
+            retried.status = SandboxStatus::PendingDeletion;
+            retried.deletion_retry_count = attempts;
+            // Due at once: the provider's own grace already passed.
+            retried.next_deletion_attempt_at = Some(now);
+            retried.last_deletion_error = Some(error);
+        }
+        DeletionOutcome::Failed { attempts, error } => {
+            retried.status = SandboxStatus::DeletionFailed;
+            retried.deletion_retry_count = attempts;
+            retried.last_deletion_error = Some(error);
+        }
+        DeletionOutcome::Deleted { .. } | DeletionOutcome::Released => return None,
+    }
+    Some(Change {
+        row: retried,
+        expect: while_still(SandboxStatus::Deleted),
+    })
+}
+
+/// The expectation of a sync's or an import's write: the row is still in `status`.
+fn while_still(status: SandboxStatus) -> Expect {
+    Expect {
+        status,
+        held_by: None,
+        claimed_by: None,
+        allocated_at: None,
+    }
+}
+
+/// `incoming` written over `old` (or as a new row): available, with the incoming name,
+/// provider id and Salesforce account, and everything else `old` remembers.
+fn upsert(old: Option<&Sandbox>, incoming: &NewSandbox, now: i64) -> Upsert {
+    let Some(old) = old else {
+        return Upsert::Insert(incoming.clone().into_available_row(now));
+    };
     let mut row = old.clone();
     row.status = SandboxStatus::Available;
     row.name = incoming.name.as_str().to_owned();
@@ -134,19 +305,14 @@ fn upsert(
         row.sfdc_account_id = Some(account.clone());
     }
     row.updated_at = now;
-    Some(Upsert::Update(Change {
+    Upsert::Update(Change {
         row,
-        expect: Expect {
-            status: old.status,
-            held_by: None,
-            claimed_by: None,
-            allocated_at: None,
-        },
-    }))
+        expect: while_still(old.status),
+    })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::lifecycle::tests::row;
     use crate::domain::{ExternalId, SandboxId, SandboxName};
@@ -187,20 +353,130 @@ mod tests {
         }
     }
 
+    /// The rules the unit tests sync under: the defaults, three refusals allowed.
+    pub(crate) const RULES: SyncRules = SyncRules {
+        max_stale_fraction: 0.5,
+        force: false,
+        deletion_verify_grace_secs: 3600,
+        deletion: DeletionPolicy {
+            max_attempts: 3,
+            backoff_base_secs: 60,
+            give_up_secs: 86_400,
+            tombstone_ttl_secs: 7 * 86_400,
+        },
+    };
+
+    fn step(prior: Prior<'_>) -> SyncStep {
+        sync_listed(prior, &listed("lab-1", None), &RULES, 900).step
+    }
+
     #[test]
     fn a_sync_adds_refreshes_and_restores_but_never_overrides_a_held_row() {
         use SandboxStatus::*;
-        assert_eq!(sync_step(None), SyncStep::Added);
-        assert_eq!(sync_step(Some(Available)), SyncStep::Refreshed);
-        assert_eq!(sync_step(Some(Stale)), SyncStep::Restored);
+        assert_eq!(step(Prior::Nothing), SyncStep::Added);
+        assert_eq!(step(Prior::Row(&row(Available, None))), SyncStep::Refreshed);
+        assert_eq!(step(Prior::Row(&row(Stale, None))), SyncStep::Restored);
         for held in [Allocated, PendingDeletion, Deleted, DeletionFailed] {
-            assert_eq!(sync_step(Some(held)), SyncStep::Untouched, "{held:?}");
+            assert_eq!(
+                step(Prior::Row(&row(held, None))),
+                SyncStep::Untouched,
+                "{held:?}"
+            );
             assert!(!goes_stale(held), "{held:?}");
         }
-        for status in SYNC_REPLACES {
-            assert_ne!(sync_step(Some(status)), SyncStep::Untouched);
+        // Whatever the row remembers and however late, these are never written.
+        for held in SYNC_NEVER_WRITES {
+            let mut old = row(held, None);
+            (old.allocated_at, old.deleted_at) = (Some(100), Some(100));
+            let decision = sync_listed(Prior::Row(&old), &listed("lab-1", None), &RULES, i64::MAX);
+            assert_eq!(decision.upsert, None, "{held:?}");
         }
         assert!(goes_stale(Available));
+    }
+
+    #[test]
+    fn a_used_account_is_never_made_available_again_by_a_sync_or_an_import() {
+        let incoming = listed("lab-1", None);
+        let kept_out = sync_listed(Prior::Used, &incoming, &RULES, 900);
+        assert_eq!((kept_out.step, kept_out.upsert), (SyncStep::KeptOut, None));
+        assert_eq!(import_row(Prior::Used, &incoming, 900), None);
+        // A stale row that was allocated once (an older build put it back) stays stale.
+        let mut once_allocated = row(SandboxStatus::Stale, None);
+        once_allocated.allocated_at = Some(500);
+        let kept_out = sync_listed(Prior::Row(&once_allocated), &incoming, &RULES, 900);
+        assert_eq!((kept_out.step, kept_out.upsert), (SyncStep::KeptOut, None));
+        assert_eq!(Prior::of(None, true).row(), None);
+        assert!(matches!(
+            Prior::of(Some(&once_allocated), true),
+            Prior::Row(_)
+        ));
+    }
+
+    fn tombstone(deleted_at: i64, retries: u32) -> Sandbox {
+        let mut deleted = row(SandboxStatus::Deleted, None);
+        deleted.allocated_at = Some(100);
+        deleted.deleted_at = Some(deleted_at);
+        deleted.ttl = Some(deleted_at + 7 * 86_400);
+        deleted.deletion_retry_count = retries;
+        deleted
+    }
+
+    #[test]
+    fn a_deletion_the_provider_contradicts_past_the_grace_is_retried_then_given_up() {
+        let incoming = listed("lab-1", None);
+        // Within the grace (the provider may list it a while longer): trusted.
+        let within = sync_listed(Prior::Row(&tombstone(1_000, 0)), &incoming, &RULES, 4_600);
+        assert_eq!((within.step, within.upsert), (SyncStep::Untouched, None));
+        // Past it: back to pending deletion, due now, no longer a tombstone.
+        let past = sync_listed(Prior::Row(&tombstone(1_000, 0)), &incoming, &RULES, 4_601);
+        assert_eq!(past.step, SyncStep::Unverified);
+        let Some(Upsert::Update(change)) = past.upsert else {
+            panic!("an unverified deletion is written")
+        };
+        let retried = &change.row;
+        assert_eq!(
+            (
+                retried.status,
+                retried.deleted_at,
+                retried.ttl,
+                retried.next_deletion_attempt_at,
+                retried.deletion_retry_count,
+            ),
+            (SandboxStatus::PendingDeletion, None, None, Some(4_601), 1)
+        );
+        let error = retried.last_deletion_error.as_deref().unwrap();
+        assert!(
+            error.starts_with("deletion unverified: the provider reported it deleted at 1000"),
+            "{error}"
+        );
+        assert_eq!(change.expect.status, SandboxStatus::Deleted);
+        // The last allowed attempt used up: given up, for an operator.
+        let given_up = unverified_deletion(&tombstone(1_000, 2), &RULES, 9_000).unwrap();
+        assert_eq!(given_up.row.status, SandboxStatus::DeletionFailed);
+        assert_eq!(
+            given_up.row.ttl, None,
+            "a failed row is never dropped by ttl"
+        );
+    }
+
+    #[test]
+    fn a_listing_that_would_mark_more_than_the_allowed_share_stale_is_refused_unless_forced() {
+        assert_eq!(RULES.believe(30, 15), Ok(()));
+        assert_eq!(
+            RULES.believe(30, 16),
+            Err(ListingRefused {
+                would_mark_stale: 16,
+                available: 30,
+                max_stale_fraction: 0.5
+            })
+        );
+        assert!(RULES.believe(30, 30).is_err(), "an empty listing");
+        assert_eq!(RULES.believe(0, 0), Ok(()), "nothing to lose");
+        let forced = SyncRules {
+            force: true,
+            ..RULES
+        };
+        assert_eq!(forced.believe(30, 30), Ok(()));
     }
 
     fn listed(name: &str, account: Option<&str>) -> NewSandbox {
@@ -224,7 +500,9 @@ mod tests {
 
     #[test]
     fn a_sync_writes_a_new_row_or_refreshes_a_replaceable_one_and_keeps_its_history() {
-        let Some(Upsert::Insert(new)) = sync_listed(None, &listed("lab-new", None), 900) else {
+        let Some(Upsert::Insert(new)) =
+            sync_listed(Prior::Nothing, &listed("lab-new", None), &RULES, 900).upsert
+        else {
             panic!("a missing row is inserted")
         };
         assert_eq!(
@@ -238,10 +516,11 @@ mod tests {
         );
         for status in SandboxStatus::ALL {
             let old = remembered(status);
-            let upsert = sync_listed(Some(&old), &listed("lab-new", None), 900);
+            let decision = sync_listed(Prior::Row(&old), &listed("lab-new", None), &RULES, 900);
+            let upsert = decision.upsert;
             assert_eq!(
                 upsert.is_none(),
-                sync_step(Some(status)) == SyncStep::Untouched,
+                decision.step == SyncStep::Untouched,
                 "{status:?}: the write and the count agree"
             );
             let Some(Upsert::Update(change)) = upsert else {
@@ -271,10 +550,13 @@ mod tests {
             assert!(change.expect.holds_for(&old));
         }
         let Some(Upsert::Update(change)) = sync_listed(
-            Some(&remembered(SandboxStatus::Available)),
+            Prior::Row(&remembered(SandboxStatus::Available)),
             &listed("lab-1", Some("001NEW")),
+            &RULES,
             900,
-        ) else {
+        )
+        .upsert
+        else {
             panic!("an available row is refreshed")
         };
         assert_eq!(change.row.sfdc_account_id.as_deref(), Some("001NEW"));
@@ -282,7 +564,8 @@ mod tests {
 
     #[test]
     fn an_import_replaces_only_an_available_row_and_says_nothing_of_a_sync() {
-        let Some(Upsert::Insert(new)) = import_row(None, &listed("lab-new", None), 900) else {
+        let Some(Upsert::Insert(new)) = import_row(Prior::Nothing, &listed("lab-new", None), 900)
+        else {
             panic!("a missing row is inserted")
         };
         assert_eq!(
@@ -292,7 +575,7 @@ mod tests {
         for status in SandboxStatus::ALL {
             let mut old = remembered(status);
             old.last_synced = Some(5);
-            let upsert = import_row(Some(&old), &listed("lab-new", None), 900);
+            let upsert = import_row(Prior::Row(&old), &listed("lab-new", None), 900);
             assert_eq!(
                 upsert.is_some(),
                 status == SandboxStatus::Available,

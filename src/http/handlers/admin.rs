@@ -249,7 +249,10 @@ pub async fn bulk_delete(
             "is required (available, stale, deletion_failed or deleted)",
         )
     })?;
-    let deleted = app.store.bulk_delete(DeletableStatus::parse(raw)?).await?;
+    let deleted = app
+        .store
+        .bulk_delete(DeletableStatus::parse(raw)?, app.clock.now())
+        .await?;
     Ok(Json(BulkDeleteView {
         status: RunStatus::Completed,
         deleted,

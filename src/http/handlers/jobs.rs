@@ -25,18 +25,43 @@ fn duration_ms(report: &JobReport) -> u64 {
     u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `?force=` of a sync, as sent.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SyncParams {
+    /// `true` applies the listing even if it would mark more of the pool stale than
+    /// `SYNC_MAX_STALE_FRACTION` allows; `false` (the default) refuses such a listing.
+    force: Option<String>,
+}
+
 /// Syncs with the provider now (under the job's lease).
 #[utoipa::path(
     post, path = "/admin/sync", tag = "admin",
+    params(SyncParams),
     responses(
         (status = 200, body = SyncView),
-        (status = 409, description = "A sync is running (here or on another instance)", body = ErrorEnvelope),
+        (status = 400, description = "`force` is not `true` or `false`", body = ErrorEnvelope),
+        (status = 409, description = "A sync is running (here or on another instance), or the listing was refused (`LISTING_REFUSED`): it would have marked too much of the pool stale", body = ErrorEnvelope),
         (status = 503, description = "The provider is unreachable, refused, or not configured", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
-pub async fn trigger_sync(State(app): State<AppState>) -> Result<Json<SyncView>> {
-    let report = app.jobs.run(JobName::Sync).await?;
+pub async fn trigger_sync(
+    State(app): State<AppState>,
+    Query(params): Query<SyncParams>,
+) -> Result<Json<SyncView>> {
+    let force = match params.force.as_deref().map(str::trim) {
+        None | Some("" | "false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ValidationError::new("force", "must be true or false").into());
+        }
+    };
+    let report = if force {
+        app.jobs.force_sync().await?
+    } else {
+        app.jobs.run(JobName::Sync).await?
+    };
     let JobCounts::Sync { summary, skipped } = report.counts else {
         return Err(other_counts(JobName::Sync));
     };
@@ -47,6 +72,8 @@ pub async fn trigger_sync(State(app): State<AppState>) -> Result<Json<SyncView>>
         added: summary.added,
         restored: summary.restored,
         untouched: summary.untouched,
+        kept_out: summary.kept_out,
+        unverified: summary.unverified,
         skipped,
         duration_ms: duration_ms(&report),
     }))
@@ -145,7 +172,8 @@ pub async fn auto_delete_stale(
     let hours = grace_hours(params.grace_period_hours.as_deref())?;
     // Bounded above, so the product fits an i64 of seconds.
     let grace_secs = (hours * 3600.0).round() as i64;
-    let deleted = app.store.delete_stale(app.clock.now() - grace_secs).await?;
+    let now = app.clock.now();
+    let deleted = app.store.delete_stale(now - grace_secs, now).await?;
     Ok(Json(StaleDeleteView {
         status: RunStatus::Completed,
         deleted,

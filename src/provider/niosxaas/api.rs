@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{HookFailure, PreDeleteHook, UniversalService};
 use crate::provider::ProviderError;
-use crate::provider::client::{account_uuid, success_json, transport_error};
+use crate::provider::client::{account_uuid, every_page, success_json, transport_error};
 
 impl PreDeleteHook {
     /// Runs one call through the breaker and records its latency and outcome.
@@ -94,15 +94,20 @@ impl PreDeleteHook {
         &self,
         jwt: &SecretString,
     ) -> Result<Vec<UniversalService>, HookFailure> {
+        let url = self.url("/api/universalinfra/v1/universalservices");
         self.call("list", async {
-            let response = self
-                .http
-                .get(self.url("/api/universalinfra/v1/universalservices"))
-                .header(AUTHORIZATION, bearer(jwt))
-                .send()
-                .await
-                .map_err(transport_error)?;
-            services_of(&success_json(response, "universal service list").await?)
+            let services = every_page("universal service list", |paging| {
+                let request = self
+                    .http
+                    .get(format!("{url}?{paging}"))
+                    .header(AUTHORIZATION, bearer(jwt));
+                async move {
+                    let response = request.send().await.map_err(transport_error)?;
+                    success_json(response, "universal service list").await
+                }
+            })
+            .await?;
+            Ok(services_of(&services))
         })
         .await
     }
@@ -157,16 +162,10 @@ fn jwt_of(body: &Value) -> Result<SecretString, ProviderError> {
         .ok_or_else(|| ProviderError::Other("the answer carries no jwt".into()))
 }
 
-/// The services of a list answer (`{"results": [{"id", "name"}, …]}`); entries without a
-/// name cannot match and are left out.
-fn services_of(body: &Value) -> Result<Vec<UniversalService>, ProviderError> {
-    let results = body
-        .get("results")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            ProviderError::Other("the universal service list has no `results` array".into())
-        })?;
-    Ok(results
+/// The services of a list (`[{"id", "name"}, …]`, every page's `results`); entries
+/// without a name cannot match and are left out.
+fn services_of(results: &[Value]) -> Vec<UniversalService> {
+    results
         .iter()
         .filter_map(|service| {
             Some(UniversalService {
@@ -174,7 +173,7 @@ fn services_of(body: &Value) -> Result<Vec<UniversalService>, ProviderError> {
                 name: service.get("name").and_then(Value::as_str)?.to_owned(),
             })
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -182,14 +181,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_list_answer_maps_named_services_and_needs_results() {
-        let body = json!({"results": [
-            {"id": "infra/universal_service/a", "name": "lab"},
-            {"name": "no-id"},
-            {"id": "infra/universal_service/c"},
-        ]});
+    fn a_list_maps_named_services() {
+        let results = [
+            json!({"id": "infra/universal_service/a", "name": "lab"}),
+            json!({"name": "no-id"}),
+            json!({"id": "infra/universal_service/c"}),
+        ];
         assert_eq!(
-            services_of(&body).unwrap(),
+            services_of(&results),
             [
                 UniversalService {
                     id: Some("infra/universal_service/a".into()),
@@ -201,10 +200,6 @@ mod tests {
                 },
             ]
         );
-        assert!(matches!(
-            services_of(&json!({"items": []})),
-            Err(ProviderError::Other(_))
-        ));
         assert!(jwt_of(&json!({"jwt": ""})).is_err());
         assert_eq!(jwt_of(&json!({"jwt": "x"})).unwrap().expose_secret(), "x");
     }

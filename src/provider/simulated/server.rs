@@ -6,11 +6,11 @@
 //! `Authorization: Token <token>` header; anything else is 404.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::SimulatedProvider;
-use crate::provider::ProviderClient;
+use crate::provider::{ProviderClient, ProviderSandbox};
 
 /// Settings of `sandbox-broker simulate-provider`.
 #[derive(Debug, Clone, Args)]
@@ -38,6 +38,9 @@ pub struct SimulatorConfig {
 struct Simulator {
     provider: Arc<SimulatedProvider>,
     token: Arc<SecretString>,
+    /// The listing the first page (`_offset=0`) took, which later pages page through:
+    /// one listing, however many pages it is read in.
+    listing: Arc<Mutex<Vec<ProviderSandbox>>>,
 }
 
 impl Simulator {
@@ -53,18 +56,47 @@ fn refusal(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": [{"message": message}]}))).into_response()
 }
 
-/// `GET /v2/current_user/accounts`: every account, in the CSP's shape.
-async fn list_accounts(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
+/// Most accounts the simulator answers per page, whatever `_limit` asks: the broker must
+/// read every page, as it must of a CSP that caps its pages.
+const MAX_PAGE: usize = 100;
+
+/// `?_offset=&_limit=` of the account list (the CSP's paging parameters).
+#[derive(Debug, serde::Deserialize)]
+struct Paging {
+    #[serde(rename = "_offset")]
+    offset: Option<usize>,
+    #[serde(rename = "_limit")]
+    limit: Option<usize>,
+}
+
+/// `GET /v2/current_user/accounts?_offset=&_limit=`: one page of the accounts, in the
+/// CSP's shape, at most [`MAX_PAGE`] of them.
+async fn list_accounts(
+    State(sim): State<Simulator>,
+    Query(paging): Query<Paging>,
+    headers: HeaderMap,
+) -> Response {
     if !sim.authorised(&headers) {
         return refusal(StatusCode::UNAUTHORIZED, "missing or wrong token");
     }
-    let listing = match sim.provider.list_sandboxes().await {
-        Ok(listing) => listing,
-        Err(err) => return refusal(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
-    };
+    let offset = paging.offset.unwrap_or(0);
+    if offset == 0 {
+        let fresh = match sim.provider.list_sandboxes().await {
+            Ok(listing) => listing.sandboxes,
+            Err(err) => return refusal(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+        };
+        *sim.listing.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+    let listing = sim
+        .listing
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let limit = paging.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let results: Vec<Value> = listing
-        .sandboxes
         .iter()
+        .skip(offset)
+        .take(limit)
         .map(|account| {
             let mut entry = json!({
                 "id": account.external_id.as_str(),
@@ -114,6 +146,7 @@ pub fn router(provider: Arc<SimulatedProvider>, token: SecretString) -> Router {
         .with_state(Simulator {
             provider,
             token: Arc::new(token),
+            listing: Arc::default(),
         })
 }
 

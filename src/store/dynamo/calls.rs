@@ -191,17 +191,38 @@ impl Calls {
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        self.send_keeping_classified(budget, attempt, keep, verdict)
+            .await
+    }
+
+    /// [`Self::send_keeping`] with the classifier of [`Self::send_classified`].
+    pub(super) async fn send_keeping_classified<T, E, F, Fut, K>(
+        &self,
+        budget: &Budget,
+        attempt: F,
+        keep: impl Fn(&E) -> Option<K>,
+        classify: fn(SdkError<E, HttpResponse>) -> Verdict,
+    ) -> (Result<T, DynamoError>, Option<K>)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         let kept = std::sync::Mutex::new(None);
         let result = self
-            .send(budget, || async {
-                let result = attempt().await;
-                if let Err(err) = &result
-                    && let Some(service) = err.as_service_error()
-                {
-                    *kept.lock().unwrap_or_else(PoisonError::into_inner) = keep(service);
-                }
-                result
-            })
+            .send_classified(
+                budget,
+                || async {
+                    let result = attempt().await;
+                    if let Err(err) = &result
+                        && let Some(service) = err.as_service_error()
+                    {
+                        *kept.lock().unwrap_or_else(PoisonError::into_inner) = keep(service);
+                    }
+                    result
+                },
+                classify,
+            )
             .await;
         (
             result,

@@ -5,16 +5,14 @@
 //! every outcome is written only while the runner still holds that claim — so two runners
 //! never delete the same sandbox twice, and a late runner never overwrites a newer result.
 
-use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
 
 use super::DynamoStore;
-use super::error::{DynamoError, Verdict, internal, verdict};
+use super::error::{DynamoError, internal, transaction_verdict};
 use super::item::{Item, n, returned_row, s, sandbox_key};
 use super::update::row_update;
 use crate::domain::lifecycle;
+use crate::domain::used::UsedAccount;
 use crate::domain::{NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId, SandboxStatus};
 use crate::store::{DeletionOutcome, StoreError, finished_change};
 
@@ -66,7 +64,9 @@ impl DynamoStore {
 
     /// See [`crate::store::Store::finish_deletion`]. A final outcome of a row the NIOSXaaS
     /// hook ran for writes the row and its history item in one transaction, so a crash never
-    /// leaves a deleted sandbox without its history.
+    /// leaves a deleted sandbox without its history. A deletion writes the account's
+    /// used-account marker in the same transaction: DynamoDB's own TTL drops the tombstone
+    /// later without asking, and the marker must outlive it.
     pub(super) async fn finish_deletion(
         &self,
         claimed: &Sandbox,
@@ -77,16 +77,23 @@ impl DynamoStore {
     ) -> Result<(), StoreError> {
         let change = finished_change(claimed, holder, &outcome, niosxaas, now);
         let history = if outcome.is_final() {
-            NiosxaasHistory::of(&change.row, now)
+            NiosxaasHistory::of(&change.row, now).map(|history| Item::from(&history))
         } else {
             None
         };
+        let marker = match outcome {
+            DeletionOutcome::Deleted { .. } => {
+                UsedAccount::left_by(&change.row, now).map(|marker| Item::from(&marker))
+            }
+            _ => None,
+        };
+        let puts: Vec<Item> = history.into_iter().chain(marker).collect();
         let write = row_update(claimed, &change);
         let key = sandbox_key(&claimed.sandbox_id);
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
-        let written = match history {
-            None => {
+        let written = if puts.is_empty() {
+            {
                 let update = self
                     .client()
                     .update_item()
@@ -101,7 +108,8 @@ impl DynamoStore {
                     .await
                     .map(drop)
             }
-            Some(history) => {
+        } else {
+            {
                 let update = Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key))
@@ -111,18 +119,21 @@ impl DynamoStore {
                     .set_expression_attribute_values(Some(write.values))
                     .build()
                     .map_err(|err| internal(format!("deletion update: {err}")))?;
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(Item::from(&history)))
-                    .build()
-                    .map_err(|err| internal(format!("history item: {err}")))?;
                 // One token for every attempt: DynamoDB applies a retried transaction once.
-                let transaction = self
+                let mut transaction = self
                     .client()
                     .transact_write_items()
                     .client_request_token(uuid::Uuid::new_v4().to_string())
-                    .transact_items(TransactWriteItem::builder().update(update).build())
-                    .transact_items(TransactWriteItem::builder().put(put).build());
+                    .transact_items(TransactWriteItem::builder().update(update).build());
+                for item in puts {
+                    let put = Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .build()
+                        .map_err(|err| internal(format!("history or marker item: {err}")))?;
+                    transaction =
+                        transaction.transact_items(TransactWriteItem::builder().put(put).build());
+                }
                 self.calls
                     .send_classified(&budget, || transaction.clone().send(), transaction_verdict)
                     .await
@@ -139,34 +150,13 @@ impl DynamoStore {
     /// See [`crate::store::Store::purge_tombstones`]. DynamoDB's own TTL (enabled on `ttl`
     /// by the Terraform) also drops them; this keeps tables without it tidy.
     pub(super) async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
-        let expired: Vec<Item> = self
+        let expired: Vec<Sandbox> = self
             .rows_in_status(SandboxStatus::Deleted)
             .await?
-            .iter()
+            .into_iter()
             .filter(|row| row.ttl.is_some_and(|ttl| ttl <= now))
-            .map(|row| sandbox_key(&row.sandbox_id))
             .collect();
-        self.delete_each_if(expired, SandboxStatus::Deleted, Some(("ttl", now)))
+        self.delete_each_if(expired, SandboxStatus::Deleted, Some(("ttl", now)), now)
             .await
     }
-}
-
-/// Classifies a failed transaction: a cancellation because a condition failed is a
-/// [`DynamoError::Conflict`] like a failed conditional write; other cancellations
-/// (a conflicting transaction, throttling) are the table being busy: sent again.
-fn transaction_verdict(err: SdkError<TransactWriteItemsError, HttpResponse>) -> Verdict {
-    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-        err.as_service_error()
-    {
-        let condition_failed = cancelled
-            .cancellation_reasons()
-            .iter()
-            .any(|reason| reason.code() == Some("ConditionalCheckFailed"));
-        return if condition_failed {
-            Verdict::Answer(DynamoError::Conflict)
-        } else {
-            Verdict::Busy(StoreError::Unavailable(Box::new(err)))
-        };
-    }
-    verdict(err)
 }

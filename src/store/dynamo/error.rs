@@ -6,7 +6,9 @@
 //! endpoints no answer at all — both retried by `calls.rs`, and [`StoreError::Unavailable`]
 //! (503) when they outlast the deadline or the table is down; anything else is our bug (500).
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 
 use crate::store::StoreError;
 
@@ -70,6 +72,26 @@ where
         ) => Verdict::NoAnswer(StoreError::Unavailable(Box::new(err))),
         _ => Verdict::Answer(StoreError::Internal(Box::new(err)).into()),
     }
+}
+
+/// Classifies a failed transaction: a cancellation because a condition failed is a
+/// [`DynamoError::Conflict`] like a failed conditional write; other cancellations
+/// (a conflicting transaction, throttling) are the table being busy: sent again.
+pub(crate) fn transaction_verdict(err: SdkError<TransactWriteItemsError, HttpResponse>) -> Verdict {
+    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+        err.as_service_error()
+    {
+        let condition_failed = cancelled
+            .cancellation_reasons()
+            .iter()
+            .any(|reason| reason.code() == Some("ConditionalCheckFailed"));
+        return if condition_failed {
+            Verdict::Answer(DynamoError::Conflict)
+        } else {
+            Verdict::Busy(StoreError::Unavailable(Box::new(err)))
+        };
+    }
+    verdict(err)
 }
 
 /// Classifies an SDK error of a call made without the store's retry loop (`init-table`).

@@ -7,7 +7,7 @@
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::error::DynamoError;
-use super::item::{Item, returned_row, sandbox_key};
+use super::item::returned_row;
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::lifecycle::{self, Change};
 use crate::domain::{LabPolicy, Sandbox, SandboxStatus};
@@ -74,15 +74,19 @@ impl DynamoStore {
     }
 
     /// See [`crate::store::Store::delete_stale`].
-    pub(super) async fn delete_stale(&self, stale_since: i64) -> Result<u64, StoreError> {
-        let old: Vec<Item> = self
+    pub(super) async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError> {
+        let old: Vec<Sandbox> = self
             .rows_in_status(SandboxStatus::Stale)
             .await?
-            .iter()
+            .into_iter()
             .filter(|row| lifecycle::stale_removable(row, stale_since))
-            .map(|row| sandbox_key(&row.sandbox_id))
             .collect();
-        self.delete_each_if(old, SandboxStatus::Stale, Some(("updated_at", stale_since)))
-            .await
+        self.delete_each_if(
+            old,
+            SandboxStatus::Stale,
+            Some(("updated_at", stale_since)),
+            now,
+        )
+        .await
     }
 }

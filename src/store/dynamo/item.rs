@@ -6,16 +6,17 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::domain::{Sandbox, SandboxStatus};
 
 mod niosxaas;
+mod used;
 
 pub(crate) use self::niosxaas::niosxaas_history_key;
 use self::niosxaas::{niosxaas_attributes, read_niosxaas};
+pub(crate) use self::used::used_key;
 
 /// An item as the SDK passes it around.
 pub(crate) type Item = HashMap<String, AttributeValue>;
@@ -32,6 +33,10 @@ pub(crate) const ALLOCATION_SORT_KEY: &str = "ALLOC";
 pub(crate) const NIOSXAAS_PREFIX: &str = "NIOSXAAS#";
 /// Sort key of NIOSXaaS history items.
 pub(crate) const NIOSXAAS_SORT_KEY: &str = "CLEANUP";
+/// Partition key prefix of used-account markers (additive, see docs/dynamodb.md).
+pub(crate) const USED_PREFIX: &str = "USED#";
+/// Sort key of used-account markers.
+pub(crate) const USED_SORT_KEY: &str = "USED";
 
 /// Typed reads of item attributes.
 pub(crate) trait AttributeValuesExt {
@@ -98,16 +103,6 @@ pub(crate) fn returned_row(attributes: Option<Item>) -> Result<Sandbox, crate::s
 pub(crate) fn row_found_by_update(err: &UpdateItemError) -> Option<Result<Sandbox, ItemError>> {
     match err {
         UpdateItemError::ConditionalCheckFailedException(failed) => {
-            failed.item().map(Sandbox::try_from)
-        }
-        _ => None,
-    }
-}
-
-/// The row a refused put found, as [`row_found_by_update`].
-pub(crate) fn row_found_by_put(err: &PutItemError) -> Option<Result<Sandbox, ItemError>> {
-    match err {
-        PutItemError::ConditionalCheckFailedException(failed) => {
             failed.item().map(Sandbox::try_from)
         }
         _ => None,

@@ -10,18 +10,16 @@
 
 use std::collections::HashMap;
 
-use futures::stream::{self, StreamExt, TryStreamExt};
-
+use super::DynamoStore;
 use super::calls::Budget;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, SANDBOX_PREFIX, n, s};
 use super::schema::{STATUS_INDEX, STATUS_NAME_INDEX, TRACK_INDEX};
-use super::{BULK_CONCURRENCY, DynamoStore};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::Select;
 
 use crate::domain::{NamePrefix, Sandbox, SandboxStatus};
-use crate::store::{DeletableStatus, ListCursor, ListQuery, PoolStats, SandboxPage, StoreError};
+use crate::store::{ListCursor, ListQuery, PoolStats, SandboxPage, StoreError};
 
 /// Items DynamoDB evaluates per page (one Query or Scan call) while looking for matches.
 const EVALUATE_PER_PAGE: i32 = 200;
@@ -278,75 +276,5 @@ impl DynamoStore {
                 _ => return Ok(total),
             }
         }
-    }
-}
-
-/// Deletes by status: an admin's bulk delete, and the stale and tombstone removals of the
-/// jobs, all through one conditional delete per row.
-impl DynamoStore {
-    /// See [`crate::store::Store::bulk_delete`]. Conditional single-item deletes rather
-    /// than `BatchWriteItem`: a batch cannot carry a condition, and an unconditional
-    /// delete could remove a row allocated a moment ago.
-    pub(super) async fn bulk_delete(&self, status: DeletableStatus) -> Result<u64, StoreError> {
-        let keys = self.keys_in_status(status.status()).await?;
-        self.delete_each_if(keys, status.status(), None).await
-    }
-
-    /// Deletes each row in `keys` that is still in `status` and, with `at_most =
-    /// Some((attribute, limit))`, whose `attribute` is still at most `limit`;
-    /// `BULK_CONCURRENCY` at once, each one queued like any other write. Returns how many
-    /// were deleted: a row that changed since it was read is left alone.
-    pub(super) async fn delete_each_if(
-        &self,
-        keys: Vec<Item>,
-        status: SandboxStatus,
-        at_most: Option<(&str, i64)>,
-    ) -> Result<u64, StoreError> {
-        let deleted: Vec<bool> = stream::iter(keys)
-            .map(|key| async move {
-                let budget = self.calls.budget();
-                let _turn = self.calls.turn(&budget).await?;
-                let mut delete = self
-                    .client()
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key))
-                    .expression_attribute_names("#s", "status")
-                    .expression_attribute_values(":s", s(status.as_str()));
-                delete = match at_most {
-                    Some((attribute, limit)) => delete
-                        .condition_expression("#s = :s AND #bound <= :limit")
-                        .expression_attribute_names("#bound", attribute)
-                        .expression_attribute_values(":limit", n(limit)),
-                    None => delete.condition_expression("#s = :s"),
-                };
-                match self.calls.send(&budget, || delete.clone().send()).await {
-                    Ok(_) => Ok(true),
-                    Err(DynamoError::Conflict) => Ok(false),
-                    Err(DynamoError::Store(err)) => Err(err),
-                }
-            })
-            .buffer_unordered(BULK_CONCURRENCY)
-            .try_collect()
-            .await?;
-        Ok(deleted.into_iter().filter(|d| *d).count() as u64)
-    }
-
-    /// Primary keys of every row in `status`, from `StatusIndex`.
-    async fn keys_in_status(&self, status: SandboxStatus) -> Result<Vec<Item>, StoreError> {
-        let query = self.in_status(status).projection_expression("PK, SK");
-        let items = self.query_every_page(&self.calls.budget(), query).await?;
-        Ok(items
-            .into_iter()
-            .map(|mut item| {
-                // An index item also carries the index's keys; a delete wants the table's.
-                item.retain(|name, _| name == "PK" || name == "SK");
-                item
-            })
-            .filter(|key| {
-                key.text("PK")
-                    .is_some_and(|pk| pk.starts_with(SANDBOX_PREFIX))
-            })
-            .collect())
     }
 }

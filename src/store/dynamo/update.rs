@@ -165,7 +165,8 @@ mod tests {
 
     #[test]
     fn a_sync_refresh_writes_only_what_the_listing_changed_and_needs_the_status_read() {
-        use crate::domain::lifecycle::{Upsert, sync_listed};
+        use crate::domain::lifecycle::tests::RULES;
+        use crate::domain::lifecycle::{Prior, Upsert, sync_listed};
         let listed = NewSandbox {
             sandbox_id: SandboxId::parse("id", "1").unwrap(),
             name: SandboxName::parse("name", "lab-renamed").unwrap(),
@@ -181,7 +182,9 @@ mod tests {
             old.external_id = "identity/accounts/1".into();
             old.status = status;
             old.sfdc_account_id = Some("001X".into());
-            let Some(Upsert::Update(change)) = sync_listed(Some(&old), &listed, 900) else {
+            let Some(Upsert::Update(change)) =
+                sync_listed(Prior::Row(&old), &listed, &RULES, 900).upsert
+            else {
                 panic!("{status:?} is refreshed")
             };
             let update = row_update(&old, &change);
@@ -201,7 +204,8 @@ mod tests {
 
     #[test]
     fn a_decision_that_changes_nothing_still_writes_under_its_condition() {
-        use crate::domain::lifecycle::{Upsert, sync_listed};
+        use crate::domain::lifecycle::tests::RULES;
+        use crate::domain::lifecycle::{Prior, Upsert, sync_listed};
         let mut old = Sandbox::try_from(&python_row()).unwrap();
         old.status = SandboxStatus::Available;
         let listed = NewSandbox {
@@ -212,7 +216,9 @@ mod tests {
         };
         old.updated_at = 900;
         old.last_synced = Some(900);
-        let Some(Upsert::Update(change)) = sync_listed(Some(&old), &listed, 900) else {
+        let Some(Upsert::Update(change)) =
+            sync_listed(Prior::Row(&old), &listed, &RULES, 900).upsert
+        else {
             panic!("an available row is refreshed")
         };
         assert_eq!(change.row, old, "the same listing in the same second");

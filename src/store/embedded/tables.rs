@@ -30,6 +30,7 @@ use crate::domain::ProviderSandbox;
 use crate::domain::lease::{self, LeaseDecision};
 use crate::domain::lifecycle::{self, NotHolder, Release};
 use crate::domain::usage::AllocationFacts;
+use crate::domain::used::UsedAccount;
 use crate::domain::{
     ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
     NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey,
@@ -55,6 +56,8 @@ const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
 const BY_STATUS: TableDefinition<'_, &str, ()> = TableDefinition::new("by_status");
 /// `sandbox_id` → its NIOSXaaS history item as JSON (the `NIOSXAAS#` items of contract §5).
 const NIOSXAAS_HISTORY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("niosxaas_history");
+/// `sandbox_id` → the [`UsedAccount`] marker a handed-out row left when it was removed.
+const USED_ACCOUNTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("used_accounts");
 
 fn storage(err: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(Box::new(err.into()))
@@ -82,6 +85,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(BY_STATUS)?;
     txn.open_table(JOBS)?;
     txn.open_table(NIOSXAAS_HISTORY)?;
+    txn.open_table(USED_ACCOUNTS)?;
     txn.commit()?;
     Ok(())
 }
@@ -186,6 +190,7 @@ pub(super) struct Tables<'txn> {
     by_status: redb::Table<'txn, &'static str, ()>,
     jobs: redb::Table<'txn, &'static str, &'static [u8]>,
     niosxaas_history: redb::Table<'txn, &'static str, &'static [u8]>,
+    used: redb::Table<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
 }
 
@@ -199,6 +204,7 @@ impl<'txn> Tables<'txn> {
             by_status: txn.open_table(BY_STATUS)?,
             jobs: txn.open_table(JOBS)?,
             niosxaas_history: txn.open_table(NIOSXAAS_HISTORY)?,
+            used: txn.open_table(USED_ACCOUNTS)?,
             deltas: StatusDeltas::default(),
         })
     }
@@ -234,13 +240,28 @@ impl<'txn> Tables<'txn> {
         Ok(())
     }
 
-    /// Deletes `old` and its index entries.
-    fn remove(&mut self, old: &Sandbox) -> Result<(), StoreError> {
+    /// Deletes `old` and its index entries; a row that was handed out leaves its
+    /// [`UsedAccount`] marker in the same transaction, so its account never comes back.
+    fn remove(&mut self, old: &Sandbox, now: i64) -> Result<(), StoreError> {
+        if let Some(marker) = UsedAccount::left_by(old, now) {
+            let bytes =
+                serde_json::to_vec(&marker).map_err(|err| StoreError::Internal(Box::new(err)))?;
+            self.used
+                .insert(old.sandbox_id.as_str(), bytes.as_slice())
+                .map_err(storage)?;
+        }
         self.unindex(old)?;
         self.sandboxes
             .remove(old.sandbox_id.as_str())
             .map_err(storage)?;
         Ok(())
+    }
+
+    /// What the broker has for `id`: its row, else whether a used-account marker is kept.
+    fn prior(&self, id: &str) -> Result<(Option<Sandbox>, bool), StoreError> {
+        let row = self.row(id)?;
+        let used = row.is_none() && self.used.get(id).map_err(storage)?.is_some();
+        Ok((row, used))
     }
 
     fn unindex(&mut self, old: &Sandbox) -> Result<(), StoreError> {

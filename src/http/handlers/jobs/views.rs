@@ -28,6 +28,12 @@ pub struct SyncView {
     pub restored: u64,
     /// Listed sandboxes the broker holds in another status, left alone.
     pub untouched: u64,
+    /// Listed accounts the broker handed out before (their rows gone, or stale since):
+    /// kept out of the pool.
+    pub kept_out: u64,
+    /// `deleted` rows the provider still listed past `DELETION_VERIFY_GRACE_SEC`: their
+    /// deletion is retried.
+    pub unverified: u64,
     /// Provider rows without a usable `csp_id` or `name`.
     pub skipped: u64,
     /// Time taken.

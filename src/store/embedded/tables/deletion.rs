@@ -87,7 +87,7 @@ impl Tables<'_> {
             if let Some(old) = self.row(&id)?
                 && old.ttl.is_some_and(|ttl| ttl <= now)
             {
-                self.remove(&old)?;
+                self.remove(&old, now)?;
                 purged += 1;
             }
         }

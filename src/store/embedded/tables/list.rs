@@ -180,6 +180,7 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn bulk_delete(
         &mut self,
         status: DeletableStatus,
+        now: i64,
     ) -> Result<u64, StoreError> {
         let mut doomed = Vec::new();
         for entry in self.sandboxes.iter().map_err(storage)? {
@@ -190,7 +191,7 @@ impl Tables<'_> {
             }
         }
         for row in &doomed {
-            self.remove(row)?;
+            self.remove(row, now)?;
         }
         Ok(doomed.len() as u64)
     }

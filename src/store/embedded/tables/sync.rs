@@ -3,7 +3,8 @@
 use super::*;
 
 impl Tables<'_> {
-    /// Upserts each row as `available` unless it exists in another status.
+    /// Upserts each row as `available` unless it exists in another status or its account
+    /// was handed out before.
     pub(in crate::store::embedded) fn import(
         &mut self,
         rows: Vec<NewSandbox>,
@@ -11,8 +12,9 @@ impl Tables<'_> {
     ) -> Result<ImportSummary, StoreError> {
         let mut summary = ImportSummary::default();
         for incoming in rows {
-            let old = self.row(incoming.sandbox_id.as_str())?;
-            match lifecycle::import_row(old.as_ref(), &incoming, now) {
+            let (old, used) = self.prior(incoming.sandbox_id.as_str())?;
+            let prior = lifecycle::Prior::of(old.as_ref(), used);
+            match lifecycle::import_row(prior, &incoming, now) {
                 Some(upsert) => {
                     self.put(old.as_ref(), upsert.row())?;
                     summary.imported += 1;
@@ -23,30 +25,40 @@ impl Tables<'_> {
         Ok(summary)
     }
 
-    /// Applies a complete provider listing (see [`crate::store::Store::sync_provider`]).
+    /// Applies a complete provider listing (see [`crate::store::Store::sync_provider`]):
+    /// first decides what it would mark stale, and refuses the whole listing before
+    /// writing anything when `rules` do not believe it.
     pub(in crate::store::embedded) fn sync_provider(
         &mut self,
         listing: Vec<ProviderSandbox>,
+        rules: &lifecycle::SyncRules,
         now: i64,
     ) -> Result<SyncSummary, StoreError> {
-        let mut summary = SyncSummary::default();
-        let mut listed = HashSet::with_capacity(listing.len());
-        for sandbox in listing {
-            listed.insert(sandbox.sandbox_id.as_str().to_owned());
-            let incoming = NewSandbox::from(sandbox);
-            let old = self.row(incoming.sandbox_id.as_str())?;
-            summary.record(lifecycle::sync_step(old.as_ref().map(|row| row.status)));
-            // Inside the write transaction the row read is the row written over, so the
-            // decision's expectation holds by construction.
-            if let Some(upsert) = lifecycle::sync_listed(old.as_ref(), &incoming, now) {
-                self.put(old.as_ref(), upsert.row())?;
-            }
-        }
+        let listed: HashSet<&str> = listing
+            .iter()
+            .map(|sandbox| sandbox.sandbox_id.as_str())
+            .collect();
         let mut missing = Vec::new();
+        let mut available = 0;
         for entry in self.available.iter().map_err(storage)? {
             let (_, id) = entry.map_err(storage)?;
+            available += 1;
             if !listed.contains(id.value()) {
                 missing.push(id.value().to_owned());
+            }
+        }
+        rules.believe(available, missing.len() as u64)?;
+        let mut summary = SyncSummary::default();
+        for sandbox in listing {
+            let incoming = NewSandbox::from(sandbox);
+            let (old, used) = self.prior(incoming.sandbox_id.as_str())?;
+            let prior = lifecycle::Prior::of(old.as_ref(), used);
+            // Inside the write transaction the row read is the row written over, so the
+            // decision's expectation holds by construction.
+            let decision = lifecycle::sync_listed(prior, &incoming, rules, now);
+            summary.record(decision.step);
+            if let Some(upsert) = decision.upsert {
+                self.put(old.as_ref(), upsert.row())?;
             }
         }
         for id in missing {
@@ -64,12 +76,13 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn delete_stale(
         &mut self,
         stale_since: i64,
+        now: i64,
     ) -> Result<u64, StoreError> {
         let mut deleted = 0;
         for id in self.ids_in_status(SandboxStatus::Stale)? {
             let Some(old) = self.row(&id)? else { continue };
             if lifecycle::stale_removable(&old, stale_since) {
-                self.remove(&old)?;
+                self.remove(&old, now)?;
                 deleted += 1;
             }
         }
