@@ -43,9 +43,35 @@ pub fn decide(holder: Option<&str>, expires_at_ms: i64, taker: &str, now_ms: i64
     }
 }
 
+/// When a scheduled run of a job is due, given when its last run finished on any
+/// instance (`last_finished_at`, epoch seconds as the shared job record keeps them):
+/// `None` when it is due at `now_ms`, else `Some(epoch milliseconds it falls due)`. A
+/// fleet so runs each scheduled job once per interval, however many instances wake for it:
+/// the first one runs it, the others find it finished less than an interval ago. The
+/// record keeps whole seconds, so the finish is taken as the end of its second: runs are
+/// never closer than `interval_ms`.
+pub fn scheduled_run_due_at(
+    last_finished_at: Option<i64>,
+    interval_ms: i64,
+    now_ms: i64,
+) -> Option<i64> {
+    let finished_by_ms = last_finished_at?.saturating_add(1).saturating_mul(1000);
+    let due_at_ms = finished_by_ms.saturating_add(interval_ms);
+    (now_ms < due_at_ms).then_some(due_at_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scheduled_run_is_due_an_interval_after_the_fleets_last_finish() {
+        assert_eq!(scheduled_run_due_at(None, 2_000, 0), None, "never ran");
+        // Finished during second 10 (at 10.999 s at the latest): due at 12.999 s.
+        assert_eq!(scheduled_run_due_at(Some(10), 2_000, 12_999), Some(13_000));
+        assert_eq!(scheduled_run_due_at(Some(10), 2_000, 11_000), Some(13_000));
+        assert_eq!(scheduled_run_due_at(Some(10), 2_000, 13_000), None);
+    }
 
     #[test]
     fn a_lease_is_free_unheld_own_or_run_out_and_runs_out_at_its_end() {

@@ -98,7 +98,12 @@ impl From<crate::jobs::JobError> for ApiError {
     fn from(err: crate::jobs::JobError) -> Self {
         use crate::jobs::JobError;
         match err {
-            JobError::AlreadyRunning { job, holder } => Self::JobAlreadyRunning { job, holder },
+            // A run that lost its lease mid-way was taken over: the job runs elsewhere now.
+            JobError::AlreadyRunning { job, holder } | JobError::LeaseLost { job, holder } => {
+                Self::JobAlreadyRunning { job, holder }
+            }
+            // Only scheduled runs are skipped as not due; an admin's run never is.
+            err @ JobError::NotDue { .. } => Self::Internal(Box::new(err)),
             JobError::Store(err) => err.into(),
             err @ (JobError::NoProvider | JobError::Provider(_)) => Self::ProviderUnavailable(err),
         }

@@ -26,6 +26,7 @@ mod observability;
 mod ops;
 mod process;
 mod provider;
+mod schedule;
 mod schema_conformance;
 mod shutdown;
 mod simulator;

@@ -246,8 +246,8 @@ async fn list(server: &MockServer, ids: &[u64]) {
 }
 
 /// Moves `clock` past the first scheduled runs (10 s after the schedules start, which
-/// may be a moment after the app answers) until every job has finished its first run, so
-/// none of them races the test's own admin runs.
+/// may be a moment after the app answers) until every job has finished its first run and
+/// given its lease back, so none of them races the test's own admin runs.
 async fn after_the_first_scheduled_runs(app: &TestApp, clock: &ManualClock) {
     let mut jobs = Value::Null;
     for _ in 0..200 {
@@ -258,8 +258,10 @@ async fn after_the_first_scheduled_runs(app: &TestApp, clock: &ManualClock) {
             .unwrap()
             .iter()
             .filter(|job| job["enabled"] == true)
-            .all(|job| job["last_finished_at"].is_number());
+            .all(|job| job["last_finished_at"].is_number() && job["lease_holder"].is_null());
         if finished {
+            // The lease is released as a run's last write; its task ends a moment later.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

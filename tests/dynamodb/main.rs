@@ -38,6 +38,8 @@ mod observability;
 mod ops;
 mod outage;
 mod python_table;
+#[path = "../api/schedule.rs"]
+mod schedule;
 #[path = "../api/shutdown.rs"]
 mod shutdown;
 #[path = "../api/store_conformance.rs"]
