@@ -99,12 +99,18 @@ impl DynamoStore {
         Self {
             calls: Calls::new(Client::from_conf(config), settings),
             table: settings.table.clone(),
-            candidates: CandidatePool::default(),
+            candidates: CandidatePool::new(settings.candidate_prefixes),
             k_candidates: settings.k_candidates.max(1),
             list_evaluate_max: settings.list_evaluate_max.max(1),
             abandoned: allocate::Abandoned::default(),
             foreign: foreign::ForeignWatch::default(),
         }
+    }
+
+    /// How many name prefixes this instance keeps candidate queues for now (at most
+    /// `DDB_CANDIDATE_PREFIXES`).
+    pub fn candidate_prefixes(&self) -> usize {
+        self.candidates.prefixes()
     }
 
     /// The adaptive limit, the deepest queue so far, and whether the table is down.

@@ -37,6 +37,7 @@ mod observability;
 #[path = "../api/ops.rs"]
 mod ops;
 mod outage;
+mod prefixes;
 mod python_table;
 #[path = "../api/schedule.rs"]
 mod schedule;

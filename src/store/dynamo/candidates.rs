@@ -6,9 +6,14 @@
 //! Each refill reads a window starting at a random name, and the page is shuffled, so the
 //! instances of a fleet mostly draw different candidates instead of all taking the head.
 //! A candidate is only a hint (the index is eventually consistent); the conditional claim
-//! decides.
+//! decides. The prefixes come from callers (`X-Sandbox-Name-Prefix`), so the pool keeps at
+//! most `DDB_CANDIDATE_PREFIXES` queues: a new prefix beyond that evicts the queue used
+//! least recently that no request is using, and when every queue is in use the request
+//! gets a queue of its own for the moment. Invented prefixes so never grow memory, and
+//! an evicted prefix only costs one refill the next time it is asked for.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,14 +36,18 @@ const PAGE_SIZE: i32 = 100;
 /// and than the index needs to show it (GSIs are eventually consistent).
 const HANDED_OUT_MEMORY: Duration = Duration::from_secs(30);
 
-/// Per-prefix queues of candidate sandbox ids.
-#[derive(Default)]
+/// Per-prefix queues of candidate sandbox ids, at most `max_prefixes` of them.
 pub(super) struct CandidatePool {
     queues: Mutex<HashMap<String, Arc<PrefixQueue>>>,
+    max_prefixes: usize,
+    /// Stamps each queue's last use, so the least recently used one can be told.
+    uses: AtomicU64,
 }
 
 #[derive(Default)]
 struct PrefixQueue {
+    /// The pool's use counter when this queue was last asked for.
+    last_used: AtomicU64,
     ids: Mutex<Vec<String>>,
     /// Candidates handed to a local request recently. Until its claim shows in the index
     /// they still look available, and a refill must not hand them out a second time.
@@ -91,9 +100,48 @@ impl PrefixQueue {
 }
 
 impl CandidatePool {
+    /// A pool of at most `max_prefixes` (at least one) prefix queues.
+    pub(super) fn new(max_prefixes: usize) -> Self {
+        Self {
+            queues: Mutex::default(),
+            max_prefixes: max_prefixes.max(1),
+            uses: AtomicU64::new(0),
+        }
+    }
+
+    /// How many prefix queues the pool holds now.
+    pub(super) fn prefixes(&self) -> usize {
+        self.queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     fn queue(&self, prefix: &str) -> Arc<PrefixQueue> {
+        let stamp = self.uses.fetch_add(1, Ordering::Relaxed);
         let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(queues.entry(prefix.to_owned()).or_default())
+        if let Some(queue) = queues.get(prefix) {
+            queue.last_used.store(stamp, Ordering::Relaxed);
+            return Arc::clone(queue);
+        }
+        if queues.len() >= self.max_prefixes {
+            // The least recently used queue no request holds (the map's is its only handle).
+            let idle = queues
+                .iter()
+                .filter(|(_, queue)| Arc::strong_count(queue) == 1)
+                .min_by_key(|(_, queue)| queue.last_used.load(Ordering::Relaxed))
+                .map(|(evicted, _)| evicted.clone());
+            match idle {
+                Some(evicted) => {
+                    queues.remove(&evicted);
+                }
+                None => return Arc::new(PrefixQueue::default()),
+            }
+        }
+        let queue = Arc::new(PrefixQueue::default());
+        queue.last_used.store(stamp, Ordering::Relaxed);
+        queues.insert(prefix.to_owned(), Arc::clone(&queue));
+        queue
     }
 
     /// The next candidate whose name starts with `prefix`, or `None` when the index holds
@@ -104,6 +152,20 @@ impl CandidatePool {
         budget: &Budget,
         prefix: &str,
     ) -> Result<Option<String>, StoreError> {
+        self.take_refilled_by(prefix, || fetch(store, budget, prefix))
+            .await
+    }
+
+    /// [`Self::take`], refilling an empty queue with what `fetch` reads.
+    async fn take_refilled_by<F, Fut>(
+        &self,
+        prefix: &str,
+        fetch: F,
+    ) -> Result<Option<String>, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<String>, StoreError>>,
+    {
         let queue = self.queue(prefix);
         if let Some(id) = queue.pop() {
             return Ok(Some(id));
@@ -113,7 +175,7 @@ impl CandidatePool {
         if let Some(id) = queue.pop() {
             return Ok(Some(id));
         }
-        let mut fetched = fetch(store, budget, prefix).await?;
+        let mut fetched = fetch().await?;
         fetched.shuffle(&mut rand::rng());
         queue.refill_with(fetched);
         Ok(queue.pop())
@@ -145,10 +207,11 @@ async fn fetch(
     budget: &Budget,
     prefix: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let (Some(first), Some(last)) = (
-        edge_name(store, budget, prefix, true).await?,
-        edge_name(store, budget, prefix, false).await?,
-    ) else {
+    // No first match, no match: a prefix with none costs one read, not two.
+    let Some(first) = edge_name(store, budget, prefix, true).await? else {
+        return Ok(Vec::new());
+    };
+    let Some(last) = edge_name(store, budget, prefix, false).await? else {
         return Ok(Vec::new());
     };
     let pivot = random_between(&first, &last);
@@ -256,7 +319,77 @@ pub(super) fn random_between(low: &str, high: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::random_between;
+    use super::{CandidatePool, random_between};
+    use crate::store::StoreError;
+
+    /// What a refill of `prefix` reads from a pool whose only names are `lab-a-0`..`49`
+    /// and `lab-b-0`..`49` (ids as names), less those already `claimed`.
+    async fn index(
+        prefix: String,
+        claimed: &std::sync::Mutex<std::collections::HashSet<String>>,
+    ) -> Result<Vec<String>, StoreError> {
+        let claimed = claimed.lock().unwrap();
+        Ok(["lab-a-", "lab-b-"]
+            .iter()
+            .filter(|real| real.starts_with(prefix.as_str()))
+            .flat_map(|real| (0..50).map(move |n| format!("{real}{n}")))
+            .filter(|id| !claimed.contains(id))
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn fifty_thousand_invented_prefixes_keep_the_pool_bounded_and_real_ones_served() {
+        let pool = CandidatePool::new(64);
+        let claimed = std::sync::Mutex::default();
+        for n in 0..50_000 {
+            let prefix = match n % 1_000 {
+                0 => "lab-a-".to_owned(),
+                500 => "lab-b-".to_owned(),
+                _ => format!("invented-{n}-"),
+            };
+            let fetch = || index(prefix.clone(), &claimed);
+            let candidate = pool.take_refilled_by(&prefix, fetch).await.unwrap();
+            assert!(pool.prefixes() <= 64, "{} queues", pool.prefixes());
+            match candidate {
+                Some(id) => {
+                    assert!(id.starts_with(&prefix), "{prefix}: {id}");
+                    assert!(claimed.lock().unwrap().insert(id), "handed out twice");
+                }
+                None => assert!(prefix.starts_with("invented-"), "{prefix} went unserved"),
+            }
+        }
+        assert_eq!(
+            claimed.into_inner().unwrap().len(),
+            100,
+            "every real request was served"
+        );
+    }
+
+    #[test]
+    fn the_pool_keeps_at_most_its_bound_evicting_the_least_recently_used_idle_queue() {
+        let pool = CandidatePool::new(3);
+        for prefix in ["a", "b", "c"] {
+            pool.queue(prefix);
+        }
+        pool.queue("a"); // "b" is now the least recently used
+        let held_c = pool.queue("c");
+        pool.queue("d");
+        assert_eq!(pool.prefixes(), 3);
+        let kept: std::collections::HashSet<String> =
+            pool.queues.lock().unwrap().keys().cloned().collect();
+        assert_eq!(kept, ["a", "c", "d"].map(String::from).into());
+        // Every queue in use: a newcomer gets a queue of its own, the bound holds.
+        let held: Vec<_> = ["a", "d"].map(|prefix| pool.queue(prefix)).into();
+        let own = pool.queue("e");
+        assert_eq!(pool.prefixes(), 3);
+        own.refill_with(vec!["x".into()]);
+        assert_eq!(own.pop().as_deref(), Some("x"));
+        drop((held, held_c));
+        for n in 0..10_000 {
+            pool.queue(&format!("invented-{n}"));
+        }
+        assert_eq!(pool.prefixes(), 3);
+    }
 
     #[test]
     fn pivots_fall_between_the_bounds() {

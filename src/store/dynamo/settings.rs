@@ -48,6 +48,11 @@ pub struct DynamoConfig {
     #[arg(long, env = "K_CANDIDATES", value_name = "K_CANDIDATES", default_value = "15", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub k_candidates: u32,
 
+    /// Name prefixes (`X-Sandbox-Name-Prefix`) this instance keeps candidate queues for at
+    /// once; the least recently used idle one makes room for a new one.
+    #[arg(long, env = "DDB_CANDIDATE_PREFIXES", value_name = "DDB_CANDIDATE_PREFIXES", default_value = "1024", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub ddb_candidate_prefixes: u32,
+
     /// First retry delay (ms) of a throttled or failed DynamoDB call; jittered, doubling.
     #[arg(long, env = "BACKOFF_BASE_MS", value_name = "BACKOFF_BASE_MS", default_value = "25", value_parser = parse_millis)]
     pub backoff_base: Duration,
@@ -126,6 +131,7 @@ impl DynamoConfig {
             endpoint_url: self.ddb_endpoint_url.clone(),
             region: self.aws_region.clone(),
             k_candidates: as_usize(self.k_candidates),
+            candidate_prefixes: as_usize(self.ddb_candidate_prefixes),
             backoff_base: self.backoff_base,
             backoff_max: self.backoff_max,
             connect_timeout: self.ddb_connect_timeout,
@@ -151,6 +157,8 @@ pub struct DynamoSettings {
     /// `K_CANDIDATES`: candidate claims one allocation tries back to back before it backs
     /// off briefly and tries again (until its deadline).
     pub k_candidates: usize,
+    /// `DDB_CANDIDATE_PREFIXES`: name prefixes kept in candidate queues at once.
+    pub candidate_prefixes: usize,
     /// `BACKOFF_BASE_MS`: first retry delay of a throttled or failed call (jittered, doubling).
     pub backoff_base: Duration,
     /// `BACKOFF_MAX_MS`: longest retry delay.
