@@ -7,6 +7,7 @@
 //! instance that dies loses its lease after `JOB_LEASE_SEC`. Each job's `run_once` is
 //! plain async code that tests call directly.
 
+pub mod audit;
 pub mod cleanup;
 pub mod expiry;
 mod report;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use self::report::log_run;
 pub use self::report::{JobCounts, JobName, JobReport, Trigger};
 use crate::domain::LabPolicy;
+use crate::domain::audit::AuditRules;
 use crate::domain::clock::{SharedClock, SystemClock, millis};
 use crate::domain::lease;
 use crate::domain::lifecycle::SyncRules;
@@ -55,6 +57,10 @@ pub struct Schedule {
     pub cleanup_settings: cleanup::CleanupSettings,
     /// How a sync applies a listing (`force` is set per run, by an admin).
     pub sync_rules: SyncRules,
+    /// `AUDIT_INTERVAL_SEC`.
+    pub audit: Duration,
+    /// The auditor's thresholds.
+    pub audit_rules: AuditRules,
 }
 
 /// Why a job run did not complete.
@@ -155,6 +161,7 @@ impl Jobs {
             JobName::Cleanup => self.schedule.cleanup,
             JobName::Expiry => self.schedule.expiry,
             JobName::AutoDeleteStale => self.schedule.stale,
+            JobName::Audit => self.schedule.audit,
         }
     }
 
@@ -350,6 +357,14 @@ impl Jobs {
                 )
                 .await?,
             },
+            JobName::Audit => {
+                let report =
+                    audit::run_once(&*self.store, self.schedule.audit_rules, self.clock.now())
+                        .await?;
+                JobCounts::Audit {
+                    violations: audit::counts_of(&report),
+                }
+            }
         })
     }
 

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::lifecycle::{ListingRefused, SyncRules, SyncStep};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
@@ -254,6 +255,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every `NIOSXAAS#` history item not expired by `now`, in no particular order.
     async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError>;
+
+    /// What an audit reads: every row that was handed out and is not deleted, the ids of
+    /// the tombstones, and the last complete listing a sync applied (which
+    /// [`Self::sync_provider`] records whenever it applies one).
+    async fn audit_facts(&self) -> Result<AuditFacts, StoreError>;
+
+    /// Keeps `report` as the last audit, for every instance to answer.
+    async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError>;
+
+    /// The last audit kept, if any ran.
+    async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError>;
 }
 
 #[cfg(test)]

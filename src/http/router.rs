@@ -63,6 +63,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(jobs::trigger_expiry))
         .routes(routes!(jobs::trigger_cleanup))
         .routes(routes!(jobs::auto_delete_stale))
+        .routes(routes!(jobs::trigger_audit, jobs::last_audit))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let api = track.merge(admin);

@@ -51,15 +51,18 @@ pub enum JobName {
     Expiry,
     /// Removal of rows stale for longer than the grace.
     AutoDeleteStale,
+    /// The auditor: reports what is wrong with the pool.
+    Audit,
 }
 
 impl JobName {
     /// Every job.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Sync,
         Self::Cleanup,
         Self::Expiry,
         Self::AutoDeleteStale,
+        Self::Audit,
     ];
 
     /// The lease and metric name.
@@ -69,6 +72,7 @@ impl JobName {
             Self::Cleanup => "cleanup",
             Self::Expiry => "expiry",
             Self::AutoDeleteStale => "auto_delete_stale",
+            Self::Audit => crate::domain::audit::AUDIT_JOB,
         }
     }
 
@@ -112,6 +116,11 @@ pub enum JobCounts {
         /// Rows removed.
         deleted: u64,
     },
+    /// An audit: violations per check, in `domain::audit::Check::ALL`'s order.
+    Audit {
+        /// Violations per check.
+        violations: [u64; crate::domain::audit::Check::ALL.len()],
+    },
 }
 
 impl JobCounts {
@@ -138,6 +147,11 @@ impl JobCounts {
             ],
             Self::Expiry { expired } => vec![("expired", expired)],
             Self::AutoDeleteStale { deleted } => vec![("deleted", deleted)],
+            Self::Audit { violations } => crate::domain::audit::Check::ALL
+                .iter()
+                .zip(violations)
+                .map(|(check, count)| (check.as_str(), count))
+                .collect(),
         };
         pairs
             .into_iter()

@@ -7,6 +7,7 @@ use clap::Args;
 use super::Schedule;
 use super::cleanup::CleanupSettings;
 use crate::domain::LabPolicy;
+use crate::domain::audit::AuditRules;
 use crate::domain::deletion::DeletionPolicy;
 use crate::domain::lifecycle::SyncRules;
 use crate::settings::{as_usize, parse_fractional_seconds, parse_seconds};
@@ -72,6 +73,14 @@ pub struct JobsConfig {
     #[arg(long, env = "DELETION_VERIFY_GRACE_SEC", value_name = "DELETION_VERIFY_GRACE_SEC", default_value = "3600", value_parser = parse_seconds)]
     pub deletion_verify_grace: Duration,
 
+    /// Seconds between audits (the auditor reports what is wrong with the pool and repairs nothing).
+    #[arg(long, env = "AUDIT_INTERVAL_SEC", value_name = "AUDIT_INTERVAL_SEC", default_value = "300", value_parser = parse_seconds)]
+    pub audit_interval: Duration,
+
+    /// Minutes a sandbox may stay pending deletion before the auditor reports it overdue.
+    #[arg(long, env = "DELETION_OVERDUE_MINUTES", value_name = "DELETION_OVERDUE_MINUTES", default_value = "60", value_parser = clap::value_parser!(u32).range(1..=525_600))]
+    pub deletion_overdue_minutes: u32,
+
     /// Seconds a job's lease lasts without renewal; a holder that dies is replaced after this.
     #[arg(long, env = "JOB_LEASE_SEC", value_name = "JOB_LEASE_SEC", default_value = "60", value_parser = parse_seconds)]
     pub job_lease: Duration,
@@ -102,6 +111,10 @@ impl JobsConfig {
             stale_grace: Duration::from_secs(u64::from(self.auto_delete_stale_grace_hours) * 3600),
             cleanup_settings: self.cleanup_settings(),
             sync_rules: self.sync_rules(),
+            audit: self.audit_interval,
+            audit_rules: AuditRules {
+                deletion_overdue_secs: i64::from(self.deletion_overdue_minutes) * 60,
+            },
         }
     }
 

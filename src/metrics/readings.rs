@@ -6,6 +6,7 @@ use prometheus::{IntGauge, IntGaugeVec, Registry};
 
 use super::{gauge, gauge_vec};
 use crate::domain::NamePrefix;
+use crate::domain::audit::{AUDIT_JOB, Check};
 use crate::store::{JobOutcome, JobRecord, PoolStats};
 
 /// What a scrape read from the store (at most once per `METRICS_POOL_REFRESH_SEC`).
@@ -31,11 +32,22 @@ pub(super) struct ReadingGauges {
     job_last_finished: IntGaugeVec,
     job_next_run: IntGaugeVec,
     job_last_outcome: IntGaugeVec,
+    audit_violations: IntGaugeVec,
 }
 
 impl ReadingGauges {
     pub(super) fn register(r: &Registry) -> prometheus::Result<Self> {
+        let audit_violations = gauge_vec(
+            r,
+            "broker_audit_violations",
+            "Violations the last audit (on any instance) found, per check",
+            &["check"],
+        )?;
+        for check in Check::ALL {
+            audit_violations.with_label_values(&[check.as_str()]).set(0);
+        }
         Ok(Self {
+            audit_violations,
             available: gauge(r, "broker_pool_available", "Sandboxes available")?,
             allocated: gauge(r, "broker_pool_allocated", "Sandboxes allocated")?,
             pending_deletion: gauge(
@@ -102,6 +114,14 @@ impl ReadingGauges {
             }
             if let Some(at) = record.next_run_at {
                 self.job_next_run.with_label_values(&[job]).set(at);
+            }
+            if job == AUDIT_JOB {
+                for check in Check::ALL {
+                    let count = record.last_counts.get(check.as_str()).copied();
+                    self.audit_violations
+                        .with_label_values(&[check.as_str()])
+                        .set(to_i64(count.unwrap_or(0)));
+                }
             }
             if let Some(last) = record.last_outcome.as_deref() {
                 for outcome in JobOutcome::ALL.map(JobOutcome::as_str) {

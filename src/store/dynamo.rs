@@ -9,6 +9,7 @@
 mod admission;
 mod allocate;
 mod analytics;
+mod audit;
 mod calls;
 mod candidates;
 mod deletion;
@@ -47,6 +48,7 @@ use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
 };
+use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::lifecycle::SyncRules;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
@@ -312,6 +314,18 @@ impl Store for DynamoStore {
 
     async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError> {
         self.niosxaas_histories(now).await
+    }
+
+    async fn audit_facts(&self) -> Result<AuditFacts, StoreError> {
+        self.audit_facts().await
+    }
+
+    async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError> {
+        self.save_audit(report).await
+    }
+
+    async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
+        self.last_audit().await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

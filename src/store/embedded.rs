@@ -24,6 +24,7 @@ use super::{
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
 };
 use crate::domain::ProviderSandbox;
+use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::lifecycle::SyncRules;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
@@ -359,6 +360,19 @@ impl Store for EmbeddedStore {
     async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError> {
         self.read(move |db| tables::read_niosxaas_histories(db, now))
             .await
+    }
+
+    async fn audit_facts(&self) -> Result<AuditFacts, StoreError> {
+        self.read(tables::audit_facts).await
+    }
+
+    async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError> {
+        let report = report.clone();
+        self.submit(move |tables| tables.save_audit(&report)).await
+    }
+
+    async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
+        self.read(tables::last_audit).await
     }
 
     async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {

@@ -7,6 +7,7 @@
 //! Black-box tests: the real router on port 0, the real binary for process-level behaviour.
 
 mod admin;
+mod audit;
 mod bad_input;
 mod class_start;
 mod concurrency;
@@ -49,6 +50,47 @@ mod flavor {
     pub async fn fresh_store() -> (SharedStore, StoreGuard) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
+        (Arc::new(store), Box::new(dir))
+    }
+
+    /// A store whose file holds `allocations` (sandbox id, student) allocated at
+    /// `allocated_at`, written behind the service's back (straight into the file before
+    /// the store opens it, as another writer would).
+    pub async fn store_holding_allocations(
+        allocations: &[(&str, &str)],
+        allocated_at: i64,
+    ) -> (SharedStore, StoreGuard) {
+        use redb::TableDefinition;
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(EmbeddedStore::open(dir.path()).expect("create the store's tables"));
+        let db = redb::Database::open(dir.path().join("sandbox-broker.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let sandboxes: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandboxes");
+            let by_status: TableDefinition<'_, &str, ()> = TableDefinition::new("by_status");
+            let (mut sandboxes, mut by_status) = (
+                txn.open_table(sandboxes).unwrap(),
+                txn.open_table(by_status).unwrap(),
+            );
+            for (id, student) in allocations {
+                let mut row = crate::helpers::sandboxes("lab-py-", 0, 1).remove(0);
+                row.sandbox_id = sandbox_broker::domain::SandboxId::parse("id", id).unwrap();
+                let mut row = row.into_available_row(allocated_at - 86_400);
+                row.status = sandbox_broker::domain::SandboxStatus::Allocated;
+                row.allocated_to_track = Some((*student).to_owned());
+                row.idempotency_key = Some((*student).to_owned());
+                row.allocated_at = Some(allocated_at);
+                row.updated_at = allocated_at;
+                let json = serde_json::to_vec(&row).unwrap();
+                sandboxes.insert(*id, json.as_slice()).unwrap();
+                by_status
+                    .insert(format!("allocated\0{id}").as_str(), ())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        drop(db);
+        let store = EmbeddedStore::open(dir.path()).expect("reopen the store");
         (Arc::new(store), Box::new(dir))
     }
 

@@ -79,6 +79,7 @@ const PYTHON: &[(&str, &[&str])] = &[
     ("broker_cleanup_deleted_total", &[]),
     ("broker_cleanup_failed_total", &[]),
     ("broker_deletion_unverified_total", &[]),
+    ("broker_audit_violations", &["check"]),
     ("broker_expiry_total", &["outcome"]),
     ("broker_expiry_orphaned_total", &[]),
     ("broker_pool_available", &[]),

@@ -505,6 +505,20 @@ impl Store for FailingStore {
     ) -> Result<Vec<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
         Err(self.fail())
     }
+    async fn audit_facts(&self) -> Result<sandbox_broker::domain::audit::AuditFacts, StoreError> {
+        Err(self.fail())
+    }
+    async fn save_audit(
+        &self,
+        _: &sandbox_broker::domain::audit::AuditReport,
+    ) -> Result<(), StoreError> {
+        Err(self.fail())
+    }
+    async fn last_audit(
+        &self,
+    ) -> Result<Option<sandbox_broker::domain::audit::AuditReport>, StoreError> {
+        Err(self.fail())
+    }
 }
 
 #[tokio::test]

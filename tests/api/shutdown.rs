@@ -145,6 +145,20 @@ impl Store for GatedStore {
     ) -> Result<Vec<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
         self.inner.niosxaas_histories(now).await
     }
+    async fn audit_facts(&self) -> Result<sandbox_broker::domain::audit::AuditFacts, StoreError> {
+        self.inner.audit_facts().await
+    }
+    async fn save_audit(
+        &self,
+        report: &sandbox_broker::domain::audit::AuditReport,
+    ) -> Result<(), StoreError> {
+        self.inner.save_audit(report).await
+    }
+    async fn last_audit(
+        &self,
+    ) -> Result<Option<sandbox_broker::domain::audit::AuditReport>, StoreError> {
+        self.inner.last_audit().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

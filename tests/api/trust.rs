@@ -245,30 +245,6 @@ async fn list(server: &MockServer, ids: &[u64]) {
         .await;
 }
 
-/// Moves `clock` past the first scheduled runs (10 s after the schedules start, which
-/// may be a moment after the app answers) until every job has finished its first run and
-/// given its lease back, so none of them races the test's own admin runs.
-async fn after_the_first_scheduled_runs(app: &TestApp, clock: &ManualClock) {
-    let mut jobs = Value::Null;
-    for _ in 0..200 {
-        clock.advance(Duration::from_secs(11));
-        jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
-        let finished = jobs["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|job| job["enabled"] == true)
-            .all(|job| job["last_finished_at"].is_number() && job["lease_holder"].is_null());
-        if finished {
-            // The lease is released as a run's last write; its task ends a moment later.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the first scheduled runs did not finish: {jobs}");
-}
-
 async fn admin_post(app: &TestApp, path: &str) -> reqwest::Response {
     app.admin(Method::POST, path).send().await.unwrap()
 }
@@ -323,7 +299,7 @@ async fn a_deletion_the_provider_contradicts_is_flagged_retried_and_never_truste
         c.jobs.auto_delete_stale_interval = never;
     })
     .await;
-    after_the_first_scheduled_runs(&app, &clock).await;
+    crate::helpers::after_the_first_scheduled_runs(&app, &clock).await;
     json_of(sync(&app).await, StatusCode::OK).await;
     let mut used = Vec::new();
     for student in ["stu-a", "stu-b"] {

@@ -11,6 +11,8 @@
 
 #[path = "../api/admin.rs"]
 mod admin;
+#[path = "../api/audit.rs"]
+mod audit;
 #[path = "../api/bad_input.rs"]
 mod bad_input;
 mod binary;
@@ -71,5 +73,27 @@ mod flavor {
     pub async fn fleet_stores(count: usize) -> (Vec<SharedStore>, StoreGuard) {
         let (stores, table) = crate::local::fleet_table_stores(count).await;
         (stores, Box::new(table))
+    }
+
+    /// A store on a fresh table holding `allocations` (sandbox id, student) allocated at
+    /// `allocated_at`, written behind the service's back as the Python service writes them.
+    pub async fn store_holding_allocations(
+        allocations: &[(&str, &str)],
+        allocated_at: i64,
+    ) -> (SharedStore, StoreGuard) {
+        let (store, table) = crate::local::fresh_table_store().await;
+        let settings = crate::local::settings(&crate::local::shared().endpoint, &table);
+        let client = sandbox_broker::store::dynamo::client(&settings).await;
+        for (id, student) in allocations {
+            let item = crate::python_table::python_allocation(id, student, student, allocated_at);
+            client
+                .put_item()
+                .table_name(&table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+        (store, Box::new(table))
     }
 }

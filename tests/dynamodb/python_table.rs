@@ -290,7 +290,7 @@ async fn a_cursor_from_another_listing_is_400_not_500() {
 /// An allocated row exactly as the Python service leaves it: the model default
 /// `lab_duration_hours = 4` its sync writes on every row, and `idempotency_key` = the
 /// request's `Idempotency-Key` or, without one, the student key.
-fn python_allocation(
+pub(crate) fn python_allocation(
     id: &str,
     student: &str,
     idempotency_key: &str,

@@ -6,7 +6,8 @@ use axum::Json;
 use axum::extract::State;
 
 use self::views::{
-    BreakersView, CleanupView, ExpireView, JobView, JobsView, RunStatus, StaleDeleteView, SyncView,
+    AuditView, BreakersView, CleanupView, ExpireView, JobView, JobsView, RunStatus,
+    StaleDeleteView, SyncView,
 };
 use crate::domain::ValidationError;
 use crate::http::error::ApiError;
@@ -77,6 +78,44 @@ pub async fn trigger_sync(
         skipped,
         duration_ms: duration_ms(&report),
     }))
+}
+
+/// Audits the pool now (under the audit job's lease) and answers what it found; repairs
+/// nothing.
+#[utoipa::path(
+    post, path = "/admin/audit", tag = "admin",
+    responses(
+        (status = 200, body = AuditView),
+        (status = 409, description = "An audit is running (here or on another instance)", body = ErrorEnvelope),
+        (status = 503, description = "The store is unreachable", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn trigger_audit(State(app): State<AppState>) -> Result<Json<AuditView>> {
+    app.jobs.run(JobName::Audit).await?;
+    last_audit_view(&app).await
+}
+
+/// The last audit, run here or on any other instance.
+#[utoipa::path(
+    get, path = "/admin/audit", tag = "admin",
+    responses(
+        (status = 200, body = AuditView),
+        (status = 404, description = "No audit has run yet", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn last_audit(State(app): State<AppState>) -> Result<Json<AuditView>> {
+    last_audit_view(&app).await
+}
+
+async fn last_audit_view(app: &AppState) -> Result<Json<AuditView>> {
+    match app.store.last_audit().await? {
+        Some(report) => Ok(Json(AuditView::from(report))),
+        None => Err(ApiError::NothingFound(
+            "no audit has run yet (POST /v1/admin/audit runs one)".to_owned(),
+        )),
+    }
 }
 
 /// Every background job: enabled here, interval, lease holder, last run and next run.

@@ -26,6 +26,7 @@ use super::item::{
 };
 use super::schema::STATUS_NAME_INDEX;
 use super::{BULK_CONCURRENCY, DynamoStore};
+use crate::domain::audit::ListingSnapshot;
 use crate::domain::lifecycle::{
     self, Change, Decision, Prior, SYNC_NEVER_WRITES, SyncRules, SyncStep, Upsert,
 };
@@ -94,6 +95,13 @@ impl DynamoStore {
                 (NewSandbox::from(sandbox), guess)
             })
             .collect();
+        let snapshot = ListingSnapshot {
+            taken_at: now,
+            ids: guessed
+                .iter()
+                .map(|(sandbox, _)| sandbox.sandbox_id.as_str().to_owned())
+                .collect(),
+        };
         let unlisted: Vec<Sandbox> = known
             .into_values()
             .filter(|row| lifecycle::goes_stale(row.status))
@@ -127,6 +135,7 @@ impl DynamoStore {
             .try_collect()
             .await?;
         summary.marked_stale = staled.into_iter().filter(|done| *done).count() as u64;
+        self.record_listing(&snapshot).await?;
         Ok(summary)
     }
 
@@ -286,7 +295,10 @@ impl DynamoStore {
     }
 
     /// Ids of the rows `StatusNameIndex` (keys only) shows in `status`.
-    async fn ids_in_status(&self, status: SandboxStatus) -> Result<Vec<String>, StoreError> {
+    pub(super) async fn ids_in_status(
+        &self,
+        status: SandboxStatus,
+    ) -> Result<Vec<String>, StoreError> {
         let query = self
             .client()
             .query()

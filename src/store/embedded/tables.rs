@@ -5,6 +5,7 @@
 //! available-by-name index, the status index and the status counts in step with the rows.
 
 mod allocate;
+mod audit;
 mod deletion;
 mod expiry;
 mod jobs;
@@ -12,6 +13,7 @@ mod list;
 mod release;
 mod sync;
 
+pub(super) use self::audit::{audit_facts, last_audit};
 pub(super) use self::jobs::job_records;
 pub(super) use self::list::{
     allocation_facts, available_by_prefix, list_page, read_niosxaas_histories,
@@ -58,6 +60,13 @@ const BY_STATUS: TableDefinition<'_, &str, ()> = TableDefinition::new("by_status
 const NIOSXAAS_HISTORY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("niosxaas_history");
 /// `sandbox_id` → the [`UsedAccount`] marker a handed-out row left when it was removed.
 const USED_ACCOUNTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("used_accounts");
+/// Single records as JSON: [`LAST_LISTING`] (the last listing a sync applied) and
+/// [`LAST_AUDIT`] (the last audit's report).
+const RECORDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records");
+/// The [`RECORDS`] key of the last complete listing a sync applied.
+const LAST_LISTING: &str = "last_listing";
+/// The [`RECORDS`] key of the last audit's report.
+const LAST_AUDIT: &str = "last_audit";
 
 fn storage(err: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(Box::new(err.into()))
@@ -86,6 +95,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(JOBS)?;
     txn.open_table(NIOSXAAS_HISTORY)?;
     txn.open_table(USED_ACCOUNTS)?;
+    txn.open_table(RECORDS)?;
     txn.commit()?;
     Ok(())
 }
@@ -191,6 +201,7 @@ pub(super) struct Tables<'txn> {
     jobs: redb::Table<'txn, &'static str, &'static [u8]>,
     niosxaas_history: redb::Table<'txn, &'static str, &'static [u8]>,
     used: redb::Table<'txn, &'static str, &'static [u8]>,
+    records: redb::Table<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
 }
 
@@ -205,6 +216,7 @@ impl<'txn> Tables<'txn> {
             jobs: txn.open_table(JOBS)?,
             niosxaas_history: txn.open_table(NIOSXAAS_HISTORY)?,
             used: txn.open_table(USED_ACCOUNTS)?,
+            records: txn.open_table(RECORDS)?,
             deltas: StatusDeltas::default(),
         })
     }

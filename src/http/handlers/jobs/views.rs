@@ -151,3 +151,52 @@ pub struct CleanupView {
     /// Time taken.
     pub duration_ms: u64,
 }
+
+/// One thing the auditor found wrong.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ViolationView {
+    /// `key_holds_several`, `allocated_missing_at_provider`, `deletion_overdue`,
+    /// `deletion_failed` or `deleted_still_listed`.
+    pub check: String,
+    /// The sandbox, when it concerns one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox_id: Option<String>,
+    /// The student holding it, when one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub student: Option<String>,
+    /// What is wrong, for an operator.
+    pub detail: String,
+}
+
+/// `GET` / `POST /admin/audit` answer: the last audit (or the one just run).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    /// Epoch seconds the audit read the store.
+    pub checked_at: i64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// What it found, at most 1,000 (the counts count them all).
+    pub violations: Vec<ViolationView>,
+    /// Violations per check, every check present.
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+impl From<crate::domain::audit::AuditReport> for AuditView {
+    fn from(report: crate::domain::audit::AuditReport) -> Self {
+        Self {
+            checked_at: report.checked_at,
+            duration_ms: report.duration_ms,
+            violations: report
+                .violations
+                .into_iter()
+                .map(|violation| ViolationView {
+                    check: violation.check.as_str().to_owned(),
+                    sandbox_id: violation.sandbox_id,
+                    student: violation.student,
+                    detail: violation.detail,
+                })
+                .collect(),
+            counts: report.counts,
+        }
+    }
+}

@@ -34,10 +34,14 @@ impl Tables<'_> {
         rules: &lifecycle::SyncRules,
         now: i64,
     ) -> Result<SyncSummary, StoreError> {
-        let listed: HashSet<&str> = listing
-            .iter()
-            .map(|sandbox| sandbox.sandbox_id.as_str())
-            .collect();
+        let snapshot = crate::domain::audit::ListingSnapshot {
+            taken_at: now,
+            ids: listing
+                .iter()
+                .map(|sandbox| sandbox.sandbox_id.as_str().to_owned())
+                .collect(),
+        };
+        let listed: HashSet<&str> = snapshot.ids.iter().map(String::as_str).collect();
         let mut missing = Vec::new();
         let mut available = 0;
         for entry in self.available.iter().map_err(storage)? {
@@ -69,6 +73,7 @@ impl Tables<'_> {
             self.put(Some(&old), &change.row)?;
             summary.marked_stale += 1;
         }
+        self.record_listing(&snapshot)?;
         Ok(summary)
     }
 

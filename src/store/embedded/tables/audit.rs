@@ -1,0 +1,86 @@
+//! What the auditor reads and keeps: the handed-out rows, the tombstones' ids, the last
+//! listing a sync applied, and the last report.
+
+use super::*;
+use crate::domain::audit::{AuditFacts, AuditReport, ListingSnapshot};
+
+/// The handed-out rows that are not deleted, the tombstones' ids and the last listing,
+/// from one snapshot.
+pub(in crate::store::embedded) fn audit_facts(db: &Database) -> Result<AuditFacts, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let sandboxes = txn.open_table(SANDBOXES).map_err(storage)?;
+    let by_status = txn.open_table(BY_STATUS).map_err(storage)?;
+    let records = txn.open_table(RECORDS).map_err(storage)?;
+    let mut facts = AuditFacts::default();
+    for status in [
+        SandboxStatus::Allocated,
+        SandboxStatus::PendingDeletion,
+        SandboxStatus::DeletionFailed,
+        SandboxStatus::Deleted,
+    ] {
+        let prefix = status_key(status, "");
+        for entry in by_status.range(prefix.as_str()..).map_err(storage)? {
+            let (key, _) = entry.map_err(storage)?;
+            let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            if status == SandboxStatus::Deleted {
+                facts.deleted_ids.push(id.to_owned());
+            } else if let Some(value) = sandboxes.get(id).map_err(storage)? {
+                facts.held.push(decode(id, value.value())?);
+            }
+        }
+    }
+    facts.listing = record(&records, LAST_LISTING)?;
+    Ok(facts)
+}
+
+/// The last audit's report, if one was kept.
+pub(in crate::store::embedded) fn last_audit(
+    db: &Database,
+) -> Result<Option<AuditReport>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let records = txn.open_table(RECORDS).map_err(storage)?;
+    record(&records, LAST_AUDIT)
+}
+
+fn record<T: serde::de::DeserializeOwned>(
+    records: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    records
+        .get(key)
+        .map_err(storage)?
+        .map(|value| {
+            serde_json::from_slice(value.value()).map_err(|err| {
+                StoreError::Internal(format!("record {key} cannot be decoded: {err}").into())
+            })
+        })
+        .transpose()
+}
+
+impl Tables<'_> {
+    /// Keeps `listing` as the last complete listing a sync applied.
+    pub(in crate::store::embedded) fn record_listing(
+        &mut self,
+        listing: &ListingSnapshot,
+    ) -> Result<(), StoreError> {
+        self.put_record(LAST_LISTING, listing)
+    }
+
+    /// Keeps `report` as the last audit.
+    pub(in crate::store::embedded) fn save_audit(
+        &mut self,
+        report: &AuditReport,
+    ) -> Result<(), StoreError> {
+        self.put_record(LAST_AUDIT, report)
+    }
+
+    fn put_record(&mut self, key: &str, value: &impl serde::Serialize) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        self.records
+            .insert(key, bytes.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+}
