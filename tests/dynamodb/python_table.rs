@@ -576,6 +576,17 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         .await
         .unwrap();
     assert_eq!(json_of(bulk, StatusCode::OK).await["deleted"], 1);
+    // A sync records its listing, and an audit its report: the auditor's records.
+    app.store
+        .sync_provider(Vec::new(), crate::helpers::sync_rules(true), now)
+        .await
+        .unwrap();
+    let audit = app
+        .admin(Method::POST, "/v1/admin/audit")
+        .send()
+        .await
+        .unwrap();
+    json_of(audit, StatusCode::OK).await;
 
     // What the Python service's code meets on the table (app/db/dynamodb.py and
     // app/services/admin.py): its sync reads `sandbox_id` from every item a scan returns;
@@ -587,6 +598,12 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         .find(|item| item.get("PK") == Some(&s(&format!("USED#{released}"))))
         .expect("the removed tombstone left its used-account marker");
     assert_eq!(marker.get("sandbox_id"), Some(&s(&released)));
+    for record in ["LISTING#last", "AUDIT#last"] {
+        assert!(
+            items.iter().any(|item| item.get("PK") == Some(&s(record))),
+            "{record} was written"
+        );
+    }
     assert!(
         items.len() > 7,
         "rows, key items and job items: {}",
