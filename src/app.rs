@@ -80,6 +80,8 @@ impl AppState {
         );
         let pool_counts = Recent::new(config.http.metrics_pool_refresh);
         let readiness = Recent::new(READINESS_REUSE);
+        let allocation_facts = Recent::new(config.http.analytics_cache);
+        let niosxaas_histories = Recent::new(config.http.analytics_cache);
         let metrics = Metrics::new()?;
         metrics.register_store(store.as_ref())?;
         let breaker = provider.map(|provider| {
@@ -122,6 +124,8 @@ impl AppState {
             auth_failures,
             pool_counts,
             readiness,
+            allocation_facts,
+            niosxaas_histories,
             jobs,
             breaker,
             pre_delete,

@@ -3,7 +3,9 @@
 //! Rule: however often (and however many at once) `/metrics` or `/readyz` is called, the
 //! store is asked at most once per period per instance: concurrent callers wait for the
 //! one read in progress and share its answer, a failure included, so nobody who can reach
-//! the listener can turn these routes into read load on the table allocations need.
+//! the listener can turn these routes into read load on the table allocations need. The
+//! dashboard's analytics reads are shared the same way ([`Recent::try_get`], successes
+//! only), so their cost does not grow with open tabs.
 
 use std::future::Future;
 use std::time::Duration;
@@ -41,6 +43,24 @@ impl<T: Clone> Recent<T> {
         let answer = read().await;
         *last = Some((Instant::now(), answer.clone()));
         answer
+    }
+
+    /// As [`Self::get`], but only a successful read is kept: a failure is answered to
+    /// the caller that met it, and the next caller reads again.
+    pub async fn try_get<E, F, Fut>(&self, read: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut last = self.last.lock().await;
+        if let Some((taken, answer)) = &*last
+            && taken.elapsed() < self.max_age
+        {
+            return Ok(answer.clone());
+        }
+        let answer = read().await?;
+        *last = Some((Instant::now(), answer.clone()));
+        Ok(answer)
     }
 }
 

@@ -57,6 +57,11 @@ pub struct HttpConfig {
     #[arg(long, env = "METRICS_POOL_REFRESH_SEC", value_name = "METRICS_POOL_REFRESH_SEC", default_value = "5", value_parser = parse_seconds)]
     pub metrics_pool_refresh: Duration,
 
+    /// Seconds the dashboard's analytics (`/v1/admin/usage`, `/tracks`, `/niosxaas`) are
+    /// reused before the store is read again, however many dashboards are open.
+    #[arg(long, env = "ANALYTICS_CACHE_SEC", value_name = "ANALYTICS_CACHE_SEC", default_value = "30", value_parser = parse_seconds)]
+    pub analytics_cache: Duration,
+
     /// Name prefixes (comma-separated, at most 20) whose available sandboxes `/metrics`
     /// counts as `broker_pool_available_by_prefix{prefix}`: the pools labs draw from with
     /// `X-Sandbox-Name-Prefix`, so an alert can say which one runs low.

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use super::auth::Auth;
 use super::recent::Recent;
 use super::settings::HttpConfig;
-use crate::domain::LabPolicy;
 use crate::domain::clock::SharedClock;
+use crate::domain::usage::AllocationFacts;
+use crate::domain::{LabPolicy, NiosxaasHistory};
 use crate::jobs::Jobs;
 use crate::metrics::{Metrics, StoreReadings};
 use crate::provider::breaker::CircuitBreaker;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::ratelimit::RateLimiter;
 use crate::ratelimit::failures::FailureThrottle;
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreError};
 
 /// Everything a request handler may use.
 pub struct App {
@@ -41,6 +42,11 @@ pub struct App {
     pub pool_counts: Recent<Option<Arc<StoreReadings>>>,
     /// The store's last readiness answer, reused for a second.
     pub readiness: Recent<&'static str>,
+    /// Every handed-out row's allocation facts (`/admin/tracks`, `/admin/usage`), read
+    /// at most once per `ANALYTICS_CACHE_SEC` however many dashboards are open.
+    pub allocation_facts: Recent<Arc<Vec<AllocationFacts>>>,
+    /// The NIOSXaaS history items (`/admin/niosxaas`), shared the same way.
+    pub niosxaas_histories: Recent<Arc<Vec<NiosxaasHistory>>>,
     /// The background jobs (sync, …) and their leases.
     pub jobs: Arc<Jobs>,
     /// The circuit breaker around the provider, when one is configured.
@@ -58,5 +64,42 @@ impl Deref for AppState {
 
     fn deref(&self) -> &App {
         &self.0
+    }
+}
+
+impl App {
+    /// What `/metrics` reads of the store — the pool counts, the configured prefixes'
+    /// available counts and the job records — at most once per `METRICS_POOL_REFRESH_SEC`
+    /// (`None` while the store cannot be read).
+    pub async fn store_readings(&self) -> Option<Arc<StoreReadings>> {
+        self.pool_counts
+            .get(|| async {
+                let prefixes = &self.http.metrics_pool_prefixes.0;
+                let read = tokio::try_join!(
+                    self.store.stats(),
+                    self.store.available_by_prefix(prefixes),
+                    self.store.job_records(),
+                );
+                match read {
+                    Ok((pool, by_prefix, jobs)) => Some(Arc::new(StoreReadings {
+                        pool,
+                        available_by_prefix: prefixes.iter().cloned().zip(by_prefix).collect(),
+                        jobs,
+                    })),
+                    Err(err) => {
+                        tracing::warn!(error = ?err, "metrics: pool counts unavailable");
+                        None
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Every handed-out row's allocation facts, read at most once per
+    /// `ANALYTICS_CACHE_SEC` and shared by every dashboard.
+    pub async fn shared_allocation_facts(&self) -> Result<Arc<Vec<AllocationFacts>>, StoreError> {
+        self.allocation_facts
+            .try_get(|| async { self.store.allocation_facts().await.map(Arc::new) })
+            .await
     }
 }

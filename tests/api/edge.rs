@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, error_of, spawn_app_with};
+use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, error_of, json_of, spawn_app_with};
 
 /// The value of an unlabelled series (or the sum of a family's `_count` lines).
 pub(crate) fn series_sum(exposition: &str, prefix: &str) -> f64 {
@@ -36,6 +36,46 @@ async fn scrapes_within_the_refresh_period_read_nothing_from_the_store() {
     assert_eq!(series_sum(&after, "broker_pool_available "), 3.0);
     let calls = "broker_dynamodb_call_duration_seconds_count";
     assert_eq!(series_sum(&before, calls), series_sum(&after, calls));
+}
+
+#[tokio::test]
+async fn twenty_dashboards_cost_the_store_what_one_does() {
+    let app = spawn_app_with(|c| c.http.analytics_cache = Duration::from_secs(3600)).await;
+    app.seed("lab-", 0, 5).await;
+    app.allocate_with("stu-1", &[("X-Instruqt-Track-ID", "lab-x")])
+        .await;
+    let routes = ["/v1/admin/tracks", "/v1/admin/usage", "/v1/admin/niosxaas"];
+    let mut first = Vec::new();
+    for route in routes {
+        first.push(json_of(app.admin_get(route).await, StatusCode::OK).await);
+    }
+    app.allocate_with("stu-2", &[("X-Instruqt-Track-ID", "lab-x")])
+        .await;
+    let before = app.metrics_text().await;
+
+    // Twenty open tabs refresh at once, twice: every answer is the shared one.
+    for _ in 0..2 {
+        let app = &app;
+        let refreshes = (0..20).flat_map(|_| routes).map(|route| async move {
+            let answer = app.admin_get(route).await;
+            (route, json_of(answer, StatusCode::OK).await)
+        });
+        for (route, answer) in futures::future::join_all(refreshes).await {
+            let index = routes.iter().position(|r| *r == route).unwrap();
+            assert_eq!(answer, first[index], "{route}");
+        }
+    }
+    let after = app.metrics_text().await;
+    assert_eq!(
+        first[0]["tracks"][0]["allocated"], 1,
+        "the first read, kept"
+    );
+    let calls = "broker_dynamodb_call_duration_seconds_count";
+    assert_eq!(
+        series_sum(&before, calls),
+        series_sum(&after, calls),
+        "no table call for 60 dashboard reads"
+    );
 }
 
 #[tokio::test]

@@ -215,7 +215,7 @@ pub async fn pool_stats(State(app): State<AppState>) -> Result<Json<StatsView>> 
     security(("bearer" = []))
 )]
 pub async fn track_analytics(State(app): State<AppState>) -> Result<Json<TracksView>> {
-    let facts = app.store.allocation_facts().await?;
+    let facts = app.shared_allocation_facts().await?;
     Ok(Json(TracksView {
         tracks: track_stats(&facts)
             .into_iter()

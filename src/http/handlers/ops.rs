@@ -2,7 +2,6 @@
 
 pub mod views;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -13,8 +12,6 @@ use axum::response::{IntoResponse, Response};
 use self::views::{HealthView, ReadyChecks, ReadyView, RootView};
 use crate::http::error::{ApiError, Result};
 use crate::http::state::AppState;
-use crate::metrics::StoreReadings;
-use crate::store::StoreError;
 
 /// How long readiness waits for the store before calling it unavailable.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -80,39 +77,12 @@ pub async fn readiness(State(app): State<AppState>) -> Response {
     (status, Json(view)).into_response()
 }
 
-/// What `/metrics` reads of the store: the pool counts, the configured prefixes' available
-/// counts and the job records, at once.
-async fn read_store(app: &AppState) -> Result<StoreReadings, StoreError> {
-    let prefixes = &app.http.metrics_pool_prefixes.0;
-    let (pool, by_prefix, jobs) = tokio::try_join!(
-        app.store.stats(),
-        app.store.available_by_prefix(prefixes),
-        app.store.job_records(),
-    )?;
-    Ok(StoreReadings {
-        pool,
-        available_by_prefix: prefixes.iter().cloned().zip(by_prefix).collect(),
-        jobs,
-    })
-}
-
 /// Prometheus text exposition; the pool gauges come from the store's counts of at most
 /// `METRICS_POOL_REFRESH_SEC` ago (kept, with `broker_store_up 0`, while the store is
 /// unreachable). With `METRICS_TOKEN` set it needs that bearer token.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> Result<Response> {
-    let readings = app
-        .pool_counts
-        .get(|| async {
-            match read_store(&app).await {
-                Ok(readings) => Some(Arc::new(readings)),
-                Err(err) => {
-                    tracing::warn!(error = ?err, "metrics: pool counts unavailable");
-                    None
-                }
-            }
-        })
-        .await;
+    let readings = app.store_readings().await;
     app.metrics
         .http
         .rate_limit_callers

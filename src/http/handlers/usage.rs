@@ -4,6 +4,8 @@
 
 pub mod views;
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
@@ -55,7 +57,7 @@ pub async fn usage(
         whole_number("hours", params.hours.as_ref(), 24)?,
         whole_number("bucket_minutes", params.bucket_minutes.as_ref(), 60)?,
     )?;
-    let facts = app.store.allocation_facts().await?;
+    let facts = app.shared_allocation_facts().await?;
     Ok(Json(usage_series(&facts, window).into()))
 }
 
@@ -83,12 +85,23 @@ pub async fn niosxaas_overview(
         DEFAULT_RECORDS,
         1..=MAX_RECORDS,
     )?;
-    let mut histories = app.store.niosxaas_histories(app.clock.now()).await?;
+    let now = app.clock.now();
+    let mut histories: Vec<_> = app
+        .niosxaas_histories
+        .try_get(|| async { app.store.niosxaas_histories(now).await.map(Arc::new) })
+        .await?
+        .iter()
+        .cloned()
+        .collect();
     let mut tally = NiosxaasTally::default();
     histories.iter().for_each(|h| tally.count(&h.cleanup));
     let hook = app.pre_delete.as_deref();
     let pending = match hook {
-        Some(_) => app.store.stats().await?.get(SandboxStatus::PendingDeletion),
+        // The pool counts `/metrics` shares (at most METRICS_POOL_REFRESH_SEC old).
+        Some(_) => match app.store_readings().await {
+            Some(readings) => readings.pool.get(SandboxStatus::PendingDeletion),
+            None => app.store.stats().await?.get(SandboxStatus::PendingDeletion),
+        },
         None => 0,
     };
     // Newest first; a given-up deletion (no deleted_at) sorts after every deleted one.
