@@ -11,6 +11,16 @@
 pub const TAKE_CONDITION: &str =
     "attribute_not_exists(holder) OR holder = :me OR lease_expires_at_ms <= :now";
 
+/// The DynamoDB condition of a finished run's release of its lease (`:me` the runner):
+/// exactly what [`released_by`] says.
+pub const RELEASE_CONDITION: &str = "holder = :me";
+
+/// Whether a run of `finisher` ending releases the lease now held by `holder`: only its
+/// own. A run whose lease was taken over records its run but leaves the new holder's lease.
+pub fn released_by(holder: Option<&str>, finisher: &str) -> bool {
+    holder == Some(finisher)
+}
+
 /// What a take of a lease comes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseDecision {

@@ -169,6 +169,25 @@ pub fn deletion_claimable(row: &Sandbox, runner: &str, now: i64) -> bool {
     row.status == SandboxStatus::PendingDeletion && !claimed_elsewhere
 }
 
+/// `row` claimed for `runner` until `until`, if [`deletion_claimable`] lets `runner` claim
+/// it at `now`: the write a claim makes (DynamoDB sets the same two attributes under
+/// [`DELETION_CLAIM_CONDITION`]).
+pub fn claim_deletion(row: &Sandbox, runner: &str, now: i64, until: i64) -> Option<Sandbox> {
+    deletion_claimable(row, runner, now).then(|| {
+        let mut claimed = row.clone();
+        claimed.deletion_claimed_by = Some(runner.to_owned());
+        claimed.deletion_claimed_until = Some(until);
+        claimed
+    })
+}
+
+/// Whether a tombstone may be dropped at `now`: `deleted`, and its `ttl` reached (a
+/// tombstone is dropped at its `ttl`, inclusive). DynamoDB's delete repeats both as its
+/// condition (`status = deleted AND ttl <= now`), so a row changed since it was read stays.
+pub fn tombstone_purgeable(row: &Sandbox, now: i64) -> bool {
+    row.status == SandboxStatus::Deleted && row.ttl.is_some_and(|ttl| ttl <= now)
+}
+
 /// Whether a row is due for a deletion attempt at `now`: pending deletion, and past its
 /// retry backoff unless an admin's run ignores it.
 pub fn deletion_due(row: &Sandbox, now: i64, ignore_backoff: bool) -> bool {
@@ -338,5 +357,41 @@ pub(crate) mod tests {
         );
         assert!(release_applied(&change.row, 500));
         assert!(!release_applied(&change.row, 499));
+    }
+
+    #[test]
+    fn a_claim_writes_its_runner_and_end_and_a_tombstone_goes_at_its_ttl() {
+        let pending = row(SandboxStatus::PendingDeletion, None);
+        let claimed = claim_deletion(&pending, "runner-a", 100, 160).unwrap();
+        assert_eq!(
+            (
+                claimed.deletion_claimed_by.as_deref(),
+                claimed.deletion_claimed_until
+            ),
+            (Some("runner-a"), Some(160))
+        );
+        assert_eq!(
+            claim_deletion(&claimed, "runner-b", 160, 220),
+            None,
+            "still held"
+        );
+        assert!(claim_deletion(&claimed, "runner-b", 161, 221).is_some());
+        assert_eq!(
+            claim_deletion(&row(SandboxStatus::Allocated, None), "r", 0, 60),
+            None
+        );
+
+        let mut tombstone = row(SandboxStatus::Deleted, None);
+        tombstone.ttl = Some(500);
+        assert!(!tombstone_purgeable(&tombstone, 499));
+        assert!(tombstone_purgeable(&tombstone, 500));
+        tombstone.ttl = None;
+        assert!(!tombstone_purgeable(&tombstone, i64::MAX), "no ttl: kept");
+        let mut pending_with_ttl = row(SandboxStatus::PendingDeletion, None);
+        pending_with_ttl.ttl = Some(1);
+        assert!(
+            !tombstone_purgeable(&pending_with_ttl, 500),
+            "only tombstones"
+        );
     }
 }

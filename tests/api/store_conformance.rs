@@ -469,6 +469,7 @@ macro_rules! conformance_suite {
                 stale_rows_are_removed_only_after_their_grace,
                 deletions_are_claimed_by_one_runner_and_recorded_only_by_it,
                 a_deletion_claim_holds_through_its_last_second,
+                a_tombstone_is_dropped_exactly_at_its_ttl,
                 a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row,
             );
         }
@@ -821,6 +822,41 @@ async fn released_rows(store: &SharedStore, count: u64) -> Vec<SandboxId> {
         pending.push(id(&held.sandbox_id));
     }
     pending
+}
+
+/// Both stores drop a tombstone where `domain::lifecycle::tombstone_purgeable` says: at
+/// its `ttl`, not a second before; and the row leaves its used-account marker.
+pub async fn a_tombstone_is_dropped_exactly_at_its_ttl(store: SharedStore) {
+    use sandbox_broker::store::DeletionOutcome;
+    let pending = released_rows(&store, 1).await;
+    let claimed = store
+        .claim_deletion(&pending[0], "runner", NOW, NOW + 60)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .finish_deletion(
+            &claimed,
+            "runner",
+            DeletionOutcome::Deleted { ttl: NOW + 100 },
+            None,
+            NOW + 2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.purge_tombstones(NOW + 99).await.unwrap(), 0);
+    assert!(store.get(&pending[0]).await.unwrap().is_some());
+    assert_eq!(store.purge_tombstones(NOW + 100).await.unwrap(), 1);
+    assert!(store.get(&pending[0]).await.unwrap().is_none());
+    let relisted = store
+        .import(sandboxes("lab-", 0, 1), NOW + 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        (relisted.imported, relisted.skipped),
+        (0, 1),
+        "the purged account stays out"
+    );
 }
 
 /// Both stores draw the boundary where `domain::lifecycle::deletion_claimable` does.

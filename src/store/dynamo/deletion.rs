@@ -154,7 +154,7 @@ impl DynamoStore {
             .rows_in_status(SandboxStatus::Deleted)
             .await?
             .into_iter()
-            .filter(|row| row.ttl.is_some_and(|ttl| ttl <= now))
+            .filter(|row| lifecycle::tombstone_purgeable(row, now))
             .collect();
         self.delete_each_if(expired, SandboxStatus::Deleted, Some(("ttl", now)), now)
             .await

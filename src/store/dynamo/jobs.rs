@@ -165,7 +165,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_key(Some(job_key(&run.job)))
             .update_expression("SET lease_expires_at_ms = :zero REMOVE holder")
-            .condition_expression("holder = :me")
+            .condition_expression(lease::RELEASE_CONDITION)
             .expression_attribute_values(":me", s(holder))
             .expression_attribute_values(":zero", n(0));
         let released = self.calls.send(&budget, || release.clone().send()).await;

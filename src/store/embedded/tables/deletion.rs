@@ -31,12 +31,9 @@ impl Tables<'_> {
         let Some(old) = self.row(id)? else {
             return Ok(None);
         };
-        if !lifecycle::deletion_claimable(&old, holder, now) {
+        let Some(row) = lifecycle::claim_deletion(&old, holder, now, until) else {
             return Ok(None);
-        }
-        let mut row = old.clone();
-        row.deletion_claimed_by = Some(holder.to_owned());
-        row.deletion_claimed_until = Some(until);
+        };
         self.put(Some(&old), &row)?;
         Ok(Some(row))
     }
@@ -85,7 +82,7 @@ impl Tables<'_> {
         let mut purged = 0;
         for id in self.ids_in_status(SandboxStatus::Deleted)? {
             if let Some(old) = self.row(&id)?
-                && old.ttl.is_some_and(|ttl| ttl <= now)
+                && lifecycle::tombstone_purgeable(&old, now)
             {
                 self.remove(&old, now)?;
                 purged += 1;

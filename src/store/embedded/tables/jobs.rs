@@ -73,7 +73,7 @@ impl Tables<'_> {
             job: run.job.clone(),
             ..JobRecord::default()
         });
-        if record.holder.as_deref() == Some(holder) {
+        if lease::released_by(record.holder.as_deref(), holder) {
             record.holder = None;
             record.lease_expires_at_ms = 0;
         }
