@@ -107,7 +107,15 @@ async fn class_day(app: &TestApp) {
             ..NiosxaasCleanup::default()
         },
     ];
-    for ((id, _), hook) in released.iter().zip(outcomes) {
+    // The first is deleted; the second was given up (the auditor reports it).
+    let finals = [
+        DeletionOutcome::Deleted { ttl: now + 3600 },
+        DeletionOutcome::Failed {
+            attempts: 3,
+            error: "HTTP 400".into(),
+        },
+    ];
+    for (((id, _), hook), outcome) in released.iter().zip(outcomes).zip(finals) {
         let id = SandboxId::parse("id", id).unwrap();
         let claimed = app
             .store
@@ -115,15 +123,8 @@ async fn class_day(app: &TestApp) {
             .await
             .unwrap()
             .expect("a released sandbox can be claimed");
-        let ttl = now + 3600;
         app.store
-            .finish_deletion(
-                &claimed,
-                "runner",
-                DeletionOutcome::Deleted { ttl },
-                Some(hook),
-                now,
-            )
+            .finish_deletion(&claimed, "runner", outcome, Some(hook), now)
             .await
             .unwrap();
     }
@@ -195,6 +196,14 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
     let usage = api(&app, "/v1/admin/usage?hours=24&bucket_minutes=60").await;
     let jobs = api(&app, "/v1/admin/jobs").await;
     let niosxaas = api(&app, "/v1/admin/niosxaas").await;
+    let audit = json_of(
+        app.admin(reqwest::Method::POST, "/v1/admin/audit")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
     let holders = all_rows(&app, "status=allocated").await;
     let every = all_rows(&app, "").await;
     let searched = all_rows(&app, "q=stu-3").await;
@@ -342,6 +351,29 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
         before["breakers"],
         json!({"provider": "not configured", "niosxaas": "not configured"})
     );
+    let audit_counts: serde_json::Map<String, Value> = audit["counts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(check, count)| (check.clone(), json!(count.to_string())))
+        .collect();
+    assert_eq!(before["auditCounts"], Value::Object(audit_counts));
+    let violations: Vec<Value> = audit["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let text = |field: &str| v[field].as_str().unwrap_or_default().to_owned();
+            json!([
+                text("check"),
+                text("sandbox_id"),
+                text("student"),
+                text("detail")
+            ])
+        })
+        .collect();
+    assert_eq!(before["auditViolations"], json!(violations));
+    assert_eq!(audit["counts"]["deletion_failed"], 1, "{audit}");
     let counts = &niosxaas["counts"];
     assert_eq!(
         before["niosxaasCounts"],

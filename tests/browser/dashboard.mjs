@@ -77,6 +77,8 @@ try {
     holders: await cells('#holders-table'),
     jobs: await cells('#jobs-table'),
     breakers: await cards('#breakers', 'data-breaker'),
+    auditCounts: await cards('#audit-counts', 'data-check'),
+    auditViolations: await cells('#audit-violations'),
     niosxaasCounts: await cards('#niosxaas-counts', 'data-count'),
     niosxaasRecords: await cells('#niosxaas-records'),
     firstPage: await sandboxIds(),

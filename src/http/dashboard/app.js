@@ -300,6 +300,26 @@ async function loadJobs() {
   }));
 }
 
+const AUDIT_CHECKS = ['key_holds_several', 'allocated_missing_at_provider', 'deletion_overdue', 'deletion_failed', 'deleted_still_listed'];
+
+async function loadAudit() {
+  let report;
+  try {
+    report = await admin('/admin/audit');
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 404)) throw error;
+    report = null; // no audit has run yet
+  }
+  $('audit-checked').textContent = report ? `(checked ${time(report.checked_at)}, repairs nothing)` : '(no audit has run yet)';
+  $('audit-counts').replaceChildren(...AUDIT_CHECKS.map((check) => {
+    const count = report ? report.counts[check] : 0;
+    const box = card(check.replaceAll('_', ' '), count, undefined, { 'data-check': check });
+    if (count > 0) box.classList.add('alert');
+    return box;
+  }));
+  fillRows($('audit-violations'), (report ? report.violations : []).map((v) => [v.check, v.sandbox_id, v.student, v.detail]));
+}
+
 async function loadNiosxaas() {
   const overview = await admin('/admin/niosxaas');
   const mode = !overview.enabled ? 'disabled' : overview.shadow_mode ? 'shadow mode: lists and counts, deletes nothing' : 'enforce mode';
@@ -414,7 +434,7 @@ async function refresh() {
   state.refreshing = true;
   try {
     const results = await Promise.allSettled([
-      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadNiosxaas(), loadSandboxes(),
+      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadAudit(), loadNiosxaas(), loadSandboxes(),
     ]);
     const failed = results.find((r) => r.status === 'rejected');
     $('board-error').textContent = '';
@@ -441,8 +461,8 @@ function signOut(message) {
   $('sign-in').hidden = false;
   $('sign-in-error').textContent = message || '';
   // Nothing read with the old token stays on the page.
-  for (const id of ['pool-cards', 'status-chart', 'usage-chart', 'lab-duration', 'labs-chart', 'breakers', 'niosxaas-counts']) $(id).replaceChildren();
-  for (const id of ['tracks', 'holders-table', 'jobs-table', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
+  for (const id of ['pool-cards', 'status-chart', 'usage-chart', 'lab-duration', 'labs-chart', 'breakers', 'audit-counts', 'niosxaas-counts']) $(id).replaceChildren();
+  for (const id of ['tracks', 'holders-table', 'jobs-table', 'audit-violations', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
 }
 
 async function signIn(token) {
