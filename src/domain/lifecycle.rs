@@ -6,8 +6,10 @@
 //! inside its write transaction, DynamoDB as the update's condition, with the `SET` and
 //! `REMOVE` clauses derived from the difference between the two rows.
 
+mod listing;
 mod sync;
 
+pub use self::listing::*;
 pub use self::sync::*;
 use super::{ALLOCATED_BY_BROKER, LabPolicy, Sandbox, SandboxStatus, StudentKey};
 

@@ -177,11 +177,7 @@ async fn a_deletion_pending_past_the_overdue_minutes_is_reported() {
     let (store, guard) = crate::helpers::fresh_store().await;
     let app = spawn_app_on_clock(store, guard, clock.clone(), None, |c| {
         use_csp(c, &csp);
-        let never = Duration::from_secs(100 * 86_400);
-        c.jobs.sync_interval = never;
-        c.jobs.cleanup_interval = never;
-        c.jobs.auto_expiry_interval = never;
-        c.jobs.audit_interval = never;
+        crate::helpers::only_first_scheduled_runs(c);
     })
     .await;
     crate::helpers::after_the_first_scheduled_runs(&app, &clock).await;

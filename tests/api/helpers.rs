@@ -320,6 +320,19 @@ pub async fn burst(
         .await
 }
 
+/// Every job's interval so long that, on a manual clock moved by hours, no scheduled run
+/// falls due after the first ones ([`after_the_first_scheduled_runs`]): only the test's
+/// own admin runs happen.
+pub fn only_first_scheduled_runs(config: &mut Config) {
+    let never = Duration::from_secs(100 * 86_400);
+    let jobs = &mut config.jobs;
+    jobs.sync_interval = never;
+    jobs.cleanup_interval = never;
+    jobs.auto_expiry_interval = never;
+    jobs.auto_delete_stale_interval = never;
+    jobs.audit_interval = never;
+}
+
 /// Moves `clock` past the first scheduled runs (10 s after the schedules start, which
 /// may be a moment after the app answers) until every job has finished its first run and
 /// given its lease back, so none of them races the test's own admin runs.

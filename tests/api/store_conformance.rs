@@ -487,7 +487,8 @@ macro_rules! conformance_suite {
 
 conformance_suite!(this_flavor, crate::helpers::fresh_store().await);
 
-fn listed(ids: &[u64], prefix: &str) -> Vec<sandbox_broker::provider::ProviderSandbox> {
+/// What a provider lists: sandboxes `<prefix><id>` with these ids.
+pub(crate) fn listed(ids: &[u64], prefix: &str) -> Vec<sandbox_broker::provider::ProviderSandbox> {
     ids.iter()
         .map(|id| sandbox_broker::provider::ProviderSandbox {
             sandbox_id: SandboxId::parse("id", &id.to_string()).unwrap(),

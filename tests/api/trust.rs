@@ -25,20 +25,9 @@ use crate::jobs::{account, cleanup, sync, use_csp};
 
 const NOW: i64 = 1_800_000_000;
 
+/// What the provider lists: sandboxes `lab-<id>`.
 fn listed(ids: &[u64]) -> Vec<sandbox_broker::provider::ProviderSandbox> {
-    ids.iter()
-        .map(|id| sandbox_broker::provider::ProviderSandbox {
-            sandbox_id: SandboxId::parse("id", &id.to_string()).unwrap(),
-            name: sandbox_broker::domain::SandboxName::parse("n", &format!("lab-{id}")).unwrap(),
-            external_id: sandbox_broker::domain::ExternalId::parse(
-                "e",
-                &format!("identity/accounts/{id}"),
-            )
-            .unwrap(),
-            sfdc_account_id: None,
-            created_at: None,
-        })
-        .collect()
+    crate::store_conformance::listed(ids, "lab-")
 }
 
 /// Allocates and releases sandbox `id` (the only one of its name) for `student`, claims
@@ -291,12 +280,7 @@ async fn a_deletion_the_provider_contradicts_is_flagged_retried_and_never_truste
     let clock = Arc::new(ManualClock::starting_now());
     let app = spawn_app_with_clock(clock.clone(), |c| {
         use_csp(c, &provider);
-        // Only this test's admin runs: no schedule falls due while the clock moves.
-        let never = Duration::from_secs(100 * 86_400);
-        c.jobs.sync_interval = never;
-        c.jobs.cleanup_interval = never;
-        c.jobs.auto_expiry_interval = never;
-        c.jobs.auto_delete_stale_interval = never;
+        crate::helpers::only_first_scheduled_runs(c);
     })
     .await;
     crate::helpers::after_the_first_scheduled_runs(&app, &clock).await;

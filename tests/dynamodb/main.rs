@@ -84,16 +84,13 @@ mod flavor {
         let (store, table) = crate::local::fresh_table_store().await;
         let settings = crate::local::settings(&crate::local::shared().endpoint, &table);
         let client = sandbox_broker::store::dynamo::client(&settings).await;
-        for (id, student) in allocations {
-            let item = crate::python_table::python_allocation(id, student, student, allocated_at);
-            client
-                .put_item()
-                .table_name(&table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .unwrap();
-        }
+        let items = allocations
+            .iter()
+            .map(|(id, student)| {
+                crate::python_table::python_allocation(id, student, student, allocated_at)
+            })
+            .collect();
+        crate::python_table::put_items(&client, &table, items).await;
         (store, Box::new(table))
     }
 }

@@ -314,6 +314,23 @@ pub(crate) fn python_allocation(
     ])
 }
 
+/// Writes `items` straight into `table`, as another writer (the Python service) would.
+pub(crate) async fn put_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    items: Vec<HashMap<String, AttributeValue>>,
+) {
+    for item in items {
+        client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
 /// A table as the Python service made and filled it, after `init-table`, with `rows`
 /// and `available` free sandboxes; and the service on it with the default settings.
 async fn python_table_app(
@@ -326,15 +343,7 @@ async fn python_table_app(
     let client = dynamo::client(&settings).await;
     create_python_table(&client, &table).await;
     dynamo::schema::ensure_table(&client, &table).await.unwrap();
-    for item in rows {
-        client
-            .put_item()
-            .table_name(&table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .unwrap();
-    }
+    put_items(&client, &table, rows).await;
     let store: SharedStore = Arc::new(DynamoStore::new(&client, &settings));
     let app = spawn_app_on(store, Box::new(()), |_| {}).await;
     if available > 0 {

@@ -1,0 +1,125 @@
+//! The fleet's schedule and a run's hold on its lease: when each instance wakes for each
+//! job, whether a scheduled run is due (judged under the job's lease from the shared job
+//! record), and the renewals that fence a run which lost its lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{JobError, JobName, Jobs, Trigger};
+use crate::domain::clock::millis;
+use crate::domain::lease;
+use crate::store::{JobRecord, LeaseOutcome};
+
+/// Delay of a job's first scheduled run after start (or its interval, if shorter).
+const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
+/// The most a scheduled wake-up is moved at random, so a fleet's instances fall out of step.
+const MAX_JITTER_MS: i64 = 1_000;
+
+impl Jobs {
+    /// A scheduled run that took the lease but finds the job finished (on any instance)
+    /// less than an interval ago gives the lease back, its record unchanged, and says when
+    /// the job falls due ([`lease::scheduled_run_due_at`]). Checked under the lease, so two
+    /// instances waking together never both run it.
+    pub(super) async fn skip_unless_due(&self, job: JobName, now_ms: i64) -> Result<(), JobError> {
+        let record = self
+            .store
+            .job_records()
+            .await?
+            .into_iter()
+            .find(|record| record.job == job.as_str());
+        let last_finished_at = record.as_ref().and_then(|record| record.last_finished_at);
+        let interval_ms = millis(self.interval(job));
+        let Some(due_at_ms) = lease::scheduled_run_due_at(last_finished_at, interval_ms, now_ms)
+        else {
+            return Ok(());
+        };
+        let unchanged = record.unwrap_or_else(|| JobRecord {
+            job: job.as_str().to_owned(),
+            ..JobRecord::default()
+        });
+        self.store.finish_job_run(unchanged, &self.holder).await?;
+        Err(JobError::NotDue {
+            job: job.as_str(),
+            due_at_ms,
+        })
+    }
+
+    /// Runs every enabled job on its interval until `shutdown` fires.
+    pub fn spawn_schedules(self: &Arc<Self>, shutdown: &CancellationToken) {
+        for job in JobName::ALL {
+            if job.needs_provider() && self.provider.is_none() {
+                tracing::info!(job = job.as_str(), "job is off: CSP_API_TOKEN is not set");
+                continue;
+            }
+            let jobs = Arc::clone(self);
+            let shutdown = shutdown.clone();
+            // The first run comes soon after start (so a fresh deployment fills its pool),
+            // not at once (so start-up and an admin's first trigger don't collide). Runs
+            // start an interval apart on the jobs' clock; one that overran its interval is
+            // followed by the next at once, never by a burst of catch-ups.
+            // Each instance wakes up to a tenth of the interval (at most a second) off its
+            // due time, so a fleet started together falls out of step; whichever wakes first
+            // runs the job, and the others find it done (`skip_unless_due`) and sleep until
+            // it is due again. The first run comes at most `FIRST_RUN_DELAY` after start-up.
+            let interval_ms = millis(jobs.interval(job));
+            let jitter = move || rand::random_range(0..=(interval_ms / 10).min(MAX_JITTER_MS));
+            let first_delay_ms = millis(jobs.interval(job).min(FIRST_RUN_DELAY));
+            let mut next_ms = jobs
+                .clock
+                .now_ms()
+                .saturating_add((first_delay_ms - jitter()).max(0));
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = jobs.clock.sleep_until(next_ms) => {}
+                    }
+                    next_ms = match jobs.run_leased(job, Trigger::Scheduled).await {
+                        Err(JobError::NotDue { due_at_ms, .. }) => due_at_ms,
+                        // Due again an interval after this run (`skip_unless_due` counts
+                        // from the end of the second it finished in). A run that did not
+                        // complete has already logged its error line.
+                        _ => jobs.clock.now_ms().saturating_add(interval_ms + 1000),
+                    }
+                    .saturating_add(jitter());
+                }
+            });
+        }
+    }
+
+    /// Renews the `lease_ms` lease while it is polled: a third of a lease after the last
+    /// renewal, the first a third after `taken_at_ms` (when the lease was taken), on the
+    /// jobs' clock. Ends — fencing the run — when another holder has the lease, or when the
+    /// lease ran out while the store could not renew it (someone else may hold it now);
+    /// returns who holds it.
+    pub(super) async fn renew_while_running(
+        &self,
+        job: JobName,
+        taken_at_ms: i64,
+        lease_ms: i64,
+    ) -> String {
+        let mut renew_at = taken_at_ms.saturating_add(lease_ms / 3);
+        let mut held_until_ms = taken_at_ms.saturating_add(lease_ms);
+        loop {
+            self.clock.sleep_until(renew_at).await;
+            let now_ms = self.clock.now_ms();
+            renew_at = now_ms.saturating_add(lease_ms / 3);
+            match self
+                .store
+                .acquire_lease(job.as_str(), &self.holder, now_ms, lease_ms)
+                .await
+            {
+                Ok(LeaseOutcome::Acquired) => held_until_ms = now_ms.saturating_add(lease_ms),
+                Ok(LeaseOutcome::Held { holder, .. }) => return holder,
+                Err(err) => {
+                    tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not renew the job lease");
+                    if !lease::is_running(held_until_ms, now_ms) {
+                        return "unknown".to_owned();
+                    }
+                }
+            }
+        }
+    }
+}
