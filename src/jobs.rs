@@ -12,6 +12,8 @@ pub mod cleanup;
 pub mod expiry;
 mod report;
 mod schedule;
+
+pub use self::schedule::Fence;
 pub mod settings;
 pub mod stale;
 pub mod sync;
@@ -206,9 +208,14 @@ impl Jobs {
         }
         let started_at = self.clock.now();
         let started = Instant::now();
-        let renewing = self.renew_while_running(job, taken_at_ms, lease_ms);
+        let fence = Fence::until(
+            job,
+            Arc::clone(&self.clock),
+            taken_at_ms.saturating_add(lease_ms),
+        );
+        let renewing = self.renew_while_running(job, taken_at_ms, lease_ms, &fence);
         let result = tokio::select! {
-            result = self.run_once(job, trigger) => result,
+            result = self.run_fenced(job, trigger, &fence) => result,
             holder = renewing => {
                 // Fenced: stop now, and leave the job's record to the run that holds it.
                 let lost = JobError::LeaseLost { job: job.as_str(), holder };
@@ -247,6 +254,18 @@ impl Jobs {
 
     /// One run of `job`, without the lease: what tests step through.
     pub async fn run_once(&self, job: JobName, trigger: Trigger) -> Result<JobCounts, JobError> {
+        let fence = Fence::unbounded(job, Arc::clone(&self.clock));
+        self.run_fenced(job, trigger, &fence).await
+    }
+
+    /// One run of `job` that stops before any write once `fence` says its lease is lost.
+    async fn run_fenced(
+        &self,
+        job: JobName,
+        trigger: Trigger,
+        fence: &Fence,
+    ) -> Result<JobCounts, JobError> {
+        fence.check()?;
         Ok(match job {
             JobName::Sync => {
                 let rules = SyncRules {
@@ -257,6 +276,7 @@ impl Jobs {
                     self.provider()?,
                     &*self.store,
                     &self.metrics,
+                    fence,
                     rules,
                     self.clock.now(),
                 )
@@ -272,6 +292,7 @@ impl Jobs {
                     settings: &self.schedule.cleanup_settings,
                     holder: &self.holder,
                     clock: &*self.clock,
+                    fence,
                 };
                 JobCounts::Cleanup(cleanup.run_once(trigger).await?)
             }
@@ -294,9 +315,13 @@ impl Jobs {
                 .await?,
             },
             JobName::Audit => {
-                let report =
-                    audit::run_once(&*self.store, self.schedule.audit_rules, self.clock.now())
-                        .await?;
+                let report = audit::run_once(
+                    &*self.store,
+                    self.schedule.audit_rules,
+                    fence,
+                    self.clock.now(),
+                )
+                .await?;
                 JobCounts::Audit {
                     violations: audit::counts_of(&report),
                 }

@@ -9,12 +9,13 @@ use std::time::Instant;
 use crate::domain::audit::{self, AuditReport, AuditRules, Check};
 use crate::store::{Store, allocation_key_of_row};
 
-use super::JobError;
+use super::{Fence, JobError};
 
 /// Audits the pool now and keeps the report; returns it.
 pub async fn run_once(
     store: &dyn Store,
     rules: AuditRules,
+    fence: &Fence,
     now: i64,
 ) -> Result<AuditReport, JobError> {
     let started = Instant::now();
@@ -30,6 +31,7 @@ pub async fn run_once(
             "audit violation"
         );
     }
+    fence.check()?;
     store.save_audit(&report).await?;
     Ok(report)
 }

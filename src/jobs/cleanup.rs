@@ -20,7 +20,7 @@ use crate::provider::niosxaas::{HookFailure, PreDeleteHook};
 use crate::provider::{ProviderClient, ProviderError};
 use crate::store::{DeletionOutcome, Store};
 
-use super::{JobError, Trigger};
+use super::{Fence, JobError, Trigger};
 
 /// How long a runner's claim on a row lasts: far longer than one delete call.
 const CLAIM_SECS: i64 = 300;
@@ -71,6 +71,8 @@ pub struct Cleanup<'a> {
     pub holder: &'a str,
     /// The time claims, backoff and tombstones are reckoned in.
     pub clock: &'a dyn Clock,
+    /// The run's hold on its lease, asked before each sandbox.
+    pub fence: &'a Fence,
 }
 
 impl Cleanup<'_> {
@@ -105,6 +107,7 @@ impl Cleanup<'_> {
             settings,
             holder,
             clock,
+            fence,
         } = *self;
         let due = store.deletions_due(clock.now(), ignore_backoff).await?;
         let mut tally = CleanupCounts::default();
@@ -118,6 +121,7 @@ impl Cleanup<'_> {
                     clock.sleep(settings.per_sandbox_delay).await;
                 }
                 remaining -= 1;
+                fence.check()?;
                 let Ok(id) = SandboxId::parse("sandbox_id", &row.sandbox_id) else {
                     tally.skipped += 1;
                     continue;
@@ -173,6 +177,7 @@ impl Cleanup<'_> {
                     .await?;
             }
         }
+        fence.check()?;
         tally.purged = store.purge_tombstones(clock.now()).await?;
         Ok(tally)
     }

@@ -3,12 +3,13 @@
 //! record), and the renewals that fence a run which lost its lease.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{JobError, JobName, Jobs, Trigger};
-use crate::domain::clock::millis;
+use crate::domain::clock::{SharedClock, millis};
 use crate::domain::lease;
 use crate::store::{JobRecord, LeaseOutcome};
 
@@ -16,6 +17,50 @@ use crate::store::{JobRecord, LeaseOutcome};
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
 /// The most a scheduled wake-up is moved at random, so a fleet's instances fall out of step.
 const MAX_JITTER_MS: i64 = 1_000;
+
+/// A run's hold on its lease as the run itself knows it: held until the last take or
+/// renewal plus a lease, unless a renewal found another holder. The jobs ask it before
+/// each write ([`Fence::check`]), so a run that lost its lease — taken over, or run out
+/// while the store could not renew it (a long pause) — stops before its next write, not
+/// only at its next renewal.
+pub struct Fence {
+    job: &'static str,
+    clock: SharedClock,
+    held_until_ms: AtomicI64,
+    lost: AtomicBool,
+}
+
+impl Fence {
+    /// The fence of a run that took `job`'s lease until `held_until_ms`.
+    pub(super) fn until(job: JobName, clock: SharedClock, held_until_ms: i64) -> Self {
+        Self {
+            job: job.as_str(),
+            clock,
+            held_until_ms: AtomicI64::new(held_until_ms),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// The fence of a run without a lease (`Jobs::run_once`, stepped by tests): never lost.
+    pub fn unbounded(job: JobName, clock: SharedClock) -> Self {
+        Self::until(job, clock, i64::MAX)
+    }
+
+    /// `Ok` while the run still holds its lease; [`JobError::LeaseLost`] once it does not.
+    pub fn check(&self) -> Result<(), JobError> {
+        let held = lease::is_running(
+            self.held_until_ms.load(Ordering::Acquire),
+            self.clock.now_ms(),
+        );
+        if held && !self.lost.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(JobError::LeaseLost {
+            job: self.job,
+            holder: "another instance (or none: the lease ran out)".to_owned(),
+        })
+    }
+}
 
 impl Jobs {
     /// A scheduled run that took the lease but finds the job finished (on any instance)
@@ -99,6 +144,7 @@ impl Jobs {
         job: JobName,
         taken_at_ms: i64,
         lease_ms: i64,
+        fence: &Fence,
     ) -> String {
         let mut renew_at = taken_at_ms.saturating_add(lease_ms / 3);
         let mut held_until_ms = taken_at_ms.saturating_add(lease_ms);
@@ -111,8 +157,14 @@ impl Jobs {
                 .acquire_lease(job.as_str(), &self.holder, now_ms, lease_ms)
                 .await
             {
-                Ok(LeaseOutcome::Acquired) => held_until_ms = now_ms.saturating_add(lease_ms),
-                Ok(LeaseOutcome::Held { holder, .. }) => return holder,
+                Ok(LeaseOutcome::Acquired) => {
+                    held_until_ms = now_ms.saturating_add(lease_ms);
+                    fence.held_until_ms.store(held_until_ms, Ordering::Release);
+                }
+                Ok(LeaseOutcome::Held { holder, .. }) => {
+                    fence.lost.store(true, Ordering::Release);
+                    return holder;
+                }
                 Err(err) => {
                     tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not renew the job lease");
                     if !lease::is_running(held_until_ms, now_ms) {
@@ -121,5 +173,31 @@ impl Jobs {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::clock::{Clock, ManualClock};
+
+    #[test]
+    fn a_fence_holds_until_its_lease_runs_out_or_is_lost() {
+        let clock = Arc::new(ManualClock::starting_now());
+        let start = clock.now_ms();
+        let fence = Fence::until(JobName::Sync, clock.clone(), start + 1_000);
+        assert!(fence.check().is_ok());
+        clock.advance(Duration::from_millis(999));
+        assert!(fence.check().is_ok());
+        clock.advance(Duration::from_millis(1));
+        assert!(
+            matches!(fence.check(), Err(JobError::LeaseLost { .. })),
+            "ran out"
+        );
+        fence.held_until_ms.store(start + 60_000, Ordering::Release);
+        assert!(fence.check().is_ok(), "renewed");
+        fence.lost.store(true, Ordering::Release);
+        assert!(fence.check().is_err(), "taken over");
+        assert!(Fence::unbounded(JobName::Sync, clock).check().is_ok());
     }
 }

@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::provider::ProviderClient;
 use crate::store::{Store, StoreError, SyncSummary};
 
-use super::JobError;
+use super::{Fence, JobError};
 
 /// Lists the provider and applies the listing: what the store changed, and how many
 /// provider rows had no usable id or name.
@@ -20,6 +20,7 @@ pub async fn run_once(
     provider: &dyn ProviderClient,
     store: &dyn Store,
     metrics: &Metrics,
+    fence: &Fence,
     rules: SyncRules,
     now: i64,
 ) -> Result<(SyncSummary, u64), JobError> {
@@ -27,6 +28,8 @@ pub async fn run_once(
     let result = async {
         let listing = provider.list_sandboxes().await?;
         let skipped = listing.skipped;
+        // The listing may have taken long: a run that lost its lease meanwhile writes nothing.
+        fence.check()?;
         let summary = store.sync_provider(listing.sandboxes, rules, now).await?;
         Ok::<_, JobError>((summary, skipped))
     }

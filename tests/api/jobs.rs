@@ -861,7 +861,10 @@ async fn cleanup_throttles_by_batch_and_by_sandbox() {
         },
     };
     let metrics = sandbox_broker::metrics::Metrics::new().unwrap();
-
+    let fence = sandbox_broker::jobs::Fence::unbounded(
+        sandbox_broker::jobs::JobName::Cleanup,
+        Arc::new(sandbox_broker::domain::clock::SystemClock),
+    );
     let cleanup = Cleanup {
         provider: &provider,
         hook: None,
@@ -870,6 +873,7 @@ async fn cleanup_throttles_by_batch_and_by_sandbox() {
         settings: &settings,
         holder: "runner",
         clock: &sandbox_broker::domain::clock::SystemClock,
+        fence: &fence,
     };
     let counts = cleanup.run_once(Trigger::Admin).await.unwrap();
 
