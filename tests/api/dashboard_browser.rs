@@ -21,32 +21,9 @@ use sandbox_broker::store::DeletionOutcome;
 /// The npm package that drives the browser (pinned: its protocol must match the script).
 const PLAYWRIGHT: &str = "playwright-core@1.65.1";
 
-/// Debian's Chromium, installed with apt-get when missing (the suite runs as root on
-/// the CI machines, as here).
+/// Debian's Chromium, installed with apt-get when missing.
 fn chromium() -> PathBuf {
-    let found = |name: &str| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(name))
-                .find(|path| path.is_file())
-        })
-    };
-    if let Some(path) = found("chromium") {
-        return path;
-    }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .expect("run apt-get to install chromium")
-            .success()
-    };
-    let install = ["install", "-y", "--no-install-recommends", "chromium"];
-    // A fresh container may have no package lists yet: fetch them once and try again.
-    let installed = apt(&install) || (apt(&["update"]) && apt(&install));
-    assert!(installed, "apt-get install chromium failed");
-    found("chromium").expect("chromium on PATH after apt-get install")
+    crate::tools::debian_binary("chromium", "chromium")
 }
 
 /// `playwright-core`'s ES module entry, installed into `target/browser-test` on first use.

@@ -1,7 +1,8 @@
 //! The operators' alert rules (docs/alerts.yml) and Grafana dashboard
 //! (docs/grafana-dashboard.json): they parse, cover what an operator must be woken for,
 //! and name only series a live instance exports (checked on each store by the suite that
-//! runs it; `promtool check rules` runs too where Prometheus is installed).
+//! runs it), and `promtool check rules` and `promtool test rules` (Debian's Prometheus,
+//! installed when missing) over the rules and their unit tests.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -99,24 +100,91 @@ fn the_alert_rules_cover_the_pool_deletions_breakers_errors_latency_and_jobs() {
     }
 }
 
-#[test]
-fn promtool_accepts_the_rules_where_prometheus_is_installed() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/alerts.yml");
-    match Command::new("promtool")
-        .arg("check")
-        .arg("rules")
-        .arg(&path)
+/// `promtool` (Debian's `prometheus` package, installed when missing) on `args`.
+fn promtool(args: &[&str]) -> std::process::Output {
+    let promtool = crate::tools::debian_binary("promtool", "prometheus");
+    Command::new(promtool)
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs"))
         .output()
-    {
-        Ok(output) => assert!(
+        .expect("run promtool")
+}
+
+#[test]
+fn promtool_accepts_the_rules_and_every_alert_passes_its_unit_tests() {
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let output = promtool(&args);
+        assert!(
             output.status.success(),
-            "promtool: {}{}",
+            "promtool {}: {}{}",
+            args.join(" "),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
-        ),
-        // Without Prometheus the parse and series checks here stand in for it.
-        Err(err) => eprintln!("promtool not run: {err}"),
+        );
     }
+    // Every alert has a test in which it fires, and is checked silent on a healthy service.
+    let tests: Value = serde_yaml_ng::from_str(&doc("alerts.test.yml")).expect("YAML");
+    let cases: Vec<&Value> = tests["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|test| test["alert_rule_test"].as_array().unwrap())
+        .collect();
+    let healthy = tests["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|test| test["name"] == "healthy")
+        .expect("a healthy test");
+    for rule in alert_rules() {
+        let name = rule["alert"].as_str().unwrap();
+        assert!(
+            cases.iter().any(|case| case["alertname"] == name
+                && case["exp_alerts"]
+                    .as_array()
+                    .is_some_and(|fired| !fired.is_empty())),
+            "{name} is never tested firing"
+        );
+        assert!(
+            healthy["alert_rule_test"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|case| case["alertname"] == name && case.get("exp_alerts").is_none()),
+            "{name} is not checked silent on a healthy service"
+        );
+        let runbook = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
+        let anchor = runbook
+            .strip_prefix("docs/runbooks.md#")
+            .unwrap_or_else(|| panic!("{name}: runbook_url {runbook:?}"));
+        let runbooks = doc("runbooks.md");
+        assert!(
+            runbooks
+                .lines()
+                .filter_map(|line| line.strip_prefix("## "))
+                .any(|heading| github_anchor(heading) == anchor),
+            "{name}: docs/runbooks.md has no section #{anchor}"
+        );
+    }
+}
+
+/// The anchor GitHub gives a heading: lower case, spaces to `-`, other punctuation dropped.
+fn github_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]

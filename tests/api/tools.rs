@@ -40,3 +40,39 @@ pub fn python_venv(requirement: &str) -> PathBuf {
     std::fs::write(&complete, requirement).expect("mark the install complete");
     venv
 }
+
+/// `binary` from the `PATH`, installed with apt-get from Debian's `package` when missing
+/// (the suite runs as root on the CI machines, as here).
+pub fn debian_binary(binary: &str, package: &str) -> PathBuf {
+    let found = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(binary))
+                .find(|path| path.is_file())
+        })
+    };
+    if let Some(path) = found() {
+        return path;
+    }
+    // Tests run in parallel threads; two apt-get runs would wait on each other's lock.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(path) = found() {
+        return path;
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .unwrap_or_else(|err| panic!("run apt-get to install {package}: {err}"))
+            .success()
+    };
+    let install = ["install", "-y", "--no-install-recommends", package];
+    // A fresh container may have no package lists yet: fetch them once and try again.
+    let installed = apt(&install) || (apt(&["update"]) && apt(&install));
+    assert!(installed, "apt-get install {package} failed");
+    found().unwrap_or_else(|| panic!("{binary} on PATH after apt-get install {package}"))
+}
