@@ -1,4 +1,4 @@
-//! The auditor (issue 21): says what is wrong with the pool and repairs nothing, on both
+//! The auditor: says what is wrong with the pool and repairs nothing, on both
 //! stores, black-box over HTTP.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The fleet's schedule (issue 21): each scheduled job runs once per interval across a
+//! The fleet's schedule: each scheduled job runs once per interval across a
 //! fleet, and a run that loses its lease stops and records nothing. On both stores.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Trust (issue 21): an account handed out once never becomes available again, a
+//! Trust: an account handed out once never becomes available again, a
 //! deletion the provider contradicts is retried, and a listing that would empty the pool
 //! is not applied. On both stores: the store itself, and black-box over HTTP with a
 //! simulated CSP.
