@@ -78,8 +78,6 @@ const PYTHON: &[(&str, &[&str])] = &[
     ("broker_cleanup_total", &["outcome"]),
     ("broker_cleanup_deleted_total", &[]),
     ("broker_cleanup_failed_total", &[]),
-    ("broker_deletion_unverified_total", &[]),
-    ("broker_audit_violations", &["check"]),
     ("broker_expiry_total", &["outcome"]),
     ("broker_expiry_orphaned_total", &[]),
     ("broker_pool_available", &[]),
@@ -127,6 +125,8 @@ const PYTHON_VALUES: &[(&str, &[&str])] = &[
 
 /// Ours, beside them (the embedded store adds no store series of its own).
 const ADDED: &[(&str, &[&str])] = &[
+    ("broker_audit_violations", &["check"]),
+    ("broker_deletion_unverified_total", &[]),
     ("broker_auth_failures_total", &["outcome"]),
     ("broker_connections_open", &[]),
     ("broker_connections_shed_total", &[]),
@@ -152,6 +152,22 @@ const ON_FIRST_CALL: &[(&str, &[&str])] = &[
         "broker_provider_request_duration_seconds",
         &["operation", "outcome"],
     ),
+    ("broker_job_last_finished_timestamp_seconds", &["job"]),
+    ("broker_job_next_run_timestamp_seconds", &["job"]),
+    ("broker_job_last_outcome", &["job", "outcome"]),
+    ("broker_pool_available_by_prefix", &["prefix"]),
+];
+
+/// The DynamoDB store's own series, registered beside the service's on that store only.
+const DYNAMODB_STORE: &[(&str, &[&str])] = &[
+    ("broker_dynamodb_call_duration_seconds", &["outcome"]),
+    ("broker_dynamodb_retries_total", &["reason"]),
+    ("broker_dynamodb_deadline_exceeded_total", &["where"]),
+    ("broker_dynamodb_up", &[]),
+    ("broker_dynamodb_queue_depth", &[]),
+    ("broker_dynamodb_in_flight", &[]),
+    ("broker_dynamodb_concurrency_limit", &[]),
+    ("broker_dynamodb_queue_wait_seconds", &[]),
 ];
 
 fn as_map(list: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
@@ -188,6 +204,9 @@ async fn every_python_series_keeps_its_name_labels_and_values_and_ours_are_pinne
     }
     let mut at_start = as_map(PYTHON);
     at_start.extend(as_map(ADDED));
+    if exposed.contains_key("broker_dynamodb_up") {
+        at_start.extend(as_map(DYNAMODB_STORE));
+    }
     let later = as_map(ON_FIRST_CALL);
     let unpinned: BTreeMap<&String, &BTreeSet<String>> = exposed
         .iter()
@@ -218,4 +237,39 @@ async fn releases_are_counted_with_the_python_services_outcomes() {
         let line = format!("broker_deletion_marked_total{{outcome=\"{outcome}\"}} 1");
         assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
     }
+}
+
+#[test]
+fn docs_metrics_md_lists_every_series_with_its_labels() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"),
+    )
+    .unwrap();
+    let mut documented: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for row in doc.lines().filter(|line| line.starts_with("| `broker_")) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let [name, kind, labels, meaning] = cells[..] else {
+            panic!("a row of four cells: {row}")
+        };
+        assert!(
+            ["counter", "gauge", "histogram"].contains(&kind),
+            "{name}: type {kind}"
+        );
+        assert!(!meaning.is_empty(), "{name}: meaning");
+        let labels: BTreeSet<String> = labels
+            .split(',')
+            .map(|label| label.trim().trim_matches('`').to_owned())
+            .filter(|label| !label.is_empty() && label != "—")
+            .collect();
+        let fresh = documented.insert(name.trim_matches('`').to_owned(), labels);
+        assert!(fresh.is_none(), "{name} twice");
+    }
+    let mut registry = as_map(PYTHON);
+    for list in [ADDED, ON_FIRST_CALL, DYNAMODB_STORE] {
+        registry.extend(as_map(list));
+    }
+    assert_eq!(
+        documented, registry,
+        "docs/metrics.md and the registry differ"
+    );
 }

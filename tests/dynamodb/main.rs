@@ -32,6 +32,8 @@ mod helpers;
 mod jobs;
 mod local;
 mod lost_answers;
+#[path = "../api/metric_names.rs"]
+mod metric_names;
 #[path = "../api/niosxaas.rs"]
 mod niosxaas;
 #[path = "../api/observability.rs"]

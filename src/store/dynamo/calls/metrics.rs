@@ -27,8 +27,20 @@ const CALL_BUCKETS: &[f64] = &[
 ];
 
 impl CallMetrics {
-    /// Creates (not registers) every series.
+    /// Creates (not registers) every series; the closed label sets start at 0, so
+    /// `rate()` and alerts see zero rather than nothing.
     pub(super) fn new() -> prometheus::Result<Self> {
+        let metrics = Self::unset()?;
+        for reason in ["throttled", "no_answer", "timeout"] {
+            metrics.retries.with_label_values(&[reason]);
+        }
+        for place in ["queued", "retrying", "racing"] {
+            metrics.deadlines.with_label_values(&[place]);
+        }
+        Ok(metrics)
+    }
+
+    fn unset() -> prometheus::Result<Self> {
         let histogram = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(CALL_BUCKETS.to_vec()))
         };
