@@ -165,6 +165,31 @@ fn compose_brings_up_dynamodb_local_the_table_the_provider_and_the_broker_on_it(
         "service_healthy"
     );
     assert_eq!(environment(broker, "BROKER_STORE"), Some("dynamodb"));
+    // Tokens are required from the environment, never written into the file:
+    // `cp .env.example .env` leaves them unset, and compose then stops at once naming
+    // the variable and how to make one, instead of a broker restarting on a placeholder.
+    for token in ["BROKER_API_TOKEN", "BROKER_ADMIN_TOKEN"] {
+        let demanded = environment(broker, token).unwrap_or_default();
+        assert!(
+            demanded.starts_with(&format!("${{{token}:?set {token} in .env"))
+                && demanded.contains("openssl rand -hex 24"),
+            "{token}: {demanded}"
+        );
+        let example = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example"),
+        )
+        .unwrap();
+        assert!(
+            example.lines().any(|line| line == format!("# {token}=")),
+            ".env.example leaves {token} for the user to set"
+        );
+        assert!(
+            !example
+                .lines()
+                .any(|line| line.starts_with(&format!("{token}="))),
+            ".env.example sets no placeholder {token}"
+        );
+    }
     assert_eq!(
         environment(broker, "DDB_ENDPOINT_URL"),
         Some("http://dynamodb-local:8000")
@@ -181,11 +206,6 @@ fn compose_brings_up_dynamodb_local_the_table_the_provider_and_the_broker_on_it(
     assert_eq!(
         environment(&services["provider"], "SIMULATOR_LISTEN_ADDR"),
         Some("0.0.0.0:9000")
-    );
-    // Tokens are required from the environment, never written into the file.
-    assert_eq!(
-        environment(broker, "BROKER_ADMIN_TOKEN"),
-        Some("${BROKER_ADMIN_TOKEN:?set BROKER_ADMIN_TOKEN}")
     );
     // Every image but ours is pinned to a version; ours is built here, never pulled.
     for (name, service) in services.as_mapping().unwrap() {

@@ -161,7 +161,7 @@ fn a_bad_setting_stops_start_up_naming_the_variable() {
 }
 
 #[test]
-fn the_shipped_env_example_starts_the_service_once_its_placeholder_tokens_are_replaced() {
+fn the_shipped_env_example_starts_the_service_once_its_tokens_are_set() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"),
@@ -187,16 +187,10 @@ fn the_shipped_env_example_starts_the_service_once_its_placeholder_tokens_are_re
         command
     };
 
+    // The example leaves the tokens for the user: `serve` says which one to set.
     let (code, stderr) = run_to_exit(env_example(None));
-    assert_ne!(code, Some(0), "the placeholders protect nothing");
-    assert!(
-        stderr.contains("BROKER_API_TOKEN") && stderr.contains("placeholder"),
-        "{stderr}"
-    );
-    assert!(
-        !stderr.contains("change-me"),
-        "a token value reached stderr: {stderr}"
-    );
+    assert_ne!(code, Some(0), "no token, no service");
+    assert!(stderr.contains("BROKER_API_TOKEN must be set"), "{stderr}");
 
     let server = start_command(env_example(Some((TRACK_TOKEN, ADMIN_TOKEN))));
 
