@@ -57,7 +57,7 @@ export function release(url, headers, id) {
   });
 }
 
-/** The checks every allocation answer must pass: 201 new or 200 replay, the contract's body. */
+/** The checks every allocation answer must pass: 201 new or 200 replay, the documented body (docs/api.md). */
 export function checkAllocation(response) {
   return check(response, {
     'allocate: 201 or 200': (r) => r.status === 201 || r.status === 200,

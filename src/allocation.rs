@@ -1,7 +1,7 @@
 //! The track rules: allocate, look up and release a student's sandbox, counting each outcome.
 //!
 //! Rule: the store decides atomically; these functions build its requests, check
-//! ownership for reads, and record the contract's metrics, so handlers stay thin.
+//! ownership for reads, and record the documented metrics (docs/metrics.md), so handlers stay thin.
 
 use std::time::Instant;
 

@@ -40,7 +40,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands of contract §7.
+/// The subcommands (README, *The binary* in docs/api.md).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (HTTP API) with the configured store.
@@ -55,7 +55,7 @@ pub enum Command {
     SimulateProvider(crate::provider::simulated::server::SimulatorConfig),
 }
 
-/// Every setting of the service (contract §6), grouped by the module that owns it.
+/// Every setting of the service (docs/api.md and `.env.example`), grouped by the module that owns it.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// The listener, routes and connection limits.
@@ -230,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn the_declared_defaults_match_the_contract() {
+    fn the_declared_defaults_match_the_documented_ones() {
         let config = parse_serve(&[]);
         assert_eq!(config.http.listen_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(config.store.data_dir, PathBuf::from("./data"));

@@ -16,7 +16,7 @@ mod values;
 pub use self::sandbox::*;
 pub use self::values::*;
 
-/// The current time in epoch seconds; all timestamps in the contract are integers.
+/// The current time in epoch seconds; all timestamps in the API are integers.
 pub fn now_epoch() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -56,7 +56,7 @@ mod tests {
     }
 
     #[test]
-    fn bulk_delete_accepts_only_the_contract_statuses() {
+    fn bulk_delete_accepts_only_the_documented_statuses() {
         for ok in ["available", "stale", "deletion_failed", "deleted"] {
             assert!(DeletableStatus::parse(ok).is_ok(), "{ok} refused");
         }

@@ -1,6 +1,6 @@
 //! Prometheus metrics, owned by one struct so every app (and every test) has its own registry.
 //!
-//! Rule: the contract's metric names (§3.5) are kept exactly; the pool gauges are set
+//! Rule: the Python service's metric names (docs/metrics.md) are kept exactly; the pool gauges are set
 //! from the store's exact counts, taken at most once per `METRICS_POOL_REFRESH_SEC`
 //! (`http::recent`), so scrapes never become store load.
 

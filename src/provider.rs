@@ -1,4 +1,4 @@
-//! The provider: where sandboxes come from and where they are deleted (contract §4).
+//! The provider: where sandboxes come from and where they are deleted (docs/api.md, *Outbound calls* and cleanup).
 //!
 //! Rule: the jobs only see [`ProviderClient`]; the Infoblox CSP client, the circuit
 //! breaker around it and the simulated provider of the demo and tests all implement it,
@@ -78,7 +78,7 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
-    /// Transient failures (contract §4: connection, timeout, 429, 5xx, breaker open) are
+    /// Transient failures (docs/api.md, cleanup: connection, timeout, 429, 5xx, breaker open) are
     /// retried later and never count as a deletion attempt. Everything else is a refusal.
     pub fn is_transient(&self) -> bool {
         matches!(

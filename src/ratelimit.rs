@@ -1,4 +1,4 @@
-//! Per-caller token buckets (contract §3.5): `RATE_LIMIT_PER_SEC` steady, `RATE_LIMIT_BURST` at once.
+//! Per-caller token buckets (docs/api.md, *Rate limiting*): `RATE_LIMIT_PER_SEC` steady, `RATE_LIMIT_BURST` at once.
 //!
 //! Rule: a caller is its student key when it sends one, else its client address (taken
 //! from `X-Forwarded-For` only when the peer is a trusted proxy); a denial is a value the

@@ -1,4 +1,4 @@
-# The table exactly as `sandbox-broker init-table` creates it (contract §5 plus the
+# The table exactly as `sandbox-broker init-table` creates it (docs/dynamodb.md plus the
 # additive StatusNameIndex). TTL on `ttl` lets DynamoDB drop deletion tombstones.
 resource "aws_dynamodb_table" "pool" {
   name         = var.table_name

@@ -16,7 +16,7 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
 
-    /// Whole seconds since the Unix epoch, as the contract's timestamps are.
+    /// Whole seconds since the Unix epoch, as the API's timestamps are.
     fn now(&self) -> i64 {
         self.now_ms().div_euclid(1000)
     }

@@ -51,7 +51,7 @@ pub struct Change {
     pub expect: Expect,
 }
 
-/// The row is not held by the student asking (contract: 403 `NOT_SANDBOX_OWNER`).
+/// The row is not held by the student asking (docs/api.md: 403 `NOT_SANDBOX_OWNER`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the sandbox is not held by this student")]
 pub struct NotHolder;

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 
-/// One sandbox row as the store keeps it (contract §5 attribute names).
+/// One sandbox row as the store keeps it (attribute names of docs/dynamodb.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sandbox {
     /// Primary key.
@@ -82,7 +82,7 @@ pub struct Sandbox {
 }
 
 /// What the NIOSXaaS pre-delete hook found and did in one sandbox account. The first three
-/// fields carry the Python service's attribute names (contract §5); the last two are additive.
+/// fields carry the Python service's attribute names (docs/dynamodb.md); the last two are additive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NiosxaasCleanup {
     /// Epoch seconds the hook finished removing the account's services (or found none to
@@ -104,10 +104,10 @@ pub struct NiosxaasCleanup {
     pub niosxaas_shadow_mode: bool,
 }
 
-/// How long a NIOSXaaS history item is kept (contract §5: `ttl` = now + 30 days).
+/// How long a NIOSXaaS history item is kept (docs/dynamodb.md: `ttl` = now + 30 days).
 pub const NIOSXAAS_HISTORY_TTL_SECS: i64 = 30 * 86_400;
 
-/// A `NIOSXAAS#<sandbox_id>` history item (contract §5): what the pre-delete hook did for a
+/// A `NIOSXAAS#<sandbox_id>` history item (docs/dynamodb.md): what the pre-delete hook did for a
 /// sandbox that is gone (or given up), kept for dashboards after its row is purged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NiosxaasHistory {
@@ -150,7 +150,7 @@ impl NiosxaasHistory {
 /// The `allocated_by` value of allocations this service makes.
 pub const ALLOCATED_BY_BROKER: &str = "sandbox-broker";
 
-/// How long allocations last (contract §2): the rule expiry and `expires_at` share.
+/// How long allocations last (docs/api.md): the rule expiry and `expires_at` share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabPolicy {
     /// `LAB_DURATION_HOURS`: the lab duration of allocations this service did not record.

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Where a sandbox is in its lifecycle (contract §2); the strings are the wire and table form.
+/// Where a sandbox is in its lifecycle (docs/api.md); the strings are the wire and table form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxStatus {
@@ -34,7 +34,7 @@ impl SandboxStatus {
         Self::Deleted,
     ];
 
-    /// The contract's string for this status.
+    /// The wire and table string of this status.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Available => "available",
@@ -94,7 +94,7 @@ impl DeletableStatus {
     }
 }
 
-/// A value from a header, path, query or body that broke the contract's input rules.
+/// A value from a header, path, query or body that broke the input rules (docs/api.md, *Input rules*).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} {reason}")]
 pub struct ValidationError {
@@ -120,7 +120,7 @@ pub fn trim_blanks(raw: &str) -> &str {
     raw.trim_matches([' ', '\t'])
 }
 
-/// Checks the contract's text rule: trimmed, `1..=max` printable ASCII characters.
+/// Checks the text rule (docs/api.md, *Input rules*): trimmed, `1..=max` printable ASCII characters.
 pub(super) fn parse_text(field: &str, raw: &str, max: usize) -> Result<String, ValidationError> {
     let value = trim_blanks(raw);
     if value.is_empty() {
@@ -152,7 +152,7 @@ macro_rules! text_type {
             /// Longest accepted value, in characters.
             pub const MAX_LEN: usize = $max;
 
-            /// Trims `raw` and checks the contract's length and character rules; `field`
+            /// Trims `raw` and checks the length and character rules; `field`
             /// names the header or parameter in the error.
             pub fn parse(field: &str, raw: &str) -> Result<Self, ValidationError> {
                 parse_text(field, raw, Self::MAX_LEN).map(Self)

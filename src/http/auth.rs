@@ -1,4 +1,4 @@
-//! Bearer-token authentication (contract §3.1), checked before anything else on a route.
+//! Bearer-token authentication (docs/api.md, *Authentication*), checked before anything else on a route.
 //!
 //! Rule: a presented token is hashed and its digest compared in constant time with the
 //! digest of every configured token, so neither a token's content nor its length shows in

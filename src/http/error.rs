@@ -1,6 +1,6 @@
-//! `ApiError`: every way a request can fail, and the one envelope (contract §3.2) it renders.
+//! `ApiError`: every way a request can fail, and the one envelope (docs/api.md, *Errors*) it renders.
 //!
-//! Rule: status codes and contract codes are decided here and only here. A response is
+//! Rule: status codes and error codes (docs/api.md, *Errors*) are decided here and only here. A response is
 //! rendered without `request_id`; the envelope middleware adds it from the request.
 
 use axum::Json;
@@ -16,7 +16,7 @@ pub const NO_SANDBOX_RETRY_AFTER_SECS: u64 = 30;
 /// Seconds a client should wait after a 503 before asking again.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
-/// The edge's error; each variant names its status and contract `code`.
+/// The edge's error; each variant names its status and error `code`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400 `MISSING_SANDBOX_ID`: neither student header is present.
@@ -138,7 +138,7 @@ pub struct ErrorBody {
     pub message: String,
     /// Filled in by the envelope middleware from `X-Request-ID`.
     pub request_id: String,
-    /// Seconds to wait, where the contract gives one.
+    /// Seconds to wait, where the error has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
 }
@@ -332,7 +332,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn store_errors_map_to_the_contract_statuses() {
+    fn store_errors_map_to_the_documented_statuses() {
         let cases = [
             (StoreError::SandboxNotFound, 404, "SANDBOX_NOT_FOUND"),
             (StoreError::NotOwner, 403, "NOT_SANDBOX_OWNER"),

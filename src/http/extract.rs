@@ -1,7 +1,7 @@
 //! Extractors that parse requests into validated domain types.
 //!
 //! Rule: a handler only ever receives parsed values; every rejection, ours or axum's,
-//! becomes an [`ApiError`] and so the contract's envelope.
+//! becomes an [`ApiError`] and so the error envelope (docs/api.md, *Errors*).
 
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};

@@ -288,7 +288,7 @@ impl Connection {
     }
 }
 
-/// The 503 a connection beyond `MAX_CONNECTIONS` gets, in the contract's envelope.
+/// The 503 a connection beyond `MAX_CONNECTIONS` gets, in the error envelope (docs/api.md, *Errors*).
 fn shed_response() -> Vec<u8> {
     let request_id = uuid::Uuid::new_v4();
     let body = serde_json::json!({"detail": {

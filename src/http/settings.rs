@@ -12,7 +12,7 @@ use super::serve::ConnectionLimits;
 use crate::domain::NamePrefix;
 use crate::settings::{as_usize, parse_seconds};
 
-/// The listener, the routes and the connection limits (contract §6).
+/// The listener, the routes and the connection limits (docs/api.md and `.env.example`).
 #[derive(Debug, Clone, Args)]
 pub struct HttpConfig {
     /// Address and port the HTTP server listens on.

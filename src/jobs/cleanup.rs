@@ -1,5 +1,5 @@
 //! Cleanup: `pending_deletion` sandboxes are deleted at the provider, throttled, and become
-//! `deleted` tombstones; failures follow contract §4.
+//! `deleted` tombstones; failures follow these rules.
 //!
 //! Rule: what a failure means for the sandbox is `domain::deletion::DeletionPolicy`'s to
 //! decide (a transient failure never counts against it; refusals do, up to

@@ -8,7 +8,7 @@ use super::JobError;
 use super::cleanup::CleanupCounts;
 use crate::store::{JobOutcome, SyncSummary};
 
-/// The one log line of a job run, in the Python service's shape (contract §8): `action` =
+/// The one log line of a job run, in the Python service's shape (docs/api.md, *Logs*): `action` =
 /// `background_<job>`, `outcome` `success` or `error`; a run that did not complete (its
 /// lease could not be taken, or the work failed) is an ERROR line. `result` is ours:
 /// `completed`, `postponed` or `failed`.

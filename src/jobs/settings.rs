@@ -12,7 +12,7 @@ use crate::domain::deletion::DeletionPolicy;
 use crate::domain::lifecycle::SyncRules;
 use crate::settings::{as_usize, parse_fractional_seconds, parse_seconds};
 
-/// Every job's interval, the cleanup's pacing and retries, and the lease (contract §6).
+/// Every job's interval, the cleanup's pacing and retries, and the lease (docs/api.md and `.env.example`).
 #[derive(Debug, Clone, Args)]
 pub struct JobsConfig {
     /// Seconds between provider syncs.

@@ -1,4 +1,4 @@
-//! A circuit breaker (contract §4): [`Breaker`] is the state machine, [`CircuitBreaker`]
+//! A circuit breaker (docs/api.md, *Outbound calls* and cleanup): [`Breaker`] is the state machine, [`CircuitBreaker`]
 //! puts one around any [`ProviderClient`]; the NIOSXaaS hook has a `Breaker` of its own.
 //!
 //! Rule: `CIRCUIT_BREAKER_THRESHOLD` consecutive provider failures (connection, timeout,

@@ -1,4 +1,4 @@
-//! The Infoblox CSP provider client (contract §4).
+//! The Infoblox CSP provider client (docs/api.md, *Outbound calls* and cleanup).
 //!
 //! Rule: one `reqwest::Client`, built once with the configured connect and read timeouts
 //! and a user agent; `Authorization: Token <CSP_API_TOKEN>`; each HTTP outcome maps to one

@@ -7,7 +7,7 @@ use clap::Args;
 use super::RateLimiter;
 use crate::settings::as_usize;
 
-/// Per-caller token buckets (contract §3.5) and how many callers are remembered.
+/// Per-caller token buckets (docs/api.md, *Rate limiting*) and how many callers are remembered.
 #[derive(Debug, Clone, Args)]
 pub struct RateLimitConfig {
     /// Requests per second each caller may make on the track and admin routes.

@@ -1,5 +1,5 @@
 //! The DynamoDB store: one table shared by a fleet of instances (and, during a migration,
-//! by the Python service), laid out as contract §5 says.
+//! by the Python service), laid out as docs/dynamodb.md says.
 //!
 //! Rule: every state change is a conditional write on the state it starts from, every read
 //! a decision depends on is strongly consistent, and allocation spends at most two

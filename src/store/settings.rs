@@ -33,7 +33,7 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// The store to run on, and why: `BROKER_STORE`, else `dynamodb` when `names_a_table`
-    /// (DDB_TABLE_NAME or DDB_ENDPOINT_URL is set), else `embedded` (contract §6).
+    /// (DDB_TABLE_NAME or DDB_ENDPOINT_URL is set), else `embedded` (docs/api.md and `.env.example`).
     pub fn choice(&self, names_a_table: bool) -> (StoreKind, &'static str) {
         match self.store {
             Some(kind) => (kind, "BROKER_STORE"),

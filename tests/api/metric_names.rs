@@ -1,5 +1,5 @@
 //! The Prometheus series a team's dashboards and alerts were built on: every name, label
-//! and label value the Python service exported keeps its meaning (contract §3.5), and the
+//! and label value the Python service exported keeps its meaning (docs/metrics.md), and the
 //! series this service adds beside them are pinned here so none appears or goes unnoticed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,7 +66,7 @@ fn values(exposition: &str, family: &str, label: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The Python service's series and their label names (contract §3.5).
+/// The Python service's series and their label names (docs/metrics.md).
 const PYTHON: &[(&str, &[&str])] = &[
     ("broker_allocate_total", &["outcome"]),
     ("broker_allocate_idempotent_hits_total", &[]),

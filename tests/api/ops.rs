@@ -110,7 +110,7 @@ async fn the_root_answers_as_before_and_redoc_leads_to_the_docs() {
 }
 
 #[tokio::test]
-async fn metrics_keep_the_contract_names_and_pool_gauges_follow_each_change() {
+async fn metrics_keep_the_python_names_and_pool_gauges_follow_each_change() {
     let app = spawn_app().await;
     app.seed("lab-", 0, 4).await;
     app.allocate("stu").await;

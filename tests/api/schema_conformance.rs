@@ -17,7 +17,7 @@ use crate::jobs::{account, csp, use_csp};
 /// The pinned schemathesis release.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
-/// The checks the contract asks for: documented statuses, schema, content type, headers,
+/// The checks docs/api.md promises: documented statuses, schema, content type, headers,
 /// and no 5xx for any request.
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance";
 

@@ -33,7 +33,7 @@ fn key(name: &str, kind: KeyType) -> KeySchemaElement {
 }
 
 /// The table exactly as the Python service's `create_table` makes it (its docker-compose
-/// and local setup): `PROVISIONED` 5/5, the contract's keys and its three GSIs at 5/5.
+/// and local setup): `PROVISIONED` 5/5, the documented keys and its three GSIs at 5/5.
 pub async fn create_python_table(client: &aws_sdk_dynamodb::Client, table: &str) {
     let units = || {
         ProvisionedThroughput::builder()

@@ -1,4 +1,4 @@
-//! What a failed deletion attempt means for its sandbox (contract §4), decided without I/O.
+//! What a failed deletion attempt means for its sandbox (docs/api.md, *Outbound calls* and cleanup), decided without I/O.
 //!
 //! Rule: a transient failure never counts against the sandbox — it is retried with a
 //! doubling backoff (at least as long as the provider asked) and given up only after

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::settings::{ConfigError, parse_seconds};
 
-/// The accepted tokens and how often an address may fail (contract §3.1).
+/// The accepted tokens and how often an address may fail (docs/api.md, *Authentication*).
 #[derive(Debug, Clone, Args)]
 pub struct AuthConfig {
     /// Track token(s), comma-separated so a token can be rotated without downtime.

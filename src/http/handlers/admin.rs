@@ -1,4 +1,4 @@
-//! Admin routes (contract §3.4): pool inspection, import and removal.
+//! Admin routes (docs/api.md, *Admin routes*): pool inspection, import and removal.
 
 pub mod views;
 

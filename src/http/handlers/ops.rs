@@ -1,4 +1,4 @@
-//! Operations routes (contract §3.5): liveness, readiness and metrics, unauthenticated.
+//! Operations routes (docs/api.md, *Operations*): liveness, readiness and metrics, unauthenticated.
 
 pub mod views;
 

@@ -1,4 +1,4 @@
-//! Track routes (contract §3.3): what lab scripts call when a student starts or stops a lab.
+//! Track routes (docs/api.md, *Track routes*): what lab scripts call when a student starts or stops a lab.
 
 pub mod views;
 

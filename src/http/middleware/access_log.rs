@@ -74,7 +74,7 @@ fn logged_header(request: &Request, name: &str) -> Option<String> {
 }
 
 /// Records `broker_request_latency_seconds` and writes the one access-log line per request,
-/// in the Python service's shape (contract §8) so its CloudWatch filters keep matching:
+/// in the Python service's shape (docs/api.md, *Logs*) so its CloudWatch filters keep matching:
 /// `action` = `"<METHOD> <path>"`, `outcome` = `success` below 400 else `failure`,
 /// `latency_ms`, `track_id`, `instruqt_track_id`, `sandbox_id`, `error`. Levels: 5xx at
 /// ERROR, 4xx at WARN, the rest at INFO (successful health, readiness and metrics calls at

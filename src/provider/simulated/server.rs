@@ -1,5 +1,5 @@
 //! `sandbox-broker simulate-provider`: the simulated provider behind the CSP's own HTTP
-//! API (contract §4), so a broker in another process or container — the compose file's —
+//! API (docs/api.md, *Outbound calls* and cleanup), so a broker in another process or container — the compose file's —
 //! syncs and deletes against something real over the wire.
 //!
 //! Rule: it answers exactly the two calls the broker makes, with the CSP's shapes and its

@@ -1,7 +1,7 @@
-//! Items of the shared table (contract §5) and their conversion to and from rows.
+//! Items of the shared table (docs/dynamodb.md) and their conversion to and from rows.
 //!
 //! Rule: read leniently (rows the Python service wrote may lack attributes or carry numbers
-//! as strings), write exactly the contract's names and types, and never write an empty
+//! as strings), write exactly the table layout's names and types (docs/dynamodb.md), and never write an empty
 //! string or a null into an attribute that keys a GSI.
 
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ pub(crate) const SANDBOX_SORT_KEY: &str = "META";
 pub(crate) const ALLOCATION_PREFIX: &str = "ALLOC#";
 /// Sort key of allocation-key items.
 pub(crate) const ALLOCATION_SORT_KEY: &str = "ALLOC";
-/// Partition key prefix of NIOSXaaS history items (contract §5).
+/// Partition key prefix of NIOSXaaS history items (docs/dynamodb.md).
 pub(crate) const NIOSXAAS_PREFIX: &str = "NIOSXAAS#";
 /// Sort key of NIOSXaaS history items.
 pub(crate) const NIOSXAAS_SORT_KEY: &str = "CLEANUP";
@@ -192,7 +192,7 @@ impl From<&Sandbox> for Item {
         put("name", s(&row.name));
         put("external_id", s(&row.external_id));
         put("status", s(row.status.as_str()));
-        // The contract's sentinel: 0 while never allocated, so StatusIndex holds every row.
+        // The table's sentinel: 0 while never allocated, so StatusIndex holds every row.
         put("allocated_at", n(row.allocated_at.unwrap_or(0)));
         put("deletion_retry_count", n(row.deletion_retry_count));
         put("created_at", n(row.created_at));

@@ -1,4 +1,4 @@
-//! `init-table`: the table and its indexes (contract §5), created if missing.
+//! `init-table`: the table and its indexes (docs/dynamodb.md), created if missing.
 //!
 //! Rule: idempotent and additive. An existing table (the Python service's included) keeps
 //! its keys, indexes and data; only indexes it lacks are added, one per `UpdateTable` as
@@ -16,11 +16,11 @@ use aws_sdk_dynamodb::types::{
 use super::error::{classify, internal};
 use crate::store::StoreError;
 
-/// The contract's status index: every sandbox row by `status`, then `allocated_at`.
+/// The status index (docs/dynamodb.md): every sandbox row by `status`, then `allocated_at`.
 pub(crate) const STATUS_INDEX: &str = "StatusIndex";
-/// The contract's index of rows by holder.
+/// The index of rows by holder (docs/dynamodb.md).
 pub(crate) const TRACK_INDEX: &str = "TrackIndex";
-/// The contract's index of rows by idempotency key.
+/// The index of rows by idempotency key (docs/dynamodb.md).
 pub(crate) const IDEMPOTENCY_INDEX: &str = "IdempotencyIndex";
 /// Ours, additive: rows by `status`, then `name`, so prefix allocation reads only matches.
 pub(crate) const STATUS_NAME_INDEX: &str = "StatusNameIndex";
@@ -109,7 +109,7 @@ pub struct TableReport {
     pub added_indexes: Vec<String>,
 }
 
-/// Creates `table` with the contract's keys and indexes, or adds the indexes it lacks.
+/// Creates `table` with the table layout's keys and indexes (docs/dynamodb.md), or adds the indexes it lacks.
 pub async fn ensure_table(client: &Client, table: &str) -> Result<TableReport, StoreError> {
     let mut report = TableReport::default();
     let existing = match client.describe_table().table_name(table).send().await {

@@ -12,7 +12,7 @@ use clap::Args;
 use super::schema::{IDEMPOTENCY_INDEX, STATUS_INDEX, TRACK_INDEX};
 use crate::settings::{ConfigError, as_usize, parse_millis, parse_seconds};
 
-/// The contract's default table name.
+/// The default table name (the Python service's).
 const DEFAULT_TABLE: &str = "SandboxPool";
 
 /// The `dynamodb` store's settings as the command line and environment give them.
@@ -98,12 +98,12 @@ impl DynamoConfig {
         self.ddb_table_name.is_some() || self.ddb_endpoint_url.is_some()
     }
 
-    /// `DDB_TABLE_NAME`, or the contract's default `SandboxPool`.
+    /// `DDB_TABLE_NAME`, or the default `SandboxPool`.
     pub fn table_name(&self) -> &str {
         self.ddb_table_name.as_deref().unwrap_or(DEFAULT_TABLE)
     }
 
-    /// Refuses index names other than the contract's: the service queries its indexes by
+    /// Refuses index names other than the documented ones: the service queries its indexes by
     /// those names, and renaming a GSI is not something DynamoDB can do in place.
     pub fn validate_index_names(&self) -> Result<(), ConfigError> {
         let names = [
@@ -116,7 +116,7 @@ impl DynamoConfig {
                 return Err(ConfigError::Invalid {
                     variable,
                     reason: format!(
-                        "must be {expected} (the contract's index name, which this service queries); other names are not supported"
+                        "must be {expected} (the index name docs/dynamodb.md gives, which this service queries); other names are not supported"
                     ),
                 });
             }

@@ -56,7 +56,7 @@ const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
 /// `"<status>\0<sandbox_id>"` for every row, so a list filtered by status reads only that
 /// status's rows, in `sandbox_id` order like the unfiltered list.
 const BY_STATUS: TableDefinition<'_, &str, ()> = TableDefinition::new("by_status");
-/// `sandbox_id` → its NIOSXaaS history item as JSON (the `NIOSXAAS#` items of contract §5).
+/// `sandbox_id` → its NIOSXaaS history item as JSON (the `NIOSXAAS#` items of docs/dynamodb.md).
 const NIOSXAAS_HISTORY: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("niosxaas_history");
 /// `sandbox_id` → the [`UsedAccount`] marker a handed-out row left when it was removed.
 const USED_ACCOUNTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("used_accounts");

@@ -1,4 +1,4 @@
-//! The JSON shapes of the admin routes (contract §3.3), each an OpenAPI schema.
+//! The JSON shapes of the admin routes (docs/api.md, *Admin routes*), each an OpenAPI schema.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,4 +1,4 @@
-//! The JSON shapes of the operations routes (contract §3.5), each an OpenAPI schema.
+//! The JSON shapes of the operations routes (docs/api.md, *Operations*), each an OpenAPI schema.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,4 +1,4 @@
-//! The JSON shapes of the track routes (contract §3.2), each an OpenAPI schema.
+//! The JSON shapes of the track routes (docs/api.md, *Track routes*), each an OpenAPI schema.
 //!
 //! Rule: wire shapes are built from store rows here and nowhere else; `sfdc_account_id`
 //! is always a string and timestamps are integer epoch seconds.

@@ -1,4 +1,4 @@
-//! The NIOSXaaS hook's attributes on a sandbox item, and its history items (contract §5),
+//! The NIOSXaaS hook's attributes on a sandbox item, and its history items (docs/dynamodb.md),
 //! under the Python service's names and types.
 
 use std::collections::HashMap;
