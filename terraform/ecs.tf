@@ -49,7 +49,10 @@ resource "aws_ecs_task_definition" "broker" {
       { name = "LAB_DURATION_HOURS", value = tostring(var.lab_duration_hours) },
       # The load balancer is the only peer; believe its X-Forwarded-For.
       { name = "TRUSTED_PROXIES", value = local.vpc_cidr },
-    ])
+      ],
+      # Every other documented setting, as the operator gives it (validated in variables.tf).
+      [for name in sort(keys(var.settings)) : { name = name, value = var.settings[name] }],
+    )
     # Nothing in the image is written at run time; /tmp is the one writable place.
     readonlyRootFilesystem = true
     mountPoints            = [{ sourceVolume = "tmp", containerPath = "/tmp", readOnly = false }]
@@ -190,6 +193,14 @@ resource "aws_ecs_service" "broker" {
     target_group_arn = aws_lb_target_group.broker.arn
     container_name   = "broker"
     container_port   = 8080
+  }
+
+  # Optional: every task as an A record, for a Prometheus in the VPC (alarms.tf).
+  dynamic "service_registries" {
+    for_each = var.service_discovery_namespace == null ? [] : [1]
+    content {
+      registry_arn = aws_service_discovery_service.broker[0].arn
+    }
   }
 
   # Autoscaling (autoscaling.tf) owns the count after the first apply.

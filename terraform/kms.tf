@@ -1,5 +1,5 @@
 # One customer-managed key, rotated yearly, for everything the service stores at rest:
-# the table (and its backups), and the service's, WAF's and the VPC's logs.
+# the table (and its backups), the service's, WAF's and the VPC's logs, and the alarm topic.
 data "aws_caller_identity" "current" {}
 
 data "aws_iam_policy_document" "kms" {
@@ -31,10 +31,25 @@ data "aws_iam_policy_document" "kms" {
       values   = ["arn:aws:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:*"]
     }
   }
+  # CloudWatch alarms publish to the encrypted alarm topic (alarms.tf), from this account.
+  statement {
+    sid       = "AlarmsPublish"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey*"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["cloudwatch.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
+  }
 }
 
 resource "aws_kms_key" "broker" {
-  description             = "${var.name}: table, backups and logs"
+  description             = "${var.name}: table, backups, logs and alarms"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy                  = data.aws_iam_policy_document.kms.json

@@ -72,3 +72,13 @@ output "web_acl_arn" {
   description = "WAF web ACL in front of the load balancer; null when waf_enabled is false."
   value       = var.waf_enabled ? aws_wafv2_web_acl.broker[0].arn : null
 }
+
+output "alarm_topic_arn" {
+  description = "The SNS topic every CloudWatch alarm of this deployment notifies; subscribe a pager or chat to it."
+  value       = aws_sns_topic.alarms.arn
+}
+
+output "service_discovery_name" {
+  description = "The DNS name whose A records are the tasks (for a Prometheus in the VPC), or null without service_discovery_namespace."
+  value       = var.service_discovery_namespace == null ? null : "${var.name}.${var.service_discovery_namespace}"
+}

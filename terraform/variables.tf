@@ -199,3 +199,79 @@ variable "niosxaas_credentials_secret_arn" {
   type        = string
   default     = null
 }
+
+variable "settings" {
+  description = "Any documented setting of .env.example as NAME = value (e.g. SYNC_INTERVAL_SEC, METRICS_POOL_PREFIXES, LOG_LEVEL), passed to the service's environment. The module sets the store, table, region, listener, trusted proxies, log format, lab duration, NIOSXaaS switches and every secret itself, so those are refused here, as are INSTANCE_ID (each task names itself in leases) and ALLOW_HTTP_UPSTREAMS (never in production). The service checks each value at start-up and names a bad one."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition = alltrue([for name in keys(var.settings) : contains([
+      "ALLOCATE_DEADLINE_SEC",
+      "ANALYTICS_CACHE_SEC",
+      "API_BASE_PATH",
+      "AUDIT_INTERVAL_SEC",
+      "AUTH_FAILURE_LIMIT",
+      "AUTH_FAILURE_WINDOW_SEC",
+      "AUTO_DELETE_STALE_GRACE_HOURS",
+      "AUTO_DELETE_STALE_INTERVAL_SEC",
+      "AUTO_EXPIRY_INTERVAL_SEC",
+      "BACKOFF_BASE_MS",
+      "BACKOFF_MAX_MS",
+      "CIRCUIT_BREAKER_THRESHOLD",
+      "CIRCUIT_BREAKER_TIMEOUT_SEC",
+      "CLEANUP_BATCH_DELAY_SEC",
+      "CLEANUP_BATCH_SIZE",
+      "CLEANUP_INTERVAL_SEC",
+      "CLEANUP_PER_SANDBOX_DELAY_SEC",
+      "CORS_ALLOWED_ORIGINS",
+      "CSP_BASE_URL",
+      "CSP_TIMEOUT_CONNECT_SEC",
+      "CSP_TIMEOUT_READ_SEC",
+      "DDB_ATTEMPT_TIMEOUT_MS",
+      "DDB_CANDIDATE_PREFIXES",
+      "DDB_CONNECT_TIMEOUT_MS",
+      "DDB_GSI1_NAME",
+      "DDB_GSI2_NAME",
+      "DDB_GSI3_NAME",
+      "DDB_LATENCY_TARGET_MS",
+      "DDB_MAX_CONCURRENCY",
+      "DDB_STALL_TIMEOUT_MS",
+      "DELETED_TTL_DAYS",
+      "DELETION_GIVE_UP_HOURS",
+      "DELETION_OVERDUE_MINUTES",
+      "DELETION_RETRY_BACKOFF_SEC",
+      "DELETION_RETRY_MAX_ATTEMPTS",
+      "DELETION_VERIFY_GRACE_SEC",
+      "GRACE_PERIOD_MINUTES",
+      "HEADER_READ_TIMEOUT_SEC",
+      "JOB_LEASE_SEC",
+      "KEEP_ALIVE_TIMEOUT_SEC",
+      "K_CANDIDATES",
+      "LOG_LEVEL",
+      "MAX_CONNECTIONS",
+      "METRICS_POOL_PREFIXES",
+      "METRICS_POOL_REFRESH_SEC",
+      "NIOSXAAS_BASE_URL",
+      "NIOSXAAS_TIMEOUT_SEC",
+      "RATE_LIMIT_BURST",
+      "RATE_LIMIT_MAX_CALLERS",
+      "RATE_LIMIT_PER_SEC",
+      "REQUEST_TIMEOUT_SEC",
+      "SYNC_INTERVAL_SEC",
+      "SYNC_MAX_STALE_FRACTION",
+    ], name)])
+    error_message = "settings takes the documented settings of .env.example only; the module sets the store, table, region, listener, proxies, log format, lab duration, NIOSXaaS switches, secrets and INSTANCE_ID itself."
+  }
+}
+
+variable "alarm_email" {
+  description = "An address subscribed to the alarms' SNS topic (confirm the subscription mail); null subscribes nothing, and the topic's ARN is an output to route elsewhere."
+  type        = string
+  default     = null
+}
+
+variable "service_discovery_namespace" {
+  description = "A private DNS namespace (e.g. broker.internal) in which the tasks register as <name>.<namespace>, A records, so a Prometheus in the VPC finds every task to scrape; null registers nothing."
+  type        = string
+  default     = null
+}

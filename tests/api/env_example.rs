@@ -8,7 +8,7 @@ use sandbox_broker::config::Config;
 use sandbox_broker::provider::simulated::server::SimulatorConfig;
 
 /// `(variable, value)` of every `NAME=value` or `# NAME=value` line.
-fn example_variables() -> BTreeMap<String, (String, bool)> {
+pub(crate) fn example_variables() -> BTreeMap<String, (String, bool)> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".env.example");
     let text = std::fs::read_to_string(path).unwrap();
     text.lines()

@@ -171,3 +171,62 @@ fn checkov_passes_and_every_skip_says_why() {
         );
     }
 }
+
+/// Settings the module sets itself (or takes as secrets), so `settings` refuses them.
+const SET_BY_THE_MODULE: [&str; 21] = [
+    "BROKER_STORE",
+    "DDB_TABLE_NAME",
+    "AWS_REGION",
+    "BROKER_LISTEN_ADDR",
+    "TRUSTED_PROXIES",
+    "LOG_FORMAT",
+    "LAB_DURATION_HOURS",
+    "NIOSXAAS_ENABLED",
+    "NIOSXAAS_SHADOW_MODE",
+    "NIOSXAAS_SERVICE_NAME",
+    "BROKER_API_TOKEN",
+    "BROKER_ADMIN_TOKEN",
+    "CSP_API_TOKEN",
+    "METRICS_TOKEN",
+    "NIOSXAAS_EMAIL",
+    "NIOSXAAS_PASSWORD",
+    // Not for a fleet on AWS: each task names itself; no plain-HTTP upstreams; no local
+    // table or data directory.
+    "INSTANCE_ID",
+    "ALLOW_HTTP_UPSTREAMS",
+    "DDB_ENDPOINT_URL",
+    "BROKER_DATA_DIR",
+    "SIMULATOR_LISTEN_ADDR",
+];
+
+#[test]
+fn the_settings_map_takes_every_documented_setting_the_module_does_not_set() {
+    let variables = std::fs::read_to_string(module_dir().join("variables.tf")).unwrap();
+    let block = variables
+        .split("variable \"settings\"")
+        .nth(1)
+        .and_then(|rest| rest.split("], name)").next())
+        .and_then(|rest| rest.split("contains([").nth(1))
+        .expect("the settings variable validates its names with contains([...], name)");
+    let allowed: std::collections::BTreeSet<String> = block
+        .split(',')
+        .map(|name| name.trim().trim_matches('"').to_owned())
+        .filter(|name| !name.is_empty())
+        .collect();
+    let expected: std::collections::BTreeSet<String> = crate::env_example::example_variables()
+        .into_keys()
+        .filter(|name| !SET_BY_THE_MODULE.contains(&name.as_str()))
+        .collect();
+    assert_eq!(
+        allowed, expected,
+        "terraform's settings allowlist and .env.example"
+    );
+    // What the module sets itself, it sets (or takes from a secret) in the task definition.
+    let ecs = std::fs::read_to_string(module_dir().join("ecs.tf")).unwrap();
+    for name in &SET_BY_THE_MODULE[..16] {
+        assert!(
+            ecs.contains(&format!("\"{name}\"")),
+            "ecs.tf does not set {name}"
+        );
+    }
+}
