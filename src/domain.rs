@@ -3,6 +3,7 @@
 //! Rule: every value from the outside world is parsed into one of these types at
 //! the edge, so the store and the allocation rules never see an unchecked string.
 
+pub mod actions;
 pub mod audit;
 pub mod clock;
 pub mod deletion;

@@ -79,6 +79,9 @@ pub enum ApiError {
         /// Whole seconds until the address may try again.
         retry_after_secs: u64,
     },
+    /// 409 `NOT_ALLOCATED`: an admin release of a sandbox that is not allocated (any more).
+    #[error("sandbox is {0}, not allocated")]
+    NotAllocated(crate::domain::SandboxStatus),
     /// 409 `LISTING_REFUSED`: a sync did not apply the provider's listing, which would
     /// have marked too much of the pool stale (`?force=true` applies it).
     #[error(transparent)]
@@ -186,7 +189,8 @@ impl ApiError {
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NoSandboxesAvailable
             | Self::JobAlreadyRunning { .. }
-            | Self::ListingRefused(_) => StatusCode::CONFLICT,
+            | Self::ListingRefused(_)
+            | Self::NotAllocated(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -237,6 +241,14 @@ impl ApiError {
                 Some(NO_SANDBOX_RETRY_AFTER_SECS),
             ),
             Self::PayloadTooLarge(what) => ("PAYLOAD_TOO_LARGE", what.clone(), None),
+            Self::NotAllocated(status) => (
+                "NOT_ALLOCATED",
+                format!(
+                    "The sandbox is {status}, not allocated (or its holder changed meanwhile): \
+                     nothing to release"
+                ),
+                None,
+            ),
             Self::ListingRefused(refused) => (
                 "LISTING_REFUSED",
                 format!(

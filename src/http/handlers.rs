@@ -1,5 +1,6 @@
 //! Route handlers, one module per audience. Each extracts, calls one rule, maps the result.
 
+pub mod actions;
 pub mod admin;
 pub mod dashboard;
 pub mod jobs;

@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::{require_admin_token, require_metrics_token, require_track_token};
 use super::error::ApiError;
-use super::handlers::{admin, dashboard, jobs, ops, track, usage};
+use super::handlers::{actions, admin, dashboard, jobs, ops, track, usage};
 use super::middleware::{self, rate_limit};
 use crate::http::state::AppState;
 
@@ -64,6 +64,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(jobs::trigger_cleanup))
         .routes(routes!(jobs::auto_delete_stale))
         .routes(routes!(jobs::trigger_audit, jobs::last_audit))
+        .routes(routes!(actions::release))
+        .routes(routes!(actions::actions))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let api = track.merge(admin);

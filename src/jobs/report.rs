@@ -76,6 +76,17 @@ impl JobName {
         }
     }
 
+    /// The action-log name of an admin's run of it (the access log's `operation`).
+    pub fn admin_action(self) -> &'static str {
+        match self {
+            Self::Sync => "admin.sync",
+            Self::Cleanup => "admin.cleanup",
+            Self::Expiry => "admin.expire",
+            Self::AutoDeleteStale => "admin.auto_delete_stale",
+            Self::Audit => "admin.audit",
+        }
+    }
+
     /// Whether it needs the provider (and so is off without `CSP_API_TOKEN`).
     pub(super) fn needs_provider(self) -> bool {
         matches!(self, Self::Sync | Self::Cleanup)

@@ -48,6 +48,7 @@ use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
 };
+use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::lifecycle::SyncRules;
 use crate::domain::usage::AllocationFacts;
@@ -326,6 +327,14 @@ impl Store for DynamoStore {
 
     async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
         self.last_audit().await
+    }
+
+    async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {
+        self.record_action(action).await
+    }
+
+    async fn actions(&self, limit: usize, cursor: Option<&str>) -> Result<ActionPage, StoreError> {
+        self.actions(limit, cursor).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

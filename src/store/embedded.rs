@@ -24,6 +24,7 @@ use super::{
     ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
 };
 use crate::domain::ProviderSandbox;
+use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::lifecycle::SyncRules;
 use crate::domain::usage::AllocationFacts;
@@ -373,6 +374,18 @@ impl Store for EmbeddedStore {
 
     async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
         self.read(tables::last_audit).await
+    }
+
+    async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {
+        let action = action.clone();
+        self.submit(move |tables| tables.record_action(&action))
+            .await
+    }
+
+    async fn actions(&self, limit: usize, cursor: Option<&str>) -> Result<ActionPage, StoreError> {
+        let cursor = cursor.map(str::to_owned);
+        self.read(move |db| tables::action_page(db, limit, cursor.as_deref()))
+            .await
     }
 
     async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {

@@ -351,6 +351,22 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
         .collect();
     assert_eq!(before["auditViolations"], json!(violations));
     assert_eq!(audit["counts"]["deletion_failed"], 1, "{audit}");
+    // The action log, newest first: the audit run just now.
+    let actions = api(&app, "/v1/admin/actions?limit=20").await;
+    let logged: Vec<Value> = actions["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| json!([a["actor"], a["action"]]))
+        .collect();
+    let shown_actions: Vec<Value> = before["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| json!([row[1], row[2]]))
+        .collect();
+    assert_eq!(shown_actions, logged);
+    assert_eq!(logged.first().map(|a| &a[1]), Some(&json!("admin.audit")));
     let counts = &niosxaas["counts"];
     assert_eq!(
         before["niosxaasCounts"],

@@ -7,6 +7,7 @@
 //! Black-box tests: the real router on port 0, the real binary for process-level behaviour.
 
 mod admin;
+mod admin_controls;
 mod audit;
 mod bad_input;
 mod class_start;

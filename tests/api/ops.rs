@@ -519,6 +519,19 @@ impl Store for FailingStore {
     ) -> Result<Option<sandbox_broker::domain::audit::AuditReport>, StoreError> {
         Err(self.fail())
     }
+    async fn record_action(
+        &self,
+        _: &sandbox_broker::domain::actions::AdminAction,
+    ) -> Result<(), StoreError> {
+        Err(self.fail())
+    }
+    async fn actions(
+        &self,
+        _: usize,
+        _: Option<&str>,
+    ) -> Result<sandbox_broker::domain::actions::ActionPage, StoreError> {
+        Err(self.fail())
+    }
 }
 
 #[tokio::test]

@@ -159,6 +159,19 @@ impl Store for GatedStore {
     ) -> Result<Option<sandbox_broker::domain::audit::AuditReport>, StoreError> {
         self.inner.last_audit().await
     }
+    async fn record_action(
+        &self,
+        action: &sandbox_broker::domain::actions::AdminAction,
+    ) -> Result<(), StoreError> {
+        self.inner.record_action(action).await
+    }
+    async fn actions(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<sandbox_broker::domain::actions::ActionPage, StoreError> {
+        self.inner.actions(limit, cursor).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,6 +79,7 @@ try {
     breakers: await cards('#breakers', 'data-breaker'),
     auditCounts: await cards('#audit-counts', 'data-check'),
     auditViolations: await cells('#audit-violations'),
+    actions: await cells('#actions-table'),
     niosxaasCounts: await cards('#niosxaas-counts', 'data-count'),
     niosxaasRecords: await cells('#niosxaas-records'),
     firstPage: await sandboxIds(),

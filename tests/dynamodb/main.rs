@@ -11,6 +11,8 @@
 
 #[path = "../api/admin.rs"]
 mod admin;
+#[path = "../api/admin_controls.rs"]
+mod admin_controls;
 #[path = "../api/audit.rs"]
 mod audit;
 #[path = "../api/bad_input.rs"]

@@ -607,7 +607,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         .find(|item| item.get("PK") == Some(&s(&format!("USED#{released}"))))
         .expect("the removed tombstone left its used-account marker");
     assert_eq!(marker.get("sandbox_id"), Some(&s(&released)));
-    for record in ["LISTING#last", "AUDIT#last"] {
+    for record in ["LISTING#last", "AUDIT#last", "ACTIONS"] {
         assert!(
             items.iter().any(|item| item.get("PK") == Some(&s(record))),
             "{record} was written"

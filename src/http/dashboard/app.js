@@ -320,6 +320,11 @@ async function loadAudit() {
   fillRows($('audit-violations'), (report ? report.violations : []).map((v) => [v.check, v.sandbox_id, v.student, v.detail]));
 }
 
+async function loadActions() {
+  const log = await admin('/admin/actions?limit=20');
+  fillRows($('actions-table'), log.actions.map((a) => [time(a.at), a.actor, a.action, a.target, a.reason, a.detail]));
+}
+
 async function loadNiosxaas() {
   const overview = await admin('/admin/niosxaas');
   const mode = !overview.enabled ? 'disabled' : overview.shadow_mode ? 'shadow mode: lists and counts, deletes nothing' : 'enforce mode';
@@ -434,7 +439,7 @@ async function refresh() {
   state.refreshing = true;
   try {
     const results = await Promise.allSettled([
-      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadAudit(), loadNiosxaas(), loadSandboxes(),
+      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadAudit(), loadActions(), loadNiosxaas(), loadSandboxes(),
     ]);
     const failed = results.find((r) => r.status === 'rejected');
     $('board-error').textContent = '';
@@ -462,7 +467,7 @@ function signOut(message) {
   $('sign-in-error').textContent = message || '';
   // Nothing read with the old token stays on the page.
   for (const id of ['pool-cards', 'status-chart', 'usage-chart', 'lab-duration', 'labs-chart', 'breakers', 'audit-counts', 'niosxaas-counts']) $(id).replaceChildren();
-  for (const id of ['tracks', 'holders-table', 'jobs-table', 'audit-violations', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
+  for (const id of ['tracks', 'holders-table', 'jobs-table', 'audit-violations', 'actions-table', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
 }
 
 async function signIn(token) {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -19,9 +19,11 @@ use crate::domain::{
     DeletableStatus, ExternalId, NamePrefix, NewSandbox, SandboxId, SandboxName, SandboxStatus,
     SearchText, StudentKey, TrackName, ValidationError, trim_blanks,
 };
+use crate::http::auth::AdminActor;
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{JsonBody, Query, SandboxIdPath};
+use crate::http::handlers::actions::{Done, record};
 use crate::http::handlers::jobs::views::RunStatus;
 use crate::http::state::AppState;
 use crate::store::{ListCursor, ListQuery};
@@ -191,10 +193,21 @@ pub fn parse_import(request: ImportRequest) -> Result<Vec<NewSandbox>, ApiError>
 )]
 pub async fn import_sandboxes(
     State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
     JsonBody(request): JsonBody<ImportRequest>,
 ) -> Result<Json<ImportView>> {
     let rows = parse_import(request)?;
     let summary = app.store.import(rows, app.clock.now()).await?;
+    let done = Done {
+        action: "admin.import_sandboxes",
+        target: None,
+        reason: None,
+        detail: Some(format!(
+            "imported {}, skipped {}",
+            summary.imported, summary.skipped
+        )),
+    };
+    record(&app, &actor, done).await;
     Ok(Json(summary.into()))
 }
 
@@ -240,6 +253,7 @@ pub struct BulkDeleteParams {
 )]
 pub async fn bulk_delete(
     State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
     Query(params): Query<BulkDeleteParams>,
 ) -> Result<Json<BulkDeleteView>> {
     let started = Instant::now();
@@ -249,10 +263,15 @@ pub async fn bulk_delete(
             "is required (available, stale, deletion_failed or deleted)",
         )
     })?;
-    let deleted = app
-        .store
-        .bulk_delete(DeletableStatus::parse(raw)?, app.clock.now())
-        .await?;
+    let status = DeletableStatus::parse(raw)?;
+    let deleted = app.store.bulk_delete(status, app.clock.now()).await?;
+    let done = Done {
+        action: "admin.bulk_delete",
+        target: Some(format!("status={}", status.status())),
+        reason: None,
+        detail: Some(format!("deleted {deleted}")),
+    };
+    record(&app, &actor, done).await;
     Ok(Json(BulkDeleteView {
         status: RunStatus::Completed,
         deleted,

@@ -3,23 +3,48 @@
 pub mod views;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 
 use self::views::{
     AuditView, BreakersView, CleanupView, ExpireView, JobView, JobsView, RunStatus,
     StaleDeleteView, SyncView,
 };
 use crate::domain::ValidationError;
+use crate::http::auth::AdminActor;
 use crate::http::error::ApiError;
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::Result;
 use crate::http::extract::Query;
+use crate::http::handlers::actions::{Done, record};
 use crate::http::state::AppState;
 use crate::jobs::{JobCounts, JobName, JobReport};
 
 /// A run whose counts are another job's: a programming error, answered 500.
 fn other_counts(job: JobName) -> ApiError {
     ApiError::Internal(format!("the {} run reported another job's counts", job.as_str()).into())
+}
+
+/// Records an admin-triggered run of `job` in the action log, with its counts.
+async fn record_run(
+    app: &AppState,
+    actor: &AdminActor,
+    job: JobName,
+    report: &JobReport,
+    target: Option<String>,
+) {
+    let counts: Vec<String> = report
+        .counts
+        .named()
+        .into_iter()
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect();
+    let done = Done {
+        action: job.admin_action(),
+        target,
+        reason: None,
+        detail: Some(counts.join(", ")),
+    };
+    record(app, actor, done).await;
 }
 
 fn duration_ms(report: &JobReport) -> u64 {
@@ -49,6 +74,7 @@ pub struct SyncParams {
 )]
 pub async fn trigger_sync(
     State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
     Query(params): Query<SyncParams>,
 ) -> Result<Json<SyncView>> {
     let force = match params.force.as_deref().map(str::trim) {
@@ -63,6 +89,8 @@ pub async fn trigger_sync(
     } else {
         app.jobs.run(JobName::Sync).await?
     };
+    let forced = force.then(|| "force=true".to_owned());
+    record_run(&app, &actor, JobName::Sync, &report, forced).await;
     let JobCounts::Sync { summary, skipped } = report.counts else {
         return Err(other_counts(JobName::Sync));
     };
@@ -91,8 +119,12 @@ pub async fn trigger_sync(
     ),
     security(("bearer" = []))
 )]
-pub async fn trigger_audit(State(app): State<AppState>) -> Result<Json<AuditView>> {
-    app.jobs.run(JobName::Audit).await?;
+pub async fn trigger_audit(
+    State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
+) -> Result<Json<AuditView>> {
+    let report = app.jobs.run(JobName::Audit).await?;
+    record_run(&app, &actor, JobName::Audit, &report, None).await;
     last_audit_view(&app).await
 }
 
@@ -156,8 +188,12 @@ pub async fn list_jobs(State(app): State<AppState>) -> Result<Json<JobsView>> {
     ),
     security(("bearer" = []))
 )]
-pub async fn trigger_expiry(State(app): State<AppState>) -> Result<Json<ExpireView>> {
+pub async fn trigger_expiry(
+    State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
+) -> Result<Json<ExpireView>> {
     let report = app.jobs.run(JobName::Expiry).await?;
+    record_run(&app, &actor, JobName::Expiry, &report, None).await;
     let JobCounts::Expiry { expired } = report.counts else {
         return Err(other_counts(JobName::Expiry));
     };
@@ -205,6 +241,7 @@ const MAX_STALE_GRACE_HOURS: f64 = 87_600.0;
 )]
 pub async fn auto_delete_stale(
     State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
     Query(params): Query<StaleParams>,
 ) -> Result<Json<StaleDeleteView>> {
     let started = std::time::Instant::now();
@@ -213,6 +250,13 @@ pub async fn auto_delete_stale(
     let grace_secs = (hours * 3600.0).round() as i64;
     let now = app.clock.now();
     let deleted = app.store.delete_stale(now - grace_secs, now).await?;
+    let done = Done {
+        action: "admin.auto_delete_stale",
+        target: Some(format!("grace_period_hours={hours}")),
+        reason: None,
+        detail: Some(format!("deleted {deleted}")),
+    };
+    record(&app, &actor, done).await;
     Ok(Json(StaleDeleteView {
         status: RunStatus::Completed,
         deleted,
@@ -247,8 +291,12 @@ mod tests {
     ),
     security(("bearer" = []))
 )]
-pub async fn trigger_cleanup(State(app): State<AppState>) -> Result<Json<CleanupView>> {
+pub async fn trigger_cleanup(
+    State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
+) -> Result<Json<CleanupView>> {
     let report = app.jobs.run(JobName::Cleanup).await?;
+    record_run(&app, &actor, JobName::Cleanup, &report, None).await;
     let JobCounts::Cleanup(counts) = report.counts else {
         return Err(other_counts(JobName::Cleanup));
     };

@@ -1,5 +1,6 @@
-//! What the auditor reads and keeps on the shared table: the handed-out rows, the
-//! tombstones' ids, the last listing a sync applied, and the last report.
+//! What the auditor reads and keeps on the shared table — the handed-out rows, the
+//! tombstones' ids, the last listing a sync applied, the last report — and the admins'
+//! action log (one partition, `PK = "ACTIONS"`, sorted by time: admin writes are rare).
 //!
 //! Rule: an audit reads one pass over `StatusIndex` for the three statuses a handed-out,
 //! undeleted row can be in, the tombstones' ids from the keys-only `StatusNameIndex`, and
@@ -17,13 +18,16 @@ use super::DynamoStore;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, n, s};
 use crate::domain::SandboxStatus;
+use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport, ListingSnapshot};
-use crate::store::StoreError;
+use crate::store::{StoreError, decode_action_cursor, encode_action_cursor, new_action_key};
 
 /// Partition key of the listing's head item (its sort key is `LISTING`).
 const LISTING_HEAD: &str = "LISTING#last";
 /// Partition key prefix of a listing generation's parts.
 const LISTING_PARTS: &str = "LISTING#";
+/// Partition key of the action log; each entry's sort key is its `action_key`.
+const ACTIONS: &str = "ACTIONS";
 /// Partition key of the last audit's report (its sort key is `AUDIT`).
 const AUDIT_HEAD: &str = "AUDIT#last";
 /// Ids per listing part: about 10 bytes each, far below the 400 KB item limit.
@@ -148,6 +152,67 @@ impl DynamoStore {
         serde_json::from_str(report)
             .map(Some)
             .map_err(|err| StoreError::Internal(Box::new(err)))
+    }
+
+    /// See [`crate::store::Store::record_action`].
+    pub(super) async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(action).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let key = new_action_key(action);
+        let mut item = record_item(ACTIONS, &key);
+        item.insert("action".to_owned(), AttributeValue::S(json));
+        // Append-only: never overwrite an entry (the key is unique; this makes sure).
+        let put = self
+            .client()
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)");
+        self.calls
+            .send(&self.calls.budget(), || put.clone().send())
+            .await
+            .map(drop)
+            .map_err(DynamoError::into_store_error)
+    }
+
+    /// See [`crate::store::Store::actions`].
+    pub(super) async fn actions(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<ActionPage, StoreError> {
+        let before = cursor.map(decode_action_cursor).transpose()?;
+        let mut query = self
+            .client()
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", s(ACTIONS))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit + 1).unwrap_or(i32::MAX));
+        if let Some(key) = &before {
+            query = query.set_exclusive_start_key(Some(HashMap::from([
+                ("PK".to_owned(), s(ACTIONS)),
+                ("SK".to_owned(), s(key)),
+            ])));
+        }
+        let page = self
+            .calls
+            .send(&self.calls.budget(), || query.clone().send())
+            .await
+            .map_err(DynamoError::into_store_error)?;
+        let items = page.items();
+        let mut actions = Vec::new();
+        for item in items.iter().take(limit) {
+            let action = serde_json::from_str(item.text("action").unwrap_or_default())
+                .map_err(|err| StoreError::Internal(Box::new(err)))?;
+            actions.push(action);
+        }
+        let next = (items.len() > limit)
+            .then(|| items.get(limit - 1).and_then(|item| item.text("SK")))
+            .flatten()
+            .map(encode_action_cursor);
+        Ok(ActionPage { actions, next })
     }
 
     async fn put_record(

@@ -13,7 +13,7 @@ mod list;
 mod release;
 mod sync;
 
-pub(super) use self::audit::{audit_facts, last_audit};
+pub(super) use self::audit::{action_page, audit_facts, last_audit};
 pub(super) use self::jobs::job_records;
 pub(super) use self::list::{
     allocation_facts, available_by_prefix, list_page, read_niosxaas_histories,
@@ -63,6 +63,8 @@ const USED_ACCOUNTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("us
 /// Single records as JSON: [`LAST_LISTING`] (the last listing a sync applied) and
 /// [`LAST_AUDIT`] (the last audit's report).
 const RECORDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records");
+/// `domain::actions::action_key` → the admin action as JSON: the append-only action log.
+const ACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("actions");
 /// The [`RECORDS`] key of the last complete listing a sync applied.
 const LAST_LISTING: &str = "last_listing";
 /// The [`RECORDS`] key of the last audit's report.
@@ -96,6 +98,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(NIOSXAAS_HISTORY)?;
     txn.open_table(USED_ACCOUNTS)?;
     txn.open_table(RECORDS)?;
+    txn.open_table(ACTIONS)?;
     txn.commit()?;
     Ok(())
 }
@@ -202,6 +205,7 @@ pub(super) struct Tables<'txn> {
     niosxaas_history: redb::Table<'txn, &'static str, &'static [u8]>,
     used: redb::Table<'txn, &'static str, &'static [u8]>,
     records: redb::Table<'txn, &'static str, &'static [u8]>,
+    actions: redb::Table<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
 }
 
@@ -217,6 +221,7 @@ impl<'txn> Tables<'txn> {
             niosxaas_history: txn.open_table(NIOSXAAS_HISTORY)?,
             used: txn.open_table(USED_ACCOUNTS)?,
             records: txn.open_table(RECORDS)?,
+            actions: txn.open_table(ACTIONS)?,
             deltas: StatusDeltas::default(),
         })
     }

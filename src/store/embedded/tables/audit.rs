@@ -1,8 +1,10 @@
-//! What the auditor reads and keeps: the handed-out rows, the tombstones' ids, the last
-//! listing a sync applied, and the last report.
+//! What the auditor reads and keeps — the handed-out rows, the tombstones' ids, the last
+//! listing a sync applied, the last report — and the admins' action log.
 
 use super::*;
+use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport, ListingSnapshot};
+use crate::store::{decode_action_cursor, encode_action_cursor, new_action_key};
 
 /// The handed-out rows that are not deleted, the tombstones' ids and the last listing,
 /// from one snapshot.
@@ -59,7 +61,52 @@ fn record<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
+/// Up to `limit` action-log entries older than `cursor`, newest first.
+pub(in crate::store::embedded) fn action_page(
+    db: &Database,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<ActionPage, StoreError> {
+    let before = cursor.map(decode_action_cursor).transpose()?;
+    let txn = db.begin_read().map_err(storage)?;
+    let actions = txn.open_table(ACTIONS).map_err(storage)?;
+    let range = match &before {
+        Some(key) => actions.range(..key.as_str()),
+        None => actions.range::<&str>(..),
+    }
+    .map_err(storage)?;
+    let mut page = ActionPage::default();
+    let mut last_key = None;
+    for entry in range.rev() {
+        let (key, value) = entry.map_err(storage)?;
+        if page.actions.len() == limit {
+            page.next = last_key.as_deref().map(encode_action_cursor);
+            break;
+        }
+        let action: AdminAction = serde_json::from_slice(value.value()).map_err(|err| {
+            StoreError::Internal(format!("action {} cannot be decoded: {err}", key.value()).into())
+        })?;
+        page.actions.push(action);
+        last_key = Some(key.value().to_owned());
+    }
+    Ok(page)
+}
+
 impl Tables<'_> {
+    /// Appends `action` to the action log.
+    pub(in crate::store::embedded) fn record_action(
+        &mut self,
+        action: &AdminAction,
+    ) -> Result<(), StoreError> {
+        let key = new_action_key(action);
+        let bytes =
+            serde_json::to_vec(action).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        self.actions
+            .insert(key.as_str(), bytes.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
     /// Keeps `listing` as the last complete listing a sync applied.
     pub(in crate::store::embedded) fn record_listing(
         &mut self,

@@ -1,0 +1,151 @@
+//! Admin controls for a bad day, each in the append-only action log: releasing any
+//! student's sandbox, and the log itself. On both stores, black-box over HTTP.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, TestApp, error_of, json_of, spawn_app};
+
+async fn release(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+    app.admin(Method::POST, &format!("/v1/admin/sandboxes/{id}/release"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn action_log(app: &TestApp, query: &str) -> Value {
+    json_of(
+        app.admin_get(&format!("/v1/admin/actions{query}")).await,
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_admin_releases_any_students_sandbox_with_a_reason_and_the_log_says_who_and_why() {
+    let app = spawn_app().await;
+    app.seed("lab-", 0, 2).await;
+    let held = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
+    let id = held["sandbox_id"].as_str().unwrap().to_owned();
+
+    let no_reason = release(&app, &id, json!({})).await;
+    let refused = error_of(no_reason, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("reason"),
+        "{refused}"
+    );
+    let blank = release(&app, &id, json!({"reason": "   "})).await;
+    error_of(blank, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
+    let unknown = release(&app, "999999", json!({"reason": "x"})).await;
+    error_of(unknown, StatusCode::NOT_FOUND, "SANDBOX_NOT_FOUND").await;
+    assert_eq!(
+        app.stats().await["allocated"],
+        1,
+        "a refused release changes nothing"
+    );
+
+    let released = release(
+        &app,
+        &id,
+        json!({"reason": "student reported a broken account"}),
+    )
+    .await;
+    let released = json_of(released, StatusCode::OK).await;
+    assert_eq!(released["status"], "pending_deletion", "{released}");
+    let again = release(&app, &id, json!({"reason": "twice"})).await;
+    let conflict = error_of(again, StatusCode::CONFLICT, "NOT_ALLOCATED").await;
+    assert!(
+        conflict["message"]
+            .as_str()
+            .unwrap()
+            .contains("pending_deletion"),
+        "{conflict}"
+    );
+
+    // The student's key is free again: their next start gets a new sandbox.
+    let next = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
+    assert_ne!(next["sandbox_id"], id.as_str());
+
+    let log = action_log(&app, "").await;
+    let entry = &log["actions"][0];
+    assert_eq!(entry["action"], "admin.release", "{log}");
+    assert_eq!(entry["target"], id.as_str());
+    assert_eq!(entry["reason"], "student reported a broken account");
+    assert_eq!(entry["detail"], "released from stu-1");
+    let actor = entry["actor"].as_str().unwrap();
+    assert!(actor.starts_with("admin:") && actor.len() == 18, "{actor}");
+    assert!(
+        !log.to_string().contains(ADMIN_TOKEN),
+        "the token is never logged"
+    );
+    assert!(entry["at"].as_i64().unwrap() > 0);
+    assert_eq!(
+        log["actions"].as_array().unwrap().len(),
+        1,
+        "refusals are not actions"
+    );
+}
+
+#[tokio::test]
+async fn every_admin_write_is_recorded_and_the_log_pages_newest_first() {
+    let app = spawn_app().await;
+    let rows: Vec<Value> = (1..=3)
+        .map(|n| json!({"sandbox_id": n.to_string(), "name": format!("lab-{n}"), "external_id": format!("x/{n}")}))
+        .collect();
+    let imported = app.import(&json!({ "sandboxes": rows })).await;
+    json_of(imported, StatusCode::OK).await; // the first entry
+    for path in [
+        "/v1/admin/expire",
+        "/v1/admin/audit",
+        "/v1/admin/auto-delete-stale?grace_period_hours=1",
+        "/v1/admin/bulk-delete?status=stale",
+    ] {
+        let done = app.admin(Method::POST, path).send().await.unwrap();
+        json_of(done, StatusCode::OK).await;
+    }
+    // Reads are not writes.
+    app.stats().await;
+    action_log(&app, "").await;
+
+    let mut seen = Vec::new();
+    let mut query = "?limit=2".to_owned();
+    loop {
+        let page = action_log(&app, &query).await;
+        let entries = page["actions"].as_array().unwrap();
+        assert!(entries.len() <= 2);
+        seen.extend(
+            entries
+                .iter()
+                .map(|e| e["action"].as_str().unwrap().to_owned()),
+        );
+        match page["cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "admin.bulk_delete",
+            "admin.auto_delete_stale",
+            "admin.audit",
+            "admin.expire",
+            "admin.import_sandboxes",
+        ],
+        "newest first, each once"
+    );
+    let first = action_log(&app, "?limit=100").await;
+    let bulk = &first["actions"][0];
+    assert_eq!(
+        (&bulk["target"], &bulk["detail"]),
+        (&json!("status=stale"), &json!("deleted 0"))
+    );
+    let import = &first["actions"][4];
+    assert_eq!(import["detail"], "imported 3, skipped 0");
+
+    for bad in ["?limit=0", "?limit=101", "?cursor=not-ours"] {
+        let refused = app.admin_get(&format!("/v1/admin/actions{bad}")).await;
+        error_of(refused, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
+    }
+}
