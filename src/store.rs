@@ -24,7 +24,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
-use crate::domain::lifecycle::{ListingRefused, SyncRules, SyncStep};
+use crate::domain::lifecycle::{ListingRefused, RowAction, RowActionRefused, SyncRules, SyncStep};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
@@ -56,6 +56,9 @@ pub enum StoreError {
     /// The list cursor does not belong to this store or these filters.
     #[error("the cursor does not belong to this listing")]
     InvalidCursor,
+    /// An admin's change does not apply to the row as it is.
+    #[error(transparent)]
+    RowActionRefused(#[from] RowActionRefused),
     /// A provider listing was not applied: it would have marked too much of the pool stale.
     #[error(transparent)]
     ListingRefused(#[from] ListingRefused),
@@ -267,6 +270,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The last audit kept, if any ran.
     async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError>;
+
+    /// Applies an admin's `action` to the row `id` as `domain::lifecycle::decide_row_action`
+    /// decides on the row as it is, conditional on its status; the row as it became.
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: RowAction,
+        now: i64,
+    ) -> Result<Sandbox, StoreError>;
 
     /// Appends `action` to the admins' action log.
     async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError>;

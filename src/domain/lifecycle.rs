@@ -6,9 +6,11 @@
 //! inside its write transaction, DynamoDB as the update's condition, with the `SET` and
 //! `REMOVE` clauses derived from the difference between the two rows.
 
+mod admin;
 mod listing;
 mod sync;
 
+pub use self::admin::*;
 pub use self::listing::*;
 pub use self::sync::*;
 use super::{ALLOCATED_BY_BROKER, LabPolicy, Sandbox, SandboxStatus, StudentKey};

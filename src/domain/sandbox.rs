@@ -79,6 +79,9 @@ pub struct Sandbox {
     /// What the NIOSXaaS pre-delete hook did in this account, once it ran.
     #[serde(default)]
     pub niosxaas: Option<NiosxaasCleanup>,
+    /// Why an admin quarantined it, while it is `quarantined`.
+    #[serde(default)]
+    pub quarantine_reason: Option<String>,
 }
 
 /// What the NIOSXaaS pre-delete hook found and did in one sandbox account. The first three
@@ -239,6 +242,7 @@ impl NewSandbox {
             deletion_transient_failures: 0,
             last_deletion_error: None,
             niosxaas: None,
+            quarantine_reason: None,
         }
     }
 }

@@ -63,7 +63,10 @@ mod tests {
     fn only_a_handed_out_or_deleted_account_leaves_a_marker() {
         for status in SandboxStatus::ALL {
             let never_allocated = row(status, None);
-            let expected = !matches!(status, SandboxStatus::Available | SandboxStatus::Stale);
+            let expected = !matches!(
+                status,
+                SandboxStatus::Available | SandboxStatus::Stale | SandboxStatus::Quarantined
+            );
             assert_eq!(
                 UsedAccount::left_by(&never_allocated, 900).is_some(),
                 expected,

@@ -21,17 +21,21 @@ pub enum SandboxStatus {
     DeletionFailed,
     /// Was available but the provider no longer lists it.
     Stale,
+    /// Taken out of the pool by an admin without being deleted (a suspicious account);
+    /// only an admin puts it back, and only if it was never handed out.
+    Quarantined,
 }
 
 impl SandboxStatus {
     /// Every status, in the order stats report them.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Available,
         Self::Allocated,
         Self::PendingDeletion,
         Self::Stale,
         Self::DeletionFailed,
         Self::Deleted,
+        Self::Quarantined,
     ];
 
     /// The wire and table string of this status.
@@ -43,6 +47,7 @@ impl SandboxStatus {
             Self::Deleted => "deleted",
             Self::DeletionFailed => "deletion_failed",
             Self::Stale => "stale",
+            Self::Quarantined => "quarantined",
         }
     }
 }
@@ -63,7 +68,7 @@ impl FromStr for SandboxStatus {
             .ok_or_else(|| {
                 ValidationError::new(
                     "status",
-                    "must be one of available, allocated, pending_deletion, stale, deletion_failed, deleted",
+                    "must be one of available, allocated, pending_deletion, stale, deletion_failed, deleted, quarantined",
                 )
             })
     }

@@ -79,6 +79,10 @@ pub enum ApiError {
         /// Whole seconds until the address may try again.
         retry_after_secs: u64,
     },
+    /// 409 `NOT_QUARANTINABLE` / `NOT_QUARANTINED` / `WAS_HANDED_OUT`: an admin's change
+    /// does not apply to the row as it is.
+    #[error(transparent)]
+    RowActionRefused(crate::domain::lifecycle::RowActionRefused),
     /// 409 `NOT_ALLOCATED`: an admin release of a sandbox that is not allocated (any more).
     #[error("sandbox is {0}, not allocated")]
     NotAllocated(crate::domain::SandboxStatus),
@@ -126,6 +130,7 @@ impl From<StoreError> for ApiError {
                 "does not belong to this listing (the filters changed?)",
             )),
             StoreError::ListingRefused(refused) => Self::ListingRefused(refused),
+            StoreError::RowActionRefused(refused) => Self::RowActionRefused(refused),
         }
     }
 }
@@ -190,7 +195,8 @@ impl ApiError {
             Self::NoSandboxesAvailable
             | Self::JobAlreadyRunning { .. }
             | Self::ListingRefused(_)
-            | Self::NotAllocated(_) => StatusCode::CONFLICT,
+            | Self::NotAllocated(_)
+            | Self::RowActionRefused(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -241,6 +247,19 @@ impl ApiError {
                 Some(NO_SANDBOX_RETRY_AFTER_SECS),
             ),
             Self::PayloadTooLarge(what) => ("PAYLOAD_TOO_LARGE", what.clone(), None),
+            Self::RowActionRefused(refused) => (
+                match refused {
+                    crate::domain::lifecycle::RowActionRefused::NotQuarantinable(_) => {
+                        "NOT_QUARANTINABLE"
+                    }
+                    crate::domain::lifecycle::RowActionRefused::NotQuarantined(_) => {
+                        "NOT_QUARANTINED"
+                    }
+                    crate::domain::lifecycle::RowActionRefused::WasHandedOut => "WAS_HANDED_OUT",
+                },
+                format!("{}: nothing was changed", capitalized(&refused.to_string())),
+                None,
+            ),
             Self::NotAllocated(status) => (
                 "NOT_ALLOCATED",
                 format!(
@@ -324,6 +343,14 @@ impl ApiError {
             status => Self::Internal(format!("unhandled status {status}").into()),
         }
     }
+}
+
+/// `text` with its first letter in upper case, for a message made of an error's sentence.
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }
 
 impl IntoResponse for ApiError {

@@ -65,6 +65,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(jobs::auto_delete_stale))
         .routes(routes!(jobs::trigger_audit, jobs::last_audit))
         .routes(routes!(actions::release))
+        .routes(routes!(actions::quarantine))
+        .routes(routes!(actions::unquarantine))
         .routes(routes!(actions::actions))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));

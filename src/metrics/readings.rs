@@ -27,6 +27,7 @@ pub(super) struct ReadingGauges {
     pending_deletion: IntGauge,
     stale: IntGauge,
     deletion_failed: IntGauge,
+    quarantined: IntGauge,
     total: IntGauge,
     available_by_prefix: IntGaugeVec,
     job_last_finished: IntGaugeVec,
@@ -56,6 +57,11 @@ impl ReadingGauges {
                 "Sandboxes pending deletion",
             )?,
             stale: gauge(r, "broker_pool_stale", "Sandboxes stale")?,
+            quarantined: gauge(
+                r,
+                "broker_pool_quarantined",
+                "Sandboxes an admin quarantined",
+            )?,
             deletion_failed: gauge(
                 r,
                 "broker_pool_deletion_failed",
@@ -101,6 +107,7 @@ impl ReadingGauges {
         self.pending_deletion.set(to_i64(pool.pending_deletion));
         self.stale.set(to_i64(pool.stale));
         self.deletion_failed.set(to_i64(pool.deletion_failed));
+        self.quarantined.set(to_i64(pool.quarantined));
         self.total.set(to_i64(pool.total()));
         for (prefix, count) in &readings.available_by_prefix {
             self.available_by_prefix

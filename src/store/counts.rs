@@ -17,6 +17,8 @@ pub struct PoolStats {
     pub deletion_failed: u64,
     /// Rows `deleted` (tombstones).
     pub deleted: u64,
+    /// Rows `quarantined` by an admin.
+    pub quarantined: u64,
 }
 
 impl PoolStats {
@@ -44,6 +46,7 @@ impl PoolStats {
             SandboxStatus::Stale => &self.stale,
             SandboxStatus::DeletionFailed => &self.deletion_failed,
             SandboxStatus::Deleted => &self.deleted,
+            SandboxStatus::Quarantined => &self.quarantined,
         }
     }
 
@@ -55,6 +58,7 @@ impl PoolStats {
             SandboxStatus::Stale => &mut self.stale,
             SandboxStatus::DeletionFailed => &mut self.deletion_failed,
             SandboxStatus::Deleted => &mut self.deleted,
+            SandboxStatus::Quarantined => &mut self.quarantined,
         }
     }
 }

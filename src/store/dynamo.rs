@@ -50,7 +50,7 @@ use super::{
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
-use crate::domain::lifecycle::SyncRules;
+use crate::domain::lifecycle::{RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
@@ -327,6 +327,15 @@ impl Store for DynamoStore {
 
     async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
         self.last_audit().await
+    }
+
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: RowAction,
+        now: i64,
+    ) -> Result<Sandbox, StoreError> {
+        self.change_row(id, &action, now).await
     }
 
     async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {

@@ -26,7 +26,7 @@ use super::{
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
-use crate::domain::lifecycle::SyncRules;
+use crate::domain::lifecycle::{RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
@@ -374,6 +374,17 @@ impl Store for EmbeddedStore {
 
     async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
         self.read(tables::last_audit).await
+    }
+
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: RowAction,
+        now: i64,
+    ) -> Result<Sandbox, StoreError> {
+        let id = id.as_str().to_owned();
+        self.submit(move |tables| tables.change_row(&id, &action, now))
+            .await
     }
 
     async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {

@@ -149,3 +149,93 @@ async fn every_admin_write_is_recorded_and_the_log_pages_newest_first() {
         error_of(refused, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
     }
 }
+
+async fn post_reason(app: &TestApp, path: &str, reason: &str) -> reqwest::Response {
+    app.admin(Method::POST, path)
+        .json(&json!({ "reason": reason }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_quarantined_sandbox_leaves_the_pool_stays_visible_and_returns_only_if_never_used() {
+    let app = spawn_app().await;
+    app.seed("lab-", 0, 2).await;
+    let stats = app.stats().await;
+    assert_eq!(
+        (stats["available"].as_u64(), stats["quarantined"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let list = json_of(
+        app.admin_get("/v1/admin/sandboxes?status=available").await,
+        StatusCode::OK,
+    )
+    .await;
+    let ids: Vec<String> = list["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["sandbox_id"].as_str().unwrap().to_owned())
+        .collect();
+    let (suspect, other) = (&ids[0], &ids[1]);
+
+    let path = |verb: &str, id: &str| format!("/v1/admin/sandboxes/{id}/{verb}");
+    let quarantined = post_reason(&app, &path("quarantine", suspect), "odd sign-ins").await;
+    let quarantined = json_of(quarantined, StatusCode::OK).await;
+    assert_eq!(quarantined["status"], "quarantined", "{quarantined}");
+    let stats = app.stats().await;
+    assert_eq!(
+        (stats["available"].as_u64(), stats["quarantined"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let listed = json_of(
+        app.admin_get("/v1/admin/sandboxes?status=quarantined")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(listed["sandboxes"][0]["sandbox_id"], suspect.as_str());
+    // Students never get it: the pool holds one sandbox now.
+    let first = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
+    assert_eq!(first["sandbox_id"], other.as_str());
+    error_of(
+        app.allocate("stu-2").await,
+        StatusCode::CONFLICT,
+        "NO_SANDBOXES_AVAILABLE",
+    )
+    .await;
+    // Twice, or an allocated one: refused, nothing changed.
+    let again = post_reason(&app, &path("quarantine", suspect), "again").await;
+    error_of(again, StatusCode::CONFLICT, "NOT_QUARANTINABLE").await;
+    let held = post_reason(&app, &path("quarantine", other), "held").await;
+    error_of(held, StatusCode::CONFLICT, "NOT_QUARANTINABLE").await;
+    let not_quarantined = post_reason(&app, &path("unquarantine", other), "x").await;
+    error_of(not_quarantined, StatusCode::CONFLICT, "NOT_QUARANTINED").await;
+
+    // Never handed out: it returns, and the waiting student gets it.
+    let back = post_reason(&app, &path("unquarantine", suspect), "checked: fine").await;
+    assert_eq!(json_of(back, StatusCode::OK).await["status"], "available");
+    let second = json_of(app.allocate("stu-2").await, StatusCode::CREATED).await;
+    assert_eq!(second["sandbox_id"], suspect.as_str());
+
+    let log = action_log(&app, "").await;
+    let recorded: Vec<(String, String)> = log["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_owned(),
+                a["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            ("admin.unquarantine".to_owned(), "checked: fine".to_owned()),
+            ("admin.quarantine".to_owned(), "odd sign-ins".to_owned()),
+        ]
+    );
+}

@@ -525,6 +525,14 @@ impl Store for FailingStore {
     ) -> Result<(), StoreError> {
         Err(self.fail())
     }
+    async fn change_row(
+        &self,
+        _: &SandboxId,
+        _: sandbox_broker::domain::lifecycle::RowAction,
+        _: i64,
+    ) -> Result<Sandbox, StoreError> {
+        Err(self.fail())
+    }
     async fn actions(
         &self,
         _: usize,

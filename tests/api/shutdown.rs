@@ -165,6 +165,14 @@ impl Store for GatedStore {
     ) -> Result<(), StoreError> {
         self.inner.record_action(action).await
     }
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: sandbox_broker::domain::lifecycle::RowAction,
+        now: i64,
+    ) -> Result<Sandbox, StoreError> {
+        self.inner.change_row(id, action, now).await
+    }
     async fn actions(
         &self,
         limit: usize,

@@ -687,7 +687,7 @@ async fn usage_analytics_count_python_rows_and_leave_out_a_row_they_cannot_read(
     let mut with_lab = python_allocation("9001", "stu-py", "stu-py", now - 600);
     with_lab.insert("track_name".into(), s("dns"));
     let mut unreadable = python_allocation("9002", "stu-odd", "stu-odd", now - 600);
-    unreadable.insert("status".into(), s("quarantined"));
+    unreadable.insert("status".into(), s("frozen"));
     unreadable.insert("track_name".into(), s("dns"));
     let (app, _client, _table) = python_table_app(vec![with_lab, unreadable], 0).await;
 

@@ -74,10 +74,11 @@ pub const IMPORT_REPLACES: [SandboxStatus; 1] = [SandboxStatus::Available];
 /// The statuses whose listed rows a sync never writes, whatever the listing says or when:
 /// a store may skip them knowing only their ids. (A `deleted` row is not among them: a
 /// sync verifies its deletion.)
-pub const SYNC_NEVER_WRITES: [SandboxStatus; 3] = [
+pub const SYNC_NEVER_WRITES: [SandboxStatus; 4] = [
     SandboxStatus::Allocated,
     SandboxStatus::PendingDeletion,
     SandboxStatus::DeletionFailed,
+    SandboxStatus::Quarantined,
 ];
 
 /// Whether a sync that no longer finds a row's sandbox at the provider marks it `stale`:

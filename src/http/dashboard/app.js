@@ -8,10 +8,10 @@ const apiBase = document.body.dataset.apiBase;
 const tokenKey = 'sandbox-broker-admin-token';
 const columnsKey = 'sandbox-broker-columns';
 const PAGE_SIZE = 50;
-const STATUSES = ['available', 'allocated', 'pending_deletion', 'stale', 'deletion_failed', 'deleted'];
+const STATUSES = ['available', 'allocated', 'pending_deletion', 'stale', 'deletion_failed', 'deleted', 'quarantined'];
 const STATUS_COLORS = {
   available: '#2e7d32', allocated: '#1565c0', pending_deletion: '#ef6c00',
-  stale: '#8d6e63', deletion_failed: '#c62828', deleted: '#9e9e9e',
+  stale: '#8d6e63', deletion_failed: '#c62828', deleted: '#9e9e9e', quarantined: '#6a1b9a',
 };
 // [field, heading, shown by default, kind]
 const COLUMNS = [

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::actions::AdminAction;
+use crate::domain::lifecycle::RowAction;
 use crate::domain::{SandboxStatus, StudentKey, ValidationError};
 use crate::http::auth::AdminActor;
 use crate::http::error::{ApiError, ErrorEnvelope, Result};
@@ -125,6 +126,76 @@ pub async fn release(
     )
     .await;
     Ok(Json(AdminSandboxView::new(&released, app.lab)))
+}
+
+/// Takes an `available` or `stale` sandbox out of the pool without deleting it (a
+/// suspicious account, kept for a look). Recorded with the reason.
+#[utoipa::path(
+    post, path = "/admin/sandboxes/{sandbox_id}/quarantine", tag = "admin",
+    params(("sandbox_id" = String, Path, description = "The sandbox's id")),
+    request_body = ReasonRequest,
+    responses(
+        (status = 200, description = "Quarantined", body = AdminSandboxView),
+        (status = 400, description = "No reason, or a bad id", body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "`NOT_QUARANTINABLE`: only available or stale sandboxes", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn quarantine(
+    State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
+    SandboxIdPath(id): SandboxIdPath,
+    JsonBody(request): JsonBody<ReasonRequest>,
+) -> Result<Json<AdminSandboxView>> {
+    let reason = request.reason()?;
+    let action = RowAction::Quarantine {
+        reason: reason.clone(),
+    };
+    let row = app.store.change_row(&id, action, app.clock.now()).await?;
+    let done = Done {
+        action: "admin.quarantine",
+        target: Some(id.as_str().to_owned()),
+        reason: Some(reason),
+        detail: None,
+    };
+    record(&app, &actor, done).await;
+    Ok(Json(AdminSandboxView::new(&row, app.lab)))
+}
+
+/// Returns a quarantined sandbox to the pool, only if it was never handed out. Recorded
+/// with the reason.
+#[utoipa::path(
+    post, path = "/admin/sandboxes/{sandbox_id}/unquarantine", tag = "admin",
+    params(("sandbox_id" = String, Path, description = "The sandbox's id")),
+    request_body = ReasonRequest,
+    responses(
+        (status = 200, description = "Available again", body = AdminSandboxView),
+        (status = 400, description = "No reason, or a bad id", body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "`NOT_QUARANTINED`, or `WAS_HANDED_OUT`: a used account never returns to the pool", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn unquarantine(
+    State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
+    SandboxIdPath(id): SandboxIdPath,
+    JsonBody(request): JsonBody<ReasonRequest>,
+) -> Result<Json<AdminSandboxView>> {
+    let reason = request.reason()?;
+    let row = app
+        .store
+        .change_row(&id, RowAction::Unquarantine, app.clock.now())
+        .await?;
+    let done = Done {
+        action: "admin.unquarantine",
+        target: Some(id.as_str().to_owned()),
+        reason: Some(reason),
+        detail: None,
+    };
+    record(&app, &actor, done).await;
+    Ok(Json(AdminSandboxView::new(&row, app.lab)))
 }
 
 /// `?limit=&cursor=` of the action log, as sent.

@@ -177,6 +177,7 @@ impl TryFrom<&Item> for Sandbox {
                 .and_then(|c| u32::try_from(c).ok())
                 .unwrap_or(0),
             last_deletion_error: text("last_deletion_error"),
+            quarantine_reason: text("quarantine_reason"),
             niosxaas: read_niosxaas(item),
         })
     }
@@ -205,6 +206,7 @@ impl From<&Sandbox> for Item {
             ("sfdc_account_id", &row.sfdc_account_id),
             ("deletion_claimed_by", &row.deletion_claimed_by),
             ("last_deletion_error", &row.last_deletion_error),
+            ("quarantine_reason", &row.quarantine_reason),
         ];
         for (name, value) in optional_text {
             if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {

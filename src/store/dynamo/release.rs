@@ -102,4 +102,33 @@ impl DynamoStore {
             Err(DynamoError::Store(err)) => Err(err),
         }
     }
+
+    /// See [`crate::store::Store::change_row`]: decided on the row read consistently, and
+    /// written only while it is still in the status read; a row changed meanwhile is
+    /// decided on once more.
+    pub(super) async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: &lifecycle::RowAction,
+        now: i64,
+    ) -> Result<Sandbox, StoreError> {
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        for _ in 0..3 {
+            let old = self
+                .row(&budget, id.as_str())
+                .await?
+                .ok_or(StoreError::SandboxNotFound)?;
+            let change = lifecycle::decide_row_action(&old, action, now)?;
+            let update = self.apply_change(&old, &change);
+            match self.calls.send(&budget, || update.clone().send()).await {
+                Ok(_) => return Ok(change.row),
+                Err(DynamoError::Conflict) => continue,
+                Err(DynamoError::Store(err)) => return Err(err),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the row kept changing while an admin changed it; try again".into(),
+        ))
+    }
 }

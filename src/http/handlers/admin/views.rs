@@ -86,6 +86,8 @@ pub struct StatsView {
     pub stale: u64,
     /// Rows `deletion_failed`.
     pub deletion_failed: u64,
+    /// Rows an admin `quarantined` (additive).
+    pub quarantined: u64,
     /// Rows `deleted`.
     pub deleted: u64,
 }
@@ -99,6 +101,7 @@ impl From<PoolStats> for StatsView {
             pending_deletion: stats.pending_deletion,
             stale: stats.stale,
             deletion_failed: stats.deletion_failed,
+            quarantined: stats.quarantined,
             deleted: stats.deleted,
         }
     }

@@ -46,4 +46,17 @@ impl Tables<'_> {
         }
         Ok(())
     }
+
+    /// Applies an admin's `action` to the row `id` as the domain decides on it.
+    pub(in crate::store::embedded) fn change_row(
+        &mut self,
+        id: &str,
+        action: &lifecycle::RowAction,
+        now: i64,
+    ) -> Result<Sandbox, StoreError> {
+        let old = self.row(id)?.ok_or(StoreError::SandboxNotFound)?;
+        let change = lifecycle::decide_row_action(&old, action, now)?;
+        self.put(Some(&old), &change.row)?;
+        Ok(change.row)
+    }
 }

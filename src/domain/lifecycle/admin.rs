@@ -1,0 +1,121 @@
+//! What an admin may do to one row for a bad day, decided without I/O.
+//!
+//! Rule: quarantine takes an `available` or `stale` sandbox out of the pool without
+//! deleting it (a suspicious account, kept for a look); only an admin puts it back, and only
+//! a sandbox that was never handed out (a used account never returns to the pool). Every
+//! change applies only while the row is still in the status read.
+
+use super::Change;
+use super::sync::while_still;
+use crate::domain::used::was_used;
+use crate::domain::{Sandbox, SandboxStatus};
+
+/// An admin's change to one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowAction {
+    /// Take it out of the pool, saying why.
+    Quarantine {
+        /// The admin's reason, kept on the row.
+        reason: String,
+    },
+    /// Return it to the pool.
+    Unquarantine,
+}
+
+/// Why an admin's change does not apply to a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RowActionRefused {
+    /// Only an `available` or `stale` sandbox can be quarantined.
+    #[error("a {0} sandbox cannot be quarantined (only available or stale ones)")]
+    NotQuarantinable(SandboxStatus),
+    /// Only a `quarantined` sandbox can be returned.
+    #[error("the sandbox is {0}, not quarantined")]
+    NotQuarantined(SandboxStatus),
+    /// It was handed out once: it never returns to the pool.
+    #[error(
+        "the sandbox was handed out before, so it never returns to the pool; delete it at the provider"
+    )]
+    WasHandedOut,
+}
+
+/// The change `action` makes to `row` at `now`, or why it does not apply.
+pub fn decide_row_action(
+    row: &Sandbox,
+    action: &RowAction,
+    now: i64,
+) -> Result<Change, RowActionRefused> {
+    let mut changed = row.clone();
+    changed.updated_at = now;
+    match action {
+        RowAction::Quarantine { reason } => {
+            if !matches!(row.status, SandboxStatus::Available | SandboxStatus::Stale) {
+                return Err(RowActionRefused::NotQuarantinable(row.status));
+            }
+            changed.status = SandboxStatus::Quarantined;
+            changed.quarantine_reason = Some(reason.clone());
+        }
+        RowAction::Unquarantine => {
+            if row.status != SandboxStatus::Quarantined {
+                return Err(RowActionRefused::NotQuarantined(row.status));
+            }
+            if was_used(row) {
+                return Err(RowActionRefused::WasHandedOut);
+            }
+            changed.status = SandboxStatus::Available;
+            changed.quarantine_reason = None;
+        }
+    }
+    Ok(Change {
+        row: changed,
+        expect: while_still(row.status),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::lifecycle::tests::row;
+
+    #[test]
+    fn only_a_pool_row_is_quarantined_and_only_a_never_used_one_returns() {
+        let quarantine = RowAction::Quarantine {
+            reason: "odd logins".into(),
+        };
+        for status in SandboxStatus::ALL {
+            let decided = decide_row_action(&row(status, None), &quarantine, 900);
+            let allowed = matches!(status, SandboxStatus::Available | SandboxStatus::Stale);
+            assert_eq!(decided.is_ok(), allowed, "{status:?}");
+            if let Ok(change) = decided {
+                assert_eq!(change.row.status, SandboxStatus::Quarantined);
+                assert_eq!(change.row.quarantine_reason.as_deref(), Some("odd logins"));
+                assert_eq!(change.expect.status, status, "only while still {status:?}");
+            }
+        }
+        let quarantined = decide_row_action(&row(SandboxStatus::Available, None), &quarantine, 900)
+            .unwrap()
+            .row;
+        let back = decide_row_action(&quarantined, &RowAction::Unquarantine, 950).unwrap();
+        assert_eq!(
+            (
+                back.row.status,
+                back.row.quarantine_reason,
+                back.row.updated_at
+            ),
+            (SandboxStatus::Available, None, 950)
+        );
+        let mut once_used = quarantined;
+        once_used.allocated_at = Some(500);
+        assert_eq!(
+            decide_row_action(&once_used, &RowAction::Unquarantine, 950),
+            Err(RowActionRefused::WasHandedOut)
+        );
+        assert_eq!(
+            decide_row_action(
+                &row(SandboxStatus::Available, None),
+                &RowAction::Unquarantine,
+                950
+            ),
+            Err(RowActionRefused::NotQuarantined(SandboxStatus::Available))
+        );
+    }
+}
