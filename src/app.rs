@@ -82,6 +82,7 @@ impl AppState {
         let readiness = Recent::new(READINESS_REUSE);
         let allocation_facts = Recent::new(config.http.analytics_cache);
         let niosxaas_histories = Recent::new(config.http.analytics_cache);
+        let cordons = Recent::new(crate::http::state::CORDONS_REFRESH);
         let metrics = Metrics::new()?;
         metrics.register_store(store.as_ref())?;
         let breaker = provider.map(|provider| {
@@ -126,6 +127,7 @@ impl AppState {
             readiness,
             allocation_facts,
             niosxaas_histories,
+            cordons,
             jobs,
             breaker,
             pre_delete,

@@ -6,6 +6,7 @@
 pub mod actions;
 pub mod audit;
 pub mod clock;
+pub mod cordon;
 pub mod deletion;
 pub mod lease;
 pub mod lifecycle;

@@ -24,6 +24,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
+use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, RowActionRefused, SyncRules, SyncStep};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
@@ -279,6 +280,19 @@ pub trait Store: Send + Sync + 'static {
         action: RowAction,
         now: i64,
     ) -> Result<Sandbox, StoreError>;
+
+    /// The sandbox `request`'s allocation key holds now, if any — what a replay would
+    /// answer — without allocating anything.
+    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError>;
+
+    /// Every cordon in place.
+    async fn cordons(&self) -> Result<Vec<Cordon>, StoreError>;
+
+    /// Puts `cordon` in place.
+    async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError>;
+
+    /// Lifts the cordon `id`; the cordon it lifted, `None` when there was none.
+    async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError>;
 
     /// Appends `action` to the admins' action log.
     async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError>;

@@ -13,6 +13,8 @@ use crate::store::StoreError;
 
 /// Seconds a client should wait after 409 `NO_SANDBOXES_AVAILABLE` before asking again.
 pub const NO_SANDBOX_RETRY_AFTER_SECS: u64 = 30;
+/// Seconds a client should wait after 503 `CORDONED` before asking again.
+pub const CORDONED_RETRY_AFTER_SECS: u64 = 60;
 /// Seconds a client should wait after a 503 before asking again.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
@@ -90,6 +92,13 @@ pub enum ApiError {
     /// have marked too much of the pool stale (`?force=true` applies it).
     #[error(transparent)]
     ListingRefused(crate::domain::lifecycle::ListingRefused),
+    /// 503 `CORDONED`, with `Retry-After`: an admin paused new allocations for the
+    /// request's prefix or lab.
+    #[error("new allocations are paused here")]
+    Cordoned {
+        /// The admin's reason.
+        reason: String,
+    },
     /// 503 `SERVICE_UNAVAILABLE`, with `Retry-After`: the store cannot serve now.
     #[error("service unavailable")]
     Unavailable(#[source] StoreError),
@@ -199,7 +208,9 @@ impl ApiError {
             | Self::RowActionRefused(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) | Self::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::ProviderUnavailable(_) | Self::Cordoned { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -259,6 +270,11 @@ impl ApiError {
                 },
                 format!("{}: nothing was changed", capitalized(&refused.to_string())),
                 None,
+            ),
+            Self::Cordoned { reason } => (
+                "CORDONED",
+                format!("New sandboxes for this lab are paused by an admin: {reason}"),
+                Some(CORDONED_RETRY_AFTER_SECS),
             ),
             Self::NotAllocated(status) => (
                 "NOT_ALLOCATED",

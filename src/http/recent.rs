@@ -45,6 +45,11 @@ impl<T: Clone> Recent<T> {
         answer
     }
 
+    /// Forgets the last answer: the next caller reads afresh (after a write here).
+    pub async fn forget(&self) {
+        *self.last.lock().await = None;
+    }
+
     /// As [`Self::get`], but only a successful read is kept: a failure is answered to
     /// the caller that met it, and the next caller reads again.
     pub async fn try_get<E, F, Fut>(&self, read: F) -> Result<T, E>

@@ -68,6 +68,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(actions::quarantine))
         .routes(routes!(actions::unquarantine))
         .routes(routes!(actions::actions))
+        .routes(routes!(actions::list_cordons, actions::add_cordon))
+        .routes(routes!(actions::remove_cordon))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let api = track.merge(admin);

@@ -10,6 +10,7 @@ use super::auth::Auth;
 use super::recent::Recent;
 use super::settings::HttpConfig;
 use crate::domain::clock::SharedClock;
+use crate::domain::cordon::Cordon;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{LabPolicy, NiosxaasHistory};
 use crate::jobs::Jobs;
@@ -19,6 +20,9 @@ use crate::provider::niosxaas::PreDeleteHook;
 use crate::ratelimit::RateLimiter;
 use crate::ratelimit::failures::FailureThrottle;
 use crate::store::{SharedStore, StoreError};
+
+/// How long an instance reuses the cordons it read: a cordon holds across a fleet within it.
+pub const CORDONS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Everything a request handler may use.
 pub struct App {
@@ -47,6 +51,9 @@ pub struct App {
     pub allocation_facts: Recent<Arc<Vec<AllocationFacts>>>,
     /// The NIOSXaaS history items (`/admin/niosxaas`), shared the same way.
     pub niosxaas_histories: Recent<Arc<Vec<NiosxaasHistory>>>,
+    /// The cordons in place, read at most once per [`CORDONS_REFRESH`], so a cordon put in
+    /// place on one instance holds across the fleet within that time.
+    pub cordons: Recent<Arc<Vec<Cordon>>>,
     /// The background jobs (sync, …) and their leases.
     pub jobs: Arc<Jobs>,
     /// The circuit breaker around the provider, when one is configured.
@@ -92,6 +99,13 @@ impl App {
                     }
                 }
             })
+            .await
+    }
+
+    /// The cordons in place (at most [`CORDONS_REFRESH`] old).
+    pub async fn current_cordons(&self) -> Result<Arc<Vec<Cordon>>, StoreError> {
+        self.cordons
+            .try_get(|| async { self.store.cordons().await.map(Arc::new) })
             .await
     }
 

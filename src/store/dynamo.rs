@@ -12,6 +12,7 @@ mod analytics;
 mod audit;
 mod calls;
 mod candidates;
+mod cordons;
 mod deletion;
 mod error;
 mod expiry;
@@ -50,6 +51,7 @@ use super::{
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
+use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
@@ -336,6 +338,24 @@ impl Store for DynamoStore {
         now: i64,
     ) -> Result<Sandbox, StoreError> {
         self.change_row(id, &action, now).await
+    }
+
+    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        self.held_by(&budget, request).await
+    }
+
+    async fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+        self.cordons().await
+    }
+
+    async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
+        self.add_cordon(cordon).await
+    }
+
+    async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
+        self.remove_cordon(id).await
     }
 
     async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {

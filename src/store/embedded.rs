@@ -26,6 +26,7 @@ use super::{
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
+use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
@@ -385,6 +386,25 @@ impl Store for EmbeddedStore {
         let id = id.as_str().to_owned();
         self.submit(move |tables| tables.change_row(&id, &action, now))
             .await
+    }
+
+    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
+        let request = request.clone();
+        self.submit(move |tables| tables.held_by(&request)).await
+    }
+
+    async fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+        self.read(tables::cordons).await
+    }
+
+    async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
+        let cordon = cordon.clone();
+        self.submit(move |tables| tables.add_cordon(&cordon)).await
+    }
+
+    async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
+        let id = id.to_owned();
+        self.submit(move |tables| tables.remove_cordon(&id)).await
     }
 
     async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {

@@ -239,3 +239,148 @@ async fn a_quarantined_sandbox_leaves_the_pool_stays_visible_and_returns_only_if
         ]
     );
 }
+
+async fn allocate_from(app: &TestApp, student: &str, prefix: &str) -> reqwest::Response {
+    app.allocate_with(student, &[("X-Sandbox-Name-Prefix", prefix)])
+        .await
+}
+
+#[tokio::test]
+async fn a_cordon_pauses_new_allocations_there_keeps_replays_and_lifts_cleanly() {
+    let app = spawn_app().await;
+    app.seed("lab-a-", 0, 3).await;
+    app.seed("lab-b-", 100, 3).await;
+    let held = json_of(
+        allocate_from(&app, "stu-held", "lab-a-").await,
+        StatusCode::CREATED,
+    )
+    .await;
+
+    let refused = app
+        .admin(Method::POST, "/v1/admin/cordon")
+        .json(&json!({"reason": "x"}));
+    let refused = refused.send().await.unwrap();
+    error_of(refused, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
+    let no_reason = app
+        .admin(Method::POST, "/v1/admin/cordon")
+        .json(&json!({"name_prefix": "lab-a-"}));
+    error_of(
+        no_reason.send().await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+    )
+    .await;
+
+    let placed = app
+        .admin(Method::POST, "/v1/admin/cordon")
+        .json(&json!({"name_prefix": "lab-a-", "reason": "fixing the lab-a accounts"}));
+    let cordon = json_of(placed.send().await.unwrap(), StatusCode::CREATED).await;
+    let id = cordon["id"].as_str().unwrap().to_owned();
+    assert!(cordon["actor"].as_str().unwrap().starts_with("admin:"));
+
+    // New students of lab-a are paused, with the reason and a Retry-After.
+    let paused = allocate_from(&app, "stu-new", "lab-a-").await;
+    assert!(paused.headers().contains_key("retry-after"));
+    let paused = error_of(paused, StatusCode::SERVICE_UNAVAILABLE, "CORDONED").await;
+    assert!(
+        paused["message"]
+            .as_str()
+            .unwrap()
+            .contains("fixing the lab-a accounts"),
+        "{paused}"
+    );
+    // The student who holds a lab-a sandbox gets it back; other prefixes are served.
+    let replay = json_of(
+        allocate_from(&app, "stu-held", "lab-a-").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(replay["sandbox_id"], held["sandbox_id"]);
+    json_of(
+        allocate_from(&app, "stu-b", "lab-b-").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(
+        app.stats().await["allocated"],
+        2,
+        "nothing allocated while paused"
+    );
+
+    let listed = json_of(app.admin_get("/v1/admin/cordon").await, StatusCode::OK).await;
+    assert_eq!(listed["cordons"][0]["id"], id.as_str());
+    assert_eq!(listed["cordons"][0]["name_prefix"], "lab-a-");
+
+    let lifted = app
+        .admin(Method::DELETE, &format!("/v1/admin/cordon/{id}"))
+        .send()
+        .await
+        .unwrap();
+    json_of(lifted, StatusCode::OK).await;
+    let gone = app
+        .admin(Method::DELETE, &format!("/v1/admin/cordon/{id}"))
+        .send()
+        .await
+        .unwrap();
+    error_of(gone, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    json_of(
+        allocate_from(&app, "stu-new", "lab-a-").await,
+        StatusCode::CREATED,
+    )
+    .await;
+
+    let log = action_log(&app, "").await;
+    let actions: Vec<&str> = log["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["admin.uncordon", "admin.cordon"]);
+}
+
+async fn in_lab(app: &TestApp, student: &str) -> reqwest::Response {
+    app.allocate_with(student, &[("X-Instruqt-Track-ID", "dns")])
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_cordoned_on_one_instance_is_paused_on_the_others_within_five_seconds() {
+    let (stores, guard) = crate::flavor::fleet_stores(2).await;
+    let mut fleet = Vec::new();
+    for store in stores {
+        fleet.push(crate::helpers::spawn_app_on(store, Box::new(()), |_| {}).await);
+    }
+    let _guard = guard;
+    fleet[0].seed("lab-", 0, 40).await;
+    // The other instance has read (and keeps for a moment) the cordons: none.
+    json_of(in_lab(&fleet[1], "stu-1").await, StatusCode::CREATED).await;
+    let placed = fleet[0]
+        .admin(Method::POST, "/v1/admin/cordon")
+        .json(&json!({"track_name": "dns", "reason": "maintenance"}));
+    json_of(placed.send().await.unwrap(), StatusCode::CREATED).await;
+    // At once where it was placed.
+    error_of(
+        in_lab(&fleet[0], "stu-2").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "CORDONED",
+    )
+    .await;
+    // On the other instance within its 5 s refresh: fresh students until one is paused.
+    let started = std::time::Instant::now();
+    for attempt in 0.. {
+        let sent_after = started.elapsed();
+        let answer = in_lab(&fleet[1], &format!("stu-late-{attempt}")).await;
+        if answer.status() == StatusCode::SERVICE_UNAVAILABLE {
+            error_of(answer, StatusCode::SERVICE_UNAVAILABLE, "CORDONED").await;
+            break;
+        }
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        // Served although sent more than 5 s after the cordon was placed: too late.
+        assert!(
+            sent_after <= std::time::Duration::from_millis(5_500),
+            "the cordon had not reached the other instance {sent_after:?} after it was placed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -533,6 +533,24 @@ impl Store for FailingStore {
     ) -> Result<Sandbox, StoreError> {
         Err(self.fail())
     }
+    async fn held_by(&self, _: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
+        Err(self.fail())
+    }
+    async fn cordons(&self) -> Result<Vec<sandbox_broker::domain::cordon::Cordon>, StoreError> {
+        Err(self.fail())
+    }
+    async fn add_cordon(
+        &self,
+        _: &sandbox_broker::domain::cordon::Cordon,
+    ) -> Result<(), StoreError> {
+        Err(self.fail())
+    }
+    async fn remove_cordon(
+        &self,
+        _: &str,
+    ) -> Result<Option<sandbox_broker::domain::cordon::Cordon>, StoreError> {
+        Err(self.fail())
+    }
     async fn actions(
         &self,
         _: usize,

@@ -173,6 +173,27 @@ impl Store for GatedStore {
     ) -> Result<Sandbox, StoreError> {
         self.inner.change_row(id, action, now).await
     }
+    async fn held_by(
+        &self,
+        request: &sandbox_broker::store::AllocationRequest,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        self.inner.held_by(request).await
+    }
+    async fn cordons(&self) -> Result<Vec<sandbox_broker::domain::cordon::Cordon>, StoreError> {
+        self.inner.cordons().await
+    }
+    async fn add_cordon(
+        &self,
+        cordon: &sandbox_broker::domain::cordon::Cordon,
+    ) -> Result<(), StoreError> {
+        self.inner.add_cordon(cordon).await
+    }
+    async fn remove_cordon(
+        &self,
+        id: &str,
+    ) -> Result<Option<sandbox_broker::domain::cordon::Cordon>, StoreError> {
+        self.inner.remove_cordon(id).await
+    }
     async fn actions(
         &self,
         limit: usize,

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use self::views::{AllocationView, MarkView, SandboxView};
 use crate::allocation::{self, AllocateInput};
 use crate::http::error::ErrorEnvelope;
-use crate::http::error::Result;
+use crate::http::error::{ApiError, Result};
 use crate::http::extract::{AllocationHeaders, SandboxIdPath, Student};
 use crate::http::middleware::{LoggedSandbox, Outcome};
 use crate::http::state::AppState;
@@ -30,6 +30,7 @@ use crate::http::state::AppState;
         (status = 200, description = "This key's existing allocation", body = AllocationView),
         (status = 400, description = "Missing or malformed header", body = ErrorEnvelope),
         (status = 409, description = "No matching sandbox available", body = ErrorEnvelope),
+        (status = 503, description = "`CORDONED`: an admin paused new allocations for this prefix or lab (the message says why), or the store is unavailable", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -45,6 +46,31 @@ pub async fn allocate_sandbox(
         idempotency_key: headers.idempotency_key,
     };
     let request = input.into_request(app.lab.lab_duration_hours, app.clock.now());
+    let prefix = request.name_prefix.as_ref().map(|p| p.as_str());
+    let track = request.track_name.as_ref().map(|t| t.as_str());
+    let cordoned = app
+        .current_cordons()
+        .await?
+        .iter()
+        .find(|cordon| cordon.pauses(prefix, track))
+        .cloned();
+    if let Some(cordon) = cordoned {
+        // Paused for new allocations; a student who holds a sandbox there keeps it.
+        let held = app.store.held_by(&request).await?;
+        let Some(sandbox) = held else {
+            return Err(ApiError::Cordoned {
+                reason: cordon.reason,
+            });
+        };
+        let view = AllocationView::new(&sandbox, app.lab);
+        return Ok((
+            StatusCode::OK,
+            axum::Extension(Outcome("idempotent")),
+            axum::Extension(LoggedSandbox(sandbox.sandbox_id)),
+            Json(view),
+        )
+            .into_response());
+    }
     let (outcome, result) = allocation::allocate(&*app.store, &app.metrics, request).await;
     let allocation = result?;
     let status = if allocation.newly_allocated {

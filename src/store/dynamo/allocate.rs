@@ -130,6 +130,26 @@ impl DynamoStore {
         result
     }
 
+    /// See [`crate::store::Store::held_by`]: the Python service's allocation for the key,
+    /// else the sandbox the key item names if it is allocated to this key; nothing is
+    /// written.
+    pub(super) async fn held_by(
+        &self,
+        budget: &Budget,
+        request: &AllocationRequest,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        if let Some(row) = self.foreign_allocation(budget, request).await? {
+            return Ok(Some(row));
+        }
+        let Some(current) = self.read_key(budget, &request.key.encoded()).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .row(budget, &current.sandbox_id)
+            .await?
+            .filter(|row| row.status == SandboxStatus::Allocated && request.key.holds(row)))
+    }
+
     async fn race(
         &self,
         budget: &Budget,

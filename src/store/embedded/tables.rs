@@ -13,7 +13,7 @@ mod list;
 mod release;
 mod sync;
 
-pub(super) use self::audit::{action_page, audit_facts, last_audit};
+pub(super) use self::audit::{action_page, audit_facts, cordons, last_audit};
 pub(super) use self::jobs::job_records;
 pub(super) use self::list::{
     allocation_facts, available_by_prefix, list_page, read_niosxaas_histories,
@@ -65,6 +65,8 @@ const USED_ACCOUNTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("us
 const RECORDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records");
 /// `domain::actions::action_key` → the admin action as JSON: the append-only action log.
 const ACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("actions");
+/// Cordon id → the cordon as JSON.
+const CORDONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("cordons");
 /// The [`RECORDS`] key of the last complete listing a sync applied.
 const LAST_LISTING: &str = "last_listing";
 /// The [`RECORDS`] key of the last audit's report.
@@ -99,6 +101,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(USED_ACCOUNTS)?;
     txn.open_table(RECORDS)?;
     txn.open_table(ACTIONS)?;
+    txn.open_table(CORDONS)?;
     txn.commit()?;
     Ok(())
 }
@@ -206,6 +209,7 @@ pub(super) struct Tables<'txn> {
     used: redb::Table<'txn, &'static str, &'static [u8]>,
     records: redb::Table<'txn, &'static str, &'static [u8]>,
     actions: redb::Table<'txn, &'static str, &'static [u8]>,
+    cordons: redb::Table<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
 }
 
@@ -222,6 +226,7 @@ impl<'txn> Tables<'txn> {
             used: txn.open_table(USED_ACCOUNTS)?,
             records: txn.open_table(RECORDS)?,
             actions: txn.open_table(ACTIONS)?,
+            cordons: txn.open_table(CORDONS)?,
             deltas: StatusDeltas::default(),
         })
     }

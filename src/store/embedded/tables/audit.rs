@@ -4,6 +4,7 @@
 use super::*;
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport, ListingSnapshot};
+use crate::domain::cordon::Cordon;
 use crate::store::{decode_action_cursor, encode_action_cursor, new_action_key};
 
 /// The handed-out rows that are not deleted, the tombstones' ids and the last listing,
@@ -61,6 +62,20 @@ fn record<T: serde::de::DeserializeOwned>(
         .transpose()
 }
 
+/// Every cordon in place.
+pub(in crate::store::embedded) fn cordons(db: &Database) -> Result<Vec<Cordon>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(CORDONS).map_err(storage)?;
+    let mut cordons = Vec::new();
+    for entry in table.iter().map_err(storage)? {
+        let (key, value) = entry.map_err(storage)?;
+        cordons.push(serde_json::from_slice(value.value()).map_err(|err| {
+            StoreError::Internal(format!("cordon {} cannot be decoded: {err}", key.value()).into())
+        })?);
+    }
+    Ok(cordons)
+}
+
 /// Up to `limit` action-log entries older than `cursor`, newest first.
 pub(in crate::store::embedded) fn action_page(
     db: &Database,
@@ -93,6 +108,41 @@ pub(in crate::store::embedded) fn action_page(
 }
 
 impl Tables<'_> {
+    /// Puts `cordon` in place.
+    pub(in crate::store::embedded) fn add_cordon(
+        &mut self,
+        cordon: &Cordon,
+    ) -> Result<(), StoreError> {
+        let bytes =
+            serde_json::to_vec(cordon).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        self.cordons
+            .insert(cordon.id.as_str(), bytes.as_slice())
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Lifts the cordon `id`, handing it back.
+    pub(in crate::store::embedded) fn remove_cordon(
+        &mut self,
+        id: &str,
+    ) -> Result<Option<Cordon>, StoreError> {
+        let removed = self.cordons.remove(id).map_err(storage)?;
+        removed
+            .map(|value| {
+                serde_json::from_slice(value.value())
+                    .map_err(|err| StoreError::Internal(Box::new(err)))
+            })
+            .transpose()
+    }
+
+    /// The sandbox `request`'s key holds now, without allocating.
+    pub(in crate::store::embedded) fn held_by(
+        &self,
+        request: &AllocationRequest,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        self.active_allocation(request)
+    }
+
     /// Appends `action` to the action log.
     pub(in crate::store::embedded) fn record_action(
         &mut self,

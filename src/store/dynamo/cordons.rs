@@ -1,0 +1,77 @@
+//! Cordons on the shared table: one item each under `PK = "CORDON"` (additive, no
+//! `status`, a `sandbox_id` naming no sandbox, as the job items), read consistently.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+
+use super::DynamoStore;
+use super::error::DynamoError;
+use super::item::{AttributeValuesExt, Item, s};
+use crate::domain::cordon::Cordon;
+use crate::store::StoreError;
+
+/// The partition of the cordon items; each one's sort key is its id.
+const CORDONS: &str = "CORDON";
+
+fn key(id: &str) -> Item {
+    HashMap::from([("PK".to_owned(), s(CORDONS)), ("SK".to_owned(), s(id))])
+}
+
+fn cordon_of(item: &Item) -> Result<Cordon, StoreError> {
+    serde_json::from_str(item.text("cordon").unwrap_or_default())
+        .map_err(|err| StoreError::Internal(Box::new(err)))
+}
+
+impl DynamoStore {
+    /// See [`crate::store::Store::cordons`].
+    pub(super) async fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+        let query = self
+            .client()
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", s(CORDONS))
+            .consistent_read(true);
+        self.query_every_page(&self.calls.budget(), query)
+            .await?
+            .iter()
+            .map(cordon_of)
+            .collect()
+    }
+
+    /// See [`crate::store::Store::add_cordon`].
+    pub(super) async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(cordon).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let mut item = key(&cordon.id);
+        item.insert("sandbox_id".to_owned(), s(CORDONS));
+        item.insert("cordon".to_owned(), AttributeValue::S(json));
+        let put = self
+            .client()
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        self.calls
+            .send(&self.calls.budget(), || put.clone().send())
+            .await
+            .map(drop)
+            .map_err(DynamoError::into_store_error)
+    }
+
+    /// See [`crate::store::Store::remove_cordon`].
+    pub(super) async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
+        let delete = self
+            .client()
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id)))
+            .return_values(ReturnValue::AllOld);
+        let deleted = self
+            .calls
+            .send(&self.calls.budget(), || delete.clone().send())
+            .await
+            .map_err(DynamoError::into_store_error)?;
+        deleted.attributes.as_ref().map(cordon_of).transpose()
+    }
+}
