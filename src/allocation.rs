@@ -77,6 +77,25 @@ pub async fn allocate(
 ) -> (AllocateOutcome, Result<Allocation, StoreError>) {
     let started = Instant::now();
     let result = store.allocate(request).await;
+    counted(metrics, result, started)
+}
+
+/// Counts an allocation that failed before it reached the store's allocation (the
+/// cordons it must check could not be read), as any other failed allocation; hands the
+/// error back.
+pub fn failed_early(metrics: &Metrics, err: StoreError) -> StoreError {
+    match counted(metrics, Err(err), Instant::now()) {
+        (_, Err(err)) => err,
+        (_, Ok(_)) => StoreError::Internal("a failed allocation was counted as done".into()),
+    }
+}
+
+/// Records `broker_allocate_*` and the latency of `result`, begun at `started`.
+fn counted(
+    metrics: &Metrics,
+    result: Result<Allocation, StoreError>,
+    started: Instant,
+) -> (AllocateOutcome, Result<Allocation, StoreError>) {
     let outcome = AllocateOutcome::of(&result);
     metrics
         .track

@@ -132,7 +132,11 @@ fn common_errors(path: &str, post: bool, base: &str) -> Vec<(&'static str, &'sta
 fn declare_common_errors(openapi: &mut utoipa::openapi::OpenApi, base: &str) {
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     for (path, item) in &mut openapi.paths.paths {
-        let operations = [(&mut item.get, false), (&mut item.post, true)];
+        let operations = [
+            (&mut item.get, false),
+            (&mut item.post, true),
+            (&mut item.delete, false),
+        ];
         for (operation, post) in operations {
             let Some(operation) = operation.as_mut() else {
                 continue;

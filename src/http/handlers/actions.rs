@@ -333,6 +333,7 @@ pub async fn add_cordon(
     params(("id" = String, Path, description = "The cordon's id")),
     responses(
         (status = 200, description = "Lifted", body = CordonView),
+        (status = 400, description = "Not a cordon id", body = ErrorEnvelope),
         (status = 404, description = "No such cordon", body = ErrorEnvelope),
     ),
     security(("bearer" = []))

@@ -48,9 +48,13 @@ pub async fn allocate_sandbox(
     let request = input.into_request(app.lab.lab_duration_hours, app.clock.now());
     let prefix = request.name_prefix.as_ref().map(|p| p.as_str());
     let track = request.track_name.as_ref().map(|t| t.as_str());
-    let cordoned = app
-        .current_cordons()
-        .await?
+    // A store that cannot list the cordons cannot allocate either: answer (and count) the
+    // outage at once rather than wait for it a second time.
+    let cordons = match app.current_cordons().await {
+        Ok(cordons) => cordons,
+        Err(err) => return Err(allocation::failed_early(&app.metrics, err).into()),
+    };
+    let cordoned = cordons
         .iter()
         .find(|cordon| cordon.pauses(prefix, track))
         .cloned();
