@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::domain::actions::AdminAction;
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::RowAction;
-use crate::domain::{NamePrefix, SandboxStatus, StudentKey, TrackName, ValidationError};
+use crate::domain::{NamePrefix, SandboxId, SandboxStatus, StudentKey, TrackName, ValidationError};
 use crate::http::auth::AdminActor;
 use crate::http::error::{ApiError, ErrorEnvelope, Result};
 use crate::http::extract::{JsonBody, Query, SandboxIdPath};
@@ -154,15 +154,7 @@ pub async fn quarantine(
     let action = RowAction::Quarantine {
         reason: reason.clone(),
     };
-    let row = app.store.change_row(&id, action, app.clock.now()).await?;
-    let done = Done {
-        action: "admin.quarantine",
-        target: Some(id.as_str().to_owned()),
-        reason: Some(reason),
-        detail: None,
-    };
-    record(&app, &actor, done).await;
-    Ok(Json(AdminSandboxView::new(&row, app.lab)))
+    row_action(&app, &actor, &id, action, "admin.quarantine", reason).await
 }
 
 /// Returns a quarantined sandbox to the pool, only if it was never handed out. Recorded
@@ -186,17 +178,27 @@ pub async fn unquarantine(
     JsonBody(request): JsonBody<ReasonRequest>,
 ) -> Result<Json<AdminSandboxView>> {
     let reason = request.reason()?;
-    let row = app
-        .store
-        .change_row(&id, RowAction::Unquarantine, app.clock.now())
-        .await?;
+    let action = RowAction::Unquarantine;
+    row_action(&app, &actor, &id, action, "admin.unquarantine", reason).await
+}
+
+/// Applies an admin's `action` to the sandbox `id` and records it, as `name`, with `reason`.
+async fn row_action(
+    app: &AppState,
+    actor: &AdminActor,
+    id: &SandboxId,
+    action: RowAction,
+    name: &str,
+    reason: String,
+) -> Result<Json<AdminSandboxView>> {
+    let row = app.store.change_row(id, action, app.clock.now()).await?;
     let done = Done {
-        action: "admin.unquarantine",
+        action: name,
         target: Some(id.as_str().to_owned()),
         reason: Some(reason),
         detail: None,
     };
-    record(&app, &actor, done).await;
+    record(app, actor, done).await;
     Ok(Json(AdminSandboxView::new(&row, app.lab)))
 }
 

@@ -215,7 +215,8 @@ impl DynamoStore {
         Ok(ActionPage { actions, next })
     }
 
-    async fn put_record(
+    /// Puts `item` (a record of this module's, or a cordon), unconditionally.
+    pub(super) async fn put_record(
         &self,
         budget: &super::calls::Budget,
         item: Item,

@@ -47,16 +47,7 @@ impl DynamoStore {
         let mut item = key(&cordon.id);
         item.insert("sandbox_id".to_owned(), s(CORDONS));
         item.insert("cordon".to_owned(), AttributeValue::S(json));
-        let put = self
-            .client()
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        self.calls
-            .send(&self.calls.budget(), || put.clone().send())
-            .await
-            .map(drop)
-            .map_err(DynamoError::into_store_error)
+        self.put_record(&self.calls.budget(), item).await
     }
 
     /// See [`crate::store::Store::remove_cordon`].
