@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::{require_admin_token, require_metrics_token, require_track_token};
 use super::error::ApiError;
-use super::handlers::{actions, admin, dashboard, jobs, ops, track, usage};
+use super::handlers::{actions, admin, cordon, dashboard, jobs, ops, track, usage};
 use super::middleware::{self, rate_limit};
 use crate::http::state::AppState;
 
@@ -68,8 +68,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(actions::quarantine))
         .routes(routes!(actions::unquarantine))
         .routes(routes!(actions::actions))
-        .routes(routes!(actions::list_cordons, actions::add_cordon))
-        .routes(routes!(actions::remove_cordon))
+        .routes(routes!(cordon::list_cordons, cordon::add_cordon))
+        .routes(routes!(cordon::remove_cordon))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
     let api = track.merge(admin);
