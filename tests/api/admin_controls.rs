@@ -1,5 +1,6 @@
 //! Admin controls for a bad day, each in the append-only action log: releasing any
-//! student's sandbox, and the log itself. On both stores, black-box over HTTP.
+//! student's sandbox, quarantine (and its way out), cordons, and the log itself. On both
+//! stores, black-box over HTTP.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -383,4 +384,85 @@ async fn a_lab_cordoned_on_one_instance_is_paused_on_the_others_within_five_seco
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn a_retired_quarantined_sandbox_is_deleted_at_the_provider_and_never_served() {
+    let provider = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("DELETE"))
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&provider)
+        .await;
+    let app = crate::helpers::spawn_app_with(|c| crate::jobs::use_csp(c, &provider)).await;
+    app.seed("lab-", 700, 2).await;
+    let (suspect, other) = ("701", "702");
+    let path = |verb: &str, id: &str| format!("/v1/admin/sandboxes/{id}/{verb}");
+
+    // Only a quarantined sandbox is retired; a reason is required.
+    let not_quarantined = post_reason(&app, &path("retire", other), "x").await;
+    error_of(not_quarantined, StatusCode::CONFLICT, "NOT_QUARANTINED").await;
+    json_of(
+        post_reason(&app, &path("quarantine", suspect), "odd sign-ins").await,
+        StatusCode::OK,
+    )
+    .await;
+    let no_reason = app
+        .admin(Method::POST, &path("retire", suspect))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    error_of(no_reason, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
+
+    let retired = post_reason(&app, &path("retire", suspect), "not ours").await;
+    let retired = json_of(retired, StatusCode::OK).await;
+    assert_eq!(retired["status"], "pending_deletion", "{retired}");
+    let stats = app.stats().await;
+    assert_eq!(
+        (
+            stats["quarantined"].as_u64(),
+            stats["pending_deletion"].as_u64(),
+            stats["available"].as_u64()
+        ),
+        (Some(0), Some(1), Some(1))
+    );
+
+    // The cleanup job deletes it at the provider like a released one.
+    let report = crate::jobs::cleanup(&app).await;
+    assert_eq!(report["deleted"], 1, "{report}");
+    let deleted: Vec<String> = provider
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(deleted, [format!("/v2/sandbox/accounts/uuid-{suspect}")]);
+    assert_eq!(app.stats().await["deleted"], 1);
+    // The pool keeps the other one only: the retired account is never served.
+    let first = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
+    assert_eq!(first["sandbox_id"], other);
+    error_of(
+        app.allocate("stu-2").await,
+        StatusCode::CONFLICT,
+        "NO_SANDBOXES_AVAILABLE",
+    )
+    .await;
+
+    let log = action_log(&app, "").await;
+    let recorded: Vec<_> = log["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (&a["action"], &a["target"], &a["reason"]))
+        .collect();
+    assert_eq!(
+        recorded[..2],
+        [
+            (&json!("admin.cleanup"), &Value::Null, &Value::Null),
+            (&json!("admin.retire"), &json!(suspect), &json!("not ours")),
+        ],
+        "{log}"
+    );
 }

@@ -560,31 +560,69 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         let response = app.admin(Method::POST, job).send().await.unwrap();
         json_of(response, StatusCode::OK).await;
     }
-    // The released sandbox is deleted at the provider, and its tombstone removed as the
-    // rollback steps say: a used-account marker takes its place.
-    let released_id = sandbox_broker::domain::SandboxId::parse("id", &released).unwrap();
-    let claimed = app
-        .store
-        .claim_deletion(&released_id, "runner", now, now + 60)
+    // A bad day: a lab cordoned (left in place), two accounts quarantined. As the rollback
+    // steps say, the fine one is returned and the other retired.
+    let cordon = app
+        .admin(Method::POST, "/v1/admin/cordon")
+        .json(&serde_json::json!({"name_prefix": "lab-", "reason": "fixing"}))
+        .send()
         .await
+        .unwrap();
+    json_of(cordon, StatusCode::CREATED).await;
+    let pool = json_of(
+        app.admin_get("/v1/admin/sandboxes?status=available").await,
+        StatusCode::OK,
+    )
+    .await;
+    let fine = pool["sandboxes"][0]["sandbox_id"]
+        .as_str()
         .unwrap()
-        .unwrap();
-    app.store
-        .finish_deletion(
-            &claimed,
-            "runner",
-            sandbox_broker::store::DeletionOutcome::Deleted { ttl: now + 86_400 },
-            None,
-            now,
-        )
-        .await
-        .unwrap();
+        .to_owned();
+    let retired = pool["sandboxes"][1]["sandbox_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (id, verb) in [
+        (&fine, "quarantine"),
+        (&retired, "quarantine"),
+        (&fine, "unquarantine"),
+        (&retired, "retire"),
+    ] {
+        let response = app
+            .admin(Method::POST, &format!("/v1/admin/sandboxes/{id}/{verb}"))
+            .json(&serde_json::json!({"reason": "a look"}))
+            .send()
+            .await
+            .unwrap();
+        json_of(response, StatusCode::OK).await;
+    }
+    // The released and the retired sandboxes are deleted at the provider, and their
+    // tombstones removed as the rollback steps say: used-account markers take their place.
+    for id in [&released, &retired] {
+        let id = sandbox_broker::domain::SandboxId::parse("id", id).unwrap();
+        let claimed = app
+            .store
+            .claim_deletion(&id, "runner", now, now + 60)
+            .await
+            .unwrap()
+            .unwrap();
+        app.store
+            .finish_deletion(
+                &claimed,
+                "runner",
+                sandbox_broker::store::DeletionOutcome::Deleted { ttl: now + 86_400 },
+                None,
+                now,
+            )
+            .await
+            .unwrap();
+    }
     let bulk = app
         .admin(Method::POST, "/v1/admin/bulk-delete?status=deleted")
         .send()
         .await
         .unwrap();
-    assert_eq!(json_of(bulk, StatusCode::OK).await["deleted"], 1);
+    assert_eq!(json_of(bulk, StatusCode::OK).await["deleted"], 2);
     // A sync records its listing, and an audit its report: the auditor's records.
     app.store
         .sync_provider(Vec::new(), crate::helpers::sync_rules(true), now)
@@ -607,7 +645,13 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         .find(|item| item.get("PK") == Some(&s(&format!("USED#{released}"))))
         .expect("the removed tombstone left its used-account marker");
     assert_eq!(marker.get("sandbox_id"), Some(&s(&released)));
-    for record in ["LISTING#last", "AUDIT#last", "ACTIONS"] {
+    assert!(
+        items
+            .iter()
+            .any(|item| item.get("PK") == Some(&s(&format!("USED#{retired}")))),
+        "the retired account left its marker"
+    );
+    for record in ["LISTING#last", "AUDIT#last", "ACTIONS", "CORDON"] {
         assert!(
             items.iter().any(|item| item.get("PK") == Some(&s(record))),
             "{record} was written"

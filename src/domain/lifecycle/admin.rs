@@ -2,8 +2,9 @@
 //!
 //! Rule: quarantine takes an `available` or `stale` sandbox out of the pool without
 //! deleting it (a suspicious account, kept for a look); only an admin puts it back, and only
-//! a sandbox that was never handed out (a used account never returns to the pool). Every
-//! change applies only while the row is still in the status read.
+//! a sandbox that was never handed out (a used account never returns to the pool), and an
+//! admin retires one that is not fine through the normal deletion path, which leaves its
+//! used-account marker. Every change applies only while the row is still in the status read.
 
 use super::Change;
 use super::sync::while_still;
@@ -20,6 +21,9 @@ pub enum RowAction {
     },
     /// Return it to the pool.
     Unquarantine,
+    /// Delete a quarantined sandbox at the provider: it goes to `pending_deletion`, and
+    /// the cleanup job deletes it as it does a released one.
+    Retire,
 }
 
 /// Why an admin's change does not apply to a row.
@@ -33,7 +37,7 @@ pub enum RowActionRefused {
     NotQuarantined(SandboxStatus),
     /// It was handed out once: it never returns to the pool.
     #[error(
-        "the sandbox was handed out before, so it never returns to the pool; delete it at the provider"
+        "the sandbox was handed out before, so it never returns to the pool; retire it instead"
     )]
     WasHandedOut,
 }
@@ -62,6 +66,14 @@ pub fn decide_row_action(
                 return Err(RowActionRefused::WasHandedOut);
             }
             changed.status = SandboxStatus::Available;
+            changed.quarantine_reason = None;
+        }
+        RowAction::Retire => {
+            if row.status != SandboxStatus::Quarantined {
+                return Err(RowActionRefused::NotQuarantined(row.status));
+            }
+            changed.status = SandboxStatus::PendingDeletion;
+            changed.deletion_requested_at = Some(now);
             changed.quarantine_reason = None;
         }
     }
@@ -117,5 +129,38 @@ mod tests {
             ),
             Err(RowActionRefused::NotQuarantined(SandboxStatus::Available))
         );
+    }
+
+    #[test]
+    fn only_a_quarantined_row_is_retired_and_it_goes_the_deletion_path() {
+        let quarantine = RowAction::Quarantine {
+            reason: "odd logins".into(),
+        };
+        let quarantined = decide_row_action(&row(SandboxStatus::Stale, None), &quarantine, 900)
+            .unwrap()
+            .row;
+        let retired = decide_row_action(&quarantined, &RowAction::Retire, 950).unwrap();
+        assert_eq!(
+            (
+                retired.row.status,
+                retired.row.deletion_requested_at,
+                retired.row.quarantine_reason.as_deref()
+            ),
+            (SandboxStatus::PendingDeletion, Some(950), None)
+        );
+        assert_eq!(retired.expect.status, SandboxStatus::Quarantined);
+        assert!(
+            crate::domain::lifecycle::deletion_due(&retired.row, 950, false),
+            "the cleanup job deletes it at once"
+        );
+        for status in SandboxStatus::ALL {
+            if status != SandboxStatus::Quarantined {
+                assert_eq!(
+                    decide_row_action(&row(status, None), &RowAction::Retire, 950),
+                    Err(RowActionRefused::NotQuarantined(status)),
+                    "{status:?}"
+                );
+            }
+        }
     }
 }

@@ -180,6 +180,31 @@ pub async fn unquarantine(
     row_action(&app, &actor, &id, action, "admin.unquarantine", reason).await
 }
 
+/// Retires a quarantined sandbox that is not fine: it goes to `pending_deletion`, the
+/// cleanup job deletes it at the provider like a released one, and its account is never
+/// handed out again. Recorded with the reason.
+#[utoipa::path(
+    post, path = "/admin/sandboxes/{sandbox_id}/retire", tag = "admin",
+    params(("sandbox_id" = String, Path, description = "The sandbox's id")),
+    request_body = ReasonRequest,
+    responses(
+        (status = 200, description = "Pending deletion", body = AdminSandboxView),
+        (status = 400, description = "No reason, or a bad id", body = ErrorEnvelope),
+        (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "`NOT_QUARANTINED`: only a quarantined sandbox is retired", body = ErrorEnvelope),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn retire(
+    State(app): State<AppState>,
+    Extension(actor): Extension<AdminActor>,
+    SandboxIdPath(id): SandboxIdPath,
+    JsonBody(request): JsonBody<ReasonRequest>,
+) -> Result<Json<AdminSandboxView>> {
+    let reason = request.reason()?;
+    row_action(&app, &actor, &id, RowAction::Retire, "admin.retire", reason).await
+}
+
 /// Applies an admin's `action` to the sandbox `id` and records it, as `name`, with `reason`.
 async fn row_action(
     app: &AppState,
