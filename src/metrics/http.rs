@@ -22,6 +22,8 @@ pub struct HttpMetrics {
     pub auth_failures_total: IntCounterVec,
     /// Callers with a rate-limit bucket now (at most `RATE_LIMIT_MAX_CALLERS`).
     pub rate_limit_callers: IntGauge,
+    /// Admin writes that were done but could not be recorded in the action log.
+    pub admin_actions_unrecorded_total: IntCounter,
 }
 
 impl HttpMetrics {
@@ -64,6 +66,11 @@ impl HttpMetrics {
                 r,
                 "broker_rate_limit_callers",
                 "Callers with a rate-limit bucket (bounded by RATE_LIMIT_MAX_CALLERS)",
+            )?,
+            admin_actions_unrecorded_total: counter(
+                r,
+                "broker_admin_actions_unrecorded_total",
+                "Admin writes done but not recorded in the action log (the store refused the entry)",
             )?,
         };
         metrics.zero_known_series();

@@ -466,3 +466,40 @@ async fn a_retired_quarantined_sandbox_is_deleted_at_the_provider_and_never_serv
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn an_admin_write_the_log_cannot_record_stands_and_is_counted() {
+    let (inner, guard) = crate::helpers::fresh_store().await;
+    let store = std::sync::Arc::new(crate::shutdown::GatedStore {
+        inner,
+        entered: tokio::sync::Notify::new(),
+        gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
+        refuse_actions: true,
+    });
+    let app =
+        crate::helpers::spawn_app_on(store as sandbox_broker::store::SharedStore, guard, |_| {})
+            .await;
+    app.seed("lab-", 0, 1).await;
+    let held = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
+    let id = held["sandbox_id"].as_str().unwrap().to_owned();
+
+    let released = release(&app, &id, json!({"reason": "broken"})).await;
+    assert_eq!(
+        json_of(released, StatusCode::OK).await["status"],
+        "pending_deletion",
+        "the write stands"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("broker_admin_actions_unrecorded_total 1"),
+        "{metrics}"
+    );
+}

@@ -127,6 +127,7 @@ const PYTHON_VALUES: &[(&str, &[&str])] = &[
 const ADDED: &[(&str, &[&str])] = &[
     ("broker_audit_violations", &["check"]),
     ("broker_deletion_unverified_total", &[]),
+    ("broker_admin_actions_unrecorded_total", &[]),
     ("broker_pool_quarantined", &[]),
     ("broker_auth_failures_total", &["outcome"]),
     ("broker_connections_open", &[]),

@@ -13,11 +13,13 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::helpers::{fresh_store, json_of, sandboxes, spawn_app_on};
 
-/// Delegates to a real store, but holds each allocation until the test releases it.
-struct GatedStore {
-    inner: SharedStore,
-    entered: Notify,
-    gate: Semaphore,
+/// Delegates to a real store, but holds each allocation until the test releases it
+/// (`gate`), and refuses every action-log entry when `refuse_actions` is set.
+pub(crate) struct GatedStore {
+    pub(crate) inner: SharedStore,
+    pub(crate) entered: Notify,
+    pub(crate) gate: Semaphore,
+    pub(crate) refuse_actions: bool,
 }
 
 #[async_trait]
@@ -163,6 +165,9 @@ impl Store for GatedStore {
         &self,
         action: &sandbox_broker::domain::actions::AdminAction,
     ) -> Result<(), StoreError> {
+        if self.refuse_actions {
+            return Err(StoreError::Unavailable("the action log is down".into()));
+        }
         self.inner.record_action(action).await
     }
     async fn change_row(
@@ -211,6 +216,7 @@ async fn shutdown_drains_a_request_in_flight_and_then_stops_serving() {
         inner,
         entered: Notify::new(),
         gate: Semaphore::new(0),
+        refuse_actions: false,
     });
     let mut app = spawn_app_on(Arc::clone(&store) as SharedStore, guard, |_| {}).await;
     let client = app.client.clone();

@@ -36,7 +36,8 @@ pub struct Done<'a> {
 }
 
 /// Appends `done` to the action log as `actor`'s. The write itself is done and cannot be
-/// undone, so a log that cannot be written is an ERROR line, not a failed request.
+/// undone, so a log that cannot be written is an ERROR line and
+/// `broker_admin_actions_unrecorded_total` (alerted on), not a failed request.
 pub async fn record(app: &AppState, actor: &AdminActor, done: Done<'_>) {
     let action = AdminAction {
         at: app.clock.now(),
@@ -47,6 +48,7 @@ pub async fn record(app: &AppState, actor: &AdminActor, done: Done<'_>) {
         detail: done.detail,
     };
     if let Err(err) = app.store.record_action(&action).await {
+        app.metrics.http.admin_actions_unrecorded_total.inc();
         tracing::error!(action = action.action, actor = action.actor, error = %crate::telemetry::error_chain(&err), "could not record an admin action");
     }
 }
