@@ -489,15 +489,7 @@ async fn an_admin_write_the_log_cannot_record_stands_and_is_counted() {
         "pending_deletion",
         "the write stands"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("broker_admin_actions_unrecorded_total 1"),
         "{metrics}"

@@ -506,15 +506,7 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
         (Some(2), Some(1)),
         "the row stale for an hour stays: {stats}"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("broker_auto_delete_stale_total{outcome=\"success\"}"),
         "{metrics}"

@@ -130,15 +130,7 @@ async fn write_python_items(client: &aws_sdk_dynamodb::Client, table: &str) {
             ("ttl".into(), n("1730000000")),
         ]),
     ];
-    for item in rows {
-        client
-            .put_item()
-            .table_name(table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .unwrap();
-    }
+    put_items(client, table, rows).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
