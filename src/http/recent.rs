@@ -8,6 +8,7 @@
 //! only), so their cost does not grow with open tabs.
 
 use std::future::Future;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -16,7 +17,11 @@ use tokio::time::Instant;
 /// The last answer and when it was taken.
 pub struct Recent<T> {
     max_age: Duration,
-    last: Mutex<Option<(Instant, T)>>,
+    /// The last answer: a fresh one is read without waiting (the allocation route reads
+    /// the cordons here on every request).
+    last: RwLock<Option<(Instant, T)>>,
+    /// Held while the store is read, so concurrent callers share that one read.
+    reading: Mutex<()>,
 }
 
 impl<T: Clone> Recent<T> {
@@ -24,7 +29,8 @@ impl<T: Clone> Recent<T> {
     pub fn new(max_age: Duration) -> Self {
         Self {
             max_age,
-            last: Mutex::new(None),
+            last: RwLock::new(None),
+            reading: Mutex::new(()),
         }
     }
 
@@ -34,20 +40,19 @@ impl<T: Clone> Recent<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
     {
-        let mut last = self.last.lock().await;
-        if let Some((taken, answer)) = &*last
-            && taken.elapsed() < self.max_age
-        {
-            return answer.clone();
+        let kept: Result<T, std::convert::Infallible> =
+            self.try_get(|| async { Ok(read().await) }).await;
+        match kept {
+            Ok(answer) => answer,
+            Err(never) => match never {},
         }
-        let answer = read().await;
-        *last = Some((Instant::now(), answer.clone()));
-        answer
     }
 
-    /// Forgets the last answer: the next caller reads afresh (after a write here).
+    /// Forgets the last answer: the next caller reads afresh (after a write here). A read
+    /// in progress finishes first, so its older answer is not kept after this.
     pub async fn forget(&self) {
-        *self.last.lock().await = None;
+        let _reading = self.reading.lock().await;
+        *self.last.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// As [`Self::get`], but only a successful read is kept: a failure is answered to
@@ -57,15 +62,26 @@ impl<T: Clone> Recent<T> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut last = self.last.lock().await;
-        if let Some((taken, answer)) = &*last
-            && taken.elapsed() < self.max_age
-        {
-            return Ok(answer.clone());
+        if let Some(answer) = self.fresh() {
+            return Ok(answer);
+        }
+        let _reading = self.reading.lock().await;
+        // Another caller may have read while this one waited.
+        if let Some(answer) = self.fresh() {
+            return Ok(answer);
         }
         let answer = read().await?;
-        *last = Some((Instant::now(), answer.clone()));
+        *self.last.write().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), answer.clone()));
         Ok(answer)
+    }
+
+    /// The last answer, if it is younger than the period.
+    fn fresh(&self) -> Option<T> {
+        let last = self.last.read().unwrap_or_else(PoisonError::into_inner);
+        last.as_ref()
+            .filter(|(taken, _)| taken.elapsed() < self.max_age)
+            .map(|(_, answer)| answer.clone())
     }
 }
 
