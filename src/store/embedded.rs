@@ -390,7 +390,8 @@ impl Store for EmbeddedStore {
 
     async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
         let request = request.clone();
-        self.submit(move |tables| tables.held_by(&request)).await
+        self.read(move |db| tables::read_held_by(db, &request))
+            .await
     }
 
     async fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {

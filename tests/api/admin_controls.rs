@@ -256,6 +256,13 @@ async fn a_cordon_pauses_new_allocations_there_keeps_replays_and_lifts_cleanly()
         StatusCode::CREATED,
     )
     .await;
+    let done = json_of(
+        allocate_from(&app, "stu-done", "lab-a-").await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let done = done["sandbox_id"].as_str().unwrap();
+    json_of(app.mark(done, "stu-done").await, StatusCode::OK).await;
 
     let refused = app
         .admin(Method::POST, "/v1/admin/cordon")
@@ -297,6 +304,9 @@ async fn a_cordon_pauses_new_allocations_there_keeps_replays_and_lifts_cleanly()
     )
     .await;
     assert_eq!(replay["sandbox_id"], held["sandbox_id"]);
+    // A student whose sandbox was released holds nothing there: paused like a new one.
+    let released = allocate_from(&app, "stu-done", "lab-a-").await;
+    error_of(released, StatusCode::SERVICE_UNAVAILABLE, "CORDONED").await;
     json_of(
         allocate_from(&app, "stu-b", "lab-b-").await,
         StatusCode::CREATED,

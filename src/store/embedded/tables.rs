@@ -16,7 +16,7 @@ mod sync;
 pub(super) use self::audit::{action_page, audit_facts, cordons, last_audit};
 pub(super) use self::jobs::job_records;
 pub(super) use self::list::{
-    allocation_facts, available_by_prefix, list_page, read_niosxaas_histories,
+    allocation_facts, available_by_prefix, list_page, read_held_by, read_niosxaas_histories,
     read_niosxaas_history, read_row,
 };
 

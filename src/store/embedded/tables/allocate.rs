@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// Whether `row`, found under `request`'s allocation key, is still allocated to that key.
+pub(super) fn still_held(request: &AllocationRequest, row: &Sandbox) -> bool {
+    row.status == SandboxStatus::Allocated && request.key.holds(row)
+}
+
 impl Tables<'_> {
     /// The sandbox this allocation key still actively holds, if any.
     pub(super) fn active_allocation(
@@ -17,9 +22,7 @@ impl Tables<'_> {
         else {
             return Ok(None);
         };
-        Ok(self
-            .row(&id)?
-            .filter(|row| row.status == SandboxStatus::Allocated && request.key.holds(row)))
+        Ok(self.row(&id)?.filter(|row| still_held(request, row)))
     }
 
     /// The first available row whose name starts with `prefix`.

@@ -135,14 +135,6 @@ impl Tables<'_> {
             .transpose()
     }
 
-    /// The sandbox `request`'s key holds now, without allocating.
-    pub(in crate::store::embedded) fn held_by(
-        &self,
-        request: &AllocationRequest,
-    ) -> Result<Option<Sandbox>, StoreError> {
-        self.active_allocation(request)
-    }
-
     /// Appends `action` to the action log.
     pub(in crate::store::embedded) fn record_action(
         &mut self,
