@@ -5,10 +5,10 @@
 //! every outcome is written only while the runner still holds that claim — so two runners
 //! never delete the same sandbox twice, and a late runner never overwrites a newer result.
 
-use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ReturnValue, TransactWriteItem, Update};
 
 use super::DynamoStore;
-use super::error::{DynamoError, internal, transaction_verdict};
+use super::error::{DynamoError, internal};
 use super::item::{Item, n, returned_row, s, sandbox_key};
 use super::update::row_update;
 use crate::domain::lifecycle;
@@ -93,52 +93,31 @@ impl DynamoStore {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
         let written = if puts.is_empty() {
-            {
-                let update = self
-                    .client()
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key))
-                    .condition_expression(write.condition.clone())
-                    .update_expression(write.expression.clone())
-                    .set_expression_attribute_names(Some(write.names))
-                    .set_expression_attribute_values(Some(write.values));
-                self.calls
-                    .send(&budget, || update.clone().send())
-                    .await
-                    .map(drop)
-            }
+            let update = self
+                .client()
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .condition_expression(write.condition.clone())
+                .update_expression(write.expression.clone())
+                .set_expression_attribute_names(Some(write.names))
+                .set_expression_attribute_values(Some(write.values));
+            self.calls
+                .send(&budget, || update.clone().send())
+                .await
+                .map(drop)
         } else {
-            {
-                let update = Update::builder()
-                    .table_name(&self.table)
-                    .set_key(Some(key))
-                    .condition_expression(write.condition.clone())
-                    .update_expression(write.expression.clone())
-                    .set_expression_attribute_names(Some(write.names))
-                    .set_expression_attribute_values(Some(write.values))
-                    .build()
-                    .map_err(|err| internal(format!("deletion update: {err}")))?;
-                // One token for every attempt: DynamoDB applies a retried transaction once.
-                let mut transaction = self
-                    .client()
-                    .transact_write_items()
-                    .client_request_token(uuid::Uuid::new_v4().to_string())
-                    .transact_items(TransactWriteItem::builder().update(update).build());
-                for item in puts {
-                    let put = Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(item))
-                        .build()
-                        .map_err(|err| internal(format!("history or marker item: {err}")))?;
-                    transaction =
-                        transaction.transact_items(TransactWriteItem::builder().put(put).build());
-                }
-                self.calls
-                    .send_classified(&budget, || transaction.clone().send(), transaction_verdict)
-                    .await
-                    .map(drop)
-            }
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .condition_expression(write.condition.clone())
+                .update_expression(write.expression.clone())
+                .set_expression_attribute_names(Some(write.names))
+                .set_expression_attribute_values(Some(write.values))
+                .build()
+                .map_err(|err| internal(format!("deletion update: {err}")))?;
+            let update = TransactWriteItem::builder().update(update).build();
+            self.send_with_puts(&budget, update, puts).await
         };
         match written {
             // Someone else's claim (ours ran out) or a finished row: theirs stands.

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use super::calls::Budget;
 use super::error::{DynamoError, internal, transaction_verdict};
 use super::item::{Item, n, s, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
@@ -90,27 +91,9 @@ impl DynamoStore {
                                 .set_expression_attribute_values(Some(values))
                                 .build()
                                 .map_err(|err| internal(format!("delete: {err}")))?;
-                            let put = Put::builder()
-                                .table_name(&self.table)
-                                .set_item(Some(Item::from(&marker)))
-                                .build()
-                                .map_err(|err| internal(format!("used marker: {err}")))?;
-                            // One token for every attempt: DynamoDB applies a retried
-                            // transaction once.
-                            let transaction = self
-                                .client()
-                                .transact_write_items()
-                                .client_request_token(uuid::Uuid::new_v4().to_string())
-                                .transact_items(TransactWriteItem::builder().delete(delete).build())
-                                .transact_items(TransactWriteItem::builder().put(put).build());
-                            self.calls
-                                .send_classified(
-                                    &budget,
-                                    || transaction.clone().send(),
-                                    transaction_verdict,
-                                )
+                            let delete = TransactWriteItem::builder().delete(delete).build();
+                            self.send_with_puts(&budget, delete, vec![Item::from(&marker)])
                                 .await
-                                .map(drop)
                         }
                     };
                     match sent {
@@ -124,5 +107,33 @@ impl DynamoStore {
             .try_collect()
             .await?;
         Ok(deleted.into_iter().filter(|d| *d).count() as u64)
+    }
+
+    /// Sends `first` and a put of each of `puts` as one transaction, under one client
+    /// token for every attempt (DynamoDB applies a retried transaction once); a failed
+    /// condition is [`DynamoError::Conflict`].
+    pub(super) async fn send_with_puts(
+        &self,
+        budget: &Budget,
+        first: TransactWriteItem,
+        puts: Vec<Item>,
+    ) -> Result<(), DynamoError> {
+        let mut transaction = self
+            .client()
+            .transact_write_items()
+            .client_request_token(uuid::Uuid::new_v4().to_string())
+            .transact_items(first);
+        for item in puts {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .build()
+                .map_err(|err| internal(format!("put in a transaction: {err}")))?;
+            transaction = transaction.transact_items(TransactWriteItem::builder().put(put).build());
+        }
+        self.calls
+            .send_classified(budget, || transaction.clone().send(), transaction_verdict)
+            .await
+            .map(drop)
     }
 }
