@@ -101,13 +101,11 @@ impl Jobs {
             let jobs = Arc::clone(self);
             let shutdown = shutdown.clone();
             // The first run comes soon after start (so a fresh deployment fills its pool),
-            // not at once (so start-up and an admin's first trigger don't collide). Runs
-            // start an interval apart on the jobs' clock; one that overran its interval is
-            // followed by the next at once, never by a burst of catch-ups.
-            // Each instance wakes up to a tenth of the interval (at most a second) off its
-            // due time, so a fleet started together falls out of step; whichever wakes first
-            // runs the job, and the others find it done (`skip_unless_due`) and sleep until
-            // it is due again. The first run comes at most `FIRST_RUN_DELAY` after start-up.
+            // not at once (so start-up and an admin's first trigger don't collide); then
+            // an interval after each run, never as a burst of catch-ups. Each instance
+            // wakes up to a tenth of the interval (at most a second) off its due time, so a
+            // fleet started together falls out of step; whichever wakes first runs the job,
+            // and the others find it done (`skip_unless_due`) and sleep until it is due.
             let interval_ms = millis(jobs.interval(job));
             let jitter = move || rand::random_range(0..=(interval_ms / 10).min(MAX_JITTER_MS));
             let first_delay_ms = millis(jobs.interval(job).min(FIRST_RUN_DELAY));
@@ -147,7 +145,6 @@ impl Jobs {
         fence: &Fence,
     ) -> String {
         let mut renew_at = taken_at_ms.saturating_add(lease_ms / 3);
-        let mut held_until_ms = taken_at_ms.saturating_add(lease_ms);
         loop {
             self.clock.sleep_until(renew_at).await;
             let now_ms = self.clock.now_ms();
@@ -158,7 +155,7 @@ impl Jobs {
                 .await
             {
                 Ok(LeaseOutcome::Acquired) => {
-                    held_until_ms = now_ms.saturating_add(lease_ms);
+                    let held_until_ms = now_ms.saturating_add(lease_ms);
                     fence.held_until_ms.store(held_until_ms, Ordering::Release);
                 }
                 Ok(LeaseOutcome::Held { holder, .. }) => {
@@ -167,6 +164,7 @@ impl Jobs {
                 }
                 Err(err) => {
                     tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not renew the job lease");
+                    let held_until_ms = fence.held_until_ms.load(Ordering::Acquire);
                     if !lease::is_running(held_until_ms, now_ms) {
                         return "unknown".to_owned();
                     }
