@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use crate::domain::{IdempotencyKey, NamePrefix, Sandbox, SandboxId, StudentKey, TrackName};
 use crate::metrics::Metrics;
-use crate::store::{Allocation, AllocationKey, AllocationRequest, MarkOutcome, Store, StoreError};
+use crate::store::{
+    Allocation, AllocationKey, AllocationRequest, AllocationStore, ReleaseOutcome, ReleaseRequest,
+    StoreError,
+};
 
 /// What an allocation request ended as; also the `outcome` label of `broker_allocate_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +74,7 @@ impl AllocateInput {
 
 /// Allocates (or replays) and records `broker_allocate_*` and the allocation latency.
 pub async fn allocate(
-    store: &dyn Store,
+    store: &dyn AllocationStore,
     metrics: &Metrics,
     request: AllocationRequest,
 ) -> (AllocateOutcome, Result<Allocation, StoreError>) {
@@ -121,7 +124,7 @@ fn counted(
 
 /// The sandbox `id` if `student` holds it: 404 when it does not exist, 403 otherwise.
 pub async fn owned_sandbox(
-    store: &dyn Store,
+    store: &dyn AllocationStore,
     id: &SandboxId,
     student: &StudentKey,
 ) -> Result<Sandbox, StoreError> {
@@ -136,9 +139,9 @@ pub async fn owned_sandbox(
 /// The `outcome` of `broker_deletion_marked_total`, in the Python service's values: a
 /// repeat is `not_allocated` (the sandbox is no longer allocated), another student's
 /// sandbox `not_owner`.
-pub fn mark_outcome(result: &Result<MarkOutcome, StoreError>) -> &'static str {
+pub fn mark_outcome(result: &Result<ReleaseOutcome, StoreError>) -> &'static str {
     match result {
-        Ok(mark) if mark.newly_marked => "success",
+        Ok(mark) if mark.newly_released => "success",
         Ok(_) => "not_allocated",
         Err(StoreError::SandboxNotFound) => "not_found",
         Err(StoreError::NotOwner) => "not_owner",
@@ -148,13 +151,11 @@ pub fn mark_outcome(result: &Result<MarkOutcome, StoreError>) -> &'static str {
 
 /// Releases the student's sandbox and records `broker_deletion_marked_total{outcome}`.
 pub async fn release(
-    store: &dyn Store,
+    store: &dyn AllocationStore,
     metrics: &Metrics,
-    id: &SandboxId,
-    student: &StudentKey,
-    now: i64,
-) -> Result<MarkOutcome, StoreError> {
-    let result = store.mark_for_deletion(id, student, now).await;
+    request: ReleaseRequest,
+) -> Result<ReleaseOutcome, StoreError> {
+    let result = store.release(request).await;
     let outcome = mark_outcome(&result);
     metrics
         .track

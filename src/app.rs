@@ -84,7 +84,7 @@ impl AppState {
         let niosxaas_histories = Recent::new(config.http.analytics_cache);
         let cordons = Recent::new(crate::http::state::CORDONS_REFRESH);
         let metrics = Metrics::new()?;
-        metrics.register_store(store.as_ref())?;
+        metrics.register_store(store.health.as_ref())?;
         let breaker = provider.map(|provider| {
             Arc::new(CircuitBreaker::new(
                 Arc::new(Instrumented::new(provider, metrics.clone())),
@@ -104,7 +104,7 @@ impl AppState {
         let lab = config.lab.policy();
         let jobs = Arc::new(
             Jobs::new(
-                Arc::clone(&store),
+                store.clone(),
                 provider,
                 metrics.clone(),
                 config.jobs.instance_name(),

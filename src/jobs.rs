@@ -31,7 +31,7 @@ use crate::domain::lifecycle::SyncRules;
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
-use crate::store::{JobOutcome, JobRecord, LeaseOutcome, SharedStore, StoreError};
+use crate::store::{JobOutcome, JobRecord, LeaseOutcome, LeaseRequest, SharedStore, StoreError};
 
 /// How often each job runs, and the expiry's grace.
 #[derive(Debug, Clone, Copy)]
@@ -187,7 +187,13 @@ impl Jobs {
         let taken_at_ms = self.clock.now_ms();
         let lease = self
             .store
-            .acquire_lease(job.as_str(), &self.holder, taken_at_ms, lease_ms)
+            .jobs
+            .acquire_lease(LeaseRequest {
+                job: job.as_str(),
+                holder: &self.holder,
+                now_ms: taken_at_ms,
+                ttl_ms: lease_ms,
+            })
             .await
             .map_err(JobError::from);
         match lease {
@@ -245,7 +251,7 @@ impl Jobs {
             ),
             ..JobRecord::default()
         };
-        if let Err(err) = self.store.finish_job_run(record, &self.holder).await {
+        if let Err(err) = self.store.jobs.finish_job_run(record, &self.holder).await {
             tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not record the job run");
         }
         log_run(job, outcome, duration, &result.as_ref().map(|_| &counts));
@@ -274,7 +280,7 @@ impl Jobs {
                 };
                 let (summary, skipped) = sync::run_once(
                     self.provider()?,
-                    &*self.store,
+                    &*self.store.lifecycle,
                     &self.metrics,
                     fence,
                     rules,
@@ -287,7 +293,7 @@ impl Jobs {
                 let cleanup = cleanup::Cleanup {
                     provider: self.provider()?,
                     hook: self.pre_delete.as_deref(),
-                    store: &*self.store,
+                    store: &*self.store.lifecycle,
                     metrics: &self.metrics,
                     settings: &self.schedule.cleanup_settings,
                     holder: &self.holder,
@@ -298,7 +304,7 @@ impl Jobs {
             }
             JobName::Expiry => JobCounts::Expiry {
                 expired: expiry::run_once(
-                    &*self.store,
+                    &*self.store.lifecycle,
                     &self.metrics,
                     self.schedule.lab,
                     self.clock.now(),
@@ -307,7 +313,7 @@ impl Jobs {
             },
             JobName::AutoDeleteStale => JobCounts::AutoDeleteStale {
                 deleted: stale::run_once(
-                    &*self.store,
+                    &*self.store.lifecycle,
                     &self.metrics,
                     self.schedule.stale_grace,
                     self.clock.now(),
@@ -316,7 +322,7 @@ impl Jobs {
             },
             JobName::Audit => {
                 let report = audit::run_once(
-                    &*self.store,
+                    &*self.store.lifecycle,
                     self.schedule.audit_rules,
                     fence,
                     self.clock.now(),
@@ -333,7 +339,7 @@ impl Jobs {
     pub async fn records(
         &self,
     ) -> Result<Vec<(JobName, bool, Duration, Option<JobRecord>)>, StoreError> {
-        let records = self.store.job_records().await?;
+        let records = self.store.jobs.job_records().await?;
         Ok(JobName::ALL
             .into_iter()
             .map(|job| {

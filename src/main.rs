@@ -10,7 +10,7 @@ use sandbox_broker::jobs::JobName;
 use sandbox_broker::provider::simulated::{SimulatedProvider, server};
 use sandbox_broker::store::dynamo::{self, DynamoStore};
 use sandbox_broker::store::embedded::EmbeddedStore;
-use sandbox_broker::store::{SharedStore, Store};
+use sandbox_broker::store::{HealthStore, SharedStore};
 use sandbox_broker::telemetry::error_chain;
 use sandbox_broker::{demo, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -72,7 +72,7 @@ async fn run(command: Command) -> Result<(), String> {
 async fn open_store(config: &Config) -> Result<SharedStore, String> {
     match config.store_kind() {
         StoreKind::Embedded => EmbeddedStore::open(&config.store.data_dir)
-            .map(|store| Arc::new(store) as SharedStore)
+            .map(SharedStore::new)
             .map_err(|err| format!("BROKER_DATA_DIR: {err}")),
         StoreKind::Dynamodb => {
             let settings = config.dynamo.settings();
@@ -102,7 +102,7 @@ async fn open_store(config: &Config) -> Result<SharedStore, String> {
                     missing.join(", ")
                 ));
             }
-            Ok(Arc::new(store))
+            Ok(SharedStore::new(store))
         }
     }
 }

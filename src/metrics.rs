@@ -138,8 +138,8 @@ impl Metrics {
         Ok(metrics)
     }
 
-    /// Adds the store's own series (see [`crate::store::Store::collectors`]).
-    pub fn register_store(&self, store: &dyn crate::store::Store) -> prometheus::Result<()> {
+    /// Adds the store's own series (see [`crate::store::HealthStore::collectors`]).
+    pub fn register_store(&self, store: &dyn crate::store::HealthStore) -> prometheus::Result<()> {
         for collector in store.collectors() {
             self.registry.register(collector)?;
         }

@@ -1,4 +1,5 @@
-//! The store: every durable operation the broker performs, named after its use case.
+//! The store: every durable operation the broker performs, named after its use case and
+//! grouped by role (`roles.rs`).
 //!
 //! Rule: an `Ok` from any mutating method means the change is durable; a store never
 //! acknowledges a write it could lose, and each method is atomic on its own.
@@ -9,6 +10,7 @@ mod counts;
 pub mod embedded;
 mod job_records;
 mod list;
+mod roles;
 pub mod settings;
 
 pub use self::action_log::{decode_action_cursor, encode_action_cursor, new_action_key};
@@ -16,27 +18,22 @@ pub use self::allocation_key::{AllocationKey, allocation_key_of_row, encode_allo
 pub use self::counts::{ImportSummary, PoolStats, SyncSummary};
 pub use self::job_records::{JobOutcome, JobRecord, LeaseOutcome};
 pub use self::list::{ListCursor, ListQuery, SandboxPage};
+pub use self::roles::{
+    ActionLog, AdminStore, AllocationStore, AnalyticsStore, DeletionClaim, FinishedDeletion,
+    HealthStore, JobStore, LeaseRequest, LifecycleStore, ReleaseOutcome, ReleaseRequest, Store,
+};
 pub use crate::domain::deletion::{DeletionOutcome, finished_change};
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::actions::{ActionPage, AdminAction};
-use crate::domain::audit::{AuditFacts, AuditReport};
-use crate::domain::cordon::Cordon;
-use crate::domain::lifecycle::{ListingRefused, RowAction, RowActionRefused, SyncRules, SyncStep};
-use crate::domain::usage::AllocationFacts;
+use crate::domain::lifecycle::{ListingRefused, RowActionRefused, SyncStep};
 use crate::domain::{
-    DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
-    NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, SearchText, StudentKey, TrackName,
-    ValidationError,
+    IdempotencyKey, NamePrefix, Sandbox, SandboxId, SandboxStatus, SearchText, StudentKey,
+    TrackName, ValidationError,
 };
-
-/// A shared handle to whichever store the service runs on.
-pub type SharedStore = Arc<dyn Store>;
 
 /// What can go wrong in the store layer; the HTTP layer maps each variant once.
 #[derive(Debug, thiserror::Error)]
@@ -108,205 +105,50 @@ pub struct Allocation {
     pub conflicts: u32,
 }
 
-/// Result of a mark-for-deletion.
-#[derive(Debug, Clone)]
-pub struct MarkOutcome {
-    /// The row after the call.
-    pub sandbox: Sandbox,
-    /// `false` when it had already been released (the call was a repeat).
-    pub newly_marked: bool,
+/// The store the service runs on, one handle per role: a caller takes the role it
+/// uses, and a test stands a double in for one role and keeps the real store's others.
+#[derive(Clone)]
+pub struct SharedStore {
+    /// What the track routes do.
+    pub allocation: Arc<dyn AllocationStore>,
+    /// What the lifecycle jobs do.
+    pub lifecycle: Arc<dyn LifecycleStore>,
+    /// The jobs' leases and records.
+    pub jobs: Arc<dyn JobStore>,
+    /// What an admin changes.
+    pub admin: Arc<dyn AdminStore>,
+    /// The admins' action log.
+    pub action_log: Arc<dyn ActionLog>,
+    /// What dashboards and `/metrics` read.
+    pub analytics: Arc<dyn AnalyticsStore>,
+    /// Readiness and the store's own metrics.
+    pub health: Arc<dyn HealthStore>,
 }
 
-/// The broker's durable state, shaped by what the service does with it.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Gives the request's key its active sandbox, or allocates a new matching one.
-    /// Errors with [`StoreError::NoSandboxAvailable`] only when nothing matches.
-    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError>;
-
-    /// The row with this id, in any status.
-    async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError>;
-
-    /// Releases `student`'s sandbox to `pending_deletion`; repeating it changes nothing.
-    async fn mark_for_deletion(
-        &self,
-        id: &SandboxId,
-        student: &StudentKey,
-        now: i64,
-    ) -> Result<MarkOutcome, StoreError>;
-
-    /// Upserts rows as `available`, never touching a row in another status.
-    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError>;
-
-    /// One page of rows matching `query`, in `sandbox_id` order.
-    async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError>;
-
-    /// Exact counts per status over the whole pool.
-    async fn stats(&self) -> Result<PoolStats, StoreError>;
-
-    /// The allocation facts of every sandbox row that carries a lab or an allocation
-    /// time, in no particular order: what per-lab stats and usage series are folded from
-    /// ([`crate::domain::usage`]).
-    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError>;
-
-    /// How many sandboxes are available whose name starts with each of `prefixes`, in
-    /// their order: what an allocation with that `X-Sandbox-Name-Prefix` can still get
-    /// (the per-prefix pool gauges).
-    async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError>;
-
-    /// Removes every row in `status` from the broker (never from the provider); returns how
-    /// many. A row that was handed out leaves its used-account marker (stamped `now`).
-    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError>;
-
-    /// Succeeds when the store can serve reads and writes now.
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// The store's own Prometheus series (its queue, its calls), registered by the app
-    /// beside the service's metrics. None by default.
-    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
-        Vec::new()
+impl SharedStore {
+    /// Every role served by `store`.
+    pub fn new(store: impl Store) -> Self {
+        Self::of(Arc::new(store))
     }
 
-    /// The external database behind the store, named as `/readyz` reports it beside
-    /// `checks.store` (`dynamodb`, the key the Python service used); `None` in-process.
-    fn backend(&self) -> Option<&'static str> {
-        None
+    /// Every role served by the store behind `store`.
+    pub fn of<S: Store>(store: Arc<S>) -> Self {
+        Self {
+            allocation: store.clone(),
+            lifecycle: store.clone(),
+            jobs: store.clone(),
+            admin: store.clone(),
+            action_log: store.clone(),
+            analytics: store.clone(),
+            health: store,
+        }
     }
-
-    /// Applies a complete provider listing as `rules` say (`domain::lifecycle::sync_listed`):
-    /// its sandboxes become (or stay) `available` unless the broker holds them in another
-    /// status or handed them out before, `deleted` rows it still lists past the grace are
-    /// retried, and `available` rows it no longer lists become `stale`. Every change is
-    /// conditional on the status it starts from. A listing that would mark more of the pool
-    /// stale than `rules` allow changes nothing: [`StoreError::ListingRefused`].
-    async fn sync_provider(
-        &self,
-        listing: Vec<crate::domain::ProviderSandbox>,
-        rules: SyncRules,
-        now: i64,
-    ) -> Result<SyncSummary, StoreError>;
-
-    /// Takes (or renews) the lease of `job` for `holder` until `now_ms + ttl_ms`, unless
-    /// another holder's lease is still running.
-    async fn acquire_lease(
-        &self,
-        job: &str,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<LeaseOutcome, StoreError>;
-
-    /// Ends `holder`'s lease of `job` and records the run; no-op on the lease if another
-    /// holder took it meanwhile (the run is recorded anyway).
-    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError>;
-
-    /// Every job's lease and last run.
-    async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError>;
-
-    /// Releases every allocation `policy` says has expired at `now` to `pending_deletion`,
-    /// conditional on it still being that allocation, and frees its allocation key.
-    /// Returns the rows it released.
-    async fn expire_allocations(
-        &self,
-        now: i64,
-        policy: LabPolicy,
-    ) -> Result<Vec<Sandbox>, StoreError>;
-
-    /// Removes `stale` rows that became stale at or before `stale_since` (their
-    /// `updated_at`), each only if it is still stale. Returns how many. A row that was
-    /// handed out leaves its used-account marker (stamped `now`).
-    async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError>;
-
-    /// `pending_deletion` rows whose next attempt is due at `now` (every one of them when
-    /// `ignore_backoff`, as an admin-triggered cleanup wants).
-    async fn deletions_due(
-        &self,
-        now: i64,
-        ignore_backoff: bool,
-    ) -> Result<Vec<Sandbox>, StoreError>;
-
-    /// Claims a `pending_deletion` row for `holder` until `until`, unless another runner's
-    /// claim is still running; `None` when it is not claimable (any more).
-    async fn claim_deletion(
-        &self,
-        id: &SandboxId,
-        holder: &str,
-        now: i64,
-        until: i64,
-    ) -> Result<Option<Sandbox>, StoreError>;
-
-    /// Records how `holder`'s claimed deletion of `claimed` ended, with what the NIOSXaaS
-    /// pre-delete hook did this time (if it ran); no-op unless `holder` still holds the
-    /// claim. When the outcome is final (deleted or given up) and the hook ever ran for the
-    /// row, the `NIOSXAAS#` history item is written in the same atomic step.
-    async fn finish_deletion(
-        &self,
-        claimed: &Sandbox,
-        holder: &str,
-        outcome: DeletionOutcome,
-        niosxaas: Option<NiosxaasCleanup>,
-        now: i64,
-    ) -> Result<(), StoreError>;
-
-    /// Drops `deleted` tombstones whose `ttl` has passed (and, where the store keeps them
-    /// itself, expired NIOSXaaS history items); returns how many tombstones.
-    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError>;
-
-    /// The `NIOSXAAS#` history item of a sandbox, if one was written and has not expired
-    /// by `now`.
-    async fn niosxaas_history(
-        &self,
-        id: &SandboxId,
-        now: i64,
-    ) -> Result<Option<NiosxaasHistory>, StoreError>;
-
-    /// Every `NIOSXAAS#` history item not expired by `now`, in no particular order.
-    async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError>;
-
-    /// What an audit reads: every row that was handed out and is not deleted, the ids of
-    /// the tombstones, and the last complete listing a sync applied (which
-    /// [`Self::sync_provider`] records whenever it applies one).
-    async fn audit_facts(&self) -> Result<AuditFacts, StoreError>;
-
-    /// Keeps `report` as the last audit, for every instance to answer.
-    async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError>;
-
-    /// The last audit kept, if any ran.
-    async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError>;
-
-    /// Applies an admin's `action` to the row `id` as `domain::lifecycle::decide_row_action`
-    /// decides on the row as it is, conditional on its status; the row as it became.
-    async fn change_row(
-        &self,
-        id: &SandboxId,
-        action: RowAction,
-        now: i64,
-    ) -> Result<Sandbox, StoreError>;
-
-    /// The sandbox `request`'s allocation key holds now, if any — what a replay would
-    /// answer — without allocating anything.
-    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError>;
-
-    /// Every cordon in place.
-    async fn cordons(&self) -> Result<Vec<Cordon>, StoreError>;
-
-    /// Puts `cordon` in place.
-    async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError>;
-
-    /// Lifts the cordon `id`; the cordon it lifted, `None` when there was none.
-    async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError>;
-
-    /// Appends `action` to the admins' action log.
-    async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError>;
-
-    /// Up to `limit` entries of the action log, newest first, older than `cursor` (a
-    /// page's `next`); [`StoreError::InvalidCursor`] for a cursor this store did not issue.
-    async fn actions(&self, limit: usize, cursor: Option<&str>) -> Result<ActionPage, StoreError>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::NewSandbox;
 
     /// A row held by `student`, carrying `idempotency_key`.
     fn held_row(student: &str, idempotency_key: Option<&str>) -> Sandbox {

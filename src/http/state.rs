@@ -83,9 +83,9 @@ impl App {
             .get(|| async {
                 let prefixes = &self.http.metrics_pool_prefixes.0;
                 let read = tokio::try_join!(
-                    self.store.stats(),
-                    self.store.available_by_prefix(prefixes),
-                    self.store.job_records(),
+                    self.store.analytics.stats(),
+                    self.store.analytics.available_by_prefix(prefixes),
+                    self.store.jobs.job_records(),
                 );
                 match read {
                     Ok((pool, by_prefix, jobs)) => Some(Arc::new(StoreReadings {
@@ -105,7 +105,7 @@ impl App {
     /// The cordons in place (at most [`CORDONS_REFRESH`] old).
     pub async fn current_cordons(&self) -> Result<Arc<Vec<Cordon>>, StoreError> {
         self.cordons
-            .try_get(|| async { self.store.cordons().await.map(Arc::new) })
+            .try_get(|| async { self.store.admin.cordons().await.map(Arc::new) })
             .await
     }
 
@@ -113,7 +113,7 @@ impl App {
     /// `ANALYTICS_CACHE_SEC` and shared by every dashboard.
     pub async fn shared_allocation_facts(&self) -> Result<Arc<Vec<AllocationFacts>>, StoreError> {
         self.allocation_facts
-            .try_get(|| async { self.store.allocation_facts().await.map(Arc::new) })
+            .try_get(|| async { self.store.analytics.allocation_facts().await.map(Arc::new) })
             .await
     }
 }

@@ -7,13 +7,13 @@
 use std::time::Instant;
 
 use crate::domain::audit::{self, AuditReport, AuditRules, Check};
-use crate::store::{Store, allocation_key_of_row};
+use crate::store::{LifecycleStore, allocation_key_of_row};
 
 use super::{Fence, JobError};
 
 /// Audits the pool now and keeps the report; returns it.
 pub async fn run_once(
-    store: &dyn Store,
+    store: &dyn LifecycleStore,
     rules: AuditRules,
     fence: &Fence,
     now: i64,

@@ -18,7 +18,7 @@ use crate::domain::{NiosxaasCleanup, Sandbox, SandboxId};
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::{HookFailure, PreDeleteHook};
 use crate::provider::{ProviderClient, ProviderError};
-use crate::store::{DeletionOutcome, Store};
+use crate::store::{DeletionClaim, DeletionOutcome, FinishedDeletion, LifecycleStore};
 
 use super::{Fence, JobError, Trigger};
 
@@ -62,7 +62,7 @@ pub struct Cleanup<'a> {
     /// The NIOSXaaS pre-delete hook, when enabled.
     pub hook: Option<&'a PreDeleteHook>,
     /// The pool.
-    pub store: &'a dyn Store,
+    pub store: &'a dyn LifecycleStore,
     /// Where runs are counted.
     pub metrics: &'a Metrics,
     /// Batches, delays and the deletion policy.
@@ -128,7 +128,12 @@ impl Cleanup<'_> {
                 };
                 let now = clock.now();
                 let Some(row) = store
-                    .claim_deletion(&id, holder, now, now + CLAIM_SECS)
+                    .claim_deletion(DeletionClaim {
+                        id: &id,
+                        holder,
+                        now,
+                        until: now + CLAIM_SECS,
+                    })
                     .await?
                 else {
                     tally.skipped += 1;
@@ -139,13 +144,13 @@ impl Cleanup<'_> {
                     Step::Finished(outcome) => outcome,
                     Step::Postponed => {
                         store
-                            .finish_deletion(
-                                &row,
+                            .finish_deletion(FinishedDeletion {
+                                claimed: &row,
                                 holder,
-                                DeletionOutcome::Released,
+                                outcome: DeletionOutcome::Released,
                                 niosxaas,
-                                clock.now(),
-                            )
+                                now: clock.now(),
+                            })
                             .await?;
                         tally.postponed += 1 + remaining;
                         break 'batches;
@@ -173,7 +178,13 @@ impl Cleanup<'_> {
                     DeletionOutcome::Released => {}
                 }
                 store
-                    .finish_deletion(&row, holder, outcome, niosxaas, clock.now())
+                    .finish_deletion(FinishedDeletion {
+                        claimed: &row,
+                        holder,
+                        outcome,
+                        niosxaas,
+                        now: clock.now(),
+                    })
                     .await?;
             }
         }

@@ -6,13 +6,13 @@
 
 use crate::domain::LabPolicy;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::LifecycleStore;
 
 use super::JobError;
 
 /// Releases ended allocations now; how many.
 pub async fn run_once(
-    store: &dyn Store,
+    store: &dyn LifecycleStore,
     metrics: &Metrics,
     lab: LabPolicy,
     now: i64,

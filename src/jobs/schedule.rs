@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{JobError, JobName, Jobs, Trigger};
 use crate::domain::clock::{SharedClock, millis};
 use crate::domain::lease;
-use crate::store::{JobRecord, LeaseOutcome};
+use crate::store::{JobRecord, LeaseOutcome, LeaseRequest};
 
 /// Delay of a job's first scheduled run after start (or its interval, if shorter).
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(10);
@@ -70,6 +70,7 @@ impl Jobs {
     pub(super) async fn skip_unless_due(&self, job: JobName, now_ms: i64) -> Result<(), JobError> {
         let record = self
             .store
+            .jobs
             .job_records()
             .await?
             .into_iter()
@@ -84,7 +85,10 @@ impl Jobs {
             job: job.as_str().to_owned(),
             ..JobRecord::default()
         });
-        self.store.finish_job_run(unchanged, &self.holder).await?;
+        self.store
+            .jobs
+            .finish_job_run(unchanged, &self.holder)
+            .await?;
         Err(JobError::NotDue {
             job: job.as_str(),
             due_at_ms,
@@ -151,7 +155,13 @@ impl Jobs {
             renew_at = now_ms.saturating_add(lease_ms / 3);
             match self
                 .store
-                .acquire_lease(job.as_str(), &self.holder, now_ms, lease_ms)
+                .jobs
+                .acquire_lease(LeaseRequest {
+                    job: job.as_str(),
+                    holder: &self.holder,
+                    now_ms,
+                    ttl_ms: lease_ms,
+                })
                 .await
             {
                 Ok(LeaseOutcome::Acquired) => {

@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::LifecycleStore;
 
 use super::JobError;
 
 /// Removes rows stale for longer than `grace`; how many.
 pub async fn run_once(
-    store: &dyn Store,
+    store: &dyn LifecycleStore,
     metrics: &Metrics,
     grace: Duration,
     now: i64,

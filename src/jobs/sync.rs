@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::domain::lifecycle::SyncRules;
 use crate::metrics::Metrics;
 use crate::provider::ProviderClient;
-use crate::store::{Store, StoreError, SyncSummary};
+use crate::store::{LifecycleStore, StoreError, SyncSummary};
 
 use super::{Fence, JobError};
 
@@ -18,7 +18,7 @@ use super::{Fence, JobError};
 /// provider rows had no usable id or name.
 pub async fn run_once(
     provider: &dyn ProviderClient,
-    store: &dyn Store,
+    store: &dyn LifecycleStore,
     metrics: &Metrics,
     fence: &Fence,
     rules: SyncRules,

@@ -46,8 +46,9 @@ use self::candidates::CandidatePool;
 use self::error::DynamoError;
 use self::item::{Item, niosxaas_history_key, s, sandbox_key};
 use super::{
-    Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
-    ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
+    ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
+    DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, LifecycleStore, ListQuery,
+    PoolStats, ReleaseOutcome, ReleaseRequest, SandboxPage, StoreError, SyncSummary,
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
@@ -55,8 +56,8 @@ use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
-    DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
-    SandboxId, SandboxStatus, StudentKey,
+    DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
+    SandboxStatus,
 };
 
 /// Writes in flight at once for imports, syncs and bulk deletes.
@@ -171,15 +172,16 @@ impl DynamoStore {
     }
 }
 
-/// Each verb is the inherent method of the same name in its use-case file (`jobs.rs`,
-/// `deletion.rs`, `sync.rs`, …), as on the embedded store; an inherent method takes
-/// precedence over the trait's, so `self.acquire_lease(…)` here calls `jobs.rs`'s.
+// Each role's operations are done by inherent methods in the use-case files (`deletion.rs`,
+// `sync.rs`, …), named apart from the trait's methods so a renamed helper can never turn a
+// forward into a call to itself (`tests/api/layers.rs` checks the names stay apart).
+
 #[async_trait]
-impl Store for DynamoStore {
+impl AllocationStore for DynamoStore {
     async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
-        self.allocate(&budget, &request).await
+        self.allocate_within(&budget, &request).await
     }
 
     async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
@@ -188,67 +190,29 @@ impl Store for DynamoStore {
         self.row(&budget, id.as_str()).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(sandbox.id = %id))]
-    async fn mark_for_deletion(
-        &self,
-        id: &SandboxId,
-        student: &StudentKey,
-        now: i64,
-    ) -> Result<MarkOutcome, StoreError> {
+    #[tracing::instrument(level = "debug", skip_all, fields(sandbox.id = %request.id))]
+    async fn release(&self, request: ReleaseRequest) -> Result<ReleaseOutcome, StoreError> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
-        self.mark(&budget, id, student, now).await
+        self.release_within(&budget, &request).await
     }
 
-    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
-        self.import(rows, now).await
+    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
+        let budget = self.calls.budget();
+        let _turn = self.calls.turn(&budget).await?;
+        self.held_by_within(&budget, request).await
     }
+}
 
-    async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError> {
-        self.list_page(&query).await
-    }
-
-    async fn stats(&self) -> Result<PoolStats, StoreError> {
-        self.stats().await
-    }
-
-    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError> {
-        self.allocation_facts().await
-    }
-
-    async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
-        self.available_by_prefix(prefixes).await
-    }
-
-    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError> {
-        self.bulk_delete(status, now).await
-    }
-
+#[async_trait]
+impl LifecycleStore for DynamoStore {
     async fn sync_provider(
         &self,
         listing: Vec<crate::domain::ProviderSandbox>,
         rules: SyncRules,
         now: i64,
     ) -> Result<SyncSummary, StoreError> {
-        self.sync_provider(listing, &rules, now).await
-    }
-
-    async fn acquire_lease(
-        &self,
-        job: &str,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<LeaseOutcome, StoreError> {
-        self.acquire_lease(job, holder, now_ms, ttl_ms).await
-    }
-
-    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError> {
-        self.finish_job_run(record, holder).await
-    }
-
-    async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
-        self.job_records().await
+        self.apply_listing(listing, &rules, now).await
     }
 
     async fn expire_allocations(
@@ -256,11 +220,11 @@ impl Store for DynamoStore {
         now: i64,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        self.expire_allocations(now, policy).await
+        self.expire_ended(now, policy).await
     }
 
     async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError> {
-        self.delete_stale(stale_since, now).await
+        self.remove_stale(stale_since, now).await
     }
 
     async fn deletions_due(
@@ -268,33 +232,96 @@ impl Store for DynamoStore {
         now: i64,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        self.deletions_due(now, ignore_backoff).await
+        self.due_deletions(now, ignore_backoff).await
     }
 
     async fn claim_deletion(
         &self,
-        id: &SandboxId,
-        holder: &str,
-        now: i64,
-        until: i64,
+        claim: DeletionClaim<'_>,
     ) -> Result<Option<Sandbox>, StoreError> {
-        self.claim_deletion(id, holder, now, until).await
+        self.claim_row_for_deletion(&claim).await
     }
 
-    async fn finish_deletion(
-        &self,
-        claimed: &Sandbox,
-        holder: &str,
-        outcome: DeletionOutcome,
-        niosxaas: Option<NiosxaasCleanup>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.finish_deletion(claimed, holder, outcome, niosxaas, now)
-            .await
+    async fn finish_deletion(&self, finished: FinishedDeletion<'_>) -> Result<(), StoreError> {
+        self.record_deletion(finished).await
     }
 
     async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
-        self.purge_tombstones(now).await
+        self.purge_expired_tombstones(now).await
+    }
+
+    async fn audit_facts(&self) -> Result<AuditFacts, StoreError> {
+        self.read_audit_facts().await
+    }
+
+    async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError> {
+        self.keep_audit(report).await
+    }
+
+    async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
+        self.read_last_audit().await
+    }
+}
+
+#[async_trait]
+impl AdminStore for DynamoStore {
+    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
+        self.import_rows(rows, now).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError> {
+        self.list_page(&query).await
+    }
+
+    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError> {
+        self.remove_in_status(status, now).await
+    }
+
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: RowAction,
+        now: i64,
+    ) -> Result<Sandbox, StoreError> {
+        self.change_row_as_decided(id, &action, now).await
+    }
+
+    async fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+        self.read_cordons().await
+    }
+
+    async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
+        self.put_cordon(cordon).await
+    }
+
+    async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
+        self.delete_cordon(id).await
+    }
+}
+
+#[async_trait]
+impl ActionLog for DynamoStore {
+    async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {
+        self.append_action(action).await
+    }
+
+    async fn actions(&self, limit: usize, cursor: Option<&str>) -> Result<ActionPage, StoreError> {
+        self.action_page(limit, cursor).await
+    }
+}
+
+#[async_trait]
+impl AnalyticsStore for DynamoStore {
+    async fn stats(&self) -> Result<PoolStats, StoreError> {
+        self.pool_stats().await
+    }
+
+    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError> {
+        self.scan_allocation_facts().await
+    }
+
+    async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
+        self.count_available_by_prefix(prefixes).await
     }
 
     async fn niosxaas_history(
@@ -316,56 +343,12 @@ impl Store for DynamoStore {
     }
 
     async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError> {
-        self.niosxaas_histories(now).await
+        self.scan_niosxaas_histories(now).await
     }
+}
 
-    async fn audit_facts(&self) -> Result<AuditFacts, StoreError> {
-        self.audit_facts().await
-    }
-
-    async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError> {
-        self.save_audit(report).await
-    }
-
-    async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
-        self.last_audit().await
-    }
-
-    async fn change_row(
-        &self,
-        id: &SandboxId,
-        action: RowAction,
-        now: i64,
-    ) -> Result<Sandbox, StoreError> {
-        self.change_row(id, &action, now).await
-    }
-
-    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
-        let budget = self.calls.budget();
-        let _turn = self.calls.turn(&budget).await?;
-        self.held_by(&budget, request).await
-    }
-
-    async fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
-        self.cordons().await
-    }
-
-    async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
-        self.add_cordon(cordon).await
-    }
-
-    async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
-        self.remove_cordon(id).await
-    }
-
-    async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {
-        self.record_action(action).await
-    }
-
-    async fn actions(&self, limit: usize, cursor: Option<&str>) -> Result<ActionPage, StoreError> {
-        self.actions(limit, cursor).await
-    }
-
+#[async_trait]
+impl HealthStore for DynamoStore {
     async fn ping(&self) -> Result<(), StoreError> {
         // A consistent read of a key that never exists: proves the table answers, costs
         // little, and never queues behind a burst (a health check must not time out

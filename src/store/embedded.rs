@@ -20,8 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use self::tables::Tables;
 use self::writer::{Applied, Command, Writer};
 use super::{
-    Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
-    ListQuery, MarkOutcome, PoolStats, SandboxPage, Store, StoreError, SyncSummary,
+    ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
+    DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, JobRecord, JobStore, LeaseOutcome,
+    LeaseRequest, LifecycleStore, ListQuery, PoolStats, ReleaseOutcome, ReleaseRequest,
+    SandboxPage, StoreError, SyncSummary,
 };
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
@@ -30,8 +32,7 @@ use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
-    DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory, Sandbox,
-    SandboxId, StudentKey,
+    DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
 };
 
 /// The file inside the data directory.
@@ -215,7 +216,7 @@ fn writer_gone() -> StoreError {
 }
 
 #[async_trait]
-impl Store for EmbeddedStore {
+impl AllocationStore for EmbeddedStore {
     async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
         self.submit(move |tables| tables.allocate(&request)).await
     }
@@ -225,50 +226,19 @@ impl Store for EmbeddedStore {
         self.read(move |db| tables::read_row(db, &id)).await
     }
 
-    async fn mark_for_deletion(
-        &self,
-        id: &SandboxId,
-        student: &StudentKey,
-        now: i64,
-    ) -> Result<MarkOutcome, StoreError> {
-        let (id, student) = (id.clone(), student.clone());
-        self.submit(move |tables| tables.mark(&id, &student, now))
+    async fn release(&self, request: ReleaseRequest) -> Result<ReleaseOutcome, StoreError> {
+        self.submit(move |tables| tables.release(&request)).await
+    }
+
+    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
+        let request = request.clone();
+        self.read(move |db| tables::read_held_by(db, &request))
             .await
     }
+}
 
-    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
-        self.submit(move |tables| tables.import(rows, now)).await
-    }
-
-    async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError> {
-        self.read(move |db| tables::list_page(db, &query)).await
-    }
-
-    async fn stats(&self) -> Result<PoolStats, StoreError> {
-        Ok(*self.stats.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError> {
-        self.read(tables::allocation_facts).await
-    }
-
-    async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
-        if prefixes.is_empty() {
-            // The default: no snapshot to open on every scrape.
-            return Ok(Vec::new());
-        }
-        let prefixes = prefixes.to_vec();
-        self.read(move |db| tables::available_by_prefix(db, &prefixes))
-            .await
-    }
-
-    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError> {
-        self.submit(move |tables| tables.bulk_delete(status, now))
-            .await
-    }
-
-    /// Ready means a durable commit goes through now: an empty command joins the next
-    /// batch, so a full disk or a failing fsync makes readiness fail, not just writes.
+#[async_trait]
+impl LifecycleStore for EmbeddedStore {
     async fn sync_provider(
         &self,
         listing: Vec<ProviderSandbox>,
@@ -277,28 +247,6 @@ impl Store for EmbeddedStore {
     ) -> Result<SyncSummary, StoreError> {
         self.submit(move |tables| tables.sync_provider(listing, &rules, now))
             .await
-    }
-
-    async fn acquire_lease(
-        &self,
-        job: &str,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<LeaseOutcome, StoreError> {
-        let (job, holder) = (job.to_owned(), holder.to_owned());
-        self.submit(move |tables| tables.acquire_lease(&job, &holder, now_ms, ttl_ms))
-            .await
-    }
-
-    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError> {
-        let holder = holder.to_owned();
-        self.submit(move |tables| tables.finish_job_run(record, &holder))
-            .await
-    }
-
-    async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
-        self.read(tables::job_records).await
     }
 
     async fn expire_allocations(
@@ -326,26 +274,141 @@ impl Store for EmbeddedStore {
 
     async fn claim_deletion(
         &self,
-        id: &SandboxId,
-        holder: &str,
-        now: i64,
-        until: i64,
+        claim: DeletionClaim<'_>,
     ) -> Result<Option<Sandbox>, StoreError> {
-        let (id, holder) = (id.as_str().to_owned(), holder.to_owned());
+        let DeletionClaim { now, until, .. } = claim;
+        let (id, holder) = (claim.id.as_str().to_owned(), claim.holder.to_owned());
         self.submit(move |tables| tables.claim_deletion(&id, &holder, now, until))
             .await
     }
 
-    async fn finish_deletion(
-        &self,
-        claimed: &Sandbox,
-        holder: &str,
-        outcome: DeletionOutcome,
-        niosxaas: Option<NiosxaasCleanup>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let (id, holder) = (claimed.sandbox_id.clone(), holder.to_owned());
+    async fn finish_deletion(&self, finished: FinishedDeletion<'_>) -> Result<(), StoreError> {
+        let FinishedDeletion {
+            outcome,
+            niosxaas,
+            now,
+            ..
+        } = finished;
+        let (id, holder) = (
+            finished.claimed.sandbox_id.clone(),
+            finished.holder.to_owned(),
+        );
         self.submit(move |tables| tables.finish_deletion(&id, &holder, &outcome, niosxaas, now))
+            .await
+    }
+
+    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
+        self.submit(move |tables| tables.purge_tombstones(now))
+            .await
+    }
+
+    async fn audit_facts(&self) -> Result<AuditFacts, StoreError> {
+        self.read(tables::audit_facts).await
+    }
+
+    async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError> {
+        let report = report.clone();
+        self.submit(move |tables| tables.save_audit(&report)).await
+    }
+
+    async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
+        self.read(tables::last_audit).await
+    }
+}
+
+#[async_trait]
+impl JobStore for EmbeddedStore {
+    async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError> {
+        let LeaseRequest { now_ms, ttl_ms, .. } = request;
+        let (job, holder) = (request.job.to_owned(), request.holder.to_owned());
+        self.submit(move |tables| tables.acquire_lease(&job, &holder, now_ms, ttl_ms))
+            .await
+    }
+
+    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError> {
+        let holder = holder.to_owned();
+        self.submit(move |tables| tables.finish_job_run(record, &holder))
+            .await
+    }
+
+    async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
+        self.read(tables::job_records).await
+    }
+}
+
+#[async_trait]
+impl AdminStore for EmbeddedStore {
+    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
+        self.submit(move |tables| tables.import(rows, now)).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError> {
+        self.read(move |db| tables::list_page(db, &query)).await
+    }
+
+    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError> {
+        self.submit(move |tables| tables.bulk_delete(status, now))
+            .await
+    }
+
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: RowAction,
+        now: i64,
+    ) -> Result<Sandbox, StoreError> {
+        let id = id.as_str().to_owned();
+        self.submit(move |tables| tables.change_row(&id, &action, now))
+            .await
+    }
+
+    async fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+        self.read(tables::cordons).await
+    }
+
+    async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
+        let cordon = cordon.clone();
+        self.submit(move |tables| tables.add_cordon(&cordon)).await
+    }
+
+    async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
+        let id = id.to_owned();
+        self.submit(move |tables| tables.remove_cordon(&id)).await
+    }
+}
+
+#[async_trait]
+impl ActionLog for EmbeddedStore {
+    async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {
+        let action = action.clone();
+        self.submit(move |tables| tables.record_action(&action))
+            .await
+    }
+
+    async fn actions(&self, limit: usize, cursor: Option<&str>) -> Result<ActionPage, StoreError> {
+        let cursor = cursor.map(str::to_owned);
+        self.read(move |db| tables::action_page(db, limit, cursor.as_deref()))
+            .await
+    }
+}
+
+#[async_trait]
+impl AnalyticsStore for EmbeddedStore {
+    async fn stats(&self) -> Result<PoolStats, StoreError> {
+        Ok(*self.stats.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError> {
+        self.read(tables::allocation_facts).await
+    }
+
+    async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
+        if prefixes.is_empty() {
+            // The default: no snapshot to open on every scrape.
+            return Ok(Vec::new());
+        }
+        let prefixes = prefixes.to_vec();
+        self.read(move |db| tables::available_by_prefix(db, &prefixes))
             .await
     }
 
@@ -363,68 +426,12 @@ impl Store for EmbeddedStore {
         self.read(move |db| tables::read_niosxaas_histories(db, now))
             .await
     }
+}
 
-    async fn audit_facts(&self) -> Result<AuditFacts, StoreError> {
-        self.read(tables::audit_facts).await
-    }
-
-    async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError> {
-        let report = report.clone();
-        self.submit(move |tables| tables.save_audit(&report)).await
-    }
-
-    async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
-        self.read(tables::last_audit).await
-    }
-
-    async fn change_row(
-        &self,
-        id: &SandboxId,
-        action: RowAction,
-        now: i64,
-    ) -> Result<Sandbox, StoreError> {
-        let id = id.as_str().to_owned();
-        self.submit(move |tables| tables.change_row(&id, &action, now))
-            .await
-    }
-
-    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
-        let request = request.clone();
-        self.read(move |db| tables::read_held_by(db, &request))
-            .await
-    }
-
-    async fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
-        self.read(tables::cordons).await
-    }
-
-    async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
-        let cordon = cordon.clone();
-        self.submit(move |tables| tables.add_cordon(&cordon)).await
-    }
-
-    async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
-        let id = id.to_owned();
-        self.submit(move |tables| tables.remove_cordon(&id)).await
-    }
-
-    async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {
-        let action = action.clone();
-        self.submit(move |tables| tables.record_action(&action))
-            .await
-    }
-
-    async fn actions(&self, limit: usize, cursor: Option<&str>) -> Result<ActionPage, StoreError> {
-        let cursor = cursor.map(str::to_owned);
-        self.read(move |db| tables::action_page(db, limit, cursor.as_deref()))
-            .await
-    }
-
-    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
-        self.submit(move |tables| tables.purge_tombstones(now))
-            .await
-    }
-
+#[async_trait]
+impl HealthStore for EmbeddedStore {
+    /// Ready means a durable commit goes through now: an empty command joins the next
+    /// batch, so a full disk or a failing fsync makes readiness fail, not just writes.
     async fn ping(&self) -> Result<(), StoreError> {
         self.submit(|_| Ok(())).await?;
         self.read(|db| {

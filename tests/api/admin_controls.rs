@@ -486,9 +486,7 @@ async fn an_admin_write_the_log_cannot_record_stands_and_is_counted() {
         gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
         refuse_actions: true,
     });
-    let app =
-        crate::helpers::spawn_app_on(store as sandbox_broker::store::SharedStore, guard, |_| {})
-            .await;
+    let app = crate::helpers::spawn_app_on(store.shared(), guard, |_| {}).await;
     app.seed("lab-", 0, 1).await;
     let held = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
     let id = held["sandbox_id"].as_str().unwrap().to_owned();

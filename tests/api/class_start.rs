@@ -114,6 +114,7 @@ async fn four_hundred_students_sixty_four_at_a_time_for_three_hundred_sandboxes_
     let (apps, _guard) = fleet(1).await;
     apps[0]
         .store
+        .admin
         .import(sandboxes("lab-", 0, 300), now_epoch())
         .await
         .unwrap();
@@ -129,6 +130,7 @@ async fn fifteen_hundred_students_on_five_hundred_connections_all_get_a_sandbox(
     let (apps, _guard) = fleet(1).await;
     apps[0]
         .store
+        .admin
         .import(sandboxes("lab-", 0, 1500), now_epoch())
         .await
         .unwrap();
@@ -144,6 +146,7 @@ async fn eight_hundred_students_on_three_instances_96_at_a_time_get_exactly_600_
     let (apps, _guard) = fleet(3).await;
     apps[0]
         .store
+        .admin
         .import(sandboxes("lab-", 0, 600), now_epoch())
         .await
         .unwrap();
@@ -159,6 +162,7 @@ async fn thirty_identical_requests_spread_over_three_instances_get_one_sandbox_a
     let (apps, _guard) = fleet(3).await;
     apps[0]
         .store
+        .admin
         .import(sandboxes("lab-", 0, 50), now_epoch())
         .await
         .unwrap();

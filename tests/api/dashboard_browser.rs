@@ -6,6 +6,7 @@
 //! origin and that the console stays clean. It runs in both suites, so on both stores.
 //! Screenshots and the downloaded CSV are kept in `target/browser-test/artifacts/<suite>/`.
 
+use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -96,12 +97,25 @@ async fn class_day(app: &TestApp) {
         let id = SandboxId::parse("id", id).unwrap();
         let claimed = app
             .store
-            .claim_deletion(&id, "runner", now, now + 60)
+            .lifecycle
+            .claim_deletion(DeletionClaim {
+                id: &id,
+                holder: "runner",
+                now,
+                until: now + 60,
+            })
             .await
             .unwrap()
             .expect("a released sandbox can be claimed");
         app.store
-            .finish_deletion(&claimed, "runner", outcome, Some(hook), now)
+            .lifecycle
+            .finish_deletion(FinishedDeletion {
+                claimed: &claimed,
+                holder: "runner",
+                outcome,
+                niosxaas: Some(hook),
+                now,
+            })
             .await
             .unwrap();
     }

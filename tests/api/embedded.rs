@@ -2,7 +2,9 @@
 
 use sandbox_broker::domain::{SandboxStatus, StudentKey};
 use sandbox_broker::store::embedded::{EmbeddedStore, OpenError};
-use sandbox_broker::store::{AllocationKey, AllocationRequest, Store};
+use sandbox_broker::store::{
+    AdminStore, AllocationKey, AllocationRequest, AllocationStore, AnalyticsStore, HealthStore,
+};
 
 use crate::helpers::sandboxes;
 

@@ -85,7 +85,7 @@ pub async fn spawn_app_on_clock(
     sandbox_broker::telemetry::init_for_test();
     let mut config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
     adjust(&mut config);
-    let app = Application::build_with_clock(config, Arc::clone(&store), provider, clock)
+    let app = Application::build_with_clock(config, store.clone(), provider, clock)
         .await
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -124,6 +124,19 @@ pub fn sync_rules(force: bool) -> sandbox_broker::domain::lifecycle::SyncRules {
     }
 }
 
+/// A release of `id` by `holder` at `now`.
+pub fn release_of(
+    id: &SandboxId,
+    holder: &sandbox_broker::domain::StudentKey,
+    now: i64,
+) -> sandbox_broker::store::ReleaseRequest {
+    sandbox_broker::store::ReleaseRequest {
+        id: id.clone(),
+        holder: holder.clone(),
+        now,
+    }
+}
+
 /// `count` sandbox rows named `<prefix><n>`, ids `<id_base + n>`; even ones carry an SFDC id.
 pub fn sandboxes(prefix: &str, id_base: u64, count: u64) -> Vec<NewSandbox> {
     (1..=count)
@@ -149,6 +162,7 @@ impl TestApp {
     /// Puts `count` sandboxes named `<prefix>NNNNN` in the pool.
     pub async fn seed(&self, prefix: &str, id_base: u64, count: u64) {
         self.store
+            .admin
             .import(sandboxes(prefix, id_base, count), now_epoch())
             .await
             .expect("seed pool");

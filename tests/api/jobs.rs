@@ -1,5 +1,6 @@
 //! Background jobs through the admin API, against a simulated CSP (wiremock).
 
+use sandbox_broker::store::LeaseRequest;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,7 +191,13 @@ async fn a_sync_while_another_instance_holds_the_lease_is_409_job_already_runnin
     let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
     let now_ms = sandbox_broker::domain::now_epoch_ms();
     app.store
-        .acquire_lease("sync", "instance-b", now_ms, 60_000)
+        .jobs
+        .acquire_lease(LeaseRequest {
+            job: "sync",
+            holder: "instance-b",
+            now_ms,
+            ttl_ms: 60_000,
+        })
         .await
         .unwrap();
 
@@ -223,12 +230,7 @@ async fn three_instances_triggered_at_once_run_one_sync() {
     let (store, guard) = fresh_store().await;
     let mut apps = Vec::new();
     for _ in 0..3 {
-        apps.push(
-            spawn_app_on(Arc::clone(&store), Box::new(()), |c| {
-                use_csp(c, &csp_server)
-            })
-            .await,
-        );
+        apps.push(spawn_app_on(store.clone(), Box::new(()), |c| use_csp(c, &csp_server)).await);
     }
     let _guard = guard;
 
@@ -309,6 +311,7 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
     let long_ago = sandbox_broker::domain::now_epoch() - 3 * 3600;
     let ended = app
         .store
+        .allocation
         .allocate(sandbox_broker::store::AllocationRequest {
             key: sandbox_broker::store::AllocationKey {
                 student: sandbox_broker::domain::StudentKey::parse("s", "forgetful").unwrap(),
@@ -375,6 +378,7 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
     let app = spawn_app().await;
     let now = sandbox_broker::domain::now_epoch();
     app.store
+        .lifecycle
         .sync_provider(
             provider_listing(&[1, 2, 3]),
             sync_rules(true),
@@ -383,10 +387,12 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
         .await
         .unwrap();
     app.store
+        .lifecycle
         .sync_provider(provider_listing(&[3]), sync_rules(true), now - 2 * 86_400)
         .await
         .unwrap();
     app.store
+        .lifecycle
         .sync_provider(provider_listing(&[3]), sync_rules(true), now - 3600)
         .await
         .unwrap();
@@ -448,6 +454,7 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
     .await;
     let now = clock.now();
     app.store
+        .lifecycle
         .sync_provider(
             provider_listing(&[1, 2, 3, 4]),
             sync_rules(true),
@@ -457,6 +464,7 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
         .unwrap();
     // 1 and 2 went stale two days ago, 3 an hour ago; 4 is still listed.
     app.store
+        .lifecycle
         .sync_provider(
             provider_listing(&[3, 4]),
             sync_rules(true),
@@ -465,6 +473,7 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
         .await
         .unwrap();
     app.store
+        .lifecycle
         .sync_provider(provider_listing(&[4]), sync_rules(true), now - 3600)
         .await
         .unwrap();
@@ -632,6 +641,7 @@ async fn a_provider_outage_burns_no_sandbox_and_cleanup_recovers_after_the_break
     for id in &ids {
         let row = app
             .store
+            .allocation
             .get(&sandbox_broker::domain::SandboxId::parse("i", id).unwrap())
             .await
             .unwrap()
@@ -728,6 +738,7 @@ impl sandbox_broker::provider::ProviderClient for GatedProvider {
 /// When the `sync` lease runs out, in epoch milliseconds.
 async fn sync_lease_end(store: &sandbox_broker::store::SharedStore) -> i64 {
     store
+        .jobs
         .job_records()
         .await
         .unwrap()
@@ -746,7 +757,7 @@ async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
         |c: &mut sandbox_broker::config::Config| c.jobs.job_lease = Duration::from_secs(3);
     let instance = |guard| {
         crate::helpers::spawn_app_on_clock(
-            Arc::clone(&store),
+            store.clone(),
             guard,
             clock.clone(),
             Some(provider.clone()),
@@ -796,7 +807,13 @@ async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_o
     let app =
         crate::helpers::spawn_app_with_clock(clock.clone(), |c| use_csp(c, &csp_server)).await;
     app.store
-        .acquire_lease("sync", "dead-instance", clock.now_ms(), 300)
+        .jobs
+        .acquire_lease(LeaseRequest {
+            job: "sync",
+            holder: "dead-instance",
+            now_ms: clock.now_ms(),
+            ttl_ms: 300,
+        })
         .await
         .unwrap();
     error_of(
@@ -860,7 +877,7 @@ async fn cleanup_throttles_by_batch_and_by_sandbox() {
     let cleanup = Cleanup {
         provider: &provider,
         hook: None,
-        store: &*app.store,
+        store: &*app.store.lifecycle,
         metrics: &metrics,
         settings: &settings,
         holder: "runner",

@@ -80,3 +80,62 @@ fn no_two_modules_depend_on_each_other_even_through_others() {
         "modules on an import cycle: {cycles:?}\n{graph:#?}"
     );
 }
+
+/// The names of the `fn`s declared in `text` between each match of `opening` and its
+/// closing brace (an `impl` or `trait` block).
+fn fns_in_blocks(text: &str, opening: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (start, _) in text.match_indices(opening) {
+        let body_start = start + text[start..].find('{').unwrap();
+        let mut depth = 0;
+        let mut end = body_start;
+        for (offset, c) in text[body_start..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                end = body_start + offset;
+                break;
+            }
+        }
+        for (at, _) in text[body_start..end].match_indices("fn ") {
+            let name: String = text[body_start + at + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// A store's role impl forwards to helpers; were a helper to share a trait method's name,
+/// renaming one would leave the forward calling itself forever, and nothing would warn.
+#[test]
+fn no_store_helper_shares_a_name_with_a_store_operation() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let roles = std::fs::read_to_string(src.join("store/roles.rs")).unwrap();
+    let operations = fns_in_blocks(&roles, "pub trait ");
+    assert!(
+        operations.contains("allocate") && operations.len() > 30,
+        "{operations:?}"
+    );
+    let mut files = Vec::new();
+    rust_files(&src.join("store"), &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for store in ["impl DynamoStore {", "impl EmbeddedStore {"] {
+            let clashes: Vec<_> = fns_in_blocks(&text, store)
+                .intersection(&operations)
+                .cloned()
+                .collect();
+            assert!(
+                clashes.is_empty(),
+                "{}: `{store}` declares {clashes:?}, named like store operations; name helpers apart",
+                file.display()
+            );
+        }
+    }
+}

@@ -41,7 +41,6 @@ mod usage;
 
 /// This crate runs every shared suite on the embedded store.
 mod flavor {
-    use std::sync::Arc;
 
     use crate::helpers::StoreGuard;
     use sandbox_broker::store::SharedStore;
@@ -51,7 +50,7 @@ mod flavor {
     pub async fn fresh_store() -> (SharedStore, StoreGuard) {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(dir.path()).expect("open embedded store");
-        (Arc::new(store), Box::new(dir))
+        (SharedStore::new(store), Box::new(dir))
     }
 
     /// A store whose file holds `allocations` (sandbox id, student) allocated at
@@ -92,13 +91,13 @@ mod flavor {
         txn.commit().unwrap();
         drop(db);
         let store = EmbeddedStore::open(dir.path()).expect("reopen the store");
-        (Arc::new(store), Box::new(dir))
+        (SharedStore::new(store), Box::new(dir))
     }
 
     /// `count` handles on one embedded store: a process owns its file, so a "fleet" on
     /// this store is several routers in front of one writer.
     pub async fn fleet_stores(count: usize) -> (Vec<SharedStore>, StoreGuard) {
         let (store, guard) = fresh_store().await;
-        ((0..count).map(|_| Arc::clone(&store)).collect(), guard)
+        ((0..count).map(|_| store.clone()).collect(), guard)
     }
 }

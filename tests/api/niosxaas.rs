@@ -91,6 +91,7 @@ async fn requests(server: &MockServer) -> Vec<(String, String)> {
 
 async fn row(app: &TestApp, id: &str) -> sandbox_broker::domain::Sandbox {
     app.store
+        .allocation
         .get(&SandboxId::parse("id", id).unwrap())
         .await
         .unwrap()
@@ -99,6 +100,7 @@ async fn row(app: &TestApp, id: &str) -> sandbox_broker::domain::Sandbox {
 
 async fn history(app: &TestApp, id: &str) -> Option<sandbox_broker::domain::NiosxaasHistory> {
     app.store
+        .analytics
         .niosxaas_history(&SandboxId::parse("id", id).unwrap(), now_epoch())
         .await
         .unwrap()

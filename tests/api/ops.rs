@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use reqwest::{Method, Response, StatusCode};
-use sandbox_broker::domain::{
-    DeletableStatus, LabPolicy, NewSandbox, Sandbox, SandboxId, StudentKey,
-};
+use sandbox_broker::domain::usage::AllocationFacts;
+use sandbox_broker::domain::{NamePrefix, NiosxaasHistory, Sandbox, SandboxId};
 use sandbox_broker::store::{
-    Allocation, AllocationRequest, ImportSummary, ListQuery, MarkOutcome, PoolStats, SandboxPage,
-    Store, StoreError,
+    Allocation, AllocationRequest, AllocationStore, AnalyticsStore, HealthStore, PoolStats,
+    ReleaseOutcome, ReleaseRequest, SharedStore, StoreError,
 };
 
 use crate::helpers::{
@@ -80,7 +79,7 @@ async fn healthz_and_readyz_report_without_auth() {
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["store"], "ok");
     // The Python service's key, where the store is DynamoDB.
-    let dynamodb = app.store.backend().map(|_| "ok");
+    let dynamodb = app.store.health.backend().map(|_| "ok");
     assert_eq!(ready["checks"]["dynamodb"].as_str(), dynamodb, "{ready}");
 }
 
@@ -377,7 +376,8 @@ async fn openapi_lists_every_route_and_the_docs_page_is_served_locally() {
     );
 }
 
-/// A store whose every call fails the same way, for the 500 and 503 paths.
+/// Stands in for the roles a request reaches first — allocation, analytics (`/metrics`)
+/// and health (`/readyz`) — and fails each call; the other roles are a real store's.
 struct FailingStore {
     unavailable: bool,
 }
@@ -390,184 +390,71 @@ impl FailingStore {
             StoreError::Internal("row 42 cannot be decoded: secret detail".into())
         }
     }
+
+    /// A store whose allocation, analytics and health fail as this one says.
+    async fn over_a_real_store(self) -> (SharedStore, crate::helpers::StoreGuard) {
+        let (real, guard) = crate::helpers::fresh_store().await;
+        let failing = Arc::new(self);
+        let store = SharedStore {
+            allocation: failing.clone(),
+            analytics: failing.clone(),
+            health: failing,
+            ..real
+        };
+        (store, guard)
+    }
 }
 
 #[async_trait]
-impl Store for FailingStore {
+impl AllocationStore for FailingStore {
     async fn allocate(&self, _: AllocationRequest) -> Result<Allocation, StoreError> {
         Err(self.fail())
     }
     async fn get(&self, _: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
         Err(self.fail())
     }
-    async fn mark_for_deletion(
-        &self,
-        _: &SandboxId,
-        _: &StudentKey,
-        _: i64,
-    ) -> Result<MarkOutcome, StoreError> {
+    async fn release(&self, _: ReleaseRequest) -> Result<ReleaseOutcome, StoreError> {
         Err(self.fail())
     }
-    async fn import(&self, _: Vec<NewSandbox>, _: i64) -> Result<ImportSummary, StoreError> {
+    async fn held_by(&self, _: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
         Err(self.fail())
     }
-    async fn list(&self, _: ListQuery) -> Result<SandboxPage, StoreError> {
-        Err(self.fail())
-    }
+}
+
+#[async_trait]
+impl AnalyticsStore for FailingStore {
     async fn stats(&self) -> Result<PoolStats, StoreError> {
         Err(self.fail())
     }
-    async fn allocation_facts(
-        &self,
-    ) -> Result<Vec<sandbox_broker::domain::usage::AllocationFacts>, StoreError> {
+    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError> {
         Err(self.fail())
     }
-    async fn available_by_prefix(
-        &self,
-        _: &[sandbox_broker::domain::NamePrefix],
-    ) -> Result<Vec<u64>, StoreError> {
-        Err(self.fail())
-    }
-    async fn bulk_delete(&self, _: DeletableStatus, _: i64) -> Result<u64, StoreError> {
-        Err(self.fail())
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        Err(self.fail())
-    }
-    async fn sync_provider(
-        &self,
-        _: Vec<sandbox_broker::provider::ProviderSandbox>,
-        _: sandbox_broker::domain::lifecycle::SyncRules,
-        _: i64,
-    ) -> Result<sandbox_broker::store::SyncSummary, StoreError> {
-        Err(self.fail())
-    }
-    async fn acquire_lease(
-        &self,
-        _: &str,
-        _: &str,
-        _: i64,
-        _: i64,
-    ) -> Result<sandbox_broker::store::LeaseOutcome, StoreError> {
-        Err(self.fail())
-    }
-    async fn finish_job_run(
-        &self,
-        _: sandbox_broker::store::JobRecord,
-        _: &str,
-    ) -> Result<(), StoreError> {
-        Err(self.fail())
-    }
-    async fn job_records(&self) -> Result<Vec<sandbox_broker::store::JobRecord>, StoreError> {
-        Err(self.fail())
-    }
-    async fn expire_allocations(&self, _: i64, _: LabPolicy) -> Result<Vec<Sandbox>, StoreError> {
-        Err(self.fail())
-    }
-    async fn delete_stale(&self, _: i64, _: i64) -> Result<u64, StoreError> {
-        Err(self.fail())
-    }
-    async fn deletions_due(&self, _: i64, _: bool) -> Result<Vec<Sandbox>, StoreError> {
-        Err(self.fail())
-    }
-    async fn claim_deletion(
-        &self,
-        _: &SandboxId,
-        _: &str,
-        _: i64,
-        _: i64,
-    ) -> Result<Option<Sandbox>, StoreError> {
-        Err(self.fail())
-    }
-    async fn finish_deletion(
-        &self,
-        _: &Sandbox,
-        _: &str,
-        _: sandbox_broker::store::DeletionOutcome,
-        _: Option<sandbox_broker::domain::NiosxaasCleanup>,
-        _: i64,
-    ) -> Result<(), StoreError> {
-        Err(self.fail())
-    }
-    async fn purge_tombstones(&self, _: i64) -> Result<u64, StoreError> {
+    async fn available_by_prefix(&self, _: &[NamePrefix]) -> Result<Vec<u64>, StoreError> {
         Err(self.fail())
     }
     async fn niosxaas_history(
         &self,
         _: &SandboxId,
         _: i64,
-    ) -> Result<Option<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
+    ) -> Result<Option<NiosxaasHistory>, StoreError> {
         Err(self.fail())
     }
-    async fn niosxaas_histories(
-        &self,
-        _: i64,
-    ) -> Result<Vec<sandbox_broker::domain::NiosxaasHistory>, StoreError> {
+    async fn niosxaas_histories(&self, _: i64) -> Result<Vec<NiosxaasHistory>, StoreError> {
         Err(self.fail())
     }
-    async fn audit_facts(&self) -> Result<sandbox_broker::domain::audit::AuditFacts, StoreError> {
-        Err(self.fail())
-    }
-    async fn save_audit(
-        &self,
-        _: &sandbox_broker::domain::audit::AuditReport,
-    ) -> Result<(), StoreError> {
-        Err(self.fail())
-    }
-    async fn last_audit(
-        &self,
-    ) -> Result<Option<sandbox_broker::domain::audit::AuditReport>, StoreError> {
-        Err(self.fail())
-    }
-    async fn record_action(
-        &self,
-        _: &sandbox_broker::domain::actions::AdminAction,
-    ) -> Result<(), StoreError> {
-        Err(self.fail())
-    }
-    async fn change_row(
-        &self,
-        _: &SandboxId,
-        _: sandbox_broker::domain::lifecycle::RowAction,
-        _: i64,
-    ) -> Result<Sandbox, StoreError> {
-        Err(self.fail())
-    }
-    async fn held_by(&self, _: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
-        Err(self.fail())
-    }
-    async fn cordons(&self) -> Result<Vec<sandbox_broker::domain::cordon::Cordon>, StoreError> {
-        Err(self.fail())
-    }
-    async fn add_cordon(
-        &self,
-        _: &sandbox_broker::domain::cordon::Cordon,
-    ) -> Result<(), StoreError> {
-        Err(self.fail())
-    }
-    async fn remove_cordon(
-        &self,
-        _: &str,
-    ) -> Result<Option<sandbox_broker::domain::cordon::Cordon>, StoreError> {
-        Err(self.fail())
-    }
-    async fn actions(
-        &self,
-        _: usize,
-        _: Option<&str>,
-    ) -> Result<sandbox_broker::domain::actions::ActionPage, StoreError> {
+}
+
+#[async_trait]
+impl HealthStore for FailingStore {
+    async fn ping(&self) -> Result<(), StoreError> {
         Err(self.fail())
     }
 }
 
 #[tokio::test]
 async fn a_store_outage_is_503_with_retry_after_and_readyz_not_ready_while_healthz_stays_200() {
-    let app = spawn_app_on(
-        Arc::new(FailingStore { unavailable: true }),
-        Box::new(()),
-        |_| {},
-    )
-    .await;
+    let (store, guard) = FailingStore { unavailable: true }.over_a_real_store().await;
+    let app = spawn_app_on(store, guard, |_| {}).await;
 
     let allocate = app.allocate("stu").await;
     assert_eq!(allocate.headers()["retry-after"], "5");
@@ -608,12 +495,10 @@ async fn a_store_outage_is_503_with_retry_after_and_readyz_not_ready_while_healt
 
 #[tokio::test]
 async fn an_internal_failure_is_an_enveloped_500_that_leaks_nothing() {
-    let app = spawn_app_on(
-        Arc::new(FailingStore { unavailable: false }),
-        Box::new(()),
-        |_| {},
-    )
-    .await;
+    let (store, guard) = FailingStore { unavailable: false }
+        .over_a_real_store()
+        .await;
+    let app = spawn_app_on(store, guard, |_| {}).await;
 
     let response = app.get_sandbox("1", "stu").await;
 

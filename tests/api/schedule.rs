@@ -1,6 +1,7 @@
 //! The fleet's schedule: each scheduled job runs once per interval across a
 //! fleet, and a run that loses its lease stops and records nothing. On both stores.
 
+use sandbox_broker::store::LeaseRequest;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +92,13 @@ async fn a_run_whose_lease_is_taken_over_stops_and_records_nothing() {
     let after_ours_ran_out = clock.now_ms() + 6_001;
     let taken = app
         .store
-        .acquire_lease("sync", "intruder", after_ours_ran_out, 60_000)
+        .jobs
+        .acquire_lease(LeaseRequest {
+            job: "sync",
+            holder: "intruder",
+            now_ms: after_ours_ran_out,
+            ttl_ms: 60_000,
+        })
         .await
         .unwrap();
     assert_eq!(taken, LeaseOutcome::Acquired);

@@ -2,8 +2,9 @@
 //! Each test crate instantiates it for its store flavor (`tests/api`: embedded,
 //! `tests/dynamodb`: DynamoDB Local).
 
+use crate::helpers::release_of;
+use sandbox_broker::store::{DeletionClaim, FinishedDeletion, LeaseRequest};
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use futures::future::join_all;
 use sandbox_broker::domain::{
@@ -42,7 +43,7 @@ fn with_prefix(mut request: AllocationRequest, prefix: &str) -> AllocationReques
 
 /// The stored row `raw`, which the test knows exists.
 async fn stored(store: &SharedStore, raw: &str) -> Sandbox {
-    store.get(&id(raw)).await.unwrap().unwrap()
+    store.allocation.get(&id(raw)).await.unwrap().unwrap()
 }
 
 fn id(raw: &str) -> SandboxId {
@@ -60,7 +61,7 @@ fn query(limit: usize) -> ListQuery {
 async fn list_all(store: &SharedStore, mut q: ListQuery) -> Vec<sandbox_broker::domain::Sandbox> {
     let mut rows = Vec::new();
     loop {
-        let page = store.list(q.clone()).await.unwrap();
+        let page = store.admin.list(q.clone()).await.unwrap();
         rows.extend(page.sandboxes);
         match page.next {
             Some(next) => q.cursor = Some(next),
@@ -70,10 +71,18 @@ async fn list_all(store: &SharedStore, mut q: ListQuery) -> Vec<sandbox_broker::
 }
 
 pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(store: SharedStore) {
-    store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 3), NOW)
+        .await
+        .unwrap();
     let mut ids = HashSet::new();
     for n in 0..3 {
-        let allocation = store.allocate(request(&format!("s{n}"))).await.unwrap();
+        let allocation = store
+            .allocation
+            .allocate(request(&format!("s{n}")))
+            .await
+            .unwrap();
         assert!(allocation.newly_allocated);
         assert_eq!(allocation.sandbox.status, SandboxStatus::Allocated);
         assert_eq!(
@@ -90,19 +99,23 @@ pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(stor
     }
     assert_eq!(ids.len(), 3);
     assert!(matches!(
-        store.allocate(request("s9")).await,
+        store.allocation.allocate(request("s9")).await,
         Err(StoreError::NoSandboxAvailable)
     ));
 }
 
 pub async fn the_same_key_replays_and_other_keys_get_other_sandboxes(store: SharedStore) {
-    store.import(sandboxes("lab-", 0, 5), NOW).await.unwrap();
-    let first = store.allocate(request("s1")).await.unwrap();
-    let replay = store.allocate(request("s1")).await.unwrap();
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 5), NOW)
+        .await
+        .unwrap();
+    let first = store.allocation.allocate(request("s1")).await.unwrap();
+    let replay = store.allocation.allocate(request("s1")).await.unwrap();
     let mut keyed = request("s1");
     keyed.key.idempotency_key = Some(IdempotencyKey::parse("k", "second").unwrap());
-    let second = store.allocate(keyed.clone()).await.unwrap();
-    let second_replay = store.allocate(keyed).await.unwrap();
+    let second = store.allocation.allocate(keyed.clone()).await.unwrap();
+    let second_replay = store.allocation.allocate(keyed).await.unwrap();
 
     assert!(!replay.newly_allocated);
     assert_eq!(replay.sandbox, first.sandbox);
@@ -113,22 +126,35 @@ pub async fn the_same_key_replays_and_other_keys_get_other_sandboxes(store: Shar
 }
 
 pub async fn prefixes_select_by_name_and_exhaust_separately(store: SharedStore) {
-    store.import(sandboxes("lab-a-", 0, 2), NOW).await.unwrap();
     store
+        .admin
+        .import(sandboxes("lab-a-", 0, 2), NOW)
+        .await
+        .unwrap();
+    store
+        .admin
         .import(sandboxes("lab-b-", 100, 1), NOW)
         .await
         .unwrap();
 
     let b = store
+        .allocation
         .allocate(with_prefix(request("s1"), "lab-b-"))
         .await
         .unwrap();
-    let b_again = store.allocate(with_prefix(request("s2"), "lab-b-")).await;
+    let b_again = store
+        .allocation
+        .allocate(with_prefix(request("s2"), "lab-b-"))
+        .await;
     let a = store
+        .allocation
         .allocate(with_prefix(request("s3"), "lab-a"))
         .await
         .unwrap();
-    let none = store.allocate(with_prefix(request("s4"), "zzz")).await;
+    let none = store
+        .allocation
+        .allocate(with_prefix(request("s4"), "zzz"))
+        .await;
 
     assert!(b.sandbox.name.starts_with("lab-b-"));
     assert!(matches!(b_again, Err(StoreError::NoSandboxAvailable)));
@@ -137,8 +163,17 @@ pub async fn prefixes_select_by_name_and_exhaust_separately(store: SharedStore) 
 }
 
 pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: SharedStore) {
-    store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
-    let held = store.allocate(request("s1")).await.unwrap().sandbox;
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 3), NOW)
+        .await
+        .unwrap();
+    let held = store
+        .allocation
+        .allocate(request("s1"))
+        .await
+        .unwrap()
+        .sandbox;
     let held_id = id(&held.sandbox_id);
     let unheld = ["1", "2", "3"]
         .into_iter()
@@ -147,54 +182,70 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
 
     assert!(matches!(
         store
-            .mark_for_deletion(&id("nope"), &student("s1"), NOW)
+            .allocation
+            .release(release_of(&id("nope"), &student("s1"), NOW))
             .await,
         Err(StoreError::SandboxNotFound)
     ));
     assert!(matches!(
-        store.mark_for_deletion(&held_id, &student("s2"), NOW).await,
+        store
+            .allocation
+            .release(release_of(&held_id, &student("s2"), NOW))
+            .await,
         Err(StoreError::NotOwner)
     ));
     assert!(
         matches!(
             store
-                .mark_for_deletion(&id(unheld), &student("s1"), NOW)
+                .allocation
+                .release(release_of(&id(unheld), &student("s1"), NOW))
                 .await,
             Err(StoreError::NotOwner)
         ),
         "an available row has no owner"
     );
     let marked = store
-        .mark_for_deletion(&held_id, &student("s1"), NOW + 5)
+        .allocation
+        .release(release_of(&held_id, &student("s1"), NOW + 5))
         .await
         .unwrap();
     let repeat = store
-        .mark_for_deletion(&held_id, &student("s1"), NOW + 9)
+        .allocation
+        .release(release_of(&held_id, &student("s1"), NOW + 9))
         .await
         .unwrap();
 
-    assert!(marked.newly_marked);
+    assert!(marked.newly_released);
     assert_eq!(marked.sandbox.status, SandboxStatus::PendingDeletion);
     assert_eq!(marked.sandbox.deletion_requested_at, Some(NOW + 5));
-    assert!(!repeat.newly_marked);
+    assert!(!repeat.newly_released);
     assert_eq!(
         repeat.sandbox.deletion_requested_at,
         Some(NOW + 5),
         "a repeat changes nothing"
     );
-    let next = store.allocate(request("s1")).await.unwrap();
+    let next = store.allocation.allocate(request("s1")).await.unwrap();
     assert!(next.newly_allocated);
     assert_ne!(next.sandbox.sandbox_id, held.sandbox_id);
 }
 
 pub async fn import_upserts_available_rows_only(store: SharedStore) {
-    let summary = store.import(sandboxes("lab-", 0, 3), NOW).await.unwrap();
+    let summary = store
+        .admin
+        .import(sandboxes("lab-", 0, 3), NOW)
+        .await
+        .unwrap();
     assert_eq!((summary.imported, summary.skipped), (3, 0));
-    let held = store.allocate(request("s1")).await.unwrap().sandbox;
+    let held = store
+        .allocation
+        .allocate(request("s1"))
+        .await
+        .unwrap()
+        .sandbox;
 
     let mut again = sandboxes("new-", 0, 3);
     again[0].sfdc_account_id = Some("001NEW".into());
-    let summary = store.import(again, NOW + 1).await.unwrap();
+    let summary = store.admin.import(again, NOW + 1).await.unwrap();
 
     assert_eq!((summary.imported, summary.skipped), (2, 1));
     let untouched = stored(&store, &held.sandbox_id).await;
@@ -203,6 +254,7 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
         "an allocated row is never touched by import"
     );
     let renamed = store
+        .allocation
         .allocate(with_prefix(request("s2"), "new-"))
         .await
         .unwrap();
@@ -212,6 +264,7 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
     );
     assert!(
         store
+            .allocation
             .allocate(with_prefix(request("s3"), "lab-"))
             .await
             .is_err(),
@@ -220,8 +273,12 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
 }
 
 pub async fn get_returns_rows_in_any_status(store: SharedStore) {
-    store.import(sandboxes("lab-", 0, 2), NOW).await.unwrap();
-    assert!(store.get(&id("999")).await.unwrap().is_none());
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 2), NOW)
+        .await
+        .unwrap();
+    assert!(store.allocation.get(&id("999")).await.unwrap().is_none());
     let available = stored(&store, "1").await;
     assert_eq!(available.status, SandboxStatus::Available);
     assert_eq!(available.allocated_at, None);
@@ -232,9 +289,17 @@ pub async fn get_returns_rows_in_any_status(store: SharedStore) {
 }
 
 pub async fn list_pages_visit_every_match_once(store: SharedStore) {
-    store.import(sandboxes("lab-", 0, 23), NOW).await.unwrap();
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 23), NOW)
+        .await
+        .unwrap();
     for n in 0..5 {
-        store.allocate(request(&format!("s{n}"))).await.unwrap();
+        store
+            .allocation
+            .allocate(request(&format!("s{n}")))
+            .await
+            .unwrap();
     }
 
     let all = list_all(&store, query(4)).await;
@@ -291,9 +356,10 @@ pub async fn available_by_prefix_counts_what_a_prefix_allocation_can_get(store: 
     let mut rows = sandboxes("dns-", 0, 5);
     rows.extend(sandboxes("dnssec-", 100, 2));
     rows.extend(sandboxes("sec-", 200, 3));
-    store.import(rows, NOW).await.unwrap();
+    store.admin.import(rows, NOW).await.unwrap();
     for n in 0..2 {
         store
+            .allocation
             .allocate(with_prefix(request(&format!("s{n}")), "dns-"))
             .await
             .unwrap();
@@ -306,31 +372,40 @@ pub async fn available_by_prefix_counts_what_a_prefix_allocation_can_get(store: 
         prefix("nothing-"),
     ];
 
-    let counts = store.available_by_prefix(&prefixes).await.unwrap();
+    let counts = store
+        .analytics
+        .available_by_prefix(&prefixes)
+        .await
+        .unwrap();
 
     assert_eq!(counts, [3, 5, 3, 0]);
     assert_eq!(
-        store.available_by_prefix(&[]).await.unwrap(),
+        store.analytics.available_by_prefix(&[]).await.unwrap(),
         Vec::<u64>::new()
     );
 }
 
 pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
-    store.import(sandboxes("lab-", 0, 10), NOW).await.unwrap();
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 10), NOW)
+        .await
+        .unwrap();
     for n in 0..4 {
         let mut r = request(&format!("s{n}"));
         r.track_name = Some(TrackName::parse("t", if n < 3 { "dns" } else { "sec" }).unwrap());
-        let held = store.allocate(r).await.unwrap().sandbox;
+        let held = store.allocation.allocate(r).await.unwrap().sandbox;
         if n == 0 {
             store
-                .mark_for_deletion(&id(&held.sandbox_id), &student("s0"), NOW)
+                .allocation
+                .release(release_of(&id(&held.sandbox_id), &student("s0"), NOW))
                 .await
                 .unwrap();
         }
     }
 
-    let stats = store.stats().await.unwrap();
-    let facts = store.allocation_facts().await.unwrap();
+    let stats = store.analytics.stats().await.unwrap();
+    let facts = store.analytics.allocation_facts().await.unwrap();
     let tracks = sandbox_broker::domain::usage::track_stats(&facts);
 
     assert_eq!(
@@ -377,38 +452,57 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
 }
 
 pub async fn bulk_delete_removes_exactly_one_status(store: SharedStore) {
-    store.import(sandboxes("lab-", 0, 6), NOW).await.unwrap();
-    store.allocate(request("s1")).await.unwrap();
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 6), NOW)
+        .await
+        .unwrap();
+    store.allocation.allocate(request("s1")).await.unwrap();
 
     let removed = store
+        .admin
         .bulk_delete(DeletableStatus::parse("available").unwrap(), NOW)
         .await
         .unwrap();
     let none = store
+        .admin
         .bulk_delete(DeletableStatus::parse("stale").unwrap(), NOW)
         .await
         .unwrap();
 
     assert_eq!((removed, none), (5, 0));
-    let stats = store.stats().await.unwrap();
+    let stats = store.analytics.stats().await.unwrap();
     assert_eq!((stats.available, stats.allocated, stats.total()), (0, 1, 1));
     assert!(matches!(
-        store.allocate(request("s2")).await,
+        store.allocation.allocate(request("s2")).await,
         Err(StoreError::NoSandboxAvailable)
     ));
-    store.import(sandboxes("lab-", 0, 6), NOW).await.unwrap();
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 6), NOW)
+        .await
+        .unwrap();
     assert_eq!(
-        store.stats().await.unwrap().available,
+        store.analytics.stats().await.unwrap().available,
         5,
         "removed rows can be imported again"
     );
 }
 
 pub async fn concurrent_allocations_never_share_a_sandbox(store: SharedStore) {
-    store.import(sandboxes("lab-", 0, 50), NOW).await.unwrap();
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 50), NOW)
+        .await
+        .unwrap();
     let calls = (0..80).map(|n| {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move { store.allocate(request(&format!("s{}", n % 60))).await })
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .allocation
+                .allocate(request(&format!("s{}", n % 60)))
+                .await
+        })
     });
     let results: Vec<_> = join_all(calls)
         .await
@@ -443,7 +537,7 @@ pub async fn concurrent_allocations_never_share_a_sandbox(store: SharedStore) {
 }
 
 pub async fn ping_succeeds_on_a_healthy_store(store: SharedStore) {
-    store.ping().await.unwrap();
+    store.health.ping().await.unwrap();
 }
 
 macro_rules! conformance_suite {
@@ -507,14 +601,26 @@ pub(crate) fn listed(ids: &[u64], prefix: &str) -> Vec<sandbox_broker::provider:
 
 pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store: SharedStore) {
     let first = store
+        .lifecycle
         .sync_provider(listed(&[1, 2, 3, 4, 5], "lab-"), sync_rules(true), NOW)
         .await
         .unwrap();
     assert_eq!((first.synced, first.added, first.marked_stale), (5, 5, 0));
-    let held = store.allocate(request("s1")).await.unwrap().sandbox;
-    let released = store.allocate(request("s2")).await.unwrap().sandbox;
+    let held = store
+        .allocation
+        .allocate(request("s1"))
+        .await
+        .unwrap()
+        .sandbox;
+    let released = store
+        .allocation
+        .allocate(request("s2"))
+        .await
+        .unwrap()
+        .sandbox;
     store
-        .mark_for_deletion(&id(&released.sandbox_id), &student("s2"), NOW)
+        .allocation
+        .release(release_of(&id(&released.sandbox_id), &student("s2"), NOW))
         .await
         .unwrap();
 
@@ -539,6 +645,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         }
     }
     let second = store
+        .lifecycle
         .sync_provider(listing.clone(), sync_rules(true), NOW + 10)
         .await
         .unwrap();
@@ -569,6 +676,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
 
     // Back at the provider: the stale row returns.
     let third = store
+        .lifecycle
         .sync_provider(
             listed(&[1, 2, 3, 4, 5, 6], "lab-"),
             sync_rules(true),
@@ -585,6 +693,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
     // The same listing again within the same second changes nothing, and is no error.
     let before = stored(&store, &renamed.to_string()).await;
     let repeat = store
+        .lifecycle
         .sync_provider(
             listed(&[1, 2, 3, 4, 5, 6], "lab-"),
             sync_rules(true),
@@ -602,7 +711,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         (4, 0, 0, 2)
     );
     assert_eq!(stored(&store, &renamed.to_string()).await, before);
-    let stats = store.stats().await.unwrap();
+    let stats = store.analytics.stats().await.unwrap();
     assert_eq!(
         (
             stats.available,
@@ -620,12 +729,24 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
     let now = 1_800_000_000_000;
     let ends = now + 30_000;
     store
-        .acquire_lease("expiry", "a", now, 30_000)
+        .jobs
+        .acquire_lease(LeaseRequest {
+            job: "expiry",
+            holder: "a",
+            now_ms: now,
+            ttl_ms: 30_000,
+        })
         .await
         .unwrap();
     assert_eq!(
         store
-            .acquire_lease("expiry", "b", ends - 1, 30_000)
+            .jobs
+            .acquire_lease(LeaseRequest {
+                job: "expiry",
+                holder: "b",
+                now_ms: ends - 1,
+                ttl_ms: 30_000
+            })
             .await
             .unwrap(),
         LeaseOutcome::Held {
@@ -635,7 +756,13 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
     );
     assert_eq!(
         store
-            .acquire_lease("expiry", "b", ends, 30_000)
+            .jobs
+            .acquire_lease(LeaseRequest {
+                job: "expiry",
+                holder: "b",
+                now_ms: ends,
+                ttl_ms: 30_000
+            })
             .await
             .unwrap(),
         LeaseOutcome::Acquired
@@ -645,12 +772,27 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
 pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: SharedStore) {
     let now = 1_800_000_000_000;
     assert_eq!(
-        store.acquire_lease("sync", "a", now, 30_000).await.unwrap(),
+        store
+            .jobs
+            .acquire_lease(LeaseRequest {
+                job: "sync",
+                holder: "a",
+                now_ms: now,
+                ttl_ms: 30_000
+            })
+            .await
+            .unwrap(),
         LeaseOutcome::Acquired
     );
     assert_eq!(
         store
-            .acquire_lease("sync", "b", now + 1_000, 30_000)
+            .jobs
+            .acquire_lease(LeaseRequest {
+                job: "sync",
+                holder: "b",
+                now_ms: now + 1_000,
+                ttl_ms: 30_000
+            })
             .await
             .unwrap(),
         LeaseOutcome::Held {
@@ -660,7 +802,13 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
     );
     assert_eq!(
         store
-            .acquire_lease("sync", "a", now + 2_000, 30_000)
+            .jobs
+            .acquire_lease(LeaseRequest {
+                job: "sync",
+                holder: "a",
+                now_ms: now + 2_000,
+                ttl_ms: 30_000
+            })
             .await
             .unwrap(),
         LeaseOutcome::Acquired,
@@ -668,7 +816,13 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
     );
     assert_eq!(
         store
-            .acquire_lease("cleanup", "b", now, 30_000)
+            .jobs
+            .acquire_lease(LeaseRequest {
+                job: "cleanup",
+                holder: "b",
+                now_ms: now,
+                ttl_ms: 30_000
+            })
             .await
             .unwrap(),
         LeaseOutcome::Acquired,
@@ -678,7 +832,13 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
     // a dies; its lease runs out; b takes over.
     assert_eq!(
         store
-            .acquire_lease("sync", "b", now + 40_000, 30_000)
+            .jobs
+            .acquire_lease(LeaseRequest {
+                job: "sync",
+                holder: "b",
+                now_ms: now + 40_000,
+                ttl_ms: 30_000
+            })
             .await
             .unwrap(),
         LeaseOutcome::Acquired
@@ -693,8 +853,8 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
         next_run_at: Some(1_800_000_600),
         ..JobRecord::default()
     };
-    store.finish_job_run(run.clone(), "a").await.unwrap();
-    let records = store.job_records().await.unwrap();
+    store.jobs.finish_job_run(run.clone(), "a").await.unwrap();
+    let records = store.jobs.job_records().await.unwrap();
     let sync = records.iter().find(|r| r.job == "sync").unwrap();
     assert_eq!(sync.holder.as_deref(), Some("b"));
     assert_eq!(
@@ -702,8 +862,9 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
         (Some("completed"), Some(&3))
     );
 
-    store.finish_job_run(run, "b").await.unwrap();
+    store.jobs.finish_job_run(run, "b").await.unwrap();
     let sync = store
+        .jobs
         .job_records()
         .await
         .unwrap()
@@ -716,7 +877,13 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
     );
     assert_eq!(
         store
-            .acquire_lease("sync", "c", now + 41_000, 30_000)
+            .jobs
+            .acquire_lease(LeaseRequest {
+                job: "sync",
+                holder: "c",
+                now_ms: now + 41_000,
+                ttl_ms: 30_000
+            })
             .await
             .unwrap(),
         LeaseOutcome::Acquired
@@ -724,16 +891,35 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
 }
 
 pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedStore) {
-    store.import(sandboxes("lab-", 0, 5), NOW).await.unwrap();
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 5), NOW)
+        .await
+        .unwrap();
     let mut short = request("short");
     short.lab_duration_hours = 1;
-    let ended = store.allocate(short.clone()).await.unwrap().sandbox;
-    let long = store.allocate(request("long")).await.unwrap().sandbox;
+    let ended = store
+        .allocation
+        .allocate(short.clone())
+        .await
+        .unwrap()
+        .sandbox;
+    let long = store
+        .allocation
+        .allocate(request("long"))
+        .await
+        .unwrap()
+        .sandbox;
     let mut marked = request("marked");
     marked.lab_duration_hours = 1;
-    let released = store.allocate(marked).await.unwrap().sandbox;
+    let released = store.allocation.allocate(marked).await.unwrap().sandbox;
     store
-        .mark_for_deletion(&id(&released.sandbox_id), &student("marked"), NOW + 60)
+        .allocation
+        .release(release_of(
+            &id(&released.sandbox_id),
+            &student("marked"),
+            NOW + 60,
+        ))
         .await
         .unwrap();
     let grace = 1800;
@@ -744,14 +930,17 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
     };
 
     let too_early = store
+        .lifecycle
         .expire_allocations(NOW + 3600 + grace, policy)
         .await
         .unwrap();
     let expired = store
+        .lifecycle
         .expire_allocations(NOW + 3600 + grace + 1, policy)
         .await
         .unwrap();
     let again = store
+        .lifecycle
         .expire_allocations(NOW + 3600 + grace + 2, policy)
         .await
         .unwrap();
@@ -780,44 +969,61 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         Some(NOW + 60),
         "the owner's own release stands"
     );
-    let next = store.allocate(short).await.unwrap();
+    let next = store.allocation.allocate(short).await.unwrap();
     assert!(next.newly_allocated, "the expired key gets a new sandbox");
     assert_ne!(next.sandbox.sandbox_id, ended.sandbox_id);
 }
 
 pub async fn stale_rows_are_removed_only_after_their_grace(store: SharedStore) {
     store
+        .lifecycle
         .sync_provider(listed(&[1, 2, 3], "lab-"), sync_rules(true), NOW)
         .await
         .unwrap();
     store
+        .lifecycle
         .sync_provider(listed(&[3], "lab-"), sync_rules(true), NOW + 100)
         .await
         .unwrap();
 
-    let early = store.delete_stale(NOW + 99, NOW + 200).await.unwrap();
-    let removed = store.delete_stale(NOW + 100, NOW + 200).await.unwrap();
+    let early = store
+        .lifecycle
+        .delete_stale(NOW + 99, NOW + 200)
+        .await
+        .unwrap();
+    let removed = store
+        .lifecycle
+        .delete_stale(NOW + 100, NOW + 200)
+        .await
+        .unwrap();
 
     assert_eq!((early, removed), (0, 2));
-    let stats = store.stats().await.unwrap();
+    let stats = store.analytics.stats().await.unwrap();
     assert_eq!((stats.stale, stats.available, stats.total()), (0, 1, 1));
 }
 
 /// `count` sandboxes imported, allocated to `s<n>` and released by them: their ids.
 async fn released_rows(store: &SharedStore, count: u64) -> Vec<SandboxId> {
     store
+        .admin
         .import(sandboxes("lab-", 0, count), NOW)
         .await
         .unwrap();
     let mut pending = Vec::new();
     for n in 0..count {
         let held = store
+            .allocation
             .allocate(request(&format!("s{n}")))
             .await
             .unwrap()
             .sandbox;
         store
-            .mark_for_deletion(&id(&held.sandbox_id), &student(&format!("s{n}")), NOW)
+            .allocation
+            .release(release_of(
+                &id(&held.sandbox_id),
+                &student(&format!("s{n}")),
+                NOW,
+            ))
             .await
             .unwrap();
         pending.push(id(&held.sandbox_id));
@@ -831,25 +1037,36 @@ pub async fn a_tombstone_is_dropped_exactly_at_its_ttl(store: SharedStore) {
     use sandbox_broker::store::DeletionOutcome;
     let pending = released_rows(&store, 1).await;
     let claimed = store
-        .claim_deletion(&pending[0], "runner", NOW, NOW + 60)
+        .lifecycle
+        .claim_deletion(DeletionClaim {
+            id: &pending[0],
+            holder: "runner",
+            now: NOW,
+            until: NOW + 60,
+        })
         .await
         .unwrap()
         .unwrap();
     store
-        .finish_deletion(
-            &claimed,
-            "runner",
-            DeletionOutcome::Deleted { ttl: NOW + 100 },
-            None,
-            NOW + 2,
-        )
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &claimed,
+            holder: "runner",
+            outcome: DeletionOutcome::Deleted { ttl: NOW + 100 },
+            niosxaas: None,
+            now: NOW + 2,
+        })
         .await
         .unwrap();
-    assert_eq!(store.purge_tombstones(NOW + 99).await.unwrap(), 0);
-    assert!(store.get(&pending[0]).await.unwrap().is_some());
-    assert_eq!(store.purge_tombstones(NOW + 100).await.unwrap(), 1);
-    assert!(store.get(&pending[0]).await.unwrap().is_none());
+    assert_eq!(store.lifecycle.purge_tombstones(NOW + 99).await.unwrap(), 0);
+    assert!(store.allocation.get(&pending[0]).await.unwrap().is_some());
+    assert_eq!(
+        store.lifecycle.purge_tombstones(NOW + 100).await.unwrap(),
+        1
+    );
+    assert!(store.allocation.get(&pending[0]).await.unwrap().is_none());
     let relisted = store
+        .admin
         .import(sandboxes("lab-", 0, 1), NOW + 200)
         .await
         .unwrap();
@@ -865,10 +1082,16 @@ pub async fn a_deletion_claim_holds_through_its_last_second(store: SharedStore) 
     let pending = released_rows(&store, 1).await;
     let until = NOW + 60;
     let claim = |runner: &'static str, at: i64| {
-        let (store, id) = (Arc::clone(&store), pending[0].clone());
+        let (store, id) = (store.clone(), pending[0].clone());
         async move {
             store
-                .claim_deletion(&id, runner, at, at + 60)
+                .lifecycle
+                .claim_deletion(DeletionClaim {
+                    id: &id,
+                    holder: runner,
+                    now: at,
+                    until: at + 60,
+                })
                 .await
                 .unwrap()
         }
@@ -887,14 +1110,34 @@ pub async fn a_deletion_claim_holds_through_its_last_second(store: SharedStore) 
 pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: SharedStore) {
     use sandbox_broker::store::DeletionOutcome;
     let pending = released_rows(&store, 3).await;
-    assert_eq!(store.deletions_due(NOW, false).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .lifecycle
+            .deletions_due(NOW, false)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 
     let claimed = store
-        .claim_deletion(&pending[0], "runner-a", NOW, NOW + 60)
+        .lifecycle
+        .claim_deletion(DeletionClaim {
+            id: &pending[0],
+            holder: "runner-a",
+            now: NOW,
+            until: NOW + 60,
+        })
         .await
         .unwrap();
     let contested = store
-        .claim_deletion(&pending[0], "runner-b", NOW + 1, NOW + 61)
+        .lifecycle
+        .claim_deletion(DeletionClaim {
+            id: &pending[0],
+            holder: "runner-b",
+            now: NOW + 1,
+            until: NOW + 61,
+        })
         .await
         .unwrap();
     assert!(claimed.is_some());
@@ -904,31 +1147,39 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
     );
     let claimed = claimed.unwrap();
     store
-        .finish_deletion(
-            &claimed,
-            "runner-b",
-            DeletionOutcome::Deleted { ttl: NOW + 10 },
-            None,
-            NOW + 2,
-        )
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &claimed,
+            holder: "runner-b",
+            outcome: DeletionOutcome::Deleted { ttl: NOW + 10 },
+            niosxaas: None,
+            now: NOW + 2,
+        })
         .await
         .unwrap();
     assert_eq!(
-        store.get(&pending[0]).await.unwrap().unwrap().status,
+        store
+            .allocation
+            .get(&pending[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         SandboxStatus::PendingDeletion,
         "only the claim holder records"
     );
     store
-        .finish_deletion(
-            &claimed,
-            "runner-a",
-            DeletionOutcome::Deleted { ttl: NOW + 10 },
-            None,
-            NOW + 2,
-        )
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &claimed,
+            holder: "runner-a",
+            outcome: DeletionOutcome::Deleted { ttl: NOW + 10 },
+            niosxaas: None,
+            now: NOW + 2,
+        })
         .await
         .unwrap();
-    let tombstone = store.get(&pending[0]).await.unwrap().unwrap();
+    let tombstone = store.allocation.get(&pending[0]).await.unwrap().unwrap();
     assert_eq!(
         (tombstone.status, tombstone.deleted_at, tombstone.ttl),
         (SandboxStatus::Deleted, Some(NOW + 2), Some(NOW + 10))
@@ -941,7 +1192,13 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
 
     // A transient failure backs off; the schedule skips it, an admin run does not.
     let second = store
-        .claim_deletion(&pending[1], "runner-a", NOW, NOW + 60)
+        .lifecycle
+        .claim_deletion(DeletionClaim {
+            id: &pending[1],
+            holder: "runner-a",
+            now: NOW,
+            until: NOW + 60,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -953,10 +1210,18 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         error: "HTTP 503".into(),
     };
     store
-        .finish_deletion(&second, "runner-a", retry, None, NOW + 3)
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &second,
+            holder: "runner-a",
+            outcome: retry,
+            niosxaas: None,
+            now: NOW + 3,
+        })
         .await
         .unwrap();
     let due: Vec<String> = store
+        .lifecycle
         .deletions_due(NOW + 60, false)
         .await
         .unwrap()
@@ -964,8 +1229,16 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .map(|r| r.sandbox_id)
         .collect();
     assert_eq!(due, [pending[2].as_str()]);
-    assert_eq!(store.deletions_due(NOW + 60, true).await.unwrap().len(), 2);
-    let backing_off = store.get(&pending[1]).await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .lifecycle
+            .deletions_due(NOW + 60, true)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let backing_off = store.allocation.get(&pending[1]).await.unwrap().unwrap();
     assert_eq!(
         (
             backing_off.deletion_transient_failures,
@@ -977,44 +1250,63 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
 
     // An expired claim can be taken over; a failure is final.
     store
-        .claim_deletion(&pending[2], "runner-a", NOW, NOW + 5)
+        .lifecycle
+        .claim_deletion(DeletionClaim {
+            id: &pending[2],
+            holder: "runner-a",
+            now: NOW,
+            until: NOW + 5,
+        })
         .await
         .unwrap()
         .unwrap();
     let taken_over = store
-        .claim_deletion(&pending[2], "runner-b", NOW + 6, NOW + 66)
+        .lifecycle
+        .claim_deletion(DeletionClaim {
+            id: &pending[2],
+            holder: "runner-b",
+            now: NOW + 6,
+            until: NOW + 66,
+        })
         .await
         .unwrap();
     let taken_over = taken_over.expect("a dead runner's claim runs out");
     store
-        .finish_deletion(
-            &taken_over,
-            "runner-b",
-            DeletionOutcome::Failed {
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &taken_over,
+            holder: "runner-b",
+            outcome: DeletionOutcome::Failed {
                 attempts: 3,
                 error: "HTTP 400".into(),
             },
-            None,
-            NOW + 7,
-        )
+            niosxaas: None,
+            now: NOW + 7,
+        })
         .await
         .unwrap();
-    let failed = store.get(&pending[2]).await.unwrap().unwrap();
+    let failed = store.allocation.get(&pending[2]).await.unwrap().unwrap();
     assert_eq!(
         (failed.status, failed.deletion_retry_count),
         (SandboxStatus::DeletionFailed, 3)
     );
     assert!(
         store
-            .claim_deletion(&pending[2], "runner-a", NOW + 8, NOW + 68)
+            .lifecycle
+            .claim_deletion(DeletionClaim {
+                id: &pending[2],
+                holder: "runner-a",
+                now: NOW + 8,
+                until: NOW + 68
+            })
             .await
             .unwrap()
             .is_none()
     );
 
-    assert_eq!(store.purge_tombstones(NOW + 9).await.unwrap(), 0);
-    assert_eq!(store.purge_tombstones(NOW + 10).await.unwrap(), 1);
-    let stats = store.stats().await.unwrap();
+    assert_eq!(store.lifecycle.purge_tombstones(NOW + 9).await.unwrap(), 0);
+    assert_eq!(store.lifecycle.purge_tombstones(NOW + 10).await.unwrap(), 1);
+    let stats = store.analytics.stats().await.unwrap();
     assert_eq!(
         (stats.deleted, stats.pending_deletion, stats.deletion_failed),
         (0, 1, 1)
@@ -1027,7 +1319,13 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     let mut claimed: Vec<Sandbox> = Vec::new();
     for pending in released_rows(&store, 3).await {
         let row = store
-            .claim_deletion(&pending, "runner", NOW, NOW + 60)
+            .lifecycle
+            .claim_deletion(DeletionClaim {
+                id: &pending,
+                holder: "runner",
+                now: NOW,
+                until: NOW + 60,
+            })
             .await
             .unwrap()
             .unwrap();
@@ -1049,13 +1347,21 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         error: "HTTP 503".into(),
     };
     store
-        .finish_deletion(&claimed[0], "runner", retry, Some(cleaned.clone()), NOW + 1)
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &claimed[0],
+            holder: "runner",
+            outcome: retry,
+            niosxaas: Some(cleaned.clone()),
+            now: NOW + 1,
+        })
         .await
         .unwrap();
-    let kept = store.get(&first).await.unwrap().unwrap();
+    let kept = store.allocation.get(&first).await.unwrap().unwrap();
     assert_eq!(kept.niosxaas.as_ref(), Some(&cleaned));
     assert!(
         store
+            .analytics
             .niosxaas_history(&first, NOW + 1)
             .await
             .unwrap()
@@ -1064,7 +1370,13 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
 
     // The next attempt deletes without rerunning the hook: the history keeps its result.
     let again = store
-        .claim_deletion(&first, "runner", NOW + 61, NOW + 120)
+        .lifecycle
+        .claim_deletion(DeletionClaim {
+            id: &first,
+            holder: "runner",
+            now: NOW + 61,
+            until: NOW + 120,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -1074,16 +1386,18 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         "a claim returns the hook's record"
     );
     store
-        .finish_deletion(
-            &again,
-            "runner",
-            DeletionOutcome::Deleted { ttl: NOW + 900 },
-            None,
-            NOW + 62,
-        )
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &again,
+            holder: "runner",
+            outcome: DeletionOutcome::Deleted { ttl: NOW + 900 },
+            niosxaas: None,
+            now: NOW + 62,
+        })
         .await
         .unwrap();
     let history = store
+        .analytics
         .niosxaas_history(&first, NOW + 62)
         .await
         .unwrap()
@@ -1120,33 +1434,37 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     };
     let second = id(&claimed[1].sandbox_id);
     store
-        .finish_deletion(
-            &claimed[1],
-            "intruder",
-            failed.clone(),
-            Some(refused.clone()),
-            NOW + 2,
-        )
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &claimed[1],
+            holder: "intruder",
+            outcome: failed.clone(),
+            niosxaas: Some(refused.clone()),
+            now: NOW + 2,
+        })
         .await
         .unwrap();
     assert!(
         store
+            .analytics
             .niosxaas_history(&second, NOW + 2)
             .await
             .unwrap()
             .is_none()
     );
     store
-        .finish_deletion(
-            &claimed[1],
-            "runner",
-            failed,
-            Some(refused.clone()),
-            NOW + 2,
-        )
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &claimed[1],
+            holder: "runner",
+            outcome: failed,
+            niosxaas: Some(refused.clone()),
+            now: NOW + 2,
+        })
         .await
         .unwrap();
     let history = store
+        .analytics
         .niosxaas_history(&second, NOW + 2)
         .await
         .unwrap()
@@ -1156,32 +1474,35 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     // A sandbox the hook never ran for has no history; history items are not sandboxes.
     let third = id(&claimed[2].sandbox_id);
     store
-        .finish_deletion(
-            &claimed[2],
-            "runner",
-            DeletionOutcome::Deleted { ttl: NOW + 900 },
-            None,
-            NOW + 3,
-        )
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &claimed[2],
+            holder: "runner",
+            outcome: DeletionOutcome::Deleted { ttl: NOW + 900 },
+            niosxaas: None,
+            now: NOW + 3,
+        })
         .await
         .unwrap();
     assert!(
         store
+            .analytics
             .niosxaas_history(&third, NOW + 3)
             .await
             .unwrap()
             .is_none()
     );
-    let stats = store.stats().await.unwrap();
+    let stats = store.analytics.stats().await.unwrap();
     assert_eq!(
         (stats.deleted, stats.deletion_failed, stats.total()),
         (2, 1, 3)
     );
-    let listed = store.list(query(100)).await.unwrap().sandboxes.len();
+    let listed = store.admin.list(query(100)).await.unwrap().sandboxes.len();
     assert_eq!(listed, 3);
 
     // Every unexpired history item lists; expired history reads as gone.
     let mut listed: Vec<(String, Option<i64>)> = store
+        .analytics
         .niosxaas_histories(NOW + 62)
         .await
         .unwrap()
@@ -1198,6 +1519,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     let first_expires = NOW + 62 + NIOSXAAS_HISTORY_TTL_SECS;
     assert!(
         store
+            .analytics
             .niosxaas_history(&first, first_expires)
             .await
             .unwrap()
@@ -1205,6 +1527,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     );
     // The second item (written at NOW + 2) expires first.
     let left: Vec<String> = store
+        .analytics
         .niosxaas_histories(NOW + 2 + NIOSXAAS_HISTORY_TTL_SECS)
         .await
         .unwrap()

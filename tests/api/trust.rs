@@ -3,6 +3,8 @@
 //! is not applied. On both stores: the store itself, and black-box over HTTP with a
 //! simulated CSP.
 
+use crate::helpers::release_of;
+use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,21 +48,35 @@ async fn hand_out_and_finish(store: &SharedStore, id: u64, outcome: DeletionOutc
         lab_duration_hours: 4,
         now: NOW,
     };
-    let held = store.allocate(request).await.unwrap().sandbox;
+    let held = store.allocation.allocate(request).await.unwrap().sandbox;
     assert_eq!(held.sandbox_id, id.to_string());
     let sandbox = SandboxId::parse("id", &held.sandbox_id).unwrap();
     let key = sandbox_broker::domain::StudentKey::parse("s", &student).unwrap();
     store
-        .mark_for_deletion(&sandbox, &key, NOW + 1)
+        .allocation
+        .release(release_of(&sandbox, &key, NOW + 1))
         .await
         .unwrap();
     let claimed = store
-        .claim_deletion(&sandbox, "runner", NOW + 2, NOW + 60)
+        .lifecycle
+        .claim_deletion(DeletionClaim {
+            id: &sandbox,
+            holder: "runner",
+            now: NOW + 2,
+            until: NOW + 60,
+        })
         .await
         .unwrap()
         .unwrap();
     store
-        .finish_deletion(&claimed, "runner", outcome, None, NOW + 3)
+        .lifecycle
+        .finish_deletion(FinishedDeletion {
+            claimed: &claimed,
+            holder: "runner",
+            outcome,
+            niosxaas: None,
+            now: NOW + 3,
+        })
         .await
         .unwrap();
 }
@@ -69,6 +85,7 @@ async fn hand_out_and_finish(store: &SharedStore, id: u64, outcome: DeletionOutc
 async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
     let (store, _guard) = fresh_store().await;
     store
+        .lifecycle
         .sync_provider(listed(&[1, 2, 3, 4]), sync_rules(false), NOW)
         .await
         .unwrap();
@@ -81,10 +98,11 @@ async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
     };
     hand_out_and_finish(&store, 2, failed).await;
     hand_out_and_finish(&store, 3, DeletionOutcome::Deleted { ttl: NOW + 9_999 }).await;
-    assert_eq!(store.purge_tombstones(NOW + 10).await.unwrap(), 1);
+    assert_eq!(store.lifecycle.purge_tombstones(NOW + 10).await.unwrap(), 1);
     let status = |raw| sandbox_broker::domain::DeletableStatus::parse(raw).unwrap();
     assert_eq!(
         store
+            .admin
             .bulk_delete(status("deletion_failed"), NOW + 20)
             .await
             .unwrap(),
@@ -92,6 +110,7 @@ async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
     );
     assert_eq!(
         store
+            .admin
             .bulk_delete(status("deleted"), NOW + 20)
             .await
             .unwrap(),
@@ -100,6 +119,7 @@ async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
 
     // The provider still lists all four (and a fifth, new one).
     let summary = store
+        .lifecycle
         .sync_provider(listed(&[1, 2, 3, 4, 5]), sync_rules(false), NOW + 30)
         .await
         .unwrap();
@@ -110,9 +130,13 @@ async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
     );
     for used in ["1", "2", "3"] {
         let id = SandboxId::parse("id", used).unwrap();
-        assert_eq!(store.get(&id).await.unwrap(), None, "{used} came back");
+        assert_eq!(
+            store.allocation.get(&id).await.unwrap(),
+            None,
+            "{used} came back"
+        );
     }
-    let stats = store.stats().await.unwrap();
+    let stats = store.analytics.stats().await.unwrap();
     assert_eq!((stats.available, stats.total()), (2, 2), "{stats:?}");
 
     // An import of the same ids is skipped too.
@@ -120,15 +144,16 @@ async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
     for (n, row) in again.iter_mut().enumerate() {
         row.sandbox_id = SandboxId::parse("id", &(n + 1).to_string()).unwrap();
     }
-    let imported = store.import(again, NOW + 40).await.unwrap();
+    let imported = store.admin.import(again, NOW + 40).await.unwrap();
     assert_eq!((imported.imported, imported.skipped), (0, 3));
-    assert_eq!(store.stats().await.unwrap().available, 2);
+    assert_eq!(store.analytics.stats().await.unwrap().available, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_the_provider_contradicts_is_retried_under_the_retry_rules() {
     let (store, _guard) = fresh_store().await;
     store
+        .lifecycle
         .sync_provider(listed(&[1]), sync_rules(false), NOW)
         .await
         .unwrap();
@@ -137,22 +162,24 @@ async fn a_deletion_the_provider_contradicts_is_retried_under_the_retry_rules() 
     let deleted_at = NOW + 3;
 
     let within = store
+        .lifecycle
         .sync_provider(listed(&[1]), sync_rules(false), deleted_at + grace)
         .await
         .unwrap();
     assert_eq!((within.unverified, within.untouched), (0, 1));
     let id = SandboxId::parse("id", "1").unwrap();
     assert_eq!(
-        store.get(&id).await.unwrap().unwrap().status,
+        store.allocation.get(&id).await.unwrap().unwrap().status,
         SandboxStatus::Deleted
     );
 
     let past = store
+        .lifecycle
         .sync_provider(listed(&[1]), sync_rules(false), deleted_at + grace + 1)
         .await
         .unwrap();
     assert_eq!(past.unverified, 1, "{past:?}");
-    let retried = store.get(&id).await.unwrap().unwrap();
+    let retried = store.allocation.get(&id).await.unwrap().unwrap();
     assert_eq!(
         (
             retried.status,
@@ -171,6 +198,7 @@ async fn a_deletion_the_provider_contradicts_is_retried_under_the_retry_rules() 
         "{retried:?}"
     );
     let due = store
+        .lifecycle
         .deletions_due(deleted_at + grace + 1, false)
         .await
         .unwrap();
@@ -182,10 +210,12 @@ async fn a_listing_that_would_mark_most_of_the_pool_stale_changes_nothing_unless
     let (store, _guard) = fresh_store().await;
     let all: Vec<u64> = (1..=30).collect();
     store
+        .lifecycle
         .sync_provider(listed(&all), sync_rules(false), NOW)
         .await
         .unwrap();
     let refused = store
+        .lifecycle
         .sync_provider(listed(&[]), sync_rules(false), NOW + 10)
         .await
         .unwrap_err();
@@ -199,13 +229,15 @@ async fn a_listing_that_would_mark_most_of_the_pool_stale_changes_nothing_unless
     );
     // Half is still believable; one more is not. Nothing was written either time.
     let half = store
+        .lifecycle
         .sync_provider(listed(&all[..15]), sync_rules(false), NOW + 20)
         .await
         .unwrap();
     assert_eq!(half.marked_stale, 15);
-    let stats = store.stats().await.unwrap();
+    let stats = store.analytics.stats().await.unwrap();
     assert_eq!((stats.available, stats.stale), (15, 15));
     let forced = store
+        .lifecycle
         .sync_provider(listed(&[]), sync_rules(true), NOW + 30)
         .await
         .unwrap();

@@ -108,6 +108,7 @@ async fn the_python_services_environment_unchanged_starts_on_its_table() {
     let endpoint = local::shared().endpoint.clone();
     let (store, table) = local::fresh_table_store().await;
     store
+        .admin
         .import(crate::helpers::sandboxes("lab-", 0, 3), 0)
         .await
         .unwrap();

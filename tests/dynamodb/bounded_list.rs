@@ -1,8 +1,6 @@
 //! An admin list whose filter matches almost nothing reads a bounded number of items per
 //! request and pages on with a cursor, instead of scanning the whole table at once.
 
-use std::sync::Arc;
-
 use sandbox_broker::domain::now_epoch;
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::{self, DynamoSettings, DynamoStore};
@@ -23,10 +21,12 @@ fn calls_so_far(metrics: &str) -> f64 {
 async fn a_filter_matching_one_row_in_many_pages_on_in_bounded_requests_and_finds_it_once() {
     let (seeder, table) = fresh_table_store().await;
     seeder
+        .admin
         .import(sandboxes("lab-a-", 0, 600), now_epoch())
         .await
         .unwrap();
     seeder
+        .admin
         .import(sandboxes("zzz-", 9_000, 1), now_epoch())
         .await
         .unwrap();
@@ -34,7 +34,8 @@ async fn a_filter_matching_one_row_in_many_pages_on_in_bounded_requests_and_find
         list_evaluate_max: 100,
         ..settings(&shared().endpoint, &table)
     };
-    let store: SharedStore = Arc::new(DynamoStore::new(&dynamo::client(&bounded).await, &bounded));
+    let store: SharedStore =
+        SharedStore::new(DynamoStore::new(&dynamo::client(&bounded).await, &bounded));
     let app = spawn_app_on(store, Box::new(()), |_| {}).await;
 
     let mut found = Vec::new();

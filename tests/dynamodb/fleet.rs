@@ -24,6 +24,7 @@ async fn a_key_released_on_one_instance_gets_a_new_sandbox_on_another() {
     let (apps, _table) = fleet(2).await;
     apps[0]
         .store
+        .admin
         .import(sandboxes("lab-", 0, 5), now_epoch())
         .await
         .unwrap();

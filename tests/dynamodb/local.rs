@@ -3,7 +3,7 @@
 //! process exits.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use sandbox_broker::store::SharedStore;
@@ -81,7 +81,7 @@ pub async fn fleet_table_stores(count: usize) -> (Vec<SharedStore>, String) {
     let mut stores: Vec<SharedStore> = Vec::new();
     for _ in 0..count {
         let client = dynamo::client(&settings).await;
-        stores.push(Arc::new(DynamoStore::new(&client, &settings)));
+        stores.push(SharedStore::new(DynamoStore::new(&client, &settings)));
     }
     (stores, table)
 }

@@ -16,7 +16,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use sandbox_broker::domain::now_epoch;
 use sandbox_broker::store::dynamo::{self, DynamoSettings, DynamoStore};
-use sandbox_broker::store::{SharedStore, Store};
+use sandbox_broker::store::{AdminStore, SharedStore};
 use serde_json::Value;
 
 use crate::helpers::{sandboxes, spawn_app_on};
@@ -107,7 +107,7 @@ async fn a_write_that_landed_but_whose_answer_was_lost_still_answers_201() {
         attempt_timeout: Duration::from_millis(300),
         ..direct
     };
-    let store: SharedStore = Arc::new(DynamoStore::new(
+    let store: SharedStore = SharedStore::new(DynamoStore::new(
         &dynamo::client(&settings).await,
         &settings,
     ));

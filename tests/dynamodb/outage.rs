@@ -2,14 +2,13 @@
 //! seconds, nothing partial is acknowledged, and the same process serves again afterwards.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::StatusCode;
 use sandbox_broker::domain::now_epoch;
 use sandbox_broker::store::dynamo::{self, DynamoStore};
-use sandbox_broker::store::{SharedStore, Store};
+use sandbox_broker::store::{AdminStore, SharedStore};
 use serde_json::Value;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -25,7 +24,7 @@ async fn app_on(endpoint: &str, table: &str) -> TestApp {
         endpoint_url: Some(endpoint.to_owned()),
         ..config.dynamo.settings()
     };
-    let store: SharedStore = Arc::new(DynamoStore::new(
+    let store: SharedStore = SharedStore::new(DynamoStore::new(
         &dynamo::client(&settings).await,
         &settings,
     ));

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use futures::stream::{self, StreamExt};
 use sandbox_broker::domain::{NamePrefix, StudentKey};
 use sandbox_broker::store::dynamo::{self, DynamoStore};
-use sandbox_broker::store::{AllocationKey, AllocationRequest, Store, StoreError};
+use sandbox_broker::store::{
+    AdminStore, AllocationKey, AllocationRequest, AllocationStore, StoreError,
+};
 
 use crate::helpers::sandboxes;
 use crate::local;

@@ -1,8 +1,8 @@
 //! Tables the Python service created and filled: `init-table` adds only what is missing,
 //! its rows are served, and its NIOSXaaS history items are never taken for sandboxes.
 
+use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
@@ -172,7 +172,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
         ]
     );
 
-    let store: SharedStore = Arc::new(DynamoStore::new(&client, &settings));
+    let store: SharedStore = SharedStore::new(DynamoStore::new(&client, &settings));
     let app = spawn_app_on(store, Box::new(()), |_| {}).await;
     let stats = app.stats().await;
     assert_eq!(
@@ -234,6 +234,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
     );
     let read = app
         .store
+        .analytics
         .niosxaas_history(
             &sandbox_broker::domain::SandboxId::parse("id", "2009523").unwrap(),
             1_729_000_000,
@@ -336,7 +337,7 @@ async fn python_table_app(
     create_python_table(&client, &table).await;
     dynamo::schema::ensure_table(&client, &table).await.unwrap();
     put_items(&client, &table, rows).await;
-    let store: SharedStore = Arc::new(DynamoStore::new(&client, &settings));
+    let store: SharedStore = SharedStore::new(DynamoStore::new(&client, &settings));
     let app = spawn_app_on(store, Box::new(()), |_| {}).await;
     if available > 0 {
         app.seed("lab-new-", 0, available).await;
@@ -594,18 +595,25 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         let id = sandbox_broker::domain::SandboxId::parse("id", id).unwrap();
         let claimed = app
             .store
-            .claim_deletion(&id, "runner", now, now + 60)
+            .lifecycle
+            .claim_deletion(DeletionClaim {
+                id: &id,
+                holder: "runner",
+                now,
+                until: now + 60,
+            })
             .await
             .unwrap()
             .unwrap();
         app.store
-            .finish_deletion(
-                &claimed,
-                "runner",
-                sandbox_broker::store::DeletionOutcome::Deleted { ttl: now + 86_400 },
-                None,
+            .lifecycle
+            .finish_deletion(FinishedDeletion {
+                claimed: &claimed,
+                holder: "runner",
+                outcome: sandbox_broker::store::DeletionOutcome::Deleted { ttl: now + 86_400 },
+                niosxaas: None,
                 now,
-            )
+            })
             .await
             .unwrap();
     }
@@ -617,6 +625,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
     assert_eq!(json_of(bulk, StatusCode::OK).await["deleted"], 2);
     // A sync records its listing, and an audit its report: the auditor's records.
     app.store
+        .lifecycle
         .sync_provider(Vec::new(), crate::helpers::sync_rules(true), now)
         .await
         .unwrap();

@@ -58,19 +58,16 @@ pub(super) fn run(args: &Args) -> Result<(), BenchError> {
     }
     let (stores, dynamo): (Vec<SharedStore>, Vec<Arc<DynamoStore>>) = match args.store {
         StoreKind::Embedded => {
-            let store: SharedStore = Arc::new(EmbeddedStore::open(dir.path())?);
-            server.block_on(store.import(rows, 0))?;
-            (
-                (0..instances).map(|_| Arc::clone(&store)).collect(),
-                Vec::new(),
-            )
+            let store = SharedStore::new(EmbeddedStore::open(dir.path())?);
+            server.block_on(store.admin.import(rows, 0))?;
+            ((0..instances).map(|_| store.clone()).collect(), Vec::new())
         }
         StoreKind::Dynamodb => {
             let (stores, _) =
                 server.block_on(dynamo_bench::seeded_stores(args, &rows, instances))?;
             let shared = stores
                 .iter()
-                .map(|store| Arc::clone(store) as SharedStore)
+                .map(|store| SharedStore::of(Arc::clone(store)))
                 .collect();
             (shared, stores)
         }

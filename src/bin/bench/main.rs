@@ -17,7 +17,6 @@
 //! raw hyper HTTP/1 connections, one keep-alive connection per student worker. Each
 //! request is a new student key, so every one is a real, durably committed allocation.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -239,11 +238,11 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
         .build()?;
     let store: SharedStore = match args.store {
         StoreKind::Embedded => {
-            let store: SharedStore = Arc::new(EmbeddedStore::open(dir.path())?);
+            let store = SharedStore::new(EmbeddedStore::open(dir.path())?);
             let seed = pool("bench-", 3_000_000, pool_size(args))?;
             server_runtime.block_on(async {
                 for chunk in seed.chunks(10_000) {
-                    store.import(chunk.to_vec(), 0).await?;
+                    store.admin.import(chunk.to_vec(), 0).await?;
                 }
                 Ok::<_, sandbox_broker::store::StoreError>(())
             })?;
@@ -253,7 +252,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
             let rows = pool("bench-", 3_000_000, pool_size(args))?;
             let (store, _) =
                 server_runtime.block_on(dynamo_bench::seeded_stores(args, &rows, 1))?;
-            store.into_iter().next().ok_or("no store")? as SharedStore
+            SharedStore::of(store.into_iter().next().ok_or("no store")?)
         }
     };
     let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);

@@ -18,7 +18,7 @@ use crate::http::extract::{JsonBody, Query, SandboxIdPath};
 use crate::http::handlers::admin::views::AdminSandboxView;
 use crate::http::handlers::admin::{given, integer_in};
 use crate::http::state::AppState;
-use crate::store::StoreError;
+use crate::store::{ReleaseRequest, StoreError};
 
 /// The longest reason an admin may give.
 const MAX_REASON_CHARS: usize = 512;
@@ -47,7 +47,7 @@ pub async fn record(app: &AppState, actor: &AdminActor, done: Done<'_>) {
         reason: done.reason,
         detail: done.detail,
     };
-    if let Err(err) = app.store.record_action(&action).await {
+    if let Err(err) = app.store.action_log.record_action(&action).await {
         app.metrics.http.admin_actions_unrecorded_total.inc();
         tracing::error!(action = action.action, actor = action.actor, error = %crate::telemetry::error_chain(&err), "could not record an admin action");
     }
@@ -98,7 +98,12 @@ pub async fn release(
     JsonBody(request): JsonBody<ReasonRequest>,
 ) -> Result<Json<AdminSandboxView>> {
     let reason = request.reason()?;
-    let row = app.store.get(&id).await?.ok_or(ApiError::SandboxNotFound)?;
+    let row = app
+        .store
+        .allocation
+        .get(&id)
+        .await?
+        .ok_or(ApiError::SandboxNotFound)?;
     let holder = match (row.status, row.allocated_to_track.as_deref()) {
         (SandboxStatus::Allocated, Some(holder)) => {
             StudentKey::parse("holder", holder).map_err(|err| ApiError::Internal(Box::new(err)))?
@@ -109,7 +114,12 @@ pub async fn release(
     // expiry or reallocation is never overwritten.
     let released = match app
         .store
-        .mark_for_deletion(&id, &holder, app.clock.now())
+        .allocation
+        .release(ReleaseRequest {
+            id: id.clone(),
+            holder: holder.clone(),
+            now: app.clock.now(),
+        })
         .await
     {
         Ok(outcome) => outcome.sandbox,
@@ -216,7 +226,11 @@ async fn row_action(
     name: &str,
     reason: String,
 ) -> Result<Json<AdminSandboxView>> {
-    let row = app.store.change_row(id, action, app.clock.now()).await?;
+    let row = app
+        .store
+        .admin
+        .change_row(id, action, app.clock.now())
+        .await?;
     let done = Done {
         action: name,
         target: Some(id.as_str().to_owned()),
@@ -279,6 +293,7 @@ pub async fn actions(
     let limit = integer_in("limit", params.limit.as_ref(), 50, 1..=100)?;
     let page = app
         .store
+        .action_log
         .actions(
             usize::try_from(limit).unwrap_or(50),
             given(params.cursor.as_ref()),

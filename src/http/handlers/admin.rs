@@ -125,7 +125,7 @@ pub async fn list_sandboxes(
     State(app): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<SandboxListView>> {
-    let page = app.store.list(ListQuery::try_from(params)?).await?;
+    let page = app.store.admin.list(ListQuery::try_from(params)?).await?;
     let lab = app.lab;
     let sandboxes: Vec<AdminSandboxView> = page
         .sandboxes
@@ -197,7 +197,7 @@ pub async fn import_sandboxes(
     JsonBody(request): JsonBody<ImportRequest>,
 ) -> Result<Json<ImportView>> {
     let rows = parse_import(request)?;
-    let summary = app.store.import(rows, app.clock.now()).await?;
+    let summary = app.store.admin.import(rows, app.clock.now()).await?;
     let done = Done {
         action: "admin.import_sandboxes",
         target: None,
@@ -218,7 +218,7 @@ pub async fn import_sandboxes(
     security(("bearer" = []))
 )]
 pub async fn pool_stats(State(app): State<AppState>) -> Result<Json<StatsView>> {
-    Ok(Json(app.store.stats().await?.into()))
+    Ok(Json(app.store.analytics.stats().await?.into()))
 }
 
 /// Per-lab analytics over rows that carry a track name.
@@ -264,7 +264,7 @@ pub async fn bulk_delete(
         )
     })?;
     let status = DeletableStatus::parse(raw)?;
-    let deleted = app.store.bulk_delete(status, app.clock.now()).await?;
+    let deleted = app.store.admin.bulk_delete(status, app.clock.now()).await?;
     let done = Done {
         action: "admin.bulk_delete",
         target: Some(format!("status={}", status.status())),
@@ -295,6 +295,7 @@ pub async fn niosxaas_cleanup(
 ) -> Result<Json<NiosxaasHistoryView>> {
     let history = app
         .store
+        .analytics
         .niosxaas_history(&id, app.clock.now())
         .await?
         .ok_or_else(|| {

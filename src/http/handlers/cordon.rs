@@ -73,7 +73,7 @@ pub struct CordonsView {
     security(("bearer" = []))
 )]
 pub async fn list_cordons(State(app): State<AppState>) -> Result<Json<CordonsView>> {
-    let cordons = app.store.cordons().await?;
+    let cordons = app.store.admin.cordons().await?;
     Ok(Json(CordonsView {
         cordons: cordons.into_iter().map(CordonView::from).collect(),
     }))
@@ -121,7 +121,7 @@ pub async fn add_cordon(
         created_at: app.clock.now(),
         actor: actor.0.clone(),
     };
-    app.store.add_cordon(&cordon).await?;
+    app.store.admin.add_cordon(&cordon).await?;
     app.cordons.forget().await;
     let target = [
         cordon
@@ -164,7 +164,7 @@ pub async fn remove_cordon(
     if !well_formed {
         return Err(ValidationError::new("id", "is not a cordon id").into());
     }
-    let Some(cordon) = app.store.remove_cordon(&id).await? else {
+    let Some(cordon) = app.store.admin.remove_cordon(&id).await? else {
         return Err(ApiError::NothingFound(format!("no cordon {id}")));
     };
     app.cordons.forget().await;

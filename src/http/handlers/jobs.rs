@@ -142,7 +142,7 @@ pub async fn last_audit(State(app): State<AppState>) -> Result<Json<AuditView>> 
 }
 
 async fn last_audit_view(app: &AppState) -> Result<Json<AuditView>> {
-    match app.store.last_audit().await? {
+    match app.store.lifecycle.last_audit().await? {
         Some(report) => Ok(Json(AuditView::from(report))),
         None => Err(ApiError::NothingFound(
             "no audit has run yet (POST /v1/admin/audit runs one)".to_owned(),
@@ -249,7 +249,11 @@ pub async fn auto_delete_stale(
     // Bounded above, so the product fits an i64 of seconds.
     let grace_secs = (hours * 3600.0).round() as i64;
     let now = app.clock.now();
-    let deleted = app.store.delete_stale(now - grace_secs, now).await?;
+    let deleted = app
+        .store
+        .lifecycle
+        .delete_stale(now - grace_secs, now)
+        .await?;
     let done = Done {
         action: "admin.auto_delete_stale",
         target: Some(format!("grace_period_hours={hours}")),

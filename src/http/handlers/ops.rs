@@ -50,7 +50,7 @@ pub async fn readiness(State(app): State<AppState>) -> Response {
     let store = app
         .readiness
         .get(|| async {
-            match tokio::time::timeout(READY_TIMEOUT, app.store.ping()).await {
+            match tokio::time::timeout(READY_TIMEOUT, app.store.health.ping()).await {
                 Ok(Ok(())) => "ok",
                 Ok(Err(err)) => {
                     tracing::warn!(error = ?err, "readiness: store unavailable");
@@ -66,7 +66,7 @@ pub async fn readiness(State(app): State<AppState>) -> Response {
         timestamp: app.clock.now(),
         checks: ReadyChecks {
             store: store.into(),
-            dynamodb: app.store.backend().map(|_| store.to_owned()),
+            dynamodb: app.store.health.backend().map(|_| store.to_owned()),
         },
     };
     let status = if ready {

@@ -14,6 +14,7 @@ use crate::http::error::{ApiError, Result};
 use crate::http::extract::{AllocationHeaders, SandboxIdPath, Student};
 use crate::http::middleware::{LoggedSandbox, Outcome};
 use crate::http::state::AppState;
+use crate::store::ReleaseRequest;
 
 /// Allocates a sandbox to the student, or returns the one this allocation key already holds.
 #[utoipa::path(
@@ -60,7 +61,7 @@ pub async fn allocate_sandbox(
         .cloned();
     if let Some(cordon) = cordoned {
         // Paused for new allocations; a student who holds a sandbox there keeps it.
-        let held = app.store.held_by(&request).await?;
+        let held = app.store.allocation.held_by(&request).await?;
         let Some(sandbox) = held else {
             return Err(ApiError::Cordoned {
                 reason: cordon.reason,
@@ -75,7 +76,8 @@ pub async fn allocate_sandbox(
         )
             .into_response());
     }
-    let (outcome, result) = allocation::allocate(&*app.store, &app.metrics, request).await;
+    let (outcome, result) =
+        allocation::allocate(&*app.store.allocation, &app.metrics, request).await;
     let allocation = result?;
     let status = if allocation.newly_allocated {
         StatusCode::CREATED
@@ -111,7 +113,7 @@ pub async fn get_sandbox(
     SandboxIdPath(id): SandboxIdPath,
     Student(student): Student,
 ) -> Result<Json<SandboxView>> {
-    let sandbox = allocation::owned_sandbox(&*app.store, &id, &student).await?;
+    let sandbox = allocation::owned_sandbox(&*app.store.allocation, &id, &student).await?;
     Ok(Json(SandboxView::new(&sandbox, app.lab)))
 }
 
@@ -134,7 +136,15 @@ pub async fn mark_for_deletion(
     SandboxIdPath(id): SandboxIdPath,
     Student(student): Student,
 ) -> Result<Json<MarkView>> {
-    let marked =
-        allocation::release(&*app.store, &app.metrics, &id, &student, app.clock.now()).await?;
+    let marked = allocation::release(
+        &*app.store.allocation,
+        &app.metrics,
+        ReleaseRequest {
+            id: id.clone(),
+            holder: student,
+            now: app.clock.now(),
+        },
+    )
+    .await?;
     Ok(Json(MarkView::from(&marked.sandbox)))
 }

@@ -88,7 +88,13 @@ pub async fn niosxaas_overview(
     let now = app.clock.now();
     let mut histories: Vec<_> = app
         .niosxaas_histories
-        .try_get(|| async { app.store.niosxaas_histories(now).await.map(Arc::new) })
+        .try_get(|| async {
+            app.store
+                .analytics
+                .niosxaas_histories(now)
+                .await
+                .map(Arc::new)
+        })
         .await?
         .iter()
         .cloned()
@@ -100,7 +106,12 @@ pub async fn niosxaas_overview(
         // The pool counts `/metrics` shares (at most METRICS_POOL_REFRESH_SEC old).
         Some(_) => match app.store_readings().await {
             Some(readings) => readings.pool.get(SandboxStatus::PendingDeletion),
-            None => app.store.stats().await?.get(SandboxStatus::PendingDeletion),
+            None => app
+                .store
+                .analytics
+                .stats()
+                .await?
+                .get(SandboxStatus::PendingDeletion),
         },
         None => 0,
     };

@@ -117,7 +117,7 @@ impl Race<'_> {
 
 impl DynamoStore {
     /// Runs the protocol for `request` until it has an answer or `budget` runs out.
-    pub(super) async fn allocate(
+    pub(super) async fn allocate_within(
         &self,
         budget: &Budget,
         request: &AllocationRequest,
@@ -130,10 +130,10 @@ impl DynamoStore {
         result
     }
 
-    /// See [`crate::store::Store::held_by`]: the Python service's allocation for the key,
+    /// See [`crate::store::AllocationStore::held_by`]: the Python service's allocation for the key,
     /// else the sandbox the key item names if it is allocated to this key; nothing is
     /// written.
-    pub(super) async fn held_by(
+    pub(super) async fn held_by_within(
         &self,
         budget: &Budget,
         request: &AllocationRequest,

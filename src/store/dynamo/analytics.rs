@@ -9,8 +9,8 @@ use crate::store::StoreError;
 
 impl DynamoStore {
     /// The allocation facts of every sandbox row with a lab or an allocation time (see
-    /// [`crate::store::Store::allocation_facts`]), from a scan of only those attributes.
-    pub(super) async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError> {
+    /// [`crate::store::AnalyticsStore::allocation_facts`]), from a scan of only those attributes.
+    pub(super) async fn scan_allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError> {
         let scan = self
             .client()
             .scan()
@@ -39,7 +39,7 @@ impl DynamoStore {
 
     /// Every `NIOSXAAS#` history item not expired by `now` (DynamoDB's TTL sweep lags, so
     /// an expired item is left out here as on the embedded store).
-    pub(super) async fn niosxaas_histories(
+    pub(super) async fn scan_niosxaas_histories(
         &self,
         now: i64,
     ) -> Result<Vec<NiosxaasHistory>, StoreError> {

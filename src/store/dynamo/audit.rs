@@ -73,8 +73,8 @@ impl DynamoStore {
         self.put_record(&budget, head).await
     }
 
-    /// See [`crate::store::Store::audit_facts`].
-    pub(super) async fn audit_facts(&self) -> Result<AuditFacts, StoreError> {
+    /// See [`crate::store::LifecycleStore::audit_facts`].
+    pub(super) async fn read_audit_facts(&self) -> Result<AuditFacts, StoreError> {
         let mut facts = AuditFacts::default();
         for status in [
             SandboxStatus::Allocated,
@@ -131,8 +131,8 @@ impl DynamoStore {
         Ok(Some(ListingSnapshot { taken_at, ids }))
     }
 
-    /// See [`crate::store::Store::save_audit`].
-    pub(super) async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError> {
+    /// See [`crate::store::LifecycleStore::save_audit`].
+    pub(super) async fn keep_audit(&self, report: &AuditReport) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(report).map_err(|err| StoreError::Internal(Box::new(err)))?;
         let mut item = record_item(AUDIT_HEAD, "AUDIT");
@@ -140,8 +140,8 @@ impl DynamoStore {
         self.put_record(&self.calls.budget(), item).await
     }
 
-    /// See [`crate::store::Store::last_audit`].
-    pub(super) async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
+    /// See [`crate::store::LifecycleStore::last_audit`].
+    pub(super) async fn read_last_audit(&self) -> Result<Option<AuditReport>, StoreError> {
         let Some(item) = self
             .consistent_item(&self.calls.budget(), key(AUDIT_HEAD, "AUDIT"))
             .await?
@@ -154,8 +154,8 @@ impl DynamoStore {
             .map_err(|err| StoreError::Internal(Box::new(err)))
     }
 
-    /// See [`crate::store::Store::record_action`].
-    pub(super) async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {
+    /// See [`crate::store::ActionLog::record_action`].
+    pub(super) async fn append_action(&self, action: &AdminAction) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(action).map_err(|err| StoreError::Internal(Box::new(err)))?;
         let key = new_action_key(action);
@@ -175,8 +175,8 @@ impl DynamoStore {
             .map_err(DynamoError::into_store_error)
     }
 
-    /// See [`crate::store::Store::actions`].
-    pub(super) async fn actions(
+    /// See [`crate::store::ActionLog::actions`].
+    pub(super) async fn action_page(
         &self,
         limit: usize,
         cursor: Option<&str>,

@@ -24,8 +24,8 @@ fn cordon_of(item: &Item) -> Result<Cordon, StoreError> {
 }
 
 impl DynamoStore {
-    /// See [`crate::store::Store::cordons`].
-    pub(super) async fn cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+    /// See [`crate::store::AdminStore::cordons`].
+    pub(super) async fn read_cordons(&self) -> Result<Vec<Cordon>, StoreError> {
         let query = self
             .client()
             .query()
@@ -40,8 +40,8 @@ impl DynamoStore {
             .collect()
     }
 
-    /// See [`crate::store::Store::add_cordon`].
-    pub(super) async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
+    /// See [`crate::store::AdminStore::add_cordon`].
+    pub(super) async fn put_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(cordon).map_err(|err| StoreError::Internal(Box::new(err)))?;
         let mut item = key(&cordon.id);
@@ -50,8 +50,8 @@ impl DynamoStore {
         self.put_record(&self.calls.budget(), item).await
     }
 
-    /// See [`crate::store::Store::remove_cordon`].
-    pub(super) async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
+    /// See [`crate::store::AdminStore::remove_cordon`].
+    pub(super) async fn delete_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
         let delete = self
             .client()
             .delete_item()

@@ -13,12 +13,12 @@ use super::item::{Item, n, returned_row, s, sandbox_key};
 use super::update::row_update;
 use crate::domain::lifecycle;
 use crate::domain::used::UsedAccount;
-use crate::domain::{NiosxaasCleanup, NiosxaasHistory, Sandbox, SandboxId, SandboxStatus};
-use crate::store::{DeletionOutcome, StoreError, finished_change};
+use crate::domain::{NiosxaasHistory, Sandbox, SandboxStatus};
+use crate::store::{DeletionClaim, DeletionOutcome, FinishedDeletion, StoreError, finished_change};
 
 impl DynamoStore {
-    /// See [`crate::store::Store::deletions_due`].
-    pub(super) async fn deletions_due(
+    /// See [`crate::store::LifecycleStore::deletions_due`].
+    pub(super) async fn due_deletions(
         &self,
         now: i64,
         ignore_backoff: bool,
@@ -31,14 +31,17 @@ impl DynamoStore {
             .collect())
     }
 
-    /// See [`crate::store::Store::claim_deletion`].
-    pub(super) async fn claim_deletion(
+    /// See [`crate::store::LifecycleStore::claim_deletion`].
+    pub(super) async fn claim_row_for_deletion(
         &self,
-        id: &SandboxId,
-        holder: &str,
-        now: i64,
-        until: i64,
+        claim: &DeletionClaim<'_>,
     ) -> Result<Option<Sandbox>, StoreError> {
+        let &DeletionClaim {
+            id,
+            holder,
+            now,
+            until,
+        } = claim;
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
         let update = self
@@ -62,19 +65,22 @@ impl DynamoStore {
         }
     }
 
-    /// See [`crate::store::Store::finish_deletion`]. A final outcome of a row the NIOSXaaS
+    /// See [`crate::store::LifecycleStore::finish_deletion`]. A final outcome of a row the NIOSXaaS
     /// hook ran for writes the row and its history item in one transaction, so a crash never
     /// leaves a deleted sandbox without its history. A deletion writes the account's
     /// used-account marker in the same transaction: DynamoDB's own TTL drops the tombstone
     /// later without asking, and the marker must outlive it.
-    pub(super) async fn finish_deletion(
+    pub(super) async fn record_deletion(
         &self,
-        claimed: &Sandbox,
-        holder: &str,
-        outcome: DeletionOutcome,
-        niosxaas: Option<NiosxaasCleanup>,
-        now: i64,
+        finished: FinishedDeletion<'_>,
     ) -> Result<(), StoreError> {
+        let FinishedDeletion {
+            claimed,
+            holder,
+            outcome,
+            niosxaas,
+            now,
+        } = finished;
         let change = finished_change(claimed, holder, &outcome, niosxaas, now);
         let history = if outcome.is_final() {
             NiosxaasHistory::of(&change.row, now).map(|history| Item::from(&history))
@@ -126,9 +132,9 @@ impl DynamoStore {
         }
     }
 
-    /// See [`crate::store::Store::purge_tombstones`]. DynamoDB's own TTL (enabled on `ttl`
+    /// See [`crate::store::LifecycleStore::purge_tombstones`]. DynamoDB's own TTL (enabled on `ttl`
     /// by the Terraform) also drops them; this keeps tables without it tidy.
-    pub(super) async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
+    pub(super) async fn purge_expired_tombstones(&self, now: i64) -> Result<u64, StoreError> {
         let expired: Vec<Sandbox> = self
             .rows_in_status(SandboxStatus::Deleted)
             .await?

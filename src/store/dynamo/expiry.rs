@@ -32,8 +32,8 @@ impl DynamoStore {
         Ok(rows)
     }
 
-    /// See [`crate::store::Store::expire_allocations`].
-    pub(super) async fn expire_allocations(
+    /// See [`crate::store::LifecycleStore::expire_allocations`].
+    pub(super) async fn expire_ended(
         &self,
         now: i64,
         policy: LabPolicy,
@@ -73,8 +73,8 @@ impl DynamoStore {
         }
     }
 
-    /// See [`crate::store::Store::delete_stale`].
-    pub(super) async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError> {
+    /// See [`crate::store::LifecycleStore::delete_stale`].
+    pub(super) async fn remove_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError> {
         let old: Vec<Sandbox> = self
             .rows_in_status(SandboxStatus::Stale)
             .await?

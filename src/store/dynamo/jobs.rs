@@ -12,7 +12,7 @@ use super::DynamoStore;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, n, s};
 use crate::domain::lease::{self, LeaseDecision};
-use crate::store::{JobRecord, LeaseOutcome, StoreError};
+use crate::store::{JobRecord, JobStore, LeaseOutcome, LeaseRequest, StoreError};
 
 /// Partition key of every job item.
 const JOB_PARTITION: &str = "JOB";
@@ -54,15 +54,15 @@ fn record_from(item: &Item) -> JobRecord {
     }
 }
 
-impl DynamoStore {
-    /// See [`crate::store::Store::acquire_lease`].
-    pub(super) async fn acquire_lease(
-        &self,
-        job: &str,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<LeaseOutcome, StoreError> {
+#[async_trait::async_trait]
+impl JobStore for DynamoStore {
+    async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError> {
+        let LeaseRequest {
+            job,
+            holder,
+            now_ms,
+            ttl_ms,
+        } = request;
         let budget = self.calls.budget();
         // A lease released between our failed write and our read is simply tried again.
         for _ in 0..3 {
@@ -108,12 +108,7 @@ impl DynamoStore {
         ))
     }
 
-    /// See [`crate::store::Store::finish_job_run`].
-    pub(super) async fn finish_job_run(
-        &self,
-        run: JobRecord,
-        holder: &str,
-    ) -> Result<(), StoreError> {
+    async fn finish_job_run(&self, run: JobRecord, holder: &str) -> Result<(), StoreError> {
         let counts: HashMap<String, AttributeValue> = run
             .last_counts
             .iter()
@@ -175,8 +170,7 @@ impl DynamoStore {
         }
     }
 
-    /// See [`crate::store::Store::job_records`].
-    pub(super) async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
+    async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError> {
         let query = self
             .client()
             .query()

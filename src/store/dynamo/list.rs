@@ -203,8 +203,8 @@ fn cursor_for(path: &Path<'_>, row: &Sandbox) -> ListCursor {
 }
 
 impl DynamoStore {
-    /// Counts every status through `StatusIndex` (see [`crate::store::Store::stats`]).
-    pub(super) async fn stats(&self) -> Result<PoolStats, StoreError> {
+    /// Counts every status through `StatusIndex` (see [`crate::store::AnalyticsStore::stats`]).
+    pub(super) async fn pool_stats(&self) -> Result<PoolStats, StoreError> {
         let budget = self.calls.budget();
         let budget = &budget;
         let counts = futures::future::try_join_all(SandboxStatus::ALL.map(|status| async move {
@@ -219,8 +219,8 @@ impl DynamoStore {
     }
 
     /// Counts available names by prefix on `StatusNameIndex`, a keys-only index (see
-    /// [`crate::store::Store::available_by_prefix`]).
-    pub(super) async fn available_by_prefix(
+    /// [`crate::store::AnalyticsStore::available_by_prefix`]).
+    pub(super) async fn count_available_by_prefix(
         &self,
         prefixes: &[NamePrefix],
     ) -> Result<Vec<u64>, StoreError> {

@@ -9,8 +9,8 @@ use super::calls::Budget;
 use super::error::DynamoError;
 use super::item::{self, returned_row, s, sandbox_key};
 use crate::domain::lifecycle::{self, Change, NotHolder, Release};
-use crate::domain::{Sandbox, SandboxId, StudentKey};
-use crate::store::{MarkOutcome, StoreError, allocation_key_of_row};
+use crate::domain::{Sandbox, SandboxId};
+use crate::store::{ReleaseOutcome, ReleaseRequest, StoreError, allocation_key_of_row};
 
 impl DynamoStore {
     /// Frees the allocation key that points at `row`, if it still does. Best effort:
@@ -51,14 +51,18 @@ impl DynamoStore {
             .return_values(ReturnValue::AllNew)
     }
 
-    /// Releases `id` for `student`: see [`Store::mark_for_deletion`].
-    pub(super) async fn mark(
+    /// Releases the holder's sandbox: see [`crate::store::AllocationStore::release`].
+    pub(super) async fn release_within(
         &self,
         budget: &Budget,
-        id: &SandboxId,
-        student: &StudentKey,
-        now: i64,
-    ) -> Result<MarkOutcome, StoreError> {
+        request: &ReleaseRequest,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let ReleaseRequest {
+            id,
+            holder: student,
+            now,
+        } = request;
+        let now = *now;
         let row = self
             .row(budget, id.as_str())
             .await?
@@ -66,9 +70,9 @@ impl DynamoStore {
         let change = match lifecycle::release(&row, student, now) {
             Err(NotHolder) => return Err(StoreError::NotOwner),
             Ok(Release::Repeat) => {
-                return Ok(MarkOutcome {
+                return Ok(ReleaseOutcome {
                     sandbox: row,
-                    newly_marked: false,
+                    newly_released: false,
                 });
             }
             Ok(Release::Mark(change)) => change,
@@ -78,9 +82,9 @@ impl DynamoStore {
             Ok(output) => {
                 let sandbox = returned_row(output.attributes)?;
                 self.free_allocation_key(budget, &sandbox).await;
-                Ok(MarkOutcome {
+                Ok(ReleaseOutcome {
                     sandbox,
-                    newly_marked: true,
+                    newly_released: true,
                 })
             }
             // A concurrent mark (or expiry) got there first — or our own earlier attempt,
@@ -91,8 +95,8 @@ impl DynamoStore {
                     .await?
                     .ok_or(StoreError::SandboxNotFound)?;
                 if row.is_held_by(student) {
-                    Ok(MarkOutcome {
-                        newly_marked: lifecycle::release_applied(&row, now),
+                    Ok(ReleaseOutcome {
+                        newly_released: lifecycle::release_applied(&row, now),
                         sandbox: row,
                     })
                 } else {
@@ -103,10 +107,10 @@ impl DynamoStore {
         }
     }
 
-    /// See [`crate::store::Store::change_row`]: decided on the row read consistently, and
+    /// See [`crate::store::AdminStore::change_row`]: decided on the row read consistently, and
     /// written only while it is still in the status read; a row changed meanwhile is
     /// decided on once more.
-    pub(super) async fn change_row(
+    pub(super) async fn change_row_as_decided(
         &self,
         id: &SandboxId,
         action: &lifecycle::RowAction,

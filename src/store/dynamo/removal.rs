@@ -22,10 +22,10 @@ use crate::store::StoreError;
 /// jobs, all through one conditional delete per row; a handed-out row's delete carries
 /// its used-account marker in the same transaction.
 impl DynamoStore {
-    /// See [`crate::store::Store::bulk_delete`]. Conditional single-item deletes rather
+    /// See [`crate::store::AdminStore::bulk_delete`]. Conditional single-item deletes rather
     /// than `BatchWriteItem`: a batch cannot carry a condition, and an unconditional
     /// delete could remove a row allocated a moment ago.
-    pub(super) async fn bulk_delete(
+    pub(super) async fn remove_in_status(
         &self,
         status: DeletableStatus,
         now: i64,

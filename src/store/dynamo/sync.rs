@@ -60,8 +60,8 @@ enum Guess {
 }
 
 impl DynamoStore {
-    /// See [`crate::store::Store::sync_provider`].
-    pub(super) async fn sync_provider(
+    /// See [`crate::store::LifecycleStore::sync_provider`].
+    pub(super) async fn apply_listing(
         &self,
         listing: Vec<ProviderSandbox>,
         rules: &SyncRules,
@@ -139,8 +139,8 @@ impl DynamoStore {
         Ok(summary)
     }
 
-    /// Imports `rows` (see [`crate::store::Store::import`]), `BULK_CONCURRENCY` at once.
-    pub(super) async fn import(
+    /// Imports `rows` (see [`crate::store::AdminStore::import`]), `BULK_CONCURRENCY` at once.
+    pub(super) async fn import_rows(
         &self,
         rows: Vec<NewSandbox>,
         now: i64,

@@ -35,12 +35,12 @@ use crate::domain::usage::AllocationFacts;
 use crate::domain::used::UsedAccount;
 use crate::domain::{
     ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
-    NiosxaasHistory, Sandbox, SandboxId, SandboxStatus, StudentKey,
+    NiosxaasHistory, Sandbox, SandboxStatus,
 };
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
-    ListCursor, ListQuery, MarkOutcome, PoolStats, SandboxPage, StoreError, SyncSummary,
-    allocation_key_of_row, finished_change,
+    ListCursor, ListQuery, PoolStats, ReleaseOutcome, ReleaseRequest, SandboxPage, StoreError,
+    SyncSummary, allocation_key_of_row, finished_change,
 };
 
 /// `sandbox_id` → the row as JSON.
@@ -317,7 +317,7 @@ impl<'txn> Tables<'txn> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ExternalId, SandboxName};
+    use crate::domain::{ExternalId, SandboxId, SandboxName};
 
     fn row(id: &str) -> NewSandbox {
         NewSandbox {

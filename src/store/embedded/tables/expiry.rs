@@ -3,7 +3,7 @@
 use super::*;
 
 impl Tables<'_> {
-    /// Releases ended allocations (see [`crate::store::Store::expire_allocations`]).
+    /// Releases ended allocations (see [`crate::store::LifecycleStore::expire_allocations`]).
     pub(in crate::store::embedded) fn expire_allocations(
         &mut self,
         now: i64,

@@ -186,7 +186,7 @@ impl<'q> PageBuilder<'q> {
     }
 }
 
-/// The allocation facts of every row that has any (see [`crate::store::Store::allocation_facts`]).
+/// The allocation facts of every row that has any (see [`crate::store::AnalyticsStore::allocation_facts`]).
 pub(in crate::store::embedded) fn allocation_facts(
     db: &Database,
 ) -> Result<Vec<AllocationFacts>, StoreError> {

@@ -4,29 +4,29 @@ use super::*;
 
 impl Tables<'_> {
     /// Moves the owner's allocated row to `pending_deletion`; other released states are a repeat.
-    pub(in crate::store::embedded) fn mark(
+    pub(in crate::store::embedded) fn release(
         &mut self,
-        id: &SandboxId,
-        student: &StudentKey,
-        now: i64,
-    ) -> Result<MarkOutcome, StoreError> {
-        let old = self.row(id.as_str())?.ok_or(StoreError::SandboxNotFound)?;
+        request: &ReleaseRequest,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let old = self
+            .row(request.id.as_str())?
+            .ok_or(StoreError::SandboxNotFound)?;
         // Read inside this write transaction, so the decision's expectation holds.
-        let new = match lifecycle::release(&old, student, now) {
+        let new = match lifecycle::release(&old, &request.holder, request.now) {
             Err(NotHolder) => return Err(StoreError::NotOwner),
             Ok(Release::Repeat) => {
-                return Ok(MarkOutcome {
+                return Ok(ReleaseOutcome {
                     sandbox: old,
-                    newly_marked: false,
+                    newly_released: false,
                 });
             }
             Ok(Release::Mark(change)) => change.row,
         };
         self.put(Some(&old), &new)?;
         self.free_allocation_key(&old)?;
-        Ok(MarkOutcome {
+        Ok(ReleaseOutcome {
             sandbox: new,
-            newly_marked: true,
+            newly_released: true,
         })
     }
 

@@ -25,7 +25,7 @@ impl Tables<'_> {
         Ok(summary)
     }
 
-    /// Applies a complete provider listing (see [`crate::store::Store::sync_provider`]):
+    /// Applies a complete provider listing (see [`crate::store::LifecycleStore::sync_provider`]):
     /// first decides what it would mark stale, and refuses the whole listing before
     /// writing anything when `rules` do not believe it.
     pub(in crate::store::embedded) fn sync_provider(

@@ -1,0 +1,290 @@
+//! The store's operations, one trait per role: what the track routes need, what the
+//! lifecycle jobs need, the job leases, the admin's tools, the action log, analytics and
+//! health. A caller asks for the role it uses ([`super::SharedStore`] holds one handle per
+//! role), and a test double stands in for one role without touching the others.
+//!
+//! Rule: an `Ok` from any mutating method means the change is durable; a store never
+//! acknowledges a write it could lose, and each method is atomic on its own. An operation
+//! takes its subject, at most one rule or request value and the time; anything more is one
+//! request struct (below), so a signature is written once.
+
+use async_trait::async_trait;
+
+use super::{
+    Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
+    ListQuery, PoolStats, SandboxPage, StoreError, SyncSummary,
+};
+use crate::domain::actions::{ActionPage, AdminAction};
+use crate::domain::audit::{AuditFacts, AuditReport};
+use crate::domain::cordon::Cordon;
+use crate::domain::lifecycle::{RowAction, SyncRules};
+use crate::domain::usage::AllocationFacts;
+use crate::domain::{
+    DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
+    ProviderSandbox, Sandbox, SandboxId, StudentKey,
+};
+
+/// A holder's release of the sandbox they hold.
+#[derive(Debug, Clone)]
+pub struct ReleaseRequest {
+    /// The sandbox.
+    pub id: SandboxId,
+    /// Who releases it: only its holder may.
+    pub holder: StudentKey,
+    /// Epoch seconds of the release.
+    pub now: i64,
+}
+
+/// The sandbox a release left behind.
+#[derive(Debug, Clone)]
+pub struct ReleaseOutcome {
+    /// The row after the call.
+    pub sandbox: Sandbox,
+    /// `false` when it had already been released (the call was a repeat).
+    pub newly_released: bool,
+}
+
+/// A request for a job's lease.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseRequest<'a> {
+    /// The job (`sync`, `cleanup`, …).
+    pub job: &'a str,
+    /// The instance asking.
+    pub holder: &'a str,
+    /// Epoch milliseconds now.
+    pub now_ms: i64,
+    /// How long the lease lasts from now, in milliseconds.
+    pub ttl_ms: i64,
+}
+
+/// A runner's claim on one `pending_deletion` row.
+#[derive(Debug, Clone, Copy)]
+pub struct DeletionClaim<'a> {
+    /// The row.
+    pub id: &'a SandboxId,
+    /// The runner claiming it.
+    pub holder: &'a str,
+    /// Epoch seconds now.
+    pub now: i64,
+    /// Epoch seconds the claim lasts until.
+    pub until: i64,
+}
+
+/// How a runner's claimed deletion ended.
+#[derive(Debug, Clone)]
+pub struct FinishedDeletion<'a> {
+    /// The row as the claim returned it.
+    pub claimed: &'a Sandbox,
+    /// The runner holding the claim.
+    pub holder: &'a str,
+    /// What happened at the provider.
+    pub outcome: DeletionOutcome,
+    /// What the NIOSXaaS pre-delete hook did this time, if it ran.
+    pub niosxaas: Option<NiosxaasCleanup>,
+    /// Epoch seconds now.
+    pub now: i64,
+}
+
+/// What the track routes do: allocate, read, release.
+#[async_trait]
+pub trait AllocationStore: Send + Sync + 'static {
+    /// Gives the request's key its active sandbox, or allocates a new matching one.
+    /// Errors with [`StoreError::NoSandboxAvailable`] only when nothing matches.
+    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError>;
+
+    /// The row with this id, in any status.
+    async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError>;
+
+    /// Releases the holder's sandbox to `pending_deletion`; repeating it changes nothing.
+    async fn release(&self, request: ReleaseRequest) -> Result<ReleaseOutcome, StoreError>;
+
+    /// The sandbox `request`'s allocation key holds now, if any — what a replay would
+    /// answer — without allocating anything.
+    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError>;
+}
+
+/// What the lifecycle jobs do: sync, expiry, stale removal, deletion, tombstones, audit.
+#[async_trait]
+pub trait LifecycleStore: Send + Sync + 'static {
+    /// Applies a complete provider listing as `rules` say (`domain::lifecycle::sync_listed`):
+    /// its sandboxes become (or stay) `available` unless the broker holds them in another
+    /// status or handed them out before, `deleted` rows it still lists past the grace are
+    /// retried, and `available` rows it no longer lists become `stale`. Every change is
+    /// conditional on the status it starts from. A listing that would mark more of the pool
+    /// stale than `rules` allow changes nothing: [`StoreError::ListingRefused`].
+    async fn sync_provider(
+        &self,
+        listing: Vec<ProviderSandbox>,
+        rules: SyncRules,
+        now: i64,
+    ) -> Result<SyncSummary, StoreError>;
+
+    /// Releases every allocation `policy` says has expired at `now` to `pending_deletion`,
+    /// conditional on it still being that allocation, and frees its allocation key.
+    /// Returns the rows it released.
+    async fn expire_allocations(
+        &self,
+        now: i64,
+        policy: LabPolicy,
+    ) -> Result<Vec<Sandbox>, StoreError>;
+
+    /// Removes `stale` rows that became stale at or before `stale_since` (their
+    /// `updated_at`), each only if it is still stale. Returns how many. A row that was
+    /// handed out leaves its used-account marker (stamped `now`).
+    async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError>;
+
+    /// `pending_deletion` rows whose next attempt is due at `now` (every one of them when
+    /// `ignore_backoff`, as an admin-triggered cleanup wants).
+    async fn deletions_due(
+        &self,
+        now: i64,
+        ignore_backoff: bool,
+    ) -> Result<Vec<Sandbox>, StoreError>;
+
+    /// Claims a `pending_deletion` row for its runner until `claim.until`, unless another
+    /// runner's claim is still running; `None` when it is not claimable (any more).
+    async fn claim_deletion(&self, claim: DeletionClaim<'_>)
+    -> Result<Option<Sandbox>, StoreError>;
+
+    /// Records how a claimed deletion ended; no-op unless its runner still holds the
+    /// claim. When the outcome is final (deleted or given up) and the NIOSXaaS hook ever
+    /// ran for the row, the `NIOSXAAS#` history item is written in the same atomic step.
+    async fn finish_deletion(&self, finished: FinishedDeletion<'_>) -> Result<(), StoreError>;
+
+    /// Drops `deleted` tombstones whose `ttl` has passed (and, where the store keeps them
+    /// itself, expired NIOSXaaS history items); returns how many tombstones.
+    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError>;
+
+    /// What an audit reads: every row that was handed out and is not deleted, the ids of
+    /// the tombstones, and the last complete listing a sync applied (which
+    /// [`Self::sync_provider`] records whenever it applies one).
+    async fn audit_facts(&self) -> Result<AuditFacts, StoreError>;
+
+    /// Keeps `report` as the last audit, for every instance to answer.
+    async fn save_audit(&self, report: &AuditReport) -> Result<(), StoreError>;
+
+    /// The last audit kept, if any ran.
+    async fn last_audit(&self) -> Result<Option<AuditReport>, StoreError>;
+}
+
+/// The background jobs' leases and records, shared by a fleet.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Takes (or renews) the lease of `request.job` for its holder until `now_ms + ttl_ms`,
+    /// unless another holder's lease is still running.
+    async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError>;
+
+    /// Ends `holder`'s lease of `job` and records the run; no-op on the lease if another
+    /// holder took it meanwhile (the run is recorded anyway).
+    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError>;
+
+    /// Every job's lease and last run.
+    async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError>;
+}
+
+/// What an admin changes: imports, listings, removals, single rows, cordons.
+#[async_trait]
+pub trait AdminStore: Send + Sync + 'static {
+    /// Upserts rows as `available`, never touching a row in another status.
+    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError>;
+
+    /// One page of rows matching `query`, in `sandbox_id` order.
+    async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError>;
+
+    /// Removes every row in `status` from the broker (never from the provider); returns how
+    /// many. A row that was handed out leaves its used-account marker (stamped `now`).
+    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError>;
+
+    /// Applies an admin's `action` to the row `id` as `domain::lifecycle::decide_row_action`
+    /// decides on the row as it is, conditional on its status; the row as it became.
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: RowAction,
+        now: i64,
+    ) -> Result<Sandbox, StoreError>;
+
+    /// Every cordon in place.
+    async fn cordons(&self) -> Result<Vec<Cordon>, StoreError>;
+
+    /// Puts `cordon` in place.
+    async fn add_cordon(&self, cordon: &Cordon) -> Result<(), StoreError>;
+
+    /// Lifts the cordon `id`; the cordon it lifted, `None` when there was none.
+    async fn remove_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError>;
+}
+
+/// The admins' action log.
+#[async_trait]
+pub trait ActionLog: Send + Sync + 'static {
+    /// Appends `action` to the log.
+    async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError>;
+
+    /// Up to `limit` entries of the log, newest first, older than `cursor` (a page's
+    /// `next`); [`StoreError::InvalidCursor`] for a cursor this store did not issue.
+    async fn actions(&self, limit: usize, cursor: Option<&str>) -> Result<ActionPage, StoreError>;
+}
+
+/// What the dashboards and `/metrics` read.
+#[async_trait]
+pub trait AnalyticsStore: Send + Sync + 'static {
+    /// Exact counts per status over the whole pool.
+    async fn stats(&self) -> Result<PoolStats, StoreError>;
+
+    /// The allocation facts of every sandbox row that carries a lab or an allocation
+    /// time, in no particular order: what per-lab stats and usage series are folded from
+    /// ([`crate::domain::usage`]).
+    async fn allocation_facts(&self) -> Result<Vec<AllocationFacts>, StoreError>;
+
+    /// How many sandboxes are available whose name starts with each of `prefixes`, in
+    /// their order: what an allocation with that `X-Sandbox-Name-Prefix` can still get
+    /// (the per-prefix pool gauges).
+    async fn available_by_prefix(&self, prefixes: &[NamePrefix]) -> Result<Vec<u64>, StoreError>;
+
+    /// The `NIOSXAAS#` history item of a sandbox, if one was written and has not expired
+    /// by `now`.
+    async fn niosxaas_history(
+        &self,
+        id: &SandboxId,
+        now: i64,
+    ) -> Result<Option<NiosxaasHistory>, StoreError>;
+
+    /// Every `NIOSXAAS#` history item not expired by `now`, in no particular order.
+    async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError>;
+}
+
+/// Whether the store can work, and what it reports about itself.
+#[async_trait]
+pub trait HealthStore: Send + Sync + 'static {
+    /// Succeeds when the store can serve reads and writes now.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The store's own Prometheus series (its queue, its calls), registered by the app
+    /// beside the service's metrics. None by default.
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        Vec::new()
+    }
+
+    /// The external database behind the store, named as `/readyz` reports it beside
+    /// `checks.store` (`dynamodb`, the key the Python service used); `None` in-process.
+    fn backend(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// A whole store: every role. Both stores are one.
+pub trait Store:
+    AllocationStore + LifecycleStore + JobStore + AdminStore + ActionLog + AnalyticsStore + HealthStore
+{
+}
+
+impl<T> Store for T where
+    T: AllocationStore
+        + LifecycleStore
+        + JobStore
+        + AdminStore
+        + ActionLog
+        + AnalyticsStore
+        + HealthStore
+{
+}
