@@ -12,7 +12,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LogFormat, ValidConfig};
 use crate::domain::clock::{SharedClock, SystemClock};
 use crate::http::auth::Auth;
 use crate::http::recent::Recent;
@@ -24,7 +24,8 @@ use crate::provider::instrumented::Instrumented;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::provider::{ProviderClient, ProviderError};
 use crate::ratelimit::failures::FailureThrottle;
-use crate::store::SharedStore;
+use crate::store::{OpenFailure, SharedStore, StoreError};
+use crate::telemetry::LoggingError;
 
 /// How long a readiness answer is reused: load balancers poll every few seconds, and a
 /// stranger polling faster must not become table reads.
@@ -59,18 +60,45 @@ pub enum StartupError {
     /// The NIOSXaaS hook's client could not be built.
     #[error("NIOSXAAS_BASE_URL: cannot build the NIOSXaaS client: {0}")]
     Niosxaas(#[source] ProviderError),
+    /// Logging could not start.
+    #[error(transparent)]
+    Logging(#[from] LoggingError),
+    /// The configured store could not be opened.
+    #[error(transparent)]
+    Store(#[from] OpenFailure),
+    /// `init-table` could not prepare the table.
+    #[error("DDB_TABLE_NAME: cannot prepare table {table}")]
+    Table {
+        /// The table.
+        table: String,
+        /// What DynamoDB answered.
+        #[source]
+        source: StoreError,
+    },
+    /// The async runtime, or a server once started, failed.
+    #[error("{what} failed")]
+    Io {
+        /// What failed: "the async runtime", "the HTTP server", ….
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A demo step failed.
+    #[error("{0}")]
+    Demo(String),
 }
 
 impl AppState {
     /// Builds the state on `store` with `provider` (when given; the demo's simulated one,
     /// say) behind the circuit breaker, every rule reading `clock`.
     pub fn with_clock(
-        config: Config,
+        config: ValidConfig,
         store: SharedStore,
         provider: Option<Arc<dyn ProviderClient>>,
         clock: SharedClock,
     ) -> Result<Self, StartupError> {
-        config.validate_for_serve()?;
+        let config = config.into_inner();
         let auth = Auth::from_config(&config.auth)?;
         let rate_limiter = config.rate_limit.limiter();
         let auth_failures = FailureThrottle::new(
@@ -152,14 +180,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// Validates `config`, builds the router on `store` and binds the listener.
-    pub async fn build(config: Config, store: SharedStore) -> Result<Self, StartupError> {
+    /// Builds the router on `store` and binds the listener.
+    pub async fn build(config: ValidConfig, store: SharedStore) -> Result<Self, StartupError> {
         Self::build_with_clock(config, store, None, Arc::new(SystemClock)).await
     }
 
     /// Like [`Self::build`], with `provider` instead of the configured CSP client.
     pub async fn build_with_provider(
-        config: Config,
+        config: ValidConfig,
         store: SharedStore,
         provider: Arc<dyn ProviderClient>,
     ) -> Result<Self, StartupError> {
@@ -169,7 +197,7 @@ impl Application {
     /// Like [`Self::build`], with the jobs reading `clock` (and `provider`, when given,
     /// instead of the configured CSP client): what tests use to move time by hand.
     pub async fn build_with_clock(
-        config: Config,
+        config: ValidConfig,
         store: SharedStore,
         provider: Option<Arc<dyn ProviderClient>>,
         clock: SharedClock,
@@ -214,6 +242,26 @@ impl Application {
         Arc::clone(&self.state.jobs)
     }
 
+    /// Serves until SIGTERM or SIGINT, then lets in-flight requests finish.
+    pub async fn run_until_signalled(self) -> Result<(), StartupError> {
+        tracing::info!(address = %self.local_addr(), "sandbox-broker listening");
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown signal received; draining in-flight requests");
+            signal.cancel();
+        });
+        self.run_until_stopped(shutdown)
+            .await
+            .map_err(|source| StartupError::Io {
+                what: "the HTTP server",
+                source,
+            })?;
+        tracing::info!("sandbox-broker stopped cleanly");
+        Ok(())
+    }
+
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         self.state.jobs.spawn_schedules(&shutdown);
@@ -241,6 +289,57 @@ impl Application {
         )
         .await
     }
+}
+
+/// The `serve` command: checks `config` once, opens the store it chooses, and serves until
+/// SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> Result<(), StartupError> {
+    crate::telemetry::init(
+        &config.log.log_level,
+        config.log.log_format.unwrap_or(LogFormat::Json),
+    )?;
+    let config = config.validate()?;
+    let (kind, why) = config.store.choice();
+    tracing::info!(store = ?kind, reason = why, "store selected");
+    let store = crate::store::open(&config.store).await?;
+    Application::build(config, store)
+        .await?
+        .run_until_signalled()
+        .await
+}
+
+/// The `init-table` command: creates the DynamoDB table and any missing index, and says
+/// what it did.
+pub async fn init_table(config: Config) -> Result<(), StartupError> {
+    crate::telemetry::init(
+        &config.log.log_level,
+        config.log.log_format.unwrap_or(LogFormat::Json),
+    )?;
+    let dynamo = &config.store.dynamo;
+    dynamo.validate_index_names()?;
+    let settings = dynamo.settings();
+    let client = crate::store::dynamo::client(&settings).await;
+    let report = crate::store::dynamo::schema::ensure_table(&client, &settings.table)
+        .await
+        .map_err(|source| StartupError::Table {
+            table: settings.table.clone(),
+            source,
+        })?;
+    if report.created_table {
+        println!("created table {} with its indexes", settings.table);
+    } else if report.added_indexes.is_empty() {
+        println!(
+            "table {} already has every index; nothing to do",
+            settings.table
+        );
+    } else {
+        println!(
+            "table {}: added {}",
+            settings.table,
+            report.added_indexes.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

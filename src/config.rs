@@ -70,12 +70,9 @@ pub struct Config {
     /// How long labs last.
     #[command(flatten, next_help_heading = "Labs")]
     pub lab: LabConfig,
-    /// Which store, and the embedded store's directory.
+    /// Which store: the embedded store's directory, or the DynamoDB table.
     #[command(flatten, next_help_heading = "Store")]
     pub store: StoreConfig,
-    /// The DynamoDB store.
-    #[command(flatten, next_help_heading = "DynamoDB store")]
-    pub dynamo: DynamoConfig,
     /// The CSP provider and its breaker.
     #[command(flatten, next_help_heading = "CSP provider")]
     pub csp: CspConfig,
@@ -88,6 +85,26 @@ pub struct Config {
     /// Logging.
     #[command(flatten, next_help_heading = "Logging")]
     pub log: LogConfig,
+}
+
+/// A configuration that passed [`Config::validate`]: what the application is built from,
+/// so the checks run once, before anything is opened.
+#[derive(Debug, Clone)]
+pub struct ValidConfig(Config);
+
+impl ValidConfig {
+    /// The checked configuration.
+    pub fn into_inner(self) -> Config {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.0
+    }
 }
 
 /// When allocations expire: the one policy the track routes and the expiry job share.
@@ -124,20 +141,17 @@ impl LabConfig {
 }
 
 impl Config {
-    /// The store to run on, and why (see [`StoreConfig::choice`]).
-    pub fn store_choice(&self) -> (StoreKind, &'static str) {
-        self.store.choice(self.dynamo.names_a_table())
-    }
-
-    /// The store to run on (see [`Self::store_choice`]).
-    pub fn store_kind(&self) -> StoreKind {
-        self.store_choice().0
+    /// The configuration `serve` runs with, once it has checked what `serve` needs beyond
+    /// parsing (see [`ValidConfig`]).
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        self.validate_for_serve()?;
+        Ok(ValidConfig(self))
     }
 
     /// Checks what `serve` needs beyond parsing, owner by owner: the index names, the
     /// tokens, and upstream URLs credentials may be sent to.
-    pub fn validate_for_serve(&self) -> Result<(), ConfigError> {
-        self.dynamo.validate_index_names()?;
+    fn validate_for_serve(&self) -> Result<(), ConfigError> {
+        self.store.dynamo.validate_index_names()?;
         self.auth.validate_for_serve()?;
         self.csp.validate_for_serve()?;
         self.niosxaas.settings(&self.csp)?;

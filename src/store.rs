@@ -10,6 +10,7 @@ mod counts;
 pub mod embedded;
 mod job_records;
 mod list;
+mod open;
 mod roles;
 pub mod settings;
 
@@ -18,6 +19,7 @@ pub use self::allocation_key::{AllocationKey, allocation_key_of_row, encode_allo
 pub use self::counts::{ImportSummary, PoolStats, SyncSummary};
 pub use self::job_records::{JobOutcome, JobRecord, LeaseOutcome};
 pub use self::list::{ListCursor, ListQuery, SandboxPage};
+pub use self::open::{OpenFailure, open};
 pub use self::roles::{
     ActionLog, AdminStore, AllocationStore, AnalyticsStore, DeletionClaim, FinishedDeletion,
     HealthStore, JobStore, LeaseRequest, LifecycleStore, ReleaseOutcome, ReleaseRequest, Store,

@@ -45,9 +45,20 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
         .map_err(|err| format!("not a valid filter: {err}"))
 }
 
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// `LOG_LEVEL` is not a filter `tracing` reads.
+    #[error("LOG_LEVEL: {0}")]
+    Level(#[from] tracing_subscriber::filter::ParseError),
+    /// A global subscriber was installed already.
+    #[error("cannot install the logger: {0}")]
+    Install(String),
+}
+
 /// Installs the global subscriber. `level` is `LOG_LEVEL`: a level or filter directives.
-pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = EnvFilter::try_new(level).map_err(|err| format!("LOG_LEVEL: {err}"))?;
+pub fn init(level: &str, format: LogFormat) -> Result<(), LoggingError> {
+    let filter = EnvFilter::try_new(level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::NONE)
@@ -61,7 +72,7 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    installed.map_err(|err| format!("cannot install the logger: {err}"))
+    installed.map_err(|err| LoggingError::Install(err.to_string()))
 }
 
 /// A `LOG_LEVEL` as `tracing` filter directives: a bare level in any case, with the

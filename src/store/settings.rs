@@ -1,8 +1,10 @@
-//! Which store backs the service, and where the embedded one keeps its file.
+//! Which store backs the service: the embedded one's directory, or the DynamoDB table.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+
+use super::dynamo::DynamoConfig;
 
 /// Which store backs the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -13,7 +15,7 @@ pub enum StoreKind {
     Dynamodb,
 }
 
-/// The store choice and the embedded store's directory.
+/// The store choice, the embedded store's directory and the DynamoDB store's settings.
 #[derive(Debug, Clone, Args)]
 pub struct StoreConfig {
     /// Which store to use. Unset: `dynamodb` when DDB_TABLE_NAME or DDB_ENDPOINT_URL is
@@ -29,12 +31,17 @@ pub struct StoreConfig {
         default_value = "./data"
     )]
     pub data_dir: PathBuf,
+
+    /// The DynamoDB store.
+    #[command(flatten, next_help_heading = "DynamoDB store")]
+    pub dynamo: DynamoConfig,
 }
 
 impl StoreConfig {
-    /// The store to run on, and why: `BROKER_STORE`, else `dynamodb` when `names_a_table`
-    /// (DDB_TABLE_NAME or DDB_ENDPOINT_URL is set), else `embedded` (docs/api.md and `.env.example`).
-    pub fn choice(&self, names_a_table: bool) -> (StoreKind, &'static str) {
+    /// The store to run on, and why: `BROKER_STORE`, else `dynamodb` when DDB_TABLE_NAME
+    /// or DDB_ENDPOINT_URL is set, else `embedded` (docs/api.md and `.env.example`).
+    pub fn choice(&self) -> (StoreKind, &'static str) {
+        let names_a_table = self.dynamo.names_a_table();
         match self.store {
             Some(kind) => (kind, "BROKER_STORE"),
             None if names_a_table => (
@@ -46,5 +53,12 @@ impl StoreConfig {
                 "BROKER_STORE is unset and no DynamoDB table is configured",
             ),
         }
+    }
+}
+
+impl StoreConfig {
+    /// The store to run on (see [`Self::choice`]).
+    pub fn kind(&self) -> StoreKind {
+        self.choice().0
     }
 }

@@ -85,9 +85,14 @@ pub async fn spawn_app_on_clock(
     sandbox_broker::telemetry::init_for_test();
     let mut config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
     adjust(&mut config);
-    let app = Application::build_with_clock(config, store.clone(), provider, clock)
-        .await
-        .expect("build app");
+    let app = Application::build_with_clock(
+        config.validate().expect("a valid test configuration"),
+        store.clone(),
+        provider,
+        clock,
+    )
+    .await
+    .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));

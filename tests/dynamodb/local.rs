@@ -53,7 +53,7 @@ pub fn settings(endpoint: &str, table: &str) -> DynamoSettings {
         endpoint_url: Some(endpoint.to_owned()),
         deadline: Duration::from_secs(120),
         stall_timeout: Duration::from_secs(5),
-        ..config.dynamo.settings()
+        ..config.store.dynamo.settings()
     }
 }
 

@@ -22,7 +22,7 @@ async fn app_on(endpoint: &str, table: &str) -> TestApp {
     let settings = dynamo::DynamoSettings {
         table: table.to_owned(),
         endpoint_url: Some(endpoint.to_owned()),
-        ..config.dynamo.settings()
+        ..config.store.dynamo.settings()
     };
     let store: SharedStore = SharedStore::new(DynamoStore::new(
         &dynamo::client(&settings).await,

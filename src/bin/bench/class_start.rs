@@ -76,7 +76,7 @@ pub(super) fn run(args: &Args) -> Result<(), BenchError> {
     let mut addresses = Vec::new();
     for store in stores {
         let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);
-        let app = server.block_on(Application::build(config, store))?;
+        let app = server.block_on(Application::build(config.validate()?, store))?;
         addresses.push(app.local_addr());
         server.spawn(app.run_until_stopped(shutdown.clone()));
     }

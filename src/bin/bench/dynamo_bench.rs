@@ -26,7 +26,7 @@ fn settings(args: &Args, table: &str) -> Result<DynamoSettings, BenchError> {
         endpoint_url: Some(endpoint),
         max_concurrency: args.ddb_max_concurrency,
         latency_target: std::time::Duration::from_millis(args.ddb_latency_target_ms),
-        ..config.dynamo.settings()
+        ..config.store.dynamo.settings()
     })
 }
 

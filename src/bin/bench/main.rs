@@ -256,7 +256,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
         }
     };
     let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);
-    let app = server_runtime.block_on(Application::build(config, store))?;
+    let app = server_runtime.block_on(Application::build(config.validate()?, store))?;
     let address = app.local_addr();
     let shutdown = CancellationToken::new();
     server_runtime.spawn(app.run_until_stopped(shutdown.clone()));
