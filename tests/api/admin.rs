@@ -6,7 +6,7 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TRACK_TOKEN, error_of, json_of, spawn_app, spawn_app_with_clock};
+use crate::helpers::{TRACK_TOKEN, TestApp, error_of, json_of};
 use sandbox_broker::domain::clock::ManualClock;
 
 fn rows(ids: std::ops::Range<u64>, prefix: &str) -> Value {
@@ -18,7 +18,7 @@ fn rows(ids: std::ops::Range<u64>, prefix: &str) -> Value {
 
 #[tokio::test]
 async fn admin_routes_need_an_admin_token() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let missing = app
         .client
@@ -47,7 +47,7 @@ async fn admin_routes_need_an_admin_token() {
 
 #[tokio::test]
 async fn import_upserts_available_rows_and_skips_rows_in_other_states() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let first = json_of(app.import(&rows(1..4, "lab-")).await, StatusCode::OK).await;
     assert_eq!(first, json!({"imported": 3, "skipped": 0}));
     let allocated = json_of(app.allocate("stu").await, StatusCode::CREATED).await;
@@ -86,7 +86,7 @@ async fn import_upserts_available_rows_and_skips_rows_in_other_states() {
 
 #[tokio::test]
 async fn import_refuses_bad_bodies_with_clear_4xx() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let too_many = rows(0..1001, "lab-");
     let huge_name = json!({"sandboxes": [{"sandbox_id": "1", "name": "n".repeat(2 * 1024 * 1024), "external_id": "e"}]});
     let cases: Vec<(Value, StatusCode, &str)> = vec![
@@ -145,7 +145,7 @@ async fn import_refuses_bad_bodies_with_clear_4xx() {
 
 #[tokio::test]
 async fn following_cursors_visits_every_matching_row_exactly_once() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 120).await;
     for n in 0..7 {
         app.allocate(&format!("stu-{n}")).await;
@@ -184,7 +184,7 @@ async fn following_cursors_visits_every_matching_row_exactly_once() {
 
 #[tokio::test]
 async fn list_filters_combine() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-a-", 0, 5).await;
     app.seed("lab-b-", 100, 5).await;
     app.allocate_with(
@@ -237,7 +237,10 @@ async fn list_filters_combine() {
 async fn stats_and_tracks_count_exactly() {
     // A still clock: the released sandbox is held exactly 0 s even when the
     // allocation and the release fall either side of a second boundary.
-    let app = spawn_app_with_clock(Arc::new(ManualClock::starting_now()), |_| {}).await;
+    let app = TestApp::builder()
+        .clock(Arc::new(ManualClock::starting_now()))
+        .spawn()
+        .await;
     app.seed("lab-", 0, 10).await;
     for n in 0..3 {
         app.allocate_with(&format!("stu-{n}"), &[("X-Instruqt-Track-ID", "dns")])
@@ -270,7 +273,7 @@ async fn stats_and_tracks_count_exactly() {
 
 #[tokio::test]
 async fn bulk_delete_needs_a_removable_status_and_removes_only_it() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 5).await;
     app.allocate("stu").await;
 

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, error_of, json_of, spawn_app};
+use crate::helpers::{ADMIN_TOKEN, TestApp, error_of, json_of};
 
 async fn release(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
     app.admin(Method::POST, &format!("/v1/admin/sandboxes/{id}/release"))
@@ -25,7 +25,7 @@ async fn action_log(app: &TestApp, query: &str) -> Value {
 
 #[tokio::test]
 async fn an_admin_releases_any_students_sandbox_with_a_reason_and_the_log_says_who_and_why() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 2).await;
     let held = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
     let id = held["sandbox_id"].as_str().unwrap().to_owned();
@@ -90,7 +90,7 @@ async fn an_admin_releases_any_students_sandbox_with_a_reason_and_the_log_says_w
 
 #[tokio::test]
 async fn every_admin_write_is_recorded_and_the_log_pages_newest_first() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let rows: Vec<Value> = (1..=3)
         .map(|n| json!({"sandbox_id": n.to_string(), "name": format!("lab-{n}"), "external_id": format!("x/{n}")}))
         .collect();
@@ -161,7 +161,7 @@ async fn post_reason(app: &TestApp, path: &str, reason: &str) -> reqwest::Respon
 
 #[tokio::test]
 async fn a_quarantined_sandbox_leaves_the_pool_stays_visible_and_returns_only_if_never_used() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 2).await;
     let stats = app.stats().await;
     assert_eq!(
@@ -248,7 +248,7 @@ async fn allocate_from(app: &TestApp, student: &str, prefix: &str) -> reqwest::R
 
 #[tokio::test]
 async fn a_cordon_pauses_new_allocations_there_keeps_replays_and_lifts_cleanly() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-a-", 0, 3).await;
     app.seed("lab-b-", 100, 3).await;
     let held = json_of(
@@ -360,7 +360,12 @@ async fn a_lab_cordoned_on_one_instance_is_paused_on_the_others_within_five_seco
     let (stores, guard) = crate::flavor::fleet_stores(2).await;
     let mut fleet = Vec::new();
     for store in stores {
-        fleet.push(crate::helpers::spawn_app_on(store, Box::new(()), |_| {}).await);
+        fleet.push(
+            crate::helpers::TestApp::builder()
+                .store(store, Box::new(()))
+                .spawn()
+                .await,
+        );
     }
     let _guard = guard;
     fleet[0].seed("lab-", 0, 40).await;
@@ -404,7 +409,10 @@ async fn a_retired_quarantined_sandbox_is_deleted_at_the_provider_and_never_serv
         .expect(1)
         .mount(&provider)
         .await;
-    let app = crate::helpers::spawn_app_with(|c| crate::jobs::use_csp(c, &provider)).await;
+    let app = crate::helpers::TestApp::builder()
+        .config(|c| crate::helpers::csp::use_csp(c, &provider))
+        .spawn()
+        .await;
     app.seed("lab-", 700, 2).await;
     let (suspect, other) = ("701", "702");
     let path = |verb: &str, id: &str| format!("/v1/admin/sandboxes/{id}/{verb}");
@@ -439,7 +447,7 @@ async fn a_retired_quarantined_sandbox_is_deleted_at_the_provider_and_never_serv
     );
 
     // The cleanup job deletes it at the provider like a released one.
-    let report = crate::jobs::cleanup(&app).await;
+    let report = crate::helpers::csp::cleanup(&app).await;
     assert_eq!(report["deleted"], 1, "{report}");
     let deleted: Vec<String> = provider
         .received_requests()
@@ -480,13 +488,16 @@ async fn a_retired_quarantined_sandbox_is_deleted_at_the_provider_and_never_serv
 #[tokio::test]
 async fn an_admin_write_the_log_cannot_record_stands_and_is_counted() {
     let (inner, guard) = crate::helpers::fresh_store().await;
-    let store = std::sync::Arc::new(crate::shutdown::GatedStore {
+    let store = std::sync::Arc::new(crate::helpers::doubles::GatedStore {
         inner,
         entered: tokio::sync::Notify::new(),
         gate: tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS),
         refuse_actions: true,
     });
-    let app = crate::helpers::spawn_app_on(store.shared(), guard, |_| {}).await;
+    let app = crate::helpers::TestApp::builder()
+        .store(store.shared(), guard)
+        .spawn()
+        .await;
     app.seed("lab-", 0, 1).await;
     let held = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
     let id = held["sandbox_id"].as_str().unwrap().to_owned();

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::edge::series_sum;
-use crate::helpers::{TestApp, error_of, json_of, spawn_app_on, spawn_app_on_clock};
-use crate::jobs::{account, cleanup, sync, use_csp};
+use crate::helpers::csp::{account, cleanup, sync, use_csp};
+use crate::helpers::series_sum;
+use crate::helpers::{TestApp, error_of, json_of};
 
 const CHECKS: [&str; 5] = [
     "key_holds_several",
@@ -78,12 +78,15 @@ async fn the_auditor_reports_every_check_it_finds_and_repairs_nothing() {
         now_epoch() - 60,
     )
     .await;
-    let app = spawn_app_on(store, guard, |c| {
-        use_csp(c, &csp);
-        c.jobs.deletion_retry_max_attempts = 1;
-        c.http.metrics_pool_refresh = Duration::ZERO;
-    })
-    .await;
+    let app = TestApp::builder()
+        .store(store, guard)
+        .config(|c| {
+            use_csp(c, &csp);
+            c.jobs.deletion_retry_max_attempts = 1;
+            c.http.metrics_pool_refresh = Duration::ZERO;
+        })
+        .spawn()
+        .await;
     let none_yet = app.admin_get("/v1/admin/audit").await;
     error_of(none_yet, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 
@@ -175,11 +178,15 @@ async fn a_deletion_pending_past_the_overdue_minutes_is_reported() {
         .await;
     let clock = Arc::new(ManualClock::starting_now());
     let (store, guard) = crate::helpers::fresh_store().await;
-    let app = spawn_app_on_clock(store, guard, clock.clone(), None, |c| {
-        use_csp(c, &csp);
-        crate::helpers::only_first_scheduled_runs(c);
-    })
-    .await;
+    let app = TestApp::builder()
+        .store(store, guard)
+        .clock(clock.clone())
+        .config(|c| {
+            use_csp(c, &csp);
+            crate::helpers::only_first_scheduled_runs(c);
+        })
+        .spawn()
+        .await;
     crate::helpers::after_the_first_scheduled_runs(&app, &clock).await;
     app.seed("lab-", 0, 1).await;
     let held = json_of(app.allocate("stu").await, StatusCode::CREATED).await;

@@ -3,11 +3,11 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{error_of, spawn_app};
+use crate::helpers::{TestApp, error_of};
 
 #[tokio::test]
 async fn malformed_headers_are_400_validation_errors_naming_the_header() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 3).await;
     let too_long = "k".repeat(257);
     let prefix_too_long = "p".repeat(129);
@@ -52,7 +52,7 @@ async fn malformed_headers_are_400_validation_errors_naming_the_header() {
 
 #[tokio::test]
 async fn malformed_sandbox_ids_in_paths_are_400() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let too_long = "9".repeat(257);
     for id in [
         too_long.as_str(),
@@ -71,7 +71,7 @@ async fn malformed_sandbox_ids_in_paths_are_400() {
 
 #[tokio::test]
 async fn malformed_list_and_bulk_delete_queries_are_400() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let long_prefix = format!("name_prefix={}", "p".repeat(129));
     let long_student = format!("student={}", "s".repeat(257));
     let long_track = format!("track_name={}", "t".repeat(257));
@@ -123,7 +123,7 @@ async fn malformed_list_and_bulk_delete_queries_are_400() {
 
 #[tokio::test]
 async fn unparseable_requests_never_reach_a_500() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 2).await;
     let probes = [
         (Method::POST, "/v1/allocate?x=%ZZ"),
@@ -162,7 +162,7 @@ async fn unparseable_requests_never_reach_a_500() {
 async fn control_bytes_in_headers_are_refused_by_the_http_parser_without_side_effects() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 2).await;
     let address = app.address.trim_start_matches("http://").to_owned();
     for bad in [&b"stu\x01dent"[..], b"stu\x7fdent", b"stu\x00"] {

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{Answer, StoreGuard, TestApp, burst, json_of, sandboxes, spawn_app_on};
+use crate::helpers::{Answer, StoreGuard, TestApp, burst, json_of, sandboxes};
 use sandbox_broker::domain::now_epoch;
 
 /// `count` instances of the service on one store of this crate's flavor (one embedded
@@ -16,7 +16,7 @@ async fn fleet(count: usize) -> (Vec<TestApp>, StoreGuard) {
     let (stores, guard) = crate::flavor::fleet_stores(count).await;
     let mut apps = Vec::new();
     for store in stores {
-        apps.push(spawn_app_on(store, Box::new(()), |_| {}).await);
+        apps.push(TestApp::builder().store(store, Box::new(())).spawn().await);
     }
     (apps, guard)
 }

@@ -6,7 +6,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{burst, json_of, spawn_app};
+use crate::helpers::{TestApp, burst, json_of};
 
 /// Every request at once on one instance, answers in the requests' order.
 async fn allocate_all(
@@ -24,7 +24,7 @@ async fn allocate_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn four_hundred_students_racing_for_three_hundred_sandboxes_get_three_hundred_distinct_ones()
 {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 300).await;
 
     let results = allocate_all(&app, (0..400).map(|n| (format!("stu-{n}"), None)).collect()).await;
@@ -54,7 +54,7 @@ async fn four_hundred_students_racing_for_three_hundred_sandboxes_get_three_hund
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forty_identical_requests_get_one_sandbox_one_201_and_thirty_nine_200() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 50).await;
 
     let results = allocate_all(
@@ -80,7 +80,7 @@ async fn forty_identical_requests_get_one_sandbox_one_201_and_thirty_nine_200() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mixed_keys_racing_get_exactly_one_sandbox_per_key() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 100).await;
     let requests: Vec<(String, Option<String>)> = (0..200)
         .map(|n| {
@@ -119,7 +119,7 @@ async fn mixed_keys_racing_get_exactly_one_sandbox_per_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn marks_racing_allocations_never_hand_out_a_released_sandbox() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 60).await;
     let first = allocate_all(&app, (0..30).map(|n| (format!("stu-{n}"), None)).collect()).await;
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, spawn_app_with};
+use crate::helpers::{ADMIN_TOKEN, TestApp};
 
 /// Long enough for any disconnect the test expects; it fails rather than hangs.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -68,7 +68,10 @@ async fn assert_closed_by_server(stream: &mut TcpStream, why: &str) {
 
 #[tokio::test]
 async fn a_client_dribbling_its_request_head_is_disconnected_and_so_is_one_that_sends_nothing() {
-    let app = spawn_app_with(|c| c.http.header_read_timeout = Duration::from_secs(1)).await;
+    let app = TestApp::builder()
+        .config(|c| c.http.header_read_timeout = Duration::from_secs(1))
+        .spawn()
+        .await;
 
     let mut half_line = connect(&app).await;
     half_line.write_all(b"GET /heal").await.unwrap();
@@ -84,11 +87,13 @@ async fn a_client_dribbling_its_request_head_is_disconnected_and_so_is_one_that_
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_but_a_busy_one_is_kept() {
-    let app = spawn_app_with(|c| {
-        c.http.header_read_timeout = Duration::from_secs(1);
-        c.http.keep_alive_timeout = Duration::from_secs(2);
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.http.header_read_timeout = Duration::from_secs(1);
+            c.http.keep_alive_timeout = Duration::from_secs(2);
+        })
+        .spawn()
+        .await;
     let mut stream = connect(&app).await;
 
     // Eight requests 500 ms apart: 4 s in all, past both timeouts, on one connection.
@@ -103,7 +108,10 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_busy_one_is_kept() {
 
 #[tokio::test]
 async fn a_slow_body_is_not_a_slow_head() {
-    let app = spawn_app_with(|c| c.http.header_read_timeout = Duration::from_secs(1)).await;
+    let app = TestApp::builder()
+        .config(|c| c.http.header_read_timeout = Duration::from_secs(1))
+        .spawn()
+        .await;
     let body = r#"{"sandboxes": [{"sandbox_id": "9001", "name": "lab-slow-1", "external_id": "identity/accounts/slow"}]}"#;
     let head = format!(
         "POST /v1/admin/sandboxes HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
@@ -128,7 +136,10 @@ async fn a_slow_body_is_not_a_slow_head() {
 
 #[tokio::test]
 async fn connections_beyond_the_cap_are_answered_503_with_the_envelope_and_slots_come_back() {
-    let app = spawn_app_with(|c| c.http.max_connections = 3).await;
+    let app = TestApp::builder()
+        .config(|c| c.http.max_connections = 3)
+        .spawn()
+        .await;
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut stream = connect(&app).await;

@@ -14,8 +14,8 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, TestApp, json_of, spawn_app};
-use crate::tools::target_dir;
+use crate::helpers::tools::target_dir;
+use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, TestApp, json_of};
 use sandbox_broker::domain::{NiosxaasCleanup, SandboxId, now_epoch};
 use sandbox_broker::store::DeletionOutcome;
 
@@ -24,7 +24,7 @@ const PLAYWRIGHT: &str = "playwright-core@1.65.1";
 
 /// Debian's Chromium, installed with apt-get when missing.
 fn chromium() -> PathBuf {
-    crate::tools::debian_binary("chromium", "chromium")
+    crate::helpers::tools::debian_binary("chromium", "chromium")
 }
 
 /// `playwright-core`'s ES module entry, installed into `target/browser-test` on first use.
@@ -179,7 +179,7 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
         .unwrap_or_else(|| "suite".into());
     let artefacts = dir.join("artifacts").join(suite);
     std::fs::create_dir_all(&artefacts).unwrap();
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     class_day(&app).await;
 
     let stats = api(&app, "/v1/admin/stats").await;

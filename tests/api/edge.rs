@@ -7,20 +7,14 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, error_of, json_of, spawn_app_with};
-
-/// The value of an unlabelled series (or the sum of a family's `_count` lines).
-pub(crate) fn series_sum(exposition: &str, prefix: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, TestApp, error_of, json_of, series_sum};
 
 #[tokio::test]
 async fn scrapes_within_the_refresh_period_read_nothing_from_the_store() {
-    let app = spawn_app_with(|c| c.http.metrics_pool_refresh = Duration::from_secs(3600)).await;
+    let app = TestApp::builder()
+        .config(|c| c.http.metrics_pool_refresh = Duration::from_secs(3600))
+        .spawn()
+        .await;
     app.seed("lab-", 0, 3).await;
 
     let first = app.metrics_text().await;
@@ -40,7 +34,10 @@ async fn scrapes_within_the_refresh_period_read_nothing_from_the_store() {
 
 #[tokio::test]
 async fn twenty_dashboards_cost_the_store_what_one_does() {
-    let app = spawn_app_with(|c| c.http.analytics_cache = Duration::from_secs(3600)).await;
+    let app = TestApp::builder()
+        .config(|c| c.http.analytics_cache = Duration::from_secs(3600))
+        .spawn()
+        .await;
     app.seed("lab-", 0, 5).await;
     app.allocate_with("stu-1", &[("X-Instruqt-Track-ID", "lab-x")])
         .await;
@@ -81,10 +78,12 @@ async fn twenty_dashboards_cost_the_store_what_one_does() {
 #[tokio::test]
 async fn a_metrics_token_guards_metrics_and_nothing_else() {
     let token = "metrics-token-for-tests";
-    let app = spawn_app_with(|c| {
-        c.auth.metrics_token = sandbox_broker::config::TokenList::parse(token).ok();
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.auth.metrics_token = sandbox_broker::config::TokenList::parse(token).ok();
+        })
+        .spawn()
+        .await;
 
     let open = app.client.get(app.url("/metrics")).send().await.unwrap();
     error_of(open, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
@@ -109,12 +108,14 @@ async fn a_metrics_token_guards_metrics_and_nothing_else() {
 
 #[tokio::test]
 async fn failed_authentication_is_throttled_per_client_address() {
-    let app = spawn_app_with(|c| {
-        c.auth.auth_failure_limit = 3.try_into().unwrap();
-        c.http.trusted_proxies =
-            sandbox_broker::config::TrustedProxies::parse("127.0.0.1/32").unwrap();
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.auth.auth_failure_limit = 3.try_into().unwrap();
+            c.http.trusted_proxies =
+                sandbox_broker::config::TrustedProxies::parse("127.0.0.1/32").unwrap();
+        })
+        .spawn()
+        .await;
     app.seed("edge-", 1, 1).await;
     let from = |address: &str, token: &str| {
         app.client
@@ -193,12 +194,14 @@ async fn failed_authentication_is_throttled_per_client_address() {
 
 #[tokio::test]
 async fn a_flood_of_invented_student_keys_leaves_the_bucket_map_bounded_and_the_limited_limited() {
-    let app = spawn_app_with(|c| {
-        c.rate_limit.rate_limit_per_sec = 1.try_into().unwrap();
-        c.rate_limit.rate_limit_burst = 50.try_into().unwrap();
-        c.rate_limit.rate_limit_max_callers = 64;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.rate_limit.rate_limit_per_sec = 1.try_into().unwrap();
+            c.rate_limit.rate_limit_burst = 50.try_into().unwrap();
+            c.rate_limit.rate_limit_max_callers = 64;
+        })
+        .spawn()
+        .await;
     // A route that answers 400 after the rate limiter, without touching the store.
     let bad_id = format!("/v1/sandboxes/{}", "x".repeat(300));
     let as_student = |student: String| {
@@ -244,7 +247,10 @@ async fn a_flood_of_invented_student_keys_leaves_the_bucket_map_bounded_and_the_
 
 #[tokio::test]
 async fn readiness_polled_fast_reads_the_store_at_most_once_a_second() {
-    let app = spawn_app_with(|c| c.http.metrics_pool_refresh = Duration::from_secs(3600)).await;
+    let app = TestApp::builder()
+        .config(|c| c.http.metrics_pool_refresh = Duration::from_secs(3600))
+        .spawn()
+        .await;
     let calls = "broker_dynamodb_call_duration_seconds_count";
     let before = series_sum(&app.metrics_text().await, calls);
 

@@ -7,70 +7,11 @@ use std::time::Duration;
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{
-    TestApp, error_of, fresh_store, json_of, spawn_app, spawn_app_on, spawn_app_with, sync_rules,
-};
-
-pub(crate) fn account(id: u64, name: &str) -> Value {
-    json!({"id": format!("identity/accounts/uuid-{id}"), "csp_id": id, "name": name, "account_type": "sandbox", "state": "active"})
-}
-
-/// A simulated CSP listing `accounts`, answering after `delay`.
-pub(crate) async fn csp(accounts: Vec<Value>, delay: Duration) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v2/current_user/accounts"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"results": accounts}))
-                .set_delay(delay),
-        )
-        .mount(&server)
-        .await;
-    server
-}
-
-/// How many listings `server` was asked for: each starts at its first page.
-pub(crate) async fn listings(server: &MockServer) -> usize {
-    server
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|request| request.url.query() == Some("_offset=0&_limit=1000"))
-        .count()
-}
-
-pub(crate) fn use_csp(config: &mut sandbox_broker::config::Config, server: &MockServer) {
-    config.csp.csp_base_url = format!("{}/v2", server.uri());
-    config.csp.csp_api_token = Some("csp-token".into());
-    config.csp.circuit_breaker_threshold = 2;
-    config.jobs.sync_interval = Duration::from_secs(3600);
-}
-
-/// What a provider lists: sandboxes `lab-<id>` with these ids.
-fn provider_listing(ids: &[u64]) -> Vec<sandbox_broker::provider::ProviderSandbox> {
-    ids.iter()
-        .map(|id| sandbox_broker::provider::ProviderSandbox {
-            sandbox_id: sandbox_broker::domain::SandboxId::parse("i", &id.to_string()).unwrap(),
-            name: sandbox_broker::domain::SandboxName::parse("n", &format!("lab-{id}")).unwrap(),
-            external_id: sandbox_broker::domain::ExternalId::parse("e", &format!("x/{id}"))
-                .unwrap(),
-            sfdc_account_id: None,
-            created_at: None,
-        })
-        .collect()
-}
-
-pub(crate) async fn sync(app: &TestApp) -> reqwest::Response {
-    app.admin(Method::POST, "/v1/admin/sync")
-        .send()
-        .await
-        .unwrap()
-}
+use crate::helpers::csp::{account, cleanup, csp, listings, released, sync, use_csp};
+use crate::helpers::{TestApp, error_of, fresh_store, json_of, listed, sync_rules};
 
 #[tokio::test]
 async fn an_admin_sync_fills_the_pool_and_later_marks_vanished_sandboxes_stale_and_back() {
@@ -79,7 +20,10 @@ async fn an_admin_sync_fills_the_pool_and_later_marks_vanished_sandboxes_stale_a
         Duration::ZERO,
     )
     .await;
-    let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
+    let app = TestApp::builder()
+        .config(|c| use_csp(c, &csp_server))
+        .spawn()
+        .await;
 
     let first = json_of(sync(&app).await, StatusCode::OK).await;
     assert_eq!(
@@ -137,7 +81,10 @@ async fn a_provider_outage_postpones_the_sync_changes_nothing_and_opens_the_brea
         .respond_with(ResponseTemplate::new(503))
         .mount(&csp_server)
         .await;
-    let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
+    let app = TestApp::builder()
+        .config(|c| use_csp(c, &csp_server))
+        .spawn()
+        .await;
     app.seed("lab-", 0, 3).await;
 
     for _ in 0..2 {
@@ -188,7 +135,10 @@ async fn a_provider_outage_postpones_the_sync_changes_nothing_and_opens_the_brea
 #[tokio::test]
 async fn a_sync_while_another_instance_holds_the_lease_is_409_job_already_running() {
     let csp_server = csp(vec![account(1, "lab-1")], Duration::ZERO).await;
-    let app = spawn_app_with(|c| use_csp(c, &csp_server)).await;
+    let app = TestApp::builder()
+        .config(|c| use_csp(c, &csp_server))
+        .spawn()
+        .await;
     let now_ms = sandbox_broker::domain::now_epoch_ms();
     app.store
         .jobs
@@ -230,7 +180,13 @@ async fn three_instances_triggered_at_once_run_one_sync() {
     let (store, guard) = fresh_store().await;
     let mut apps = Vec::new();
     for _ in 0..3 {
-        apps.push(spawn_app_on(store.clone(), Box::new(()), |c| use_csp(c, &csp_server)).await);
+        apps.push(
+            TestApp::builder()
+                .store(store.clone(), Box::new(()))
+                .config(|c| use_csp(c, &csp_server))
+                .spawn()
+                .await,
+        );
     }
     let _guard = guard;
 
@@ -263,7 +219,7 @@ async fn three_instances_triggered_at_once_run_one_sync() {
 
 #[tokio::test]
 async fn without_a_provider_the_sync_is_off_and_says_why() {
-    let app = spawn_app_with(|_| {}).await;
+    let app = TestApp::spawn().await;
 
     let detail = error_of(
         sync(&app).await,
@@ -306,7 +262,10 @@ async fn without_a_provider_the_sync_is_off_and_says_why() {
 
 #[tokio::test]
 async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmless() {
-    let app = spawn_app_with(|c| c.lab.grace_period_minutes = 30).await;
+    let app = TestApp::builder()
+        .config(|c| c.lab.grace_period_minutes = 30)
+        .spawn()
+        .await;
     app.seed("lab-", 0, 3).await;
     let long_ago = sandbox_broker::domain::now_epoch() - 3 * 3600;
     let ended = app
@@ -375,12 +334,12 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
 
 #[tokio::test]
 async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let now = sandbox_broker::domain::now_epoch();
     app.store
         .lifecycle
         .sync_provider(
-            provider_listing(&[1, 2, 3]),
+            listed(&[1, 2, 3], "lab-"),
             sync_rules(true),
             now - 3 * 86_400,
         )
@@ -388,12 +347,12 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
         .unwrap();
     app.store
         .lifecycle
-        .sync_provider(provider_listing(&[3]), sync_rules(true), now - 2 * 86_400)
+        .sync_provider(listed(&[3], "lab-"), sync_rules(true), now - 2 * 86_400)
         .await
         .unwrap();
     app.store
         .lifecycle
-        .sync_provider(provider_listing(&[3]), sync_rules(true), now - 3600)
+        .sync_provider(listed(&[3], "lab-"), sync_rules(true), now - 3600)
         .await
         .unwrap();
 
@@ -447,16 +406,19 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
 async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale_past_the_grace() {
     use sandbox_broker::domain::clock::{Clock, ManualClock};
     let clock = Arc::new(ManualClock::starting_now());
-    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
-        c.jobs.auto_delete_stale_interval = Duration::from_secs(1);
-        c.jobs.auto_delete_stale_grace_hours = 24;
-    })
-    .await;
+    let app = crate::helpers::TestApp::builder()
+        .clock(clock.clone())
+        .config(|c| {
+            c.jobs.auto_delete_stale_interval = Duration::from_secs(1);
+            c.jobs.auto_delete_stale_grace_hours = 24;
+        })
+        .spawn()
+        .await;
     let now = clock.now();
     app.store
         .lifecycle
         .sync_provider(
-            provider_listing(&[1, 2, 3, 4]),
+            listed(&[1, 2, 3, 4], "lab-"),
             sync_rules(true),
             now - 3 * 86_400,
         )
@@ -465,16 +427,12 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
     // 1 and 2 went stale two days ago, 3 an hour ago; 4 is still listed.
     app.store
         .lifecycle
-        .sync_provider(
-            provider_listing(&[3, 4]),
-            sync_rules(true),
-            now - 2 * 86_400,
-        )
+        .sync_provider(listed(&[3, 4], "lab-"), sync_rules(true), now - 2 * 86_400)
         .await
         .unwrap();
     app.store
         .lifecycle
-        .sync_provider(provider_listing(&[4]), sync_rules(true), now - 3600)
+        .sync_provider(listed(&[4], "lab-"), sync_rules(true), now - 3600)
         .await
         .unwrap();
 
@@ -523,30 +481,6 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
     assert!(metrics.contains("broker_auto_delete_stale_deleted_total 2"));
 }
 
-/// `count` released sandboxes: allocated to `stu-N`, then marked by them. Returns their ids.
-pub(crate) async fn released(app: &TestApp, count: u64) -> Vec<String> {
-    app.seed("lab-", 500, count).await;
-    let mut ids = Vec::new();
-    for n in 0..count {
-        let body = json_of(app.allocate(&format!("stu-{n}")).await, StatusCode::CREATED).await;
-        let id = body["sandbox_id"].as_str().unwrap().to_owned();
-        json_of(app.mark(&id, &format!("stu-{n}")).await, StatusCode::OK).await;
-        ids.push(id);
-    }
-    ids
-}
-
-pub(crate) async fn cleanup(app: &TestApp) -> Value {
-    json_of(
-        app.admin(Method::POST, "/v1/admin/cleanup")
-            .send()
-            .await
-            .unwrap(),
-        StatusCode::OK,
-    )
-    .await
-}
-
 #[tokio::test]
 async fn cleanup_deletes_released_sandboxes_at_the_provider_and_leaves_tombstones() {
     let provider = MockServer::start().await;
@@ -555,7 +489,10 @@ async fn cleanup_deletes_released_sandboxes_at_the_provider_and_leaves_tombstone
         .expect(3)
         .mount(&provider)
         .await;
-    let app = spawn_app_with(|c| use_csp(c, &provider)).await;
+    let app = TestApp::builder()
+        .config(|c| use_csp(c, &provider))
+        .spawn()
+        .await;
     let ids = released(&app, 3).await;
 
     let report = cleanup(&app).await;
@@ -608,11 +545,14 @@ async fn a_provider_outage_burns_no_sandbox_and_cleanup_recovers_after_the_break
         .mount(&provider)
         .await;
     let clock = Arc::new(sandbox_broker::domain::clock::ManualClock::starting_now());
-    let app = crate::helpers::spawn_app_with_clock(clock.clone(), |c| {
-        use_csp(c, &provider);
-        c.csp.circuit_breaker_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let app = crate::helpers::TestApp::builder()
+        .clock(clock.clone())
+        .config(|c| {
+            use_csp(c, &provider);
+            c.csp.circuit_breaker_timeout = Duration::from_secs(1);
+        })
+        .spawn()
+        .await;
     let ids = released(&app, 4).await;
 
     let during = cleanup(&app).await;
@@ -679,7 +619,10 @@ async fn permanent_refusals_count_and_the_third_makes_the_sandbox_deletion_faile
         .respond_with(ResponseTemplate::new(400))
         .mount(&provider)
         .await;
-    let app = spawn_app_with(|c| use_csp(c, &provider)).await;
+    let app = TestApp::builder()
+        .config(|c| use_csp(c, &provider))
+        .spawn()
+        .await;
     released(&app, 1).await;
 
     let first = cleanup(&app).await;
@@ -756,13 +699,12 @@ async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
     let three_second_lease =
         |c: &mut sandbox_broker::config::Config| c.jobs.job_lease = Duration::from_secs(3);
     let instance = |guard| {
-        crate::helpers::spawn_app_on_clock(
-            store.clone(),
-            guard,
-            clock.clone(),
-            Some(provider.clone()),
-            three_second_lease,
-        )
+        crate::helpers::TestApp::builder()
+            .store(store.clone(), guard)
+            .clock(clock.clone())
+            .provider(provider.clone())
+            .config(three_second_lease)
+            .spawn()
     };
     let a = instance(Box::new(())).await;
     let b = instance(guard).await;
@@ -804,8 +746,11 @@ async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_o
     use sandbox_broker::domain::clock::{Clock, ManualClock};
     let csp_server = csp(vec![account(1, "lab-1")], Duration::ZERO).await;
     let clock = Arc::new(ManualClock::starting_now());
-    let app =
-        crate::helpers::spawn_app_with_clock(clock.clone(), |c| use_csp(c, &csp_server)).await;
+    let app = crate::helpers::TestApp::builder()
+        .clock(clock.clone())
+        .config(|c| use_csp(c, &csp_server))
+        .spawn()
+        .await;
     app.store
         .jobs
         .acquire_lease(LeaseRequest {
@@ -855,7 +800,7 @@ async fn cleanup_throttles_by_batch_and_by_sandbox() {
     use sandbox_broker::domain::deletion::DeletionPolicy;
     use sandbox_broker::jobs::Trigger;
     use sandbox_broker::jobs::cleanup::{Cleanup, CleanupSettings};
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     released(&app, 5).await;
     let provider = RecordingProvider::default();
     let settings = CleanupSettings {

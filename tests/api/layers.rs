@@ -139,3 +139,79 @@ fn no_store_helper_shares_a_name_with_a_store_operation() {
         }
     }
 }
+
+/// Suites that run on the embedded store only: the binary and tools around it, the
+/// repository's files, and what only an in-process store has.
+const EMBEDDED_ONLY: [&str; 11] = [
+    "connections",
+    "deploy_files",
+    "embedded",
+    "env_example",
+    "layers",
+    "load_scenarios",
+    "process",
+    "provider",
+    "schema_conformance",
+    "simulator",
+    "terraform",
+];
+
+/// The `.rs` file stems directly in `dir`, but `main` and `mod`.
+fn stems(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .map(|path| path.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|stem| stem != "main" && stem != "mod")
+        .collect()
+}
+
+/// Cargo compiles only what a crate root names: a test file or a conformance case that is
+/// not registered would silently never run.
+#[test]
+fn every_test_file_and_conformance_case_is_registered() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let read = |path: &str| std::fs::read_to_string(tests.join(path)).unwrap();
+    let (api, dynamodb, helpers) = (
+        read("api/main.rs"),
+        read("dynamodb/main.rs"),
+        read("api/helpers/mod.rs"),
+    );
+    for stem in stems(&tests.join("api")) {
+        assert!(
+            api.contains(&format!("\nmod {stem};")),
+            "tests/api/main.rs lacks `mod {stem};`"
+        );
+        let shared = dynamodb.contains(&format!("#[path = \"../api/{stem}.rs\"]\nmod {stem};"));
+        let embedded_only = EMBEDDED_ONLY.contains(&stem.as_str());
+        assert!(
+            shared != embedded_only,
+            "tests/api/{stem}.rs: register it in tests/dynamodb/main.rs too, or list it in EMBEDDED_ONLY (and only one)"
+        );
+    }
+    for stem in stems(&tests.join("dynamodb")) {
+        assert!(
+            dynamodb.contains(&format!("\nmod {stem};")),
+            "tests/dynamodb/main.rs lacks `mod {stem};`"
+        );
+    }
+    for stem in stems(&tests.join("api/helpers")) {
+        assert!(
+            helpers.contains(&format!("pub mod {stem};")),
+            "tests/api/helpers/mod.rs lacks `pub mod {stem};`"
+        );
+    }
+    let conformance = read("api/store_conformance.rs");
+    let listed = &conformance[conformance.find("macro_rules!").unwrap()..];
+    for (at, _) in conformance.match_indices("pub async fn ") {
+        let case: String = conformance[at + 13..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        assert!(
+            listed.contains(&format!("{case},")),
+            "store_conformance.rs: `{case}` is not in conformance_suite!'s list"
+        );
+    }
+}

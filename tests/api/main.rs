@@ -34,7 +34,6 @@ mod shutdown;
 mod simulator;
 mod store_conformance;
 mod terraform;
-mod tools;
 mod track;
 mod trust;
 mod usage;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::helpers::spawn_app;
+use crate::helpers::TestApp;
 
 /// Family name → label names, from a text exposition (histogram samples folded into their
 /// family, `le` left out).
@@ -185,7 +185,7 @@ fn as_map(list: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
 
 #[tokio::test]
 async fn every_python_series_keeps_its_name_labels_and_values_and_ours_are_pinned() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     // One request, so the per-request histogram has a series.
     app.client.get(app.url("/healthz")).send().await.unwrap();
     let exposition = app.metrics_text().await;
@@ -224,7 +224,7 @@ async fn every_python_series_keeps_its_name_labels_and_values_and_ours_are_pinne
 
 #[tokio::test]
 async fn releases_are_counted_with_the_python_services_outcomes() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 2).await;
     let body: serde_json::Value = app.allocate("stu-1").await.json().await.unwrap();
     let id = body["sandbox_id"].as_str().unwrap().to_owned();

@@ -11,8 +11,8 @@ use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{TestApp, error_of, json_of, spawn_app_with_clock};
-use crate::jobs::{cleanup, released, use_csp};
+use crate::helpers::csp::{cleanup, released, use_csp};
+use crate::helpers::{TestApp, error_of, json_of};
 
 const SERVICE: &str = "Instrqt-SaaS";
 const SERVICES_PATH: &str = "/api/universalinfra/v1/universalservices";
@@ -24,17 +24,20 @@ async fn app_with_hook(server: &MockServer, shadow: bool) -> TestApp {
 
 /// [`app_with_hook`] with every rule, the breakers' open periods included, on `clock`.
 async fn app_with_hook_on_clock(server: &MockServer, shadow: bool, clock: SharedClock) -> TestApp {
-    spawn_app_with_clock(clock, |c| {
-        use_csp(c, server);
-        c.csp.circuit_breaker_timeout = Duration::from_secs(1);
-        c.niosxaas.niosxaas_enabled = true;
-        c.niosxaas.niosxaas_shadow_mode = shadow;
-        c.niosxaas.niosxaas_base_url = server.uri();
-        c.niosxaas.niosxaas_email = Some("robot@example.com".into());
-        c.niosxaas.niosxaas_password = Some("s3cret".into());
-        c.niosxaas.niosxaas_service_name = Some(SERVICE.into());
-    })
-    .await
+    TestApp::builder()
+        .clock(clock)
+        .config(|c| {
+            use_csp(c, server);
+            c.csp.circuit_breaker_timeout = Duration::from_secs(1);
+            c.niosxaas.niosxaas_enabled = true;
+            c.niosxaas.niosxaas_shadow_mode = shadow;
+            c.niosxaas.niosxaas_base_url = server.uri();
+            c.niosxaas.niosxaas_email = Some("robot@example.com".into());
+            c.niosxaas.niosxaas_password = Some("s3cret".into());
+            c.niosxaas.niosxaas_service_name = Some(SERVICE.into());
+        })
+        .spawn()
+        .await
 }
 
 /// Sign-in and account switch answering JWTs; a switch is only accepted with the

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::helpers::spawn_app_counting_prefixes;
+use crate::helpers::TestApp;
 
 fn doc(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -102,7 +102,7 @@ fn the_alert_rules_cover_the_pool_deletions_breakers_errors_latency_and_jobs() {
 
 /// `promtool` (Debian's `prometheus` package, installed when missing) on `args`.
 fn promtool(args: &[&str]) -> std::process::Output {
-    let promtool = crate::tools::debian_binary("promtool", "prometheus");
+    let promtool = crate::helpers::tools::debian_binary("promtool", "prometheus");
     Command::new(promtool)
         .args(args)
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs"))
@@ -203,7 +203,7 @@ fn the_dashboard_has_a_panel_for_every_alerted_series() {
 
 #[tokio::test]
 async fn every_series_the_rules_and_dashboard_name_is_exported() {
-    let app = spawn_app_counting_prefixes("lab-").await;
+    let app = TestApp::builder().pool_prefixes("lab-").spawn().await;
     app.seed("lab-", 0, 2).await;
     app.allocate("stu").await;
     app.expire_now().await;

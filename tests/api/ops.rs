@@ -12,9 +12,7 @@ use sandbox_broker::store::{
     ReleaseOutcome, ReleaseRequest, SharedStore, StoreError,
 };
 
-use crate::helpers::{
-    error_of, json_of, spawn_app, spawn_app_counting_prefixes, spawn_app_on, spawn_app_with,
-};
+use crate::helpers::{TestApp, error_of, json_of};
 
 fn assert_security_headers(response: &Response, what: &str) {
     let headers = response.headers();
@@ -61,7 +59,7 @@ fn assert_security_headers(response: &Response, what: &str) {
 
 #[tokio::test]
 async fn healthz_and_readyz_report_without_auth() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let health = json_of(
         app.client.get(app.url("/healthz")).send().await.unwrap(),
@@ -85,7 +83,7 @@ async fn healthz_and_readyz_report_without_auth() {
 
 #[tokio::test]
 async fn the_root_answers_as_before_and_redoc_leads_to_the_docs() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let root = app.client.get(app.url("/")).send().await.unwrap();
     assert_security_headers(&root, "GET /");
@@ -110,7 +108,7 @@ async fn the_root_answers_as_before_and_redoc_leads_to_the_docs() {
 
 #[tokio::test]
 async fn metrics_keep_the_python_names_and_pool_gauges_follow_each_change() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 4).await;
     app.allocate("stu").await;
     app.allocate("stu").await;
@@ -151,7 +149,10 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn metrics_count_each_configured_prefix_and_say_when_each_job_ran_and_is_due() {
-    let app = spawn_app_counting_prefixes("dns-, sec-,none-").await;
+    let app = TestApp::builder()
+        .pool_prefixes("dns-, sec-,none-")
+        .spawn()
+        .await;
     app.seed("dns-", 0, 3).await;
     app.seed("sec-", 100, 2).await;
     app.allocate_with("stu", &[("X-Sandbox-Name-Prefix", "dns-")])
@@ -191,7 +192,7 @@ async fn metrics_count_each_configured_prefix_and_say_when_each_job_ran_and_is_d
 
 #[tokio::test]
 async fn sane_request_ids_are_echoed_and_others_replaced() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let long = "a".repeat(200);
     for (sent, echoed) in [
         ("trace-123_abc.d:e", true),
@@ -223,7 +224,7 @@ async fn sane_request_ids_are_echoed_and_others_replaced() {
 
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_get_the_envelope_and_security_headers() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let missing = app.client.get(app.url("/v1/nope")).send().await.unwrap();
     assert_security_headers(&missing, "404");
@@ -236,11 +237,13 @@ async fn unknown_routes_and_wrong_methods_get_the_envelope_and_security_headers(
 
 #[tokio::test]
 async fn the_rate_limit_answers_429_with_retry_after_and_spares_ops_routes() {
-    let app = spawn_app_with(|c| {
-        c.rate_limit.rate_limit_per_sec = 1.try_into().unwrap();
-        c.rate_limit.rate_limit_burst = 2.try_into().unwrap();
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.rate_limit.rate_limit_per_sec = 1.try_into().unwrap();
+            c.rate_limit.rate_limit_burst = 2.try_into().unwrap();
+        })
+        .spawn()
+        .await;
     app.seed("lab-", 0, 5).await;
 
     let first = app.allocate("stu").await;
@@ -279,11 +282,13 @@ async fn the_rate_limit_answers_429_with_retry_after_and_spares_ops_routes() {
 
 #[tokio::test]
 async fn cors_preflight_allows_the_api_headers() {
-    let app = spawn_app_with(|c| {
-        c.http.cors_allowed_origins =
-            sandbox_broker::config::CorsOrigins::parse("https://labs.example.com").unwrap();
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.http.cors_allowed_origins =
+                sandbox_broker::config::CorsOrigins::parse("https://labs.example.com").unwrap();
+        })
+        .spawn()
+        .await;
 
     let response = app
         .client
@@ -317,7 +322,7 @@ async fn cors_preflight_allows_the_api_headers() {
 
 #[tokio::test]
 async fn openapi_lists_every_route_and_the_docs_page_is_served_locally() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let spec = json_of(
         app.client
@@ -454,7 +459,7 @@ impl HealthStore for FailingStore {
 #[tokio::test]
 async fn a_store_outage_is_503_with_retry_after_and_readyz_not_ready_while_healthz_stays_200() {
     let (store, guard) = FailingStore { unavailable: true }.over_a_real_store().await;
-    let app = spawn_app_on(store, guard, |_| {}).await;
+    let app = TestApp::builder().store(store, guard).spawn().await;
 
     let allocate = app.allocate("stu").await;
     assert_eq!(allocate.headers()["retry-after"], "5");
@@ -498,7 +503,7 @@ async fn an_internal_failure_is_an_enveloped_500_that_leaks_nothing() {
     let (store, guard) = FailingStore { unavailable: false }
         .over_a_real_store()
         .await;
-    let app = spawn_app_on(store, guard, |_| {}).await;
+    let app = TestApp::builder().store(store, guard).spawn().await;
 
     let response = app.get_sandbox("1", "stu").await;
 
@@ -530,7 +535,7 @@ async fn an_internal_failure_is_an_enveloped_500_that_leaks_nothing() {
 
 #[tokio::test]
 async fn the_dashboard_is_served_from_the_binary_and_holds_no_data_without_a_token() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-secret-name-", 0, 1).await;
 
     let page = app.client.get(app.url("/dashboard")).send().await.unwrap();
@@ -584,7 +589,7 @@ async fn the_dashboard_is_served_from_the_binary_and_holds_no_data_without_a_tok
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_methods_and_paths_add_no_metric_series() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
     let send = |method: &str, path: String| {
         let request = app.client.request(

@@ -10,8 +10,8 @@ use sandbox_broker::domain::clock::{Clock, ManualClock};
 use sandbox_broker::store::LeaseOutcome;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, error_of, json_of, spawn_app_on, spawn_app_with_clock};
-use crate::jobs::{account, csp, listings, use_csp};
+use crate::helpers::csp::{account, csp, listings, use_csp};
+use crate::helpers::{TestApp, error_of, json_of};
 
 /// The sync job's entry of `/v1/admin/jobs`.
 async fn sync_job(app: &TestApp) -> Value {
@@ -36,12 +36,15 @@ async fn three_instances_with_a_two_second_interval_list_the_provider_at_most_si
     let (stores, guard) = crate::flavor::fleet_stores(3).await;
     let mut fleet = Vec::new();
     for store in stores {
-        let app = spawn_app_on(store, Box::new(()), |c| {
-            use_csp(c, &provider);
-            c.jobs.sync_interval = Duration::from_secs(2);
-            c.jobs.cleanup_interval = Duration::from_secs(3600);
-        })
-        .await;
+        let app = TestApp::builder()
+            .store(store, Box::new(()))
+            .config(|c| {
+                use_csp(c, &provider);
+                c.jobs.sync_interval = Duration::from_secs(2);
+                c.jobs.cleanup_interval = Duration::from_secs(3600);
+            })
+            .spawn()
+            .await;
         fleet.push(app);
     }
     let _guard = guard;
@@ -65,11 +68,14 @@ async fn a_run_whose_lease_is_taken_over_stops_and_records_nothing() {
     )
     .await;
     let clock = Arc::new(ManualClock::starting_now());
-    let app = spawn_app_with_clock(clock.clone(), |c| {
-        use_csp(c, &provider);
-        c.jobs.job_lease = Duration::from_secs(6);
-    })
-    .await;
+    let app = TestApp::builder()
+        .clock(clock.clone())
+        .config(|c| {
+            use_csp(c, &provider);
+            c.jobs.job_lease = Duration::from_secs(6);
+        })
+        .spawn()
+        .await;
     let running = {
         let request = app.admin(Method::POST, "/v1/admin/sync");
         tokio::spawn(async move { request.send().await.unwrap() })

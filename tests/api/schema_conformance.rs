@@ -11,8 +11,8 @@ use std::time::Duration;
 use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, spawn_app_with};
-use crate::jobs::{account, csp, use_csp};
+use crate::helpers::csp::{account, csp, use_csp};
+use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, TestApp};
 
 /// The pinned schemathesis release.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -23,7 +23,7 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 
 /// The schemathesis binary, installed on first use.
 fn schemathesis() -> PathBuf {
-    crate::tools::python_venv(SCHEMATHESIS).join("bin/schemathesis")
+    crate::helpers::tools::python_venv(SCHEMATHESIS).join("bin/schemathesis")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +41,10 @@ async fn schemathesis_finds_no_undocumented_status_and_no_answer_breaking_the_sc
         .respond_with(ResponseTemplate::new(204))
         .mount(&provider)
         .await;
-    let app = spawn_app_with(|c| use_csp(c, &provider)).await;
+    let app = TestApp::builder()
+        .config(|c| use_csp(c, &provider))
+        .spawn()
+        .await;
     app.seed("lab-", 0, 200).await;
     let spec = app.url("/v1/openapi.json");
     let workdir = tempfile::tempdir().unwrap();

@@ -2,73 +2,11 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use reqwest::StatusCode;
-use sandbox_broker::domain::actions::{ActionPage, AdminAction};
-use sandbox_broker::domain::{Sandbox, SandboxId};
-use sandbox_broker::store::{
-    ActionLog, Allocation, AllocationRequest, AllocationStore, ReleaseOutcome, ReleaseRequest,
-    SharedStore, StoreError,
-};
 use tokio::sync::{Notify, Semaphore};
 
-use crate::helpers::{fresh_store, json_of, sandboxes, spawn_app_on};
-
-/// Stands in for a real store's allocation and action log: holds each allocation until
-/// the test releases it (`gate`), and refuses every action-log entry when
-/// `refuse_actions` is set. The other roles are the real store's.
-pub(crate) struct GatedStore {
-    pub(crate) inner: SharedStore,
-    pub(crate) entered: Notify,
-    pub(crate) gate: Semaphore,
-    pub(crate) refuse_actions: bool,
-}
-
-impl GatedStore {
-    /// `inner` with this store's gate and action log in front of it.
-    pub(crate) fn shared(self: &Arc<Self>) -> SharedStore {
-        SharedStore {
-            allocation: self.clone(),
-            action_log: self.clone(),
-            ..self.inner.clone()
-        }
-    }
-}
-
-#[async_trait]
-impl AllocationStore for GatedStore {
-    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
-        self.entered.notify_one();
-        let _permit = self
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Internal(Box::new(e)))?;
-        self.inner.allocation.allocate(request).await
-    }
-    async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
-        self.inner.allocation.get(id).await
-    }
-    async fn release(&self, request: ReleaseRequest) -> Result<ReleaseOutcome, StoreError> {
-        self.inner.allocation.release(request).await
-    }
-    async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
-        self.inner.allocation.held_by(request).await
-    }
-}
-
-#[async_trait]
-impl ActionLog for GatedStore {
-    async fn record_action(&self, action: &AdminAction) -> Result<(), StoreError> {
-        if self.refuse_actions {
-            return Err(StoreError::Unavailable("the action log is down".into()));
-        }
-        self.inner.action_log.record_action(action).await
-    }
-    async fn actions(&self, limit: usize, cursor: Option<&str>) -> Result<ActionPage, StoreError> {
-        self.inner.action_log.actions(limit, cursor).await
-    }
-}
+use crate::helpers::doubles::GatedStore;
+use crate::helpers::{TestApp, fresh_store, json_of, sandboxes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_a_request_in_flight_and_then_stops_serving() {
@@ -84,7 +22,10 @@ async fn shutdown_drains_a_request_in_flight_and_then_stops_serving() {
         gate: Semaphore::new(0),
         refuse_actions: false,
     });
-    let mut app = spawn_app_on(store.shared(), guard, |_| {}).await;
+    let mut app = TestApp::builder()
+        .store(store.shared(), guard)
+        .spawn()
+        .await;
     let client = app.client.clone();
     let url = app.url("/v1/allocate");
     let in_flight = tokio::spawn(async move {

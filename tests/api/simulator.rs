@@ -7,9 +7,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{json_of, spawn_app_with};
-use crate::jobs::{cleanup, sync};
-use crate::process::{BINARY, Server, start_until_listening};
+use crate::helpers::csp::{cleanup, sync};
+use crate::helpers::process::{BINARY, Server, start_until_listening};
+use crate::helpers::{TestApp, json_of};
 
 const TOKEN: &str = "simulator-token-for-tests";
 
@@ -65,13 +65,15 @@ async fn a_broker_syncs_from_the_simulator_process_and_deletes_there() {
         .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     let base = format!("{}/v2", simulator.address);
-    let app = spawn_app_with(|c| {
-        c.csp.csp_base_url = base;
-        c.csp.csp_api_token = Some(TOKEN.into());
-        c.jobs.sync_interval = Duration::from_secs(3600);
-        c.jobs.cleanup_interval = Duration::from_secs(3600);
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.csp.csp_base_url = base;
+            c.csp.csp_api_token = Some(TOKEN.into());
+            c.jobs.sync_interval = Duration::from_secs(3600);
+            c.jobs.cleanup_interval = Duration::from_secs(3600);
+        })
+        .spawn()
+        .await;
 
     let synced = json_of(sync(&app).await, StatusCode::OK).await;
     assert_eq!(

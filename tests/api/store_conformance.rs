@@ -15,7 +15,7 @@ use sandbox_broker::store::{
     AllocationKey, AllocationRequest, JobRecord, LeaseOutcome, ListQuery, SharedStore, StoreError,
 };
 
-use crate::helpers::{sandboxes, sync_rules};
+use crate::helpers::{listed, sandboxes, sync_rules};
 
 const NOW: i64 = 1_800_000_000;
 
@@ -580,24 +580,6 @@ macro_rules! conformance_suite {
 }
 
 conformance_suite!(this_flavor, crate::helpers::fresh_store().await);
-
-/// What a provider lists: sandboxes `<prefix><id>` with these ids.
-pub(crate) fn listed(ids: &[u64], prefix: &str) -> Vec<sandbox_broker::provider::ProviderSandbox> {
-    ids.iter()
-        .map(|id| sandbox_broker::provider::ProviderSandbox {
-            sandbox_id: SandboxId::parse("id", &id.to_string()).unwrap(),
-            name: sandbox_broker::domain::SandboxName::parse("n", &format!("{prefix}{id}"))
-                .unwrap(),
-            external_id: sandbox_broker::domain::ExternalId::parse(
-                "e",
-                &format!("identity/accounts/{id}"),
-            )
-            .unwrap(),
-            sfdc_account_id: None,
-            created_at: None,
-        })
-        .collect()
-}
 
 pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store: SharedStore) {
     let first = store

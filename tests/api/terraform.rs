@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::tools::python_venv;
+use crate::helpers::tools::python_venv;
 
 /// checkov, pinned: a new release adds checks, which should be a deliberate upgrade.
 const CHECKOV: &str = "checkov==3.3.30";

@@ -3,11 +3,14 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{error_of, json_of, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, error_of, json_of};
 
 #[tokio::test]
 async fn allocation_returns_201_with_the_fields_lab_scripts_read() {
-    let app = spawn_app_with(|c| c.lab.lab_duration_hours = 3).await;
+    let app = TestApp::builder()
+        .config(|c| c.lab.lab_duration_hours = 3)
+        .spawn()
+        .await;
     app.seed("lab-a-", 1000, 1).await;
 
     let body = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
@@ -31,7 +34,7 @@ async fn allocation_returns_201_with_the_fields_lab_scripts_read() {
 
 #[tokio::test]
 async fn a_rerun_of_the_allocation_step_gets_the_same_sandbox_with_200() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 5).await;
 
     let first = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
@@ -42,7 +45,7 @@ async fn a_rerun_of_the_allocation_step_gets_the_same_sandbox_with_200() {
 
 #[tokio::test]
 async fn post_bodies_empty_null_or_empty_object_are_all_accepted() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 5).await;
     for (n, body) in ["", "null", "{}"].into_iter().enumerate() {
         let response = app
@@ -59,7 +62,7 @@ async fn post_bodies_empty_null_or_empty_object_are_all_accepted() {
 
 #[tokio::test]
 async fn sfdc_account_id_is_returned_as_a_string_when_known() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let with_sfdc = json!({"sandboxes": [{"sandbox_id": "7", "name": "lab-7", "external_id": "x/7", "sfdc_account_id": "001SFDC7"}]});
     json_of(app.import(&with_sfdc).await, StatusCode::OK).await;
 
@@ -70,7 +73,7 @@ async fn sfdc_account_id_is_returned_as_a_string_when_known() {
 
 #[tokio::test]
 async fn the_name_prefix_header_picks_only_matching_sandboxes() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-dns-", 0, 2).await;
     app.seed("lab-sec-", 100, 1).await;
 
@@ -94,7 +97,7 @@ async fn the_name_prefix_header_picks_only_matching_sandboxes() {
 
 #[tokio::test]
 async fn a_blank_prefix_header_from_an_unset_script_variable_means_no_prefix() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 1).await;
 
     let response = app
@@ -106,7 +109,7 @@ async fn a_blank_prefix_header_from_an_unset_script_variable_means_no_prefix() {
 
 #[tokio::test]
 async fn an_empty_pool_answers_409_with_retry_after() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let response = app.allocate("stu-1").await;
 
@@ -117,7 +120,7 @@ async fn an_empty_pool_answers_409_with_retry_after() {
 
 #[tokio::test]
 async fn the_legacy_track_header_identifies_the_student_when_the_new_one_is_blank() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 2).await;
 
     let legacy = app
@@ -138,7 +141,7 @@ async fn the_legacy_track_header_identifies_the_student_when_the_new_one_is_blan
 
 #[tokio::test]
 async fn without_any_student_header_allocation_is_400_naming_both_headers() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
 
     let response = app
         .track(Method::POST, "/v1/allocate")
@@ -156,7 +159,7 @@ async fn without_any_student_header_allocation_is_400_naming_both_headers() {
 
 #[tokio::test]
 async fn different_idempotency_keys_are_separate_allocations_and_each_replays() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 3).await;
 
     let a = json_of(
@@ -191,7 +194,7 @@ async fn different_idempotency_keys_are_separate_allocations_and_each_replays() 
 
 #[tokio::test]
 async fn the_owner_sees_its_sandbox_and_others_get_403_without_learning_who_holds_it() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 2).await;
     let body = json_of(
         app.allocate_with("stu-1", &[("X-Instruqt-Track-ID", "dns-lab")])
@@ -216,7 +219,7 @@ async fn the_owner_sees_its_sandbox_and_others_get_403_without_learning_who_hold
 
 #[tokio::test]
 async fn an_unknown_sandbox_is_404_and_an_unallocated_one_is_403() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 1).await;
 
     error_of(
@@ -247,7 +250,7 @@ async fn an_unknown_sandbox_is_404_and_an_unallocated_one_is_403() {
 
 #[tokio::test]
 async fn marking_is_owner_only_idempotent_and_frees_the_key_for_a_new_sandbox() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 3).await;
     let first = json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
     let id = first["sandbox_id"].as_str().unwrap();
@@ -278,7 +281,7 @@ async fn marking_is_owner_only_idempotent_and_frees_the_key_for_a_new_sandbox() 
 
 #[tokio::test]
 async fn auth_is_checked_before_anything_else() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let admin_on_track = format!("Bearer {}", crate::helpers::ADMIN_TOKEN);
     let cases = [
         (None, "no token"),
@@ -306,7 +309,7 @@ async fn auth_is_checked_before_anything_else() {
 
 #[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     app.seed("lab-", 0, 1).await;
 
     let response = app
@@ -326,12 +329,15 @@ async fn the_bearer_scheme_is_case_insensitive() {
 
 #[tokio::test]
 async fn rotated_tokens_are_all_accepted() {
-    let app = spawn_app_with(|c| {
-        c.auth.api_token =
-            sandbox_broker::config::TokenList::parse("old-track-token-2025,new-track-token-2026")
-                .ok();
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            c.auth.api_token = sandbox_broker::config::TokenList::parse(
+                "old-track-token-2025,new-track-token-2026",
+            )
+            .ok();
+        })
+        .spawn()
+        .await;
     app.seed("lab-", 0, 2).await;
     for (n, token) in ["old-track-token-2025", "new-track-token-2026"]
         .into_iter()

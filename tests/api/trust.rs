@@ -18,18 +18,15 @@ use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::edge::series_sum;
-use crate::helpers::{
-    TestApp, error_of, fresh_store, json_of, sandboxes, spawn_app_with, spawn_app_with_clock,
-    sync_rules,
-};
-use crate::jobs::{account, cleanup, sync, use_csp};
+use crate::helpers::csp::{account, cleanup, sync, use_csp};
+use crate::helpers::series_sum;
+use crate::helpers::{TestApp, error_of, fresh_store, json_of, sandboxes, sync_rules};
 
 const NOW: i64 = 1_800_000_000;
 
 /// What the provider lists: sandboxes `lab-<id>`.
 fn listed(ids: &[u64]) -> Vec<sandbox_broker::provider::ProviderSandbox> {
-    crate::store_conformance::listed(ids, "lab-")
+    crate::helpers::listed(ids, "lab-")
 }
 
 /// Allocates and releases sandbox `id` (the only one of its name) for `student`, claims
@@ -273,11 +270,13 @@ async fn admin_post(app: &TestApp, path: &str) -> reqwest::Response {
 #[tokio::test]
 async fn a_failed_deletion_bulk_deleted_and_synced_is_never_handed_to_the_next_student() {
     let provider = csp(&[1, 2], 400).await;
-    let app = spawn_app_with(|c| {
-        use_csp(c, &provider);
-        c.jobs.deletion_retry_max_attempts = 1;
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| {
+            use_csp(c, &provider);
+            c.jobs.deletion_retry_max_attempts = 1;
+        })
+        .spawn()
+        .await;
     json_of(sync(&app).await, StatusCode::OK).await;
     let first = json_of(app.allocate("stu-a").await, StatusCode::CREATED).await;
     let used = first["sandbox_id"].as_str().unwrap().to_owned();
@@ -310,11 +309,14 @@ async fn a_deletion_the_provider_contradicts_is_flagged_retried_and_never_truste
  {
     let provider = csp(&[1, 2], 204).await;
     let clock = Arc::new(ManualClock::starting_now());
-    let app = spawn_app_with_clock(clock.clone(), |c| {
-        use_csp(c, &provider);
-        crate::helpers::only_first_scheduled_runs(c);
-    })
-    .await;
+    let app = TestApp::builder()
+        .clock(clock.clone())
+        .config(|c| {
+            use_csp(c, &provider);
+            crate::helpers::only_first_scheduled_runs(c);
+        })
+        .spawn()
+        .await;
     crate::helpers::after_the_first_scheduled_runs(&app, &clock).await;
     json_of(sync(&app).await, StatusCode::OK).await;
     let mut used = Vec::new();
@@ -374,7 +376,10 @@ async fn a_deletion_the_provider_contradicts_is_flagged_retried_and_never_truste
 async fn an_empty_listing_is_refused_with_a_clear_error_until_an_admin_forces_it() {
     let ids: Vec<u64> = (1..=30).collect();
     let provider = csp(&ids, 204).await;
-    let app = spawn_app_with(|c| use_csp(c, &provider)).await;
+    let app = TestApp::builder()
+        .config(|c| use_csp(c, &provider))
+        .spawn()
+        .await;
     json_of(sync(&app).await, StatusCode::OK).await;
 
     provider.reset().await;
@@ -439,7 +444,10 @@ async fn every_page_of_the_listing_is_read_and_a_listing_with_a_failed_page_is_n
             .mount(&provider)
             .await;
     }
-    let app = spawn_app_with(|c| use_csp(c, &provider)).await;
+    let app = TestApp::builder()
+        .config(|c| use_csp(c, &provider))
+        .spawn()
+        .await;
     let synced = json_of(sync(&app).await, StatusCode::OK).await;
     assert_eq!(synced["synced"], 250, "{synced}");
 

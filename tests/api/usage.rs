@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{error_of, json_of, spawn_app, spawn_app_with_clock};
+use crate::helpers::{TestApp, error_of, json_of};
 use sandbox_broker::domain::clock::{Clock, ManualClock};
 
 async fn allocate_for(app: &crate::helpers::TestApp, student: &str, lab: &str) -> String {
@@ -23,7 +23,7 @@ async fn allocate_for(app: &crate::helpers::TestApp, student: &str, lab: &str) -
 #[tokio::test]
 async fn usage_buckets_allocations_and_releases_and_times_the_labs() {
     let clock = Arc::new(ManualClock::starting_now());
-    let app = spawn_app_with_clock(clock.clone(), |_| {}).await;
+    let app = TestApp::builder().clock(clock.clone()).spawn().await;
     app.seed("lab-", 0, 10).await;
     let first = allocate_for(&app, "stu-0", "dns").await;
     allocate_for(&app, "stu-1", "dns").await;
@@ -96,7 +96,7 @@ async fn usage_buckets_allocations_and_releases_and_times_the_labs() {
 
 #[tokio::test]
 async fn usage_defaults_to_a_day_of_hours_and_refuses_bad_windows() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let usage = json_of(app.admin_get("/v1/admin/usage").await, StatusCode::OK).await;
     assert_eq!(usage["bucket_seconds"], 3600);
     assert_eq!(usage["buckets"].as_array().unwrap().len(), 25);
@@ -127,7 +127,7 @@ async fn usage_defaults_to_a_day_of_hours_and_refuses_bad_windows() {
 
 #[tokio::test]
 async fn niosxaas_overview_reports_a_disabled_hook_and_checks_its_limit() {
-    let app = spawn_app().await;
+    let app = TestApp::spawn().await;
     let overview = json_of(app.admin_get("/v1/admin/niosxaas").await, StatusCode::OK).await;
     assert_eq!(
         overview,

@@ -6,7 +6,7 @@ use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::{self, DynamoSettings, DynamoStore};
 use serde_json::Value;
 
-use crate::helpers::{json_of, sandboxes, spawn_app_on};
+use crate::helpers::{TestApp, json_of, sandboxes};
 use crate::local::{fresh_table_store, settings, shared};
 
 fn calls_so_far(metrics: &str) -> f64 {
@@ -36,7 +36,7 @@ async fn a_filter_matching_one_row_in_many_pages_on_in_bounded_requests_and_find
     };
     let store: SharedStore =
         SharedStore::new(DynamoStore::new(&dynamo::client(&bounded).await, &bounded));
-    let app = spawn_app_on(store, Box::new(()), |_| {}).await;
+    let app = TestApp::builder().store(store, Box::new(())).spawn().await;
 
     let mut found = Vec::new();
     let mut requests = 0;

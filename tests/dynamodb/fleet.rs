@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use sandbox_broker::domain::now_epoch;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, sandboxes, spawn_app_on};
+use crate::helpers::{TestApp, sandboxes};
 use crate::local;
 
 /// `n` instances, each with its own client, store and candidate pool, on one fresh table.
@@ -14,7 +14,7 @@ async fn fleet(n: usize) -> (Vec<TestApp>, String) {
     let (stores, table) = local::fleet_table_stores(n).await;
     let mut apps = Vec::new();
     for store in stores {
-        apps.push(spawn_app_on(store, Box::new(()), |_| {}).await);
+        apps.push(TestApp::builder().store(store, Box::new(())).spawn().await);
     }
     (apps, table)
 }

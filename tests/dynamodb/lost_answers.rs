@@ -19,7 +19,7 @@ use sandbox_broker::store::dynamo::{self, DynamoSettings, DynamoStore};
 use sandbox_broker::store::{AdminStore, SharedStore};
 use serde_json::Value;
 
-use crate::helpers::{sandboxes, spawn_app_on};
+use crate::helpers::{TestApp, sandboxes};
 use crate::local;
 
 /// A reverse proxy to DynamoDB Local that withholds the answer to the first attempt of
@@ -111,7 +111,7 @@ async fn a_write_that_landed_but_whose_answer_was_lost_still_answers_201() {
         &dynamo::client(&settings).await,
         &settings,
     ));
-    let app = spawn_app_on(store, Box::new(()), |_| {}).await;
+    let app = TestApp::builder().store(store, Box::new(())).spawn().await;
 
     let students: Vec<String> = (0..20).map(|n| format!("stu-{n}")).collect();
     let first = join_all(students.iter().map(|student| {

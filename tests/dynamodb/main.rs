@@ -28,7 +28,9 @@ mod dashboard_browser;
 #[path = "../api/edge.rs"]
 mod edge;
 mod fleet;
-#[path = "../api/helpers.rs"]
+// Not every helper is used by the DynamoDB suite (the Python tools run in the api suite).
+#[allow(dead_code)]
+#[path = "../api/helpers/mod.rs"]
 mod helpers;
 #[path = "../api/jobs.rs"]
 mod jobs;
@@ -51,10 +53,6 @@ mod schedule;
 mod shutdown;
 #[path = "../api/store_conformance.rs"]
 mod store_conformance;
-// The Python tools (schemathesis, checkov) run in the api suite only.
-#[allow(dead_code)]
-#[path = "../api/tools.rs"]
-mod tools;
 #[path = "../api/track.rs"]
 mod track;
 #[path = "../api/trust.rs"]

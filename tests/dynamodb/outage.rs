@@ -13,7 +13,7 @@ use serde_json::Value;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{TestApp, error_of, sandboxes, spawn_app_on};
+use crate::helpers::{TestApp, error_of, sandboxes};
 use crate::local;
 
 /// An app on `endpoint` with the production timeouts and retries.
@@ -28,7 +28,7 @@ async fn app_on(endpoint: &str, table: &str) -> TestApp {
         &dynamo::client(&settings).await,
         &settings,
     ));
-    spawn_app_on(store, Box::new(()), |_| {}).await
+    TestApp::builder().store(store, Box::new(())).spawn().await
 }
 
 async fn allocate_timed(app: &TestApp, student: &str) -> (StatusCode, Value, Duration) {

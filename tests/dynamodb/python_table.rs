@@ -13,7 +13,7 @@ use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::{self, DynamoStore};
 use serde_json::Value;
 
-use crate::helpers::{json_of, spawn_app_on};
+use crate::helpers::{TestApp, json_of};
 use crate::local;
 
 fn s(v: &str) -> AttributeValue {
@@ -173,7 +173,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
     );
 
     let store: SharedStore = SharedStore::new(DynamoStore::new(&client, &settings));
-    let app = spawn_app_on(store, Box::new(()), |_| {}).await;
+    let app = TestApp::builder().store(store, Box::new(())).spawn().await;
     let stats = app.stats().await;
     assert_eq!(
         stats["total"], 3,
@@ -255,7 +255,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
 #[tokio::test]
 async fn a_cursor_from_another_listing_is_400_not_500() {
     let (store, _table) = local::fresh_table_store().await;
-    let app = spawn_app_on(store, Box::new(()), |_| {}).await;
+    let app = TestApp::builder().store(store, Box::new(())).spawn().await;
     app.seed("lab-", 0, 5).await;
     let page = json_of(
         app.admin_get("/v1/admin/sandboxes?limit=2").await,
@@ -338,7 +338,7 @@ async fn python_table_app(
     dynamo::schema::ensure_table(&client, &table).await.unwrap();
     put_items(&client, &table, rows).await;
     let store: SharedStore = SharedStore::new(DynamoStore::new(&client, &settings));
-    let app = spawn_app_on(store, Box::new(()), |_| {}).await;
+    let app = TestApp::builder().store(store, Box::new(())).spawn().await;
     if available > 0 {
         app.seed("lab-new-", 0, available).await;
     }

@@ -1,4 +1,5 @@
-//! `spawn_app()` and a `TestApp` with one typed method per endpoint.
+//! `TestApp::spawn()` / `TestApp::builder()`, a `TestApp` with one typed method per
+//! endpoint, and the helpers every test module shares.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,11 @@ use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName, now
 use sandbox_broker::store::SharedStore;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+pub mod csp;
+pub mod doubles;
+pub mod process;
+pub mod tools;
 
 pub const TRACK_TOKEN: &str = "track-token-for-tests";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
@@ -41,68 +47,93 @@ pub async fn fresh_store() -> (SharedStore, StoreGuard) {
     crate::flavor::fresh_store().await
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
-}
-
-/// Spawns the app on a fresh store of this crate's flavor after `adjust` has changed the config.
-pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let (store, guard) = fresh_store().await;
-    spawn_app_on(store, guard, adjust).await
-}
-
-/// Spawns the app with `/metrics` counting the available sandboxes of each of `prefixes`
-/// (comma-separated, as `METRICS_POOL_PREFIXES`).
-pub async fn spawn_app_counting_prefixes(prefixes: &str) -> TestApp {
-    let prefixes = sandbox_broker::http::settings::PoolPrefixes::parse(prefixes).unwrap();
-    spawn_app_with(|c| c.http.metrics_pool_prefixes = prefixes).await
-}
-
-/// Spawns the app on `store`.
-pub async fn spawn_app_on(
-    store: SharedStore,
-    guard: StoreGuard,
-    adjust: impl FnOnce(&mut Config),
-) -> TestApp {
-    spawn_app_on_clock(store, guard, Arc::new(SystemClock), None, adjust).await
-}
-
-/// Spawns the app on a fresh store whose jobs read `clock` (a manual one, moved by hand).
-pub async fn spawn_app_with_clock(clock: SharedClock, adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let (store, guard) = fresh_store().await;
-    spawn_app_on_clock(store, guard, clock, None, adjust).await
-}
-
-/// Spawns the app on `store` with every rule on `clock`, and `provider` (when given)
-/// instead of the configured CSP client.
-pub async fn spawn_app_on_clock(
-    store: SharedStore,
-    guard: StoreGuard,
+/// How a test's app starts: on a fresh store of this crate's flavor, the system clock and
+/// the configured provider, with `Config::for_tests`, unless the test says otherwise.
+pub struct TestAppBuilder<'a> {
+    store: Option<(SharedStore, StoreGuard)>,
     clock: SharedClock,
     provider: Option<Arc<dyn sandbox_broker::provider::ProviderClient>>,
-    adjust: impl FnOnce(&mut Config),
-) -> TestApp {
-    sandbox_broker::telemetry::init_for_test();
-    let mut config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
-    adjust(&mut config);
-    let app = Application::build_with_clock(
-        config.validate().expect("a valid test configuration"),
-        store.clone(),
-        provider,
-        clock,
-    )
-    .await
-    .expect("build app");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestApp {
-        address,
-        client: test_client(),
-        store,
-        shutdown,
-        server: Some(server),
-        _store_guard: guard,
+    adjustments: Vec<Adjustment<'a>>,
+}
+
+/// One change a test makes to its app's configuration.
+type Adjustment<'a> = Box<dyn FnOnce(&mut Config) + Send + 'a>;
+
+impl TestApp {
+    /// A builder for an app started the way the test needs.
+    pub fn builder<'a>() -> TestAppBuilder<'a> {
+        TestAppBuilder {
+            store: None,
+            clock: Arc::new(SystemClock),
+            provider: None,
+            adjustments: Vec::new(),
+        }
+    }
+
+    /// An app with every default.
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+}
+
+impl<'a> TestAppBuilder<'a> {
+    /// Changes the configuration (applied in order, after `Config::for_tests`).
+    pub fn config(mut self, adjust: impl FnOnce(&mut Config) + Send + 'a) -> Self {
+        self.adjustments.push(Box::new(adjust));
+        self
+    }
+
+    /// Runs on `store`, kept alive by `guard`, instead of a fresh one.
+    pub fn store(mut self, store: SharedStore, guard: StoreGuard) -> Self {
+        self.store = Some((store, guard));
+        self
+    }
+
+    /// Every rule reads `clock` (a manual one, moved by hand).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Syncs and deletes at `provider` instead of the configured CSP client.
+    pub fn provider(mut self, provider: Arc<dyn sandbox_broker::provider::ProviderClient>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// `/metrics` counts the available sandboxes of each of `prefixes` (comma-separated,
+    /// as `METRICS_POOL_PREFIXES`).
+    pub fn pool_prefixes(self, prefixes: &str) -> Self {
+        let prefixes = sandbox_broker::http::settings::PoolPrefixes::parse(prefixes).unwrap();
+        self.config(move |c| c.http.metrics_pool_prefixes = prefixes)
+    }
+
+    /// Builds the app, binds it to a loopback port and serves it in the background.
+    pub async fn spawn(self) -> TestApp {
+        sandbox_broker::telemetry::init_for_test();
+        let (store, guard) = match self.store {
+            Some(given) => given,
+            None => fresh_store().await,
+        };
+        let mut config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
+        for adjust in self.adjustments {
+            adjust(&mut config);
+        }
+        let config = config.validate().expect("a valid test configuration");
+        let app = Application::build_with_clock(config, store.clone(), self.provider, self.clock)
+            .await
+            .expect("build app");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        TestApp {
+            address,
+            client: test_client(),
+            store,
+            shutdown,
+            server: Some(server),
+            _store_guard: guard,
+        }
     }
 }
 
@@ -377,4 +408,31 @@ pub async fn after_the_first_scheduled_runs(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("the first scheduled runs did not finish: {jobs}");
+}
+
+/// The value of an unlabelled series (or the sum of a family's `_count` lines).
+pub fn series_sum(exposition: &str, prefix: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// What a provider lists: sandboxes `<prefix><id>` with these ids.
+pub fn listed(ids: &[u64], prefix: &str) -> Vec<sandbox_broker::provider::ProviderSandbox> {
+    ids.iter()
+        .map(|id| sandbox_broker::provider::ProviderSandbox {
+            sandbox_id: SandboxId::parse("id", &id.to_string()).unwrap(),
+            name: sandbox_broker::domain::SandboxName::parse("n", &format!("{prefix}{id}"))
+                .unwrap(),
+            external_id: sandbox_broker::domain::ExternalId::parse(
+                "e",
+                &format!("identity/accounts/{id}"),
+            )
+            .unwrap(),
+            sfdc_account_id: None,
+            created_at: None,
+        })
+        .collect()
 }
