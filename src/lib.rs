@@ -1,8 +1,26 @@
 //! sandbox-broker: hands out pre-created cloud sandboxes from a pool, atomically and at scale.
 //!
-//! Layout: `http` is the edge (routes, extractors, errors, middleware), `allocation` holds
-//! the track rules, `store` the durable state behind one trait, `config`, `telemetry`,
-//! `metrics` and `ratelimit` the cross-cutting parts, and `app` wires them together.
+//! Modules, from the top of the layering down (docs/architecture.md, *Layers*; no module
+//! imports one above it):
+//!
+//! - [`app`]: start-up: the `serve` and `init-table` commands, the application that binds
+//!   the listener, and the state every handler shares.
+//! - [`demo`]: the `demo` and `simulate-provider` commands and the demo pool.
+//! - [`config`]: the command line: every owner's settings flattened into one.
+//! - [`http`]: the edge: routes, auth, extractors, the error envelope, middleware, the
+//!   serve loop, handlers and the dashboard.
+//! - [`jobs`]: the background jobs (sync, cleanup, expiry, stale removal, audit), their
+//!   leases and schedules.
+//! - [`allocation`]: the track rules (allocate, look up, release) with their metrics.
+//! - [`provider`]: where sandboxes come from and are deleted: the CSP client, the circuit
+//!   breaker, NIOSXaaS, the simulated provider.
+//! - [`ratelimit`]: per-caller token buckets and the failed-authentication throttle.
+//! - [`metrics`]: the Prometheus registry; [`telemetry`]: logging.
+//! - [`store`]: the durable state, one trait per role, on the embedded (redb) or the
+//!   DynamoDB store.
+//! - [`domain`]: the values and every rule both stores share; depends on nothing.
+//! - [`settings`]: what every settings type shares (the error naming a variable,
+//!   duration parsers); depends on nothing.
 
 pub mod allocation;
 pub mod app;

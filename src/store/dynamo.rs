@@ -63,7 +63,7 @@ use crate::domain::{
 /// Writes in flight at once for imports, syncs and bulk deletes.
 const BULK_CONCURRENCY: usize = 16;
 
-/// The DynamoDB-backed [`Store`].
+/// The DynamoDB-backed [`Store`](super::Store).
 pub struct DynamoStore {
     calls: Calls,
     table: String,

@@ -69,7 +69,7 @@ pub enum OpenError {
     Corrupt(PathBuf),
 }
 
-/// The redb-backed [`Store`]. Dropping it lets the writer finish its batch and closes the
+/// The redb-backed [`Store`](super::Store). Dropping it lets the writer finish its batch and closes the
 /// database cleanly, so the next start needs no crash repair.
 pub struct EmbeddedStore {
     db: Arc<Database>,

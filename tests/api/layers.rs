@@ -215,3 +215,23 @@ fn every_test_file_and_conformance_case_is_registered() {
         );
     }
 }
+
+/// The crate's module map (the `lib.rs` docs) names every top-level module, so a reader
+/// starting there finds each one.
+#[test]
+fn the_module_map_names_every_module() {
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let map: String = lib.lines().filter(|line| line.starts_with("//!")).collect();
+    for line in lib.lines() {
+        if let Some(module) = line
+            .strip_prefix("pub mod ")
+            .and_then(|m| m.strip_suffix(';'))
+        {
+            assert!(
+                map.contains(&format!("[`{module}`]")),
+                "src/lib.rs's module map does not name `{module}`"
+            );
+        }
+    }
+}
