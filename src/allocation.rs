@@ -8,8 +8,8 @@ use std::time::Instant;
 use crate::domain::{IdempotencyKey, NamePrefix, Sandbox, SandboxId, StudentKey, TrackName};
 use crate::metrics::Metrics;
 use crate::store::{
-    Allocation, AllocationKey, AllocationRequest, AllocationStore, ReleaseOutcome, ReleaseRequest,
-    StoreError,
+    Allocation, AllocationKey, AllocationRequest, AllocationStore, Outcome, Refusal,
+    ReleaseOutcome, ReleaseRequest, StoreError,
 };
 
 /// What an allocation request ended as; also the `outcome` label of `broker_allocate_total`.
@@ -36,11 +36,11 @@ impl AllocateOutcome {
         }
     }
 
-    fn of(result: &Result<Allocation, StoreError>) -> Self {
+    fn of(result: &Outcome<Allocation>) -> Self {
         match result {
-            Ok(allocation) if allocation.newly_allocated => Self::Success,
-            Ok(_) => Self::Idempotent,
-            Err(StoreError::NoSandboxAvailable) => Self::NoSandboxes,
+            Ok(Ok(allocation)) if allocation.newly_allocated => Self::Success,
+            Ok(Ok(_)) => Self::Idempotent,
+            Ok(Err(_)) => Self::NoSandboxes,
             Err(_) => Self::Error,
         }
     }
@@ -77,7 +77,7 @@ pub async fn allocate(
     store: &dyn AllocationStore,
     metrics: &Metrics,
     request: AllocationRequest,
-) -> (AllocateOutcome, Result<Allocation, StoreError>) {
+) -> (AllocateOutcome, Outcome<Allocation>) {
     let started = Instant::now();
     let result = store.allocate(request).await;
     counted(metrics, result, started)
@@ -96,9 +96,9 @@ pub fn failed_early(metrics: &Metrics, err: StoreError) -> StoreError {
 /// Records `broker_allocate_*` and the latency of `result`, begun at `started`.
 fn counted(
     metrics: &Metrics,
-    result: Result<Allocation, StoreError>,
+    result: Outcome<Allocation>,
     started: Instant,
-) -> (AllocateOutcome, Result<Allocation, StoreError>) {
+) -> (AllocateOutcome, Outcome<Allocation>) {
     let outcome = AllocateOutcome::of(&result);
     metrics
         .track
@@ -108,7 +108,7 @@ fn counted(
     if outcome == AllocateOutcome::Idempotent {
         metrics.track.allocate_idempotent_hits_total.inc();
     }
-    if let Ok(allocation) = &result {
+    if let Ok(Ok(allocation)) = &result {
         metrics
             .track
             .allocate_conflicts_total
@@ -122,29 +122,29 @@ fn counted(
     (outcome, result)
 }
 
-/// The sandbox `id` if `student` holds it: 404 when it does not exist, 403 otherwise.
+/// The sandbox `id` if `student` holds it; refused when it does not exist or another
+/// holds it.
 pub async fn owned_sandbox(
     store: &dyn AllocationStore,
     id: &SandboxId,
     student: &StudentKey,
-) -> Result<Sandbox, StoreError> {
-    let sandbox = store.get(id).await?.ok_or(StoreError::SandboxNotFound)?;
-    if sandbox.is_held_by(student) {
-        Ok(sandbox)
-    } else {
-        Err(StoreError::NotOwner)
-    }
+) -> Outcome<Sandbox> {
+    Ok(match store.get(id).await? {
+        None => Err(Refusal::SandboxNotFound),
+        Some(sandbox) if sandbox.is_held_by(student) => Ok(sandbox),
+        Some(_) => Err(Refusal::NotHolder),
+    })
 }
 
 /// The `outcome` of `broker_deletion_marked_total`, in the Python service's values: a
 /// repeat is `not_allocated` (the sandbox is no longer allocated), another student's
 /// sandbox `not_owner`.
-pub fn mark_outcome(result: &Result<ReleaseOutcome, StoreError>) -> &'static str {
+pub fn release_outcome(result: &Outcome<ReleaseOutcome>) -> &'static str {
     match result {
-        Ok(mark) if mark.newly_released => "success",
-        Ok(_) => "not_allocated",
-        Err(StoreError::SandboxNotFound) => "not_found",
-        Err(StoreError::NotOwner) => "not_owner",
+        Ok(Ok(release)) if release.newly_released => "success",
+        Ok(Ok(_)) => "not_allocated",
+        Ok(Err(Refusal::SandboxNotFound)) => "not_found",
+        Ok(Err(_)) => "not_owner",
         Err(_) => "error",
     }
 }
@@ -154,9 +154,9 @@ pub async fn release(
     store: &dyn AllocationStore,
     metrics: &Metrics,
     request: ReleaseRequest,
-) -> Result<ReleaseOutcome, StoreError> {
+) -> Outcome<ReleaseOutcome> {
     let result = store.release(request).await;
-    let outcome = mark_outcome(&result);
+    let outcome = release_outcome(&result);
     metrics
         .track
         .deletion_marked_total

@@ -78,6 +78,9 @@ pub enum JobError {
     /// The store failed.
     #[error("store failed")]
     Store(#[from] StoreError),
+    /// A sync refused the provider's listing as unbelievable: nothing was changed.
+    #[error(transparent)]
+    ListingRefused(#[from] crate::domain::lifecycle::ListingRefused),
     /// A scheduled run found the job run (on some instance) less than an interval ago.
     #[error("job {job} ran less than an interval ago; next due at {due_at_ms} ms")]
     NotDue {
@@ -235,9 +238,7 @@ impl Jobs {
             Err(JobError::Provider(err)) if err.is_transient() => {
                 (JobOutcome::Postponed, BTreeMap::new())
             }
-            Err(JobError::Store(StoreError::ListingRefused(_))) => {
-                (JobOutcome::Refused, BTreeMap::new())
-            }
+            Err(JobError::ListingRefused(_)) => (JobOutcome::Refused, BTreeMap::new()),
             Err(_) => (JobOutcome::Failed, BTreeMap::new()),
         };
         let record = JobRecord {

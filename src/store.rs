@@ -31,24 +31,36 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::lifecycle::{ListingRefused, RowActionRefused, SyncStep};
+use crate::domain::lifecycle::{RowActionRefused, SyncStep};
 use crate::domain::{
     IdempotencyKey, NamePrefix, Sandbox, SandboxId, SandboxStatus, SearchText, StudentKey,
     TrackName, ValidationError,
 };
 
-/// What can go wrong in the store layer; the HTTP layer maps each variant once.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+/// What the rules refused: an answer the caller is given, never a failure of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
     /// No sandbox has this id.
     #[error("sandbox not found")]
     SandboxNotFound,
     /// The sandbox exists but the caller does not hold it.
     #[error("sandbox is held by another student")]
-    NotOwner,
+    NotHolder,
     /// Nothing matching the request is available.
     #[error("no sandboxes available")]
-    NoSandboxAvailable,
+    NoneAvailable,
+    /// An admin's change does not apply to the row as it is.
+    #[error(transparent)]
+    RowAction(#[from] RowActionRefused),
+}
+
+/// A store's answer to a request the rules may refuse: `Ok(Ok(_))` done, `Ok(Err(_))` what
+/// the rules refused, `Err(_)` the store failed. `??` hands each to its own `From`.
+pub type Outcome<T> = Result<Result<T, Refusal>, StoreError>;
+
+/// What can go wrong in the store itself; the HTTP layer maps each variant once.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
     /// The storage backend cannot be reached or refused to work; retrying later may succeed.
     #[error("store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -58,12 +70,6 @@ pub enum StoreError {
     /// The list cursor does not belong to this store or these filters.
     #[error("the cursor does not belong to this listing")]
     InvalidCursor,
-    /// An admin's change does not apply to the row as it is.
-    #[error(transparent)]
-    RowActionRefused(#[from] RowActionRefused),
-    /// A provider listing was not applied: it would have marked too much of the pool stale.
-    #[error(transparent)]
-    ListingRefused(#[from] ListingRefused),
 }
 
 pub mod dynamo;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::domain::ValidationError;
-use crate::store::StoreError;
+use crate::store::{Refusal, StoreError};
 
 /// Seconds a client should wait after 409 `NO_SANDBOXES_AVAILABLE` before asking again.
 pub const NO_SANDBOX_RETRY_AFTER_SECS: u64 = 30;
@@ -121,7 +121,19 @@ impl From<crate::jobs::JobError> for ApiError {
             // Only scheduled runs are skipped as not due; an admin's run never is.
             err @ JobError::NotDue { .. } => Self::Internal(Box::new(err)),
             JobError::Store(err) => err.into(),
+            JobError::ListingRefused(refused) => Self::ListingRefused(refused),
             err @ (JobError::NoProvider | JobError::Provider(_)) => Self::ProviderUnavailable(err),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::SandboxNotFound => Self::SandboxNotFound,
+            Refusal::NotHolder => Self::NotSandboxOwner,
+            Refusal::NoneAvailable => Self::NoSandboxesAvailable,
+            Refusal::RowAction(refused) => Self::RowActionRefused(refused),
         }
     }
 }
@@ -129,17 +141,12 @@ impl From<crate::jobs::JobError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::SandboxNotFound => Self::SandboxNotFound,
-            StoreError::NotOwner => Self::NotSandboxOwner,
-            StoreError::NoSandboxAvailable => Self::NoSandboxesAvailable,
             StoreError::Unavailable(_) => Self::Unavailable(err),
             StoreError::Internal(source) => Self::Internal(source),
             StoreError::InvalidCursor => Self::Validation(ValidationError::new(
                 "cursor",
                 "does not belong to this listing (the filters changed?)",
             )),
-            StoreError::ListingRefused(refused) => Self::ListingRefused(refused),
-            StoreError::RowActionRefused(refused) => Self::RowActionRefused(refused),
         }
     }
 }
@@ -387,15 +394,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn store_errors_map_to_the_documented_statuses() {
+    fn refusals_and_store_errors_map_to_the_documented_statuses() {
+        let refusals = [
+            (Refusal::SandboxNotFound, 404, "SANDBOX_NOT_FOUND"),
+            (Refusal::NotHolder, 403, "NOT_SANDBOX_OWNER"),
+            (Refusal::NoneAvailable, 409, "NO_SANDBOXES_AVAILABLE"),
+        ];
+        for (refusal, status, code) in refusals {
+            let api = ApiError::from(refusal);
+            assert_eq!(api.status().as_u16(), status, "{code}");
+            assert_eq!(api.body().code, code);
+        }
         let cases = [
-            (StoreError::SandboxNotFound, 404, "SANDBOX_NOT_FOUND"),
-            (StoreError::NotOwner, 403, "NOT_SANDBOX_OWNER"),
-            (
-                StoreError::NoSandboxAvailable,
-                409,
-                "NO_SANDBOXES_AVAILABLE",
-            ),
             (
                 StoreError::Unavailable("x".into()),
                 503,

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::domain::lifecycle::SyncRules;
 use crate::metrics::Metrics;
 use crate::provider::ProviderClient;
-use crate::store::{LifecycleStore, StoreError, SyncSummary};
+use crate::store::{LifecycleStore, SyncSummary};
 
 use super::{Fence, JobError};
 
@@ -30,14 +30,14 @@ pub async fn run_once(
         let skipped = listing.skipped;
         // The listing may have taken long: a run that lost its lease meanwhile writes nothing.
         fence.check()?;
-        let summary = store.sync_provider(listing.sandboxes, rules, now).await?;
+        let summary = store.sync_provider(listing.sandboxes, rules, now).await??;
         Ok::<_, JobError>((summary, skipped))
     }
     .await;
     let outcome = match &result {
         Ok(_) => "success",
         Err(JobError::Provider(err)) if err.is_transient() => "postponed",
-        Err(JobError::Store(StoreError::ListingRefused(_))) => "refused",
+        Err(JobError::ListingRefused(_)) => "refused",
         Err(_) => "error",
     };
     metrics.jobs.sync_total.with_label_values(&[outcome]).inc();

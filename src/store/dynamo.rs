@@ -48,12 +48,12 @@ use self::item::{Item, niosxaas_history_key, s, sandbox_key};
 use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
     DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, LifecycleStore, ListQuery,
-    PoolStats, ReleaseOutcome, ReleaseRequest, SandboxPage, StoreError, SyncSummary,
+    Outcome, PoolStats, ReleaseOutcome, ReleaseRequest, SandboxPage, StoreError, SyncSummary,
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
-use crate::domain::lifecycle::{RowAction, SyncRules};
+use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -178,7 +178,7 @@ impl DynamoStore {
 
 #[async_trait]
 impl AllocationStore for DynamoStore {
-    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
+    async fn allocate(&self, request: AllocationRequest) -> Outcome<Allocation> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
         self.allocate_within(&budget, &request).await
@@ -191,7 +191,7 @@ impl AllocationStore for DynamoStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(sandbox.id = %request.id))]
-    async fn release(&self, request: ReleaseRequest) -> Result<ReleaseOutcome, StoreError> {
+    async fn release(&self, request: ReleaseRequest) -> Outcome<ReleaseOutcome> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
         self.release_within(&budget, &request).await
@@ -211,7 +211,7 @@ impl LifecycleStore for DynamoStore {
         listing: Vec<crate::domain::ProviderSandbox>,
         rules: SyncRules,
         now: i64,
-    ) -> Result<SyncSummary, StoreError> {
+    ) -> Result<Result<SyncSummary, ListingRefused>, StoreError> {
         self.apply_listing(listing, &rules, now).await
     }
 
@@ -277,12 +277,7 @@ impl AdminStore for DynamoStore {
         self.remove_in_status(status, now).await
     }
 
-    async fn change_row(
-        &self,
-        id: &SandboxId,
-        action: RowAction,
-        now: i64,
-    ) -> Result<Sandbox, StoreError> {
+    async fn change_row(&self, id: &SandboxId, action: RowAction, now: i64) -> Outcome<Sandbox> {
         self.change_row_as_decided(id, &action, now).await
     }
 

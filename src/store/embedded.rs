@@ -22,14 +22,14 @@ use self::writer::{Applied, Command, Writer};
 use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
     DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, JobRecord, JobStore, LeaseOutcome,
-    LeaseRequest, LifecycleStore, ListQuery, PoolStats, ReleaseOutcome, ReleaseRequest,
+    LeaseRequest, LifecycleStore, ListQuery, Outcome, PoolStats, ReleaseOutcome, ReleaseRequest,
     SandboxPage, StoreError, SyncSummary,
 };
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
-use crate::domain::lifecycle::{RowAction, SyncRules};
+use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -217,7 +217,7 @@ fn writer_gone() -> StoreError {
 
 #[async_trait]
 impl AllocationStore for EmbeddedStore {
-    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
+    async fn allocate(&self, request: AllocationRequest) -> Outcome<Allocation> {
         self.submit(move |tables| tables.allocate(&request)).await
     }
 
@@ -226,7 +226,7 @@ impl AllocationStore for EmbeddedStore {
         self.read(move |db| tables::read_row(db, &id)).await
     }
 
-    async fn release(&self, request: ReleaseRequest) -> Result<ReleaseOutcome, StoreError> {
+    async fn release(&self, request: ReleaseRequest) -> Outcome<ReleaseOutcome> {
         self.submit(move |tables| tables.release(&request)).await
     }
 
@@ -244,7 +244,7 @@ impl LifecycleStore for EmbeddedStore {
         listing: Vec<ProviderSandbox>,
         rules: SyncRules,
         now: i64,
-    ) -> Result<SyncSummary, StoreError> {
+    ) -> Result<Result<SyncSummary, ListingRefused>, StoreError> {
         self.submit(move |tables| tables.sync_provider(listing, &rules, now))
             .await
     }
@@ -351,12 +351,7 @@ impl AdminStore for EmbeddedStore {
             .await
     }
 
-    async fn change_row(
-        &self,
-        id: &SandboxId,
-        action: RowAction,
-        now: i64,
-    ) -> Result<Sandbox, StoreError> {
+    async fn change_row(&self, id: &SandboxId, action: RowAction, now: i64) -> Outcome<Sandbox> {
         let id = id.as_str().to_owned();
         self.submit(move |tables| tables.change_row(&id, &action, now))
             .await

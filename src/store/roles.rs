@@ -10,14 +10,16 @@
 
 use async_trait::async_trait;
 
+#[cfg(doc)]
+use super::Refusal;
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
-    ListQuery, PoolStats, SandboxPage, StoreError, SyncSummary,
+    ListQuery, Outcome, PoolStats, SandboxPage, StoreError, SyncSummary,
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
-use crate::domain::lifecycle::{RowAction, SyncRules};
+use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
@@ -88,15 +90,16 @@ pub struct FinishedDeletion<'a> {
 /// What the track routes do: allocate, read, release.
 #[async_trait]
 pub trait AllocationStore: Send + Sync + 'static {
-    /// Gives the request's key its active sandbox, or allocates a new matching one.
-    /// Errors with [`StoreError::NoSandboxAvailable`] only when nothing matches.
-    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError>;
+    /// Gives the request's key its active sandbox, or allocates a new matching one;
+    /// [`Refusal::NoneAvailable`] only when nothing matches.
+    async fn allocate(&self, request: AllocationRequest) -> Outcome<Allocation>;
 
     /// The row with this id, in any status.
     async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError>;
 
     /// Releases the holder's sandbox to `pending_deletion`; repeating it changes nothing.
-    async fn release(&self, request: ReleaseRequest) -> Result<ReleaseOutcome, StoreError>;
+    /// [`Refusal::SandboxNotFound`] or [`Refusal::NotHolder`] otherwise.
+    async fn release(&self, request: ReleaseRequest) -> Outcome<ReleaseOutcome>;
 
     /// The sandbox `request`'s allocation key holds now, if any — what a replay would
     /// answer — without allocating anything.
@@ -111,13 +114,13 @@ pub trait LifecycleStore: Send + Sync + 'static {
     /// status or handed them out before, `deleted` rows it still lists past the grace are
     /// retried, and `available` rows it no longer lists become `stale`. Every change is
     /// conditional on the status it starts from. A listing that would mark more of the pool
-    /// stale than `rules` allow changes nothing: [`StoreError::ListingRefused`].
+    /// stale than `rules` allow changes nothing and is refused.
     async fn sync_provider(
         &self,
         listing: Vec<ProviderSandbox>,
         rules: SyncRules,
         now: i64,
-    ) -> Result<SyncSummary, StoreError>;
+    ) -> Result<Result<SyncSummary, ListingRefused>, StoreError>;
 
     /// Releases every allocation `policy` says has expired at `now` to `pending_deletion`,
     /// conditional on it still being that allocation, and frees its allocation key.
@@ -197,12 +200,8 @@ pub trait AdminStore: Send + Sync + 'static {
 
     /// Applies an admin's `action` to the row `id` as `domain::lifecycle::decide_row_action`
     /// decides on the row as it is, conditional on its status; the row as it became.
-    async fn change_row(
-        &self,
-        id: &SandboxId,
-        action: RowAction,
-        now: i64,
-    ) -> Result<Sandbox, StoreError>;
+    /// [`Refusal::SandboxNotFound`], or [`Refusal::RowAction`] when the rule refuses it.
+    async fn change_row(&self, id: &SandboxId, action: RowAction, now: i64) -> Outcome<Sandbox>;
 
     /// Every cordon in place.
     async fn cordons(&self) -> Result<Vec<Cordon>, StoreError>;

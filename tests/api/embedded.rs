@@ -27,20 +27,25 @@ async fn a_reopened_store_has_every_row_count_index_and_allocation_key() {
     let held = {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         store.import(sandboxes("lab-", 0, 10), 1).await.unwrap();
-        store.allocate(request("stu")).await.unwrap().sandbox
+        store
+            .allocate(request("stu"))
+            .await
+            .unwrap()
+            .unwrap()
+            .sandbox
     };
 
     let store = EmbeddedStore::open(dir.path()).unwrap();
 
     let stats = store.stats().await.unwrap();
     assert_eq!((stats.available, stats.allocated), (9, 1));
-    let replay = store.allocate(request("stu")).await.unwrap();
+    let replay = store.allocate(request("stu")).await.unwrap().unwrap();
     assert!(
         !replay.newly_allocated,
         "the allocation key survived the reopen"
     );
     assert_eq!(replay.sandbox, held);
-    let fresh = store.allocate(request("other")).await.unwrap();
+    let fresh = store.allocate(request("other")).await.unwrap().unwrap();
     assert_ne!(fresh.sandbox.sandbox_id, held.sandbox_id);
     assert_eq!(fresh.sandbox.status, SandboxStatus::Allocated);
 }
@@ -108,7 +113,12 @@ async fn a_failing_disk_acknowledges_nothing_and_fails_readiness() {
     };
     let store = EmbeddedStore::open_with_backend(disk).unwrap();
     store.import(sandboxes("lab-", 0, 5), 1).await.unwrap();
-    let held = store.allocate(request("stu-1")).await.unwrap().sandbox;
+    let held = store
+        .allocate(request("stu-1"))
+        .await
+        .unwrap()
+        .unwrap()
+        .sandbox;
 
     failing.store(true, std::sync::atomic::Ordering::SeqCst);
     let refused = store.allocate(request("stu-2")).await;

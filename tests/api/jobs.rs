@@ -283,6 +283,7 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
         })
         .await
         .unwrap()
+        .unwrap()
         .sandbox;
     let current = json_of(app.allocate("diligent").await, StatusCode::CREATED).await;
 
@@ -344,16 +345,19 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
             now - 3 * 86_400,
         )
         .await
+        .unwrap()
         .unwrap();
     app.store
         .lifecycle
         .sync_provider(listed(&[3], "lab-"), sync_rules(true), now - 2 * 86_400)
         .await
+        .unwrap()
         .unwrap();
     app.store
         .lifecycle
         .sync_provider(listed(&[3], "lab-"), sync_rules(true), now - 3600)
         .await
+        .unwrap()
         .unwrap();
 
     for bad in ["-1", "abc", "NaN"] {
@@ -423,17 +427,20 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
             now - 3 * 86_400,
         )
         .await
+        .unwrap()
         .unwrap();
     // 1 and 2 went stale two days ago, 3 an hour ago; 4 is still listed.
     app.store
         .lifecycle
         .sync_provider(listed(&[3, 4], "lab-"), sync_rules(true), now - 2 * 86_400)
         .await
+        .unwrap()
         .unwrap();
     app.store
         .lifecycle
         .sync_provider(listed(&[4], "lab-"), sync_rules(true), now - 3600)
         .await
+        .unwrap()
         .unwrap();
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -8,8 +8,8 @@ use reqwest::{Method, Response, StatusCode};
 use sandbox_broker::domain::usage::AllocationFacts;
 use sandbox_broker::domain::{NamePrefix, NiosxaasHistory, Sandbox, SandboxId};
 use sandbox_broker::store::{
-    Allocation, AllocationRequest, AllocationStore, AnalyticsStore, HealthStore, PoolStats,
-    ReleaseOutcome, ReleaseRequest, SharedStore, StoreError,
+    Allocation, AllocationRequest, AllocationStore, AnalyticsStore, HealthStore, Outcome,
+    PoolStats, ReleaseOutcome, ReleaseRequest, SharedStore, StoreError,
 };
 
 use crate::helpers::{TestApp, error_of, json_of};
@@ -412,13 +412,13 @@ impl FailingStore {
 
 #[async_trait]
 impl AllocationStore for FailingStore {
-    async fn allocate(&self, _: AllocationRequest) -> Result<Allocation, StoreError> {
+    async fn allocate(&self, _: AllocationRequest) -> Outcome<Allocation> {
         Err(self.fail())
     }
     async fn get(&self, _: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
         Err(self.fail())
     }
-    async fn release(&self, _: ReleaseRequest) -> Result<ReleaseOutcome, StoreError> {
+    async fn release(&self, _: ReleaseRequest) -> Outcome<ReleaseOutcome> {
         Err(self.fail())
     }
     async fn held_by(&self, _: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {

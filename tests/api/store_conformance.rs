@@ -12,7 +12,7 @@ use sandbox_broker::domain::{
     StudentKey, TrackName,
 };
 use sandbox_broker::store::{
-    AllocationKey, AllocationRequest, JobRecord, LeaseOutcome, ListQuery, SharedStore, StoreError,
+    AllocationKey, AllocationRequest, JobRecord, LeaseOutcome, ListQuery, Refusal, SharedStore,
 };
 
 use crate::helpers::{listed, sandboxes, sync_rules};
@@ -82,6 +82,7 @@ pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(stor
             .allocation
             .allocate(request(&format!("s{n}")))
             .await
+            .unwrap()
             .unwrap();
         assert!(allocation.newly_allocated);
         assert_eq!(allocation.sandbox.status, SandboxStatus::Allocated);
@@ -100,7 +101,7 @@ pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(stor
     assert_eq!(ids.len(), 3);
     assert!(matches!(
         store.allocation.allocate(request("s9")).await,
-        Err(StoreError::NoSandboxAvailable)
+        Ok(Err(Refusal::NoneAvailable))
     ));
 }
 
@@ -110,12 +111,27 @@ pub async fn the_same_key_replays_and_other_keys_get_other_sandboxes(store: Shar
         .import(sandboxes("lab-", 0, 5), NOW)
         .await
         .unwrap();
-    let first = store.allocation.allocate(request("s1")).await.unwrap();
-    let replay = store.allocation.allocate(request("s1")).await.unwrap();
+    let first = store
+        .allocation
+        .allocate(request("s1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let replay = store
+        .allocation
+        .allocate(request("s1"))
+        .await
+        .unwrap()
+        .unwrap();
     let mut keyed = request("s1");
     keyed.key.idempotency_key = Some(IdempotencyKey::parse("k", "second").unwrap());
-    let second = store.allocation.allocate(keyed.clone()).await.unwrap();
-    let second_replay = store.allocation.allocate(keyed).await.unwrap();
+    let second = store
+        .allocation
+        .allocate(keyed.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let second_replay = store.allocation.allocate(keyed).await.unwrap().unwrap();
 
     assert!(!replay.newly_allocated);
     assert_eq!(replay.sandbox, first.sandbox);
@@ -141,6 +157,7 @@ pub async fn prefixes_select_by_name_and_exhaust_separately(store: SharedStore) 
         .allocation
         .allocate(with_prefix(request("s1"), "lab-b-"))
         .await
+        .unwrap()
         .unwrap();
     let b_again = store
         .allocation
@@ -150,6 +167,7 @@ pub async fn prefixes_select_by_name_and_exhaust_separately(store: SharedStore) 
         .allocation
         .allocate(with_prefix(request("s3"), "lab-a"))
         .await
+        .unwrap()
         .unwrap();
     let none = store
         .allocation
@@ -157,9 +175,9 @@ pub async fn prefixes_select_by_name_and_exhaust_separately(store: SharedStore) 
         .await;
 
     assert!(b.sandbox.name.starts_with("lab-b-"));
-    assert!(matches!(b_again, Err(StoreError::NoSandboxAvailable)));
+    assert!(matches!(b_again, Ok(Err(Refusal::NoneAvailable))));
     assert!(a.sandbox.name.starts_with("lab-a-"));
-    assert!(matches!(none, Err(StoreError::NoSandboxAvailable)));
+    assert!(matches!(none, Ok(Err(Refusal::NoneAvailable))));
 }
 
 pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: SharedStore) {
@@ -173,6 +191,7 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
         .allocate(request("s1"))
         .await
         .unwrap()
+        .unwrap()
         .sandbox;
     let held_id = id(&held.sandbox_id);
     let unheld = ["1", "2", "3"]
@@ -185,14 +204,14 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
             .allocation
             .release(release_of(&id("nope"), &student("s1"), NOW))
             .await,
-        Err(StoreError::SandboxNotFound)
+        Ok(Err(Refusal::SandboxNotFound))
     ));
     assert!(matches!(
         store
             .allocation
             .release(release_of(&held_id, &student("s2"), NOW))
             .await,
-        Err(StoreError::NotOwner)
+        Ok(Err(Refusal::NotHolder))
     ));
     assert!(
         matches!(
@@ -200,7 +219,7 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
                 .allocation
                 .release(release_of(&id(unheld), &student("s1"), NOW))
                 .await,
-            Err(StoreError::NotOwner)
+            Ok(Err(Refusal::NotHolder))
         ),
         "an available row has no owner"
     );
@@ -208,11 +227,13 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
         .allocation
         .release(release_of(&held_id, &student("s1"), NOW + 5))
         .await
+        .unwrap()
         .unwrap();
     let repeat = store
         .allocation
         .release(release_of(&held_id, &student("s1"), NOW + 9))
         .await
+        .unwrap()
         .unwrap();
 
     assert!(marked.newly_released);
@@ -224,7 +245,12 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
         Some(NOW + 5),
         "a repeat changes nothing"
     );
-    let next = store.allocation.allocate(request("s1")).await.unwrap();
+    let next = store
+        .allocation
+        .allocate(request("s1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(next.newly_allocated);
     assert_ne!(next.sandbox.sandbox_id, held.sandbox_id);
 }
@@ -240,6 +266,7 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
         .allocation
         .allocate(request("s1"))
         .await
+        .unwrap()
         .unwrap()
         .sandbox;
 
@@ -257,6 +284,7 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
         .allocation
         .allocate(with_prefix(request("s2"), "new-"))
         .await
+        .unwrap()
         .unwrap();
     assert!(
         renamed.sandbox.name.starts_with("new-"),
@@ -267,7 +295,7 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
             .allocation
             .allocate(with_prefix(request("s3"), "lab-"))
             .await
-            .is_err(),
+            .is_ok_and(|outcome| outcome.is_err()),
         "old names are gone from the index"
     );
 }
@@ -299,6 +327,7 @@ pub async fn list_pages_visit_every_match_once(store: SharedStore) {
             .allocation
             .allocate(request(&format!("s{n}")))
             .await
+            .unwrap()
             .unwrap();
     }
 
@@ -362,6 +391,7 @@ pub async fn available_by_prefix_counts_what_a_prefix_allocation_can_get(store: 
             .allocation
             .allocate(with_prefix(request(&format!("s{n}")), "dns-"))
             .await
+            .unwrap()
             .unwrap();
     }
     let prefix = |raw: &str| sandbox_broker::domain::NamePrefix::parse("p", raw).unwrap();
@@ -394,12 +424,13 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
     for n in 0..4 {
         let mut r = request(&format!("s{n}"));
         r.track_name = Some(TrackName::parse("t", if n < 3 { "dns" } else { "sec" }).unwrap());
-        let held = store.allocation.allocate(r).await.unwrap().sandbox;
+        let held = store.allocation.allocate(r).await.unwrap().unwrap().sandbox;
         if n == 0 {
             store
                 .allocation
                 .release(release_of(&id(&held.sandbox_id), &student("s0"), NOW))
                 .await
+                .unwrap()
                 .unwrap();
         }
     }
@@ -457,7 +488,12 @@ pub async fn bulk_delete_removes_exactly_one_status(store: SharedStore) {
         .import(sandboxes("lab-", 0, 6), NOW)
         .await
         .unwrap();
-    store.allocation.allocate(request("s1")).await.unwrap();
+    store
+        .allocation
+        .allocate(request("s1"))
+        .await
+        .unwrap()
+        .unwrap();
 
     let removed = store
         .admin
@@ -475,7 +511,7 @@ pub async fn bulk_delete_removes_exactly_one_status(store: SharedStore) {
     assert_eq!((stats.available, stats.allocated, stats.total()), (0, 1, 1));
     assert!(matches!(
         store.allocation.allocate(request("s2")).await,
-        Err(StoreError::NoSandboxAvailable)
+        Ok(Err(Refusal::NoneAvailable))
     ));
     store
         .admin
@@ -510,10 +546,13 @@ pub async fn concurrent_allocations_never_share_a_sandbox(store: SharedStore) {
         .map(Result::unwrap)
         .collect();
 
-    let ok: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let ok: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok()?.as_ref().ok())
+        .collect();
     let exhausted = results
         .iter()
-        .filter(|r| matches!(r, Err(StoreError::NoSandboxAvailable)))
+        .filter(|r| matches!(r, Ok(Err(Refusal::NoneAvailable))))
         .count();
     assert_eq!(ok.len() + exhausted, 80, "only exhaustion may fail");
     let per_student: std::collections::HashMap<&str, HashSet<&str>> =
@@ -586,6 +625,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         .lifecycle
         .sync_provider(listed(&[1, 2, 3, 4, 5], "lab-"), sync_rules(true), NOW)
         .await
+        .unwrap()
         .unwrap();
     assert_eq!((first.synced, first.added, first.marked_stale), (5, 5, 0));
     let held = store
@@ -593,17 +633,20 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         .allocate(request("s1"))
         .await
         .unwrap()
+        .unwrap()
         .sandbox;
     let released = store
         .allocation
         .allocate(request("s2"))
         .await
         .unwrap()
+        .unwrap()
         .sandbox;
     store
         .allocation
         .release(release_of(&id(&released.sandbox_id), &student("s2"), NOW))
         .await
+        .unwrap()
         .unwrap();
 
     // The provider still lists everything but drops one available sandbox and renames one.
@@ -630,6 +673,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         .lifecycle
         .sync_provider(listing.clone(), sync_rules(true), NOW + 10)
         .await
+        .unwrap()
         .unwrap();
 
     assert_eq!(second.added, 1, "sandbox 6 is new");
@@ -665,6 +709,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
             NOW + 20,
         )
         .await
+        .unwrap()
         .unwrap();
     assert_eq!((third.restored, third.marked_stale, third.added), (1, 0, 0));
     assert_eq!(
@@ -682,6 +727,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
             NOW + 20,
         )
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(
         (
@@ -885,16 +931,24 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         .allocate(short.clone())
         .await
         .unwrap()
+        .unwrap()
         .sandbox;
     let long = store
         .allocation
         .allocate(request("long"))
         .await
         .unwrap()
+        .unwrap()
         .sandbox;
     let mut marked = request("marked");
     marked.lab_duration_hours = 1;
-    let released = store.allocation.allocate(marked).await.unwrap().sandbox;
+    let released = store
+        .allocation
+        .allocate(marked)
+        .await
+        .unwrap()
+        .unwrap()
+        .sandbox;
     store
         .allocation
         .release(release_of(
@@ -903,6 +957,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
             NOW + 60,
         ))
         .await
+        .unwrap()
         .unwrap();
     let grace = 1800;
     // The configured duration is long; this service's own 1 h allocations keep theirs.
@@ -951,7 +1006,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         Some(NOW + 60),
         "the owner's own release stands"
     );
-    let next = store.allocation.allocate(short).await.unwrap();
+    let next = store.allocation.allocate(short).await.unwrap().unwrap();
     assert!(next.newly_allocated, "the expired key gets a new sandbox");
     assert_ne!(next.sandbox.sandbox_id, ended.sandbox_id);
 }
@@ -961,11 +1016,13 @@ pub async fn stale_rows_are_removed_only_after_their_grace(store: SharedStore) {
         .lifecycle
         .sync_provider(listed(&[1, 2, 3], "lab-"), sync_rules(true), NOW)
         .await
+        .unwrap()
         .unwrap();
     store
         .lifecycle
         .sync_provider(listed(&[3], "lab-"), sync_rules(true), NOW + 100)
         .await
+        .unwrap()
         .unwrap();
 
     let early = store
@@ -998,6 +1055,7 @@ async fn released_rows(store: &SharedStore, count: u64) -> Vec<SandboxId> {
             .allocate(request(&format!("s{n}")))
             .await
             .unwrap()
+            .unwrap()
             .sandbox;
         store
             .allocation
@@ -1007,6 +1065,7 @@ async fn released_rows(store: &SharedStore, count: u64) -> Vec<SandboxId> {
                 NOW,
             ))
             .await
+            .unwrap()
             .unwrap();
         pending.push(id(&held.sandbox_id));
     }

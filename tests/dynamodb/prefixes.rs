@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt};
 use sandbox_broker::domain::{NamePrefix, StudentKey};
 use sandbox_broker::store::dynamo::{self, DynamoStore};
 use sandbox_broker::store::{
-    AdminStore, AllocationKey, AllocationRequest, AllocationStore, StoreError,
+    AdminStore, AllocationKey, AllocationRequest, AllocationStore, Refusal,
 };
 
 use crate::helpers::sandboxes;
@@ -49,7 +49,7 @@ async fn two_thousand_invented_prefixes_keep_the_candidate_queues_bounded_and_re
     store.import(pool, 1_800_000_000).await.unwrap();
 
     // Every 100th request is a real student of lab a or b; the rest invent a prefix.
-    let outcomes: Vec<(usize, Result<String, StoreError>)> = stream::iter(0..=INVENTED)
+    let outcomes: Vec<(usize, sandbox_broker::store::Outcome<String>)> = stream::iter(0..=INVENTED)
         .map(|n| {
             let store = Arc::clone(&store);
             async move {
@@ -61,7 +61,10 @@ async fn two_thousand_invented_prefixes_keep_the_candidate_queues_bounded_and_re
                 };
                 let got = store.allocate(request(&format!("stu-{n}"), &prefix)).await;
                 assert!(store.candidate_prefixes() <= BOUND);
-                (n, got.map(|allocation| allocation.sandbox.name))
+                (
+                    n,
+                    got.map(|got| got.map(|allocation| allocation.sandbox.name)),
+                )
             }
         })
         .buffer_unordered(32)
@@ -71,13 +74,16 @@ async fn two_thousand_invented_prefixes_keep_the_candidate_queues_bounded_and_re
     let mut served = 0;
     for (n, outcome) in outcomes {
         if n % 100 == 0 {
-            let name = outcome.unwrap_or_else(|err| panic!("real student {n}: {err}"));
+            let name = match outcome {
+                Ok(Ok(name)) => name,
+                other => panic!("real student {n}: {other:?}"),
+            };
             let expected = if n % 200 == 0 { "lab-a-" } else { "lab-b-" };
             assert!(name.starts_with(expected), "{n}: {name}");
             served += 1;
         } else {
             assert!(
-                matches!(outcome, Err(StoreError::NoSandboxAvailable)),
+                matches!(outcome, Ok(Err(Refusal::NoneAvailable))),
                 "{n}: {outcome:?}"
             );
         }

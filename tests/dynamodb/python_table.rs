@@ -628,6 +628,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         .lifecycle
         .sync_provider(Vec::new(), crate::helpers::sync_rules(true), now)
         .await
+        .unwrap()
         .unwrap();
     let audit = app
         .admin(Method::POST, "/v1/admin/audit")

@@ -18,7 +18,7 @@ use crate::http::extract::{JsonBody, Query, SandboxIdPath};
 use crate::http::handlers::admin::views::AdminSandboxView;
 use crate::http::handlers::admin::{given, integer_in};
 use crate::http::state::AppState;
-use crate::store::{ReleaseRequest, StoreError};
+use crate::store::{Refusal, ReleaseRequest};
 
 /// The longest reason an admin may give.
 const MAX_REASON_CHARS: usize = 512;
@@ -122,8 +122,11 @@ pub async fn release(
         })
         .await
     {
-        Ok(outcome) => outcome.sandbox,
-        Err(StoreError::NotOwner) => return Err(ApiError::NotAllocated(SandboxStatus::Allocated)),
+        Ok(Ok(outcome)) => outcome.sandbox,
+        Ok(Err(Refusal::NotHolder)) => {
+            return Err(ApiError::NotAllocated(SandboxStatus::Allocated));
+        }
+        Ok(Err(refusal)) => return Err(refusal.into()),
         Err(err) => return Err(err.into()),
     };
     record(
@@ -230,7 +233,7 @@ async fn row_action(
         .store
         .admin
         .change_row(id, action, app.clock.now())
-        .await?;
+        .await??;
     let done = Done {
         action: name,
         target: Some(id.as_str().to_owned()),

@@ -78,7 +78,7 @@ pub async fn allocate_sandbox(
     }
     let (outcome, result) =
         allocation::allocate(&*app.store.allocation, &app.metrics, request).await;
-    let allocation = result?;
+    let allocation = result??;
     let status = if allocation.newly_allocated {
         StatusCode::CREATED
     } else {
@@ -113,7 +113,7 @@ pub async fn get_sandbox(
     SandboxIdPath(id): SandboxIdPath,
     Student(student): Student,
 ) -> Result<Json<SandboxView>> {
-    let sandbox = allocation::owned_sandbox(&*app.store.allocation, &id, &student).await?;
+    let sandbox = allocation::owned_sandbox(&*app.store.allocation, &id, &student).await??;
     Ok(Json(SandboxView::new(&sandbox, app.lab)))
 }
 
@@ -145,6 +145,6 @@ pub async fn mark_for_deletion(
             now: app.clock.now(),
         },
     )
-    .await?;
+    .await??;
     Ok(Json(MarkView::from(&marked.sandbox)))
 }

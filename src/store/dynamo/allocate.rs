@@ -53,7 +53,7 @@ use super::item::{returned_row, row_found_by_update};
 use super::update::unread_available;
 use crate::domain::lifecycle;
 use crate::domain::{Sandbox, SandboxStatus};
-use crate::store::{Allocation, AllocationRequest, StoreError};
+use crate::store::{Allocation, AllocationRequest, Outcome, Refusal, StoreError};
 
 /// How long the id of a request that answered 503 is remembered for adoption.
 const ABANDONED_MEMORY: Duration = Duration::from_secs(600);
@@ -115,19 +115,38 @@ impl Race<'_> {
     }
 }
 
+/// Why a race for a sandbox stopped without one.
+enum Stop {
+    /// The pool has no match: the request is refused.
+    NoneAvailable,
+    /// The store failed.
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(err: StoreError) -> Self {
+        Self::Failed(err)
+    }
+}
+
 impl DynamoStore {
     /// Runs the protocol for `request` until it has an answer or `budget` runs out.
     pub(super) async fn allocate_within(
         &self,
         budget: &Budget,
         request: &AllocationRequest,
-    ) -> Result<Allocation, StoreError> {
+    ) -> Outcome<Allocation> {
         let me = uuid::Uuid::new_v4().simple().to_string();
-        let result = self.race(budget, request, me.clone()).await;
-        if let Err(StoreError::Unavailable(_)) = &result {
-            self.abandoned.remember(me);
+        match self.race(budget, request, me.clone()).await {
+            Ok(allocation) => Ok(Ok(allocation)),
+            Err(Stop::NoneAvailable) => Ok(Err(Refusal::NoneAvailable)),
+            Err(Stop::Failed(err)) => {
+                if let StoreError::Unavailable(_) = &err {
+                    self.abandoned.remember(me);
+                }
+                Err(err)
+            }
         }
-        result
     }
 
     /// See [`crate::store::AllocationStore::held_by`]: the Python service's allocation for the key,
@@ -155,7 +174,7 @@ impl DynamoStore {
         budget: &Budget,
         request: &AllocationRequest,
         me: String,
-    ) -> Result<Allocation, StoreError> {
+    ) -> Result<Allocation, Stop> {
         // A student the Python service served keeps that sandbox (see `foreign.rs`).
         if let Some(row) = self.foreign_allocation(budget, request).await? {
             return Ok(Allocation {
@@ -185,7 +204,7 @@ impl DynamoStore {
                 Err(DynamoError::Conflict) => self.candidates.give_back(race.prefix, candidate),
                 Err(DynamoError::Store(err)) => {
                     self.candidates.give_back(race.prefix, candidate);
-                    return Err(err);
+                    return Err(err.into());
                 }
             }
         }
@@ -196,12 +215,18 @@ impl DynamoStore {
                 race.pauses += 1;
                 race.lost_in_a_row = 0;
                 if Instant::now() + pause >= budget.deadline() {
-                    return Err(self.calls.deadline_exceeded(budget, "racing for a sandbox"));
+                    return Err(self
+                        .calls
+                        .deadline_exceeded(budget, "racing for a sandbox")
+                        .into());
                 }
                 tokio::time::sleep(pause).await;
             }
             if budget.expired() {
-                return Err(self.calls.deadline_exceeded(budget, "racing for a sandbox"));
+                return Err(self
+                    .calls
+                    .deadline_exceeded(budget, "racing for a sandbox")
+                    .into());
             }
             if let Some(done) = self.follow_key(budget, &mut race).await? {
                 return Ok(done);
@@ -239,17 +264,17 @@ impl DynamoStore {
     }
 
     /// One round of the slow path: read the key item and act on what its sandbox is.
-    async fn follow_key(&self, budget: &Budget, race: &mut Race<'_>) -> Result<Step, StoreError> {
+    async fn follow_key(&self, budget: &Budget, race: &mut Race<'_>) -> Result<Step, Stop> {
         let Some(current) = self.read_key(budget, &race.key).await? else {
             // No key item (never made, or freed by a mark just now): start one.
             let candidate = self.candidate_or_empty(budget, race.prefix).await?;
             return match self.create_key(budget, race, &candidate).await {
-                Ok(()) => self.claim(budget, race, &candidate, true).await,
+                Ok(()) => Ok(self.claim(budget, race, &candidate, true).await?),
                 Err(DynamoError::Conflict) => {
                     self.candidates.give_back(race.prefix, candidate);
                     Ok(None)
                 }
-                Err(DynamoError::Store(err)) => Err(err),
+                Err(DynamoError::Store(err)) => Err(err.into()),
             };
         };
         let mine = current.made_by(&race.me)
@@ -263,7 +288,7 @@ impl DynamoStore {
                 Ok(Some(race.done(row, mine)))
             }
             Some(row) if row.status == SandboxStatus::Available => {
-                self.claim(budget, race, &row.sandbox_id, mine).await
+                Ok(self.claim(budget, race, &row.sandbox_id, mine).await?)
             }
             _ => {
                 let candidate = self.candidate_or_empty(budget, race.prefix).await?;
@@ -271,27 +296,23 @@ impl DynamoStore {
                     .repoint_key(budget, race, &current.sandbox_id, &candidate)
                     .await
                 {
-                    Ok(()) => self.claim(budget, race, &candidate, true).await,
+                    Ok(()) => Ok(self.claim(budget, race, &candidate, true).await?),
                     Err(DynamoError::Conflict) => {
                         self.candidates.give_back(race.prefix, candidate);
                         Ok(None)
                     }
-                    Err(DynamoError::Store(err)) => Err(err),
+                    Err(DynamoError::Store(err)) => Err(err.into()),
                 }
             }
         }
     }
 
     /// A candidate for a key that needs a (new) sandbox; none means the pool has no match: 409.
-    async fn candidate_or_empty(
-        &self,
-        budget: &Budget,
-        prefix: &str,
-    ) -> Result<String, StoreError> {
+    async fn candidate_or_empty(&self, budget: &Budget, prefix: &str) -> Result<String, Stop> {
         self.candidates
             .take(self, budget, prefix)
             .await?
-            .ok_or(StoreError::NoSandboxAvailable)
+            .ok_or(Stop::NoneAvailable)
     }
 
     /// Write 2: `available` → `allocated` for this key, or a conflict to retry on. `mine`:

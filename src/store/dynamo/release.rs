@@ -10,7 +10,9 @@ use super::error::DynamoError;
 use super::item::{self, returned_row, s, sandbox_key};
 use crate::domain::lifecycle::{self, Change, NotHolder, Release};
 use crate::domain::{Sandbox, SandboxId};
-use crate::store::{ReleaseOutcome, ReleaseRequest, StoreError, allocation_key_of_row};
+use crate::store::{
+    Outcome, Refusal, ReleaseOutcome, ReleaseRequest, StoreError, allocation_key_of_row,
+};
 
 impl DynamoStore {
     /// Frees the allocation key that points at `row`, if it still does. Best effort:
@@ -56,24 +58,23 @@ impl DynamoStore {
         &self,
         budget: &Budget,
         request: &ReleaseRequest,
-    ) -> Result<ReleaseOutcome, StoreError> {
+    ) -> Outcome<ReleaseOutcome> {
         let ReleaseRequest {
             id,
             holder: student,
             now,
         } = request;
         let now = *now;
-        let row = self
-            .row(budget, id.as_str())
-            .await?
-            .ok_or(StoreError::SandboxNotFound)?;
+        let Some(row) = self.row(budget, id.as_str()).await? else {
+            return Ok(Err(Refusal::SandboxNotFound));
+        };
         let change = match lifecycle::release(&row, student, now) {
-            Err(NotHolder) => return Err(StoreError::NotOwner),
+            Err(NotHolder) => return Ok(Err(Refusal::NotHolder)),
             Ok(Release::Repeat) => {
-                return Ok(ReleaseOutcome {
+                return Ok(Ok(ReleaseOutcome {
                     sandbox: row,
                     newly_released: false,
-                });
+                }));
             }
             Ok(Release::Mark(change)) => change,
         };
@@ -82,25 +83,24 @@ impl DynamoStore {
             Ok(output) => {
                 let sandbox = returned_row(output.attributes)?;
                 self.free_allocation_key(budget, &sandbox).await;
-                Ok(ReleaseOutcome {
+                Ok(Ok(ReleaseOutcome {
                     sandbox,
                     newly_released: true,
-                })
+                }))
             }
             // A concurrent mark (or expiry) got there first — or our own earlier attempt,
             // sent again: report the row as it is now.
             Err(DynamoError::Conflict) => {
-                let row = self
-                    .row(budget, id.as_str())
-                    .await?
-                    .ok_or(StoreError::SandboxNotFound)?;
+                let Some(row) = self.row(budget, id.as_str()).await? else {
+                    return Ok(Err(Refusal::SandboxNotFound));
+                };
                 if row.is_held_by(student) {
-                    Ok(ReleaseOutcome {
+                    Ok(Ok(ReleaseOutcome {
                         newly_released: lifecycle::release_applied(&row, now),
                         sandbox: row,
-                    })
+                    }))
                 } else {
-                    Err(StoreError::NotOwner)
+                    Ok(Err(Refusal::NotHolder))
                 }
             }
             Err(DynamoError::Store(err)) => Err(err),
@@ -115,18 +115,20 @@ impl DynamoStore {
         id: &SandboxId,
         action: &lifecycle::RowAction,
         now: i64,
-    ) -> Result<Sandbox, StoreError> {
+    ) -> Outcome<Sandbox> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
         for _ in 0..3 {
-            let old = self
-                .row(&budget, id.as_str())
-                .await?
-                .ok_or(StoreError::SandboxNotFound)?;
-            let change = lifecycle::decide_row_action(&old, action, now)?;
+            let Some(old) = self.row(&budget, id.as_str()).await? else {
+                return Ok(Err(Refusal::SandboxNotFound));
+            };
+            let change = match lifecycle::decide_row_action(&old, action, now) {
+                Ok(change) => change,
+                Err(refused) => return Ok(Err(refused.into())),
+            };
             let update = self.apply_change(&old, &change);
             match self.calls.send(&budget, || update.clone().send()).await {
-                Ok(_) => return Ok(change.row),
+                Ok(_) => return Ok(Ok(change.row)),
                 Err(DynamoError::Conflict) => continue,
                 Err(DynamoError::Store(err)) => return Err(err),
             }

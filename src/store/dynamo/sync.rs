@@ -28,7 +28,7 @@ use super::schema::STATUS_NAME_INDEX;
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::audit::ListingSnapshot;
 use crate::domain::lifecycle::{
-    self, Change, Decision, Prior, SYNC_NEVER_WRITES, SyncRules, SyncStep, Upsert,
+    self, Change, Decision, ListingRefused, Prior, SYNC_NEVER_WRITES, SyncRules, SyncStep, Upsert,
 };
 use crate::domain::{NewSandbox, ProviderSandbox, Sandbox, SandboxStatus};
 use crate::store::{ImportSummary, StoreError, SyncSummary};
@@ -66,7 +66,7 @@ impl DynamoStore {
         listing: Vec<ProviderSandbox>,
         rules: &SyncRules,
         now: i64,
-    ) -> Result<SyncSummary, StoreError> {
+    ) -> Result<Result<SyncSummary, ListingRefused>, StoreError> {
         let mut known: HashMap<String, Sandbox> = HashMap::new();
         for status in lifecycle::SYNC_REPLACES {
             for row in self.rows_in_status(status).await? {
@@ -106,7 +106,9 @@ impl DynamoStore {
             .into_values()
             .filter(|row| lifecycle::goes_stale(row.status))
             .collect();
-        rules.believe(available, unlisted.len() as u64)?;
+        if let Err(refused) = rules.believe(available, unlisted.len() as u64) {
+            return Ok(Err(refused));
+        }
         let decide = |prior: Prior<'_>, incoming: &NewSandbox| {
             lifecycle::sync_listed(prior, incoming, rules, now)
         };
@@ -136,7 +138,7 @@ impl DynamoStore {
             .await?;
         summary.marked_stale = staled.into_iter().filter(|done| *done).count() as u64;
         self.record_listing(&snapshot).await?;
-        Ok(summary)
+        Ok(Ok(summary))
     }
 
     /// Imports `rows` (see [`crate::store::AdminStore::import`]), `BULK_CONCURRENCY` at once.

@@ -39,8 +39,8 @@ use crate::domain::{
 };
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
-    ListCursor, ListQuery, PoolStats, ReleaseOutcome, ReleaseRequest, SandboxPage, StoreError,
-    SyncSummary, allocation_key_of_row, finished_change,
+    ListCursor, ListQuery, Outcome, PoolStats, Refusal, ReleaseOutcome, ReleaseRequest,
+    SandboxPage, StoreError, SyncSummary, allocation_key_of_row, finished_change,
 };
 
 /// `sandbox_id` → the row as JSON.

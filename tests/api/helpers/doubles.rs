@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use sandbox_broker::domain::actions::{ActionPage, AdminAction};
 use sandbox_broker::domain::{Sandbox, SandboxId};
 use sandbox_broker::store::{
-    ActionLog, Allocation, AllocationRequest, AllocationStore, ReleaseOutcome, ReleaseRequest,
-    SharedStore, StoreError,
+    ActionLog, Allocation, AllocationRequest, AllocationStore, Outcome, ReleaseOutcome,
+    ReleaseRequest, SharedStore, StoreError,
 };
 use tokio::sync::{Notify, Semaphore};
 
@@ -34,7 +34,7 @@ impl GatedStore {
 
 #[async_trait]
 impl AllocationStore for GatedStore {
-    async fn allocate(&self, request: AllocationRequest) -> Result<Allocation, StoreError> {
+    async fn allocate(&self, request: AllocationRequest) -> Outcome<Allocation> {
         self.entered.notify_one();
         let _permit = self
             .gate
@@ -46,7 +46,7 @@ impl AllocationStore for GatedStore {
     async fn get(&self, id: &SandboxId) -> Result<Option<Sandbox>, StoreError> {
         self.inner.allocation.get(id).await
     }
-    async fn release(&self, request: ReleaseRequest) -> Result<ReleaseOutcome, StoreError> {
+    async fn release(&self, request: ReleaseRequest) -> Outcome<ReleaseOutcome> {
         self.inner.allocation.release(request).await
     }
     async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {

@@ -49,18 +49,18 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn allocate(
         &mut self,
         request: &AllocationRequest,
-    ) -> Result<Allocation, StoreError> {
+    ) -> Outcome<Allocation> {
         if let Some(sandbox) = self.active_allocation(request)? {
-            return Ok(Allocation {
+            return Ok(Ok(Allocation {
                 sandbox,
                 newly_allocated: false,
                 conflicts: 0,
-            });
+            }));
         }
         let prefix = request.name_prefix.as_ref().map_or("", |p| p.as_str());
-        let old = self
-            .first_available(prefix)?
-            .ok_or(StoreError::NoSandboxAvailable)?;
+        let Some(old) = self.first_available(prefix)? else {
+            return Ok(Err(Refusal::NoneAvailable));
+        };
         // Read inside this write transaction, so the decision's expectation holds.
         let new = lifecycle::allocate(&old, &request.grant())
             .ok_or_else(|| {
@@ -77,10 +77,10 @@ impl Tables<'_> {
         self.allocation_keys
             .insert(request.key.encoded().as_str(), new.sandbox_id.as_str())
             .map_err(storage)?;
-        Ok(Allocation {
+        Ok(Ok(Allocation {
             sandbox: new,
             newly_allocated: true,
             conflicts: 0,
-        })
+        }))
     }
 }

@@ -7,27 +7,27 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn release(
         &mut self,
         request: &ReleaseRequest,
-    ) -> Result<ReleaseOutcome, StoreError> {
-        let old = self
-            .row(request.id.as_str())?
-            .ok_or(StoreError::SandboxNotFound)?;
+    ) -> Outcome<ReleaseOutcome> {
+        let Some(old) = self.row(request.id.as_str())? else {
+            return Ok(Err(Refusal::SandboxNotFound));
+        };
         // Read inside this write transaction, so the decision's expectation holds.
         let new = match lifecycle::release(&old, &request.holder, request.now) {
-            Err(NotHolder) => return Err(StoreError::NotOwner),
+            Err(NotHolder) => return Ok(Err(Refusal::NotHolder)),
             Ok(Release::Repeat) => {
-                return Ok(ReleaseOutcome {
+                return Ok(Ok(ReleaseOutcome {
                     sandbox: old,
                     newly_released: false,
-                });
+                }));
             }
             Ok(Release::Mark(change)) => change.row,
         };
         self.put(Some(&old), &new)?;
         self.free_allocation_key(&old)?;
-        Ok(ReleaseOutcome {
+        Ok(Ok(ReleaseOutcome {
             sandbox: new,
             newly_released: true,
-        })
+        }))
     }
 
     /// Frees the allocation key of a released row, if it still points at it: the key's
@@ -53,10 +53,15 @@ impl Tables<'_> {
         id: &str,
         action: &lifecycle::RowAction,
         now: i64,
-    ) -> Result<Sandbox, StoreError> {
-        let old = self.row(id)?.ok_or(StoreError::SandboxNotFound)?;
-        let change = lifecycle::decide_row_action(&old, action, now)?;
+    ) -> Outcome<Sandbox> {
+        let Some(old) = self.row(id)? else {
+            return Ok(Err(Refusal::SandboxNotFound));
+        };
+        let change = match lifecycle::decide_row_action(&old, action, now) {
+            Ok(change) => change,
+            Err(refused) => return Ok(Err(refused.into())),
+        };
         self.put(Some(&old), &change.row)?;
-        Ok(change.row)
+        Ok(Ok(change.row))
     }
 }

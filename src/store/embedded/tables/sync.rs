@@ -33,7 +33,7 @@ impl Tables<'_> {
         listing: Vec<ProviderSandbox>,
         rules: &lifecycle::SyncRules,
         now: i64,
-    ) -> Result<SyncSummary, StoreError> {
+    ) -> Result<Result<SyncSummary, lifecycle::ListingRefused>, StoreError> {
         let snapshot = crate::domain::audit::ListingSnapshot {
             taken_at: now,
             ids: listing
@@ -51,7 +51,9 @@ impl Tables<'_> {
                 missing.push(id.value().to_owned());
             }
         }
-        rules.believe(available, missing.len() as u64)?;
+        if let Err(refused) = rules.believe(available, missing.len() as u64) {
+            return Ok(Err(refused));
+        }
         let mut summary = SyncSummary::default();
         for sandbox in listing {
             let incoming = NewSandbox::from(sandbox);
@@ -74,7 +76,7 @@ impl Tables<'_> {
             summary.marked_stale += 1;
         }
         self.record_listing(&snapshot)?;
-        Ok(summary)
+        Ok(Ok(summary))
     }
 
     /// Removes stale rows stale since `stale_since` or earlier.
