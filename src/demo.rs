@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use crate::app::{Application, StartupError, shutdown_signal};
 use crate::config::{Config, LogFormat, StoreKind, TokenList};
-use crate::jobs::{JobCounts, JobName};
 use crate::provider::ProviderSandbox;
 use crate::provider::simulated::server::{self, SimulatorConfig};
 use crate::provider::simulated::{SimulatedProvider, account};
@@ -75,7 +74,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
     let provider = Arc::new(SimulatedProvider::new(demo_accounts()));
     let port_base = config.http.api_base_path.clone();
     let app = Application::build_with_provider(config, store, provider).await?;
-    let first_sync = app.jobs().run(JobName::Sync).await.map_err(|err| {
+    let first_sync = app.jobs().sync().await.map_err(|err| {
         StartupError::Demo(format!(
             "the demo's first sync failed: {}",
             error_chain(&err)
@@ -97,10 +96,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
          curl -s http://127.0.0.1:{port}{base}/admin/jobs -H 'Authorization: Bearer {admin}'\n\
          API docs: http://127.0.0.1:{port}{base}/docs    dashboard: http://127.0.0.1:{port}/dashboard\n",
         dir = scratch.path().display(),
-        synced = match first_sync.counts {
-            JobCounts::Sync { summary, .. } => summary.synced,
-            _ => 0,
-        },
+        synced = first_sync.counts.summary.synced,
         prefixes = DEMO_PREFIXES.join(", "),
     );
     let result = app.run_until_signalled().await;

@@ -22,8 +22,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use self::cleanup::CleanupCounts;
 use self::report::log_run;
-pub use self::report::{JobCounts, JobName, JobReport, Trigger};
+pub use self::report::{
+    AuditCounts, ExpiryCounts, JobName, JobReport, RunCounts, StaleCounts, SyncCounts, Trigger,
+};
 use crate::domain::LabPolicy;
 use crate::domain::audit::AuditRules;
 use crate::domain::clock::{SharedClock, SystemClock, millis};
@@ -167,19 +170,139 @@ impl Jobs {
         self.provider.as_deref().ok_or(JobError::NoProvider)
     }
 
-    /// Runs `job` once now, under its lease, as an admin asked: cleanup tries every pending
-    /// row regardless of backoff. Refused if the job runs here or elsewhere.
-    pub async fn run(&self, job: JobName) -> Result<JobReport, JobError> {
-        self.run_leased(job, Trigger::Admin).await
+    /// Syncs now, under the lease, as an admin asked. Refused if a sync runs here or
+    /// elsewhere.
+    pub async fn sync(&self) -> Result<JobReport<SyncCounts>, JobError> {
+        self.sync_as(Trigger::Admin).await
     }
 
-    /// Runs a sync now, as [`Self::run`], applying the provider's listing even when it
-    /// would mark more of the pool stale than `SYNC_MAX_STALE_FRACTION` allows.
-    pub async fn force_sync(&self) -> Result<JobReport, JobError> {
-        self.run_leased(JobName::Sync, Trigger::Forced).await
+    /// Syncs now, as [`Self::sync`], applying the provider's listing even when it would
+    /// mark more of the pool stale than `SYNC_MAX_STALE_FRACTION` allows.
+    pub async fn force_sync(&self) -> Result<JobReport<SyncCounts>, JobError> {
+        self.sync_as(Trigger::Forced).await
     }
 
-    async fn run_leased(&self, job: JobName, trigger: Trigger) -> Result<JobReport, JobError> {
+    /// Cleans up now, as an admin asked: every pending row is tried regardless of backoff.
+    pub async fn cleanup(&self) -> Result<JobReport<CleanupCounts>, JobError> {
+        self.cleanup_as(Trigger::Admin).await
+    }
+
+    /// Releases ended allocations now, as an admin asked.
+    pub async fn expire(&self) -> Result<JobReport<ExpiryCounts>, JobError> {
+        self.expire_as(Trigger::Admin).await
+    }
+
+    /// Removes stale rows past their grace now.
+    pub async fn remove_stale(&self) -> Result<JobReport<StaleCounts>, JobError> {
+        self.remove_stale_as(Trigger::Admin).await
+    }
+
+    /// Audits now, as an admin asked; the report is kept for every instance.
+    pub async fn audit(&self) -> Result<JobReport<AuditCounts>, JobError> {
+        self.audit_as(Trigger::Admin).await
+    }
+
+    /// A scheduled run of `job`.
+    async fn run_scheduled(&self, job: JobName) -> Result<(), JobError> {
+        let trigger = Trigger::Scheduled;
+        match job {
+            JobName::Sync => self.sync_as(trigger).await.map(drop),
+            JobName::Cleanup => self.cleanup_as(trigger).await.map(drop),
+            JobName::Expiry => self.expire_as(trigger).await.map(drop),
+            JobName::AutoDeleteStale => self.remove_stale_as(trigger).await.map(drop),
+            JobName::Audit => self.audit_as(trigger).await.map(drop),
+        }
+    }
+
+    async fn sync_as(&self, trigger: Trigger) -> Result<JobReport<SyncCounts>, JobError> {
+        let rules = SyncRules {
+            force: trigger == Trigger::Forced,
+            ..self.schedule.sync_rules
+        };
+        self.leased(JobName::Sync, trigger, async |fence: &Fence| {
+            let (summary, skipped) = sync::run_once(
+                self.provider()?,
+                &*self.store.lifecycle,
+                &self.metrics,
+                fence,
+                rules,
+                self.clock.now(),
+            )
+            .await?;
+            Ok(SyncCounts { summary, skipped })
+        })
+        .await
+    }
+
+    async fn cleanup_as(&self, trigger: Trigger) -> Result<JobReport<CleanupCounts>, JobError> {
+        self.leased(JobName::Cleanup, trigger, async |fence: &Fence| {
+            let cleanup = cleanup::Cleanup {
+                provider: self.provider()?,
+                hook: self.pre_delete.as_deref(),
+                store: &*self.store.lifecycle,
+                metrics: &self.metrics,
+                settings: &self.schedule.cleanup_settings,
+                holder: &self.holder,
+                clock: &*self.clock,
+                fence,
+            };
+            cleanup.run_once(trigger).await
+        })
+        .await
+    }
+
+    async fn expire_as(&self, trigger: Trigger) -> Result<JobReport<ExpiryCounts>, JobError> {
+        self.leased(JobName::Expiry, trigger, async |_: &Fence| {
+            let expired = expiry::run_once(
+                &*self.store.lifecycle,
+                &self.metrics,
+                self.schedule.lab,
+                self.clock.now(),
+            )
+            .await?;
+            Ok(ExpiryCounts { expired })
+        })
+        .await
+    }
+
+    async fn remove_stale_as(&self, trigger: Trigger) -> Result<JobReport<StaleCounts>, JobError> {
+        self.leased(JobName::AutoDeleteStale, trigger, async |_: &Fence| {
+            let deleted = stale::run_once(
+                &*self.store.lifecycle,
+                &self.metrics,
+                self.schedule.stale_grace,
+                self.clock.now(),
+            )
+            .await?;
+            Ok(StaleCounts { deleted })
+        })
+        .await
+    }
+
+    async fn audit_as(&self, trigger: Trigger) -> Result<JobReport<AuditCounts>, JobError> {
+        self.leased(JobName::Audit, trigger, async |fence: &Fence| {
+            let report = audit::run_once(
+                &*self.store.lifecycle,
+                self.schedule.audit_rules,
+                fence,
+                self.clock.now(),
+            )
+            .await?;
+            Ok(AuditCounts {
+                violations: audit::counts_of(&report),
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` for `job` under the job's lease, renewing it while the work runs, and
+    /// records the run. A scheduled run first checks that the job is due fleet-wide.
+    async fn leased<C: RunCounts>(
+        &self,
+        job: JobName,
+        trigger: Trigger,
+        work: impl AsyncFnOnce(&Fence) -> Result<C, JobError>,
+    ) -> Result<JobReport<C>, JobError> {
         let Ok(_local) = self.running[job as usize].try_lock() else {
             return Err(JobError::AlreadyRunning {
                 job: job.as_str(),
@@ -224,7 +347,10 @@ impl Jobs {
         );
         let renewing = self.renew_while_running(job, taken_at_ms, lease_ms, &fence);
         let result = tokio::select! {
-            result = self.run_fenced(job, trigger, &fence) => result,
+            result = async {
+                fence.check()?;
+                work(&fence).await
+            } => result,
             holder = renewing => {
                 // Fenced: stop now, and leave the job's record to the run that holds it.
                 let lost = JobError::LeaseLost { job: job.as_str(), holder };
@@ -259,83 +385,6 @@ impl Jobs {
         result.map(|counts| JobReport { counts, duration })
     }
 
-    /// One run of `job`, without the lease: what tests step through.
-    pub async fn run_once(&self, job: JobName, trigger: Trigger) -> Result<JobCounts, JobError> {
-        let fence = Fence::unbounded(job, Arc::clone(&self.clock));
-        self.run_fenced(job, trigger, &fence).await
-    }
-
-    /// One run of `job` that stops before any write once `fence` says its lease is lost.
-    async fn run_fenced(
-        &self,
-        job: JobName,
-        trigger: Trigger,
-        fence: &Fence,
-    ) -> Result<JobCounts, JobError> {
-        fence.check()?;
-        Ok(match job {
-            JobName::Sync => {
-                let rules = SyncRules {
-                    force: trigger == Trigger::Forced,
-                    ..self.schedule.sync_rules
-                };
-                let (summary, skipped) = sync::run_once(
-                    self.provider()?,
-                    &*self.store.lifecycle,
-                    &self.metrics,
-                    fence,
-                    rules,
-                    self.clock.now(),
-                )
-                .await?;
-                JobCounts::Sync { summary, skipped }
-            }
-            JobName::Cleanup => {
-                let cleanup = cleanup::Cleanup {
-                    provider: self.provider()?,
-                    hook: self.pre_delete.as_deref(),
-                    store: &*self.store.lifecycle,
-                    metrics: &self.metrics,
-                    settings: &self.schedule.cleanup_settings,
-                    holder: &self.holder,
-                    clock: &*self.clock,
-                    fence,
-                };
-                JobCounts::Cleanup(cleanup.run_once(trigger).await?)
-            }
-            JobName::Expiry => JobCounts::Expiry {
-                expired: expiry::run_once(
-                    &*self.store.lifecycle,
-                    &self.metrics,
-                    self.schedule.lab,
-                    self.clock.now(),
-                )
-                .await?,
-            },
-            JobName::AutoDeleteStale => JobCounts::AutoDeleteStale {
-                deleted: stale::run_once(
-                    &*self.store.lifecycle,
-                    &self.metrics,
-                    self.schedule.stale_grace,
-                    self.clock.now(),
-                )
-                .await?,
-            },
-            JobName::Audit => {
-                let report = audit::run_once(
-                    &*self.store.lifecycle,
-                    self.schedule.audit_rules,
-                    fence,
-                    self.clock.now(),
-                )
-                .await?;
-                JobCounts::Audit {
-                    violations: audit::counts_of(&report),
-                }
-            }
-        })
-    }
-
     /// Every job's lease and last run, plus whether it is enabled here and its interval.
     pub async fn records(
         &self,
@@ -359,7 +408,7 @@ mod tests {
 
     #[test]
     fn a_runs_counts_keep_the_names_job_records_and_the_api_show() {
-        let sync = JobCounts::Sync {
+        let sync = SyncCounts {
             summary: SyncSummary {
                 synced: 3,
                 added: 1,
@@ -385,17 +434,14 @@ mod tests {
                 ("unverified".to_owned(), 7),
             ]
         );
-        let cleanup = JobCounts::Cleanup(cleanup::CleanupCounts {
+        let cleanup = CleanupCounts {
             deleted: 2,
             purged: 1,
             ..Default::default()
-        });
+        };
         assert_eq!(cleanup.named()["deleted"], 2);
         assert_eq!(cleanup.named().len(), 6);
-        assert_eq!(JobCounts::Expiry { expired: 7 }.named()["expired"], 7);
-        assert_eq!(
-            JobCounts::AutoDeleteStale { deleted: 8 }.named()["deleted"],
-            8
-        );
+        assert_eq!(ExpiryCounts { expired: 7 }.named()["expired"], 7);
+        assert_eq!(StaleCounts { deleted: 8 }.named()["deleted"], 8);
     }
 }

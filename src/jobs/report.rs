@@ -105,77 +105,107 @@ pub enum Trigger {
     Forced,
 }
 
-/// What a completed run counted, job by job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobCounts {
-    /// A provider sync: what the store changed, and provider rows without a usable id or name.
-    Sync {
-        /// What the store changed.
-        summary: SyncSummary,
-        /// Provider rows skipped as unusable.
-        skipped: u64,
-    },
-    /// A cleanup run.
-    Cleanup(CleanupCounts),
-    /// Auto-expiry: allocations released.
-    Expiry {
-        /// Allocations released.
-        expired: u64,
-    },
-    /// Stale removal: rows removed.
-    AutoDeleteStale {
-        /// Rows removed.
-        deleted: u64,
-    },
-    /// An audit: violations per check, in `domain::audit::Check::ALL`'s order.
-    Audit {
-        /// Violations per check.
-        violations: [u64; crate::domain::audit::Check::ALL.len()],
-    },
+/// What one run of a job counted, by name: what the job's record keeps, `GET
+/// /v1/admin/jobs` shows and the action log says.
+pub trait RunCounts: std::fmt::Debug + Send + Sync {
+    /// The counts by name.
+    fn named(&self) -> BTreeMap<String, u64>;
 }
 
-impl JobCounts {
-    /// The counts by name, as a job's record keeps them and `GET /v1/admin/jobs` shows them.
-    pub fn named(&self) -> BTreeMap<String, u64> {
-        let pairs: Vec<(&str, u64)> = match *self {
-            Self::Sync { summary, skipped } => vec![
-                ("synced", summary.synced),
-                ("added", summary.added),
-                ("restored", summary.restored),
-                ("untouched", summary.untouched),
-                ("marked_stale", summary.marked_stale),
-                ("kept_out", summary.kept_out),
-                ("unverified", summary.unverified),
-                ("skipped", skipped),
-            ],
-            Self::Cleanup(counts) => vec![
-                ("deleted", counts.deleted),
-                ("failed", counts.failed),
-                ("retrying", counts.retrying),
-                ("postponed", counts.postponed),
-                ("skipped", counts.skipped),
-                ("purged", counts.purged),
-            ],
-            Self::Expiry { expired } => vec![("expired", expired)],
-            Self::AutoDeleteStale { deleted } => vec![("deleted", deleted)],
-            Self::Audit { violations } => crate::domain::audit::Check::ALL
-                .iter()
-                .zip(violations)
-                .map(|(check, count)| (check.as_str(), count))
-                .collect(),
-        };
-        pairs
-            .into_iter()
-            .map(|(name, count)| (name.to_owned(), count))
+fn by_name(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs
+        .iter()
+        .map(|&(name, count)| (name.to_owned(), count))
+        .collect()
+}
+
+/// What a sync counted: what the store changed, and provider rows without a usable id or
+/// name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// What the store changed.
+    pub summary: SyncSummary,
+    /// Provider rows skipped as unusable.
+    pub skipped: u64,
+}
+
+impl RunCounts for SyncCounts {
+    fn named(&self) -> BTreeMap<String, u64> {
+        let Self { summary, skipped } = *self;
+        by_name(&[
+            ("synced", summary.synced),
+            ("added", summary.added),
+            ("restored", summary.restored),
+            ("untouched", summary.untouched),
+            ("marked_stale", summary.marked_stale),
+            ("kept_out", summary.kept_out),
+            ("unverified", summary.unverified),
+            ("skipped", skipped),
+        ])
+    }
+}
+
+impl RunCounts for CleanupCounts {
+    fn named(&self) -> BTreeMap<String, u64> {
+        by_name(&[
+            ("deleted", self.deleted),
+            ("failed", self.failed),
+            ("retrying", self.retrying),
+            ("postponed", self.postponed),
+            ("skipped", self.skipped),
+            ("purged", self.purged),
+        ])
+    }
+}
+
+/// What auto-expiry counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryCounts {
+    /// Allocations released.
+    pub expired: u64,
+}
+
+impl RunCounts for ExpiryCounts {
+    fn named(&self) -> BTreeMap<String, u64> {
+        by_name(&[("expired", self.expired)])
+    }
+}
+
+/// What stale removal counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleCounts {
+    /// Rows removed.
+    pub deleted: u64,
+}
+
+impl RunCounts for StaleCounts {
+    fn named(&self) -> BTreeMap<String, u64> {
+        by_name(&[("deleted", self.deleted)])
+    }
+}
+
+/// What an audit counted: violations per check, in `domain::audit::Check::ALL`'s order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCounts {
+    /// Violations per check.
+    pub violations: [u64; crate::domain::audit::Check::ALL.len()],
+}
+
+impl RunCounts for AuditCounts {
+    fn named(&self) -> BTreeMap<String, u64> {
+        crate::domain::audit::Check::ALL
+            .iter()
+            .zip(self.violations)
+            .map(|(check, count)| (check.as_str().to_owned(), count))
             .collect()
     }
 }
 
 /// What a completed run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobReport {
+pub struct JobReport<C> {
     /// Its counts.
-    pub counts: JobCounts,
+    pub counts: C,
     /// Time the run took.
     pub duration: Duration,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{JobError, JobName, Jobs, Trigger};
+use super::{JobError, JobName, Jobs};
 use crate::domain::clock::{SharedClock, millis};
 use crate::domain::lease;
 use crate::store::{JobRecord, LeaseOutcome, LeaseRequest};
@@ -123,7 +123,7 @@ impl Jobs {
                         () = shutdown.cancelled() => break,
                         () = jobs.clock.sleep_until(next_ms) => {}
                     }
-                    next_ms = match jobs.run_leased(job, Trigger::Scheduled).await {
+                    next_ms = match jobs.run_scheduled(job).await {
                         Err(JobError::NotDue { due_at_ms, .. }) => due_at_ms,
                         // Due again an interval after this run (`skip_unless_due` counts
                         // from the end of the second it finished in). A run that did not

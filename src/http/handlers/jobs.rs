@@ -17,19 +17,14 @@ use crate::http::error::Result;
 use crate::http::extract::Query;
 use crate::http::handlers::actions::{Done, record};
 use crate::http::state::AppState;
-use crate::jobs::{JobCounts, JobName, JobReport};
-
-/// A run whose counts are another job's: a programming error, answered 500.
-fn other_counts(job: JobName) -> ApiError {
-    ApiError::Internal(format!("the {} run reported another job's counts", job.as_str()).into())
-}
+use crate::jobs::{ExpiryCounts, JobName, JobReport, RunCounts, SyncCounts};
 
 /// Records an admin-triggered run of `job` in the action log, with its counts.
 async fn record_run(
     app: &AppState,
     actor: &AdminActor,
     job: JobName,
-    report: &JobReport,
+    report: &JobReport<impl RunCounts>,
     target: Option<String>,
 ) {
     let counts: Vec<String> = report
@@ -47,7 +42,7 @@ async fn record_run(
     record(app, actor, done).await;
 }
 
-fn duration_ms(report: &JobReport) -> u64 {
+fn duration_ms<C>(report: &JobReport<C>) -> u64 {
     u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -87,13 +82,11 @@ pub async fn trigger_sync(
     let report = if force {
         app.jobs.force_sync().await?
     } else {
-        app.jobs.run(JobName::Sync).await?
+        app.jobs.sync().await?
     };
     let forced = force.then(|| "force=true".to_owned());
     record_run(&app, &actor, JobName::Sync, &report, forced).await;
-    let JobCounts::Sync { summary, skipped } = report.counts else {
-        return Err(other_counts(JobName::Sync));
-    };
+    let SyncCounts { summary, skipped } = report.counts;
     Ok(Json(SyncView {
         status: RunStatus::Completed,
         synced: summary.synced,
@@ -123,7 +116,7 @@ pub async fn trigger_audit(
     State(app): State<AppState>,
     Extension(actor): Extension<AdminActor>,
 ) -> Result<Json<AuditView>> {
-    let report = app.jobs.run(JobName::Audit).await?;
+    let report = app.jobs.audit().await?;
     record_run(&app, &actor, JobName::Audit, &report, None).await;
     last_audit_view(&app).await
 }
@@ -192,11 +185,9 @@ pub async fn trigger_expiry(
     State(app): State<AppState>,
     Extension(actor): Extension<AdminActor>,
 ) -> Result<Json<ExpireView>> {
-    let report = app.jobs.run(JobName::Expiry).await?;
+    let report = app.jobs.expire().await?;
     record_run(&app, &actor, JobName::Expiry, &report, None).await;
-    let JobCounts::Expiry { expired } = report.counts else {
-        return Err(other_counts(JobName::Expiry));
-    };
+    let ExpiryCounts { expired } = report.counts;
     Ok(Json(ExpireView {
         status: RunStatus::Completed,
         expired,
@@ -299,11 +290,9 @@ pub async fn trigger_cleanup(
     State(app): State<AppState>,
     Extension(actor): Extension<AdminActor>,
 ) -> Result<Json<CleanupView>> {
-    let report = app.jobs.run(JobName::Cleanup).await?;
+    let report = app.jobs.cleanup().await?;
     record_run(&app, &actor, JobName::Cleanup, &report, None).await;
-    let JobCounts::Cleanup(counts) = report.counts else {
-        return Err(other_counts(JobName::Cleanup));
-    };
+    let counts = report.counts;
     Ok(Json(CleanupView {
         status: RunStatus::Completed,
         deleted: counts.deleted,
