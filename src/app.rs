@@ -1,6 +1,6 @@
 //! The application: its shared state and the builder that owns the listener.
 //!
-//! Rule: `Application::build` binds first (port 0 allowed) and reports the port, so tests
+//! Rule: `Server::build` binds first (port 0 allowed) and reports the port, so tests
 //! and the benchmark never guess when the server is up; `run_until_stopped` serves until
 //! the shutdown token fires and then drains in-flight requests.
 
@@ -18,7 +18,7 @@ use crate::http::auth::Auth;
 use crate::http::recent::Recent;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
-use crate::provider::breaker::CircuitBreaker;
+use crate::provider::breaker::GuardedProvider;
 use crate::provider::client::CspClient;
 use crate::provider::instrumented::Instrumented;
 use crate::provider::niosxaas::PreDeleteHook;
@@ -34,7 +34,7 @@ const READINESS_REUSE: Duration = Duration::from_secs(1);
 /// How often idle rate-limit buckets are forgotten.
 const RATE_LIMIT_JANITOR_PERIOD: Duration = Duration::from_secs(60);
 
-pub use crate::http::state::{App, AppState};
+pub use crate::http::state::{AppState, Services};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +114,7 @@ impl AppState {
         let metrics = Metrics::new()?;
         metrics.register_store(store.health.as_ref())?;
         let breaker = provider.map(|provider| {
-            Arc::new(CircuitBreaker::new(
+            Arc::new(GuardedProvider::new(
                 Arc::new(Instrumented::new(provider, metrics.clone())),
                 config.csp.circuit_breaker_threshold,
                 config.csp.circuit_breaker_timeout,
@@ -142,7 +142,7 @@ impl AppState {
             .with_pre_delete_hook(pre_delete.clone())
             .with_clock(Arc::clone(&clock)),
         );
-        Ok(Self(Arc::new(App {
+        Ok(Self(Arc::new(Services {
             store,
             metrics,
             http: Arc::new(config.http),
@@ -172,14 +172,14 @@ fn configured_provider(config: &Config) -> Result<Option<Arc<dyn ProviderClient>
 }
 
 /// A bound, ready-to-serve instance.
-pub struct Application {
+pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     router: Router,
     state: AppState,
 }
 
-impl Application {
+impl Server {
     /// Builds the router on `store` and binds the listener.
     pub async fn build(config: ValidConfig, store: SharedStore) -> Result<Self, StartupError> {
         Self::build_with_clock(config, store, None, Arc::new(SystemClock)).await
@@ -302,7 +302,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let (kind, why) = config.store.choice();
     tracing::info!(store = ?kind, reason = why, "store selected");
     let store = crate::store::open(&config.store).await?;
-    Application::build(config, store)
+    Server::build(config, store)
         .await?
         .run_until_signalled()
         .await

@@ -1,8 +1,8 @@
 //! The command line: each owner's settings flattened into one, parsed once from flags, the
 //! environment and an optional `.env`.
 //!
-//! Rule: every setting is declared by the module that uses it (`http::settings`,
-//! `store::dynamo::settings`, `jobs::settings`, …), as a `clap::Args` struct beside its
+//! Rule: every setting is declared by the module that uses it (`http::config`,
+//! `store::dynamo::config`, `jobs::config`, …), as a `clap::Args` struct beside its
 //! code; this module only composes them and checks what spans two owners. A bad value
 //! stops start-up with a message naming the variable (each `value_name` is the variable's
 //! name, so clap's own errors name it too), and no secret has a usable default outside
@@ -15,16 +15,16 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
+pub use crate::config_values::ConfigError;
 use crate::domain::LabPolicy;
 pub use crate::http::auth::{AuthConfig, TokenList};
-pub use crate::http::settings::{CorsOrigins, HttpConfig, TrustedProxies};
-pub use crate::jobs::settings::JobsConfig;
+pub use crate::http::config::{CorsOrigins, HttpConfig, TrustedProxies};
+pub use crate::jobs::config::JobsConfig;
 pub use crate::provider::CspConfig;
 pub use crate::provider::niosxaas::NiosxaasConfig;
 pub use crate::ratelimit::RateLimitConfig;
-pub use crate::settings::ConfigError;
+pub use crate::store::config::{StoreConfig, StoreKind};
 pub use crate::store::dynamo::DynamoConfig;
-pub use crate::store::settings::{StoreConfig, StoreKind};
 pub use crate::telemetry::{LogConfig, LogFormat};
 
 /// The `sandbox-broker` command line.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::{Application, StartupError, shutdown_signal};
+use crate::app::{Server, StartupError, shutdown_signal};
 use crate::config::{Config, LogFormat, StoreKind, TokenList};
 use crate::provider::ProviderSandbox;
 use crate::provider::simulated::server::{self, SimulatorConfig};
@@ -73,7 +73,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
     let store = crate::store::open(&config.store).await?;
     let provider = Arc::new(SimulatedProvider::new(demo_accounts()));
     let port_base = config.http.api_base_path.clone();
-    let app = Application::build_with_provider(config, store, provider).await?;
+    let app = Server::build_with_provider(config, store, provider).await?;
     let first_sync = app.jobs().sync().await.map_err(|err| {
         StartupError::Demo(format!(
             "the demo's first sync failed: {}",

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, extractors, the error envelope and the middleware stack.
 
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod extract;
 pub mod handlers;
@@ -8,5 +9,4 @@ pub mod middleware;
 pub mod recent;
 pub mod router;
 pub mod serve;
-pub mod settings;
 pub mod state;

@@ -14,7 +14,7 @@ mod report;
 mod schedule;
 
 pub use self::schedule::Fence;
-pub mod settings;
+pub mod config;
 pub mod stale;
 pub mod sync;
 

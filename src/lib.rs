@@ -19,12 +19,13 @@
 //! - [`store`]: the durable state, one trait per role, on the embedded (redb) or the
 //!   DynamoDB store.
 //! - [`domain`]: the values and every rule both stores share; depends on nothing.
-//! - [`settings`]: what every settings type shares (the error naming a variable,
+//! - [`config_values`]: what every settings type shares (the error naming a variable,
 //!   duration parsers); depends on nothing.
 
 pub mod allocation;
 pub mod app;
 pub mod config;
+pub mod config_values;
 pub mod demo;
 pub mod domain;
 pub mod http;
@@ -32,6 +33,5 @@ pub mod jobs;
 pub mod metrics;
 pub mod provider;
 pub mod ratelimit;
-pub mod settings;
 pub mod store;
 pub mod telemetry;

@@ -7,12 +7,12 @@
 
 pub mod breaker;
 pub mod client;
+mod config;
 pub mod instrumented;
 pub mod niosxaas;
-mod settings;
 pub mod simulated;
 
-pub use settings::CspConfig;
+pub use config::CspConfig;
 
 use std::time::Duration;
 

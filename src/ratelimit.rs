@@ -8,10 +8,10 @@
 //! fullest first.
 
 pub mod bounded;
+mod config;
 pub mod failures;
-mod settings;
 
-pub use settings::RateLimitConfig;
+pub use config::RateLimitConfig;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;

@@ -6,13 +6,13 @@
 
 mod action_log;
 mod allocation_key;
+pub mod config;
 mod counts;
 pub mod embedded;
 mod job_records;
 mod list;
 mod open;
 mod roles;
-pub mod settings;
 
 pub use self::action_log::{decode_action_cursor, encode_action_cursor, new_action_key};
 pub use self::allocation_key::{AllocationKey, allocation_key_of_row, encode_allocation_key};

@@ -62,7 +62,7 @@ pub struct NotHolder;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Release {
     /// The allocation ends now: the row goes to `pending_deletion`.
-    Mark(Box<Change>),
+    Now(Box<Change>),
     /// The holder released it already: a repeat, answered with the row as it is.
     Repeat,
 }
@@ -76,7 +76,7 @@ pub fn release(row: &Sandbox, student: &StudentKey, now: i64) -> Result<Release,
     if row.status != SandboxStatus::Allocated {
         return Ok(Release::Repeat);
     }
-    Ok(Release::Mark(Box::new(Change {
+    Ok(Release::Now(Box::new(Change {
         row: allocation_ended(row, now),
         expect: Expect {
             status: SandboxStatus::Allocated,
@@ -292,7 +292,7 @@ pub(crate) mod tests {
         ];
         for (status, holder, asking, expected) in cases {
             let decided = release(&row(status, holder), &student(asking), 500)
-                .map(|release| matches!(release, Release::Mark(_)));
+                .map(|release| matches!(release, Release::Now(_)));
             assert_eq!(
                 decided, expected,
                 "{status:?} held by {holder:?}, {asking} asks"
@@ -344,7 +344,7 @@ pub(crate) mod tests {
     #[test]
     fn a_release_ends_the_allocation_now_and_requires_it_unchanged() {
         let held = row(SandboxStatus::Allocated, Some("stu"));
-        let Ok(Release::Mark(change)) = release(&held, &student("stu"), 500) else {
+        let Ok(Release::Now(change)) = release(&held, &student("stu"), 500) else {
             panic!("a release")
         };
         assert_eq!(change.row.status, SandboxStatus::PendingDeletion);

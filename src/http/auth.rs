@@ -17,11 +17,11 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::middleware::client_address_of;
+use crate::config_values::ConfigError;
 use crate::http::state::AppState;
-use crate::settings::ConfigError;
 
-mod settings;
-pub use settings::{AuthConfig, MIN_TOKEN_CHARS, TokenList};
+mod config;
+pub use config::{AuthConfig, MIN_TOKEN_CHARS, TokenList};
 
 /// The SHA-256 digests of one role's tokens.
 pub struct TokenDigests(Vec<[u8; 32]>);

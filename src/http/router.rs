@@ -47,7 +47,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
     let track = OpenApiRouter::new()
         .routes(routes!(track::allocate_sandbox))
         .routes(routes!(track::get_sandbox))
-        .routes(routes!(track::mark_for_deletion))
+        .routes(routes!(track::release))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_track_token));
     let admin = OpenApiRouter::new()

@@ -7,15 +7,15 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use super::auth::Auth;
+use super::config::HttpConfig;
 use super::recent::Recent;
-use super::settings::HttpConfig;
 use crate::domain::clock::SharedClock;
 use crate::domain::cordon::Cordon;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{LabPolicy, NiosxaasHistory};
 use crate::jobs::Jobs;
 use crate::metrics::{Metrics, StoreReadings};
-use crate::provider::breaker::CircuitBreaker;
+use crate::provider::breaker::GuardedProvider;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::ratelimit::RateLimiter;
 use crate::ratelimit::failures::FailureThrottle;
@@ -25,7 +25,7 @@ use crate::store::{SharedStore, StoreError};
 pub const CORDONS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Everything a request handler may use.
-pub struct App {
+pub struct Services {
     /// The store behind every route.
     pub store: SharedStore,
     /// This instance's metrics registry.
@@ -57,24 +57,24 @@ pub struct App {
     /// The background jobs (sync, …) and their leases.
     pub jobs: Arc<Jobs>,
     /// The circuit breaker around the provider, when one is configured.
-    pub breaker: Option<Arc<CircuitBreaker>>,
+    pub breaker: Option<Arc<GuardedProvider>>,
     /// The NIOSXaaS pre-delete hook, when enabled.
     pub pre_delete: Option<Arc<PreDeleteHook>>,
 }
 
-/// Cheap-to-clone handle on [`App`], the router's state.
+/// Cheap-to-clone handle on [`Services`], the router's state.
 #[derive(Clone)]
-pub struct AppState(pub Arc<App>);
+pub struct AppState(pub Arc<Services>);
 
 impl Deref for AppState {
-    type Target = App;
+    type Target = Services;
 
-    fn deref(&self) -> &App {
+    fn deref(&self) -> &Services {
         &self.0
     }
 }
 
-impl App {
+impl Services {
     /// What `/metrics` reads of the store — the pool counts, the configured prefixes'
     /// available counts and the job records — at most once per `METRICS_POOL_REFRESH_SEC`
     /// (`None` while the store cannot be read).

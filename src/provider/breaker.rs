@@ -1,4 +1,4 @@
-//! A circuit breaker (docs/api.md, *Outbound calls* and cleanup): [`Breaker`] is the state machine, [`CircuitBreaker`]
+//! A circuit breaker (docs/api.md, *Outbound calls* and cleanup): [`Breaker`] is the state machine, [`GuardedProvider`]
 //! puts one around any [`ProviderClient`]; the NIOSXaaS hook has a `Breaker` of its own.
 //!
 //! Rule: `CIRCUIT_BREAKER_THRESHOLD` consecutive provider failures (connection, timeout,
@@ -72,7 +72,7 @@ pub struct Breaker {
 }
 
 /// The provider behind a [`Breaker`].
-pub struct CircuitBreaker {
+pub struct GuardedProvider {
     inner: Arc<dyn ProviderClient>,
     breaker: Breaker,
 }
@@ -92,7 +92,7 @@ impl Drop for ProbeGuard {
     }
 }
 
-impl CircuitBreaker {
+impl GuardedProvider {
     /// Wraps `inner`; `threshold` is at least 1; the open period runs on `clock`.
     pub fn new(
         inner: Arc<dyn ProviderClient>,
@@ -203,7 +203,7 @@ impl Breaker {
 }
 
 #[async_trait]
-impl ProviderClient for CircuitBreaker {
+impl ProviderClient for GuardedProvider {
     async fn list_sandboxes(&self) -> Result<ProviderListing, ProviderError> {
         self.breaker.call(self.inner.list_sandboxes()).await
     }
@@ -264,7 +264,7 @@ mod tests {
         let clock = Arc::new(ManualClock::starting_now());
         let provider = Scripted::with(vec![down(), down(), down()]);
         let breaker =
-            CircuitBreaker::new(provider.clone(), 3, Duration::from_secs(60), clock.clone());
+            GuardedProvider::new(provider.clone(), 3, Duration::from_secs(60), clock.clone());
 
         for _ in 0..3 {
             assert!(matches!(
@@ -294,7 +294,7 @@ mod tests {
             down(),
             down(),
         ]);
-        let breaker = CircuitBreaker::new(provider, 3, Duration::from_secs(60), clock.clone());
+        let breaker = GuardedProvider::new(provider, 3, Duration::from_secs(60), clock.clone());
         for _ in 0..6 {
             let _ = breaker.delete_sandbox("x").await;
         }
@@ -309,7 +309,7 @@ mod tests {
             gate: Some(tokio::sync::Notify::new()),
             ..Scripted::default()
         });
-        let breaker = Arc::new(CircuitBreaker::new(
+        let breaker = Arc::new(GuardedProvider::new(
             provider.clone(),
             1,
             Duration::from_secs(60),
@@ -343,7 +343,7 @@ mod tests {
         let clock = Arc::new(ManualClock::starting_now());
         let provider = Scripted::with(vec![down(), down()]);
         let breaker =
-            CircuitBreaker::new(provider.clone(), 1, Duration::from_secs(60), clock.clone());
+            GuardedProvider::new(provider.clone(), 1, Duration::from_secs(60), clock.clone());
         let _ = breaker.delete_sandbox("x").await;
         clock.advance(Duration::from_secs(61));
 
@@ -368,7 +368,7 @@ mod tests {
             ..Scripted::default()
         });
         let breaker =
-            CircuitBreaker::new(provider.clone(), 1, Duration::from_secs(60), clock.clone());
+            GuardedProvider::new(provider.clone(), 1, Duration::from_secs(60), clock.clone());
         provider.gate.as_ref().unwrap().notify_one();
         let _ = breaker.delete_sandbox("x").await;
         clock.advance(Duration::from_secs(61));

@@ -15,9 +15,9 @@
 //! NIOSXaaS outage never opens the provider's.
 
 mod api;
-mod settings;
+mod config;
 
-pub use settings::NiosxaasConfig;
+pub use config::NiosxaasConfig;
 
 use std::time::Duration;
 

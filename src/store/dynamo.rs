@@ -12,6 +12,7 @@ mod analytics;
 mod audit;
 mod calls;
 mod candidates;
+mod config;
 mod cordons;
 mod deletion;
 mod error;
@@ -27,12 +28,11 @@ mod pages;
 mod release;
 mod removal;
 pub mod schema;
-mod settings;
 mod sync;
 mod update;
 
+pub use self::config::{DynamoConfig, DynamoSettings, LIST_EVALUATE_PER_REQUEST, client};
 pub use self::item::ItemError;
-pub use self::settings::{DynamoConfig, DynamoSettings, LIST_EVALUATE_PER_REQUEST, client};
 
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;

@@ -1,9 +1,9 @@
 //! Opening the configured store: the embedded store's directory, or a DynamoDB table that
 //! answers and has every index this service reads.
 
+use super::config::{StoreConfig, StoreKind};
 use super::dynamo::{self, DynamoStore};
 use super::embedded::{self, EmbeddedStore};
-use super::settings::{StoreConfig, StoreKind};
 use super::{HealthStore, SharedStore, StoreError};
 
 /// Why the configured store could not be opened; each names the variable to look at.

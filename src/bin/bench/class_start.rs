@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use sandbox_broker::app::Application;
+use sandbox_broker::app::Server;
 use sandbox_broker::config::{Config, StoreKind};
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::DynamoStore;
@@ -76,7 +76,7 @@ pub(super) fn run(args: &Args) -> Result<(), BenchError> {
     let mut addresses = Vec::new();
     for store in stores {
         let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);
-        let app = server.block_on(Application::build(config.validate()?, store))?;
+        let app = server.block_on(Server::build(config.validate()?, store))?;
         addresses.push(app.local_addr());
         server.spawn(app.run_until_stopped(shutdown.clone()));
     }

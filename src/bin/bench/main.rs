@@ -24,7 +24,7 @@ use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use sandbox_broker::app::Application;
+use sandbox_broker::app::Server;
 use sandbox_broker::config::{Config, StoreKind};
 use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName};
 use sandbox_broker::store::SharedStore;
@@ -256,7 +256,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
         }
     };
     let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);
-    let app = server_runtime.block_on(Application::build(config.validate()?, store))?;
+    let app = server_runtime.block_on(Server::build(config.validate()?, store))?;
     let address = app.local_addr();
     let shutdown = CancellationToken::new();
     server_runtime.spawn(app.run_until_stopped(shutdown.clone()));

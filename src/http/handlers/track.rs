@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use self::views::{AllocationView, MarkView, SandboxView};
+use self::views::{AllocationView, ReleaseView, SandboxView};
 use crate::allocation::{self, AllocateInput};
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
@@ -120,23 +120,24 @@ pub async fn get_sandbox(
 /// Releases the caller's sandbox for deletion; repeating it returns the same body.
 #[utoipa::path(
     post, path = "/sandboxes/{sandbox_id}/mark-for-deletion", tag = "track",
+    operation_id = "mark_for_deletion",
     params(
         ("sandbox_id" = String, Path, description = "The sandbox's id"),
         ("X-Instruqt-Sandbox-ID" = Option<String>, Header, description = "Student key"),
     ),
     responses(
-        (status = 200, body = MarkView),
+        (status = 200, body = ReleaseView),
         (status = 403, description = "Held by another student or nobody", body = ErrorEnvelope),
         (status = 404, description = "No such sandbox", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
-pub async fn mark_for_deletion(
+pub async fn release(
     State(app): State<AppState>,
     SandboxIdPath(id): SandboxIdPath,
     Student(student): Student,
-) -> Result<Json<MarkView>> {
-    let marked = allocation::release(
+) -> Result<Json<ReleaseView>> {
+    let released = allocation::release(
         &*app.store.allocation,
         &app.metrics,
         ReleaseRequest {
@@ -146,5 +147,5 @@ pub async fn mark_for_deletion(
         },
     )
     .await??;
-    Ok(Json(MarkView::from(&marked.sandbox)))
+    Ok(Json(ReleaseView::from(&released.sandbox)))
 }

@@ -76,7 +76,7 @@ impl DynamoStore {
                     newly_released: false,
                 }));
             }
-            Ok(Release::Mark(change)) => change,
+            Ok(Release::Now(change)) => change,
         };
         let update = self.apply_change(&row, &change);
         match self.calls.send(budget, || update.clone().send()).await {

@@ -238,7 +238,7 @@ mod tests {
         held.status = SandboxStatus::Allocated;
         held.allocated_to_track = Some("stu".into());
         held.sfdc_account_id = Some("001X".into());
-        let Ok(Release::Mark(mut change)) =
+        let Ok(Release::Now(mut change)) =
             release(&held, &StudentKey::parse("h", "stu").unwrap(), 900)
         else {
             panic!("a release")

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use sandbox_broker::app::Application;
+use sandbox_broker::app::Server;
 use sandbox_broker::config::Config;
 use sandbox_broker::domain::clock::{SharedClock, SystemClock};
 use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName, now_epoch};
@@ -104,7 +104,7 @@ impl<'a> TestAppBuilder<'a> {
     /// `/metrics` counts the available sandboxes of each of `prefixes` (comma-separated,
     /// as `METRICS_POOL_PREFIXES`).
     pub fn pool_prefixes(self, prefixes: &str) -> Self {
-        let prefixes = sandbox_broker::http::settings::PoolPrefixes::parse(prefixes).unwrap();
+        let prefixes = sandbox_broker::http::config::PoolPrefixes::parse(prefixes).unwrap();
         self.config(move |c| c.http.metrics_pool_prefixes = prefixes)
     }
 
@@ -120,7 +120,7 @@ impl<'a> TestAppBuilder<'a> {
             adjust(&mut config);
         }
         let config = config.validate().expect("a valid test configuration");
-        let app = Application::build_with_clock(config, store.clone(), self.provider, self.clock)
+        let app = Server::build_with_clock(config, store.clone(), self.provider, self.clock)
             .await
             .expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());

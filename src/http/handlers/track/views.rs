@@ -90,7 +90,8 @@ impl SandboxView {
 
 /// `POST /sandboxes/{id}/mark-for-deletion` answer; a repeat returns the same body.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct MarkView {
+#[schema(as = MarkView)]
+pub struct ReleaseView {
     /// The sandbox's id.
     pub sandbox_id: String,
     /// `pending_deletion`, or a later status when cleanup already ran.
@@ -100,7 +101,7 @@ pub struct MarkView {
     pub deletion_requested_at: Option<i64>,
 }
 
-impl From<&Sandbox> for MarkView {
+impl From<&Sandbox> for ReleaseView {
     fn from(row: &Sandbox) -> Self {
         Self {
             sandbox_id: row.sandbox_id.clone(),

@@ -1,4 +1,4 @@
-//! Releases: a student's mark, and the allocation key it frees.
+//! Releases: a holder's release, and the allocation key it frees.
 
 use super::*;
 
@@ -20,7 +20,7 @@ impl Tables<'_> {
                     newly_released: false,
                 }));
             }
-            Ok(Release::Mark(change)) => change.row,
+            Ok(Release::Now(change)) => change.row,
         };
         self.put(Some(&old), &new)?;
         self.free_allocation_key(&old)?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::settings::{ConfigError, parse_seconds};
+use crate::config_values::{ConfigError, parse_seconds};
 
 /// The accepted tokens and how often an address may fail (docs/api.md, *Authentication*).
 #[derive(Debug, Clone, Args)]

@@ -7,7 +7,7 @@ use clap::Args;
 use secrecy::SecretString;
 
 use super::client::CspSettings;
-use crate::settings::{ConfigError, parse_seconds};
+use crate::config_values::{ConfigError, parse_seconds};
 
 /// The CSP API, its breaker, and which URLs outbound calls may use.
 #[derive(Debug, Clone, Args)]

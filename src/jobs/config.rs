@@ -6,11 +6,11 @@ use clap::Args;
 
 use super::Schedule;
 use super::cleanup::CleanupSettings;
+use crate::config_values::{as_usize, parse_fractional_seconds, parse_seconds};
 use crate::domain::LabPolicy;
 use crate::domain::audit::AuditRules;
 use crate::domain::deletion::DeletionPolicy;
 use crate::domain::lifecycle::SyncRules;
-use crate::settings::{as_usize, parse_fractional_seconds, parse_seconds};
 
 /// Every job's interval, the cleanup's pacing and retries, and the lease (docs/api.md and `.env.example`).
 #[derive(Debug, Clone, Args)]

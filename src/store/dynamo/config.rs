@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::config::{Credentials, Region};
 use clap::Args;
 
 use super::schema::{IDEMPOTENCY_INDEX, STATUS_INDEX, TRACK_INDEX};
-use crate::settings::{ConfigError, as_usize, parse_millis, parse_seconds};
+use crate::config_values::{ConfigError, as_usize, parse_millis, parse_seconds};
 
 /// The default table name (the Python service's).
 const DEFAULT_TABLE: &str = "SandboxPool";

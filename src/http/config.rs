@@ -9,8 +9,8 @@ use clap::Args;
 use ipnet::IpNet;
 
 use super::serve::ConnectionLimits;
+use crate::config_values::{as_usize, parse_seconds};
 use crate::domain::NamePrefix;
-use crate::settings::{as_usize, parse_seconds};
 
 /// The listener, the routes and the connection limits (docs/api.md and `.env.example`).
 #[derive(Debug, Clone, Args)]

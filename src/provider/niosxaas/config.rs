@@ -6,8 +6,8 @@ use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{NiosxaasSettings, ServiceSelector};
+use crate::config_values::{ConfigError, parse_seconds};
 use crate::provider::CspConfig;
-use crate::settings::{ConfigError, parse_seconds};
 
 /// Whether the hook runs, as whom, and on which services.
 #[derive(Debug, Clone, Args)]

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use clap::Args;
 
 use super::RateLimiter;
-use crate::settings::as_usize;
+use crate::config_values::as_usize;
 
 /// Per-caller token buckets (docs/api.md, *Rate limiting*) and how many callers are remembered.
 #[derive(Debug, Clone, Args)]
