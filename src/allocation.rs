@@ -1,11 +1,11 @@
-//! The track rules: allocate, look up and release a student's sandbox, counting each outcome.
+//! The lab rules: allocate, look up and release a holder's sandbox, counting each outcome.
 //!
 //! Rule: the store decides atomically; these functions build its requests, check
 //! ownership for reads, and record the documented metrics (docs/metrics.md), so handlers stay thin.
 
 use std::time::Instant;
 
-use crate::domain::{IdempotencyKey, NamePrefix, Sandbox, SandboxId, StudentKey, TrackName};
+use crate::domain::{HolderKey, IdempotencyKey, LabName, NamePrefix, Sandbox, SandboxId};
 use crate::metrics::Metrics;
 use crate::store::{
     Allocation, AllocationKey, AllocationRequest, AllocationStore, Outcome, Refusal,
@@ -50,9 +50,9 @@ impl AllocateOutcome {
 #[derive(Debug, Clone)]
 pub struct AllocateInput {
     /// The student asking.
-    pub student: StudentKey,
+    pub holder: HolderKey,
     /// `X-Instruqt-Track-ID`.
-    pub track_name: Option<TrackName>,
+    pub lab: Option<LabName>,
     /// `X-Sandbox-Name-Prefix`.
     pub name_prefix: Option<NamePrefix>,
     /// `Idempotency-Key`.
@@ -63,8 +63,8 @@ impl AllocateInput {
     /// The store request at `now` with the configured lab duration.
     pub fn into_request(self, lab_duration_hours: u32, now: i64) -> AllocationRequest {
         AllocationRequest {
-            key: AllocationKey::new(self.student, self.idempotency_key),
-            track_name: self.track_name,
+            key: AllocationKey::new(self.holder, self.idempotency_key),
+            lab: self.lab,
             name_prefix: self.name_prefix,
             lab_duration_hours,
             now,
@@ -101,21 +101,21 @@ fn counted(
 ) -> (AllocateOutcome, Outcome<Allocation>) {
     let outcome = AllocateOutcome::of(&result);
     metrics
-        .track
+        .lab
         .allocate_total
         .with_label_values(&[outcome.as_str()])
         .inc();
     if outcome == AllocateOutcome::Idempotent {
-        metrics.track.allocate_idempotent_hits_total.inc();
+        metrics.lab.allocate_idempotent_hits_total.inc();
     }
     if let Ok(Ok(allocation)) = &result {
         metrics
-            .track
+            .lab
             .allocate_conflicts_total
             .inc_by(u64::from(allocation.conflicts));
     }
     metrics
-        .track
+        .lab
         .allocation_latency_seconds
         .with_label_values(&[outcome.as_str()])
         .observe(started.elapsed().as_secs_f64());
@@ -127,11 +127,11 @@ fn counted(
 pub async fn owned_sandbox(
     store: &dyn AllocationStore,
     id: &SandboxId,
-    student: &StudentKey,
+    holder: &HolderKey,
 ) -> Outcome<Sandbox> {
     Ok(match store.get(id).await? {
         None => Err(Refusal::SandboxNotFound),
-        Some(sandbox) if sandbox.is_held_by(student) => Ok(sandbox),
+        Some(sandbox) if sandbox.is_held_by(holder) => Ok(sandbox),
         Some(_) => Err(Refusal::NotHolder),
     })
 }
@@ -158,7 +158,7 @@ pub async fn release(
     let result = store.release(request).await;
     let outcome = release_outcome(&result);
     metrics
-        .track
+        .lab
         .deletion_marked_total
         .with_label_values(&[outcome])
         .inc();

@@ -146,7 +146,7 @@ impl AppState {
             store,
             metrics,
             http: Arc::new(config.http),
-            lab,
+            lab_policy: lab,
             clock,
             rate_limiter,
             auth,

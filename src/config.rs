@@ -107,7 +107,7 @@ impl std::ops::Deref for ValidConfig {
     }
 }
 
-/// When allocations expire: the one policy the track routes and the expiry job share.
+/// When allocations expire: the one policy the lab routes and the expiry job share.
 #[derive(Debug, Clone, Args)]
 pub struct LabConfig {
     /// How long a lab lasts; `expires_at = allocated_at + this`. 0 is allowed.
@@ -172,13 +172,13 @@ impl Config {
     /// declared defaults with these overrides: loopback port 0, the given tokens, the
     /// embedded store, text logs, no effective rate limit or failure throttle, no pause
     /// between cleanup batches, and plain `http://` allowed for the simulators on loopback.
-    pub fn for_tests(data_dir: PathBuf, track_token: &str, admin_token: &str) -> Self {
+    pub fn for_tests(data_dir: PathBuf, lab_token: &str, admin_token: &str) -> Self {
         let mut config = Self::declared_defaults()
             .unwrap_or_else(|err| panic!("the declared defaults do not parse: {err}"));
         config.http.listen_addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.store.store = Some(StoreKind::Embedded);
         config.store.data_dir = data_dir;
-        config.auth.api_token = TokenList::parse(track_token).ok();
+        config.auth.api_token = TokenList::parse(lab_token).ok();
         config.auth.admin_token = TokenList::parse(admin_token).ok();
         config.auth.auth_failure_limit = NonZeroU32::MAX;
         config.log.log_format = Some(LogFormat::Text);

@@ -57,7 +57,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
     config.store.store = Some(StoreKind::Embedded);
     speed_up_jobs(&mut config);
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..12];
-    let track = first_token(
+    let lab = first_token(
         config
             .auth
             .api_token
@@ -87,10 +87,10 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
          demo pool: {synced} sandboxes synced from a simulated provider, prefixes {prefixes}\n\
          jobs: sync every 30 s (the provider adds one sandbox and drops one each time: watch it go stale),\n      \
          cleanup every 15 s (released sandboxes are deleted), expiry every 30 s\n\
-         track token: {track}\n\
+         track token: {lab}\n\
          admin token: {admin}\n\n\
          allocate a sandbox:\n  \
-         curl -s -X POST http://127.0.0.1:{port}{base}/allocate -H 'Authorization: Bearer {track}' -H 'X-Instruqt-Sandbox-ID: student-1' -H 'X-Sandbox-Name-Prefix: lab-dns-'\n\
+         curl -s -X POST http://127.0.0.1:{port}{base}/allocate -H 'Authorization: Bearer {lab}' -H 'X-Instruqt-Sandbox-ID: student-1' -H 'X-Sandbox-Name-Prefix: lab-dns-'\n\
          pool stats and jobs:\n  \
          curl -s http://127.0.0.1:{port}{base}/admin/stats -H 'Authorization: Bearer {admin}'\n  \
          curl -s http://127.0.0.1:{port}{base}/admin/jobs -H 'Authorization: Bearer {admin}'\n\

@@ -41,12 +41,12 @@ mod tests {
     #[test]
     fn text_is_trimmed_and_bounded() {
         assert_eq!(
-            StudentKey::parse("h", "  stu-1 ").map(|k| k.0),
+            HolderKey::parse("h", "  stu-1 ").map(|k| k.0),
             Ok("stu-1".into())
         );
-        assert!(StudentKey::parse("h", "   ").is_err());
-        assert!(StudentKey::parse("h", &"a".repeat(257)).is_err());
-        assert!(StudentKey::parse("h", &"a".repeat(256)).is_ok());
+        assert!(HolderKey::parse("h", "   ").is_err());
+        assert!(HolderKey::parse("h", &"a".repeat(257)).is_err());
+        assert!(HolderKey::parse("h", &"a".repeat(256)).is_ok());
         assert!(NamePrefix::parse("h", &"a".repeat(129)).is_err());
     }
 

@@ -44,7 +44,7 @@ pub struct Schedule {
     /// `AUTO_EXPIRY_INTERVAL_SEC`.
     pub expiry: Duration,
     /// `LAB_DURATION_HOURS` and `GRACE_PERIOD_MINUTES`: when allocations expire.
-    pub lab: LabPolicy,
+    pub lab_policy: LabPolicy,
     /// `CLEANUP_INTERVAL_SEC`.
     pub cleanup: Duration,
     /// `AUTO_DELETE_STALE_INTERVAL_SEC`.
@@ -65,12 +65,12 @@ pub struct Schedule {
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// Another instance (or another run here) holds the lease.
-    #[error("job {job} is already running on {holder}")]
+    #[error("job {job} is already running on {instance}")]
     AlreadyRunning {
         /// The job.
         job: &'static str,
         /// Who runs it.
-        holder: String,
+        instance: String,
     },
     /// No provider is configured (`CSP_API_TOKEN` unset).
     #[error("no provider is configured (CSP_API_TOKEN)")]
@@ -94,12 +94,12 @@ pub enum JobError {
     },
     /// The run lost its lease while it worked (another instance took it over, or the
     /// lease ran out while the store could not renew it): it stopped, and recorded nothing.
-    #[error("job {job} lost its lease to {holder} and stopped")]
+    #[error("job {job} lost its lease to {instance} and stopped")]
     LeaseLost {
         /// The job.
         job: &'static str,
         /// Who holds it now (`unknown` when the store could not say).
-        holder: String,
+        instance: String,
     },
 }
 
@@ -109,7 +109,7 @@ pub struct Jobs {
     provider: Option<Arc<dyn ProviderClient>>,
     pre_delete: Option<Arc<PreDeleteHook>>,
     metrics: Metrics,
-    holder: String,
+    instance: String,
     lease: Duration,
     schedule: Schedule,
     clock: SharedClock,
@@ -122,7 +122,7 @@ impl Jobs {
         store: SharedStore,
         provider: Option<Arc<dyn ProviderClient>>,
         metrics: Metrics,
-        holder: String,
+        instance: String,
         lease: Duration,
         schedule: Schedule,
     ) -> Self {
@@ -131,7 +131,7 @@ impl Jobs {
             provider,
             pre_delete: None,
             metrics,
-            holder,
+            instance,
             lease,
             schedule,
             clock: Arc::new(SystemClock),
@@ -152,8 +152,8 @@ impl Jobs {
     }
 
     /// This instance's name in leases.
-    pub fn holder(&self) -> &str {
-        &self.holder
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     fn interval(&self, job: JobName) -> Duration {
@@ -242,7 +242,7 @@ impl Jobs {
                 store: &*self.store.lifecycle,
                 metrics: &self.metrics,
                 settings: &self.schedule.cleanup_settings,
-                holder: &self.holder,
+                runner: &self.instance,
                 clock: &*self.clock,
                 fence,
             };
@@ -256,7 +256,7 @@ impl Jobs {
             let expired = expiry::run_once(
                 &*self.store.lifecycle,
                 &self.metrics,
-                self.schedule.lab,
+                self.schedule.lab_policy,
                 self.clock.now(),
             )
             .await?;
@@ -306,7 +306,7 @@ impl Jobs {
         let Ok(_local) = self.running[job as usize].try_lock() else {
             return Err(JobError::AlreadyRunning {
                 job: job.as_str(),
-                holder: self.holder.clone(),
+                instance: self.instance.clone(),
             });
         };
         let lease_ms = millis(self.lease);
@@ -316,7 +316,7 @@ impl Jobs {
             .jobs
             .acquire_lease(LeaseRequest {
                 job: job.as_str(),
-                holder: &self.holder,
+                instance: &self.instance,
                 now_ms: taken_at_ms,
                 ttl_ms: lease_ms,
             })
@@ -328,10 +328,10 @@ impl Jobs {
                 return Err(err);
             }
             Ok(LeaseOutcome::Acquired) => {}
-            Ok(LeaseOutcome::Held { holder, .. }) => {
+            Ok(LeaseOutcome::Held { instance, .. }) => {
                 return Err(JobError::AlreadyRunning {
                     job: job.as_str(),
-                    holder,
+                    instance,
                 });
             }
         }
@@ -351,9 +351,9 @@ impl Jobs {
                 fence.check()?;
                 work(&fence).await
             } => result,
-            holder = renewing => {
+            instance = renewing => {
                 // Fenced: stop now, and leave the job's record to the run that holds it.
-                let lost = JobError::LeaseLost { job: job.as_str(), holder };
+                let lost = JobError::LeaseLost { job: job.as_str(), instance };
                 log_run(job, JobOutcome::Failed, started.elapsed(), &Err(&lost));
                 return Err(lost);
             }
@@ -378,7 +378,7 @@ impl Jobs {
             ),
             ..JobRecord::default()
         };
-        if let Err(err) = self.store.jobs.finish_job_run(record, &self.holder).await {
+        if let Err(err) = self.store.jobs.finish_job_run(record, &self.instance).await {
             tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not record the job run");
         }
         log_run(job, outcome, duration, &result.as_ref().map(|_| &counts));

@@ -11,7 +11,7 @@
 //!   serve loop, handlers and the dashboard.
 //! - [`jobs`]: the background jobs (sync, cleanup, expiry, stale removal, audit), their
 //!   leases and schedules.
-//! - [`allocation`]: the track rules (allocate, look up, release) with their metrics.
+//! - [`allocation`]: the lab rules (allocate, look up, release) with their metrics.
 //! - [`provider`]: where sandboxes come from and are deleted: the CSP client, the circuit
 //!   breaker, NIOSXaaS, the simulated provider.
 //! - [`ratelimit`]: per-caller token buckets and the failed-authentication throttle.

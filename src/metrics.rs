@@ -11,16 +11,16 @@ use prometheus::{
 
 mod http;
 mod jobs;
+mod lab;
 mod provider;
 mod readings;
-mod track;
 
 pub use self::http::HttpMetrics;
 pub use self::jobs::JobMetrics;
+pub use self::lab::LabMetrics;
 pub use self::provider::ProviderMetrics;
 use self::readings::ReadingGauges;
 pub use self::readings::StoreReadings;
-pub use self::track::TrackMetrics;
 
 /// Latency buckets in seconds: dense from 0.5 ms (a group-committed allocation) to 100 ms,
 /// then coarse up to 10 s so a stalled store still shows where it sits.
@@ -34,8 +34,8 @@ pub struct Metrics {
     registry: Registry,
     /// The HTTP edge's series.
     pub http: HttpMetrics,
-    /// The track routes' series.
-    pub track: TrackMetrics,
+    /// The lab routes' series.
+    pub lab: LabMetrics,
     /// The background jobs' series.
     pub jobs: JobMetrics,
     /// The provider's and the NIOSXaaS hook's series.
@@ -124,7 +124,7 @@ impl Metrics {
         let r = Registry::new();
         let metrics = Self {
             http: HttpMetrics::register(&r)?,
-            track: TrackMetrics::register(&r)?,
+            lab: LabMetrics::register(&r)?,
             jobs: JobMetrics::register(&r)?,
             provider: ProviderMetrics::register(&r)?,
             store_up: gauge(

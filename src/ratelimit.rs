@@ -1,6 +1,6 @@
 //! Per-caller token buckets (docs/api.md, *Rate limiting*): `RATE_LIMIT_PER_SEC` steady, `RATE_LIMIT_BURST` at once.
 //!
-//! Rule: a caller is its student key when it sends one, else its client address (taken
+//! Rule: a caller is its holder key when it sends one, else its client address (taken
 //! from `X-Forwarded-For` only when the peer is a trusted proxy); a denial is a value the
 //! HTTP layer renders as 429, never a panic or a silent drop. The buckets live in a
 //! [`BoundedMap`], so callers inventing keys cannot grow memory past
@@ -31,8 +31,8 @@ use self::bounded::BoundedMap;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CallerKey {
     /// A student, by key: many students behind one NAT each get their own bucket.
-    Student(String),
-    /// A caller without a student key, by client address.
+    Holder(String),
+    /// A caller without a holder key, by client address.
     Address(IpAddr),
 }
 
@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn a_caller_gets_its_burst_then_waits_for_the_steady_rate() {
         let (limiter, clock) = limiter(2, 3);
-        let caller = CallerKey::Student("stu".into());
+        let caller = CallerKey::Holder("stu".into());
         let remaining: Vec<_> = (0..3).map(|_| limiter.check(&caller)).collect();
         assert_eq!(
             remaining,
@@ -220,15 +220,15 @@ mod tests {
     fn callers_have_separate_buckets() {
         let (limiter, _) = limiter(1, 1);
         assert!(matches!(
-            limiter.check(&CallerKey::Student("a".into())),
+            limiter.check(&CallerKey::Holder("a".into())),
             Decision::Allowed { .. }
         ));
         assert!(matches!(
-            limiter.check(&CallerKey::Student("b".into())),
+            limiter.check(&CallerKey::Holder("b".into())),
             Decision::Allowed { .. }
         ));
         assert!(matches!(
-            limiter.check(&CallerKey::Student("a".into())),
+            limiter.check(&CallerKey::Holder("a".into())),
             Decision::Limited { .. }
         ));
     }
@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn retain_recent_forgets_refilled_buckets() {
         let (limiter, clock) = limiter(10, 10);
-        limiter.check(&CallerKey::Student("a".into()));
+        limiter.check(&CallerKey::Holder("a".into()));
         assert_eq!(limiter.tracked_callers(), 1);
         clock.advance(Duration::from_secs(5));
         limiter.retain_recent();
@@ -246,10 +246,10 @@ mod tests {
     #[test]
     fn a_flood_of_fresh_keys_neither_grows_memory_nor_frees_a_limited_caller() {
         let (limiter, clock) = limiter(1, 5);
-        let heavy = CallerKey::Student("heavy".into());
+        let heavy = CallerKey::Holder("heavy".into());
         while matches!(limiter.check(&heavy), Decision::Allowed { .. }) {}
         for n in 0..100_000 {
-            limiter.check(&CallerKey::Student(format!("fresh-{n}")));
+            limiter.check(&CallerKey::Holder(format!("fresh-{n}")));
             if n % 10_000 == 0 {
                 clock.advance(Duration::from_millis(1));
             }

@@ -33,8 +33,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::domain::lifecycle::{RowActionRefused, SyncStep};
 use crate::domain::{
-    IdempotencyKey, NamePrefix, Sandbox, SandboxId, SandboxStatus, SearchText, StudentKey,
-    TrackName, ValidationError,
+    HolderKey, IdempotencyKey, LabName, NamePrefix, Sandbox, SandboxId, SandboxStatus, SearchText,
+    ValidationError,
 };
 
 /// What the rules refused: an answer the caller is given, never a failure of the store.
@@ -80,7 +80,7 @@ pub struct AllocationRequest {
     /// Who allocates.
     pub key: AllocationKey,
     /// Stored on the row for per-lab analytics.
-    pub track_name: Option<TrackName>,
+    pub lab: Option<LabName>,
     /// Only names starting with this qualify.
     pub name_prefix: Option<NamePrefix>,
     /// Stored on the row so `expires_at` is fixed at allocation.
@@ -93,9 +93,9 @@ impl AllocationRequest {
     /// What this request grants the sandbox it gets.
     pub fn grant(&self) -> crate::domain::lifecycle::Grant<'_> {
         crate::domain::lifecycle::Grant {
-            student: self.key.student.as_str(),
+            holder: self.key.holder.as_str(),
             idempotency_key: self.key.stored_idempotency_key(),
-            track_name: self.track_name.as_ref().map(TrackName::as_str),
+            lab: self.lab.as_ref().map(LabName::as_str),
             lab_duration_hours: self.lab_duration_hours,
             now: self.now,
         }
@@ -117,7 +117,7 @@ pub struct Allocation {
 /// uses, and a test stands a double in for one role and keeps the real store's others.
 #[derive(Clone)]
 pub struct SharedStore {
-    /// What the track routes do.
+    /// What the lab routes do.
     pub allocation: Arc<dyn AllocationStore>,
     /// What the lifecycle jobs do.
     pub lifecycle: Arc<dyn LifecycleStore>,
@@ -159,7 +159,7 @@ mod tests {
     use crate::domain::NewSandbox;
 
     /// A row held by `student`, carrying `idempotency_key`.
-    fn held_row(student: &str, idempotency_key: Option<&str>) -> Sandbox {
+    fn held_row(holder: &str, idempotency_key: Option<&str>) -> Sandbox {
         let mut row = NewSandbox {
             sandbox_id: SandboxId::parse("id", "1").unwrap(),
             name: crate::domain::SandboxName::parse("n", "lab-1").unwrap(),
@@ -167,22 +167,22 @@ mod tests {
             sfdc_account_id: None,
         }
         .into_available_row(0);
-        row.allocated_to_track = Some(student.to_owned());
+        row.holder = Some(holder.to_owned());
         row.idempotency_key = idempotency_key.map(str::to_owned);
         row
     }
 
     #[test]
     fn rows_store_the_student_key_for_no_idempotency_key_and_read_back_to_the_same_key() {
-        let student = || StudentKey::parse("s", "stu").unwrap();
+        let holder = || HolderKey::parse("s", "stu").unwrap();
         let idem = |k: &str| Some(IdempotencyKey::parse("k", k).unwrap());
         assert_eq!(
-            AllocationKey::new(student(), idem("stu")),
-            AllocationKey::new(student(), None),
+            AllocationKey::new(holder(), idem("stu")),
+            AllocationKey::new(holder(), None),
             "an Idempotency-Key equal to the student key is none"
         );
-        let plain = AllocationKey::new(student(), None);
-        let keyed = AllocationKey::new(student(), idem("lab-2"));
+        let plain = AllocationKey::new(holder(), None);
+        let keyed = AllocationKey::new(holder(), idem("lab-2"));
         assert_eq!(plain.stored_idempotency_key(), "stu");
         assert_eq!(keyed.stored_idempotency_key(), "lab-2");
         let mut row = held_row("stu", None);
@@ -210,18 +210,18 @@ mod tests {
 
     #[test]
     fn a_python_allocation_belongs_to_the_key_whose_idempotency_key_it_stored() {
-        let key = |student: &str, idem: Option<&str>| AllocationKey {
-            student: StudentKey::parse("s", student).unwrap(),
+        let key = |holder: &str, idem: Option<&str>| AllocationKey {
+            holder: HolderKey::parse("s", holder).unwrap(),
             idempotency_key: idem.map(|k| IdempotencyKey::parse("k", k).unwrap()),
         };
-        let python_row = |student: &str, idem: &str| {
-            let mut row = held_row(student, Some(idem));
+        let python_row = |holder: &str, idem: &str| {
+            let mut row = held_row(holder, Some(idem));
             row.status = SandboxStatus::Allocated;
             row.allocated_at = Some(100);
             row.lab_duration_hours = Some(4);
             row
         };
-        // Without a header the Python service stored the student key as idempotency_key.
+        // Without a header the Python service stored the holder key as idempotency_key.
         assert!(key("stu", None).holds_foreign(&python_row("stu", "stu")));
         assert!(key("stu", Some("k1")).holds_foreign(&python_row("stu", "k1")));
         assert!(!key("stu", None).holds_foreign(&python_row("stu", "k1")));
@@ -261,13 +261,13 @@ mod tests {
 
     #[test]
     fn allocation_keys_of_different_shapes_never_collide() {
-        let student = StudentKey::parse("s", "stu").unwrap();
+        let holder = HolderKey::parse("s", "stu").unwrap();
         let plain = AllocationKey {
-            student: student.clone(),
+            holder: holder.clone(),
             idempotency_key: None,
         };
         let keyed = AllocationKey {
-            student,
+            holder,
             idempotency_key: Some(IdempotencyKey::parse("k", "stu").unwrap()),
         };
         assert_ne!(plain.encoded(), keyed.encoded());

@@ -62,7 +62,8 @@ pub struct Violation {
     pub sandbox_id: Option<String>,
     /// The student holding it, when one does.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub student: Option<String>,
+    #[serde(rename = "student")]
+    pub holder: Option<String>,
     /// What is wrong, for an operator.
     pub detail: String,
 }
@@ -140,7 +141,7 @@ pub fn audit(
             found.push(Violation {
                 check: Check::KeyHoldsSeveral,
                 sandbox_id: Some(row.sandbox_id.clone()),
-                student: row.allocated_to_track.clone(),
+                holder: row.holder.clone(),
                 detail: format!(
                     "allocation key {key:?} holds {} allocated sandboxes: {}",
                     rows.len(),
@@ -155,7 +156,7 @@ pub fn audit(
             found.push(Violation {
                 check: Check::AllocatedMissingAtProvider,
                 sandbox_id: Some(row.sandbox_id.clone()),
-                student: row.allocated_to_track.clone(),
+                holder: row.holder.clone(),
                 detail: format!(
                     "allocated, but the provider's listing applied at {} does not contain it",
                     listing.taken_at
@@ -170,7 +171,7 @@ pub fn audit(
             found.push(Violation {
                 check: Check::DeletedStillListed,
                 sandbox_id: Some(id.clone()),
-                student: None,
+                holder: None,
                 detail: format!(
                     "the provider reported it deleted, but its listing applied at {} still contains it",
                     listing.taken_at
@@ -187,7 +188,7 @@ pub fn audit(
                     found.push(Violation {
                         check: Check::DeletionOverdue,
                         sandbox_id: Some(row.sandbox_id.clone()),
-                        student: row.allocated_to_track.clone(),
+                        holder: row.holder.clone(),
                         detail: format!(
                             "pending deletion for {} minutes (since {since}){}",
                             waited / 60,
@@ -199,7 +200,7 @@ pub fn audit(
             SandboxStatus::DeletionFailed => found.push(Violation {
                 check: Check::DeletionFailed,
                 sandbox_id: Some(row.sandbox_id.clone()),
-                student: row.allocated_to_track.clone(),
+                holder: row.holder.clone(),
                 detail: format!(
                     "deletion given up {} minutes ago after {} refusals{}",
                     (now - row.updated_at).max(0) / 60,
@@ -252,15 +253,15 @@ mod tests {
         deletion_overdue_secs: 3600,
     };
 
-    fn sandbox(id: &str, status: SandboxStatus, student: Option<&str>) -> Sandbox {
-        let mut sandbox = row(status, student);
+    fn sandbox(id: &str, status: SandboxStatus, holder: Option<&str>) -> Sandbox {
+        let mut sandbox = row(status, holder);
         sandbox.sandbox_id = id.to_owned();
-        sandbox.idempotency_key = student.map(str::to_owned);
+        sandbox.idempotency_key = holder.map(str::to_owned);
         sandbox
     }
 
     fn key(row: &Sandbox) -> Option<String> {
-        row.allocated_to_track.clone()
+        row.holder.clone()
     }
 
     fn checks(violations: &[Violation]) -> Vec<(Check, Option<&str>)> {
@@ -305,7 +306,7 @@ mod tests {
                 (Check::DeletionFailed, Some("6")),
             ]
         );
-        assert_eq!(found[0].student.as_deref(), Some("stu-a"));
+        assert_eq!(found[0].holder.as_deref(), Some("stu-a"));
         assert!(
             found[0]
                 .detail
@@ -331,7 +332,7 @@ mod tests {
             Violation {
                 check: Check::DeletionFailed,
                 sandbox_id: None,
-                student: None,
+                holder: None,
                 detail: String::new(),
             };
             KEPT_VIOLATIONS + 5

@@ -13,7 +13,8 @@ pub struct Cordon {
     pub name_prefix: Option<String>,
     /// Requests whose `X-Instruqt-Track-ID` is this are paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub track_name: Option<String>,
+    #[serde(rename = "track_name")]
+    pub lab: Option<String>,
     /// Why, as the admin said: told to every paused request.
     pub reason: String,
     /// Epoch seconds it was put in place.
@@ -26,16 +27,16 @@ impl Cordon {
     /// Whether a new allocation asking for `name_prefix` (its `X-Sandbox-Name-Prefix`) and
     /// `track_name` (its `X-Instruqt-Track-ID`) is paused by this cordon: every selector it
     /// has must match, and it has at least one.
-    pub fn pauses(&self, name_prefix: Option<&str>, track_name: Option<&str>) -> bool {
+    pub fn pauses(&self, name_prefix: Option<&str>, lab: Option<&str>) -> bool {
         let prefix_matches = self
             .name_prefix
             .as_deref()
             .is_none_or(|cordoned| name_prefix.is_some_and(|asked| asked.starts_with(cordoned)));
-        let track_matches = self
-            .track_name
+        let lab_matches = self
+            .lab
             .as_deref()
-            .is_none_or(|cordoned| track_name == Some(cordoned));
-        (self.name_prefix.is_some() || self.track_name.is_some()) && prefix_matches && track_matches
+            .is_none_or(|cordoned| lab == Some(cordoned));
+        (self.name_prefix.is_some() || self.lab.is_some()) && prefix_matches && lab_matches
     }
 }
 
@@ -43,11 +44,11 @@ impl Cordon {
 mod tests {
     use super::*;
 
-    fn cordon(name_prefix: Option<&str>, track_name: Option<&str>) -> Cordon {
+    fn cordon(name_prefix: Option<&str>, lab: Option<&str>) -> Cordon {
         Cordon {
             id: "c1".into(),
             name_prefix: name_prefix.map(str::to_owned),
-            track_name: track_name.map(str::to_owned),
+            lab: lab.map(str::to_owned),
             reason: "fixing".into(),
             created_at: 0,
             actor: "admin:0".into(),
@@ -67,10 +68,10 @@ mod tests {
             "a wider prefix is not the cordoned pool"
         );
         assert!(!prefix.pauses(None, Some("dns")));
-        let track = cordon(None, Some("dns"));
-        assert!(track.pauses(None, Some("dns")));
-        assert!(track.pauses(Some("lab-b-"), Some("dns")));
-        assert!(!track.pauses(None, Some("dns-2")));
+        let lab = cordon(None, Some("dns"));
+        assert!(lab.pauses(None, Some("dns")));
+        assert!(lab.pauses(Some("lab-b-"), Some("dns")));
+        assert!(!lab.pauses(None, Some("dns-2")));
         let both = cordon(Some("lab-a-"), Some("dns"));
         assert!(both.pauses(Some("lab-a-"), Some("dns")));
         assert!(!both.pauses(Some("lab-a-"), Some("sec")));

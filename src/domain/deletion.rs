@@ -11,7 +11,7 @@ use super::{NiosxaasCleanup, Sandbox, SandboxStatus};
 /// a newer result). One rule for both stores.
 pub fn finished_change(
     claimed: &Sandbox,
-    holder: &str,
+    runner: &str,
     outcome: &DeletionOutcome,
     niosxaas: Option<NiosxaasCleanup>,
     now: i64,
@@ -21,7 +21,7 @@ pub fn finished_change(
         expect: Expect {
             status: SandboxStatus::PendingDeletion,
             held_by: None,
-            claimed_by: Some(holder.to_owned()),
+            claimed_by: Some(runner.to_owned()),
             allocated_at: None,
         },
     }

@@ -17,8 +17,8 @@ pub const RELEASE_CONDITION: &str = "holder = :me";
 
 /// Whether a run of `finisher` ending releases the lease now held by `holder`: only its
 /// own. A run whose lease was taken over records its run but leaves the new holder's lease.
-pub fn released_by(holder: Option<&str>, finisher: &str) -> bool {
-    holder == Some(finisher)
+pub fn released_by(instance: Option<&str>, finisher: &str) -> bool {
+    instance == Some(finisher)
 }
 
 /// What a take of a lease comes to.
@@ -29,7 +29,7 @@ pub enum LeaseDecision {
     /// Someone else's lease is still running.
     HeldBy {
         /// Its holder.
-        holder: String,
+        instance: String,
         /// When it runs out (epoch milliseconds).
         until_ms: i64,
     },
@@ -41,11 +41,16 @@ pub fn is_running(expires_at_ms: i64, now_ms: i64) -> bool {
 }
 
 /// Whether `taker` may take the lease now held by `holder` until `expires_at_ms`.
-pub fn decide(holder: Option<&str>, expires_at_ms: i64, taker: &str, now_ms: i64) -> LeaseDecision {
-    match holder {
+pub fn decide(
+    instance: Option<&str>,
+    expires_at_ms: i64,
+    taker: &str,
+    now_ms: i64,
+) -> LeaseDecision {
+    match instance {
         Some(other) if other != taker && is_running(expires_at_ms, now_ms) => {
             LeaseDecision::HeldBy {
-                holder: other.to_owned(),
+                instance: other.to_owned(),
                 until_ms: expires_at_ms,
             }
         }
@@ -85,8 +90,8 @@ mod tests {
 
     #[test]
     fn a_lease_is_free_unheld_own_or_run_out_and_runs_out_at_its_end() {
-        let held = |holder: &str, until_ms| LeaseDecision::HeldBy {
-            holder: holder.into(),
+        let held = |instance: &str, until_ms| LeaseDecision::HeldBy {
+            instance: instance.into(),
             until_ms,
         };
         let cases = [
@@ -97,11 +102,11 @@ mod tests {
             (Some("b"), 100, "a", 100, LeaseDecision::Take),
             (Some("b"), 100, "a", 101, LeaseDecision::Take),
         ];
-        for (holder, expires, taker, now, expected) in cases {
+        for (instance, expires, taker, now, expected) in cases {
             assert_eq!(
-                decide(holder, expires, taker, now),
+                decide(instance, expires, taker, now),
                 expected,
-                "{holder:?} until {expires}, {taker} at {now}"
+                "{instance:?} until {expires}, {taker} at {now}"
             );
         }
     }

@@ -13,7 +13,7 @@ mod sync;
 pub use self::admin::*;
 pub use self::listing::*;
 pub use self::sync::*;
-use super::{ALLOCATED_BY_BROKER, LabPolicy, Sandbox, SandboxStatus, StudentKey};
+use super::{ALLOCATED_BY_BROKER, HolderKey, LabPolicy, Sandbox, SandboxStatus};
 
 /// What must still hold of the stored row for a decided change to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ impl Expect {
             expected.is_none() || expected == actual
         };
         row.status == self.status
-            && same(&self.held_by, &row.allocated_to_track)
+            && same(&self.held_by, &row.holder)
             && same(&self.claimed_by, &row.deletion_claimed_by)
             && self
                 .allocated_at
@@ -69,8 +69,8 @@ pub enum Release {
 
 /// A release by `student` at `now`: only the holder may release; releasing a row that
 /// is no longer `allocated` (already pending deletion, deleted, …) is a harmless repeat.
-pub fn release(row: &Sandbox, student: &StudentKey, now: i64) -> Result<Release, NotHolder> {
-    if !row.is_held_by(student) {
+pub fn release(row: &Sandbox, holder: &HolderKey, now: i64) -> Result<Release, NotHolder> {
+    if !row.is_held_by(holder) {
         return Err(NotHolder);
     }
     if row.status != SandboxStatus::Allocated {
@@ -80,7 +80,7 @@ pub fn release(row: &Sandbox, student: &StudentKey, now: i64) -> Result<Release,
         row: allocation_ended(row, now),
         expect: Expect {
             status: SandboxStatus::Allocated,
-            held_by: Some(student.as_str().to_owned()),
+            held_by: Some(holder.as_str().to_owned()),
             claimed_by: None,
             allocated_at: None,
         },
@@ -96,7 +96,7 @@ pub fn expire(row: &Sandbox, policy: LabPolicy, now: i64) -> Option<Change> {
         row: allocation_ended(row, now),
         expect: Expect {
             status: SandboxStatus::Allocated,
-            held_by: Some(row.allocated_to_track.clone().unwrap_or_default()),
+            held_by: Some(row.holder.clone().unwrap_or_default()),
             claimed_by: None,
             allocated_at: Some(row.allocated_at.unwrap_or(0)),
         },
@@ -108,11 +108,11 @@ pub fn expire(row: &Sandbox, policy: LabPolicy, now: i64) -> Option<Change> {
 #[derive(Debug, Clone, Copy)]
 pub struct Grant<'a> {
     /// The student who takes the row.
-    pub student: &'a str,
-    /// The `idempotency_key` stored with it (the student key when the request had none).
+    pub holder: &'a str,
+    /// The `idempotency_key` stored with it (the holder key when the request had none).
     pub idempotency_key: &'a str,
     /// The lab (`X-Track-Name`), if given; without one any earlier track is cleared.
-    pub track_name: Option<&'a str>,
+    pub lab: Option<&'a str>,
     /// How long the lab lasts.
     pub lab_duration_hours: u32,
     /// When.
@@ -128,9 +128,9 @@ pub fn allocate(row: &Sandbox, grant: &Grant<'_>) -> Option<Change> {
     }
     let mut taken = row.clone();
     taken.status = SandboxStatus::Allocated;
-    taken.allocated_to_track = Some(grant.student.to_owned());
+    taken.holder = Some(grant.holder.to_owned());
     taken.idempotency_key = Some(grant.idempotency_key.to_owned());
-    taken.track_name = grant.track_name.map(str::to_owned);
+    taken.lab = grant.lab.map(str::to_owned);
     taken.allocated_at = Some(grant.now);
     taken.lab_duration_hours = Some(grant.lab_duration_hours);
     taken.allocated_by = Some(ALLOCATED_BY_BROKER.to_owned());
@@ -221,26 +221,26 @@ pub(crate) mod tests {
         }
         .into_available_row(100);
         row.status = status;
-        row.allocated_to_track = holder.map(str::to_owned);
+        row.holder = holder.map(str::to_owned);
         row
     }
 
-    fn student(key: &str) -> StudentKey {
-        StudentKey::parse("h", key).unwrap()
+    fn holder(key: &str) -> HolderKey {
+        HolderKey::parse("h", key).unwrap()
     }
 
     #[test]
     fn only_an_available_row_is_allocated_and_it_becomes_the_grants() {
         let grant = Grant {
-            student: "stu",
+            holder: "stu",
             idempotency_key: "key-1",
-            track_name: None,
+            lab: None,
             lab_duration_hours: 4,
             now: 500,
         };
         for status in SandboxStatus::ALL {
             let mut candidate = row(status, None);
-            candidate.track_name = Some("an earlier lab".into());
+            candidate.lab = Some("an earlier lab".into());
             let change = allocate(&candidate, &grant);
             assert_eq!(
                 change.is_some(),
@@ -252,9 +252,9 @@ pub(crate) mod tests {
             assert_eq!(
                 (
                     taken.status,
-                    taken.allocated_to_track.as_deref(),
+                    taken.holder.as_deref(),
                     taken.idempotency_key.as_deref(),
-                    taken.track_name.as_deref(),
+                    taken.lab.as_deref(),
                 ),
                 (SandboxStatus::Allocated, Some("stu"), Some("key-1"), None),
                 "a grant without a track clears an earlier one"
@@ -290,12 +290,12 @@ pub(crate) mod tests {
             (Deleted, Some("stu"), "stu", Ok(false)),
             (PendingDeletion, Some("other"), "stu", Err(NotHolder)),
         ];
-        for (status, holder, asking, expected) in cases {
-            let decided = release(&row(status, holder), &student(asking), 500)
+        for (status, held_by, asking, expected) in cases {
+            let decided = release(&row(status, held_by), &holder(asking), 500)
                 .map(|release| matches!(release, Release::Now(_)));
             assert_eq!(
                 decided, expected,
-                "{status:?} held by {holder:?}, {asking} asks"
+                "{status:?} held by {held_by:?}, {asking} asks"
             );
         }
     }
@@ -344,7 +344,7 @@ pub(crate) mod tests {
     #[test]
     fn a_release_ends_the_allocation_now_and_requires_it_unchanged() {
         let held = row(SandboxStatus::Allocated, Some("stu"));
-        let Ok(Release::Now(change)) = release(&held, &student("stu"), 500) else {
+        let Ok(Release::Now(change)) = release(&held, &holder("stu"), 500) else {
             panic!("a release")
         };
         assert_eq!(change.row.status, SandboxStatus::PendingDeletion);

@@ -15,9 +15,10 @@ pub struct Sandbox {
     pub external_id: String,
     /// Lifecycle state.
     pub status: SandboxStatus,
-    /// The student key holding it, once allocated.
+    /// The holder key holding it, once allocated.
     #[serde(default)]
-    pub allocated_to_track: Option<String>,
+    #[serde(rename = "allocated_to_track")]
+    pub holder: Option<String>,
     /// Epoch seconds of allocation; `None` while never allocated.
     #[serde(default)]
     pub allocated_at: Option<i64>,
@@ -44,7 +45,8 @@ pub struct Sandbox {
     pub idempotency_key: Option<String>,
     /// The lab slug it was allocated for.
     #[serde(default)]
-    pub track_name: Option<String>,
+    #[serde(rename = "track_name")]
+    pub lab: Option<String>,
     /// Epoch seconds the broker first stored it.
     pub created_at: i64,
     /// Epoch seconds of the last change.
@@ -121,9 +123,11 @@ pub struct NiosxaasHistory {
     /// Its provider id.
     pub external_id: String,
     /// The lab it was last allocated for.
-    pub track_name: Option<String>,
-    /// The student key that last held it.
-    pub allocated_to_track: Option<String>,
+    #[serde(rename = "track_name")]
+    pub lab: Option<String>,
+    /// The holder key that last held it.
+    #[serde(rename = "allocated_to_track")]
+    pub holder: Option<String>,
     /// The hook's result.
     #[serde(flatten)]
     pub cleanup: NiosxaasCleanup,
@@ -141,8 +145,8 @@ impl NiosxaasHistory {
             sandbox_id: row.sandbox_id.clone(),
             sandbox_name: row.name.clone(),
             external_id: row.external_id.clone(),
-            track_name: row.track_name.clone(),
-            allocated_to_track: row.allocated_to_track.clone(),
+            lab: row.lab.clone(),
+            holder: row.holder.clone(),
             cleanup: row.niosxaas.clone()?,
             deleted_at: row.deleted_at,
             ttl: now + NIOSXAAS_HISTORY_TTL_SECS,
@@ -195,8 +199,8 @@ impl Sandbox {
     }
 
     /// Whether `student` holds this sandbox (in any status after allocation).
-    pub fn is_held_by(&self, student: &StudentKey) -> bool {
-        self.allocated_to_track.as_deref() == Some(student.as_str())
+    pub fn is_held_by(&self, holder: &HolderKey) -> bool {
+        self.holder.as_deref() == Some(holder.as_str())
     }
 }
 
@@ -221,7 +225,7 @@ impl NewSandbox {
             name: self.name.0,
             external_id: self.external_id.0,
             status: SandboxStatus::Available,
-            allocated_to_track: None,
+            holder: None,
             allocated_at: None,
             lab_duration_hours: None,
             allocated_by: None,
@@ -229,7 +233,7 @@ impl NewSandbox {
             deletion_retry_count: 0,
             last_synced: None,
             idempotency_key: None,
-            track_name: None,
+            lab: None,
             created_at: now,
             updated_at: now,
             sfdc_account_id: self.sfdc_account_id,

@@ -8,7 +8,7 @@ use super::{NiosxaasCleanup, Sandbox, SandboxStatus, ValidationError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllocationFacts {
     /// The lab it was allocated for.
-    pub track_name: Option<String>,
+    pub lab: Option<String>,
     /// Its status.
     pub status: SandboxStatus,
     /// Epoch seconds it was allocated.
@@ -21,8 +21,8 @@ impl AllocationFacts {
     /// The facts of `row`, or `None` when it carries neither a lab nor an allocation time
     /// (a sandbox never handed out counts nowhere in usage).
     pub fn of(row: &Sandbox) -> Option<Self> {
-        (row.track_name.is_some() || row.allocated_at.is_some()).then(|| Self {
-            track_name: row.track_name.clone(),
+        (row.lab.is_some() || row.allocated_at.is_some()).then(|| Self {
+            lab: row.lab.clone(),
             status: row.status,
             allocated_at: row.allocated_at,
             released_at: row.deletion_requested_at,
@@ -39,9 +39,9 @@ impl AllocationFacts {
 
 /// Per-lab counts over rows that carry a `track_name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrackStats {
+pub struct LabStats {
     /// The lab slug.
-    pub track_name: String,
+    pub lab: String,
     /// Rows of this lab now `allocated`.
     pub allocated: u64,
     /// Rows of this lab now `pending_deletion`.
@@ -56,7 +56,7 @@ pub struct TrackStats {
     pub held_seconds_total: u64,
 }
 
-impl TrackStats {
+impl LabStats {
     /// The mean hold time of the lab's released sandboxes, if any was released.
     pub fn mean_held_seconds(&self) -> Option<u64> {
         (self.released > 0).then(|| self.held_seconds_total / self.released)
@@ -65,16 +65,16 @@ impl TrackStats {
 
 /// Per-lab counts tallied row by row.
 #[derive(Debug, Default)]
-pub struct TrackTally(std::collections::BTreeMap<String, TrackStats>);
+pub struct LabTally(std::collections::BTreeMap<String, LabStats>);
 
-impl TrackTally {
+impl LabTally {
     /// Counts one row; rows without a lab are not a lab's.
     pub fn count(&mut self, facts: &AllocationFacts) {
-        let Some(name) = &facts.track_name else {
+        let Some(name) = &facts.lab else {
             return;
         };
-        let track = self.0.entry(name.clone()).or_insert_with(|| TrackStats {
-            track_name: name.clone(),
+        let lab = self.0.entry(name.clone()).or_insert_with(|| LabStats {
+            lab: name.clone(),
             allocated: 0,
             pending_deletion: 0,
             deleted: 0,
@@ -82,28 +82,28 @@ impl TrackTally {
             released: 0,
             held_seconds_total: 0,
         });
-        track.total += 1;
+        lab.total += 1;
         match facts.status {
-            SandboxStatus::Allocated => track.allocated += 1,
-            SandboxStatus::PendingDeletion => track.pending_deletion += 1,
-            SandboxStatus::Deleted => track.deleted += 1,
+            SandboxStatus::Allocated => lab.allocated += 1,
+            SandboxStatus::PendingDeletion => lab.pending_deletion += 1,
+            SandboxStatus::Deleted => lab.deleted += 1,
             _ => {}
         }
         if let Some(held) = facts.held_seconds() {
-            track.released += 1;
-            track.held_seconds_total += held;
+            lab.released += 1;
+            lab.held_seconds_total += held;
         }
     }
 
     /// The labs in name order.
-    pub fn into_stats(self) -> Vec<TrackStats> {
+    pub fn into_stats(self) -> Vec<LabStats> {
         self.0.into_values().collect()
     }
 }
 
 /// Per-lab stats of `facts`, in lab-name order.
-pub fn track_stats(facts: &[AllocationFacts]) -> Vec<TrackStats> {
-    let mut tally = TrackTally::default();
+pub fn lab_stats(facts: &[AllocationFacts]) -> Vec<LabStats> {
+    let mut tally = LabTally::default();
     facts.iter().for_each(|f| tally.count(f));
     tally.into_stats()
 }
@@ -284,14 +284,9 @@ impl NiosxaasTally {
 mod tests {
     use super::*;
 
-    fn facts(
-        track: &str,
-        status: SandboxStatus,
-        at: i64,
-        released: Option<i64>,
-    ) -> AllocationFacts {
+    fn facts(lab: &str, status: SandboxStatus, at: i64, released: Option<i64>) -> AllocationFacts {
         AllocationFacts {
-            track_name: Some(track.into()),
+            lab: Some(lab.into()),
             status,
             allocated_at: Some(at),
             released_at: released,
@@ -306,17 +301,17 @@ mod tests {
             facts("a", SandboxStatus::Deleted, 100, Some(200)),
             facts("b", SandboxStatus::DeletionFailed, 50, Some(40)),
             AllocationFacts {
-                track_name: None,
+                lab: None,
                 status: SandboxStatus::Allocated,
                 allocated_at: Some(1),
                 released_at: None,
             },
         ];
-        let stats = track_stats(&rows);
+        let stats = lab_stats(&rows);
         assert_eq!(stats.len(), 2);
         let a = &stats[0];
         assert_eq!(
-            (a.track_name.as_str(), a.allocated, a.pending_deletion),
+            (a.lab.as_str(), a.allocated, a.pending_deletion),
             ("a", 1, 1)
         );
         assert_eq!((a.deleted, a.total, a.released), (1, 3, 2));

@@ -179,11 +179,11 @@ macro_rules! text_type {
 
 text_type!(
     /// Who holds a sandbox: `X-Instruqt-Sandbox-ID`, or the legacy `X-Track-ID`.
-    StudentKey, max = 256
+    HolderKey, max = 256
 );
 text_type!(
     /// The lab slug from `X-Instruqt-Track-ID`.
-    TrackName, max = 256
+    LabName, max = 256
 );
 text_type!(
     /// A client's `Idempotency-Key`: a second key from one student is a second allocation.
@@ -194,7 +194,7 @@ text_type!(
     NamePrefix, max = 128
 );
 text_type!(
-    /// Free text the admin list searches for in a row's id, name, student key and lab
+    /// Free text the admin list searches for in a row's id, name, holder key and lab
     /// (case-insensitive).
     SearchText, max = 128
 );

@@ -47,7 +47,7 @@ fn digest(token: &str) -> [u8; 32] {
 
 /// The accepted tokens per role.
 pub struct Auth {
-    track: TokenDigests,
+    lab: TokenDigests,
     admin: TokenDigests,
     /// `METRICS_TOKEN`: `None` leaves `/metrics` open.
     metrics: Option<TokenDigests>,
@@ -62,7 +62,7 @@ impl Auth {
                 .ok_or(ConfigError::Missing(variable))
         };
         Ok(Self {
-            track: required(&config.api_token, "BROKER_API_TOKEN")?,
+            lab: required(&config.api_token, "BROKER_API_TOKEN")?,
             admin: required(&config.admin_token, "BROKER_ADMIN_TOKEN")?,
             metrics: config.metrics_token.as_ref().map(TokenDigests::of),
         })
@@ -97,7 +97,7 @@ impl AdminActor {
 /// Who may call a route.
 #[derive(Clone, Copy)]
 enum Role {
-    Track,
+    Lab,
     Admin,
     Metrics,
 }
@@ -114,7 +114,7 @@ async fn guard(
     next: Next,
 ) -> Result<Response, ApiError> {
     let tokens = match role {
-        Role::Track => &app.auth.track,
+        Role::Lab => &app.auth.lab,
         Role::Admin => &app.auth.admin,
         Role::Metrics => match &app.auth.metrics {
             Some(tokens) => tokens,
@@ -151,13 +151,13 @@ async fn guard(
     Err(failure)
 }
 
-/// Track routes: a track token, else 401.
-pub async fn require_track_token(
+/// Lab routes: a track token, else 401.
+pub async fn require_lab_token(
     State(app): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    guard(&app, Role::Track, request, next).await
+    guard(&app, Role::Lab, request, next).await
 }
 
 /// Admin routes: missing or malformed is 401, a well-formed non-admin token is 403.

@@ -23,7 +23,7 @@ pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 pub enum ApiError {
     /// 400 `MISSING_SANDBOX_ID`: neither student header is present.
     #[error("missing student key")]
-    MissingStudentKey,
+    MissingHolderKey,
     /// 400 `VALIDATION_ERROR`: a header, path, query or body value is malformed.
     #[error(transparent)]
     Validation(#[from] ValidationError),
@@ -60,7 +60,7 @@ pub enum ApiError {
         /// The job.
         job: &'static str,
         /// The instance running it.
-        holder: String,
+        instance: String,
     },
     /// 503 `SERVICE_UNAVAILABLE`, with `Retry-After`: the provider cannot be used now.
     #[error("provider unavailable")]
@@ -115,8 +115,8 @@ impl From<crate::jobs::JobError> for ApiError {
         use crate::jobs::JobError;
         match err {
             // A run that lost its lease mid-way was taken over: the job runs elsewhere now.
-            JobError::AlreadyRunning { job, holder } | JobError::LeaseLost { job, holder } => {
-                Self::JobAlreadyRunning { job, holder }
+            JobError::AlreadyRunning { job, instance } | JobError::LeaseLost { job, instance } => {
+                Self::JobAlreadyRunning { job, instance }
             }
             // Only scheduled runs are skipped as not due; an admin's run never is.
             err @ JobError::NotDue { .. } => Self::Internal(Box::new(err)),
@@ -200,7 +200,7 @@ impl ApiError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingStudentKey | Self::Validation(_) => StatusCode::BAD_REQUEST,
+            Self::MissingHolderKey | Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::NotSandboxOwner => StatusCode::FORBIDDEN,
             Self::SandboxNotFound | Self::RouteNotFound | Self::NothingFound(_) => {
@@ -225,7 +225,7 @@ impl ApiError {
     /// The envelope body: code, a message that leaks no internals, and `retry_after`.
     pub fn body(&self) -> ErrorBody {
         let (code, message, retry_after) = match self {
-            Self::MissingStudentKey => (
+            Self::MissingHolderKey => (
                 "MISSING_SANDBOX_ID",
                 "Missing student key: send the X-Instruqt-Sandbox-ID header (or the legacy X-Track-ID header)".to_owned(),
                 None,
@@ -301,9 +301,9 @@ impl ApiError {
                 ),
                 None,
             ),
-            Self::JobAlreadyRunning { job, holder } => (
+            Self::JobAlreadyRunning { job, instance } => (
                 "JOB_ALREADY_RUNNING",
-                format!("The {job} job is already running on instance {holder}"),
+                format!("The {job} job is already running on instance {instance}"),
                 None,
             ),
             Self::ProviderUnavailable(err) => (

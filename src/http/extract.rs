@@ -12,15 +12,15 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use crate::domain::{
-    IdempotencyKey, NamePrefix, SandboxId, StudentKey, TrackName, ValidationError, trim_blanks,
+    HolderKey, IdempotencyKey, LabName, NamePrefix, SandboxId, ValidationError, trim_blanks,
 };
 
 /// Preferred student header.
-pub const STUDENT_HEADER: &str = "x-instruqt-sandbox-id";
+pub const HOLDER_HEADER: &str = "x-instruqt-sandbox-id";
 /// Legacy student header, used when the preferred one is absent or blank.
-pub const LEGACY_STUDENT_HEADER: &str = "x-track-id";
+pub const LEGACY_HOLDER_HEADER: &str = "x-track-id";
 /// Lab slug header.
-pub const TRACK_HEADER: &str = "x-instruqt-track-id";
+pub const LAB_HEADER: &str = "x-instruqt-track-id";
 /// Name prefix header.
 pub const NAME_PREFIX_HEADER: &str = "x-sandbox-name-prefix";
 /// Idempotency header.
@@ -42,26 +42,26 @@ pub fn header_text<'h>(
     Ok((!text.is_empty()).then_some(text))
 }
 
-/// The student key from `X-Instruqt-Sandbox-ID`, else `X-Track-ID`.
-pub fn student_key(headers: &HeaderMap) -> Result<StudentKey, ApiError> {
-    if let Some(text) = header_text(headers, STUDENT_HEADER, "X-Instruqt-Sandbox-ID")? {
-        return Ok(StudentKey::parse("X-Instruqt-Sandbox-ID", text)?);
+/// The holder key from `X-Instruqt-Sandbox-ID`, else `X-Track-ID`.
+pub fn holder_key(headers: &HeaderMap) -> Result<HolderKey, ApiError> {
+    if let Some(text) = header_text(headers, HOLDER_HEADER, "X-Instruqt-Sandbox-ID")? {
+        return Ok(HolderKey::parse("X-Instruqt-Sandbox-ID", text)?);
     }
-    match header_text(headers, LEGACY_STUDENT_HEADER, "X-Track-ID")? {
-        Some(text) => Ok(StudentKey::parse("X-Track-ID", text)?),
-        None => Err(ApiError::MissingStudentKey),
+    match header_text(headers, LEGACY_HOLDER_HEADER, "X-Track-ID")? {
+        Some(text) => Ok(HolderKey::parse("X-Track-ID", text)?),
+        None => Err(ApiError::MissingHolderKey),
     }
 }
 
-/// The caller's student key; 400 `MISSING_SANDBOX_ID` when neither header is set.
+/// The caller's holder key; 400 `MISSING_SANDBOX_ID` when neither header is set.
 #[derive(Debug, Clone)]
-pub struct Student(pub StudentKey);
+pub struct Holder(pub HolderKey);
 
-impl<S: Send + Sync> FromRequestParts<S> for Student {
+impl<S: Send + Sync> FromRequestParts<S> for Holder {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        student_key(&parts.headers).map(Self)
+        holder_key(&parts.headers).map(Self)
     }
 }
 
@@ -70,7 +70,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Student {
 #[derive(Debug, Clone)]
 pub struct AllocationHeaders {
     /// `X-Instruqt-Track-ID`.
-    pub track_name: Option<TrackName>,
+    pub lab: Option<LabName>,
     /// `X-Sandbox-Name-Prefix`.
     pub name_prefix: Option<NamePrefix>,
     /// `Idempotency-Key`.
@@ -83,12 +83,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AllocationHeaders {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let headers = &parts.headers;
         Ok(Self {
-            track_name: optional_header(
-                headers,
-                TRACK_HEADER,
-                "X-Instruqt-Track-ID",
-                TrackName::parse,
-            )?,
+            lab: optional_header(headers, LAB_HEADER, "X-Instruqt-Track-ID", LabName::parse)?,
             name_prefix: optional_header(
                 headers,
                 NAME_PREFIX_HEADER,

@@ -5,6 +5,6 @@ pub mod admin;
 pub mod cordon;
 pub mod dashboard;
 pub mod jobs;
+pub mod lab;
 pub mod ops;
-pub mod track;
 pub mod usage;

@@ -149,9 +149,9 @@ fn cors_layer(origins: &[HeaderValue]) -> CorsLayer {
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
-            HeaderName::from_static(extract::STUDENT_HEADER),
-            HeaderName::from_static(extract::LEGACY_STUDENT_HEADER),
-            HeaderName::from_static(extract::TRACK_HEADER),
+            HeaderName::from_static(extract::HOLDER_HEADER),
+            HeaderName::from_static(extract::LEGACY_HOLDER_HEADER),
+            HeaderName::from_static(extract::LAB_HEADER),
             HeaderName::from_static(extract::NAME_PREFIX_HEADER),
             HeaderName::from_static(IDEMPOTENCY_HEADER),
             REQUEST_ID,
@@ -232,8 +232,8 @@ pub async fn rate_limit(State(app): State<AppState>, request: Request, next: Nex
 }
 
 fn caller_key(app: &AppState, request: &Request) -> CallerKey {
-    match extract::student_key(request.headers()) {
-        Ok(student) => CallerKey::Student(student.as_str().to_owned()),
+    match extract::holder_key(request.headers()) {
+        Ok(holder) => CallerKey::Holder(holder.as_str().to_owned()),
         Err(_) => CallerKey::Address(client_address_of(app, request)),
     }
 }

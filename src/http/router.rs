@@ -12,9 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::auth::{require_admin_token, require_metrics_token, require_track_token};
+use super::auth::{require_admin_token, require_lab_token, require_metrics_token};
 use super::error::ApiError;
-use super::handlers::{actions, admin, cordon, dashboard, jobs, ops, track, usage};
+use super::handlers::{actions, admin, cordon, dashboard, jobs, lab, ops, usage};
 use super::middleware::{self, rate_limit};
 use crate::http::state::AppState;
 
@@ -44,16 +44,16 @@ impl Modify for BearerAuth {
 
 /// The routes and the OpenAPI document describing them.
 pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let track = OpenApiRouter::new()
-        .routes(routes!(track::allocate_sandbox))
-        .routes(routes!(track::get_sandbox))
-        .routes(routes!(track::release))
+    let lab = OpenApiRouter::new()
+        .routes(routes!(lab::allocate_sandbox))
+        .routes(routes!(lab::get_sandbox))
+        .routes(routes!(lab::release))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
-        .route_layer(from_fn_with_state(state.clone(), require_track_token));
+        .route_layer(from_fn_with_state(state.clone(), require_lab_token));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::list_sandboxes, admin::import_sandboxes))
         .routes(routes!(admin::pool_stats))
-        .routes(routes!(admin::track_analytics))
+        .routes(routes!(admin::lab_analytics))
         .routes(routes!(admin::bulk_delete))
         .routes(routes!(admin::niosxaas_cleanup))
         .routes(routes!(usage::usage))
@@ -73,7 +73,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(cordon::remove_cordon))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_admin_token));
-    let api = track.merge(admin);
+    let api = lab.merge(admin);
     let base = state.http.api_base_path.as_str();
     let api = if base.is_empty() {
         api

@@ -33,7 +33,7 @@ pub struct Services {
     /// The edge's settings: listener, route prefix, timeouts, proxies and origins.
     pub http: Arc<HttpConfig>,
     /// When allocations expire.
-    pub lab: LabPolicy,
+    pub lab_policy: LabPolicy,
     /// The time every rule the routes apply reads (the jobs read the same one).
     pub clock: SharedClock,
     /// Per-caller token buckets.

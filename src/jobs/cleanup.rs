@@ -68,7 +68,7 @@ pub struct Cleanup<'a> {
     /// Batches, delays and the deletion policy.
     pub settings: &'a CleanupSettings,
     /// This instance's name on the claims it takes.
-    pub holder: &'a str,
+    pub runner: &'a str,
     /// The time claims, backoff and tombstones are reckoned in.
     pub clock: &'a dyn Clock,
     /// The run's hold on its lease, asked before each sandbox.
@@ -105,7 +105,7 @@ impl Cleanup<'_> {
             store,
             metrics,
             settings,
-            holder,
+            runner,
             clock,
             fence,
         } = *self;
@@ -130,7 +130,7 @@ impl Cleanup<'_> {
                 let Some(row) = store
                     .claim_deletion(DeletionClaim {
                         id: &id,
-                        holder,
+                        runner,
                         now,
                         until: now + CLAIM_SECS,
                     })
@@ -146,7 +146,7 @@ impl Cleanup<'_> {
                         store
                             .finish_deletion(FinishedDeletion {
                                 claimed: &row,
-                                holder,
+                                runner,
                                 outcome: DeletionOutcome::Released,
                                 niosxaas,
                                 now: clock.now(),
@@ -180,7 +180,7 @@ impl Cleanup<'_> {
                 store
                     .finish_deletion(FinishedDeletion {
                         claimed: &row,
-                        holder,
+                        runner,
                         outcome,
                         niosxaas,
                         now: clock.now(),

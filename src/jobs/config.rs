@@ -105,7 +105,7 @@ impl JobsConfig {
         Schedule {
             sync: self.sync_interval,
             expiry: self.auto_expiry_interval,
-            lab,
+            lab_policy: lab,
             cleanup: self.cleanup_interval,
             stale: self.auto_delete_stale_interval,
             stale_grace: Duration::from_secs(u64::from(self.auto_delete_stale_grace_hours) * 3600),

@@ -57,7 +57,7 @@ impl Fence {
         }
         Err(JobError::LeaseLost {
             job: self.job,
-            holder: "another instance (or none: the lease ran out)".to_owned(),
+            instance: "another instance (or none: the lease ran out)".to_owned(),
         })
     }
 }
@@ -87,7 +87,7 @@ impl Jobs {
         });
         self.store
             .jobs
-            .finish_job_run(unchanged, &self.holder)
+            .finish_job_run(unchanged, &self.instance)
             .await?;
         Err(JobError::NotDue {
             job: job.as_str(),
@@ -158,7 +158,7 @@ impl Jobs {
                 .jobs
                 .acquire_lease(LeaseRequest {
                     job: job.as_str(),
-                    holder: &self.holder,
+                    instance: &self.instance,
                     now_ms,
                     ttl_ms: lease_ms,
                 })
@@ -168,9 +168,9 @@ impl Jobs {
                     let held_until_ms = now_ms.saturating_add(lease_ms);
                     fence.held_until_ms.store(held_until_ms, Ordering::Release);
                 }
-                Ok(LeaseOutcome::Held { holder, .. }) => {
+                Ok(LeaseOutcome::Held { instance, .. }) => {
                     fence.lost.store(true, Ordering::Release);
-                    return holder;
+                    return instance;
                 }
                 Err(err) => {
                     tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not renew the job lease");

@@ -28,7 +28,7 @@ pub struct RateLimitConfig {
     )]
     pub rate_limit_burst: NonZeroU32,
 
-    /// Most callers (student keys and client addresses) whose rate-limit bucket is kept;
+    /// Most callers (holder keys and client addresses) whose rate-limit bucket is kept;
     /// beyond it the fullest buckets are forgotten, so invented keys cannot grow memory.
     #[arg(long, env = "RATE_LIMIT_MAX_CALLERS", value_name = "RATE_LIMIT_MAX_CALLERS", default_value = "100000", value_parser = clap::value_parser!(u32).range(16..=10_000_000))]
     pub rate_limit_max_callers: u32,

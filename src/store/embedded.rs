@@ -277,8 +277,8 @@ impl LifecycleStore for EmbeddedStore {
         claim: DeletionClaim<'_>,
     ) -> Result<Option<Sandbox>, StoreError> {
         let DeletionClaim { now, until, .. } = claim;
-        let (id, holder) = (claim.id.as_str().to_owned(), claim.holder.to_owned());
-        self.submit(move |tables| tables.claim_deletion(&id, &holder, now, until))
+        let (id, runner) = (claim.id.as_str().to_owned(), claim.runner.to_owned());
+        self.submit(move |tables| tables.claim_deletion(&id, &runner, now, until))
             .await
     }
 
@@ -289,11 +289,11 @@ impl LifecycleStore for EmbeddedStore {
             now,
             ..
         } = finished;
-        let (id, holder) = (
+        let (id, runner) = (
             finished.claimed.sandbox_id.clone(),
-            finished.holder.to_owned(),
+            finished.runner.to_owned(),
         );
-        self.submit(move |tables| tables.finish_deletion(&id, &holder, &outcome, niosxaas, now))
+        self.submit(move |tables| tables.finish_deletion(&id, &runner, &outcome, niosxaas, now))
             .await
     }
 
@@ -320,14 +320,14 @@ impl LifecycleStore for EmbeddedStore {
 impl JobStore for EmbeddedStore {
     async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError> {
         let LeaseRequest { now_ms, ttl_ms, .. } = request;
-        let (job, holder) = (request.job.to_owned(), request.holder.to_owned());
-        self.submit(move |tables| tables.acquire_lease(&job, &holder, now_ms, ttl_ms))
+        let (job, instance) = (request.job.to_owned(), request.instance.to_owned());
+        self.submit(move |tables| tables.acquire_lease(&job, &instance, now_ms, ttl_ms))
             .await
     }
 
-    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError> {
-        let holder = holder.to_owned();
-        self.submit(move |tables| tables.finish_job_run(record, &holder))
+    async fn finish_job_run(&self, record: JobRecord, instance: &str) -> Result<(), StoreError> {
+        let instance = instance.to_owned();
+        self.submit(move |tables| tables.finish_job_run(record, &instance))
             .await
     }
 

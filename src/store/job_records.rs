@@ -39,7 +39,8 @@ pub struct JobRecord {
     /// The job (`sync`, `cleanup`, `expiry`).
     pub job: String,
     /// The instance holding the lease, if one does.
-    pub holder: Option<String>,
+    #[serde(rename = "holder")]
+    pub instance: Option<String>,
     /// Epoch milliseconds the lease runs out.
     pub lease_expires_at_ms: i64,
     /// Epoch seconds the last run started.
@@ -62,7 +63,7 @@ pub enum LeaseOutcome {
     /// Another holder has it.
     Held {
         /// Who holds it.
-        holder: String,
+        instance: String,
         /// Until when (epoch milliseconds).
         until_ms: i64,
     },

@@ -10,10 +10,10 @@ pub struct ListQuery {
     /// Only rows whose name starts with this.
     pub name_prefix: Option<NamePrefix>,
     /// Only rows held by this student.
-    pub student: Option<StudentKey>,
+    pub holder: Option<HolderKey>,
     /// Only rows of this lab.
-    pub track_name: Option<TrackName>,
-    /// Only rows whose id, name, student key or lab contains this (ignoring case).
+    pub lab: Option<LabName>,
+    /// Only rows whose id, name, holder key or lab contains this (ignoring case).
     pub search: Option<SearchText>,
     /// Page size, 1..=100.
     pub limit: usize,
@@ -30,19 +30,19 @@ impl ListQuery {
                 .as_ref()
                 .is_none_or(|p| row.name.starts_with(p.as_str()))
             && self
-                .student
+                .holder
                 .as_ref()
-                .is_none_or(|s| row.allocated_to_track.as_deref() == Some(s.as_str()))
+                .is_none_or(|s| row.holder.as_deref() == Some(s.as_str()))
             && self
-                .track_name
+                .lab
                 .as_ref()
-                .is_none_or(|t| row.track_name.as_deref() == Some(t.as_str()))
+                .is_none_or(|t| row.lab.as_deref() == Some(t.as_str()))
             && self.search.as_ref().is_none_or(|text| {
                 [
                     Some(row.sandbox_id.as_str()),
                     Some(row.name.as_str()),
-                    row.allocated_to_track.as_deref(),
-                    row.track_name.as_deref(),
+                    row.holder.as_deref(),
+                    row.lab.as_deref(),
                 ]
                 .into_iter()
                 .flatten()

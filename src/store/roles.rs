@@ -1,4 +1,4 @@
-//! The store's operations, one trait per role: what the track routes need, what the
+//! The store's operations, one trait per role: what the lab routes need, what the
 //! lifecycle jobs need, the job leases, the admin's tools, the action log, analytics and
 //! health. A caller asks for the role it uses ([`super::SharedStore`] holds one handle per
 //! role), and a test double stands in for one role without touching the others.
@@ -22,8 +22,8 @@ use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
-    DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
-    ProviderSandbox, Sandbox, SandboxId, StudentKey,
+    DeletableStatus, HolderKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
+    NiosxaasHistory, ProviderSandbox, Sandbox, SandboxId,
 };
 
 /// A holder's release of the sandbox they hold.
@@ -32,7 +32,7 @@ pub struct ReleaseRequest {
     /// The sandbox.
     pub id: SandboxId,
     /// Who releases it: only its holder may.
-    pub holder: StudentKey,
+    pub holder: HolderKey,
     /// Epoch seconds of the release.
     pub now: i64,
 }
@@ -52,7 +52,7 @@ pub struct LeaseRequest<'a> {
     /// The job (`sync`, `cleanup`, …).
     pub job: &'a str,
     /// The instance asking.
-    pub holder: &'a str,
+    pub instance: &'a str,
     /// Epoch milliseconds now.
     pub now_ms: i64,
     /// How long the lease lasts from now, in milliseconds.
@@ -65,7 +65,7 @@ pub struct DeletionClaim<'a> {
     /// The row.
     pub id: &'a SandboxId,
     /// The runner claiming it.
-    pub holder: &'a str,
+    pub runner: &'a str,
     /// Epoch seconds now.
     pub now: i64,
     /// Epoch seconds the claim lasts until.
@@ -78,7 +78,7 @@ pub struct FinishedDeletion<'a> {
     /// The row as the claim returned it.
     pub claimed: &'a Sandbox,
     /// The runner holding the claim.
-    pub holder: &'a str,
+    pub runner: &'a str,
     /// What happened at the provider.
     pub outcome: DeletionOutcome,
     /// What the NIOSXaaS pre-delete hook did this time, if it ran.
@@ -87,7 +87,7 @@ pub struct FinishedDeletion<'a> {
     pub now: i64,
 }
 
-/// What the track routes do: allocate, read, release.
+/// What the lab routes do: allocate, read, release.
 #[async_trait]
 pub trait AllocationStore: Send + Sync + 'static {
     /// Gives the request's key its active sandbox, or allocates a new matching one;
@@ -179,7 +179,7 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Ends `holder`'s lease of `job` and records the run; no-op on the lease if another
     /// holder took it meanwhile (the run is recorded anyway).
-    async fn finish_job_run(&self, record: JobRecord, holder: &str) -> Result<(), StoreError>;
+    async fn finish_job_run(&self, record: JobRecord, instance: &str) -> Result<(), StoreError>;
 
     /// Every job's lease and last run.
     async fn job_records(&self) -> Result<Vec<JobRecord>, StoreError>;

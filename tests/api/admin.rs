@@ -6,7 +6,7 @@ use std::sync::Arc;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TRACK_TOKEN, TestApp, error_of, json_of};
+use crate::helpers::{LAB_TOKEN, TestApp, error_of, json_of};
 use sandbox_broker::domain::clock::ManualClock;
 
 fn rows(ids: std::ops::Range<u64>, prefix: &str) -> Value {
@@ -27,14 +27,14 @@ async fn admin_routes_need_an_admin_token() {
         .await
         .unwrap();
     error_of(missing, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
-    let track = app
+    let lab = app
         .client
         .get(app.url("/v1/admin/stats"))
-        .bearer_auth(TRACK_TOKEN)
+        .bearer_auth(LAB_TOKEN)
         .send()
         .await
         .unwrap();
-    error_of(track, StatusCode::FORBIDDEN, "FORBIDDEN").await;
+    error_of(lab, StatusCode::FORBIDDEN, "FORBIDDEN").await;
     let unknown = app
         .client
         .get(app.url("/v1/admin/stats"))
@@ -256,14 +256,14 @@ async fn stats_and_tracks_count_exactly() {
         .await;
 
     let stats = app.stats().await;
-    let tracks = json_of(app.admin_get("/v1/admin/tracks").await, StatusCode::OK).await;
+    let labs = json_of(app.admin_get("/v1/admin/tracks").await, StatusCode::OK).await;
 
     assert_eq!(
         stats,
         json!({"total": 10, "available": 6, "allocated": 3, "pending_deletion": 1, "stale": 0, "deletion_failed": 0, "deleted": 0, "quarantined": 0})
     );
     assert_eq!(
-        tracks,
+        labs,
         json!({"tracks": [
             {"track_name": "dns", "allocated": 3, "pending_deletion": 0, "deleted": 0, "total": 3, "released": 0, "mean_held_seconds": null},
             {"track_name": "sec", "allocated": 0, "pending_deletion": 1, "deleted": 0, "total": 1, "released": 1, "mean_held_seconds": 0},

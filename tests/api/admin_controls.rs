@@ -241,8 +241,8 @@ async fn a_quarantined_sandbox_leaves_the_pool_stays_visible_and_returns_only_if
     );
 }
 
-async fn allocate_from(app: &TestApp, student: &str, prefix: &str) -> reqwest::Response {
-    app.allocate_with(student, &[("X-Sandbox-Name-Prefix", prefix)])
+async fn allocate_from(app: &TestApp, holder: &str, prefix: &str) -> reqwest::Response {
+    app.allocate_with(holder, &[("X-Sandbox-Name-Prefix", prefix)])
         .await
 }
 
@@ -350,8 +350,8 @@ async fn a_cordon_pauses_new_allocations_there_keeps_replays_and_lifts_cleanly()
     assert_eq!(actions, ["admin.uncordon", "admin.cordon"]);
 }
 
-async fn in_lab(app: &TestApp, student: &str) -> reqwest::Response {
-    app.allocate_with(student, &[("X-Instruqt-Track-ID", "dns")])
+async fn in_lab(app: &TestApp, holder: &str) -> reqwest::Response {
+    app.allocate_with(holder, &[("X-Instruqt-Track-ID", "dns")])
         .await
 }
 

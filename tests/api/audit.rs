@@ -91,15 +91,15 @@ async fn the_auditor_reports_every_check_it_finds_and_repairs_nothing() {
     error_of(none_yet, StatusCode::NOT_FOUND, "NOT_FOUND").await;
 
     json_of(sync(&app).await, StatusCode::OK).await;
-    for (student, prefix) in [("stu-a", "lab-1"), ("stu-b", "lab-2")] {
+    for (holder, prefix) in [("stu-a", "lab-1"), ("stu-b", "lab-2")] {
         let held = json_of(
-            app.allocate_with(student, &[("X-Sandbox-Name-Prefix", prefix)])
+            app.allocate_with(holder, &[("X-Sandbox-Name-Prefix", prefix)])
                 .await,
             StatusCode::CREATED,
         )
         .await;
         let id = held["sandbox_id"].as_str().unwrap().to_owned();
-        json_of(app.mark(&id, student).await, StatusCode::OK).await;
+        json_of(app.mark(&id, holder).await, StatusCode::OK).await;
     }
     let cleaned = cleanup(&app).await;
     assert_eq!(

@@ -28,7 +28,7 @@ async fn malformed_headers_are_400_validation_errors_naming_the_header() {
         ("Idempotency-Key", "a\tb".into(), "idempotency tab"),
     ];
     for (header, value, case) in cases {
-        let mut request = app.track(Method::POST, "/v1/allocate").header(
+        let mut request = app.lab(Method::POST, "/v1/allocate").header(
             header,
             reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
         );
@@ -73,8 +73,8 @@ async fn malformed_sandbox_ids_in_paths_are_400() {
 async fn malformed_list_and_bulk_delete_queries_are_400() {
     let app = TestApp::spawn().await;
     let long_prefix = format!("name_prefix={}", "p".repeat(129));
-    let long_student = format!("student={}", "s".repeat(257));
-    let long_track = format!("track_name={}", "t".repeat(257));
+    let long_holder = format!("student={}", "s".repeat(257));
+    let long_lab = format!("track_name={}", "t".repeat(257));
     let queries = [
         "status=bogus",
         "status=ALLOCATED",
@@ -87,8 +87,8 @@ async fn malformed_list_and_bulk_delete_queries_are_400() {
         "cursor=garbage",
         "cursor=%00",
         long_prefix.as_str(),
-        long_student.as_str(),
-        long_track.as_str(),
+        long_holder.as_str(),
+        long_lab.as_str(),
         "student=a%07b",
         "track_name=%0A",
         "status=available&status=stale",
@@ -169,7 +169,7 @@ async fn control_bytes_in_headers_are_refused_by_the_http_parser_without_side_ef
         let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
         let mut request = format!(
             "POST /v1/allocate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nX-Instruqt-Sandbox-ID: ",
-            crate::helpers::TRACK_TOKEN
+            crate::helpers::LAB_TOKEN
         )
         .into_bytes();
         request.extend_from_slice(bad);

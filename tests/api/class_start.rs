@@ -21,7 +21,7 @@ async fn fleet(count: usize) -> (Vec<TestApp>, StoreGuard) {
     (apps, guard)
 }
 
-fn new_students(count: usize) -> Vec<(String, Option<String>)> {
+fn new_holders(count: usize) -> Vec<(String, Option<String>)> {
     (0..count).map(|n| (format!("stu-{n:05}"), None)).collect()
 }
 
@@ -35,7 +35,7 @@ fn tally(answers: &[Answer]) -> (usize, usize) {
         .iter()
         .filter(|a| a.status != StatusCode::CREATED && a.status != StatusCode::CONFLICT)
         .take(3)
-        .map(|a| format!("{} {}: {}", a.student, a.status, a.body))
+        .map(|a| format!("{} {}: {}", a.holder, a.status, a.body))
         .collect();
     assert!(
         unexpected.is_empty(),
@@ -78,11 +78,11 @@ async fn check_pool(apps: &[TestApp], answers: &[Answer], pool: u64) {
     let mut cursor = page["cursor"].as_str().map(str::to_owned);
     loop {
         for row in page["sandboxes"].as_array().unwrap() {
-            let student = row["allocated_to_track"].as_str().unwrap().to_owned();
+            let holder = row["allocated_to_track"].as_str().unwrap().to_owned();
             let id = row["sandbox_id"].as_str().unwrap().to_owned();
             assert!(
-                held.insert(student.clone(), id).is_none(),
-                "{student} holds two sandboxes"
+                held.insert(holder.clone(), id).is_none(),
+                "{holder} holds two sandboxes"
             );
         }
         let Some(next) = cursor.take() else { break };
@@ -100,10 +100,10 @@ async fn check_pool(apps: &[TestApp], answers: &[Answer], pool: u64) {
     assert_eq!(held.len() as u64, allocated, "listed allocations");
     for winner in winners {
         assert_eq!(
-            held.get(&winner.student).map(String::as_str),
+            held.get(&winner.holder).map(String::as_str),
             winner.body["sandbox_id"].as_str(),
             "{} got a sandbox the table does not give them",
-            winner.student
+            winner.holder
         );
     }
 }
@@ -119,7 +119,7 @@ async fn four_hundred_students_sixty_four_at_a_time_for_three_hundred_sandboxes_
         .await
         .unwrap();
 
-    let answers = burst(&apps, new_students(400), 64).await;
+    let answers = burst(&apps, new_holders(400), 64).await;
 
     assert_eq!(tally(&answers), (300, 100));
     check_pool(&apps, &answers, 300).await;
@@ -135,7 +135,7 @@ async fn fifteen_hundred_students_on_five_hundred_connections_all_get_a_sandbox(
         .await
         .unwrap();
 
-    let answers = burst(&apps, new_students(1500), 500).await;
+    let answers = burst(&apps, new_holders(1500), 500).await;
 
     assert_eq!(tally(&answers), (1500, 0));
     check_pool(&apps, &answers, 1500).await;
@@ -151,7 +151,7 @@ async fn eight_hundred_students_on_three_instances_96_at_a_time_get_exactly_600_
         .await
         .unwrap();
 
-    let answers = burst(&apps, new_students(800), 96).await;
+    let answers = burst(&apps, new_holders(800), 96).await;
 
     assert_eq!(tally(&answers), (600, 200));
     check_pool(&apps, &answers, 600).await;

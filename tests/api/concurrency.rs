@@ -94,10 +94,10 @@ async fn mixed_keys_racing_get_exactly_one_sandbox_per_key() {
     let results = allocate_all(&app, requests.clone()).await;
 
     let mut by_key: HashMap<(String, Option<String>), HashSet<String>> = HashMap::new();
-    for ((student, key), (status, body)) in requests.into_iter().zip(&results) {
+    for ((holder, key), (status, body)) in requests.into_iter().zip(&results) {
         assert!(status.is_success(), "{status}: {body}");
         by_key
-            .entry((student, key))
+            .entry((holder, key))
             .or_default()
             .insert(body["sandbox_id"].as_str().unwrap().to_owned());
     }

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::tools::target_dir;
-use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, TestApp, json_of};
+use crate::helpers::{ADMIN_TOKEN, LAB_TOKEN, TestApp, json_of};
 use sandbox_broker::domain::{NiosxaasCleanup, SandboxId, now_epoch};
 use sandbox_broker::store::DeletionOutcome;
 
@@ -58,18 +58,18 @@ async fn class_day(app: &TestApp) {
     app.seed("other-", 500, 5).await;
     let mut released = Vec::new();
     for n in 0..12 {
-        let student = format!("stu-{n}");
+        let holder = format!("stu-{n}");
         let lab = if n % 2 == 0 { "dns" } else { "sec" };
         let held = json_of(
-            app.allocate_with(&student, &[("X-Instruqt-Track-ID", lab)])
+            app.allocate_with(&holder, &[("X-Instruqt-Track-ID", lab)])
                 .await,
             StatusCode::CREATED,
         )
         .await;
         let id = held["sandbox_id"].as_str().unwrap().to_owned();
         if n < 3 {
-            app.mark(&id, &student).await;
-            released.push((id, student));
+            app.mark(&id, &holder).await;
+            released.push((id, holder));
         }
     }
     // Two of the released sandboxes went through the NIOSXaaS hook and were deleted.
@@ -100,7 +100,7 @@ async fn class_day(app: &TestApp) {
             .lifecycle
             .claim_deletion(DeletionClaim {
                 id: &id,
-                holder: "runner",
+                runner: "runner",
                 now,
                 until: now + 60,
             })
@@ -111,7 +111,7 @@ async fn class_day(app: &TestApp) {
             .lifecycle
             .finish_deletion(FinishedDeletion {
                 claimed: &claimed,
-                holder: "runner",
+                runner: "runner",
                 outcome,
                 niosxaas: Some(hook),
                 now,
@@ -183,7 +183,7 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
     class_day(&app).await;
 
     let stats = api(&app, "/v1/admin/stats").await;
-    let tracks = api(&app, "/v1/admin/tracks").await;
+    let labs = api(&app, "/v1/admin/tracks").await;
     let usage = api(&app, "/v1/admin/usage?hours=24&bucket_minutes=60").await;
     let jobs = api(&app, "/v1/admin/jobs").await;
     let niosxaas = api(&app, "/v1/admin/niosxaas").await;
@@ -210,7 +210,7 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
                 .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.mjs"))
                 .env("BASE_URL", base)
                 .env("ADMIN_TOKEN", ADMIN_TOKEN)
-                .env("TRACK_TOKEN", TRACK_TOKEN)
+                .env("TRACK_TOKEN", LAB_TOKEN)
                 .env("CHROMIUM", browser)
                 .env("PLAYWRIGHT_CORE", playwright)
                 .env("OUT_DIR", artefacts)
@@ -287,7 +287,7 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
                "mean_seconds": duration["mean_seconds"], "p50_seconds": duration["p50_seconds"],
                "p90_seconds": duration["p90_seconds"], "max_seconds": duration["max_seconds"]})
     );
-    let track_rows: Vec<Value> = tracks["tracks"]
+    let lab_rows: Vec<Value> = labs["tracks"]
         .as_array()
         .unwrap()
         .iter()
@@ -303,14 +303,14 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
             json!([t["track_name"], counts])
         })
         .collect();
-    let page_tracks: Vec<Value> = before["tracks"]
+    let page_labs: Vec<Value> = before["tracks"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| json!([r[0], [&r[1], &r[2], &r[3], &r[4], &r[5]]]))
         .collect();
-    assert_eq!(page_tracks, track_rows);
-    assert_eq!(before["labBars"], json!(2 * track_rows.len()));
+    assert_eq!(page_labs, lab_rows);
+    assert_eq!(before["labBars"], json!(2 * lab_rows.len()));
     let held_by: BTreeSet<(String, String)> = holders
         .iter()
         .map(|r| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, TestApp, error_of, json_of, series_sum};
+use crate::helpers::{ADMIN_TOKEN, LAB_TOKEN, TestApp, error_of, json_of, series_sum};
 
 #[tokio::test]
 async fn scrapes_within_the_refresh_period_read_nothing_from_the_store() {
@@ -87,7 +87,7 @@ async fn a_metrics_token_guards_metrics_and_nothing_else() {
 
     let open = app.client.get(app.url("/metrics")).send().await.unwrap();
     error_of(open, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
-    let wrong = app.client.get(app.url("/metrics")).bearer_auth(TRACK_TOKEN);
+    let wrong = app.client.get(app.url("/metrics")).bearer_auth(LAB_TOKEN);
     let wrong = wrong.send().await.unwrap();
     error_of(wrong, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     let scraped = app.client.get(app.url("/metrics")).bearer_auth(token);
@@ -131,7 +131,7 @@ async fn failed_authentication_is_throttled_per_client_address() {
         assert_eq!(ok.status(), StatusCode::OK);
     }
     // Three failures: a wrong token and the track token (403 on an admin route), no token (401).
-    for wrong in ["wrong-token-number-1", TRACK_TOKEN] {
+    for wrong in ["wrong-token-number-1", LAB_TOKEN] {
         let refused = from(guesser, wrong).send().await.unwrap();
         error_of(refused, StatusCode::FORBIDDEN, "FORBIDDEN").await;
     }
@@ -161,16 +161,16 @@ async fn failed_authentication_is_throttled_per_client_address() {
         let served = from(guesser, ADMIN_TOKEN).send().await.unwrap();
         assert_eq!(served.status(), StatusCode::OK);
     }
-    let track_route = |token: &str| {
+    let lab_route = |token: &str| {
         app.client
             .post(app.url("/v1/allocate"))
             .header("X-Forwarded-For", guesser)
             .header("X-Instruqt-Sandbox-ID", "stu")
             .bearer_auth(token)
     };
-    let throttled = track_route("wrong-track-token-1").send().await.unwrap();
+    let throttled = lab_route("wrong-track-token-1").send().await.unwrap();
     assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
-    let served = track_route(TRACK_TOKEN).send().await.unwrap();
+    let served = lab_route(LAB_TOKEN).send().await.unwrap();
     assert_eq!(served.status(), StatusCode::CREATED);
 
     // Another address is unaffected, and has its own allowance.
@@ -204,20 +204,20 @@ async fn a_flood_of_invented_student_keys_leaves_the_bucket_map_bounded_and_the_
         .await;
     // A route that answers 400 after the rate limiter, without touching the store.
     let bad_id = format!("/v1/sandboxes/{}", "x".repeat(300));
-    let as_student = |student: String| {
-        app.track(Method::GET, &bad_id)
-            .header("X-Instruqt-Sandbox-ID", student)
+    let as_holder = |holder: String| {
+        app.lab(Method::GET, &bad_id)
+            .header("X-Instruqt-Sandbox-ID", holder)
             .send()
     };
     for _ in 0..50 {
-        as_student("heavy".into()).await.unwrap();
+        as_holder("heavy".into()).await.unwrap();
     }
-    let limited = as_student("heavy".into()).await.unwrap();
+    let limited = as_holder("heavy".into()).await.unwrap();
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
 
     let answers: Vec<StatusCode> = stream::iter(0..3_000)
         .map(|n| {
-            let request = as_student(format!("invented-{n}"));
+            let request = as_holder(format!("invented-{n}"));
             async move { request.await.unwrap().status() }
         })
         .buffer_unordered(32)
@@ -234,7 +234,7 @@ async fn a_flood_of_invented_student_keys_leaves_the_bucket_map_bounded_and_the_
     assert!((1.0..=64.0).contains(&callers), "{callers} buckets kept");
     // The flood did not evict the caller who was limited: its bucket is nearly empty
     // still (a forgotten bucket would be full again, 49 remaining).
-    let heavy = as_student("heavy".into()).await.unwrap();
+    let heavy = as_holder("heavy".into()).await.unwrap();
     let remaining: u32 = heavy
         .headers()
         .get("x-ratelimit-remaining")

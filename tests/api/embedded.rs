@@ -1,6 +1,6 @@
 //! Embedded-store specifics: what survives a close and reopen, and the directory lock.
 
-use sandbox_broker::domain::{SandboxStatus, StudentKey};
+use sandbox_broker::domain::{HolderKey, SandboxStatus};
 use sandbox_broker::store::embedded::{EmbeddedStore, OpenError};
 use sandbox_broker::store::{
     AdminStore, AllocationKey, AllocationRequest, AllocationStore, AnalyticsStore, HealthStore,
@@ -8,13 +8,13 @@ use sandbox_broker::store::{
 
 use crate::helpers::sandboxes;
 
-fn request(student: &str) -> AllocationRequest {
+fn request(holder: &str) -> AllocationRequest {
     AllocationRequest {
         key: AllocationKey {
-            student: StudentKey::parse("s", student).unwrap(),
+            holder: HolderKey::parse("s", holder).unwrap(),
             idempotency_key: None,
         },
-        track_name: None,
+        lab: None,
         name_prefix: None,
         lab_duration_hours: 1,
         now: 100,
@@ -149,7 +149,7 @@ async fn a_failing_disk_acknowledges_nothing_and_fails_readiness() {
         listed
             .sandboxes
             .iter()
-            .all(|r| r.allocated_to_track.as_deref() != Some("stu-2"))
+            .all(|r| r.holder.as_deref() != Some("stu-2"))
     );
 
     // redb refuses writes after an I/O failure until the file is reopened (a restart runs

@@ -144,7 +144,7 @@ async fn a_sync_while_another_instance_holds_the_lease_is_409_job_already_runnin
         .jobs
         .acquire_lease(LeaseRequest {
             job: "sync",
-            holder: "instance-b",
+            instance: "instance-b",
             now_ms,
             ttl_ms: 60_000,
         })
@@ -273,10 +273,10 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
         .allocation
         .allocate(sandbox_broker::store::AllocationRequest {
             key: sandbox_broker::store::AllocationKey {
-                student: sandbox_broker::domain::StudentKey::parse("s", "forgetful").unwrap(),
+                holder: sandbox_broker::domain::HolderKey::parse("s", "forgetful").unwrap(),
                 idempotency_key: None,
             },
-            track_name: None,
+            lab: None,
             name_prefix: None,
             lab_duration_hours: 2,
             now: long_ago,
@@ -762,7 +762,7 @@ async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_o
         .jobs
         .acquire_lease(LeaseRequest {
             job: "sync",
-            holder: "dead-instance",
+            instance: "dead-instance",
             now_ms: clock.now_ms(),
             ttl_ms: 300,
         })
@@ -832,7 +832,7 @@ async fn cleanup_throttles_by_batch_and_by_sandbox() {
         store: &*app.store.lifecycle,
         metrics: &metrics,
         settings: &settings,
-        holder: "runner",
+        runner: "runner",
         clock: &sandbox_broker::domain::clock::SystemClock,
         fence: &fence,
     };

@@ -20,6 +20,7 @@ mod embedded;
 mod env_example;
 mod helpers;
 mod jobs;
+mod lab;
 mod layers;
 mod load_scenarios;
 mod metric_names;
@@ -34,7 +35,6 @@ mod shutdown;
 mod simulator;
 mod store_conformance;
 mod terraform;
-mod track;
 mod trust;
 mod usage;
 
@@ -71,13 +71,13 @@ mod flavor {
                 txn.open_table(sandboxes).unwrap(),
                 txn.open_table(by_status).unwrap(),
             );
-            for (id, student) in allocations {
+            for (id, holder) in allocations {
                 let mut row = crate::helpers::sandboxes("lab-py-", 0, 1).remove(0);
                 row.sandbox_id = sandbox_broker::domain::SandboxId::parse("id", id).unwrap();
                 let mut row = row.into_available_row(allocated_at - 86_400);
                 row.status = sandbox_broker::domain::SandboxStatus::Allocated;
-                row.allocated_to_track = Some((*student).to_owned());
-                row.idempotency_key = Some((*student).to_owned());
+                row.holder = Some((*holder).to_owned());
+                row.idempotency_key = Some((*holder).to_owned());
                 row.allocated_at = Some(allocated_at);
                 row.updated_at = allocated_at;
                 let json = serde_json::to_vec(&row).unwrap();

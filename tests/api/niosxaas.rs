@@ -170,7 +170,7 @@ async fn enforce_mode_deletes_the_named_service_before_the_account_and_writes_th
             history.cleanup.niosxaas_cleanup_failed_reason.as_deref(),
             history.cleanup.niosxaas_services_matched,
             history.cleanup.niosxaas_shadow_mode,
-            history.allocated_to_track.as_deref(),
+            history.holder.as_deref(),
         ),
         (false, None, 1, false, Some("stu-0"))
     );

@@ -229,7 +229,7 @@ async fn unknown_routes_and_wrong_methods_get_the_envelope_and_security_headers(
     let missing = app.client.get(app.url("/v1/nope")).send().await.unwrap();
     assert_security_headers(&missing, "404");
     error_of(missing, StatusCode::NOT_FOUND, "NOT_FOUND").await;
-    let wrong = app.track(Method::GET, "/v1/allocate").send().await.unwrap();
+    let wrong = app.lab(Method::GET, "/v1/allocate").send().await.unwrap();
     assert_security_headers(&wrong, "405");
     assert_eq!(wrong.headers()["allow"], "POST", "the envelope keeps Allow");
     error_of(wrong, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
@@ -267,9 +267,9 @@ async fn the_rate_limit_answers_429_with_retry_after_and_spares_ops_routes() {
         "RATE_LIMIT_EXCEEDED",
     )
     .await;
-    let other_student = app.allocate("someone-else").await;
+    let other_holder = app.allocate("someone-else").await;
     assert_eq!(
-        other_student.status(),
+        other_holder.status(),
         StatusCode::CREATED,
         "buckets are per student"
     );

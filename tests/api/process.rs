@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::process::{BINARY, Server, start_until_listening};
-use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN};
+use crate::helpers::{ADMIN_TOKEN, LAB_TOKEN};
 
 fn command(data_dir: &Path) -> Command {
     let mut command = Command::new(BINARY);
@@ -22,7 +22,7 @@ fn command(data_dir: &Path) -> Command {
         .env_clear()
         .env("BROKER_LISTEN_ADDR", "127.0.0.1:0")
         .env("BROKER_DATA_DIR", data_dir)
-        .env("BROKER_API_TOKEN", TRACK_TOKEN)
+        .env("BROKER_API_TOKEN", LAB_TOKEN)
         .env("BROKER_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RATE_LIMIT_PER_SEC", "100000")
         .env("RATE_LIMIT_BURST", "100000")
@@ -128,9 +128,9 @@ fn the_shipped_env_example_starts_the_service_once_its_tokens_are_set() {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some((track, admin)) = tokens {
+        if let Some((lab, admin)) = tokens {
             command
-                .env("BROKER_API_TOKEN", track)
+                .env("BROKER_API_TOKEN", lab)
                 .env("BROKER_ADMIN_TOKEN", admin);
         }
         command
@@ -141,7 +141,7 @@ fn the_shipped_env_example_starts_the_service_once_its_tokens_are_set() {
     assert_ne!(code, Some(0), "no token, no service");
     assert!(stderr.contains("BROKER_API_TOKEN must be set"), "{stderr}");
 
-    let server = start_command(env_example(Some((TRACK_TOKEN, ADMIN_TOKEN))));
+    let server = start_command(env_example(Some((LAB_TOKEN, ADMIN_TOKEN))));
 
     assert!(server.address.starts_with("http://127.0.0.1:"));
     assert!(
@@ -153,13 +153,13 @@ fn the_shipped_env_example_starts_the_service_once_its_tokens_are_set() {
 #[test]
 fn a_bad_token_stops_start_up_naming_the_variable_and_the_rule_never_the_value() {
     let dir = tempfile::tempdir().unwrap();
-    for (track, rule) in [
+    for (lab, rule) in [
         ("only-15-chars-x", "16 characters"),
         ("a-long-enough-token with-a-space", "spaces"),
         ("hunter2", "16 characters"),
     ] {
         let mut refused = command(dir.path());
-        refused.env("BROKER_API_TOKEN", track);
+        refused.env("BROKER_API_TOKEN", lab);
 
         let (code, stderr) = run_to_exit(refused);
 
@@ -168,7 +168,7 @@ fn a_bad_token_stops_start_up_naming_the_variable_and_the_rule_never_the_value()
             stderr.contains("BROKER_API_TOKEN") && stderr.contains(rule),
             "{stderr}"
         );
-        for part in track.split(' ') {
+        for part in lab.split(' ') {
             assert!(!stderr.contains(part), "{part:?} reached stderr: {stderr}");
         }
     }
@@ -192,7 +192,7 @@ async fn sigterm_exits_zero_and_logs_are_json_with_the_operator_fields() {
     let client = reqwest::Client::new();
     let response = client
         .post(format!("{}/v1/allocate", server.address))
-        .bearer_auth(TRACK_TOKEN)
+        .bearer_auth(LAB_TOKEN)
         .header("X-Instruqt-Sandbox-ID", "stu")
         .header("X-Request-ID", "log-probe-1")
         .send()
@@ -260,7 +260,7 @@ async fn sigterm_exits_zero_and_logs_are_json_with_the_operator_fields() {
         "{job}"
     );
     assert!(
-        !access.to_string().contains(TRACK_TOKEN),
+        !access.to_string().contains(LAB_TOKEN),
         "a token reached the logs"
     );
 
@@ -305,11 +305,11 @@ async fn sigkill_mid_burst_loses_no_acknowledged_allocation() {
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             for n in 0.. {
-                let student = format!("w{worker}-s{n}");
+                let holder = format!("w{worker}-s{n}");
                 let sent = client
                     .post(format!("{address}/v1/allocate"))
-                    .bearer_auth(TRACK_TOKEN)
-                    .header("X-Instruqt-Sandbox-ID", &student)
+                    .bearer_auth(LAB_TOKEN)
+                    .header("X-Instruqt-Sandbox-ID", &holder)
                     .send()
                     .await;
                 let Ok(response) = sent else { break };
@@ -319,7 +319,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_allocation() {
                 let Ok(body) = response.json::<Value>().await else {
                     break;
                 };
-                acknowledged.push((student, body["sandbox_id"].as_str().unwrap().to_owned()));
+                acknowledged.push((holder, body["sandbox_id"].as_str().unwrap().to_owned()));
                 acknowledged_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             acknowledged
@@ -363,18 +363,18 @@ async fn sigkill_mid_burst_loses_no_acknowledged_allocation() {
     );
 
     let restarted = start(dir.path());
-    for (student, sandbox_id) in &acknowledged {
+    for (holder, sandbox_id) in &acknowledged {
         let response = client
             .get(format!("{}/v1/sandboxes/{sandbox_id}", restarted.address))
-            .bearer_auth(TRACK_TOKEN)
-            .header("X-Instruqt-Sandbox-ID", student)
+            .bearer_auth(LAB_TOKEN)
+            .header("X-Instruqt-Sandbox-ID", holder)
             .send()
             .await
             .unwrap();
         assert_eq!(
             response.status(),
             StatusCode::OK,
-            "acknowledged allocation {student} → {sandbox_id} lost"
+            "acknowledged allocation {holder} → {sandbox_id} lost"
         );
     }
     let mut holders: HashMap<String, String> = HashMap::new();
@@ -393,14 +393,14 @@ async fn sigkill_mid_burst_loses_no_acknowledged_allocation() {
             .await
             .unwrap();
         for row in page["sandboxes"].as_array().unwrap() {
-            let student = row["allocated_to_track"].as_str().unwrap().to_owned();
+            let holder = row["allocated_to_track"].as_str().unwrap().to_owned();
             let previous = holders.insert(
-                student.clone(),
+                holder.clone(),
                 row["sandbox_id"].as_str().unwrap().to_owned(),
             );
             assert!(
                 previous.is_none(),
-                "{student} holds two sandboxes after the crash"
+                "{holder} holds two sandboxes after the crash"
             );
         }
         match page["cursor"].as_str() {
@@ -462,7 +462,7 @@ async fn demo_prints_its_tokens_and_serves_a_pool_filled_by_the_first_sync() {
             .unwrap_or_default()
             .to_owned()
     };
-    let (track, admin) = (token_after("track token:"), token_after("admin token:"));
+    let (lab, admin) = (token_after("track token:"), token_after("admin token:"));
     let port = printed
         .split("http://127.0.0.1:")
         .nth(1)
@@ -487,7 +487,7 @@ async fn demo_prints_its_tokens_and_serves_a_pool_filled_by_the_first_sync() {
         .unwrap();
     let allocated = client
         .post(format!("http://127.0.0.1:{port}/v1/allocate"))
-        .bearer_auth(&track)
+        .bearer_auth(&lab)
         .header("X-Instruqt-Sandbox-ID", "newcomer")
         .header("X-Sandbox-Name-Prefix", "lab-dns-")
         .send()

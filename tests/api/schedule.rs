@@ -101,7 +101,7 @@ async fn a_run_whose_lease_is_taken_over_stops_and_records_nothing() {
         .jobs
         .acquire_lease(LeaseRequest {
             job: "sync",
-            holder: "intruder",
+            instance: "intruder",
             now_ms: after_ours_ran_out,
             ttl_ms: 60_000,
         })

@@ -12,7 +12,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::csp::{account, csp, use_csp};
-use crate::helpers::{ADMIN_TOKEN, TRACK_TOKEN, TestApp};
+use crate::helpers::{ADMIN_TOKEN, LAB_TOKEN, TestApp};
 
 /// The pinned schemathesis release.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
@@ -50,7 +50,7 @@ async fn schemathesis_finds_no_undocumented_status_and_no_answer_breaking_the_sc
     let workdir = tempfile::tempdir().unwrap();
 
     for (tag, token) in [
-        ("track", TRACK_TOKEN),
+        ("track", LAB_TOKEN),
         ("admin", ADMIN_TOKEN),
         ("ops", "none"),
     ] {

@@ -31,7 +31,7 @@ async fn shutdown_drains_a_request_in_flight_and_then_stops_serving() {
     let in_flight = tokio::spawn(async move {
         client
             .post(url)
-            .bearer_auth(crate::helpers::TRACK_TOKEN)
+            .bearer_auth(crate::helpers::LAB_TOKEN)
             .header("X-Instruqt-Sandbox-ID", "stu")
             .send()
             .await

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 
 use futures::future::join_all;
 use sandbox_broker::domain::{
-    DeletableStatus, IdempotencyKey, LabPolicy, NamePrefix, Sandbox, SandboxId, SandboxStatus,
-    StudentKey, TrackName,
+    DeletableStatus, HolderKey, IdempotencyKey, LabName, LabPolicy, NamePrefix, Sandbox, SandboxId,
+    SandboxStatus,
 };
 use sandbox_broker::store::{
     AllocationKey, AllocationRequest, JobRecord, LeaseOutcome, ListQuery, Refusal, SharedStore,
@@ -19,17 +19,17 @@ use crate::helpers::{listed, sandboxes, sync_rules};
 
 const NOW: i64 = 1_800_000_000;
 
-fn student(key: &str) -> StudentKey {
-    StudentKey::parse("student", key).unwrap()
+fn holder(key: &str) -> HolderKey {
+    HolderKey::parse("student", key).unwrap()
 }
 
 fn request(key: &str) -> AllocationRequest {
     AllocationRequest {
         key: AllocationKey {
-            student: student(key),
+            holder: holder(key),
             idempotency_key: None,
         },
-        track_name: None,
+        lab: None,
         name_prefix: None,
         lab_duration_hours: 48,
         now: NOW,
@@ -87,7 +87,7 @@ pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(stor
         assert!(allocation.newly_allocated);
         assert_eq!(allocation.sandbox.status, SandboxStatus::Allocated);
         assert_eq!(
-            allocation.sandbox.allocated_to_track.as_deref(),
+            allocation.sandbox.holder.as_deref(),
             Some(format!("s{n}").as_str())
         );
         assert_eq!(allocation.sandbox.allocated_at, Some(NOW));
@@ -202,14 +202,14 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
     assert!(matches!(
         store
             .allocation
-            .release(release_of(&id("nope"), &student("s1"), NOW))
+            .release(release_of(&id("nope"), &holder("s1"), NOW))
             .await,
         Ok(Err(Refusal::SandboxNotFound))
     ));
     assert!(matches!(
         store
             .allocation
-            .release(release_of(&held_id, &student("s2"), NOW))
+            .release(release_of(&held_id, &holder("s2"), NOW))
             .await,
         Ok(Err(Refusal::NotHolder))
     ));
@@ -217,7 +217,7 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
         matches!(
             store
                 .allocation
-                .release(release_of(&id(unheld), &student("s1"), NOW))
+                .release(release_of(&id(unheld), &holder("s1"), NOW))
                 .await,
             Ok(Err(Refusal::NotHolder))
         ),
@@ -225,13 +225,13 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
     );
     let marked = store
         .allocation
-        .release(release_of(&held_id, &student("s1"), NOW + 5))
+        .release(release_of(&held_id, &holder("s1"), NOW + 5))
         .await
         .unwrap()
         .unwrap();
     let repeat = store
         .allocation
-        .release(release_of(&held_id, &student("s1"), NOW + 9))
+        .release(release_of(&held_id, &holder("s1"), NOW + 9))
         .await
         .unwrap()
         .unwrap();
@@ -340,10 +340,10 @@ pub async fn list_pages_visit_every_match_once(store: SharedStore) {
         },
     )
     .await;
-    let one_student = list_all(
+    let one_holder = list_all(
         &store,
         ListQuery {
-            student: Some(student("s3")),
+            holder: Some(holder("s3")),
             ..query(10)
         },
     )
@@ -357,14 +357,14 @@ pub async fn list_pages_visit_every_match_once(store: SharedStore) {
             .iter()
             .all(|r| r.status == SandboxStatus::Allocated)
     );
-    assert_eq!(one_student.len(), 1);
+    assert_eq!(one_holder.len(), 1);
 
     // Free-text search matches id, name, student and lab, ignoring case, across pages.
     let search = |text: &str| ListQuery {
         search: Some(sandbox_broker::domain::SearchText::parse("q", text).unwrap()),
         ..query(3)
     };
-    let held_by_s3 = one_student[0].sandbox_id.clone();
+    let held_by_s3 = one_holder[0].sandbox_id.clone();
     let found = list_all(&store, search("S3")).await;
     assert_eq!(
         found
@@ -423,12 +423,12 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
         .unwrap();
     for n in 0..4 {
         let mut r = request(&format!("s{n}"));
-        r.track_name = Some(TrackName::parse("t", if n < 3 { "dns" } else { "sec" }).unwrap());
+        r.lab = Some(LabName::parse("t", if n < 3 { "dns" } else { "sec" }).unwrap());
         let held = store.allocation.allocate(r).await.unwrap().unwrap().sandbox;
         if n == 0 {
             store
                 .allocation
-                .release(release_of(&id(&held.sandbox_id), &student("s0"), NOW))
+                .release(release_of(&id(&held.sandbox_id), &holder("s0"), NOW))
                 .await
                 .unwrap()
                 .unwrap();
@@ -437,7 +437,7 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
 
     let stats = store.analytics.stats().await.unwrap();
     let facts = store.analytics.allocation_facts().await.unwrap();
-    let tracks = sandbox_broker::domain::usage::track_stats(&facts);
+    let labs = sandbox_broker::domain::usage::lab_stats(&facts);
 
     assert_eq!(
         (
@@ -457,11 +457,11 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
             "{status} count disagrees with the rows"
         );
     }
-    let summary: Vec<(&str, u64, u64, u64, u64)> = tracks
+    let summary: Vec<(&str, u64, u64, u64, u64)> = labs
         .iter()
         .map(|t| {
             (
-                t.track_name.as_str(),
+                t.lab.as_str(),
                 t.allocated,
                 t.pending_deletion,
                 t.total,
@@ -555,21 +555,21 @@ pub async fn concurrent_allocations_never_share_a_sandbox(store: SharedStore) {
         .filter(|r| matches!(r, Ok(Err(Refusal::NoneAvailable))))
         .count();
     assert_eq!(ok.len() + exhausted, 80, "only exhaustion may fail");
-    let per_student: std::collections::HashMap<&str, HashSet<&str>> =
+    let per_holder: std::collections::HashMap<&str, HashSet<&str>> =
         ok.iter().fold(Default::default(), |mut map, a| {
-            map.entry(a.sandbox.allocated_to_track.as_deref().unwrap())
+            map.entry(a.sandbox.holder.as_deref().unwrap())
                 .or_default()
                 .insert(a.sandbox.sandbox_id.as_str());
             map
         });
     assert!(
-        per_student.values().all(|ids| ids.len() == 1),
+        per_holder.values().all(|ids| ids.len() == 1),
         "a student got two sandboxes"
     );
-    let distinct: HashSet<&str> = per_student.values().flatten().copied().collect();
+    let distinct: HashSet<&str> = per_holder.values().flatten().copied().collect();
     assert_eq!(
         distinct.len(),
-        per_student.len(),
+        per_holder.len(),
         "two students share a sandbox"
     );
     assert_eq!(distinct.len(), 50);
@@ -644,7 +644,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         .sandbox;
     store
         .allocation
-        .release(release_of(&id(&released.sandbox_id), &student("s2"), NOW))
+        .release(release_of(&id(&released.sandbox_id), &holder("s2"), NOW))
         .await
         .unwrap()
         .unwrap();
@@ -760,7 +760,7 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
         .jobs
         .acquire_lease(LeaseRequest {
             job: "expiry",
-            holder: "a",
+            instance: "a",
             now_ms: now,
             ttl_ms: 30_000,
         })
@@ -771,14 +771,14 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
             .jobs
             .acquire_lease(LeaseRequest {
                 job: "expiry",
-                holder: "b",
+                instance: "b",
                 now_ms: ends - 1,
                 ttl_ms: 30_000
             })
             .await
             .unwrap(),
         LeaseOutcome::Held {
-            holder: "a".into(),
+            instance: "a".into(),
             until_ms: ends
         }
     );
@@ -787,7 +787,7 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
             .jobs
             .acquire_lease(LeaseRequest {
                 job: "expiry",
-                holder: "b",
+                instance: "b",
                 now_ms: ends,
                 ttl_ms: 30_000
             })
@@ -804,7 +804,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .jobs
             .acquire_lease(LeaseRequest {
                 job: "sync",
-                holder: "a",
+                instance: "a",
                 now_ms: now,
                 ttl_ms: 30_000
             })
@@ -817,14 +817,14 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .jobs
             .acquire_lease(LeaseRequest {
                 job: "sync",
-                holder: "b",
+                instance: "b",
                 now_ms: now + 1_000,
                 ttl_ms: 30_000
             })
             .await
             .unwrap(),
         LeaseOutcome::Held {
-            holder: "a".into(),
+            instance: "a".into(),
             until_ms: now + 30_000
         }
     );
@@ -833,7 +833,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .jobs
             .acquire_lease(LeaseRequest {
                 job: "sync",
-                holder: "a",
+                instance: "a",
                 now_ms: now + 2_000,
                 ttl_ms: 30_000
             })
@@ -847,7 +847,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .jobs
             .acquire_lease(LeaseRequest {
                 job: "cleanup",
-                holder: "b",
+                instance: "b",
                 now_ms: now,
                 ttl_ms: 30_000
             })
@@ -863,7 +863,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .jobs
             .acquire_lease(LeaseRequest {
                 job: "sync",
-                holder: "b",
+                instance: "b",
                 now_ms: now + 40_000,
                 ttl_ms: 30_000
             })
@@ -884,7 +884,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
     store.jobs.finish_job_run(run.clone(), "a").await.unwrap();
     let records = store.jobs.job_records().await.unwrap();
     let sync = records.iter().find(|r| r.job == "sync").unwrap();
-    assert_eq!(sync.holder.as_deref(), Some("b"));
+    assert_eq!(sync.instance.as_deref(), Some("b"));
     assert_eq!(
         (sync.last_outcome.as_deref(), sync.last_counts.get("synced")),
         (Some("completed"), Some(&3))
@@ -900,7 +900,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
         .find(|r| r.job == "sync")
         .unwrap();
     assert_eq!(
-        sync.holder, None,
+        sync.instance, None,
         "the holder's own report releases the lease"
     );
     assert_eq!(
@@ -908,7 +908,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .jobs
             .acquire_lease(LeaseRequest {
                 job: "sync",
-                holder: "c",
+                instance: "c",
                 now_ms: now + 41_000,
                 ttl_ms: 30_000
             })
@@ -953,7 +953,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         .allocation
         .release(release_of(
             &id(&released.sandbox_id),
-            &student("marked"),
+            &holder("marked"),
             NOW + 60,
         ))
         .await
@@ -1061,7 +1061,7 @@ async fn released_rows(store: &SharedStore, count: u64) -> Vec<SandboxId> {
             .allocation
             .release(release_of(
                 &id(&held.sandbox_id),
-                &student(&format!("s{n}")),
+                &holder(&format!("s{n}")),
                 NOW,
             ))
             .await
@@ -1081,7 +1081,7 @@ pub async fn a_tombstone_is_dropped_exactly_at_its_ttl(store: SharedStore) {
         .lifecycle
         .claim_deletion(DeletionClaim {
             id: &pending[0],
-            holder: "runner",
+            runner: "runner",
             now: NOW,
             until: NOW + 60,
         })
@@ -1092,7 +1092,7 @@ pub async fn a_tombstone_is_dropped_exactly_at_its_ttl(store: SharedStore) {
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &claimed,
-            holder: "runner",
+            runner: "runner",
             outcome: DeletionOutcome::Deleted { ttl: NOW + 100 },
             niosxaas: None,
             now: NOW + 2,
@@ -1129,7 +1129,7 @@ pub async fn a_deletion_claim_holds_through_its_last_second(store: SharedStore) 
                 .lifecycle
                 .claim_deletion(DeletionClaim {
                     id: &id,
-                    holder: runner,
+                    runner,
                     now: at,
                     until: at + 60,
                 })
@@ -1165,7 +1165,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .lifecycle
         .claim_deletion(DeletionClaim {
             id: &pending[0],
-            holder: "runner-a",
+            runner: "runner-a",
             now: NOW,
             until: NOW + 60,
         })
@@ -1175,7 +1175,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .lifecycle
         .claim_deletion(DeletionClaim {
             id: &pending[0],
-            holder: "runner-b",
+            runner: "runner-b",
             now: NOW + 1,
             until: NOW + 61,
         })
@@ -1191,7 +1191,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &claimed,
-            holder: "runner-b",
+            runner: "runner-b",
             outcome: DeletionOutcome::Deleted { ttl: NOW + 10 },
             niosxaas: None,
             now: NOW + 2,
@@ -1213,7 +1213,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &claimed,
-            holder: "runner-a",
+            runner: "runner-a",
             outcome: DeletionOutcome::Deleted { ttl: NOW + 10 },
             niosxaas: None,
             now: NOW + 2,
@@ -1226,7 +1226,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         (SandboxStatus::Deleted, Some(NOW + 2), Some(NOW + 10))
     );
     assert_eq!(
-        tombstone.allocated_to_track.as_deref(),
+        tombstone.holder.as_deref(),
         Some("s0"),
         "the owner still sees its tombstone"
     );
@@ -1236,7 +1236,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .lifecycle
         .claim_deletion(DeletionClaim {
             id: &pending[1],
-            holder: "runner-a",
+            runner: "runner-a",
             now: NOW,
             until: NOW + 60,
         })
@@ -1254,7 +1254,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &second,
-            holder: "runner-a",
+            runner: "runner-a",
             outcome: retry,
             niosxaas: None,
             now: NOW + 3,
@@ -1294,7 +1294,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .lifecycle
         .claim_deletion(DeletionClaim {
             id: &pending[2],
-            holder: "runner-a",
+            runner: "runner-a",
             now: NOW,
             until: NOW + 5,
         })
@@ -1305,7 +1305,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .lifecycle
         .claim_deletion(DeletionClaim {
             id: &pending[2],
-            holder: "runner-b",
+            runner: "runner-b",
             now: NOW + 6,
             until: NOW + 66,
         })
@@ -1316,7 +1316,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &taken_over,
-            holder: "runner-b",
+            runner: "runner-b",
             outcome: DeletionOutcome::Failed {
                 attempts: 3,
                 error: "HTTP 400".into(),
@@ -1336,7 +1336,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
             .lifecycle
             .claim_deletion(DeletionClaim {
                 id: &pending[2],
-                holder: "runner-a",
+                runner: "runner-a",
                 now: NOW + 8,
                 until: NOW + 68
             })
@@ -1363,7 +1363,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
             .lifecycle
             .claim_deletion(DeletionClaim {
                 id: &pending,
-                holder: "runner",
+                runner: "runner",
                 now: NOW,
                 until: NOW + 60,
             })
@@ -1391,7 +1391,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &claimed[0],
-            holder: "runner",
+            runner: "runner",
             outcome: retry,
             niosxaas: Some(cleaned.clone()),
             now: NOW + 1,
@@ -1414,7 +1414,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .lifecycle
         .claim_deletion(DeletionClaim {
             id: &first,
-            holder: "runner",
+            runner: "runner",
             now: NOW + 61,
             until: NOW + 120,
         })
@@ -1430,7 +1430,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &again,
-            holder: "runner",
+            runner: "runner",
             outcome: DeletionOutcome::Deleted { ttl: NOW + 900 },
             niosxaas: None,
             now: NOW + 62,
@@ -1448,7 +1448,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
             history.sandbox_id.as_str(),
             history.sandbox_name.as_str(),
             history.external_id.as_str(),
-            history.allocated_to_track.as_deref(),
+            history.holder.as_deref(),
             history.deleted_at,
             history.ttl,
         ),
@@ -1478,7 +1478,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &claimed[1],
-            holder: "intruder",
+            runner: "intruder",
             outcome: failed.clone(),
             niosxaas: Some(refused.clone()),
             now: NOW + 2,
@@ -1497,7 +1497,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &claimed[1],
-            holder: "runner",
+            runner: "runner",
             outcome: failed,
             niosxaas: Some(refused.clone()),
             now: NOW + 2,
@@ -1518,7 +1518,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &claimed[2],
-            holder: "runner",
+            runner: "runner",
             outcome: DeletionOutcome::Deleted { ttl: NOW + 900 },
             niosxaas: None,
             now: NOW + 3,

@@ -30,13 +30,13 @@ fn listed(ids: &[u64]) -> Vec<sandbox_broker::provider::ProviderSandbox> {
 /// Allocates and releases sandbox `id` (the only one of its name) for `student`, claims
 /// its deletion and records `outcome`.
 async fn hand_out_and_finish(store: &SharedStore, id: u64, outcome: DeletionOutcome) {
-    let student = format!("stu-{id}");
+    let holder = format!("stu-{id}");
     let request = AllocationRequest {
         key: AllocationKey {
-            student: sandbox_broker::domain::StudentKey::parse("s", &student).unwrap(),
+            holder: sandbox_broker::domain::HolderKey::parse("s", &holder).unwrap(),
             idempotency_key: None,
         },
-        track_name: None,
+        lab: None,
         name_prefix: Some(
             sandbox_broker::domain::NamePrefix::parse("p", &format!("lab-{id}")).unwrap(),
         ),
@@ -52,7 +52,7 @@ async fn hand_out_and_finish(store: &SharedStore, id: u64, outcome: DeletionOutc
         .sandbox;
     assert_eq!(held.sandbox_id, id.to_string());
     let sandbox = SandboxId::parse("id", &held.sandbox_id).unwrap();
-    let key = sandbox_broker::domain::StudentKey::parse("s", &student).unwrap();
+    let key = sandbox_broker::domain::HolderKey::parse("s", &holder).unwrap();
     store
         .allocation
         .release(release_of(&sandbox, &key, NOW + 1))
@@ -63,7 +63,7 @@ async fn hand_out_and_finish(store: &SharedStore, id: u64, outcome: DeletionOutc
         .lifecycle
         .claim_deletion(DeletionClaim {
             id: &sandbox,
-            holder: "runner",
+            runner: "runner",
             now: NOW + 2,
             until: NOW + 60,
         })
@@ -74,7 +74,7 @@ async fn hand_out_and_finish(store: &SharedStore, id: u64, outcome: DeletionOutc
         .lifecycle
         .finish_deletion(FinishedDeletion {
             claimed: &claimed,
-            holder: "runner",
+            runner: "runner",
             outcome,
             niosxaas: None,
             now: NOW + 3,
@@ -331,10 +331,10 @@ async fn a_deletion_the_provider_contradicts_is_flagged_retried_and_never_truste
     crate::helpers::after_the_first_scheduled_runs(&app, &clock).await;
     json_of(sync(&app).await, StatusCode::OK).await;
     let mut used = Vec::new();
-    for student in ["stu-a", "stu-b"] {
-        let held = json_of(app.allocate(student).await, StatusCode::CREATED).await;
+    for holder in ["stu-a", "stu-b"] {
+        let held = json_of(app.allocate(holder).await, StatusCode::CREATED).await;
         let id = held["sandbox_id"].as_str().unwrap().to_owned();
-        json_of(app.mark(&id, student).await, StatusCode::OK).await;
+        json_of(app.mark(&id, holder).await, StatusCode::OK).await;
         used.push(id);
     }
     assert_eq!(cleanup(&app).await["deleted"], 2);

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, error_of, json_of};
 use sandbox_broker::domain::clock::{Clock, ManualClock};
 
-async fn allocate_for(app: &crate::helpers::TestApp, student: &str, lab: &str) -> String {
+async fn allocate_for(app: &crate::helpers::TestApp, holder: &str, lab: &str) -> String {
     let held = json_of(
-        app.allocate_with(student, &[("X-Instruqt-Track-ID", lab)])
+        app.allocate_with(holder, &[("X-Instruqt-Track-ID", lab)])
             .await,
         StatusCode::CREATED,
     )
@@ -78,8 +78,8 @@ async fn usage_buckets_allocations_and_releases_and_times_the_labs() {
         json!({"count": 2, "mean_seconds": 5400, "p50_seconds": 1800, "p90_seconds": 9000, "max_seconds": 9000})
     );
 
-    let tracks = json_of(app.admin_get("/v1/admin/tracks").await, StatusCode::OK).await;
-    let held: Vec<(&Value, &Value, &Value)> = tracks["tracks"]
+    let labs = json_of(app.admin_get("/v1/admin/tracks").await, StatusCode::OK).await;
+    let held: Vec<(&Value, &Value, &Value)> = labs["tracks"]
         .as_array()
         .unwrap()
         .iter()

@@ -113,19 +113,19 @@ async fn a_write_that_landed_but_whose_answer_was_lost_still_answers_201() {
     ));
     let app = TestApp::builder().store(store, Box::new(())).spawn().await;
 
-    let students: Vec<String> = (0..20).map(|n| format!("stu-{n}")).collect();
-    let first = join_all(students.iter().map(|student| {
+    let holders: Vec<String> = (0..20).map(|n| format!("stu-{n}")).collect();
+    let first = join_all(holders.iter().map(|holder| {
         let app = &app;
         async move {
-            let response = app.allocate(student).await;
+            let response = app.allocate(holder).await;
             let status = response.status();
             (status, response.json::<Value>().await.unwrap())
         }
     }))
     .await;
 
-    for (student, (status, body)) in students.iter().zip(&first) {
-        assert_eq!(*status, StatusCode::CREATED, "{student}: {body}");
+    for (holder, (status, body)) in holders.iter().zip(&first) {
+        assert_eq!(*status, StatusCode::CREATED, "{holder}: {body}");
     }
     let ids: HashSet<&str> = first
         .iter()
@@ -137,12 +137,12 @@ async fn a_write_that_landed_but_whose_answer_was_lost_still_answers_201() {
         "every key item and every claim lost its first answer ({} withheld)",
         proxy.withheld.load(Ordering::Acquire)
     );
-    for (student, (_, body)) in students.iter().zip(&first) {
-        let again = app.allocate(student).await;
+    for (holder, (_, body)) in holders.iter().zip(&first) {
+        let again = app.allocate(holder).await;
         assert_eq!(
             again.status(),
             StatusCode::OK,
-            "{student}: a real replay is 200"
+            "{holder}: a real replay is 200"
         );
         let again: Value = again.json().await.unwrap();
         assert_eq!(again["sandbox_id"], body["sandbox_id"]);

@@ -34,6 +34,8 @@ mod fleet;
 mod helpers;
 #[path = "../api/jobs.rs"]
 mod jobs;
+#[path = "../api/lab.rs"]
+mod lab;
 mod local;
 mod lost_answers;
 #[path = "../api/metric_names.rs"]
@@ -53,8 +55,6 @@ mod schedule;
 mod shutdown;
 #[path = "../api/store_conformance.rs"]
 mod store_conformance;
-#[path = "../api/track.rs"]
-mod track;
 #[path = "../api/trust.rs"]
 mod trust;
 #[path = "../api/usage.rs"]
@@ -88,8 +88,8 @@ mod flavor {
         let client = sandbox_broker::store::dynamo::client(&settings).await;
         let items = allocations
             .iter()
-            .map(|(id, student)| {
-                crate::python_table::python_allocation(id, student, student, allocated_at)
+            .map(|(id, holder)| {
+                crate::python_table::python_allocation(id, holder, holder, allocated_at)
             })
             .collect();
         crate::python_table::put_items(&client, &table, items).await;

@@ -31,9 +31,9 @@ async fn app_on(endpoint: &str, table: &str) -> TestApp {
     TestApp::builder().store(store, Box::new(())).spawn().await
 }
 
-async fn allocate_timed(app: &TestApp, student: &str) -> (StatusCode, Value, Duration) {
+async fn allocate_timed(app: &TestApp, holder: &str) -> (StatusCode, Value, Duration) {
     let started = Instant::now();
-    let response = app.allocate(student).await;
+    let response = app.allocate(holder).await;
     let status = response.status();
     let retry_after = response.headers().get("retry-after").cloned();
     let body: Value = response.json().await.unwrap();
@@ -66,9 +66,9 @@ async fn dynamodb_stopping_under_load_gives_fast_503s_and_the_same_process_recov
         let mut answers = Vec::new();
         for round in 0..12 {
             let batch = (0..16).map(|n| {
-                let student = format!("stu-{round}-{n}");
+                let holder = format!("stu-{round}-{n}");
                 let app = &app;
-                async move { (student.clone(), allocate_timed(app, &student).await) }
+                async move { (holder.clone(), allocate_timed(app, &holder).await) }
             });
             answers.extend(join_all(batch).await);
             tokio::time::sleep(Duration::from_millis(150)).await;
@@ -105,19 +105,19 @@ async fn dynamodb_stopping_under_load_gives_fast_503s_and_the_same_process_recov
         .filter(|(_, (s, _, _))| *s == StatusCode::SERVICE_UNAVAILABLE)
         .collect();
     assert!(!unavailable.is_empty(), "the outage was never noticed");
-    for (student, (status, body, took)) in &answers {
+    for (holder, (status, body, took)) in &answers {
         assert!(
             matches!(
                 *status,
                 StatusCode::CREATED | StatusCode::SERVICE_UNAVAILABLE
             ),
-            "{student}: {status} {body}"
+            "{holder}: {status} {body}"
         );
         if *status == StatusCode::SERVICE_UNAVAILABLE {
             assert_eq!(body["detail"]["code"], "SERVICE_UNAVAILABLE");
             assert!(
                 *took < Duration::from_secs(2),
-                "{student}: 503 took {took:?}"
+                "{holder}: 503 took {took:?}"
             );
         }
     }
@@ -147,15 +147,15 @@ async fn dynamodb_stopping_under_load_gives_fast_503s_and_the_same_process_recov
         StatusCode::OK
     );
     let mut ids = HashSet::new();
-    for (student, (status, body, _)) in &answers {
+    for (holder, (status, body, _)) in &answers {
         if *status == StatusCode::CREATED {
             let id = body["sandbox_id"].as_str().unwrap();
             assert!(ids.insert(id.to_owned()), "{id} acknowledged twice");
-            let view = app.get_sandbox(id, student).await;
+            let view = app.get_sandbox(id, holder).await;
             assert_eq!(
                 view.status(),
                 StatusCode::OK,
-                "acknowledged {student} -> {id} lost"
+                "acknowledged {holder} -> {id} lost"
             );
         }
     }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
-use sandbox_broker::domain::{NamePrefix, StudentKey};
+use sandbox_broker::domain::{HolderKey, NamePrefix};
 use sandbox_broker::store::dynamo::{self, DynamoStore};
 use sandbox_broker::store::{
     AdminStore, AllocationKey, AllocationRequest, AllocationStore, Refusal,
@@ -20,13 +20,13 @@ use crate::local;
 const BOUND: usize = 16;
 const INVENTED: usize = 2_000;
 
-fn request(student: &str, prefix: &str) -> AllocationRequest {
+fn request(holder: &str, prefix: &str) -> AllocationRequest {
     AllocationRequest {
         key: AllocationKey {
-            student: StudentKey::parse("s", student).unwrap(),
+            holder: HolderKey::parse("s", holder).unwrap(),
             idempotency_key: None,
         },
-        track_name: None,
+        lab: None,
         name_prefix: Some(NamePrefix::parse("p", prefix).unwrap()),
         lab_duration_hours: 4,
         now: 1_800_000_000,

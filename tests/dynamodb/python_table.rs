@@ -282,10 +282,10 @@ async fn a_cursor_from_another_listing_is_400_not_500() {
 
 /// An allocated row exactly as the Python service leaves it: the model default
 /// `lab_duration_hours = 4` its sync writes on every row, and `idempotency_key` = the
-/// request's `Idempotency-Key` or, without one, the student key.
+/// request's `Idempotency-Key` or, without one, the holder key.
 pub(crate) fn python_allocation(
     id: &str,
-    student: &str,
+    holder: &str,
     idempotency_key: &str,
     allocated_at: i64,
 ) -> HashMap<String, AttributeValue> {
@@ -299,7 +299,7 @@ pub(crate) fn python_allocation(
         ("lab_duration_hours".into(), n("4")),
         ("deletion_retry_count".into(), n("0")),
         ("allocated_at".into(), n(&allocated_at.to_string())),
-        ("allocated_to_track".into(), s(student)),
+        ("allocated_to_track".into(), s(holder)),
         ("idempotency_key".into(), s(idempotency_key)),
         ("last_synced".into(), n(&(allocated_at - 600).to_string())),
         ("created_at".into(), n(&(allocated_at - 86_400).to_string())),
@@ -374,12 +374,12 @@ async fn python_allocations_last_the_configured_lab_duration_not_their_rows_4_ho
         expired["expired"], 1,
         "only the 49 h old allocation: {expired}"
     );
-    for (id, student, status) in [
+    for (id, holder, status) in [
         ("3001", "stu-a", "allocated"),
         ("3002", "stu-b", "pending_deletion"),
         ("3003", "stu-c", "allocated"),
     ] {
-        let view = json_of(app.get_sandbox(id, student).await, StatusCode::OK).await;
+        let view = json_of(app.get_sandbox(id, holder).await, StatusCode::OK).await;
         assert_eq!(view["status"], status, "{id}: {view}");
     }
     let kept = json_of(app.get_sandbox("3001", "stu-a").await, StatusCode::OK).await;
@@ -598,7 +598,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
             .lifecycle
             .claim_deletion(DeletionClaim {
                 id: &id,
-                holder: "runner",
+                runner: "runner",
                 now,
                 until: now + 60,
             })
@@ -609,7 +609,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
             .lifecycle
             .finish_deletion(FinishedDeletion {
                 claimed: &claimed,
-                holder: "runner",
+                runner: "runner",
                 outcome: sandbox_broker::store::DeletionOutcome::Deleted { ttl: now + 86_400 },
                 niosxaas: None,
                 now,
@@ -704,7 +704,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
     }
     // Python's idempotency lookup (IdempotencyIndex, the request's key or else the student
     // key) finds this service's allocations, so a mid-lab student keeps the sandbox.
-    for (idempotency_key, student) in [("stu-a", "stu-a"), ("lab-7", "stu-b")] {
+    for (idempotency_key, holder) in [("stu-a", "stu-a"), ("lab-7", "stu-b")] {
         let found = client
             .query()
             .table_name(&table)
@@ -718,7 +718,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         let item = &found.items()[0];
         assert_eq!(
             (item.get("status"), item.get("allocated_to_track")),
-            (Some(&s("allocated")), Some(&s(student))),
+            (Some(&s("allocated")), Some(&s(holder))),
             "{idempotency_key}"
         );
     }
@@ -737,14 +737,14 @@ async fn usage_analytics_count_python_rows_and_leave_out_a_row_they_cannot_read(
     unreadable.insert("track_name".into(), s("dns"));
     let (app, _client, _table) = python_table_app(vec![with_lab, unreadable], 0).await;
 
-    let tracks =
+    let labs =
         crate::helpers::json_of(app.admin_get("/v1/admin/tracks").await, StatusCode::OK).await;
     let usage =
         crate::helpers::json_of(app.admin_get("/v1/admin/usage").await, StatusCode::OK).await;
 
-    assert_eq!(tracks["tracks"][0]["track_name"], "dns");
-    assert_eq!(tracks["tracks"][0]["allocated"], 1);
-    assert_eq!(tracks["tracks"][0]["total"], 1);
+    assert_eq!(labs["tracks"][0]["track_name"], "dns");
+    assert_eq!(labs["tracks"][0]["allocated"], 1);
+    assert_eq!(labs["tracks"][0]["total"], 1);
     assert_eq!(
         (usage["allocated"].as_u64(), usage["held_now"].as_u64()),
         (Some(1), Some(1))

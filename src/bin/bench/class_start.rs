@@ -19,7 +19,7 @@ use sandbox_broker::store::embedded::EmbeddedStore;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{ADMIN_TOKEN, Args, TRACK_TOKEN, dynamo_bench, pool, pool_size};
+use super::{ADMIN_TOKEN, Args, LAB_TOKEN, dynamo_bench, pool, pool_size};
 
 type BenchError = Box<dyn std::error::Error>;
 
@@ -75,7 +75,7 @@ pub(super) fn run(args: &Args) -> Result<(), BenchError> {
     let shutdown = CancellationToken::new();
     let mut addresses = Vec::new();
     for store in stores {
-        let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);
+        let config = Config::for_tests(dir.path().to_owned(), LAB_TOKEN, ADMIN_TOKEN);
         let app = server.block_on(Server::build(config.validate()?, store))?;
         addresses.push(app.local_addr());
         server.spawn(app.run_until_stopped(shutdown.clone()));
@@ -243,7 +243,7 @@ async fn allocate(
 ) -> Option<(u16, Duration)> {
     let mut request = Request::post(format!("http://{address}/v1/allocate"))
         .header("host", "127.0.0.1")
-        .header("authorization", format!("Bearer {TRACK_TOKEN}"))
+        .header("authorization", format!("Bearer {LAB_TOKEN}"))
         .header("content-type", "application/json")
         .header("x-instruqt-sandbox-id", student);
     if let Some(prefix) = prefix {

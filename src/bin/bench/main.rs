@@ -15,7 +15,7 @@
 //! The server (the real router, store and middleware, JSON access logs formatted into a
 //! sink) runs on its own 2-thread runtime; the client is a separate 2-thread runtime of
 //! raw hyper HTTP/1 connections, one keep-alive connection per student worker. Each
-//! request is a new student key, so every one is a real, durably committed allocation.
+//! request is a new holder key, so every one is a real, durably committed allocation.
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use dynamo_bench::RawShape;
 
-const TRACK_TOKEN: &str = "bench-track-token";
+const LAB_TOKEN: &str = "bench-track-token";
 const ADMIN_TOKEN: &str = "bench-admin-token";
 
 /// Which benchmark to run.
@@ -255,7 +255,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
             SharedStore::of(store.into_iter().next().ok_or("no store")?)
         }
     };
-    let config = Config::for_tests(dir.path().to_owned(), TRACK_TOKEN, ADMIN_TOKEN);
+    let config = Config::for_tests(dir.path().to_owned(), LAB_TOKEN, ADMIN_TOKEN);
     let app = server_runtime.block_on(Server::build(config.validate()?, store))?;
     let address = app.local_addr();
     let shutdown = CancellationToken::new();
@@ -315,7 +315,7 @@ async fn conflicts_reported(address: std::net::SocketAddr) -> u64 {
 /// The DynamoDB side: a seeded table, and the raw `UpdateItem` ceiling.
 mod dynamo_bench;
 
-/// Allocates with a fresh student key per request until `deadline`; returns the latency of
+/// Allocates with a fresh holder key per request until `deadline`; returns the latency of
 /// each 201 in microseconds and how many requests failed.
 async fn student_worker(
     address: std::net::SocketAddr,
@@ -334,7 +334,7 @@ async fn student_worker(
         return (latencies, 1);
     };
     tokio::spawn(connection);
-    let authorization = format!("Bearer {TRACK_TOKEN}");
+    let authorization = format!("Bearer {LAB_TOKEN}");
     let mut n = 0u64;
     while Instant::now() < deadline {
         n += 1;

@@ -347,7 +347,7 @@ pub(crate) mod tests {
         old.created_at = 10;
         old.deletion_retry_count = 2;
         old.sfdc_account_id = Some("001OLD".into());
-        old.track_name = Some("an earlier lab".into());
+        old.lab = Some("an earlier lab".into());
         old
     }
 
@@ -394,7 +394,7 @@ pub(crate) mod tests {
                     refreshed.created_at,
                     refreshed.deletion_retry_count,
                     refreshed.sfdc_account_id.as_deref(),
-                    refreshed.track_name.as_deref(),
+                    refreshed.lab.as_deref(),
                 ),
                 (10, 2, Some("001OLD"), Some("an earlier lab")),
                 "{status:?}: what the listing does not say is kept"

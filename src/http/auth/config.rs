@@ -43,7 +43,7 @@ impl AuthConfig {
     /// What `serve` requires: both role lists, each well formed, no token in both, and a
     /// well-formed metrics list when one is set.
     pub fn validate_for_serve(&self) -> Result<(), ConfigError> {
-        let track = self
+        let lab = self
             .api_token
             .as_ref()
             .ok_or(ConfigError::Missing("BROKER_API_TOKEN"))?;
@@ -53,7 +53,7 @@ impl AuthConfig {
             .ok_or(ConfigError::Missing("BROKER_ADMIN_TOKEN"))?;
         let metrics = self.metrics_token.as_ref();
         let lists = [
-            ("BROKER_API_TOKEN", Some(track)),
+            ("BROKER_API_TOKEN", Some(lab)),
             ("BROKER_ADMIN_TOKEN", Some(admin)),
         ];
         for (variable, list) in lists.into_iter().chain([("METRICS_TOKEN", metrics)]) {
@@ -62,7 +62,7 @@ impl AuthConfig {
                     .map_err(|reason| ConfigError::Invalid { variable, reason })?;
             }
         }
-        if track.tokens().any(|t| admin.tokens().any(|a| a == t)) {
+        if lab.tokens().any(|t| admin.tokens().any(|a| a == t)) {
             return Err(ConfigError::Invalid {
                 variable: "BROKER_ADMIN_TOKEN",
                 reason: "must not contain a token that is also in BROKER_API_TOKEN".into(),

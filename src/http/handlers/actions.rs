@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::actions::AdminAction;
 use crate::domain::lifecycle::RowAction;
-use crate::domain::{SandboxId, SandboxStatus, StudentKey, ValidationError};
+use crate::domain::{HolderKey, SandboxId, SandboxStatus, ValidationError};
 use crate::http::auth::AdminActor;
 use crate::http::error::{ApiError, ErrorEnvelope, Result};
 use crate::http::extract::{JsonBody, Query, SandboxIdPath};
@@ -104,9 +104,9 @@ pub async fn release(
         .get(&id)
         .await?
         .ok_or(ApiError::SandboxNotFound)?;
-    let holder = match (row.status, row.allocated_to_track.as_deref()) {
+    let holder = match (row.status, row.holder.as_deref()) {
         (SandboxStatus::Allocated, Some(holder)) => {
-            StudentKey::parse("holder", holder).map_err(|err| ApiError::Internal(Box::new(err)))?
+            HolderKey::parse("holder", holder).map_err(|err| ApiError::Internal(Box::new(err)))?
         }
         (status, _) => return Err(ApiError::NotAllocated(status)),
     };
@@ -140,7 +140,7 @@ pub async fn release(
         },
     )
     .await;
-    Ok(Json(AdminSandboxView::new(&released, app.lab)))
+    Ok(Json(AdminSandboxView::new(&released, app.lab_policy)))
 }
 
 /// Takes an `available` or `stale` sandbox out of the pool without deleting it (a
@@ -241,7 +241,7 @@ async fn row_action(
         detail: None,
     };
     record(app, actor, done).await;
-    Ok(Json(AdminSandboxView::new(&row, app.lab)))
+    Ok(Json(AdminSandboxView::new(&row, app.lab_policy)))
 }
 
 /// `?limit=&cursor=` of the action log, as sent.

@@ -11,13 +11,13 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use self::views::{
-    AdminSandboxView, BulkDeleteView, ImportRequest, ImportRow, ImportView, NiosxaasHistoryView,
-    SandboxListView, StatsView, TrackView, TracksView,
+    AdminSandboxView, BulkDeleteView, ImportRequest, ImportRow, ImportView, LabView, LabsView,
+    NiosxaasHistoryView, SandboxListView, StatsView,
 };
-use crate::domain::usage::track_stats;
+use crate::domain::usage::lab_stats;
 use crate::domain::{
-    DeletableStatus, ExternalId, NamePrefix, NewSandbox, SandboxId, SandboxName, SandboxStatus,
-    SearchText, StudentKey, TrackName, ValidationError, trim_blanks,
+    DeletableStatus, ExternalId, HolderKey, LabName, NamePrefix, NewSandbox, SandboxId,
+    SandboxName, SandboxStatus, SearchText, ValidationError, trim_blanks,
 };
 use crate::http::auth::AdminActor;
 use crate::http::error::ErrorEnvelope;
@@ -47,11 +47,13 @@ pub struct ListParams {
     cursor: Option<String>,
     /// Only rows whose name starts with this.
     name_prefix: Option<String>,
-    /// Only rows held by this student key.
-    student: Option<String>,
+    /// Only rows held by this holder key.
+    #[serde(rename = "student")]
+    holder: Option<String>,
     /// Only rows of this lab.
-    track_name: Option<String>,
-    /// Only rows whose id, name, student key or lab contains this text (ignoring case).
+    #[serde(rename = "track_name")]
+    lab: Option<String>,
+    /// Only rows whose id, name, holder key or lab contains this text (ignoring case).
     q: Option<String>,
 }
 
@@ -98,11 +100,11 @@ impl TryFrom<ListParams> for ListQuery {
             name_prefix: given(params.name_prefix.as_ref())
                 .map(|v| NamePrefix::parse("name_prefix", v))
                 .transpose()?,
-            student: given(params.student.as_ref())
-                .map(|v| StudentKey::parse("student", v))
+            holder: given(params.holder.as_ref())
+                .map(|v| HolderKey::parse("student", v))
                 .transpose()?,
-            track_name: given(params.track_name.as_ref())
-                .map(|v| TrackName::parse("track_name", v))
+            lab: given(params.lab.as_ref())
+                .map(|v| LabName::parse("track_name", v))
                 .transpose()?,
             search: given(params.q.as_ref())
                 .map(|v| SearchText::parse("q", v))
@@ -126,7 +128,7 @@ pub async fn list_sandboxes(
     Query(params): Query<ListParams>,
 ) -> Result<Json<SandboxListView>> {
     let page = app.store.admin.list(ListQuery::try_from(params)?).await?;
-    let lab = app.lab;
+    let lab = app.lab_policy;
     let sandboxes: Vec<AdminSandboxView> = page
         .sandboxes
         .iter()
@@ -224,16 +226,13 @@ pub async fn pool_stats(State(app): State<AppState>) -> Result<Json<StatsView>> 
 /// Per-lab analytics over rows that carry a track name.
 #[utoipa::path(
     get, path = "/admin/tracks", tag = "admin",
-    responses((status = 200, body = TracksView)),
+    responses((status = 200, body = LabsView)),
     security(("bearer" = []))
 )]
-pub async fn track_analytics(State(app): State<AppState>) -> Result<Json<TracksView>> {
+pub async fn lab_analytics(State(app): State<AppState>) -> Result<Json<LabsView>> {
     let facts = app.shared_allocation_facts().await?;
-    Ok(Json(TracksView {
-        tracks: track_stats(&facts)
-            .into_iter()
-            .map(TrackView::from)
-            .collect(),
+    Ok(Json(LabsView {
+        labs: lab_stats(&facts).into_iter().map(LabView::from).collect(),
     }))
 }
 

@@ -1,5 +1,5 @@
 //! Cordons: an admin pauses new allocations for a name prefix or a lab, recorded in the
-//! action log; the track route checks them (at most 5 s old) before allocating.
+//! action log; the lab route checks them (at most 5 s old) before allocating.
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::actions::{Done, ReasonRequest, record};
 use crate::domain::cordon::Cordon;
-use crate::domain::{NamePrefix, TrackName, ValidationError};
+use crate::domain::{LabName, NamePrefix, ValidationError};
 use crate::http::auth::AdminActor;
 use crate::http::error::{ApiError, ErrorEnvelope, Result};
 use crate::http::extract::JsonBody;
@@ -22,7 +22,8 @@ pub struct CordonRequest {
     /// Pause requests whose `X-Sandbox-Name-Prefix` starts with this.
     name_prefix: Option<String>,
     /// Pause requests whose `X-Instruqt-Track-ID` is this.
-    track_name: Option<String>,
+    #[serde(rename = "track_name")]
+    lab: Option<String>,
     /// Why (required): told to every paused request and kept in the action log.
     reason: Option<String>,
 }
@@ -37,7 +38,8 @@ pub struct CordonView {
     pub name_prefix: Option<String>,
     /// The lab it pauses, if it names one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub track_name: Option<String>,
+    #[serde(rename = "track_name")]
+    pub lab: Option<String>,
     /// Why.
     pub reason: String,
     /// Epoch seconds it was put in place.
@@ -51,7 +53,7 @@ impl From<Cordon> for CordonView {
         Self {
             id: cordon.id,
             name_prefix: cordon.name_prefix,
-            track_name: cordon.track_name,
+            lab: cordon.lab,
             reason: cordon.reason,
             created_at: cordon.created_at,
             actor: cordon.actor,
@@ -103,10 +105,10 @@ pub async fn add_cordon(
     let name_prefix = given(request.name_prefix.as_ref())
         .map(|prefix| NamePrefix::parse("name_prefix", prefix))
         .transpose()?;
-    let track_name = given(request.track_name.as_ref())
-        .map(|track| TrackName::parse("track_name", track))
+    let lab = given(request.lab.as_ref())
+        .map(|lab| LabName::parse("track_name", lab))
         .transpose()?;
-    if name_prefix.is_none() && track_name.is_none() {
+    if name_prefix.is_none() && lab.is_none() {
         return Err(ValidationError::new(
             "name_prefix",
             "or track_name is required: say what to pause",
@@ -116,7 +118,7 @@ pub async fn add_cordon(
     let cordon = Cordon {
         id: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
         name_prefix: name_prefix.map(|p| p.as_str().to_owned()),
-        track_name: track_name.map(|t| t.as_str().to_owned()),
+        lab: lab.map(|t| t.as_str().to_owned()),
         reason: reason.clone(),
         created_at: app.clock.now(),
         actor: actor.0.clone(),
@@ -128,10 +130,7 @@ pub async fn add_cordon(
             .name_prefix
             .as_ref()
             .map(|p| format!("name_prefix={p}")),
-        cordon
-            .track_name
-            .as_ref()
-            .map(|t| format!("track_name={t}")),
+        cordon.lab.as_ref().map(|t| format!("track_name={t}")),
     ];
     let done = Done {
         action: "admin.cordon",

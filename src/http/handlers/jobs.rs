@@ -160,7 +160,7 @@ pub async fn list_jobs(State(app): State<AppState>) -> Result<Json<JobsView>> {
         })
         .collect();
     Ok(Json(JobsView {
-        instance: app.jobs.holder().to_owned(),
+        instance: app.jobs.instance().to_owned(),
         jobs,
         breakers: BreakersView {
             provider: app.breaker.as_ref().map(|b| b.state().as_str().to_owned()),

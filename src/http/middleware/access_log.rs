@@ -93,9 +93,9 @@ pub(super) async fn record_request(
         .map_or_else(|| "<unknown>".to_owned(), |p| p.as_str().to_owned());
     let request_id = request_id_of(&request);
     let action = format!("{method} {}", bounded(request.uri().path()));
-    let track_id = logged_header(&request, extract::STUDENT_HEADER)
-        .or_else(|| logged_header(&request, extract::LEGACY_STUDENT_HEADER));
-    let instruqt_track_id = logged_header(&request, extract::TRACK_HEADER);
+    let track_id = logged_header(&request, extract::HOLDER_HEADER)
+        .or_else(|| logged_header(&request, extract::LEGACY_HOLDER_HEADER));
+    let instruqt_track_id = logged_header(&request, extract::LAB_HEADER);
     let path_sandbox = path_parameter(&route, request.uri().path(), "{sandbox_id}")
         .map(|id| bounded(id).to_owned());
     let response = next.run(request).await;

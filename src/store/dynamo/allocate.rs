@@ -372,11 +372,11 @@ mod tests {
 
     #[test]
     fn the_claim_writes_exactly_what_an_allocation_changes_and_clears_an_old_track() {
-        let attributes = |track_name| {
+        let attributes = |lab| {
             let grant = Grant {
-                student: "stu",
+                holder: "stu",
                 idempotency_key: "stu",
-                track_name,
+                lab,
                 lab_duration_hours: 48,
                 now: 1_000,
             };
@@ -415,12 +415,12 @@ mod tests {
         assert_eq!(remove, ["track_name"], "an earlier lab's name is cleared");
         assert!(condition.ends_with("= :expect_status"), "{condition}");
         let (set, remove, _) = attributes(Some("lab-a"));
-        let mut with_track = owned.to_vec();
-        with_track.push("track_name");
-        with_track.sort_unstable();
+        let mut with_lab = owned.to_vec();
+        with_lab.push("track_name");
+        with_lab.sort_unstable();
         assert_eq!(
             (set, remove),
-            (with_track.iter().map(|s| s.to_string()).collect(), vec![])
+            (with_lab.iter().map(|s| s.to_string()).collect(), vec![])
         );
     }
 }

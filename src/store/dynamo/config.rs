@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use clap::Args;
 
-use super::schema::{IDEMPOTENCY_INDEX, STATUS_INDEX, TRACK_INDEX};
+use super::schema::{IDEMPOTENCY_INDEX, LAB_INDEX, STATUS_INDEX};
 use crate::config_values::{ConfigError, as_usize, parse_millis, parse_seconds};
 
 /// The default table name (the Python service's).
@@ -28,7 +28,7 @@ pub struct DynamoConfig {
     pub ddb_gsi1_name: String,
 
     /// The Python service's name for `TrackIndex`; only that name is supported.
-    #[arg(long, env = "DDB_GSI2_NAME", value_name = "DDB_GSI2_NAME", default_value = TRACK_INDEX)]
+    #[arg(long, env = "DDB_GSI2_NAME", value_name = "DDB_GSI2_NAME", default_value = LAB_INDEX)]
     pub ddb_gsi2_name: String,
 
     /// The Python service's name for `IdempotencyIndex`; only that name is supported.
@@ -108,7 +108,7 @@ impl DynamoConfig {
     pub fn validate_index_names(&self) -> Result<(), ConfigError> {
         let names = [
             ("DDB_GSI1_NAME", &self.ddb_gsi1_name, STATUS_INDEX),
-            ("DDB_GSI2_NAME", &self.ddb_gsi2_name, TRACK_INDEX),
+            ("DDB_GSI2_NAME", &self.ddb_gsi2_name, LAB_INDEX),
             ("DDB_GSI3_NAME", &self.ddb_gsi3_name, IDEMPOTENCY_INDEX),
         ];
         for (variable, value, expected) in names {

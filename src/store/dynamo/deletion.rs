@@ -38,7 +38,7 @@ impl DynamoStore {
     ) -> Result<Option<Sandbox>, StoreError> {
         let &DeletionClaim {
             id,
-            holder,
+            runner,
             now,
             until,
         } = claim;
@@ -53,7 +53,7 @@ impl DynamoStore {
             .condition_expression(lifecycle::DELETION_CLAIM_CONDITION)
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":pending", s(SandboxStatus::PendingDeletion.as_str()))
-            .expression_attribute_values(":me", s(holder))
+            .expression_attribute_values(":me", s(runner))
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now))
             .return_values(ReturnValue::AllNew);
@@ -76,12 +76,12 @@ impl DynamoStore {
     ) -> Result<(), StoreError> {
         let FinishedDeletion {
             claimed,
-            holder,
+            runner,
             outcome,
             niosxaas,
             now,
         } = finished;
-        let change = finished_change(claimed, holder, &outcome, niosxaas, now);
+        let change = finished_change(claimed, runner, &outcome, niosxaas, now);
         let history = if outcome.is_final() {
             NiosxaasHistory::of(&change.row, now).map(|history| Item::from(&history))
         } else {

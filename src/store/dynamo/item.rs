@@ -149,7 +149,7 @@ impl TryFrom<&Item> for Sandbox {
             name: text("name").ok_or_else(|| missing("name"))?,
             external_id: text("external_id").unwrap_or_default(),
             status,
-            allocated_to_track: text("allocated_to_track"),
+            holder: text("allocated_to_track"),
             allocated_at,
             lab_duration_hours: item
                 .integer("lab_duration_hours")
@@ -162,7 +162,7 @@ impl TryFrom<&Item> for Sandbox {
                 .unwrap_or(0),
             last_synced: item.integer("last_synced"),
             idempotency_key: text("idempotency_key"),
-            track_name: text("track_name"),
+            lab: text("track_name"),
             created_at: item.integer("created_at").unwrap_or(updated_at),
             updated_at,
             sfdc_account_id: text("sfdc_account_id"),
@@ -199,10 +199,10 @@ impl From<&Sandbox> for Item {
         put("created_at", n(row.created_at));
         put("updated_at", n(row.updated_at));
         let optional_text = [
-            ("allocated_to_track", &row.allocated_to_track),
+            ("allocated_to_track", &row.holder),
             ("allocated_by", &row.allocated_by),
             ("idempotency_key", &row.idempotency_key),
-            ("track_name", &row.track_name),
+            ("track_name", &row.lab),
             ("sfdc_account_id", &row.sfdc_account_id),
             ("deletion_claimed_by", &row.deletion_claimed_by),
             ("last_deletion_error", &row.last_deletion_error),
@@ -268,7 +268,7 @@ pub(crate) mod tests {
         assert_eq!(row.status, SandboxStatus::Available);
         assert_eq!(row.allocated_at, None, "0 is the never-allocated sentinel");
         assert_eq!(row.sfdc_account_id, None);
-        assert_eq!(row.track_name, None);
+        assert_eq!(row.lab, None);
         assert_eq!(
             row.last_synced,
             Some(1_728_054_123),
@@ -310,7 +310,7 @@ pub(crate) mod tests {
     #[test]
     fn rows_round_trip_and_never_write_empty_index_keys() {
         let mut row = Sandbox::try_from(&python_row()).unwrap();
-        row.allocated_to_track = Some(String::new());
+        row.holder = Some(String::new());
         let item = Item::from(&row);
         assert!(
             !item.contains_key("allocated_to_track"),
@@ -318,7 +318,7 @@ pub(crate) mod tests {
         );
         assert!(!item.contains_key("idempotency_key"));
         assert_eq!(item["allocated_at"], n(0));
-        row.allocated_to_track = None;
+        row.holder = None;
         assert_eq!(Sandbox::try_from(&item).unwrap(), row);
     }
 }

@@ -44,7 +44,7 @@ fn record_from(item: &Item) -> JobRecord {
     };
     JobRecord {
         job: item.text("SK").unwrap_or_default().to_owned(),
-        holder: item.text("holder").map(str::to_owned),
+        instance: item.text("holder").map(str::to_owned),
         lease_expires_at_ms: item.integer("lease_expires_at_ms").unwrap_or(0),
         last_started_at: item.integer("last_started_at"),
         last_finished_at: item.integer("last_finished_at"),
@@ -59,7 +59,7 @@ impl JobStore for DynamoStore {
     async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError> {
         let LeaseRequest {
             job,
-            holder,
+            instance,
             now_ms,
             ttl_ms,
         } = request;
@@ -76,7 +76,7 @@ impl JobStore for DynamoStore {
                 )
                 .expression_attribute_values(":placeholder", placeholder_sandbox_id(job))
                 .condition_expression(lease::TAKE_CONDITION)
-                .expression_attribute_values(":me", s(holder))
+                .expression_attribute_values(":me", s(instance))
                 .expression_attribute_values(":until", n(now_ms + ttl_ms))
                 .expression_attribute_values(":now", n(now_ms));
             let taken = self.calls.send(&budget, || update.clone().send()).await;
@@ -90,14 +90,14 @@ impl JobStore for DynamoStore {
                     // A refusal is read back through the same rule: a lease released or
                     // run out since our write is simply tried again.
                     if let Some(record) = current
-                        && let LeaseDecision::HeldBy { holder, until_ms } = lease::decide(
-                            record.holder.as_deref(),
+                        && let LeaseDecision::HeldBy { instance, until_ms } = lease::decide(
+                            record.instance.as_deref(),
                             record.lease_expires_at_ms,
-                            holder,
+                            instance,
                             now_ms,
                         )
                     {
-                        return Ok(LeaseOutcome::Held { holder, until_ms });
+                        return Ok(LeaseOutcome::Held { instance, until_ms });
                     }
                 }
                 Err(DynamoError::Store(err)) => return Err(err),
@@ -108,7 +108,7 @@ impl JobStore for DynamoStore {
         ))
     }
 
-    async fn finish_job_run(&self, run: JobRecord, holder: &str) -> Result<(), StoreError> {
+    async fn finish_job_run(&self, run: JobRecord, instance: &str) -> Result<(), StoreError> {
         let counts: HashMap<String, AttributeValue> = run
             .last_counts
             .iter()
@@ -161,7 +161,7 @@ impl JobStore for DynamoStore {
             .set_key(Some(job_key(&run.job)))
             .update_expression("SET lease_expires_at_ms = :zero REMOVE holder")
             .condition_expression(lease::RELEASE_CONDITION)
-            .expression_attribute_values(":me", s(holder))
+            .expression_attribute_values(":me", s(instance))
             .expression_attribute_values(":zero", n(0));
         let released = self.calls.send(&budget, || release.clone().send()).await;
         match released {

@@ -14,7 +14,7 @@ use super::DynamoStore;
 use super::calls::Budget;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, SANDBOX_PREFIX, n, s};
-use super::schema::{STATUS_INDEX, STATUS_NAME_INDEX, TRACK_INDEX};
+use super::schema::{LAB_INDEX, STATUS_INDEX, STATUS_NAME_INDEX};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::Select;
 
@@ -27,16 +27,16 @@ const EVALUATE_PER_PAGE: i32 = 200;
 /// Which access path a listing uses.
 enum Path<'q> {
     Status(&'q str),
-    Track(&'q str),
+    Lab(&'q str),
     Scan,
 }
 
 impl DynamoStore {
     /// One page of rows matching `query`.
     pub(super) async fn list_page(&self, query: &ListQuery) -> Result<SandboxPage, StoreError> {
-        let path = match (&query.status, &query.student) {
+        let path = match (&query.status, &query.holder) {
             (Some(status), _) => Path::Status(status.as_str()),
-            (None, Some(student)) => Path::Track(student.as_str()),
+            (None, Some(holder)) => Path::Lab(holder.as_str()),
             (None, None) => Path::Scan,
         };
         let mut start = query
@@ -115,10 +115,10 @@ impl DynamoStore {
                     .map_err(DynamoError::into_store_error)?;
                 (page.items.unwrap_or_default(), page.last_evaluated_key)
             }
-            Path::Status(value) | Path::Track(value) => {
+            Path::Status(value) | Path::Lab(value) => {
                 let (index, attribute) = match path {
                     Path::Status(_) => (STATUS_INDEX, "status"),
-                    _ => (TRACK_INDEX, "allocated_to_track"),
+                    _ => (LAB_INDEX, "allocated_to_track"),
                 };
                 let query = self
                     .client()
@@ -179,7 +179,7 @@ fn start_key(path: &Path<'_>, cursor: &ListCursor) -> Result<Item, StoreError> {
     let index_key = match path {
         Path::Scan => None,
         Path::Status(value) => Some(("status", *value)),
-        Path::Track(value) => Some(("allocated_to_track", *value)),
+        Path::Lab(value) => Some(("allocated_to_track", *value)),
     };
     if let Some((attribute, value)) = index_key {
         let at = cursor.after_allocated_at.ok_or(StoreError::InvalidCursor)?;

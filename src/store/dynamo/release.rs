@@ -59,16 +59,12 @@ impl DynamoStore {
         budget: &Budget,
         request: &ReleaseRequest,
     ) -> Outcome<ReleaseOutcome> {
-        let ReleaseRequest {
-            id,
-            holder: student,
-            now,
-        } = request;
+        let ReleaseRequest { id, holder, now } = request;
         let now = *now;
         let Some(row) = self.row(budget, id.as_str()).await? else {
             return Ok(Err(Refusal::SandboxNotFound));
         };
-        let change = match lifecycle::release(&row, student, now) {
+        let change = match lifecycle::release(&row, holder, now) {
             Err(NotHolder) => return Ok(Err(Refusal::NotHolder)),
             Ok(Release::Repeat) => {
                 return Ok(Ok(ReleaseOutcome {
@@ -94,7 +90,7 @@ impl DynamoStore {
                 let Some(row) = self.row(budget, id.as_str()).await? else {
                     return Ok(Err(Refusal::SandboxNotFound));
                 };
-                if row.is_held_by(student) {
+                if row.is_held_by(holder) {
                     Ok(Ok(ReleaseOutcome {
                         newly_released: lifecycle::release_applied(&row, now),
                         sandbox: row,

@@ -19,7 +19,7 @@ use crate::store::StoreError;
 /// The status index (docs/dynamodb.md): every sandbox row by `status`, then `allocated_at`.
 pub(crate) const STATUS_INDEX: &str = "StatusIndex";
 /// The index of rows by holder (docs/dynamodb.md).
-pub(crate) const TRACK_INDEX: &str = "TrackIndex";
+pub(crate) const LAB_INDEX: &str = "TrackIndex";
 /// The index of rows by idempotency key (docs/dynamodb.md).
 pub(crate) const IDEMPOTENCY_INDEX: &str = "IdempotencyIndex";
 /// Ours, additive: rows by `status`, then `name`, so prefix allocation reads only matches.
@@ -45,7 +45,7 @@ fn index_specs() -> [IndexSpec; 4] {
             projection: ProjectionType::All,
         },
         IndexSpec {
-            name: TRACK_INDEX,
+            name: LAB_INDEX,
             hash: ("allocated_to_track", S),
             range: ("allocated_at", N),
             projection: ProjectionType::All,

@@ -88,12 +88,12 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
         .values
         .insert(":expect_status".into(), s(change.expect.status.as_str()));
     update.condition = format!("{status} = :expect_status");
-    if let Some(student) = &change.expect.held_by {
-        let holder = name(&mut update, "allocated_to_track");
-        update.values.insert(":expect_holder".into(), s(student));
+    if let Some(holder) = &change.expect.held_by {
+        let attribute = name(&mut update, "allocated_to_track");
+        update.values.insert(":expect_holder".into(), s(holder));
         update
             .condition
-            .push_str(&format!(" AND {holder} = :expect_holder"));
+            .push_str(&format!(" AND {attribute} = :expect_holder"));
     }
     if let Some(at) = change.expect.allocated_at {
         let started = name(&mut update, "allocated_at");
@@ -129,7 +129,7 @@ pub(super) fn unread_available(id: &str) -> Result<Sandbox, StoreError> {
     }
     .into_available_row(0);
     row.sandbox_id = id.to_owned();
-    row.track_name = Some(UNREAD.to_owned());
+    row.lab = Some(UNREAD.to_owned());
     Ok(row)
 }
 
@@ -232,14 +232,14 @@ mod tests {
 
     #[test]
     fn a_row_update_sets_what_the_decision_changed_and_requires_its_expectation() {
-        use crate::domain::StudentKey;
+        use crate::domain::HolderKey;
         use crate::domain::lifecycle::{Release, release};
         let mut held = Sandbox::try_from(&python_row()).unwrap();
         held.status = SandboxStatus::Allocated;
-        held.allocated_to_track = Some("stu".into());
+        held.holder = Some("stu".into());
         held.sfdc_account_id = Some("001X".into());
         let Ok(Release::Now(mut change)) =
-            release(&held, &StudentKey::parse("h", "stu").unwrap(), 900)
+            release(&held, &HolderKey::parse("h", "stu").unwrap(), 900)
         else {
             panic!("a release")
         };

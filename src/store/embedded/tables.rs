@@ -341,7 +341,7 @@ mod tests {
             let old = tables.row("1").unwrap().unwrap();
             let mut allocated = old.clone();
             allocated.status = SandboxStatus::Allocated;
-            allocated.allocated_to_track = Some("stu".into());
+            allocated.holder = Some("stu".into());
             allocated.allocated_at = Some(100);
             allocated.lab_duration_hours = Some(2);
             tables.put(Some(&old), &allocated).unwrap();

@@ -19,7 +19,7 @@ pub mod doubles;
 pub mod process;
 pub mod tools;
 
-pub const TRACK_TOKEN: &str = "track-token-for-tests";
+pub const LAB_TOKEN: &str = "track-token-for-tests";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 
 /// A running app on a loopback port with its own store.
@@ -115,7 +115,7 @@ impl<'a> TestAppBuilder<'a> {
             Some(given) => given,
             None => fresh_store().await,
         };
-        let mut config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
+        let mut config = Config::for_tests("unused".into(), LAB_TOKEN, ADMIN_TOKEN);
         for adjust in self.adjustments {
             adjust(&mut config);
         }
@@ -153,7 +153,7 @@ fn test_client() -> reqwest::Client {
 /// The declared defaults' sync rules; `force` applies any listing, however much of the
 /// pool it marks stale.
 pub fn sync_rules(force: bool) -> sandbox_broker::domain::lifecycle::SyncRules {
-    let config = Config::for_tests("unused".into(), TRACK_TOKEN, ADMIN_TOKEN);
+    let config = Config::for_tests("unused".into(), LAB_TOKEN, ADMIN_TOKEN);
     sandbox_broker::domain::lifecycle::SyncRules {
         force,
         ..config.jobs.sync_rules()
@@ -163,7 +163,7 @@ pub fn sync_rules(force: bool) -> sandbox_broker::domain::lifecycle::SyncRules {
 /// A release of `id` by `holder` at `now`.
 pub fn release_of(
     id: &SandboxId,
-    holder: &sandbox_broker::domain::StudentKey,
+    holder: &sandbox_broker::domain::HolderKey,
     now: i64,
 ) -> sandbox_broker::store::ReleaseRequest {
     sandbox_broker::store::ReleaseRequest {
@@ -209,10 +209,10 @@ impl TestApp {
     }
 
     /// A request with the track token.
-    pub fn track(&self, method: Method, path: &str) -> RequestBuilder {
+    pub fn lab(&self, method: Method, path: &str) -> RequestBuilder {
         self.client
             .request(method, self.url(path))
-            .bearer_auth(TRACK_TOKEN)
+            .bearer_auth(LAB_TOKEN)
     }
 
     /// A request with the admin token.
@@ -223,36 +223,36 @@ impl TestApp {
     }
 
     /// `POST /v1/allocate` the way lab scripts send it: JSON content type, no body.
-    pub async fn allocate(&self, student: &str) -> Response {
-        self.allocate_with(student, &[]).await
+    pub async fn allocate(&self, holder: &str) -> Response {
+        self.allocate_with(holder, &[]).await
     }
 
-    pub async fn allocate_with(&self, student: &str, headers: &[(&str, &str)]) -> Response {
+    pub async fn allocate_with(&self, holder: &str, headers: &[(&str, &str)]) -> Response {
         let mut request = self
-            .track(Method::POST, "/v1/allocate")
+            .lab(Method::POST, "/v1/allocate")
             .header("Content-Type", "application/json")
-            .header("X-Instruqt-Sandbox-ID", student);
+            .header("X-Instruqt-Sandbox-ID", holder);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         request.send().await.expect("allocate request")
     }
 
-    pub async fn get_sandbox(&self, id: &str, student: &str) -> Response {
-        self.track(Method::GET, &format!("/v1/sandboxes/{id}"))
-            .header("X-Instruqt-Sandbox-ID", student)
+    pub async fn get_sandbox(&self, id: &str, holder: &str) -> Response {
+        self.lab(Method::GET, &format!("/v1/sandboxes/{id}"))
+            .header("X-Instruqt-Sandbox-ID", holder)
             .send()
             .await
             .expect("get request")
     }
 
-    pub async fn mark(&self, id: &str, student: &str) -> Response {
-        self.track(
+    pub async fn mark(&self, id: &str, holder: &str) -> Response {
+        self.lab(
             Method::POST,
             &format!("/v1/sandboxes/{id}/mark-for-deletion"),
         )
         .header("Content-Type", "application/json")
-        .header("X-Instruqt-Sandbox-ID", student)
+        .header("X-Instruqt-Sandbox-ID", holder)
         .send()
         .await
         .expect("mark request")
@@ -334,7 +334,7 @@ pub async fn error_of(response: Response, expected: StatusCode, code: &str) -> V
 
 /// One student's request: who, with which `Idempotency-Key`, and what came back.
 pub struct Answer {
-    pub student: String,
+    pub holder: String,
     pub status: StatusCode,
     pub body: Value,
 }
@@ -343,11 +343,11 @@ pub struct Answer {
 /// the answers come back in the requests' order.
 pub async fn burst(
     apps: &[TestApp],
-    students: Vec<(String, Option<String>)>,
+    holders: Vec<(String, Option<String>)>,
     at_once: usize,
 ) -> Vec<Answer> {
-    stream::iter(students.into_iter().enumerate())
-        .map(|(n, (student, key))| {
+    stream::iter(holders.into_iter().enumerate())
+        .map(|(n, (holder, key))| {
             let app = &apps[n % apps.len()];
             async move {
                 let headers: Vec<(&str, &str)> = key
@@ -355,11 +355,11 @@ pub async fn burst(
                     .map(|k| ("Idempotency-Key", k))
                     .into_iter()
                     .collect();
-                let response = app.allocate_with(&student, &headers).await;
+                let response = app.allocate_with(&holder, &headers).await;
                 let status = response.status();
                 let body = response.json::<Value>().await.unwrap();
                 Answer {
-                    student,
+                    holder,
                     status,
                     body,
                 }

@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::usage::TrackStats;
+use crate::domain::usage::LabStats;
 use crate::http::handlers::jobs::views::RunStatus;
-use crate::http::handlers::track::views::SandboxView;
+use crate::http::handlers::lab::views::SandboxView;
 use crate::store::{ImportSummary, PoolStats};
 
 /// One row of the admin list: the GET shape, plus what only operators need (additive).
@@ -109,9 +109,10 @@ impl From<PoolStats> for StatsView {
 
 /// One lab's counts.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TrackView {
+pub struct LabView {
     /// The lab slug.
-    pub track_name: String,
+    #[serde(rename = "track_name")]
+    pub lab: String,
     /// Rows now `allocated`.
     pub allocated: u64,
     /// Rows now `pending_deletion`.
@@ -126,12 +127,12 @@ pub struct TrackView {
     pub mean_held_seconds: Option<u64>,
 }
 
-impl From<TrackStats> for TrackView {
-    fn from(t: TrackStats) -> Self {
+impl From<LabStats> for LabView {
+    fn from(t: LabStats) -> Self {
         Self {
             mean_held_seconds: t.mean_held_seconds(),
             released: t.released,
-            track_name: t.track_name,
+            lab: t.lab,
             allocated: t.allocated,
             pending_deletion: t.pending_deletion,
             deleted: t.deleted,
@@ -142,9 +143,10 @@ impl From<TrackStats> for TrackView {
 
 /// `GET /admin/tracks` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TracksView {
+pub struct LabsView {
     /// Per-lab counts, sorted by track name.
-    pub tracks: Vec<TrackView>,
+    #[serde(rename = "tracks")]
+    pub labs: Vec<LabView>,
 }
 
 /// `POST /admin/sandboxes` body.
@@ -229,9 +231,11 @@ pub struct NiosxaasHistoryView {
     /// Its provider id.
     pub external_id: String,
     /// The lab it was last allocated for.
-    pub track_name: Option<String>,
-    /// The student key that last held it.
-    pub allocated_to_track: Option<String>,
+    #[serde(rename = "track_name")]
+    pub lab: Option<String>,
+    /// The holder key that last held it.
+    #[serde(rename = "allocated_to_track")]
+    pub holder: Option<String>,
     /// Epoch seconds the hook finished cleaning; null in shadow mode or after a failure.
     pub niosxaas_cleaned_at: Option<i64>,
     /// Nothing was deleted: no service matched, or shadow mode.
@@ -254,8 +258,8 @@ impl From<crate::domain::NiosxaasHistory> for NiosxaasHistoryView {
             sandbox_id: history.sandbox_id,
             sandbox_name: history.sandbox_name,
             external_id: history.external_id,
-            track_name: history.track_name,
-            allocated_to_track: history.allocated_to_track,
+            lab: history.lab,
+            holder: history.holder,
             niosxaas_cleaned_at: history.cleanup.niosxaas_cleaned_at,
             niosxaas_cleanup_skipped: history.cleanup.niosxaas_cleanup_skipped,
             niosxaas_cleanup_failed_reason: history.cleanup.niosxaas_cleanup_failed_reason,

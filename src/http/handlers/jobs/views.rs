@@ -74,12 +74,12 @@ impl JobView {
         record: Option<crate::store::JobRecord>,
     ) -> Self {
         let record = record.unwrap_or_default();
-        let holding = record.holder.is_some() && record.lease_expires_at_ms > 0;
+        let holding = record.instance.is_some() && record.lease_expires_at_ms > 0;
         Self {
             job: job.to_owned(),
             enabled,
             interval_sec: interval.as_secs(),
-            lease_holder: record.holder.filter(|_| holding),
+            lease_holder: record.instance.filter(|_| holding),
             lease_expires_at: holding.then_some(record.lease_expires_at_ms / 1000),
             last_started_at: record.last_started_at,
             last_finished_at: record.last_finished_at,
@@ -163,7 +163,8 @@ pub struct ViolationView {
     pub sandbox_id: Option<String>,
     /// The student holding it, when one does.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub student: Option<String>,
+    #[serde(rename = "student")]
+    pub holder: Option<String>,
     /// What is wrong, for an operator.
     pub detail: String,
 }
@@ -192,7 +193,7 @@ impl From<crate::domain::audit::AuditReport> for AuditView {
                 .map(|violation| ViolationView {
                     check: violation.check.as_str().to_owned(),
                     sandbox_id: violation.sandbox_id,
-                    student: violation.student,
+                    holder: violation.holder,
                     detail: violation.detail,
                 })
                 .collect(),

@@ -88,8 +88,8 @@ impl From<&NiosxaasHistory> for Item {
         item.insert("sandbox_name".to_owned(), s(&history.sandbox_name));
         item.insert("external_id".to_owned(), s(&history.external_id));
         for (name, value) in [
-            ("track_name", &history.track_name),
-            ("allocated_to_track", &history.allocated_to_track),
+            ("track_name", &history.lab),
+            ("allocated_to_track", &history.holder),
         ] {
             if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
                 item.insert(name.to_owned(), s(value));
@@ -121,8 +121,8 @@ impl TryFrom<&Item> for NiosxaasHistory {
             sandbox_id: text("sandbox_id").unwrap_or_else(|| id_from_pk.to_owned()),
             sandbox_name: text("sandbox_name").unwrap_or_default(),
             external_id: text("external_id").unwrap_or_default(),
-            track_name: text("track_name"),
-            allocated_to_track: text("allocated_to_track"),
+            lab: text("track_name"),
+            holder: text("allocated_to_track"),
             cleanup: read_niosxaas(item).unwrap_or_default(),
             deleted_at: item.integer("deleted_at"),
             ttl: item.integer("ttl").unwrap_or(0),
@@ -142,8 +142,8 @@ mod tests {
             sandbox_id: "7".into(),
             sandbox_name: "lab-7".into(),
             external_id: "identity/accounts/u7".into(),
-            track_name: Some("dns-lab".into()),
-            allocated_to_track: Some("stu".into()),
+            lab: Some("dns-lab".into()),
+            holder: Some("stu".into()),
             cleanup: NiosxaasCleanup {
                 niosxaas_cleaned_at: Some(100),
                 niosxaas_cleanup_skipped: false,

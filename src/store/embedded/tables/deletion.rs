@@ -24,14 +24,14 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn claim_deletion(
         &mut self,
         id: &str,
-        holder: &str,
+        runner: &str,
         now: i64,
         until: i64,
     ) -> Result<Option<Sandbox>, StoreError> {
         let Some(old) = self.row(id)? else {
             return Ok(None);
         };
-        let Some(row) = lifecycle::claim_deletion(&old, holder, now, until) else {
+        let Some(row) = lifecycle::claim_deletion(&old, runner, now, until) else {
             return Ok(None);
         };
         self.put(Some(&old), &row)?;
@@ -43,7 +43,7 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn finish_deletion(
         &mut self,
         id: &str,
-        holder: &str,
+        runner: &str,
         outcome: &DeletionOutcome,
         niosxaas: Option<NiosxaasCleanup>,
         now: i64,
@@ -51,7 +51,7 @@ impl Tables<'_> {
         let Some(old) = self.row(id)? else {
             return Ok(());
         };
-        let change = finished_change(&old, holder, outcome, niosxaas, now);
+        let change = finished_change(&old, runner, outcome, niosxaas, now);
         if !change.expect.holds_for(&old) {
             return Ok(());
         }

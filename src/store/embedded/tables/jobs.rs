@@ -41,7 +41,7 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn acquire_lease(
         &mut self,
         job: &str,
-        holder: &str,
+        instance: &str,
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<LeaseOutcome, StoreError> {
@@ -49,15 +49,15 @@ impl Tables<'_> {
             job: job.to_owned(),
             ..JobRecord::default()
         });
-        if let LeaseDecision::HeldBy { holder, until_ms } = lease::decide(
-            record.holder.as_deref(),
+        if let LeaseDecision::HeldBy { instance, until_ms } = lease::decide(
+            record.instance.as_deref(),
             record.lease_expires_at_ms,
-            holder,
+            instance,
             now_ms,
         ) {
-            return Ok(LeaseOutcome::Held { holder, until_ms });
+            return Ok(LeaseOutcome::Held { instance, until_ms });
         }
-        record.holder = Some(holder.to_owned());
+        record.instance = Some(instance.to_owned());
         record.lease_expires_at_ms = now_ms + ttl_ms;
         self.put_job(&record)?;
         Ok(LeaseOutcome::Acquired)
@@ -67,14 +67,14 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn finish_job_run(
         &mut self,
         run: JobRecord,
-        holder: &str,
+        instance: &str,
     ) -> Result<(), StoreError> {
         let mut record = self.job(&run.job)?.unwrap_or_else(|| JobRecord {
             job: run.job.clone(),
             ..JobRecord::default()
         });
-        if lease::released_by(record.holder.as_deref(), holder) {
-            record.holder = None;
+        if lease::released_by(record.instance.as_deref(), instance) {
+            record.instance = None;
             record.lease_expires_at_ms = 0;
         }
         record.last_started_at = run.last_started_at;

@@ -1,4 +1,4 @@
-//! Track routes, as the Instruqt lifecycle scripts use them.
+//! Lab routes, as the Instruqt lifecycle scripts use them.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -49,7 +49,7 @@ async fn post_bodies_empty_null_or_empty_object_are_all_accepted() {
     app.seed("lab-", 0, 5).await;
     for (n, body) in ["", "null", "{}"].into_iter().enumerate() {
         let response = app
-            .track(Method::POST, "/v1/allocate")
+            .lab(Method::POST, "/v1/allocate")
             .header("Content-Type", "application/json")
             .header("X-Instruqt-Sandbox-ID", format!("stu-{n}"))
             .body(body)
@@ -124,7 +124,7 @@ async fn the_legacy_track_header_identifies_the_student_when_the_new_one_is_blan
     app.seed("lab-", 0, 2).await;
 
     let legacy = app
-        .track(Method::POST, "/v1/allocate")
+        .lab(Method::POST, "/v1/allocate")
         .header("X-Instruqt-Sandbox-ID", "  ")
         .header("X-Track-ID", "legacy-stu")
         .send()
@@ -143,11 +143,7 @@ async fn the_legacy_track_header_identifies_the_student_when_the_new_one_is_blan
 async fn without_any_student_header_allocation_is_400_naming_both_headers() {
     let app = TestApp::spawn().await;
 
-    let response = app
-        .track(Method::POST, "/v1/allocate")
-        .send()
-        .await
-        .unwrap();
+    let response = app.lab(Method::POST, "/v1/allocate").send().await.unwrap();
 
     let detail = error_of(response, StatusCode::BAD_REQUEST, "MISSING_SANDBOX_ID").await;
     let message = detail["message"].as_str().unwrap();
@@ -282,12 +278,12 @@ async fn marking_is_owner_only_idempotent_and_frees_the_key_for_a_new_sandbox() 
 #[tokio::test]
 async fn auth_is_checked_before_anything_else() {
     let app = TestApp::spawn().await;
-    let admin_on_track = format!("Bearer {}", crate::helpers::ADMIN_TOKEN);
+    let admin_on_lab_routes = format!("Bearer {}", crate::helpers::ADMIN_TOKEN);
     let cases = [
         (None, "no token"),
         (Some("Bearer wrong"), "wrong token"),
         (
-            Some(admin_on_track.as_str()),
+            Some(admin_on_lab_routes.as_str()),
             "admin token on a track route",
         ),
         (Some("Basic dXNlcjpwYXNz"), "basic auth"),
@@ -317,7 +313,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
         .post(app.url("/v1/allocate"))
         .header(
             "Authorization",
-            format!("bearer {}", crate::helpers::TRACK_TOKEN),
+            format!("bearer {}", crate::helpers::LAB_TOKEN),
         )
         .header("X-Instruqt-Sandbox-ID", "stu")
         .send()

@@ -1,4 +1,4 @@
-//! Track routes (docs/api.md, *Track routes*): what lab scripts call when a student starts or stops a lab.
+//! Lab routes (docs/api.md, *Track routes*): what lab scripts call when a student starts or stops a lab.
 
 pub mod views;
 
@@ -11,7 +11,7 @@ use self::views::{AllocationView, ReleaseView, SandboxView};
 use crate::allocation::{self, AllocateInput};
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
-use crate::http::extract::{AllocationHeaders, SandboxIdPath, Student};
+use crate::http::extract::{AllocationHeaders, Holder, SandboxIdPath};
 use crate::http::middleware::{LoggedSandbox, Outcome};
 use crate::http::state::AppState;
 use crate::store::ReleaseRequest;
@@ -37,18 +37,18 @@ use crate::store::ReleaseRequest;
 )]
 pub async fn allocate_sandbox(
     State(app): State<AppState>,
-    Student(student): Student,
+    Holder(holder): Holder,
     headers: AllocationHeaders,
 ) -> Result<Response> {
     let input = AllocateInput {
-        student,
-        track_name: headers.track_name,
+        holder,
+        lab: headers.lab,
         name_prefix: headers.name_prefix,
         idempotency_key: headers.idempotency_key,
     };
-    let request = input.into_request(app.lab.lab_duration_hours, app.clock.now());
+    let request = input.into_request(app.lab_policy.lab_duration_hours, app.clock.now());
     let prefix = request.name_prefix.as_ref().map(|p| p.as_str());
-    let track = request.track_name.as_ref().map(|t| t.as_str());
+    let lab = request.lab.as_ref().map(|t| t.as_str());
     // A store that cannot list the cordons cannot allocate either: answer (and count) the
     // outage at once rather than wait for it a second time.
     let cordons = match app.current_cordons().await {
@@ -57,7 +57,7 @@ pub async fn allocate_sandbox(
     };
     let cordoned = cordons
         .iter()
-        .find(|cordon| cordon.pauses(prefix, track))
+        .find(|cordon| cordon.pauses(prefix, lab))
         .cloned();
     if let Some(cordon) = cordoned {
         // Paused for new allocations; a student who holds a sandbox there keeps it.
@@ -67,7 +67,7 @@ pub async fn allocate_sandbox(
                 reason: cordon.reason,
             });
         };
-        let view = AllocationView::new(&sandbox, app.lab);
+        let view = AllocationView::new(&sandbox, app.lab_policy);
         return Ok((
             StatusCode::OK,
             axum::Extension(Outcome("idempotent")),
@@ -84,7 +84,7 @@ pub async fn allocate_sandbox(
     } else {
         StatusCode::OK
     };
-    let view = AllocationView::new(&allocation.sandbox, app.lab);
+    let view = AllocationView::new(&allocation.sandbox, app.lab_policy);
     Ok((
         status,
         axum::Extension(Outcome(outcome.as_str())),
@@ -111,10 +111,10 @@ pub async fn allocate_sandbox(
 pub async fn get_sandbox(
     State(app): State<AppState>,
     SandboxIdPath(id): SandboxIdPath,
-    Student(student): Student,
+    Holder(holder): Holder,
 ) -> Result<Json<SandboxView>> {
-    let sandbox = allocation::owned_sandbox(&*app.store.allocation, &id, &student).await??;
-    Ok(Json(SandboxView::new(&sandbox, app.lab)))
+    let sandbox = allocation::owned_sandbox(&*app.store.allocation, &id, &holder).await??;
+    Ok(Json(SandboxView::new(&sandbox, app.lab_policy)))
 }
 
 /// Releases the caller's sandbox for deletion; repeating it returns the same body.
@@ -135,14 +135,14 @@ pub async fn get_sandbox(
 pub async fn release(
     State(app): State<AppState>,
     SandboxIdPath(id): SandboxIdPath,
-    Student(student): Student,
+    Holder(holder): Holder,
 ) -> Result<Json<ReleaseView>> {
     let released = allocation::release(
         &*app.store.allocation,
         &app.metrics,
         ReleaseRequest {
             id: id.clone(),
-            holder: student,
+            holder,
             now: app.clock.now(),
         },
     )

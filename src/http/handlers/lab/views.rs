@@ -1,4 +1,4 @@
-//! The JSON shapes of the track routes (docs/api.md, *Track routes*), each an OpenAPI schema.
+//! The JSON shapes of the lab routes (docs/api.md, *Track routes*), each an OpenAPI schema.
 //!
 //! Rule: wire shapes are built from store rows here and nowhere else; `sfdc_account_id`
 //! is always a string and timestamps are integer epoch seconds.
@@ -56,14 +56,16 @@ pub struct SandboxView {
     /// Lifecycle status.
     #[schema(example = "allocated")]
     pub status: String,
-    /// The student key holding it, if any.
-    pub allocated_to_track: Option<String>,
+    /// The holder key holding it, if any.
+    #[serde(rename = "allocated_to_track")]
+    pub holder: Option<String>,
     /// Epoch seconds of allocation; null while never allocated.
     pub allocated_at: Option<i64>,
     /// Epoch seconds when the lab ends; null while never allocated.
     pub expires_at: Option<i64>,
     /// The lab slug it was allocated for, if any.
-    pub track_name: Option<String>,
+    #[serde(rename = "track_name")]
+    pub lab: Option<String>,
     /// Salesforce account id, `""` when unknown.
     pub sfdc_account_id: String,
     /// Epoch seconds when it was released, if it was.
@@ -78,10 +80,10 @@ impl SandboxView {
             name: row.name.clone(),
             external_id: row.external_id.clone(),
             status: row.status.as_str().to_owned(),
-            allocated_to_track: row.allocated_to_track.clone(),
+            holder: row.holder.clone(),
             allocated_at: row.allocated_at,
             expires_at: lab.expires_at(row),
-            track_name: row.track_name.clone(),
+            lab: row.lab.clone(),
             sfdc_account_id: row.sfdc_account_id.clone().unwrap_or_default(),
             deletion_requested_at: row.deletion_requested_at,
         }

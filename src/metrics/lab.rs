@@ -1,12 +1,12 @@
-//! The track routes: allocations and releases.
+//! The lab routes: allocations and releases.
 
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, Registry};
 
 use super::{counter, counter_vec, histogram_vec, zero};
 
-/// The track routes: allocations and releases.
+/// The lab routes: allocations and releases.
 #[derive(Clone)]
-pub struct TrackMetrics {
+pub struct LabMetrics {
     /// Allocation requests by `outcome`: `success`, `idempotent`, `no_sandboxes`, `error`.
     pub allocate_total: IntCounterVec,
     /// Allocation requests answered with the key's existing sandbox.
@@ -20,7 +20,7 @@ pub struct TrackMetrics {
     pub allocation_latency_seconds: HistogramVec,
 }
 
-impl TrackMetrics {
+impl LabMetrics {
     /// Registers every series in `r`, the ones with closed label sets at zero.
     pub(super) fn register(r: &Registry) -> prometheus::Result<Self> {
         let metrics = Self {
