@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use crate::domain::time::EpochSecs;
 use crate::domain::{HolderKey, IdempotencyKey, LabName, NamePrefix, Sandbox, SandboxId};
 use crate::metrics::Metrics;
 use crate::store::{
@@ -61,7 +62,7 @@ pub struct AllocateInput {
 
 impl AllocateInput {
     /// The store request at `now` with the configured lab duration.
-    pub fn into_request(self, lab_duration_hours: u32, now: i64) -> AllocationRequest {
+    pub fn into_request(self, lab_duration_hours: u32, now: EpochSecs) -> AllocationRequest {
         AllocationRequest {
             key: AllocationKey::new(self.holder, self.idempotency_key),
             lab: self.lab,

@@ -11,6 +11,7 @@ pub mod deletion;
 pub mod lease;
 pub mod lifecycle;
 mod sandbox;
+pub mod time;
 pub mod usage;
 pub mod used;
 mod values;

@@ -29,7 +29,7 @@ pub use self::report::{
 };
 use crate::domain::LabPolicy;
 use crate::domain::audit::AuditRules;
-use crate::domain::clock::{SharedClock, SystemClock, millis};
+use crate::domain::clock::{SharedClock, SystemClock};
 use crate::domain::lifecycle::SyncRules;
 use crate::metrics::Metrics;
 use crate::provider::niosxaas::PreDeleteHook;
@@ -309,16 +309,15 @@ impl Jobs {
                 instance: self.instance.clone(),
             });
         };
-        let lease_ms = millis(self.lease);
-        let taken_at_ms = self.clock.now_ms();
+        let taken_at = self.clock.now_ms();
         let lease = self
             .store
             .jobs
             .acquire_lease(LeaseRequest {
                 job: job.as_str(),
                 instance: &self.instance,
-                now_ms: taken_at_ms,
-                ttl_ms: lease_ms,
+                now: taken_at,
+                ttl: self.lease,
             })
             .await
             .map_err(JobError::from);
@@ -336,16 +335,12 @@ impl Jobs {
             }
         }
         if trigger == Trigger::Scheduled {
-            self.skip_unless_due(job, taken_at_ms).await?;
+            self.skip_unless_due(job, taken_at).await?;
         }
         let started_at = self.clock.now();
         let started = Instant::now();
-        let fence = Fence::until(
-            job,
-            Arc::clone(&self.clock),
-            taken_at_ms.saturating_add(lease_ms),
-        );
-        let renewing = self.renew_while_running(job, taken_at_ms, lease_ms, &fence);
+        let fence = Fence::until(job, Arc::clone(&self.clock), taken_at.after(self.lease));
+        let renewing = self.renew_while_running(job, taken_at, self.lease, &fence);
         let result = tokio::select! {
             result = async {
                 fence.check()?;
@@ -369,13 +364,11 @@ impl Jobs {
         };
         let record = JobRecord {
             job: job.as_str().to_owned(),
-            last_started_at: Some(started_at),
-            last_finished_at: Some(self.clock.now()),
+            last_started_at: Some(started_at.get()),
+            last_finished_at: Some(self.clock.now().get()),
             last_outcome: Some(outcome.as_str().to_owned()),
             last_counts: counts.clone(),
-            next_run_at: Some(
-                self.clock.now() + i64::try_from(self.interval(job).as_secs()).unwrap_or(0),
-            ),
+            next_run_at: Some(self.clock.now().after(self.interval(job)).get()),
             ..JobRecord::default()
         };
         if let Err(err) = self.store.jobs.finish_job_run(record, &self.instance).await {

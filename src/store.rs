@@ -32,6 +32,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::domain::lifecycle::{RowActionRefused, SyncStep};
+use crate::domain::time::EpochSecs;
 use crate::domain::{
     HolderKey, IdempotencyKey, LabName, NamePrefix, Sandbox, SandboxId, SandboxStatus, SearchText,
     ValidationError,
@@ -85,8 +86,8 @@ pub struct AllocationRequest {
     pub name_prefix: Option<NamePrefix>,
     /// Stored on the row so `expires_at` is fixed at allocation.
     pub lab_duration_hours: u32,
-    /// Epoch seconds of the allocation.
-    pub now: i64,
+    /// When it is allocated.
+    pub now: EpochSecs,
 }
 
 impl AllocationRequest {
@@ -97,7 +98,7 @@ impl AllocationRequest {
             idempotency_key: self.key.stored_idempotency_key(),
             lab: self.lab.as_ref().map(LabName::as_str),
             lab_duration_hours: self.lab_duration_hours,
-            now: self.now,
+            now: self.now.get(),
         }
     }
 }

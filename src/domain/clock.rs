@@ -11,23 +11,25 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+use super::time::{EpochMillis, EpochSecs};
+
 /// Wall-clock time in epoch milliseconds (and seconds), and waiting on it.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Milliseconds since the Unix epoch.
-    fn now_ms(&self) -> i64;
+    fn now_ms(&self) -> EpochMillis;
 
     /// Whole seconds since the Unix epoch, as the API's timestamps are.
-    fn now(&self) -> i64 {
-        self.now_ms().div_euclid(1000)
+    fn now(&self) -> EpochSecs {
+        self.now_ms().secs()
     }
 
-    /// Resolves once this clock reads `at_ms` or later: a deadline fixed when it was
+    /// Resolves once this clock reads `at` or later: a deadline fixed when it was
     /// computed, however late the future is first polled.
-    fn sleep_until(&self, at_ms: i64) -> BoxFuture<'static, ()>;
+    fn sleep_until(&self, at: EpochMillis) -> BoxFuture<'static, ()>;
 
     /// Resolves once this clock has moved on by `duration` from now.
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        self.sleep_until(self.now_ms().saturating_add(millis(duration)))
+        self.sleep_until(self.now_ms().after(duration))
     }
 }
 
@@ -44,12 +46,12 @@ pub type SharedClock = Arc<dyn Clock>;
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        super::now_epoch_ms()
+    fn now_ms(&self) -> EpochMillis {
+        EpochMillis::new(super::now_epoch_ms())
     }
 
-    fn sleep_until(&self, at_ms: i64) -> BoxFuture<'static, ()> {
-        let ahead = u64::try_from(at_ms.saturating_sub(self.now_ms())).unwrap_or(0);
+    fn sleep_until(&self, at: EpochMillis) -> BoxFuture<'static, ()> {
+        let ahead = u64::try_from(at.get().saturating_sub(self.now_ms().get())).unwrap_or(0);
         Box::pin(tokio::time::sleep(Duration::from_millis(ahead)))
     }
 
@@ -77,11 +79,12 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        *self.0.borrow()
+    fn now_ms(&self) -> EpochMillis {
+        EpochMillis::new(*self.0.borrow())
     }
 
-    fn sleep_until(&self, end: i64) -> BoxFuture<'static, ()> {
+    fn sleep_until(&self, end: EpochMillis) -> BoxFuture<'static, ()> {
+        let end = end.get();
         let mut time = self.0.subscribe();
         Box::pin(async move {
             // An error means the clock is gone: nothing will ever move it, so wait forever
@@ -104,7 +107,7 @@ mod tests {
         assert_eq!(clock.now_ms(), start);
         clock.advance(Duration::from_millis(1_500));
         assert_eq!(clock.now_ms(), start + 1_500);
-        assert_eq!(clock.now(), (start + 1_500).div_euclid(1000));
+        assert_eq!(clock.now(), (start + 1_500).secs());
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! `domain::audit::audit`, and keeps the report in the store, so every instance of a
 //! fleet answers `GET /v1/admin/audit` and reports the same `broker_audit_violations`.
 
+use crate::domain::time::EpochSecs;
 use std::time::Instant;
 
 use crate::domain::audit::{self, AuditReport, AuditRules, Check};
@@ -16,8 +17,9 @@ pub async fn run_once(
     store: &dyn LifecycleStore,
     rules: AuditRules,
     fence: &Fence,
-    now: i64,
+    now: EpochSecs,
 ) -> Result<AuditReport, JobError> {
+    let now = now.get();
     let started = Instant::now();
     let facts = store.audit_facts().await?;
     let violations = audit::audit(&facts, rules, now, allocation_key_of_row);

@@ -5,6 +5,7 @@
 //! mark racing the job is harmless (it simply wins).
 
 use crate::domain::LabPolicy;
+use crate::domain::time::EpochSecs;
 use crate::metrics::Metrics;
 use crate::store::LifecycleStore;
 
@@ -15,7 +16,7 @@ pub async fn run_once(
     store: &dyn LifecycleStore,
     metrics: &Metrics,
     lab: LabPolicy,
-    now: i64,
+    now: EpochSecs,
 ) -> Result<u64, JobError> {
     let result = store.expire_allocations(now, lab).await;
     let outcome = if result.is_ok() { "success" } else { "error" };

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{JobError, JobName, Jobs};
 use crate::domain::clock::{SharedClock, millis};
 use crate::domain::lease;
+use crate::domain::time::EpochMillis;
 use crate::store::{JobRecord, LeaseOutcome, LeaseRequest};
 
 /// Delay of a job's first scheduled run after start (or its interval, if shorter).
@@ -31,26 +32,26 @@ pub struct Fence {
 }
 
 impl Fence {
-    /// The fence of a run that took `job`'s lease until `held_until_ms`.
-    pub(super) fn until(job: JobName, clock: SharedClock, held_until_ms: i64) -> Self {
+    /// The fence of a run that took `job`'s lease until `held_until`.
+    pub(super) fn until(job: JobName, clock: SharedClock, held_until: EpochMillis) -> Self {
         Self {
             job: job.as_str(),
             clock,
-            held_until_ms: AtomicI64::new(held_until_ms),
+            held_until_ms: AtomicI64::new(held_until.get()),
             lost: AtomicBool::new(false),
         }
     }
 
     /// The fence of a run without a lease (`Jobs::run_once`, stepped by tests): never lost.
     pub fn unbounded(job: JobName, clock: SharedClock) -> Self {
-        Self::until(job, clock, i64::MAX)
+        Self::until(job, clock, EpochMillis::new(i64::MAX))
     }
 
     /// `Ok` while the run still holds its lease; [`JobError::LeaseLost`] once it does not.
     pub fn check(&self) -> Result<(), JobError> {
         let held = lease::is_running(
             self.held_until_ms.load(Ordering::Acquire),
-            self.clock.now_ms(),
+            self.clock.now_ms().get(),
         );
         if held && !self.lost.load(Ordering::Acquire) {
             return Ok(());
@@ -67,7 +68,11 @@ impl Jobs {
     /// less than an interval ago gives the lease back, its record unchanged, and says when
     /// the job falls due ([`lease::scheduled_run_due_at`]). Checked under the lease, so two
     /// instances waking together never both run it.
-    pub(super) async fn skip_unless_due(&self, job: JobName, now_ms: i64) -> Result<(), JobError> {
+    pub(super) async fn skip_unless_due(
+        &self,
+        job: JobName,
+        now: EpochMillis,
+    ) -> Result<(), JobError> {
         let record = self
             .store
             .jobs
@@ -77,7 +82,7 @@ impl Jobs {
             .find(|record| record.job == job.as_str());
         let last_finished_at = record.as_ref().and_then(|record| record.last_finished_at);
         let interval_ms = millis(self.interval(job));
-        let Some(due_at_ms) = lease::scheduled_run_due_at(last_finished_at, interval_ms, now_ms)
+        let Some(due_at_ms) = lease::scheduled_run_due_at(last_finished_at, interval_ms, now.get())
         else {
             return Ok(());
         };
@@ -113,24 +118,20 @@ impl Jobs {
             let interval_ms = millis(jobs.interval(job));
             let jitter = move || rand::random_range(0..=(interval_ms / 10).min(MAX_JITTER_MS));
             let first_delay_ms = millis(jobs.interval(job).min(FIRST_RUN_DELAY));
-            let mut next_ms = jobs
-                .clock
-                .now_ms()
-                .saturating_add((first_delay_ms - jitter()).max(0));
+            let mut next = jobs.clock.now_ms() + (first_delay_ms - jitter()).max(0);
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => break,
-                        () = jobs.clock.sleep_until(next_ms) => {}
+                        () = jobs.clock.sleep_until(next) => {}
                     }
-                    next_ms = match jobs.run_scheduled(job).await {
-                        Err(JobError::NotDue { due_at_ms, .. }) => due_at_ms,
+                    next = match jobs.run_scheduled(job).await {
+                        Err(JobError::NotDue { due_at_ms, .. }) => EpochMillis::new(due_at_ms),
                         // Due again an interval after this run (`skip_unless_due` counts
                         // from the end of the second it finished in). A run that did not
                         // complete has already logged its error line.
-                        _ => jobs.clock.now_ms().saturating_add(interval_ms + 1000),
-                    }
-                    .saturating_add(jitter());
+                        _ => jobs.clock.now_ms() + interval_ms + 1000,
+                    } + jitter();
                 }
             });
         }
@@ -144,29 +145,31 @@ impl Jobs {
     pub(super) async fn renew_while_running(
         &self,
         job: JobName,
-        taken_at_ms: i64,
-        lease_ms: i64,
+        taken_at: EpochMillis,
+        lease: Duration,
         fence: &Fence,
     ) -> String {
-        let mut renew_at = taken_at_ms.saturating_add(lease_ms / 3);
+        let mut renew_at = taken_at.after(lease / 3);
         loop {
             self.clock.sleep_until(renew_at).await;
-            let now_ms = self.clock.now_ms();
-            renew_at = now_ms.saturating_add(lease_ms / 3);
+            let now = self.clock.now_ms();
+            renew_at = now.after(lease / 3);
             match self
                 .store
                 .jobs
                 .acquire_lease(LeaseRequest {
                     job: job.as_str(),
                     instance: &self.instance,
-                    now_ms,
-                    ttl_ms: lease_ms,
+                    now,
+                    ttl: lease,
                 })
                 .await
             {
                 Ok(LeaseOutcome::Acquired) => {
-                    let held_until_ms = now_ms.saturating_add(lease_ms);
-                    fence.held_until_ms.store(held_until_ms, Ordering::Release);
+                    let held_until = now.after(lease);
+                    fence
+                        .held_until_ms
+                        .store(held_until.get(), Ordering::Release);
                 }
                 Ok(LeaseOutcome::Held { instance, .. }) => {
                     fence.lost.store(true, Ordering::Release);
@@ -175,7 +178,7 @@ impl Jobs {
                 Err(err) => {
                     tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not renew the job lease");
                     let held_until_ms = fence.held_until_ms.load(Ordering::Acquire);
-                    if !lease::is_running(held_until_ms, now_ms) {
+                    if !lease::is_running(held_until_ms, now.get()) {
                         return "unknown".to_owned();
                     }
                 }
@@ -202,7 +205,9 @@ mod tests {
             matches!(fence.check(), Err(JobError::LeaseLost { .. })),
             "ran out"
         );
-        fence.held_until_ms.store(start + 60_000, Ordering::Release);
+        fence
+            .held_until_ms
+            .store((start + 60_000).get(), Ordering::Release);
         assert!(fence.check().is_ok(), "renewed");
         fence.lost.store(true, Ordering::Release);
         assert!(fence.check().is_err(), "taken over");

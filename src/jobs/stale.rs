@@ -4,6 +4,7 @@
 //! Rule: each removal is conditional on the row still being stale since then, so a sync
 //! that finds the sandbox back at the provider (stale → available) always wins.
 
+use crate::domain::time::EpochSecs;
 use std::time::Duration;
 
 use crate::metrics::Metrics;
@@ -16,7 +17,7 @@ pub async fn run_once(
     store: &dyn LifecycleStore,
     metrics: &Metrics,
     grace: Duration,
-    now: i64,
+    now: EpochSecs,
 ) -> Result<u64, JobError> {
     let stale_since = now - i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
     let result = store.delete_stale(stale_since, now).await;

@@ -5,6 +5,7 @@
 //! admin forces it), changes nothing, so neither a provider outage nor a glitch that
 //! answers an empty list can empty the pool.
 
+use crate::domain::time::EpochSecs;
 use std::time::Instant;
 
 use crate::domain::lifecycle::SyncRules;
@@ -22,7 +23,7 @@ pub async fn run_once(
     metrics: &Metrics,
     fence: &Fence,
     rules: SyncRules,
-    now: i64,
+    now: EpochSecs,
 ) -> Result<(SyncSummary, u64), JobError> {
     let started = Instant::now();
     let result = async {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{ProviderClient, ProviderError, ProviderListing};
-use crate::domain::clock::{SharedClock, millis};
+use crate::domain::clock::SharedClock;
 
 /// The breaker's state, for the `broker_provider_circuit_state` metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +127,7 @@ impl Breaker {
 
     /// Whether an open period ending at `until_ms` is still running.
     fn still_open(&self, until_ms: i64) -> bool {
-        self.clock.now_ms() < until_ms
+        self.clock.now_ms().get() < until_ms
     }
 
     /// The state now (an elapsed open period reads as half-open).
@@ -175,7 +175,7 @@ impl Breaker {
                     "circuit breaker opened"
                 );
                 State::Open {
-                    until_ms: self.clock.now_ms().saturating_add(millis(self.open_for)),
+                    until_ms: self.clock.now_ms().after(self.open_for).get(),
                 }
             }
         };

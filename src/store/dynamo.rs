@@ -54,6 +54,7 @@ use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
+use crate::domain::time::EpochSecs;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -210,28 +211,37 @@ impl LifecycleStore for DynamoStore {
         &self,
         listing: Vec<crate::domain::ProviderSandbox>,
         rules: SyncRules,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<Result<SyncSummary, ListingRefused>, StoreError> {
+        let now = now.get();
         self.apply_listing(listing, &rules, now).await
     }
 
     async fn expire_allocations(
         &self,
-        now: i64,
+        now: EpochSecs,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
+        let now = now.get();
         self.expire_ended(now, policy).await
     }
 
-    async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError> {
+    async fn delete_stale(
+        &self,
+        stale_since: EpochSecs,
+        now: EpochSecs,
+    ) -> Result<u64, StoreError> {
+        let stale_since = stale_since.get();
+        let now = now.get();
         self.remove_stale(stale_since, now).await
     }
 
     async fn deletions_due(
         &self,
-        now: i64,
+        now: EpochSecs,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError> {
+        let now = now.get();
         self.due_deletions(now, ignore_backoff).await
     }
 
@@ -246,7 +256,8 @@ impl LifecycleStore for DynamoStore {
         self.record_deletion(finished).await
     }
 
-    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
+    async fn purge_tombstones(&self, now: EpochSecs) -> Result<u64, StoreError> {
+        let now = now.get();
         self.purge_expired_tombstones(now).await
     }
 
@@ -265,7 +276,12 @@ impl LifecycleStore for DynamoStore {
 
 #[async_trait]
 impl AdminStore for DynamoStore {
-    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
+    async fn import(
+        &self,
+        rows: Vec<NewSandbox>,
+        now: EpochSecs,
+    ) -> Result<ImportSummary, StoreError> {
+        let now = now.get();
         self.import_rows(rows, now).await
     }
 
@@ -273,11 +289,22 @@ impl AdminStore for DynamoStore {
         self.list_page(&query).await
     }
 
-    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError> {
+    async fn bulk_delete(
+        &self,
+        status: DeletableStatus,
+        now: EpochSecs,
+    ) -> Result<u64, StoreError> {
+        let now = now.get();
         self.remove_in_status(status, now).await
     }
 
-    async fn change_row(&self, id: &SandboxId, action: RowAction, now: i64) -> Outcome<Sandbox> {
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: RowAction,
+        now: EpochSecs,
+    ) -> Outcome<Sandbox> {
+        let now = now.get();
         self.change_row_as_decided(id, &action, now).await
     }
 
@@ -322,8 +349,9 @@ impl AnalyticsStore for DynamoStore {
     async fn niosxaas_history(
         &self,
         id: &SandboxId,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<Option<NiosxaasHistory>, StoreError> {
+        let now = now.get();
         let budget = self.calls.budget();
         let Some(item) = self
             .consistent_item(&budget, niosxaas_history_key(id.as_str()))
@@ -337,7 +365,8 @@ impl AnalyticsStore for DynamoStore {
         Ok((history.ttl > now).then_some(history))
     }
 
-    async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError> {
+    async fn niosxaas_histories(&self, now: EpochSecs) -> Result<Vec<NiosxaasHistory>, StoreError> {
+        let now = now.get();
         self.scan_niosxaas_histories(now).await
     }
 }

@@ -28,8 +28,10 @@ use super::{
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
+use crate::domain::clock::millis;
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
+use crate::domain::time::EpochSecs;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -243,31 +245,40 @@ impl LifecycleStore for EmbeddedStore {
         &self,
         listing: Vec<ProviderSandbox>,
         rules: SyncRules,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<Result<SyncSummary, ListingRefused>, StoreError> {
+        let now = now.get();
         self.submit(move |tables| tables.sync_provider(listing, &rules, now))
             .await
     }
 
     async fn expire_allocations(
         &self,
-        now: i64,
+        now: EpochSecs,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
+        let now = now.get();
         self.submit(move |tables| tables.expire_allocations(now, policy))
             .await
     }
 
-    async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError> {
+    async fn delete_stale(
+        &self,
+        stale_since: EpochSecs,
+        now: EpochSecs,
+    ) -> Result<u64, StoreError> {
+        let stale_since = stale_since.get();
+        let now = now.get();
         self.submit(move |tables| tables.delete_stale(stale_since, now))
             .await
     }
 
     async fn deletions_due(
         &self,
-        now: i64,
+        now: EpochSecs,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError> {
+        let now = now.get();
         self.submit(move |tables| tables.deletions_due(now, ignore_backoff))
             .await
     }
@@ -276,7 +287,7 @@ impl LifecycleStore for EmbeddedStore {
         &self,
         claim: DeletionClaim<'_>,
     ) -> Result<Option<Sandbox>, StoreError> {
-        let DeletionClaim { now, until, .. } = claim;
+        let (now, until) = (claim.now.get(), claim.until.get());
         let (id, runner) = (claim.id.as_str().to_owned(), claim.runner.to_owned());
         self.submit(move |tables| tables.claim_deletion(&id, &runner, now, until))
             .await
@@ -284,11 +295,9 @@ impl LifecycleStore for EmbeddedStore {
 
     async fn finish_deletion(&self, finished: FinishedDeletion<'_>) -> Result<(), StoreError> {
         let FinishedDeletion {
-            outcome,
-            niosxaas,
-            now,
-            ..
+            outcome, niosxaas, ..
         } = finished;
+        let now = finished.now.get();
         let (id, runner) = (
             finished.claimed.sandbox_id.clone(),
             finished.runner.to_owned(),
@@ -297,7 +306,8 @@ impl LifecycleStore for EmbeddedStore {
             .await
     }
 
-    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError> {
+    async fn purge_tombstones(&self, now: EpochSecs) -> Result<u64, StoreError> {
+        let now = now.get();
         self.submit(move |tables| tables.purge_tombstones(now))
             .await
     }
@@ -319,7 +329,7 @@ impl LifecycleStore for EmbeddedStore {
 #[async_trait]
 impl JobStore for EmbeddedStore {
     async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError> {
-        let LeaseRequest { now_ms, ttl_ms, .. } = request;
+        let (now_ms, ttl_ms) = (request.now.get(), millis(request.ttl));
         let (job, instance) = (request.job.to_owned(), request.instance.to_owned());
         self.submit(move |tables| tables.acquire_lease(&job, &instance, now_ms, ttl_ms))
             .await
@@ -338,7 +348,12 @@ impl JobStore for EmbeddedStore {
 
 #[async_trait]
 impl AdminStore for EmbeddedStore {
-    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError> {
+    async fn import(
+        &self,
+        rows: Vec<NewSandbox>,
+        now: EpochSecs,
+    ) -> Result<ImportSummary, StoreError> {
+        let now = now.get();
         self.submit(move |tables| tables.import(rows, now)).await
     }
 
@@ -346,12 +361,23 @@ impl AdminStore for EmbeddedStore {
         self.read(move |db| tables::list_page(db, &query)).await
     }
 
-    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError> {
+    async fn bulk_delete(
+        &self,
+        status: DeletableStatus,
+        now: EpochSecs,
+    ) -> Result<u64, StoreError> {
+        let now = now.get();
         self.submit(move |tables| tables.bulk_delete(status, now))
             .await
     }
 
-    async fn change_row(&self, id: &SandboxId, action: RowAction, now: i64) -> Outcome<Sandbox> {
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: RowAction,
+        now: EpochSecs,
+    ) -> Outcome<Sandbox> {
+        let now = now.get();
         let id = id.as_str().to_owned();
         self.submit(move |tables| tables.change_row(&id, &action, now))
             .await
@@ -410,14 +436,16 @@ impl AnalyticsStore for EmbeddedStore {
     async fn niosxaas_history(
         &self,
         id: &SandboxId,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<Option<NiosxaasHistory>, StoreError> {
+        let now = now.get();
         let id = id.as_str().to_owned();
         self.read(move |db| tables::read_niosxaas_history(db, &id, now))
             .await
     }
 
-    async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError> {
+    async fn niosxaas_histories(&self, now: EpochSecs) -> Result<Vec<NiosxaasHistory>, StoreError> {
+        let now = now.get();
         self.read(move |db| tables::read_niosxaas_histories(db, now))
             .await
     }

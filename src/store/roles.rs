@@ -8,6 +8,8 @@
 //! takes its subject, at most one rule or request value and the time; anything more is one
 //! request struct (below), so a signature is written once.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 #[cfg(doc)]
@@ -20,6 +22,7 @@ use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
+use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, HolderKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
@@ -33,8 +36,8 @@ pub struct ReleaseRequest {
     pub id: SandboxId,
     /// Who releases it: only its holder may.
     pub holder: HolderKey,
-    /// Epoch seconds of the release.
-    pub now: i64,
+    /// When the holder released it.
+    pub now: EpochSecs,
 }
 
 /// The sandbox a release left behind.
@@ -53,10 +56,10 @@ pub struct LeaseRequest<'a> {
     pub job: &'a str,
     /// The instance asking.
     pub instance: &'a str,
-    /// Epoch milliseconds now.
-    pub now_ms: i64,
-    /// How long the lease lasts from now, in milliseconds.
-    pub ttl_ms: i64,
+    /// Now.
+    pub now: EpochMillis,
+    /// How long the lease lasts from now.
+    pub ttl: Duration,
 }
 
 /// A runner's claim on one `pending_deletion` row.
@@ -66,10 +69,10 @@ pub struct DeletionClaim<'a> {
     pub id: &'a SandboxId,
     /// The runner claiming it.
     pub runner: &'a str,
-    /// Epoch seconds now.
-    pub now: i64,
-    /// Epoch seconds the claim lasts until.
-    pub until: i64,
+    /// Now.
+    pub now: EpochSecs,
+    /// When the claim runs out.
+    pub until: EpochSecs,
 }
 
 /// How a runner's claimed deletion ended.
@@ -83,8 +86,8 @@ pub struct FinishedDeletion<'a> {
     pub outcome: DeletionOutcome,
     /// What the NIOSXaaS pre-delete hook did this time, if it ran.
     pub niosxaas: Option<NiosxaasCleanup>,
-    /// Epoch seconds now.
-    pub now: i64,
+    /// Now.
+    pub now: EpochSecs,
 }
 
 /// What the lab routes do: allocate, read, release.
@@ -119,7 +122,7 @@ pub trait LifecycleStore: Send + Sync + 'static {
         &self,
         listing: Vec<ProviderSandbox>,
         rules: SyncRules,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<Result<SyncSummary, ListingRefused>, StoreError>;
 
     /// Releases every allocation `policy` says has expired at `now` to `pending_deletion`,
@@ -127,20 +130,21 @@ pub trait LifecycleStore: Send + Sync + 'static {
     /// Returns the rows it released.
     async fn expire_allocations(
         &self,
-        now: i64,
+        now: EpochSecs,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError>;
 
     /// Removes `stale` rows that became stale at or before `stale_since` (their
     /// `updated_at`), each only if it is still stale. Returns how many. A row that was
     /// handed out leaves its used-account marker (stamped `now`).
-    async fn delete_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError>;
+    async fn delete_stale(&self, stale_since: EpochSecs, now: EpochSecs)
+    -> Result<u64, StoreError>;
 
     /// `pending_deletion` rows whose next attempt is due at `now` (every one of them when
     /// `ignore_backoff`, as an admin-triggered cleanup wants).
     async fn deletions_due(
         &self,
-        now: i64,
+        now: EpochSecs,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError>;
 
@@ -156,7 +160,7 @@ pub trait LifecycleStore: Send + Sync + 'static {
 
     /// Drops `deleted` tombstones whose `ttl` has passed (and, where the store keeps them
     /// itself, expired NIOSXaaS history items); returns how many tombstones.
-    async fn purge_tombstones(&self, now: i64) -> Result<u64, StoreError>;
+    async fn purge_tombstones(&self, now: EpochSecs) -> Result<u64, StoreError>;
 
     /// What an audit reads: every row that was handed out and is not deleted, the ids of
     /// the tombstones, and the last complete listing a sync applied (which
@@ -173,7 +177,7 @@ pub trait LifecycleStore: Send + Sync + 'static {
 /// The background jobs' leases and records, shared by a fleet.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
-    /// Takes (or renews) the lease of `request.job` for its holder until `now_ms + ttl_ms`,
+    /// Takes (or renews) the lease of `request.job` for its instance until `now + ttl`,
     /// unless another holder's lease is still running.
     async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError>;
 
@@ -189,19 +193,29 @@ pub trait JobStore: Send + Sync + 'static {
 #[async_trait]
 pub trait AdminStore: Send + Sync + 'static {
     /// Upserts rows as `available`, never touching a row in another status.
-    async fn import(&self, rows: Vec<NewSandbox>, now: i64) -> Result<ImportSummary, StoreError>;
+    async fn import(
+        &self,
+        rows: Vec<NewSandbox>,
+        now: EpochSecs,
+    ) -> Result<ImportSummary, StoreError>;
 
     /// One page of rows matching `query`, in `sandbox_id` order.
     async fn list(&self, query: ListQuery) -> Result<SandboxPage, StoreError>;
 
     /// Removes every row in `status` from the broker (never from the provider); returns how
     /// many. A row that was handed out leaves its used-account marker (stamped `now`).
-    async fn bulk_delete(&self, status: DeletableStatus, now: i64) -> Result<u64, StoreError>;
+    async fn bulk_delete(&self, status: DeletableStatus, now: EpochSecs)
+    -> Result<u64, StoreError>;
 
     /// Applies an admin's `action` to the row `id` as `domain::lifecycle::decide_row_action`
     /// decides on the row as it is, conditional on its status; the row as it became.
     /// [`Refusal::SandboxNotFound`], or [`Refusal::RowAction`] when the rule refuses it.
-    async fn change_row(&self, id: &SandboxId, action: RowAction, now: i64) -> Outcome<Sandbox>;
+    async fn change_row(
+        &self,
+        id: &SandboxId,
+        action: RowAction,
+        now: EpochSecs,
+    ) -> Outcome<Sandbox>;
 
     /// Every cordon in place.
     async fn cordons(&self) -> Result<Vec<Cordon>, StoreError>;
@@ -245,11 +259,11 @@ pub trait AnalyticsStore: Send + Sync + 'static {
     async fn niosxaas_history(
         &self,
         id: &SandboxId,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<Option<NiosxaasHistory>, StoreError>;
 
     /// Every `NIOSXAAS#` history item not expired by `now`, in no particular order.
-    async fn niosxaas_histories(&self, now: i64) -> Result<Vec<NiosxaasHistory>, StoreError>;
+    async fn niosxaas_histories(&self, now: EpochSecs) -> Result<Vec<NiosxaasHistory>, StoreError>;
 }
 
 /// Whether the store can work, and what it reports about itself.

@@ -115,7 +115,10 @@ async fn four_hundred_students_sixty_four_at_a_time_for_three_hundred_sandboxes_
     apps[0]
         .store
         .admin
-        .import(sandboxes("lab-", 0, 300), now_epoch())
+        .import(
+            sandboxes("lab-", 0, 300),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap();
 
@@ -131,7 +134,10 @@ async fn fifteen_hundred_students_on_five_hundred_connections_all_get_a_sandbox(
     apps[0]
         .store
         .admin
-        .import(sandboxes("lab-", 0, 1500), now_epoch())
+        .import(
+            sandboxes("lab-", 0, 1500),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap();
 
@@ -147,7 +153,10 @@ async fn eight_hundred_students_on_three_instances_96_at_a_time_get_exactly_600_
     apps[0]
         .store
         .admin
-        .import(sandboxes("lab-", 0, 600), now_epoch())
+        .import(
+            sandboxes("lab-", 0, 600),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap();
 
@@ -163,7 +172,10 @@ async fn thirty_identical_requests_spread_over_three_instances_get_one_sandbox_a
     apps[0]
         .store
         .admin
-        .import(sandboxes("lab-", 0, 50), now_epoch())
+        .import(
+            sandboxes("lab-", 0, 50),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap();
     let same: Vec<(String, Option<String>)> = (0..30)

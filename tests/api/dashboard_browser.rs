@@ -101,8 +101,8 @@ async fn class_day(app: &TestApp) {
             .claim_deletion(DeletionClaim {
                 id: &id,
                 runner: "runner",
-                now,
-                until: now + 60,
+                now: sandbox_broker::domain::time::EpochSecs::new(now),
+                until: sandbox_broker::domain::time::EpochSecs::new(now + 60),
             })
             .await
             .unwrap()
@@ -114,7 +114,7 @@ async fn class_day(app: &TestApp) {
                 runner: "runner",
                 outcome,
                 niosxaas: Some(hook),
-                now,
+                now: sandbox_broker::domain::time::EpochSecs::new(now),
             })
             .await
             .unwrap();

@@ -17,7 +17,7 @@ fn request(holder: &str) -> AllocationRequest {
         lab: None,
         name_prefix: None,
         lab_duration_hours: 1,
-        now: 100,
+        now: sandbox_broker::domain::time::EpochSecs::new(100),
     }
 }
 
@@ -26,7 +26,13 @@ async fn a_reopened_store_has_every_row_count_index_and_allocation_key() {
     let dir = tempfile::tempdir().unwrap();
     let held = {
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.import(sandboxes("lab-", 0, 10), 1).await.unwrap();
+        store
+            .import(
+                sandboxes("lab-", 0, 10),
+                sandbox_broker::domain::time::EpochSecs::new(1),
+            )
+            .await
+            .unwrap();
         store
             .allocate(request("stu"))
             .await
@@ -112,7 +118,13 @@ async fn a_failing_disk_acknowledges_nothing_and_fails_readiness() {
         failing: failing.clone(),
     };
     let store = EmbeddedStore::open_with_backend(disk).unwrap();
-    store.import(sandboxes("lab-", 0, 5), 1).await.unwrap();
+    store
+        .import(
+            sandboxes("lab-", 0, 5),
+            sandbox_broker::domain::time::EpochSecs::new(1),
+        )
+        .await
+        .unwrap();
     let held = store
         .allocate(request("stu-1"))
         .await
@@ -171,7 +183,13 @@ async fn a_failing_disk_acknowledges_nothing_and_fails_readiness() {
 async fn the_embedded_store_lists_in_sandbox_id_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    store.import(sandboxes("lab-", 0, 25), 1).await.unwrap();
+    store
+        .import(
+            sandboxes("lab-", 0, 25),
+            sandbox_broker::domain::time::EpochSecs::new(1),
+        )
+        .await
+        .unwrap();
     let mut query = sandbox_broker::store::ListQuery {
         limit: 4,
         ..Default::default()

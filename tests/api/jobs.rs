@@ -145,8 +145,8 @@ async fn a_sync_while_another_instance_holds_the_lease_is_409_job_already_runnin
         .acquire_lease(LeaseRequest {
             job: "sync",
             instance: "instance-b",
-            now_ms,
-            ttl_ms: 60_000,
+            now: sandbox_broker::domain::time::EpochMillis::new(now_ms),
+            ttl: Duration::from_secs(60),
         })
         .await
         .unwrap();
@@ -279,7 +279,7 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
             lab: None,
             name_prefix: None,
             lab_duration_hours: 2,
-            now: long_ago,
+            now: sandbox_broker::domain::time::EpochSecs::new(long_ago),
         })
         .await
         .unwrap()
@@ -342,20 +342,28 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
         .sync_provider(
             listed(&[1, 2, 3], "lab-"),
             sync_rules(true),
-            now - 3 * 86_400,
+            sandbox_broker::domain::time::EpochSecs::new(now - 3 * 86_400),
         )
         .await
         .unwrap()
         .unwrap();
     app.store
         .lifecycle
-        .sync_provider(listed(&[3], "lab-"), sync_rules(true), now - 2 * 86_400)
+        .sync_provider(
+            listed(&[3], "lab-"),
+            sync_rules(true),
+            sandbox_broker::domain::time::EpochSecs::new(now - 2 * 86_400),
+        )
         .await
         .unwrap()
         .unwrap();
     app.store
         .lifecycle
-        .sync_provider(listed(&[3], "lab-"), sync_rules(true), now - 3600)
+        .sync_provider(
+            listed(&[3], "lab-"),
+            sync_rules(true),
+            sandbox_broker::domain::time::EpochSecs::new(now - 3600),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -720,12 +728,12 @@ async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
     provider.listing_started.notified().await;
     let started = clock.now_ms();
     let unrenewed_end = sync_lease_end(&store).await;
-    assert_eq!(unrenewed_end, started + 3_000);
+    assert_eq!(unrenewed_end, (started + 3_000).get());
     // Move the clock 100 ms at a time to a second past the unrenewed lease's end; before
     // a step would end the lease, wait for A's renewal (due every third of a lease) to land.
-    while clock.now_ms() < unrenewed_end + 1_000 {
+    while clock.now_ms() < sandbox_broker::domain::time::EpochMillis::new(unrenewed_end + 1_000) {
         let end = sync_lease_end(&store).await;
-        if clock.now_ms() + 100 >= end {
+        if clock.now_ms() + 100 >= sandbox_broker::domain::time::EpochMillis::new(end) {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while sync_lease_end(&store).await <= end {
                 assert!(
@@ -763,8 +771,8 @@ async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_o
         .acquire_lease(LeaseRequest {
             job: "sync",
             instance: "dead-instance",
-            now_ms: clock.now_ms(),
-            ttl_ms: 300,
+            now: sandbox_broker::domain::time::EpochMillis::new(clock.now_ms().get()),
+            ttl: std::time::Duration::from_millis(300),
         })
         .await
         .unwrap();

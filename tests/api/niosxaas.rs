@@ -104,7 +104,10 @@ async fn row(app: &TestApp, id: &str) -> sandbox_broker::domain::Sandbox {
 async fn history(app: &TestApp, id: &str) -> Option<sandbox_broker::domain::NiosxaasHistory> {
     app.store
         .analytics
-        .niosxaas_history(&SandboxId::parse("id", id).unwrap(), now_epoch())
+        .niosxaas_history(
+            &SandboxId::parse("id", id).unwrap(),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap()
 }

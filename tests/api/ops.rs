@@ -440,11 +440,14 @@ impl AnalyticsStore for FailingStore {
     async fn niosxaas_history(
         &self,
         _: &SandboxId,
-        _: i64,
+        _: sandbox_broker::domain::time::EpochSecs,
     ) -> Result<Option<NiosxaasHistory>, StoreError> {
         Err(self.fail())
     }
-    async fn niosxaas_histories(&self, _: i64) -> Result<Vec<NiosxaasHistory>, StoreError> {
+    async fn niosxaas_histories(
+        &self,
+        _: sandbox_broker::domain::time::EpochSecs,
+    ) -> Result<Vec<NiosxaasHistory>, StoreError> {
         Err(self.fail())
     }
 }

@@ -102,8 +102,8 @@ async fn a_run_whose_lease_is_taken_over_stops_and_records_nothing() {
         .acquire_lease(LeaseRequest {
             job: "sync",
             instance: "intruder",
-            now_ms: after_ours_ran_out,
-            ttl_ms: 60_000,
+            now: sandbox_broker::domain::time::EpochMillis::new(after_ours_ran_out.get()),
+            ttl: std::time::Duration::from_millis(60_000),
         })
         .await
         .unwrap();

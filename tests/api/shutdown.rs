@@ -13,7 +13,10 @@ async fn shutdown_drains_a_request_in_flight_and_then_stops_serving() {
     let (inner, guard) = fresh_store().await;
     inner
         .admin
-        .import(sandboxes("lab-", 0, 3), 0)
+        .import(
+            sandboxes("lab-", 0, 3),
+            sandbox_broker::domain::time::EpochSecs::new(0),
+        )
         .await
         .unwrap();
     let store = Arc::new(GatedStore {

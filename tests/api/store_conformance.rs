@@ -3,6 +3,7 @@
 //! `tests/dynamodb`: DynamoDB Local).
 
 use crate::helpers::release_of;
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::{DeletionClaim, FinishedDeletion, LeaseRequest};
 use std::collections::HashSet;
 
@@ -17,7 +18,7 @@ use sandbox_broker::store::{
 
 use crate::helpers::{listed, sandboxes, sync_rules};
 
-const NOW: i64 = 1_800_000_000;
+const NOW: EpochSecs = EpochSecs::new(1_800_000_000);
 
 fn holder(key: &str) -> HolderKey {
     HolderKey::parse("student", key).unwrap()
@@ -90,7 +91,7 @@ pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(stor
             allocation.sandbox.holder.as_deref(),
             Some(format!("s{n}").as_str())
         );
-        assert_eq!(allocation.sandbox.allocated_at, Some(NOW));
+        assert_eq!(allocation.sandbox.allocated_at, Some(NOW.get()));
         assert_eq!(allocation.sandbox.lab_duration_hours, Some(48));
         assert!(
             allocation.sandbox.allocated_here(),
@@ -238,11 +239,11 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
 
     assert!(marked.newly_released);
     assert_eq!(marked.sandbox.status, SandboxStatus::PendingDeletion);
-    assert_eq!(marked.sandbox.deletion_requested_at, Some(NOW + 5));
+    assert_eq!(marked.sandbox.deletion_requested_at, Some((NOW + 5).get()));
     assert!(!repeat.newly_released);
     assert_eq!(
         repeat.sandbox.deletion_requested_at,
-        Some(NOW + 5),
+        Some((NOW + 5).get()),
         "a repeat changes nothing"
     );
     let next = store
@@ -478,7 +479,7 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
             .iter()
             .filter_map(|f| f.released_at)
             .collect::<Vec<_>>(),
-        [NOW]
+        [NOW.get()]
     );
 }
 
@@ -697,7 +698,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
     let refreshed = stored(&store, &renamed.to_string()).await;
     assert_eq!(
         (refreshed.name.as_str(), refreshed.last_synced),
-        ("lab-renamed", Some(NOW + 10))
+        ("lab-renamed", Some((NOW + 10).get()))
     );
 
     // Back at the provider: the stale row returns.
@@ -761,8 +762,8 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
         .acquire_lease(LeaseRequest {
             job: "expiry",
             instance: "a",
-            now_ms: now,
-            ttl_ms: 30_000,
+            now: sandbox_broker::domain::time::EpochMillis::new(now),
+            ttl: std::time::Duration::from_millis(30_000),
         })
         .await
         .unwrap();
@@ -772,8 +773,8 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
             .acquire_lease(LeaseRequest {
                 job: "expiry",
                 instance: "b",
-                now_ms: ends - 1,
-                ttl_ms: 30_000
+                now: sandbox_broker::domain::time::EpochMillis::new(ends - 1),
+                ttl: std::time::Duration::from_millis(30_000)
             })
             .await
             .unwrap(),
@@ -788,8 +789,8 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
             .acquire_lease(LeaseRequest {
                 job: "expiry",
                 instance: "b",
-                now_ms: ends,
-                ttl_ms: 30_000
+                now: sandbox_broker::domain::time::EpochMillis::new(ends),
+                ttl: std::time::Duration::from_millis(30_000)
             })
             .await
             .unwrap(),
@@ -805,8 +806,8 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "a",
-                now_ms: now,
-                ttl_ms: 30_000
+                now: sandbox_broker::domain::time::EpochMillis::new(now),
+                ttl: std::time::Duration::from_millis(30_000)
             })
             .await
             .unwrap(),
@@ -818,8 +819,8 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "b",
-                now_ms: now + 1_000,
-                ttl_ms: 30_000
+                now: sandbox_broker::domain::time::EpochMillis::new(now + 1_000),
+                ttl: std::time::Duration::from_millis(30_000)
             })
             .await
             .unwrap(),
@@ -834,8 +835,8 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "a",
-                now_ms: now + 2_000,
-                ttl_ms: 30_000
+                now: sandbox_broker::domain::time::EpochMillis::new(now + 2_000),
+                ttl: std::time::Duration::from_millis(30_000)
             })
             .await
             .unwrap(),
@@ -848,8 +849,8 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "cleanup",
                 instance: "b",
-                now_ms: now,
-                ttl_ms: 30_000
+                now: sandbox_broker::domain::time::EpochMillis::new(now),
+                ttl: std::time::Duration::from_millis(30_000)
             })
             .await
             .unwrap(),
@@ -864,8 +865,8 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "b",
-                now_ms: now + 40_000,
-                ttl_ms: 30_000
+                now: sandbox_broker::domain::time::EpochMillis::new(now + 40_000),
+                ttl: std::time::Duration::from_millis(30_000)
             })
             .await
             .unwrap(),
@@ -909,8 +910,8 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "c",
-                now_ms: now + 41_000,
-                ttl_ms: 30_000
+                now: sandbox_broker::domain::time::EpochMillis::new(now + 41_000),
+                ttl: std::time::Duration::from_millis(30_000)
             })
             .await
             .unwrap(),
@@ -992,7 +993,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
     assert_eq!(expired[0].status, SandboxStatus::PendingDeletion);
     assert_eq!(
         expired[0].deletion_requested_at,
-        Some(NOW + 3600 + grace + 1)
+        Some((NOW + 3600 + grace + 1).get())
     );
     assert!(again.is_empty(), "expiry is idempotent");
     assert_eq!(
@@ -1003,7 +1004,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         stored(&store, &released.sandbox_id)
             .await
             .deletion_requested_at,
-        Some(NOW + 60),
+        Some((NOW + 60).get()),
         "the owner's own release stands"
     );
     let next = store.allocation.allocate(short).await.unwrap().unwrap();
@@ -1093,7 +1094,9 @@ pub async fn a_tombstone_is_dropped_exactly_at_its_ttl(store: SharedStore) {
         .finish_deletion(FinishedDeletion {
             claimed: &claimed,
             runner: "runner",
-            outcome: DeletionOutcome::Deleted { ttl: NOW + 100 },
+            outcome: DeletionOutcome::Deleted {
+                ttl: (NOW + 100).get(),
+            },
             niosxaas: None,
             now: NOW + 2,
         })
@@ -1130,20 +1133,20 @@ pub async fn a_deletion_claim_holds_through_its_last_second(store: SharedStore) 
                 .claim_deletion(DeletionClaim {
                     id: &id,
                     runner,
-                    now: at,
-                    until: at + 60,
+                    now: sandbox_broker::domain::time::EpochSecs::new(at),
+                    until: sandbox_broker::domain::time::EpochSecs::new(at + 60),
                 })
                 .await
                 .unwrap()
         }
     };
-    assert!(claim("runner-a", NOW).await.is_some());
+    assert!(claim("runner-a", NOW.get()).await.is_some());
     assert!(
-        claim("runner-b", until).await.is_none(),
+        claim("runner-b", until.get()).await.is_none(),
         "held at its last second"
     );
     assert!(
-        claim("runner-b", until + 1).await.is_some(),
+        claim("runner-b", (until + 1).get()).await.is_some(),
         "free once it ran out"
     );
 }
@@ -1192,7 +1195,9 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .finish_deletion(FinishedDeletion {
             claimed: &claimed,
             runner: "runner-b",
-            outcome: DeletionOutcome::Deleted { ttl: NOW + 10 },
+            outcome: DeletionOutcome::Deleted {
+                ttl: (NOW + 10).get(),
+            },
             niosxaas: None,
             now: NOW + 2,
         })
@@ -1214,7 +1219,9 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .finish_deletion(FinishedDeletion {
             claimed: &claimed,
             runner: "runner-a",
-            outcome: DeletionOutcome::Deleted { ttl: NOW + 10 },
+            outcome: DeletionOutcome::Deleted {
+                ttl: (NOW + 10).get(),
+            },
             niosxaas: None,
             now: NOW + 2,
         })
@@ -1223,7 +1230,11 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
     let tombstone = store.allocation.get(&pending[0]).await.unwrap().unwrap();
     assert_eq!(
         (tombstone.status, tombstone.deleted_at, tombstone.ttl),
-        (SandboxStatus::Deleted, Some(NOW + 2), Some(NOW + 10))
+        (
+            SandboxStatus::Deleted,
+            Some((NOW + 2).get()),
+            Some((NOW + 10).get())
+        )
     );
     assert_eq!(
         tombstone.holder.as_deref(),
@@ -1244,10 +1255,10 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .unwrap()
         .unwrap();
     let retry = DeletionOutcome::Retry {
-        next_attempt_at: NOW + 120,
+        next_attempt_at: (NOW + 120).get(),
         attempts: 0,
         transient_failures: 1,
-        first_transient_failure_at: Some(NOW),
+        first_transient_failure_at: Some(NOW.get()),
         error: "HTTP 503".into(),
     };
     store
@@ -1374,17 +1385,17 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     }
     let first = id(&claimed[0].sandbox_id);
     let cleaned = NiosxaasCleanup {
-        niosxaas_cleaned_at: Some(NOW + 1),
+        niosxaas_cleaned_at: Some((NOW + 1).get()),
         niosxaas_services_matched: 2,
         ..NiosxaasCleanup::default()
     };
 
     // The hook cleaned, the provider failed: the row keeps the hook's result, no history yet.
     let retry = DeletionOutcome::Retry {
-        next_attempt_at: NOW + 60,
+        next_attempt_at: (NOW + 60).get(),
         attempts: 0,
         transient_failures: 1,
-        first_transient_failure_at: Some(NOW + 1),
+        first_transient_failure_at: Some((NOW + 1).get()),
         error: "HTTP 503".into(),
     };
     store
@@ -1431,7 +1442,9 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .finish_deletion(FinishedDeletion {
             claimed: &again,
             runner: "runner",
-            outcome: DeletionOutcome::Deleted { ttl: NOW + 900 },
+            outcome: DeletionOutcome::Deleted {
+                ttl: (NOW + 900).get(),
+            },
             niosxaas: None,
             now: NOW + 62,
         })
@@ -1457,8 +1470,8 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
             claimed[0].name.as_str(),
             claimed[0].external_id.as_str(),
             Some("s0"),
-            Some(NOW + 62),
-            NOW + 62 + NIOSXAAS_HISTORY_TTL_SECS,
+            Some((NOW + 62).get()),
+            (NOW + 62 + NIOSXAAS_HISTORY_TTL_SECS).get(),
         )
     );
     assert_eq!(history.cleanup, cleaned);
@@ -1519,7 +1532,9 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .finish_deletion(FinishedDeletion {
             claimed: &claimed[2],
             runner: "runner",
-            outcome: DeletionOutcome::Deleted { ttl: NOW + 900 },
+            outcome: DeletionOutcome::Deleted {
+                ttl: (NOW + 900).get(),
+            },
             niosxaas: None,
             now: NOW + 3,
         })
@@ -1552,7 +1567,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .collect();
     listed.sort();
     let mut expected = vec![
-        (first.as_str().to_owned(), Some(NOW + 62)),
+        (first.as_str().to_owned(), Some((NOW + 62).get())),
         (second.as_str().to_owned(), None),
     ];
     expected.sort();

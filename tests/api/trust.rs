@@ -4,6 +4,7 @@
 //! simulated CSP.
 
 use crate::helpers::release_of;
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::helpers::csp::{account, cleanup, sync, use_csp};
 use crate::helpers::series_sum;
 use crate::helpers::{TestApp, error_of, fresh_store, json_of, sandboxes, sync_rules};
 
-const NOW: i64 = 1_800_000_000;
+const NOW: EpochSecs = EpochSecs::new(1_800_000_000);
 
 /// What the provider lists: sandboxes `lab-<id>`.
 fn listed(ids: &[u64]) -> Vec<sandbox_broker::provider::ProviderSandbox> {
@@ -94,13 +95,27 @@ async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
         .unwrap();
     // 1: deleted, its tombstone purged after its ttl. 2: given up, then bulk-deleted.
     // 3: deleted, then the tombstone bulk-deleted. 4: never handed out.
-    hand_out_and_finish(&store, 1, DeletionOutcome::Deleted { ttl: NOW + 10 }).await;
+    hand_out_and_finish(
+        &store,
+        1,
+        DeletionOutcome::Deleted {
+            ttl: (NOW + 10).get(),
+        },
+    )
+    .await;
     let failed = DeletionOutcome::Failed {
         attempts: 3,
         error: "HTTP 400".into(),
     };
     hand_out_and_finish(&store, 2, failed).await;
-    hand_out_and_finish(&store, 3, DeletionOutcome::Deleted { ttl: NOW + 9_999 }).await;
+    hand_out_and_finish(
+        &store,
+        3,
+        DeletionOutcome::Deleted {
+            ttl: (NOW + 9_999).get(),
+        },
+    )
+    .await;
     assert_eq!(store.lifecycle.purge_tombstones(NOW + 10).await.unwrap(), 1);
     let status = |raw| sandbox_broker::domain::DeletableStatus::parse(raw).unwrap();
     assert_eq!(
@@ -162,7 +177,14 @@ async fn a_deletion_the_provider_contradicts_is_retried_under_the_retry_rules() 
         .await
         .unwrap()
         .unwrap();
-    hand_out_and_finish(&store, 1, DeletionOutcome::Deleted { ttl: NOW + 86_400 }).await;
+    hand_out_and_finish(
+        &store,
+        1,
+        DeletionOutcome::Deleted {
+            ttl: (NOW + 86_400).get(),
+        },
+    )
+    .await;
     let grace = sync_rules(false).deletion_verify_grace_secs;
     let deleted_at = NOW + 3;
 

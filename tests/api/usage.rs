@@ -32,7 +32,7 @@ async fn usage_buckets_allocations_and_releases_and_times_the_labs() {
     clock.advance(Duration::from_secs(1800));
     app.mark(&first, "stu-0").await;
     app.mark(&third, "stu-2").await;
-    let now = clock.now();
+    let now = clock.now().get();
 
     let usage = json_of(
         app.admin_get("/v1/admin/usage?hours=3&bucket_minutes=60")

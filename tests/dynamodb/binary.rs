@@ -109,7 +109,10 @@ async fn the_python_services_environment_unchanged_starts_on_its_table() {
     let (store, table) = local::fresh_table_store().await;
     store
         .admin
-        .import(crate::helpers::sandboxes("lab-", 0, 3), 0)
+        .import(
+            crate::helpers::sandboxes("lab-", 0, 3),
+            sandbox_broker::domain::time::EpochSecs::new(0),
+        )
         .await
         .unwrap();
 

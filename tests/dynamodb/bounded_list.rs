@@ -22,12 +22,18 @@ async fn a_filter_matching_one_row_in_many_pages_on_in_bounded_requests_and_find
     let (seeder, table) = fresh_table_store().await;
     seeder
         .admin
-        .import(sandboxes("lab-a-", 0, 600), now_epoch())
+        .import(
+            sandboxes("lab-a-", 0, 600),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap();
     seeder
         .admin
-        .import(sandboxes("zzz-", 9_000, 1), now_epoch())
+        .import(
+            sandboxes("zzz-", 9_000, 1),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap();
     let bounded = DynamoSettings {

@@ -25,7 +25,10 @@ async fn a_key_released_on_one_instance_gets_a_new_sandbox_on_another() {
     apps[0]
         .store
         .admin
-        .import(sandboxes("lab-", 0, 5), now_epoch())
+        .import(
+            sandboxes("lab-", 0, 5),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap();
 

@@ -97,7 +97,10 @@ async fn a_write_that_landed_but_whose_answer_was_lost_still_answers_201() {
     let setup = dynamo::client(&direct).await;
     dynamo::schema::ensure_table(&setup, &table).await.unwrap();
     DynamoStore::new(&setup, &direct)
-        .import(sandboxes("lab-", 0, 40), now_epoch())
+        .import(
+            sandboxes("lab-", 0, 40),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap();
     let (endpoint, proxy) = losing_proxy(&shared.endpoint, Duration::from_secs(1)).await;

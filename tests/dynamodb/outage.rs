@@ -56,7 +56,10 @@ async fn dynamodb_stopping_under_load_gives_fast_503s_and_the_same_process_recov
     // what is tested is the app's store (production settings) once it is warm.
     let patient = DynamoStore::new(&setup, &local::settings(&endpoint, &table));
     patient
-        .import(sandboxes("lab-", 0, 400), now_epoch())
+        .import(
+            sandboxes("lab-", 0, 400),
+            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+        )
         .await
         .unwrap();
     let app = app_on(&endpoint, &table).await;

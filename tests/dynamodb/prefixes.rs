@@ -29,7 +29,7 @@ fn request(holder: &str, prefix: &str) -> AllocationRequest {
         lab: None,
         name_prefix: Some(NamePrefix::parse("p", prefix).unwrap()),
         lab_duration_hours: 4,
-        now: 1_800_000_000,
+        now: sandbox_broker::domain::time::EpochSecs::new(1_800_000_000),
     }
 }
 
@@ -46,7 +46,13 @@ async fn two_thousand_invented_prefixes_keep_the_candidate_queues_bounded_and_re
     let store = Arc::new(DynamoStore::new(&client, &settings));
     let mut pool = sandboxes("lab-a-", 0, 25);
     pool.extend(sandboxes("lab-b-", 100, 25));
-    store.import(pool, 1_800_000_000).await.unwrap();
+    store
+        .import(
+            pool,
+            sandbox_broker::domain::time::EpochSecs::new(1_800_000_000),
+        )
+        .await
+        .unwrap();
 
     // Every 100th request is a real student of lab a or b; the rest invent a prefix.
     let outcomes: Vec<(usize, sandbox_broker::store::Outcome<String>)> = stream::iter(0..=INVENTED)

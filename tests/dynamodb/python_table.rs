@@ -237,7 +237,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
         .analytics
         .niosxaas_history(
             &sandbox_broker::domain::SandboxId::parse("id", "2009523").unwrap(),
-            1_729_000_000,
+            sandbox_broker::domain::time::EpochSecs::new(1_729_000_000),
         )
         .await
         .unwrap()
@@ -599,8 +599,8 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
             .claim_deletion(DeletionClaim {
                 id: &id,
                 runner: "runner",
-                now,
-                until: now + 60,
+                now: sandbox_broker::domain::time::EpochSecs::new(now),
+                until: sandbox_broker::domain::time::EpochSecs::new(now + 60),
             })
             .await
             .unwrap()
@@ -612,7 +612,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
                 runner: "runner",
                 outcome: sandbox_broker::store::DeletionOutcome::Deleted { ttl: now + 86_400 },
                 niosxaas: None,
-                now,
+                now: sandbox_broker::domain::time::EpochSecs::new(now),
             })
             .await
             .unwrap();
@@ -626,7 +626,11 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
     // A sync records its listing, and an audit its report: the auditor's records.
     app.store
         .lifecycle
-        .sync_provider(Vec::new(), crate::helpers::sync_rules(true), now)
+        .sync_provider(
+            Vec::new(),
+            crate::helpers::sync_rules(true),
+            sandbox_broker::domain::time::EpochSecs::new(now),
+        )
         .await
         .unwrap()
         .unwrap();

@@ -13,6 +13,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use sandbox_broker::app::Server;
 use sandbox_broker::config::{Config, StoreKind};
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::DynamoStore;
 use sandbox_broker::store::embedded::EmbeddedStore;
@@ -59,7 +60,7 @@ pub(super) fn run(args: &Args) -> Result<(), BenchError> {
     let (stores, dynamo): (Vec<SharedStore>, Vec<Arc<DynamoStore>>) = match args.store {
         StoreKind::Embedded => {
             let store = SharedStore::new(EmbeddedStore::open(dir.path())?);
-            server.block_on(store.admin.import(rows, 0))?;
+            server.block_on(store.admin.import(rows, EpochSecs::new(0)))?;
             ((0..instances).map(|_| store.clone()).collect(), Vec::new())
         }
         StoreKind::Dynamodb => {

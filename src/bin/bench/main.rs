@@ -26,6 +26,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use sandbox_broker::app::Server;
 use sandbox_broker::config::{Config, StoreKind};
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName};
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo;
@@ -242,7 +243,10 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
             let seed = pool("bench-", 3_000_000, pool_size(args))?;
             server_runtime.block_on(async {
                 for chunk in seed.chunks(10_000) {
-                    store.admin.import(chunk.to_vec(), 0).await?;
+                    store
+                        .admin
+                        .import(chunk.to_vec(), EpochSecs::new(0))
+                        .await?;
                 }
                 Ok::<_, sandbox_broker::store::StoreError>(())
             })?;

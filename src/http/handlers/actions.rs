@@ -40,7 +40,7 @@ pub struct Done<'a> {
 /// `broker_admin_actions_unrecorded_total` (alerted on), not a failed request.
 pub async fn record(app: &AppState, actor: &AdminActor, done: Done<'_>) {
     let action = AdminAction {
-        at: app.clock.now(),
+        at: app.clock.now().get(),
         actor: actor.0.clone(),
         action: done.action.to_owned(),
         target: done.target,

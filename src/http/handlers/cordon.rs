@@ -120,7 +120,7 @@ pub async fn add_cordon(
         name_prefix: name_prefix.map(|p| p.as_str().to_owned()),
         lab: lab.map(|t| t.as_str().to_owned()),
         reason: reason.clone(),
-        created_at: app.clock.now(),
+        created_at: app.clock.now().get(),
         actor: actor.0.clone(),
     };
     app.store.admin.add_cordon(&cordon).await?;

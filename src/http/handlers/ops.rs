@@ -37,7 +37,7 @@ pub async fn redoc(State(app): State<AppState>) -> axum::response::Redirect {
 pub async fn health(State(app): State<AppState>) -> Json<HealthView> {
     Json(HealthView {
         status: "healthy".into(),
-        timestamp: app.clock.now(),
+        timestamp: app.clock.now().get(),
     })
 }
 
@@ -63,7 +63,7 @@ pub async fn readiness(State(app): State<AppState>) -> Response {
     let ready = store == "ok";
     let view = ReadyView {
         status: if ready { "ready" } else { "not_ready" }.into(),
-        timestamp: app.clock.now(),
+        timestamp: app.clock.now().get(),
         checks: ReadyChecks {
             store: store.into(),
             dynamodb: app.store.health.backend().map(|_| store.to_owned()),

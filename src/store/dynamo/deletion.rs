@@ -42,6 +42,7 @@ impl DynamoStore {
             now,
             until,
         } = claim;
+        let (now, until) = (now.get(), until.get());
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
         let update = self
@@ -81,6 +82,7 @@ impl DynamoStore {
             niosxaas,
             now,
         } = finished;
+        let now = now.get();
         let change = finished_change(claimed, runner, &outcome, niosxaas, now);
         let history = if outcome.is_final() {
             NiosxaasHistory::of(&change.row, now).map(|history| Item::from(&history))

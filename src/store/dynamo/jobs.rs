@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::DynamoStore;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, n, s};
+use crate::domain::clock::millis;
 use crate::domain::lease::{self, LeaseDecision};
 use crate::store::{JobRecord, JobStore, LeaseOutcome, LeaseRequest, StoreError};
 
@@ -57,12 +58,8 @@ fn record_from(item: &Item) -> JobRecord {
 #[async_trait::async_trait]
 impl JobStore for DynamoStore {
     async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError> {
-        let LeaseRequest {
-            job,
-            instance,
-            now_ms,
-            ttl_ms,
-        } = request;
+        let LeaseRequest { job, instance, .. } = request;
+        let (now_ms, ttl_ms) = (request.now.get(), millis(request.ttl));
         let budget = self.calls.budget();
         // A lease released between our failed write and our read is simply tried again.
         for _ in 0..3 {

@@ -60,7 +60,7 @@ impl DynamoStore {
         request: &ReleaseRequest,
     ) -> Outcome<ReleaseOutcome> {
         let ReleaseRequest { id, holder, now } = request;
-        let now = *now;
+        let now = now.get();
         let Some(row) = self.row(budget, id.as_str()).await? else {
             return Ok(Err(Refusal::SandboxNotFound));
         };

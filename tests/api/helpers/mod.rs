@@ -164,7 +164,7 @@ pub fn sync_rules(force: bool) -> sandbox_broker::domain::lifecycle::SyncRules {
 pub fn release_of(
     id: &SandboxId,
     holder: &sandbox_broker::domain::HolderKey,
-    now: i64,
+    now: sandbox_broker::domain::time::EpochSecs,
 ) -> sandbox_broker::store::ReleaseRequest {
     sandbox_broker::store::ReleaseRequest {
         id: id.clone(),
@@ -199,7 +199,10 @@ impl TestApp {
     pub async fn seed(&self, prefix: &str, id_base: u64, count: u64) {
         self.store
             .admin
-            .import(sandboxes(prefix, id_base, count), now_epoch())
+            .import(
+                sandboxes(prefix, id_base, count),
+                sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+            )
             .await
             .expect("seed pool");
     }

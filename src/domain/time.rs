@@ -1,0 +1,141 @@
+//! Points in time as the layers hand them to each other: epoch seconds (the API's and the
+//! table's timestamps) and epoch milliseconds (leases, schedules) are different types, so
+//! one is never passed where the other is meant.
+
+use std::fmt;
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Whole seconds since the Unix epoch.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct EpochSecs(i64);
+
+/// Milliseconds since the Unix epoch.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct EpochMillis(i64);
+
+impl EpochSecs {
+    /// The time `secs` seconds after the epoch.
+    pub const fn new(secs: i64) -> Self {
+        Self(secs)
+    }
+
+    /// The seconds since the epoch, as rows and the API store them.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The same instant in milliseconds.
+    pub const fn millis(self) -> EpochMillis {
+        EpochMillis(self.0.saturating_mul(1000))
+    }
+
+    /// `duration` later, in whole seconds (saturating).
+    pub fn after(self, duration: Duration) -> Self {
+        let secs = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(secs))
+    }
+}
+
+impl EpochMillis {
+    /// The time `millis` milliseconds after the epoch.
+    pub const fn new(millis: i64) -> Self {
+        Self(millis)
+    }
+
+    /// The milliseconds since the epoch.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The whole second this instant falls in.
+    pub const fn secs(self) -> EpochSecs {
+        EpochSecs(self.0.div_euclid(1000))
+    }
+
+    /// `duration` later (saturating).
+    pub fn after(self, duration: Duration) -> Self {
+        Self(self.0.saturating_add(super::clock::millis(duration)))
+    }
+}
+
+/// Seconds later.
+impl Add<i64> for EpochSecs {
+    type Output = Self;
+
+    fn add(self, secs: i64) -> Self {
+        Self(self.0.saturating_add(secs))
+    }
+}
+
+/// Seconds earlier.
+impl Sub<i64> for EpochSecs {
+    type Output = Self;
+
+    fn sub(self, secs: i64) -> Self {
+        Self(self.0.saturating_sub(secs))
+    }
+}
+
+/// Milliseconds later.
+impl Add<i64> for EpochMillis {
+    type Output = Self;
+
+    fn add(self, millis: i64) -> Self {
+        Self(self.0.saturating_add(millis))
+    }
+}
+
+/// Milliseconds earlier.
+impl Sub<i64> for EpochMillis {
+    type Output = Self;
+
+    fn sub(self, millis: i64) -> Self {
+        Self(self.0.saturating_sub(millis))
+    }
+}
+
+impl fmt::Display for EpochSecs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for EpochMillis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_and_milliseconds_convert_at_whole_seconds() {
+        let at = EpochMillis::new(1_800_000_000_999);
+        assert_eq!(at.secs(), EpochSecs::new(1_800_000_000));
+        assert_eq!(EpochMillis::new(-1).secs(), EpochSecs::new(-1), "floors");
+        assert_eq!(at.secs().millis(), EpochMillis::new(1_800_000_000_000));
+        assert_eq!(at.secs() + 5 - 2, EpochSecs::new(1_800_000_003));
+        assert_eq!(
+            EpochSecs::new(10).after(Duration::from_millis(2_900)),
+            EpochSecs::new(12),
+            "whole seconds"
+        );
+        assert_eq!(EpochSecs::new(i64::MAX) + 1, EpochSecs::new(i64::MAX));
+        assert_eq!(
+            serde_json::to_string(&EpochSecs::new(7)).unwrap(),
+            "7",
+            "stored as the number"
+        );
+    }
+}
