@@ -42,10 +42,7 @@ pub fn speed_up_jobs(config: &mut Config) {
 /// The `demo` command: `serve` on a scratch embedded store, its jobs running against a
 /// simulated provider whose first sync fills the pool, with printed tokens.
 pub async fn run(mut config: Config) -> Result<(), StartupError> {
-    crate::telemetry::init(
-        &config.log.log_level,
-        config.log.log_format.unwrap_or(LogFormat::Text),
-    )?;
+    config.log.init(LogFormat::Text)?;
     let scratch = tempfile::Builder::new()
         .prefix("sandbox-broker-demo-")
         .tempdir()

@@ -45,6 +45,14 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
         .map_err(|err| format!("not a valid filter: {err}"))
 }
 
+impl LogConfig {
+    /// Installs the global subscriber at `LOG_LEVEL`, in `LOG_FORMAT` or else `default`
+    /// (the command's own: JSON for `serve`, text for `demo`).
+    pub fn init(&self, default: LogFormat) -> Result<(), LoggingError> {
+        init(&self.log_level, self.log_format.unwrap_or(default))
+    }
+}
+
 /// Why logging could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LoggingError {
