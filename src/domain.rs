@@ -75,9 +75,9 @@ mod tests {
             external_id: ExternalId::parse("e", "identity/accounts/x").unwrap(),
             sfdc_account_id: None,
         }
-        .into_available_row(10);
+        .into_available_row(crate::domain::time::EpochSecs::new(10));
         row.status = SandboxStatus::Allocated;
-        row.allocated_at = Some(at);
+        row.allocated_at = Some(crate::domain::time::EpochSecs::new(at));
         row.lab_duration_hours = hours;
         row.allocated_by = by.map(str::to_owned);
         row
@@ -106,7 +106,11 @@ mod tests {
         ];
         for (hours, by, expected) in table {
             let row = allocated(hours, by, 0);
-            assert_eq!(POLICY.expires_at(&row), Some(expected), "{hours:?} {by:?}");
+            assert_eq!(
+                POLICY.expires_at(&row),
+                Some(crate::domain::time::EpochSecs::new(expected)),
+                "{hours:?} {by:?}"
+            );
         }
         let mut never = allocated(Some(2), ours, 0);
         never.allocated_at = None;
@@ -118,18 +122,27 @@ mod tests {
         let now = 1_000_000_000;
         let hour = 3600;
         let python = |hours_ago: i64| allocated(Some(4), None, now - hours_ago * hour);
-        assert!(!POLICY.expired(&python(5), now), "5 h into a 48 h lab");
-        assert!(!POLICY.expired(&python(48), now), "within the grace");
-        assert!(POLICY.expired(&python(49), now));
+        assert!(
+            !POLICY.expired(&python(5), crate::domain::time::EpochSecs::new(now)),
+            "5 h into a 48 h lab"
+        );
+        assert!(
+            !POLICY.expired(&python(48), crate::domain::time::EpochSecs::new(now)),
+            "within the grace"
+        );
+        assert!(POLICY.expired(&python(49), crate::domain::time::EpochSecs::new(now)));
         let ours =
             |hours_ago: i64| allocated(Some(4), Some(ALLOCATED_BY_BROKER), now - hours_ago * hour);
-        assert!(!POLICY.expired(&ours(4), now));
+        assert!(!POLICY.expired(&ours(4), crate::domain::time::EpochSecs::new(now)));
         assert!(
-            POLICY.expired(&ours(5), now),
+            POLICY.expired(&ours(5), crate::domain::time::EpochSecs::new(now)),
             "this service's 4 h lab, 30 min grace"
         );
         let mut released = python(49);
         released.status = SandboxStatus::PendingDeletion;
-        assert!(!POLICY.expired(&released, now), "only allocations expire");
+        assert!(
+            !POLICY.expired(&released, crate::domain::time::EpochSecs::new(now)),
+            "only allocations expire"
+        );
     }
 }

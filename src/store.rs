@@ -98,7 +98,7 @@ impl AllocationRequest {
             idempotency_key: self.key.stored_idempotency_key(),
             lab: self.lab.as_ref().map(LabName::as_str),
             lab_duration_hours: self.lab_duration_hours,
-            now: self.now.get(),
+            now: self.now,
         }
     }
 }
@@ -167,7 +167,7 @@ mod tests {
             external_id: crate::domain::ExternalId::parse("e", "x").unwrap(),
             sfdc_account_id: None,
         }
-        .into_available_row(0);
+        .into_available_row(EpochSecs::new(0));
         row.holder = Some(holder.to_owned());
         row.idempotency_key = idempotency_key.map(str::to_owned);
         row
@@ -218,7 +218,7 @@ mod tests {
         let python_row = |holder: &str, idem: &str| {
             let mut row = held_row(holder, Some(idem));
             row.status = SandboxStatus::Allocated;
-            row.allocated_at = Some(100);
+            row.allocated_at = Some(EpochSecs::new(100));
             row.lab_duration_hours = Some(4);
             row
         };

@@ -5,6 +5,7 @@
 //! into violations of five checks, each with the sandbox and student it concerns and a
 //! sentence an operator can act on. Every check appears in the counts, zero or not.
 
+use crate::domain::time::EpochSecs;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -116,7 +117,7 @@ pub const KEPT_VIOLATIONS: usize = 1_000;
 pub fn audit(
     facts: &AuditFacts,
     rules: AuditRules,
-    now: i64,
+    now: EpochSecs,
     allocation_key: impl Fn(&Sandbox) -> Option<String>,
 ) -> Vec<Violation> {
     let mut found = Vec::new();
@@ -274,9 +275,9 @@ mod tests {
     #[test]
     fn each_check_finds_its_violation_and_only_it() {
         let mut overdue = sandbox("4", SandboxStatus::PendingDeletion, Some("stu-c"));
-        overdue.deletion_requested_at = Some(10_000 - 3601);
+        overdue.deletion_requested_at = Some(EpochSecs::new(10_000 - 3601));
         let mut recent = sandbox("5", SandboxStatus::PendingDeletion, Some("stu-d"));
-        recent.deletion_requested_at = Some(10_000 - 3600);
+        recent.deletion_requested_at = Some(EpochSecs::new(10_000 - 3600));
         let mut failed = sandbox("6", SandboxStatus::DeletionFailed, Some("stu-e"));
         failed.last_deletion_error = Some("HTTP 400".into());
         let facts = AuditFacts {
@@ -294,7 +295,7 @@ mod tests {
                 ids: ["1", "2", "4", "5", "6", "7"].map(String::from).into(),
             }),
         };
-        let found = audit(&facts, RULES, 10_000, key);
+        let found = audit(&facts, RULES, EpochSecs::new(10_000), key);
         assert_eq!(
             checks(&found),
             [
@@ -327,7 +328,7 @@ mod tests {
             deleted_ids: vec!["7".into()],
             listing: None,
         };
-        assert!(audit(&facts, RULES, 10_000, key).is_empty());
+        assert!(audit(&facts, RULES, EpochSecs::new(10_000), key).is_empty());
         let many = vec![
             Violation {
                 check: Check::DeletionFailed,

@@ -5,6 +5,7 @@ mod retry;
 pub use self::retry::{AttemptFailure, DeletionPolicy};
 use super::lifecycle::{Change, Expect};
 use super::{NiosxaasCleanup, Sandbox, SandboxStatus};
+use crate::domain::time::EpochSecs;
 
 /// Recording a claimed deletion's outcome: the row [`finished_row`] leaves, applied only
 /// while the row is still pending and claimed by `holder` (a late runner never overwrites
@@ -14,7 +15,7 @@ pub fn finished_change(
     runner: &str,
     outcome: &DeletionOutcome,
     niosxaas: Option<NiosxaasCleanup>,
-    now: i64,
+    now: EpochSecs,
 ) -> Change {
     Change {
         row: finished_row(claimed, outcome, niosxaas, now),
@@ -33,7 +34,7 @@ fn finished_row(
     claimed: &Sandbox,
     outcome: &DeletionOutcome,
     niosxaas: Option<NiosxaasCleanup>,
-    now: i64,
+    now: EpochSecs,
 ) -> Sandbox {
     let mut row = claimed.clone();
     row.deletion_claimed_by = None;
@@ -86,18 +87,18 @@ pub enum DeletionOutcome {
     /// The provider deleted it: a `deleted` tombstone until `ttl`.
     Deleted {
         /// Epoch seconds after which the tombstone may be dropped.
-        ttl: i64,
+        ttl: EpochSecs,
     },
     /// Try again at `next_attempt_at`.
     Retry {
         /// When.
-        next_attempt_at: i64,
+        next_attempt_at: EpochSecs,
         /// New `deletion_retry_count` (permanent refusals so far).
         attempts: u32,
         /// New count of transient failures in a row.
         transient_failures: u32,
         /// Start of the current transient streak, if one is running.
-        first_transient_failure_at: Option<i64>,
+        first_transient_failure_at: Option<EpochSecs>,
         /// What the provider said.
         error: String,
     },
@@ -120,7 +121,7 @@ mod tests {
     fn claimed() -> Sandbox {
         let mut claimed = row(SandboxStatus::PendingDeletion, None);
         claimed.deletion_claimed_by = Some("runner-a".into());
-        claimed.deletion_claimed_until = Some(900);
+        claimed.deletion_claimed_until = Some(EpochSecs::new(900));
         claimed.last_deletion_error = Some("HTTP 503".into());
         claimed
     }
@@ -128,7 +129,7 @@ mod tests {
     #[test]
     fn each_outcome_leaves_its_row_and_only_the_claims_holder_may_write_it() {
         let retry = DeletionOutcome::Retry {
-            next_attempt_at: 1_060,
+            next_attempt_at: EpochSecs::new(1_060),
             attempts: 1,
             transient_failures: 0,
             first_transient_failure_at: None,
@@ -140,7 +141,9 @@ mod tests {
         };
         let table = [
             (
-                DeletionOutcome::Deleted { ttl: 5_000 },
+                DeletionOutcome::Deleted {
+                    ttl: EpochSecs::new(5_000),
+                },
                 SandboxStatus::Deleted,
                 None,
             ),
@@ -153,13 +156,19 @@ mod tests {
             ),
         ];
         for (outcome, status, error) in table {
-            let change = finished_change(&claimed(), "runner-a", &outcome, None, 1_000);
+            let change = finished_change(
+                &claimed(),
+                "runner-a",
+                &outcome,
+                None,
+                EpochSecs::new(1_000),
+            );
             let after = &change.row;
             assert_eq!(after.status, status, "{outcome:?}");
             assert_eq!(after.last_deletion_error.as_deref(), error, "{outcome:?}");
             assert_eq!(
                 (after.deletion_claimed_by.as_deref(), after.updated_at),
-                (None, 1_000),
+                (None, EpochSecs::new(1_000)),
                 "the claim is released: {outcome:?}"
             );
             assert_eq!(
@@ -172,14 +181,16 @@ mod tests {
         let deleted = finished_change(
             &claimed(),
             "runner-a",
-            &DeletionOutcome::Deleted { ttl: 5_000 },
+            &DeletionOutcome::Deleted {
+                ttl: EpochSecs::new(5_000),
+            },
             None,
-            1_000,
+            EpochSecs::new(1_000),
         )
         .row;
         assert_eq!(
             (deleted.deleted_at, deleted.ttl),
-            (Some(1_000), Some(5_000))
+            (Some(EpochSecs::new(1_000)), Some(EpochSecs::new(5_000)))
         );
     }
 }

@@ -14,6 +14,7 @@ pub use self::admin::*;
 pub use self::listing::*;
 pub use self::sync::*;
 use super::{ALLOCATED_BY_BROKER, HolderKey, LabPolicy, Sandbox, SandboxStatus};
+use crate::domain::time::EpochSecs;
 
 /// What must still hold of the stored row for a decided change to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub struct Expect {
     pub claimed_by: Option<String>,
     /// And, when set, still the allocation made at this time (epoch seconds; 0 as stored
     /// for a row never allocated).
-    pub allocated_at: Option<i64>,
+    pub allocated_at: Option<EpochSecs>,
 }
 
 impl Expect {
@@ -40,7 +41,7 @@ impl Expect {
             && same(&self.claimed_by, &row.deletion_claimed_by)
             && self
                 .allocated_at
-                .is_none_or(|at| row.allocated_at.unwrap_or(0) == at)
+                .is_none_or(|at| row.allocated_at.unwrap_or_default() == at)
     }
 }
 
@@ -69,7 +70,7 @@ pub enum Release {
 
 /// A release by `student` at `now`: only the holder may release; releasing a row that
 /// is no longer `allocated` (already pending deletion, deleted, …) is a harmless repeat.
-pub fn release(row: &Sandbox, holder: &HolderKey, now: i64) -> Result<Release, NotHolder> {
+pub fn release(row: &Sandbox, holder: &HolderKey, now: EpochSecs) -> Result<Release, NotHolder> {
     if !row.is_held_by(holder) {
         return Err(NotHolder);
     }
@@ -91,14 +92,14 @@ pub fn release(row: &Sandbox, holder: &HolderKey, now: i64) -> Result<Release, N
 /// [`LabPolicy::expired`]) ends as a release does, provided it is still the same
 /// allocation — same holder, same start — when the change lands (its owner's own release,
 /// or another instance's expiry, may come first).
-pub fn expire(row: &Sandbox, policy: LabPolicy, now: i64) -> Option<Change> {
+pub fn expire(row: &Sandbox, policy: LabPolicy, now: EpochSecs) -> Option<Change> {
     policy.expired(row, now).then(|| Change {
         row: allocation_ended(row, now),
         expect: Expect {
             status: SandboxStatus::Allocated,
             held_by: Some(row.holder.clone().unwrap_or_default()),
             claimed_by: None,
-            allocated_at: Some(row.allocated_at.unwrap_or(0)),
+            allocated_at: Some(row.allocated_at.unwrap_or_default()),
         },
     })
 }
@@ -116,7 +117,7 @@ pub struct Grant<'a> {
     /// How long the lab lasts.
     pub lab_duration_hours: u32,
     /// When.
-    pub now: i64,
+    pub now: EpochSecs,
 }
 
 /// Allocating a candidate: an available row becomes the grant's, provided it is still
@@ -148,7 +149,7 @@ pub fn allocate(row: &Sandbox, grant: &Grant<'_>) -> Option<Change> {
 
 /// The row an allocation leaves when it ends (released or expired): pending deletion
 /// since `now`.
-fn allocation_ended(row: &Sandbox, now: i64) -> Sandbox {
+fn allocation_ended(row: &Sandbox, now: EpochSecs) -> Sandbox {
     let mut ended = row.clone();
     ended.status = SandboxStatus::PendingDeletion;
     ended.deletion_requested_at = Some(now);
@@ -164,7 +165,7 @@ pub const DELETION_CLAIM_CONDITION: &str = "#s = :pending AND (attribute_not_exi
 /// Whether `runner` may claim `row`'s deletion at `now`: it is pending deletion, and
 /// unclaimed, already the runner's, or claimed by a runner whose claim ran out (a claim
 /// still holds at its last second, `deletion_claimed_until == now`).
-pub fn deletion_claimable(row: &Sandbox, runner: &str, now: i64) -> bool {
+pub fn deletion_claimable(row: &Sandbox, runner: &str, now: EpochSecs) -> bool {
     let claimed_elsewhere = row
         .deletion_claimed_by
         .as_deref()
@@ -176,7 +177,12 @@ pub fn deletion_claimable(row: &Sandbox, runner: &str, now: i64) -> bool {
 /// `row` claimed for `runner` until `until`, if [`deletion_claimable`] lets `runner` claim
 /// it at `now`: the write a claim makes (DynamoDB sets the same two attributes under
 /// [`DELETION_CLAIM_CONDITION`]).
-pub fn claim_deletion(row: &Sandbox, runner: &str, now: i64, until: i64) -> Option<Sandbox> {
+pub fn claim_deletion(
+    row: &Sandbox,
+    runner: &str,
+    now: EpochSecs,
+    until: EpochSecs,
+) -> Option<Sandbox> {
     deletion_claimable(row, runner, now).then(|| {
         let mut claimed = row.clone();
         claimed.deletion_claimed_by = Some(runner.to_owned());
@@ -188,20 +194,20 @@ pub fn claim_deletion(row: &Sandbox, runner: &str, now: i64, until: i64) -> Opti
 /// Whether a tombstone may be dropped at `now`: `deleted`, and its `ttl` reached (a
 /// tombstone is dropped at its `ttl`, inclusive). DynamoDB's delete repeats both as its
 /// condition (`status = deleted AND ttl <= now`), so a row changed since it was read stays.
-pub fn tombstone_purgeable(row: &Sandbox, now: i64) -> bool {
+pub fn tombstone_purgeable(row: &Sandbox, now: EpochSecs) -> bool {
     row.status == SandboxStatus::Deleted && row.ttl.is_some_and(|ttl| ttl <= now)
 }
 
 /// Whether a row is due for a deletion attempt at `now`: pending deletion, and past its
 /// retry backoff unless an admin's run ignores it.
-pub fn deletion_due(row: &Sandbox, now: i64, ignore_backoff: bool) -> bool {
+pub fn deletion_due(row: &Sandbox, now: EpochSecs, ignore_backoff: bool) -> bool {
     row.status == SandboxStatus::PendingDeletion
         && (ignore_backoff || row.next_deletion_attempt_at.is_none_or(|at| at <= now))
 }
 
 /// Whether `row`, read after a release's write was refused or its answer lost, shows the
 /// release made at `now` applied (by this call's earlier attempt, say) rather than an older one.
-pub fn release_applied(row: &Sandbox, now: i64) -> bool {
+pub fn release_applied(row: &Sandbox, now: EpochSecs) -> bool {
     row.status == SandboxStatus::PendingDeletion && row.deletion_requested_at == Some(now)
 }
 
@@ -219,7 +225,7 @@ pub(crate) mod tests {
             external_id: ExternalId::parse("ext", "identity/accounts/1").unwrap(),
             sfdc_account_id: None,
         }
-        .into_available_row(100);
+        .into_available_row(EpochSecs::new(100));
         row.status = status;
         row.holder = holder.map(str::to_owned);
         row
@@ -236,7 +242,7 @@ pub(crate) mod tests {
             idempotency_key: "key-1",
             lab: None,
             lab_duration_hours: 4,
-            now: 500,
+            now: EpochSecs::new(500),
         };
         for status in SandboxStatus::ALL {
             let mut candidate = row(status, None);
@@ -265,7 +271,7 @@ pub(crate) mod tests {
                     taken.lab_duration_hours,
                     taken.updated_at
                 ),
-                (Some(500), Some(4), 500)
+                (Some(EpochSecs::new(500)), Some(4), EpochSecs::new(500))
             );
             assert!(taken.allocated_here());
             assert_eq!(change.expect.status, SandboxStatus::Available);
@@ -291,7 +297,7 @@ pub(crate) mod tests {
             (PendingDeletion, Some("other"), "stu", Err(NotHolder)),
         ];
         for (status, held_by, asking, expected) in cases {
-            let decided = release(&row(status, held_by), &holder(asking), 500)
+            let decided = release(&row(status, held_by), &holder(asking), EpochSecs::new(500))
                 .map(|release| matches!(release, Release::Now(_)));
             assert_eq!(
                 decided, expected,
@@ -307,50 +313,56 @@ pub(crate) mod tests {
             grace_secs: 60,
         };
         let mut held = row(SandboxStatus::Allocated, Some("stu"));
-        held.allocated_at = Some(1_000);
+        held.allocated_at = Some(EpochSecs::new(1_000));
         held.lab_duration_hours = Some(1);
         let ends = 1_000 + 3_600 + 60;
         assert_eq!(
-            expire(&held, policy, ends),
+            expire(&held, policy, EpochSecs::new(ends)),
             None,
             "not before the grace is over"
         );
-        let change = expire(&held, policy, ends + 1).expect("expired");
+        let change = expire(&held, policy, EpochSecs::new(ends + 1)).expect("expired");
         assert_eq!(change.row.status, SandboxStatus::PendingDeletion);
-        assert_eq!(change.row.deletion_requested_at, Some(ends + 1));
+        assert_eq!(
+            change.row.deletion_requested_at,
+            Some(EpochSecs::new(ends + 1))
+        );
         assert!(change.expect.holds_for(&held));
         let mut reallocated = held;
-        reallocated.allocated_at = Some(2_000);
+        reallocated.allocated_at = Some(EpochSecs::new(2_000));
         assert!(
             !change.expect.holds_for(&reallocated),
             "a newer allocation stays"
         );
         let released = row(SandboxStatus::PendingDeletion, Some("stu"));
-        assert_eq!(expire(&released, policy, ends + 1), None);
+        assert_eq!(expire(&released, policy, EpochSecs::new(ends + 1)), None);
     }
 
     #[test]
     fn a_pending_row_is_due_once_its_backoff_has_passed_or_when_an_admin_ignores_it() {
         let mut pending = row(SandboxStatus::PendingDeletion, Some("stu"));
-        assert!(deletion_due(&pending, 100, false), "never tried");
-        pending.next_deletion_attempt_at = Some(200);
-        assert!(!deletion_due(&pending, 199, false));
-        assert!(deletion_due(&pending, 200, false));
-        assert!(deletion_due(&pending, 199, true));
+        assert!(
+            deletion_due(&pending, EpochSecs::new(100), false),
+            "never tried"
+        );
+        pending.next_deletion_attempt_at = Some(EpochSecs::new(200));
+        assert!(!deletion_due(&pending, EpochSecs::new(199), false));
+        assert!(deletion_due(&pending, EpochSecs::new(200), false));
+        assert!(deletion_due(&pending, EpochSecs::new(199), true));
         let allocated = row(SandboxStatus::Allocated, Some("stu"));
-        assert!(!deletion_due(&allocated, 100, true));
+        assert!(!deletion_due(&allocated, EpochSecs::new(100), true));
     }
 
     #[test]
     fn a_release_ends_the_allocation_now_and_requires_it_unchanged() {
         let held = row(SandboxStatus::Allocated, Some("stu"));
-        let Ok(Release::Now(change)) = release(&held, &holder("stu"), 500) else {
+        let Ok(Release::Now(change)) = release(&held, &holder("stu"), EpochSecs::new(500)) else {
             panic!("a release")
         };
         assert_eq!(change.row.status, SandboxStatus::PendingDeletion);
         assert_eq!(
             (change.row.deletion_requested_at, change.row.updated_at),
-            (Some(500), 500)
+            (Some(EpochSecs::new(500)), EpochSecs::new(500))
         );
         assert!(change.expect.holds_for(&held));
         assert!(!change.expect.holds_for(&change.row));
@@ -359,42 +371,69 @@ pub(crate) mod tests {
                 .expect
                 .holds_for(&row(SandboxStatus::Allocated, Some("other")))
         );
-        assert!(release_applied(&change.row, 500));
-        assert!(!release_applied(&change.row, 499));
+        assert!(release_applied(&change.row, EpochSecs::new(500)));
+        assert!(!release_applied(&change.row, EpochSecs::new(499)));
     }
 
     #[test]
     fn a_claim_writes_its_runner_and_end_and_a_tombstone_goes_at_its_ttl() {
         let pending = row(SandboxStatus::PendingDeletion, None);
-        let claimed = claim_deletion(&pending, "runner-a", 100, 160).unwrap();
+        let claimed = claim_deletion(
+            &pending,
+            "runner-a",
+            EpochSecs::new(100),
+            EpochSecs::new(160),
+        )
+        .unwrap();
         assert_eq!(
             (
                 claimed.deletion_claimed_by.as_deref(),
                 claimed.deletion_claimed_until
             ),
-            (Some("runner-a"), Some(160))
+            (Some("runner-a"), Some(EpochSecs::new(160)))
         );
         assert_eq!(
-            claim_deletion(&claimed, "runner-b", 160, 220),
+            claim_deletion(
+                &claimed,
+                "runner-b",
+                EpochSecs::new(160),
+                EpochSecs::new(220)
+            ),
             None,
             "still held"
         );
-        assert!(claim_deletion(&claimed, "runner-b", 161, 221).is_some());
+        assert!(
+            claim_deletion(
+                &claimed,
+                "runner-b",
+                EpochSecs::new(161),
+                EpochSecs::new(221)
+            )
+            .is_some()
+        );
         assert_eq!(
-            claim_deletion(&row(SandboxStatus::Allocated, None), "r", 0, 60),
+            claim_deletion(
+                &row(SandboxStatus::Allocated, None),
+                "r",
+                EpochSecs::new(0),
+                EpochSecs::new(60)
+            ),
             None
         );
 
         let mut tombstone = row(SandboxStatus::Deleted, None);
-        tombstone.ttl = Some(500);
-        assert!(!tombstone_purgeable(&tombstone, 499));
-        assert!(tombstone_purgeable(&tombstone, 500));
+        tombstone.ttl = Some(EpochSecs::new(500));
+        assert!(!tombstone_purgeable(&tombstone, EpochSecs::new(499)));
+        assert!(tombstone_purgeable(&tombstone, EpochSecs::new(500)));
         tombstone.ttl = None;
-        assert!(!tombstone_purgeable(&tombstone, i64::MAX), "no ttl: kept");
-        let mut pending_with_ttl = row(SandboxStatus::PendingDeletion, None);
-        pending_with_ttl.ttl = Some(1);
         assert!(
-            !tombstone_purgeable(&pending_with_ttl, 500),
+            !tombstone_purgeable(&tombstone, EpochSecs::new(i64::MAX)),
+            "no ttl: kept"
+        );
+        let mut pending_with_ttl = row(SandboxStatus::PendingDeletion, None);
+        pending_with_ttl.ttl = Some(EpochSecs::new(1));
+        assert!(
+            !tombstone_purgeable(&pending_with_ttl, EpochSecs::new(500)),
             "only tombstones"
         );
     }

@@ -1,5 +1,6 @@
 //! Sandbox rows, what the provider and imports offer, and the lab policy.
 
+use super::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 
 use super::*;
@@ -21,7 +22,7 @@ pub struct Sandbox {
     pub holder: Option<String>,
     /// Epoch seconds of allocation; `None` while never allocated.
     #[serde(default)]
-    pub allocated_at: Option<i64>,
+    pub allocated_at: Option<EpochSecs>,
     /// Lab duration in force when it was allocated, so a config change does not move
     /// `expires_at` — trusted only on allocations this service made ([`Self::allocated_by`]).
     #[serde(default)]
@@ -33,13 +34,13 @@ pub struct Sandbox {
     pub allocated_by: Option<String>,
     /// Epoch seconds when its owner (or expiry) released it.
     #[serde(default)]
-    pub deletion_requested_at: Option<i64>,
+    pub deletion_requested_at: Option<EpochSecs>,
     /// Permanent provider refusals so far.
     #[serde(default)]
     pub deletion_retry_count: u32,
     /// Epoch seconds of the last sync that saw it at the provider.
     #[serde(default)]
-    pub last_synced: Option<i64>,
+    pub last_synced: Option<EpochSecs>,
     /// The `Idempotency-Key` of the allocation holding it, if any.
     #[serde(default)]
     pub idempotency_key: Option<String>,
@@ -48,30 +49,30 @@ pub struct Sandbox {
     #[serde(rename = "track_name")]
     pub lab: Option<String>,
     /// Epoch seconds the broker first stored it.
-    pub created_at: i64,
+    pub created_at: EpochSecs,
     /// Epoch seconds of the last change.
-    pub updated_at: i64,
+    pub updated_at: EpochSecs,
     /// Salesforce account id, when the provider or import knows it.
     #[serde(default)]
     pub sfdc_account_id: Option<String>,
     /// Epoch seconds the provider confirmed deletion.
     #[serde(default)]
-    pub deleted_at: Option<i64>,
+    pub deleted_at: Option<EpochSecs>,
     /// Epoch seconds after which a tombstone may be dropped.
     #[serde(default)]
-    pub ttl: Option<i64>,
+    pub ttl: Option<EpochSecs>,
     /// Epoch seconds before which cleanup does not retry a failed deletion (backoff).
     #[serde(default)]
-    pub next_deletion_attempt_at: Option<i64>,
+    pub next_deletion_attempt_at: Option<EpochSecs>,
     /// The cleanup runner deleting it right now, if any.
     #[serde(default)]
     pub deletion_claimed_by: Option<String>,
     /// Epoch seconds that claim runs out.
     #[serde(default)]
-    pub deletion_claimed_until: Option<i64>,
+    pub deletion_claimed_until: Option<EpochSecs>,
     /// Epoch seconds of the first transient failure of the current streak.
     #[serde(default)]
-    pub first_deletion_failure_at: Option<i64>,
+    pub first_deletion_failure_at: Option<EpochSecs>,
     /// Transient failures in a row (connection, timeout, 429, 5xx); drives the backoff.
     #[serde(default)]
     pub deletion_transient_failures: u32,
@@ -93,7 +94,7 @@ pub struct NiosxaasCleanup {
     /// Epoch seconds the hook finished removing the account's services (or found none to
     /// remove); absent in shadow mode and after a failure, when nothing was cleaned.
     #[serde(default)]
-    pub niosxaas_cleaned_at: Option<i64>,
+    pub niosxaas_cleaned_at: Option<EpochSecs>,
     /// Nothing was deleted: no service matched, or shadow mode only looked.
     #[serde(default)]
     pub niosxaas_cleanup_skipped: bool,
@@ -132,15 +133,15 @@ pub struct NiosxaasHistory {
     #[serde(flatten)]
     pub cleanup: NiosxaasCleanup,
     /// Epoch seconds the provider deleted the sandbox; absent when deletion was given up.
-    pub deleted_at: Option<i64>,
+    pub deleted_at: Option<EpochSecs>,
     /// Epoch seconds after which the item may be dropped.
-    pub ttl: i64,
+    pub ttl: EpochSecs,
 }
 
 impl NiosxaasHistory {
     /// The history item of `row` (after its outcome was applied), or `None` when the hook
     /// never ran for it.
-    pub fn of(row: &Sandbox, now: i64) -> Option<Self> {
+    pub fn of(row: &Sandbox, now: EpochSecs) -> Option<Self> {
         Some(Self {
             sandbox_id: row.sandbox_id.clone(),
             sandbox_name: row.name.clone(),
@@ -178,13 +179,13 @@ impl LabPolicy {
     }
 
     /// When `row`'s lab ends, or `None` while never allocated.
-    pub fn expires_at(&self, row: &Sandbox) -> Option<i64> {
+    pub fn expires_at(&self, row: &Sandbox) -> Option<EpochSecs> {
         let hours = i64::from(self.lab_duration_hours(row));
         row.allocated_at.map(|at| at + hours * 3600)
     }
 
     /// Whether `row` is an allocation whose lab, and the grace after it, ended before `now`.
-    pub fn expired(&self, row: &Sandbox, now: i64) -> bool {
+    pub fn expired(&self, row: &Sandbox, now: EpochSecs) -> bool {
         row.status == SandboxStatus::Allocated
             && self
                 .expires_at(row)
@@ -219,7 +220,7 @@ pub struct NewSandbox {
 
 impl NewSandbox {
     /// The row this becomes when it first enters the pool at `now`.
-    pub fn into_available_row(self, now: i64) -> Sandbox {
+    pub fn into_available_row(self, now: EpochSecs) -> Sandbox {
         Sandbox {
             sandbox_id: self.sandbox_id.0,
             name: self.name.0,

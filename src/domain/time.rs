@@ -103,6 +103,25 @@ impl Sub<i64> for EpochMillis {
     }
 }
 
+/// The seconds from `earlier` to this instant (negative when `earlier` is later): a span,
+/// not an instant.
+impl Sub for EpochSecs {
+    type Output = i64;
+
+    fn sub(self, earlier: Self) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// The milliseconds from `earlier` to this instant.
+impl Sub for EpochMillis {
+    type Output = i64;
+
+    fn sub(self, earlier: Self) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
 impl fmt::Display for EpochSecs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -132,6 +151,11 @@ mod tests {
             "whole seconds"
         );
         assert_eq!(EpochSecs::new(i64::MAX) + 1, EpochSecs::new(i64::MAX));
+        assert_eq!(
+            EpochSecs::new(100) - EpochSecs::new(40),
+            60,
+            "a span in seconds"
+        );
         assert_eq!(
             serde_json::to_string(&EpochSecs::new(7)).unwrap(),
             "7",

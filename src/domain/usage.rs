@@ -3,6 +3,7 @@
 //! hand over the same facts, so every number here is computed once, in one place.
 
 use super::{NiosxaasCleanup, Sandbox, SandboxStatus, ValidationError};
+use crate::domain::time::EpochSecs;
 
 /// What one sandbox row says about its allocation: all usage analytics read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +25,8 @@ impl AllocationFacts {
         (row.lab.is_some() || row.allocated_at.is_some()).then(|| Self {
             lab: row.lab.clone(),
             status: row.status,
-            allocated_at: row.allocated_at,
-            released_at: row.deletion_requested_at,
+            allocated_at: row.allocated_at.map(EpochSecs::get),
+            released_at: row.deletion_requested_at.map(EpochSecs::get),
         })
     }
 
@@ -129,7 +130,11 @@ pub struct UsageWindow {
 impl UsageWindow {
     /// The window of at least `hours` hours in buckets of `bucket_minutes`, ending with
     /// the bucket that holds `now`.
-    pub fn ending_now(now: i64, hours: u32, bucket_minutes: u32) -> Result<Self, ValidationError> {
+    pub fn ending_now(
+        now: EpochSecs,
+        hours: u32,
+        bucket_minutes: u32,
+    ) -> Result<Self, ValidationError> {
         if !(1..=MAX_WINDOW_HOURS).contains(&hours) {
             return Err(ValidationError::new(
                 "hours",
@@ -152,7 +157,7 @@ impl UsageWindow {
             ));
         }
         let bucket_secs = i64::from(bucket_minutes) * 60;
-        let current = now.div_euclid(bucket_secs) * bucket_secs;
+        let current = now.get().div_euclid(bucket_secs) * bucket_secs;
         Ok(Self {
             start: current - (i64::from(buckets) - 1) * bucket_secs,
             bucket_secs,
@@ -326,7 +331,7 @@ mod tests {
 
     #[test]
     fn windows_align_to_bucket_edges_and_end_with_the_current_bucket() {
-        let window = UsageWindow::ending_now(10_000, 1, 15).unwrap();
+        let window = UsageWindow::ending_now(EpochSecs::new(10_000), 1, 15).unwrap();
         assert_eq!((window.bucket_secs, window.buckets), (900, 5));
         assert_eq!(window.end(), 10_800);
         assert_eq!(window.start, 6_300);
@@ -336,23 +341,28 @@ mod tests {
         assert_eq!(window.bucket_of(6_299), None);
         assert_eq!(window.bucket_of(10_800), None);
         // A bucket size that does not divide the window rounds the window up.
-        assert_eq!(UsageWindow::ending_now(0, 1, 25).unwrap().buckets, 4);
+        assert_eq!(
+            UsageWindow::ending_now(EpochSecs::new(0), 1, 25)
+                .unwrap()
+                .buckets,
+            4
+        );
     }
 
     #[test]
     fn windows_refuse_out_of_range_values() {
         for (hours, minutes) in [(0, 60), (721, 60), (24, 0), (24, 1441), (720, 1)] {
             assert!(
-                UsageWindow::ending_now(0, hours, minutes).is_err(),
+                UsageWindow::ending_now(EpochSecs::new(0), hours, minutes).is_err(),
                 "{hours} h / {minutes} min"
             );
         }
-        assert!(UsageWindow::ending_now(0, 720, 60).is_ok());
+        assert!(UsageWindow::ending_now(EpochSecs::new(0), 720, 60).is_ok());
     }
 
     #[test]
     fn a_series_buckets_allocations_and_releases_and_times_releases_in_the_window() {
-        let window = UsageWindow::ending_now(20_000, 2, 60).unwrap(); // [10800, 21600)
+        let window = UsageWindow::ending_now(EpochSecs::new(20_000), 2, 60).unwrap(); // [10800, 21600)
         let rows = [
             facts("a", SandboxStatus::Allocated, 10_800, None),
             facts("a", SandboxStatus::Deleted, 10_900, Some(18_100)),
@@ -373,14 +383,14 @@ mod tests {
     fn niosxaas_runs_count_as_failed_then_skipped_then_cleaned() {
         let mut tally = NiosxaasTally::default();
         let cleaned = NiosxaasCleanup {
-            niosxaas_cleaned_at: Some(5),
+            niosxaas_cleaned_at: Some(EpochSecs::new(5)),
             niosxaas_services_matched: 2,
             ..NiosxaasCleanup::default()
         };
         tally.count(&cleaned);
         tally.count(&NiosxaasCleanup {
             niosxaas_cleanup_skipped: true,
-            niosxaas_cleaned_at: Some(5),
+            niosxaas_cleaned_at: Some(EpochSecs::new(5)),
             ..NiosxaasCleanup::default()
         });
         tally.count(&NiosxaasCleanup {

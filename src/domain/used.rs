@@ -8,6 +8,7 @@
 //! provider may list an account long after it said it deleted it, and a marker costs
 //! about a hundred bytes.
 
+use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 
 use super::{Sandbox, SandboxStatus};
@@ -30,12 +31,12 @@ impl UsedAccount {
     /// The marker `row` leaves when it is removed at `now`, or `None` when the account was
     /// never handed out nor reported deleted (a row that was only ever `available` or
     /// `stale` may come back when the provider lists it again).
-    pub fn left_by(row: &Sandbox, now: i64) -> Option<Self> {
+    pub fn left_by(row: &Sandbox, now: EpochSecs) -> Option<Self> {
         was_used(row).then(|| Self {
             sandbox_id: row.sandbox_id.clone(),
             external_id: row.external_id.clone(),
-            allocated_at: row.allocated_at.unwrap_or(0),
-            recorded_at: now,
+            allocated_at: row.allocated_at.map_or(0, EpochSecs::get),
+            recorded_at: now.get(),
         })
     }
 }
@@ -44,7 +45,7 @@ impl UsedAccount {
 /// allocated (a recorded allocation time), or is in a status only a handed-out account
 /// reaches.
 pub fn was_used(row: &Sandbox) -> bool {
-    row.allocated_at.is_some_and(|at| at > 0)
+    row.allocated_at.is_some_and(|at| at > EpochSecs::new(0))
         || matches!(
             row.status,
             SandboxStatus::Allocated
@@ -68,7 +69,7 @@ mod tests {
                 SandboxStatus::Available | SandboxStatus::Stale | SandboxStatus::Quarantined
             );
             assert_eq!(
-                UsedAccount::left_by(&never_allocated, 900).is_some(),
+                UsedAccount::left_by(&never_allocated, EpochSecs::new(900)).is_some(),
                 expected,
                 "{status:?}"
             );
@@ -76,15 +77,15 @@ mod tests {
         // An available or stale row that was allocated once (a Python-era row, or one an
         // older build put back) is used all the same.
         let mut once_allocated = row(SandboxStatus::Stale, None);
-        once_allocated.allocated_at = Some(500);
-        let marker = UsedAccount::left_by(&once_allocated, 900).unwrap();
+        once_allocated.allocated_at = Some(EpochSecs::new(500));
+        let marker = UsedAccount::left_by(&once_allocated, EpochSecs::new(900)).unwrap();
         assert_eq!(
             (marker.allocated_at, marker.recorded_at),
             (500, 900),
             "{marker:?}"
         );
         let mut python_zero = row(SandboxStatus::Available, None);
-        python_zero.allocated_at = Some(0);
-        assert!(UsedAccount::left_by(&python_zero, 900).is_none());
+        python_zero.allocated_at = Some(EpochSecs::new(0));
+        assert!(UsedAccount::left_by(&python_zero, EpochSecs::new(900)).is_none());
     }
 }

@@ -173,7 +173,7 @@ impl Cleanup<'_> {
                         ..
                     } => {
                         tally.retrying += 1;
-                        tracing::info!(sandbox.id = %row.sandbox_id, error = %error, next_attempt_at, "deletion will be retried");
+                        tracing::info!(sandbox.id = %row.sandbox_id, error = %error, next_attempt_at = next_attempt_at.get(), "deletion will be retried");
                     }
                     DeletionOutcome::Released => {}
                 }
@@ -213,7 +213,7 @@ async fn attempt(
 ) -> (Step, Option<NiosxaasCleanup>) {
     let mut niosxaas = None;
     if let Some(hook) = hook.filter(|hook| hook.is_due(row)) {
-        let (record, failure) = hook.run(row, clock.now().get()).await;
+        let (record, failure) = hook.run(row, clock.now()).await;
         match failure {
             None => niosxaas = Some(record),
             Some(failure) if hook.shadow_mode() => {
@@ -231,7 +231,7 @@ async fn attempt(
                     row,
                     failure.error.attempt_failure(),
                     failure.to_string(),
-                    clock.now().get(),
+                    clock.now(),
                 );
                 return (Step::Finished(outcome), Some(record));
             }
@@ -239,14 +239,14 @@ async fn attempt(
     }
     let step = match provider.delete_sandbox(&row.external_id).await {
         Ok(()) => Step::Finished(DeletionOutcome::Deleted {
-            ttl: clock.now().get() + settings.policy.tombstone_ttl_secs,
+            ttl: clock.now() + settings.policy.tombstone_ttl_secs,
         }),
         Err(ProviderError::CircuitOpen) => Step::Postponed,
         Err(err) => Step::Finished(settings.policy.decide(
             row,
             err.attempt_failure(),
             err.to_string(),
-            clock.now().get(),
+            clock.now(),
         )),
     };
     (step, niosxaas)

@@ -19,6 +19,7 @@ mod config;
 
 pub use config::NiosxaasConfig;
 
+use crate::domain::time::EpochSecs;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -175,7 +176,11 @@ impl PreDeleteHook {
 
     /// Runs the hook for `row` at `now`: the record to keep on the row, and the failure if
     /// it did not finish (its record then carries the reason).
-    pub async fn run(&self, row: &Sandbox, now: i64) -> (NiosxaasCleanup, Option<HookFailure>) {
+    pub async fn run(
+        &self,
+        row: &Sandbox,
+        now: EpochSecs,
+    ) -> (NiosxaasCleanup, Option<HookFailure>) {
         let shadow = self.settings.shadow_mode;
         let mut record = NiosxaasCleanup {
             niosxaas_shadow_mode: shadow,
@@ -287,7 +292,7 @@ mod tests {
             external_id: ExternalId::parse("e", "identity/accounts/u").unwrap(),
             sfdc_account_id: None,
         }
-        .into_available_row(0);
+        .into_available_row(EpochSecs::new(0));
         row.niosxaas = niosxaas;
         row
     }
@@ -305,7 +310,7 @@ mod tests {
     #[test]
     fn the_hook_is_due_until_it_finished_in_the_current_mode() {
         let cleaned = NiosxaasCleanup {
-            niosxaas_cleaned_at: Some(5),
+            niosxaas_cleaned_at: Some(EpochSecs::new(5)),
             ..NiosxaasCleanup::default()
         };
         let looked = NiosxaasCleanup {

@@ -213,7 +213,6 @@ impl LifecycleStore for DynamoStore {
         rules: SyncRules,
         now: EpochSecs,
     ) -> Result<Result<SyncSummary, ListingRefused>, StoreError> {
-        let now = now.get();
         self.apply_listing(listing, &rules, now).await
     }
 
@@ -222,7 +221,6 @@ impl LifecycleStore for DynamoStore {
         now: EpochSecs,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        let now = now.get();
         self.expire_ended(now, policy).await
     }
 
@@ -231,8 +229,6 @@ impl LifecycleStore for DynamoStore {
         stale_since: EpochSecs,
         now: EpochSecs,
     ) -> Result<u64, StoreError> {
-        let stale_since = stale_since.get();
-        let now = now.get();
         self.remove_stale(stale_since, now).await
     }
 
@@ -241,7 +237,6 @@ impl LifecycleStore for DynamoStore {
         now: EpochSecs,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        let now = now.get();
         self.due_deletions(now, ignore_backoff).await
     }
 
@@ -257,7 +252,6 @@ impl LifecycleStore for DynamoStore {
     }
 
     async fn purge_tombstones(&self, now: EpochSecs) -> Result<u64, StoreError> {
-        let now = now.get();
         self.purge_expired_tombstones(now).await
     }
 
@@ -281,7 +275,6 @@ impl AdminStore for DynamoStore {
         rows: Vec<NewSandbox>,
         now: EpochSecs,
     ) -> Result<ImportSummary, StoreError> {
-        let now = now.get();
         self.import_rows(rows, now).await
     }
 
@@ -294,7 +287,6 @@ impl AdminStore for DynamoStore {
         status: DeletableStatus,
         now: EpochSecs,
     ) -> Result<u64, StoreError> {
-        let now = now.get();
         self.remove_in_status(status, now).await
     }
 
@@ -304,7 +296,6 @@ impl AdminStore for DynamoStore {
         action: RowAction,
         now: EpochSecs,
     ) -> Outcome<Sandbox> {
-        let now = now.get();
         self.change_row_as_decided(id, &action, now).await
     }
 
@@ -351,7 +342,6 @@ impl AnalyticsStore for DynamoStore {
         id: &SandboxId,
         now: EpochSecs,
     ) -> Result<Option<NiosxaasHistory>, StoreError> {
-        let now = now.get();
         let budget = self.calls.budget();
         let Some(item) = self
             .consistent_item(&budget, niosxaas_history_key(id.as_str()))
@@ -366,7 +356,6 @@ impl AnalyticsStore for DynamoStore {
     }
 
     async fn niosxaas_histories(&self, now: EpochSecs) -> Result<Vec<NiosxaasHistory>, StoreError> {
-        let now = now.get();
         self.scan_niosxaas_histories(now).await
     }
 }

@@ -247,7 +247,6 @@ impl LifecycleStore for EmbeddedStore {
         rules: SyncRules,
         now: EpochSecs,
     ) -> Result<Result<SyncSummary, ListingRefused>, StoreError> {
-        let now = now.get();
         self.submit(move |tables| tables.sync_provider(listing, &rules, now))
             .await
     }
@@ -257,7 +256,6 @@ impl LifecycleStore for EmbeddedStore {
         now: EpochSecs,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        let now = now.get();
         self.submit(move |tables| tables.expire_allocations(now, policy))
             .await
     }
@@ -267,8 +265,6 @@ impl LifecycleStore for EmbeddedStore {
         stale_since: EpochSecs,
         now: EpochSecs,
     ) -> Result<u64, StoreError> {
-        let stale_since = stale_since.get();
-        let now = now.get();
         self.submit(move |tables| tables.delete_stale(stale_since, now))
             .await
     }
@@ -278,7 +274,6 @@ impl LifecycleStore for EmbeddedStore {
         now: EpochSecs,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        let now = now.get();
         self.submit(move |tables| tables.deletions_due(now, ignore_backoff))
             .await
     }
@@ -287,7 +282,7 @@ impl LifecycleStore for EmbeddedStore {
         &self,
         claim: DeletionClaim<'_>,
     ) -> Result<Option<Sandbox>, StoreError> {
-        let (now, until) = (claim.now.get(), claim.until.get());
+        let (now, until) = (claim.now, claim.until);
         let (id, runner) = (claim.id.as_str().to_owned(), claim.runner.to_owned());
         self.submit(move |tables| tables.claim_deletion(&id, &runner, now, until))
             .await
@@ -297,7 +292,7 @@ impl LifecycleStore for EmbeddedStore {
         let FinishedDeletion {
             outcome, niosxaas, ..
         } = finished;
-        let now = finished.now.get();
+        let now = finished.now;
         let (id, runner) = (
             finished.claimed.sandbox_id.clone(),
             finished.runner.to_owned(),
@@ -307,7 +302,6 @@ impl LifecycleStore for EmbeddedStore {
     }
 
     async fn purge_tombstones(&self, now: EpochSecs) -> Result<u64, StoreError> {
-        let now = now.get();
         self.submit(move |tables| tables.purge_tombstones(now))
             .await
     }
@@ -353,7 +347,6 @@ impl AdminStore for EmbeddedStore {
         rows: Vec<NewSandbox>,
         now: EpochSecs,
     ) -> Result<ImportSummary, StoreError> {
-        let now = now.get();
         self.submit(move |tables| tables.import(rows, now)).await
     }
 
@@ -366,7 +359,6 @@ impl AdminStore for EmbeddedStore {
         status: DeletableStatus,
         now: EpochSecs,
     ) -> Result<u64, StoreError> {
-        let now = now.get();
         self.submit(move |tables| tables.bulk_delete(status, now))
             .await
     }
@@ -377,7 +369,6 @@ impl AdminStore for EmbeddedStore {
         action: RowAction,
         now: EpochSecs,
     ) -> Outcome<Sandbox> {
-        let now = now.get();
         let id = id.as_str().to_owned();
         self.submit(move |tables| tables.change_row(&id, &action, now))
             .await
@@ -438,14 +429,12 @@ impl AnalyticsStore for EmbeddedStore {
         id: &SandboxId,
         now: EpochSecs,
     ) -> Result<Option<NiosxaasHistory>, StoreError> {
-        let now = now.get();
         let id = id.as_str().to_owned();
         self.read(move |db| tables::read_niosxaas_history(db, &id, now))
             .await
     }
 
     async fn niosxaas_histories(&self, now: EpochSecs) -> Result<Vec<NiosxaasHistory>, StoreError> {
-        let now = now.get();
         self.read(move |db| tables::read_niosxaas_histories(db, now))
             .await
     }

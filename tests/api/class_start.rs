@@ -3,6 +3,7 @@
 //! instance or three sharing the store — and the pool is exactly what the answers say.
 //! The counts are exact: a slow store is waited for, never reported as down.
 
+use sandbox_broker::domain::time::EpochSecs;
 use std::collections::{HashMap, HashSet};
 
 use reqwest::StatusCode;
@@ -115,10 +116,7 @@ async fn four_hundred_students_sixty_four_at_a_time_for_three_hundred_sandboxes_
     apps[0]
         .store
         .admin
-        .import(
-            sandboxes("lab-", 0, 300),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
-        )
+        .import(sandboxes("lab-", 0, 300), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
 
@@ -134,10 +132,7 @@ async fn fifteen_hundred_students_on_five_hundred_connections_all_get_a_sandbox(
     apps[0]
         .store
         .admin
-        .import(
-            sandboxes("lab-", 0, 1500),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
-        )
+        .import(sandboxes("lab-", 0, 1500), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
 
@@ -153,10 +148,7 @@ async fn eight_hundred_students_on_three_instances_96_at_a_time_get_exactly_600_
     apps[0]
         .store
         .admin
-        .import(
-            sandboxes("lab-", 0, 600),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
-        )
+        .import(sandboxes("lab-", 0, 600), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
 
@@ -172,10 +164,7 @@ async fn thirty_identical_requests_spread_over_three_instances_get_one_sandbox_a
     apps[0]
         .store
         .admin
-        .import(
-            sandboxes("lab-", 0, 50),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
-        )
+        .import(sandboxes("lab-", 0, 50), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
     let same: Vec<(String, Option<String>)> = (0..30)

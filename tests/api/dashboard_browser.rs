@@ -6,6 +6,7 @@
 //! origin and that the console stays clean. It runs in both suites, so on both stores.
 //! Screenshots and the downloaded CSV are kept in `target/browser-test/artifacts/<suite>/`.
 
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -76,7 +77,7 @@ async fn class_day(app: &TestApp) {
     let now = now_epoch();
     let outcomes = [
         NiosxaasCleanup {
-            niosxaas_cleaned_at: Some(now),
+            niosxaas_cleaned_at: Some(EpochSecs::new(now)),
             niosxaas_services_matched: 1,
             ..NiosxaasCleanup::default()
         },
@@ -87,7 +88,9 @@ async fn class_day(app: &TestApp) {
     ];
     // The first is deleted; the second was given up (the auditor reports it).
     let finals = [
-        DeletionOutcome::Deleted { ttl: now + 3600 },
+        DeletionOutcome::Deleted {
+            ttl: EpochSecs::new(now + 3600),
+        },
         DeletionOutcome::Failed {
             attempts: 3,
             error: "HTTP 400".into(),
@@ -101,8 +104,8 @@ async fn class_day(app: &TestApp) {
             .claim_deletion(DeletionClaim {
                 id: &id,
                 runner: "runner",
-                now: sandbox_broker::domain::time::EpochSecs::new(now),
-                until: sandbox_broker::domain::time::EpochSecs::new(now + 60),
+                now: EpochSecs::new(now),
+                until: EpochSecs::new(now + 60),
             })
             .await
             .unwrap()
@@ -114,7 +117,7 @@ async fn class_day(app: &TestApp) {
                 runner: "runner",
                 outcome,
                 niosxaas: Some(hook),
-                now: sandbox_broker::domain::time::EpochSecs::new(now),
+                now: EpochSecs::new(now),
             })
             .await
             .unwrap();

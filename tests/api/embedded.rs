@@ -1,5 +1,6 @@
 //! Embedded-store specifics: what survives a close and reopen, and the directory lock.
 
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::domain::{HolderKey, SandboxStatus};
 use sandbox_broker::store::embedded::{EmbeddedStore, OpenError};
 use sandbox_broker::store::{
@@ -17,7 +18,7 @@ fn request(holder: &str) -> AllocationRequest {
         lab: None,
         name_prefix: None,
         lab_duration_hours: 1,
-        now: sandbox_broker::domain::time::EpochSecs::new(100),
+        now: EpochSecs::new(100),
     }
 }
 
@@ -27,10 +28,7 @@ async fn a_reopened_store_has_every_row_count_index_and_allocation_key() {
     let held = {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         store
-            .import(
-                sandboxes("lab-", 0, 10),
-                sandbox_broker::domain::time::EpochSecs::new(1),
-            )
+            .import(sandboxes("lab-", 0, 10), EpochSecs::new(1))
             .await
             .unwrap();
         store
@@ -119,10 +117,7 @@ async fn a_failing_disk_acknowledges_nothing_and_fails_readiness() {
     };
     let store = EmbeddedStore::open_with_backend(disk).unwrap();
     store
-        .import(
-            sandboxes("lab-", 0, 5),
-            sandbox_broker::domain::time::EpochSecs::new(1),
-        )
+        .import(sandboxes("lab-", 0, 5), EpochSecs::new(1))
         .await
         .unwrap();
     let held = store
@@ -184,10 +179,7 @@ async fn the_embedded_store_lists_in_sandbox_id_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     store
-        .import(
-            sandboxes("lab-", 0, 25),
-            sandbox_broker::domain::time::EpochSecs::new(1),
-        )
+        .import(sandboxes("lab-", 0, 25), EpochSecs::new(1))
         .await
         .unwrap();
     let mut query = sandbox_broker::store::ListQuery {

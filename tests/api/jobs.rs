@@ -1,5 +1,7 @@
 //! Background jobs through the admin API, against a simulated CSP (wiremock).
 
+use sandbox_broker::domain::time::EpochMillis;
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::LeaseRequest;
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,7 +147,7 @@ async fn a_sync_while_another_instance_holds_the_lease_is_409_job_already_runnin
         .acquire_lease(LeaseRequest {
             job: "sync",
             instance: "instance-b",
-            now: sandbox_broker::domain::time::EpochMillis::new(now_ms),
+            now: EpochMillis::new(now_ms),
             ttl: Duration::from_secs(60),
         })
         .await
@@ -279,7 +281,7 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
             lab: None,
             name_prefix: None,
             lab_duration_hours: 2,
-            now: sandbox_broker::domain::time::EpochSecs::new(long_ago),
+            now: EpochSecs::new(long_ago),
         })
         .await
         .unwrap()
@@ -342,7 +344,7 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
         .sync_provider(
             listed(&[1, 2, 3], "lab-"),
             sync_rules(true),
-            sandbox_broker::domain::time::EpochSecs::new(now - 3 * 86_400),
+            EpochSecs::new(now - 3 * 86_400),
         )
         .await
         .unwrap()
@@ -352,7 +354,7 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
         .sync_provider(
             listed(&[3], "lab-"),
             sync_rules(true),
-            sandbox_broker::domain::time::EpochSecs::new(now - 2 * 86_400),
+            EpochSecs::new(now - 2 * 86_400),
         )
         .await
         .unwrap()
@@ -362,7 +364,7 @@ async fn auto_delete_stale_removes_only_rows_stale_longer_than_the_grace() {
         .sync_provider(
             listed(&[3], "lab-"),
             sync_rules(true),
-            sandbox_broker::domain::time::EpochSecs::new(now - 3600),
+            EpochSecs::new(now - 3600),
         )
         .await
         .unwrap()
@@ -731,9 +733,9 @@ async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
     assert_eq!(unrenewed_end, (started + 3_000).get());
     // Move the clock 100 ms at a time to a second past the unrenewed lease's end; before
     // a step would end the lease, wait for A's renewal (due every third of a lease) to land.
-    while clock.now_ms() < sandbox_broker::domain::time::EpochMillis::new(unrenewed_end + 1_000) {
+    while clock.now_ms() < EpochMillis::new(unrenewed_end + 1_000) {
         let end = sync_lease_end(&store).await;
-        if clock.now_ms() + 100 >= sandbox_broker::domain::time::EpochMillis::new(end) {
+        if clock.now_ms() + 100 >= EpochMillis::new(end) {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while sync_lease_end(&store).await <= end {
                 assert!(
@@ -771,7 +773,7 @@ async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_o
         .acquire_lease(LeaseRequest {
             job: "sync",
             instance: "dead-instance",
-            now: sandbox_broker::domain::time::EpochMillis::new(clock.now_ms().get()),
+            now: EpochMillis::new(clock.now_ms().get()),
             ttl: std::time::Duration::from_millis(300),
         })
         .await

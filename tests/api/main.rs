@@ -74,12 +74,14 @@ mod flavor {
             for (id, holder) in allocations {
                 let mut row = crate::helpers::sandboxes("lab-py-", 0, 1).remove(0);
                 row.sandbox_id = sandbox_broker::domain::SandboxId::parse("id", id).unwrap();
-                let mut row = row.into_available_row(allocated_at - 86_400);
+                let mut row = row.into_available_row(sandbox_broker::domain::time::EpochSecs::new(
+                    allocated_at - 86_400,
+                ));
                 row.status = sandbox_broker::domain::SandboxStatus::Allocated;
                 row.holder = Some((*holder).to_owned());
                 row.idempotency_key = Some((*holder).to_owned());
-                row.allocated_at = Some(allocated_at);
-                row.updated_at = allocated_at;
+                row.allocated_at = Some(sandbox_broker::domain::time::EpochSecs::new(allocated_at));
+                row.updated_at = sandbox_broker::domain::time::EpochSecs::new(allocated_at);
                 let json = serde_json::to_vec(&row).unwrap();
                 sandboxes.insert(*id, json.as_slice()).unwrap();
                 by_status

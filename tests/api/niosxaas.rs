@@ -1,6 +1,7 @@
 //! The NIOSXaaS pre-delete hook through an admin cleanup, against a simulated CSP
 //! (wiremock) that answers both the account API and the session and universal-infra APIs.
 
+use sandbox_broker::domain::time::EpochSecs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,7 +107,7 @@ async fn history(app: &TestApp, id: &str) -> Option<sandbox_broker::domain::Nios
         .analytics
         .niosxaas_history(
             &SandboxId::parse("id", id).unwrap(),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+            EpochSecs::new(now_epoch()),
         )
         .await
         .unwrap()
@@ -196,7 +197,7 @@ async fn enforce_mode_deletes_the_named_service_before_the_account_and_writes_th
             Some(history.sandbox_name.as_str()),
             Some(1),
             Some(false),
-            Some(deleted_at)
+            Some(deleted_at.get())
         )
     );
     let metrics = app.metrics_text().await;

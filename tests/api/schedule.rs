@@ -1,6 +1,7 @@
 //! The fleet's schedule: each scheduled job runs once per interval across a
 //! fleet, and a run that loses its lease stops and records nothing. On both stores.
 
+use sandbox_broker::domain::time::EpochMillis;
 use sandbox_broker::store::LeaseRequest;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +103,7 @@ async fn a_run_whose_lease_is_taken_over_stops_and_records_nothing() {
         .acquire_lease(LeaseRequest {
             job: "sync",
             instance: "intruder",
-            now: sandbox_broker::domain::time::EpochMillis::new(after_ours_ran_out.get()),
+            now: EpochMillis::new(after_ours_ran_out.get()),
             ttl: std::time::Duration::from_millis(60_000),
         })
         .await

@@ -1,5 +1,6 @@
 //! Graceful shutdown: a request in flight when shutdown begins still gets its answer.
 
+use sandbox_broker::domain::time::EpochSecs;
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -13,10 +14,7 @@ async fn shutdown_drains_a_request_in_flight_and_then_stops_serving() {
     let (inner, guard) = fresh_store().await;
     inner
         .admin
-        .import(
-            sandboxes("lab-", 0, 3),
-            sandbox_broker::domain::time::EpochSecs::new(0),
-        )
+        .import(sandboxes("lab-", 0, 3), EpochSecs::new(0))
         .await
         .unwrap();
     let store = Arc::new(GatedStore {

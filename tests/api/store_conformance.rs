@@ -3,6 +3,7 @@
 //! `tests/dynamodb`: DynamoDB Local).
 
 use crate::helpers::release_of;
+use sandbox_broker::domain::time::EpochMillis;
 use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::{DeletionClaim, FinishedDeletion, LeaseRequest};
 use std::collections::HashSet;
@@ -91,7 +92,10 @@ pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(stor
             allocation.sandbox.holder.as_deref(),
             Some(format!("s{n}").as_str())
         );
-        assert_eq!(allocation.sandbox.allocated_at, Some(NOW.get()));
+        assert_eq!(
+            allocation.sandbox.allocated_at,
+            Some(EpochSecs::new(NOW.get()))
+        );
         assert_eq!(allocation.sandbox.lab_duration_hours, Some(48));
         assert!(
             allocation.sandbox.allocated_here(),
@@ -239,11 +243,14 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
 
     assert!(marked.newly_released);
     assert_eq!(marked.sandbox.status, SandboxStatus::PendingDeletion);
-    assert_eq!(marked.sandbox.deletion_requested_at, Some((NOW + 5).get()));
+    assert_eq!(
+        marked.sandbox.deletion_requested_at,
+        Some(EpochSecs::new((NOW + 5).get()))
+    );
     assert!(!repeat.newly_released);
     assert_eq!(
         repeat.sandbox.deletion_requested_at,
-        Some((NOW + 5).get()),
+        Some(EpochSecs::new((NOW + 5).get())),
         "a repeat changes nothing"
     );
     let next = store
@@ -698,7 +705,7 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
     let refreshed = stored(&store, &renamed.to_string()).await;
     assert_eq!(
         (refreshed.name.as_str(), refreshed.last_synced),
-        ("lab-renamed", Some((NOW + 10).get()))
+        ("lab-renamed", Some(NOW + 10))
     );
 
     // Back at the provider: the stale row returns.
@@ -762,7 +769,7 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
         .acquire_lease(LeaseRequest {
             job: "expiry",
             instance: "a",
-            now: sandbox_broker::domain::time::EpochMillis::new(now),
+            now: EpochMillis::new(now),
             ttl: std::time::Duration::from_millis(30_000),
         })
         .await
@@ -773,7 +780,7 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
             .acquire_lease(LeaseRequest {
                 job: "expiry",
                 instance: "b",
-                now: sandbox_broker::domain::time::EpochMillis::new(ends - 1),
+                now: EpochMillis::new(ends - 1),
                 ttl: std::time::Duration::from_millis(30_000)
             })
             .await
@@ -789,7 +796,7 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
             .acquire_lease(LeaseRequest {
                 job: "expiry",
                 instance: "b",
-                now: sandbox_broker::domain::time::EpochMillis::new(ends),
+                now: EpochMillis::new(ends),
                 ttl: std::time::Duration::from_millis(30_000)
             })
             .await
@@ -806,7 +813,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "a",
-                now: sandbox_broker::domain::time::EpochMillis::new(now),
+                now: EpochMillis::new(now),
                 ttl: std::time::Duration::from_millis(30_000)
             })
             .await
@@ -819,7 +826,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "b",
-                now: sandbox_broker::domain::time::EpochMillis::new(now + 1_000),
+                now: EpochMillis::new(now + 1_000),
                 ttl: std::time::Duration::from_millis(30_000)
             })
             .await
@@ -835,7 +842,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "a",
-                now: sandbox_broker::domain::time::EpochMillis::new(now + 2_000),
+                now: EpochMillis::new(now + 2_000),
                 ttl: std::time::Duration::from_millis(30_000)
             })
             .await
@@ -849,7 +856,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "cleanup",
                 instance: "b",
-                now: sandbox_broker::domain::time::EpochMillis::new(now),
+                now: EpochMillis::new(now),
                 ttl: std::time::Duration::from_millis(30_000)
             })
             .await
@@ -865,7 +872,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "b",
-                now: sandbox_broker::domain::time::EpochMillis::new(now + 40_000),
+                now: EpochMillis::new(now + 40_000),
                 ttl: std::time::Duration::from_millis(30_000)
             })
             .await
@@ -910,7 +917,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .acquire_lease(LeaseRequest {
                 job: "sync",
                 instance: "c",
-                now: sandbox_broker::domain::time::EpochMillis::new(now + 41_000),
+                now: EpochMillis::new(now + 41_000),
                 ttl: std::time::Duration::from_millis(30_000)
             })
             .await
@@ -993,7 +1000,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
     assert_eq!(expired[0].status, SandboxStatus::PendingDeletion);
     assert_eq!(
         expired[0].deletion_requested_at,
-        Some((NOW + 3600 + grace + 1).get())
+        Some(EpochSecs::new((NOW + 3600 + grace + 1).get()))
     );
     assert!(again.is_empty(), "expiry is idempotent");
     assert_eq!(
@@ -1004,7 +1011,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         stored(&store, &released.sandbox_id)
             .await
             .deletion_requested_at,
-        Some((NOW + 60).get()),
+        Some(EpochSecs::new((NOW + 60).get())),
         "the owner's own release stands"
     );
     let next = store.allocation.allocate(short).await.unwrap().unwrap();
@@ -1095,7 +1102,7 @@ pub async fn a_tombstone_is_dropped_exactly_at_its_ttl(store: SharedStore) {
             claimed: &claimed,
             runner: "runner",
             outcome: DeletionOutcome::Deleted {
-                ttl: (NOW + 100).get(),
+                ttl: EpochSecs::new((NOW + 100).get()),
             },
             niosxaas: None,
             now: NOW + 2,
@@ -1133,8 +1140,8 @@ pub async fn a_deletion_claim_holds_through_its_last_second(store: SharedStore) 
                 .claim_deletion(DeletionClaim {
                     id: &id,
                     runner,
-                    now: sandbox_broker::domain::time::EpochSecs::new(at),
-                    until: sandbox_broker::domain::time::EpochSecs::new(at + 60),
+                    now: EpochSecs::new(at),
+                    until: EpochSecs::new(at + 60),
                 })
                 .await
                 .unwrap()
@@ -1196,7 +1203,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
             claimed: &claimed,
             runner: "runner-b",
             outcome: DeletionOutcome::Deleted {
-                ttl: (NOW + 10).get(),
+                ttl: EpochSecs::new((NOW + 10).get()),
             },
             niosxaas: None,
             now: NOW + 2,
@@ -1220,7 +1227,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
             claimed: &claimed,
             runner: "runner-a",
             outcome: DeletionOutcome::Deleted {
-                ttl: (NOW + 10).get(),
+                ttl: EpochSecs::new((NOW + 10).get()),
             },
             niosxaas: None,
             now: NOW + 2,
@@ -1230,11 +1237,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
     let tombstone = store.allocation.get(&pending[0]).await.unwrap().unwrap();
     assert_eq!(
         (tombstone.status, tombstone.deleted_at, tombstone.ttl),
-        (
-            SandboxStatus::Deleted,
-            Some((NOW + 2).get()),
-            Some((NOW + 10).get())
-        )
+        (SandboxStatus::Deleted, Some(NOW + 2), Some(NOW + 10))
     );
     assert_eq!(
         tombstone.holder.as_deref(),
@@ -1255,10 +1258,10 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .unwrap()
         .unwrap();
     let retry = DeletionOutcome::Retry {
-        next_attempt_at: (NOW + 120).get(),
+        next_attempt_at: EpochSecs::new((NOW + 120).get()),
         attempts: 0,
         transient_failures: 1,
-        first_transient_failure_at: Some(NOW.get()),
+        first_transient_failure_at: Some(EpochSecs::new(NOW.get())),
         error: "HTTP 503".into(),
     };
     store
@@ -1385,17 +1388,17 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     }
     let first = id(&claimed[0].sandbox_id);
     let cleaned = NiosxaasCleanup {
-        niosxaas_cleaned_at: Some((NOW + 1).get()),
+        niosxaas_cleaned_at: Some(EpochSecs::new((NOW + 1).get())),
         niosxaas_services_matched: 2,
         ..NiosxaasCleanup::default()
     };
 
     // The hook cleaned, the provider failed: the row keeps the hook's result, no history yet.
     let retry = DeletionOutcome::Retry {
-        next_attempt_at: (NOW + 60).get(),
+        next_attempt_at: EpochSecs::new((NOW + 60).get()),
         attempts: 0,
         transient_failures: 1,
-        first_transient_failure_at: Some((NOW + 1).get()),
+        first_transient_failure_at: Some(EpochSecs::new((NOW + 1).get())),
         error: "HTTP 503".into(),
     };
     store
@@ -1443,7 +1446,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
             claimed: &again,
             runner: "runner",
             outcome: DeletionOutcome::Deleted {
-                ttl: (NOW + 900).get(),
+                ttl: EpochSecs::new((NOW + 900).get()),
             },
             niosxaas: None,
             now: NOW + 62,
@@ -1470,8 +1473,8 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
             claimed[0].name.as_str(),
             claimed[0].external_id.as_str(),
             Some("s0"),
-            Some((NOW + 62).get()),
-            (NOW + 62 + NIOSXAAS_HISTORY_TTL_SECS).get(),
+            Some(NOW + 62),
+            NOW + 62 + NIOSXAAS_HISTORY_TTL_SECS,
         )
     );
     assert_eq!(history.cleanup, cleaned);
@@ -1533,7 +1536,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
             claimed: &claimed[2],
             runner: "runner",
             outcome: DeletionOutcome::Deleted {
-                ttl: (NOW + 900).get(),
+                ttl: EpochSecs::new((NOW + 900).get()),
             },
             niosxaas: None,
             now: NOW + 3,
@@ -1557,7 +1560,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     assert_eq!(listed, 3);
 
     // Every unexpired history item lists; expired history reads as gone.
-    let mut listed: Vec<(String, Option<i64>)> = store
+    let mut listed: Vec<(String, Option<EpochSecs>)> = store
         .analytics
         .niosxaas_histories(NOW + 62)
         .await
@@ -1567,7 +1570,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .collect();
     listed.sort();
     let mut expected = vec![
-        (first.as_str().to_owned(), Some((NOW + 62).get())),
+        (first.as_str().to_owned(), Some(NOW + 62)),
         (second.as_str().to_owned(), None),
     ];
     expected.sort();

@@ -99,7 +99,7 @@ async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
         &store,
         1,
         DeletionOutcome::Deleted {
-            ttl: (NOW + 10).get(),
+            ttl: EpochSecs::new((NOW + 10).get()),
         },
     )
     .await;
@@ -112,7 +112,7 @@ async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
         &store,
         3,
         DeletionOutcome::Deleted {
-            ttl: (NOW + 9_999).get(),
+            ttl: EpochSecs::new((NOW + 9_999).get()),
         },
     )
     .await;
@@ -181,7 +181,7 @@ async fn a_deletion_the_provider_contradicts_is_retried_under_the_retry_rules() 
         &store,
         1,
         DeletionOutcome::Deleted {
-            ttl: (NOW + 86_400).get(),
+            ttl: EpochSecs::new((NOW + 86_400).get()),
         },
     )
     .await;

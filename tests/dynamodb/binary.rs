@@ -1,5 +1,6 @@
 //! The `sandbox-broker` binary on DynamoDB: `init-table`, and start-up refusals.
 
+use sandbox_broker::domain::time::EpochSecs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -109,10 +110,7 @@ async fn the_python_services_environment_unchanged_starts_on_its_table() {
     let (store, table) = local::fresh_table_store().await;
     store
         .admin
-        .import(
-            crate::helpers::sandboxes("lab-", 0, 3),
-            sandbox_broker::domain::time::EpochSecs::new(0),
-        )
+        .import(crate::helpers::sandboxes("lab-", 0, 3), EpochSecs::new(0))
         .await
         .unwrap();
 

@@ -2,6 +2,7 @@
 //! request and pages on with a cursor, instead of scanning the whole table at once.
 
 use sandbox_broker::domain::now_epoch;
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::{self, DynamoSettings, DynamoStore};
 use serde_json::Value;
@@ -22,18 +23,12 @@ async fn a_filter_matching_one_row_in_many_pages_on_in_bounded_requests_and_find
     let (seeder, table) = fresh_table_store().await;
     seeder
         .admin
-        .import(
-            sandboxes("lab-a-", 0, 600),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
-        )
+        .import(sandboxes("lab-a-", 0, 600), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
     seeder
         .admin
-        .import(
-            sandboxes("zzz-", 9_000, 1),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
-        )
+        .import(sandboxes("zzz-", 9_000, 1), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
     let bounded = DynamoSettings {

@@ -4,6 +4,7 @@
 
 use reqwest::StatusCode;
 use sandbox_broker::domain::now_epoch;
+use sandbox_broker::domain::time::EpochSecs;
 use serde_json::Value;
 
 use crate::helpers::{TestApp, sandboxes};
@@ -25,10 +26,7 @@ async fn a_key_released_on_one_instance_gets_a_new_sandbox_on_another() {
     apps[0]
         .store
         .admin
-        .import(
-            sandboxes("lab-", 0, 5),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
-        )
+        .import(sandboxes("lab-", 0, 5), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
 

@@ -3,6 +3,7 @@
 //! it again. The retry fails its condition; the protocol must read that back as its own
 //! write — each student's first request answers 201 (never "replay"), one sandbox each.
 
+use sandbox_broker::domain::time::EpochSecs;
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -97,10 +98,7 @@ async fn a_write_that_landed_but_whose_answer_was_lost_still_answers_201() {
     let setup = dynamo::client(&direct).await;
     dynamo::schema::ensure_table(&setup, &table).await.unwrap();
     DynamoStore::new(&setup, &direct)
-        .import(
-            sandboxes("lab-", 0, 40),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
-        )
+        .import(sandboxes("lab-", 0, 40), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
     let (endpoint, proxy) = losing_proxy(&shared.endpoint, Duration::from_secs(1)).await;

@@ -1,6 +1,7 @@
 //! DynamoDB down, slow or throttling: answers stay 503 (never 500), arrive in under two
 //! seconds, nothing partial is acknowledged, and the same process serves again afterwards.
 
+use sandbox_broker::domain::time::EpochSecs;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -56,10 +57,7 @@ async fn dynamodb_stopping_under_load_gives_fast_503s_and_the_same_process_recov
     // what is tested is the app's store (production settings) once it is warm.
     let patient = DynamoStore::new(&setup, &local::settings(&endpoint, &table));
     patient
-        .import(
-            sandboxes("lab-", 0, 400),
-            sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
-        )
+        .import(sandboxes("lab-", 0, 400), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
     let app = app_on(&endpoint, &table).await;

@@ -5,6 +5,7 @@
 //! 2 cores); the pool's own unit test (`store/dynamo/candidates.rs`) sends 50,000 through
 //! the same code against an in-memory index.
 
+use sandbox_broker::domain::time::EpochSecs;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
@@ -29,7 +30,7 @@ fn request(holder: &str, prefix: &str) -> AllocationRequest {
         lab: None,
         name_prefix: Some(NamePrefix::parse("p", prefix).unwrap()),
         lab_duration_hours: 4,
-        now: sandbox_broker::domain::time::EpochSecs::new(1_800_000_000),
+        now: EpochSecs::new(1_800_000_000),
     }
 }
 
@@ -47,10 +48,7 @@ async fn two_thousand_invented_prefixes_keep_the_candidate_queues_bounded_and_re
     let mut pool = sandboxes("lab-a-", 0, 25);
     pool.extend(sandboxes("lab-b-", 100, 25));
     store
-        .import(
-            pool,
-            sandbox_broker::domain::time::EpochSecs::new(1_800_000_000),
-        )
+        .import(pool, EpochSecs::new(1_800_000_000))
         .await
         .unwrap();
 

@@ -1,6 +1,7 @@
 //! Tables the Python service created and filled: `init-table` adds only what is missing,
 //! its rows are served, and its NIOSXaaS history items are never taken for sandboxes.
 
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use std::collections::HashMap;
 
@@ -237,7 +238,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
         .analytics
         .niosxaas_history(
             &sandbox_broker::domain::SandboxId::parse("id", "2009523").unwrap(),
-            sandbox_broker::domain::time::EpochSecs::new(1_729_000_000),
+            EpochSecs::new(1_729_000_000),
         )
         .await
         .unwrap()
@@ -248,7 +249,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
             read.cleanup.niosxaas_cleanup_skipped,
             read.ttl
         ),
-        ("lab-py-0003", true, 1_730_000_000)
+        ("lab-py-0003", true, EpochSecs::new(1_730_000_000))
     );
 }
 
@@ -599,8 +600,8 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
             .claim_deletion(DeletionClaim {
                 id: &id,
                 runner: "runner",
-                now: sandbox_broker::domain::time::EpochSecs::new(now),
-                until: sandbox_broker::domain::time::EpochSecs::new(now + 60),
+                now: EpochSecs::new(now),
+                until: EpochSecs::new(now + 60),
             })
             .await
             .unwrap()
@@ -610,9 +611,11 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
             .finish_deletion(FinishedDeletion {
                 claimed: &claimed,
                 runner: "runner",
-                outcome: sandbox_broker::store::DeletionOutcome::Deleted { ttl: now + 86_400 },
+                outcome: sandbox_broker::store::DeletionOutcome::Deleted {
+                    ttl: EpochSecs::new(now + 86_400),
+                },
                 niosxaas: None,
-                now: sandbox_broker::domain::time::EpochSecs::new(now),
+                now: EpochSecs::new(now),
             })
             .await
             .unwrap();
@@ -629,7 +632,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         .sync_provider(
             Vec::new(),
             crate::helpers::sync_rules(true),
-            sandbox_broker::domain::time::EpochSecs::new(now),
+            EpochSecs::new(now),
         )
         .await
         .unwrap()

@@ -5,6 +5,7 @@
 //! `DELETION_GIVE_UP_HOURS` of failing; a refusal counts, and
 //! `DELETION_RETRY_MAX_ATTEMPTS` of them make it `deletion_failed`.
 
+use crate::domain::time::EpochSecs;
 use std::time::Duration;
 
 use super::DeletionOutcome;
@@ -55,7 +56,7 @@ impl DeletionPolicy {
         row: &Sandbox,
         failure: AttemptFailure,
         message: String,
-        now: i64,
+        now: EpochSecs,
     ) -> DeletionOutcome {
         if let AttemptFailure::Transient { retry_after } = failure {
             let first = row.first_deletion_failure_at.unwrap_or(now);
@@ -140,7 +141,7 @@ mod tests {
         let mut row = pending();
         let down = AttemptFailure::Transient { retry_after: None };
         for hour in 0..24 {
-            let outcome = POLICY.decide(&row, down, "failed".into(), hour * 3600);
+            let outcome = POLICY.decide(&row, down, "failed".into(), EpochSecs::new(hour * 3600));
             assert!(
                 matches!(outcome, DeletionOutcome::Retry { attempts: 0, .. }),
                 "hour {hour}: {outcome:?}"
@@ -148,7 +149,7 @@ mod tests {
             apply(&mut row, &outcome);
         }
         assert!(matches!(
-            POLICY.decide(&row, down, "failed".into(), 24 * 3600),
+            POLICY.decide(&row, down, "failed".into(), EpochSecs::new(24 * 3600)),
             DeletionOutcome::Failed { attempts: 0, .. }
         ));
     }
@@ -158,7 +159,7 @@ mod tests {
         let mut row = pending();
         let refused = AttemptFailure::Refused;
         for expected in 1..3 {
-            let outcome = POLICY.decide(&row, refused, "failed".into(), 0);
+            let outcome = POLICY.decide(&row, refused, "failed".into(), EpochSecs::new(0));
             assert!(
                 matches!(outcome, DeletionOutcome::Retry { attempts, .. } if attempts == expected),
                 "{outcome:?}"
@@ -166,7 +167,7 @@ mod tests {
             apply(&mut row, &outcome);
         }
         assert!(matches!(
-            POLICY.decide(&row, refused, "failed".into(), 0),
+            POLICY.decide(&row, refused, "failed".into(), EpochSecs::new(0)),
             DeletionOutcome::Failed { attempts: 3, .. }
         ));
     }
@@ -177,11 +178,11 @@ mod tests {
             retry_after: Some(Duration::from_secs(900)),
         };
         assert!(matches!(
-            POLICY.decide(&pending(), limited, "failed".into(), 0),
+            POLICY.decide(&pending(), limited, "failed".into(), EpochSecs::new(0)),
             DeletionOutcome::Retry {
-                next_attempt_at: 900,
+                next_attempt_at,
                 ..
-            }
+            } if next_attempt_at == EpochSecs::new(900)
         ));
     }
 }

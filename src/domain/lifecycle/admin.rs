@@ -8,6 +8,7 @@
 
 use super::Change;
 use super::sync::while_still;
+use crate::domain::time::EpochSecs;
 use crate::domain::used::was_used;
 use crate::domain::{Sandbox, SandboxStatus};
 
@@ -46,7 +47,7 @@ pub enum RowActionRefused {
 pub fn decide_row_action(
     row: &Sandbox,
     action: &RowAction,
-    now: i64,
+    now: EpochSecs,
 ) -> Result<Change, RowActionRefused> {
     let mut changed = row.clone();
     changed.updated_at = now;
@@ -94,7 +95,7 @@ mod tests {
             reason: "odd logins".into(),
         };
         for status in SandboxStatus::ALL {
-            let decided = decide_row_action(&row(status, None), &quarantine, 900);
+            let decided = decide_row_action(&row(status, None), &quarantine, EpochSecs::new(900));
             let allowed = matches!(status, SandboxStatus::Available | SandboxStatus::Stale);
             assert_eq!(decided.is_ok(), allowed, "{status:?}");
             if let Ok(change) = decided {
@@ -103,29 +104,34 @@ mod tests {
                 assert_eq!(change.expect.status, status, "only while still {status:?}");
             }
         }
-        let quarantined = decide_row_action(&row(SandboxStatus::Available, None), &quarantine, 900)
-            .unwrap()
-            .row;
-        let back = decide_row_action(&quarantined, &RowAction::Unquarantine, 950).unwrap();
+        let quarantined = decide_row_action(
+            &row(SandboxStatus::Available, None),
+            &quarantine,
+            EpochSecs::new(900),
+        )
+        .unwrap()
+        .row;
+        let back =
+            decide_row_action(&quarantined, &RowAction::Unquarantine, EpochSecs::new(950)).unwrap();
         assert_eq!(
             (
                 back.row.status,
                 back.row.quarantine_reason,
                 back.row.updated_at
             ),
-            (SandboxStatus::Available, None, 950)
+            (SandboxStatus::Available, None, EpochSecs::new(950))
         );
         let mut once_used = quarantined;
-        once_used.allocated_at = Some(500);
+        once_used.allocated_at = Some(EpochSecs::new(500));
         assert_eq!(
-            decide_row_action(&once_used, &RowAction::Unquarantine, 950),
+            decide_row_action(&once_used, &RowAction::Unquarantine, EpochSecs::new(950)),
             Err(RowActionRefused::WasHandedOut)
         );
         assert_eq!(
             decide_row_action(
                 &row(SandboxStatus::Available, None),
                 &RowAction::Unquarantine,
-                950
+                EpochSecs::new(950)
             ),
             Err(RowActionRefused::NotQuarantined(SandboxStatus::Available))
         );
@@ -136,27 +142,36 @@ mod tests {
         let quarantine = RowAction::Quarantine {
             reason: "odd logins".into(),
         };
-        let quarantined = decide_row_action(&row(SandboxStatus::Stale, None), &quarantine, 900)
-            .unwrap()
-            .row;
-        let retired = decide_row_action(&quarantined, &RowAction::Retire, 950).unwrap();
+        let quarantined = decide_row_action(
+            &row(SandboxStatus::Stale, None),
+            &quarantine,
+            EpochSecs::new(900),
+        )
+        .unwrap()
+        .row;
+        let retired =
+            decide_row_action(&quarantined, &RowAction::Retire, EpochSecs::new(950)).unwrap();
         assert_eq!(
             (
                 retired.row.status,
                 retired.row.deletion_requested_at,
                 retired.row.quarantine_reason.as_deref()
             ),
-            (SandboxStatus::PendingDeletion, Some(950), None)
+            (
+                SandboxStatus::PendingDeletion,
+                Some(EpochSecs::new(950)),
+                None
+            )
         );
         assert_eq!(retired.expect.status, SandboxStatus::Quarantined);
         assert!(
-            crate::domain::lifecycle::deletion_due(&retired.row, 950, false),
+            crate::domain::lifecycle::deletion_due(&retired.row, EpochSecs::new(950), false),
             "the cleanup job deletes it at once"
         );
         for status in SandboxStatus::ALL {
             if status != SandboxStatus::Quarantined {
                 assert_eq!(
-                    decide_row_action(&row(status, None), &RowAction::Retire, 950),
+                    decide_row_action(&row(status, None), &RowAction::Retire, EpochSecs::new(950)),
                     Err(RowActionRefused::NotQuarantined(status)),
                     "{status:?}"
                 );

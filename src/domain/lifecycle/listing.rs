@@ -9,6 +9,7 @@
 use super::Change;
 use super::sync::while_still;
 use crate::domain::deletion::{AttemptFailure, DeletionOutcome, DeletionPolicy};
+use crate::domain::time::EpochSecs;
 use crate::domain::{Sandbox, SandboxStatus};
 
 /// How a sync applies a provider listing.
@@ -64,7 +65,7 @@ impl SyncRules {
 /// as one refused attempt under the deletion retry rules, so the row goes back to
 /// `pending_deletion` for cleanup to try again (or, once the attempts are used up, to
 /// `deletion_failed`), with an error that says why; it stops being a tombstone.
-pub fn unverified_deletion(row: &Sandbox, rules: &SyncRules, now: i64) -> Option<Change> {
+pub fn unverified_deletion(row: &Sandbox, rules: &SyncRules, now: EpochSecs) -> Option<Change> {
     let deleted_at = row.deleted_at?;
     if row.status != SandboxStatus::Deleted || now - deleted_at <= rules.deletion_verify_grace_secs
     {
@@ -112,9 +113,9 @@ mod tests {
 
     fn tombstone(deleted_at: i64, retries: u32) -> Sandbox {
         let mut deleted = row(SandboxStatus::Deleted, None);
-        deleted.allocated_at = Some(100);
-        deleted.deleted_at = Some(deleted_at);
-        deleted.ttl = Some(deleted_at + 7 * 86_400);
+        deleted.allocated_at = Some(EpochSecs::new(100));
+        deleted.deleted_at = Some(EpochSecs::new(deleted_at));
+        deleted.ttl = Some(EpochSecs::new(deleted_at + 7 * 86_400));
         deleted.deletion_retry_count = retries;
         deleted
     }
@@ -123,11 +124,11 @@ mod tests {
     fn a_deletion_the_provider_contradicts_past_the_grace_is_retried_then_given_up() {
         // Within the grace (the provider may list it a while longer): trusted.
         assert_eq!(
-            unverified_deletion(&tombstone(1_000, 0), &RULES, 4_600),
+            unverified_deletion(&tombstone(1_000, 0), &RULES, EpochSecs::new(4_600)),
             None
         );
         // Past it: back to pending deletion, due now, no longer a tombstone.
-        let change = unverified_deletion(&tombstone(1_000, 0), &RULES, 4_601)
+        let change = unverified_deletion(&tombstone(1_000, 0), &RULES, EpochSecs::new(4_601))
             .expect("an unverified deletion is written");
         let retried = &change.row;
         assert_eq!(
@@ -138,7 +139,13 @@ mod tests {
                 retried.next_deletion_attempt_at,
                 retried.deletion_retry_count,
             ),
-            (SandboxStatus::PendingDeletion, None, None, Some(4_601), 1)
+            (
+                SandboxStatus::PendingDeletion,
+                None,
+                None,
+                Some(EpochSecs::new(4_601)),
+                1
+            )
         );
         let error = retried.last_deletion_error.as_deref().unwrap();
         assert!(
@@ -147,7 +154,8 @@ mod tests {
         );
         assert_eq!(change.expect.status, SandboxStatus::Deleted);
         // The last allowed attempt used up: given up, for an operator.
-        let given_up = unverified_deletion(&tombstone(1_000, 2), &RULES, 9_000).unwrap();
+        let given_up =
+            unverified_deletion(&tombstone(1_000, 2), &RULES, EpochSecs::new(9_000)).unwrap();
         assert_eq!(given_up.row.status, SandboxStatus::DeletionFailed);
         assert_eq!(
             given_up.row.ttl, None,

@@ -12,6 +12,7 @@
 
 use super::listing::{SyncRules, unverified_deletion};
 use super::{Change, Expect};
+use crate::domain::time::EpochSecs;
 use crate::domain::used::was_used;
 use crate::domain::{NewSandbox, Sandbox, SandboxStatus};
 
@@ -89,7 +90,7 @@ pub fn goes_stale(status: SandboxStatus) -> bool {
 
 /// Marking a row the provider no longer lists: an available one becomes `stale`, provided
 /// it is still available when the change lands; anything else is left alone (`None`).
-pub fn mark_stale(row: &Sandbox, now: i64) -> Option<Change> {
+pub fn mark_stale(row: &Sandbox, now: EpochSecs) -> Option<Change> {
     goes_stale(row.status).then(|| {
         let mut stale = row.clone();
         stale.status = SandboxStatus::Stale;
@@ -104,7 +105,7 @@ pub fn mark_stale(row: &Sandbox, now: i64) -> Option<Change> {
 /// Whether stale removal deletes a row: `stale`, and untouched since `stale_since` (the
 /// grace's start). DynamoDB's delete repeats both as its condition, so a row restored
 /// or touched after it was read is left alone.
-pub fn stale_removable(row: &Sandbox, stale_since: i64) -> bool {
+pub fn stale_removable(row: &Sandbox, stale_since: EpochSecs) -> bool {
     row.status == SandboxStatus::Stale && row.updated_at <= stale_since
 }
 
@@ -141,7 +142,12 @@ pub struct Decision {
 /// A sync's decision for `listed` given what the broker has for it: a new available row,
 /// the row refreshed from the listing and available (again), stamped `last_synced = now`,
 /// an unverified deletion retried, or nothing.
-pub fn sync_listed(prior: Prior<'_>, listed: &NewSandbox, rules: &SyncRules, now: i64) -> Decision {
+pub fn sync_listed(
+    prior: Prior<'_>,
+    listed: &NewSandbox,
+    rules: &SyncRules,
+    now: EpochSecs,
+) -> Decision {
     if let Prior::Row(old) = prior
         && let Some(change) = unverified_deletion(old, rules, now)
     {
@@ -177,7 +183,7 @@ pub fn sync_listed(prior: Prior<'_>, listed: &NewSandbox, rules: &SyncRules, now
 /// An import's write for `incoming` given what the broker has for it: as a sync's, but it
 /// replaces only an available row, never brings back a used account, and says nothing of
 /// the provider's listing (`last_synced` is unchanged). `None`: the row is skipped.
-pub fn import_row(prior: Prior<'_>, incoming: &NewSandbox, now: i64) -> Option<Upsert> {
+pub fn import_row(prior: Prior<'_>, incoming: &NewSandbox, now: EpochSecs) -> Option<Upsert> {
     match prior {
         Prior::Used => None,
         Prior::Row(old) if !IMPORT_REPLACES.contains(&old.status) => None,
@@ -197,7 +203,7 @@ pub(super) fn while_still(status: SandboxStatus) -> Expect {
 
 /// `incoming` written over `old` (or as a new row): available, with the incoming name,
 /// provider id and Salesforce account, and everything else `old` remembers.
-fn upsert(old: Option<&Sandbox>, incoming: &NewSandbox, now: i64) -> Upsert {
+fn upsert(old: Option<&Sandbox>, incoming: &NewSandbox, now: EpochSecs) -> Upsert {
     let Some(old) = old else {
         return Upsert::Insert(incoming.clone().into_available_row(now));
     };
@@ -225,7 +231,7 @@ pub(crate) mod tests {
     #[test]
     fn only_an_available_row_is_marked_stale_and_only_while_still_available() {
         for status in SandboxStatus::ALL {
-            let change = mark_stale(&row(status, None), 700);
+            let change = mark_stale(&row(status, None), EpochSecs::new(700));
             assert_eq!(
                 change.is_some(),
                 status == SandboxStatus::Available,
@@ -234,7 +240,7 @@ pub(crate) mod tests {
             if let Some(change) = change {
                 assert_eq!(
                     (change.row.status, change.row.updated_at),
-                    (SandboxStatus::Stale, 700)
+                    (SandboxStatus::Stale, EpochSecs::new(700))
                 );
                 assert_eq!(change.expect.status, SandboxStatus::Available);
             }
@@ -245,14 +251,14 @@ pub(crate) mod tests {
     fn stale_removal_takes_only_stale_rows_untouched_since_the_grace_began() {
         for status in SandboxStatus::ALL {
             let mut candidate = row(status, None);
-            candidate.updated_at = 1_000;
+            candidate.updated_at = EpochSecs::new(1_000);
             assert_eq!(
-                stale_removable(&candidate, 1_000),
+                stale_removable(&candidate, crate::domain::time::EpochSecs::new(1_000)),
                 status == SandboxStatus::Stale,
                 "{status:?} at the boundary"
             );
             assert!(
-                !stale_removable(&candidate, 999),
+                !stale_removable(&candidate, crate::domain::time::EpochSecs::new(999)),
                 "{status:?} touched after"
             );
         }
@@ -272,7 +278,7 @@ pub(crate) mod tests {
     };
 
     fn step(prior: Prior<'_>) -> SyncStep {
-        sync_listed(prior, &listed("lab-1", None), &RULES, 900).step
+        sync_listed(prior, &listed("lab-1", None), &RULES, EpochSecs::new(900)).step
     }
 
     #[test]
@@ -292,8 +298,14 @@ pub(crate) mod tests {
         // Whatever the row remembers and however late, these are never written.
         for held in SYNC_NEVER_WRITES {
             let mut old = row(held, None);
-            (old.allocated_at, old.deleted_at) = (Some(100), Some(100));
-            let decision = sync_listed(Prior::Row(&old), &listed("lab-1", None), &RULES, i64::MAX);
+            (old.allocated_at, old.deleted_at) =
+                (Some(EpochSecs::new(100)), Some(EpochSecs::new(100)));
+            let decision = sync_listed(
+                Prior::Row(&old),
+                &listed("lab-1", None),
+                &RULES,
+                EpochSecs::new(i64::MAX),
+            );
             assert_eq!(decision.upsert, None, "{held:?}");
         }
         assert!(goes_stale(Available));
@@ -302,13 +314,21 @@ pub(crate) mod tests {
     #[test]
     fn a_used_account_is_never_made_available_again_by_a_sync_or_an_import() {
         let incoming = listed("lab-1", None);
-        let kept_out = sync_listed(Prior::Used, &incoming, &RULES, 900);
+        let kept_out = sync_listed(Prior::Used, &incoming, &RULES, EpochSecs::new(900));
         assert_eq!((kept_out.step, kept_out.upsert), (SyncStep::KeptOut, None));
-        assert_eq!(import_row(Prior::Used, &incoming, 900), None);
+        assert_eq!(
+            import_row(Prior::Used, &incoming, EpochSecs::new(900)),
+            None
+        );
         // A stale row that was allocated once (an older build put it back) stays stale.
         let mut once_allocated = row(SandboxStatus::Stale, None);
-        once_allocated.allocated_at = Some(500);
-        let kept_out = sync_listed(Prior::Row(&once_allocated), &incoming, &RULES, 900);
+        once_allocated.allocated_at = Some(EpochSecs::new(500));
+        let kept_out = sync_listed(
+            Prior::Row(&once_allocated),
+            &incoming,
+            &RULES,
+            EpochSecs::new(900),
+        );
         assert_eq!((kept_out.step, kept_out.upsert), (SyncStep::KeptOut, None));
         assert_eq!(Prior::of(None, true).row(), None);
         assert!(matches!(
@@ -320,11 +340,21 @@ pub(crate) mod tests {
     #[test]
     fn a_sync_retries_a_deletion_the_listing_contradicts_past_the_grace() {
         let mut deleted = row(SandboxStatus::Deleted, None);
-        deleted.deleted_at = Some(1_000);
+        deleted.deleted_at = Some(EpochSecs::new(1_000));
         let incoming = listed("lab-1", None);
-        let within = sync_listed(Prior::Row(&deleted), &incoming, &RULES, 4_600);
+        let within = sync_listed(
+            Prior::Row(&deleted),
+            &incoming,
+            &RULES,
+            EpochSecs::new(4_600),
+        );
         assert_eq!((within.step, within.upsert), (SyncStep::Untouched, None));
-        let past = sync_listed(Prior::Row(&deleted), &incoming, &RULES, 4_601);
+        let past = sync_listed(
+            Prior::Row(&deleted),
+            &incoming,
+            &RULES,
+            EpochSecs::new(4_601),
+        );
         assert_eq!(past.step, SyncStep::Unverified);
         assert_eq!(
             past.upsert.map(|upsert| upsert.row().status),
@@ -344,7 +374,7 @@ pub(crate) mod tests {
     /// A row in `status` with a history a refresh must keep.
     fn remembered(status: SandboxStatus) -> Sandbox {
         let mut old = row(status, None);
-        old.created_at = 10;
+        old.created_at = EpochSecs::new(10);
         old.deletion_retry_count = 2;
         old.sfdc_account_id = Some("001OLD".into());
         old.lab = Some("an earlier lab".into());
@@ -353,8 +383,13 @@ pub(crate) mod tests {
 
     #[test]
     fn a_sync_writes_a_new_row_or_refreshes_a_replaceable_one_and_keeps_its_history() {
-        let Some(Upsert::Insert(new)) =
-            sync_listed(Prior::Nothing, &listed("lab-new", None), &RULES, 900).upsert
+        let Some(Upsert::Insert(new)) = sync_listed(
+            Prior::Nothing,
+            &listed("lab-new", None),
+            &RULES,
+            EpochSecs::new(900),
+        )
+        .upsert
         else {
             panic!("a missing row is inserted")
         };
@@ -365,11 +400,21 @@ pub(crate) mod tests {
                 new.created_at,
                 new.last_synced
             ),
-            (SandboxStatus::Available, "lab-new", 900, Some(900))
+            (
+                SandboxStatus::Available,
+                "lab-new",
+                EpochSecs::new(900),
+                Some(EpochSecs::new(900))
+            )
         );
         for status in SandboxStatus::ALL {
             let old = remembered(status);
-            let decision = sync_listed(Prior::Row(&old), &listed("lab-new", None), &RULES, 900);
+            let decision = sync_listed(
+                Prior::Row(&old),
+                &listed("lab-new", None),
+                &RULES,
+                EpochSecs::new(900),
+            );
             let upsert = decision.upsert;
             assert_eq!(
                 upsert.is_none(),
@@ -387,7 +432,7 @@ pub(crate) mod tests {
             );
             assert_eq!(
                 (refreshed.updated_at, refreshed.last_synced),
-                (900, Some(900))
+                (EpochSecs::new(900), Some(EpochSecs::new(900)))
             );
             assert_eq!(
                 (
@@ -396,7 +441,12 @@ pub(crate) mod tests {
                     refreshed.sfdc_account_id.as_deref(),
                     refreshed.lab.as_deref(),
                 ),
-                (10, 2, Some("001OLD"), Some("an earlier lab")),
+                (
+                    EpochSecs::new(10),
+                    2,
+                    Some("001OLD"),
+                    Some("an earlier lab")
+                ),
                 "{status:?}: what the listing does not say is kept"
             );
             assert_eq!(change.expect.status, status, "only while still {status:?}");
@@ -406,7 +456,7 @@ pub(crate) mod tests {
             Prior::Row(&remembered(SandboxStatus::Available)),
             &listed("lab-1", Some("001NEW")),
             &RULES,
-            900,
+            EpochSecs::new(900),
         )
         .upsert
         else {
@@ -417,8 +467,11 @@ pub(crate) mod tests {
 
     #[test]
     fn an_import_replaces_only_an_available_row_and_says_nothing_of_a_sync() {
-        let Some(Upsert::Insert(new)) = import_row(Prior::Nothing, &listed("lab-new", None), 900)
-        else {
+        let Some(Upsert::Insert(new)) = import_row(
+            Prior::Nothing,
+            &listed("lab-new", None),
+            EpochSecs::new(900),
+        ) else {
             panic!("a missing row is inserted")
         };
         assert_eq!(
@@ -427,8 +480,12 @@ pub(crate) mod tests {
         );
         for status in SandboxStatus::ALL {
             let mut old = remembered(status);
-            old.last_synced = Some(5);
-            let upsert = import_row(Prior::Row(&old), &listed("lab-new", None), 900);
+            old.last_synced = Some(EpochSecs::new(5));
+            let upsert = import_row(
+                Prior::Row(&old),
+                &listed("lab-new", None),
+                EpochSecs::new(900),
+            );
             assert_eq!(
                 upsert.is_some(),
                 status == SandboxStatus::Available,
@@ -436,8 +493,14 @@ pub(crate) mod tests {
             );
             if let Some(upsert) = upsert {
                 let row = upsert.row();
-                assert_eq!((row.name.as_str(), row.updated_at), ("lab-new", 900));
-                assert_eq!((row.created_at, row.last_synced), (10, Some(5)));
+                assert_eq!(
+                    (row.name.as_str(), row.updated_at),
+                    ("lab-new", EpochSecs::new(900))
+                );
+                assert_eq!(
+                    (row.created_at, row.last_synced),
+                    (EpochSecs::new(10), Some(EpochSecs::new(5)))
+                );
             }
         }
     }

@@ -53,7 +53,7 @@ pub async fn usage(
     Query(params): Query<UsageParams>,
 ) -> Result<Json<UsageView>> {
     let window = UsageWindow::ending_now(
-        app.clock.now().get(),
+        app.clock.now(),
         whole_number("hours", params.hours.as_ref(), 24)?,
         whole_number("bucket_minutes", params.bucket_minutes.as_ref(), 60)?,
     )?;

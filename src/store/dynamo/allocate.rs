@@ -378,7 +378,7 @@ mod tests {
                 idempotency_key: "stu",
                 lab,
                 lab_duration_hours: 48,
-                now: 1_000,
+                now: crate::domain::time::EpochSecs::new(1_000),
             };
             let unread = unread_available("42").unwrap();
             let update = row_update(&unread, &lifecycle::allocate(&unread, &grant).unwrap());

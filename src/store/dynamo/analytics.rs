@@ -3,6 +3,7 @@
 
 use super::DynamoStore;
 use super::item::{NIOSXAAS_PREFIX, SANDBOX_PREFIX, s};
+use crate::domain::time::EpochSecs;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{NiosxaasHistory, Sandbox};
 use crate::store::StoreError;
@@ -41,7 +42,7 @@ impl DynamoStore {
     /// an expired item is left out here as on the embedded store).
     pub(super) async fn scan_niosxaas_histories(
         &self,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<Vec<NiosxaasHistory>, StoreError> {
         let scan = self
             .client()

@@ -5,6 +5,7 @@
 //! every outcome is written only while the runner still holds that claim — so two runners
 //! never delete the same sandbox twice, and a late runner never overwrites a newer result.
 
+use crate::domain::time::EpochSecs;
 use aws_sdk_dynamodb::types::{ReturnValue, TransactWriteItem, Update};
 
 use super::DynamoStore;
@@ -20,7 +21,7 @@ impl DynamoStore {
     /// See [`crate::store::LifecycleStore::deletions_due`].
     pub(super) async fn due_deletions(
         &self,
-        now: i64,
+        now: EpochSecs,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError> {
         Ok(self
@@ -42,7 +43,6 @@ impl DynamoStore {
             now,
             until,
         } = claim;
-        let (now, until) = (now.get(), until.get());
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
         let update = self
@@ -82,7 +82,6 @@ impl DynamoStore {
             niosxaas,
             now,
         } = finished;
-        let now = now.get();
         let change = finished_change(claimed, runner, &outcome, niosxaas, now);
         let history = if outcome.is_final() {
             NiosxaasHistory::of(&change.row, now).map(|history| Item::from(&history))
@@ -136,14 +135,19 @@ impl DynamoStore {
 
     /// See [`crate::store::LifecycleStore::purge_tombstones`]. DynamoDB's own TTL (enabled on `ttl`
     /// by the Terraform) also drops them; this keeps tables without it tidy.
-    pub(super) async fn purge_expired_tombstones(&self, now: i64) -> Result<u64, StoreError> {
+    pub(super) async fn purge_expired_tombstones(&self, now: EpochSecs) -> Result<u64, StoreError> {
         let expired: Vec<Sandbox> = self
             .rows_in_status(SandboxStatus::Deleted)
             .await?
             .into_iter()
             .filter(|row| lifecycle::tombstone_purgeable(row, now))
             .collect();
-        self.delete_each_if(expired, SandboxStatus::Deleted, Some(("ttl", now)), now)
-            .await
+        self.delete_each_if(
+            expired,
+            SandboxStatus::Deleted,
+            Some(("ttl", now.get())),
+            now,
+        )
+        .await
     }
 }

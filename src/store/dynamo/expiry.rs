@@ -4,6 +4,7 @@
 //! conditional on exactly what was read — so a student's own mark, a sync or another
 //! instance racing these always leaves one consistent outcome.
 
+use crate::domain::time::EpochSecs;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::error::DynamoError;
@@ -35,7 +36,7 @@ impl DynamoStore {
     /// See [`crate::store::LifecycleStore::expire_allocations`].
     pub(super) async fn expire_ended(
         &self,
-        now: i64,
+        now: EpochSecs,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
         let ended: Vec<(Sandbox, Change)> = self
@@ -74,7 +75,11 @@ impl DynamoStore {
     }
 
     /// See [`crate::store::LifecycleStore::delete_stale`].
-    pub(super) async fn remove_stale(&self, stale_since: i64, now: i64) -> Result<u64, StoreError> {
+    pub(super) async fn remove_stale(
+        &self,
+        stale_since: EpochSecs,
+        now: EpochSecs,
+    ) -> Result<u64, StoreError> {
         let old: Vec<Sandbox> = self
             .rows_in_status(SandboxStatus::Stale)
             .await?
@@ -84,7 +89,7 @@ impl DynamoStore {
         self.delete_each_if(
             old,
             SandboxStatus::Stale,
-            Some(("updated_at", stale_since)),
+            Some(("updated_at", stale_since.get())),
             now,
         )
         .await

@@ -4,6 +4,7 @@
 //! as strings), write exactly the table layout's names and types (docs/dynamodb.md), and never write an empty
 //! string or a null into an attribute that keys a GSI.
 
+use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -150,28 +151,30 @@ impl TryFrom<&Item> for Sandbox {
             external_id: text("external_id").unwrap_or_default(),
             status,
             holder: text("allocated_to_track"),
-            allocated_at,
+            allocated_at: allocated_at.map(EpochSecs::new),
             lab_duration_hours: item
                 .integer("lab_duration_hours")
                 .and_then(|h| u32::try_from(h).ok()),
             allocated_by: text("allocated_by"),
-            deletion_requested_at: item.integer("deletion_requested_at"),
+            deletion_requested_at: (item.integer("deletion_requested_at")).map(EpochSecs::new),
             deletion_retry_count: item
                 .integer("deletion_retry_count")
                 .and_then(|c| u32::try_from(c).ok())
                 .unwrap_or(0),
-            last_synced: item.integer("last_synced"),
+            last_synced: (item.integer("last_synced")).map(EpochSecs::new),
             idempotency_key: text("idempotency_key"),
             lab: text("track_name"),
-            created_at: item.integer("created_at").unwrap_or(updated_at),
-            updated_at,
+            created_at: EpochSecs::new(item.integer("created_at").unwrap_or(updated_at)),
+            updated_at: EpochSecs::new(updated_at),
             sfdc_account_id: text("sfdc_account_id"),
-            deleted_at: item.integer("deleted_at"),
-            ttl: item.integer("ttl"),
-            next_deletion_attempt_at: item.integer("next_deletion_attempt_at"),
+            deleted_at: (item.integer("deleted_at")).map(EpochSecs::new),
+            ttl: (item.integer("ttl")).map(EpochSecs::new),
+            next_deletion_attempt_at: (item.integer("next_deletion_attempt_at"))
+                .map(EpochSecs::new),
             deletion_claimed_by: text("deletion_claimed_by"),
-            deletion_claimed_until: item.integer("deletion_claimed_until"),
-            first_deletion_failure_at: item.integer("first_deletion_failure_at"),
+            deletion_claimed_until: (item.integer("deletion_claimed_until")).map(EpochSecs::new),
+            first_deletion_failure_at: (item.integer("first_deletion_failure_at"))
+                .map(EpochSecs::new),
             deletion_transient_failures: item
                 .integer("deletion_transient_failures")
                 .and_then(|c| u32::try_from(c).ok())
@@ -194,7 +197,10 @@ impl From<&Sandbox> for Item {
         put("external_id", s(&row.external_id));
         put("status", s(row.status.as_str()));
         // The table's sentinel: 0 while never allocated, so StatusIndex holds every row.
-        put("allocated_at", n(row.allocated_at.unwrap_or(0)));
+        put(
+            "allocated_at",
+            n(row.allocated_at.unwrap_or(EpochSecs::new(0))),
+        );
         put("deletion_retry_count", n(row.deletion_retry_count));
         put("created_at", n(row.created_at));
         put("updated_at", n(row.updated_at));
@@ -215,13 +221,25 @@ impl From<&Sandbox> for Item {
         }
         let optional_numbers = [
             ("lab_duration_hours", row.lab_duration_hours.map(i64::from)),
-            ("deletion_requested_at", row.deletion_requested_at),
-            ("last_synced", row.last_synced),
-            ("deleted_at", row.deleted_at),
-            ("ttl", row.ttl),
-            ("next_deletion_attempt_at", row.next_deletion_attempt_at),
-            ("deletion_claimed_until", row.deletion_claimed_until),
-            ("first_deletion_failure_at", row.first_deletion_failure_at),
+            (
+                "deletion_requested_at",
+                row.deletion_requested_at.map(EpochSecs::get),
+            ),
+            ("last_synced", row.last_synced.map(EpochSecs::get)),
+            ("deleted_at", row.deleted_at.map(EpochSecs::get)),
+            ("ttl", row.ttl.map(EpochSecs::get)),
+            (
+                "next_deletion_attempt_at",
+                row.next_deletion_attempt_at.map(EpochSecs::get),
+            ),
+            (
+                "deletion_claimed_until",
+                row.deletion_claimed_until.map(EpochSecs::get),
+            ),
+            (
+                "first_deletion_failure_at",
+                row.first_deletion_failure_at.map(EpochSecs::get),
+            ),
             (
                 "deletion_transient_failures",
                 Some(i64::from(row.deletion_transient_failures)).filter(|c| *c > 0),
@@ -271,7 +289,7 @@ pub(crate) mod tests {
         assert_eq!(row.lab, None);
         assert_eq!(
             row.last_synced,
-            Some(1_728_054_123),
+            Some(EpochSecs::new(1_728_054_123)),
             "fractional N is truncated"
         );
     }
@@ -283,7 +301,7 @@ pub(crate) mod tests {
         item.insert("sfdc_account_id".into(), s(""));
         item.insert("deletion_retry_count".into(), s("2"));
         let row = Sandbox::try_from(&item).unwrap();
-        assert_eq!(row.allocated_at, Some(1_728_054_123));
+        assert_eq!(row.allocated_at, Some(EpochSecs::new(1_728_054_123)));
         assert_eq!(row.sfdc_account_id, None);
         assert_eq!(row.deletion_retry_count, 2);
     }

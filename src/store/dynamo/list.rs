@@ -8,6 +8,7 @@
 //! A status filter reads `StatusIndex`, a student filter `TrackIndex`, otherwise the table
 //! is scanned with consistent reads.
 
+use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use super::DynamoStore;
@@ -197,7 +198,7 @@ fn cursor_for(path: &Path<'_>, row: &Sandbox) -> ListCursor {
         after_sandbox_id: row.sandbox_id.clone(),
         after_allocated_at: match path {
             Path::Scan => None,
-            _ => Some(row.allocated_at.unwrap_or(0)),
+            _ => Some(row.allocated_at.map_or(0, EpochSecs::get)),
         },
     }
 }

@@ -1,6 +1,7 @@
 //! Releases on the shared table: a student's mark, decided by `domain::lifecycle` and
 //! applied through the update derived from that decision; the freed allocation key.
 
+use crate::domain::time::EpochSecs;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::ReturnValue;
 
@@ -60,7 +61,7 @@ impl DynamoStore {
         request: &ReleaseRequest,
     ) -> Outcome<ReleaseOutcome> {
         let ReleaseRequest { id, holder, now } = request;
-        let now = now.get();
+        let now = *now;
         let Some(row) = self.row(budget, id.as_str()).await? else {
             return Ok(Err(Refusal::SandboxNotFound));
         };
@@ -110,7 +111,7 @@ impl DynamoStore {
         &self,
         id: &SandboxId,
         action: &lifecycle::RowAction,
-        now: i64,
+        now: EpochSecs,
     ) -> Outcome<Sandbox> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;

@@ -5,6 +5,7 @@
 //! was handed out leaves its used-account marker in the same transaction
 //! (`domain::used`), so the account never comes back into the pool.
 
+use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
@@ -28,7 +29,7 @@ impl DynamoStore {
     pub(super) async fn remove_in_status(
         &self,
         status: DeletableStatus,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<u64, StoreError> {
         let rows = self.rows_in_status(status.status()).await?;
         self.delete_each_if(rows, status.status(), None, now).await
@@ -45,7 +46,7 @@ impl DynamoStore {
         rows: Vec<Sandbox>,
         status: SandboxStatus,
         at_most: Option<(&str, i64)>,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<u64, StoreError> {
         let (condition, names, values) = {
             let mut names = HashMap::from([("#s".to_owned(), "status".to_owned())]);

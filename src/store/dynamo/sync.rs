@@ -12,6 +12,7 @@
 //! (`SyncRules::believe`). Each `available` row the provider no longer lists turns
 //! `stale` only if it is still `available`; an allocation racing the sync always wins.
 
+use crate::domain::time::EpochSecs;
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -65,7 +66,7 @@ impl DynamoStore {
         &self,
         listing: Vec<ProviderSandbox>,
         rules: &SyncRules,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<Result<SyncSummary, ListingRefused>, StoreError> {
         let mut known: HashMap<String, Sandbox> = HashMap::new();
         for status in lifecycle::SYNC_REPLACES {
@@ -96,7 +97,7 @@ impl DynamoStore {
             })
             .collect();
         let snapshot = ListingSnapshot {
-            taken_at: now,
+            taken_at: now.get(),
             ids: guessed
                 .iter()
                 .map(|(sandbox, _)| sandbox.sandbox_id.as_str().to_owned())
@@ -145,7 +146,7 @@ impl DynamoStore {
     pub(super) async fn import_rows(
         &self,
         rows: Vec<NewSandbox>,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<ImportSummary, StoreError> {
         let decide = |prior: Prior<'_>, incoming: &NewSandbox| {
             let upsert = lifecycle::import_row(prior, incoming, now);
@@ -318,7 +319,7 @@ impl DynamoStore {
     }
 
     /// Marks `row` (read `available`, no longer listed) stale if it still is available.
-    async fn mark_stale(&self, row: Sandbox, now: i64) -> Result<bool, StoreError> {
+    async fn mark_stale(&self, row: Sandbox, now: EpochSecs) -> Result<bool, StoreError> {
         let Some(change) = lifecycle::mark_stale(&row, now) else {
             return Ok(false);
         };

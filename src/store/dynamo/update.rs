@@ -5,6 +5,7 @@
 //! decided row (the key never changes), and the condition is exactly the decision's
 //! [`Expect`](crate::domain::lifecycle::Expect): what must still hold for it to apply.
 
+use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use super::error::internal;
@@ -127,7 +128,7 @@ pub(super) fn unread_available(id: &str) -> Result<Sandbox, StoreError> {
         external_id: ExternalId::parse("external_id", UNREAD).map_err(invalid)?,
         sfdc_account_id: None,
     }
-    .into_available_row(0);
+    .into_available_row(EpochSecs::new(0));
     row.sandbox_id = id.to_owned();
     row.lab = Some(UNREAD.to_owned());
     Ok(row)
@@ -183,7 +184,7 @@ mod tests {
             old.status = status;
             old.sfdc_account_id = Some("001X".into());
             let Some(Upsert::Update(change)) =
-                sync_listed(Prior::Row(&old), &listed, &RULES, 900).upsert
+                sync_listed(Prior::Row(&old), &listed, &RULES, EpochSecs::new(900)).upsert
             else {
                 panic!("{status:?} is refreshed")
             };
@@ -214,10 +215,10 @@ mod tests {
             external_id: ExternalId::parse("ext", &old.external_id).unwrap(),
             sfdc_account_id: None,
         };
-        old.updated_at = 900;
-        old.last_synced = Some(900);
+        old.updated_at = EpochSecs::new(900);
+        old.last_synced = Some(EpochSecs::new(900));
         let Some(Upsert::Update(change)) =
-            sync_listed(Prior::Row(&old), &listed, &RULES, 900).upsert
+            sync_listed(Prior::Row(&old), &listed, &RULES, EpochSecs::new(900)).upsert
         else {
             panic!("an available row is refreshed")
         };
@@ -238,9 +239,11 @@ mod tests {
         held.status = SandboxStatus::Allocated;
         held.holder = Some("stu".into());
         held.sfdc_account_id = Some("001X".into());
-        let Ok(Release::Now(mut change)) =
-            release(&held, &HolderKey::parse("h", "stu").unwrap(), 900)
-        else {
+        let Ok(Release::Now(mut change)) = release(
+            &held,
+            &HolderKey::parse("h", "stu").unwrap(),
+            EpochSecs::new(900),
+        ) else {
             panic!("a release")
         };
         change.row.sfdc_account_id = None;

@@ -20,6 +20,7 @@ pub(super) use self::list::{
     read_niosxaas_history, read_row,
 };
 
+use crate::domain::time::EpochSecs;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
@@ -264,7 +265,7 @@ impl<'txn> Tables<'txn> {
 
     /// Deletes `old` and its index entries; a row that was handed out leaves its
     /// [`UsedAccount`] marker in the same transaction, so its account never comes back.
-    fn remove(&mut self, old: &Sandbox, now: i64) -> Result<(), StoreError> {
+    fn remove(&mut self, old: &Sandbox, now: EpochSecs) -> Result<(), StoreError> {
         if let Some(marker) = UsedAccount::left_by(old, now) {
             let bytes =
                 serde_json::to_vec(&marker).map_err(|err| StoreError::Internal(Box::new(err)))?;
@@ -336,13 +337,15 @@ mod tests {
         let txn = db.begin_write().unwrap();
         {
             let mut tables = Tables::open(&txn).unwrap();
-            tables.import(vec![row("1"), row("2")], 0).unwrap();
+            tables
+                .import(vec![row("1"), row("2")], EpochSecs::new(0))
+                .unwrap();
             // An allocation as a build before `allocated_by` stored it.
             let old = tables.row("1").unwrap().unwrap();
             let mut allocated = old.clone();
             allocated.status = SandboxStatus::Allocated;
             allocated.holder = Some("stu".into());
-            allocated.allocated_at = Some(100);
+            allocated.allocated_at = Some(EpochSecs::new(100));
             allocated.lab_duration_hours = Some(2);
             tables.put(Some(&old), &allocated).unwrap();
         }
@@ -365,7 +368,7 @@ mod tests {
         {
             let mut tables = Tables::open(&txn).unwrap();
             tables
-                .import(vec![row("1"), row("2"), row("3")], 0)
+                .import(vec![row("1"), row("2"), row("3")], EpochSecs::new(0))
                 .unwrap();
             tables.by_status.retain(|_, ()| false).unwrap();
         }

@@ -1,6 +1,7 @@
 //! `TestApp::spawn()` / `TestApp::builder()`, a `TestApp` with one typed method per
 //! endpoint, and the helpers every test module shares.
 
+use sandbox_broker::domain::time::EpochSecs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,7 +202,7 @@ impl TestApp {
             .admin
             .import(
                 sandboxes(prefix, id_base, count),
-                sandbox_broker::domain::time::EpochSecs::new(now_epoch()),
+                EpochSecs::new(now_epoch()),
             )
             .await
             .expect("seed pool");

@@ -1,5 +1,6 @@
 //! The JSON shapes of the admin routes (docs/api.md, *Admin routes*), each an OpenAPI schema.
 
+use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -45,13 +46,13 @@ impl AdminSandboxView {
         Self {
             sandbox: SandboxView::new(row, lab),
             idempotency_key: row.idempotency_key.clone(),
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            last_synced: row.last_synced,
-            deleted_at: row.deleted_at,
+            created_at: row.created_at.get(),
+            updated_at: row.updated_at.get(),
+            last_synced: row.last_synced.map(EpochSecs::get),
+            deleted_at: row.deleted_at.map(EpochSecs::get),
             deletion_retry_count: row.deletion_retry_count,
             last_deletion_error: row.last_deletion_error.clone(),
-            niosxaas_cleaned_at: hook.and_then(|h| h.niosxaas_cleaned_at),
+            niosxaas_cleaned_at: (hook.and_then(|h| h.niosxaas_cleaned_at)).map(EpochSecs::get),
             niosxaas_cleanup_skipped: hook.map(|h| h.niosxaas_cleanup_skipped),
             niosxaas_cleanup_failed_reason: hook
                 .and_then(|h| h.niosxaas_cleanup_failed_reason.clone()),
@@ -260,13 +261,13 @@ impl From<crate::domain::NiosxaasHistory> for NiosxaasHistoryView {
             external_id: history.external_id,
             lab: history.lab,
             holder: history.holder,
-            niosxaas_cleaned_at: history.cleanup.niosxaas_cleaned_at,
+            niosxaas_cleaned_at: history.cleanup.niosxaas_cleaned_at.map(EpochSecs::get),
             niosxaas_cleanup_skipped: history.cleanup.niosxaas_cleanup_skipped,
             niosxaas_cleanup_failed_reason: history.cleanup.niosxaas_cleanup_failed_reason,
             niosxaas_services_matched: history.cleanup.niosxaas_services_matched,
             niosxaas_shadow_mode: history.cleanup.niosxaas_shadow_mode,
-            deleted_at: history.deleted_at,
-            ttl: history.ttl,
+            deleted_at: history.deleted_at.map(EpochSecs::get),
+            ttl: history.ttl.get(),
         }
     }
 }

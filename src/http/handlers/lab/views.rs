@@ -3,6 +3,7 @@
 //! Rule: wire shapes are built from store rows here and nowhere else; `sfdc_account_id`
 //! is always a string and timestamps are integer epoch seconds.
 
+use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -37,8 +38,8 @@ impl AllocationView {
             sandbox_id: row.sandbox_id.clone(),
             name: row.name.clone(),
             external_id: row.external_id.clone(),
-            allocated_at,
-            expires_at: lab.expires_at(row).unwrap_or(allocated_at),
+            allocated_at: allocated_at.get(),
+            expires_at: (lab.expires_at(row).unwrap_or(allocated_at)).get(),
             sfdc_account_id: row.sfdc_account_id.clone().unwrap_or_default(),
         }
     }
@@ -81,11 +82,11 @@ impl SandboxView {
             external_id: row.external_id.clone(),
             status: row.status.as_str().to_owned(),
             holder: row.holder.clone(),
-            allocated_at: row.allocated_at,
-            expires_at: lab.expires_at(row),
+            allocated_at: row.allocated_at.map(EpochSecs::get),
+            expires_at: (lab.expires_at(row)).map(EpochSecs::get),
             lab: row.lab.clone(),
             sfdc_account_id: row.sfdc_account_id.clone().unwrap_or_default(),
-            deletion_requested_at: row.deletion_requested_at,
+            deletion_requested_at: row.deletion_requested_at.map(EpochSecs::get),
         }
     }
 }
@@ -108,7 +109,7 @@ impl From<&Sandbox> for ReleaseView {
         Self {
             sandbox_id: row.sandbox_id.clone(),
             status: row.status.as_str().to_owned(),
-            deletion_requested_at: row.deletion_requested_at,
+            deletion_requested_at: row.deletion_requested_at.map(EpochSecs::get),
         }
     }
 }

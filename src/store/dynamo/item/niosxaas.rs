@@ -1,6 +1,7 @@
 //! The NIOSXaaS hook's attributes on a sandbox item, and its history items (docs/dynamodb.md),
 //! under the Python service's names and types.
 
+use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -67,7 +68,8 @@ pub(super) fn read_niosxaas(item: &Item) -> Option<NiosxaasCleanup> {
     .iter()
     .any(|name| item.contains_key(*name));
     ran.then(|| NiosxaasCleanup {
-        niosxaas_cleaned_at: item.integer("niosxaas_cleaned_at").filter(|at| *at > 0),
+        niosxaas_cleaned_at: (item.integer("niosxaas_cleaned_at").filter(|at| *at > 0))
+            .map(EpochSecs::new),
         niosxaas_cleanup_skipped: flag(item, "niosxaas_cleanup_skipped"),
         niosxaas_cleanup_failed_reason: item
             .text("niosxaas_cleanup_failed_reason")
@@ -124,8 +126,8 @@ impl TryFrom<&Item> for NiosxaasHistory {
             lab: text("track_name"),
             holder: text("allocated_to_track"),
             cleanup: read_niosxaas(item).unwrap_or_default(),
-            deleted_at: item.integer("deleted_at"),
-            ttl: item.integer("ttl").unwrap_or(0),
+            deleted_at: (item.integer("deleted_at")).map(EpochSecs::new),
+            ttl: EpochSecs::new(item.integer("ttl").unwrap_or(0)),
         })
     }
 }
@@ -145,14 +147,14 @@ mod tests {
             lab: Some("dns-lab".into()),
             holder: Some("stu".into()),
             cleanup: NiosxaasCleanup {
-                niosxaas_cleaned_at: Some(100),
+                niosxaas_cleaned_at: Some(EpochSecs::new(100)),
                 niosxaas_cleanup_skipped: false,
                 niosxaas_cleanup_failed_reason: None,
                 niosxaas_services_matched: 2,
                 niosxaas_shadow_mode: false,
             },
-            deleted_at: Some(101),
-            ttl: 200,
+            deleted_at: Some(EpochSecs::new(101)),
+            ttl: EpochSecs::new(200),
         };
         let item = Item::from(&history);
         assert_eq!(item["PK"], s("NIOSXAAS#7"));

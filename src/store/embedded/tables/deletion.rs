@@ -1,12 +1,13 @@
 //! Deletion bookkeeping: rows due, claims, outcomes, and expired tombstones.
 
 use super::*;
+use crate::domain::time::EpochSecs;
 
 impl Tables<'_> {
     /// Pending rows due for a deletion attempt.
     pub(in crate::store::embedded) fn deletions_due(
         &self,
-        now: i64,
+        now: EpochSecs,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError> {
         let mut due = Vec::new();
@@ -25,8 +26,8 @@ impl Tables<'_> {
         &mut self,
         id: &str,
         runner: &str,
-        now: i64,
-        until: i64,
+        now: EpochSecs,
+        until: EpochSecs,
     ) -> Result<Option<Sandbox>, StoreError> {
         let Some(old) = self.row(id)? else {
             return Ok(None);
@@ -46,7 +47,7 @@ impl Tables<'_> {
         runner: &str,
         outcome: &DeletionOutcome,
         niosxaas: Option<NiosxaasCleanup>,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<(), StoreError> {
         let Some(old) = self.row(id)? else {
             return Ok(());
@@ -71,7 +72,7 @@ impl Tables<'_> {
     /// Drops tombstones and NIOSXaaS history items whose ttl has passed; counts tombstones.
     pub(in crate::store::embedded) fn purge_tombstones(
         &mut self,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<u64, StoreError> {
         self.niosxaas_history
             .retain(|_, bytes| {

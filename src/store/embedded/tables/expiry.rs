@@ -1,12 +1,13 @@
 //! Auto-expiry: releasing the allocations of ended labs.
 
 use super::*;
+use crate::domain::time::EpochSecs;
 
 impl Tables<'_> {
     /// Releases ended allocations (see [`crate::store::LifecycleStore::expire_allocations`]).
     pub(in crate::store::embedded) fn expire_allocations(
         &mut self,
-        now: i64,
+        now: EpochSecs,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
         let mut expired = Vec::new();

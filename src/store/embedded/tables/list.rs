@@ -1,6 +1,7 @@
 //! Reads from a snapshot: one row, a page of the admin list, per-lab statistics; and the bulk delete.
 
 use super::*;
+use crate::domain::time::EpochSecs;
 
 /// Available rows by name prefix, from a fresh snapshot: one range of the available index
 /// per prefix.
@@ -65,7 +66,7 @@ pub(in crate::store::embedded) fn read_held_by(
 pub(in crate::store::embedded) fn read_niosxaas_history(
     db: &Database,
     id: &str,
-    now: i64,
+    now: EpochSecs,
 ) -> Result<Option<NiosxaasHistory>, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let table = txn.open_table(NIOSXAAS_HISTORY).map_err(storage)?;
@@ -79,7 +80,7 @@ pub(in crate::store::embedded) fn read_niosxaas_history(
 /// Every NIOSXaaS history item not expired by `now`.
 pub(in crate::store::embedded) fn read_niosxaas_histories(
     db: &Database,
-    now: i64,
+    now: EpochSecs,
 ) -> Result<Vec<NiosxaasHistory>, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let table = txn.open_table(NIOSXAAS_HISTORY).map_err(storage)?;
@@ -205,7 +206,7 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn bulk_delete(
         &mut self,
         status: DeletableStatus,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<u64, StoreError> {
         let mut doomed = Vec::new();
         for entry in self.sandboxes.iter().map_err(storage)? {

@@ -1,6 +1,7 @@
 //! Releases: a holder's release, and the allocation key it frees.
 
 use super::*;
+use crate::domain::time::EpochSecs;
 
 impl Tables<'_> {
     /// Moves the owner's allocated row to `pending_deletion`; other released states are a repeat.
@@ -12,7 +13,7 @@ impl Tables<'_> {
             return Ok(Err(Refusal::SandboxNotFound));
         };
         // Read inside this write transaction, so the decision's expectation holds.
-        let new = match lifecycle::release(&old, &request.holder, request.now.get()) {
+        let new = match lifecycle::release(&old, &request.holder, request.now) {
             Err(NotHolder) => return Ok(Err(Refusal::NotHolder)),
             Ok(Release::Repeat) => {
                 return Ok(Ok(ReleaseOutcome {
@@ -52,7 +53,7 @@ impl Tables<'_> {
         &mut self,
         id: &str,
         action: &lifecycle::RowAction,
-        now: i64,
+        now: EpochSecs,
     ) -> Outcome<Sandbox> {
         let Some(old) = self.row(id)? else {
             return Ok(Err(Refusal::SandboxNotFound));

@@ -1,6 +1,7 @@
 //! What the provider and imports bring: upserts from a listing or an import, and stale rows removed.
 
 use super::*;
+use crate::domain::time::EpochSecs;
 
 impl Tables<'_> {
     /// Upserts each row as `available` unless it exists in another status or its account
@@ -8,7 +9,7 @@ impl Tables<'_> {
     pub(in crate::store::embedded) fn import(
         &mut self,
         rows: Vec<NewSandbox>,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<ImportSummary, StoreError> {
         let mut summary = ImportSummary::default();
         for incoming in rows {
@@ -32,10 +33,10 @@ impl Tables<'_> {
         &mut self,
         listing: Vec<ProviderSandbox>,
         rules: &lifecycle::SyncRules,
-        now: i64,
+        now: EpochSecs,
     ) -> Result<Result<SyncSummary, lifecycle::ListingRefused>, StoreError> {
         let snapshot = crate::domain::audit::ListingSnapshot {
-            taken_at: now,
+            taken_at: now.get(),
             ids: listing
                 .iter()
                 .map(|sandbox| sandbox.sandbox_id.as_str().to_owned())
@@ -82,8 +83,8 @@ impl Tables<'_> {
     /// Removes stale rows stale since `stale_since` or earlier.
     pub(in crate::store::embedded) fn delete_stale(
         &mut self,
-        stale_since: i64,
-        now: i64,
+        stale_since: EpochSecs,
+        now: EpochSecs,
     ) -> Result<u64, StoreError> {
         let mut deleted = 0;
         for id in self.ids_in_status(SandboxStatus::Stale)? {
