@@ -90,7 +90,7 @@ pub enum JobError {
         /// The job.
         job: &'static str,
         /// When it falls due (epoch milliseconds).
-        due_at_ms: i64,
+        due_at_ms: crate::domain::time::EpochMillis,
     },
     /// The run lost its lease while it worked (another instance took it over, or the
     /// lease ran out while the store could not renew it): it stopped, and recorded nothing.
@@ -364,11 +364,11 @@ impl Jobs {
         };
         let record = JobRecord {
             job: job.as_str().to_owned(),
-            last_started_at: Some(started_at.get()),
-            last_finished_at: Some(self.clock.now().get()),
+            last_started_at: Some(started_at),
+            last_finished_at: Some(self.clock.now()),
             last_outcome: Some(outcome.as_str().to_owned()),
             last_counts: counts.clone(),
-            next_run_at: Some(self.clock.now().after(self.interval(job)).get()),
+            next_run_at: Some(self.clock.now().after(self.interval(job))),
             ..JobRecord::default()
         };
         if let Err(err) = self.store.jobs.finish_job_run(record, &self.instance).await {

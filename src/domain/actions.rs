@@ -1,13 +1,14 @@
 //! The admins' action log: who did what to the pool, when, and why. Append-only: entries
 //! are written once and never changed or removed by the service.
 
+use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 
 /// One admin write, as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminAction {
     /// Epoch seconds it was done.
-    pub at: i64,
+    pub at: EpochSecs,
     /// Who: the admin token's fingerprint (`admin:<12 hex>`, never the token).
     pub actor: String,
     /// What: the operation, as the access log names it (`admin.release`, `admin.sync`, …).
@@ -35,7 +36,7 @@ pub struct ActionPage {
 /// The sort key of an entry: its time, zero-padded so keys sort by time, then a unique
 /// suffix so two entries in one second never collide.
 pub fn action_key(action: &AdminAction, unique: &str) -> String {
-    format!("{:012}#{unique}", action.at.max(0))
+    format!("{:012}#{unique}", action.at.max(EpochSecs::new(0)))
 }
 
 #[cfg(test)]
@@ -52,9 +53,12 @@ mod tests {
             reason: None,
             detail: None,
         };
-        assert!(action_key(&at(9), "b") < action_key(&at(10), "a"));
-        assert_ne!(action_key(&at(10), "a"), action_key(&at(10), "b"));
-        let json = serde_json::to_string(&at(5)).unwrap();
+        assert!(action_key(&at(EpochSecs::new(9)), "b") < action_key(&at(EpochSecs::new(10)), "a"));
+        assert_ne!(
+            action_key(&at(EpochSecs::new(10)), "a"),
+            action_key(&at(EpochSecs::new(10)), "b")
+        );
+        let json = serde_json::to_string(&at(EpochSecs::new(5))).unwrap();
         assert!(!json.contains("reason"), "{json}");
     }
 }

@@ -73,7 +73,7 @@ pub struct Violation {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListingSnapshot {
     /// Epoch seconds the sync applied it.
-    pub taken_at: i64,
+    pub taken_at: EpochSecs,
     /// Every sandbox id it listed.
     pub ids: Vec<String>,
 }
@@ -100,7 +100,7 @@ pub struct AuditRules {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditReport {
     /// Epoch seconds the audit read the store.
-    pub checked_at: i64,
+    pub checked_at: EpochSecs,
     /// How long it took.
     pub duration_ms: u64,
     /// What it found (at most [`KEPT_VIOLATIONS`] of them; `counts` counts them all).
@@ -225,7 +225,7 @@ fn last_error(row: &Sandbox) -> String {
 impl AuditReport {
     /// The report of `violations` found at `checked_at` in `duration_ms`: every check
     /// counted, the first [`KEPT_VIOLATIONS`] kept.
-    pub fn new(checked_at: i64, duration_ms: u64, mut violations: Vec<Violation>) -> Self {
+    pub fn new(checked_at: EpochSecs, duration_ms: u64, mut violations: Vec<Violation>) -> Self {
         let mut counts: BTreeMap<String, u64> = Check::ALL
             .iter()
             .map(|check| (check.as_str().to_owned(), 0))
@@ -291,7 +291,7 @@ mod tests {
             ],
             deleted_ids: vec!["7".into(), "8".into()],
             listing: Some(ListingSnapshot {
-                taken_at: 9_000,
+                taken_at: EpochSecs::new(9_000),
                 ids: ["1", "2", "4", "5", "6", "7"].map(String::from).into(),
             }),
         };
@@ -315,7 +315,7 @@ mod tests {
         );
         assert!(found[5].detail.ends_with("last error: HTTP 400"));
 
-        let report = AuditReport::new(10_000, 5, found);
+        let report = AuditReport::new(EpochSecs::new(10_000), 5, found);
         assert_eq!(report.counts.len(), Check::ALL.len(), "every check counted");
         assert_eq!(report.counts["key_holds_several"], 2);
         assert_eq!(report.counts["deleted_still_listed"], 1);
@@ -338,7 +338,7 @@ mod tests {
             };
             KEPT_VIOLATIONS + 5
         ];
-        let report = AuditReport::new(0, 0, many);
+        let report = AuditReport::new(EpochSecs::new(0), 0, many);
         assert_eq!(report.violations.len(), KEPT_VIOLATIONS);
         assert_eq!(
             report.counts["deletion_failed"],

@@ -1,6 +1,7 @@
 //! Cordons: an admin pauses new allocations for a name prefix or a lab while its accounts
 //! are fixed. Students who already hold a sandbox there keep getting it back.
 
+use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 
 /// One cordon.
@@ -18,7 +19,7 @@ pub struct Cordon {
     /// Why, as the admin said: told to every paused request.
     pub reason: String,
     /// Epoch seconds it was put in place.
-    pub created_at: i64,
+    pub created_at: EpochSecs,
     /// The admin who put it in place (their token's fingerprint).
     pub actor: String,
 }
@@ -50,7 +51,7 @@ mod tests {
             name_prefix: name_prefix.map(str::to_owned),
             lab: lab.map(str::to_owned),
             reason: "fixing".into(),
-            created_at: 0,
+            created_at: EpochSecs::new(0),
             actor: "admin:0".into(),
         }
     }

@@ -6,6 +6,7 @@
 //! transaction; the DynamoDB store sends [`TAKE_CONDITION`], the same rule as a condition
 //! expression, and reads a refusal back through [`decide`].
 
+use crate::domain::time::{EpochMillis, EpochSecs};
 /// The DynamoDB condition of a take or renewal: `:me` the taker, `:now` the time in epoch
 /// milliseconds. It says exactly what [`decide`] says.
 pub const TAKE_CONDITION: &str =
@@ -31,21 +32,21 @@ pub enum LeaseDecision {
         /// Its holder.
         instance: String,
         /// When it runs out (epoch milliseconds).
-        until_ms: i64,
+        until_ms: EpochMillis,
     },
 }
 
 /// Whether a lease ending at `expires_at_ms` still runs at `now_ms`.
-pub fn is_running(expires_at_ms: i64, now_ms: i64) -> bool {
+pub fn is_running(expires_at_ms: EpochMillis, now_ms: EpochMillis) -> bool {
     expires_at_ms > now_ms
 }
 
 /// Whether `taker` may take the lease now held by `holder` until `expires_at_ms`.
 pub fn decide(
     instance: Option<&str>,
-    expires_at_ms: i64,
+    expires_at_ms: EpochMillis,
     taker: &str,
-    now_ms: i64,
+    now_ms: EpochMillis,
 ) -> LeaseDecision {
     match instance {
         Some(other) if other != taker && is_running(expires_at_ms, now_ms) => {
@@ -59,20 +60,20 @@ pub fn decide(
 }
 
 /// When a scheduled run of a job is due, given when its last run finished on any
-/// instance (`last_finished_at`, epoch seconds as the shared job record keeps them):
-/// `None` when it is due at `now_ms`, else `Some(epoch milliseconds it falls due)`. A
+/// instance (`last_finished_at`, in the whole seconds the shared job record keeps):
+/// `None` when it is due at `now_ms`, else `Some(when it falls due)`. A
 /// fleet so runs each scheduled job once per interval, however many instances wake for it:
 /// the first one runs it, the others find it finished less than an interval ago. The
 /// record keeps whole seconds, so the finish is taken as the end of its second: runs are
 /// never closer than `interval_ms`.
 pub fn scheduled_run_due_at(
-    last_finished_at: Option<i64>,
+    last_finished_at: Option<EpochSecs>,
     interval_ms: i64,
-    now_ms: i64,
-) -> Option<i64> {
-    let finished_by_ms = last_finished_at?.saturating_add(1).saturating_mul(1000);
-    let due_at_ms = finished_by_ms.saturating_add(interval_ms);
-    (now_ms < due_at_ms).then_some(due_at_ms)
+    now_ms: EpochMillis,
+) -> Option<EpochMillis> {
+    let finished_by = (last_finished_at? + 1).millis();
+    let due_at = finished_by + interval_ms;
+    (now_ms < due_at).then_some(due_at)
 }
 
 #[cfg(test)]
@@ -81,11 +82,24 @@ mod tests {
 
     #[test]
     fn a_scheduled_run_is_due_an_interval_after_the_fleets_last_finish() {
-        assert_eq!(scheduled_run_due_at(None, 2_000, 0), None, "never ran");
+        assert_eq!(
+            scheduled_run_due_at(None, 2_000, EpochMillis::new(0)),
+            None,
+            "never ran"
+        );
         // Finished during second 10 (at 10.999 s at the latest): due at 12.999 s.
-        assert_eq!(scheduled_run_due_at(Some(10), 2_000, 12_999), Some(13_000));
-        assert_eq!(scheduled_run_due_at(Some(10), 2_000, 11_000), Some(13_000));
-        assert_eq!(scheduled_run_due_at(Some(10), 2_000, 13_000), None);
+        assert_eq!(
+            scheduled_run_due_at(Some(EpochSecs::new(10)), 2_000, EpochMillis::new(12_999)),
+            Some(EpochMillis::new(13_000))
+        );
+        assert_eq!(
+            scheduled_run_due_at(Some(EpochSecs::new(10)), 2_000, EpochMillis::new(11_000)),
+            Some(EpochMillis::new(13_000))
+        );
+        assert_eq!(
+            scheduled_run_due_at(Some(EpochSecs::new(10)), 2_000, EpochMillis::new(13_000)),
+            None
+        );
     }
 
     #[test]
@@ -97,14 +111,19 @@ mod tests {
         let cases = [
             (None, 0, "a", 10, LeaseDecision::Take),
             (Some("a"), 100, "a", 10, LeaseDecision::Take),
-            (Some("b"), 100, "a", 10, held("b", 100)),
-            (Some("b"), 100, "a", 99, held("b", 100)),
+            (Some("b"), 100, "a", 10, held("b", EpochMillis::new(100))),
+            (Some("b"), 100, "a", 99, held("b", EpochMillis::new(100))),
             (Some("b"), 100, "a", 100, LeaseDecision::Take),
             (Some("b"), 100, "a", 101, LeaseDecision::Take),
         ];
         for (instance, expires, taker, now, expected) in cases {
             assert_eq!(
-                decide(instance, expires, taker, now),
+                decide(
+                    instance,
+                    EpochMillis::new(expires),
+                    taker,
+                    EpochMillis::new(now)
+                ),
                 expected,
                 "{instance:?} until {expires}, {taker} at {now}"
             );

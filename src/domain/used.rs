@@ -22,9 +22,9 @@ pub struct UsedAccount {
     pub external_id: String,
     /// Epoch seconds of its last allocation (0 when it was never allocated here, e.g. a
     /// row whose deletion alone the provider reported).
-    pub allocated_at: i64,
+    pub allocated_at: EpochSecs,
     /// Epoch seconds the marker was written.
-    pub recorded_at: i64,
+    pub recorded_at: EpochSecs,
 }
 
 impl UsedAccount {
@@ -35,8 +35,8 @@ impl UsedAccount {
         was_used(row).then(|| Self {
             sandbox_id: row.sandbox_id.clone(),
             external_id: row.external_id.clone(),
-            allocated_at: row.allocated_at.map_or(0, EpochSecs::get),
-            recorded_at: now.get(),
+            allocated_at: row.allocated_at.unwrap_or_default(),
+            recorded_at: now,
         })
     }
 }
@@ -81,7 +81,7 @@ mod tests {
         let marker = UsedAccount::left_by(&once_allocated, EpochSecs::new(900)).unwrap();
         assert_eq!(
             (marker.allocated_at, marker.recorded_at),
-            (500, 900),
+            (EpochSecs::new(500), EpochSecs::new(900)),
             "{marker:?}"
         );
         let mut python_zero = row(SandboxStatus::Available, None);

@@ -23,7 +23,7 @@ pub async fn run_once(
     let facts = store.audit_facts().await?;
     let violations = audit::audit(&facts, rules, now, allocation_key_of_row);
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let report = AuditReport::new(now.get(), duration_ms, violations);
+    let report = AuditReport::new(now, duration_ms, violations);
     for violation in report.violations.iter().take(20) {
         tracing::warn!(
             check = violation.check.as_str(),

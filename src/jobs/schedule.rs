@@ -50,8 +50,8 @@ impl Fence {
     /// `Ok` while the run still holds its lease; [`JobError::LeaseLost`] once it does not.
     pub fn check(&self) -> Result<(), JobError> {
         let held = lease::is_running(
-            self.held_until_ms.load(Ordering::Acquire),
-            self.clock.now_ms().get(),
+            EpochMillis::new(self.held_until_ms.load(Ordering::Acquire)),
+            self.clock.now_ms(),
         );
         if held && !self.lost.load(Ordering::Acquire) {
             return Ok(());
@@ -82,7 +82,7 @@ impl Jobs {
             .find(|record| record.job == job.as_str());
         let last_finished_at = record.as_ref().and_then(|record| record.last_finished_at);
         let interval_ms = millis(self.interval(job));
-        let Some(due_at_ms) = lease::scheduled_run_due_at(last_finished_at, interval_ms, now.get())
+        let Some(due_at_ms) = lease::scheduled_run_due_at(last_finished_at, interval_ms, now)
         else {
             return Ok(());
         };
@@ -126,7 +126,7 @@ impl Jobs {
                         () = jobs.clock.sleep_until(next) => {}
                     }
                     next = match jobs.run_scheduled(job).await {
-                        Err(JobError::NotDue { due_at_ms, .. }) => EpochMillis::new(due_at_ms),
+                        Err(JobError::NotDue { due_at_ms, .. }) => due_at_ms,
                         // Due again an interval after this run (`skip_unless_due` counts
                         // from the end of the second it finished in). A run that did not
                         // complete has already logged its error line.
@@ -178,7 +178,7 @@ impl Jobs {
                 Err(err) => {
                     tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not renew the job lease");
                     let held_until_ms = fence.held_until_ms.load(Ordering::Acquire);
-                    if !lease::is_running(held_until_ms, now.get()) {
+                    if !lease::is_running(EpochMillis::new(held_until_ms), now) {
                         return "unknown".to_owned();
                     }
                 }

@@ -117,10 +117,12 @@ impl ReadingGauges {
         for record in &readings.jobs {
             let job = record.job.as_str();
             if let Some(at) = record.last_finished_at {
-                self.job_last_finished.with_label_values(&[job]).set(at);
+                self.job_last_finished
+                    .with_label_values(&[job])
+                    .set(at.get());
             }
             if let Some(at) = record.next_run_at {
-                self.job_next_run.with_label_values(&[job]).set(at);
+                self.job_next_run.with_label_values(&[job]).set(at.get());
             }
             if job == AUDIT_JOB {
                 for check in Check::ALL {

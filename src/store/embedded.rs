@@ -28,7 +28,6 @@ use super::{
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
-use crate::domain::clock::millis;
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::time::EpochSecs;
@@ -323,9 +322,9 @@ impl LifecycleStore for EmbeddedStore {
 #[async_trait]
 impl JobStore for EmbeddedStore {
     async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError> {
-        let (now_ms, ttl_ms) = (request.now.get(), millis(request.ttl));
+        let (now, ttl) = (request.now, request.ttl);
         let (job, instance) = (request.job.to_owned(), request.instance.to_owned());
-        self.submit(move |tables| tables.acquire_lease(&job, &instance, now_ms, ttl_ms))
+        self.submit(move |tables| tables.acquire_lease(&job, &instance, now, ttl))
             .await
     }
 

@@ -1,5 +1,6 @@
 //! What the store keeps about the background jobs: each one's lease and last run.
 
+use crate::domain::time::{EpochMillis, EpochSecs};
 /// How a job's run ended, as [`JobRecord::last_outcome`] stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -42,17 +43,17 @@ pub struct JobRecord {
     #[serde(rename = "holder")]
     pub instance: Option<String>,
     /// Epoch milliseconds the lease runs out.
-    pub lease_expires_at_ms: i64,
+    pub lease_expires_at_ms: EpochMillis,
     /// Epoch seconds the last run started.
-    pub last_started_at: Option<i64>,
+    pub last_started_at: Option<EpochSecs>,
     /// Epoch seconds the last run ended.
-    pub last_finished_at: Option<i64>,
+    pub last_finished_at: Option<EpochSecs>,
     /// A [`JobOutcome`]'s name.
     pub last_outcome: Option<String>,
     /// The last run's counts, e.g. `{"synced": 12}`.
     pub last_counts: std::collections::BTreeMap<String, u64>,
     /// Epoch seconds of the next scheduled run.
-    pub next_run_at: Option<i64>,
+    pub next_run_at: Option<EpochSecs>,
 }
 
 /// Whether a lease was obtained.
@@ -65,6 +66,6 @@ pub enum LeaseOutcome {
         /// Who holds it.
         instance: String,
         /// Until when (epoch milliseconds).
-        until_ms: i64,
+        until_ms: EpochMillis,
     },
 }

@@ -704,7 +704,7 @@ async fn sync_lease_end(store: &sandbox_broker::store::SharedStore) -> i64 {
         .unwrap()
         .into_iter()
         .find(|record| record.job == "sync")
-        .map_or(i64::MIN, |record| record.lease_expires_at_ms)
+        .map_or(i64::MIN, |record| record.lease_expires_at_ms.get())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

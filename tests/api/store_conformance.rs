@@ -787,7 +787,7 @@ pub async fn a_lease_runs_out_exactly_at_its_end(store: SharedStore) {
             .unwrap(),
         LeaseOutcome::Held {
             instance: "a".into(),
-            until_ms: ends
+            until_ms: EpochMillis::new(ends)
         }
     );
     assert_eq!(
@@ -833,7 +833,7 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
             .unwrap(),
         LeaseOutcome::Held {
             instance: "a".into(),
-            until_ms: now + 30_000
+            until_ms: EpochMillis::new(now + 30_000)
         }
     );
     assert_eq!(
@@ -882,11 +882,11 @@ pub async fn a_job_lease_has_one_holder_until_it_expires_or_is_released(store: S
     // a's late report records its run but leaves b's lease alone.
     let run = JobRecord {
         job: "sync".into(),
-        last_started_at: Some(1_800_000_000),
-        last_finished_at: Some(1_800_000_001),
+        last_started_at: Some(EpochSecs::new(1_800_000_000)),
+        last_finished_at: Some(EpochSecs::new(1_800_000_001)),
         last_outcome: Some("completed".into()),
         last_counts: [("synced".to_owned(), 3u64)].into_iter().collect(),
-        next_run_at: Some(1_800_000_600),
+        next_run_at: Some(EpochSecs::new(1_800_000_600)),
         ..JobRecord::default()
     };
     store.jobs.finish_job_run(run.clone(), "a").await.unwrap();

@@ -253,12 +253,12 @@ pub(crate) mod tests {
             let mut candidate = row(status, None);
             candidate.updated_at = EpochSecs::new(1_000);
             assert_eq!(
-                stale_removable(&candidate, crate::domain::time::EpochSecs::new(1_000)),
+                stale_removable(&candidate, EpochSecs::new(1_000)),
                 status == SandboxStatus::Stale,
                 "{status:?} at the boundary"
             );
             assert!(
-                !stale_removable(&candidate, crate::domain::time::EpochSecs::new(999)),
+                !stale_removable(&candidate, EpochSecs::new(999)),
                 "{status:?} touched after"
             );
         }

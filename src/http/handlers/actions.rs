@@ -40,7 +40,7 @@ pub struct Done<'a> {
 /// `broker_admin_actions_unrecorded_total` (alerted on), not a failed request.
 pub async fn record(app: &AppState, actor: &AdminActor, done: Done<'_>) {
     let action = AdminAction {
-        at: app.clock.now().get(),
+        at: app.clock.now(),
         actor: actor.0.clone(),
         action: done.action.to_owned(),
         target: done.target,
@@ -307,7 +307,7 @@ pub async fn actions(
             .actions
             .into_iter()
             .map(|a| ActionView {
-                at: a.at,
+                at: a.at.get(),
                 actor: a.actor,
                 action: a.action,
                 target: a.target,

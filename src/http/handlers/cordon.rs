@@ -55,7 +55,7 @@ impl From<Cordon> for CordonView {
             name_prefix: cordon.name_prefix,
             lab: cordon.lab,
             reason: cordon.reason,
-            created_at: cordon.created_at,
+            created_at: cordon.created_at.get(),
             actor: cordon.actor,
         }
     }
@@ -120,7 +120,7 @@ pub async fn add_cordon(
         name_prefix: name_prefix.map(|p| p.as_str().to_owned()),
         lab: lab.map(|t| t.as_str().to_owned()),
         reason: reason.clone(),
-        created_at: app.clock.now().get(),
+        created_at: app.clock.now(),
         actor: actor.0.clone(),
     };
     app.store.admin.add_cordon(&cordon).await?;

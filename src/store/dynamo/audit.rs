@@ -10,6 +10,7 @@
 //! so any listing fits DynamoDB's 400 KB items), which expire a week after they were
 //! written, so an abandoned generation needs no clean-up.
 
+use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -128,7 +129,10 @@ impl DynamoStore {
                     .map(str::to_owned),
             );
         }
-        Ok(Some(ListingSnapshot { taken_at, ids }))
+        Ok(Some(ListingSnapshot {
+            taken_at: EpochSecs::new(taken_at),
+            ids,
+        }))
     }
 
     /// See [`crate::store::LifecycleStore::save_audit`].

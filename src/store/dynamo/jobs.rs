@@ -4,6 +4,8 @@
 //! Rule: a lease is taken with a conditional write (free, expired, or already ours), so
 //! across a fleet one instance runs each job; ending it is conditional on still holding it.
 
+use crate::domain::time::EpochMillis;
+use crate::domain::time::EpochSecs;
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -11,7 +13,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::DynamoStore;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, n, s};
-use crate::domain::clock::millis;
 use crate::domain::lease::{self, LeaseDecision};
 use crate::store::{JobRecord, JobStore, LeaseOutcome, LeaseRequest, StoreError};
 
@@ -46,12 +47,12 @@ fn record_from(item: &Item) -> JobRecord {
     JobRecord {
         job: item.text("SK").unwrap_or_default().to_owned(),
         instance: item.text("holder").map(str::to_owned),
-        lease_expires_at_ms: item.integer("lease_expires_at_ms").unwrap_or(0),
-        last_started_at: item.integer("last_started_at"),
-        last_finished_at: item.integer("last_finished_at"),
+        lease_expires_at_ms: EpochMillis::new(item.integer("lease_expires_at_ms").unwrap_or(0)),
+        last_started_at: (item.integer("last_started_at")).map(EpochSecs::new),
+        last_finished_at: (item.integer("last_finished_at")).map(EpochSecs::new),
         last_outcome: item.text("last_outcome").map(str::to_owned),
         last_counts: counts,
-        next_run_at: item.integer("next_run_at"),
+        next_run_at: (item.integer("next_run_at")).map(EpochSecs::new),
     }
 }
 
@@ -59,7 +60,7 @@ fn record_from(item: &Item) -> JobRecord {
 impl JobStore for DynamoStore {
     async fn acquire_lease(&self, request: LeaseRequest<'_>) -> Result<LeaseOutcome, StoreError> {
         let LeaseRequest { job, instance, .. } = request;
-        let (now_ms, ttl_ms) = (request.now.get(), millis(request.ttl));
+        let LeaseRequest { now, ttl, .. } = request;
         let budget = self.calls.budget();
         // A lease released between our failed write and our read is simply tried again.
         for _ in 0..3 {
@@ -74,8 +75,8 @@ impl JobStore for DynamoStore {
                 .expression_attribute_values(":placeholder", placeholder_sandbox_id(job))
                 .condition_expression(lease::TAKE_CONDITION)
                 .expression_attribute_values(":me", s(instance))
-                .expression_attribute_values(":until", n(now_ms + ttl_ms))
-                .expression_attribute_values(":now", n(now_ms));
+                .expression_attribute_values(":until", n(now.after(ttl)))
+                .expression_attribute_values(":now", n(now));
             let taken = self.calls.send(&budget, || update.clone().send()).await;
             match taken {
                 Ok(_) => return Ok(LeaseOutcome::Acquired),
@@ -91,7 +92,7 @@ impl JobStore for DynamoStore {
                             record.instance.as_deref(),
                             record.lease_expires_at_ms,
                             instance,
-                            now_ms,
+                            now,
                         )
                     {
                         return Ok(LeaseOutcome::Held { instance, until_ms });

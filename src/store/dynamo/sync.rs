@@ -97,7 +97,7 @@ impl DynamoStore {
             })
             .collect();
         let snapshot = ListingSnapshot {
-            taken_at: now.get(),
+            taken_at: now,
             ids: guessed
                 .iter()
                 .map(|(sandbox, _)| sandbox.sandbox_id.as_str().to_owned())

@@ -1,5 +1,7 @@
 //! The JSON shapes of the job routes, each an OpenAPI schema.
 
+use crate::domain::time::EpochMillis;
+use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -74,18 +76,18 @@ impl JobView {
         record: Option<crate::store::JobRecord>,
     ) -> Self {
         let record = record.unwrap_or_default();
-        let holding = record.instance.is_some() && record.lease_expires_at_ms > 0;
+        let holding = record.instance.is_some() && record.lease_expires_at_ms > EpochMillis::new(0);
         Self {
             job: job.to_owned(),
             enabled,
             interval_sec: interval.as_secs(),
             lease_holder: record.instance.filter(|_| holding),
-            lease_expires_at: holding.then_some(record.lease_expires_at_ms / 1000),
-            last_started_at: record.last_started_at,
-            last_finished_at: record.last_finished_at,
+            lease_expires_at: holding.then_some(record.lease_expires_at_ms.secs().get()),
+            last_started_at: record.last_started_at.map(EpochSecs::get),
+            last_finished_at: record.last_finished_at.map(EpochSecs::get),
             last_outcome: record.last_outcome,
             last_counts: record.last_counts,
-            next_run_at: record.next_run_at,
+            next_run_at: record.next_run_at.map(EpochSecs::get),
         }
     }
 }
@@ -185,7 +187,7 @@ pub struct AuditView {
 impl From<crate::domain::audit::AuditReport> for AuditView {
     fn from(report: crate::domain::audit::AuditReport) -> Self {
         Self {
-            checked_at: report.checked_at,
+            checked_at: report.checked_at.get(),
             duration_ms: report.duration_ms,
             violations: report
                 .violations

@@ -38,8 +38,8 @@ mod tests {
         let item = Item::from(&UsedAccount {
             sandbox_id: "2012224".into(),
             external_id: "identity/accounts/x".into(),
-            allocated_at: 1_700_000_000,
-            recorded_at: 1_700_100_000,
+            allocated_at: crate::domain::time::EpochSecs::new(1_700_000_000),
+            recorded_at: crate::domain::time::EpochSecs::new(1_700_100_000),
         });
         assert_eq!(item["PK"], s("USED#2012224"));
         assert_eq!(item["sandbox_id"], s("2012224"));

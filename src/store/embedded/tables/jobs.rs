@@ -1,6 +1,9 @@
 //! Job leases and run records.
 
+use std::time::Duration;
+
 use super::*;
+use crate::domain::time::EpochMillis;
 
 /// Every job's lease and last run.
 pub(in crate::store::embedded) fn job_records(db: &Database) -> Result<Vec<JobRecord>, StoreError> {
@@ -42,8 +45,8 @@ impl Tables<'_> {
         &mut self,
         job: &str,
         instance: &str,
-        now_ms: i64,
-        ttl_ms: i64,
+        now: EpochMillis,
+        ttl: Duration,
     ) -> Result<LeaseOutcome, StoreError> {
         let mut record = self.job(job)?.unwrap_or_else(|| JobRecord {
             job: job.to_owned(),
@@ -53,12 +56,12 @@ impl Tables<'_> {
             record.instance.as_deref(),
             record.lease_expires_at_ms,
             instance,
-            now_ms,
+            now,
         ) {
             return Ok(LeaseOutcome::Held { instance, until_ms });
         }
         record.instance = Some(instance.to_owned());
-        record.lease_expires_at_ms = now_ms + ttl_ms;
+        record.lease_expires_at_ms = now.after(ttl);
         self.put_job(&record)?;
         Ok(LeaseOutcome::Acquired)
     }
@@ -75,7 +78,7 @@ impl Tables<'_> {
         });
         if lease::released_by(record.instance.as_deref(), instance) {
             record.instance = None;
-            record.lease_expires_at_ms = 0;
+            record.lease_expires_at_ms = EpochMillis::new(0);
         }
         record.last_started_at = run.last_started_at;
         record.last_finished_at = run.last_finished_at;

@@ -36,7 +36,7 @@ impl Tables<'_> {
         now: EpochSecs,
     ) -> Result<Result<SyncSummary, lifecycle::ListingRefused>, StoreError> {
         let snapshot = crate::domain::audit::ListingSnapshot {
-            taken_at: now.get(),
+            taken_at: now,
             ids: listing
                 .iter()
                 .map(|sandbox| sandbox.sandbox_id.as_str().to_owned())
