@@ -1,36 +1,23 @@
 //! The `sandbox-broker` binary on DynamoDB: `init-table`, and start-up refusals.
 
 use sandbox_broker::domain::time::EpochSecs;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::local;
+use std::process::{Command, Stdio};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_sandbox-broker");
-
-/// The binary with a clean environment on `table` at `endpoint`.
-pub fn broker(args: &[&str], endpoint: &str, table: &str) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .args(args)
-        .env_clear()
-        .env("BROKER_STORE", "dynamodb")
-        .env("DDB_ENDPOINT_URL", endpoint)
-        .env("DDB_TABLE_NAME", table)
-        .env("BROKER_API_TOKEN", "track-token-for-binary-tests")
-        .env("BROKER_ADMIN_TOKEN", "admin-token-for-binary-tests")
-        .env("BROKER_LISTEN_ADDR", "127.0.0.1:0")
-        .stdin(Stdio::null());
-    command
-}
+use crate::local::{self, BINARY};
 
 #[test]
 fn init_table_creates_the_table_once_and_is_idempotent() {
     let endpoint = &local::shared().endpoint;
     let table = local::table_name();
 
-    let first = broker(&["init-table"], endpoint, &table).output().unwrap();
-    let second = broker(&["init-table"], endpoint, &table).output().unwrap();
+    let first = local::broker(&["init-table"], endpoint, &table)
+        .output()
+        .unwrap();
+    let second = local::broker(&["init-table"], endpoint, &table)
+        .output()
+        .unwrap();
 
     assert!(
         first.status.success(),
@@ -46,7 +33,7 @@ fn init_table_creates_the_table_once_and_is_idempotent() {
 fn serve_refuses_to_start_without_its_table_naming_the_variable() {
     let endpoint = &local::shared().endpoint;
 
-    let output = broker(&["serve"], endpoint, "no_such_table")
+    let output = local::broker(&["serve"], endpoint, "no_such_table")
         .output()
         .unwrap();
 
@@ -63,7 +50,7 @@ fn serve_refuses_to_start_when_dynamodb_is_unreachable() {
     let closed = format!("http://127.0.0.1:{}", local::free_port());
     let started = Instant::now();
 
-    let output = broker(&["serve"], &closed, "any").output().unwrap();
+    let output = local::broker(&["serve"], &closed, "any").output().unwrap();
 
     assert!(!output.status.success());
     assert!(

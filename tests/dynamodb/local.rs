@@ -1,11 +1,15 @@
-//! DynamoDB Local for the tests: started once per test process on a free loopback port
-//! (fetched and cached by `sandbox_broker::store::dynamo::local`), stopped when the test
-//! process exits.
+//! The DynamoDB suite's shared helpers: DynamoDB Local (started once per test process on a
+//! free loopback port, fetched and cached by `sandbox_broker::store::dynamo::local`, stopped
+//! when the test process exits), fresh tables and stores, the binary on a table, and items
+//! written as the Python service writes them.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::local::{self as emulator, EmulatorProcess};
 use sandbox_broker::store::dynamo::{self, DynamoSettings, DynamoStore};
@@ -84,4 +88,77 @@ pub async fn fleet_table_stores(count: usize) -> (Vec<SharedStore>, String) {
         stores.push(SharedStore::new(DynamoStore::new(&client, &settings)));
     }
     (stores, table)
+}
+
+/// The binary under test.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_sandbox-broker");
+
+/// The binary with a clean environment on `table` at `endpoint`.
+pub fn broker(args: &[&str], endpoint: &str, table: &str) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("BROKER_STORE", "dynamodb")
+        .env("DDB_ENDPOINT_URL", endpoint)
+        .env("DDB_TABLE_NAME", table)
+        .env("BROKER_API_TOKEN", "track-token-for-binary-tests")
+        .env("BROKER_ADMIN_TOKEN", "admin-token-for-binary-tests")
+        .env("BROKER_LISTEN_ADDR", "127.0.0.1:0")
+        .stdin(Stdio::null());
+    command
+}
+
+/// An allocated row exactly as the Python service leaves it: the model default
+/// `lab_duration_hours = 4` its sync writes on every row, and `idempotency_key` = the
+/// request's `Idempotency-Key` or, without one, the holder key.
+pub fn python_allocation(
+    id: &str,
+    holder: &str,
+    idempotency_key: &str,
+    allocated_at: i64,
+) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("PK".into(), s(&format!("SBX#{id}"))),
+        ("SK".into(), s("META")),
+        ("sandbox_id".into(), s(id)),
+        ("name".into(), s(&format!("lab-py-{id}"))),
+        ("external_id".into(), s(&format!("identity/accounts/{id}"))),
+        ("status".into(), s("allocated")),
+        ("lab_duration_hours".into(), n("4")),
+        ("deletion_retry_count".into(), n("0")),
+        ("allocated_at".into(), n(&allocated_at.to_string())),
+        ("allocated_to_track".into(), s(holder)),
+        ("idempotency_key".into(), s(idempotency_key)),
+        ("last_synced".into(), n(&(allocated_at - 600).to_string())),
+        ("created_at".into(), n(&(allocated_at - 86_400).to_string())),
+        ("updated_at".into(), n(&allocated_at.to_string())),
+    ])
+}
+
+/// Writes `items` straight into `table`, as another writer (the Python service) would.
+pub async fn put_items(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    items: Vec<HashMap<String, AttributeValue>>,
+) {
+    for item in items {
+        client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// A string attribute.
+pub fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+/// A number attribute.
+pub fn n(v: &str) -> AttributeValue {
+    AttributeValue::N(v.to_owned())
 }

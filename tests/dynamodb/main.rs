@@ -88,11 +88,9 @@ mod flavor {
         let client = sandbox_broker::store::dynamo::client(&settings).await;
         let items = allocations
             .iter()
-            .map(|(id, holder)| {
-                crate::python_table::python_allocation(id, holder, holder, allocated_at)
-            })
+            .map(|(id, holder)| crate::local::python_allocation(id, holder, holder, allocated_at))
             .collect();
-        crate::python_table::put_items(&client, &table, items).await;
+        crate::local::put_items(&client, &table, items).await;
         (store, Box::new(table))
     }
 }

@@ -15,15 +15,7 @@ use sandbox_broker::store::dynamo::{self, DynamoStore};
 use serde_json::Value;
 
 use crate::helpers::{TestApp, json_of};
-use crate::local;
-
-fn s(v: &str) -> AttributeValue {
-    AttributeValue::S(v.to_owned())
-}
-
-fn n(v: &str) -> AttributeValue {
-    AttributeValue::N(v.to_owned())
-}
+use crate::local::{self, n, s};
 
 fn key(name: &str, kind: KeyType) -> KeySchemaElement {
     KeySchemaElement::builder()
@@ -131,7 +123,7 @@ async fn write_python_items(client: &aws_sdk_dynamodb::Client, table: &str) {
             ("ttl".into(), n("1730000000")),
         ]),
     ];
-    put_items(client, table, rows).await;
+    local::put_items(client, table, rows).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,50 +273,6 @@ async fn a_cursor_from_another_listing_is_400_not_500() {
     }
 }
 
-/// An allocated row exactly as the Python service leaves it: the model default
-/// `lab_duration_hours = 4` its sync writes on every row, and `idempotency_key` = the
-/// request's `Idempotency-Key` or, without one, the holder key.
-pub(crate) fn python_allocation(
-    id: &str,
-    holder: &str,
-    idempotency_key: &str,
-    allocated_at: i64,
-) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        ("PK".into(), s(&format!("SBX#{id}"))),
-        ("SK".into(), s("META")),
-        ("sandbox_id".into(), s(id)),
-        ("name".into(), s(&format!("lab-py-{id}"))),
-        ("external_id".into(), s(&format!("identity/accounts/{id}"))),
-        ("status".into(), s("allocated")),
-        ("lab_duration_hours".into(), n("4")),
-        ("deletion_retry_count".into(), n("0")),
-        ("allocated_at".into(), n(&allocated_at.to_string())),
-        ("allocated_to_track".into(), s(holder)),
-        ("idempotency_key".into(), s(idempotency_key)),
-        ("last_synced".into(), n(&(allocated_at - 600).to_string())),
-        ("created_at".into(), n(&(allocated_at - 86_400).to_string())),
-        ("updated_at".into(), n(&allocated_at.to_string())),
-    ])
-}
-
-/// Writes `items` straight into `table`, as another writer (the Python service) would.
-pub(crate) async fn put_items(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
-    items: Vec<HashMap<String, AttributeValue>>,
-) {
-    for item in items {
-        client
-            .put_item()
-            .table_name(table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .unwrap();
-    }
-}
-
 /// A table as the Python service made and filled it, after `init-table`, with `rows`
 /// and `available` free sandboxes; and the service on it with the default settings.
 async fn python_table_app(
@@ -337,7 +285,7 @@ async fn python_table_app(
     let client = dynamo::client(&settings).await;
     create_python_table(&client, &table).await;
     dynamo::schema::ensure_table(&client, &table).await.unwrap();
-    put_items(&client, &table, rows).await;
+    local::put_items(&client, &table, rows).await;
     let store: SharedStore = SharedStore::new(DynamoStore::new(&client, &settings));
     let app = TestApp::builder().store(store, Box::new(())).spawn().await;
     if available > 0 {
@@ -350,12 +298,12 @@ async fn python_table_app(
 async fn python_allocations_last_the_configured_lab_duration_not_their_rows_4_hours() {
     let now = sandbox_broker::domain::now_epoch();
     let hour = 3600;
-    let mut no_duration = python_allocation("3003", "stu-c", "stu-c", now - hour);
+    let mut no_duration = local::python_allocation("3003", "stu-c", "stu-c", now - hour);
     no_duration.remove("lab_duration_hours");
     let (app, _client, _table) = python_table_app(
         vec![
-            python_allocation("3001", "stu-a", "stu-a", now - 5 * hour),
-            python_allocation("3002", "stu-b", "stu-b", now - 49 * hour),
+            local::python_allocation("3001", "stu-a", "stu-a", now - 5 * hour),
+            local::python_allocation("3002", "stu-b", "stu-b", now - 49 * hour),
             no_duration,
         ],
         0,
@@ -396,8 +344,8 @@ async fn a_student_the_python_service_served_gets_the_same_sandbox_back_and_can_
     let now = sandbox_broker::domain::now_epoch();
     let (app, client, table) = python_table_app(
         vec![
-            python_allocation("4001", "stu-plain", "stu-plain", now - 3600),
-            python_allocation("4002", "stu-keyed", "lab-2-attempt", now - 3600),
+            local::python_allocation("4001", "stu-plain", "stu-plain", now - 3600),
+            local::python_allocation("4002", "stu-keyed", "lab-2-attempt", now - 3600),
         ],
         3,
     )
@@ -471,9 +419,7 @@ async fn serve_on_the_python_table_before_init_table_refuses_to_start_and_says_w
     let run = |args: &'static [&'static str]| {
         let (endpoint, table) = (endpoint.clone(), table.clone());
         tokio::task::spawn_blocking(move || {
-            crate::binary::broker(args, &endpoint, &table)
-                .output()
-                .unwrap()
+            local::broker(args, &endpoint, &table).output().unwrap()
         })
     };
     let refused = run(&["serve"]).await.unwrap();
@@ -533,7 +479,12 @@ const PYTHON_STATUSES: [&str; 5] = [
 async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back() {
     let now = sandbox_broker::domain::now_epoch();
     let (app, client, table) = python_table_app(
-        vec![python_allocation("5001", "stu-py", "stu-py", now - 3600)],
+        vec![local::python_allocation(
+            "5001",
+            "stu-py",
+            "stu-py",
+            now - 3600,
+        )],
         6,
     )
     .await;
@@ -737,9 +688,9 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_analytics_count_python_rows_and_leave_out_a_row_they_cannot_read() {
     let now = sandbox_broker::domain::now_epoch();
-    let mut with_lab = python_allocation("9001", "stu-py", "stu-py", now - 600);
+    let mut with_lab = local::python_allocation("9001", "stu-py", "stu-py", now - 600);
     with_lab.insert("track_name".into(), s("dns"));
-    let mut unreadable = python_allocation("9002", "stu-odd", "stu-odd", now - 600);
+    let mut unreadable = local::python_allocation("9002", "stu-odd", "stu-odd", now - 600);
     unreadable.insert("status".into(), s("frozen"));
     unreadable.insert("track_name".into(), s("dns"));
     let (app, _client, _table) = python_table_app(vec![with_lab, unreadable], 0).await;
