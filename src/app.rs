@@ -84,9 +84,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
-    /// A demo step failed.
-    #[error("{0}")]
-    Demo(String),
+    /// The demo's first sync, which fills its pool, failed.
+    #[error("the demo's first sync failed")]
+    DemoSync(#[source] crate::jobs::JobError),
 }
 
 impl AppState {

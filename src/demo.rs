@@ -10,7 +10,6 @@ use crate::config::{Config, LogFormat, StoreKind, TokenList};
 use crate::provider::ProviderSandbox;
 use crate::provider::simulated::server::{self, SimulatorConfig};
 use crate::provider::simulated::{SimulatedProvider, account};
-use crate::telemetry::error_chain;
 
 /// Name prefixes of the demo pool, so `X-Sandbox-Name-Prefix` can be tried at once.
 pub const DEMO_PREFIXES: [&str; 3] = ["lab-adventure-", "lab-dns-", "lab-security-"];
@@ -71,12 +70,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
     let provider = Arc::new(SimulatedProvider::new(demo_accounts()));
     let port_base = config.http.api_base_path.clone();
     let app = Server::build_with_provider(config, store, provider).await?;
-    let first_sync = app.jobs().sync().await.map_err(|err| {
-        StartupError::Demo(format!(
-            "the demo's first sync failed: {}",
-            error_chain(&err)
-        ))
-    })?;
+    let first_sync = app.jobs().sync().await.map_err(StartupError::DemoSync)?;
     let port = app.port();
     let base = port_base;
     println!(
