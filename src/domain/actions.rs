@@ -1,8 +1,9 @@
 //! The admins' action log: who did what to the pool, when, and why. Append-only: entries
 //! are written once and never changed or removed by the service.
 
-use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
+
+use crate::domain::time::EpochSecs;
 
 /// One admin write, as the log keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

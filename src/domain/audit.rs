@@ -5,12 +5,12 @@
 //! into violations of five checks, each with the sandbox and student it concerns and a
 //! sentence an operator can act on. Every check appears in the counts, zero or not.
 
-use crate::domain::time::EpochSecs;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Sandbox, SandboxStatus};
+use crate::domain::time::EpochSecs;
 
 /// The audit job's name in leases, job records and metrics.
 pub const AUDIT_JOB: &str = "audit";

@@ -1,8 +1,9 @@
 //! Cordons: an admin pauses new allocations for a name prefix or a lab while its accounts
 //! are fixed. Students who already hold a sandbox there keep getting it back.
 
-use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
+
+use crate::domain::time::EpochSecs;
 
 /// One cordon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
 //! Sandbox rows, what the provider and imports offer, and the lab policy.
 
-use super::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 
+use super::time::EpochSecs;
 use super::*;
 
 /// One sandbox row as the store keeps it (attribute names of docs/dynamodb.md).

@@ -8,10 +8,10 @@
 //! provider may list an account long after it said it deleted it, and a marker costs
 //! about a hundred bytes.
 
-use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 
 use super::{Sandbox, SandboxStatus};
+use crate::domain::time::EpochSecs;
 
 /// What the broker keeps of an account once its row is gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

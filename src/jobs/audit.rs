@@ -4,13 +4,12 @@
 //! `domain::audit::audit`, and keeps the report in the store, so every instance of a
 //! fleet answers `GET /v1/admin/audit` and reports the same `broker_audit_violations`.
 
-use crate::domain::time::EpochSecs;
 use std::time::Instant;
 
-use crate::domain::audit::{self, AuditReport, AuditRules, Check};
-use crate::store::{LifecycleStore, allocation_key_of_row};
-
 use super::{Fence, JobError};
+use crate::domain::audit::{self, AuditReport, AuditRules, Check};
+use crate::domain::time::EpochSecs;
+use crate::store::{LifecycleStore, allocation_key_of_row};
 
 /// Audits the pool now and keeps the report; returns it.
 pub async fn run_once(

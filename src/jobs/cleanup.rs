@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::{Fence, JobError, Trigger};
 use crate::domain::clock::Clock;
 use crate::domain::deletion::DeletionPolicy;
 use crate::domain::{NiosxaasCleanup, Sandbox, SandboxId};
@@ -19,8 +20,6 @@ use crate::metrics::Metrics;
 use crate::provider::niosxaas::{HookFailure, PreDeleteHook};
 use crate::provider::{ProviderClient, ProviderError};
 use crate::store::{DeletionClaim, DeletionOutcome, FinishedDeletion, LifecycleStore};
-
-use super::{Fence, JobError, Trigger};
 
 /// How long a runner's claim on a row lasts: far longer than one delete call.
 const CLAIM_SECS: i64 = 300;

@@ -4,12 +4,11 @@
 //! Rule: each release is conditional on the allocation being unchanged, so a student's own
 //! mark racing the job is harmless (it simply wins).
 
+use super::JobError;
 use crate::domain::LabPolicy;
 use crate::domain::time::EpochSecs;
 use crate::metrics::Metrics;
 use crate::store::LifecycleStore;
-
-use super::JobError;
 
 /// Releases ended allocations now; how many.
 pub async fn run_once(

@@ -4,13 +4,12 @@
 //! Rule: each removal is conditional on the row still being stale since then, so a sync
 //! that finds the sandbox back at the provider (stale → available) always wins.
 
-use crate::domain::time::EpochSecs;
 use std::time::Duration;
 
+use super::JobError;
+use crate::domain::time::EpochSecs;
 use crate::metrics::Metrics;
 use crate::store::LifecycleStore;
-
-use super::JobError;
 
 /// Removes rows stale for longer than `grace`; how many.
 pub async fn run_once(

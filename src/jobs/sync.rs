@@ -5,15 +5,14 @@
 //! admin forces it), changes nothing, so neither a provider outage nor a glitch that
 //! answers an empty list can empty the pool.
 
-use crate::domain::time::EpochSecs;
 use std::time::Instant;
 
+use super::{Fence, JobError};
 use crate::domain::lifecycle::SyncRules;
+use crate::domain::time::EpochSecs;
 use crate::metrics::Metrics;
 use crate::provider::ProviderClient;
 use crate::store::{LifecycleStore, SyncSummary};
-
-use super::{Fence, JobError};
 
 /// Lists the provider and applies the listing: what the store changed, and how many
 /// provider rows had no usable id or name.

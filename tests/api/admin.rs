@@ -4,10 +4,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
+use sandbox_broker::domain::clock::ManualClock;
 use serde_json::{Value, json};
 
 use crate::helpers::{LAB_TOKEN, TestApp, error_of, json_of};
-use sandbox_broker::domain::clock::ManualClock;
 
 fn rows(ids: std::ops::Range<u64>, prefix: &str) -> Value {
     let rows: Vec<Value> = ids

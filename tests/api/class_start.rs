@@ -3,13 +3,13 @@
 //! instance or three sharing the store — and the pool is exactly what the answers say.
 //! The counts are exact: a slow store is waited for, never reported as down.
 
-use sandbox_broker::domain::time::EpochSecs;
 use std::collections::{HashMap, HashSet};
 
 use reqwest::StatusCode;
+use sandbox_broker::domain::now_epoch;
+use sandbox_broker::domain::time::EpochSecs;
 
 use crate::helpers::{Answer, StoreGuard, TestApp, burst, json_of, sandboxes};
-use sandbox_broker::domain::now_epoch;
 
 /// `count` instances of the service on one store of this crate's flavor (one embedded
 /// store behind several routers, or several DynamoDB stores on one table).

@@ -6,19 +6,19 @@
 //! origin and that the console stays clean. It runs in both suites, so on both stores.
 //! Screenshots and the downloaded CSV are kept in `target/browser-test/artifacts/<suite>/`.
 
-use sandbox_broker::domain::time::EpochSecs;
-use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use reqwest::StatusCode;
+use sandbox_broker::domain::time::EpochSecs;
+use sandbox_broker::domain::{NiosxaasCleanup, SandboxId, now_epoch};
+use sandbox_broker::store::DeletionOutcome;
+use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use serde_json::{Value, json};
 
 use crate::helpers::tools::target_dir;
 use crate::helpers::{ADMIN_TOKEN, LAB_TOKEN, TestApp, json_of};
-use sandbox_broker::domain::{NiosxaasCleanup, SandboxId, now_epoch};
-use sandbox_broker::store::DeletionOutcome;
 
 /// The npm package that drives the browser (pinned: its protocol must match the script).
 const PLAYWRIGHT: &str = "playwright-core@1.65.1";

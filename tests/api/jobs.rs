@@ -1,13 +1,13 @@
 //! Background jobs through the admin API, against a simulated CSP (wiremock).
 
-use sandbox_broker::domain::time::EpochMillis;
-use sandbox_broker::domain::time::EpochSecs;
-use sandbox_broker::store::LeaseRequest;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
+use sandbox_broker::domain::time::EpochMillis;
+use sandbox_broker::domain::time::EpochSecs;
+use sandbox_broker::store::LeaseRequest;
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -1,12 +1,12 @@
 //! The NIOSXaaS pre-delete hook through an admin cleanup, against a simulated CSP
 //! (wiremock) that answers both the account API and the session and universal-infra APIs.
 
-use sandbox_broker::domain::time::EpochSecs;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use sandbox_broker::domain::clock::{ManualClock, SharedClock, SystemClock};
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::domain::{NIOSXAAS_HISTORY_TTL_SECS, SandboxId, SandboxStatus, now_epoch};
 use serde_json::json;
 use wiremock::matchers::{body_json, header, method, path, path_regex};

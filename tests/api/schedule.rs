@@ -1,14 +1,14 @@
 //! The fleet's schedule: each scheduled job runs once per interval across a
 //! fleet, and a run that loses its lease stops and records nothing. On both stores.
 
-use sandbox_broker::domain::time::EpochMillis;
-use sandbox_broker::store::LeaseRequest;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use sandbox_broker::domain::clock::{Clock, ManualClock};
+use sandbox_broker::domain::time::EpochMillis;
 use sandbox_broker::store::LeaseOutcome;
+use sandbox_broker::store::LeaseRequest;
 use serde_json::Value;
 
 use crate::helpers::csp::{account, csp, listings, use_csp};

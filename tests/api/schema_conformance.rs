@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-
 use std::time::Duration;
 
 use wiremock::matchers::method;

@@ -1,9 +1,9 @@
 //! Graceful shutdown: a request in flight when shutdown begins still gets its answer.
 
-use sandbox_broker::domain::time::EpochSecs;
 use std::sync::Arc;
 
 use reqwest::StatusCode;
+use sandbox_broker::domain::time::EpochSecs;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::helpers::doubles::GatedStore;

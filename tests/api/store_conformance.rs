@@ -1,23 +1,21 @@
-//! The store conformance suite: one body of tests against any `Arc<dyn Store>`.
+//! The store conformance suite: one body of tests against any store (a `SharedStore`).
 //! Each test crate instantiates it for its store flavor (`tests/api`: embedded,
 //! `tests/dynamodb`: DynamoDB Local).
 
-use crate::helpers::release_of;
-use sandbox_broker::domain::time::EpochMillis;
-use sandbox_broker::domain::time::EpochSecs;
-use sandbox_broker::store::{DeletionClaim, FinishedDeletion, LeaseRequest};
 use std::collections::HashSet;
 
 use futures::future::join_all;
+use sandbox_broker::domain::time::{EpochMillis, EpochSecs};
 use sandbox_broker::domain::{
     DeletableStatus, HolderKey, IdempotencyKey, LabName, LabPolicy, NamePrefix, Sandbox, SandboxId,
     SandboxStatus,
 };
 use sandbox_broker::store::{
-    AllocationKey, AllocationRequest, JobRecord, LeaseOutcome, ListQuery, Refusal, SharedStore,
+    Allocation, AllocationKey, AllocationRequest, DeletionClaim, FinishedDeletion, JobRecord,
+    LeaseOutcome, LeaseRequest, ListQuery, Refusal, SharedStore,
 };
 
-use crate::helpers::{listed, sandboxes, sync_rules};
+use crate::helpers::{listed, release_of, sandboxes, sync_rules};
 
 const NOW: EpochSecs = EpochSecs::new(1_800_000_000);
 
@@ -41,6 +39,11 @@ fn request(key: &str) -> AllocationRequest {
 fn with_prefix(mut request: AllocationRequest, prefix: &str) -> AllocationRequest {
     request.name_prefix = Some(NamePrefix::parse("prefix", prefix).unwrap());
     request
+}
+
+/// What `request` was granted, which the test knows it is.
+async fn granted(store: &SharedStore, request: AllocationRequest) -> Allocation {
+    store.allocation.allocate(request).await.unwrap().unwrap()
 }
 
 /// The stored row `raw`, which the test knows exists.
@@ -80,12 +83,7 @@ pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(stor
         .unwrap();
     let mut ids = HashSet::new();
     for n in 0..3 {
-        let allocation = store
-            .allocation
-            .allocate(request(&format!("s{n}")))
-            .await
-            .unwrap()
-            .unwrap();
+        let allocation = granted(&store, request(&format!("s{n}"))).await;
         assert!(allocation.newly_allocated);
         assert_eq!(allocation.sandbox.status, SandboxStatus::Allocated);
         assert_eq!(
@@ -116,27 +114,12 @@ pub async fn the_same_key_replays_and_other_keys_get_other_sandboxes(store: Shar
         .import(sandboxes("lab-", 0, 5), NOW)
         .await
         .unwrap();
-    let first = store
-        .allocation
-        .allocate(request("s1"))
-        .await
-        .unwrap()
-        .unwrap();
-    let replay = store
-        .allocation
-        .allocate(request("s1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let first = granted(&store, request("s1")).await;
+    let replay = granted(&store, request("s1")).await;
     let mut keyed = request("s1");
     keyed.key.idempotency_key = Some(IdempotencyKey::parse("k", "second").unwrap());
-    let second = store
-        .allocation
-        .allocate(keyed.clone())
-        .await
-        .unwrap()
-        .unwrap();
-    let second_replay = store.allocation.allocate(keyed).await.unwrap().unwrap();
+    let second = granted(&store, keyed.clone()).await;
+    let second_replay = granted(&store, keyed).await;
 
     assert!(!replay.newly_allocated);
     assert_eq!(replay.sandbox, first.sandbox);
@@ -158,22 +141,12 @@ pub async fn prefixes_select_by_name_and_exhaust_separately(store: SharedStore) 
         .await
         .unwrap();
 
-    let b = store
-        .allocation
-        .allocate(with_prefix(request("s1"), "lab-b-"))
-        .await
-        .unwrap()
-        .unwrap();
+    let b = granted(&store, with_prefix(request("s1"), "lab-b-")).await;
     let b_again = store
         .allocation
         .allocate(with_prefix(request("s2"), "lab-b-"))
         .await;
-    let a = store
-        .allocation
-        .allocate(with_prefix(request("s3"), "lab-a"))
-        .await
-        .unwrap()
-        .unwrap();
+    let a = granted(&store, with_prefix(request("s3"), "lab-a")).await;
     let none = store
         .allocation
         .allocate(with_prefix(request("s4"), "zzz"))
@@ -191,13 +164,7 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
         .import(sandboxes("lab-", 0, 3), NOW)
         .await
         .unwrap();
-    let held = store
-        .allocation
-        .allocate(request("s1"))
-        .await
-        .unwrap()
-        .unwrap()
-        .sandbox;
+    let held = granted(&store, request("s1")).await.sandbox;
     let held_id = id(&held.sandbox_id);
     let unheld = ["1", "2", "3"]
         .into_iter()
@@ -253,12 +220,7 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
         Some(EpochSecs::new((NOW + 5).get())),
         "a repeat changes nothing"
     );
-    let next = store
-        .allocation
-        .allocate(request("s1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let next = granted(&store, request("s1")).await;
     assert!(next.newly_allocated);
     assert_ne!(next.sandbox.sandbox_id, held.sandbox_id);
 }
@@ -270,13 +232,7 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
         .await
         .unwrap();
     assert_eq!((summary.imported, summary.skipped), (3, 0));
-    let held = store
-        .allocation
-        .allocate(request("s1"))
-        .await
-        .unwrap()
-        .unwrap()
-        .sandbox;
+    let held = granted(&store, request("s1")).await.sandbox;
 
     let mut again = sandboxes("new-", 0, 3);
     again[0].sfdc_account_id = Some("001NEW".into());
@@ -288,12 +244,7 @@ pub async fn import_upserts_available_rows_only(store: SharedStore) {
         untouched, held,
         "an allocated row is never touched by import"
     );
-    let renamed = store
-        .allocation
-        .allocate(with_prefix(request("s2"), "new-"))
-        .await
-        .unwrap()
-        .unwrap();
+    let renamed = granted(&store, with_prefix(request("s2"), "new-")).await;
     assert!(
         renamed.sandbox.name.starts_with("new-"),
         "the new name is what allocation matches"
@@ -331,12 +282,7 @@ pub async fn list_pages_visit_every_match_once(store: SharedStore) {
         .await
         .unwrap();
     for n in 0..5 {
-        store
-            .allocation
-            .allocate(request(&format!("s{n}")))
-            .await
-            .unwrap()
-            .unwrap();
+        granted(&store, request(&format!("s{n}"))).await;
     }
 
     let all = list_all(&store, query(4)).await;
@@ -432,7 +378,7 @@ pub async fn stats_and_track_stats_are_exact(store: SharedStore) {
     for n in 0..4 {
         let mut r = request(&format!("s{n}"));
         r.lab = Some(LabName::parse("t", if n < 3 { "dns" } else { "sec" }).unwrap());
-        let held = store.allocation.allocate(r).await.unwrap().unwrap().sandbox;
+        let held = granted(&store, r).await.sandbox;
         if n == 0 {
             store
                 .allocation
@@ -496,12 +442,7 @@ pub async fn bulk_delete_removes_exactly_one_status(store: SharedStore) {
         .import(sandboxes("lab-", 0, 6), NOW)
         .await
         .unwrap();
-    store
-        .allocation
-        .allocate(request("s1"))
-        .await
-        .unwrap()
-        .unwrap();
+    granted(&store, request("s1")).await;
 
     let removed = store
         .admin
@@ -636,20 +577,8 @@ pub async fn sync_adds_refreshes_and_stales_without_resurrecting_anything(store:
         .unwrap()
         .unwrap();
     assert_eq!((first.synced, first.added, first.marked_stale), (5, 5, 0));
-    let held = store
-        .allocation
-        .allocate(request("s1"))
-        .await
-        .unwrap()
-        .unwrap()
-        .sandbox;
-    let released = store
-        .allocation
-        .allocate(request("s2"))
-        .await
-        .unwrap()
-        .unwrap()
-        .sandbox;
+    let held = granted(&store, request("s1")).await.sandbox;
+    let released = granted(&store, request("s2")).await.sandbox;
     store
         .allocation
         .release(release_of(&id(&released.sandbox_id), &holder("s2"), NOW))
@@ -934,29 +863,11 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         .unwrap();
     let mut short = request("short");
     short.lab_duration_hours = 1;
-    let ended = store
-        .allocation
-        .allocate(short.clone())
-        .await
-        .unwrap()
-        .unwrap()
-        .sandbox;
-    let long = store
-        .allocation
-        .allocate(request("long"))
-        .await
-        .unwrap()
-        .unwrap()
-        .sandbox;
+    let ended = granted(&store, short.clone()).await.sandbox;
+    let long = granted(&store, request("long")).await.sandbox;
     let mut marked = request("marked");
     marked.lab_duration_hours = 1;
-    let released = store
-        .allocation
-        .allocate(marked)
-        .await
-        .unwrap()
-        .unwrap()
-        .sandbox;
+    let released = granted(&store, marked).await.sandbox;
     store
         .allocation
         .release(release_of(
@@ -1014,7 +925,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         Some(EpochSecs::new((NOW + 60).get())),
         "the owner's own release stands"
     );
-    let next = store.allocation.allocate(short).await.unwrap().unwrap();
+    let next = granted(&store, short).await;
     assert!(next.newly_allocated, "the expired key gets a new sandbox");
     assert_ne!(next.sandbox.sandbox_id, ended.sandbox_id);
 }
@@ -1058,13 +969,7 @@ async fn released_rows(store: &SharedStore, count: u64) -> Vec<SandboxId> {
         .unwrap();
     let mut pending = Vec::new();
     for n in 0..count {
-        let held = store
-            .allocation
-            .allocate(request(&format!("s{n}")))
-            .await
-            .unwrap()
-            .unwrap()
-            .sandbox;
+        let held = granted(store, request(&format!("s{n}"))).await.sandbox;
         store
             .allocation
             .release(release_of(

@@ -3,21 +3,21 @@
 //! is not applied. On both stores: the store itself, and black-box over HTTP with a
 //! simulated CSP.
 
-use crate::helpers::release_of;
-use sandbox_broker::domain::time::EpochSecs;
-use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use sandbox_broker::domain::clock::ManualClock;
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::domain::{SandboxId, SandboxStatus};
 use sandbox_broker::store::{AllocationKey, AllocationRequest, DeletionOutcome, SharedStore};
+use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::csp::{account, cleanup, sync, use_csp};
+use crate::helpers::release_of;
 use crate::helpers::series_sum;
 use crate::helpers::{TestApp, error_of, fresh_store, json_of, sandboxes, sync_rules};
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use sandbox_broker::domain::clock::{Clock, ManualClock};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, error_of, json_of};
-use sandbox_broker::domain::clock::{Clock, ManualClock};
 
 async fn allocate_for(app: &crate::helpers::TestApp, holder: &str, lab: &str) -> String {
     let held = json_of(

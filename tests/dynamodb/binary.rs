@@ -1,9 +1,9 @@
 //! The `sandbox-broker` binary on DynamoDB: `init-table`, and start-up refusals.
 
-use sandbox_broker::domain::time::EpochSecs;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use std::process::{Command, Stdio};
+use sandbox_broker::domain::time::EpochSecs;
 
 use crate::local::{self, BINARY};
 

@@ -3,7 +3,6 @@
 //! it again. The retry fails its condition; the protocol must read that back as its own
 //! write — each student's first request answers 201 (never "replay"), one sandbox each.
 
-use sandbox_broker::domain::time::EpochSecs;
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +15,7 @@ use axum::response::Response;
 use futures::future::join_all;
 use reqwest::StatusCode;
 use sandbox_broker::domain::now_epoch;
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::dynamo::{self, DynamoSettings, DynamoStore};
 use sandbox_broker::store::{AdminStore, SharedStore};
 use serde_json::Value;

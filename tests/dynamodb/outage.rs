@@ -1,13 +1,13 @@
 //! DynamoDB down, slow or throttling: answers stay 503 (never 500), arrive in under two
 //! seconds, nothing partial is acknowledged, and the same process serves again afterwards.
 
-use sandbox_broker::domain::time::EpochSecs;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::StatusCode;
 use sandbox_broker::domain::now_epoch;
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::dynamo::{self, DynamoStore};
 use sandbox_broker::store::{AdminStore, SharedStore};
 use serde_json::Value;

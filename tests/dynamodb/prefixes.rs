@@ -5,10 +5,10 @@
 //! 2 cores); the pool's own unit test (`store/dynamo/candidates.rs`) sends 50,000 through
 //! the same code against an in-memory index.
 
-use sandbox_broker::domain::time::EpochSecs;
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::domain::{HolderKey, NamePrefix};
 use sandbox_broker::store::dynamo::{self, DynamoStore};
 use sandbox_broker::store::{

@@ -1,8 +1,6 @@
 //! Tables the Python service created and filled: `init-table` adds only what is missing,
 //! its rows are served, and its NIOSXaaS history items are never taken for sandboxes.
 
-use sandbox_broker::domain::time::EpochSecs;
-use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
@@ -10,8 +8,10 @@ use aws_sdk_dynamodb::types::{
     KeyType, Projection, ProjectionType, ProvisionedThroughput, ScalarAttributeType,
 };
 use reqwest::{Method, StatusCode};
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::{self, DynamoStore};
+use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use serde_json::Value;
 
 use crate::helpers::{TestApp, json_of};

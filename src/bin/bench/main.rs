@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
+use dynamo_bench::RawShape;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
@@ -33,8 +34,6 @@ use sandbox_broker::store::dynamo;
 use sandbox_broker::store::embedded::EmbeddedStore;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-
-use dynamo_bench::RawShape;
 
 const LAB_TOKEN: &str = "bench-track-token";
 const ADMIN_TOKEN: &str = "bench-admin-token";

@@ -5,11 +5,11 @@
 //! `DELETION_GIVE_UP_HOURS` of failing; a refusal counts, and
 //! `DELETION_RETRY_MAX_ATTEMPTS` of them make it `deletion_failed`.
 
-use crate::domain::time::EpochSecs;
 use std::time::Duration;
 
 use super::DeletionOutcome;
 use crate::domain::Sandbox;
+use crate::domain::time::EpochSecs;
 
 /// Longest backoff between two attempts.
 const MAX_BACKOFF_SECS: i64 = 3600;

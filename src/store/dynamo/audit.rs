@@ -10,7 +10,6 @@
 //! so any listing fits DynamoDB's 400 KB items), which expire a week after they were
 //! written, so an abandoned generation needs no clean-up.
 
-use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -21,6 +20,7 @@ use super::item::{AttributeValuesExt, Item, n, s};
 use crate::domain::SandboxStatus;
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport, ListingSnapshot};
+use crate::domain::time::EpochSecs;
 use crate::store::{StoreError, decode_action_cursor, encode_action_cursor, new_action_key};
 
 /// Partition key of the listing's head item (its sort key is `LISTING`).

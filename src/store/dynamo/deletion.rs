@@ -5,7 +5,6 @@
 //! every outcome is written only while the runner still holds that claim — so two runners
 //! never delete the same sandbox twice, and a late runner never overwrites a newer result.
 
-use crate::domain::time::EpochSecs;
 use aws_sdk_dynamodb::types::{ReturnValue, TransactWriteItem, Update};
 
 use super::DynamoStore;
@@ -13,6 +12,7 @@ use super::error::{DynamoError, internal};
 use super::item::{Item, n, returned_row, s, sandbox_key};
 use super::update::row_update;
 use crate::domain::lifecycle;
+use crate::domain::time::EpochSecs;
 use crate::domain::used::UsedAccount;
 use crate::domain::{NiosxaasHistory, Sandbox, SandboxStatus};
 use crate::store::{DeletionClaim, DeletionOutcome, FinishedDeletion, StoreError, finished_change};

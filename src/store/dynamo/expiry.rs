@@ -4,13 +4,13 @@
 //! conditional on exactly what was read — so a student's own mark, a sync or another
 //! instance racing these always leaves one consistent outcome.
 
-use crate::domain::time::EpochSecs;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::error::DynamoError;
 use super::item::returned_row;
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::lifecycle::{self, Change};
+use crate::domain::time::EpochSecs;
 use crate::domain::{LabPolicy, Sandbox, SandboxStatus};
 use crate::store::StoreError;
 

@@ -4,12 +4,12 @@
 //! as strings), write exactly the table layout's names and types (docs/dynamodb.md), and never write an empty
 //! string or a null into an attribute that keys a GSI.
 
-use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::domain::time::EpochSecs;
 use crate::domain::{Sandbox, SandboxStatus};
 
 mod niosxaas;

@@ -4,8 +4,6 @@
 //! Rule: a lease is taken with a conditional write (free, expired, or already ours), so
 //! across a fleet one instance runs each job; ending it is conditional on still holding it.
 
-use crate::domain::time::EpochMillis;
-use crate::domain::time::EpochSecs;
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -14,6 +12,8 @@ use super::DynamoStore;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, n, s};
 use crate::domain::lease::{self, LeaseDecision};
+use crate::domain::time::EpochMillis;
+use crate::domain::time::EpochSecs;
 use crate::store::{JobRecord, JobStore, LeaseOutcome, LeaseRequest, StoreError};
 
 /// Partition key of every job item.

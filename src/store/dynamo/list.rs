@@ -8,17 +8,17 @@
 //! A status filter reads `StatusIndex`, a student filter `TrackIndex`, otherwise the table
 //! is scanned with consistent reads.
 
-use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::Select;
 
 use super::DynamoStore;
 use super::calls::Budget;
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, Item, SANDBOX_PREFIX, n, s};
 use super::schema::{LAB_INDEX, STATUS_INDEX, STATUS_NAME_INDEX};
-use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use aws_sdk_dynamodb::types::Select;
-
+use crate::domain::time::EpochSecs;
 use crate::domain::{NamePrefix, Sandbox, SandboxStatus};
 use crate::store::{ListCursor, ListQuery, PoolStats, SandboxPage, StoreError};
 

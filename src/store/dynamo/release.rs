@@ -1,7 +1,6 @@
 //! Releases on the shared table: a student's mark, decided by `domain::lifecycle` and
 //! applied through the update derived from that decision; the freed allocation key.
 
-use crate::domain::time::EpochSecs;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::ReturnValue;
 
@@ -10,6 +9,7 @@ use super::calls::Budget;
 use super::error::DynamoError;
 use super::item::{self, returned_row, s, sandbox_key};
 use crate::domain::lifecycle::{self, Change, NotHolder, Release};
+use crate::domain::time::EpochSecs;
 use crate::domain::{Sandbox, SandboxId};
 use crate::store::{
     Outcome, Refusal, ReleaseOutcome, ReleaseRequest, StoreError, allocation_key_of_row,

@@ -5,7 +5,6 @@
 //! was handed out leaves its used-account marker in the same transaction
 //! (`domain::used`), so the account never comes back into the pool.
 
-use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
@@ -15,6 +14,7 @@ use super::calls::Budget;
 use super::error::{DynamoError, internal, transaction_verdict};
 use super::item::{Item, n, s, sandbox_key};
 use super::{BULK_CONCURRENCY, DynamoStore};
+use crate::domain::time::EpochSecs;
 use crate::domain::used::UsedAccount;
 use crate::domain::{DeletableStatus, Sandbox, SandboxStatus};
 use crate::store::StoreError;

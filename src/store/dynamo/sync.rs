@@ -12,7 +12,6 @@
 //! (`SyncRules::believe`). Each `available` row the provider no longer lists turns
 //! `stale` only if it is still `available`; an allocation racing the sync always wins.
 
-use crate::domain::time::EpochSecs;
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -31,6 +30,7 @@ use crate::domain::audit::ListingSnapshot;
 use crate::domain::lifecycle::{
     self, Change, Decision, ListingRefused, Prior, SYNC_NEVER_WRITES, SyncRules, SyncStep, Upsert,
 };
+use crate::domain::time::EpochSecs;
 use crate::domain::{NewSandbox, ProviderSandbox, Sandbox, SandboxStatus};
 use crate::store::{ImportSummary, StoreError, SyncSummary};
 

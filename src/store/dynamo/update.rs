@@ -5,12 +5,12 @@
 //! decided row (the key never changes), and the condition is exactly the decision's
 //! [`Expect`](crate::domain::lifecycle::Expect): what must still hold for it to apply.
 
-use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use super::error::internal;
 use super::item::{Item, n, s};
 use crate::domain::lifecycle::Change;
+use crate::domain::time::EpochSecs;
 use crate::domain::{ExternalId, NewSandbox, Sandbox, SandboxId, SandboxName, ValidationError};
 use crate::store::StoreError;
 

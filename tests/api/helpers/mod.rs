@@ -1,7 +1,6 @@
 //! `TestApp::spawn()` / `TestApp::builder()`, a `TestApp` with one typed method per
 //! endpoint, and the helpers every test module shares.
 
-use sandbox_broker::domain::time::EpochSecs;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use sandbox_broker::app::Server;
 use sandbox_broker::config::Config;
 use sandbox_broker::domain::clock::{SharedClock, SystemClock};
+use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::domain::{ExternalId, NewSandbox, SandboxId, SandboxName, now_epoch};
 use sandbox_broker::store::SharedStore;
 use serde_json::Value;

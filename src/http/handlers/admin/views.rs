@@ -1,9 +1,9 @@
 //! The JSON shapes of the admin routes (docs/api.md, *Admin routes*), each an OpenAPI schema.
 
-use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::time::EpochSecs;
 use crate::domain::usage::LabStats;
 use crate::http::handlers::jobs::views::RunStatus;
 use crate::http::handlers::lab::views::SandboxView;

@@ -1,9 +1,10 @@
 //! The JSON shapes of the job routes, each an OpenAPI schema.
 
-use crate::domain::time::EpochMillis;
-use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use crate::domain::time::EpochMillis;
+use crate::domain::time::EpochSecs;
 
 /// The `status` of an admin-triggered run's answer: the route answers only once the work
 /// is done, so it is always `completed` (kept because the Python service sent it).

@@ -3,10 +3,10 @@
 //! Rule: wire shapes are built from store rows here and nowhere else; `sfdc_account_id`
 //! is always a string and timestamps are integer epoch seconds.
 
-use crate::domain::time::EpochSecs;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::domain::time::EpochSecs;
 use crate::domain::{LabPolicy, Sandbox};
 
 /// `POST /allocate` answer.

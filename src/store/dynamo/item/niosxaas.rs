@@ -1,12 +1,12 @@
 //! The NIOSXaaS hook's attributes on a sandbox item, and its history items (docs/dynamodb.md),
 //! under the Python service's names and types.
 
-use crate::domain::time::EpochSecs;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{AttributeValuesExt, Item, ItemError, NIOSXAAS_PREFIX, NIOSXAAS_SORT_KEY, n, s};
+use crate::domain::time::EpochSecs;
 use crate::domain::{NiosxaasCleanup, NiosxaasHistory};
 
 /// The primary key of a sandbox's NIOSXaaS history item.
