@@ -151,14 +151,7 @@ async fn the_auditor_reports_every_check_it_finds_and_repairs_nothing() {
         assert!(metrics.contains(&series), "{series} missing");
         assert_eq!(series_sum(&metrics, &series), expected, "{series}");
     }
-    let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
-    let audit_job = jobs["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|job| job["job"] == "audit")
-        .unwrap()
-        .clone();
+    let audit_job = app.job("audit").await;
     assert_eq!(
         (
             audit_job["enabled"].as_bool(),

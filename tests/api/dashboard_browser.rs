@@ -14,7 +14,6 @@ use reqwest::StatusCode;
 use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::domain::{NiosxaasCleanup, SandboxId, now_epoch};
 use sandbox_broker::store::DeletionOutcome;
-use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use serde_json::{Value, json};
 
 use crate::helpers::tools::target_dir;
@@ -98,29 +97,8 @@ async fn class_day(app: &TestApp) {
     ];
     for (((id, _), hook), outcome) in released.iter().zip(outcomes).zip(finals) {
         let id = SandboxId::parse("id", id).unwrap();
-        let claimed = app
-            .store
-            .lifecycle
-            .claim_deletion(DeletionClaim {
-                id: &id,
-                runner: "runner",
-                now: EpochSecs::new(now),
-                until: EpochSecs::new(now + 60),
-            })
-            .await
-            .unwrap()
-            .expect("a released sandbox can be claimed");
-        app.store
-            .lifecycle
-            .finish_deletion(FinishedDeletion {
-                claimed: &claimed,
-                runner: "runner",
-                outcome,
-                niosxaas: Some(hook),
-                now: EpochSecs::new(now),
-            })
-            .await
-            .unwrap();
+        let now = EpochSecs::new(now);
+        crate::helpers::finish_deletion_of(&app.store, &id, outcome, Some(hook), now, now).await;
     }
 }
 

@@ -60,13 +60,7 @@ async fn an_admin_sync_fills_the_pool_and_later_marks_vanished_sandboxes_stale_a
         ),
         (Some(1), Some(1), Some(2))
     );
-    let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
-    let sync_job = jobs["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["job"] == "sync")
-        .unwrap();
+    let sync_job = app.job("sync").await;
     assert_eq!(sync_job["last_outcome"], "completed");
     assert_eq!(sync_job["last_counts"]["marked_stale"], 1);
     assert_eq!(
@@ -455,14 +449,7 @@ async fn the_scheduled_stale_removal_runs_under_its_lease_and_removes_rows_stale
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let job = loop {
-        let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
-        let job = jobs["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|j| j["job"] == "auto_delete_stale")
-            .cloned()
-            .expect("the job is listed");
+        let job = app.job("auto_delete_stale").await;
         if job["last_outcome"] == "completed" {
             break job;
         }
@@ -695,8 +682,8 @@ impl sandbox_broker::provider::ProviderClient for GatedProvider {
     }
 }
 
-/// When the `sync` lease runs out, in epoch milliseconds.
-async fn sync_lease_end(store: &sandbox_broker::store::SharedStore) -> i64 {
+/// When the `sync` lease runs out.
+async fn sync_lease_end(store: &sandbox_broker::store::SharedStore) -> EpochMillis {
     store
         .jobs
         .job_records()
@@ -704,7 +691,9 @@ async fn sync_lease_end(store: &sandbox_broker::store::SharedStore) -> i64 {
         .unwrap()
         .into_iter()
         .find(|record| record.job == "sync")
-        .map_or(i64::MIN, |record| record.lease_expires_at_ms.get())
+        .map_or(EpochMillis::new(i64::MIN), |record| {
+            record.lease_expires_at_ms
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -730,12 +719,12 @@ async fn a_running_job_renews_its_lease_so_no_second_instance_starts_it() {
     provider.listing_started.notified().await;
     let started = clock.now_ms();
     let unrenewed_end = sync_lease_end(&store).await;
-    assert_eq!(unrenewed_end, (started + 3_000).get());
+    assert_eq!(unrenewed_end, started + 3_000);
     // Move the clock 100 ms at a time to a second past the unrenewed lease's end; before
     // a step would end the lease, wait for A's renewal (due every third of a lease) to land.
-    while clock.now_ms() < EpochMillis::new(unrenewed_end + 1_000) {
+    while clock.now_ms() < unrenewed_end + 1_000 {
         let end = sync_lease_end(&store).await;
-        if clock.now_ms() + 100 >= EpochMillis::new(end) {
+        if clock.now_ms() + 100 >= end {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while sync_lease_end(&store).await <= end {
                 assert!(
@@ -773,7 +762,7 @@ async fn an_instance_that_died_holding_a_lease_is_replaced_once_the_lease_runs_o
         .acquire_lease(LeaseRequest {
             job: "sync",
             instance: "dead-instance",
-            now: EpochMillis::new(clock.now_ms().get()),
+            now: clock.now_ms(),
             ttl: std::time::Duration::from_millis(300),
         })
         .await

@@ -6,25 +6,12 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use sandbox_broker::domain::clock::{Clock, ManualClock};
-use sandbox_broker::domain::time::EpochMillis;
 use sandbox_broker::store::LeaseOutcome;
 use sandbox_broker::store::LeaseRequest;
 use serde_json::Value;
 
 use crate::helpers::csp::{account, csp, listings, use_csp};
-use crate::helpers::{TestApp, error_of, json_of};
-
-/// The sync job's entry of `/v1/admin/jobs`.
-async fn sync_job(app: &TestApp) -> Value {
-    let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
-    jobs["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|job| job["job"] == "sync")
-        .cloned()
-        .unwrap()
-}
+use crate::helpers::{TestApp, error_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_with_a_two_second_interval_list_the_provider_at_most_six_times_in_ten_seconds()
@@ -56,7 +43,7 @@ async fn three_instances_with_a_two_second_interval_list_the_provider_at_most_si
         (2..=6).contains(&listed),
         "{listed} listings in 10 s from 3 instances at a 2 s interval"
     );
-    let job = sync_job(&fleet[0]).await;
+    let job = fleet[0].job("sync").await;
     assert_eq!(job["last_outcome"], "completed", "{job}");
 }
 
@@ -83,7 +70,7 @@ async fn a_run_whose_lease_is_taken_over_stops_and_records_nothing() {
     };
     let mut job = Value::Null;
     for _ in 0..200 {
-        job = sync_job(&app).await;
+        job = app.job("sync").await;
         if job["lease_holder"].is_string() {
             break;
         }
@@ -103,7 +90,7 @@ async fn a_run_whose_lease_is_taken_over_stops_and_records_nothing() {
         .acquire_lease(LeaseRequest {
             job: "sync",
             instance: "intruder",
-            now: EpochMillis::new(after_ours_ran_out.get()),
+            now: after_ours_ran_out,
             ttl: std::time::Duration::from_millis(60_000),
         })
         .await
@@ -121,7 +108,7 @@ async fn a_run_whose_lease_is_taken_over_stops_and_records_nothing() {
     // intruder's: nothing of the fenced run is written.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(app.stats().await["total"], 0);
-    let job = sync_job(&app).await;
+    let job = app.job("sync").await;
     assert_eq!(job["lease_holder"], "intruder", "{job}");
     assert_eq!(job["last_outcome"], Value::Null, "{job}");
     assert_ne!(ours, "intruder");

@@ -15,7 +15,7 @@ use sandbox_broker::store::{
     LeaseOutcome, LeaseRequest, ListQuery, Refusal, SharedStore,
 };
 
-use crate::helpers::{listed, release_of, sandboxes, sync_rules};
+use crate::helpers::{finish_deletion_of, listed, release_of, sandboxes, sync_rules};
 
 const NOW: EpochSecs = EpochSecs::new(1_800_000_000);
 
@@ -90,10 +90,7 @@ pub async fn allocation_hands_out_each_sandbox_once_then_reports_exhaustion(stor
             allocation.sandbox.holder.as_deref(),
             Some(format!("s{n}").as_str())
         );
-        assert_eq!(
-            allocation.sandbox.allocated_at,
-            Some(EpochSecs::new(NOW.get()))
-        );
+        assert_eq!(allocation.sandbox.allocated_at, Some(NOW));
         assert_eq!(allocation.sandbox.lab_duration_hours, Some(48));
         assert!(
             allocation.sandbox.allocated_here(),
@@ -210,14 +207,11 @@ pub async fn marking_checks_ownership_is_idempotent_and_frees_the_key(store: Sha
 
     assert!(marked.newly_released);
     assert_eq!(marked.sandbox.status, SandboxStatus::PendingDeletion);
-    assert_eq!(
-        marked.sandbox.deletion_requested_at,
-        Some(EpochSecs::new((NOW + 5).get()))
-    );
+    assert_eq!(marked.sandbox.deletion_requested_at, Some(NOW + 5));
     assert!(!repeat.newly_released);
     assert_eq!(
         repeat.sandbox.deletion_requested_at,
-        Some(EpochSecs::new((NOW + 5).get())),
+        Some(NOW + 5),
         "a repeat changes nothing"
     );
     let next = granted(&store, request("s1")).await;
@@ -911,7 +905,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
     assert_eq!(expired[0].status, SandboxStatus::PendingDeletion);
     assert_eq!(
         expired[0].deletion_requested_at,
-        Some(EpochSecs::new((NOW + 3600 + grace + 1).get()))
+        Some(NOW + 3600 + grace + 1)
     );
     assert!(again.is_empty(), "expiry is idempotent");
     assert_eq!(
@@ -922,7 +916,7 @@ pub async fn expiry_releases_only_ended_labs_and_frees_their_keys(store: SharedS
         stored(&store, &released.sandbox_id)
             .await
             .deletion_requested_at,
-        Some(EpochSecs::new((NOW + 60).get())),
+        Some(NOW + 60),
         "the owner's own release stands"
     );
     let next = granted(&store, short).await;
@@ -990,30 +984,15 @@ async fn released_rows(store: &SharedStore, count: u64) -> Vec<SandboxId> {
 pub async fn a_tombstone_is_dropped_exactly_at_its_ttl(store: SharedStore) {
     use sandbox_broker::store::DeletionOutcome;
     let pending = released_rows(&store, 1).await;
-    let claimed = store
-        .lifecycle
-        .claim_deletion(DeletionClaim {
-            id: &pending[0],
-            runner: "runner",
-            now: NOW,
-            until: NOW + 60,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .lifecycle
-        .finish_deletion(FinishedDeletion {
-            claimed: &claimed,
-            runner: "runner",
-            outcome: DeletionOutcome::Deleted {
-                ttl: EpochSecs::new((NOW + 100).get()),
-            },
-            niosxaas: None,
-            now: NOW + 2,
-        })
-        .await
-        .unwrap();
+    finish_deletion_of(
+        &store,
+        &pending[0],
+        DeletionOutcome::Deleted { ttl: NOW + 100 },
+        None,
+        NOW,
+        NOW + 2,
+    )
+    .await;
     assert_eq!(store.lifecycle.purge_tombstones(NOW + 99).await.unwrap(), 0);
     assert!(store.allocation.get(&pending[0]).await.unwrap().is_some());
     assert_eq!(
@@ -1037,7 +1016,7 @@ pub async fn a_tombstone_is_dropped_exactly_at_its_ttl(store: SharedStore) {
 pub async fn a_deletion_claim_holds_through_its_last_second(store: SharedStore) {
     let pending = released_rows(&store, 1).await;
     let until = NOW + 60;
-    let claim = |runner: &'static str, at: i64| {
+    let claim = |runner: &'static str, at: EpochSecs| {
         let (store, id) = (store.clone(), pending[0].clone());
         async move {
             store
@@ -1045,20 +1024,20 @@ pub async fn a_deletion_claim_holds_through_its_last_second(store: SharedStore) 
                 .claim_deletion(DeletionClaim {
                     id: &id,
                     runner,
-                    now: EpochSecs::new(at),
-                    until: EpochSecs::new(at + 60),
+                    now: at,
+                    until: at + 60,
                 })
                 .await
                 .unwrap()
         }
     };
-    assert!(claim("runner-a", NOW.get()).await.is_some());
+    assert!(claim("runner-a", NOW).await.is_some());
     assert!(
-        claim("runner-b", until.get()).await.is_none(),
+        claim("runner-b", until).await.is_none(),
         "held at its last second"
     );
     assert!(
-        claim("runner-b", (until + 1).get()).await.is_some(),
+        claim("runner-b", until + 1).await.is_some(),
         "free once it ran out"
     );
 }
@@ -1107,9 +1086,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .finish_deletion(FinishedDeletion {
             claimed: &claimed,
             runner: "runner-b",
-            outcome: DeletionOutcome::Deleted {
-                ttl: EpochSecs::new((NOW + 10).get()),
-            },
+            outcome: DeletionOutcome::Deleted { ttl: NOW + 10 },
             niosxaas: None,
             now: NOW + 2,
         })
@@ -1131,9 +1108,7 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .finish_deletion(FinishedDeletion {
             claimed: &claimed,
             runner: "runner-a",
-            outcome: DeletionOutcome::Deleted {
-                ttl: EpochSecs::new((NOW + 10).get()),
-            },
+            outcome: DeletionOutcome::Deleted { ttl: NOW + 10 },
             niosxaas: None,
             now: NOW + 2,
         })
@@ -1163,10 +1138,10 @@ pub async fn deletions_are_claimed_by_one_runner_and_recorded_only_by_it(store: 
         .unwrap()
         .unwrap();
     let retry = DeletionOutcome::Retry {
-        next_attempt_at: EpochSecs::new((NOW + 120).get()),
+        next_attempt_at: NOW + 120,
         attempts: 0,
         transient_failures: 1,
-        first_transient_failure_at: Some(EpochSecs::new(NOW.get())),
+        first_transient_failure_at: Some(NOW),
         error: "HTTP 503".into(),
     };
     store
@@ -1293,17 +1268,17 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     }
     let first = id(&claimed[0].sandbox_id);
     let cleaned = NiosxaasCleanup {
-        niosxaas_cleaned_at: Some(EpochSecs::new((NOW + 1).get())),
+        niosxaas_cleaned_at: Some(NOW + 1),
         niosxaas_services_matched: 2,
         ..NiosxaasCleanup::default()
     };
 
     // The hook cleaned, the provider failed: the row keeps the hook's result, no history yet.
     let retry = DeletionOutcome::Retry {
-        next_attempt_at: EpochSecs::new((NOW + 60).get()),
+        next_attempt_at: NOW + 60,
         attempts: 0,
         transient_failures: 1,
-        first_transient_failure_at: Some(EpochSecs::new((NOW + 1).get())),
+        first_transient_failure_at: Some(NOW + 1),
         error: "HTTP 503".into(),
     };
     store
@@ -1350,9 +1325,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .finish_deletion(FinishedDeletion {
             claimed: &again,
             runner: "runner",
-            outcome: DeletionOutcome::Deleted {
-                ttl: EpochSecs::new((NOW + 900).get()),
-            },
+            outcome: DeletionOutcome::Deleted { ttl: NOW + 900 },
             niosxaas: None,
             now: NOW + 62,
         })
@@ -1440,9 +1413,7 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .finish_deletion(FinishedDeletion {
             claimed: &claimed[2],
             runner: "runner",
-            outcome: DeletionOutcome::Deleted {
-                ttl: EpochSecs::new((NOW + 900).get()),
-            },
+            outcome: DeletionOutcome::Deleted { ttl: NOW + 900 },
             niosxaas: None,
             now: NOW + 3,
         })

@@ -11,7 +11,6 @@ use sandbox_broker::domain::clock::ManualClock;
 use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::domain::{SandboxId, SandboxStatus};
 use sandbox_broker::store::{AllocationKey, AllocationRequest, DeletionOutcome, SharedStore};
-use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -60,28 +59,7 @@ async fn hand_out_and_finish(store: &SharedStore, id: u64, outcome: DeletionOutc
         .await
         .unwrap()
         .unwrap();
-    let claimed = store
-        .lifecycle
-        .claim_deletion(DeletionClaim {
-            id: &sandbox,
-            runner: "runner",
-            now: NOW + 2,
-            until: NOW + 60,
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .lifecycle
-        .finish_deletion(FinishedDeletion {
-            claimed: &claimed,
-            runner: "runner",
-            outcome,
-            niosxaas: None,
-            now: NOW + 3,
-        })
-        .await
-        .unwrap();
+    crate::helpers::finish_deletion_of(store, &sandbox, outcome, None, NOW + 2, NOW + 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,27 +73,13 @@ async fn a_used_account_stays_out_of_the_pool_however_its_row_left() {
         .unwrap();
     // 1: deleted, its tombstone purged after its ttl. 2: given up, then bulk-deleted.
     // 3: deleted, then the tombstone bulk-deleted. 4: never handed out.
-    hand_out_and_finish(
-        &store,
-        1,
-        DeletionOutcome::Deleted {
-            ttl: EpochSecs::new((NOW + 10).get()),
-        },
-    )
-    .await;
+    hand_out_and_finish(&store, 1, DeletionOutcome::Deleted { ttl: NOW + 10 }).await;
     let failed = DeletionOutcome::Failed {
         attempts: 3,
         error: "HTTP 400".into(),
     };
     hand_out_and_finish(&store, 2, failed).await;
-    hand_out_and_finish(
-        &store,
-        3,
-        DeletionOutcome::Deleted {
-            ttl: EpochSecs::new((NOW + 9_999).get()),
-        },
-    )
-    .await;
+    hand_out_and_finish(&store, 3, DeletionOutcome::Deleted { ttl: NOW + 9_999 }).await;
     assert_eq!(store.lifecycle.purge_tombstones(NOW + 10).await.unwrap(), 1);
     let status = |raw| sandbox_broker::domain::DeletableStatus::parse(raw).unwrap();
     assert_eq!(
@@ -177,14 +141,7 @@ async fn a_deletion_the_provider_contradicts_is_retried_under_the_retry_rules() 
         .await
         .unwrap()
         .unwrap();
-    hand_out_and_finish(
-        &store,
-        1,
-        DeletionOutcome::Deleted {
-            ttl: EpochSecs::new((NOW + 86_400).get()),
-        },
-    )
-    .await;
+    hand_out_and_finish(&store, 1, DeletionOutcome::Deleted { ttl: NOW + 86_400 }).await;
     let grace = sync_rules(false).deletion_verify_grace_secs;
     let deleted_at = NOW + 3;
 
@@ -424,14 +381,7 @@ async fn an_empty_listing_is_refused_with_a_clear_error_until_an_admin_forces_it
     assert_eq!(app.stats().await["available"], 30, "nothing was applied");
     json_of(app.allocate("stu").await, StatusCode::CREATED).await;
 
-    let jobs = json_of(app.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
-    let sync_job = jobs["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|job| job["job"] == "sync")
-        .unwrap()
-        .clone();
+    let sync_job = app.job("sync").await;
     assert_eq!(sync_job["last_outcome"], "refused", "{sync_job}");
     let metrics = app.metrics_text().await;
     assert_eq!(

@@ -11,7 +11,6 @@ use reqwest::{Method, StatusCode};
 use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::{self, DynamoStore};
-use sandbox_broker::store::{DeletionClaim, FinishedDeletion};
 use serde_json::Value;
 
 use crate::helpers::{TestApp, json_of};
@@ -545,31 +544,9 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
     // tombstones removed as the rollback steps say: used-account markers take their place.
     for id in [&released, &retired] {
         let id = sandbox_broker::domain::SandboxId::parse("id", id).unwrap();
-        let claimed = app
-            .store
-            .lifecycle
-            .claim_deletion(DeletionClaim {
-                id: &id,
-                runner: "runner",
-                now: EpochSecs::new(now),
-                until: EpochSecs::new(now + 60),
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        app.store
-            .lifecycle
-            .finish_deletion(FinishedDeletion {
-                claimed: &claimed,
-                runner: "runner",
-                outcome: sandbox_broker::store::DeletionOutcome::Deleted {
-                    ttl: EpochSecs::new(now + 86_400),
-                },
-                niosxaas: None,
-                now: EpochSecs::new(now),
-            })
-            .await
-            .unwrap();
+        let now = EpochSecs::new(now);
+        let outcome = sandbox_broker::store::DeletionOutcome::Deleted { ttl: now + 86_400 };
+        crate::helpers::finish_deletion_of(&app.store, &id, outcome, None, now, now).await;
     }
     let bulk = app
         .admin(Method::POST, "/v1/admin/bulk-delete?status=deleted")

@@ -161,6 +161,42 @@ pub fn sync_rules(force: bool) -> sandbox_broker::domain::lifecycle::SyncRules {
     }
 }
 
+/// Finishes the deletion of the pending row `id` as the cleanup job does: claims it as
+/// `runner` at `claimed_at` (for a minute), then records `outcome` (and what the NIOSXaaS
+/// hook did, if it ran) at `finished_at`. The row as it was claimed.
+pub async fn finish_deletion_of(
+    store: &SharedStore,
+    id: &SandboxId,
+    outcome: sandbox_broker::store::DeletionOutcome,
+    niosxaas: Option<sandbox_broker::domain::NiosxaasCleanup>,
+    claimed_at: EpochSecs,
+    finished_at: EpochSecs,
+) -> sandbox_broker::domain::Sandbox {
+    let claimed = store
+        .lifecycle
+        .claim_deletion(sandbox_broker::store::DeletionClaim {
+            id,
+            runner: "runner",
+            now: claimed_at,
+            until: claimed_at + 60,
+        })
+        .await
+        .unwrap()
+        .expect("a released sandbox can be claimed");
+    store
+        .lifecycle
+        .finish_deletion(sandbox_broker::store::FinishedDeletion {
+            claimed: &claimed,
+            runner: "runner",
+            outcome,
+            niosxaas,
+            now: finished_at,
+        })
+        .await
+        .unwrap();
+    claimed
+}
+
 /// A release of `id` by `holder` at `now`.
 pub fn release_of(
     id: &SandboxId,
@@ -285,6 +321,18 @@ impl TestApp {
             .send()
             .await
             .expect("import request")
+    }
+
+    /// The entry of `job` (`sync`, `audit`, …) in `GET /v1/admin/jobs`.
+    pub async fn job(&self, job: &str) -> Value {
+        let jobs = json_of(self.admin_get("/v1/admin/jobs").await, StatusCode::OK).await;
+        jobs["jobs"]
+            .as_array()
+            .expect("a list of jobs")
+            .iter()
+            .find(|entry| entry["job"] == job)
+            .cloned()
+            .unwrap_or_else(|| panic!("{job} is not listed: {jobs}"))
     }
 
     /// The `/metrics` text.
