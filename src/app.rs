@@ -12,7 +12,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, LogFormat, ValidConfig};
+use crate::config::{Config, ConfigError, ExportConfig, LogFormat, RestoreConfig, ValidConfig};
 use crate::domain::clock::{SharedClock, SystemClock};
 use crate::http::auth::Auth;
 use crate::http::recent::Recent;
@@ -83,6 +83,19 @@ pub enum StartupError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// An export or a restore failed.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
+    /// A restore into the store was begun and not finished.
+    #[error(
+        "{store} holds an unfinished restore (begun at epoch {started_at}); finish it with `sandbox-broker restore --from FILE` before serving, or students could be handed a sandbox the restore has not yet recorded as taken"
+    )]
+    RestoreUnfinished {
+        /// The store.
+        store: String,
+        /// When the restore began.
+        started_at: i64,
     },
     /// The demo's first sync, which fills its pool, failed.
     #[error("the demo's first sync failed")]
@@ -299,6 +312,18 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let (kind, why) = config.store.choice();
     tracing::info!(store = ?kind, reason = why, "store selected");
     let store = crate::store::open(&config.store).await?;
+    let marker = store.backup.restore_marker().await.map_err(|source| {
+        StartupError::Backup(crate::backup::BackupError::Store {
+            store: config.store.describe(),
+            source,
+        })
+    })?;
+    if let Some(marker) = marker {
+        return Err(StartupError::RestoreUnfinished {
+            store: config.store.describe(),
+            started_at: marker.started_at.get(),
+        });
+    }
     Server::build(config, store)
         .await?
         .run_until_signalled()
@@ -333,6 +358,58 @@ pub async fn init_table(config: Config) -> Result<(), StartupError> {
             report.added_indexes.join(", ")
         );
     }
+    Ok(())
+}
+
+/// The `export` command: every item of the configured store into a file.
+pub async fn export(config: ExportConfig) -> Result<(), StartupError> {
+    let store = crate::store::open(&config.store).await?;
+    let name = config.store.describe();
+    let now = crate::domain::time::EpochSecs::new(crate::domain::now_epoch());
+    let trailer = crate::backup::export_to_file(&*store.backup, &name, &config.to, now).await?;
+    println!(
+        "exported {} items of {name} to {} ({})",
+        trailer.items,
+        config.to.display(),
+        trailer.digest
+    );
+    for (what, count) in &trailer.counts {
+        println!("{what:<32} {count:>10}");
+    }
+    Ok(())
+}
+
+/// The `restore` command: an export into the configured store, verified; with `--check`,
+/// only the file is checked.
+pub async fn restore(config: RestoreConfig) -> Result<(), StartupError> {
+    if config.check {
+        let checked = crate::backup::checked_file(&config.from)?;
+        println!(
+            "{}: a complete {} export of epoch {}, {} items, {}",
+            config.from.display(),
+            checked.header.store,
+            checked.header.exported_at,
+            checked.header.items,
+            checked.trailer.digest
+        );
+        for (what, count) in &checked.trailer.counts {
+            println!("{what:<32} {count:>10}");
+        }
+        return Ok(());
+    }
+    // Check the file before touching the store: a bad file must not even create one.
+    crate::backup::checked_file(&config.from)?;
+    let store = crate::store::open(&config.store).await?;
+    let now = crate::domain::time::EpochSecs::new(crate::domain::now_epoch());
+    crate::backup::restore(
+        &*store.backup,
+        &config.store.describe(),
+        &config.from,
+        config.merge,
+        now,
+        &mut std::io::stdout(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -49,10 +49,48 @@ pub enum Command {
     Demo(Config),
     /// Create the DynamoDB table and its indexes if missing (idempotent), then exit.
     InitTable(Config),
+    /// Write every item of the configured store (rows in every status, allocation keys,
+    /// used-account markers, NIOSXaaS history, job records, cordons, the action log) to an
+    /// export file. The embedded store must not be in use by `serve`; a running service
+    /// exports online with `GET /v1/admin/export`.
+    Export(ExportConfig),
+    /// Load an export into the configured store (embedded or DynamoDB), then read every
+    /// item back and compare. Refuses a store that is not empty unless `--merge`; run
+    /// again after an interruption, it carries on.
+    Restore(RestoreConfig),
     /// Serve a simulated provider (the CSP accounts API, holding the demo pool) for a
     /// broker in another process or container to sync and delete against; not for
     /// production.
     SimulateProvider(crate::provider::simulated::server::SimulatorConfig),
+}
+
+/// The `export` command's settings.
+#[derive(Debug, Clone, Args)]
+pub struct ExportConfig {
+    /// The file to write (replaced once the export is complete).
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+    /// The store to export.
+    #[command(flatten, next_help_heading = "Store")]
+    pub store: StoreConfig,
+}
+
+/// The `restore` command's settings.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreConfig {
+    /// The export to load.
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// Restore into a store that already holds items: every item it holds is kept as it
+    /// is, the file's other items are added, and what was kept is reported.
+    #[arg(long)]
+    pub merge: bool,
+    /// Only read and check the file (header, every line, counts, digest); open no store.
+    #[arg(long)]
+    pub check: bool,
+    /// The store to restore into.
+    #[command(flatten, next_help_heading = "Store")]
+    pub store: StoreConfig,
 }
 
 /// Every setting of the service (docs/api.md and `.env.example`), grouped by the module that owns it.

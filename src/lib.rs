@@ -6,6 +6,8 @@
 //! - [`app`]: start-up: the `serve` and `init-table` commands, the application that binds
 //!   the listener, and the state every handler shares.
 //! - [`demo`]: the `demo` and `simulate-provider` commands and the demo pool.
+//! - [`backup`]: the `export` and `restore` commands: a store's items to a file and back,
+//!   checked before and after.
 //! - [`config`]: the command line: every owner's settings flattened into one.
 //! - [`http`]: the edge: routes, auth, extractors, the error envelope, middleware, the
 //!   serve loop, handlers and the dashboard.
@@ -24,6 +26,7 @@
 
 pub mod allocation;
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod config_values;
 pub mod demo;

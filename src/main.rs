@@ -30,6 +30,8 @@ fn run(command: Command) -> Result<(), StartupError> {
             Command::Serve(config) => app::serve(config).await,
             Command::Demo(config) => demo::run(config).await,
             Command::InitTable(config) => app::init_table(config).await,
+            Command::Export(config) => app::export(config).await,
+            Command::Restore(config) => app::restore(config).await,
             Command::SimulateProvider(config) => demo::simulate_provider(config).await,
         }
     })

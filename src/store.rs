@@ -6,6 +6,7 @@
 
 mod action_log;
 mod allocation_key;
+pub mod backup;
 pub mod config;
 mod counts;
 pub mod embedded;
@@ -21,8 +22,9 @@ pub use self::job_records::{JobOutcome, JobRecord, LeaseOutcome};
 pub use self::list::{ListCursor, ListQuery, SandboxPage};
 pub use self::open::{OpenFailure, open};
 pub use self::roles::{
-    ActionLog, AdminStore, AllocationStore, AnalyticsStore, DeletionClaim, FinishedDeletion,
-    HealthStore, JobStore, LeaseRequest, LifecycleStore, ReleaseOutcome, ReleaseRequest, Store,
+    ActionLog, AdminStore, AllocationStore, AnalyticsStore, BackupStore, DeletionClaim,
+    FinishedDeletion, HealthStore, JobStore, LeaseRequest, LifecycleStore, ReleaseOutcome,
+    ReleaseRequest, Store,
 };
 pub use crate::domain::deletion::{DeletionOutcome, finished_change};
 
@@ -132,6 +134,8 @@ pub struct SharedStore {
     pub analytics: Arc<dyn AnalyticsStore>,
     /// Readiness and the store's own metrics.
     pub health: Arc<dyn HealthStore>,
+    /// Exports and restores.
+    pub backup: Arc<dyn BackupStore>,
 }
 
 impl SharedStore {
@@ -149,7 +153,8 @@ impl SharedStore {
             admin: store.clone(),
             action_log: store.clone(),
             analytics: store.clone(),
-            health: store,
+            health: store.clone(),
+            backup: store,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod admin;
+pub mod backup;
 pub mod cordon;
 pub mod dashboard;
 pub mod jobs;

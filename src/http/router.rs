@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::{require_admin_token, require_lab_token, require_metrics_token};
 use super::error::ApiError;
-use super::handlers::{actions, admin, cordon, dashboard, jobs, lab, ops, usage};
+use super::handlers::{actions, admin, backup, cordon, dashboard, jobs, lab, ops, usage};
 use super::middleware::{self, rate_limit};
 use crate::http::state::AppState;
 
@@ -69,6 +69,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(actions::unquarantine))
         .routes(routes!(actions::retire))
         .routes(routes!(actions::actions))
+        .routes(routes!(backup::export))
         .routes(routes!(cordon::list_cordons, cordon::add_cordon))
         .routes(routes!(cordon::remove_cordon))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))

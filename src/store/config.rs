@@ -57,6 +57,22 @@ impl StoreConfig {
 }
 
 impl StoreConfig {
+    /// The store, as an operator would name it in a message.
+    pub fn describe(&self) -> String {
+        match self.kind() {
+            StoreKind::Embedded => format!("the embedded store in {}", self.data_dir.display()),
+            StoreKind::Dynamodb => {
+                let settings = self.dynamo.settings();
+                match settings.endpoint_url {
+                    Some(endpoint) => {
+                        format!("the DynamoDB table {} at {endpoint}", settings.table)
+                    }
+                    None => format!("the DynamoDB table {}", settings.table),
+                }
+            }
+        }
+    }
+
     /// The store to run on (see [`Self::choice`]).
     pub fn kind(&self) -> StoreKind {
         self.choice().0

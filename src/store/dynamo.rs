@@ -10,6 +10,7 @@ mod admission;
 mod allocate;
 mod analytics;
 mod audit;
+mod backup;
 mod calls;
 mod candidates;
 mod config;
@@ -45,10 +46,12 @@ use self::calls::{Budget, Calls};
 use self::candidates::CandidatePool;
 use self::error::DynamoError;
 use self::item::{Item, niosxaas_history_key, s, sandbox_key};
+use super::backup::{BackupItem, Export, RestoreMarker, Restored};
 use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
-    DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, LifecycleStore, ListQuery,
-    Outcome, PoolStats, ReleaseOutcome, ReleaseRequest, SandboxPage, StoreError, SyncSummary,
+    BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, LifecycleStore,
+    ListQuery, Outcome, PoolStats, ReleaseOutcome, ReleaseRequest, SandboxPage, StoreError,
+    SyncSummary,
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
@@ -357,6 +360,33 @@ impl AnalyticsStore for DynamoStore {
 
     async fn niosxaas_histories(&self, now: EpochSecs) -> Result<Vec<NiosxaasHistory>, StoreError> {
         self.scan_niosxaas_histories(now).await
+    }
+}
+
+#[async_trait]
+impl BackupStore for DynamoStore {
+    async fn export(&self, now: EpochSecs) -> Result<Export, StoreError> {
+        self.scan_export(now).await
+    }
+
+    async fn restore_items(
+        &self,
+        items: Vec<BackupItem>,
+        now: EpochSecs,
+    ) -> Result<Vec<Restored>, StoreError> {
+        self.put_restored(items, now).await
+    }
+
+    async fn any_item(&self) -> Result<Option<String>, StoreError> {
+        self.first_item().await
+    }
+
+    async fn restore_marker(&self) -> Result<Option<RestoreMarker>, StoreError> {
+        self.read_restore_marker().await
+    }
+
+    async fn set_restore_marker(&self, marker: Option<RestoreMarker>) -> Result<(), StoreError> {
+        self.write_restore_marker(marker).await
     }
 }
 

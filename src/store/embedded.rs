@@ -19,11 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::tables::Tables;
 use self::writer::{Applied, Command, Writer};
+use super::backup::{BackupItem, Consistency, Export, RestoreMarker, Restored};
 use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
-    DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, JobRecord, JobStore, LeaseOutcome,
-    LeaseRequest, LifecycleStore, ListQuery, Outcome, PoolStats, ReleaseOutcome, ReleaseRequest,
-    SandboxPage, StoreError, SyncSummary,
+    BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, JobRecord, JobStore,
+    LeaseOutcome, LeaseRequest, LifecycleStore, ListQuery, Outcome, PoolStats, ReleaseOutcome,
+    ReleaseRequest, SandboxPage, StoreError, SyncSummary,
 };
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
@@ -435,6 +436,49 @@ impl AnalyticsStore for EmbeddedStore {
 
     async fn niosxaas_histories(&self, now: EpochSecs) -> Result<Vec<NiosxaasHistory>, StoreError> {
         self.read(move |db| tables::read_niosxaas_histories(db, now))
+            .await
+    }
+}
+
+#[async_trait]
+impl BackupStore for EmbeddedStore {
+    async fn export(&self, now: EpochSecs) -> Result<Export, StoreError> {
+        let db = Arc::clone(&self.db);
+        let (total, counted) = oneshot::channel();
+        // A small buffer: the snapshot is read as fast as the client takes it.
+        let (items, received) = mpsc::channel(256);
+        tokio::task::spawn_blocking(move || tables::export_snapshot(&db, total, &items));
+        let count = counted
+            .await
+            .map_err(|_| StoreError::Internal("the export's reader stopped".into()))??;
+        let items = futures::stream::unfold(received, |mut received| async move {
+            received.recv().await.map(|item| (item, received))
+        });
+        Ok(Export {
+            header: Export::header("embedded", Consistency::Snapshot, now, count),
+            items: Box::pin(items),
+        })
+    }
+
+    async fn restore_items(
+        &self,
+        items: Vec<BackupItem>,
+        _now: EpochSecs,
+    ) -> Result<Vec<Restored>, StoreError> {
+        self.submit(move |tables| tables.restore_items(&items))
+            .await
+    }
+
+    async fn any_item(&self) -> Result<Option<String>, StoreError> {
+        self.read(tables::any_item).await
+    }
+
+    async fn restore_marker(&self) -> Result<Option<RestoreMarker>, StoreError> {
+        self.read(tables::restore_marker).await
+    }
+
+    async fn set_restore_marker(&self, marker: Option<RestoreMarker>) -> Result<(), StoreError> {
+        self.submit(move |tables| tables.set_restore_marker(marker.as_ref()))
             .await
     }
 }

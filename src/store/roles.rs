@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 #[cfg(doc)]
 use super::Refusal;
+use super::backup::{BackupItem, Export, RestoreMarker, Restored};
 use super::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListQuery, Outcome, PoolStats, SandboxPage, StoreError, SyncSummary,
@@ -285,9 +286,45 @@ pub trait HealthStore: Send + Sync + 'static {
     }
 }
 
+/// Backups: every item out, items back in, and the marker of a restore under way
+/// (docs/operations.md).
+#[async_trait]
+pub trait BackupStore: Send + Sync + 'static {
+    /// Every item the store holds, taken at `now`. The embedded store reads one snapshot
+    /// while it keeps serving; DynamoDB reads one consistent scan, which is not a snapshot
+    /// (the header says which).
+    async fn export(&self, now: EpochSecs) -> Result<Export, StoreError>;
+
+    /// Writes each of `items` whose key the store does not hold (at `now`, for what
+    /// records when it was written), each write atomic and durable on its own; answers, in order, what became of each. An item already held is
+    /// left as it is, so running the same items again writes nothing twice.
+    async fn restore_items(
+        &self,
+        items: Vec<BackupItem>,
+        now: EpochSecs,
+    ) -> Result<Vec<Restored>, StoreError>;
+
+    /// The key of some item the store holds, or `None` when it holds none. Derived records
+    /// (the last listing and audit) and a restore marker do not count.
+    async fn any_item(&self) -> Result<Option<String>, StoreError>;
+
+    /// The marker of a restore under way, if one is.
+    async fn restore_marker(&self) -> Result<Option<RestoreMarker>, StoreError>;
+
+    /// Writes (`Some`) or removes (`None`) the marker of a restore under way.
+    async fn set_restore_marker(&self, marker: Option<RestoreMarker>) -> Result<(), StoreError>;
+}
+
 /// A whole store: every role. Both stores are one.
 pub trait Store:
-    AllocationStore + LifecycleStore + JobStore + AdminStore + ActionLog + AnalyticsStore + HealthStore
+    AllocationStore
+    + LifecycleStore
+    + JobStore
+    + AdminStore
+    + ActionLog
+    + AnalyticsStore
+    + HealthStore
+    + BackupStore
 {
 }
 
@@ -299,5 +336,6 @@ impl<T> Store for T where
         + ActionLog
         + AnalyticsStore
         + HealthStore
+        + BackupStore
 {
 }

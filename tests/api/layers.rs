@@ -142,7 +142,8 @@ fn no_store_helper_shares_a_name_with_a_store_operation() {
 
 /// Suites that run on the embedded store only: the binary and tools around it, the
 /// repository's files, and what only an in-process store has.
-const EMBEDDED_ONLY: [&str; 11] = [
+const EMBEDDED_ONLY: [&str; 12] = [
+    "backup",
     "connections",
     "deploy_files",
     "embedded",

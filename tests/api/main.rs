@@ -9,6 +9,7 @@
 mod admin;
 mod admin_controls;
 mod audit;
+mod backup;
 mod bad_input;
 mod class_start;
 mod concurrency;

@@ -547,6 +547,7 @@ macro_rules! conformance_suite {
                 a_deletion_claim_holds_through_its_last_second,
                 a_tombstone_is_dropped_exactly_at_its_ttl,
                 a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row,
+                an_export_restores_into_an_empty_store_item_for_item,
             );
         }
     };
@@ -1470,4 +1471,88 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
         .map(|h| h.sandbox_id)
         .collect();
     assert_eq!(left, [first.as_str().to_owned()]);
+}
+
+pub async fn an_export_restores_into_an_empty_store_item_for_item(store: SharedStore) {
+    use futures::TryStreamExt;
+    use sandbox_broker::store::backup::{BackupItem, RestoreMarker, Restored};
+    assert_eq!(
+        store.backup.any_item().await.unwrap(),
+        None,
+        "a fresh store is empty"
+    );
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 3), NOW)
+        .await
+        .unwrap();
+    granted(&store, request("stu")).await;
+    let export = store.backup.export(NOW).await.unwrap();
+    assert_eq!(export.header.items, 4, "three rows and one allocation key");
+    let items: Vec<BackupItem> = export.items.try_collect().await.unwrap();
+    assert_eq!(items.len(), 4);
+    assert!(store.backup.any_item().await.unwrap().is_some());
+
+    let (other, _guard) = crate::helpers::fresh_store().await;
+    let marker = RestoreMarker {
+        digest: "sha256:1".into(),
+        items: 4,
+        merge: false,
+        started_at: NOW,
+    };
+    other
+        .backup
+        .set_restore_marker(Some(marker.clone()))
+        .await
+        .unwrap();
+    assert_eq!(other.backup.restore_marker().await.unwrap(), Some(marker));
+    assert_eq!(
+        other.backup.any_item().await.unwrap(),
+        None,
+        "a marker is no item"
+    );
+    let written = other
+        .backup
+        .restore_items(items.clone(), NOW)
+        .await
+        .unwrap();
+    assert!(
+        written.iter().all(|r| *r == Restored::Written),
+        "{written:?}"
+    );
+    let again = other
+        .backup
+        .restore_items(items.clone(), NOW)
+        .await
+        .unwrap();
+    let present: Vec<Restored> = items
+        .iter()
+        .map(|item| Restored::Present(Box::new(item.clone())))
+        .collect();
+    assert_eq!(again, present, "nothing is written twice");
+    other.backup.set_restore_marker(None).await.unwrap();
+    assert_eq!(other.backup.restore_marker().await.unwrap(), None);
+
+    let mut back: Vec<BackupItem> = other
+        .backup
+        .export(NOW)
+        .await
+        .unwrap()
+        .items
+        .try_collect()
+        .await
+        .unwrap();
+    let mut items = items;
+    let key = |item: &BackupItem| item.key();
+    back.sort_by_key(key);
+    items.sort_by_key(key);
+    assert_eq!(back, items);
+    // The student's allocation replays on the restored store.
+    let replay = other
+        .allocation
+        .allocate(request("stu"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!replay.newly_allocated);
 }

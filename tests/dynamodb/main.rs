@@ -15,6 +15,7 @@ mod admin;
 mod admin_controls;
 #[path = "../api/audit.rs"]
 mod audit;
+mod backup_move;
 #[path = "../api/bad_input.rs"]
 mod bad_input;
 mod binary;

@@ -571,6 +571,18 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         .await
         .unwrap();
     json_of(audit, StatusCode::OK).await;
+    // A restore of an export was begun on the table and not finished: its marker stays.
+    let marker = sandbox_broker::store::backup::RestoreMarker {
+        digest: "sha256:0".into(),
+        items: 1,
+        merge: false,
+        started_at: EpochSecs::new(now),
+    };
+    app.store
+        .backup
+        .set_restore_marker(Some(marker))
+        .await
+        .unwrap();
 
     // What the Python service's code meets on the table (app/db/dynamodb.py and
     // app/services/admin.py): its sync reads `sandbox_id` from every item a scan returns;
@@ -588,7 +600,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
             .any(|item| item.get("PK") == Some(&s(&format!("USED#{retired}")))),
         "the retired account left its marker"
     );
-    for record in ["LISTING#last", "AUDIT#last", "ACTIONS", "CORDON"] {
+    for record in ["LISTING#last", "AUDIT#last", "ACTIONS", "CORDON", "RESTORE"] {
         assert!(
             items.iter().any(|item| item.get("PK") == Some(&s(record))),
             "{record} was written"

@@ -1,4 +1,4 @@
-//! Allocation benchmark, two scenarios, on the embedded store (durable) or on DynamoDB —
+//! Allocation benchmark, three scenarios, on the embedded store (durable) or on DynamoDB —
 //! where it first measures the raw ceiling of single conditional `UpdateItem` calls at the
 //! same concurrency, in the same run, and starts DynamoDB Local itself unless given an
 //! endpoint:
@@ -11,6 +11,9 @@
 //!   counts, time-to-sandbox percentiles, the idle latency before and after the burst, and
 //!   (DynamoDB) the deepest queue and the limit the adaptive controller settled on.
 //!   `cargo run --release --bin bench -- --scenario class-start --students 500 --pool 400 --instances 3 --store dynamodb`
+//! - `export`: allocations per second and latency with and without `GET /v1/admin/export`
+//!   streaming a 100,000-row embedded store at the same time, and each export's time.
+//!   `cargo run --release --bin bench -- --scenario export --levels 100 --seconds 2`
 //!
 //! The server (the real router, store and middleware, JSON access logs formatted into a
 //! sink) runs on its own 2-thread runtime; the client is a separate 2-thread runtime of
@@ -45,6 +48,8 @@ enum Scenario {
     Steady,
     /// A burst of students at once for a fixed pool.
     ClassStart,
+    /// Allocations while `GET /v1/admin/export` streams the whole store, and without.
+    Export,
 }
 
 /// Benchmark options.
@@ -163,6 +168,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.scenario {
         Scenario::Steady => steady(&args),
         Scenario::ClassStart => class_start::run(&args),
+        Scenario::Export => export::run(&args),
     }
 }
 
@@ -192,6 +198,7 @@ fn pool_size(args: &Args) -> u64 {
     args.pool.unwrap_or(match args.scenario {
         Scenario::Steady => 300_000,
         Scenario::ClassStart => 400,
+        Scenario::Export => 100_000,
     })
 }
 
@@ -372,3 +379,6 @@ async fn student_worker(
 
 /// The class-start scenario: a burst of students for a fixed pool.
 mod class_start;
+
+/// The export scenario: allocations during an online export.
+mod export;

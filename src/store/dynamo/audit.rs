@@ -28,7 +28,7 @@ const LISTING_HEAD: &str = "LISTING#last";
 /// Partition key prefix of a listing generation's parts.
 const LISTING_PARTS: &str = "LISTING#";
 /// Partition key of the action log; each entry's sort key is its `action_key`.
-const ACTIONS: &str = "ACTIONS";
+pub(super) const ACTIONS: &str = "ACTIONS";
 /// Partition key of the last audit's report (its sort key is `AUDIT`).
 const AUDIT_HEAD: &str = "AUDIT#last";
 /// Ids per listing part: about 10 bytes each, far below the 400 KB item limit.
@@ -44,6 +44,20 @@ fn record_item(pk: &str, sk: &str) -> Item {
         ("SK".to_owned(), s(sk)),
         ("sandbox_id".to_owned(), s(pk)),
     ])
+}
+
+/// The action-log item of `action`, under `key`.
+pub(super) fn action_item(key: &str, action: &AdminAction) -> Result<Item, StoreError> {
+    let json = serde_json::to_string(action).map_err(|err| StoreError::Internal(Box::new(err)))?;
+    let mut item = record_item(ACTIONS, key);
+    item.insert("action".to_owned(), AttributeValue::S(json));
+    Ok(item)
+}
+
+/// The entry an action-log item holds.
+pub(super) fn action_of(item: &Item) -> Result<AdminAction, StoreError> {
+    serde_json::from_str(item.text("action").unwrap_or_default())
+        .map_err(|err| StoreError::Internal(Box::new(err)))
 }
 
 fn key(pk: &str, sk: &str) -> Item {
@@ -160,11 +174,7 @@ impl DynamoStore {
 
     /// See [`crate::store::ActionLog::record_action`].
     pub(super) async fn append_action(&self, action: &AdminAction) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(action).map_err(|err| StoreError::Internal(Box::new(err)))?;
-        let key = new_action_key(action);
-        let mut item = record_item(ACTIONS, &key);
-        item.insert("action".to_owned(), AttributeValue::S(json));
+        let item = action_item(&new_action_key(action), action)?;
         // Append-only: never overwrite an entry (the key is unique; this makes sure).
         let put = self
             .client()
@@ -208,9 +218,7 @@ impl DynamoStore {
         let items = page.items();
         let mut actions = Vec::new();
         for item in items.iter().take(limit) {
-            let action = serde_json::from_str(item.text("action").unwrap_or_default())
-                .map_err(|err| StoreError::Internal(Box::new(err)))?;
-            actions.push(action);
+            actions.push(action_of(item)?);
         }
         let next = (items.len() > limit)
             .then(|| items.get(limit - 1).and_then(|item| item.text("SK")))

@@ -12,15 +12,24 @@ use crate::domain::cordon::Cordon;
 use crate::store::StoreError;
 
 /// The partition of the cordon items; each one's sort key is its id.
-const CORDONS: &str = "CORDON";
+pub(super) const CORDONS: &str = "CORDON";
 
 fn key(id: &str) -> Item {
     HashMap::from([("PK".to_owned(), s(CORDONS)), ("SK".to_owned(), s(id))])
 }
 
-fn cordon_of(item: &Item) -> Result<Cordon, StoreError> {
+pub(super) fn cordon_of(item: &Item) -> Result<Cordon, StoreError> {
     serde_json::from_str(item.text("cordon").unwrap_or_default())
         .map_err(|err| StoreError::Internal(Box::new(err)))
+}
+
+/// The item of `cordon`.
+pub(super) fn cordon_item(cordon: &Cordon) -> Result<Item, StoreError> {
+    let json = serde_json::to_string(cordon).map_err(|err| StoreError::Internal(Box::new(err)))?;
+    let mut item = key(&cordon.id);
+    item.insert("sandbox_id".to_owned(), s(CORDONS));
+    item.insert("cordon".to_owned(), AttributeValue::S(json));
+    Ok(item)
 }
 
 impl DynamoStore {
@@ -42,12 +51,8 @@ impl DynamoStore {
 
     /// See [`crate::store::AdminStore::add_cordon`].
     pub(super) async fn put_cordon(&self, cordon: &Cordon) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(cordon).map_err(|err| StoreError::Internal(Box::new(err)))?;
-        let mut item = key(&cordon.id);
-        item.insert("sandbox_id".to_owned(), s(CORDONS));
-        item.insert("cordon".to_owned(), AttributeValue::S(json));
-        self.put_record(&self.calls.budget(), item).await
+        self.put_record(&self.calls.budget(), cordon_item(cordon)?)
+            .await
     }
 
     /// See [`crate::store::AdminStore::remove_cordon`].

@@ -17,7 +17,7 @@ use crate::domain::time::EpochSecs;
 use crate::store::{JobRecord, JobStore, LeaseOutcome, LeaseRequest, StoreError};
 
 /// Partition key of every job item.
-const JOB_PARTITION: &str = "JOB";
+pub(super) const JOB_PARTITION: &str = "JOB";
 
 /// The `sandbox_id` a job item carries, naming no sandbox: the Python service's sync reads
 /// `sandbox_id` from every item its scan meets (a missing one stops it), then finds no
@@ -33,7 +33,37 @@ fn job_key(job: &str) -> Item {
     ])
 }
 
-fn record_from(item: &Item) -> JobRecord {
+/// The item of `record`, as the lease and run writes below leave it.
+pub(super) fn job_item(record: &JobRecord) -> Item {
+    let mut item = job_key(&record.job);
+    item.insert("sandbox_id".to_owned(), placeholder_sandbox_id(&record.job));
+    item.insert(
+        "lease_expires_at_ms".to_owned(),
+        n(record.lease_expires_at_ms),
+    );
+    let counts = record
+        .last_counts
+        .iter()
+        .map(|(name, count)| (name.clone(), n(count)))
+        .collect();
+    item.insert("last_counts".to_owned(), AttributeValue::M(counts));
+    let optional = [
+        ("holder", record.instance.as_deref().map(s)),
+        ("last_started_at", record.last_started_at.map(n)),
+        ("last_finished_at", record.last_finished_at.map(n)),
+        ("last_outcome", record.last_outcome.as_deref().map(s)),
+        ("next_run_at", record.next_run_at.map(n)),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            item.insert(name.to_owned(), value);
+        }
+    }
+    item
+}
+
+/// The record a job item holds.
+pub(super) fn record_from(item: &Item) -> JobRecord {
     let counts = match item.get("last_counts") {
         Some(AttributeValue::M(map)) => map
             .iter()

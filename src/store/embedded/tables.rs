@@ -6,6 +6,7 @@
 
 mod allocate;
 mod audit;
+mod backup;
 mod deletion;
 mod expiry;
 mod jobs;
@@ -14,6 +15,7 @@ mod release;
 mod sync;
 
 pub(super) use self::audit::{action_page, audit_facts, cordons, last_audit};
+pub(super) use self::backup::{any_item, export_snapshot, restore_marker};
 pub(super) use self::jobs::job_records;
 pub(super) use self::list::{
     allocation_facts, available_by_prefix, list_page, read_held_by, read_niosxaas_histories,
@@ -72,6 +74,8 @@ const CORDONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("cordons"
 const LAST_LISTING: &str = "last_listing";
 /// The [`RECORDS`] key of the last audit's report.
 const LAST_AUDIT: &str = "last_audit";
+/// The [`RECORDS`] key present once [`mark_own_allocations`] has run on the file.
+const OWN_ALLOCATIONS_MARKED: &str = "own_allocations_marked";
 
 fn storage(err: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(Box::new(err.into()))
@@ -130,13 +134,20 @@ pub(super) fn ensure_status_index(db: &Database) -> Result<bool, redb::Error> {
 }
 
 /// Marks allocations made before rows recorded who made them as this service's: only this
-/// service ever writes an embedded store, so their recorded lab duration is trusted (see
-/// `domain::LabPolicy`). Returns how many it marked.
+/// service wrote an embedded store then, so their recorded lab duration is trusted (see
+/// `domain::LabPolicy`). Runs once per file: rows restored later from a DynamoDB export
+/// keep whatever mark they had, so the Python service's allocations keep its expiry.
+/// Returns how many it marked.
 pub(super) fn mark_own_allocations(db: &Database) -> Result<u64, redb::Error> {
     let corrupt = |err: StoreError| redb::Error::Corrupted(err.to_string());
     let txn = db.begin_write()?;
     let mut marked = 0;
     {
+        let mut records = txn.open_table(RECORDS)?;
+        if records.get(OWN_ALLOCATIONS_MARKED)?.is_some() {
+            return Ok(0);
+        }
+        records.insert(OWN_ALLOCATIONS_MARKED, [].as_slice())?;
         let by_status = txn.open_table(BY_STATUS)?;
         let mut sandboxes = txn.open_table(SANDBOXES)?;
         let prefix = status_key(SandboxStatus::Allocated, "");

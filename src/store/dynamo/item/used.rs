@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::{Item, USED_PREFIX, USED_SORT_KEY, n, s};
+use super::{AttributeValuesExt, Item, ItemError, USED_PREFIX, USED_SORT_KEY, n, s};
+use crate::domain::time::EpochSecs;
 use crate::domain::used::UsedAccount;
 
 /// The primary key of a sandbox's used-account marker.
@@ -26,6 +27,23 @@ impl From<&UsedAccount> for Item {
         item.insert("last_allocated_at".to_owned(), n(marker.allocated_at));
         item.insert("recorded_at".to_owned(), n(marker.recorded_at));
         item
+    }
+}
+
+impl TryFrom<&Item> for UsedAccount {
+    type Error = ItemError;
+
+    fn try_from(item: &Item) -> Result<Self, ItemError> {
+        let pk = item.text("PK").unwrap_or_default();
+        let id_from_pk = pk
+            .strip_prefix(USED_PREFIX)
+            .ok_or_else(|| ItemError::NotASandbox(pk.to_owned()))?;
+        Ok(Self {
+            sandbox_id: item.text("sandbox_id").unwrap_or(id_from_pk).to_owned(),
+            external_id: item.text("external_id").unwrap_or_default().to_owned(),
+            allocated_at: EpochSecs::new(item.integer("last_allocated_at").unwrap_or(0)),
+            recorded_at: EpochSecs::new(item.integer("recorded_at").unwrap_or(0)),
+        })
     }
 }
 

@@ -1,0 +1,157 @@
+//! The export scenario: allocations served while `GET /v1/admin/export` streams every
+//! item of a 100,000-row embedded store, against the same allocations with no export, in
+//! the same run on the same server.
+//! `cargo run --release --bin bench -- --scenario export --levels 100 --seconds 2`
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use sandbox_broker::app::Server;
+use sandbox_broker::config::{Config, StoreKind};
+use sandbox_broker::domain::time::EpochSecs;
+use sandbox_broker::store::SharedStore;
+use sandbox_broker::store::embedded::EmbeddedStore;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ADMIN_TOKEN, Args, Figures, LAB_TOKEN, pool, pool_size, print_row, student_worker};
+
+/// One export read to its end.
+struct ExportRun {
+    lines: u64,
+    bytes: u64,
+    elapsed: Duration,
+}
+
+/// Runs the scenario and prints its tables.
+pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.store != StoreKind::Embedded {
+        return Err("the export scenario measures the embedded store's snapshot export".into());
+    }
+    let dir = tempfile::tempdir()?;
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("server")
+        .enable_all()
+        .build()?;
+    let store = SharedStore::new(EmbeddedStore::open(dir.path())?);
+    let seed = pool("bench-", 3_000_000, pool_size(args))?;
+    server_runtime.block_on(async {
+        for chunk in seed.chunks(10_000) {
+            store
+                .admin
+                .import(chunk.to_vec(), EpochSecs::new(0))
+                .await?;
+        }
+        Ok::<_, sandbox_broker::store::StoreError>(())
+    })?;
+    let config = Config::for_tests(dir.path().to_owned(), LAB_TOKEN, ADMIN_TOKEN);
+    let app = server_runtime.block_on(Server::build(config.validate()?, store))?;
+    let address = app.local_addr();
+    let shutdown = CancellationToken::new();
+    server_runtime.spawn(app.run_until_stopped(shutdown.clone()));
+
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("client")
+        .enable_all()
+        .build()?;
+    let duration = Duration::from_secs(args.seconds);
+    println!(
+        "| what | concurrency | operations | seconds | per second | p50 ms | p95 ms | p99 ms | failed | lost races |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut exports = Vec::new();
+    for (level, &students) in args.levels.iter().enumerate() {
+        for (round, exporting) in [(0, false), (1, true)] {
+            // Fresh holder keys every round, so every allocation is a new one.
+            let first_worker = (level * 2 + round) * 100_000;
+            let (figures, runs) = client_runtime.block_on(async move {
+                let started = Instant::now();
+                let deadline = started + duration;
+                let exporter = exporting.then(|| tokio::spawn(export_until(address, deadline)));
+                let workers: Vec<_> = (0..students)
+                    .map(|worker| {
+                        tokio::spawn(student_worker(address, first_worker + worker, deadline))
+                    })
+                    .collect();
+                let figures = Figures::collect(students, started, workers).await;
+                let runs = match exporter {
+                    Some(exporter) => exporter.await.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                (figures, runs)
+            });
+            let what = if exporting {
+                "allocation during export"
+            } else {
+                "allocation, no export"
+            };
+            print_row(what, &figures);
+            exports.extend(runs);
+        }
+    }
+    println!();
+    println!("| export | lines | MB | seconds | lines per second |");
+    println!("|---|---:|---:|---:|---:|");
+    for (n, run) in exports.iter().enumerate() {
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {:.0} |",
+            n + 1,
+            run.lines,
+            run.bytes as f64 / 1e6,
+            run.elapsed.as_secs_f64(),
+            run.lines as f64 / run.elapsed.as_secs_f64()
+        );
+    }
+    shutdown.cancel();
+    server_runtime.shutdown_timeout(Duration::from_secs(5));
+    Ok(())
+}
+
+/// Reads whole exports, one after another, until `deadline` (the last one to its end).
+async fn export_until(address: std::net::SocketAddr, deadline: Instant) -> Vec<ExportRun> {
+    let mut runs = Vec::new();
+    while Instant::now() < deadline {
+        match export_once(address).await {
+            Some(run) => runs.push(run),
+            None => break,
+        }
+    }
+    runs
+}
+
+async fn export_once(address: std::net::SocketAddr) -> Option<ExportRun> {
+    let started = Instant::now();
+    let stream = TcpStream::connect(address).await.ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    let request = Request::get(format!("http://{address}/v1/admin/export"))
+        .header("host", "127.0.0.1")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Empty::new())
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    if response.status() != hyper::StatusCode::OK {
+        return None;
+    }
+    let mut body = response.into_body();
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            bytes += data.len() as u64;
+            lines += data.iter().filter(|b| **b == b'\n').count() as u64;
+        }
+    }
+    Some(ExportRun {
+        lines,
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}

@@ -1,0 +1,305 @@
+//! Exports from one read snapshot, and restores that write only what is missing.
+
+use redb::{ReadOnlyTable, ReadTransaction};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::domain::actions::AdminAction;
+use crate::store::backup::{AllocationKeyItem, BackupItem, LoggedAction, RestoreMarker, Restored};
+
+/// The [`RECORDS`] key of a restore under way.
+const RESTORE_MARKER: &str = "restore_marker";
+
+fn json<T: DeserializeOwned>(what: &str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| {
+        StoreError::Internal(format!("{what} {key} cannot be decoded: {err}").into())
+    })
+}
+
+fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|err| StoreError::Internal(Box::new(err)))
+}
+
+/// The exported tables, in the order an export lists them: the used-account markers and
+/// the rows before the keys that point at rows, so a restore cut short never holds a key
+/// without its row, nor a row without the marker that keeps its account out.
+struct Snapshot {
+    used: ReadOnlyTable<&'static str, &'static [u8]>,
+    sandboxes: ReadOnlyTable<&'static str, &'static [u8]>,
+    allocation_keys: ReadOnlyTable<&'static str, &'static str>,
+    niosxaas_history: ReadOnlyTable<&'static str, &'static [u8]>,
+    jobs: ReadOnlyTable<&'static str, &'static [u8]>,
+    cordons: ReadOnlyTable<&'static str, &'static [u8]>,
+    actions: ReadOnlyTable<&'static str, &'static [u8]>,
+}
+
+impl Snapshot {
+    fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            used: txn.open_table(USED_ACCOUNTS).map_err(storage)?,
+            sandboxes: txn.open_table(SANDBOXES).map_err(storage)?,
+            allocation_keys: txn.open_table(ALLOCATION_KEYS).map_err(storage)?,
+            niosxaas_history: txn.open_table(NIOSXAAS_HISTORY).map_err(storage)?,
+            jobs: txn.open_table(JOBS).map_err(storage)?,
+            cordons: txn.open_table(CORDONS).map_err(storage)?,
+            actions: txn.open_table(ACTIONS).map_err(storage)?,
+        })
+    }
+
+    fn items(&self) -> Result<u64, StoreError> {
+        let lengths = [
+            self.used.len(),
+            self.sandboxes.len(),
+            self.allocation_keys.len(),
+            self.niosxaas_history.len(),
+            self.jobs.len(),
+            self.cordons.len(),
+            self.actions.len(),
+        ];
+        lengths
+            .into_iter()
+            .try_fold(0, |sum, len| Ok(sum + len.map_err(storage)?))
+    }
+
+    /// Hands every item to `send` until it answers `false` (the reader went away).
+    fn each(&self, mut send: impl FnMut(BackupItem) -> bool) -> Result<(), StoreError> {
+        let json_tables: [(&ReadOnlyTable<&str, &[u8]>, JsonKind); 6] = [
+            (&self.used, JsonKind::Used),
+            (&self.sandboxes, JsonKind::Sandbox),
+            (&self.niosxaas_history, JsonKind::Niosxaas),
+            (&self.jobs, JsonKind::Job),
+            (&self.cordons, JsonKind::Cordon),
+            (&self.actions, JsonKind::Action),
+        ];
+        for (position, (table, kind)) in json_tables.into_iter().enumerate() {
+            for entry in table.iter().map_err(storage)? {
+                let (key, value) = entry.map_err(storage)?;
+                if !send(kind.decode(key.value(), value.value())?) {
+                    return Ok(());
+                }
+            }
+            // The keys come after the rows they point at.
+            if position == 1 {
+                for entry in self.allocation_keys.iter().map_err(storage)? {
+                    let (key, id) = entry.map_err(storage)?;
+                    let item = AllocationKeyItem::from_encoded(key.value(), id.value().to_owned());
+                    if !send(BackupItem::AllocationKey(item)) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The key of the first item held, if any.
+    fn any_item(&self) -> Result<Option<String>, StoreError> {
+        let mut found = None;
+        self.each(|item| {
+            found = Some(item.key());
+            false
+        })?;
+        Ok(found)
+    }
+}
+
+/// The tables whose values are JSON, and what each decodes to.
+#[derive(Clone, Copy)]
+enum JsonKind {
+    Used,
+    Sandbox,
+    Niosxaas,
+    Job,
+    Cordon,
+    Action,
+}
+
+impl JsonKind {
+    fn decode(self, key: &str, bytes: &[u8]) -> Result<BackupItem, StoreError> {
+        Ok(match self {
+            Self::Used => BackupItem::UsedAccount(json("used-account marker", key, bytes)?),
+            Self::Sandbox => BackupItem::Sandbox(decode(key, bytes)?),
+            Self::Niosxaas => BackupItem::NiosxaasHistory(json("NIOSXaaS history", key, bytes)?),
+            Self::Job => BackupItem::Job(jobs::decode_job(key, bytes)?),
+            Self::Cordon => BackupItem::Cordon(json("cordon", key, bytes)?),
+            Self::Action => BackupItem::Action(LoggedAction {
+                key: key.to_owned(),
+                entry: json::<AdminAction>("action", key, bytes)?,
+            }),
+        })
+    }
+}
+
+/// Reads one snapshot and sends its item count to `total`, then every item to `items`;
+/// the service keeps serving meanwhile (the writer never waits for a reader).
+pub(in crate::store::embedded) fn export_snapshot(
+    db: &Database,
+    total: oneshot::Sender<Result<u64, StoreError>>,
+    items: &mpsc::Sender<Result<BackupItem, StoreError>>,
+) {
+    let opened = db.begin_read().map_err(storage).and_then(|txn| {
+        let snapshot = Snapshot::open(&txn)?;
+        let count = snapshot.items()?;
+        Ok((snapshot, count))
+    });
+    let snapshot = match opened {
+        Ok((snapshot, count)) => {
+            let _ = total.send(Ok(count));
+            snapshot
+        }
+        Err(err) => {
+            let _ = total.send(Err(err));
+            return;
+        }
+    };
+    if let Err(err) = snapshot.each(|item| items.blocking_send(Ok(item)).is_ok()) {
+        let _ = items.blocking_send(Err(err));
+    }
+}
+
+/// The key of some item the store holds, if it holds any.
+pub(in crate::store::embedded) fn any_item(db: &Database) -> Result<Option<String>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    Snapshot::open(&txn)?.any_item()
+}
+
+/// The marker of a restore under way.
+pub(in crate::store::embedded) fn restore_marker(
+    db: &Database,
+) -> Result<Option<RestoreMarker>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let records = txn.open_table(RECORDS).map_err(storage)?;
+    let guard = records.get(RESTORE_MARKER).map_err(storage)?;
+    guard
+        .map(|value| json("restore marker", RESTORE_MARKER, value.value()))
+        .transpose()
+}
+
+impl Tables<'_> {
+    /// Writes each item whose key is not held yet; reports what became of each.
+    pub(in crate::store::embedded) fn restore_items(
+        &mut self,
+        items: &[BackupItem],
+    ) -> Result<Vec<Restored>, StoreError> {
+        items.iter().map(|item| self.restore_item(item)).collect()
+    }
+
+    fn restore_item(&mut self, item: &BackupItem) -> Result<Restored, StoreError> {
+        if let Some(present) = self.stored(item)? {
+            return Ok(Restored::Present(Box::new(present)));
+        }
+        match item {
+            BackupItem::Sandbox(row) => self.put(None, row)?,
+            BackupItem::AllocationKey(key) => {
+                self.allocation_keys
+                    .insert(key.encoded().as_str(), key.sandbox_id.as_str())
+                    .map_err(storage)?;
+            }
+            BackupItem::UsedAccount(marker) => {
+                self.used
+                    .insert(marker.sandbox_id.as_str(), encode(marker)?.as_slice())
+                    .map_err(storage)?;
+            }
+            BackupItem::NiosxaasHistory(history) => {
+                self.niosxaas_history
+                    .insert(history.sandbox_id.as_str(), encode(history)?.as_slice())
+                    .map_err(storage)?;
+            }
+            BackupItem::Job(record) => self.put_job(record)?,
+            BackupItem::Cordon(cordon) => self.add_cordon(cordon)?,
+            BackupItem::Action(action) => {
+                self.actions
+                    .insert(action.key.as_str(), encode(&action.entry)?.as_slice())
+                    .map_err(storage)?;
+            }
+        }
+        Ok(Restored::Written)
+    }
+
+    /// What the store holds under `item`'s key.
+    fn stored(&self, item: &BackupItem) -> Result<Option<BackupItem>, StoreError> {
+        let json_entry = |table: &redb::Table<'_, &str, &[u8]>, kind: JsonKind, key: &str| {
+            let guard = table.get(key).map_err(storage)?;
+            guard
+                .map(|value| kind.decode(key, value.value()))
+                .transpose()
+        };
+        match item {
+            BackupItem::Sandbox(row) => Ok(self.row(&row.sandbox_id)?.map(BackupItem::Sandbox)),
+            BackupItem::AllocationKey(key) => {
+                let encoded = key.encoded();
+                let guard = self
+                    .allocation_keys
+                    .get(encoded.as_str())
+                    .map_err(storage)?;
+                Ok(guard.map(|id| {
+                    BackupItem::AllocationKey(AllocationKeyItem::from_encoded(
+                        &encoded,
+                        id.value().to_owned(),
+                    ))
+                }))
+            }
+            BackupItem::UsedAccount(marker) => {
+                json_entry(&self.used, JsonKind::Used, &marker.sandbox_id)
+            }
+            BackupItem::NiosxaasHistory(history) => json_entry(
+                &self.niosxaas_history,
+                JsonKind::Niosxaas,
+                &history.sandbox_id,
+            ),
+            BackupItem::Job(record) => Ok(self.job(&record.job)?.map(BackupItem::Job)),
+            BackupItem::Cordon(cordon) => json_entry(&self.cordons, JsonKind::Cordon, &cordon.id),
+            BackupItem::Action(action) => json_entry(&self.actions, JsonKind::Action, &action.key),
+        }
+    }
+
+    /// Writes (`Some`) or removes (`None`) the marker of a restore under way.
+    pub(in crate::store::embedded) fn set_restore_marker(
+        &mut self,
+        marker: Option<&RestoreMarker>,
+    ) -> Result<(), StoreError> {
+        match marker {
+            Some(marker) => {
+                self.records
+                    .insert(RESTORE_MARKER, encode(marker)?.as_slice())
+                    .map_err(storage)?;
+            }
+            None => {
+                self.records.remove(RESTORE_MARKER).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::cordon::Cordon;
+
+    #[test]
+    fn a_cordon_round_trips_through_restore_and_is_then_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        create_all(&db).unwrap();
+        let cordon = BackupItem::Cordon(Cordon {
+            id: "c1".into(),
+            name_prefix: Some("lab-".into()),
+            lab: None,
+            reason: "fixing".into(),
+            created_at: EpochSecs::new(1),
+            actor: "admin:0".into(),
+        });
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tables = Tables::open(&txn).unwrap();
+            let first = tables.restore_items(std::slice::from_ref(&cordon)).unwrap();
+            assert_eq!(first, vec![Restored::Written]);
+            let again = tables.restore_items(std::slice::from_ref(&cordon)).unwrap();
+            assert_eq!(again, vec![Restored::Present(Box::new(cordon))]);
+        }
+        txn.commit().unwrap();
+        assert_eq!(any_item(&db).unwrap(), Some("cordon c1".into()));
+    }
+}
