@@ -41,6 +41,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::StalledStreamProtectionConfig;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 use self::calls::{Budget, Calls};
 use self::candidates::CandidatePool;
@@ -154,6 +155,28 @@ impl DynamoStore {
             .await
             .map_err(DynamoError::into_store_error)?;
         Ok(got.item)
+    }
+
+    /// Puts `item` only if no item has its key; a refusal hands back the item the table
+    /// holds instead (when the table returns it), so the caller can recognise its own
+    /// earlier attempt.
+    async fn put_new_item(
+        &self,
+        budget: &Budget,
+        item: Item,
+    ) -> (Result<(), DynamoError>, Option<Item>) {
+        let put = self
+            .client()
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let (sent, found) = self
+            .calls
+            .send_keeping(budget, || put.clone().send(), item::item_a_put_found)
+            .await;
+        (sent.map(drop), found)
     }
 
     /// The row `id`, read consistently.

@@ -11,32 +11,13 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use sandbox_broker::domain::SandboxStatus;
 use sandbox_broker::store::backup::{BackupItem, Consistency, check_export};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::helpers::process::{
-    Exited, export_items, kill_after_first_progress, on_embedded, run_to_end, start_until_listening,
+    Exited, export_items, import_over_http, kill_after_first_progress, on_embedded, run_to_end,
+    start_until_listening,
 };
 use crate::helpers::{ADMIN_TOKEN, LAB_TOKEN};
-
-/// Imports `ids` through the admin API of the server at `address`.
-async fn import(address: &str, ids: std::ops::Range<u64>) {
-    let client = reqwest::Client::new();
-    let ids: Vec<u64> = ids.collect();
-    for chunk in ids.chunks(1000) {
-        let rows: Vec<Value> = chunk
-            .iter()
-            .map(|n| json!({"sandbox_id": format!("{n:06}"), "name": format!("lab-{n:06}"), "external_id": format!("identity/accounts/{n}")}))
-            .collect();
-        let response = client
-            .post(format!("{address}/v1/admin/sandboxes"))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"sandboxes": rows}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-    }
-}
 
 async fn allocate(address: &str, holder: &str) -> Value {
     let response = reqwest::Client::new()
@@ -53,7 +34,7 @@ async fn allocate(address: &str, holder: &str) -> Value {
 /// A store in `dir` holding `ids` as imported rows, `holders` each with an allocation.
 async fn populated(dir: &Path, ids: std::ops::Range<u64>, holders: &[&str]) {
     let server = start_until_listening(on_embedded(&["serve"], dir), "sandbox-broker listening");
-    import(&server.address, ids).await;
+    import_over_http(&server.address, ids).await;
     for holder in holders {
         allocate(&server.address, holder).await;
     }
@@ -85,7 +66,7 @@ async fn an_online_export_holds_every_allocation_acknowledged_before_it_began() 
         on_embedded(&["serve"], dir.path()),
         "sandbox-broker listening",
     );
-    import(&server.address, 0..4000).await;
+    import_over_http(&server.address, 0..4000).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(AtomicUsize::new(0));

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::helpers::process::{BINARY, Server, start_until_listening};
+use crate::helpers::process::{
+    BINARY, Server, import_over_http, run_to_end, start_until_listening,
+};
 use crate::helpers::{ADMIN_TOKEN, LAB_TOKEN};
 
 fn command(data_dir: &Path) -> Command {
@@ -42,33 +44,10 @@ fn start_command(command: Command) -> Server {
     start_until_listening(command, "sandbox-broker listening")
 }
 
-/// Runs a command expected to exit by itself (a refused start-up); one that is still
-/// running after 30 s is killed and fails the test instead of hanging the suite.
-fn run_to_exit(mut command: Command) -> (Option<i32>, String) {
-    let mut child = command.spawn().expect("run sandbox-broker");
-    // Drained so a chatty child never blocks on a full pipe.
-    if let Some(mut stdout) = child.stdout.take() {
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    }
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
-        text
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for sandbox-broker") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sandbox-broker did not exit: it was expected to refuse to start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.code(), reader.join().unwrap_or_default())
+/// Runs a command expected to exit by itself (a refused start-up): its exit code and stderr.
+fn run_to_exit(command: Command) -> (Option<i32>, String) {
+    let exited = run_to_end(command);
+    (exited.code, exited.stderr)
 }
 
 #[test]
@@ -281,19 +260,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_allocation() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let client = reqwest::Client::new();
-    for chunk in 0..8u64 {
-        let rows: Vec<Value> = (chunk * 1000..(chunk + 1) * 1000)
-            .map(|n| json!({"sandbox_id": format!("{n:06}"), "name": format!("lab-{n:06}"), "external_id": format!("identity/accounts/{n}")}))
-            .collect();
-        let response = client
-            .post(format!("{}/v1/admin/sandboxes", server.address))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"sandboxes": rows}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-    }
+    import_over_http(&server.address, 0..8000).await;
 
     // 64 students at a time allocate until the server dies under them.
     let address = server.address.clone();

@@ -39,11 +39,7 @@ pub(super) fn run(args: &Args) -> Result<(), BenchError> {
     let instances = args.instances.max(1);
     let pool_size = pool_size(args);
     let dir = tempfile::tempdir()?;
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("server")
-        .enable_all()
-        .build()?;
+    let server = super::runtime("server")?;
     let mut rows = pool("lab-", 4_000_000, pool_size)?;
     rows.extend(pool("idle-", 5_000_000, IDLE_PROBES * 2)?);
     if args.store == StoreKind::Dynamodb {
@@ -81,11 +77,7 @@ pub(super) fn run(args: &Args) -> Result<(), BenchError> {
         addresses.push(app.local_addr());
         server.spawn(app.run_until_stopped(shutdown.clone()));
     }
-    let client = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("client")
-        .enable_all()
-        .build()?;
+    let client = super::runtime("client")?;
     let (idle_before, answers, elapsed, idle_after) = client.block_on(async {
         let idle_before = idle_latency(addresses[0], "before").await;
         let next = Arc::new(AtomicUsize::new(0));

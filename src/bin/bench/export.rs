@@ -9,15 +9,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use sandbox_broker::app::Server;
-use sandbox_broker::config::{Config, StoreKind};
-use sandbox_broker::domain::time::EpochSecs;
-use sandbox_broker::store::SharedStore;
-use sandbox_broker::store::embedded::EmbeddedStore;
+use sandbox_broker::config::StoreKind;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-use crate::{ADMIN_TOKEN, Args, Figures, LAB_TOKEN, pool, pool_size, print_row, student_worker};
+use crate::{
+    ADMIN_TOKEN, Args, Figures, pool_size, print_row, runtime, seeded_embedded, serve,
+    student_worker,
+};
 
 /// One export read to its end.
 struct ExportRun {
@@ -32,33 +30,10 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err("the export scenario measures the embedded store's snapshot export".into());
     }
     let dir = tempfile::tempdir()?;
-    let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("server")
-        .enable_all()
-        .build()?;
-    let store = SharedStore::new(EmbeddedStore::open(dir.path())?);
-    let seed = pool("bench-", 3_000_000, pool_size(args))?;
-    server_runtime.block_on(async {
-        for chunk in seed.chunks(10_000) {
-            store
-                .admin
-                .import(chunk.to_vec(), EpochSecs::new(0))
-                .await?;
-        }
-        Ok::<_, sandbox_broker::store::StoreError>(())
-    })?;
-    let config = Config::for_tests(dir.path().to_owned(), LAB_TOKEN, ADMIN_TOKEN);
-    let app = server_runtime.block_on(Server::build(config.validate()?, store))?;
-    let address = app.local_addr();
-    let shutdown = CancellationToken::new();
-    server_runtime.spawn(app.run_until_stopped(shutdown.clone()));
-
-    let client_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("client")
-        .enable_all()
-        .build()?;
+    let server_runtime = runtime("server")?;
+    let store = seeded_embedded(&server_runtime, dir.path(), pool_size(args))?;
+    let (address, shutdown) = serve(&server_runtime, dir.path(), store)?;
+    let client_runtime = runtime("client")?;
     let duration = Duration::from_secs(args.seconds);
     println!(
         "| what | concurrency | operations | seconds | per second | p50 ms | p95 ms | p99 ms | failed | lost races |"

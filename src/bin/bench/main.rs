@@ -236,28 +236,55 @@ fn pool(
         .collect()
 }
 
+/// A 2-thread runtime named `name`: the server and the client each get their own.
+fn runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+}
+
+/// An embedded store in `dir` holding `count` available rows.
+fn seeded_embedded(
+    runtime: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    count: u64,
+) -> Result<SharedStore, Box<dyn std::error::Error>> {
+    let store = SharedStore::new(EmbeddedStore::open(dir)?);
+    let seed = pool("bench-", 3_000_000, count)?;
+    runtime.block_on(async {
+        for chunk in seed.chunks(10_000) {
+            store
+                .admin
+                .import(chunk.to_vec(), EpochSecs::new(0))
+                .await?;
+        }
+        Ok::<_, sandbox_broker::store::StoreError>(())
+    })?;
+    Ok(store)
+}
+
+/// Serves `store` (the real router and middleware) on `runtime` until the returned token
+/// is cancelled.
+fn serve(
+    runtime: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    store: SharedStore,
+) -> Result<(std::net::SocketAddr, CancellationToken), Box<dyn std::error::Error>> {
+    let config = Config::for_tests(dir.to_owned(), LAB_TOKEN, ADMIN_TOKEN);
+    let app = runtime.block_on(Server::build(config.validate()?, store))?;
+    let address = app.local_addr();
+    let shutdown = CancellationToken::new();
+    runtime.spawn(app.run_until_stopped(shutdown.clone()));
+    Ok((address, shutdown))
+}
+
 fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("server")
-        .enable_all()
-        .build()?;
+    let server_runtime = runtime("server")?;
     let store: SharedStore = match args.store {
-        StoreKind::Embedded => {
-            let store = SharedStore::new(EmbeddedStore::open(dir.path())?);
-            let seed = pool("bench-", 3_000_000, pool_size(args))?;
-            server_runtime.block_on(async {
-                for chunk in seed.chunks(10_000) {
-                    store
-                        .admin
-                        .import(chunk.to_vec(), EpochSecs::new(0))
-                        .await?;
-                }
-                Ok::<_, sandbox_broker::store::StoreError>(())
-            })?;
-            store
-        }
+        StoreKind::Embedded => seeded_embedded(&server_runtime, dir.path(), pool_size(args))?,
         StoreKind::Dynamodb => {
             let rows = pool("bench-", 3_000_000, pool_size(args))?;
             let (store, _) =
@@ -265,17 +292,8 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
             SharedStore::of(store.into_iter().next().ok_or("no store")?)
         }
     };
-    let config = Config::for_tests(dir.path().to_owned(), LAB_TOKEN, ADMIN_TOKEN);
-    let app = server_runtime.block_on(Server::build(config.validate()?, store))?;
-    let address = app.local_addr();
-    let shutdown = CancellationToken::new();
-    server_runtime.spawn(app.run_until_stopped(shutdown.clone()));
-
-    let client_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("client")
-        .enable_all()
-        .build()?;
+    let (address, shutdown) = serve(&server_runtime, dir.path(), store)?;
+    let client_runtime = runtime("client")?;
     let duration = Duration::from_secs(args.seconds);
     let figures = client_runtime.block_on(async move {
         let started = Instant::now();

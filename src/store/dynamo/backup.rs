@@ -8,9 +8,10 @@
 //! the item the table holds instead comes back with the refusal.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder;
+use aws_sdk_dynamodb::types::AttributeValue;
 use futures::{StreamExt, TryStreamExt};
 
 use super::audit::{ACTIONS, action_item, action_of};
@@ -112,33 +113,49 @@ impl DynamoStore {
         })
     }
 
-    /// Every backup item of one scan segment, each page read consistently under its own
-    /// call budget (a whole table does not fit one operation's deadline).
+    /// Reads `scan` page after page, each consistently and under its own call budget (a
+    /// whole table does not fit one operation's deadline), handing every page's items to
+    /// `page` until it breaks or the scan ends.
+    async fn scan_pages(
+        &self,
+        scan: ScanFluentBuilder,
+        mut page: impl FnMut(&[Item]) -> Result<ControlFlow<()>, StoreError>,
+    ) -> Result<(), StoreError> {
+        let scan = scan.table_name(&self.table).consistent_read(true);
+        let mut start = None;
+        loop {
+            let request = scan.clone().set_exclusive_start_key(start.take());
+            let answer = self
+                .calls
+                .send(&self.calls.budget(), || request.clone().send())
+                .await
+                .map_err(DynamoError::into_store_error)?;
+            if page(answer.items())?.is_break() {
+                return Ok(());
+            }
+            match answer.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Every backup item of one segment of the export's parallel scan.
     async fn scan_segment(&self, segment: i32) -> Result<Vec<BackupItem>, StoreError> {
         let scan = self
             .client()
             .scan()
-            .table_name(&self.table)
-            .consistent_read(true)
             .segment(segment)
             .total_segments(SCAN_SEGMENTS);
         let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let page = scan.clone().set_exclusive_start_key(start.clone());
-            let page = self
-                .calls
-                .send(&self.calls.budget(), || page.clone().send())
-                .await
-                .map_err(DynamoError::into_store_error)?;
-            for item in page.items() {
+        self.scan_pages(scan, |items| {
+            for item in items {
                 found.extend(backup_item_of(item)?);
             }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(found),
-            }
-        }
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        Ok(found)
     }
 
     /// See [`crate::store::BackupStore::restore_items`].
@@ -164,24 +181,7 @@ impl DynamoStore {
             .filter_map(|name| Some((name.to_owned(), item.get(name)?.clone())))
             .collect();
         let budget = self.calls.budget();
-        let put = self
-            .client()
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let (sent, returned) = self
-            .calls
-            .send_keeping(
-                &budget,
-                || put.clone().send(),
-                |err| match err {
-                    PutItemError::ConditionalCheckFailedException(failed) => failed.item().cloned(),
-                    _ => None,
-                },
-            )
-            .await;
+        let (sent, returned) = self.put_new_item(&budget, item).await;
         match sent {
             Ok(_) => Ok(Restored::Written),
             Err(DynamoError::Conflict) => {
@@ -205,30 +205,18 @@ impl DynamoStore {
 
     /// See [`crate::store::BackupStore::any_item`].
     pub(super) async fn first_item(&self) -> Result<Option<String>, StoreError> {
-        let scan = self
-            .client()
-            .scan()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .limit(100);
-        let mut start = None;
-        loop {
-            let page = scan.clone().set_exclusive_start_key(start.clone());
-            let page = self
-                .calls
-                .send(&self.calls.budget(), || page.clone().send())
-                .await
-                .map_err(DynamoError::into_store_error)?;
-            for item in page.items() {
+        let mut found = None;
+        self.scan_pages(self.client().scan().limit(100), |items| {
+            for item in items {
                 if let Some(backup) = backup_item_of(item)? {
-                    return Ok(Some(backup.key()));
+                    found = Some(backup.key());
+                    return Ok(ControlFlow::Break(()));
                 }
             }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(None),
-            }
-        }
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        Ok(found)
     }
 
     /// See [`crate::store::BackupStore::restore_marker`].

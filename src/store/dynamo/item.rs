@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -97,6 +98,15 @@ pub(crate) fn allocation_key(encoded: &str) -> Item {
 pub(crate) fn returned_row(attributes: Option<Item>) -> Result<Sandbox, crate::store::StoreError> {
     Sandbox::try_from(&attributes.unwrap_or_default())
         .map_err(|err| crate::store::StoreError::Internal(Box::new(err)))
+}
+
+/// The item a conditional put was refused by (`ReturnValuesOnConditionCheckFailure::AllOld`),
+/// if the table handed it back.
+pub(crate) fn item_a_put_found(err: &PutItemError) -> Option<Item> {
+    match err {
+        PutItemError::ConditionalCheckFailedException(failed) => failed.item().cloned(),
+        _ => None,
+    }
 }
 
 /// The row a refused update found (`ReturnValuesOnConditionCheckFailure::AllOld`), if the

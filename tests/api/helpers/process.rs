@@ -178,3 +178,24 @@ pub fn write_export_of_rows(path: &std::path::Path, count: u64) {
     out.extend(writer.finish().unwrap());
     std::fs::write(path, out).unwrap();
 }
+
+/// Imports rows `ids` (`{n:06}`, named `lab-{n:06}`) through the admin API of the server
+/// at `address`, 1,000 a request.
+pub async fn import_over_http(address: &str, ids: std::ops::Range<u64>) {
+    let client = reqwest::Client::new();
+    let ids: Vec<u64> = ids.collect();
+    for chunk in ids.chunks(1000) {
+        let rows: Vec<Value> = chunk
+            .iter()
+            .map(|n| serde_json::json!({"sandbox_id": format!("{n:06}"), "name": format!("lab-{n:06}"), "external_id": format!("identity/accounts/{n}")}))
+            .collect();
+        let response = client
+            .post(format!("{address}/v1/admin/sandboxes"))
+            .bearer_auth(super::ADMIN_TOKEN)
+            .json(&serde_json::json!({"sandboxes": rows}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+    }
+}

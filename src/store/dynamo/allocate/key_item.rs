@@ -1,8 +1,7 @@
 //! The allocation key's own item, `ALLOC#<key>`: writing it first (write 1), moving it off
 //! a dead sandbox, and reading it back.
 
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::Race;
 use crate::store::StoreError;
@@ -53,24 +52,7 @@ impl DynamoStore {
         item.insert("request_id".into(), s(&race.me));
         item.insert("created_at".into(), n(race.request.now));
         item.insert("updated_at".into(), n(race.request.now));
-        let put = self
-            .client()
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let (sent, returned) = self
-            .calls
-            .send_keeping(
-                budget,
-                || put.clone().send(),
-                |err| match err {
-                    PutItemError::ConditionalCheckFailedException(failed) => failed.item().cloned(),
-                    _ => None,
-                },
-            )
-            .await;
+        let (sent, returned) = self.put_new_item(budget, item).await;
         match sent {
             Ok(_) => Ok(()),
             Err(DynamoError::Conflict) => {
