@@ -398,13 +398,13 @@ pub async fn restore(config: RestoreConfig) -> Result<(), StartupError> {
         return Ok(());
     }
     // Check the file before touching the store: a bad file must not even create one.
-    crate::backup::checked_file(&config.from)?;
+    let checked = crate::backup::checked_file(&config.from)?;
     let store = crate::store::open(&config.store).await?;
     let now = crate::domain::time::EpochSecs::new(crate::domain::now_epoch());
     crate::backup::restore(
         &*store.backup,
         &config.store.describe(),
-        &config.from,
+        (&config.from, &checked),
         config.merge,
         now,
         &mut std::io::stdout(),

@@ -158,12 +158,12 @@ fn line_hash(item: &BackupItem) -> Result<[u8; 32], StoreError> {
     Ok(Sha256::digest(item.line()?).into())
 }
 
-/// The `restore` command: the export at `from` into `store`, then every item read back
-/// and compared. Progress and the report go to `out`.
+/// The `restore` command: the export `checked` at `from` (see [`checked_file`]) into
+/// `store`, then every item read back and compared. Progress and the report go to `out`.
 pub async fn restore(
     store: &dyn BackupStore,
     store_name: &str,
-    from: &Path,
+    (from, checked): (&Path, &CheckedExport),
     merge: bool,
     now: EpochSecs,
     out: &mut dyn Write,
@@ -172,7 +172,6 @@ pub async fn restore(
         store: store_name.to_owned(),
         source,
     };
-    let checked = checked_file(from)?;
     let digest = checked.trailer.digest.clone();
     let total = checked.header.items;
     let _ = writeln!(
@@ -242,9 +241,11 @@ pub async fn restore(
             break;
         }
         offered += batch.len() as u64;
-        let keys: Vec<BackupItem> = batch.clone();
-        let outcomes = store.restore_items(batch, now).await.map_err(failed)?;
-        for (item, outcome) in keys.iter().zip(outcomes) {
+        let outcomes = store
+            .restore_items(batch.clone(), now)
+            .await
+            .map_err(failed)?;
+        for (item, outcome) in batch.iter().zip(outcomes) {
             match outcome {
                 Restored::Written => report.written += 1,
                 Restored::Present(present) if *present == *item => report.already_there += 1,

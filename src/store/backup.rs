@@ -519,13 +519,6 @@ impl<R: BufRead> ExportReader<R> {
             if self.trailer.is_some() {
                 return Err(self.bad("a line after the closing line".into()));
             }
-            if !self.buffer.ends_with('\n') {
-                // The last line was cut off mid-way.
-                return Err(ExportFileError::Truncated {
-                    read: self.tally.items(),
-                    expected: self.header.items,
-                });
-            }
             let item = match serde_json::from_str::<BackupItem>(text) {
                 Ok(item) => item,
                 Err(item_error) => match serde_json::from_str::<ExportTrailer>(text) {
@@ -533,6 +526,13 @@ impl<R: BufRead> ExportReader<R> {
                         self.trailer = Some(trailer);
                         self.check_end()?;
                         continue;
+                    }
+                    // A last line without its newline that does not parse was cut off.
+                    Err(_) if !self.buffer.ends_with('\n') => {
+                        return Err(ExportFileError::Truncated {
+                            read: self.tally.items(),
+                            expected: self.header.items,
+                        });
                     }
                     Err(_) => return Err(self.bad(format!("not an export item: {item_error}"))),
                 },
@@ -737,5 +737,10 @@ mod tests {
         assert!(check(newer).contains("version 9"));
         let after = format!("{file}{}\n", lines[1]);
         assert!(check(after).contains("after the closing line"));
+        let no_last_newline = file.trim_end().to_owned();
+        assert!(
+            check_export(no_last_newline.as_bytes()).is_ok(),
+            "a complete file whose editor dropped the last newline is whole"
+        );
     }
 }

@@ -351,3 +351,78 @@ fn a_restore_into_a_table_killed_halfway_finishes_when_run_again() {
     on_table(&["export", "--to", &path(&back)], &table);
     assert_eq!(export_items(&back), export_items(&file), "each row once");
 }
+
+/// Allocates as `holder` with an `Idempotency-Key`, expecting a replay.
+async fn replay_with_key(broker: &Broker, holder: &str, key: &str) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/allocate", broker.server.address))
+        .bearer_auth(broker.lab)
+        .header("X-Instruqt-Sandbox-ID", holder)
+        .header("Idempotency-Key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "{holder}/{key}: a replay"
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_era_allocations_move_to_one_machine_and_their_students_keep_them() {
+    let csp = provider().await;
+    let (dir, files) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let table = local::table_name();
+    on_table(&["init-table"], &table);
+    let endpoint = &local::shared().endpoint;
+    let client = sandbox_broker::store::dynamo::client(&local::settings(endpoint, &table)).await;
+    let now = sandbox_broker::domain::now_epoch();
+    // Two of the Python service's allocations: no ALLOC# item, only the rows.
+    local::put_items(
+        &client,
+        &table,
+        vec![
+            local::python_allocation("5001", "stu-py", "stu-py", now - 3600),
+            local::python_allocation("5002", "stu-k", "lab-7", now - 1800),
+        ],
+    )
+    .await;
+    let fleet = serve_table(&table, &csp);
+    let (status, before) = fleet
+        .call(Method::POST, "/v1/allocate", Some("stu-py"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    let keyed_before = replay_with_key(&fleet, "stu-k", "lab-7").await;
+    drop(fleet);
+
+    let file = files.path().join("python-era.ndjson");
+    on_table(&["export", "--to", &path(&file)], &table);
+    let items = export_items(&file);
+    for key in [
+        r#"allocation_key "stu-py""#,
+        "allocation_key \"stu-k\\u{1f}lab-7\"",
+    ] {
+        assert!(
+            items.contains_key(key),
+            "{key} implied by its row: {:?}",
+            items.keys()
+        );
+    }
+    on_dir(&["restore", "--from", &path(&file)], dir.path());
+
+    let single = serve_embedded(dir.path(), &csp);
+    let (status, after) = single
+        .call(Method::POST, "/v1/allocate", Some("stu-py"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    assert_eq!(after["sandbox_id"], "5001");
+    assert_eq!(
+        after["expires_at"], before["expires_at"],
+        "a Python-era allocation keeps expiring as it did"
+    );
+    let keyed_after = replay_with_key(&single, "stu-k", "lab-7").await;
+    assert_eq!(keyed_after["sandbox_id"], "5002");
+    assert_eq!(keyed_after["expires_at"], keyed_before["expires_at"]);
+}
