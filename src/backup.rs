@@ -39,6 +39,26 @@ pub enum BackupError {
         #[source]
         source: ExportFileError,
     },
+    /// The file stopped reading as it did when it was checked, after writing began.
+    #[error(
+        "{path} changed while it was being restored ({source}); items already written stay, and the store keeps its restore marker: restore the file again once it is whole"
+    )]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// What reading it met.
+        #[source]
+        source: ExportFileError,
+    },
+    /// The export was written but does not read back whole (the disk, or a bug).
+    #[error("wrote {path}, but it does not read back as a whole export: {source}")]
+    WrittenBadly {
+        /// The file.
+        path: PathBuf,
+        /// What reading it met.
+        #[source]
+        source: ExportFileError,
+    },
     /// The output file could not be written.
     #[error("cannot write {path}: {source}")]
     Output {
@@ -131,8 +151,13 @@ pub async fn export_to_file(
     }
     file.as_file().sync_all().map_err(output)?;
     file.persist(to).map_err(|err| output(err.error))?;
-    let checked = checked_file(to)?;
-    Ok(checked.trailer)
+    let reread = File::open(to).map_err(output)?;
+    check_export(BufReader::new(reread))
+        .map(|checked| checked.trailer)
+        .map_err(|source| BackupError::WrittenBadly {
+            path: to.to_owned(),
+            source,
+        })
 }
 
 /// Reads and checks the whole file at `path`.
@@ -145,8 +170,9 @@ pub fn checked_file(path: &Path) -> Result<CheckedExport, BackupError> {
     check_export(BufReader::new(file)).map_err(bad)
 }
 
+/// The file at `path`, checked once already, opened again to be read item by item.
 fn reader(path: &Path) -> Result<ExportReader<BufReader<File>>, BackupError> {
-    let bad = |source| BackupError::File {
+    let bad = |source| BackupError::FileChanged {
         path: path.to_owned(),
         source,
     };
@@ -230,7 +256,7 @@ pub async fn restore(
                 Ok(Some(item)) => batch.push(item),
                 Ok(None) => break,
                 Err(source) => {
-                    return Err(BackupError::File {
+                    return Err(BackupError::FileChanged {
                         path: from.to_owned(),
                         source,
                     });
@@ -349,10 +375,13 @@ async fn verify(
     let mut file = reader(from)?;
     let (mut missing, mut differing) = (Vec::new(), 0u64);
     let mut in_file = 0u64;
-    while let Some(item) = file.next_item().map_err(|source| BackupError::File {
-        path: from.to_owned(),
-        source,
-    })? {
+    while let Some(item) = file
+        .next_item()
+        .map_err(|source| BackupError::FileChanged {
+            path: from.to_owned(),
+            source,
+        })?
+    {
         in_file += 1;
         match held.get(&item.key()) {
             None => missing.push(item.key()),

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use reqwest::{Method, StatusCode};
+use sandbox_broker::store::backup::{Consistency, check_export};
 use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -293,6 +294,20 @@ async fn an_embedded_store_moves_to_dynamodb_and_back_and_nobody_mid_lab_notices
     assert!(!fleet.ids_in("available").await.contains(&used_id));
     let (status, _) = fleet.call(Method::GET, "/v1/admin/cordon", None).await;
     assert_eq!(status, StatusCode::OK);
+    // The fleet exports online too: a consistent scan, said so in the header.
+    let online = reqwest::Client::new()
+        .get(format!("{}/v1/admin/export", fleet.server.address))
+        .bearer_auth(TABLE_ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let checked = check_export(online.as_ref()).unwrap();
+    assert_eq!(checked.header.store, "dynamodb");
+    assert_eq!(checked.header.consistency, Consistency::Scan);
+    assert_eq!(checked.trailer.counts["sandbox:allocated"], 4);
     drop(fleet);
 
     // And back to one machine.
