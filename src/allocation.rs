@@ -69,6 +69,7 @@ impl AllocateInput {
             name_prefix: self.name_prefix,
             lab_duration_hours,
             now,
+            token: None,
         }
     }
 }
@@ -123,16 +124,19 @@ fn counted(
     (outcome, result)
 }
 
-/// The sandbox `id` if `student` holds it; refused when it does not exist or another
-/// holds it.
+/// The sandbox `id` if `student` holds it (under the lab token `token`, when the request
+/// came with one); refused when it does not exist or another holds it.
 pub async fn owned_sandbox(
     store: &dyn AllocationStore,
     id: &SandboxId,
     holder: &HolderKey,
+    token: Option<&str>,
 ) -> Outcome<Sandbox> {
     Ok(match store.get(id).await? {
         None => Err(Refusal::SandboxNotFound),
-        Some(sandbox) if sandbox.is_held_by(holder) => Ok(sandbox),
+        Some(sandbox) if sandbox.is_held_by(holder) && sandbox.allocated_under(token) => {
+            Ok(sandbox)
+        }
         Some(_) => Err(Refusal::NotHolder),
     })
 }

@@ -114,6 +114,7 @@ impl AppState {
         let config = config.into_inner();
         let auth = Auth::from_config(&config.auth)?;
         let rate_limiter = config.rate_limit.limiter();
+        let address_limiter = config.rate_limit.address_limiter();
         let auth_failures = FailureThrottle::new(
             config.auth.auth_failure_limit,
             config.auth.auth_failure_window,
@@ -124,6 +125,7 @@ impl AppState {
         let allocation_facts = Recent::new(config.http.analytics_cache);
         let niosxaas_histories = Recent::new(config.http.analytics_cache);
         let cordons = Recent::new(crate::http::state::CORDONS_REFRESH);
+        let lab_tokens = Recent::new(crate::http::auth::LAB_TOKENS_REFRESH);
         let metrics = Metrics::new()?;
         metrics.register_store(store.health.as_ref())?;
         let breaker = provider.map(|provider| {
@@ -162,6 +164,7 @@ impl AppState {
             lab_policy: lab,
             clock,
             rate_limiter,
+            address_limiter,
             auth,
             auth_failures,
             pool_counts,
@@ -169,6 +172,9 @@ impl AppState {
             allocation_facts,
             niosxaas_histories,
             cordons,
+            lab_tokens,
+            lab_token_touches: std::sync::Mutex::default(),
+            token_rates: crate::ratelimit::TokenRates::default(),
             jobs,
             breaker,
             pre_delete,
@@ -287,6 +293,7 @@ impl Server {
                     () = janitor_stop.cancelled() => break,
                     _ = tick.tick() => {
                         janitor_state.rate_limiter.retain_recent();
+                        janitor_state.address_limiter.retain_recent();
                         janitor_state.auth_failures.forget_ended(tokio::time::Instant::now());
                     }
                 }

@@ -12,6 +12,7 @@ pub mod lease;
 pub mod lifecycle;
 mod sandbox;
 pub mod time;
+pub mod tokens;
 pub mod usage;
 pub mod used;
 mod values;

@@ -150,6 +150,44 @@ impl<C: Clock + Clone> RateLimiter<C> {
     }
 }
 
+/// Each lab token's own allocation rate (`per_minute`) on this instance: one bucket per
+/// token, at most `MAX_TOKENS` of them, rebuilt when an admin's token changes its rate.
+#[derive(Default)]
+pub struct TokenRates {
+    buckets: std::sync::Mutex<
+        std::collections::HashMap<String, (u32, governor::DefaultDirectRateLimiter)>,
+    >,
+}
+
+impl TokenRates {
+    /// Takes one allocation from `token`'s bucket of `per_minute` (the whole minute's
+    /// worth may come at once).
+    pub fn check(&self, token: &str, per_minute: NonZeroU32) -> Decision {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (rate, bucket) = buckets.entry(token.to_owned()).or_insert_with(|| {
+            (
+                per_minute.get(),
+                governor::RateLimiter::direct(Quota::per_minute(per_minute)),
+            )
+        });
+        if *rate != per_minute.get() {
+            *rate = per_minute.get();
+            *bucket = governor::RateLimiter::direct(Quota::per_minute(per_minute));
+        }
+        match bucket.check() {
+            Ok(()) => Decision::Allowed { remaining: 0 },
+            Err(not_until) => Decision::Limited {
+                retry_after_secs: whole_seconds_at_least_one(
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                ),
+            },
+        }
+    }
+}
+
 fn whole_seconds_at_least_one(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)

@@ -24,7 +24,7 @@ pub use self::open::{OpenFailure, open};
 pub use self::roles::{
     ActionLog, AdminStore, AllocationStore, AnalyticsStore, BackupStore, DeletionClaim,
     FinishedDeletion, HealthStore, JobStore, LeaseRequest, LifecycleStore, ReleaseOutcome,
-    ReleaseRequest, Store,
+    ReleaseRequest, Store, TokenStore,
 };
 pub use crate::domain::deletion::{DeletionOutcome, finished_change};
 
@@ -55,6 +55,12 @@ pub enum Refusal {
     /// An admin's change does not apply to the row as it is.
     #[error(transparent)]
     RowAction(#[from] RowActionRefused),
+    /// The lab token already holds its `max_active` sandboxes.
+    #[error("the lab token holds its cap of sandboxes")]
+    QuotaExceeded,
+    /// A new lab token is not kept.
+    #[error(transparent)]
+    Token(#[from] crate::domain::tokens::TokenRefused),
 }
 
 /// A store's answer to a request the rules may refuse: `Ok(Ok(_))` done, `Ok(Err(_))` what
@@ -90,6 +96,18 @@ pub struct AllocationRequest {
     pub lab_duration_hours: u32,
     /// When it is allocated.
     pub now: EpochSecs,
+    /// The lab token it is made under (`None`: the static track token).
+    pub token: Option<TokenGrant>,
+}
+
+/// What an allocation under a lab token carries: the token, and its cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The token's id, stored on the row.
+    pub id: String,
+    /// Sandboxes held under it at once, at most: a new allocation beyond it is refused
+    /// ([`Refusal::QuotaExceeded`]); a replay never is.
+    pub max_active: Option<u32>,
 }
 
 impl AllocationRequest {
@@ -101,6 +119,7 @@ impl AllocationRequest {
             lab: self.lab.as_ref().map(LabName::as_str),
             lab_duration_hours: self.lab_duration_hours,
             now: self.now,
+            token_id: self.token.as_ref().map(|token| token.id.as_str()),
         }
     }
 }
@@ -136,6 +155,8 @@ pub struct SharedStore {
     pub health: Arc<dyn HealthStore>,
     /// Exports and restores.
     pub backup: Arc<dyn BackupStore>,
+    /// Scoped lab tokens.
+    pub tokens: Arc<dyn TokenStore>,
 }
 
 impl SharedStore {
@@ -154,7 +175,8 @@ impl SharedStore {
             action_log: store.clone(),
             analytics: store.clone(),
             health: store.clone(),
-            backup: store,
+            backup: store.clone(),
+            tokens: store,
         }
     }
 }

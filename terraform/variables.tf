@@ -207,6 +207,7 @@ variable "settings" {
   validation {
     condition = alltrue([for name in keys(var.settings) : contains([
       "ALLOCATE_DEADLINE_SEC",
+      "ALLOW_STATIC_TRACK_TOKEN",
       "ANALYTICS_CACHE_SEC",
       "API_BASE_PATH",
       "AUDIT_INTERVAL_SEC",
@@ -249,12 +250,15 @@ variable "settings" {
       "K_CANDIDATES",
       "LOG_LEVEL",
       "MAX_CONNECTIONS",
+      "MAX_TOKENS",
       "METRICS_POOL_PREFIXES",
       "METRICS_POOL_REFRESH_SEC",
       "NIOSXAAS_BASE_URL",
       "NIOSXAAS_TIMEOUT_SEC",
       "RATE_LIMIT_BURST",
       "RATE_LIMIT_MAX_CALLERS",
+      "RATE_LIMIT_PER_ADDRESS_BURST",
+      "RATE_LIMIT_PER_ADDRESS_PER_SEC",
       "RATE_LIMIT_PER_SEC",
       "REQUEST_TIMEOUT_SEC",
       "SYNC_INTERVAL_SEC",

@@ -70,8 +70,13 @@ pub enum Release {
 
 /// A release by `student` at `now`: only the holder may release; releasing a row that
 /// is no longer `allocated` (already pending deletion, deleted, …) is a harmless repeat.
-pub fn release(row: &Sandbox, holder: &HolderKey, now: EpochSecs) -> Result<Release, NotHolder> {
-    if !row.is_held_by(holder) {
+pub fn release(
+    row: &Sandbox,
+    holder: &HolderKey,
+    token: Option<&str>,
+    now: EpochSecs,
+) -> Result<Release, NotHolder> {
+    if !row.is_held_by(holder) || !row.allocated_under(token) {
         return Err(NotHolder);
     }
     if row.status != SandboxStatus::Allocated {
@@ -118,6 +123,8 @@ pub struct Grant<'a> {
     pub lab_duration_hours: u32,
     /// When.
     pub now: EpochSecs,
+    /// The lab token it is made under, if one.
+    pub token_id: Option<&'a str>,
 }
 
 /// Allocating a candidate: an available row becomes the grant's, provided it is still
@@ -135,6 +142,7 @@ pub fn allocate(row: &Sandbox, grant: &Grant<'_>) -> Option<Change> {
     taken.allocated_at = Some(grant.now);
     taken.lab_duration_hours = Some(grant.lab_duration_hours);
     taken.allocated_by = Some(ALLOCATED_BY_BROKER.to_owned());
+    taken.token_id = grant.token_id.map(str::to_owned);
     taken.updated_at = grant.now;
     Some(Change {
         row: taken,
@@ -238,6 +246,7 @@ pub(crate) mod tests {
     #[test]
     fn only_an_available_row_is_allocated_and_it_becomes_the_grants() {
         let grant = Grant {
+            token_id: None,
             holder: "stu",
             idempotency_key: "key-1",
             lab: None,
@@ -297,8 +306,13 @@ pub(crate) mod tests {
             (PendingDeletion, Some("other"), "stu", Err(NotHolder)),
         ];
         for (status, held_by, asking, expected) in cases {
-            let decided = release(&row(status, held_by), &holder(asking), EpochSecs::new(500))
-                .map(|release| matches!(release, Release::Now(_)));
+            let decided = release(
+                &row(status, held_by),
+                &holder(asking),
+                None,
+                EpochSecs::new(500),
+            )
+            .map(|release| matches!(release, Release::Now(_)));
             assert_eq!(
                 decided, expected,
                 "{status:?} held by {held_by:?}, {asking} asks"
@@ -356,7 +370,8 @@ pub(crate) mod tests {
     #[test]
     fn a_release_ends_the_allocation_now_and_requires_it_unchanged() {
         let held = row(SandboxStatus::Allocated, Some("stu"));
-        let Ok(Release::Now(change)) = release(&held, &holder("stu"), EpochSecs::new(500)) else {
+        let Ok(Release::Now(change)) = release(&held, &holder("stu"), None, EpochSecs::new(500))
+        else {
             panic!("a release")
         };
         assert_eq!(change.row.status, SandboxStatus::PendingDeletion);

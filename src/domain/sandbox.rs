@@ -85,6 +85,9 @@ pub struct Sandbox {
     /// Why an admin quarantined it, while it is `quarantined`.
     #[serde(default)]
     pub quarantine_reason: Option<String>,
+    /// The lab token it was allocated under (`None`: the static track token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
 }
 
 /// What the NIOSXaaS pre-delete hook found and did in one sandbox account. The first three
@@ -199,6 +202,12 @@ impl Sandbox {
         self.allocated_by.as_deref() == Some(ALLOCATED_BY_BROKER)
     }
 
+    /// Whether a request under the lab token `token` (`None`: the static track token, which
+    /// may act on any row) may act on this row: it was allocated under that token.
+    pub fn allocated_under(&self, token: Option<&str>) -> bool {
+        token.is_none_or(|token| self.token_id.as_deref() == Some(token))
+    }
+
     /// Whether `student` holds this sandbox (in any status after allocation).
     pub fn is_held_by(&self, holder: &HolderKey) -> bool {
         self.holder.as_deref() == Some(holder.as_str())
@@ -238,6 +247,7 @@ impl NewSandbox {
             created_at: now,
             updated_at: now,
             sfdc_account_id: self.sfdc_account_id,
+            token_id: None,
             deleted_at: None,
             ttl: None,
             next_deletion_attempt_at: None,

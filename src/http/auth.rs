@@ -15,9 +15,13 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 use tokio::time::Instant;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use super::error::ApiError;
 use super::middleware::client_address_of;
 use crate::config_values::ConfigError;
+use crate::domain::tokens::{LabToken, TokenUse, is_lab_token_secret, secret_digest};
 use crate::http::state::AppState;
 
 mod config;
@@ -47,27 +51,66 @@ fn digest(token: &str) -> [u8; 32] {
 
 /// The accepted tokens per role.
 pub struct Auth {
-    lab: TokenDigests,
+    /// `BROKER_API_TOKEN`, unless `ALLOW_STATIC_TRACK_TOKEN=false` turned it off.
+    lab: Option<TokenDigests>,
     admin: TokenDigests,
     /// `METRICS_TOKEN`: `None` leaves `/metrics` open.
     metrics: Option<TokenDigests>,
+    /// `MAX_TOKENS`: live lab tokens at most.
+    pub max_tokens: usize,
 }
 
 impl Auth {
-    /// Takes the token lists from `config`; track and admin are required.
+    /// Takes the token lists from `config`: admin is required, and track too unless
+    /// `ALLOW_STATIC_TRACK_TOKEN=false` (then lab tokens are the only track tokens).
     pub fn from_config(config: &AuthConfig) -> Result<Self, ConfigError> {
-        let required = |list: &Option<TokenList>, variable| {
-            list.as_ref()
-                .map(TokenDigests::of)
-                .ok_or(ConfigError::Missing(variable))
+        let lab = match (&config.api_token, config.allow_static_track_token) {
+            (Some(list), true) => Some(TokenDigests::of(list)),
+            (None, true) => return Err(ConfigError::Missing("BROKER_API_TOKEN")),
+            (_, false) => None,
         };
         Ok(Self {
-            lab: required(&config.api_token, "BROKER_API_TOKEN")?,
-            admin: required(&config.admin_token, "BROKER_ADMIN_TOKEN")?,
+            lab,
+            admin: config
+                .admin_token
+                .as_ref()
+                .map(TokenDigests::of)
+                .ok_or(ConfigError::Missing("BROKER_ADMIN_TOKEN"))?,
             metrics: config.metrics_token.as_ref().map(TokenDigests::of),
+            max_tokens: crate::config_values::as_usize(config.max_tokens),
         })
     }
 }
+
+/// Every lab token by its secret's digest, as one instance last read them (at most
+/// [`LAB_TOKENS_REFRESH`] ago).
+#[derive(Debug, Default)]
+pub struct LabTokens(HashMap<String, Arc<LabToken>>);
+
+impl LabTokens {
+    /// Indexes `tokens` by digest.
+    pub fn of(tokens: Vec<TokenUse>) -> Self {
+        Self(
+            tokens
+                .into_iter()
+                .map(|used| (used.token.secret_sha256.clone(), Arc::new(used.token)))
+                .collect(),
+        )
+    }
+
+    /// The token whose secret is `secret`, live or not.
+    pub fn find(&self, secret: &str) -> Option<Arc<LabToken>> {
+        self.0.get(&secret_digest(secret)).cloned()
+    }
+}
+
+/// How long an instance reuses the lab tokens it read: a token revoked on one instance
+/// stops working across the fleet within it (and at once on the instance that revoked it).
+pub const LAB_TOKENS_REFRESH: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The lab token a track request was let in with (absent: the static track token).
+#[derive(Debug, Clone)]
+pub struct ScopedToken(pub Arc<LabToken>);
 
 /// The token of `Authorization: Bearer <token>`: scheme case-insensitive, exactly one token.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -114,15 +157,29 @@ async fn guard(
     next: Next,
 ) -> Result<Response, ApiError> {
     let tokens = match role {
-        Role::Lab => &app.auth.lab,
-        Role::Admin => &app.auth.admin,
+        Role::Lab => app.auth.lab.as_ref(),
+        Role::Admin => Some(&app.auth.admin),
         Role::Metrics => match &app.auth.metrics {
-            Some(tokens) => tokens,
+            Some(tokens) => Some(tokens),
             None => return Ok(next.run(request).await),
         },
     };
-    let failure = match bearer_token(request.headers()) {
-        Some(token) if tokens.accept(token) => {
+    let presented = bearer_token(request.headers());
+    if matches!(role, Role::Lab)
+        && let Some(secret) = presented.filter(|token| is_lab_token_secret(token))
+    {
+        let lab_tokens = app.current_lab_tokens().await?;
+        if let Some(token) = lab_tokens
+            .find(secret)
+            .filter(|t| t.is_live(app.clock.now()))
+        {
+            app.used_lab_token(&token);
+            request.extensions_mut().insert(ScopedToken(token));
+            return Ok(next.run(request).await);
+        }
+    }
+    let failure = match presented {
+        Some(token) if tokens.is_some_and(|tokens| tokens.accept(token)) => {
             if matches!(role, Role::Admin) {
                 let actor = AdminActor::of(token);
                 request.extensions_mut().insert(actor);

@@ -85,6 +85,17 @@ pub enum ApiError {
     /// does not apply to the row as it is.
     #[error(transparent)]
     RowActionRefused(crate::domain::lifecycle::RowActionRefused),
+    /// 429 `QUOTA_EXCEEDED`, with `Retry-After`: the lab token already holds its
+    /// `max_active` sandboxes.
+    #[error("the lab token holds its cap of sandboxes")]
+    QuotaExceeded,
+    /// 403 `OUT_OF_SCOPE`: a lab token asked for a lab or name prefix outside its scope, or
+    /// for a sandbox allocated under another token.
+    #[error("outside the token's scope: {0}")]
+    OutOfScope(String),
+    /// 409 `TOO_MANY_TOKENS` / `TOKEN_NAME_TAKEN`: a new lab token is not kept.
+    #[error(transparent)]
+    TokenRefused(crate::domain::tokens::TokenRefused),
     /// 409 `NOT_ALLOCATED`: an admin release of a sandbox that is not allocated (any more).
     #[error("sandbox is {0}, not allocated")]
     NotAllocated(crate::domain::SandboxStatus),
@@ -134,6 +145,8 @@ impl From<Refusal> for ApiError {
             Refusal::NotHolder => Self::NotSandboxOwner,
             Refusal::NoneAvailable => Self::NoSandboxesAvailable,
             Refusal::RowAction(refused) => Self::RowActionRefused(refused),
+            Refusal::Token(refused) => Self::TokenRefused(refused),
+            Refusal::QuotaExceeded => Self::QuotaExceeded,
         }
     }
 }
@@ -202,7 +215,7 @@ impl ApiError {
         match self {
             Self::MissingHolderKey | Self::Validation(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::NotSandboxOwner => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::NotSandboxOwner | Self::OutOfScope(_) => StatusCode::FORBIDDEN,
             Self::SandboxNotFound | Self::RouteNotFound | Self::NothingFound(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -212,9 +225,12 @@ impl ApiError {
             | Self::JobAlreadyRunning { .. }
             | Self::ListingRefused(_)
             | Self::NotAllocated(_)
+            | Self::TokenRefused(_)
             | Self::RowActionRefused(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::AuthThrottled { .. } | Self::QuotaExceeded => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Unavailable(_) | Self::ProviderUnavailable(_) | Self::Cordoned { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -276,6 +292,21 @@ impl ApiError {
                     crate::domain::lifecycle::RowActionRefused::WasHandedOut => "WAS_HANDED_OUT",
                 },
                 format!("{}: nothing was changed", capitalized(&refused.to_string())),
+                None,
+            ),
+            Self::QuotaExceeded => (
+                "QUOTA_EXCEEDED",
+                "This lab token already holds its max_active sandboxes; one must be released first"
+                    .to_owned(),
+                Some(NO_SANDBOX_RETRY_AFTER_SECS),
+            ),
+            Self::OutOfScope(scope) => ("OUT_OF_SCOPE", capitalized(scope), None),
+            Self::TokenRefused(refused) => (
+                match refused {
+                    crate::domain::tokens::TokenRefused::TooMany { .. } => "TOO_MANY_TOKENS",
+                    crate::domain::tokens::TokenRefused::NameTaken => "TOKEN_NAME_TAKEN",
+                },
+                format!("{}: no token was minted", capitalized(&refused.to_string())),
                 None,
             ),
             Self::Cordoned { reason } => (

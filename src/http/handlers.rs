@@ -8,4 +8,5 @@ pub mod dashboard;
 pub mod jobs;
 pub mod lab;
 pub mod ops;
+pub mod tokens;
 pub mod usage;

@@ -231,6 +231,23 @@ pub async fn rate_limit(State(app): State<AppState>, request: Request, next: Nex
     response
 }
 
+/// Track routes: the client address's own bucket (`RATE_LIMIT_PER_ADDRESS_PER_SEC`), on top
+/// of the per-student one, so one client cannot send more by inventing student keys.
+pub async fn address_rate_limit(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let address = CallerKey::Address(client_address_of(&app, &request));
+    match app.address_limiter.check(&address) {
+        Decision::Allowed { .. } => next.run(request).await,
+        Decision::Limited { retry_after_secs } => {
+            app.metrics.http.rate_limited_total.inc();
+            ApiError::RateLimited { retry_after_secs }.into_response()
+        }
+    }
+}
+
 fn caller_key(app: &AppState, request: &Request) -> CallerKey {
     match extract::holder_key(request.headers()) {
         Ok(holder) => CallerKey::Holder(holder.as_str().to_owned()),

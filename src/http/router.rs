@@ -14,8 +14,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::{require_admin_token, require_lab_token, require_metrics_token};
 use super::error::ApiError;
-use super::handlers::{actions, admin, backup, cordon, dashboard, jobs, lab, ops, usage};
-use super::middleware::{self, rate_limit};
+use super::handlers::{actions, admin, backup, cordon, dashboard, jobs, lab, ops, tokens, usage};
+use super::middleware::{self, address_rate_limit, rate_limit};
 use crate::http::state::AppState;
 
 #[derive(OpenApi)]
@@ -49,6 +49,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(lab::get_sandbox))
         .routes(routes!(lab::release))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))
+        .route_layer(from_fn_with_state(state.clone(), address_rate_limit))
         .route_layer(from_fn_with_state(state.clone(), require_lab_token));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::list_sandboxes, admin::import_sandboxes))
@@ -70,6 +71,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(actions::retire))
         .routes(routes!(actions::actions))
         .routes(routes!(backup::export))
+        .routes(routes!(tokens::mint_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
         .routes(routes!(cordon::list_cordons, cordon::add_cordon))
         .routes(routes!(cordon::remove_cordon))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))

@@ -6,11 +6,13 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use super::auth::Auth;
+use super::auth::{Auth, LabTokens};
 use super::config::HttpConfig;
 use super::recent::Recent;
 use crate::domain::clock::SharedClock;
 use crate::domain::cordon::Cordon;
+use crate::domain::time::EpochSecs;
+use crate::domain::tokens::LabToken;
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{LabPolicy, NiosxaasHistory};
 use crate::jobs::Jobs;
@@ -38,6 +40,8 @@ pub struct Services {
     pub clock: SharedClock,
     /// Per-caller token buckets.
     pub rate_limiter: RateLimiter,
+    /// Per-address token buckets of the track routes.
+    pub address_limiter: RateLimiter,
     /// The accepted track, admin and metrics tokens.
     pub auth: Auth,
     /// Failed authentications per client address.
@@ -54,6 +58,13 @@ pub struct Services {
     /// The cordons in place, read at most once per [`CORDONS_REFRESH`], so a cordon put in
     /// place on one instance holds across the fleet within that time.
     pub cordons: Recent<Arc<Vec<Cordon>>>,
+    /// The lab tokens, read at most once per [`LAB_TOKENS_REFRESH`](super::auth::LAB_TOKENS_REFRESH), so a token minted or
+    /// revoked on one instance holds across the fleet within that time.
+    pub lab_tokens: Recent<Arc<LabTokens>>,
+    /// Each lab token's own `per_minute` bucket on this instance.
+    pub token_rates: crate::ratelimit::TokenRates,
+    /// When this instance last recorded each lab token's use (at most once a minute each).
+    pub lab_token_touches: std::sync::Mutex<std::collections::HashMap<String, EpochSecs>>,
     /// The background jobs (sync, …) and their leases.
     pub jobs: Arc<Jobs>,
     /// The circuit breaker around the provider, when one is configured.
@@ -107,6 +118,41 @@ impl Services {
         self.cordons
             .try_get(|| async { self.store.admin.cordons().await.map(Arc::new) })
             .await
+    }
+
+    /// The lab tokens (at most [`LAB_TOKENS_REFRESH`](super::auth::LAB_TOKENS_REFRESH) old).
+    pub async fn current_lab_tokens(&self) -> Result<Arc<LabTokens>, StoreError> {
+        self.lab_tokens
+            .try_get(|| async {
+                self.store
+                    .tokens
+                    .tokens()
+                    .await
+                    .map(|t| Arc::new(LabTokens::of(t)))
+            })
+            .await
+    }
+
+    /// Records that `token` was presented now: in the store at most once a minute per
+    /// instance, in the background, so no request waits for it.
+    pub fn used_lab_token(&self, token: &LabToken) {
+        let now = self.clock.now();
+        {
+            let mut touches = self
+                .lab_token_touches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if touches.get(&token.id).is_some_and(|at| now - *at < 60) {
+                return;
+            }
+            touches.insert(token.id.clone(), now);
+        }
+        let (store, id) = (Arc::clone(&self.store.tokens), token.id.clone());
+        tokio::spawn(async move {
+            if let Err(err) = store.touch_token(&id, now).await {
+                tracing::warn!(token.id = %id, error = %crate::telemetry::error_chain(&err), "could not record a lab token's use");
+            }
+        });
     }
 
     /// Every handed-out row's allocation facts, read at most once per

@@ -18,6 +18,10 @@ pub struct LabMetrics {
     pub deletion_marked_total: IntCounterVec,
     /// Time the store took to allocate, by `outcome`.
     pub allocation_latency_seconds: HistogramVec,
+    /// Allocation requests under a lab token, by the token's `token` name and `outcome`:
+    /// `success`, `idempotent`, `no_sandboxes`, `quota_exceeded`, `rate_limited`,
+    /// `out_of_scope`, `cordoned`, `error`. At most `MAX_TOKENS` live token names.
+    pub token_allocations_total: IntCounterVec,
 }
 
 impl LabMetrics {
@@ -51,6 +55,12 @@ impl LabMetrics {
                 "broker_allocation_latency_seconds",
                 "Store allocation latency by outcome",
                 &["outcome"],
+            )?,
+            token_allocations_total: counter_vec(
+                r,
+                "broker_token_allocations_total",
+                "Allocation requests under a lab token by token name and outcome",
+                &["token", "outcome"],
             )?,
         };
         metrics.zero_known_series();

@@ -30,6 +30,7 @@ mod release;
 mod removal;
 pub mod schema;
 mod sync;
+mod tokens;
 mod update;
 
 pub use self::config::{DynamoConfig, DynamoSettings, LIST_EVALUATE_PER_REQUEST, client};
@@ -52,13 +53,14 @@ use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
     BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, LifecycleStore,
     ListQuery, Outcome, PoolStats, ReleaseOutcome, ReleaseRequest, SandboxPage, StoreError,
-    SyncSummary,
+    SyncSummary, TokenStore,
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::time::EpochSecs;
+use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -410,6 +412,25 @@ impl BackupStore for DynamoStore {
 
     async fn set_restore_marker(&self, marker: Option<RestoreMarker>) -> Result<(), StoreError> {
         self.write_restore_marker(marker).await
+    }
+}
+
+#[async_trait]
+impl TokenStore for DynamoStore {
+    async fn add_token(&self, token: &LabToken, limit: usize, now: EpochSecs) -> Outcome<()> {
+        self.put_token(token, limit, now).await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenUse>, StoreError> {
+        self.read_tokens().await
+    }
+
+    async fn revoke_token(&self, id: &str, now: EpochSecs) -> Result<Option<LabToken>, StoreError> {
+        self.revoke_stored_token(id, now).await
+    }
+
+    async fn touch_token(&self, id: &str, at: EpochSecs) -> Result<(), StoreError> {
+        self.record_token_use(id, at).await
     }
 }
 

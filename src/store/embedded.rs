@@ -24,7 +24,7 @@ use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
     BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, JobRecord, JobStore,
     LeaseOutcome, LeaseRequest, LifecycleStore, ListQuery, Outcome, PoolStats, ReleaseOutcome,
-    ReleaseRequest, SandboxPage, StoreError, SyncSummary,
+    ReleaseRequest, SandboxPage, StoreError, SyncSummary, TokenStore,
 };
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
@@ -32,6 +32,7 @@ use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::time::EpochSecs;
+use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -480,6 +481,30 @@ impl BackupStore for EmbeddedStore {
     async fn set_restore_marker(&self, marker: Option<RestoreMarker>) -> Result<(), StoreError> {
         self.submit(move |tables| tables.set_restore_marker(marker.as_ref()))
             .await
+    }
+}
+
+#[async_trait]
+impl TokenStore for EmbeddedStore {
+    async fn add_token(&self, token: &LabToken, limit: usize, now: EpochSecs) -> Outcome<()> {
+        let token = token.clone();
+        self.submit(move |tables| tables.add_token(&token, limit, now))
+            .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenUse>, StoreError> {
+        self.read(tables::token_uses).await
+    }
+
+    async fn revoke_token(&self, id: &str, now: EpochSecs) -> Result<Option<LabToken>, StoreError> {
+        let id = id.to_owned();
+        self.submit(move |tables| tables.revoke_token(&id, now))
+            .await
+    }
+
+    async fn touch_token(&self, id: &str, at: EpochSecs) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.submit(move |tables| tables.touch_token(&id, at)).await
     }
 }
 

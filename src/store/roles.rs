@@ -24,6 +24,7 @@ use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::time::{EpochMillis, EpochSecs};
+use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::{
     DeletableStatus, HolderKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
@@ -39,6 +40,8 @@ pub struct ReleaseRequest {
     pub holder: HolderKey,
     /// When the holder released it.
     pub now: EpochSecs,
+    /// The lab token the holder calls with: only its own allocations are theirs to release.
+    pub token: Option<String>,
 }
 
 /// The sandbox a release left behind.
@@ -315,6 +318,24 @@ pub trait BackupStore: Send + Sync + 'static {
     async fn set_restore_marker(&self, marker: Option<RestoreMarker>) -> Result<(), StoreError>;
 }
 
+/// Scoped lab tokens: minted, listed with their use, revoked (docs/api.md, *Lab tokens*).
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Keeps a newly minted `token`, unless `limit` live tokens exist at `now` or a live one
+    /// has its name (refused).
+    async fn add_token(&self, token: &LabToken, limit: usize, now: EpochSecs) -> Outcome<()>;
+
+    /// Every token, revoked and expired ones included, with the sandboxes held under each.
+    async fn tokens(&self) -> Result<Vec<TokenUse>, StoreError>;
+
+    /// Revokes the token `id` at `now` (a repeat keeps the first time); the token as it is
+    /// now, or `None` when there is no such token.
+    async fn revoke_token(&self, id: &str, now: EpochSecs) -> Result<Option<LabToken>, StoreError>;
+
+    /// Records that the token `id` was presented at `at`.
+    async fn touch_token(&self, id: &str, at: EpochSecs) -> Result<(), StoreError>;
+}
+
 /// A whole store: every role. Both stores are one.
 pub trait Store:
     AllocationStore
@@ -325,6 +346,7 @@ pub trait Store:
     + AnalyticsStore
     + HealthStore
     + BackupStore
+    + TokenStore
 {
 }
 
@@ -337,5 +359,6 @@ impl<T> Store for T where
         + AnalyticsStore
         + HealthStore
         + BackupStore
+        + TokenStore
 {
 }

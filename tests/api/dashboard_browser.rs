@@ -346,12 +346,14 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
         .collect();
     assert_eq!(before["auditViolations"], json!(violations));
     assert_eq!(audit["counts"]["deletion_failed"], 1, "{audit}");
-    // The action log, newest first: the audit run just now.
+    // The action log, newest first: the audit run just now (the token the browser minted
+    // and revoked later in the run came after what the page first showed).
     let actions = api(&app, "/v1/admin/actions?limit=20").await;
     let logged: Vec<Value> = actions["actions"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|a| !a["action"].as_str().unwrap().starts_with("admin.token_"))
         .map(|a| json!([a["actor"], a["action"]]))
         .collect();
     let shown_actions: Vec<Value> = before["actions"]
@@ -463,12 +465,14 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
     // Auto-refresh moved the numbers and kept the filter and the page.
     assert_eq!(page["refreshAllocation"], 201);
     let refreshed = &page["afterRefresh"];
+    // The lab-token phase, after the refresh, allocated one more.
+    let allocated_at_refresh = after["allocated"].as_u64().unwrap() - 1;
     assert_eq!(
         refreshed["pool"]["allocated"],
-        json!(after["allocated"].to_string())
+        json!(allocated_at_refresh.to_string())
     );
     assert_eq!(
-        after["allocated"].as_u64(),
+        Some(allocated_at_refresh),
         stats["allocated"].as_u64().map(|n| n + 1)
     );
     assert!(
@@ -481,6 +485,20 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
         (&refreshed["namePrefix"], &refreshed["sameRows"]),
         (&json!("lab-"), &json!(true))
     );
+
+    // The lab tokens panel mints (the secret shown once, never listed), lists, and revokes.
+    let tokens = &page["labTokens"];
+    assert_eq!(tokens["secretShape"], json!(true), "{tokens}");
+    assert_eq!(tokens["secretListed"], json!(false));
+    assert_eq!(tokens["listed"][0][0], json!("browser-class"));
+    assert_eq!(tokens["listed"][0][3], json!("lab-"));
+    assert_eq!(tokens["listed"][0][4], json!("0 / 3"));
+    assert_eq!(tokens["listed"][0][5], json!("active"));
+    assert_eq!(
+        (&tokens["allocated"], &tokens["afterRevoke"]),
+        (&json!(201), &json!(401))
+    );
+    assert_eq!(tokens["revokedRow"], json!("revoked"));
 
     // A token that stops working clears the page and asks again.
     assert_eq!(

@@ -199,6 +199,8 @@ async fn a_flood_of_invented_student_keys_leaves_the_bucket_map_bounded_and_the_
             c.rate_limit.rate_limit_per_sec = 1.try_into().unwrap();
             c.rate_limit.rate_limit_burst = 50.try_into().unwrap();
             c.rate_limit.rate_limit_max_callers = 64;
+            // This is about the per-student buckets: the per-address one stays out of it.
+            c.rate_limit.rate_limit_per_address_burst = 100_000.try_into().unwrap();
         })
         .spawn()
         .await;

@@ -19,6 +19,7 @@ fn request(holder: &str) -> AllocationRequest {
         name_prefix: None,
         lab_duration_hours: 1,
         now: EpochSecs::new(100),
+        token: None,
     }
 }
 

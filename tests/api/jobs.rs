@@ -276,6 +276,7 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
             name_prefix: None,
             lab_duration_hours: 2,
             now: EpochSecs::new(long_ago),
+            token: None,
         })
         .await
         .unwrap()

@@ -158,6 +158,7 @@ const ON_FIRST_CALL: &[(&str, &[&str])] = &[
     ("broker_job_next_run_timestamp_seconds", &["job"]),
     ("broker_job_last_outcome", &["job", "outcome"]),
     ("broker_pool_available_by_prefix", &["prefix"]),
+    ("broker_token_allocations_total", &["token", "outcome"]),
 ];
 
 /// The DynamoDB store's own series, registered beside the service's on that store only.

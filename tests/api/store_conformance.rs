@@ -12,7 +12,7 @@ use sandbox_broker::domain::{
 };
 use sandbox_broker::store::{
     Allocation, AllocationKey, AllocationRequest, DeletionClaim, FinishedDeletion, JobRecord,
-    LeaseOutcome, LeaseRequest, ListQuery, Refusal, SharedStore,
+    LeaseOutcome, LeaseRequest, ListQuery, Refusal, ReleaseRequest, SharedStore,
 };
 
 use crate::helpers::{finish_deletion_of, listed, release_of, sandboxes, sync_rules};
@@ -33,6 +33,7 @@ fn request(key: &str) -> AllocationRequest {
         name_prefix: None,
         lab_duration_hours: 48,
         now: NOW,
+        token: None,
     }
 }
 
@@ -548,6 +549,7 @@ macro_rules! conformance_suite {
                 a_tombstone_is_dropped_exactly_at_its_ttl,
                 a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row,
                 an_export_restores_into_an_empty_store_item_for_item,
+                lab_tokens_are_kept_capped_and_revoked,
             );
         }
     };
@@ -1555,4 +1557,132 @@ pub async fn an_export_restores_into_an_empty_store_item_for_item(store: SharedS
         .unwrap()
         .unwrap();
     assert!(!replay.newly_allocated);
+}
+
+pub async fn lab_tokens_are_kept_capped_and_revoked(store: SharedStore) {
+    use sandbox_broker::domain::tokens::{LabToken, RawTokenSpec, TokenRefused, TokenSpec};
+    use sandbox_broker::store::TokenGrant;
+    let spec = |name: &str| {
+        TokenSpec::parse(
+            RawTokenSpec {
+                name: Some(name.into()),
+                name_prefixes: Some(vec!["lab-".into()]),
+                max_active: Some(2),
+                ..RawTokenSpec::default()
+            },
+            NOW,
+        )
+        .unwrap()
+    };
+    let (token, _) = LabToken::mint(spec("class-a"), NOW, [1; 32], [1; 8]);
+    store
+        .tokens
+        .add_token(&token, 2, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let (twin, _) = LabToken::mint(spec("class-a"), NOW, [2; 32], [2; 8]);
+    assert_eq!(
+        store.tokens.add_token(&twin, 2, NOW).await.unwrap(),
+        Err(Refusal::Token(TokenRefused::NameTaken))
+    );
+    let (second, _) = LabToken::mint(spec("class-b"), NOW, [3; 32], [3; 8]);
+    store
+        .tokens
+        .add_token(&second, 2, NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let (third, _) = LabToken::mint(spec("class-c"), NOW, [4; 32], [4; 8]);
+    assert_eq!(
+        store.tokens.add_token(&third, 2, NOW).await.unwrap(),
+        Err(Refusal::Token(TokenRefused::TooMany { limit: 2 }))
+    );
+
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 4), NOW)
+        .await
+        .unwrap();
+    let under_token = |key: &str| AllocationRequest {
+        token: Some(TokenGrant {
+            id: token.id.clone(),
+            max_active: token.max_active,
+        }),
+        ..request(key)
+    };
+    let first = granted(&store, under_token("stu-1")).await.sandbox;
+    assert_eq!(first.token_id.as_deref(), Some(token.id.as_str()));
+    granted(&store, under_token("stu-2")).await;
+    let capped = store
+        .allocation
+        .allocate(under_token("stu-3"))
+        .await
+        .unwrap();
+    assert!(matches!(capped, Err(Refusal::QuotaExceeded)), "{capped:?}");
+    let replay = store
+        .allocation
+        .allocate(under_token("stu-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!replay.newly_allocated, "a replay at the cap is answered");
+    let held = |uses: Vec<sandbox_broker::domain::tokens::TokenUse>| {
+        uses.into_iter()
+            .find(|u| u.token.id == token.id)
+            .map(|u| u.held)
+    };
+    assert_eq!(held(store.tokens.tokens().await.unwrap()), Some(2));
+
+    let release = ReleaseRequest {
+        id: SandboxId::parse("id", &first.sandbox_id).unwrap(),
+        holder: HolderKey::parse("h", "stu-1").unwrap(),
+        now: NOW,
+        token: Some(token.id.clone()),
+    };
+    store.allocation.release(release).await.unwrap().unwrap();
+    assert_eq!(
+        held(store.tokens.tokens().await.unwrap()),
+        Some(1),
+        "a release frees a slot"
+    );
+    granted(&store, under_token("stu-3")).await;
+
+    store.tokens.touch_token(&token.id, NOW + 60).await.unwrap();
+    let revoked = store
+        .tokens
+        .revoke_token(&token.id, NOW + 61)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(NOW + 61));
+    let again = store
+        .tokens
+        .revoke_token(&token.id, NOW + 99)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.revoked_at,
+        Some(NOW + 61),
+        "the first revocation stands"
+    );
+    let listed = store.tokens.tokens().await.unwrap();
+    let kept = listed.iter().find(|u| u.token.id == token.id).unwrap();
+    assert_eq!(kept.token.last_used_at, Some(NOW + 60));
+    assert!(
+        store
+            .tokens
+            .revoke_token("tok_none", NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Revoked, it no longer counts against MAX_TOKENS.
+    store
+        .tokens
+        .add_token(&third, 2, NOW + 62)
+        .await
+        .unwrap()
+        .unwrap();
 }

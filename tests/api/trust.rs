@@ -42,6 +42,7 @@ async fn hand_out_and_finish(store: &SharedStore, id: u64, outcome: DeletionOutc
         ),
         lab_duration_hours: 4,
         now: NOW,
+        token: None,
     };
     let held = store
         .allocation

@@ -162,7 +162,41 @@ try {
     sameRows: JSON.stringify(await sandboxIds()) === JSON.stringify(pageTwo),
   };
 
-  // 8. A token that stops working (rotated away) sends the page back to the prompt and
+  // 8. Lab tokens: mint one in the panel (its secret shown once), see it listed, allocate
+  //    with it, revoke it from its row (confirming), and it stops working.
+  phase = 'lab-tokens';
+  await page.fill('#token-name', 'browser-class');
+  await page.fill('#token-prefixes', 'lab-');
+  await page.fill('#token-max-active', '3');
+  await page.click('#token-form button[type=submit]');
+  await page.waitForSelector('#token-minted', { state: 'visible' });
+  const secret = await text('#token-secret');
+  await page.waitForSelector('#tokens-table tbody tr');
+  const listed = await cells('#tokens-table');
+  const withToken = await fetch(`${base}/v1/allocate`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${secret}`, 'X-Instruqt-Sandbox-ID': 'stu-token' },
+  });
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('#tokens-table [data-revoke]');
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#tokens-table tbody tr');
+    return row && row.cells[8].textContent === 'revoked';
+  });
+  const afterRevoke = await fetch(`${base}/v1/allocate`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${secret}`, 'X-Instruqt-Sandbox-ID': 'stu-token-2' },
+  });
+  result.labTokens = {
+    secretShape: /^sbx_lab_[A-Za-z0-9_-]{43}$/.test(secret),
+    listed: listed.map((row) => row.slice(0, 5).concat([row[8]])),
+    secretListed: JSON.stringify(await cells('#tokens-table')).includes(secret),
+    allocated: withToken.status,
+    afterRevoke: afterRevoke.status,
+    revokedRow: (await cells('#tokens-table'))[0][8],
+  };
+
+  // 9. A token that stops working (rotated away) sends the page back to the prompt and
   //    clears everything it showed.
   phase = 'revoked';
   await page.evaluate(() => sessionStorage.setItem('sandbox-broker-admin-token', 'a-token-rotated-away-long-ago'));

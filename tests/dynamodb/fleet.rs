@@ -7,7 +7,7 @@ use sandbox_broker::domain::now_epoch;
 use sandbox_broker::domain::time::EpochSecs;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, sandboxes};
+use crate::helpers::{TestApp, json_of, sandboxes};
 use crate::local;
 
 /// `n` instances, each with its own client, store and candidate pool, on one fresh table.
@@ -40,4 +40,65 @@ async fn a_key_released_on_one_instance_gets_a_new_sandbox_on_another() {
     assert_ne!(second["sandbox_id"], first["sandbox_id"]);
     let replay: Value = apps[0].allocate("stu").await.json().await.unwrap();
     assert_eq!(replay["sandbox_id"], second["sandbox_id"]);
+}
+
+/// A lab token capped at 10, 60 students at once spread over three instances: exactly 10
+/// sandboxes, and 50 answers of 429 `QUOTA_EXCEEDED`; a token revoked on one instance stops
+/// working on the others within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lab_tokens_cap_holds_across_three_instances_and_its_revocation_reaches_them_all() {
+    let (apps, _table) = fleet(3).await;
+    apps[0].seed("lab-", 0, 40).await;
+    let minted = apps[0]
+        .admin(reqwest::Method::POST, "/v1/admin/tokens")
+        .json(&serde_json::json!({"name": "fleet", "name_prefixes": ["lab-"], "max_active": 10}))
+        .send()
+        .await
+        .unwrap();
+    let minted = json_of(minted, StatusCode::CREATED).await;
+    let (id, secret) = (
+        minted["id"].as_str().unwrap().to_owned(),
+        minted["token"].as_str().unwrap().to_owned(),
+    );
+    let allocate = |app: &TestApp, holder: String| {
+        app.client
+            .post(app.url("/v1/allocate"))
+            .bearer_auth(&secret)
+            .header("X-Instruqt-Sandbox-ID", holder)
+            .send()
+    };
+    let answers =
+        futures::future::join_all((0..60).map(|n| allocate(&apps[n % 3], format!("stu-{n}"))))
+            .await;
+    let statuses: Vec<StatusCode> = answers.into_iter().map(|r| r.unwrap().status()).collect();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let capped = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((created, capped), (10, 50), "{statuses:?}");
+
+    let revoked = apps[1]
+        .admin(reqwest::Method::DELETE, &format!("/v1/admin/tokens/{id}"))
+        .send()
+        .await
+        .unwrap();
+    json_of(revoked, StatusCode::OK).await;
+    let started = std::time::Instant::now();
+    for app in &apps {
+        loop {
+            let status = allocate(app, "stu-after".into()).await.unwrap().status();
+            if status == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "still {status} 5 s after the revocation"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
 }

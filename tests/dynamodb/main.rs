@@ -37,6 +37,8 @@ mod helpers;
 mod jobs;
 #[path = "../api/lab.rs"]
 mod lab;
+#[path = "../api/lab_tokens.rs"]
+mod lab_tokens;
 mod local;
 mod lost_answers;
 #[path = "../api/metric_names.rs"]

@@ -31,6 +31,7 @@ fn request(holder: &str, prefix: &str) -> AllocationRequest {
         name_prefix: Some(NamePrefix::parse("p", prefix).unwrap()),
         lab_duration_hours: 4,
         now: EpochSecs::new(1_800_000_000),
+        token: None,
     }
 }
 

@@ -504,6 +504,23 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         let response = app.admin(Method::POST, job).send().await.unwrap();
         json_of(response, StatusCode::OK).await;
     }
+    // A lab token, and a student allocated under it (the row carries `token_id`).
+    let minted = app
+        .admin(Method::POST, "/v1/admin/tokens")
+        .json(&serde_json::json!({"name": "class", "name_prefixes": ["lab-"], "max_active": 5}))
+        .send()
+        .await
+        .unwrap();
+    let minted = json_of(minted, StatusCode::CREATED).await;
+    let scoped = app
+        .client
+        .post(app.url("/v1/allocate"))
+        .bearer_auth(minted["token"].as_str().unwrap())
+        .header("X-Instruqt-Sandbox-ID", "stu-tok")
+        .send()
+        .await
+        .unwrap();
+    json_of(scoped, StatusCode::CREATED).await;
     // A bad day: a lab cordoned (left in place), two accounts quarantined. As the rollback
     // steps say, the fine one is returned and the other retired.
     let cordon = app
@@ -600,7 +617,14 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
             .any(|item| item.get("PK") == Some(&s(&format!("USED#{retired}")))),
         "the retired account left its marker"
     );
-    for record in ["LISTING#last", "AUDIT#last", "ACTIONS", "CORDON", "RESTORE"] {
+    for record in [
+        "LISTING#last",
+        "AUDIT#last",
+        "ACTIONS",
+        "CORDON",
+        "RESTORE",
+        "TOKEN",
+    ] {
         assert!(
             items.iter().any(|item| item.get("PK") == Some(&s(record))),
             "{record} was written"

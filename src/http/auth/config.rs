@@ -37,23 +37,33 @@ pub struct AuthConfig {
     /// The window of AUTH_FAILURE_LIMIT, in seconds.
     #[arg(long, env = "AUTH_FAILURE_WINDOW_SEC", value_name = "AUTH_FAILURE_WINDOW_SEC", default_value = "60", value_parser = parse_seconds)]
     pub auth_failure_window: Duration,
+
+    /// Whether BROKER_API_TOKEN is accepted on the track routes. Set false once every lab
+    /// uses a scoped lab token (POST /v1/admin/tokens); BROKER_API_TOKEN may then be unset.
+    #[arg(long, env = "ALLOW_STATIC_TRACK_TOKEN", value_name = "ALLOW_STATIC_TRACK_TOKEN", default_value = "true", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_static_track_token: bool,
+
+    /// Live lab tokens at most: each is a `token` label on the metrics.
+    #[arg(long, env = "MAX_TOKENS", value_name = "MAX_TOKENS", default_value = "100", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_tokens: u32,
 }
 
 impl AuthConfig {
     /// What `serve` requires: both role lists, each well formed, no token in both, and a
     /// well-formed metrics list when one is set.
     pub fn validate_for_serve(&self) -> Result<(), ConfigError> {
-        let lab = self
-            .api_token
-            .as_ref()
-            .ok_or(ConfigError::Missing("BROKER_API_TOKEN"))?;
+        // Without the static token, lab tokens minted by an admin are the only track tokens.
+        let lab = self.api_token.as_ref();
+        if lab.is_none() && self.allow_static_track_token {
+            return Err(ConfigError::Missing("BROKER_API_TOKEN"));
+        }
         let admin = self
             .admin_token
             .as_ref()
             .ok_or(ConfigError::Missing("BROKER_ADMIN_TOKEN"))?;
         let metrics = self.metrics_token.as_ref();
         let lists = [
-            ("BROKER_API_TOKEN", Some(lab)),
+            ("BROKER_API_TOKEN", lab),
             ("BROKER_ADMIN_TOKEN", Some(admin)),
         ];
         for (variable, list) in lists.into_iter().chain([("METRICS_TOKEN", metrics)]) {
@@ -62,7 +72,7 @@ impl AuthConfig {
                     .map_err(|reason| ConfigError::Invalid { variable, reason })?;
             }
         }
-        if lab.tokens().any(|t| admin.tokens().any(|a| a == t)) {
+        if lab.is_some_and(|lab| lab.tokens().any(|t| admin.tokens().any(|a| a == t))) {
             return Err(ConfigError::Invalid {
                 variable: "BROKER_ADMIN_TOKEN",
                 reason: "must not contain a token that is also in BROKER_API_TOKEN".into(),

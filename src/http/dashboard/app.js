@@ -106,9 +106,13 @@ class ApiError extends Error {
   }
 }
 
-async function admin(path) {
+async function admin(path, method, payload) {
+  const headers = { Authorization: 'Bearer ' + sessionStorage.getItem(tokenKey) };
+  if (payload !== undefined) headers['Content-Type'] = 'application/json';
   const response = await fetch(apiBase + path, {
-    headers: { Authorization: 'Bearer ' + sessionStorage.getItem(tokenKey) },
+    method: method || 'GET',
+    headers,
+    body: payload === undefined ? undefined : JSON.stringify(payload),
     cache: 'no-store',
   });
   const body = await response.json().catch(() => null);
@@ -320,6 +324,60 @@ async function loadAudit() {
   fillRows($('audit-violations'), (report ? report.violations : []).map((v) => [v.check, v.sandbox_id, v.student, v.detail]));
 }
 
+function commaList(value) {
+  return value.split(',').map((part) => part.trim()).filter(Boolean);
+}
+
+async function loadTokens() {
+  const listed = await admin('/admin/tokens');
+  const tbody = $('tokens-table').tBodies[0];
+  tbody.replaceChildren(...listed.tokens.map((t) => {
+    const row = element('tr', { 'data-token': t.id });
+    const cells = [
+      t.name, t.id, t.track_names.join(', ') || 'any', t.name_prefixes.join(', ') || 'any',
+      `${t.held} / ${t.max_active === null ? '∞' : t.max_active}`, t.per_minute === null ? '' : t.per_minute,
+      time(t.last_used_at), time(t.expires_at), t.status,
+    ];
+    for (const value of cells) row.append(element('td', {}, value));
+    const revoke = element('button', { type: 'button', 'data-revoke': t.id }, 'Revoke');
+    revoke.disabled = t.status !== 'active';
+    revoke.addEventListener('click', () => revokeToken(t).catch(showError));
+    const action = element('td');
+    action.append(revoke);
+    row.append(action);
+    return row;
+  }));
+}
+
+async function mintToken() {
+  const body = { name: $('token-name').value.trim() };
+  const labs = commaList($('token-labs').value);
+  const prefixes = commaList($('token-prefixes').value);
+  if (labs.length) body.track_names = labs;
+  if (prefixes.length) body.name_prefixes = prefixes;
+  for (const [field, id] of [['max_active', 'token-max-active'], ['per_minute', 'token-per-minute']]) {
+    if ($(id).value) body[field] = Number($(id).value);
+  }
+  try {
+    const minted = await admin('/admin/tokens', 'POST', body);
+    $('token-secret').textContent = minted.token;
+    $('token-minted').hidden = false;
+    $('token-error').textContent = '';
+    $('token-form').reset();
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status === 401 || error.status === 403) throw error;
+    $('token-error').textContent = error.message;
+    return;
+  }
+  await loadTokens();
+}
+
+async function revokeToken(token) {
+  if (!window.confirm(`Revoke ${token.name}? Labs using it stop allocating within 5 s.`)) return;
+  await admin(`/admin/tokens/${encodeURIComponent(token.id)}`, 'DELETE');
+  await loadTokens();
+}
+
 async function loadActions() {
   const log = await admin('/admin/actions?limit=20');
   fillRows($('actions-table'), log.actions.map((a) => [time(a.at), a.actor, a.action, a.target, a.reason, a.detail]));
@@ -439,7 +497,7 @@ async function refresh() {
   state.refreshing = true;
   try {
     const results = await Promise.allSettled([
-      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadAudit(), loadActions(), loadNiosxaas(), loadSandboxes(),
+      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadAudit(), loadTokens(), loadActions(), loadNiosxaas(), loadSandboxes(),
     ]);
     const failed = results.find((r) => r.status === 'rejected');
     $('board-error').textContent = '';
@@ -467,7 +525,9 @@ function signOut(message) {
   $('sign-in-error').textContent = message || '';
   // Nothing read with the old token stays on the page.
   for (const id of ['pool-cards', 'status-chart', 'usage-chart', 'lab-duration', 'labs-chart', 'breakers', 'audit-counts', 'niosxaas-counts']) $(id).replaceChildren();
-  for (const id of ['tracks', 'holders-table', 'jobs-table', 'audit-violations', 'actions-table', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
+  for (const id of ['tracks', 'holders-table', 'jobs-table', 'audit-violations', 'tokens-table', 'actions-table', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
+  $('token-secret').textContent = '';
+  $('token-minted').hidden = true;
 }
 
 async function signIn(token) {
@@ -520,6 +580,10 @@ function init() {
   });
   $('holders-more').addEventListener('click', () => loadHolders(true).catch(showError));
   $('csv').addEventListener('click', () => downloadCsv().catch(showError));
+  $('token-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    mintToken().catch(showError);
+  });
   const saved = sessionStorage.getItem(tokenKey);
   if (saved) signIn(saved);
 }

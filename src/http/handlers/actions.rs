@@ -119,6 +119,7 @@ pub async fn release(
             id: id.clone(),
             holder: holder.clone(),
             now: app.clock.now(),
+            token: None,
         })
         .await
     {

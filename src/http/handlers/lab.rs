@@ -3,18 +3,20 @@
 pub mod views;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use self::views::{AllocationView, ReleaseView, SandboxView};
 use crate::allocation::{self, AllocateInput};
+use crate::http::auth::ScopedToken;
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{AllocationHeaders, Holder, SandboxIdPath};
 use crate::http::middleware::{LoggedSandbox, Outcome};
 use crate::http::state::AppState;
-use crate::store::ReleaseRequest;
+use crate::ratelimit::Decision;
+use crate::store::{AllocationRequest, ReleaseRequest, TokenGrant};
 
 /// Allocates a sandbox to the student, or returns the one this allocation key already holds.
 #[utoipa::path(
@@ -30,7 +32,9 @@ use crate::store::ReleaseRequest;
         (status = 201, description = "Newly allocated", body = AllocationView),
         (status = 200, description = "This key's existing allocation", body = AllocationView),
         (status = 400, description = "Missing or malformed header", body = ErrorEnvelope),
+        (status = 403, description = "`OUT_OF_SCOPE`: a lab token asked for a lab or prefix outside its scope, or replayed another token's allocation", body = ErrorEnvelope),
         (status = 409, description = "No matching sandbox available", body = ErrorEnvelope),
+        (status = 429, description = "`QUOTA_EXCEEDED`: the lab token holds its `max_active` sandboxes; or its `per_minute` rate (`RATE_LIMIT_EXCEEDED`)", body = ErrorEnvelope),
         (status = 503, description = "`CORDONED`: an admin paused new allocations for this prefix or lab (the message says why), or the store is unavailable", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
@@ -39,6 +43,7 @@ pub async fn allocate_sandbox(
     State(app): State<AppState>,
     Holder(holder): Holder,
     headers: AllocationHeaders,
+    scoped: Option<Extension<ScopedToken>>,
 ) -> Result<Response> {
     let input = AllocateInput {
         holder,
@@ -47,6 +52,67 @@ pub async fn allocate_sandbox(
         idempotency_key: headers.idempotency_key,
     };
     let request = input.into_request(app.lab_policy.lab_duration_hours, app.clock.now());
+    let Some(Extension(ScopedToken(token))) = scoped else {
+        return allocate_once(&app, request).await;
+    };
+    let answer = allocate_under(&app, &token, request).await;
+    app.metrics
+        .lab
+        .token_allocations_total
+        .with_label_values(&[token.name.as_str(), token_outcome(&answer)])
+        .inc();
+    answer
+}
+
+/// The `outcome` of `broker_token_allocations_total`.
+fn token_outcome(answer: &Result<Response>) -> &'static str {
+    match answer {
+        Ok(response) if response.status() == StatusCode::CREATED => "success",
+        Ok(_) => "idempotent",
+        Err(ApiError::NoSandboxesAvailable) => "no_sandboxes",
+        Err(ApiError::QuotaExceeded) => "quota_exceeded",
+        Err(ApiError::RateLimited { .. }) => "rate_limited",
+        Err(ApiError::OutOfScope(_)) => "out_of_scope",
+        Err(ApiError::Cordoned { .. }) => "cordoned",
+        Err(_) => "error",
+    }
+}
+
+/// Allocates for `request` under the lab token `token`: inside its scope, at its rate,
+/// under its cap.
+async fn allocate_under(
+    app: &AppState,
+    token: &crate::domain::tokens::LabToken,
+    mut request: AllocationRequest,
+) -> Result<Response> {
+    // A lab token allocates only inside its scope, at its own rate, under its cap.
+    let prefixes = token
+        .admits(request.lab.as_ref(), request.name_prefix.as_ref())
+        .map_err(|out| ApiError::OutOfScope(out.to_string()))?;
+    if let Some(per_minute) = token.per_minute.and_then(std::num::NonZeroU32::new)
+        && let Decision::Limited { retry_after_secs } = app.token_rates.check(&token.id, per_minute)
+    {
+        return Err(ApiError::RateLimited { retry_after_secs });
+    }
+    request.token = Some(TokenGrant {
+        id: token.id.clone(),
+        max_active: token.max_active,
+    });
+    // Without a prefix of its own, a request may draw on any of the token's, in order.
+    let last = prefixes.len().saturating_sub(1);
+    for (tried, prefix) in prefixes.into_iter().enumerate() {
+        request.name_prefix = prefix;
+        match allocate_once(app, request.clone()).await {
+            Err(ApiError::NoSandboxesAvailable) if tried < last => {}
+            answer => return answer,
+        }
+    }
+    Err(ApiError::NoSandboxesAvailable)
+}
+
+/// Allocates (or replays) for `request` unless a cordon pauses it, and answers: 201 for a
+/// new allocation, 200 for a replay.
+async fn allocate_once(app: &AppState, request: AllocationRequest) -> Result<Response> {
     let prefix = request.name_prefix.as_ref().map(|p| p.as_str());
     let lab = request.lab.as_ref().map(|t| t.as_str());
     // A store that cannot list the cordons cannot allocate either: answer (and count) the
@@ -59,7 +125,8 @@ pub async fn allocate_sandbox(
         .iter()
         .find(|cordon| cordon.pauses(prefix, lab))
         .cloned();
-    if let Some(cordon) = cordoned {
+    let token = request.token.as_ref().map(|token| token.id.clone());
+    let (status, outcome, sandbox) = if let Some(cordon) = cordoned {
         // Paused for new allocations; a student who holds a sandbox there keeps it.
         let held = app.store.allocation.held_by(&request).await?;
         let Some(sandbox) = held else {
@@ -67,28 +134,29 @@ pub async fn allocate_sandbox(
                 reason: cordon.reason,
             });
         };
-        let view = AllocationView::new(&sandbox, app.lab_policy);
-        return Ok((
-            StatusCode::OK,
-            axum::Extension(Outcome("idempotent")),
-            axum::Extension(LoggedSandbox(sandbox.sandbox_id)),
-            Json(view),
-        )
-            .into_response());
-    }
-    let (outcome, result) =
-        allocation::allocate(&*app.store.allocation, &app.metrics, request).await;
-    let allocation = result??;
-    let status = if allocation.newly_allocated {
-        StatusCode::CREATED
+        (StatusCode::OK, "idempotent", sandbox)
     } else {
-        StatusCode::OK
+        let (outcome, result) =
+            allocation::allocate(&*app.store.allocation, &app.metrics, request).await;
+        let allocation = result??;
+        let status = if allocation.newly_allocated {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        (status, outcome.as_str(), allocation.sandbox)
     };
-    let view = AllocationView::new(&allocation.sandbox, app.lab_policy);
+    // A replay under a lab token is only of that token's own allocation.
+    if !sandbox.allocated_under(token.as_deref()) {
+        return Err(ApiError::OutOfScope(
+            "this student key holds a sandbox allocated under another token".to_owned(),
+        ));
+    }
+    let view = AllocationView::new(&sandbox, app.lab_policy);
     Ok((
         status,
-        axum::Extension(Outcome(outcome.as_str())),
-        axum::Extension(LoggedSandbox(allocation.sandbox.sandbox_id)),
+        axum::Extension(Outcome(outcome)),
+        axum::Extension(LoggedSandbox(sandbox.sandbox_id)),
         Json(view),
     )
         .into_response())
@@ -112,8 +180,12 @@ pub async fn get_sandbox(
     State(app): State<AppState>,
     SandboxIdPath(id): SandboxIdPath,
     Holder(holder): Holder,
+    scoped: Option<Extension<ScopedToken>>,
 ) -> Result<Json<SandboxView>> {
-    let sandbox = allocation::owned_sandbox(&*app.store.allocation, &id, &holder).await??;
+    let token = scoped
+        .as_ref()
+        .map(|Extension(ScopedToken(token))| token.id.as_str());
+    let sandbox = allocation::owned_sandbox(&*app.store.allocation, &id, &holder, token).await??;
     Ok(Json(SandboxView::new(&sandbox, app.lab_policy)))
 }
 
@@ -136,6 +208,7 @@ pub async fn release(
     State(app): State<AppState>,
     SandboxIdPath(id): SandboxIdPath,
     Holder(holder): Holder,
+    scoped: Option<Extension<ScopedToken>>,
 ) -> Result<Json<ReleaseView>> {
     let released = allocation::release(
         &*app.store.allocation,
@@ -144,6 +217,7 @@ pub async fn release(
             id: id.clone(),
             holder,
             now: app.clock.now(),
+            token: scoped.map(|Extension(ScopedToken(token))| token.id.clone()),
         },
     )
     .await??;

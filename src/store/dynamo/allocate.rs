@@ -98,6 +98,8 @@ struct Race<'a> {
     lost_in_a_row: usize,
     /// Pauses taken so far (the backoff grows with them).
     pauses: u32,
+    /// A claim found the lab token at its cap: the race ends refused.
+    capped: bool,
 }
 
 impl Race<'_> {
@@ -119,6 +121,8 @@ impl Race<'_> {
 enum Stop {
     /// The pool has no match: the request is refused.
     NoneAvailable,
+    /// The request's lab token holds its cap: refused.
+    QuotaExceeded,
     /// The store failed.
     Failed(StoreError),
 }
@@ -140,6 +144,7 @@ impl DynamoStore {
         match self.race(budget, request, me.clone()).await {
             Ok(allocation) => Ok(Ok(allocation)),
             Err(Stop::NoneAvailable) => Ok(Err(Refusal::NoneAvailable)),
+            Err(Stop::QuotaExceeded) => Ok(Err(Refusal::QuotaExceeded)),
             Err(Stop::Failed(err)) => {
                 if let StoreError::Unavailable(_) = &err {
                     self.abandoned.remember(me);
@@ -191,6 +196,7 @@ impl DynamoStore {
             conflicts: 0,
             lost_in_a_row: 0,
             pauses: 0,
+            capped: false,
         };
         if let Some(candidate) = self.candidates.take(self, budget, race.prefix).await? {
             match self.create_key(budget, &race, &candidate).await {
@@ -209,6 +215,9 @@ impl DynamoStore {
             }
         }
         loop {
+            if race.capped {
+                return Err(Stop::QuotaExceeded);
+            }
             if race.lost_in_a_row >= self.k_candidates {
                 // A fleet's instances keep colliding: step out of each other's way.
                 let pause = backoff(self.calls.patience(), race.pauses);
@@ -247,6 +256,9 @@ impl DynamoStore {
         while race.lost_in_a_row < self.k_candidates && !budget.expired() {
             if let Some(done) = self.claim(budget, race, &pointer, true).await? {
                 return Ok(Some(done));
+            }
+            if race.capped {
+                return Ok(None);
             }
             let Some(next) = self.candidates.take(self, budget, race.prefix).await? else {
                 return Ok(None);
@@ -330,6 +342,11 @@ impl DynamoStore {
         let unread = unread_available(id)?;
         let change = lifecycle::allocate(&unread, &request.grant())
             .ok_or_else(|| internal("an unread candidate is assumed available"))?;
+        if let Some(token) = &request.token {
+            return self
+                .claim_counted(budget, race, (&unread, &change), token, mine)
+                .await;
+        }
         let update = self
             .apply_change(&unread, &change)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
@@ -364,6 +381,55 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// [`Self::claim`] under a lab token: the claim and the token's slot in one
+    /// transaction. At the token's cap the candidate goes back to the pool and the race ends
+    /// refused; a lost row is handled as any claim's.
+    async fn claim_counted(
+        &self,
+        budget: &Budget,
+        race: &mut Race<'_>,
+        (unread, change): (&Sandbox, &lifecycle::Change),
+        token: &crate::store::TokenGrant,
+        mine: bool,
+    ) -> Result<Step, StoreError> {
+        let id = change.row.sandbox_id.as_str();
+        let (sent, refused) = self.claim_under_token(budget, unread, change, token).await;
+        match sent {
+            // The transaction returns nothing: read the row it made.
+            Ok(()) => match self.row(budget, id).await? {
+                Some(row) => Ok(Some(race.done(row, mine))),
+                None => Err(internal(format!("claimed row {id} is gone"))),
+            },
+            Err(DynamoError::Conflict) => match refused {
+                Some(super::tokens::ClaimRefused::Cap) => {
+                    self.candidates.give_back(race.prefix, id.to_owned());
+                    race.capped = true;
+                    // Refused: the key item this call pointed must not make the key's next
+                    // call, once a slot is free, look like a replay of it.
+                    self.drop_refused_key(budget, race, id).await;
+                    Ok(None)
+                }
+                found => {
+                    let current = match found {
+                        Some(super::tokens::ClaimRefused::Row(Some(row))) => Some(*row),
+                        _ => self.row(budget, id).await?,
+                    };
+                    if let Some(row) = current
+                        && row.status == SandboxStatus::Allocated
+                        && race.request.key.holds(&row)
+                    {
+                        return Ok(Some(race.done(row, mine)));
+                    }
+                    race.lost();
+                    Ok(None)
+                }
+            },
+            Err(DynamoError::Store(err)) => Err(err),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +440,7 @@ mod tests {
     fn the_claim_writes_exactly_what_an_allocation_changes_and_clears_an_old_track() {
         let attributes = |lab| {
             let grant = Grant {
+                token_id: None,
                 holder: "stu",
                 idempotency_key: "stu",
                 lab,

@@ -22,6 +22,7 @@ use super::item::{
     allocation_key, n, s,
 };
 use super::jobs::{JOB_PARTITION, job_item, record_from};
+use super::tokens::{TOKENS, token_item, token_of};
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::time::EpochSecs;
 use crate::domain::used::UsedAccount;
@@ -59,6 +60,8 @@ fn backup_item_of(item: &Item) -> Result<Option<BackupItem>, StoreError> {
         BackupItem::Job(record_from(item))
     } else if pk == CORDONS {
         BackupItem::Cordon(cordon_of(item)?)
+    } else if pk == TOKENS {
+        BackupItem::LabToken(token_of(item)?)
     } else if pk == ACTIONS {
         BackupItem::Action(LoggedAction {
             key: sk.to_owned(),
@@ -86,6 +89,7 @@ fn item_of(backup: &BackupItem, now: EpochSecs) -> Result<Item, StoreError> {
         BackupItem::Job(record) => job_item(record),
         BackupItem::Cordon(cordon) => cordon_item(cordon)?,
         BackupItem::Action(action) => action_item(&action.key, &action.entry)?,
+        BackupItem::LabToken(token) => token_item(token)?,
     })
 }
 
@@ -106,6 +110,7 @@ impl DynamoStore {
                 .await?;
         let mut items: Vec<BackupItem> = segments.into_iter().flatten().collect();
         items.extend(implied_keys(&items));
+        items.sort_by_key(BackupItem::order);
         let header = Export::header("dynamodb", Consistency::Scan, now, items.len() as u64);
         Ok(Export {
             header,
@@ -182,25 +187,32 @@ impl DynamoStore {
             .collect();
         let budget = self.calls.budget();
         let (sent, returned) = self.put_new_item(&budget, item).await;
-        match sent {
-            Ok(_) => Ok(Restored::Written),
+        let restored = match sent {
+            Ok(()) => Restored::Written,
             Err(DynamoError::Conflict) => {
                 let present = match returned {
                     Some(item) => Some(item),
                     None => self.consistent_item(&budget, key).await?,
                 };
                 let present = present.as_ref().map(backup_item_of).transpose()?.flatten();
-                present
-                    .map(|item| Restored::Present(Box::new(item)))
-                    .ok_or_else(|| {
-                        internal(format!(
-                            "{} is held by an item of another kind",
-                            backup.key()
-                        ))
-                    })
+                Restored::Present(Box::new(present.ok_or_else(|| {
+                    internal(format!(
+                        "{} is held by an item of another kind",
+                        backup.key()
+                    ))
+                })?))
             }
-            Err(DynamoError::Store(err)) => Err(err),
+            Err(DynamoError::Store(err)) => return Err(err),
+        };
+        // The row's slot on its lab token, also when an interrupted run wrote the row.
+        let ours = match &restored {
+            Restored::Written => true,
+            Restored::Present(present) => **present == backup,
+        };
+        if let (true, BackupItem::Sandbox(row)) = (ours, &backup) {
+            self.hold_restored_row(&budget, row).await?;
         }
+        Ok(restored)
     }
 
     /// See [`crate::store::BackupStore::any_item`].

@@ -7,7 +7,6 @@
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::error::DynamoError;
-use super::item::returned_row;
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::lifecycle::{self, Change};
 use crate::domain::time::EpochSecs;
@@ -60,11 +59,8 @@ impl DynamoStore {
     ) -> Result<Option<Sandbox>, StoreError> {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
-        let update = self.apply_change(&row, &change);
-        let released = self.calls.send(&budget, || update.clone().send()).await;
-        match released {
-            Ok(output) => {
-                let sandbox = returned_row(output.attributes)?;
+        match self.send_change(&budget, &row, &change).await {
+            Ok(sandbox) => {
                 self.free_allocation_key(&budget, &sandbox).await;
                 Ok(Some(sandbox))
             }

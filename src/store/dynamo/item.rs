@@ -191,6 +191,7 @@ impl TryFrom<&Item> for Sandbox {
                 .unwrap_or(0),
             last_deletion_error: text("last_deletion_error"),
             quarantine_reason: text("quarantine_reason"),
+            token_id: text("token_id"),
             niosxaas: read_niosxaas(item),
         })
     }
@@ -223,6 +224,7 @@ impl From<&Sandbox> for Item {
             ("deletion_claimed_by", &row.deletion_claimed_by),
             ("last_deletion_error", &row.last_deletion_error),
             ("quarantine_reason", &row.quarantine_reason),
+            ("token_id", &row.token_id),
         ];
         for (name, value) in optional_text {
             if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {

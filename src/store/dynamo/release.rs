@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 use super::DynamoStore;
 use super::calls::Budget;
 use super::error::DynamoError;
-use super::item::{self, returned_row, s, sandbox_key};
+use super::item::{self, s, sandbox_key};
 use crate::domain::lifecycle::{self, Change, NotHolder, Release};
 use crate::domain::time::EpochSecs;
 use crate::domain::{Sandbox, SandboxId};
@@ -60,12 +60,18 @@ impl DynamoStore {
         budget: &Budget,
         request: &ReleaseRequest,
     ) -> Outcome<ReleaseOutcome> {
-        let ReleaseRequest { id, holder, now } = request;
+        let ReleaseRequest {
+            id,
+            holder,
+            now,
+            token,
+        } = request;
+        let token = token.as_deref();
         let now = *now;
         let Some(row) = self.row(budget, id.as_str()).await? else {
             return Ok(Err(Refusal::SandboxNotFound));
         };
-        let change = match lifecycle::release(&row, holder, now) {
+        let change = match lifecycle::release(&row, holder, token, now) {
             Err(NotHolder) => return Ok(Err(Refusal::NotHolder)),
             Ok(Release::Repeat) => {
                 return Ok(Ok(ReleaseOutcome {
@@ -75,10 +81,8 @@ impl DynamoStore {
             }
             Ok(Release::Now(change)) => change,
         };
-        let update = self.apply_change(&row, &change);
-        match self.calls.send(budget, || update.clone().send()).await {
-            Ok(output) => {
-                let sandbox = returned_row(output.attributes)?;
+        match self.send_change(budget, &row, &change).await {
+            Ok(sandbox) => {
                 self.free_allocation_key(budget, &sandbox).await;
                 Ok(Ok(ReleaseOutcome {
                     sandbox,
@@ -91,7 +95,7 @@ impl DynamoStore {
                 let Some(row) = self.row(budget, id.as_str()).await? else {
                     return Ok(Err(Refusal::SandboxNotFound));
                 };
-                if row.is_held_by(holder) {
+                if row.is_held_by(holder) && row.allocated_under(token) {
                     Ok(Ok(ReleaseOutcome {
                         newly_released: lifecycle::release_applied(&row, now),
                         sandbox: row,
@@ -123,8 +127,7 @@ impl DynamoStore {
                 Ok(change) => change,
                 Err(refused) => return Ok(Err(refused.into())),
             };
-            let update = self.apply_change(&old, &change);
-            match self.calls.send(&budget, || update.clone().send()).await {
+            match self.send_change(&budget, &old, &change).await {
                 Ok(_) => return Ok(Ok(change.row)),
                 Err(DynamoError::Conflict) => continue,
                 Err(DynamoError::Store(err)) => return Err(err),

@@ -242,6 +242,7 @@ mod tests {
         let Ok(Release::Now(mut change)) = release(
             &held,
             &HolderKey::parse("h", "stu").unwrap(),
+            None,
             EpochSecs::new(900),
         ) else {
             panic!("a release")

@@ -13,6 +13,7 @@ mod jobs;
 mod list;
 mod release;
 mod sync;
+mod tokens;
 
 pub(super) use self::audit::{action_page, audit_facts, cordons, last_audit};
 pub(super) use self::backup::{any_item, export_snapshot, restore_marker};
@@ -21,6 +22,7 @@ pub(super) use self::list::{
     allocation_facts, available_by_prefix, list_page, read_held_by, read_niosxaas_histories,
     read_niosxaas_history, read_row,
 };
+pub(super) use self::tokens::token_uses;
 
 use crate::domain::time::EpochSecs;
 use std::collections::{BTreeMap, HashSet};
@@ -70,6 +72,11 @@ const RECORDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records"
 const ACTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("actions");
 /// Cordon id → the cordon as JSON.
 const CORDONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("cordons");
+/// Lab token id → the token as JSON (its secret's digest, never the secret).
+const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
+/// `"<token_id>\0<sandbox_id>"` for every `allocated` row held under a lab token: what the
+/// token holds now, so its cap is checked with one range count.
+const TOKEN_HELD: TableDefinition<'_, &str, ()> = TableDefinition::new("token_held");
 /// The [`RECORDS`] key of the last complete listing a sync applied.
 const LAST_LISTING: &str = "last_listing";
 /// The [`RECORDS`] key of the last audit's report.
@@ -90,6 +97,12 @@ fn available_key(row: &Sandbox) -> String {
     format!("{}\0{}", row.name, row.sandbox_id)
 }
 
+/// The [`TOKEN_HELD`] entry of `row`, when it is allocated under a lab token.
+fn token_held_key(row: &Sandbox) -> Option<String> {
+    let token = row.token_id.as_deref()?;
+    (row.status == SandboxStatus::Allocated).then(|| format!("{token}\0{}", row.sandbox_id))
+}
+
 fn status_key(status: SandboxStatus, id: &str) -> String {
     format!("{status}\0{id}")
 }
@@ -107,6 +120,8 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(RECORDS)?;
     txn.open_table(ACTIONS)?;
     txn.open_table(CORDONS)?;
+    txn.open_table(TOKENS)?;
+    txn.open_table(TOKEN_HELD)?;
     txn.commit()?;
     Ok(())
 }
@@ -222,6 +237,8 @@ pub(super) struct Tables<'txn> {
     records: redb::Table<'txn, &'static str, &'static [u8]>,
     actions: redb::Table<'txn, &'static str, &'static [u8]>,
     cordons: redb::Table<'txn, &'static str, &'static [u8]>,
+    tokens: redb::Table<'txn, &'static str, &'static [u8]>,
+    token_held: redb::Table<'txn, &'static str, ()>,
     deltas: StatusDeltas,
 }
 
@@ -239,6 +256,8 @@ impl<'txn> Tables<'txn> {
             records: txn.open_table(RECORDS)?,
             actions: txn.open_table(ACTIONS)?,
             cordons: txn.open_table(CORDONS)?,
+            tokens: txn.open_table(TOKENS)?,
+            token_held: txn.open_table(TOKEN_HELD)?,
             deltas: StatusDeltas::default(),
         })
     }
@@ -262,6 +281,9 @@ impl<'txn> Tables<'txn> {
             self.available
                 .insert(available_key(new).as_str(), new.sandbox_id.as_str())
                 .map_err(storage)?;
+        }
+        if let Some(key) = token_held_key(new) {
+            self.token_held.insert(key.as_str(), ()).map_err(storage)?;
         }
         self.deltas.add(new.status, 1);
         self.by_status
@@ -299,6 +321,9 @@ impl<'txn> Tables<'txn> {
     }
 
     fn unindex(&mut self, old: &Sandbox) -> Result<(), StoreError> {
+        if let Some(key) = token_held_key(old) {
+            self.token_held.remove(key.as_str()).map_err(storage)?;
+        }
         self.deltas.add(old.status, -1);
         self.by_status
             .remove(status_key(old.status, &old.sandbox_id).as_str())

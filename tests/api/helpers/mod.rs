@@ -207,6 +207,7 @@ pub fn release_of(
         id: id.clone(),
         holder: holder.clone(),
         now,
+        token: None,
     }
 }
 

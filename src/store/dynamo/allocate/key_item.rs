@@ -100,6 +100,30 @@ impl DynamoStore {
         }
     }
 
+    /// Deletes the key item if it still names `sandbox_id` for this call (whose allocation
+    /// was refused). Best effort: a key item left behind only turns the key's next 201
+    /// into a 200.
+    pub(super) async fn drop_refused_key(
+        &self,
+        budget: &Budget,
+        race: &Race<'_>,
+        sandbox_id: &str,
+    ) {
+        let delete = self
+            .client()
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(allocation_key(&race.key)))
+            .condition_expression("sandbox_id = :id AND request_id = :me")
+            .expression_attribute_values(":id", s(sandbox_id))
+            .expression_attribute_values(":me", s(&race.me));
+        if let Err(DynamoError::Store(err)) =
+            self.calls.send(budget, || delete.clone().send()).await
+        {
+            tracing::warn!(error = ?err, "could not drop a refused allocation's key item");
+        }
+    }
+
     /// The key item, read consistently.
     pub(super) async fn read_key(
         &self,

@@ -57,6 +57,11 @@ impl Tables<'_> {
                 conflicts: 0,
             }));
         }
+        if let Some(token) = &request.token
+            && !crate::domain::tokens::under_cap(self.held_by_token(&token.id)?, token.max_active)
+        {
+            return Ok(Err(Refusal::QuotaExceeded));
+        }
         let prefix = request.name_prefix.as_ref().map_or("", |p| p.as_str());
         let Some(old) = self.first_available(prefix)? else {
             return Ok(Err(Refusal::NoneAvailable));

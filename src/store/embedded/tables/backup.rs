@@ -25,6 +25,7 @@ fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
 /// the rows before the keys that point at rows, so a restore cut short never holds a key
 /// without its row, nor a row without the marker that keeps its account out.
 struct Snapshot {
+    tokens: ReadOnlyTable<&'static str, &'static [u8]>,
     used: ReadOnlyTable<&'static str, &'static [u8]>,
     sandboxes: ReadOnlyTable<&'static str, &'static [u8]>,
     allocation_keys: ReadOnlyTable<&'static str, &'static str>,
@@ -37,6 +38,7 @@ struct Snapshot {
 impl Snapshot {
     fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
         Ok(Self {
+            tokens: txn.open_table(TOKENS).map_err(storage)?,
             used: txn.open_table(USED_ACCOUNTS).map_err(storage)?,
             sandboxes: txn.open_table(SANDBOXES).map_err(storage)?,
             allocation_keys: txn.open_table(ALLOCATION_KEYS).map_err(storage)?,
@@ -49,6 +51,7 @@ impl Snapshot {
 
     fn items(&self) -> Result<u64, StoreError> {
         let lengths = [
+            self.tokens.len(),
             self.used.len(),
             self.sandboxes.len(),
             self.allocation_keys.len(),
@@ -64,7 +67,8 @@ impl Snapshot {
 
     /// Hands every item to `send` until it answers `false` (the reader went away).
     fn each(&self, mut send: impl FnMut(BackupItem) -> bool) -> Result<(), StoreError> {
-        let json_tables: [(&ReadOnlyTable<&str, &[u8]>, JsonKind); 6] = [
+        let json_tables: [(&ReadOnlyTable<&str, &[u8]>, JsonKind); 7] = [
+            (&self.tokens, JsonKind::Token),
             (&self.used, JsonKind::Used),
             (&self.sandboxes, JsonKind::Sandbox),
             (&self.niosxaas_history, JsonKind::Niosxaas),
@@ -80,7 +84,7 @@ impl Snapshot {
                 }
             }
             // The keys come after the rows they point at.
-            if position == 1 {
+            if position == 2 {
                 for entry in self.allocation_keys.iter().map_err(storage)? {
                     let (key, id) = entry.map_err(storage)?;
                     let item = AllocationKeyItem::from_encoded(key.value(), id.value().to_owned());
@@ -107,6 +111,7 @@ impl Snapshot {
 /// The tables whose values are JSON, and what each decodes to.
 #[derive(Clone, Copy)]
 enum JsonKind {
+    Token,
     Used,
     Sandbox,
     Niosxaas,
@@ -118,6 +123,7 @@ enum JsonKind {
 impl JsonKind {
     fn decode(self, key: &str, bytes: &[u8]) -> Result<BackupItem, StoreError> {
         Ok(match self {
+            Self::Token => BackupItem::LabToken(json("lab token", key, bytes)?),
             Self::Used => BackupItem::UsedAccount(json("used-account marker", key, bytes)?),
             Self::Sandbox => BackupItem::Sandbox(decode(key, bytes)?),
             Self::Niosxaas => BackupItem::NiosxaasHistory(json("NIOSXaaS history", key, bytes)?),
@@ -207,6 +213,7 @@ impl Tables<'_> {
                     .map_err(storage)?;
             }
             BackupItem::Job(record) => self.put_job(record)?,
+            BackupItem::LabToken(token) => self.put_token(token)?,
             BackupItem::Cordon(cordon) => self.add_cordon(cordon)?,
             BackupItem::Action(action) => {
                 self.actions
@@ -251,6 +258,7 @@ impl Tables<'_> {
             BackupItem::Job(record) => Ok(self.job(&record.job)?.map(BackupItem::Job)),
             BackupItem::Cordon(cordon) => json_entry(&self.cordons, JsonKind::Cordon, &cordon.id),
             BackupItem::Action(action) => json_entry(&self.actions, JsonKind::Action, &action.key),
+            BackupItem::LabToken(token) => json_entry(&self.tokens, JsonKind::Token, &token.id),
         }
     }
 

@@ -13,7 +13,12 @@ impl Tables<'_> {
             return Ok(Err(Refusal::SandboxNotFound));
         };
         // Read inside this write transaction, so the decision's expectation holds.
-        let new = match lifecycle::release(&old, &request.holder, request.now) {
+        let new = match lifecycle::release(
+            &old,
+            &request.holder,
+            request.token.as_deref(),
+            request.now,
+        ) {
             Err(NotHolder) => return Ok(Err(Refusal::NotHolder)),
             Ok(Release::Repeat) => {
                 return Ok(Ok(ReleaseOutcome {
