@@ -137,6 +137,18 @@ fn path(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// `POST /v1/allocate` as `holder` with the lab token `secret`; its status.
+async fn with_lab_token(broker: &Broker, secret: &str, holder: &str) -> StatusCode {
+    reqwest::Client::new()
+        .post(format!("{}/v1/allocate", broker.server.address))
+        .bearer_auth(secret)
+        .header("X-Instruqt-Sandbox-ID", holder)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// A provider listing `lab-1`..`lab-12`, accepting every deletion (and counting them).
 async fn provider() -> MockServer {
     let csp = MockServer::start().await;
@@ -246,6 +258,23 @@ async fn an_embedded_store_moves_to_dynamodb_and_back_and_nobody_mid_lab_notices
         .unwrap()
         .error_for_status()
         .unwrap();
+    // A lab's scoped token, at its cap of one.
+    let minted = reqwest::Client::new()
+        .post(format!("{}/v1/admin/tokens", single.server.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "move-lab", "name_prefixes": ["lab-"], "max_active": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(minted.status(), StatusCode::CREATED);
+    let lab_token = minted.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        with_lab_token(&single, &lab_token, "stu-tok").await,
+        StatusCode::CREATED
+    );
     let sync_before = single.sync_record().await;
     let available_before = single.ids_in("available").await;
     drop(single);
@@ -270,6 +299,15 @@ async fn an_embedded_store_moves_to_dynamodb_and_back_and_nobody_mid_lab_notices
         fleet.sync_record().await,
         sync_before,
         "the jobs resume from their records"
+    );
+    // The lab's token works on the fleet, holding what it held: its cap still counts it.
+    assert_eq!(
+        with_lab_token(&fleet, &lab_token, "stu-tok").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        with_lab_token(&fleet, &lab_token, "stu-tok-2").await,
+        StatusCode::TOO_MANY_REQUESTS
     );
     replayed_unchanged(&fleet, &held).await;
     assert!(
@@ -307,7 +345,10 @@ async fn an_embedded_store_moves_to_dynamodb_and_back_and_nobody_mid_lab_notices
     let checked = check_export(online.as_ref()).unwrap();
     assert_eq!(checked.header.store, "dynamodb");
     assert_eq!(checked.header.consistency, Consistency::Scan);
-    assert_eq!(checked.trailer.counts["sandbox:allocated"], 4);
+    assert_eq!(
+        checked.trailer.counts["sandbox:allocated"], 5,
+        "four students and the token's"
+    );
     drop(fleet);
 
     // And back to one machine.

@@ -32,7 +32,9 @@ fn key(id: &str) -> Item {
 pub(super) fn token_of(item: &Item) -> Result<LabToken, StoreError> {
     let mut token: LabToken = serde_json::from_str(item.text("token").unwrap_or_default())
         .map_err(|err| StoreError::Internal(Box::new(err)))?;
-    token.last_used_at = item.integer("last_used_at").map(EpochSecs::new);
+    if let Some(at) = item.integer("last_used_at") {
+        token.last_used_at = Some(EpochSecs::new(at));
+    }
     Ok(token)
 }
 
@@ -44,6 +46,9 @@ pub(super) fn token_item(token: &LabToken) -> Result<Item, StoreError> {
     item.insert("token".to_owned(), AttributeValue::S(json));
     // What it holds: sandbox id → epoch seconds it was allocated (see `claim_under_token`).
     item.insert("held".to_owned(), AttributeValue::M(HashMap::new()));
+    if let Some(at) = token.last_used_at {
+        item.insert("last_used_at".to_owned(), n(at));
+    }
     Ok(item)
 }
 
