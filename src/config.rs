@@ -222,6 +222,8 @@ impl Config {
         config.log.log_format = Some(LogFormat::Text);
         config.rate_limit.rate_limit_per_sec = NonZeroU32::MAX;
         config.rate_limit.rate_limit_burst = NonZeroU32::MAX;
+        config.rate_limit.rate_limit_per_address_per_sec = NonZeroU32::MAX;
+        config.rate_limit.rate_limit_per_address_burst = NonZeroU32::MAX;
         config.jobs.cleanup_batch_delay = Duration::ZERO;
         // Tests read their analytics right after changing the pool; the cache has its own.
         config.http.analytics_cache = Duration::ZERO;

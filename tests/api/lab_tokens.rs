@@ -45,6 +45,23 @@ async fn allocate(
     request.send().await.unwrap()
 }
 
+/// `method path` with the lab token `secret` as `holder`.
+async fn as_token(
+    app: &TestApp,
+    secret: &str,
+    method: Method,
+    path: &str,
+    holder: &str,
+) -> reqwest::Response {
+    app.client
+        .request(method, app.url(path))
+        .bearer_auth(secret)
+        .header("X-Instruqt-Sandbox-ID", holder)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn tokens(app: &TestApp) -> Value {
     json_of(app.admin_get("/v1/admin/tokens").await, StatusCode::OK).await
 }
@@ -205,27 +222,27 @@ async fn a_lab_token_allocates_reads_and_releases_only_inside_its_scope() {
     // The static track token works as before, and its sandboxes are not the token's.
     let static_one = json_of(app.allocate("stu-static").await, StatusCode::CREATED).await;
     let static_id = static_one["sandbox_id"].as_str().unwrap();
-    let read = app
-        .client
-        .get(app.url(&format!("/v1/sandboxes/{static_id}")))
-        .bearer_auth(&secret)
-        .header("X-Instruqt-Sandbox-ID", "stu-static")
-        .send()
-        .await
-        .unwrap();
+    let read = as_token(
+        &app,
+        &secret,
+        Method::GET,
+        &format!("/v1/sandboxes/{static_id}"),
+        "stu-static",
+    )
+    .await;
     error_of(read, StatusCode::FORBIDDEN, "NOT_SANDBOX_OWNER").await;
     let replay = allocate(&app, &secret, "stu-static", &lab_a).await;
     error_of(replay, StatusCode::FORBIDDEN, "OUT_OF_SCOPE").await;
 
     let id = mine["sandbox_id"].as_str().unwrap();
-    let read = app
-        .client
-        .get(app.url(&format!("/v1/sandboxes/{id}")))
-        .bearer_auth(&secret)
-        .header("X-Instruqt-Sandbox-ID", "stu-1")
-        .send()
-        .await
-        .unwrap();
+    let read = as_token(
+        &app,
+        &secret,
+        Method::GET,
+        &format!("/v1/sandboxes/{id}"),
+        "stu-1",
+    )
+    .await;
     json_of(read, StatusCode::OK).await;
     let replayed = json_of(
         allocate(&app, &secret, "stu-1", &lab_a).await,
@@ -233,14 +250,14 @@ async fn a_lab_token_allocates_reads_and_releases_only_inside_its_scope() {
     )
     .await;
     assert_eq!(replayed["sandbox_id"], id);
-    let released = app
-        .client
-        .post(app.url(&format!("/v1/sandboxes/{id}/mark-for-deletion")))
-        .bearer_auth(&secret)
-        .header("X-Instruqt-Sandbox-ID", "stu-1")
-        .send()
-        .await
-        .unwrap();
+    let released = as_token(
+        &app,
+        &secret,
+        Method::POST,
+        &format!("/v1/sandboxes/{id}/mark-for-deletion"),
+        "stu-1",
+    )
+    .await;
     json_of(released, StatusCode::OK).await;
     // The static token may still act on any row, as it always could.
     json_of(app.get_sandbox(id, "stu-1").await, StatusCode::OK).await;
@@ -283,14 +300,14 @@ async fn fifty_students_at_once_under_a_token_capped_at_ten_get_exactly_ten_sand
     let held = replay["sandbox_id"].as_str().unwrap().to_owned();
     let more = allocate(&app, &secret, "stu-late", &[]).await;
     error_of(more, StatusCode::TOO_MANY_REQUESTS, "QUOTA_EXCEEDED").await;
-    let released = app
-        .client
-        .post(app.url(&format!("/v1/sandboxes/{held}/mark-for-deletion")))
-        .bearer_auth(&secret)
-        .header("X-Instruqt-Sandbox-ID", &first)
-        .send()
-        .await
-        .unwrap();
+    let released = as_token(
+        &app,
+        &secret,
+        Method::POST,
+        &format!("/v1/sandboxes/{held}/mark-for-deletion"),
+        &first,
+    )
+    .await;
     json_of(released, StatusCode::OK).await;
     json_of(
         allocate(&app, &secret, "stu-late", &[]).await,
@@ -392,4 +409,24 @@ async fn one_address_cannot_flood_the_track_routes_with_invented_student_keys() 
     // The burst of 20, and at most one more as the second passes.
     assert!((20..=21).contains(&served), "{answers:?}");
     assert_eq!(served + limited, 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_of_five_hundred_behind_one_address_is_served_under_the_default_address_limit() {
+    let defaults = sandbox_broker::config::Config::declared_defaults().unwrap();
+    let app = TestApp::builder()
+        .config(|c| c.rate_limit = defaults.rate_limit.clone())
+        .spawn()
+        .await;
+    app.seed("lab-", 0, 500).await;
+    let holders = (0..500).map(|n| (format!("stu-{n:03}"), None)).collect();
+    let answers = crate::helpers::burst(std::slice::from_ref(&app), holders, 500).await;
+    let served = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::CREATED)
+        .count();
+    assert_eq!(
+        served, 500,
+        "every student of the class starts at once from 127.0.0.1"
+    );
 }

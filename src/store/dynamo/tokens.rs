@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
@@ -61,6 +62,15 @@ fn held_of(item: &Item) -> u64 {
 }
 
 impl DynamoStore {
+    /// An `UpdateItem` of the token `id`'s item, applied only if the token exists.
+    fn update_token(&self, id: &str) -> UpdateItemFluentBuilder {
+        self.client()
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(id)))
+            .condition_expression("attribute_exists(PK)")
+    }
+
     async fn token_items(&self) -> Result<Vec<Item>, StoreError> {
         let query = self
             .client()
@@ -120,13 +130,9 @@ impl DynamoStore {
     /// See [`crate::store::TokenStore::touch_token`].
     pub(super) async fn record_token_use(&self, id: &str, at: EpochSecs) -> Result<(), StoreError> {
         let update = self
-            .client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(id)))
+            .update_token(id)
             .update_expression("SET last_used_at = :at")
-            .condition_expression("attribute_exists(PK)")
-            .expression_attribute_values(":at", super::item::n(at));
+            .expression_attribute_values(":at", n(at));
         match self
             .calls
             .send(&self.calls.budget(), || update.clone().send())
@@ -156,12 +162,8 @@ impl DynamoStore {
             serde_json::to_string(&token).map_err(|err| StoreError::Internal(Box::new(err)))?;
         // Only the record changes: what the token holds stays, and is freed as released.
         let update = self
-            .client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(id)))
+            .update_token(id)
             .update_expression("SET #token = :token")
-            .condition_expression("attribute_exists(PK)")
             .expression_attribute_names("#token", "token")
             .expression_attribute_values(":token", AttributeValue::S(json));
         self.calls
@@ -338,12 +340,8 @@ impl DynamoStore {
             return Ok(());
         }
         let update = self
-            .client()
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(token)))
+            .update_token(token)
             .update_expression("SET held.#sid = :at")
-            .condition_expression("attribute_exists(PK)")
             .expression_attribute_names("#sid", row.sandbox_id.as_str())
             .expression_attribute_values(":at", n(row.allocated_at.unwrap_or(row.updated_at)));
         match self.calls.send(budget, || update.clone().send()).await {
