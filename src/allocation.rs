@@ -3,6 +3,8 @@
 //! Rule: the store decides atomically; these functions build its requests, check
 //! ownership for reads, and record the documented metrics (docs/metrics.md), so handlers stay thin.
 
+pub mod waiting;
+
 use std::time::Instant;
 
 use crate::domain::time::EpochSecs;
@@ -82,6 +84,21 @@ pub async fn allocate(
 ) -> (AllocateOutcome, Outcome<Allocation>) {
     let started = Instant::now();
     let result = store.allocate(request).await;
+    counted(metrics, result, started)
+}
+
+/// [`allocate`] for a request that waits and tries again: a try that finds nothing is
+/// not counted (the request is counted once, when it is served or finally refused).
+pub async fn try_again(
+    store: &dyn AllocationStore,
+    metrics: &Metrics,
+    request: AllocationRequest,
+) -> (AllocateOutcome, Outcome<Allocation>) {
+    let started = Instant::now();
+    let result = store.allocate(request).await;
+    if matches!(result, Ok(Err(Refusal::NoneAvailable))) {
+        return (AllocateOutcome::NoSandboxes, result);
+    }
     counted(metrics, result, started)
 }
 

@@ -145,6 +145,7 @@ impl AppState {
             None => None,
         };
         let lab = config.lab.policy();
+        let (wait_queue_max, sync_min_gap) = (config.http.wait_queue_max, config.jobs.sync_min_gap);
         let jobs = Arc::new(
             Jobs::new(
                 store.clone(),
@@ -175,6 +176,11 @@ impl AppState {
             lab_tokens,
             lab_token_touches: std::sync::Mutex::default(),
             token_rates: crate::ratelimit::TokenRates::default(),
+            waiting: crate::allocation::waiting::WaitingRoom::new(crate::config_values::as_usize(
+                wait_queue_max,
+            )),
+            sync_min_gap,
+            exhaustion_sync: std::sync::Mutex::new(None),
             jobs,
             breaker,
             pre_delete,

@@ -263,6 +263,8 @@ variable "settings" {
       "REQUEST_TIMEOUT_SEC",
       "SYNC_INTERVAL_SEC",
       "SYNC_MAX_STALE_FRACTION",
+      "SYNC_MIN_GAP_SEC",
+      "WAIT_QUEUE_MAX",
     ], name)])
     error_message = "settings takes the documented settings of .env.example only; the module sets the store, table, region, listener, proxies, log format, lab duration, NIOSXaaS switches, secrets and INSTANCE_ID itself."
   }

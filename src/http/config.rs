@@ -62,6 +62,11 @@ pub struct HttpConfig {
     #[arg(long, env = "ANALYTICS_CACHE_SEC", value_name = "ANALYTICS_CACHE_SEC", default_value = "30", value_parser = parse_seconds)]
     pub analytics_cache: Duration,
 
+    /// Allocation requests that may wait at once on this instance (`Prefer: wait=N`, when
+    /// nothing is available); a request beyond it gets its 409 at once.
+    #[arg(long, env = "WAIT_QUEUE_MAX", value_name = "WAIT_QUEUE_MAX", default_value = "1000", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub wait_queue_max: u32,
+
     /// Name prefixes (comma-separated, at most 20) whose available sandboxes `/metrics`
     /// counts as `broker_pool_available_by_prefix{prefix}`: the pools labs draw from with
     /// `X-Sandbox-Name-Prefix`, so an alert can say which one runs low.

@@ -75,6 +75,8 @@ pub struct AllocationHeaders {
     pub name_prefix: Option<NamePrefix>,
     /// `Idempotency-Key`.
     pub idempotency_key: Option<IdempotencyKey>,
+    /// `Prefer: wait=N`: how long to wait for a sandbox when none is available.
+    pub wait: Option<std::time::Duration>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for AllocationHeaders {
@@ -96,6 +98,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AllocationHeaders {
                 "Idempotency-Key",
                 IdempotencyKey::parse,
             )?,
+            wait: headers
+                .get_all("prefer")
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .find_map(crate::allocation::waiting::requested_wait),
         })
     }
 }

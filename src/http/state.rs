@@ -61,6 +61,12 @@ pub struct Services {
     /// The lab tokens, read at most once per [`LAB_TOKENS_REFRESH`](super::auth::LAB_TOKENS_REFRESH), so a token minted or
     /// revoked on one instance holds across the fleet within that time.
     pub lab_tokens: Recent<Arc<LabTokens>>,
+    /// Allocation requests waiting for a sandbox (`Prefer: wait`).
+    pub waiting: Arc<crate::allocation::waiting::WaitingRoom>,
+    /// `SYNC_MIN_GAP_SEC`: the least time between syncs an exhausted pool triggers.
+    pub sync_min_gap: std::time::Duration,
+    /// When this instance last triggered a sync for an exhausted pool.
+    pub exhaustion_sync: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Each lab token's own `per_minute` bucket on this instance.
     pub token_rates: crate::ratelimit::TokenRates,
     /// When this instance last recorded each lab token's use (at most once a minute each).
@@ -151,6 +157,47 @@ impl Services {
         tokio::spawn(async move {
             if let Err(err) = store.touch_token(&id, now).await {
                 tracing::warn!(token.id = %id, error = %crate::telemetry::error_chain(&err), "could not record a lab token's use");
+            }
+        });
+    }
+
+    /// An exhausted pool asks for a sync now: at most once per `SYNC_MIN_GAP_SEC` from this
+    /// instance, and not when a sync started anywhere in the fleet within that gap (its
+    /// record says). Runs in the background, under the sync's lease; the waiting requests
+    /// are told when it ends.
+    pub fn sync_soon(&self) {
+        let gap = self.sync_min_gap;
+        {
+            let mut last = self
+                .exhaustion_sync
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < gap) {
+                return;
+            }
+            *last = Some(tokio::time::Instant::now());
+        }
+        let (jobs, waiting, now) = (
+            Arc::clone(&self.jobs),
+            Arc::clone(&self.waiting),
+            self.clock.now(),
+        );
+        tokio::spawn(async move {
+            let recent = jobs.records().await.ok().and_then(|records| {
+                records
+                    .into_iter()
+                    .find(|(job, ..)| job.as_str() == "sync")
+                    .and_then(|(.., record)| record?.last_started_at)
+            });
+            let gap_secs = i64::try_from(gap.as_secs()).unwrap_or(i64::MAX);
+            if recent.is_some_and(|started| now - started < gap_secs) {
+                return;
+            }
+            match jobs.sync().await {
+                Ok(_) => waiting.pool_grew(),
+                Err(err) => {
+                    tracing::info!(error = %crate::telemetry::error_chain(&err), "a sync for an exhausted pool did not run")
+                }
             }
         });
     }

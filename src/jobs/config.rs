@@ -19,6 +19,11 @@ pub struct JobsConfig {
     #[arg(long, env = "SYNC_INTERVAL_SEC", value_name = "SYNC_INTERVAL_SEC", default_value = "600", value_parser = parse_seconds)]
     pub sync_interval: Duration,
 
+    /// Seconds a sync triggered by an exhausted pool (a request waiting with `Prefer:
+    /// wait`) waits after the last sync started anywhere in the fleet.
+    #[arg(long, env = "SYNC_MIN_GAP_SEC", value_name = "SYNC_MIN_GAP_SEC", default_value = "30", value_parser = parse_seconds)]
+    pub sync_min_gap: Duration,
+
     /// Seconds between cleanup runs (deletion at the provider).
     #[arg(long, env = "CLEANUP_INTERVAL_SEC", value_name = "CLEANUP_INTERVAL_SEC", default_value = "300", value_parser = parse_seconds)]
     pub cleanup_interval: Duration,

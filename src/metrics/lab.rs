@@ -22,6 +22,10 @@ pub struct LabMetrics {
     /// `success`, `idempotent`, `no_sandboxes`, `quota_exceeded`, `rate_limited`,
     /// `out_of_scope`, `cordoned`, `error`. At most `MAX_TOKENS` live token names.
     pub token_allocations_total: IntCounterVec,
+    /// Allocation requests waiting now (`Prefer: wait`) on this instance.
+    pub wait_queue_depth: prometheus::IntGauge,
+    /// How long waiting requests waited, by `outcome`: `served`, `timed_out`, `queue_full`.
+    pub wait_seconds: HistogramVec,
 }
 
 impl LabMetrics {
@@ -61,6 +65,17 @@ impl LabMetrics {
                 "broker_token_allocations_total",
                 "Allocation requests under a lab token by token name and outcome",
                 &["token", "outcome"],
+            )?,
+            wait_queue_depth: super::gauge(
+                r,
+                "broker_wait_queue_depth",
+                "Allocation requests waiting for a sandbox (Prefer: wait) on this instance",
+            )?,
+            wait_seconds: histogram_vec(
+                r,
+                "broker_wait_seconds",
+                "Time allocation requests waited for a sandbox, by outcome",
+                &["outcome"],
             )?,
         };
         metrics.zero_known_series();

@@ -39,6 +39,7 @@ mod store_conformance;
 mod terraform;
 mod trust;
 mod usage;
+mod waiting;
 
 /// This crate runs every shared suite on the embedded store.
 mod flavor {

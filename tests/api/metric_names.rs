@@ -142,6 +142,7 @@ const ADDED: &[(&str, &[&str])] = &[
     ("broker_rate_limited_total", &[]),
     ("broker_requests_in_flight", &[]),
     ("broker_store_up", &[]),
+    ("broker_wait_queue_depth", &[]),
 ];
 
 /// Ours that appear with their first call (their label sets are open-ended products).
@@ -159,6 +160,7 @@ const ON_FIRST_CALL: &[(&str, &[&str])] = &[
     ("broker_job_last_outcome", &["job", "outcome"]),
     ("broker_pool_available_by_prefix", &["prefix"]),
     ("broker_token_allocations_total", &["token", "outcome"]),
+    ("broker_wait_seconds", &["outcome"]),
 ];
 
 /// The DynamoDB store's own series, registered beside the service's on that store only.

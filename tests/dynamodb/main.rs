@@ -62,6 +62,8 @@ mod store_conformance;
 mod trust;
 #[path = "../api/usage.rs"]
 mod usage;
+#[path = "../api/waiting.rs"]
+mod waiting;
 
 /// This crate runs every shared suite on a fresh DynamoDB Local table per test.
 mod flavor {

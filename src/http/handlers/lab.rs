@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use self::views::{AllocationView, ReleaseView, SandboxView};
 use crate::allocation::{self, AllocateInput};
+use crate::domain::NamePrefix;
 use crate::http::auth::ScopedToken;
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
@@ -17,6 +18,7 @@ use crate::http::middleware::{LoggedSandbox, Outcome};
 use crate::http::state::AppState;
 use crate::ratelimit::Decision;
 use crate::store::{AllocationRequest, ReleaseRequest, TokenGrant};
+use std::time::Duration;
 
 /// Allocates a sandbox to the student, or returns the one this allocation key already holds.
 #[utoipa::path(
@@ -27,6 +29,7 @@ use crate::store::{AllocationRequest, ReleaseRequest, TokenGrant};
         ("X-Instruqt-Track-ID" = Option<String>, Header, description = "Lab slug, stored for analytics"),
         ("X-Sandbox-Name-Prefix" = Option<String>, Header, description = "Only sandboxes whose name starts with this"),
         ("Idempotency-Key" = Option<String>, Header, description = "Separates several allocations of one student"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N` (N ≤ 60): when nothing is available, wait up to N seconds for a sandbox instead of answering 409 at once"),
     ),
     responses(
         (status = 201, description = "Newly allocated", body = AllocationView),
@@ -52,10 +55,15 @@ pub async fn allocate_sandbox(
         idempotency_key: headers.idempotency_key,
     };
     let request = input.into_request(app.lab_policy.lab_duration_hours, app.clock.now());
+    // A wait ends in time for its 409 to beat the request timeout's 408.
+    let wait = headers
+        .wait
+        .map(|wait| wait.min(app.http.request_timeout.saturating_sub(WAIT_MARGIN)));
     let Some(Extension(ScopedToken(token))) = scoped else {
-        return allocate_once(&app, request).await;
+        let prefixes = [request.name_prefix.clone()];
+        return serve(&app, request, &prefixes, wait).await;
     };
-    let answer = allocate_under(&app, &token, request).await;
+    let answer = allocate_under(&app, &token, request, wait).await;
     app.metrics
         .lab
         .token_allocations_total
@@ -63,6 +71,9 @@ pub async fn allocate_sandbox(
         .inc();
     answer
 }
+
+/// How long before `REQUEST_TIMEOUT_SEC` a waiting request gives up and answers 409.
+const WAIT_MARGIN: Duration = Duration::from_secs(2);
 
 /// The `outcome` of `broker_token_allocations_total`.
 fn token_outcome(answer: &Result<Response>) -> &'static str {
@@ -84,6 +95,7 @@ async fn allocate_under(
     app: &AppState,
     token: &crate::domain::tokens::LabToken,
     mut request: AllocationRequest,
+    wait: Option<Duration>,
 ) -> Result<Response> {
     // A lab token allocates only inside its scope, at its own rate, under its cap.
     let prefixes = token
@@ -98,11 +110,42 @@ async fn allocate_under(
         id: token.id.clone(),
         max_active: token.max_active,
     });
-    // Without a prefix of its own, a request may draw on any of the token's, in order.
+    serve(app, request, &prefixes, wait).await
+}
+
+/// Allocates for `request` from the first of `prefixes` that has a sandbox; when none has
+/// and the caller asked to wait, waits its turn for one (see [`wait_for_sandbox`]).
+async fn serve(
+    app: &AppState,
+    request: AllocationRequest,
+    prefixes: &[Option<NamePrefix>],
+    wait: Option<Duration>,
+) -> Result<Response> {
+    // A request that may wait is counted once, when it is served or finally refused.
+    let quiet = wait.is_some();
+    match (
+        from_first_with_one(app, &request, prefixes, quiet).await,
+        wait,
+    ) {
+        (Err(ApiError::NoSandboxesAvailable), Some(wait)) => {
+            wait_for_sandbox(app, &request, prefixes, wait).await
+        }
+        (answer, _) => answer,
+    }
+}
+
+/// Without a prefix of its own, a request may draw on any of the ones given, in order.
+async fn from_first_with_one(
+    app: &AppState,
+    request: &AllocationRequest,
+    prefixes: &[Option<NamePrefix>],
+    again: bool,
+) -> Result<Response> {
     let last = prefixes.len().saturating_sub(1);
-    for (tried, prefix) in prefixes.into_iter().enumerate() {
-        request.name_prefix = prefix;
-        match allocate_once(app, request.clone()).await {
+    for (tried, prefix) in prefixes.iter().enumerate() {
+        let mut request = request.clone();
+        request.name_prefix = prefix.clone();
+        match allocate_once(app, request, again).await {
             Err(ApiError::NoSandboxesAvailable) if tried < last => {}
             answer => return answer,
         }
@@ -110,9 +153,85 @@ async fn allocate_under(
     Err(ApiError::NoSandboxesAvailable)
 }
 
+/// `Prefer: wait=N` on an exhausted pool: the request takes its place in its prefix's queue
+/// (a full queue answers 409 at once), asks for a sync, and tries again whenever it is
+/// first in line and the pool may have grown, until it is served or `wait` is up (409).
+async fn wait_for_sandbox(
+    app: &AppState,
+    request: &AllocationRequest,
+    prefixes: &[Option<NamePrefix>],
+    wait: Duration,
+) -> Result<Response> {
+    let started = tokio::time::Instant::now();
+    let metrics = &app.metrics.lab;
+    let queue = prefixes
+        .first()
+        .cloned()
+        .flatten()
+        .map_or_else(String::new, |prefix| prefix.as_str().to_owned());
+    let Some(ticket) = app.waiting.enter(&queue) else {
+        metrics
+            .wait_seconds
+            .with_label_values(&["queue_full"])
+            .observe(0.0);
+        return Err(ApiError::NoSandboxesAvailable);
+    };
+    metrics
+        .wait_queue_depth
+        .set(gauge_value(app.waiting.depth()));
+    app.sync_soon();
+    let answer = loop {
+        let Some(left) = wait.checked_sub(started.elapsed()) else {
+            break Err(ApiError::NoSandboxesAvailable);
+        };
+        let _ = tokio::time::timeout(left, ticket.next_chance()).await;
+        if started.elapsed() >= wait {
+            break Err(ApiError::NoSandboxesAvailable);
+        }
+        if !ticket.is_first() {
+            continue;
+        }
+        match from_first_with_one(app, request, prefixes, true).await {
+            Err(ApiError::NoSandboxesAvailable) => {}
+            answer => break answer,
+        }
+    };
+    if answer.is_err() {
+        // The waiting request is refused in the end: counted once, as any 409.
+        app.metrics
+            .lab
+            .allocate_total
+            .with_label_values(&[allocation::AllocateOutcome::NoSandboxes.as_str()])
+            .inc();
+    }
+    drop(ticket);
+    metrics
+        .wait_queue_depth
+        .set(gauge_value(app.waiting.depth()));
+    let outcome = if answer.is_ok() {
+        "served"
+    } else {
+        "timed_out"
+    };
+    metrics
+        .wait_seconds
+        .with_label_values(&[outcome])
+        .observe(started.elapsed().as_secs_f64());
+    answer
+}
+
+fn gauge_value(depth: usize) -> i64 {
+    i64::try_from(depth).unwrap_or(i64::MAX)
+}
+
 /// Allocates (or replays) for `request` unless a cordon pauses it, and answers: 201 for a
-/// new allocation, 200 for a replay.
-async fn allocate_once(app: &AppState, request: AllocationRequest) -> Result<Response> {
+/// new allocation, 200 for a replay. `again`: a waiting request's further try, whose
+/// finding nothing is not counted.
+async fn allocate_once(
+    app: &AppState,
+    request: AllocationRequest,
+    again: bool,
+) -> Result<Response> {
     let prefix = request.name_prefix.as_ref().map(|p| p.as_str());
     let lab = request.lab.as_ref().map(|t| t.as_str());
     // A store that cannot list the cordons cannot allocate either: answer (and count) the
@@ -136,8 +255,11 @@ async fn allocate_once(app: &AppState, request: AllocationRequest) -> Result<Res
         };
         (StatusCode::OK, "idempotent", sandbox)
     } else {
-        let (outcome, result) =
-            allocation::allocate(&*app.store.allocation, &app.metrics, request).await;
+        let (outcome, result) = if again {
+            allocation::try_again(&*app.store.allocation, &app.metrics, request).await
+        } else {
+            allocation::allocate(&*app.store.allocation, &app.metrics, request).await
+        };
         let allocation = result??;
         let status = if allocation.newly_allocated {
             StatusCode::CREATED
