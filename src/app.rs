@@ -127,6 +127,9 @@ impl AppState {
         let cordons = Recent::new(crate::http::state::CORDONS_REFRESH);
         let lab_tokens = Recent::new(crate::http::auth::LAB_TOKENS_REFRESH);
         let metrics = Metrics::new()?;
+        metrics
+            .lab_slo
+            .set_max_labs(crate::config_values::as_usize(config.http.lab_metrics_max));
         metrics.register_store(store.health.as_ref())?;
         let breaker = provider.map(|provider| {
             Arc::new(GuardedProvider::new(

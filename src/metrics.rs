@@ -12,12 +12,14 @@ use prometheus::{
 mod http;
 mod jobs;
 mod lab;
+mod lab_slo;
 mod provider;
 mod readings;
 
 pub use self::http::HttpMetrics;
 pub use self::jobs::JobMetrics;
 pub use self::lab::LabMetrics;
+pub use self::lab_slo::{LabLevels, LabSlo};
 pub use self::provider::ProviderMetrics;
 use self::readings::ReadingGauges;
 pub use self::readings::StoreReadings;
@@ -36,6 +38,8 @@ pub struct Metrics {
     pub http: HttpMetrics,
     /// The lab routes' series.
     pub lab: LabMetrics,
+    /// Per-lab service levels, with a bounded `lab` label.
+    pub lab_slo: LabSlo,
     /// The background jobs' series.
     pub jobs: JobMetrics,
     /// The provider's and the NIOSXaaS hook's series.
@@ -125,6 +129,7 @@ impl Metrics {
         let metrics = Self {
             http: HttpMetrics::register(&r)?,
             lab: LabMetrics::register(&r)?,
+            lab_slo: LabSlo::register(&r)?,
             jobs: JobMetrics::register(&r)?,
             provider: ProviderMetrics::register(&r)?,
             store_up: gauge(

@@ -248,6 +248,7 @@ variable "settings" {
       "JOB_LEASE_SEC",
       "KEEP_ALIVE_TIMEOUT_SEC",
       "K_CANDIDATES",
+      "LAB_METRICS_MAX",
       "LOG_LEVEL",
       "MAX_CONNECTIONS",
       "MAX_TOKENS",

@@ -39,7 +39,7 @@ impl AllocationFacts {
 }
 
 /// Per-lab counts over rows that carry a `track_name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LabStats {
     /// The lab slug.
     pub lab: String,

@@ -62,6 +62,11 @@ pub struct HttpConfig {
     #[arg(long, env = "ANALYTICS_CACHE_SEC", value_name = "ANALYTICS_CACHE_SEC", default_value = "30", value_parser = parse_seconds)]
     pub analytics_cache: Duration,
 
+    /// Labs with a `lab` label of their own on the per-lab series (the ones whose students
+    /// allocated most recently); the rest are counted as `other`.
+    #[arg(long, env = "LAB_METRICS_MAX", value_name = "LAB_METRICS_MAX", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub lab_metrics_max: u32,
+
     /// Allocation requests that may wait at once on this instance (`Prefer: wait=N`, when
     /// nothing is available); a request beyond it gets its 409 at once.
     #[arg(long, env = "WAIT_QUEUE_MAX", value_name = "WAIT_QUEUE_MAX", default_value = "1000", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]

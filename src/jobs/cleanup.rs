@@ -159,6 +159,12 @@ impl Cleanup<'_> {
                     DeletionOutcome::Deleted { .. } => {
                         tally.deleted += 1;
                         metrics.jobs.cleanup_deleted_total.inc();
+                        if let Some(released) = row.deletion_requested_at {
+                            let seconds = (clock.now() - released).max(0);
+                            metrics
+                                .lab_slo
+                                .cleaned_up(row.lab.as_deref(), seconds as f64);
+                        }
                         tracing::info!(sandbox.id = %row.sandbox_id, "deleted at the provider");
                     }
                     DeletionOutcome::Failed { error, .. } => {

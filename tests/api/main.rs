@@ -22,6 +22,7 @@ mod env_example;
 mod helpers;
 mod jobs;
 mod lab;
+mod lab_slo;
 mod lab_tokens;
 mod layers;
 mod load_scenarios;

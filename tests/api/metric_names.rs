@@ -161,6 +161,9 @@ const ON_FIRST_CALL: &[(&str, &[&str])] = &[
     ("broker_pool_available_by_prefix", &["prefix"]),
     ("broker_token_allocations_total", &["token", "outcome"]),
     ("broker_wait_seconds", &["outcome"]),
+    ("broker_lab_time_to_sandbox_seconds", &["lab"]),
+    ("broker_lab_exhausted_total", &["lab"]),
+    ("broker_lab_cleanup_seconds", &["lab"]),
 ];
 
 /// The DynamoDB store's own series, registered beside the service's on that store only.

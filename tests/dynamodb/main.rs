@@ -37,6 +37,8 @@ mod helpers;
 mod jobs;
 #[path = "../api/lab.rs"]
 mod lab;
+#[path = "../api/lab_slo.rs"]
+mod lab_slo;
 #[path = "../api/lab_tokens.rs"]
 mod lab_tokens;
 mod local;

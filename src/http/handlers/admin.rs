@@ -231,9 +231,21 @@ pub async fn pool_stats(State(app): State<AppState>) -> Result<Json<StatsView>> 
 )]
 pub async fn lab_analytics(State(app): State<AppState>) -> Result<Json<LabsView>> {
     let facts = app.shared_allocation_facts().await?;
-    Ok(Json(LabsView {
-        labs: lab_stats(&facts).into_iter().map(LabView::from).collect(),
-    }))
+    let levels = app.metrics.lab_slo.levels();
+    let mut labs: Vec<LabView> = lab_stats(&facts)
+        .into_iter()
+        .map(|stats| {
+            let seen = levels.iter().find(|l| l.lab == stats.lab);
+            LabView::from(stats).with_levels(seen)
+        })
+        .collect();
+    for seen in &levels {
+        if !labs.iter().any(|lab| lab.lab == seen.lab) && seen.lab != "none" {
+            labs.push(LabView::of_levels(seen));
+        }
+    }
+    labs.sort_by(|a, b| a.lab.cmp(&b.lab));
+    Ok(Json(LabsView { labs }))
 }
 
 /// `?status=` of bulk-delete, as sent.

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use self::views::{AllocationView, ReleaseView, SandboxView};
 use crate::allocation::{self, AllocateInput};
-use crate::domain::NamePrefix;
+use crate::domain::{LabName, NamePrefix};
 use crate::http::auth::ScopedToken;
 use crate::http::error::ErrorEnvelope;
 use crate::http::error::{ApiError, Result};
@@ -54,16 +54,36 @@ pub async fn allocate_sandbox(
         name_prefix: headers.name_prefix,
         idempotency_key: headers.idempotency_key,
     };
+    let started = tokio::time::Instant::now();
     let request = input.into_request(app.lab_policy.lab_duration_hours, app.clock.now());
+    let lab = request.lab.clone();
+    let answer = allocate_as_asked(&app, request, scoped, headers.wait).await;
+    let lab = lab.as_ref().map(LabName::as_str);
+    match &answer {
+        Ok(_) => app
+            .metrics
+            .lab_slo
+            .allocated(lab, started.elapsed().as_secs_f64()),
+        Err(ApiError::NoSandboxesAvailable) => app.metrics.lab_slo.exhausted(lab),
+        Err(_) => {}
+    }
+    answer
+}
+
+/// Allocates for `request` with the static track token, or inside the lab token's scope.
+async fn allocate_as_asked(
+    app: &AppState,
+    request: AllocationRequest,
+    scoped: Option<Extension<ScopedToken>>,
+    wait: Option<Duration>,
+) -> Result<Response> {
     // A wait ends in time for its 409 to beat the request timeout's 408.
-    let wait = headers
-        .wait
-        .map(|wait| wait.min(app.http.request_timeout.saturating_sub(WAIT_MARGIN)));
+    let wait = wait.map(|wait| wait.min(app.http.request_timeout.saturating_sub(WAIT_MARGIN)));
     let Some(Extension(ScopedToken(token))) = scoped else {
         let prefixes = [request.name_prefix.clone()];
-        return serve(&app, request, &prefixes, wait).await;
+        return serve(app, request, &prefixes, wait).await;
     };
-    let answer = allocate_under(&app, &token, request, wait).await;
+    let answer = allocate_under(app, &token, request, wait).await;
     app.metrics
         .lab
         .token_allocations_total

@@ -126,6 +126,15 @@ pub struct LabView {
     pub released: u64,
     /// Mean seconds a released sandbox of this lab was held; null before any release.
     pub mean_held_seconds: Option<u64>,
+    /// Median seconds from an allocation request of this lab to its sandbox (waiting
+    /// included), over its last 1,000 on the instance answering; null before any.
+    pub time_to_sandbox_p50: Option<f64>,
+    /// 95th percentile of the same.
+    pub time_to_sandbox_p95: Option<f64>,
+    /// 99th percentile of the same.
+    pub time_to_sandbox_p99: Option<f64>,
+    /// Its allocation requests answered 409 on the instance answering, since it started.
+    pub exhausted: u64,
 }
 
 impl From<LabStats> for LabView {
@@ -138,7 +147,36 @@ impl From<LabStats> for LabView {
             pending_deletion: t.pending_deletion,
             deleted: t.deleted,
             total: t.total,
+            time_to_sandbox_p50: None,
+            time_to_sandbox_p95: None,
+            time_to_sandbox_p99: None,
+            exhausted: 0,
         }
+    }
+}
+
+impl LabView {
+    /// Adds this instance's service levels of the lab.
+    pub fn with_levels(mut self, levels: Option<&crate::metrics::LabLevels>) -> Self {
+        if let Some(levels) = levels {
+            let [p50, p95, p99] = levels.time_to_sandbox.map_or([None; 3], |p| p.map(Some));
+            (
+                self.time_to_sandbox_p50,
+                self.time_to_sandbox_p95,
+                self.time_to_sandbox_p99,
+            ) = (p50, p95, p99);
+            self.exhausted = levels.exhausted;
+        }
+        self
+    }
+
+    /// A lab known only from its requests (every one answered 409, say).
+    pub fn of_levels(levels: &crate::metrics::LabLevels) -> Self {
+        Self::from(LabStats {
+            lab: levels.lab.clone(),
+            ..LabStats::default()
+        })
+        .with_levels(Some(levels))
     }
 }
 
