@@ -3,13 +3,10 @@
 
 use std::time::Duration;
 
+use crate::helpers::csp::{accept_deletions, account, csp, sync, use_csp};
+use crate::helpers::{TestApp, error_of, json_of, series_sum};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
-
-use crate::helpers::csp::{account, csp, sync, use_csp};
-use crate::helpers::{TestApp, error_of, json_of, series_sum};
 
 async fn allocate_for(app: &TestApp, holder: &str, lab: &str) -> reqwest::Response {
     app.allocate_with(holder, &[("X-Instruqt-Track-ID", lab)])
@@ -27,10 +24,7 @@ async fn each_lab_has_its_time_to_sandbox_409s_and_cleanup_time() {
         Duration::ZERO,
     )
     .await;
-    Mock::given(method("DELETE"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&provider)
-        .await;
+    accept_deletions(&provider).await;
     let app = TestApp::builder()
         .config(|c| use_csp(c, &provider))
         .spawn()

@@ -157,10 +157,7 @@ async fn provider() -> MockServer {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "results": accounts })))
         .mount(&csp)
         .await;
-    Mock::given(method("DELETE"))
-        .respond_with(ResponseTemplate::new(204))
-        .mount(&csp)
-        .await;
+    crate::helpers::csp::accept_deletions(&csp).await;
     csp
 }
 

@@ -29,6 +29,14 @@ pub async fn csp(accounts: Vec<Value>, delay: Duration) -> MockServer {
     server
 }
 
+/// Makes `server` accept every deletion (204).
+pub async fn accept_deletions(server: &MockServer) {
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(server)
+        .await;
+}
+
 /// How many listings `server` was asked for: each starts at its first page.
 pub async fn listings(server: &MockServer) -> usize {
     server
