@@ -22,7 +22,7 @@ pub use self::lab::LabMetrics;
 pub use self::lab_slo::{LabLevels, LabSlo};
 pub use self::provider::ProviderMetrics;
 use self::readings::ReadingGauges;
-pub use self::readings::StoreReadings;
+pub use self::readings::{PrefixForecast, StoreReadings};
 
 /// Latency buckets in seconds: dense from 0.5 ms (a group-committed allocation) to 100 ms,
 /// then coarse up to 10 s so a stalled store still shows where it sits.

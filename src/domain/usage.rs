@@ -16,6 +16,8 @@ pub struct AllocationFacts {
     pub allocated_at: Option<i64>,
     /// Epoch seconds its owner (or expiry) released it.
     pub released_at: Option<i64>,
+    /// Its name (what a name prefix selects).
+    pub name: String,
 }
 
 impl AllocationFacts {
@@ -27,6 +29,7 @@ impl AllocationFacts {
             status: row.status,
             allocated_at: row.allocated_at.map(EpochSecs::get),
             released_at: row.deletion_requested_at.map(EpochSecs::get),
+            name: row.name.clone(),
         })
     }
 
@@ -285,9 +288,62 @@ impl NiosxaasTally {
     }
 }
 
+/// How long the allocation rate of a forecast looks back.
+pub const FORECAST_WINDOW_SECS: i64 = 15 * 60;
+
+/// Allocations per second of sandboxes named `prefix…` over the [`FORECAST_WINDOW_SECS`]
+/// before `now`, from the handed-out rows' facts.
+pub fn allocation_rate(facts: &[AllocationFacts], prefix: &str, now: EpochSecs) -> f64 {
+    let since = now.get() - FORECAST_WINDOW_SECS;
+    let allocated = facts
+        .iter()
+        .filter(|fact| fact.name.starts_with(prefix))
+        .filter(|fact| {
+            fact.allocated_at
+                .is_some_and(|at| at > since && at <= now.get())
+        })
+        .count();
+    allocated as f64 / FORECAST_WINDOW_SECS as f64
+}
+
+/// Seconds until `available` sandboxes are gone at `rate` a second: infinite while none
+/// are being taken.
+pub fn time_to_empty(available: u64, rate: f64) -> f64 {
+    if rate > 0.0 {
+        available as f64 / rate
+    } else {
+        f64::INFINITY
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_forecast_divides_what_is_left_by_the_last_quarter_hours_rate() {
+        let now = EpochSecs::new(10_000);
+        let mut rows = vec![
+            facts("lab", SandboxStatus::Allocated, 10_000 - 60, None),
+            facts(
+                "lab",
+                SandboxStatus::PendingDeletion,
+                10_000 - 899,
+                Some(9_999),
+            ),
+            facts("lab", SandboxStatus::Allocated, 10_000 - 901, None),
+            facts("aws", SandboxStatus::Allocated, 10_000 - 60, None),
+        ];
+        rows[0].name = "lab-7".into();
+        let rate = allocation_rate(&rows, "lab-", now);
+        assert!(
+            (rate - 2.0 / 900.0).abs() < 1e-12,
+            "two in the window: {rate}"
+        );
+        assert!((time_to_empty(30, rate) - 13_500.0).abs() < 1e-6);
+        assert_eq!(time_to_empty(30, 0.0), f64::INFINITY);
+        assert_eq!(allocation_rate(&rows, "nios-", now), 0.0);
+    }
 
     fn facts(lab: &str, status: SandboxStatus, at: i64, released: Option<i64>) -> AllocationFacts {
         AllocationFacts {
@@ -295,6 +351,7 @@ mod tests {
             status,
             allocated_at: Some(at),
             released_at: released,
+            name: format!("{lab}-1"),
         }
     }
 
@@ -310,6 +367,7 @@ mod tests {
                 status: SandboxStatus::Allocated,
                 allocated_at: Some(1),
                 released_at: None,
+                name: "x-1".into(),
             },
         ];
         let stats = lab_stats(&rows);

@@ -84,6 +84,18 @@ pub struct HttpConfig {
     )]
     pub metrics_pool_prefixes: PoolPrefixes,
 
+    /// Low watermarks per name prefix, `prefix:count` comma-separated (`lab-:50,nios-:20`):
+    /// fewer available than the count sets `broker_pool_below_watermark{prefix}` and logs a
+    /// WARN. Each prefix also gets a forecast (`broker_pool_time_to_empty_seconds`).
+    #[arg(
+        long,
+        env = "POOL_LOW_WATERMARKS",
+        value_name = "POOL_LOW_WATERMARKS",
+        default_value = "",
+        value_parser = PoolWatermarks::parse
+    )]
+    pub pool_low_watermarks: PoolWatermarks,
+
     /// Seconds a client may take to send a request's line and headers, from its first byte;
     /// slower clients are disconnected.
     #[arg(long, env = "HEADER_READ_TIMEOUT_SEC", value_name = "HEADER_READ_TIMEOUT_SEC", default_value = "10", value_parser = parse_seconds)]
@@ -159,6 +171,40 @@ impl PoolPrefixes {
             ));
         }
         Ok(Self(prefixes))
+    }
+}
+
+/// Low watermarks per name prefix, in the order given, each prefix once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolWatermarks(pub Vec<(NamePrefix, u64)>);
+
+impl PoolWatermarks {
+    /// `prefix:count` entries, comma-separated; empty means none.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut marks: Vec<(NamePrefix, u64)> = Vec::new();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (prefix, count) = entry
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{entry:?} is not prefix:count"))?;
+            let prefix = NamePrefix::parse("POOL_LOW_WATERMARKS", prefix.trim())
+                .map_err(|err| err.to_string())?;
+            let count = count
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{entry:?}: the count is not a whole number"))?;
+            if marks.iter().any(|(seen, _)| *seen == prefix) {
+                return Err(format!("{} is given twice", prefix.as_str()));
+            }
+            marks.push((prefix, count));
+        }
+        if marks.len() > PoolPrefixes::MAX {
+            return Err(format!(
+                "at most {} prefixes, got {}",
+                PoolPrefixes::MAX,
+                marks.len()
+            ));
+        }
+        Ok(Self(marks))
     }
 }
 

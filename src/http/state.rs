@@ -14,9 +14,10 @@ use crate::domain::cordon::Cordon;
 use crate::domain::time::EpochSecs;
 use crate::domain::tokens::LabToken;
 use crate::domain::usage::AllocationFacts;
+use crate::domain::usage::allocation_rate;
 use crate::domain::{LabPolicy, NiosxaasHistory};
 use crate::jobs::Jobs;
-use crate::metrics::{Metrics, StoreReadings};
+use crate::metrics::{Metrics, PrefixForecast, StoreReadings};
 use crate::provider::breaker::GuardedProvider;
 use crate::provider::niosxaas::PreDeleteHook;
 use crate::ratelimit::RateLimiter;
@@ -93,23 +94,56 @@ impl Deref for AppState {
 
 impl Services {
     /// What `/metrics` reads of the store — the pool counts, the configured prefixes'
-    /// available counts and the job records — at most once per `METRICS_POOL_REFRESH_SEC`
-    /// (`None` while the store cannot be read).
+    /// available counts, the job records and, for prefixes with a low watermark, the
+    /// forecast (from the handed-out rows' facts, shared with the dashboard's analytics) —
+    /// at most once per `METRICS_POOL_REFRESH_SEC` (`None` while the store cannot be read).
     pub async fn store_readings(&self) -> Option<Arc<StoreReadings>> {
         self.pool_counts
             .get(|| async {
-                let prefixes = &self.http.metrics_pool_prefixes.0;
+                let marks = &self.http.pool_low_watermarks.0;
+                let mut prefixes = self.http.metrics_pool_prefixes.0.clone();
+                for (prefix, _) in marks {
+                    if !prefixes.contains(prefix) {
+                        prefixes.push(prefix.clone());
+                    }
+                }
+                let facts = async {
+                    if marks.is_empty() {
+                        Ok(Arc::new(Vec::new()))
+                    } else {
+                        self.shared_allocation_facts().await
+                    }
+                };
                 let read = tokio::try_join!(
                     self.store.analytics.stats(),
-                    self.store.analytics.available_by_prefix(prefixes),
+                    self.store.analytics.available_by_prefix(&prefixes),
                     self.store.jobs.job_records(),
+                    facts,
                 );
                 match read {
-                    Ok((pool, by_prefix, jobs)) => Some(Arc::new(StoreReadings {
-                        pool,
-                        available_by_prefix: prefixes.iter().cloned().zip(by_prefix).collect(),
-                        jobs,
-                    })),
+                    Ok((pool, by_prefix, jobs, facts)) => {
+                        let available_by_prefix: Vec<_> =
+                            prefixes.iter().cloned().zip(by_prefix).collect();
+                        let now = self.clock.now();
+                        let forecasts = marks
+                            .iter()
+                            .map(|(prefix, watermark)| PrefixForecast {
+                                prefix: prefix.clone(),
+                                available: available_by_prefix
+                                    .iter()
+                                    .find(|(p, _)| p == prefix)
+                                    .map_or(0, |(_, n)| *n),
+                                rate: allocation_rate(&facts, prefix.as_str(), now),
+                                watermark: *watermark,
+                            })
+                            .collect();
+                        Some(Arc::new(StoreReadings {
+                            pool,
+                            available_by_prefix,
+                            forecasts,
+                            jobs,
+                        }))
+                    }
                     Err(err) => {
                         tracing::warn!(error = ?err, "metrics: pool counts unavailable");
                         None

@@ -2,11 +2,12 @@
 //! per configured name prefix) and the jobs' shared records, so every instance of a fleet
 //! reports the same truth about the pool and about when each job last ran.
 
-use prometheus::{IntGauge, IntGaugeVec, Registry};
+use prometheus::{GaugeVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::{gauge, gauge_vec};
 use crate::domain::NamePrefix;
 use crate::domain::audit::{AUDIT_JOB, Check};
+use crate::domain::usage::time_to_empty;
 use crate::store::{JobOutcome, JobRecord, PoolStats};
 
 /// What a scrape read from the store (at most once per `METRICS_POOL_REFRESH_SEC`).
@@ -14,10 +15,26 @@ use crate::store::{JobOutcome, JobRecord, PoolStats};
 pub struct StoreReadings {
     /// Exact counts by status.
     pub pool: PoolStats,
-    /// Available sandboxes per configured prefix (`METRICS_POOL_PREFIXES`).
+    /// Available sandboxes per configured prefix (`METRICS_POOL_PREFIXES` and
+    /// `POOL_LOW_WATERMARKS`).
     pub available_by_prefix: Vec<(NamePrefix, u64)>,
+    /// The forecast of each prefix with a watermark.
+    pub forecasts: Vec<PrefixForecast>,
     /// Each job's lease and last run, as the store keeps them for the fleet.
     pub jobs: Vec<JobRecord>,
+}
+
+/// A name prefix's forecast: how fast its sandboxes go, and whether it is below its mark.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefixForecast {
+    /// The prefix.
+    pub prefix: NamePrefix,
+    /// Sandboxes available.
+    pub available: u64,
+    /// Allocations a second over the last 15 minutes.
+    pub rate: f64,
+    /// Its low watermark.
+    pub watermark: u64,
 }
 
 #[derive(Clone)]
@@ -34,6 +51,9 @@ pub(super) struct ReadingGauges {
     job_next_run: IntGaugeVec,
     job_last_outcome: IntGaugeVec,
     audit_violations: IntGaugeVec,
+    allocation_rate: GaugeVec,
+    time_to_empty: GaugeVec,
+    below_watermark: IntGaugeVec,
 }
 
 impl ReadingGauges {
@@ -47,7 +67,26 @@ impl ReadingGauges {
         for check in Check::ALL {
             audit_violations.with_label_values(&[check.as_str()]).set(0);
         }
+        let float_gauges = |name: &str, help: &str| {
+            let metric = GaugeVec::new(Opts::new(name, help), &["prefix"])?;
+            r.register(Box::new(metric.clone()))?;
+            Ok::<_, prometheus::Error>(metric)
+        };
         Ok(Self {
+            allocation_rate: float_gauges(
+                "broker_pool_allocation_rate",
+                "Allocations a second of sandboxes named with the prefix, over the last 15 minutes (POOL_LOW_WATERMARKS)",
+            )?,
+            time_to_empty: float_gauges(
+                "broker_pool_time_to_empty_seconds",
+                "Seconds until the prefix's available sandboxes run out at the last 15 minutes' rate (+Inf while none are taken)",
+            )?,
+            below_watermark: gauge_vec(
+                r,
+                "broker_pool_below_watermark",
+                "1 while fewer sandboxes of the prefix are available than its POOL_LOW_WATERMARKS count",
+                &["prefix"],
+            )?,
             audit_violations,
             available: gauge(r, "broker_pool_available", "Sandboxes available")?,
             allocated: gauge(r, "broker_pool_allocated", "Sandboxes allocated")?,
@@ -113,6 +152,33 @@ impl ReadingGauges {
             self.available_by_prefix
                 .with_label_values(&[prefix.as_str()])
                 .set(to_i64(*count));
+        }
+        for forecast in &readings.forecasts {
+            let prefix = forecast.prefix.as_str();
+            self.allocation_rate
+                .with_label_values(&[prefix])
+                .set(forecast.rate);
+            self.time_to_empty
+                .with_label_values(&[prefix])
+                .set(time_to_empty(forecast.available, forecast.rate));
+            let below = forecast.available < forecast.watermark;
+            let gauge = self.below_watermark.with_label_values(&[prefix]);
+            if below && gauge.get() == 0 {
+                tracing::warn!(
+                    prefix,
+                    available = forecast.available,
+                    watermark = forecast.watermark,
+                    "pool below its low watermark"
+                );
+            } else if !below && gauge.get() == 1 {
+                tracing::info!(
+                    prefix,
+                    available = forecast.available,
+                    watermark = forecast.watermark,
+                    "pool back above its low watermark"
+                );
+            }
+            gauge.set(i64::from(below));
         }
         for record in &readings.jobs {
             let job = record.job.as_str();

@@ -19,6 +19,7 @@ mod deploy_files;
 mod edge;
 mod embedded;
 mod env_example;
+mod forecast;
 mod helpers;
 mod jobs;
 mod lab;

@@ -164,6 +164,9 @@ const ON_FIRST_CALL: &[(&str, &[&str])] = &[
     ("broker_lab_time_to_sandbox_seconds", &["lab"]),
     ("broker_lab_exhausted_total", &["lab"]),
     ("broker_lab_cleanup_seconds", &["lab"]),
+    ("broker_pool_allocation_rate", &["prefix"]),
+    ("broker_pool_time_to_empty_seconds", &["prefix"]),
+    ("broker_pool_below_watermark", &["prefix"]),
 ];
 
 /// The DynamoDB store's own series, registered beside the service's on that store only.

@@ -203,7 +203,14 @@ fn the_dashboard_has_a_panel_for_every_alerted_series() {
 
 #[tokio::test]
 async fn every_series_the_rules_and_dashboard_name_is_exported() {
-    let app = TestApp::builder().pool_prefixes("lab-").spawn().await;
+    let app = TestApp::builder()
+        .pool_prefixes("lab-")
+        .config(|c| {
+            c.http.pool_low_watermarks =
+                sandbox_broker::http::config::PoolWatermarks::parse("lab-:5").unwrap();
+        })
+        .spawn()
+        .await;
     app.seed("lab-", 0, 2).await;
     app.allocate("stu").await;
     app.expire_now().await;

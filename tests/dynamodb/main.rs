@@ -29,6 +29,8 @@ mod dashboard_browser;
 #[path = "../api/edge.rs"]
 mod edge;
 mod fleet;
+#[path = "../api/forecast.rs"]
+mod forecast;
 // Not every helper is used by the DynamoDB suite (the Python tools run in the api suite).
 #[allow(dead_code)]
 #[path = "../api/helpers/mod.rs"]
