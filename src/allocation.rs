@@ -102,6 +102,16 @@ pub async fn try_again(
     counted(metrics, result, started)
 }
 
+/// Counts a waiting request refused in the end (its tries were not counted, see
+/// [`try_again`]): once, as any 409.
+pub fn refused_after_waiting(metrics: &Metrics) {
+    metrics
+        .lab
+        .allocate_total
+        .with_label_values(&[AllocateOutcome::NoSandboxes.as_str()])
+        .inc();
+}
+
 /// Counts an allocation that failed before it reached the store's allocation (the
 /// cordons it must check could not be read), as any other failed allocation; hands the
 /// error back.

@@ -220,7 +220,7 @@ impl Services {
             let recent = jobs.records().await.ok().and_then(|records| {
                 records
                     .into_iter()
-                    .find(|(job, ..)| job.as_str() == "sync")
+                    .find(|(job, ..)| *job == crate::jobs::JobName::Sync)
                     .and_then(|(.., record)| record?.last_started_at)
             });
             let gap_secs = i64::try_from(gap.as_secs()).unwrap_or(i64::MAX);

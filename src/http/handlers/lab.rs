@@ -217,12 +217,7 @@ async fn wait_for_sandbox(
         }
     };
     if answer.is_err() {
-        // The waiting request is refused in the end: counted once, as any 409.
-        app.metrics
-            .lab
-            .allocate_total
-            .with_label_values(&[allocation::AllocateOutcome::NoSandboxes.as_str()])
-            .inc();
+        allocation::refused_after_waiting(&app.metrics);
     }
     drop(ticket);
     metrics

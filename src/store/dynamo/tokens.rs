@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
@@ -254,6 +255,20 @@ impl DynamoStore {
             .build())
     }
 
+    /// One transaction of a row's update and its token's slot, under one client token for
+    /// every attempt (DynamoDB applies a retried transaction once).
+    fn row_and_slot(
+        &self,
+        row: TransactWriteItem,
+        slot: TransactWriteItem,
+    ) -> TransactWriteItemsFluentBuilder {
+        self.client()
+            .transact_write_items()
+            .client_request_token(uuid::Uuid::new_v4().to_string())
+            .transact_items(row)
+            .transact_items(slot)
+    }
+
     /// Claims `candidate` for `request` under its lab token: the row's update and the
     /// token's new slot in one transaction, so a fleet never holds more than `max_active`
     /// under one token. A refusal says which condition failed.
@@ -277,12 +292,7 @@ impl DynamoStore {
             Ok(items) => items,
             Err(err) => return (Err(err.into()), None),
         };
-        let transaction = self
-            .client()
-            .transact_write_items()
-            .client_request_token(uuid::Uuid::new_v4().to_string())
-            .transact_items(row)
-            .transact_items(slot);
+        let transaction = self.row_and_slot(row, slot);
         let (sent, found) = self
             .calls
             .send_keeping_classified(
@@ -311,12 +321,7 @@ impl DynamoStore {
         };
         let row = self.row_update_item(before, change)?;
         let slot = self.slot_item(token, &before.sandbox_id, None, change.row.updated_at)?;
-        let transaction = self
-            .client()
-            .transact_write_items()
-            .client_request_token(uuid::Uuid::new_v4().to_string())
-            .transact_items(row)
-            .transact_items(slot);
+        let transaction = self.row_and_slot(row, slot);
         self.calls
             .send_classified(budget, || transaction.clone().send(), transaction_verdict)
             .await?;

@@ -65,33 +65,43 @@ impl Snapshot {
             .try_fold(0, |sum, len| Ok(sum + len.map_err(storage)?))
     }
 
-    /// Hands every item to `send` until it answers `false` (the reader went away).
+    /// Hands every item to `send`, in [`BackupItem::order`], until it answers `false` (the
+    /// reader went away).
     fn each(&self, mut send: impl FnMut(BackupItem) -> bool) -> Result<(), StoreError> {
-        let json_tables: [(&ReadOnlyTable<&str, &[u8]>, JsonKind); 7] = [
+        let mut each_json = |tables: &[(&ReadOnlyTable<&str, &[u8]>, JsonKind)]| {
+            for (table, kind) in tables {
+                for entry in table.iter().map_err(storage)? {
+                    let (key, value) = entry.map_err(storage)?;
+                    if !send(kind.decode(key.value(), value.value())?) {
+                        return Ok(false);
+                    }
+                }
+            }
+            Ok::<_, StoreError>(true)
+        };
+        // What others point at first: the tokens, the markers, the rows.
+        let referred = [
             (&self.tokens, JsonKind::Token),
             (&self.used, JsonKind::Used),
             (&self.sandboxes, JsonKind::Sandbox),
+        ];
+        if !each_json(&referred)? {
+            return Ok(());
+        }
+        let rest = [
             (&self.niosxaas_history, JsonKind::Niosxaas),
             (&self.jobs, JsonKind::Job),
             (&self.cordons, JsonKind::Cordon),
             (&self.actions, JsonKind::Action),
         ];
-        for (position, (table, kind)) in json_tables.into_iter().enumerate() {
-            for entry in table.iter().map_err(storage)? {
-                let (key, value) = entry.map_err(storage)?;
-                if !send(kind.decode(key.value(), value.value())?) {
-                    return Ok(());
-                }
-            }
-            // The keys come after the rows they point at.
-            if position == 2 {
-                for entry in self.allocation_keys.iter().map_err(storage)? {
-                    let (key, id) = entry.map_err(storage)?;
-                    let item = AllocationKeyItem::from_encoded(key.value(), id.value().to_owned());
-                    if !send(BackupItem::AllocationKey(item)) {
-                        return Ok(());
-                    }
-                }
+        if !each_json(&rest)? {
+            return Ok(());
+        }
+        for entry in self.allocation_keys.iter().map_err(storage)? {
+            let (key, id) = entry.map_err(storage)?;
+            let item = AllocationKeyItem::from_encoded(key.value(), id.value().to_owned());
+            if !send(BackupItem::AllocationKey(item)) {
+                return Ok(());
             }
         }
         Ok(())
