@@ -169,10 +169,22 @@ impl DynamoStore {
         items: Vec<BackupItem>,
         now: EpochSecs,
     ) -> Result<Vec<Restored>, StoreError> {
-        futures::stream::iter(items.into_iter().map(|item| self.put_if_absent(item, now)))
+        // Many puts at once, but never an item before one it points at: the runs of the
+        // export's order (tokens and markers, rows, the rest) go one after another, so a
+        // restored row finds its lab token written when it records its slot there.
+        let mut restored = Vec::with_capacity(items.len());
+        for run in items.chunk_by(|a, b| a.order() == b.order()) {
+            let written: Vec<Restored> = futures::stream::iter(
+                run.iter()
+                    .cloned()
+                    .map(|item| self.put_if_absent(item, now)),
+            )
             .buffered(BULK_CONCURRENCY * 2)
             .try_collect()
-            .await
+            .await?;
+            restored.extend(written);
+        }
+        Ok(restored)
     }
 
     async fn put_if_absent(
