@@ -72,6 +72,7 @@ impl AllocateInput {
             lab_duration_hours,
             now,
             token: None,
+            reservation: None,
         }
     }
 }

@@ -126,6 +126,8 @@ impl AppState {
         let niosxaas_histories = Recent::new(config.http.analytics_cache);
         let cordons = Recent::new(crate::http::state::CORDONS_REFRESH);
         let lab_tokens = Recent::new(crate::http::auth::LAB_TOKENS_REFRESH);
+        let reservations = Recent::new(crate::http::state::RESERVATIONS_REFRESH);
+        let reservation_lead_secs = config.jobs.reservation_lead_secs();
         let metrics = Metrics::new()?;
         metrics
             .lab_slo
@@ -177,6 +179,8 @@ impl AppState {
             niosxaas_histories,
             cordons,
             lab_tokens,
+            reservations,
+            reservation_lead_secs,
             lab_token_touches: std::sync::Mutex::default(),
             token_rates: crate::ratelimit::TokenRates::default(),
             waiting: crate::allocation::waiting::WaitingRoom::new(crate::config_values::as_usize(

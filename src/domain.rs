@@ -10,6 +10,7 @@ pub mod cordon;
 pub mod deletion;
 pub mod lease;
 pub mod lifecycle;
+pub mod reservations;
 mod sandbox;
 pub mod time;
 pub mod tokens;

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod cleanup;
 pub mod expiry;
 mod report;
+pub mod reservations;
 mod schedule;
 
 pub use self::schedule::Fence;
@@ -25,7 +26,8 @@ use std::time::{Duration, Instant};
 pub use self::cleanup::CleanupCounts;
 use self::report::log_run;
 pub use self::report::{
-    AuditCounts, ExpiryCounts, JobName, JobReport, RunCounts, StaleCounts, SyncCounts, Trigger,
+    AuditCounts, ExpiryCounts, HoldingCounts, JobName, JobReport, RunCounts, StaleCounts,
+    SyncCounts, Trigger,
 };
 use crate::domain::LabPolicy;
 use crate::domain::audit::AuditRules;
@@ -59,6 +61,10 @@ pub struct Schedule {
     pub audit: Duration,
     /// The auditor's thresholds.
     pub audit_rules: AuditRules,
+    /// `RESERVATIONS_INTERVAL_SEC`.
+    pub reservations: Duration,
+    /// `RESERVATION_LEAD_MINUTES`, in seconds: how long before a class its sandboxes are held.
+    pub reservation_lead_secs: i64,
 }
 
 /// Why a job run did not complete.
@@ -163,6 +169,7 @@ impl Jobs {
             JobName::Expiry => self.schedule.expiry,
             JobName::AutoDeleteStale => self.schedule.stale,
             JobName::Audit => self.schedule.audit,
+            JobName::Reservations => self.schedule.reservations,
         }
     }
 
@@ -202,6 +209,12 @@ impl Jobs {
         self.audit_as(Trigger::Admin).await
     }
 
+    /// Holds and returns reservations' sandboxes now (after a reservation is made or
+    /// deleted, so it need not wait for the schedule).
+    pub async fn hold_reservations(&self) -> Result<JobReport<HoldingCounts>, JobError> {
+        self.hold_reservations_as(Trigger::Admin).await
+    }
+
     /// A scheduled run of `job`.
     async fn run_scheduled(&self, job: JobName) -> Result<(), JobError> {
         let trigger = Trigger::Scheduled;
@@ -211,6 +224,7 @@ impl Jobs {
             JobName::Expiry => self.expire_as(trigger).await.map(drop),
             JobName::AutoDeleteStale => self.remove_stale_as(trigger).await.map(drop),
             JobName::Audit => self.audit_as(trigger).await.map(drop),
+            JobName::Reservations => self.hold_reservations_as(trigger).await.map(drop),
         }
     }
 
@@ -275,6 +289,23 @@ impl Jobs {
             )
             .await?;
             Ok(StaleCounts { deleted })
+        })
+        .await
+    }
+
+    async fn hold_reservations_as(
+        &self,
+        trigger: Trigger,
+    ) -> Result<JobReport<HoldingCounts>, JobError> {
+        self.leased(JobName::Reservations, trigger, async |fence: &Fence| {
+            reservations::run_once(
+                &*self.store.reservations,
+                &self.metrics,
+                fence,
+                self.schedule.reservation_lead_secs,
+                self.clock.now(),
+            )
+            .await
         })
         .await
     }

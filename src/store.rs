@@ -24,7 +24,7 @@ pub use self::open::{OpenFailure, open};
 pub use self::roles::{
     ActionLog, AdminStore, AllocationStore, AnalyticsStore, BackupStore, DeletionClaim,
     FinishedDeletion, HealthStore, JobStore, LeaseRequest, LifecycleStore, ReleaseOutcome,
-    ReleaseRequest, Store, TokenStore,
+    ReleaseRequest, ReservationStore, Store, TokenStore,
 };
 pub use crate::domain::deletion::{DeletionOutcome, finished_change};
 
@@ -98,6 +98,8 @@ pub struct AllocationRequest {
     pub now: EpochSecs,
     /// The lab token it is made under (`None`: the static track token).
     pub token: Option<TokenGrant>,
+    /// The reservation it draws on first (its lab's, holding now), if any.
+    pub reservation: Option<String>,
 }
 
 /// What an allocation under a lab token carries: the token, and its cap.
@@ -120,6 +122,7 @@ impl AllocationRequest {
             lab_duration_hours: self.lab_duration_hours,
             now: self.now,
             token_id: self.token.as_ref().map(|token| token.id.as_str()),
+            reservation: self.reservation.as_deref(),
         }
     }
 }
@@ -157,6 +160,8 @@ pub struct SharedStore {
     pub backup: Arc<dyn BackupStore>,
     /// Scoped lab tokens.
     pub tokens: Arc<dyn TokenStore>,
+    /// Reservations for scheduled classes.
+    pub reservations: Arc<dyn ReservationStore>,
 }
 
 impl SharedStore {
@@ -176,7 +181,8 @@ impl SharedStore {
             analytics: store.clone(),
             health: store.clone(),
             backup: store.clone(),
-            tokens: store,
+            tokens: store.clone(),
+            reservations: store,
         }
     }
 }

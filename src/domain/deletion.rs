@@ -24,6 +24,7 @@ pub fn finished_change(
             held_by: None,
             claimed_by: Some(runner.to_owned()),
             allocated_at: None,
+            reserved_for: None,
         },
     }
 }

@@ -28,6 +28,8 @@ pub struct Expect {
     /// And, when set, still the allocation made at this time (epoch seconds; 0 as stored
     /// for a row never allocated).
     pub allocated_at: Option<EpochSecs>,
+    /// And, when set, still set aside for this reservation.
+    pub reserved_for: Option<String>,
 }
 
 impl Expect {
@@ -42,6 +44,7 @@ impl Expect {
             && self
                 .allocated_at
                 .is_none_or(|at| row.allocated_at.unwrap_or_default() == at)
+            && same(&self.reserved_for, &row.reserved_for)
     }
 }
 
@@ -89,6 +92,7 @@ pub fn release(
             held_by: Some(holder.as_str().to_owned()),
             claimed_by: None,
             allocated_at: None,
+            reserved_for: None,
         },
     })))
 }
@@ -105,6 +109,7 @@ pub fn expire(row: &Sandbox, policy: LabPolicy, now: EpochSecs) -> Option<Change
             held_by: Some(row.holder.clone().unwrap_or_default()),
             claimed_by: None,
             allocated_at: Some(row.allocated_at.unwrap_or_default()),
+            reserved_for: None,
         },
     })
 }
@@ -125,15 +130,24 @@ pub struct Grant<'a> {
     pub now: EpochSecs,
     /// The lab token it is made under, if one.
     pub token_id: Option<&'a str>,
+    /// The reservation it draws on, if one: its rows are candidates too.
+    pub reservation: Option<&'a str>,
 }
 
-/// Allocating a candidate: an available row becomes the grant's, provided it is still
-/// available when the change lands (a racing allocation may take it first). Any other
-/// row is no candidate (`None`).
+/// Allocating a candidate: an available row — or one set aside for the reservation the
+/// grant draws on — becomes the grant's, provided it is still so when the change lands (a
+/// racing allocation may take it first). Any other row is no candidate (`None`). A row
+/// drawn from a reservation keeps `reserved_for`, so the reservation counts it as used.
 pub fn allocate(row: &Sandbox, grant: &Grant<'_>) -> Option<Change> {
-    if row.status != SandboxStatus::Available {
-        return None;
-    }
+    let drawn = match row.status {
+        SandboxStatus::Available => false,
+        SandboxStatus::Reserved
+            if row.reserved_for.is_some() && row.reserved_for.as_deref() == grant.reservation =>
+        {
+            true
+        }
+        _ => return None,
+    };
     let mut taken = row.clone();
     taken.status = SandboxStatus::Allocated;
     taken.holder = Some(grant.holder.to_owned());
@@ -143,16 +157,57 @@ pub fn allocate(row: &Sandbox, grant: &Grant<'_>) -> Option<Change> {
     taken.lab_duration_hours = Some(grant.lab_duration_hours);
     taken.allocated_by = Some(ALLOCATED_BY_BROKER.to_owned());
     taken.token_id = grant.token_id.map(str::to_owned);
+    taken.reserved_for = if drawn {
+        row.reserved_for.clone()
+    } else {
+        None
+    };
     taken.updated_at = grant.now;
     Some(Change {
-        row: taken,
         expect: Expect {
-            status: SandboxStatus::Available,
+            status: row.status,
             held_by: None,
             claimed_by: None,
             allocated_at: None,
+            reserved_for: drawn.then(|| row.reserved_for.clone()).flatten(),
         },
+        row: taken,
     })
+}
+
+/// Setting an available row aside for `reservation`, provided it is still available when
+/// the change lands; any other row is left alone (`None`).
+pub fn reserve(row: &Sandbox, reservation: &str, now: EpochSecs) -> Option<Change> {
+    (row.status == SandboxStatus::Available).then(|| {
+        let mut held = row.clone();
+        held.status = SandboxStatus::Reserved;
+        held.reserved_for = Some(reservation.to_owned());
+        held.updated_at = now;
+        Change {
+            row: held,
+            expect: sync::while_still(SandboxStatus::Available),
+        }
+    })
+}
+
+/// Returning a row set aside for `reservation` to the pool, provided it is still set
+/// aside for it when the change lands (an allocation may draw on it first); any other row
+/// is left alone (`None`).
+pub fn unreserve(row: &Sandbox, reservation: &str, now: EpochSecs) -> Option<Change> {
+    (row.status == SandboxStatus::Reserved && row.reserved_for.as_deref() == Some(reservation))
+        .then(|| {
+            let mut back = row.clone();
+            back.status = SandboxStatus::Available;
+            back.reserved_for = None;
+            back.updated_at = now;
+            Change {
+                row: back,
+                expect: Expect {
+                    reserved_for: Some(reservation.to_owned()),
+                    ..sync::while_still(SandboxStatus::Reserved)
+                },
+            }
+        })
 }
 
 /// The row an allocation leaves when it ends (released or expired): pending deletion
@@ -247,6 +302,7 @@ pub(crate) mod tests {
     fn only_an_available_row_is_allocated_and_it_becomes_the_grants() {
         let grant = Grant {
             token_id: None,
+            reservation: None,
             holder: "stu",
             idempotency_key: "key-1",
             lab: None,
@@ -292,6 +348,70 @@ pub(crate) mod tests {
                 (None, None)
             );
         }
+    }
+
+    #[test]
+    fn a_reserved_row_goes_only_to_its_reservations_lab_and_keeps_its_name() {
+        let available = row(SandboxStatus::Available, None);
+        let reserved = reserve(&available, "res_1", EpochSecs::new(200)).unwrap();
+        assert_eq!(
+            (reserved.row.status, reserved.row.reserved_for.as_deref()),
+            (SandboxStatus::Reserved, Some("res_1"))
+        );
+        assert_eq!(reserved.expect.status, SandboxStatus::Available);
+        for status in SandboxStatus::ALL {
+            assert_eq!(
+                reserve(&row(status, None), "res_1", EpochSecs::new(200)).is_some(),
+                status == SandboxStatus::Available,
+                "{status:?}"
+            );
+        }
+        let grant = |reservation| Grant {
+            token_id: None,
+            reservation,
+            holder: "stu",
+            idempotency_key: "stu",
+            lab: Some("lab-a"),
+            lab_duration_hours: 4,
+            now: EpochSecs::new(500),
+        };
+        assert!(
+            allocate(&reserved.row, &grant(None)).is_none(),
+            "not without it"
+        );
+        assert!(
+            allocate(&reserved.row, &grant(Some("res_2"))).is_none(),
+            "not another's"
+        );
+        let drawn = allocate(&reserved.row, &grant(Some("res_1"))).unwrap();
+        assert_eq!(
+            (drawn.row.status, drawn.row.reserved_for.as_deref()),
+            (SandboxStatus::Allocated, Some("res_1")),
+            "the reservation counts it as used"
+        );
+        assert_eq!(
+            (drawn.expect.status, drawn.expect.reserved_for.as_deref()),
+            (SandboxStatus::Reserved, Some("res_1"))
+        );
+        let from_pool = allocate(&available, &grant(Some("res_1"))).unwrap();
+        assert_eq!(
+            from_pool.row.reserved_for, None,
+            "a pool row is not the reservation's"
+        );
+        assert!(unreserve(&reserved.row, "res_2", EpochSecs::new(900)).is_none());
+        let back = unreserve(&reserved.row, "res_1", EpochSecs::new(900)).unwrap();
+        assert_eq!(
+            (
+                back.row.status,
+                back.row.reserved_for.clone(),
+                back.expect.reserved_for.as_deref()
+            ),
+            (SandboxStatus::Available, None, Some("res_1"))
+        );
+        assert!(
+            unreserve(&drawn.row, "res_1", EpochSecs::new(900)).is_none(),
+            "handed out"
+        );
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub struct Sandbox {
     /// The lab token it was allocated under (`None`: the static track token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
+    /// The reservation it is set aside for (`reserved`), or was allocated from (kept after,
+    /// so a reservation counts what it used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved_for: Option<String>,
 }
 
 /// What the NIOSXaaS pre-delete hook found and did in one sandbox account. The first three
@@ -248,6 +252,7 @@ impl NewSandbox {
             updated_at: now,
             sfdc_account_id: self.sfdc_account_id,
             token_id: None,
+            reserved_for: None,
             deleted_at: None,
             ttl: None,
             next_deletion_attempt_at: None,

@@ -66,7 +66,10 @@ mod tests {
             let never_allocated = row(status, None);
             let expected = !matches!(
                 status,
-                SandboxStatus::Available | SandboxStatus::Stale | SandboxStatus::Quarantined
+                SandboxStatus::Available
+                    | SandboxStatus::Stale
+                    | SandboxStatus::Quarantined
+                    | SandboxStatus::Reserved
             );
             assert_eq!(
                 UsedAccount::left_by(&never_allocated, EpochSecs::new(900)).is_some(),

@@ -24,11 +24,15 @@ pub enum SandboxStatus {
     /// Taken out of the pool by an admin without being deleted (a suspicious account);
     /// only an admin puts it back, and only if it was never handed out.
     Quarantined,
+    /// Set aside for a reservation's class (`reserved_for` names it); only that lab's
+    /// allocations take it, and the reservations job returns it to the pool when the
+    /// reservation ends.
+    Reserved,
 }
 
 impl SandboxStatus {
     /// Every status, in the order stats report them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Available,
         Self::Allocated,
         Self::PendingDeletion,
@@ -36,6 +40,7 @@ impl SandboxStatus {
         Self::DeletionFailed,
         Self::Deleted,
         Self::Quarantined,
+        Self::Reserved,
     ];
 
     /// The wire and table string of this status.
@@ -48,6 +53,7 @@ impl SandboxStatus {
             Self::DeletionFailed => "deletion_failed",
             Self::Stale => "stale",
             Self::Quarantined => "quarantined",
+            Self::Reserved => "reserved",
         }
     }
 }
@@ -68,7 +74,7 @@ impl FromStr for SandboxStatus {
             .ok_or_else(|| {
                 ValidationError::new(
                     "status",
-                    "must be one of available, allocated, pending_deletion, stale, deletion_failed, deleted, quarantined",
+                    "must be one of available, allocated, pending_deletion, stale, deletion_failed, deleted, quarantined, reserved",
                 )
             })
     }

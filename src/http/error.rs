@@ -96,6 +96,17 @@ pub enum ApiError {
     /// 409 `TOO_MANY_TOKENS` / `TOKEN_NAME_TAKEN`: a new lab token is not kept.
     #[error(transparent)]
     TokenRefused(crate::domain::tokens::TokenRefused),
+    /// 409 `RESERVATION_SHORT`: the pool, less what overlapping reservations still need,
+    /// cannot hold a new reservation; the envelope carries the `shortfall`.
+    #[error("the pool cannot hold the reservation: {shortfall} short")]
+    ReservationShort {
+        /// Sandboxes it lacks.
+        shortfall: u64,
+        /// Sandboxes it asked for.
+        count: u64,
+        /// What the pool at its prefix can give it, overlapping reservations deducted.
+        free: u64,
+    },
     /// 409 `NOT_ALLOCATED`: an admin release of a sandbox that is not allocated (any more).
     #[error("sandbox is {0}, not allocated")]
     NotAllocated(crate::domain::SandboxStatus),
@@ -178,6 +189,9 @@ pub struct ErrorBody {
     /// Seconds to wait, where the error has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// Sandboxes a reservation lacks (`RESERVATION_SHORT` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shortfall: Option<u64>,
 }
 
 /// The error envelope every error answer carries: `{"detail": {...}}`.
@@ -226,6 +240,7 @@ impl ApiError {
             | Self::ListingRefused(_)
             | Self::NotAllocated(_)
             | Self::TokenRefused(_)
+            | Self::ReservationShort { .. }
             | Self::RowActionRefused(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } | Self::AuthThrottled { .. } | Self::QuotaExceeded => {
@@ -314,6 +329,19 @@ impl ApiError {
                 format!("New sandboxes for this lab are paused by an admin: {reason}"),
                 Some(CORDONED_RETRY_AFTER_SECS),
             ),
+            Self::ReservationShort {
+                shortfall,
+                count,
+                free,
+            } => (
+                "RESERVATION_SHORT",
+                format!(
+                    "The pool cannot hold this reservation: it asks for {count} sandboxes and \
+                     {free} are free at its name prefix over its time (the overlapping \
+                     reservations' needs deducted), {shortfall} short. Nothing was reserved"
+                ),
+                None,
+            ),
             Self::NotAllocated(status) => (
                 "NOT_ALLOCATED",
                 format!(
@@ -369,11 +397,16 @@ impl ApiError {
                 None,
             ),
         };
+        let shortfall = match self {
+            Self::ReservationShort { shortfall, .. } => Some(*shortfall),
+            _ => None,
+        };
         ErrorBody {
             code,
             message,
             request_id: String::new(),
             retry_after,
+            shortfall,
         }
     }
 

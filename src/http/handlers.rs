@@ -8,5 +8,6 @@ pub mod dashboard;
 pub mod jobs;
 pub mod lab;
 pub mod ops;
+pub mod reservations;
 pub mod tokens;
 pub mod usage;

@@ -14,7 +14,9 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::auth::{require_admin_token, require_lab_token, require_metrics_token};
 use super::error::ApiError;
-use super::handlers::{actions, admin, backup, cordon, dashboard, jobs, lab, ops, tokens, usage};
+use super::handlers::{
+    actions, admin, backup, cordon, dashboard, jobs, lab, ops, reservations, tokens, usage,
+};
 use super::middleware::{self, address_rate_limit, rate_limit};
 use crate::http::state::AppState;
 
@@ -73,6 +75,11 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(backup::export))
         .routes(routes!(tokens::mint_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(
+            reservations::create_reservation,
+            reservations::list_reservations
+        ))
+        .routes(routes!(reservations::delete_reservation))
         .routes(routes!(cordon::list_cordons, cordon::add_cordon))
         .routes(routes!(cordon::remove_cordon))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))

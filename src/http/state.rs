@@ -11,6 +11,7 @@ use super::config::HttpConfig;
 use super::recent::Recent;
 use crate::domain::clock::SharedClock;
 use crate::domain::cordon::Cordon;
+use crate::domain::reservations::Reservation;
 use crate::domain::time::EpochSecs;
 use crate::domain::tokens::LabToken;
 use crate::domain::usage::AllocationFacts;
@@ -26,6 +27,10 @@ use crate::store::{SharedStore, StoreError};
 
 /// How long an instance reuses the cordons it read: a cordon holds across a fleet within it.
 pub const CORDONS_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long an instance reuses the reservations it read: a reservation made or deleted on
+/// one instance is drawn on (or no more) across the fleet within it.
+pub const RESERVATIONS_REFRESH: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Everything a request handler may use.
 pub struct Services {
@@ -62,6 +67,12 @@ pub struct Services {
     /// The lab tokens, read at most once per [`LAB_TOKENS_REFRESH`](super::auth::LAB_TOKENS_REFRESH), so a token minted or
     /// revoked on one instance holds across the fleet within that time.
     pub lab_tokens: Recent<Arc<LabTokens>>,
+    /// The reservations, read at most once per [`RESERVATIONS_REFRESH`]: which one a lab's
+    /// allocation draws on first.
+    pub reservations: Recent<Arc<Vec<Reservation>>>,
+    /// `RESERVATION_LEAD_MINUTES`, in seconds: reservations hold (and are drawn on) from
+    /// this long before their start.
+    pub reservation_lead_secs: i64,
     /// Allocation requests waiting for a sandbox (`Prefer: wait`).
     pub waiting: Arc<crate::allocation::waiting::WaitingRoom>,
     /// `SYNC_MIN_GAP_SEC`: the least time between syncs an exhausted pool triggers.
@@ -157,6 +168,13 @@ impl Services {
     pub async fn current_cordons(&self) -> Result<Arc<Vec<Cordon>>, StoreError> {
         self.cordons
             .try_get(|| async { self.store.admin.cordons().await.map(Arc::new) })
+            .await
+    }
+
+    /// The reservations (at most [`RESERVATIONS_REFRESH`] old).
+    pub async fn current_reservations(&self) -> Result<Arc<Vec<Reservation>>, StoreError> {
+        self.reservations
+            .try_get(|| async { self.store.reservations.reservations().await.map(Arc::new) })
             .await
     }
 

@@ -86,6 +86,15 @@ pub struct JobsConfig {
     #[arg(long, env = "DELETION_OVERDUE_MINUTES", value_name = "DELETION_OVERDUE_MINUTES", default_value = "60", value_parser = clap::value_parser!(u32).range(1..=525_600))]
     pub deletion_overdue_minutes: u32,
 
+    /// Seconds between runs of the reservations job (it sets sandboxes aside for the
+    /// reservations that are holding, and returns those of ended or deleted ones).
+    #[arg(long, env = "RESERVATIONS_INTERVAL_SEC", value_name = "RESERVATIONS_INTERVAL_SEC", default_value = "15", value_parser = parse_seconds)]
+    pub reservations_interval: Duration,
+
+    /// Minutes before a reservation's `starts_at` that its sandboxes are set aside.
+    #[arg(long, env = "RESERVATION_LEAD_MINUTES", value_name = "RESERVATION_LEAD_MINUTES", default_value = "30", value_parser = clap::value_parser!(u32).range(0..=10_080))]
+    pub reservation_lead_minutes: u32,
+
     /// Seconds a job's lease lasts without renewal; a holder that dies is replaced after this.
     #[arg(long, env = "JOB_LEASE_SEC", value_name = "JOB_LEASE_SEC", default_value = "60", value_parser = parse_seconds)]
     pub job_lease: Duration,
@@ -117,10 +126,17 @@ impl JobsConfig {
             cleanup_settings: self.cleanup_settings(),
             sync_rules: self.sync_rules(),
             audit: self.audit_interval,
+            reservations: self.reservations_interval,
+            reservation_lead_secs: self.reservation_lead_secs(),
             audit_rules: AuditRules {
                 deletion_overdue_secs: i64::from(self.deletion_overdue_minutes) * 60,
             },
         }
+    }
+
+    /// `RESERVATION_LEAD_MINUTES`, in seconds.
+    pub fn reservation_lead_secs(&self) -> i64 {
+        i64::from(self.reservation_lead_minutes) * 60
     }
 
     /// How a scheduled sync applies a listing (an admin may force one).

@@ -53,16 +53,19 @@ pub enum JobName {
     AutoDeleteStale,
     /// The auditor: reports what is wrong with the pool.
     Audit,
+    /// Sets sandboxes aside for reservations, and returns them.
+    Reservations,
 }
 
 impl JobName {
     /// Every job.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Sync,
         Self::Cleanup,
         Self::Expiry,
         Self::AutoDeleteStale,
         Self::Audit,
+        Self::Reservations,
     ];
 
     /// The lease and metric name.
@@ -73,6 +76,7 @@ impl JobName {
             Self::Expiry => "expiry",
             Self::AutoDeleteStale => "auto_delete_stale",
             Self::Audit => crate::domain::audit::AUDIT_JOB,
+            Self::Reservations => "reservations",
         }
     }
 
@@ -84,6 +88,7 @@ impl JobName {
             Self::Expiry => "admin.expire",
             Self::AutoDeleteStale => "admin.auto_delete_stale",
             Self::Audit => "admin.audit",
+            Self::Reservations => "admin.reservations",
         }
     }
 
@@ -181,6 +186,30 @@ pub struct StaleCounts {
 impl RunCounts for StaleCounts {
     fn named(&self) -> BTreeMap<String, u64> {
         by_name(&[("deleted", self.deleted)])
+    }
+}
+
+/// What a run of the reservations job did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HoldingCounts {
+    /// Rows set aside for reservations.
+    pub held: u64,
+    /// Rows returned to the pool (ended or deleted reservations).
+    pub returned: u64,
+    /// Rows a holding reservation still lacks because the pool had too few.
+    pub short: u64,
+    /// Ended reservations forgotten.
+    pub forgotten: u64,
+}
+
+impl RunCounts for HoldingCounts {
+    fn named(&self) -> BTreeMap<String, u64> {
+        by_name(&[
+            ("held", self.held),
+            ("returned", self.returned),
+            ("short", self.short),
+            ("forgotten", self.forgotten),
+        ])
     }
 }
 

@@ -1,8 +1,8 @@
 //! The background jobs: sync, cleanup, expiry and stale removal.
 
-use prometheus::{IntCounter, IntCounterVec, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
-use super::{counter, counter_vec, histogram, zero};
+use super::{counter, counter_vec, gauge, histogram, zero};
 
 /// The background jobs: sync, cleanup, expiry and stale removal.
 #[derive(Clone)]
@@ -35,6 +35,9 @@ pub struct JobMetrics {
     pub auto_delete_stale_total: IntCounterVec,
     /// `broker_auto_delete_stale_deleted_total`: stale rows it removed.
     pub auto_delete_stale_deleted_total: IntCounter,
+    /// `broker_reservation_short_sandboxes`: sandboxes the holding reservations lacked after
+    /// the reservations job's last run on this instance (the pool had too few).
+    pub reservations_short: IntGauge,
 }
 
 impl JobMetrics {
@@ -109,6 +112,11 @@ impl JobMetrics {
                 r,
                 "broker_auto_delete_stale_deleted_total",
                 "Stale rows removed by the scheduled job",
+            )?,
+            reservations_short: gauge(
+                r,
+                "broker_reservation_short_sandboxes",
+                "Sandboxes the holding reservations lacked after the reservations job's last run here",
             )?,
         };
         metrics.zero_known_series();

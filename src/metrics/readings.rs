@@ -45,6 +45,7 @@ pub(super) struct ReadingGauges {
     stale: IntGauge,
     deletion_failed: IntGauge,
     quarantined: IntGauge,
+    reserved: IntGauge,
     total: IntGauge,
     available_by_prefix: IntGaugeVec,
     job_last_finished: IntGaugeVec,
@@ -101,6 +102,11 @@ impl ReadingGauges {
                 "broker_pool_quarantined",
                 "Sandboxes an admin quarantined",
             )?,
+            reserved: gauge(
+                r,
+                "broker_pool_reserved",
+                "Sandboxes set aside for reservations",
+            )?,
             deletion_failed: gauge(
                 r,
                 "broker_pool_deletion_failed",
@@ -147,6 +153,7 @@ impl ReadingGauges {
         self.stale.set(to_i64(pool.stale));
         self.deletion_failed.set(to_i64(pool.deletion_failed));
         self.quarantined.set(to_i64(pool.quarantined));
+        self.reserved.set(to_i64(pool.reserved));
         self.total.set(to_i64(pool.total()));
         for (prefix, count) in &readings.available_by_prefix {
             self.available_by_prefix

@@ -145,6 +145,8 @@ pub enum BackupItem {
     Action(LoggedAction),
     /// A scoped lab token (its secret's digest, never the secret).
     LabToken(crate::domain::tokens::LabToken),
+    /// A reservation for a scheduled class (its rows carry `reserved_for`).
+    Reservation(crate::domain::reservations::Reservation),
 }
 
 impl BackupItem {
@@ -170,6 +172,7 @@ impl BackupItem {
             Self::Cordon(_) => "cordon".into(),
             Self::Action(_) => "action".into(),
             Self::LabToken(_) => "lab_token".into(),
+            Self::Reservation(_) => "reservation".into(),
         }
     }
 
@@ -184,6 +187,7 @@ impl BackupItem {
             Self::Cordon(cordon) => format!("cordon {}", cordon.id),
             Self::Action(action) => format!("action {}", action.key),
             Self::LabToken(token) => format!("lab_token {}", token.id),
+            Self::Reservation(reservation) => format!("reservation {}", reservation.id),
         }
     }
 
@@ -210,6 +214,9 @@ impl BackupItem {
             Self::Cordon(cordon) if empty(&cordon.id) => Some("a cordon has no id"),
             Self::Action(action) if empty(&action.key) => Some("an action has no key"),
             Self::LabToken(token) if empty(&token.id) => Some("a lab token has no id"),
+            Self::Reservation(reservation) if empty(&reservation.id) => {
+                Some("a reservation has no id")
+            }
             _ => None,
         }
     }

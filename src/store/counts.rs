@@ -19,6 +19,8 @@ pub struct PoolStats {
     pub deleted: u64,
     /// Rows `quarantined` by an admin.
     pub quarantined: u64,
+    /// Rows `reserved` for a reservation's class.
+    pub reserved: u64,
 }
 
 impl PoolStats {
@@ -47,6 +49,7 @@ impl PoolStats {
             SandboxStatus::DeletionFailed => &self.deletion_failed,
             SandboxStatus::Deleted => &self.deleted,
             SandboxStatus::Quarantined => &self.quarantined,
+            SandboxStatus::Reserved => &self.reserved,
         }
     }
 
@@ -59,6 +62,7 @@ impl PoolStats {
             SandboxStatus::DeletionFailed => &mut self.deletion_failed,
             SandboxStatus::Deleted => &mut self.deleted,
             SandboxStatus::Quarantined => &mut self.quarantined,
+            SandboxStatus::Reserved => &mut self.reserved,
         }
     }
 }

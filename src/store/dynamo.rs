@@ -28,6 +28,7 @@ pub mod local;
 mod pages;
 mod release;
 mod removal;
+mod reservations;
 pub mod schema;
 mod sync;
 mod tokens;
@@ -35,6 +36,8 @@ mod update;
 
 pub use self::config::{DynamoConfig, DynamoSettings, LIST_EVALUATE_PER_REQUEST, client};
 pub use self::item::ItemError;
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
@@ -52,13 +55,14 @@ use super::backup::{BackupItem, Export, RestoreMarker, Restored};
 use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
     BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, LifecycleStore,
-    ListQuery, Outcome, PoolStats, ReleaseOutcome, ReleaseRequest, SandboxPage, StoreError,
-    SyncSummary, TokenStore,
+    ListQuery, Outcome, PoolStats, ReleaseOutcome, ReleaseRequest, ReservationStore, SandboxPage,
+    StoreError, SyncSummary, TokenStore,
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
+use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::EpochSecs;
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
@@ -75,6 +79,8 @@ pub struct DynamoStore {
     calls: Calls,
     table: String,
     candidates: CandidatePool,
+    /// Candidates set aside for reservations, one queue per reservation.
+    reserved_candidates: CandidatePool,
     k_candidates: usize,
     list_evaluate_max: usize,
     abandoned: allocate::Abandoned,
@@ -113,6 +119,7 @@ impl DynamoStore {
             calls: Calls::new(Client::from_conf(config), settings),
             table: settings.table.clone(),
             candidates: CandidatePool::new(settings.candidate_prefixes),
+            reserved_candidates: CandidatePool::new(settings.candidate_prefixes),
             k_candidates: settings.k_candidates.max(1),
             list_evaluate_max: settings.list_evaluate_max.max(1),
             abandoned: allocate::Abandoned::default(),
@@ -431,6 +438,42 @@ impl TokenStore for DynamoStore {
 
     async fn touch_token(&self, id: &str, at: EpochSecs) -> Result<(), StoreError> {
         self.record_token_use(id, at).await
+    }
+}
+
+#[async_trait]
+impl ReservationStore for DynamoStore {
+    async fn add_reservation(&self, reservation: &Reservation) -> Result<(), StoreError> {
+        self.put_reservation(reservation).await
+    }
+
+    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        self.read_reservations().await
+    }
+
+    async fn remove_reservation(&self, id: &str) -> Result<Option<Reservation>, StoreError> {
+        self.delete_reservation(id).await
+    }
+
+    async fn reservation_counts(&self) -> Result<HashMap<String, ReservationCounts>, StoreError> {
+        self.count_reservation_rows().await
+    }
+
+    async fn reservable(&self, prefix: &str) -> Result<u64, StoreError> {
+        self.count_reservable(prefix).await
+    }
+
+    async fn hold_rows(
+        &self,
+        reservation: &Reservation,
+        count: u64,
+        now: EpochSecs,
+    ) -> Result<u64, StoreError> {
+        self.hold_available(reservation, count, now).await
+    }
+
+    async fn return_rows(&self, id: &str, now: EpochSecs) -> Result<u64, StoreError> {
+        self.return_reserved(id, now).await
     }
 }
 

@@ -10,6 +10,7 @@
 mod tables;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -24,13 +25,14 @@ use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
     BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, JobRecord, JobStore,
     LeaseOutcome, LeaseRequest, LifecycleStore, ListQuery, Outcome, PoolStats, ReleaseOutcome,
-    ReleaseRequest, SandboxPage, StoreError, SyncSummary, TokenStore,
+    ReleaseRequest, ReservationStore, SandboxPage, StoreError, SyncSummary, TokenStore,
 };
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
+use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::EpochSecs;
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
@@ -505,6 +507,51 @@ impl TokenStore for EmbeddedStore {
     async fn touch_token(&self, id: &str, at: EpochSecs) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.submit(move |tables| tables.touch_token(&id, at)).await
+    }
+}
+
+#[async_trait]
+impl ReservationStore for EmbeddedStore {
+    async fn add_reservation(&self, reservation: &Reservation) -> Result<(), StoreError> {
+        let reservation = reservation.clone();
+        self.submit(move |tables| tables.put_reservation(&reservation))
+            .await
+    }
+
+    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        self.read(tables::reservations).await
+    }
+
+    async fn remove_reservation(&self, id: &str) -> Result<Option<Reservation>, StoreError> {
+        let id = id.to_owned();
+        self.submit(move |tables| tables.remove_reservation(&id))
+            .await
+    }
+
+    async fn reservation_counts(&self) -> Result<HashMap<String, ReservationCounts>, StoreError> {
+        self.read(tables::reservation_counts).await
+    }
+
+    async fn reservable(&self, prefix: &str) -> Result<u64, StoreError> {
+        let prefix = prefix.to_owned();
+        self.read(move |db| tables::reservable(db, &prefix)).await
+    }
+
+    async fn hold_rows(
+        &self,
+        reservation: &Reservation,
+        count: u64,
+        now: EpochSecs,
+    ) -> Result<u64, StoreError> {
+        let reservation = reservation.clone();
+        self.submit(move |tables| tables.hold_rows(&reservation, count, now))
+            .await
+    }
+
+    async fn return_rows(&self, id: &str, now: EpochSecs) -> Result<u64, StoreError> {
+        let id = id.to_owned();
+        self.submit(move |tables| tables.return_rows(&id, now))
+            .await
     }
 }
 

@@ -8,6 +8,7 @@
 //! takes its subject, at most one rule or request value and the time; anything more is one
 //! request struct (below), so a signature is written once.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,6 +24,7 @@ use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
+use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
@@ -336,6 +338,43 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn touch_token(&self, id: &str, at: EpochSecs) -> Result<(), StoreError>;
 }
 
+/// Reservations for scheduled classes, and the rows they hold (docs/api.md, *Reservations*).
+/// What to hold or return is decided by `domain::reservations`; a store only keeps the
+/// records, counts the rows and moves them.
+#[async_trait]
+pub trait ReservationStore: Send + Sync + 'static {
+    /// Keeps a new reservation.
+    async fn add_reservation(&self, reservation: &Reservation) -> Result<(), StoreError>;
+
+    /// Every reservation kept, ended ones included.
+    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError>;
+
+    /// Forgets the reservation `id` (the rows it holds stay `reserved` until the
+    /// reservations job returns them); what it was, or `None` when there is none.
+    async fn remove_reservation(&self, id: &str) -> Result<Option<Reservation>, StoreError>;
+
+    /// What each reservation holds and has used, counted from the rows, by reservation id
+    /// (ids whose record is gone included, while rows name them).
+    async fn reservation_counts(&self) -> Result<HashMap<String, ReservationCounts>, StoreError>;
+
+    /// Rows `available` or `reserved` whose name starts with `prefix`: what reservations
+    /// at that prefix share.
+    async fn reservable(&self, prefix: &str) -> Result<u64, StoreError>;
+
+    /// Sets up to `count` `available` rows at `reservation`'s name prefix aside for it
+    /// (`lifecycle::reserve`); how many it set aside (fewer when the pool has fewer).
+    async fn hold_rows(
+        &self,
+        reservation: &Reservation,
+        count: u64,
+        now: EpochSecs,
+    ) -> Result<u64, StoreError>;
+
+    /// Returns every row set aside for the reservation `id` to the pool
+    /// (`lifecycle::unreserve`); how many.
+    async fn return_rows(&self, id: &str, now: EpochSecs) -> Result<u64, StoreError>;
+}
+
 /// A whole store: every role. Both stores are one.
 pub trait Store:
     AllocationStore
@@ -347,6 +386,7 @@ pub trait Store:
     + HealthStore
     + BackupStore
     + TokenStore
+    + ReservationStore
 {
 }
 
@@ -360,5 +400,6 @@ impl<T> Store for T where
         + HealthStore
         + BackupStore
         + TokenStore
+        + ReservationStore
 {
 }

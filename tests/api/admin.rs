@@ -274,7 +274,7 @@ async fn stats_and_tracks_count_exactly() {
 
     assert_eq!(
         stats,
-        json!({"total": 10, "available": 6, "allocated": 3, "pending_deletion": 1, "stale": 0, "deletion_failed": 0, "deleted": 0, "quarantined": 0})
+        json!({"total": 10, "available": 6, "allocated": 3, "pending_deletion": 1, "stale": 0, "deletion_failed": 0, "deleted": 0, "quarantined": 0, "reserved": 0})
     );
     assert_eq!(
         labs,
@@ -323,7 +323,7 @@ async fn bulk_delete_needs_a_removable_status_and_removes_only_it() {
     assert!(body["duration_ms"].is_u64());
     assert_eq!(
         app.stats().await,
-        json!({"total": 1, "available": 0, "allocated": 1, "pending_deletion": 0, "stale": 0, "deletion_failed": 0, "deleted": 0, "quarantined": 0})
+        json!({"total": 1, "available": 0, "allocated": 1, "pending_deletion": 0, "stale": 0, "deletion_failed": 0, "deleted": 0, "quarantined": 0, "reserved": 0})
     );
     error_of(
         app.allocate("stu-2").await,

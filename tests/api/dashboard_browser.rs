@@ -347,13 +347,16 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
     assert_eq!(before["auditViolations"], json!(violations));
     assert_eq!(audit["counts"]["deletion_failed"], 1, "{audit}");
     // The action log, newest first: the audit run just now (the token the browser minted
-    // and revoked later in the run came after what the page first showed).
+    // and revoked, and reservations made and deleted, later in the run came after what the page first showed).
     let actions = api(&app, "/v1/admin/actions?limit=20").await;
     let logged: Vec<Value> = actions["actions"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|a| !a["action"].as_str().unwrap().starts_with("admin.token_"))
+        .filter(|a| {
+            let action = a["action"].as_str().unwrap();
+            !action.starts_with("admin.token_") && !action.starts_with("admin.reservation_")
+        })
         .map(|a| json!([a["actor"], a["action"]]))
         .collect();
     let shown_actions: Vec<Value> = before["actions"]
@@ -500,14 +503,34 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
     );
     assert_eq!(tokens["revokedRow"], json!("revoked"));
 
+    // The reservations panel refuses what does not fit (its shortfall said), lists and
+    // draws one that fits beside the pool's forecast, and deletes it.
+    let reservations = &page["reservations"];
+    assert!(
+        reservations["refused"].as_str().unwrap().contains("short"),
+        "{reservations}"
+    );
+    assert_eq!(
+        reservations["listed"],
+        json!([["browser-class", "any", "2", "holding"]])
+    );
+    assert_eq!(
+        reservations["timeline"],
+        json!({"reservations": 1, "wholePool": 1, "now": 1})
+    );
+    assert_eq!(
+        (&reservations["afterDelete"], &reservations["errorCleared"]),
+        (&json!(0), &json!(""))
+    );
+
     // A token that stops working clears the page and asks again.
     assert_eq!(
         page["revoked"],
         json!({"boardHidden": true, "promptShown": true, "cardsLeft": 0, "rowsLeft": 0, "tokenKept": null})
     );
 
-    // Nothing left the origin; the console stayed clean (a refused token's 403 is the
-    // browser's own network log line, and the only one).
+    // Nothing left the origin; the console stayed clean (a refused token's 403, and the
+    // refused reservation's 409, are the browser's own network log lines, and the only ones).
     let origin = format!("{}/", app.address);
     for url in page["requests"].as_array().unwrap() {
         let url = url.as_str().unwrap();
@@ -518,6 +541,13 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
     }
     assert_eq!(page["pageErrors"], json!([]));
     for error in page["consoleErrors"].as_array().unwrap() {
+        if error["phase"] == "reservations" {
+            assert!(
+                error["text"].as_str().unwrap().contains("409"),
+                "console error: {error}"
+            );
+            continue;
+        }
         assert!(
             error["phase"] == "wrong-token" || error["phase"] == "revoked",
             "console error: {error}"

@@ -20,6 +20,7 @@ fn request(holder: &str) -> AllocationRequest {
         lab_duration_hours: 1,
         now: EpochSecs::new(100),
         token: None,
+        reservation: None,
     }
 }
 

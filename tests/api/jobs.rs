@@ -277,6 +277,7 @@ async fn an_admin_expiry_releases_ended_labs_and_their_owners_marks_stay_harmles
             lab_duration_hours: 2,
             now: EpochSecs::new(long_ago),
             token: None,
+            reservation: None,
         })
         .await
         .unwrap()

@@ -33,6 +33,7 @@ mod observability;
 mod ops;
 mod process;
 mod provider;
+mod reservations;
 mod schedule;
 mod schema_conformance;
 mod shutdown;

@@ -34,6 +34,7 @@ fn request(key: &str) -> AllocationRequest {
         lab_duration_hours: 48,
         now: NOW,
         token: None,
+        reservation: None,
     }
 }
 
@@ -550,6 +551,9 @@ macro_rules! conformance_suite {
                 a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row,
                 an_export_restores_into_an_empty_store_item_for_item,
                 lab_tokens_are_kept_capped_and_revoked,
+                reservations_hold_rows_for_their_lab_only_and_return_the_rest,
+                a_sync_stales_a_reserved_row_the_provider_dropped,
+                a_reservation_and_its_rows_survive_an_export_and_restore,
             );
         }
     };
@@ -1685,4 +1689,228 @@ pub async fn lab_tokens_are_kept_capped_and_revoked(store: SharedStore) {
         .await
         .unwrap()
         .unwrap();
+}
+
+fn reservation(
+    id: &str,
+    lab: &str,
+    prefix: &str,
+    count: u64,
+) -> sandbox_broker::domain::reservations::Reservation {
+    sandbox_broker::domain::reservations::Reservation {
+        id: id.into(),
+        lab: lab.into(),
+        name_prefix: prefix.into(),
+        count,
+        starts_at: NOW + 100,
+        ends_at: NOW + 10_000,
+        created_at: NOW,
+    }
+}
+
+fn for_lab(key: &str, lab: &str, prefix: &str, reservation: Option<&str>) -> AllocationRequest {
+    let request = request(key);
+    AllocationRequest {
+        lab: Some(LabName::parse("lab", lab).unwrap()),
+        reservation: reservation.map(str::to_owned),
+        ..if prefix.is_empty() {
+            request
+        } else {
+            with_prefix(request, prefix)
+        }
+    }
+}
+
+pub async fn reservations_hold_rows_for_their_lab_only_and_return_the_rest(store: SharedStore) {
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 10), NOW)
+        .await
+        .unwrap();
+    store
+        .admin
+        .import(sandboxes("nios-", 100, 5), NOW)
+        .await
+        .unwrap();
+    let class = reservation("res_a", "lab-a", "lab-", 4);
+    let other = reservation("res_c", "lab-c", "nios-", 3);
+    let reservations = &store.reservations;
+    reservations.add_reservation(&class).await.unwrap();
+    reservations.add_reservation(&other).await.unwrap();
+    let mut kept = reservations.reservations().await.unwrap();
+    kept.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(kept, [class.clone(), other.clone()]);
+    assert_eq!(reservations.reservable("lab-").await.unwrap(), 10);
+    assert_eq!(reservations.reservable("").await.unwrap(), 15);
+
+    assert_eq!(reservations.hold_rows(&class, 4, NOW).await.unwrap(), 4);
+    assert_eq!(reservations.hold_rows(&other, 3, NOW).await.unwrap(), 3);
+    let stats = store.analytics.stats().await.unwrap();
+    assert_eq!((stats.available, stats.reserved), (8, 7));
+    assert_eq!(
+        reservations.reservable("lab-").await.unwrap(),
+        10,
+        "held rows still count"
+    );
+    let counts = reservations.reservation_counts().await.unwrap();
+    assert_eq!((counts["res_a"].held, counts["res_a"].used), (4, 0));
+
+    // Another lab gets only what is not set aside.
+    for n in 0..6 {
+        granted(&store, for_lab(&format!("b{n}"), "lab-b", "lab-", None)).await;
+    }
+    assert_eq!(
+        store
+            .allocation
+            .allocate(for_lab("b6", "lab-b", "lab-", None))
+            .await
+            .unwrap()
+            .err(),
+        Some(Refusal::NoneAvailable),
+        "the last four lab- rows are lab-a's"
+    );
+    // The class draws on its own rows, and a replay is the same sandbox.
+    let mut drawn = HashSet::new();
+    for n in 0..4 {
+        let got = granted(
+            &store,
+            for_lab(&format!("a{n}"), "lab-a", "lab-", Some("res_a")),
+        )
+        .await;
+        assert!(got.newly_allocated);
+        assert_eq!(got.sandbox.reserved_for.as_deref(), Some("res_a"));
+        assert_eq!(got.sandbox.lab.as_deref(), Some("lab-a"));
+        drawn.insert(got.sandbox.sandbox_id);
+    }
+    assert_eq!(drawn.len(), 4);
+    let replay = granted(&store, for_lab("a0", "lab-a", "lab-", Some("res_a"))).await;
+    assert!(!replay.newly_allocated && drawn.contains(&replay.sandbox.sandbox_id));
+    assert_eq!(
+        store
+            .allocation
+            .allocate(for_lab("a4", "lab-a", "lab-", Some("res_a")))
+            .await
+            .unwrap()
+            .err(),
+        Some(Refusal::NoneAvailable),
+        "used up, and the pool at lab- is empty"
+    );
+    // Drawing falls back to the pool once the reservation has no rows.
+    let fallback = granted(&store, for_lab("a5", "lab-a", "", Some("res_a"))).await;
+    assert_eq!(
+        fallback.sandbox.reserved_for, None,
+        "res_a has none left: a pool row"
+    );
+    let counts = reservations.reservation_counts().await.unwrap();
+    assert_eq!((counts["res_a"].held, counts["res_a"].used), (0, 4));
+
+    // One drawn from the other reservation, the rest returned.
+    let nios = granted(&store, for_lab("c1", "lab-c", "nios-", Some("res_c"))).await;
+    assert_eq!(nios.sandbox.reserved_for.as_deref(), Some("res_c"));
+    assert_eq!(reservations.return_rows("res_c", NOW + 1).await.unwrap(), 2);
+    assert_eq!(reservations.return_rows("res_c", NOW + 1).await.unwrap(), 0);
+    let counts = reservations.reservation_counts().await.unwrap();
+    assert_eq!((counts["res_c"].held, counts["res_c"].used), (0, 1));
+    let stats = store.analytics.stats().await.unwrap();
+    assert_eq!(
+        (stats.reserved, stats.available),
+        (0, 3),
+        "5 nios less one handed out, one taken as fallback"
+    );
+    assert_eq!(
+        granted(&store, for_lab("d0", "lab-d", "nios-", None))
+            .await
+            .sandbox
+            .reserved_for,
+        None,
+        "returned rows serve anyone"
+    );
+
+    assert_eq!(
+        reservations.remove_reservation("res_a").await.unwrap(),
+        Some(class)
+    );
+    assert_eq!(
+        reservations.remove_reservation("res_a").await.unwrap(),
+        None
+    );
+    assert_eq!(reservations.reservations().await.unwrap(), [other]);
+}
+
+pub async fn a_sync_stales_a_reserved_row_the_provider_dropped(store: SharedStore) {
+    store
+        .lifecycle
+        .sync_provider(listed(&[1, 2, 3, 4], "lab-"), sync_rules(true), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let class = reservation("res_a", "lab-a", "lab-", 2);
+    store.reservations.add_reservation(&class).await.unwrap();
+    assert_eq!(
+        store.reservations.hold_rows(&class, 2, NOW).await.unwrap(),
+        2
+    );
+    let held: Vec<Sandbox> = list_all(
+        &store,
+        ListQuery {
+            status: Some(SandboxStatus::Reserved),
+            ..query(10)
+        },
+    )
+    .await;
+    assert_eq!(held.len(), 2);
+    let dropped = held[0].sandbox_id.parse::<u64>().unwrap();
+    let kept: Vec<u64> = (1..=4).filter(|id| *id != dropped).collect();
+    let summary = store
+        .lifecycle
+        .sync_provider(listed(&kept, "lab-"), sync_rules(true), NOW + 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.marked_stale, 1);
+    let gone = stored(&store, &held[0].sandbox_id).await;
+    assert_eq!(
+        (gone.status, gone.reserved_for),
+        (SandboxStatus::Stale, None)
+    );
+    let still = stored(&store, &held[1].sandbox_id).await;
+    assert_eq!(
+        (still.status, still.reserved_for.as_deref()),
+        (SandboxStatus::Reserved, Some("res_a")),
+        "a listed reserved row is left alone"
+    );
+    let counts = store.reservations.reservation_counts().await.unwrap();
+    assert_eq!((counts["res_a"].held, counts["res_a"].used), (1, 0));
+}
+
+pub async fn a_reservation_and_its_rows_survive_an_export_and_restore(store: SharedStore) {
+    use futures::TryStreamExt;
+    use sandbox_broker::store::backup::BackupItem;
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 3), NOW)
+        .await
+        .unwrap();
+    let class = reservation("res_a", "lab-a", "lab-", 2);
+    store.reservations.add_reservation(&class).await.unwrap();
+    store.reservations.hold_rows(&class, 2, NOW).await.unwrap();
+    granted(&store, for_lab("a0", "lab-a", "lab-", Some("res_a"))).await;
+    let items: Vec<BackupItem> = store
+        .backup
+        .export(NOW)
+        .await
+        .unwrap()
+        .items
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(items.contains(&BackupItem::Reservation(class.clone())));
+
+    let (other, _guard) = crate::helpers::fresh_store().await;
+    other.backup.restore_items(items, NOW).await.unwrap();
+    assert_eq!(other.reservations.reservations().await.unwrap(), [class]);
+    let counts = other.reservations.reservation_counts().await.unwrap();
+    assert_eq!((counts["res_a"].held, counts["res_a"].used), (1, 1));
+    let drawn = granted(&other, for_lab("a1", "lab-a", "lab-", Some("res_a"))).await;
+    assert_eq!(drawn.sandbox.reserved_for.as_deref(), Some("res_a"));
 }

@@ -43,6 +43,7 @@ async fn hand_out_and_finish(store: &SharedStore, id: u64, outcome: DeletionOutc
         lab_duration_hours: 4,
         now: NOW,
         token: None,
+        reservation: None,
     };
     let held = store
         .allocation

@@ -196,6 +196,48 @@ try {
     revokedRow: (await cells('#tokens-table'))[0][8],
   };
 
+  // 8b. Reservations: one that does not fit is refused with its shortfall; one that fits
+  //     shows in the table and on the timeline beside the pool's forecast, and is deleted
+  //     from its row (confirming).
+  phase = 'reservations';
+  const local = await page.evaluate(() => {
+    const field = (ms) => {
+      const d = new Date(ms);
+      return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+    };
+    return { starts: field(Date.now() + 10 * 60000), ends: field(Date.now() + 2 * 3600000) };
+  });
+  const reserveVia = async (count) => {
+    await page.fill('#reservation-lab', 'browser-class');
+    await page.fill('#reservation-count', String(count));
+    await page.fill('#reservation-starts', local.starts);
+    await page.fill('#reservation-ends', local.ends);
+    await page.click('#reservation-form button[type=submit]');
+  };
+  await reserveVia(100000);
+  await waitText('#reservation-error', 'short');
+  const refused = await text('#reservation-error');
+  await reserveVia(2);
+  await page.waitForSelector('#reservations-table tbody tr');
+  await page.waitForSelector('#reservation-timeline rect[data-reservation]');
+  const reservedRows = await cells('#reservations-table');
+  const timeline = {
+    reservations: await page.locator('#reservation-timeline rect[data-reservation]').count(),
+    wholePool: await page.locator('#reservation-timeline rect[data-forecast=""]').count(),
+    now: await page.locator('#reservation-timeline line[data-now]').count(),
+  };
+  await page.locator('#reservations').screenshot({ path: join(outDir, 'reservations.png') });
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('#reservations-table [data-delete]');
+  await page.waitForFunction(() => document.querySelectorAll('#reservations-table tbody tr').length === 0);
+  result.reservations = {
+    refused,
+    listed: reservedRows.map((row) => [row[0], row[2], row[3], row[10]]),
+    timeline,
+    afterDelete: await page.locator('#reservations-table tbody tr').count(),
+    errorCleared: await text('#reservation-error'),
+  };
+
   // 9. A token that stops working (rotated away) sends the page back to the prompt and
   //    clears everything it showed.
   phase = 'revoked';

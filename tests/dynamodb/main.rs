@@ -56,6 +56,8 @@ mod ops;
 mod outage;
 mod prefixes;
 mod python_table;
+#[path = "../api/reservations.rs"]
+mod reservations;
 #[path = "../api/schedule.rs"]
 mod schedule;
 #[path = "../api/shutdown.rs"]

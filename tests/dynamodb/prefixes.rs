@@ -32,6 +32,7 @@ fn request(holder: &str, prefix: &str) -> AllocationRequest {
         lab_duration_hours: 4,
         now: EpochSecs::new(1_800_000_000),
         token: None,
+        reservation: None,
     }
 }
 

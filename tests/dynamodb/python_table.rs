@@ -484,7 +484,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
             "stu-py",
             now - 3600,
         )],
-        6,
+        8,
     )
     .await;
     // A day of this service: allocations with and without a key, a replay of a Python
@@ -521,6 +521,54 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         .await
         .unwrap();
     json_of(scoped, StatusCode::CREATED).await;
+    // A class's reservation: one student drew on it, and a second reservation still holds
+    // a sandbox. As the rollback steps say, both are deleted and their rows return.
+    let mut reservations = Vec::new();
+    for lab in ["class-a", "class-b"] {
+        let made = app
+            .admin(Method::POST, "/v1/admin/reservations")
+            .json(&serde_json::json!({"track_name": lab, "count": 1, "starts_at": now, "ends_at": now + 3600}))
+            .send()
+            .await
+            .unwrap();
+        reservations.push(
+            json_of(made, StatusCode::CREATED).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let held = until_stats(&app, |stats| stats["reserved"] == 2).await;
+    assert_eq!(held["reserved"], 2);
+    let drawn = app
+        .allocate_with("stu-class", &[("X-Instruqt-Track-ID", "class-a")])
+        .await;
+    let drawn = json_of(drawn, StatusCode::CREATED).await["sandbox_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let items = scan_all(&client, &table).await;
+    let reservation_item = items
+        .iter()
+        .find(|item| item.get("PK") == Some(&s("RESERVATION")))
+        .expect("a reservation item");
+    assert_eq!(
+        (
+            reservation_item.get("sandbox_id"),
+            reservation_item.get("status")
+        ),
+        (Some(&s("RESERVATION")), None),
+        "the Python sync reads its sandbox_id; no status index sees it"
+    );
+    for id in &reservations {
+        let deleted = app
+            .admin(Method::DELETE, &format!("/v1/admin/reservations/{id}"))
+            .send()
+            .await
+            .unwrap();
+        json_of(deleted, StatusCode::OK).await;
+    }
+    until_stats(&app, |stats| stats["reserved"] == 0).await;
     // A bad day: a lab cordoned (left in place), two accounts quarantined. As the rollback
     // steps say, the fine one is returned and the other retired.
     let cordon = app
@@ -693,6 +741,50 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
             "{idempotency_key}"
         );
     }
+    // The student who drew on the reservation holds a plain allocation; the rows the
+    // reservations held are plain available rows again.
+    let drawn_item = items
+        .iter()
+        .find(|item| item.get("PK") == Some(&s(&format!("SBX#{drawn}"))))
+        .unwrap();
+    assert_eq!(
+        (
+            drawn_item.get("status"),
+            drawn_item.get("allocated_to_track")
+        ),
+        (Some(&s("allocated")), Some(&s("stu-class")))
+    );
+    for item in items
+        .iter()
+        .filter(|item| item.get("status") == Some(&s("available")))
+    {
+        assert!(
+            !item.contains_key("reserved_for")
+                && !matches!(item.get("allocated_to_track"), Some(AttributeValue::S(t)) if t.starts_with("reservation#")),
+            "a returned row carries nothing of its reservation: {item:?}"
+        );
+    }
+    assert!(
+        !items
+            .iter()
+            .any(|item| item.get("PK") == Some(&s("RESERVATION"))),
+        "deleted"
+    );
+}
+
+/// Waits (up to ten seconds) until `check` holds of `GET /v1/admin/stats`.
+async fn until_stats(
+    app: &crate::helpers::TestApp,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..200 {
+        let stats = json_of(app.admin_get("/v1/admin/stats").await, StatusCode::OK).await;
+        if check(&stats) {
+            return stats;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the stats never got there")
 }
 
 /// A Python-era allocation with a lab, and one row this service cannot read (a status it

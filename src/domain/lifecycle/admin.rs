@@ -6,8 +6,8 @@
 //! admin retires one that is not fine through the normal deletion path, which leaves its
 //! used-account marker. Every change applies only while the row is still in the status read.
 
-use super::Change;
 use super::sync::while_still;
+use super::{Change, Expect};
 use crate::domain::time::EpochSecs;
 use crate::domain::used::was_used;
 use crate::domain::{Sandbox, SandboxStatus};
@@ -53,9 +53,14 @@ pub fn decide_row_action(
     changed.updated_at = now;
     match action {
         RowAction::Quarantine { reason } => {
-            if !matches!(row.status, SandboxStatus::Available | SandboxStatus::Stale) {
+            if !matches!(
+                row.status,
+                SandboxStatus::Available | SandboxStatus::Stale | SandboxStatus::Reserved
+            ) {
                 return Err(RowActionRefused::NotQuarantinable(row.status));
             }
+            // A reservation's row leaves it (the reservations job holds another).
+            changed.reserved_for = None;
             changed.status = SandboxStatus::Quarantined;
             changed.quarantine_reason = Some(reason.clone());
         }
@@ -80,7 +85,10 @@ pub fn decide_row_action(
     }
     Ok(Change {
         row: changed,
-        expect: while_still(row.status),
+        expect: Expect {
+            reserved_for: row.reserved_for.clone(),
+            ..while_still(row.status)
+        },
     })
 }
 
@@ -95,11 +103,20 @@ mod tests {
             reason: "odd logins".into(),
         };
         for status in SandboxStatus::ALL {
-            let decided = decide_row_action(&row(status, None), &quarantine, EpochSecs::new(900));
-            let allowed = matches!(status, SandboxStatus::Available | SandboxStatus::Stale);
+            let mut pool_row = row(status, None);
+            if status == SandboxStatus::Reserved {
+                pool_row.reserved_for = Some("res_1".into());
+            }
+            let decided = decide_row_action(&pool_row, &quarantine, EpochSecs::new(900));
+            let allowed = matches!(
+                status,
+                SandboxStatus::Available | SandboxStatus::Stale | SandboxStatus::Reserved
+            );
             assert_eq!(decided.is_ok(), allowed, "{status:?}");
             if let Ok(change) = decided {
                 assert_eq!(change.row.status, SandboxStatus::Quarantined);
+                assert_eq!(change.row.reserved_for, None, "it leaves its reservation");
+                assert_eq!(change.expect.reserved_for, pool_row.reserved_for);
                 assert_eq!(change.row.quarantine_reason.as_deref(), Some("odd logins"));
                 assert_eq!(change.expect.status, status, "only while still {status:?}");
             }

@@ -75,29 +75,36 @@ pub const IMPORT_REPLACES: [SandboxStatus; 1] = [SandboxStatus::Available];
 /// The statuses whose listed rows a sync never writes, whatever the listing says or when:
 /// a store may skip them knowing only their ids. (A `deleted` row is not among them: a
 /// sync verifies its deletion.)
-pub const SYNC_NEVER_WRITES: [SandboxStatus; 4] = [
+pub const SYNC_NEVER_WRITES: [SandboxStatus; 5] = [
     SandboxStatus::Allocated,
     SandboxStatus::PendingDeletion,
     SandboxStatus::DeletionFailed,
     SandboxStatus::Quarantined,
+    SandboxStatus::Reserved,
 ];
 
 /// Whether a sync that no longer finds a row's sandbox at the provider marks it `stale`:
-/// only an `available` one (anything held keeps its status).
+/// an `available` one, or one set aside for a reservation (never handed out: a class must
+/// not get an account the provider dropped). Anything held keeps its status.
 pub fn goes_stale(status: SandboxStatus) -> bool {
-    status == SandboxStatus::Available
+    matches!(status, SandboxStatus::Available | SandboxStatus::Reserved)
 }
 
-/// Marking a row the provider no longer lists: an available one becomes `stale`, provided
-/// it is still available when the change lands; anything else is left alone (`None`).
+/// Marking a row the provider no longer lists: an available (or reserved) one becomes
+/// `stale`, provided it is still so when the change lands; anything else is left alone
+/// (`None`). A reservation's row leaves it (the reservations job holds another).
 pub fn mark_stale(row: &Sandbox, now: EpochSecs) -> Option<Change> {
     goes_stale(row.status).then(|| {
         let mut stale = row.clone();
         stale.status = SandboxStatus::Stale;
+        stale.reserved_for = None;
         stale.updated_at = now;
         Change {
             row: stale,
-            expect: while_still(row.status),
+            expect: Expect {
+                reserved_for: row.reserved_for.clone(),
+                ..while_still(row.status)
+            },
         }
     })
 }
@@ -198,6 +205,7 @@ pub(super) fn while_still(status: SandboxStatus) -> Expect {
         held_by: None,
         claimed_by: None,
         allocated_at: None,
+        reserved_for: None,
     }
 }
 
@@ -229,20 +237,30 @@ pub(crate) mod tests {
     use crate::domain::{ExternalId, SandboxId, SandboxName};
 
     #[test]
-    fn only_an_available_row_is_marked_stale_and_only_while_still_available() {
+    fn only_an_available_or_reserved_row_is_marked_stale_and_only_while_still_so() {
         for status in SandboxStatus::ALL {
-            let change = mark_stale(&row(status, None), EpochSecs::new(700));
+            let mut listed = row(status, None);
+            if status == SandboxStatus::Reserved {
+                listed.reserved_for = Some("res_1".into());
+            }
+            let change = mark_stale(&listed, EpochSecs::new(700));
             assert_eq!(
                 change.is_some(),
-                status == SandboxStatus::Available,
+                matches!(status, SandboxStatus::Available | SandboxStatus::Reserved),
                 "{status:?}"
             );
             if let Some(change) = change {
                 assert_eq!(
-                    (change.row.status, change.row.updated_at),
-                    (SandboxStatus::Stale, EpochSecs::new(700))
+                    (
+                        change.row.status,
+                        change.row.updated_at,
+                        change.row.reserved_for
+                    ),
+                    (SandboxStatus::Stale, EpochSecs::new(700), None),
+                    "a reservation's row leaves it"
                 );
-                assert_eq!(change.expect.status, SandboxStatus::Available);
+                assert_eq!(change.expect.status, status);
+                assert_eq!(change.expect.reserved_for, listed.reserved_for);
             }
         }
     }

@@ -8,10 +8,10 @@ const apiBase = document.body.dataset.apiBase;
 const tokenKey = 'sandbox-broker-admin-token';
 const columnsKey = 'sandbox-broker-columns';
 const PAGE_SIZE = 50;
-const STATUSES = ['available', 'allocated', 'pending_deletion', 'stale', 'deletion_failed', 'deleted', 'quarantined'];
+const STATUSES = ['available', 'allocated', 'pending_deletion', 'stale', 'deletion_failed', 'deleted', 'quarantined', 'reserved'];
 const STATUS_COLORS = {
   available: '#2e7d32', allocated: '#1565c0', pending_deletion: '#ef6c00',
-  stale: '#8d6e63', deletion_failed: '#c62828', deleted: '#9e9e9e', quarantined: '#6a1b9a',
+  stale: '#8d6e63', deletion_failed: '#c62828', deleted: '#9e9e9e', quarantined: '#6a1b9a', reserved: '#00838f',
 };
 // [field, heading, shown by default, kind]
 const COLUMNS = [
@@ -328,6 +328,105 @@ function commaList(value) {
   return value.split(',').map((part) => part.trim()).filter(Boolean);
 }
 
+// The reservations on a timeline from an hour ago to the last end (a day at least, a week
+// at most), with each forecast row's run to empty beside them: where a bar of the pool
+// ends before a class starts, that class's sandboxes are at risk.
+function drawReservationTimeline(listed) {
+  const now = listed.now;
+  const ends = listed.reservations.map((r) => r.ends_at);
+  const from = now - 3600;
+  const to = Math.min(now + 7 * 86400, Math.max(now + 86400, ...ends));
+  const rows = listed.reservations.length + listed.forecast.length;
+  const row = 24, left = 220, width = 960, top = 22;
+  const x = (t) => left + ((width - left - 20) * (Math.min(Math.max(t, from), to) - from)) / (to - from);
+  const chart = svg('svg', { viewBox: `0 0 ${width} ${top + row * rows + 6}`, role: 'img', 'aria-label': 'Reservations and forecast' });
+  const step = (to - from) > 2 * 86400 ? 86400 : 6 * 3600;
+  for (let t = Math.ceil(from / step) * step; t <= to; t += step) {
+    chart.append(svg('line', { x1: x(t), x2: x(t), y1: top - 4, y2: top + row * rows, class: 'grid' }));
+    chart.append(svg('text', { x: x(t), y: 12, 'text-anchor': 'middle', class: 'axis' }, time(t).slice(5)));
+  }
+  chart.append(svg('line', { x1: x(now), x2: x(now), y1: top - 8, y2: top + row * rows, stroke: '#c62828', 'data-now': now }));
+  listed.forecast.forEach((f, i) => {
+    const y = top + i * row;
+    const name = f.name_prefix === null ? 'whole pool' : `${f.name_prefix}…`;
+    const end = f.empty_at === null ? to : f.empty_at;
+    chart.append(svg('text', { x: left - 8, y: y + 14, 'text-anchor': 'end', class: 'axis' }, `${name}: ${f.available} free`));
+    const bar = svg('rect', {
+      x: x(now), y: y + 4, width: Math.max(1, x(end) - x(now)), height: 12,
+      fill: f.below_watermark ? '#c62828' : '#2e7d32', opacity: 0.5, 'data-forecast': f.name_prefix === null ? '' : f.name_prefix,
+    });
+    const lasts = f.time_to_empty_seconds === null ? 'not emptying' : `empty in ${duration(Math.round(f.time_to_empty_seconds))}`;
+    bar.append(svg('title', {}, `${name}: ${f.available} available, ${f.allocations_per_minute.toFixed(1)}/min, ${lasts}`));
+    chart.append(bar);
+    if (f.empty_at !== null && f.empty_at <= to) {
+      chart.append(svg('text', { x: x(end) + 4, y: y + 14, class: 'axis' }, `empty ${time(f.empty_at).slice(11)}`));
+    }
+  });
+  listed.reservations.forEach((r, i) => {
+    const y = top + (listed.forecast.length + i) * row;
+    chart.append(svg('text', { x: left - 8, y: y + 14, 'text-anchor': 'end', class: 'axis' }, `${r.track_name}: ${r.used} / ${r.count}`));
+    const lead = svg('rect', { x: x(r.holds_from), y: y + 4, width: Math.max(1, x(r.starts_at) - x(r.holds_from)), height: 12, fill: '#00838f', opacity: 0.35 });
+    const held = svg('rect', {
+      x: x(r.starts_at), y: y + 4, width: Math.max(1, x(r.ends_at) - x(r.starts_at)), height: 12,
+      fill: r.short ? '#ef6c00' : '#00838f', 'data-reservation': r.id,
+    });
+    held.append(svg('title', {}, `${r.track_name}: ${r.count} reserved, ${r.held} held, ${r.used} used, ${r.short} short (${r.status})`));
+    chart.append(lead, held);
+  });
+  $('reservation-timeline').replaceChildren(chart);
+}
+
+async function loadReservations() {
+  const listed = await admin('/admin/reservations');
+  drawReservationTimeline(listed);
+  const tbody = $('reservations-table').tBodies[0];
+  tbody.replaceChildren(...listed.reservations.map((r) => {
+    const tr = element('tr', { 'data-reservation': r.id });
+    const cells = [
+      r.track_name, r.id, r.name_prefix || 'any', r.count, r.held, r.used, r.short,
+      time(r.holds_from), time(r.starts_at), time(r.ends_at), r.status,
+    ];
+    for (const value of cells) tr.append(element('td', {}, value));
+    const remove = element('button', { type: 'button', 'data-delete': r.id }, 'Delete');
+    remove.addEventListener('click', () => deleteReservation(r).catch(showError));
+    const action = element('td');
+    action.append(remove);
+    tr.append(action);
+    return tr;
+  }));
+}
+
+function epochOf(input) {
+  return Math.floor(new Date($(input).value).getTime() / 1000);
+}
+
+async function reserveSandboxes() {
+  const body = {
+    track_name: $('reservation-lab').value.trim(),
+    count: Number($('reservation-count').value),
+    starts_at: epochOf('reservation-starts'),
+    ends_at: epochOf('reservation-ends'),
+  };
+  const prefix = $('reservation-prefix').value.trim();
+  if (prefix) body.name_prefix = prefix;
+  try {
+    await admin('/admin/reservations', 'POST', body);
+    $('reservation-error').textContent = '';
+    $('reservation-form').reset();
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status === 401 || error.status === 403) throw error;
+    $('reservation-error').textContent = error.message;
+    return;
+  }
+  await loadReservations();
+}
+
+async function deleteReservation(reservation) {
+  if (!window.confirm(`Delete the reservation of ${reservation.count} for ${reservation.track_name}? What it holds returns to the pool.`)) return;
+  await admin(`/admin/reservations/${encodeURIComponent(reservation.id)}`, 'DELETE');
+  await loadReservations();
+}
+
 async function loadTokens() {
   const listed = await admin('/admin/tokens');
   const tbody = $('tokens-table').tBodies[0];
@@ -497,7 +596,7 @@ async function refresh() {
   state.refreshing = true;
   try {
     const results = await Promise.allSettled([
-      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadAudit(), loadTokens(), loadActions(), loadNiosxaas(), loadSandboxes(),
+      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadAudit(), loadReservations(), loadTokens(), loadActions(), loadNiosxaas(), loadSandboxes(),
     ]);
     const failed = results.find((r) => r.status === 'rejected');
     $('board-error').textContent = '';
@@ -524,8 +623,8 @@ function signOut(message) {
   $('sign-in').hidden = false;
   $('sign-in-error').textContent = message || '';
   // Nothing read with the old token stays on the page.
-  for (const id of ['pool-cards', 'status-chart', 'usage-chart', 'lab-duration', 'labs-chart', 'breakers', 'audit-counts', 'niosxaas-counts']) $(id).replaceChildren();
-  for (const id of ['tracks', 'holders-table', 'jobs-table', 'audit-violations', 'tokens-table', 'actions-table', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
+  for (const id of ['pool-cards', 'status-chart', 'usage-chart', 'lab-duration', 'labs-chart', 'breakers', 'audit-counts', 'niosxaas-counts', 'reservation-timeline']) $(id).replaceChildren();
+  for (const id of ['tracks', 'holders-table', 'jobs-table', 'audit-violations', 'reservations-table', 'tokens-table', 'actions-table', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
   $('token-secret').textContent = '';
   $('token-minted').hidden = true;
 }
@@ -583,6 +682,10 @@ function init() {
   $('token-form').addEventListener('submit', (event) => {
     event.preventDefault();
     mintToken().catch(showError);
+  });
+  $('reservation-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    reserveSandboxes().catch(showError);
   });
   const saved = sessionStorage.getItem(tokenKey);
   if (saved) signIn(saved);

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use self::views::{AllocationView, ReleaseView, SandboxView};
 use crate::allocation::{self, AllocateInput};
+use crate::domain::reservations;
 use crate::domain::{LabName, NamePrefix};
 use crate::http::auth::ScopedToken;
 use crate::http::error::ErrorEnvelope;
@@ -259,6 +260,27 @@ async fn allocate_once(
         .iter()
         .find(|cordon| cordon.pauses(prefix, lab))
         .cloned();
+    let drawn_on = match lab {
+        Some(lab) => {
+            let reservations = match app.current_reservations().await {
+                Ok(reservations) => reservations,
+                Err(err) => return Err(allocation::failed_early(&app.metrics, err).into()),
+            };
+            reservations::drawn_on(
+                &reservations,
+                lab,
+                prefix.unwrap_or_default(),
+                request.now,
+                app.reservation_lead_secs,
+            )
+            .map(|reservation| reservation.id.clone())
+        }
+        None => None,
+    };
+    let request = AllocationRequest {
+        reservation: drawn_on,
+        ..request
+    };
     let token = request.token.as_ref().map(|token| token.id.clone());
     let (status, outcome, sandbox) = if let Some(cordon) = cordoned {
         // Paused for new allocations; a student who holds a sandbox there keeps it.

@@ -50,6 +50,7 @@ use super::DynamoStore;
 use super::calls::{Budget, backoff};
 use super::error::{DynamoError, internal};
 use super::item::{returned_row, row_found_by_update};
+use super::reservations::unread_reserved;
 use super::update::unread_available;
 use crate::domain::lifecycle;
 use crate::domain::{Sandbox, SandboxStatus};
@@ -92,6 +93,9 @@ struct Race<'a> {
     /// This call's id, recorded on the key item it points.
     me: String,
     prefix: &'a str,
+    /// The reservation this call still draws on: its rows are the candidates until it has
+    /// none, then the pool's are (one more candidate source, no extra write).
+    drawing: Option<&'a str>,
     /// Candidates lost to other keys, all told.
     conflicts: u32,
     /// Candidates lost since the last pause.
@@ -114,6 +118,15 @@ impl Race<'_> {
     fn lost(&mut self) {
         self.conflicts += 1;
         self.lost_in_a_row += 1;
+    }
+
+    /// The candidate `id` as the claim must assume it: set aside for the reservation the
+    /// call draws on, or available.
+    fn assumed(&self, id: &str) -> Result<Sandbox, StoreError> {
+        match self.drawing {
+            Some(reservation) => unread_reserved(id, reservation),
+            None => unread_available(id),
+        }
     }
 }
 
@@ -193,12 +206,13 @@ impl DynamoStore {
             key: request.key.encoded(),
             me,
             prefix: request.name_prefix.as_ref().map_or("", |p| p.as_str()),
+            drawing: request.reservation.as_deref(),
             conflicts: 0,
             lost_in_a_row: 0,
             pauses: 0,
             capped: false,
         };
-        if let Some(candidate) = self.candidates.take(self, budget, race.prefix).await? {
+        if let Some(candidate) = self.next_candidate(budget, &mut race).await? {
             match self.create_key(budget, &race, &candidate).await {
                 Ok(()) => {
                     if let Some(done) = self.claim_for_own_key(budget, &mut race, candidate).await?
@@ -207,9 +221,9 @@ impl DynamoStore {
                     }
                 }
                 // The key exists: most likely a replay. The candidate stays unused.
-                Err(DynamoError::Conflict) => self.candidates.give_back(race.prefix, candidate),
+                Err(DynamoError::Conflict) => self.give_back(&race, candidate),
                 Err(DynamoError::Store(err)) => {
-                    self.candidates.give_back(race.prefix, candidate);
+                    self.give_back(&race, candidate);
                     return Err(err.into());
                 }
             }
@@ -254,19 +268,20 @@ impl DynamoStore {
         mut pointer: String,
     ) -> Result<Step, StoreError> {
         while race.lost_in_a_row < self.k_candidates && !budget.expired() {
-            if let Some(done) = self.claim(budget, race, &pointer, true).await? {
+            let assumed = race.assumed(&pointer)?;
+            if let Some(done) = self.claim(budget, race, assumed, true).await? {
                 return Ok(Some(done));
             }
             if race.capped {
                 return Ok(None);
             }
-            let Some(next) = self.candidates.take(self, budget, race.prefix).await? else {
+            let Some(next) = self.next_candidate(budget, race).await? else {
                 return Ok(None);
             };
             match self.repoint_key(budget, race, &pointer, &next).await {
                 Ok(()) => pointer = next,
                 Err(DynamoError::Conflict) => {
-                    self.candidates.give_back(race.prefix, next);
+                    self.give_back(race, next);
                     return Ok(None);
                 }
                 Err(DynamoError::Store(err)) => return Err(err),
@@ -279,11 +294,14 @@ impl DynamoStore {
     async fn follow_key(&self, budget: &Budget, race: &mut Race<'_>) -> Result<Step, Stop> {
         let Some(current) = self.read_key(budget, &race.key).await? else {
             // No key item (never made, or freed by a mark just now): start one.
-            let candidate = self.candidate_or_empty(budget, race.prefix).await?;
+            let candidate = self.candidate_or_empty(budget, race).await?;
             return match self.create_key(budget, race, &candidate).await {
-                Ok(()) => Ok(self.claim(budget, race, &candidate, true).await?),
+                Ok(()) => {
+                    let assumed = race.assumed(&candidate)?;
+                    Ok(self.claim(budget, race, assumed, true).await?)
+                }
                 Err(DynamoError::Conflict) => {
-                    self.candidates.give_back(race.prefix, candidate);
+                    self.give_back(race, candidate);
                     Ok(None)
                 }
                 Err(DynamoError::Store(err)) => Err(err.into()),
@@ -299,18 +317,22 @@ impl DynamoStore {
             Some(row) if row.status == SandboxStatus::Allocated && race.request.key.holds(&row) => {
                 Ok(Some(race.done(row, mine)))
             }
-            Some(row) if row.status == SandboxStatus::Available => {
-                Ok(self.claim(budget, race, &row.sandbox_id, mine).await?)
+            // Still free for this call (its claimer is in flight or died): claim it as read.
+            Some(row) if lifecycle::allocate(&row, &race.request.grant()).is_some() => {
+                Ok(self.claim(budget, race, row, mine).await?)
             }
             _ => {
-                let candidate = self.candidate_or_empty(budget, race.prefix).await?;
+                let candidate = self.candidate_or_empty(budget, race).await?;
                 match self
                     .repoint_key(budget, race, &current.sandbox_id, &candidate)
                     .await
                 {
-                    Ok(()) => Ok(self.claim(budget, race, &candidate, true).await?),
+                    Ok(()) => {
+                        let assumed = race.assumed(&candidate)?;
+                        Ok(self.claim(budget, race, assumed, true).await?)
+                    }
                     Err(DynamoError::Conflict) => {
-                        self.candidates.give_back(race.prefix, candidate);
+                        self.give_back(race, candidate);
                         Ok(None)
                     }
                     Err(DynamoError::Store(err)) => Err(err.into()),
@@ -319,29 +341,62 @@ impl DynamoStore {
         }
     }
 
+    /// The next candidate: from the reservation the call draws on while it has rows,
+    /// then from the pool; `None` when neither has one.
+    async fn next_candidate(
+        &self,
+        budget: &Budget,
+        race: &mut Race<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        if let Some(reservation) = race.drawing {
+            if let Some(id) = self
+                .reserved_candidates
+                .take_reserved(self, budget, reservation)
+                .await?
+            {
+                return Ok(Some(id));
+            }
+            race.drawing = None;
+        }
+        self.candidates.take(self, budget, race.prefix).await
+    }
+
+    /// Returns an unused candidate to the queue it came from.
+    fn give_back(&self, race: &Race<'_>, id: String) {
+        match race.drawing {
+            Some(reservation) => self.reserved_candidates.give_back(reservation, id),
+            None => self.candidates.give_back(race.prefix, id),
+        }
+    }
+
     /// A candidate for a key that needs a (new) sandbox; none means the pool has no match: 409.
-    async fn candidate_or_empty(&self, budget: &Budget, prefix: &str) -> Result<String, Stop> {
-        self.candidates
-            .take(self, budget, prefix)
+    async fn candidate_or_empty(
+        &self,
+        budget: &Budget,
+        race: &mut Race<'_>,
+    ) -> Result<String, Stop> {
+        self.next_candidate(budget, race)
             .await?
             .ok_or(Stop::NoneAvailable)
     }
 
-    /// Write 2: `available` → `allocated` for this key, or a conflict to retry on. `mine`:
-    /// the key item names this sandbox because this call pointed it there (201, not 200).
+    /// Write 2: the candidate (`before`: as read, or as the claim must assume it) →
+    /// `allocated` for this key, or a conflict to retry on. `mine`: the key item names this
+    /// sandbox because this call pointed it there (201, not 200).
     async fn claim(
         &self,
         budget: &Budget,
         race: &mut Race<'_>,
-        id: &str,
+        before: Sandbox,
         mine: bool,
     ) -> Result<Step, StoreError> {
         let request = race.request;
-        // The claim has not read the row: the update is derived from the domain's decision
-        // on the row as the claim must assume it (see `update::unread_available`).
-        let unread = unread_available(id)?;
+        let id = before.sandbox_id.as_str();
+        // A claim that has not read the row derives its update from the domain's decision
+        // on the row as it must assume it (see `update::unread_available`).
+        let unread = before.clone();
         let change = lifecycle::allocate(&unread, &request.grant())
-            .ok_or_else(|| internal("an unread candidate is assumed available"))?;
+            .ok_or_else(|| internal("a candidate is assumed free to allocate"))?;
         if let Some(token) = &request.token {
             return self
                 .claim_counted(budget, race, (&unread, &change), token, mine)
@@ -403,7 +458,7 @@ impl DynamoStore {
             },
             Err(DynamoError::Conflict) => match refused {
                 Some(super::tokens::ClaimRefused::Cap) => {
-                    self.candidates.give_back(race.prefix, id.to_owned());
+                    self.give_back(race, id.to_owned());
                     race.capped = true;
                     // Refused: the key item this call pointed must not make the key's next
                     // call, once a slot is free, look like a replay of it.
@@ -441,6 +496,7 @@ mod tests {
         let attributes = |lab| {
             let grant = Grant {
                 token_id: None,
+                reservation: None,
                 holder: "stu",
                 idempotency_key: "stu",
                 lab,

@@ -22,6 +22,7 @@ use super::item::{
     allocation_key, n, s,
 };
 use super::jobs::{JOB_PARTITION, job_item, record_from};
+use super::reservations::{RESERVATIONS, reservation_item, reservation_of};
 use super::tokens::{TOKENS, token_item, token_of};
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::time::EpochSecs;
@@ -62,6 +63,8 @@ fn backup_item_of(item: &Item) -> Result<Option<BackupItem>, StoreError> {
         BackupItem::Cordon(cordon_of(item)?)
     } else if pk == TOKENS {
         BackupItem::LabToken(token_of(item)?)
+    } else if pk == RESERVATIONS {
+        BackupItem::Reservation(reservation_of(item)?)
     } else if pk == ACTIONS {
         BackupItem::Action(LoggedAction {
             key: sk.to_owned(),
@@ -90,6 +93,7 @@ fn item_of(backup: &BackupItem, now: EpochSecs) -> Result<Item, StoreError> {
         BackupItem::Cordon(cordon) => cordon_item(cordon)?,
         BackupItem::Action(action) => action_item(&action.key, &action.entry)?,
         BackupItem::LabToken(token) => token_item(token)?,
+        BackupItem::Reservation(reservation) => reservation_item(reservation)?,
     })
 }
 

@@ -181,6 +181,41 @@ impl CandidatePool {
         Ok(queue.pop())
     }
 
+    /// The next row set aside for `reservation` (this pool then holds one queue per
+    /// reservation), or `None` when it holds none.
+    pub(super) async fn take_reserved(
+        &self,
+        store: &DynamoStore,
+        budget: &Budget,
+        reservation: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.take_refilled_by(reservation, || {
+            store.reserved_ids(budget, reservation, Some(PAGE_SIZE))
+        })
+        .await
+    }
+
+    /// Forgets that `ids` were handed out: they are back in the pool (a reservation
+    /// returned them), so the next refill may offer them at once.
+    pub(super) fn forget_handed_out(&self, ids: &[String]) {
+        let queues: Vec<Arc<PrefixQueue>> = self
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for queue in queues {
+            let mut handed_out = queue
+                .handed_out
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for id in ids {
+                handed_out.remove(id);
+            }
+        }
+    }
+
     /// Returns an unused candidate (the request turned out to be a replay).
     pub(super) fn give_back(&self, prefix: &str, id: String) {
         self.queue(prefix).unpop(id);
@@ -189,13 +224,13 @@ impl CandidatePool {
 
 /// The lowest string that starts with `prefix`: DynamoDB refuses an empty key value, so
 /// "no prefix" starts just above the empty string.
-fn prefix_start(prefix: &str) -> &str {
+pub(super) fn prefix_start(prefix: &str) -> &str {
     if prefix.is_empty() { "\u{1}" } else { prefix }
 }
 
 /// The highest string that still starts with `prefix` (names are printable ASCII, so any
 /// continuation sorts below `~`-padding; `\u{10FFFF}` is above every UTF-8 continuation).
-fn prefix_end(prefix: &str) -> String {
+pub(super) fn prefix_end(prefix: &str) -> String {
     format!("{prefix}\u{10FFFF}")
 }
 

@@ -76,18 +76,29 @@ impl DynamoStore {
         }
         let mut held = HashSet::new();
         for status in SYNC_NEVER_WRITES {
-            held.extend(self.ids_in_status(status).await?);
+            if status != SandboxStatus::Reserved {
+                held.extend(self.ids_in_status(status).await?);
+            }
+        }
+        // Reserved rows are never written from a listing, but one the provider dropped
+        // goes stale (a class must not get it): read whole, as the available ones.
+        let mut reserved: HashMap<String, Sandbox> = HashMap::new();
+        for row in self.rows_in_status(SandboxStatus::Reserved).await? {
+            held.insert(row.sandbox_id.clone());
+            reserved.insert(row.sandbox_id.clone(), row);
         }
         let available = known
             .values()
             .filter(|row| row.status == SandboxStatus::Available)
-            .count() as u64;
+            .count() as u64
+            + reserved.len() as u64;
         // Each listed sandbox takes its row out of `known`: what stays is what the provider
         // no longer lists.
         let guessed: Vec<(NewSandbox, Guess)> = listing
             .into_iter()
             .map(|sandbox| {
                 let id = sandbox.sandbox_id.as_str();
+                reserved.remove(id);
                 let guess = match known.remove(id) {
                     Some(row) => Guess::Row(Box::new(row)),
                     None if held.contains(id) => Guess::Held,
@@ -105,6 +116,7 @@ impl DynamoStore {
         };
         let unlisted: Vec<Sandbox> = known
             .into_values()
+            .chain(reserved.into_values())
             .filter(|row| lifecycle::goes_stale(row.status))
             .collect();
         if let Err(refused) = rules.believe(available, unlisted.len() as u64) {

@@ -103,6 +103,15 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
             .condition
             .push_str(&format!(" AND {started} = :expect_allocated_at"));
     }
+    if let Some(reservation) = &change.expect.reserved_for {
+        let attribute = name(&mut update, "reserved_for");
+        update
+            .values
+            .insert(":expect_reservation".into(), s(reservation));
+        update
+            .condition
+            .push_str(&format!(" AND {attribute} = :expect_reservation"));
+    }
     if let Some(runner) = &change.expect.claimed_by {
         let claimer = name(&mut update, "deletion_claimed_by");
         update.values.insert(":expect_claimer".into(), s(runner));

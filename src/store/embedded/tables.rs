@@ -12,6 +12,7 @@ mod expiry;
 mod jobs;
 mod list;
 mod release;
+mod reservations;
 mod sync;
 mod tokens;
 
@@ -22,6 +23,7 @@ pub(super) use self::list::{
     allocation_facts, available_by_prefix, list_page, read_held_by, read_niosxaas_histories,
     read_niosxaas_history, read_row,
 };
+pub(super) use self::reservations::{reservable, reservation_counts, reservations};
 pub(super) use self::tokens::token_uses;
 
 use crate::domain::time::EpochSecs;
@@ -77,6 +79,14 @@ const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
 /// `"<token_id>\0<sandbox_id>"` for every `allocated` row held under a lab token: what the
 /// token holds now, so its cap is checked with one range count.
 const TOKEN_HELD: TableDefinition<'_, &str, ()> = TableDefinition::new("token_held");
+/// Reservation id → the reservation as JSON.
+const RESERVATIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("reservations");
+/// `"<reservation>\0<name>\0<sandbox_id>"` → `sandbox_id`, for every `reserved` row: what a
+/// reservation holds, in name order, so its lab's allocation takes the first with one seek.
+const RESERVED_BY_NAME: TableDefinition<'_, &str, &str> = TableDefinition::new("reserved_by_name");
+/// `"<reservation>\0<sandbox_id>"` for every row allocated from a reservation (whatever
+/// became of it since): what the reservation used.
+const RESERVATION_USED: TableDefinition<'_, &str, ()> = TableDefinition::new("reservation_used");
 /// The [`RECORDS`] key of the last complete listing a sync applied.
 const LAST_LISTING: &str = "last_listing";
 /// The [`RECORDS`] key of the last audit's report.
@@ -103,6 +113,19 @@ fn token_held_key(row: &Sandbox) -> Option<String> {
     (row.status == SandboxStatus::Allocated).then(|| format!("{token}\0{}", row.sandbox_id))
 }
 
+/// The [`RESERVED_BY_NAME`] entry of `row`, when it is set aside for a reservation.
+fn reserved_key(row: &Sandbox) -> Option<String> {
+    let reservation = row.reserved_for.as_deref()?;
+    (row.status == SandboxStatus::Reserved)
+        .then(|| format!("{reservation}\0{}\0{}", row.name, row.sandbox_id))
+}
+
+/// The [`RESERVATION_USED`] entry of `row`, when it was allocated from a reservation.
+fn reservation_used_key(row: &Sandbox) -> Option<String> {
+    let reservation = row.reserved_for.as_deref()?;
+    (row.status != SandboxStatus::Reserved).then(|| format!("{reservation}\0{}", row.sandbox_id))
+}
+
 fn status_key(status: SandboxStatus, id: &str) -> String {
     format!("{status}\0{id}")
 }
@@ -122,6 +145,9 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(CORDONS)?;
     txn.open_table(TOKENS)?;
     txn.open_table(TOKEN_HELD)?;
+    txn.open_table(RESERVATIONS)?;
+    txn.open_table(RESERVED_BY_NAME)?;
+    txn.open_table(RESERVATION_USED)?;
     txn.commit()?;
     Ok(())
 }
@@ -239,6 +265,9 @@ pub(super) struct Tables<'txn> {
     cordons: redb::Table<'txn, &'static str, &'static [u8]>,
     tokens: redb::Table<'txn, &'static str, &'static [u8]>,
     token_held: redb::Table<'txn, &'static str, ()>,
+    reservations: redb::Table<'txn, &'static str, &'static [u8]>,
+    reserved: redb::Table<'txn, &'static str, &'static str>,
+    reservation_used: redb::Table<'txn, &'static str, ()>,
     deltas: StatusDeltas,
 }
 
@@ -258,6 +287,9 @@ impl<'txn> Tables<'txn> {
             cordons: txn.open_table(CORDONS)?,
             tokens: txn.open_table(TOKENS)?,
             token_held: txn.open_table(TOKEN_HELD)?,
+            reservations: txn.open_table(RESERVATIONS)?,
+            reserved: txn.open_table(RESERVED_BY_NAME)?,
+            reservation_used: txn.open_table(RESERVATION_USED)?,
             deltas: StatusDeltas::default(),
         })
     }
@@ -284,6 +316,16 @@ impl<'txn> Tables<'txn> {
         }
         if let Some(key) = token_held_key(new) {
             self.token_held.insert(key.as_str(), ()).map_err(storage)?;
+        }
+        if let Some(key) = reserved_key(new) {
+            self.reserved
+                .insert(key.as_str(), new.sandbox_id.as_str())
+                .map_err(storage)?;
+        }
+        if let Some(key) = reservation_used_key(new) {
+            self.reservation_used
+                .insert(key.as_str(), ())
+                .map_err(storage)?;
         }
         self.deltas.add(new.status, 1);
         self.by_status
@@ -323,6 +365,14 @@ impl<'txn> Tables<'txn> {
     fn unindex(&mut self, old: &Sandbox) -> Result<(), StoreError> {
         if let Some(key) = token_held_key(old) {
             self.token_held.remove(key.as_str()).map_err(storage)?;
+        }
+        if let Some(key) = reserved_key(old) {
+            self.reserved.remove(key.as_str()).map_err(storage)?;
+        }
+        if let Some(key) = reservation_used_key(old) {
+            self.reservation_used
+                .remove(key.as_str())
+                .map_err(storage)?;
         }
         self.deltas.add(old.status, -1);
         self.by_status

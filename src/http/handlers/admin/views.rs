@@ -89,6 +89,8 @@ pub struct StatsView {
     pub deletion_failed: u64,
     /// Rows an admin `quarantined` (additive).
     pub quarantined: u64,
+    /// Rows `reserved` for reservations (additive).
+    pub reserved: u64,
     /// Rows `deleted`.
     pub deleted: u64,
 }
@@ -103,6 +105,7 @@ impl From<PoolStats> for StatsView {
             stale: stats.stale,
             deletion_failed: stats.deletion_failed,
             quarantined: stats.quarantined,
+            reserved: stats.reserved,
             deleted: stats.deleted,
         }
     }

@@ -63,7 +63,16 @@ impl Tables<'_> {
             return Ok(Err(Refusal::QuotaExceeded));
         }
         let prefix = request.name_prefix.as_ref().map_or("", |p| p.as_str());
-        let Some(old) = self.first_available(prefix)? else {
+        // The lab's reservation first, then the pool.
+        let reserved = match &request.reservation {
+            Some(reservation) => self.first_reserved(reservation)?,
+            None => None,
+        };
+        let candidate = match reserved {
+            Some(row) => Some(row),
+            None => self.first_available(prefix)?,
+        };
+        let Some(old) = candidate else {
             return Ok(Err(Refusal::NoneAvailable));
         };
         // Read inside this write transaction, so the decision's expectation holds.
@@ -71,7 +80,7 @@ impl Tables<'_> {
             .ok_or_else(|| {
                 StoreError::Internal(
                     format!(
-                        "available index names {}, which is not available",
+                        "the indexes name {}, which cannot be allocated",
                         old.sandbox_id
                     )
                     .into(),

@@ -33,6 +33,7 @@ struct Snapshot {
     jobs: ReadOnlyTable<&'static str, &'static [u8]>,
     cordons: ReadOnlyTable<&'static str, &'static [u8]>,
     actions: ReadOnlyTable<&'static str, &'static [u8]>,
+    reservations: ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
 impl Snapshot {
@@ -46,6 +47,7 @@ impl Snapshot {
             jobs: txn.open_table(JOBS).map_err(storage)?,
             cordons: txn.open_table(CORDONS).map_err(storage)?,
             actions: txn.open_table(ACTIONS).map_err(storage)?,
+            reservations: txn.open_table(RESERVATIONS).map_err(storage)?,
         })
     }
 
@@ -59,6 +61,7 @@ impl Snapshot {
             self.jobs.len(),
             self.cordons.len(),
             self.actions.len(),
+            self.reservations.len(),
         ];
         lengths
             .into_iter()
@@ -93,6 +96,7 @@ impl Snapshot {
             (&self.jobs, JsonKind::Job),
             (&self.cordons, JsonKind::Cordon),
             (&self.actions, JsonKind::Action),
+            (&self.reservations, JsonKind::Reservation),
         ];
         if !each_json(&rest)? {
             return Ok(());
@@ -128,12 +132,14 @@ enum JsonKind {
     Job,
     Cordon,
     Action,
+    Reservation,
 }
 
 impl JsonKind {
     fn decode(self, key: &str, bytes: &[u8]) -> Result<BackupItem, StoreError> {
         Ok(match self {
             Self::Token => BackupItem::LabToken(json("lab token", key, bytes)?),
+            Self::Reservation => BackupItem::Reservation(json("reservation", key, bytes)?),
             Self::Used => BackupItem::UsedAccount(json("used-account marker", key, bytes)?),
             Self::Sandbox => BackupItem::Sandbox(decode(key, bytes)?),
             Self::Niosxaas => BackupItem::NiosxaasHistory(json("NIOSXaaS history", key, bytes)?),
@@ -224,6 +230,7 @@ impl Tables<'_> {
             }
             BackupItem::Job(record) => self.put_job(record)?,
             BackupItem::LabToken(token) => self.put_token(token)?,
+            BackupItem::Reservation(reservation) => self.put_reservation(reservation)?,
             BackupItem::Cordon(cordon) => self.add_cordon(cordon)?,
             BackupItem::Action(action) => {
                 self.actions
@@ -269,6 +276,9 @@ impl Tables<'_> {
             BackupItem::Cordon(cordon) => json_entry(&self.cordons, JsonKind::Cordon, &cordon.id),
             BackupItem::Action(action) => json_entry(&self.actions, JsonKind::Action, &action.key),
             BackupItem::LabToken(token) => json_entry(&self.tokens, JsonKind::Token, &token.id),
+            BackupItem::Reservation(reservation) => {
+                json_entry(&self.reservations, JsonKind::Reservation, &reservation.id)
+            }
         }
     }
 

@@ -45,7 +45,14 @@ impl Tables<'_> {
         let listed: HashSet<&str> = snapshot.ids.iter().map(String::as_str).collect();
         let mut missing = Vec::new();
         let mut available = 0;
-        for entry in self.available.iter().map_err(storage)? {
+        // The pool: available rows and those set aside for reservations (one the provider
+        // dropped goes stale: a class must not get it).
+        for entry in self
+            .available
+            .iter()
+            .map_err(storage)?
+            .chain(self.reserved.iter().map_err(storage)?)
+        {
             let (_, id) = entry.map_err(storage)?;
             available += 1;
             if !listed.contains(id.value()) {
