@@ -5,10 +5,10 @@
 //! store reads from the rows at the start of the run; the allocation path only draws on what
 //! this job set aside, so it never holds or returns anything itself.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::{Fence, HoldingCounts, JobError};
-use crate::domain::reservations::{self, Holding};
+use crate::domain::reservations::{self, Holding, ReservationCounts};
 use crate::domain::time::EpochSecs;
 use crate::metrics::Metrics;
 use crate::store::ReservationStore;
@@ -22,7 +22,19 @@ pub async fn run_once(
     now: EpochSecs,
 ) -> Result<HoldingCounts, JobError> {
     let all = store.reservations().await?;
-    let counts = store.reservation_counts().await?;
+    // What each used is needed only while one holds (it decides how many more to hold);
+    // otherwise the held rows alone say what to return, read without a scan.
+    let counts: HashMap<String, ReservationCounts> =
+        if all.iter().any(|r| r.holding(now, lead_secs)) {
+            store.reservation_counts().await?
+        } else {
+            store
+                .held_rows()
+                .await?
+                .into_iter()
+                .map(|(id, held)| (id, ReservationCounts { held, used: 0 }))
+                .collect()
+        };
     let mut done = HoldingCounts::default();
     let ids: BTreeSet<&str> = all
         .iter()

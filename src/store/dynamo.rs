@@ -459,6 +459,10 @@ impl ReservationStore for DynamoStore {
         self.count_reservation_rows().await
     }
 
+    async fn held_rows(&self) -> Result<HashMap<String, u64>, StoreError> {
+        self.count_held_rows().await
+    }
+
     async fn reservable(&self, prefix: &str) -> Result<u64, StoreError> {
         self.count_reservable(prefix).await
     }

@@ -532,6 +532,10 @@ impl ReservationStore for EmbeddedStore {
         self.read(tables::reservation_counts).await
     }
 
+    async fn held_rows(&self) -> Result<HashMap<String, u64>, StoreError> {
+        self.read(tables::held_rows).await
+    }
+
     async fn reservable(&self, prefix: &str) -> Result<u64, StoreError> {
         let prefix = prefix.to_owned();
         self.read(move |db| tables::reservable(db, &prefix)).await

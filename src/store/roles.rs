@@ -357,6 +357,11 @@ pub trait ReservationStore: Send + Sync + 'static {
     /// (ids whose record is gone included, while rows name them).
     async fn reservation_counts(&self) -> Result<HashMap<String, ReservationCounts>, StoreError>;
 
+    /// How many rows are set aside per reservation id: [`Self::reservation_counts`]'s
+    /// `held` alone, read from the `reserved` rows only (on DynamoDB a status-index query,
+    /// not a scan), for when no reservation is holding and only returns may be due.
+    async fn held_rows(&self) -> Result<HashMap<String, u64>, StoreError>;
+
     /// Rows `available` or `reserved` whose name starts with `prefix`: what reservations
     /// at that prefix share.
     async fn reservable(&self, prefix: &str) -> Result<u64, StoreError>;

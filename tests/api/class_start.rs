@@ -9,18 +9,7 @@ use reqwest::StatusCode;
 use sandbox_broker::domain::now_epoch;
 use sandbox_broker::domain::time::EpochSecs;
 
-use crate::helpers::{Answer, StoreGuard, TestApp, burst, json_of, sandboxes};
-
-/// `count` instances of the service on one store of this crate's flavor (one embedded
-/// store behind several routers, or several DynamoDB stores on one table).
-async fn fleet(count: usize) -> (Vec<TestApp>, StoreGuard) {
-    let (stores, guard) = crate::flavor::fleet_stores(count).await;
-    let mut apps = Vec::new();
-    for store in stores {
-        apps.push(TestApp::builder().store(store, Box::new(())).spawn().await);
-    }
-    (apps, guard)
-}
+use crate::helpers::{Answer, TestApp, burst, fleet, json_of, sandboxes};
 
 fn new_holders(count: usize) -> Vec<(String, Option<String>)> {
     (0..count).map(|n| (format!("stu-{n:05}"), None)).collect()

@@ -13,7 +13,7 @@ use sandbox_broker::domain::clock::{Clock, ManualClock};
 use sandbox_broker::domain::now_epoch;
 use serde_json::{Value, json};
 
-use crate::helpers::{StoreGuard, TestApp, error_of, json_of};
+use crate::helpers::{TestApp, error_of, fleet, json_of};
 
 async fn reserve(app: &TestApp, body: Value) -> reqwest::Response {
     app.admin(Method::POST, "/v1/admin/reservations")
@@ -303,16 +303,6 @@ async fn until_stats(app: &TestApp, check: impl Fn(&Value) -> bool) -> Value {
         "the stats never got there: {}",
         json_of(app.admin_get("/v1/admin/stats").await, StatusCode::OK).await
     );
-}
-
-/// `count` instances of the service on one store of this crate's flavor.
-async fn fleet(count: usize) -> (Vec<TestApp>, StoreGuard) {
-    let (stores, guard) = crate::flavor::fleet_stores(count).await;
-    let mut apps = Vec::new();
-    for store in stores {
-        apps.push(TestApp::builder().store(store, Box::new(())).spawn().await);
-    }
-    (apps, guard)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

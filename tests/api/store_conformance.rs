@@ -1754,6 +1754,8 @@ pub async fn reservations_hold_rows_for_their_lab_only_and_return_the_rest(store
     );
     let counts = reservations.reservation_counts().await.unwrap();
     assert_eq!((counts["res_a"].held, counts["res_a"].used), (4, 0));
+    let held = reservations.held_rows().await.unwrap();
+    assert_eq!((held.len(), held["res_a"], held["res_c"]), (2, 4, 3));
 
     // Another lab gets only what is not set aside.
     for n in 0..6 {

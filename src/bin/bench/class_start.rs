@@ -11,16 +11,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use sandbox_broker::app::Server;
-use sandbox_broker::config::{Config, StoreKind};
+use sandbox_broker::config::StoreKind;
 use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::store::SharedStore;
 use sandbox_broker::store::dynamo::DynamoStore;
 use sandbox_broker::store::embedded::EmbeddedStore;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
-use super::{ADMIN_TOKEN, Args, LAB_TOKEN, dynamo_bench, pool, pool_size};
+use super::{Args, LAB_TOKEN, dynamo_bench, pool, pool_size};
 
 type BenchError = Box<dyn std::error::Error>;
 
@@ -69,14 +67,7 @@ pub(super) fn run(args: &Args) -> Result<(), BenchError> {
             (shared, stores)
         }
     };
-    let shutdown = CancellationToken::new();
-    let mut addresses = Vec::new();
-    for store in stores {
-        let config = Config::for_tests(dir.path().to_owned(), LAB_TOKEN, ADMIN_TOKEN);
-        let app = server.block_on(Server::build(config.validate()?, store))?;
-        addresses.push(app.local_addr());
-        server.spawn(app.run_until_stopped(shutdown.clone()));
-    }
+    let (addresses, shutdown) = super::serve_fleet(&server, dir.path(), stores)?;
     let client = super::runtime("client")?;
     let (idle_before, answers, elapsed, idle_after) = client.block_on(async {
         let idle_before = idle_latency(addresses[0], "before").await;
@@ -202,7 +193,8 @@ async fn idle_latency(address: SocketAddr, tag: &str) -> Duration {
     let mut latencies = Vec::new();
     for n in 0..IDLE_PROBES {
         let student = format!("idle-{tag}-{n}");
-        if let Some((201, latency)) = allocate(&mut sender, address, &student, Some("idle-")).await
+        if let Some((201, latency)) =
+            allocate(&mut sender, address, &student, Some("idle-"), None).await
         {
             latencies.push(latency);
         }
@@ -214,9 +206,10 @@ async fn idle_latency(address: SocketAddr, tag: &str) -> Duration {
         .unwrap_or_default()
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+pub(super) type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
-async fn connect(address: SocketAddr) -> Option<Sender> {
+/// A keep-alive HTTP/1 connection to `address`, `None` when it cannot be opened.
+pub(super) async fn connect(address: SocketAddr) -> Option<Sender> {
     let stream = TcpStream::connect(address).await.ok()?;
     let _ = stream.set_nodelay(true);
     let (sender, connection) =
@@ -227,12 +220,14 @@ async fn connect(address: SocketAddr) -> Option<Sender> {
     Some(sender)
 }
 
-/// One `POST /v1/allocate`; its status and latency, `None` when the connection failed.
-async fn allocate(
+/// One `POST /v1/allocate` (for `lab`, when given); its status and latency, `None` when
+/// the connection failed.
+pub(super) async fn allocate(
     sender: &mut Sender,
     address: SocketAddr,
     student: &str,
     prefix: Option<&str>,
+    lab: Option<&str>,
 ) -> Option<(u16, Duration)> {
     let mut request = Request::post(format!("http://{address}/v1/allocate"))
         .header("host", "127.0.0.1")
@@ -241,6 +236,9 @@ async fn allocate(
         .header("x-instruqt-sandbox-id", student);
     if let Some(prefix) = prefix {
         request = request.header("x-sandbox-name-prefix", prefix);
+    }
+    if let Some(lab) = lab {
+        request = request.header("x-instruqt-track-id", lab);
     }
     let request = request.body(Empty::new()).ok()?;
     let sent = Instant::now();
@@ -265,7 +263,7 @@ async fn student_worker(
         }
         let student = format!("student-{n:06}");
         let answer = match sender.as_mut() {
-            Some(sender) => allocate(sender, address, &student, Some("lab-")).await,
+            Some(sender) => allocate(sender, address, &student, Some("lab-"), None).await,
             None => None,
         };
         let (status, latency) = answer.unwrap_or((0, Duration::ZERO));

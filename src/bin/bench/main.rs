@@ -1,4 +1,4 @@
-//! Allocation benchmark, three scenarios, on the embedded store (durable) or on DynamoDB —
+//! Allocation benchmark, four scenarios, on the embedded store (durable) or on DynamoDB —
 //! where it first measures the raw ceiling of single conditional `UpdateItem` calls at the
 //! same concurrency, in the same run, and starts DynamoDB Local itself unless given an
 //! endpoint:
@@ -14,6 +14,11 @@
 //! - `export`: allocations per second and latency with and without `GET /v1/admin/export`
 //!   streaming a 100,000-row embedded store at the same time, and each export's time.
 //!   `cargo run --release --bin bench -- --scenario export --levels 100 --seconds 2`
+//! - `reservation`: a pool of 450 with 300 reserved for lab A, then 300 students of lab A
+//!   and 300 of lab B at once; every A student must be served and B get exactly 150 × 201
+//!   and 150 × 409 (the run fails otherwise). Time-to-sandbox p50/p99 per lab, beside the
+//!   emulator's `UpdateItem` ceiling or the disk's `fdatasync` rate.
+//!   `cargo run --release --bin bench -- --scenario reservation [--instances 3] [--store dynamodb]`
 //!
 //! The server (the real router, store and middleware, JSON access logs formatted into a
 //! sink) runs on its own 2-thread runtime; the client is a separate 2-thread runtime of
@@ -50,6 +55,8 @@ enum Scenario {
     ClassStart,
     /// Allocations while `GET /v1/admin/export` streams the whole store, and without.
     Export,
+    /// 450 sandboxes, 300 reserved for lab A; 300 students of A and 300 of B at once.
+    Reservation,
 }
 
 /// Benchmark options.
@@ -169,6 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Scenario::Steady => steady(&args),
         Scenario::ClassStart => class_start::run(&args),
         Scenario::Export => export::run(&args),
+        Scenario::Reservation => reservation::run(&args),
     }
 }
 
@@ -199,6 +207,7 @@ fn pool_size(args: &Args) -> u64 {
         Scenario::Steady => 300_000,
         Scenario::ClassStart => 400,
         Scenario::Export => 100_000,
+        Scenario::Reservation => 450,
     })
 }
 
@@ -272,12 +281,26 @@ fn serve(
     dir: &std::path::Path,
     store: SharedStore,
 ) -> Result<(std::net::SocketAddr, CancellationToken), Box<dyn std::error::Error>> {
-    let config = Config::for_tests(dir.to_owned(), LAB_TOKEN, ADMIN_TOKEN);
-    let app = runtime.block_on(Server::build(config.validate()?, store))?;
-    let address = app.local_addr();
+    let (addresses, shutdown) = serve_fleet(runtime, dir, vec![store])?;
+    Ok((addresses[0], shutdown))
+}
+
+/// One instance of the service per store of `stores` (several handles on one store make a
+/// fleet), each on its own port, until the returned token is cancelled.
+fn serve_fleet(
+    runtime: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    stores: Vec<SharedStore>,
+) -> Result<(Vec<std::net::SocketAddr>, CancellationToken), Box<dyn std::error::Error>> {
     let shutdown = CancellationToken::new();
-    runtime.spawn(app.run_until_stopped(shutdown.clone()));
-    Ok((address, shutdown))
+    let mut addresses = Vec::new();
+    for store in stores {
+        let config = Config::for_tests(dir.to_owned(), LAB_TOKEN, ADMIN_TOKEN);
+        let app = runtime.block_on(Server::build(config.validate()?, store))?;
+        addresses.push(app.local_addr());
+        runtime.spawn(app.run_until_stopped(shutdown.clone()));
+    }
+    Ok((addresses, shutdown))
 }
 
 fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error::Error>> {
@@ -400,3 +423,6 @@ mod class_start;
 
 /// The export scenario: allocations during an online export.
 mod export;
+
+/// The reservation scenario: a reserved class and another lab arriving at once.
+mod reservation;

@@ -32,6 +32,8 @@ use crate::store::StoreError;
 /// Candidates fetched per refill: one cheap keys-only page; small enough that the random
 /// windows of a fleet's instances rarely overlap.
 const PAGE_SIZE: i32 = 100;
+/// Candidates fetched per refill of a reservation's queue.
+const RESERVED_PAGE_SIZE: i32 = 1000;
 /// How long a handed-out candidate is kept out of refills: far longer than a claim takes,
 /// and than the index needs to show it (GSIs are eventually consistent).
 const HANDED_OUT_MEMORY: Duration = Duration::from_secs(30);
@@ -189,8 +191,11 @@ impl CandidatePool {
         budget: &Budget,
         reservation: &str,
     ) -> Result<Option<String>, StoreError> {
+        // A reservation's rows share one `TrackIndex` key and sort alike, so there is no
+        // random window to start at: a bigger page, shuffled, keeps a fleet's instances
+        // from all claiming the same first rows.
         self.take_refilled_by(reservation, || {
-            store.reserved_ids(budget, reservation, Some(PAGE_SIZE))
+            store.reserved_ids(budget, reservation, Some(RESERVED_PAGE_SIZE))
         })
         .await
     }

@@ -33,16 +33,42 @@ pub(super) fn cordon_item(cordon: &Cordon) -> Result<Item, StoreError> {
 }
 
 impl DynamoStore {
-    /// See [`crate::store::AdminStore::cordons`].
-    pub(super) async fn read_cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+    /// Every item under `partition` (the cordons, the reservations), read consistently.
+    pub(super) async fn partition_items(&self, partition: &str) -> Result<Vec<Item>, StoreError> {
         let query = self
             .client()
             .query()
             .table_name(&self.table)
             .key_condition_expression("PK = :pk")
-            .expression_attribute_values(":pk", s(CORDONS))
+            .expression_attribute_values(":pk", s(partition))
             .consistent_read(true);
-        self.query_every_page(&self.calls.budget(), query)
+        self.query_every_page(&self.calls.budget(), query).await
+    }
+
+    /// Deletes the item `sort_key` under `partition`; what it was, if there was one.
+    pub(super) async fn delete_partition_item(
+        &self,
+        partition: &str,
+        sort_key: &str,
+    ) -> Result<Option<Item>, StoreError> {
+        let delete = self
+            .client()
+            .delete_item()
+            .table_name(&self.table)
+            .key("PK", s(partition))
+            .key("SK", s(sort_key))
+            .return_values(ReturnValue::AllOld);
+        let deleted = self
+            .calls
+            .send(&self.calls.budget(), || delete.clone().send())
+            .await
+            .map_err(DynamoError::into_store_error)?;
+        Ok(deleted.attributes)
+    }
+
+    /// See [`crate::store::AdminStore::cordons`].
+    pub(super) async fn read_cordons(&self) -> Result<Vec<Cordon>, StoreError> {
+        self.partition_items(CORDONS)
             .await?
             .iter()
             .map(cordon_of)
@@ -57,17 +83,10 @@ impl DynamoStore {
 
     /// See [`crate::store::AdminStore::remove_cordon`].
     pub(super) async fn delete_cordon(&self, id: &str) -> Result<Option<Cordon>, StoreError> {
-        let delete = self
-            .client()
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(id)))
-            .return_values(ReturnValue::AllOld);
-        let deleted = self
-            .calls
-            .send(&self.calls.budget(), || delete.clone().send())
-            .await
-            .map_err(DynamoError::into_store_error)?;
-        deleted.attributes.as_ref().map(cordon_of).transpose()
+        self.delete_partition_item(CORDONS, id)
+            .await?
+            .as_ref()
+            .map(cordon_of)
+            .transpose()
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::DynamoStore;
 use super::calls::Budget;
@@ -54,14 +54,7 @@ pub(super) fn unread_reserved(id: &str, reservation: &str) -> Result<Sandbox, St
 impl DynamoStore {
     /// See [`crate::store::ReservationStore::reservations`].
     pub(super) async fn read_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
-        let query = self
-            .client()
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("PK = :pk")
-            .expression_attribute_values(":pk", s(RESERVATIONS))
-            .consistent_read(true);
-        self.query_every_page(&self.calls.budget(), query)
+        self.partition_items(RESERVATIONS)
             .await?
             .iter()
             .map(reservation_of)
@@ -82,18 +75,11 @@ impl DynamoStore {
         &self,
         id: &str,
     ) -> Result<Option<Reservation>, StoreError> {
-        let delete = self
-            .client()
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(id)))
-            .return_values(ReturnValue::AllOld);
-        let deleted = self
-            .calls
-            .send(&self.calls.budget(), || delete.clone().send())
-            .await
-            .map_err(DynamoError::into_store_error)?;
-        deleted.attributes.as_ref().map(reservation_of).transpose()
+        self.delete_partition_item(RESERVATIONS, id)
+            .await?
+            .as_ref()
+            .map(reservation_of)
+            .transpose()
     }
 
     /// Ids of rows set aside for `reservation`, from `TrackIndex` (at most `limit`, or all).
@@ -159,6 +145,21 @@ impl DynamoStore {
             }
         }
         Ok(counts)
+    }
+
+    /// See [`crate::store::ReservationStore::held_rows`]: the `reserved` rows through
+    /// `StatusIndex`, only their `reserved_for` read.
+    pub(super) async fn count_held_rows(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let query = self
+            .in_status(SandboxStatus::Reserved)
+            .projection_expression("reserved_for");
+        let mut held: HashMap<String, u64> = HashMap::new();
+        for item in self.query_every_page(&self.calls.budget(), query).await? {
+            if let Some(reservation) = item.text("reserved_for") {
+                *held.entry(reservation.to_owned()).or_default() += 1;
+            }
+        }
+        Ok(held)
     }
 
     /// See [`crate::store::ReservationStore::reservable`]: two counts on `StatusNameIndex`.

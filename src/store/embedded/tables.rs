@@ -23,7 +23,7 @@ pub(super) use self::list::{
     allocation_facts, available_by_prefix, list_page, read_held_by, read_niosxaas_histories,
     read_niosxaas_history, read_row,
 };
-pub(super) use self::reservations::{reservable, reservation_counts, reservations};
+pub(super) use self::reservations::{held_rows, reservable, reservation_counts, reservations};
 pub(super) use self::tokens::token_uses;
 
 use crate::domain::time::EpochSecs;

@@ -48,6 +48,17 @@ pub async fn fresh_store() -> (SharedStore, StoreGuard) {
     crate::flavor::fresh_store().await
 }
 
+/// `count` instances of the service on one store of this crate's flavor (one embedded
+/// store behind several routers, or several DynamoDB stores on one table).
+pub async fn fleet(count: usize) -> (Vec<TestApp>, StoreGuard) {
+    let (stores, guard) = crate::flavor::fleet_stores(count).await;
+    let mut apps = Vec::new();
+    for store in stores {
+        apps.push(TestApp::builder().store(store, Box::new(())).spawn().await);
+    }
+    (apps, guard)
+}
+
 /// How a test's app starts: on a fresh store of this crate's flavor, the system clock and
 /// the configured provider, with `Config::for_tests`, unless the test says otherwise.
 pub struct TestAppBuilder<'a> {

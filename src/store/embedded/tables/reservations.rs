@@ -30,37 +30,47 @@ pub(in crate::store::embedded) fn reservations(
     Ok(all)
 }
 
+/// How many entries of `table` (keyed `"<reservation>\0…"`) each reservation has.
+fn per_reservation<V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<'_, &'static str, V>,
+) -> Result<HashMap<String, u64>, StoreError> {
+    let mut tally: HashMap<String, u64> = HashMap::new();
+    for entry in txn
+        .open_table(table)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
+        let (key, _) = entry.map_err(storage)?;
+        *tally
+            .entry(reservation_of(key.value()).to_owned())
+            .or_default() += 1;
+    }
+    Ok(tally)
+}
+
 /// Held and used rows per reservation id, from one snapshot of the two indexes.
 pub(in crate::store::embedded) fn reservation_counts(
     db: &Database,
 ) -> Result<HashMap<String, ReservationCounts>, StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let mut counts: HashMap<String, ReservationCounts> = HashMap::new();
-    for entry in txn
-        .open_table(RESERVED_BY_NAME)
-        .map_err(storage)?
-        .iter()
-        .map_err(storage)?
-    {
-        let (key, _) = entry.map_err(storage)?;
-        counts
-            .entry(reservation_of(key.value()).to_owned())
-            .or_default()
-            .held += 1;
+    for (id, held) in per_reservation(&txn, RESERVED_BY_NAME)? {
+        counts.entry(id).or_default().held = held;
     }
-    for entry in txn
-        .open_table(RESERVATION_USED)
-        .map_err(storage)?
-        .iter()
-        .map_err(storage)?
-    {
-        let (key, _) = entry.map_err(storage)?;
-        counts
-            .entry(reservation_of(key.value()).to_owned())
-            .or_default()
-            .used += 1;
+    for (id, used) in per_reservation(&txn, RESERVATION_USED)? {
+        counts.entry(id).or_default().used = used;
     }
     Ok(counts)
+}
+
+/// Rows set aside per reservation id, from the reserved rows' index alone.
+pub(in crate::store::embedded) fn held_rows(
+    db: &Database,
+) -> Result<HashMap<String, u64>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    per_reservation(&txn, RESERVED_BY_NAME)
 }
 
 /// Rows available or reserved whose name starts with `prefix`.
