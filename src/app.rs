@@ -60,6 +60,9 @@ pub enum StartupError {
     /// The NIOSXaaS hook's client could not be built.
     #[error("NIOSXAAS_BASE_URL: cannot build the NIOSXaaS client: {0}")]
     Niosxaas(#[source] ProviderError),
+    /// The webhook client could not be built.
+    #[error("cannot build the webhook client: {0}")]
+    Webhooks(#[source] reqwest::Error),
     /// Logging could not start.
     #[error(transparent)]
     Logging(#[from] LoggingError),
@@ -128,6 +131,13 @@ impl AppState {
         let lab_tokens = Recent::new(crate::http::auth::LAB_TOKENS_REFRESH);
         let reservations = Recent::new(crate::http::state::RESERVATIONS_REFRESH);
         let reservation_lead_secs = config.jobs.reservation_lead_secs();
+        let deliverer = crate::webhooks::Deliverer::new(
+            config.webhooks.webhook_timeout,
+            config.csp.allow_http_upstreams,
+            config.webhooks.allow_private_webhooks,
+        )
+        .map_err(StartupError::Webhooks)?;
+        let max_webhooks = crate::config_values::as_usize(config.webhooks.max_webhooks);
         let metrics = Metrics::new()?;
         metrics
             .lab_slo
@@ -181,6 +191,8 @@ impl AppState {
             lab_tokens,
             reservations,
             reservation_lead_secs,
+            deliverer,
+            max_webhooks,
             lab_token_touches: std::sync::Mutex::default(),
             token_rates: crate::ratelimit::TokenRates::default(),
             waiting: crate::allocation::waiting::WaitingRoom::new(crate::config_values::as_usize(

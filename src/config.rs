@@ -120,6 +120,9 @@ pub struct Config {
     /// The background jobs.
     #[command(flatten, next_help_heading = "Jobs")]
     pub jobs: JobsConfig,
+    /// Webhook deliveries.
+    #[command(flatten, next_help_heading = "Webhooks")]
+    pub webhooks: crate::webhooks::config::WebhookConfig,
     /// Logging.
     #[command(flatten, next_help_heading = "Logging")]
     pub log: LogConfig,

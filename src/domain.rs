@@ -17,6 +17,7 @@ pub mod tokens;
 pub mod usage;
 pub mod used;
 mod values;
+pub mod webhooks;
 
 pub use self::sandbox::*;
 pub use self::values::*;

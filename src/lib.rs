@@ -11,8 +11,10 @@
 //! - [`config`]: the command line: every owner's settings flattened into one.
 //! - [`http`]: the edge: routes, auth, extractors, the error envelope, middleware, the
 //!   serve loop, handlers and the dashboard.
-//! - [`jobs`]: the background jobs (sync, cleanup, expiry, stale removal, audit), their
-//!   leases and schedules.
+//! - [`jobs`]: the background jobs (sync, cleanup, expiry, stale removal, audit,
+//!   reservations), their leases and schedules.
+//! - [`webhooks`]: signed webhook deliveries: the HTTP client that will not follow a
+//!   redirect or reach into the network.
 //! - [`allocation`]: the lab rules (allocate, look up, release) with their metrics.
 //! - [`provider`]: where sandboxes come from and are deleted: the CSP client, the circuit
 //!   breaker, NIOSXaaS, the simulated provider.
@@ -38,3 +40,4 @@ pub mod provider;
 pub mod ratelimit;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;

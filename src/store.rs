@@ -24,7 +24,7 @@ pub use self::open::{OpenFailure, open};
 pub use self::roles::{
     ActionLog, AdminStore, AllocationStore, AnalyticsStore, BackupStore, DeletionClaim,
     FinishedDeletion, HealthStore, JobStore, LeaseRequest, LifecycleStore, ReleaseOutcome,
-    ReleaseRequest, ReservationStore, Store, TokenStore,
+    ReleaseRequest, ReservationStore, Store, TokenStore, WebhookStore,
 };
 pub use crate::domain::deletion::{DeletionOutcome, finished_change};
 
@@ -162,6 +162,8 @@ pub struct SharedStore {
     pub tokens: Arc<dyn TokenStore>,
     /// Reservations for scheduled classes.
     pub reservations: Arc<dyn ReservationStore>,
+    /// Webhook endpoints.
+    pub webhooks: Arc<dyn WebhookStore>,
 }
 
 impl SharedStore {
@@ -182,7 +184,8 @@ impl SharedStore {
             health: store.clone(),
             backup: store.clone(),
             tokens: store.clone(),
-            reservations: store,
+            reservations: store.clone(),
+            webhooks: store,
         }
     }
 }

@@ -43,6 +43,27 @@ impl EpochSecs {
         let secs = i64::try_from(duration.as_secs()).unwrap_or(i64::MAX);
         Self(self.0.saturating_add(secs))
     }
+
+    /// The instant in RFC 3339, UTC (`2026-12-06T09:00:00Z`), as webhook events carry it.
+    pub fn rfc3339(self) -> String {
+        // Howard Hinnant's days-to-civil: the proleptic Gregorian date of a day count.
+        let (days, secs) = (self.0.div_euclid(86_400), self.0.rem_euclid(86_400));
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
+    }
 }
 
 impl EpochMillis {
@@ -137,6 +158,23 @@ impl fmt::Display for EpochMillis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_print_as_rfc_3339() {
+        assert_eq!(EpochSecs::new(0).rfc3339(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            EpochSecs::new(951_782_400).rfc3339(),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            EpochSecs::new(1_614_265_330).rfc3339(),
+            "2021-02-25T15:02:10Z"
+        );
+        assert_eq!(
+            EpochSecs::new(1_796_547_600).rfc3339(),
+            "2026-12-06T09:00:00Z"
+        );
+    }
 
     #[test]
     fn seconds_and_milliseconds_convert_at_whole_seconds() {

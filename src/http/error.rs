@@ -107,6 +107,9 @@ pub enum ApiError {
         /// What the pool at its prefix can give it, overlapping reservations deducted.
         free: u64,
     },
+    /// 409 `TOO_MANY_WEBHOOKS`: `MAX_WEBHOOKS` endpoints exist already.
+    #[error("{0} webhook endpoints exist already (MAX_WEBHOOKS)")]
+    TooManyWebhooks(usize),
     /// 409 `NOT_ALLOCATED`: an admin release of a sandbox that is not allocated (any more).
     #[error("sandbox is {0}, not allocated")]
     NotAllocated(crate::domain::SandboxStatus),
@@ -241,6 +244,7 @@ impl ApiError {
             | Self::NotAllocated(_)
             | Self::TokenRefused(_)
             | Self::ReservationShort { .. }
+            | Self::TooManyWebhooks(_)
             | Self::RowActionRefused(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } | Self::AuthThrottled { .. } | Self::QuotaExceeded => {
@@ -340,6 +344,11 @@ impl ApiError {
                      {free} are free at its name prefix over its time (the overlapping \
                      reservations' needs deducted), {shortfall} short. Nothing was reserved"
                 ),
+                None,
+            ),
+            Self::TooManyWebhooks(limit) => (
+                "TOO_MANY_WEBHOOKS",
+                format!("{limit} webhook endpoints exist already (MAX_WEBHOOKS); delete one first"),
                 None,
             ),
             Self::NotAllocated(status) => (

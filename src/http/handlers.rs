@@ -11,3 +11,4 @@ pub mod ops;
 pub mod reservations;
 pub mod tokens;
 pub mod usage;
+pub mod webhooks;

@@ -16,6 +16,7 @@ use super::auth::{require_admin_token, require_lab_token, require_metrics_token}
 use super::error::ApiError;
 use super::handlers::{
     actions, admin, backup, cordon, dashboard, jobs, lab, ops, reservations, tokens, usage,
+    webhooks,
 };
 use super::middleware::{self, address_rate_limit, rate_limit};
 use crate::http::state::AppState;
@@ -80,6 +81,10 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
             reservations::list_reservations
         ))
         .routes(routes!(reservations::delete_reservation))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::test_webhook))
+        .routes(routes!(webhooks::rotate_webhook))
         .routes(routes!(cordon::list_cordons, cordon::add_cordon))
         .routes(routes!(cordon::remove_cordon))
         .route_layer(from_fn_with_state(state.clone(), rate_limit))

@@ -73,6 +73,10 @@ pub struct Services {
     /// `RESERVATION_LEAD_MINUTES`, in seconds: reservations hold (and are drawn on) from
     /// this long before their start.
     pub reservation_lead_secs: i64,
+    /// Posts signed webhook events.
+    pub deliverer: crate::webhooks::Deliverer,
+    /// `MAX_WEBHOOKS`: endpoints at most.
+    pub max_webhooks: usize,
     /// Allocation requests waiting for a sandbox (`Prefer: wait`).
     pub waiting: Arc<crate::allocation::waiting::WaitingRoom>,
     /// `SYNC_MIN_GAP_SEC`: the least time between syncs an exhausted pool triggers.

@@ -147,6 +147,15 @@ pub enum BackupItem {
     LabToken(crate::domain::tokens::LabToken),
     /// A reservation for a scheduled class (its rows carry `reserved_for`).
     Reservation(crate::domain::reservations::Reservation),
+    /// A webhook endpoint (its signing secrets included: an export is as secret as the
+    /// store) and how its deliveries have gone.
+    Webhook {
+        /// The endpoint.
+        endpoint: crate::domain::webhooks::WebhookEndpoint,
+        /// Its delivery state.
+        #[serde(default)]
+        state: crate::domain::webhooks::DeliveryState,
+    },
 }
 
 impl BackupItem {
@@ -173,6 +182,7 @@ impl BackupItem {
             Self::Action(_) => "action".into(),
             Self::LabToken(_) => "lab_token".into(),
             Self::Reservation(_) => "reservation".into(),
+            Self::Webhook { .. } => "webhook".into(),
         }
     }
 
@@ -188,6 +198,7 @@ impl BackupItem {
             Self::Action(action) => format!("action {}", action.key),
             Self::LabToken(token) => format!("lab_token {}", token.id),
             Self::Reservation(reservation) => format!("reservation {}", reservation.id),
+            Self::Webhook { endpoint, .. } => format!("webhook {}", endpoint.id),
         }
     }
 
@@ -216,6 +227,9 @@ impl BackupItem {
             Self::LabToken(token) if empty(&token.id) => Some("a lab token has no id"),
             Self::Reservation(reservation) if empty(&reservation.id) => {
                 Some("a reservation has no id")
+            }
+            Self::Webhook { endpoint, .. } if empty(&endpoint.id) => {
+                Some("a webhook endpoint has no id")
             }
             _ => None,
         }

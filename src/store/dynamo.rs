@@ -33,6 +33,7 @@ pub mod schema;
 mod sync;
 mod tokens;
 mod update;
+mod webhooks;
 
 pub use self::config::{DynamoConfig, DynamoSettings, LIST_EVALUATE_PER_REQUEST, client};
 pub use self::item::ItemError;
@@ -56,7 +57,7 @@ use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
     BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, LifecycleStore,
     ListQuery, Outcome, PoolStats, ReleaseOutcome, ReleaseRequest, ReservationStore, SandboxPage,
-    StoreError, SyncSummary, TokenStore,
+    StoreError, SyncSummary, TokenStore, WebhookStore,
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
@@ -66,6 +67,7 @@ use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::EpochSecs;
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
+use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
     SandboxStatus,
@@ -478,6 +480,29 @@ impl ReservationStore for DynamoStore {
 
     async fn return_rows(&self, id: &str, now: EpochSecs) -> Result<u64, StoreError> {
         self.return_reserved(id, now).await
+    }
+}
+
+#[async_trait]
+impl WebhookStore for DynamoStore {
+    async fn add_webhook(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
+        self.put_webhook(endpoint).await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<WebhookUse>, StoreError> {
+        self.read_webhooks().await
+    }
+
+    async fn replace_webhook(&self, endpoint: &WebhookEndpoint) -> Result<bool, StoreError> {
+        self.rewrite_webhook(endpoint).await
+    }
+
+    async fn remove_webhook(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        self.delete_webhook(id).await
+    }
+
+    async fn record_delivery(&self, id: &str, state: &DeliveryState) -> Result<(), StoreError> {
+        self.write_delivery_state(id, state).await
     }
 }
 

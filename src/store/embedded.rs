@@ -26,6 +26,7 @@ use super::{
     BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, JobRecord, JobStore,
     LeaseOutcome, LeaseRequest, LifecycleStore, ListQuery, Outcome, PoolStats, ReleaseOutcome,
     ReleaseRequest, ReservationStore, SandboxPage, StoreError, SyncSummary, TokenStore,
+    WebhookStore,
 };
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
@@ -36,6 +37,7 @@ use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::EpochSecs;
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
+use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
 };
@@ -555,6 +557,36 @@ impl ReservationStore for EmbeddedStore {
     async fn return_rows(&self, id: &str, now: EpochSecs) -> Result<u64, StoreError> {
         let id = id.to_owned();
         self.submit(move |tables| tables.return_rows(&id, now))
+            .await
+    }
+}
+
+#[async_trait]
+impl WebhookStore for EmbeddedStore {
+    async fn add_webhook(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError> {
+        let endpoint = endpoint.clone();
+        self.submit(move |tables| tables.add_webhook(&endpoint))
+            .await
+    }
+
+    async fn webhooks(&self) -> Result<Vec<WebhookUse>, StoreError> {
+        self.read(tables::webhook_uses).await
+    }
+
+    async fn replace_webhook(&self, endpoint: &WebhookEndpoint) -> Result<bool, StoreError> {
+        let endpoint = endpoint.clone();
+        self.submit(move |tables| tables.replace_webhook(&endpoint))
+            .await
+    }
+
+    async fn remove_webhook(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        let id = id.to_owned();
+        self.submit(move |tables| tables.remove_webhook(&id)).await
+    }
+
+    async fn record_delivery(&self, id: &str, state: &DeliveryState) -> Result<(), StoreError> {
+        let (id, state) = (id.to_owned(), state.clone());
+        self.submit(move |tables| tables.record_delivery(&id, &state))
             .await
     }
 }

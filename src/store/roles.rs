@@ -28,6 +28,7 @@ use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
+use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, HolderKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
     NiosxaasHistory, ProviderSandbox, Sandbox, SandboxId,
@@ -380,6 +381,26 @@ pub trait ReservationStore: Send + Sync + 'static {
     async fn return_rows(&self, id: &str, now: EpochSecs) -> Result<u64, StoreError>;
 }
 
+/// Webhook endpoints and how their deliveries have gone (docs/webhooks.md).
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// Keeps a new endpoint (its delivery state empty).
+    async fn add_webhook(&self, endpoint: &WebhookEndpoint) -> Result<(), StoreError>;
+
+    /// Every endpoint, with its delivery state.
+    async fn webhooks(&self) -> Result<Vec<WebhookUse>, StoreError>;
+
+    /// Replaces the endpoint with `endpoint`'s id (a rotation), keeping its delivery
+    /// state; `false` when there is no such endpoint.
+    async fn replace_webhook(&self, endpoint: &WebhookEndpoint) -> Result<bool, StoreError>;
+
+    /// Removes the endpoint `id`; what it was, or `None` when there is none.
+    async fn remove_webhook(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError>;
+
+    /// Records the endpoint `id`'s delivery state (nothing when it is gone).
+    async fn record_delivery(&self, id: &str, state: &DeliveryState) -> Result<(), StoreError>;
+}
+
 /// A whole store: every role. Both stores are one.
 pub trait Store:
     AllocationStore
@@ -392,6 +413,7 @@ pub trait Store:
     + BackupStore
     + TokenStore
     + ReservationStore
+    + WebhookStore
 {
 }
 
@@ -406,5 +428,6 @@ impl<T> Store for T where
         + BackupStore
         + TokenStore
         + ReservationStore
+        + WebhookStore
 {
 }

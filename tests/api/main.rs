@@ -43,6 +43,7 @@ mod terraform;
 mod trust;
 mod usage;
 mod waiting;
+mod webhooks;
 
 /// This crate runs every shared suite on the embedded store.
 mod flavor {

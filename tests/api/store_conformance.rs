@@ -554,6 +554,7 @@ macro_rules! conformance_suite {
                 reservations_hold_rows_for_their_lab_only_and_return_the_rest,
                 a_sync_stales_a_reserved_row_the_provider_dropped,
                 a_reservation_and_its_rows_survive_an_export_and_restore,
+                webhook_endpoints_keep_their_secrets_and_delivery_state,
             );
         }
     };
@@ -1915,4 +1916,85 @@ pub async fn a_reservation_and_its_rows_survive_an_export_and_restore(store: Sha
     assert_eq!((counts["res_a"].held, counts["res_a"].used), (1, 1));
     let drawn = granted(&other, for_lab("a1", "lab-a", "lab-", Some("res_a"))).await;
     assert_eq!(drawn.sandbox.reserved_for.as_deref(), Some("res_a"));
+}
+
+pub async fn webhook_endpoints_keep_their_secrets_and_delivery_state(store: SharedStore) {
+    use futures::TryStreamExt;
+    use sandbox_broker::domain::webhooks::{
+        DeliveryOutcome, DeliveryState, RawEndpointSpec, WebhookEndpoint, new_secret,
+    };
+    use sandbox_broker::store::backup::BackupItem;
+    let endpoint = WebhookEndpoint::parse(
+        RawEndpointSpec {
+            url: Some("https://hooks.example.com/in".into()),
+            events: Some(vec!["sandbox.allocated".into()]),
+            description: Some("lab platform".into()),
+        },
+        false,
+        "wh_1".into(),
+        new_secret([1; 24]),
+        NOW,
+    )
+    .unwrap();
+    let webhooks = &store.webhooks;
+    webhooks.add_webhook(&endpoint).await.unwrap();
+    let listed = webhooks.webhooks().await.unwrap();
+    assert_eq!(
+        (listed.len(), &listed[0].endpoint, &listed[0].state),
+        (1, &endpoint, &DeliveryState::default())
+    );
+
+    let failed = DeliveryState::default().after(
+        &DeliveryOutcome::Failed {
+            status: Some(500),
+            error: "HTTP 500".into(),
+        },
+        NOW + 1,
+    );
+    webhooks.record_delivery("wh_1", &failed).await.unwrap();
+    let rotated = endpoint.rotated(new_secret([2; 24]), NOW + 2);
+    assert!(webhooks.replace_webhook(&rotated).await.unwrap());
+    let listed = webhooks.webhooks().await.unwrap();
+    assert_eq!(
+        (&listed[0].endpoint, &listed[0].state),
+        (&rotated, &failed),
+        "a rotation keeps the state"
+    );
+    let mut ghost = rotated.clone();
+    ghost.id = "wh_2".into();
+    assert!(
+        !webhooks.replace_webhook(&ghost).await.unwrap(),
+        "no such endpoint"
+    );
+    webhooks.record_delivery("wh_2", &failed).await.unwrap();
+    assert_eq!(
+        webhooks.webhooks().await.unwrap().len(),
+        1,
+        "recording makes no endpoint"
+    );
+
+    let items: Vec<BackupItem> = store
+        .backup
+        .export(NOW)
+        .await
+        .unwrap()
+        .items
+        .try_collect()
+        .await
+        .unwrap();
+    let (other, _guard) = crate::helpers::fresh_store().await;
+    other.backup.restore_items(items, NOW).await.unwrap();
+    let moved = other.webhooks.webhooks().await.unwrap();
+    assert_eq!(
+        (&moved[0].endpoint, &moved[0].state),
+        (&rotated, &failed),
+        "an export carries both"
+    );
+
+    assert_eq!(
+        webhooks.remove_webhook("wh_1").await.unwrap(),
+        Some(rotated)
+    );
+    assert_eq!(webhooks.remove_webhook("wh_1").await.unwrap(), None);
+    assert!(webhooks.webhooks().await.unwrap().is_empty());
 }

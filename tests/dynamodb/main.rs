@@ -70,6 +70,8 @@ mod trust;
 mod usage;
 #[path = "../api/waiting.rs"]
 mod waiting;
+#[path = "../api/webhooks.rs"]
+mod webhooks;
 
 /// This crate runs every shared suite on a fresh DynamoDB Local table per test.
 mod flavor {

@@ -636,6 +636,25 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         .await
         .unwrap();
     json_of(audit, StatusCode::OK).await;
+    // A webhook endpoint, with a delivery state.
+    let endpoint = sandbox_broker::domain::webhooks::WebhookEndpoint::parse(
+        sandbox_broker::domain::webhooks::RawEndpointSpec {
+            url: Some("https://hooks.example.com/in".into()),
+            events: Some(vec!["sandbox.allocated".into()]),
+            description: None,
+        },
+        false,
+        "wh_1".into(),
+        sandbox_broker::domain::webhooks::new_secret([1; 24]),
+        EpochSecs::new(now),
+    )
+    .unwrap();
+    app.store.webhooks.add_webhook(&endpoint).await.unwrap();
+    app.store
+        .webhooks
+        .record_delivery("wh_1", &Default::default())
+        .await
+        .unwrap();
     // A restore of an export was begun on the table and not finished: its marker stays.
     let marker = sandbox_broker::store::backup::RestoreMarker {
         digest: "sha256:0".into(),
@@ -672,6 +691,7 @@ async fn after_this_service_ran_on_the_table_the_python_service_can_be_put_back(
         "CORDON",
         "RESTORE",
         "TOKEN",
+        "WEBHOOK",
     ] {
         assert!(
             items.iter().any(|item| item.get("PK") == Some(&s(record))),

@@ -24,6 +24,7 @@ use super::item::{
 use super::jobs::{JOB_PARTITION, job_item, record_from};
 use super::reservations::{RESERVATIONS, reservation_item, reservation_of};
 use super::tokens::{TOKENS, token_item, token_of};
+use super::webhooks::{WEBHOOKS, webhook_item_with, webhook_use_of};
 use super::{BULK_CONCURRENCY, DynamoStore};
 use crate::domain::time::EpochSecs;
 use crate::domain::used::UsedAccount;
@@ -65,6 +66,12 @@ fn backup_item_of(item: &Item) -> Result<Option<BackupItem>, StoreError> {
         BackupItem::LabToken(token_of(item)?)
     } else if pk == RESERVATIONS {
         BackupItem::Reservation(reservation_of(item)?)
+    } else if pk == WEBHOOKS {
+        let used = webhook_use_of(item)?;
+        BackupItem::Webhook {
+            endpoint: used.endpoint,
+            state: used.state,
+        }
     } else if pk == ACTIONS {
         BackupItem::Action(LoggedAction {
             key: sk.to_owned(),
@@ -94,6 +101,7 @@ fn item_of(backup: &BackupItem, now: EpochSecs) -> Result<Item, StoreError> {
         BackupItem::Action(action) => action_item(&action.key, &action.entry)?,
         BackupItem::LabToken(token) => token_item(token)?,
         BackupItem::Reservation(reservation) => reservation_item(reservation)?,
+        BackupItem::Webhook { endpoint, state } => webhook_item_with(endpoint, state)?,
     })
 }
 

@@ -15,6 +15,7 @@ mod release;
 mod reservations;
 mod sync;
 mod tokens;
+mod webhooks;
 
 pub(super) use self::audit::{action_page, audit_facts, cordons, last_audit};
 pub(super) use self::backup::{any_item, export_snapshot, restore_marker};
@@ -25,6 +26,7 @@ pub(super) use self::list::{
 };
 pub(super) use self::reservations::{held_rows, reservable, reservation_counts, reservations};
 pub(super) use self::tokens::token_uses;
+pub(super) use self::webhooks::webhook_uses;
 
 use crate::domain::time::EpochSecs;
 use std::collections::{BTreeMap, HashSet};
@@ -87,6 +89,8 @@ const RESERVED_BY_NAME: TableDefinition<'_, &str, &str> = TableDefinition::new("
 /// `"<reservation>\0<sandbox_id>"` for every row allocated from a reservation (whatever
 /// became of it since): what the reservation used.
 const RESERVATION_USED: TableDefinition<'_, &str, ()> = TableDefinition::new("reservation_used");
+/// Webhook endpoint id → `{"endpoint", "state"}` as JSON.
+const WEBHOOKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("webhooks");
 /// The [`RECORDS`] key of the last complete listing a sync applied.
 const LAST_LISTING: &str = "last_listing";
 /// The [`RECORDS`] key of the last audit's report.
@@ -148,6 +152,7 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(RESERVATIONS)?;
     txn.open_table(RESERVED_BY_NAME)?;
     txn.open_table(RESERVATION_USED)?;
+    txn.open_table(WEBHOOKS)?;
     txn.commit()?;
     Ok(())
 }
@@ -268,6 +273,7 @@ pub(super) struct Tables<'txn> {
     reservations: redb::Table<'txn, &'static str, &'static [u8]>,
     reserved: redb::Table<'txn, &'static str, &'static str>,
     reservation_used: redb::Table<'txn, &'static str, ()>,
+    webhooks: redb::Table<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
 }
 
@@ -290,6 +296,7 @@ impl<'txn> Tables<'txn> {
             reservations: txn.open_table(RESERVATIONS)?,
             reserved: txn.open_table(RESERVED_BY_NAME)?,
             reservation_used: txn.open_table(RESERVATION_USED)?,
+            webhooks: txn.open_table(WEBHOOKS)?,
             deltas: StatusDeltas::default(),
         })
     }

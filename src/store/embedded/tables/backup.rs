@@ -34,6 +34,7 @@ struct Snapshot {
     cordons: ReadOnlyTable<&'static str, &'static [u8]>,
     actions: ReadOnlyTable<&'static str, &'static [u8]>,
     reservations: ReadOnlyTable<&'static str, &'static [u8]>,
+    webhooks: ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
 impl Snapshot {
@@ -48,6 +49,7 @@ impl Snapshot {
             cordons: txn.open_table(CORDONS).map_err(storage)?,
             actions: txn.open_table(ACTIONS).map_err(storage)?,
             reservations: txn.open_table(RESERVATIONS).map_err(storage)?,
+            webhooks: txn.open_table(WEBHOOKS).map_err(storage)?,
         })
     }
 
@@ -62,6 +64,7 @@ impl Snapshot {
             self.cordons.len(),
             self.actions.len(),
             self.reservations.len(),
+            self.webhooks.len(),
         ];
         lengths
             .into_iter()
@@ -97,6 +100,7 @@ impl Snapshot {
             (&self.cordons, JsonKind::Cordon),
             (&self.actions, JsonKind::Action),
             (&self.reservations, JsonKind::Reservation),
+            (&self.webhooks, JsonKind::Webhook),
         ];
         if !each_json(&rest)? {
             return Ok(());
@@ -133,6 +137,7 @@ enum JsonKind {
     Cordon,
     Action,
     Reservation,
+    Webhook,
 }
 
 impl JsonKind {
@@ -140,6 +145,7 @@ impl JsonKind {
         Ok(match self {
             Self::Token => BackupItem::LabToken(json("lab token", key, bytes)?),
             Self::Reservation => BackupItem::Reservation(json("reservation", key, bytes)?),
+            Self::Webhook => super::webhooks::backup_item(key, bytes)?,
             Self::Used => BackupItem::UsedAccount(json("used-account marker", key, bytes)?),
             Self::Sandbox => BackupItem::Sandbox(decode(key, bytes)?),
             Self::Niosxaas => BackupItem::NiosxaasHistory(json("NIOSXaaS history", key, bytes)?),
@@ -231,6 +237,7 @@ impl Tables<'_> {
             BackupItem::Job(record) => self.put_job(record)?,
             BackupItem::LabToken(token) => self.put_token(token)?,
             BackupItem::Reservation(reservation) => self.put_reservation(reservation)?,
+            BackupItem::Webhook { endpoint, state } => self.restore_webhook(endpoint, state)?,
             BackupItem::Cordon(cordon) => self.add_cordon(cordon)?,
             BackupItem::Action(action) => {
                 self.actions
@@ -278,6 +285,9 @@ impl Tables<'_> {
             BackupItem::LabToken(token) => json_entry(&self.tokens, JsonKind::Token, &token.id),
             BackupItem::Reservation(reservation) => {
                 json_entry(&self.reservations, JsonKind::Reservation, &reservation.id)
+            }
+            BackupItem::Webhook { endpoint, .. } => {
+                json_entry(&self.webhooks, JsonKind::Webhook, &endpoint.id)
             }
         }
     }
