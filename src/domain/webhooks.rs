@@ -10,6 +10,8 @@
 //! when `ALLOW_HTTP_UPSTREAMS` allows it) and never at a loopback, private or link-local
 //! address unless `ALLOW_PRIVATE_WEBHOOKS` allows it.
 
+pub mod outbox;
+
 use std::net::IpAddr;
 
 use base64::Engine;
