@@ -171,6 +171,11 @@ impl AppState {
                 config.jobs.schedule(lab),
             )
             .with_pre_delete_hook(pre_delete.clone())
+            .with_webhooks(crate::jobs::webhooks::Dispatch {
+                deliverer: deliverer.clone(),
+                policy: config.webhooks.retry_policy(),
+                interval: config.webhooks.webhook_dispatch_interval,
+            })
             .with_clock(Arc::clone(&clock)),
         );
         Ok(Self(Arc::new(Services {

@@ -18,6 +18,7 @@ pub use self::schedule::Fence;
 pub mod config;
 pub mod stale;
 pub mod sync;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,6 +82,9 @@ pub enum JobError {
     /// No provider is configured (`CSP_API_TOKEN` unset).
     #[error("no provider is configured (CSP_API_TOKEN)")]
     NoProvider,
+    /// The webhook dispatcher is not set up on these jobs.
+    #[error("webhooks are not set up")]
+    NoWebhooks,
     /// The provider failed; transient failures postpone the work.
     #[error("provider call failed")]
     Provider(#[from] ProviderError),
@@ -119,6 +123,7 @@ pub struct Jobs {
     lease: Duration,
     schedule: Schedule,
     clock: SharedClock,
+    dispatch: Option<webhooks::Dispatch>,
     running: [tokio::sync::Mutex<()>; JobName::ALL.len()],
 }
 
@@ -141,6 +146,7 @@ impl Jobs {
             lease,
             schedule,
             clock: Arc::new(SystemClock),
+            dispatch: None,
             running: Default::default(),
         }
     }
@@ -157,6 +163,12 @@ impl Jobs {
         self
     }
 
+    /// Delivers webhooks with `dispatch` (without it the dispatcher is off).
+    pub fn with_webhooks(mut self, dispatch: webhooks::Dispatch) -> Self {
+        self.dispatch = Some(dispatch);
+        self
+    }
+
     /// This instance's name in leases.
     pub fn instance(&self) -> &str {
         &self.instance
@@ -170,6 +182,10 @@ impl Jobs {
             JobName::AutoDeleteStale => self.schedule.stale,
             JobName::Audit => self.schedule.audit,
             JobName::Reservations => self.schedule.reservations,
+            JobName::Webhooks => self
+                .dispatch
+                .as_ref()
+                .map_or(Duration::from_secs(1), |dispatch| dispatch.interval),
         }
     }
 
@@ -225,6 +241,7 @@ impl Jobs {
             JobName::AutoDeleteStale => self.remove_stale_as(trigger).await.map(drop),
             JobName::Audit => self.audit_as(trigger).await.map(drop),
             JobName::Reservations => self.hold_reservations_as(trigger).await.map(drop),
+            JobName::Webhooks => self.dispatch_webhooks_as(trigger).await.map(drop),
         }
     }
 
@@ -306,6 +323,26 @@ impl Jobs {
                 self.clock.now(),
             )
             .await
+        })
+        .await
+    }
+
+    /// Fans out and delivers webhook events now.
+    pub async fn dispatch_webhooks(&self) -> Result<JobReport<webhooks::WebhookCounts>, JobError> {
+        self.dispatch_webhooks_as(Trigger::Admin).await
+    }
+
+    async fn dispatch_webhooks_as(
+        &self,
+        trigger: Trigger,
+    ) -> Result<JobReport<webhooks::WebhookCounts>, JobError> {
+        let dispatch = self.dispatch.as_ref().ok_or(JobError::NoWebhooks)?;
+        self.leased(JobName::Webhooks, trigger, async |fence: &Fence| {
+            let stores = webhooks::Stores {
+                webhooks: &*self.store.webhooks,
+                outbox: &*self.store.outbox,
+            };
+            webhooks::run_once(stores, dispatch, &self.metrics, fence, &*self.clock).await
         })
         .await
     }
@@ -417,7 +454,8 @@ impl Jobs {
         Ok(JobName::ALL
             .into_iter()
             .map(|job| {
-                let enabled = !job.needs_provider() || self.provider.is_some();
+                let enabled = (!job.needs_provider() || self.provider.is_some())
+                    && (job != JobName::Webhooks || self.dispatch.is_some());
                 let record = records.iter().find(|r| r.job == job.as_str()).cloned();
                 (job, enabled, self.interval(job), record)
             })

@@ -15,6 +15,7 @@ mod lab;
 mod lab_slo;
 mod provider;
 mod readings;
+mod webhooks;
 
 pub use self::http::HttpMetrics;
 pub use self::jobs::JobMetrics;
@@ -23,6 +24,7 @@ pub use self::lab_slo::{LabLevels, LabSlo};
 pub use self::provider::ProviderMetrics;
 use self::readings::ReadingGauges;
 pub use self::readings::{PrefixForecast, StoreReadings};
+pub use self::webhooks::WebhookMetrics;
 
 /// Latency buckets in seconds: dense from 0.5 ms (a group-committed allocation) to 100 ms,
 /// then coarse up to 10 s so a stalled store still shows where it sits.
@@ -44,6 +46,8 @@ pub struct Metrics {
     pub jobs: JobMetrics,
     /// The provider's and the NIOSXaaS hook's series.
     pub provider: ProviderMetrics,
+    /// The webhook dispatcher's series.
+    pub webhooks: WebhookMetrics,
     /// 1 when the last scrape could read the pool counts from the store, else 0.
     store_up: IntGauge,
     readings: ReadingGauges,
@@ -132,6 +136,7 @@ impl Metrics {
             lab_slo: LabSlo::register(&r)?,
             jobs: JobMetrics::register(&r)?,
             provider: ProviderMetrics::register(&r)?,
+            webhooks: WebhookMetrics::register(&r)?,
             store_up: gauge(
                 &r,
                 "broker_store_up",

@@ -23,8 +23,8 @@ pub use self::list::{ListCursor, ListQuery, SandboxPage};
 pub use self::open::{OpenFailure, open};
 pub use self::roles::{
     ActionLog, AdminStore, AllocationStore, AnalyticsStore, BackupStore, DeletionClaim,
-    FinishedDeletion, HealthStore, JobStore, LeaseRequest, LifecycleStore, ReleaseOutcome,
-    ReleaseRequest, ReservationStore, Store, TokenStore, WebhookStore,
+    FinishedDeletion, HealthStore, JobStore, LeaseRequest, LifecycleStore, OutboxStore,
+    ReleaseOutcome, ReleaseRequest, ReservationStore, Store, TokenStore, WebhookStore,
 };
 pub use crate::domain::deletion::{DeletionOutcome, finished_change};
 
@@ -164,6 +164,8 @@ pub struct SharedStore {
     pub reservations: Arc<dyn ReservationStore>,
     /// Webhook endpoints.
     pub webhooks: Arc<dyn WebhookStore>,
+    /// The webhook outbox and deliveries.
+    pub outbox: Arc<dyn OutboxStore>,
 }
 
 impl SharedStore {
@@ -185,7 +187,8 @@ impl SharedStore {
             backup: store.clone(),
             tokens: store.clone(),
             reservations: store.clone(),
-            webhooks: store,
+            webhooks: store.clone(),
+            outbox: store,
         }
     }
 }

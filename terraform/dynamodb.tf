@@ -1,5 +1,6 @@
 # The table exactly as `sandbox-broker init-table` creates it (docs/dynamodb.md plus the
-# additive StatusNameIndex). TTL on `ttl` lets DynamoDB drop deletion tombstones.
+# additive StatusNameIndex and OutboxIndex). TTL on `ttl` lets DynamoDB drop deletion
+# tombstones.
 resource "aws_dynamodb_table" "pool" {
   name         = var.table_name
   billing_mode = "PAY_PER_REQUEST"
@@ -34,6 +35,14 @@ resource "aws_dynamodb_table" "pool" {
     name = "name"
     type = "S"
   }
+  attribute {
+    name = "outbox"
+    type = "S"
+  }
+  attribute {
+    name = "outbox_at"
+    type = "N"
+  }
 
   global_secondary_index {
     name            = "StatusIndex"
@@ -57,6 +66,13 @@ resource "aws_dynamodb_table" "pool" {
     name            = "StatusNameIndex"
     hash_key        = "status"
     range_key       = "name"
+    projection_type = "KEYS_ONLY"
+  }
+  # Sparse: only rows with webhook events not yet fanned out (docs/webhooks.md).
+  global_secondary_index {
+    name            = "OutboxIndex"
+    hash_key        = "outbox"
+    range_key       = "outbox_at"
     projection_type = "KEYS_ONLY"
   }
 

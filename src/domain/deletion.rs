@@ -18,6 +18,7 @@ pub fn finished_change(
     now: EpochSecs,
 ) -> Change {
     Change {
+        by_expiry: false,
         row: finished_row(claimed, outcome, niosxaas, now),
         expect: Expect {
             status: SandboxStatus::PendingDeletion,

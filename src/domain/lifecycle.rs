@@ -55,6 +55,9 @@ pub struct Change {
     pub row: Sandbox,
     /// What must still hold of the stored row.
     pub expect: Expect,
+    /// The change is auto-expiry ending an allocation: announced as `sandbox.expired`,
+    /// not `sandbox.released` (domain::webhooks::outbox).
+    pub by_expiry: bool,
 }
 
 /// The row is not held by the student asking (docs/api.md: 403 `NOT_SANDBOX_OWNER`).
@@ -86,6 +89,7 @@ pub fn release(
         return Ok(Release::Repeat);
     }
     Ok(Release::Now(Box::new(Change {
+        by_expiry: false,
         row: allocation_ended(row, now),
         expect: Expect {
             status: SandboxStatus::Allocated,
@@ -103,6 +107,7 @@ pub fn release(
 /// or another instance's expiry, may come first).
 pub fn expire(row: &Sandbox, policy: LabPolicy, now: EpochSecs) -> Option<Change> {
     policy.expired(row, now).then(|| Change {
+        by_expiry: true,
         row: allocation_ended(row, now),
         expect: Expect {
             status: SandboxStatus::Allocated,
@@ -164,6 +169,7 @@ pub fn allocate(row: &Sandbox, grant: &Grant<'_>) -> Option<Change> {
     };
     taken.updated_at = grant.now;
     Some(Change {
+        by_expiry: false,
         expect: Expect {
             status: row.status,
             held_by: None,
@@ -184,6 +190,7 @@ pub fn reserve(row: &Sandbox, reservation: &str, now: EpochSecs) -> Option<Chang
         held.reserved_for = Some(reservation.to_owned());
         held.updated_at = now;
         Change {
+            by_expiry: false,
             row: held,
             expect: sync::while_still(SandboxStatus::Available),
         }
@@ -201,6 +208,7 @@ pub fn unreserve(row: &Sandbox, reservation: &str, now: EpochSecs) -> Option<Cha
             back.reserved_for = None;
             back.updated_at = now;
             Change {
+                by_expiry: false,
                 row: back,
                 expect: Expect {
                     reserved_for: Some(reservation.to_owned()),

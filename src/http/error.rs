@@ -144,7 +144,7 @@ impl From<crate::jobs::JobError> for ApiError {
                 Self::JobAlreadyRunning { job, instance }
             }
             // Only scheduled runs are skipped as not due; an admin's run never is.
-            err @ JobError::NotDue { .. } => Self::Internal(Box::new(err)),
+            err @ (JobError::NotDue { .. } | JobError::NoWebhooks) => Self::Internal(Box::new(err)),
             JobError::Store(err) => err.into(),
             JobError::ListingRefused(refused) => Self::ListingRefused(refused),
             err @ (JobError::NoProvider | JobError::Provider(_)) => Self::ProviderUnavailable(err),

@@ -55,17 +55,20 @@ pub enum JobName {
     Audit,
     /// Sets sandboxes aside for reservations, and returns them.
     Reservations,
+    /// Fans webhook events out and delivers them.
+    Webhooks,
 }
 
 impl JobName {
     /// Every job.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Sync,
         Self::Cleanup,
         Self::Expiry,
         Self::AutoDeleteStale,
         Self::Audit,
         Self::Reservations,
+        Self::Webhooks,
     ];
 
     /// The lease and metric name.
@@ -77,6 +80,7 @@ impl JobName {
             Self::AutoDeleteStale => "auto_delete_stale",
             Self::Audit => crate::domain::audit::AUDIT_JOB,
             Self::Reservations => "reservations",
+            Self::Webhooks => "webhooks",
         }
     }
 
@@ -89,6 +93,7 @@ impl JobName {
             Self::AutoDeleteStale => "admin.auto_delete_stale",
             Self::Audit => "admin.audit",
             Self::Reservations => "admin.reservations",
+            Self::Webhooks => "admin.webhooks",
         }
     }
 

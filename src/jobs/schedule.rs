@@ -107,6 +107,9 @@ impl Jobs {
                 tracing::info!(job = job.as_str(), "job is off: CSP_API_TOKEN is not set");
                 continue;
             }
+            if job == JobName::Webhooks && self.dispatch.is_none() {
+                continue;
+            }
             let jobs = Arc::clone(self);
             let shutdown = shutdown.clone();
             // The first run comes soon after start (so a fresh deployment fills its pool),

@@ -25,6 +25,7 @@ mod jobs;
 mod limit;
 mod list;
 pub mod local;
+mod outbox;
 mod pages;
 mod release;
 mod removal;
@@ -56,17 +57,18 @@ use super::backup::{BackupItem, Export, RestoreMarker, Restored};
 use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
     BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, LifecycleStore,
-    ListQuery, Outcome, PoolStats, ReleaseOutcome, ReleaseRequest, ReservationStore, SandboxPage,
-    StoreError, SyncSummary, TokenStore, WebhookStore,
+    ListQuery, OutboxStore, Outcome, PoolStats, ReleaseOutcome, ReleaseRequest, ReservationStore,
+    SandboxPage, StoreError, SyncSummary, TokenStore, WebhookStore,
 };
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::reservations::{Reservation, ReservationCounts};
-use crate::domain::time::EpochSecs;
+use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
+use crate::domain::webhooks::outbox::Delivery;
 use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -503,6 +505,38 @@ impl WebhookStore for DynamoStore {
 
     async fn record_delivery(&self, id: &str, state: &DeliveryState) -> Result<(), StoreError> {
         self.write_delivery_state(id, state).await
+    }
+}
+
+#[async_trait]
+impl OutboxStore for DynamoStore {
+    async fn fan_out(
+        &self,
+        endpoints: &[WebhookEndpoint],
+        limit: usize,
+        now: EpochMillis,
+    ) -> Result<u64, StoreError> {
+        self.fan_out_events(endpoints, limit, now).await
+    }
+
+    async fn deliveries(&self, endpoint: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.read_deliveries(endpoint, limit).await
+    }
+
+    async fn settle_delivery(
+        &self,
+        delivery: &Delivery,
+        next: Option<&Delivery>,
+    ) -> Result<(), StoreError> {
+        self.write_settled(delivery, next).await
+    }
+
+    async fn outbox_backlog(&self) -> Result<(u64, Option<EpochSecs>), StoreError> {
+        self.count_backlog().await
+    }
+
+    async fn drop_deliveries(&self, endpoint: &str) -> Result<u64, StoreError> {
+        self.delete_deliveries(endpoint).await
     }
 }
 

@@ -24,9 +24,9 @@ use super::backup::{BackupItem, Consistency, Export, RestoreMarker, Restored};
 use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
     BackupStore, DeletionClaim, FinishedDeletion, HealthStore, ImportSummary, JobRecord, JobStore,
-    LeaseOutcome, LeaseRequest, LifecycleStore, ListQuery, Outcome, PoolStats, ReleaseOutcome,
-    ReleaseRequest, ReservationStore, SandboxPage, StoreError, SyncSummary, TokenStore,
-    WebhookStore,
+    LeaseOutcome, LeaseRequest, LifecycleStore, ListQuery, OutboxStore, Outcome, PoolStats,
+    ReleaseOutcome, ReleaseRequest, ReservationStore, SandboxPage, StoreError, SyncSummary,
+    TokenStore, WebhookStore,
 };
 use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
@@ -34,9 +34,10 @@ use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
 use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
 use crate::domain::reservations::{Reservation, ReservationCounts};
-use crate::domain::time::EpochSecs;
+use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
+use crate::domain::webhooks::outbox::Delivery;
 use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -587,6 +588,46 @@ impl WebhookStore for EmbeddedStore {
     async fn record_delivery(&self, id: &str, state: &DeliveryState) -> Result<(), StoreError> {
         let (id, state) = (id.to_owned(), state.clone());
         self.submit(move |tables| tables.record_delivery(&id, &state))
+            .await
+    }
+}
+
+#[async_trait]
+impl OutboxStore for EmbeddedStore {
+    async fn fan_out(
+        &self,
+        endpoints: &[WebhookEndpoint],
+        limit: usize,
+        now: EpochMillis,
+    ) -> Result<u64, StoreError> {
+        let endpoints = endpoints.to_vec();
+        self.submit(move |tables| tables.fan_out(&endpoints, limit, now))
+            .await
+    }
+
+    async fn deliveries(&self, endpoint: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.read(move |db| tables::deliveries(db, &endpoint, limit))
+            .await
+    }
+
+    async fn settle_delivery(
+        &self,
+        delivery: &Delivery,
+        next: Option<&Delivery>,
+    ) -> Result<(), StoreError> {
+        let (delivery, next) = (delivery.clone(), next.cloned());
+        self.submit(move |tables| tables.settle_delivery(&delivery, next.as_ref()))
+            .await
+    }
+
+    async fn outbox_backlog(&self) -> Result<(u64, Option<EpochSecs>), StoreError> {
+        self.read(tables::outbox_backlog).await
+    }
+
+    async fn drop_deliveries(&self, endpoint: &str) -> Result<u64, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.submit(move |tables| tables.drop_deliveries(&endpoint))
             .await
     }
 }

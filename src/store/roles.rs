@@ -28,6 +28,7 @@ use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
+use crate::domain::webhooks::outbox::Delivery;
 use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, HolderKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
@@ -401,6 +402,41 @@ pub trait WebhookStore: Send + Sync + 'static {
     async fn record_delivery(&self, id: &str, state: &DeliveryState) -> Result<(), StoreError>;
 }
 
+/// The webhook outbox: events each row change announced, written with the change, and
+/// their deliveries to each endpoint (docs/webhooks.md). What an event is and how a
+/// delivery is retried is `domain::webhooks::outbox`'s; a store only keeps them.
+#[async_trait]
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Moves up to `limit` announced events, oldest first, into one delivery per endpoint
+    /// of `endpoints` that wants it (an event nobody wants is dropped), each event's data
+    /// from its sandbox as read now and its place from `now` (`outbox::sequence`); how
+    /// many events it moved.
+    async fn fan_out(
+        &self,
+        endpoints: &[WebhookEndpoint],
+        limit: usize,
+        now: EpochMillis,
+    ) -> Result<u64, StoreError>;
+
+    /// The deliveries to `endpoint` not yet delivered (failed ones included), in event
+    /// order, at most `limit`.
+    async fn deliveries(&self, endpoint: &str, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records an attempt at `delivery`: `None`, it was delivered (and is removed);
+    /// `Some(next)`, its state now.
+    async fn settle_delivery(
+        &self,
+        delivery: &Delivery,
+        next: Option<&Delivery>,
+    ) -> Result<(), StoreError>;
+
+    /// Events announced and not yet fanned out: how many, and the oldest one's time.
+    async fn outbox_backlog(&self) -> Result<(u64, Option<EpochSecs>), StoreError>;
+
+    /// Removes every delivery to `endpoint` (it was removed); how many.
+    async fn drop_deliveries(&self, endpoint: &str) -> Result<u64, StoreError>;
+}
+
 /// A whole store: every role. Both stores are one.
 pub trait Store:
     AllocationStore
@@ -414,6 +450,7 @@ pub trait Store:
     + TokenStore
     + ReservationStore
     + WebhookStore
+    + OutboxStore
 {
 }
 
@@ -429,5 +466,6 @@ impl<T> Store for T where
         + TokenStore
         + ReservationStore
         + WebhookStore
+        + OutboxStore
 {
 }

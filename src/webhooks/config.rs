@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config_values::parse_seconds;
+use crate::config_values::{parse_fractional_seconds, parse_seconds};
 
 /// Where deliveries may go, how long each may take, and how many endpoints there may be.
 #[derive(Debug, Clone, Args)]
@@ -22,7 +22,21 @@ pub struct WebhookConfig {
     #[arg(long, env = "WEBHOOK_TIMEOUT_SEC", value_name = "WEBHOOK_TIMEOUT_SEC", default_value = "10", value_parser = parse_seconds)]
     pub webhook_timeout: Duration,
 
+    /// Seconds between runs of the webhook dispatcher (fans events out, delivers what is
+    /// due; fractions allowed). One instance of a fleet runs it at a time.
+    #[arg(long, env = "WEBHOOK_DISPATCH_INTERVAL_SEC", value_name = "WEBHOOK_DISPATCH_INTERVAL_SEC", default_value = "1", value_parser = parse_fractional_seconds)]
+    pub webhook_dispatch_interval: Duration,
+
     /// Webhook endpoints at most.
     #[arg(long, env = "MAX_WEBHOOKS", value_name = "MAX_WEBHOOKS", default_value = "50", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_webhooks: u32,
+}
+
+impl WebhookConfig {
+    /// How long a delivery is retried, as the outbox's rules take it.
+    pub fn retry_policy(&self) -> crate::domain::webhooks::outbox::RetryPolicy {
+        crate::domain::webhooks::outbox::RetryPolicy {
+            give_up_after_secs: i64::from(self.webhook_retry_hours) * 3600,
+        }
+    }
 }

@@ -44,6 +44,7 @@ mod trust;
 mod usage;
 mod waiting;
 mod webhooks;
+mod webhooks_crash;
 
 /// This crate runs every shared suite on the embedded store.
 mod flavor {
@@ -100,6 +101,19 @@ mod flavor {
         drop(db);
         let store = EmbeddedStore::open(dir.path()).expect("reopen the store");
         (SharedStore::new(store), Box::new(dir))
+    }
+
+    /// Where a `serve` process keeps its state: a data directory here.
+    pub type ServicePlace = tempfile::TempDir;
+
+    /// A fresh place for a `serve` process.
+    pub async fn service_place() -> ServicePlace {
+        tempfile::tempdir().expect("a data directory")
+    }
+
+    /// `serve` on `place`, with the test tokens and JSON logs on stdout.
+    pub fn serve_command(place: &ServicePlace) -> std::process::Command {
+        crate::helpers::process::on_embedded(&["serve"], place.path())
     }
 
     /// `count` handles on one embedded store: a process owns its file, so a "fleet" on

@@ -208,13 +208,30 @@ async fn every_series_the_rules_and_dashboard_name_is_exported() {
         .config(|c| {
             c.http.pool_low_watermarks =
                 sandbox_broker::http::config::PoolWatermarks::parse("lab-:5").unwrap();
+            c.csp.allow_http_upstreams = true;
+            c.webhooks.allow_private_webhooks = true;
         })
         .spawn()
         .await;
     app.seed("lab-", 0, 2).await;
+    // An endpoint nobody listens at: the allocation's event is attempted, and fails.
+    let endpoint = app
+        .admin(reqwest::Method::POST, "/v1/admin/webhooks")
+        .json(&serde_json::json!({"url": "http://127.0.0.1:9/hooks", "events": ["sandbox.allocated"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(endpoint.status(), reqwest::StatusCode::CREATED);
     app.allocate("stu").await;
     app.expire_now().await;
-    let text = app.metrics_text().await;
+    let mut text = app.metrics_text().await;
+    for _ in 0..100 {
+        if text.contains("broker_webhook_deliveries_total{") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        text = app.metrics_text().await;
+    }
     let exported: BTreeSet<&str> = text
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))

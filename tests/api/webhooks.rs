@@ -14,9 +14,10 @@ use crate::helpers::{TestApp, error_of, json_of};
 const STANDARD_WEBHOOKS: &str = "standardwebhooks==1.3.0";
 
 /// The suite's receiver (tests/webhooks/receiver.py) on a loopback port; killed when dropped.
-struct Receiver {
+pub struct Receiver {
     child: Child,
-    base: String,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
 }
 
 impl Drop for Receiver {
@@ -28,13 +29,19 @@ impl Drop for Receiver {
 
 impl Receiver {
     /// Starts one that answers 500 to its first `fail_first` deliveries.
-    fn start(fail_first: u32) -> Self {
+    pub fn start(fail_first: u32) -> Self {
+        Self::start_on(fail_first, 0)
+    }
+
+    /// [`Self::start`] on `port` (0: a free one).
+    pub fn start_on(fail_first: u32, port: u16) -> Self {
         let python = crate::helpers::tools::python_venv(STANDARD_WEBHOOKS).join("bin/python");
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/webhooks/receiver.py");
         let mut child = Command::new(python)
             .arg(script)
             .env("FAIL_FIRST", fail_first.to_string())
+            .env("PORT", port.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the receiver");
@@ -51,7 +58,7 @@ impl Receiver {
 
     /// Each delivery, verified by the reference library with the first of `secrets` that
     /// verifies it (`verified_with` its index, null: none did).
-    async fn verified(&self, secrets: &[&str]) -> Vec<Value> {
+    pub async fn verified(&self, secrets: &[&str]) -> Vec<Value> {
         // Secrets are `whsec_` and base64: only `+`, `/` and `=` need escaping.
         let query: Vec<String> = secrets
             .iter()
@@ -335,4 +342,122 @@ async fn endpoints_inside_the_network_and_bad_fields_are_refused() {
     assert_eq!(listed["webhooks"], json!([]), "nothing was kept");
     let not_an_id = app.admin_get("/v1/admin/webhooks/res_1").await;
     error_of(not_an_id, StatusCode::BAD_REQUEST, "VALIDATION_ERROR").await;
+}
+
+/// Waits (up to thirty seconds) until the receiver has kept `count` deliveries.
+pub async fn until_received(receiver: &Receiver, secrets: &[&str], count: usize) -> Vec<Value> {
+    for _ in 0..600 {
+        let seen = receiver.verified(secrets).await;
+        if seen.len() >= count {
+            return seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the receiver got {:?}", receiver.verified(secrets).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_events_are_delivered_signed_and_in_order_per_sandbox() {
+    let receiver = Receiver::start(0);
+    let app = app_for_local_receivers().await;
+    app.seed("lab-", 0, 3).await;
+    let body = json!({"url": format!("{}/hooks", receiver.base), "events": ["sandbox.allocated", "sandbox.released"]});
+    let made = app
+        .admin(Method::POST, "/v1/admin/webhooks")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let made = json_of(made, StatusCode::CREATED).await;
+    let secret = made["secret"].as_str().unwrap().to_owned();
+
+    let first = json_of(
+        app.allocate_with("stu-1", &[("X-Instruqt-Track-ID", "dns")])
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let first_id = first["sandbox_id"].as_str().unwrap().to_owned();
+    json_of(app.mark(&first_id, "stu-1").await, StatusCode::OK).await;
+    let second = json_of(app.allocate("stu-2").await, StatusCode::CREATED).await;
+
+    let seen = until_received(&receiver, &[&secret], 3).await;
+    assert!(
+        seen.iter().all(|d| d["verified_with"] == 0),
+        "every delivery verifies: {seen:?}"
+    );
+    let of_first: Vec<&str> = seen
+        .iter()
+        .filter(|d| d["data"]["sandbox_id"] == first_id.as_str())
+        .map(|d| d["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        of_first,
+        ["sandbox.allocated", "sandbox.released"],
+        "in order: {seen:?}"
+    );
+    let allocated = seen
+        .iter()
+        .find(|d| d["type"] == "sandbox.allocated" && d["data"]["sandbox_id"] == first_id.as_str())
+        .unwrap();
+    assert_eq!(
+        (
+            &allocated["data"]["track_name"],
+            &allocated["data"]["allocated_to_track"],
+            &allocated["data"]["status"]
+        ),
+        (&json!("dns"), &json!("stu-1"), &json!("allocated"))
+    );
+    assert!(
+        seen.iter()
+            .any(|d| d["data"]["sandbox_id"] == second["sandbox_id"])
+    );
+    let ids: std::collections::HashSet<&str> =
+        seen.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "one id per event");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(receiver.verified(&[]).await.len(), 3, "each delivered once");
+    let shown = json_of(app.admin_get("/v1/admin/webhooks").await, StatusCode::OK).await;
+    assert!(shown["webhooks"][0]["last_success_at"].is_i64(), "{shown}");
+    assert_eq!(
+        (
+            &shown["webhooks"][0]["pending"],
+            &shown["webhooks"][0]["failed"]
+        ),
+        (&json!(0), &json!(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_answers_500_then_200_gets_the_event_on_a_retry() {
+    let receiver = Receiver::start(1);
+    let app = app_for_local_receivers().await;
+    app.seed("lab-", 0, 1).await;
+    let body = json!({"url": format!("{}/hooks", receiver.base), "events": ["sandbox.allocated"]});
+    let made = app
+        .admin(Method::POST, "/v1/admin/webhooks")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let made = json_of(made, StatusCode::CREATED).await;
+    let secret = made["secret"].as_str().unwrap().to_owned();
+    json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
+    let seen = until_received(&receiver, &[&secret], 2).await;
+    assert_eq!(
+        seen[0]["id"], seen[1]["id"],
+        "the retry carries the same webhook-id"
+    );
+    assert!(seen.iter().all(|d| d["verified_with"] == 0), "{seen:?}");
+    let metrics = app.metrics_text().await;
+    let id = made["id"].as_str().unwrap();
+    for (outcome, count) in [("failed", 1.0), ("delivered", 1.0)] {
+        let series =
+            format!("broker_webhook_deliveries_total{{endpoint=\"{id}\",outcome=\"{outcome}\"}}");
+        assert_eq!(
+            crate::helpers::series_sum(&metrics, &series),
+            count,
+            "{series}"
+        );
+    }
 }

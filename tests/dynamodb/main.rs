@@ -72,6 +72,8 @@ mod usage;
 mod waiting;
 #[path = "../api/webhooks.rs"]
 mod webhooks;
+#[path = "../api/webhooks_crash.rs"]
+mod webhooks_crash;
 
 /// This crate runs every shared suite on a fresh DynamoDB Local table per test.
 mod flavor {
@@ -81,6 +83,28 @@ mod flavor {
     pub async fn fresh_store() -> (SharedStore, StoreGuard) {
         let (store, table) = crate::local::fresh_table_store().await;
         (store, Box::new(table))
+    }
+
+    /// Where a `serve` process keeps its state: a fresh table here.
+    pub type ServicePlace = String;
+
+    /// A fresh table (prepared as `init-table` does) for a `serve` process.
+    pub async fn service_place() -> ServicePlace {
+        crate::local::fresh_table_store().await.1
+    }
+
+    /// `serve` on the table `place`, with the test tokens and JSON logs on stdout.
+    pub fn serve_command(place: &ServicePlace) -> std::process::Command {
+        let mut command = crate::local::broker(&["serve"], &crate::local::shared().endpoint, place);
+        command
+            .env("BROKER_API_TOKEN", crate::helpers::LAB_TOKEN)
+            .env("BROKER_ADMIN_TOKEN", crate::helpers::ADMIN_TOKEN)
+            .env("RATE_LIMIT_PER_SEC", "100000")
+            .env("RATE_LIMIT_BURST", "100000")
+            .env("LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        command
     }
 
     /// `count` stores on one fresh table, each with its own client, queue and candidates,

@@ -126,7 +126,7 @@ async fn write_python_items(client: &aws_sdk_dynamodb::Client, table: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_rows() {
+async fn init_table_adds_only_the_missing_indexes_and_the_service_serves_python_rows() {
     let endpoint = &local::shared().endpoint;
     let table = local::table_name();
     let settings = local::settings(endpoint, &table);
@@ -138,7 +138,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
     let again = dynamo::schema::ensure_table(&client, &table).await.unwrap();
 
     assert!(!report.created_table);
-    assert_eq!(report.added_indexes, ["StatusNameIndex"]);
+    assert_eq!(report.added_indexes, ["StatusNameIndex", "OutboxIndex"]);
     assert!(again.added_indexes.is_empty(), "init-table is idempotent");
     let described = client
         .describe_table()
@@ -158,6 +158,7 @@ async fn init_table_adds_only_the_missing_index_and_the_service_serves_python_ro
         indexes,
         [
             "IdempotencyIndex",
+            "OutboxIndex",
             "StatusIndex",
             "StatusNameIndex",
             "TrackIndex"
@@ -427,7 +428,9 @@ async fn serve_on_the_python_table_before_init_table_refuses_to_start_and_says_w
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        stderr.contains("StatusNameIndex") && stderr.contains("init-table"),
+        stderr.contains("StatusNameIndex")
+            && stderr.contains("OutboxIndex")
+            && stderr.contains("init-table"),
         "{stderr}"
     );
     assert!(
@@ -435,7 +438,11 @@ async fn serve_on_the_python_table_before_init_table_refuses_to_start_and_says_w
         "init-table on a PROVISIONED table: {}",
         String::from_utf8_lossy(&prepared.stderr)
     );
-    assert!(String::from_utf8_lossy(&prepared.stdout).contains("added StatusNameIndex"));
+    let stdout = String::from_utf8_lossy(&prepared.stdout);
+    assert!(
+        stdout.contains("added StatusNameIndex, OutboxIndex"),
+        "{stdout}"
+    );
     let missing = dynamo::schema::missing_indexes(&client, &table)
         .await
         .unwrap();

@@ -1,4 +1,4 @@
-"""A webhook receiver for the suite: it keeps every delivery as it came and verifies them
+"""A webhook receiver for the suite (on PORT, else a free loopback port): it keeps every delivery as it came and verifies them
 with the Standard Webhooks reference library (an implementation independent of the
 service's). Prints its loopback port, then serves until killed.
 
@@ -62,6 +62,6 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "0"))), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()

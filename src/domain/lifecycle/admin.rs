@@ -84,6 +84,7 @@ pub fn decide_row_action(
         }
     }
     Ok(Change {
+        by_expiry: false,
         row: changed,
         expect: Expect {
             reserved_for: row.reserved_for.clone(),

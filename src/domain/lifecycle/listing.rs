@@ -101,6 +101,7 @@ pub fn unverified_deletion(row: &Sandbox, rules: &SyncRules, now: EpochSecs) -> 
         DeletionOutcome::Deleted { .. } | DeletionOutcome::Released => return None,
     }
     Some(Change {
+        by_expiry: false,
         row: retried,
         expect: while_still(SandboxStatus::Deleted),
     })

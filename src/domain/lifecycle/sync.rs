@@ -100,6 +100,7 @@ pub fn mark_stale(row: &Sandbox, now: EpochSecs) -> Option<Change> {
         stale.reserved_for = None;
         stale.updated_at = now;
         Change {
+            by_expiry: false,
             row: stale,
             expect: Expect {
                 reserved_for: row.reserved_for.clone(),
@@ -227,6 +228,7 @@ fn upsert(old: Option<&Sandbox>, incoming: &NewSandbox, now: EpochSecs) -> Upser
     Upsert::Update(Change {
         row,
         expect: while_still(old.status),
+        by_expiry: false,
     })
 }
 

@@ -65,20 +65,96 @@ pub struct SandboxEventData {
 }
 
 impl SandboxEventData {
-    /// The public fields of `row`.
-    pub fn of(row: &Sandbox) -> Self {
+    /// The public fields of `row` as the event `kind` at `at` saw it: the status the event
+    /// announces, and no time after `at` (a store that reads the row later, after further
+    /// changes, still tells the event's moment).
+    pub fn as_of(row: &Sandbox, kind: EventType, at: EpochSecs) -> Self {
+        let by_then = |time: Option<EpochSecs>| time.filter(|t| *t <= at);
         Self {
             sandbox_id: row.sandbox_id.clone(),
             name: row.name.clone(),
             external_id: row.external_id.clone(),
-            status: row.status,
+            status: announced_status(kind).unwrap_or(row.status),
             track_name: row.lab.clone(),
             allocated_to_track: row.holder.clone(),
-            allocated_at: row.allocated_at,
-            deletion_requested_at: row.deletion_requested_at,
-            deleted_at: row.deleted_at,
+            allocated_at: by_then(row.allocated_at),
+            deletion_requested_at: by_then(row.deletion_requested_at),
+            deleted_at: by_then(row.deleted_at),
         }
     }
+}
+
+/// The status a sandbox event announces.
+fn announced_status(kind: EventType) -> Option<SandboxStatus> {
+    match kind {
+        EventType::SandboxAllocated => Some(SandboxStatus::Allocated),
+        EventType::SandboxReleased | EventType::SandboxExpired => {
+            Some(SandboxStatus::PendingDeletion)
+        }
+        EventType::SandboxDeleted => Some(SandboxStatus::Deleted),
+        EventType::SandboxDeletionFailed => Some(SandboxStatus::DeletionFailed),
+        _ => None,
+    }
+}
+
+/// An event a row change announces, as the change's own write records it: what and when,
+/// not yet the data (a store whose write does not read the row fills that in when the
+/// event is fanned out, from the row it reads then: [`SandboxEventData::as_of`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announced {
+    /// The event's id (see [`event_id`]).
+    pub id: String,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// When.
+    pub at: EpochSecs,
+    /// The sandbox.
+    pub sandbox_id: String,
+}
+
+impl Announced {
+    /// The whole event, its data from `row` (the sandbox as read; `None`: gone by now).
+    pub fn event(&self, row: Option<&Sandbox>) -> Result<OutboxEvent, serde_json::Error> {
+        let data = match row {
+            Some(row) => serde_json::to_value(SandboxEventData::as_of(row, self.kind, self.at))?,
+            None => serde_json::json!({"sandbox_id": self.sandbox_id}),
+        };
+        Ok(OutboxEvent {
+            id: self.id.clone(),
+            kind: self.kind,
+            at: self.at,
+            subject: Some(self.sandbox_id.clone()),
+            data,
+        })
+    }
+}
+
+/// The event a decided change announces, if any: `before` is the row the change applies
+/// to (as read, or as a write that does not read it must assume it — its status is right
+/// either way), the change's own time is the event's.
+pub fn announced(before: &Sandbox, change: &crate::domain::lifecycle::Change) -> Option<Announced> {
+    announce(before.status, &change.row, change.by_expiry)
+}
+
+/// The event a row going from `before` to `after` announces (see [`sandbox_event`]).
+pub fn announce(before: SandboxStatus, after: &Sandbox, by_expiry: bool) -> Option<Announced> {
+    let kind = sandbox_event(Some(before), after, by_expiry)?;
+    let at = after.updated_at;
+    Some(Announced {
+        id: event_id(kind, &after.sandbox_id, at),
+        kind,
+        at,
+        sandbox_id: after.sandbox_id.clone(),
+    })
+}
+
+/// An event's id, derived from what and when, so the same change always names the same
+/// event (a write retried after a lost answer, a fan-out run twice).
+pub fn event_id(kind: EventType, sandbox_id: &str, at: EpochSecs) -> String {
+    let digest = Sha256::digest(format!("{}|{sandbox_id}|{}", kind.as_str(), at.get()));
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{EVENT_ID_PREFIX}{hex}")
 }
 
 /// An event waiting to be fanned out to the endpoints that want it.
@@ -106,15 +182,13 @@ impl OutboxEvent {
         row: &Sandbox,
         at: EpochSecs,
     ) -> Result<Self, serde_json::Error> {
-        let digest = Sha256::digest(format!("{}|{}|{}", kind.as_str(), row.sandbox_id, at.get()));
-        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-        Ok(Self {
-            id: format!("{EVENT_ID_PREFIX}{hex}"),
+        Announced {
+            id: event_id(kind, &row.sandbox_id, at),
             kind,
             at,
-            subject: Some(row.sandbox_id.clone()),
-            data: serde_json::to_value(SandboxEventData::of(row))?,
-        })
+            sandbox_id: row.sandbox_id.clone(),
+        }
+        .event(Some(row))
     }
 
     /// The body every delivery of it posts (the same bytes on every attempt).
@@ -130,6 +204,11 @@ pub struct Delivery {
     pub endpoint: String,
     /// The event.
     pub event: OutboxEvent,
+    /// Its place among the endpoint's deliveries of events in the same second: given at
+    /// fan-out, increasing (a fan-out's time in milliseconds × 1000 + the event's place in
+    /// it), so a sandbox's events keep the order they were announced in.
+    #[serde(default)]
+    pub sequence: u64,
     /// Attempts so far.
     #[serde(default)]
     pub attempts: u32,
@@ -145,11 +224,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The first delivery of `event` to `endpoint`, due at once.
-    pub fn first(endpoint: &str, event: &OutboxEvent) -> Self {
+    /// The first delivery of `event` to `endpoint`, `sequence` its place (see
+    /// [`Self::sequence`]), due at once.
+    pub fn first(endpoint: &str, event: &OutboxEvent, sequence: u64) -> Self {
         Self {
             endpoint: endpoint.to_owned(),
             event: event.clone(),
+            sequence,
             attempts: 0,
             next_attempt_at: event.at,
             last_error: None,
@@ -204,11 +285,22 @@ impl RetryPolicy {
     }
 }
 
-/// The order an endpoint's due deliveries are tried in: by event time, then id; and at
+/// The sequence of the `place`-th event a fan-out at `now_ms` moves (see
+/// [`Delivery::sequence`]).
+pub fn sequence(now_ms: crate::domain::time::EpochMillis, place: usize) -> u64 {
+    u64::try_from(now_ms.get())
+        .unwrap_or(0)
+        .saturating_mul(1000)
+        .saturating_add(u64::try_from(place).unwrap_or(u64::MAX) % 1000)
+}
+
+/// The order an endpoint's due deliveries are tried in: by event time, then sequence; and at
 /// most the first of each sandbox's, so a later event about a sandbox never overtakes an
 /// earlier one still being retried.
 pub fn delivery_order(mut due: Vec<Delivery>) -> Vec<Delivery> {
-    due.sort_by(|a, b| (a.event.at, &a.event.id).cmp(&(b.event.at, &b.event.id)));
+    due.sort_by(|a, b| {
+        (a.event.at, a.sequence, &a.event.id).cmp(&(b.event.at, b.sequence, &b.event.id))
+    });
     let mut seen = std::collections::HashSet::new();
     due.retain(|delivery| match &delivery.event.subject {
         Some(subject) => seen.insert(subject.clone()),
@@ -309,6 +401,49 @@ mod tests {
     }
 
     #[test]
+    fn a_change_announces_its_event_and_data_read_later_tells_its_moment() {
+        use crate::domain::lifecycle;
+        let mut allocated = row(SandboxStatus::Allocated, Some("stu"));
+        allocated.allocated_at = Some(EpochSecs::new(100));
+        let change = lifecycle::expire(
+            &allocated,
+            crate::domain::LabPolicy {
+                lab_duration_hours: 1,
+                grace_secs: 0,
+            },
+            EpochSecs::new(10_000),
+        )
+        .unwrap();
+        let announced = announced(&allocated, &change).unwrap();
+        assert_eq!(
+            (announced.kind, announced.at),
+            (EventType::SandboxExpired, EpochSecs::new(10_000))
+        );
+        assert_eq!(
+            announced.id,
+            event_id(
+                EventType::SandboxExpired,
+                &allocated.sandbox_id,
+                EpochSecs::new(10_000)
+            )
+        );
+        // Read again after it was deleted: the expired event still says pending deletion,
+        // and nothing after its moment.
+        let mut later = change.row;
+        later.status = SandboxStatus::Deleted;
+        later.deleted_at = Some(EpochSecs::new(20_000));
+        let event = announced.event(Some(&later)).unwrap();
+        assert_eq!(event.data["status"], "pending_deletion");
+        assert_eq!(event.data["deleted_at"], serde_json::Value::Null);
+        assert_eq!(event.data["deletion_requested_at"], 10_000);
+        let gone = announced.event(None).unwrap();
+        assert_eq!(
+            gone.data,
+            serde_json::json!({"sandbox_id": allocated.sandbox_id})
+        );
+    }
+
+    #[test]
     fn a_failed_delivery_backs_off_with_jitter_and_gives_up_after_the_retry_window() {
         let policy = RetryPolicy {
             give_up_after_secs: 24 * 3600,
@@ -319,7 +454,7 @@ mod tests {
             EpochSecs::new(0),
         )
         .unwrap();
-        let mut delivery = Delivery::first("wh_1", &event);
+        let mut delivery = Delivery::first("wh_1", &event, 0);
         assert!(delivery.due(EpochSecs::new(0)));
         let mut waits = Vec::new();
         let mut now = EpochSecs::new(0);
@@ -357,9 +492,11 @@ mod tests {
                 .unwrap()
         };
         let due = vec![
-            Delivery::first("wh_1", &event("b", 5)),
-            Delivery::first("wh_1", &event("a", 9)),
-            Delivery::first("wh_1", &event("a", 3)),
+            Delivery::first("wh_1", &event("b", 5), 1),
+            Delivery::first("wh_1", &event("a", 9), 2),
+            Delivery::first("wh_1", &event("a", 3), 3),
+            // Announced in the same second as a's first, after it.
+            Delivery::first("wh_1", &event("a", 3), 4),
         ];
         let order: Vec<(String, i64)> = delivery_order(due)
             .iter()

@@ -54,6 +54,17 @@ pub struct WebhookView {
     pub last_failure_error: Option<String>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
+    /// Deliveries waiting (first attempts and retries).
+    pub pending: u64,
+    /// Deliveries given up after `WEBHOOK_RETRY_HOURS` (kept to be seen).
+    pub failed: u64,
+}
+
+/// How many deliveries to an endpoint wait and how many were given up (the first 10,000).
+async fn delivery_counts(app: &AppState, id: &str) -> Result<(u64, u64)> {
+    let deliveries = app.store.outbox.deliveries(id, 10_000).await?;
+    let failed = deliveries.iter().filter(|d| d.failed_at.is_some()).count() as u64;
+    Ok((deliveries.len() as u64 - failed, failed))
 }
 
 impl WebhookView {
@@ -78,6 +89,17 @@ impl WebhookView {
             last_failure_status: state.last_failure_status,
             last_failure_error: state.last_failure_error.clone(),
             consecutive_failures: state.consecutive_failures,
+            pending: 0,
+            failed: 0,
+        }
+    }
+
+    /// The view with `counts` (pending, failed) of its deliveries.
+    fn counted(self, (pending, failed): (u64, u64)) -> Self {
+        Self {
+            pending,
+            failed,
+            ..self
         }
     }
 }
@@ -200,9 +222,12 @@ pub async fn list_webhooks(State(app): State<AppState>) -> Result<Json<WebhooksV
     all.sort_by(|a, b| {
         (a.endpoint.created_at, &a.endpoint.id).cmp(&(b.endpoint.created_at, &b.endpoint.id))
     });
-    Ok(Json(WebhooksView {
-        webhooks: all.iter().map(|used| WebhookView::of(used, now)).collect(),
-    }))
+    let mut webhooks = Vec::with_capacity(all.len());
+    for used in &all {
+        let counts = delivery_counts(&app, &used.endpoint.id).await?;
+        webhooks.push(WebhookView::of(used, now).counted(counts));
+    }
+    Ok(Json(WebhooksView { webhooks }))
 }
 
 /// One endpoint and how its deliveries go.
@@ -221,7 +246,10 @@ pub async fn get_webhook(
     Path(id): Path<String>,
 ) -> Result<Json<WebhookView>> {
     let used = webhook(&app, &id).await?;
-    Ok(Json(WebhookView::of(&used, app.clock.now())))
+    let counts = delivery_counts(&app, &id).await?;
+    Ok(Json(
+        WebhookView::of(&used, app.clock.now()).counted(counts),
+    ))
 }
 
 /// Removes an endpoint: nothing more is delivered to it.
@@ -244,6 +272,8 @@ pub async fn delete_webhook(
     if app.store.webhooks.remove_webhook(&id).await?.is_none() {
         return Err(ApiError::NothingFound(format!("no webhook {id}")));
     }
+    // Nothing more goes to it: what was still waiting for it is dropped with it.
+    app.store.outbox.drop_deliveries(&id).await?;
     let done = Done {
         action: "admin.webhook_delete",
         target: Some(format!("webhook {id}")),

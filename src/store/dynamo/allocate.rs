@@ -505,22 +505,20 @@ mod tests {
             };
             let unread = unread_available("42").unwrap();
             let update = row_update(&unread, &lifecycle::allocate(&unread, &grant).unwrap());
-            let (set, remove) = update
+            let remove = update
                 .expression
                 .split_once(" REMOVE ")
-                .unwrap_or((&update.expression, ""));
+                .map_or("", |(_, r)| r);
             let named = |clauses: Vec<&str>| {
                 let mut names: Vec<String> =
                     clauses.iter().map(|p| update.names[*p].clone()).collect();
                 names.sort();
                 names
             };
-            let set = named(
-                set.trim_start_matches("SET ")
-                    .split(", ")
-                    .map(|clause| clause.split(" = ").next().unwrap())
-                    .collect(),
-            );
+            let (plain, announced) = crate::store::dynamo::update::set_clauses(&update);
+            assert_eq!(announced, ["outbox", "outbox_at", "pending_events"]);
+            let mut set: Vec<String> = plain.into_iter().map(|(name, _)| name).collect();
+            set.sort();
             let remove = named(remove.split(", ").filter(|p| !p.is_empty()).collect());
             (set, remove, update.condition.clone())
         };

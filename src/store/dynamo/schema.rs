@@ -24,6 +24,12 @@ pub(crate) const LAB_INDEX: &str = "TrackIndex";
 pub(crate) const IDEMPOTENCY_INDEX: &str = "IdempotencyIndex";
 /// Ours, additive: rows by `status`, then `name`, so prefix allocation reads only matches.
 pub(crate) const STATUS_NAME_INDEX: &str = "StatusNameIndex";
+/// Ours, additive and sparse: only rows with webhook events pending (`outbox` set, one of
+/// [`OUTBOX_SHARDS`] values so no index partition runs hot), by when the first was
+/// announced; the dispatcher reads it, the row's own write puts a row there.
+pub(crate) const OUTBOX_INDEX: &str = "OutboxIndex";
+/// How many `outbox` key values rows with pending events are spread over.
+pub(crate) const OUTBOX_SHARDS: u32 = 16;
 
 /// How long `ensure_table` waits for the table and indexes to become active.
 const ACTIVE_WAIT: Duration = Duration::from_secs(300);
@@ -35,7 +41,7 @@ struct IndexSpec {
     projection: ProjectionType,
 }
 
-fn index_specs() -> [IndexSpec; 4] {
+fn index_specs() -> [IndexSpec; 5] {
     use ScalarAttributeType::{N, S};
     [
         IndexSpec {
@@ -61,6 +67,13 @@ fn index_specs() -> [IndexSpec; 4] {
             name: STATUS_NAME_INDEX,
             hash: ("status", S),
             range: ("name", S),
+            projection: ProjectionType::KeysOnly,
+        },
+        // The dispatcher reads the row's pending events consistently: keys suffice.
+        IndexSpec {
+            name: OUTBOX_INDEX,
+            hash: ("outbox", S),
+            range: ("outbox_at", N),
             projection: ProjectionType::KeysOnly,
         },
     ]

@@ -8,11 +8,29 @@
 use std::collections::HashMap;
 
 use super::error::internal;
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use super::item::{Item, n, s};
 use crate::domain::lifecycle::Change;
 use crate::domain::time::EpochSecs;
 use crate::domain::{ExternalId, NewSandbox, Sandbox, SandboxId, SandboxName, ValidationError};
 use crate::store::StoreError;
+
+/// The row attribute holding the webhook events its changes announced and the dispatcher
+/// has not fanned out yet (JSON strings, oldest first).
+pub(crate) const PENDING_EVENTS: &str = "pending_events";
+/// The sparse outbox index's key: set while the row has pending events.
+pub(crate) const OUTBOX: &str = "outbox";
+/// The outbox index's range key: when the row's first pending event was announced.
+pub(crate) const OUTBOX_AT: &str = "outbox_at";
+
+/// The outbox index key of the row `sandbox_id`: one of `OUTBOX_SHARDS` values, by hash.
+pub(crate) fn outbox_shard(sandbox_id: &str) -> String {
+    let hash = sandbox_id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("p#{}", hash % super::schema::OUTBOX_SHARDS)
+}
 
 /// The parts of an `UpdateItem` that turn the stored row into a decided one.
 #[derive(Debug, Default)]
@@ -66,6 +84,33 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
         .into_iter()
         .map(|attribute| name(&mut update, attribute))
         .collect();
+    // The event the change announces rides on the change's own write (docs/webhooks.md):
+    // appended to the row's pending events, and the row put in the sparse outbox index.
+    if let Some(announced) = crate::domain::webhooks::outbox::announced(before, change)
+        && let Ok(event) = serde_json::to_string(&announced)
+    {
+        let events = name(&mut update, PENDING_EVENTS);
+        let outbox = name(&mut update, OUTBOX);
+        let outbox_at = name(&mut update, OUTBOX_AT);
+        update.values.insert(
+            ":v_event".into(),
+            AttributeValue::L(vec![AttributeValue::S(event)]),
+        );
+        update
+            .values
+            .insert(":v_no_events".into(), AttributeValue::L(Vec::new()));
+        update
+            .values
+            .insert(":v_outbox".into(), s(outbox_shard(&change.row.sandbox_id)));
+        update.values.insert(":v_outbox_at".into(), n(announced.at));
+        set.push(format!(
+            "{events} = list_append(if_not_exists({events}, :v_no_events), :v_event)"
+        ));
+        set.push(format!("{outbox} = :v_outbox"));
+        set.push(format!(
+            "{outbox_at} = if_not_exists({outbox_at}, :v_outbox_at)"
+        ));
+    }
     if set.is_empty() && remove.is_empty() {
         // A decision that changes nothing (a second sync within the same second) still
         // lands only where its expectation holds, and DynamoDB refuses an empty update:
@@ -141,6 +186,33 @@ pub(super) fn unread_available(id: &str) -> Result<Sandbox, StoreError> {
     row.sandbox_id = id.to_owned();
     row.lab = Some(UNREAD.to_owned());
     Ok(row)
+}
+
+/// The `SET` clauses of `update` as (attribute, value placeholder), and apart the
+/// attributes the announced event writes (their values are expressions).
+#[cfg(test)]
+pub(crate) fn set_clauses(update: &RowUpdate) -> (Vec<(String, String)>, Vec<String>) {
+    let set = update
+        .expression
+        .trim_start_matches("SET ")
+        .split(" REMOVE ")
+        .next()
+        .unwrap_or_default();
+    let (mut plain, mut announced) = (Vec::new(), Vec::new());
+    for clause in set.split(", #") {
+        let clause = clause.trim_start_matches('#');
+        let Some((name, value)) = clause.split_once(" = ") else {
+            continue;
+        };
+        let attribute = update.names[&format!("#{name}")].clone();
+        if [PENDING_EVENTS, OUTBOX, OUTBOX_AT].contains(&attribute.as_str()) {
+            announced.push(attribute);
+        } else {
+            plain.push((attribute, value.to_owned()));
+        }
+    }
+    announced.sort();
+    (plain, announced)
 }
 
 #[cfg(test)]
@@ -261,17 +333,15 @@ mod tests {
         let update = row_update(&held, &change);
 
         let named = |placeholder: &str| update.names[placeholder].clone();
-        let mut set: Vec<(String, AttributeValue)> = update
-            .expression
-            .trim_start_matches("SET ")
-            .split(" REMOVE ")
-            .next()
-            .unwrap()
-            .split(", ")
-            .map(|clause| {
-                let (name, value) = clause.split_once(" = ").unwrap();
-                (named(name), update.values[value].clone())
-            })
+        let (mut set, announced) = set_clauses(&update);
+        assert_eq!(
+            announced,
+            ["outbox", "outbox_at", "pending_events"],
+            "the release's event rides on the release's own write"
+        );
+        let mut set: Vec<(String, AttributeValue)> = set
+            .drain(..)
+            .map(|(name, value)| (name, update.values[&value].clone()))
             .collect();
         set.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(

@@ -11,6 +11,7 @@ mod deletion;
 mod expiry;
 mod jobs;
 mod list;
+mod outbox;
 mod release;
 mod reservations;
 mod sync;
@@ -24,6 +25,7 @@ pub(super) use self::list::{
     allocation_facts, available_by_prefix, list_page, read_held_by, read_niosxaas_histories,
     read_niosxaas_history, read_row,
 };
+pub(super) use self::outbox::{deliveries, outbox_backlog};
 pub(super) use self::reservations::{held_rows, reservable, reservation_counts, reservations};
 pub(super) use self::tokens::token_uses;
 pub(super) use self::webhooks::webhook_uses;
@@ -89,6 +91,13 @@ const RESERVED_BY_NAME: TableDefinition<'_, &str, &str> = TableDefinition::new("
 /// `"<reservation>\0<sandbox_id>"` for every row allocated from a reservation (whatever
 /// became of it since): what the reservation used.
 const RESERVATION_USED: TableDefinition<'_, &str, ()> = TableDefinition::new("reservation_used");
+/// `"<sequence, 20 digits>"` → an event a row change announced
+/// (`domain::webhooks::outbox::Announced`), written in the change's own transaction.
+const OUTBOX: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("outbox");
+/// `"<endpoint>\0<event time, 12 digits>\0<event id>"` → a delivery not yet delivered.
+const DELIVERIES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("deliveries");
+/// The [`RECORDS`] key of the outbox's last sequence number.
+const OUTBOX_SEQUENCE: &str = "outbox_sequence";
 /// Webhook endpoint id → `{"endpoint", "state"}` as JSON.
 const WEBHOOKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("webhooks");
 /// The [`RECORDS`] key of the last complete listing a sync applied.
@@ -153,6 +162,8 @@ pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     txn.open_table(RESERVED_BY_NAME)?;
     txn.open_table(RESERVATION_USED)?;
     txn.open_table(WEBHOOKS)?;
+    txn.open_table(OUTBOX)?;
+    txn.open_table(DELIVERIES)?;
     txn.commit()?;
     Ok(())
 }
@@ -274,6 +285,8 @@ pub(super) struct Tables<'txn> {
     reserved: redb::Table<'txn, &'static str, &'static str>,
     reservation_used: redb::Table<'txn, &'static str, ()>,
     webhooks: redb::Table<'txn, &'static str, &'static [u8]>,
+    outbox: redb::Table<'txn, &'static str, &'static [u8]>,
+    deliveries: redb::Table<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
 }
 
@@ -297,6 +310,8 @@ impl<'txn> Tables<'txn> {
             reserved: txn.open_table(RESERVED_BY_NAME)?,
             reservation_used: txn.open_table(RESERVATION_USED)?,
             webhooks: txn.open_table(WEBHOOKS)?,
+            outbox: txn.open_table(OUTBOX)?,
+            deliveries: txn.open_table(DELIVERIES)?,
             deltas: StatusDeltas::default(),
         })
     }
@@ -311,8 +326,31 @@ impl<'txn> Tables<'txn> {
         guard.map(|value| decode(id, value.value())).transpose()
     }
 
-    /// Writes `new`, replacing `old`, and keeps the index and counts in step.
+    /// Writes `new`, replacing `old`, keeps the index and counts in step, and puts the
+    /// event the change announces (if any) in the outbox, in the same transaction.
     fn put(&mut self, old: Option<&Sandbox>, new: &Sandbox) -> Result<(), StoreError> {
+        self.put_announcing(old, new, false)
+    }
+
+    /// [`Self::put`], `by_expiry` saying auto-expiry ended the allocation.
+    fn put_announcing(
+        &mut self,
+        old: Option<&Sandbox>,
+        new: &Sandbox,
+        by_expiry: bool,
+    ) -> Result<(), StoreError> {
+        self.write_row(old, new)?;
+        if let Some(old) = old
+            && let Some(announced) =
+                crate::domain::webhooks::outbox::announce(old.status, new, by_expiry)
+        {
+            self.enqueue(&announced)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `new`, replacing `old`, and keeps the index and counts in step.
+    fn write_row(&mut self, old: Option<&Sandbox>, new: &Sandbox) -> Result<(), StoreError> {
         if let Some(old) = old {
             self.unindex(old)?;
         }

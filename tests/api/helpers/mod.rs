@@ -446,6 +446,7 @@ pub fn only_first_scheduled_runs(config: &mut Config) {
     jobs.auto_delete_stale_interval = never;
     jobs.audit_interval = never;
     jobs.reservations_interval = never;
+    config.webhooks.webhook_dispatch_interval = never;
 }
 
 /// Moves `clock` past the first scheduled runs (10 s after the schedules start, which

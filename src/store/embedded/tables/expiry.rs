@@ -17,7 +17,7 @@ impl Tables<'_> {
                 continue;
             };
             let row = change.row;
-            self.put(Some(&old), &row)?;
+            self.put_announcing(Some(&old), &row, change.by_expiry)?;
             self.free_allocation_key(&old)?;
             expired.push(row);
         }

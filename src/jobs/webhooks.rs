@@ -1,0 +1,199 @@
+//! The webhook dispatcher: fans announced events out to the endpoints that want them and
+//! delivers what is due, each endpoint on its own (docs/webhooks.md).
+//!
+//! Rule: what an event is, its order and its retries are `domain::webhooks::outbox`'s; this
+//! job only moves and sends. It runs under the job lease, so on a fleet one instance
+//! delivers. Within a run, endpoints are worked concurrently and each stops at its first
+//! failure, so an endpoint that is down costs one attempt per run, waits on its own
+//! backoff, and does not hold the others' deliveries back.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+
+use super::{Fence, JobError, RunCounts};
+use crate::domain::clock::Clock;
+use crate::domain::webhooks::outbox::{Delivery, RetryPolicy, delivery_order};
+use crate::domain::webhooks::{DeliveryOutcome, WebhookUse};
+use crate::metrics::Metrics;
+use crate::store::{OutboxStore, StoreError, WebhookStore};
+use crate::webhooks::Deliverer;
+
+/// Events fanned out per run, at most.
+const FAN_OUT_PER_RUN: usize = 1000;
+/// Deliveries read per endpoint per run, at most.
+const DELIVERIES_PER_ENDPOINT: usize = 200;
+
+/// What the dispatcher needs beside the store.
+#[derive(Debug, Clone)]
+pub struct Dispatch {
+    /// Posts signed events.
+    pub deliverer: Deliverer,
+    /// How long deliveries are retried.
+    pub policy: RetryPolicy,
+    /// How often the dispatcher runs.
+    pub interval: std::time::Duration,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookCounts {
+    /// Events moved from the outbox to deliveries.
+    pub fanned_out: u64,
+    /// Deliveries the receivers acknowledged.
+    pub delivered: u64,
+    /// Attempts that failed and will be retried.
+    pub retried: u64,
+    /// Deliveries given up (past `WEBHOOK_RETRY_HOURS`).
+    pub given_up: u64,
+}
+
+impl RunCounts for WebhookCounts {
+    fn named(&self) -> BTreeMap<String, u64> {
+        [
+            ("fanned_out", self.fanned_out),
+            ("delivered", self.delivered),
+            ("retried", self.retried),
+            ("given_up", self.given_up),
+        ]
+        .into_iter()
+        .map(|(name, count)| (name.to_owned(), count))
+        .collect()
+    }
+}
+
+/// The store roles the dispatcher uses.
+pub struct Stores<'a> {
+    /// Endpoints and their delivery state.
+    pub webhooks: &'a dyn WebhookStore,
+    /// Events and deliveries.
+    pub outbox: &'a dyn OutboxStore,
+}
+
+/// One run: fan out, then deliver what is due to every endpoint.
+pub async fn run_once(
+    stores: Stores<'_>,
+    dispatch: &Dispatch,
+    metrics: &Metrics,
+    fence: &Fence,
+    clock: &dyn Clock,
+) -> Result<WebhookCounts, JobError> {
+    let endpoints = stores.webhooks.webhooks().await?;
+    let list: Vec<_> = endpoints.iter().map(|used| used.endpoint.clone()).collect();
+    let mut counts = WebhookCounts {
+        fanned_out: stores
+            .outbox
+            .fan_out(&list, FAN_OUT_PER_RUN, clock.now_ms())
+            .await?,
+        ..WebhookCounts::default()
+    };
+    fence.check()?;
+    let runs = join_all(
+        endpoints
+            .iter()
+            .map(|used| deliver_to(&stores, dispatch, metrics, clock, used)),
+    )
+    .await;
+    let (backlog, mut oldest) = stores.outbox.outbox_backlog().await?;
+    metrics
+        .webhooks
+        .outbox_depth
+        .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+    for run in runs {
+        let (done, pending_since) = run?;
+        counts.delivered += done.delivered;
+        counts.retried += done.retried;
+        counts.given_up += done.given_up;
+        oldest = match (oldest, pending_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let now = clock.now();
+    metrics
+        .webhooks
+        .oldest_pending_seconds
+        .set(oldest.map_or(0, |at| (now - at).max(0)));
+    Ok(counts)
+}
+
+/// Delivers what is due to one endpoint, in order, stopping at its first failure; what it
+/// did, and the time of its oldest delivery still pending.
+async fn deliver_to(
+    stores: &Stores<'_>,
+    dispatch: &Dispatch,
+    metrics: &Metrics,
+    clock: &dyn Clock,
+    used: &WebhookUse,
+) -> Result<(WebhookCounts, Option<crate::domain::time::EpochSecs>), StoreError> {
+    let endpoint = &used.endpoint;
+    let all = stores
+        .outbox
+        .deliveries(&endpoint.id, DELIVERIES_PER_ENDPOINT)
+        .await?;
+    let pending: Vec<Delivery> = all.into_iter().filter(|d| d.failed_at.is_none()).collect();
+    let pending_since = pending.iter().map(|d| d.event.at).min();
+    metrics
+        .webhooks
+        .pending
+        .with_label_values(&[endpoint.id.as_str()])
+        .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
+    let mut counts = WebhookCounts::default();
+    let mut state = used.state.clone();
+    for delivery in delivery_order(pending) {
+        let now = clock.now();
+        if !delivery.due(now) {
+            continue;
+        }
+        let body = match delivery.event.body() {
+            Ok(body) => body,
+            Err(err) => return Err(StoreError::Internal(Box::new(err))),
+        };
+        let outcome = dispatch
+            .deliverer
+            .deliver(endpoint, &delivery.event.id, &body, now)
+            .await;
+        state = state.after(&outcome, now);
+        let label = match &outcome {
+            DeliveryOutcome::Delivered { .. } => {
+                stores.outbox.settle_delivery(&delivery, None).await?;
+                counts.delivered += 1;
+                "delivered"
+            }
+            DeliveryOutcome::Failed { error, .. } => {
+                let next = dispatch.policy.after_failure(
+                    &delivery,
+                    error.clone(),
+                    now,
+                    rand::random::<f64>(),
+                );
+                stores
+                    .outbox
+                    .settle_delivery(&delivery, Some(&next))
+                    .await?;
+                if next.failed_at.is_some() {
+                    counts.given_up += 1;
+                    "given_up"
+                } else {
+                    counts.retried += 1;
+                    "failed"
+                }
+            }
+        };
+        metrics
+            .webhooks
+            .deliveries_total
+            .with_label_values(&[endpoint.id.as_str(), label])
+            .inc();
+        if label != "delivered" {
+            break;
+        }
+    }
+    if state != used.state {
+        stores
+            .webhooks
+            .record_delivery(&endpoint.id, &state)
+            .await?;
+    }
+    Ok((counts, pending_since))
+}

@@ -1,0 +1,178 @@
+//! The webhook outbox and the deliveries it fans out into.
+
+use super::*;
+use crate::domain::webhooks::WebhookEndpoint;
+use crate::domain::webhooks::outbox::{Announced, Delivery, sequence};
+
+fn json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| {
+        StoreError::Internal(format!("{what} {key} cannot be decoded: {err}").into())
+    })
+}
+
+fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|err| StoreError::Internal(Box::new(err)))
+}
+
+/// The [`DELIVERIES`] key of `delivery`: by endpoint, then event time, then event id.
+fn delivery_key(delivery: &Delivery) -> String {
+    format!(
+        "{}\0{:012}\0{:020}\0{}",
+        delivery.endpoint,
+        delivery.event.at.get().max(0),
+        delivery.sequence,
+        delivery.event.id
+    )
+}
+
+/// Up to `limit` deliveries to `endpoint`, in event order.
+pub(in crate::store::embedded) fn deliveries(
+    db: &Database,
+    endpoint: &str,
+    limit: usize,
+) -> Result<Vec<Delivery>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(DELIVERIES).map_err(storage)?;
+    let (start, end) = (format!("{endpoint}\0"), format!("{endpoint}\u{1}"));
+    let mut found = Vec::new();
+    for entry in table
+        .range(start.as_str()..end.as_str())
+        .map_err(storage)?
+        .take(limit)
+    {
+        let (key, value) = entry.map_err(storage)?;
+        found.push(json("delivery", key.value(), value.value())?);
+    }
+    Ok(found)
+}
+
+/// Events not yet fanned out: how many, and the oldest one's time.
+pub(in crate::store::embedded) fn outbox_backlog(
+    db: &Database,
+) -> Result<(u64, Option<EpochSecs>), StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let table = txn.open_table(OUTBOX).map_err(storage)?;
+    let oldest = match table.first().map_err(storage)? {
+        Some((key, value)) => Some(json::<Announced>("event", key.value(), value.value())?.at),
+        None => None,
+    };
+    Ok((table.len().map_err(storage)?, oldest))
+}
+
+impl Tables<'_> {
+    /// Puts `announced` at the end of the outbox.
+    pub(super) fn enqueue(&mut self, announced: &Announced) -> Result<(), StoreError> {
+        let last = match self.records.get(OUTBOX_SEQUENCE).map_err(storage)? {
+            Some(value) => {
+                let bytes: [u8; 8] = value.value().try_into().map_err(|_| {
+                    StoreError::Internal("the outbox sequence is not 8 bytes".into())
+                })?;
+                u64::from_be_bytes(bytes)
+            }
+            None => 0,
+        };
+        let next = last + 1;
+        self.records
+            .insert(OUTBOX_SEQUENCE, next.to_be_bytes().as_slice())
+            .map_err(storage)?;
+        self.outbox
+            .insert(
+                format!("{next:020}").as_str(),
+                encode(announced)?.as_slice(),
+            )
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// See [`crate::store::OutboxStore::fan_out`].
+    pub(in crate::store::embedded) fn fan_out(
+        &mut self,
+        endpoints: &[WebhookEndpoint],
+        limit: usize,
+        now: crate::domain::time::EpochMillis,
+    ) -> Result<u64, StoreError> {
+        let mut taken = Vec::new();
+        for entry in self.outbox.iter().map_err(storage)?.take(limit) {
+            let (key, value) = entry.map_err(storage)?;
+            taken.push((
+                key.value().to_owned(),
+                json::<Announced>("event", key.value(), value.value())?,
+            ));
+        }
+        for (place, (key, announced)) in taken.iter().enumerate() {
+            let wanting: Vec<&WebhookEndpoint> = endpoints
+                .iter()
+                .filter(|e| e.wants(announced.kind))
+                .collect();
+            if !wanting.is_empty() {
+                let row = self.row(&announced.sandbox_id)?;
+                let event = announced
+                    .event(row.as_ref())
+                    .map_err(|err| StoreError::Internal(Box::new(err)))?;
+                for endpoint in wanting {
+                    let delivery = Delivery::first(&endpoint.id, &event, sequence(now, place));
+                    self.deliveries
+                        .insert(
+                            delivery_key(&delivery).as_str(),
+                            encode(&delivery)?.as_slice(),
+                        )
+                        .map_err(storage)?;
+                }
+            }
+            self.outbox.remove(key.as_str()).map_err(storage)?;
+        }
+        Ok(taken.len() as u64)
+    }
+
+    /// See [`crate::store::OutboxStore::settle_delivery`].
+    pub(in crate::store::embedded) fn settle_delivery(
+        &mut self,
+        delivery: &Delivery,
+        next: Option<&Delivery>,
+    ) -> Result<(), StoreError> {
+        let key = delivery_key(delivery);
+        match next {
+            None => {
+                self.deliveries.remove(key.as_str()).map_err(storage)?;
+            }
+            // Only while it is still there: an endpoint removed meanwhile took it along.
+            Some(next)
+                if self
+                    .deliveries
+                    .get(key.as_str())
+                    .map_err(storage)?
+                    .is_some() =>
+            {
+                self.deliveries
+                    .insert(key.as_str(), encode(next)?.as_slice())
+                    .map_err(storage)?;
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// See [`crate::store::OutboxStore::drop_deliveries`].
+    pub(in crate::store::embedded) fn drop_deliveries(
+        &mut self,
+        endpoint: &str,
+    ) -> Result<u64, StoreError> {
+        let (start, end) = (format!("{endpoint}\0"), format!("{endpoint}\u{1}"));
+        let mut keys = Vec::new();
+        for entry in self
+            .deliveries
+            .range(start.as_str()..end.as_str())
+            .map_err(storage)?
+        {
+            keys.push(entry.map_err(storage)?.0.value().to_owned());
+        }
+        for key in &keys {
+            self.deliveries.remove(key.as_str()).map_err(storage)?;
+        }
+        Ok(keys.len() as u64)
+    }
+}
