@@ -175,6 +175,8 @@ impl AppState {
                 deliverer: deliverer.clone(),
                 policy: config.webhooks.retry_policy(),
                 interval: config.webhooks.webhook_dispatch_interval,
+                watermarks: config.http.pool_low_watermarks.0.clone(),
+                levels: Arc::default(),
             })
             .with_clock(Arc::clone(&clock)),
         );

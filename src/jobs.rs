@@ -341,6 +341,7 @@ impl Jobs {
             let stores = webhooks::Stores {
                 webhooks: &*self.store.webhooks,
                 outbox: &*self.store.outbox,
+                analytics: &*self.store.analytics,
             };
             webhooks::run_once(stores, dispatch, &self.metrics, fence, &*self.clock).await
         })
@@ -349,6 +350,7 @@ impl Jobs {
 
     async fn audit_as(&self, trigger: Trigger) -> Result<JobReport<AuditCounts>, JobError> {
         self.leased(JobName::Audit, trigger, async |fence: &Fence| {
+            let previous = self.store.lifecycle.last_audit().await.ok().flatten();
             let report = audit::run_once(
                 &*self.store.lifecycle,
                 self.schedule.audit_rules,
@@ -356,6 +358,11 @@ impl Jobs {
                 self.clock.now(),
             )
             .await?;
+            if let Some(event) =
+                crate::domain::webhooks::outbox::audit_event(previous.as_ref(), &report)
+            {
+                self.announce(&event).await;
+            }
             Ok(AuditCounts {
                 violations: audit::counts_of(&report),
             })
@@ -430,6 +437,19 @@ impl Jobs {
             Err(JobError::ListingRefused(_)) => (JobOutcome::Refused, BTreeMap::new()),
             Err(_) => (JobOutcome::Failed, BTreeMap::new()),
         };
+        // What the job's last run was, for the provider's events (read before this run's
+        // record replaces it; only the jobs that call the provider need it).
+        let previous = if job.needs_provider() {
+            match self.store.jobs.job_records().await {
+                Ok(records) => records
+                    .into_iter()
+                    .find(|r| r.job == job.as_str())
+                    .and_then(|r| r.last_outcome),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         let record = JobRecord {
             job: job.as_str().to_owned(),
             last_started_at: Some(started_at),
@@ -443,7 +463,29 @@ impl Jobs {
             tracing::warn!(job = job.as_str(), error = %crate::telemetry::error_chain(&err), "could not record the job run");
         }
         log_run(job, outcome, duration, &result.as_ref().map(|_| &counts));
+        let error = result
+            .as_ref()
+            .err()
+            .map(|err| crate::telemetry::error_chain(err));
+        for event in crate::domain::webhooks::outbox::job_events(
+            job.as_str(),
+            job.needs_provider(),
+            previous.as_deref(),
+            outcome.as_str(),
+            error.as_deref(),
+            self.clock.now(),
+        ) {
+            self.announce(&event).await;
+        }
         result.map(|counts| JobReport { counts, duration })
+    }
+
+    /// Puts `event` in the webhook outbox; a store that cannot take it is logged, and the
+    /// run's own outcome stands.
+    async fn announce(&self, event: &crate::domain::webhooks::outbox::OutboxEvent) {
+        if let Err(err) = self.store.outbox.announce(event).await {
+            tracing::warn!(event = event.kind.as_str(), error = %crate::telemetry::error_chain(&err), "a webhook event could not be put in the outbox");
+        }
     }
 
     /// Every job's lease and last run, plus whether it is enabled here and its interval.

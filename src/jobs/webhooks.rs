@@ -13,10 +13,16 @@ use futures::future::join_all;
 
 use super::{Fence, JobError, RunCounts};
 use crate::domain::clock::Clock;
-use crate::domain::webhooks::outbox::{Delivery, RetryPolicy, delivery_order};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::domain::NamePrefix;
+use crate::domain::webhooks::outbox::{
+    Delivery, PoolLevel, RetryPolicy, delivery_order, pool_event,
+};
 use crate::domain::webhooks::{DeliveryOutcome, WebhookUse};
 use crate::metrics::Metrics;
-use crate::store::{OutboxStore, StoreError, WebhookStore};
+use crate::store::{AnalyticsStore, OutboxStore, StoreError, WebhookStore};
 use crate::webhooks::Deliverer;
 
 /// Events fanned out per run, at most.
@@ -33,6 +39,53 @@ pub struct Dispatch {
     pub policy: RetryPolicy,
     /// How often the dispatcher runs.
     pub interval: std::time::Duration,
+    /// `POOL_LOW_WATERMARKS`: the prefixes whose crossings announce `pool.low` and
+    /// `pool.empty`.
+    pub watermarks: Vec<(NamePrefix, u64)>,
+    /// Where each watched prefix stood at this instance's last run (an instance that
+    /// takes the lease over starts from "fine", so it may announce a standing low once
+    /// more: at least once).
+    pub levels: Arc<Mutex<HashMap<String, PoolLevel>>>,
+}
+
+/// Announces `pool.low` / `pool.empty` for the watched prefixes that crossed since the
+/// last run; how many it announced.
+async fn watch_pool(
+    analytics: &dyn AnalyticsStore,
+    outbox: &dyn OutboxStore,
+    dispatch: &Dispatch,
+    now: crate::domain::time::EpochSecs,
+) -> Result<u64, StoreError> {
+    if dispatch.watermarks.is_empty() {
+        return Ok(0);
+    }
+    let prefixes: Vec<NamePrefix> = dispatch.watermarks.iter().map(|(p, _)| p.clone()).collect();
+    let counts = analytics.available_by_prefix(&prefixes).await?;
+    let mut events = Vec::new();
+    {
+        let mut levels = dispatch
+            .levels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for ((prefix, watermark), available) in dispatch.watermarks.iter().zip(counts) {
+            let level = PoolLevel::of(available, *watermark);
+            let before = levels
+                .insert(prefix.as_str().to_owned(), level)
+                .unwrap_or(PoolLevel::Fine);
+            events.extend(pool_event(
+                prefix.as_str(),
+                before,
+                level,
+                available,
+                *watermark,
+                now,
+            ));
+        }
+    }
+    for event in &events {
+        outbox.announce(event).await?;
+    }
+    Ok(events.len() as u64)
 }
 
 /// What one run did.
@@ -68,6 +121,8 @@ pub struct Stores<'a> {
     pub webhooks: &'a dyn WebhookStore,
     /// Events and deliveries.
     pub outbox: &'a dyn OutboxStore,
+    /// The pool's counts per name prefix.
+    pub analytics: &'a dyn AnalyticsStore,
 }
 
 /// One run: fan out, then deliver what is due to every endpoint.
@@ -78,6 +133,7 @@ pub async fn run_once(
     fence: &Fence,
     clock: &dyn Clock,
 ) -> Result<WebhookCounts, JobError> {
+    watch_pool(stores.analytics, stores.outbox, dispatch, clock.now()).await?;
     let endpoints = stores.webhooks.webhooks().await?;
     let list: Vec<_> = endpoints.iter().map(|used| used.endpoint.clone()).collect();
     let mut counts = WebhookCounts {

@@ -68,7 +68,7 @@ use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
-use crate::domain::webhooks::outbox::Delivery;
+use crate::domain::webhooks::outbox::{Delivery, OutboxEvent};
 use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -529,6 +529,10 @@ impl OutboxStore for DynamoStore {
         next: Option<&Delivery>,
     ) -> Result<(), StoreError> {
         self.write_settled(delivery, next).await
+    }
+
+    async fn announce(&self, event: &OutboxEvent) -> Result<(), StoreError> {
+        self.put_event(event).await
     }
 
     async fn outbox_backlog(&self) -> Result<(u64, Option<EpochSecs>), StoreError> {

@@ -37,7 +37,7 @@ use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
-use crate::domain::webhooks::outbox::Delivery;
+use crate::domain::webhooks::outbox::{Delivery, OutboxEvent, Pending};
 use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
@@ -619,6 +619,11 @@ impl OutboxStore for EmbeddedStore {
         let (delivery, next) = (delivery.clone(), next.cloned());
         self.submit(move |tables| tables.settle_delivery(&delivery, next.as_ref()))
             .await
+    }
+
+    async fn announce(&self, event: &OutboxEvent) -> Result<(), StoreError> {
+        let pending = Pending::Event(event.clone());
+        self.submit(move |tables| tables.enqueue(&pending)).await
     }
 
     async fn outbox_backlog(&self) -> Result<(u64, Option<EpochSecs>), StoreError> {

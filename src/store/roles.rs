@@ -28,7 +28,7 @@ use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::tokens::{LabToken, TokenUse};
 use crate::domain::usage::AllocationFacts;
-use crate::domain::webhooks::outbox::Delivery;
+use crate::domain::webhooks::outbox::{Delivery, OutboxEvent};
 use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, HolderKey, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
@@ -429,6 +429,10 @@ pub trait OutboxStore: Send + Sync + 'static {
         delivery: &Delivery,
         next: Option<&Delivery>,
     ) -> Result<(), StoreError>;
+
+    /// Puts an event about no sandbox (a job's failure, the auditor's findings, the pool,
+    /// the provider) in the outbox; the same event (same id) twice is kept once.
+    async fn announce(&self, event: &OutboxEvent) -> Result<(), StoreError>;
 
     /// Events announced and not yet fanned out: how many, and the oldest one's time.
     async fn outbox_backlog(&self) -> Result<(u64, Option<EpochSecs>), StoreError>;

@@ -160,7 +160,10 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
         .unwrap_or_else(|| "suite".into());
     let artefacts = dir.join("artifacts").join(suite);
     std::fs::create_dir_all(&artefacts).unwrap();
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder()
+        .config(|c| c.webhooks.allow_private_webhooks = true)
+        .spawn()
+        .await;
     class_day(&app).await;
 
     let stats = api(&app, "/v1/admin/stats").await;
@@ -198,6 +201,7 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
                 .env("SEARCH_TEXT", "stu-3")
                 .env("FILTER_LAB", "dns")
                 .env("CSV_PREFIX", "lab-")
+                .env("WEBHOOK_URL", "http://127.0.0.1:9/hooks")
                 .output()
                 .expect("run node")
         }
@@ -355,7 +359,9 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
         .iter()
         .filter(|a| {
             let action = a["action"].as_str().unwrap();
-            !action.starts_with("admin.token_") && !action.starts_with("admin.reservation_")
+            !action.starts_with("admin.token_")
+                && !action.starts_with("admin.reservation_")
+                && !action.starts_with("admin.webhook_")
         })
         .map(|a| json!([a["actor"], a["action"]]))
         .collect();
@@ -523,6 +529,25 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
         (&json!(0), &json!(""))
     );
 
+    // The webhooks panel refuses a bad field, adds an endpoint (its secret shown once,
+    // never listed), shows a failed test, and deletes it.
+    let webhooks = &page["webhooks"];
+    assert!(
+        webhooks["refused"]
+            .as_str()
+            .unwrap()
+            .contains("must be one of"),
+        "{webhooks}"
+    );
+    assert_eq!(
+        (&webhooks["secretShape"], &webhooks["secretListed"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!(
+        webhooks["listed"],
+        json!([["sandbox.allocated, pool.low", "0", "0", "1"]])
+    );
+
     // A token that stops working clears the page and asks again.
     assert_eq!(
         page["revoked"],
@@ -541,9 +566,11 @@ async fn an_operator_reads_searches_pages_and_downloads_the_pool_on_the_dashboar
     }
     assert_eq!(page["pageErrors"], json!([]));
     for error in page["consoleErrors"].as_array().unwrap() {
-        if error["phase"] == "reservations" {
+        if error["phase"] == "reservations" || error["phase"] == "webhooks" {
             assert!(
-                error["text"].as_str().unwrap().contains("409"),
+                ["409", "400"]
+                    .iter()
+                    .any(|status| error["text"].as_str().unwrap().contains(status)),
                 "console error: {error}"
             );
             continue;

@@ -461,3 +461,46 @@ async fn a_receiver_that_answers_500_then_200_gets_the_event_on_a_retry() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_crossing_its_watermark_and_running_out_is_announced_once_each() {
+    let receiver = Receiver::start(0);
+    let app = TestApp::builder()
+        .config(|c| {
+            c.csp.allow_http_upstreams = true;
+            c.webhooks.allow_private_webhooks = true;
+            c.http.pool_low_watermarks =
+                sandbox_broker::http::config::PoolWatermarks::parse("lab-:2").unwrap();
+        })
+        .spawn()
+        .await;
+    app.seed("lab-", 0, 3).await;
+    let body =
+        json!({"url": format!("{}/hooks", receiver.base), "events": ["pool.low", "pool.empty"]});
+    let made = app
+        .admin(Method::POST, "/v1/admin/webhooks")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let secret = json_of(made, StatusCode::CREATED).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Let the dispatcher see the pool fine first.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for n in 0..2 {
+        json_of(app.allocate(&format!("stu-{n}")).await, StatusCode::CREATED).await;
+    }
+    let low = until_received(&receiver, &[&secret], 1).await;
+    assert_eq!(low[0]["type"], "pool.low", "{low:?}");
+    assert_eq!(
+        low[0]["data"],
+        json!({"name_prefix": "lab-", "available": 1, "watermark": 2})
+    );
+    json_of(app.allocate("stu-2").await, StatusCode::CREATED).await;
+    let both = until_received(&receiver, &[&secret], 2).await;
+    assert_eq!(both[1]["type"], "pool.empty", "{both:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(receiver.verified(&[]).await.len(), 2, "each crossing once");
+}

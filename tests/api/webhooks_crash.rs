@@ -16,7 +16,10 @@ fn serve(place: &ServicePlace) -> crate::helpers::process::Server {
     command
         .env("ALLOW_HTTP_UPSTREAMS", "true")
         .env("ALLOW_PRIVATE_WEBHOOKS", "true")
-        .env("WEBHOOK_DISPATCH_INTERVAL_SEC", "0.2");
+        .env("WEBHOOK_DISPATCH_INTERVAL_SEC", "0.2")
+        // The killed instance may hold the dispatcher's lease: the next one takes over
+        // once it runs out.
+        .env("JOB_LEASE_SEC", "3");
     start_until_listening(command, "sandbox-broker listening")
 }
 

@@ -238,6 +238,38 @@ try {
     errorCleared: await text('#reservation-error'),
   };
 
+  // 8c. Webhooks: an unknown event type is refused, naming the types; then an endpoint at
+  //     a closed loopback port (this app allows loopback) is added, its secret shown once,
+  //     tested (the failure shown), and deleted.
+  phase = 'webhooks';
+  await page.fill('#webhook-url', env('WEBHOOK_URL'));
+  await page.fill('#webhook-events', 'sandbox.stolen');
+  await page.click('#webhook-form button[type=submit]');
+  await waitText('#webhook-error', 'must be one of');
+  const webhookRefused = await text('#webhook-error');
+  await page.fill('#webhook-url', env('WEBHOOK_URL'));
+  await page.fill('#webhook-events', 'sandbox.allocated, pool.low');
+  await page.click('#webhook-form button[type=submit]');
+  await page.waitForSelector('#webhook-secret-shown', { state: 'visible' });
+  const webhookSecret = await text('#webhook-secret');
+  await page.waitForSelector('#webhooks-table tbody tr');
+  await page.click('#webhooks-table [data-test]');
+  await waitText('#webhook-error', 'Test delivery failed');
+  await page.waitForFunction(() => {
+    const row = document.querySelector('#webhooks-table tbody tr');
+    return row && row.cells[7].textContent === '1';
+  });
+  const webhookRows = await cells('#webhooks-table');
+  page.once('dialog', (dialog) => dialog.accept());
+  await page.click('#webhooks-table [data-delete]');
+  await page.waitForFunction(() => document.querySelectorAll('#webhooks-table tbody tr').length === 0);
+  result.webhooks = {
+    refused: webhookRefused,
+    secretShape: /^whsec_[A-Za-z0-9+/=]+$/.test(webhookSecret),
+    secretListed: JSON.stringify(webhookRows).includes(webhookSecret),
+    listed: webhookRows.map((row) => [row[2], row[3], row[4], row[7]]),
+  };
+
   // 9. A token that stops working (rotated away) sends the page back to the prompt and
   //    clears everything it showed.
   phase = 'revoked';

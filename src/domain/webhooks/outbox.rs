@@ -130,6 +130,169 @@ impl Announced {
     }
 }
 
+/// What an outbox holds: a sandbox change's announcement (its data read at fan-out), or
+/// an event complete already (a job, the auditor, the pool, the provider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Pending {
+    /// A whole event.
+    Event(OutboxEvent),
+    /// A sandbox change's event.
+    Sandbox(Announced),
+}
+
+impl Pending {
+    /// Its time.
+    pub fn at(&self) -> EpochSecs {
+        match self {
+            Self::Event(event) => event.at,
+            Self::Sandbox(announced) => announced.at,
+        }
+    }
+
+    /// Its type.
+    pub fn kind(&self) -> EventType {
+        match self {
+            Self::Event(event) => event.kind,
+            Self::Sandbox(announced) => announced.kind,
+        }
+    }
+
+    /// The whole event; a sandbox's data from `row` (see [`Announced::event`]).
+    pub fn event(&self, row: Option<&Sandbox>) -> Result<OutboxEvent, serde_json::Error> {
+        match self {
+            Self::Event(event) => Ok(event.clone()),
+            Self::Sandbox(announced) => announced.event(row),
+        }
+    }
+
+    /// The sandbox whose row holds its data, for a sandbox change's event.
+    pub fn sandbox_id(&self) -> Option<&str> {
+        match self {
+            Self::Event(_) => None,
+            Self::Sandbox(announced) => Some(&announced.sandbox_id),
+        }
+    }
+}
+
+impl OutboxEvent {
+    /// An event of `kind` at `at` about no sandbox, with `data`; its id from the three, so
+    /// announcing the same thing twice names one event.
+    pub fn other(kind: EventType, at: EpochSecs, data: serde_json::Value) -> Self {
+        let digest = Sha256::digest(format!("{}|{}|{data}", kind.as_str(), at.get()));
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        Self {
+            id: format!("{EVENT_ID_PREFIX}{hex}"),
+            kind,
+            at,
+            subject: None,
+            data,
+        }
+    }
+}
+
+/// The events a job run's outcome announces: `job.failed` when it failed; for the jobs
+/// that call the provider (`provider_job`), `provider.unavailable` when a run is postponed
+/// after one that was not, and `provider.recovered` when one completes after a postponed
+/// one. Outcomes are the job records' (`completed`, `postponed`, `refused`, `failed`).
+pub fn job_events(
+    job: &str,
+    provider_job: bool,
+    previous: Option<&str>,
+    outcome: &str,
+    error: Option<&str>,
+    at: EpochSecs,
+) -> Vec<OutboxEvent> {
+    let mut events = Vec::new();
+    if outcome == "failed" {
+        events.push(OutboxEvent::other(
+            EventType::JobFailed,
+            at,
+            serde_json::json!({"job": job, "error": error}),
+        ));
+    }
+    if provider_job {
+        let was_postponed = previous == Some("postponed");
+        let kind = match outcome {
+            "postponed" if !was_postponed => Some(EventType::ProviderUnavailable),
+            "completed" if was_postponed => Some(EventType::ProviderRecovered),
+            _ => None,
+        };
+        events
+            .extend(kind.map(|kind| OutboxEvent::other(kind, at, serde_json::json!({"job": job}))));
+    }
+    events
+}
+
+/// The `audit.violation` event an audit announces: when it found something, and not the
+/// same counts the audit before it found (an operator hears of a new finding once).
+pub fn audit_event(
+    previous: Option<&crate::domain::audit::AuditReport>,
+    report: &crate::domain::audit::AuditReport,
+) -> Option<OutboxEvent> {
+    let total: u64 = report.counts.values().sum();
+    let unchanged = previous.is_some_and(|previous| previous.counts == report.counts);
+    (total > 0 && !unchanged).then(|| {
+        let examples: Vec<serde_json::Value> = report
+            .violations
+            .iter()
+            .take(10)
+            .map(|v| serde_json::json!({"check": v.check.as_str(), "sandbox_id": v.sandbox_id, "detail": v.detail}))
+            .collect();
+        OutboxEvent::other(
+            EventType::AuditViolation,
+            report.checked_at,
+            serde_json::json!({"counts": report.counts, "total": total, "examples": examples}),
+        )
+    })
+}
+
+/// How a watched name prefix stands against its low watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolLevel {
+    /// At or above its mark.
+    Fine,
+    /// Below its mark.
+    Low,
+    /// Nothing available.
+    Empty,
+}
+
+impl PoolLevel {
+    /// Where `available` stands against `watermark`.
+    pub fn of(available: u64, watermark: u64) -> Self {
+        if available == 0 {
+            Self::Empty
+        } else if available < watermark {
+            Self::Low
+        } else {
+            Self::Fine
+        }
+    }
+}
+
+/// The event a prefix going from `before` to `now` announces: `pool.low` when it falls
+/// below its mark, `pool.empty` when it runs out; nothing when it recovers or stays.
+pub fn pool_event(
+    prefix: &str,
+    before: PoolLevel,
+    now: PoolLevel,
+    available: u64,
+    watermark: u64,
+    at: EpochSecs,
+) -> Option<OutboxEvent> {
+    let kind = match (before, now) {
+        (PoolLevel::Fine, PoolLevel::Low) => EventType::PoolLow,
+        (PoolLevel::Fine | PoolLevel::Low, PoolLevel::Empty) => EventType::PoolEmpty,
+        _ => return None,
+    };
+    Some(OutboxEvent::other(
+        kind,
+        at,
+        serde_json::json!({"name_prefix": prefix, "available": available, "watermark": watermark}),
+    ))
+}
+
 /// The event a decided change announces, if any: `before` is the row the change applies
 /// to (as read, or as a write that does not read it must assume it — its status is right
 /// either way), the change's own time is the event's.
@@ -441,6 +604,106 @@ mod tests {
             gone.data,
             serde_json::json!({"sandbox_id": allocated.sandbox_id})
         );
+    }
+
+    #[test]
+    fn an_outbox_keeps_either_kind_of_entry() {
+        let announced = announce(
+            SandboxStatus::Available,
+            &row(SandboxStatus::Allocated, Some("stu")),
+            false,
+        )
+        .unwrap();
+        let other = OutboxEvent::other(
+            EventType::JobFailed,
+            EpochSecs::new(5),
+            serde_json::json!({"job": "sync"}),
+        );
+        for pending in [Pending::Sandbox(announced), Pending::Event(other)] {
+            let json = serde_json::to_string(&pending).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Pending>(&json).unwrap(),
+                pending,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn jobs_the_auditor_and_the_pool_announce_their_changes_once() {
+        let at = EpochSecs::new(50);
+        let kinds = |events: Vec<OutboxEvent>| events.iter().map(|e| e.kind).collect::<Vec<_>>();
+        assert_eq!(
+            kinds(job_events(
+                "expiry",
+                false,
+                None,
+                "failed",
+                Some("store down"),
+                at
+            )),
+            [EventType::JobFailed]
+        );
+        assert_eq!(
+            kinds(job_events(
+                "sync",
+                true,
+                Some("completed"),
+                "postponed",
+                None,
+                at
+            )),
+            [EventType::ProviderUnavailable]
+        );
+        assert!(
+            job_events("sync", true, Some("postponed"), "postponed", None, at).is_empty(),
+            "once"
+        );
+        assert_eq!(
+            kinds(job_events(
+                "cleanup",
+                true,
+                Some("postponed"),
+                "completed",
+                None,
+                at
+            )),
+            [EventType::ProviderRecovered]
+        );
+        assert!(job_events("sync", true, Some("completed"), "completed", None, at).is_empty());
+        let failed = job_events("sync", true, None, "failed", Some("x"), at);
+        assert_eq!(
+            failed[0].data,
+            serde_json::json!({"job": "sync", "error": "x"})
+        );
+
+        let report = |n: u64| crate::domain::audit::AuditReport {
+            checked_at: at,
+            duration_ms: 1,
+            violations: Vec::new(),
+            counts: [("deletion_overdue".to_owned(), n)].into_iter().collect(),
+        };
+        assert!(audit_event(None, &report(0)).is_none());
+        assert_eq!(
+            audit_event(None, &report(2)).map(|e| e.kind),
+            Some(EventType::AuditViolation)
+        );
+        assert!(
+            audit_event(Some(&report(2)), &report(2)).is_none(),
+            "the same finding once"
+        );
+        assert!(audit_event(Some(&report(2)), &report(3)).is_some());
+
+        use PoolLevel::{Empty, Fine, Low};
+        assert_eq!(PoolLevel::of(0, 5), Empty);
+        assert_eq!(PoolLevel::of(4, 5), Low);
+        assert_eq!(PoolLevel::of(5, 5), Fine);
+        let kind = |before, now| pool_event("lab-", before, now, 1, 5, at).map(|e| e.kind);
+        assert_eq!(kind(Fine, Low), Some(EventType::PoolLow));
+        assert_eq!(kind(Low, Empty), Some(EventType::PoolEmpty));
+        assert_eq!(kind(Fine, Empty), Some(EventType::PoolEmpty));
+        assert_eq!(kind(Low, Low), None);
+        assert_eq!(kind(Empty, Fine), None, "recovering is not announced");
     }
 
     #[test]

@@ -427,6 +427,62 @@ async function deleteReservation(reservation) {
   await loadReservations();
 }
 
+async function loadWebhooks() {
+  const listed = await admin('/admin/webhooks');
+  const tbody = $('webhooks-table').tBodies[0];
+  tbody.replaceChildren(...listed.webhooks.map((w) => {
+    const row = element('tr', { 'data-webhook': w.id });
+    const failure = w.last_failure_at
+      ? `${time(w.last_failure_at)} ${w.last_failure_status || ''} ${w.last_failure_error || ''}`.trim()
+      : '';
+    const cells = [w.url, w.id, w.events.join(', '), w.pending, w.failed, time(w.last_success_at), failure, w.consecutive_failures];
+    for (const value of cells) row.append(element('td', {}, value));
+    const action = element('td');
+    for (const [verb, label] of [['test', 'Test'], ['rotate', 'Rotate'], ['delete', 'Delete']]) {
+      const button = element('button', { type: 'button', [`data-${verb}`]: w.id }, label);
+      button.addEventListener('click', () => webhookAction(w, verb).catch(showError));
+      action.append(button);
+    }
+    row.append(action);
+    return row;
+  }));
+}
+
+async function addWebhook() {
+  const body = { url: $('webhook-url').value.trim(), events: commaList($('webhook-events').value) };
+  const description = $('webhook-description').value.trim();
+  if (description) body.description = description;
+  try {
+    const made = await admin('/admin/webhooks', 'POST', body);
+    $('webhook-secret').textContent = made.secret;
+    $('webhook-secret-shown').hidden = false;
+    $('webhook-error').textContent = '';
+    $('webhook-form').reset();
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status === 401 || error.status === 403) throw error;
+    $('webhook-error').textContent = error.message;
+    return;
+  }
+  await loadWebhooks();
+}
+
+async function webhookAction(webhook, verb) {
+  const path = `/admin/webhooks/${encodeURIComponent(webhook.id)}`;
+  if (verb === 'delete') {
+    if (!window.confirm(`Delete the webhook to ${webhook.url}? Its pending deliveries go with it.`)) return;
+    await admin(path, 'DELETE');
+  } else if (verb === 'rotate') {
+    if (!window.confirm('Issue a new secret? The old one keeps signing for 24 h.')) return;
+    const rotated = await admin(`${path}/rotate`, 'POST');
+    $('webhook-secret').textContent = rotated.secret;
+    $('webhook-secret-shown').hidden = false;
+  } else {
+    const tested = await admin(`${path}/test`, 'POST');
+    $('webhook-error').textContent = tested.delivered ? '' : `Test delivery failed: ${tested.error || tested.status}`;
+  }
+  await loadWebhooks();
+}
+
 async function loadTokens() {
   const listed = await admin('/admin/tokens');
   const tbody = $('tokens-table').tBodies[0];
@@ -596,7 +652,7 @@ async function refresh() {
   state.refreshing = true;
   try {
     const results = await Promise.allSettled([
-      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadAudit(), loadReservations(), loadTokens(), loadActions(), loadNiosxaas(), loadSandboxes(),
+      loadPool(), loadUsage(), loadLabs(), loadHolders(false), loadJobs(), loadAudit(), loadReservations(), loadWebhooks(), loadTokens(), loadActions(), loadNiosxaas(), loadSandboxes(),
     ]);
     const failed = results.find((r) => r.status === 'rejected');
     $('board-error').textContent = '';
@@ -624,9 +680,11 @@ function signOut(message) {
   $('sign-in-error').textContent = message || '';
   // Nothing read with the old token stays on the page.
   for (const id of ['pool-cards', 'status-chart', 'usage-chart', 'lab-duration', 'labs-chart', 'breakers', 'audit-counts', 'niosxaas-counts', 'reservation-timeline']) $(id).replaceChildren();
-  for (const id of ['tracks', 'holders-table', 'jobs-table', 'audit-violations', 'reservations-table', 'tokens-table', 'actions-table', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
+  for (const id of ['tracks', 'holders-table', 'jobs-table', 'audit-violations', 'reservations-table', 'webhooks-table', 'tokens-table', 'actions-table', 'niosxaas-records', 'sandbox-table']) $(id).tBodies[0].replaceChildren();
   $('token-secret').textContent = '';
   $('token-minted').hidden = true;
+  $('webhook-secret').textContent = '';
+  $('webhook-secret-shown').hidden = true;
 }
 
 async function signIn(token) {
@@ -686,6 +744,10 @@ function init() {
   $('reservation-form').addEventListener('submit', (event) => {
     event.preventDefault();
     reserveSandboxes().catch(showError);
+  });
+  $('webhook-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    addWebhook().catch(showError);
   });
   const saved = sessionStorage.getItem(tokenKey);
   if (saved) signIn(saved);

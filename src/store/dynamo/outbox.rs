@@ -14,13 +14,13 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::DynamoStore;
 use super::calls::Budget;
 use super::error::DynamoError;
-use super::item::{AttributeValuesExt, Item, s, sandbox_key};
+use super::item::{AttributeValuesExt, Item, s};
 use super::schema::{OUTBOX_INDEX, OUTBOX_SHARDS};
 use super::update::{OUTBOX, OUTBOX_AT, PENDING_EVENTS};
 use crate::domain::Sandbox;
 use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::webhooks::WebhookEndpoint;
-use crate::domain::webhooks::outbox::{Announced, Delivery, sequence};
+use crate::domain::webhooks::outbox::{Delivery, OutboxEvent, Pending, sequence};
 use crate::store::StoreError;
 
 /// What every delivery item's partition key starts with (then the endpoint id).
@@ -54,8 +54,13 @@ fn delivery_of(item: &Item) -> Result<Delivery, StoreError> {
     serde_json::from_str(item.text("delivery").unwrap_or_default()).map_err(internal)
 }
 
-/// The pending events a row item holds, as stored (JSON strings) and decoded.
-fn pending_of(item: &Item) -> Result<Vec<(AttributeValue, Announced)>, StoreError> {
+/// What every event item's partition key starts with (an event about no sandbox).
+const EVENT_PREFIX: &str = "EVENT#";
+/// The sort key of event items.
+const EVENT_SORT_KEY: &str = "EVENT";
+
+/// The pending events an item holds, as stored (JSON strings) and decoded.
+fn pending_of(item: &Item) -> Result<Vec<(AttributeValue, Pending)>, StoreError> {
     let Some(AttributeValue::L(events)) = item.get(PENDING_EVENTS) else {
         return Ok(Vec::new());
     };
@@ -78,7 +83,7 @@ impl DynamoStore {
         &self,
         budget: &Budget,
         limit: usize,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
         let mut found = Vec::new();
         for shard in 0..OUTBOX_SHARDS {
             let query = self
@@ -96,8 +101,10 @@ impl DynamoStore {
                 .await
                 .map_err(DynamoError::into_store_error)?;
             for item in page.items() {
-                if let (Some(pk), Some(at)) = (item.text("PK"), item.integer(OUTBOX_AT)) {
-                    found.push((at, pk.to_owned()));
+                if let (Some(pk), Some(sk), Some(at)) =
+                    (item.text("PK"), item.text("SK"), item.integer(OUTBOX_AT))
+                {
+                    found.push((at, pk.to_owned(), sk.to_owned()));
                 }
             }
         }
@@ -116,20 +123,18 @@ impl DynamoStore {
         let budget = self.calls.budget();
         let mut moved = 0;
         let mut place = 0;
-        for (_, pk) in self.rows_with_events(&budget, limit).await? {
-            let Some(id) = pk.strip_prefix(super::item::SANDBOX_PREFIX) else {
-                continue;
-            };
-            let Some(item) = self.consistent_item(&budget, sandbox_key(id)).await? else {
+        for (_, pk, sk) in self.rows_with_events(&budget, limit).await? {
+            let key = HashMap::from([("PK".to_owned(), s(&pk)), ("SK".to_owned(), s(&sk))]);
+            let Some(item) = self.consistent_item(&budget, key.clone()).await? else {
                 continue;
             };
             let pending = pending_of(&item)?;
             let row = Sandbox::try_from(&item).ok();
-            for (_, announced) in &pending {
-                let event = announced.event(row.as_ref()).map_err(internal)?;
+            for (_, entry) in &pending {
+                let event = entry.event(row.as_ref()).map_err(internal)?;
                 let sequence = sequence(now, place);
                 place += 1;
-                for endpoint in endpoints.iter().filter(|e| e.wants(announced.kind)) {
+                for endpoint in endpoints.iter().filter(|e| e.wants(entry.kind())) {
                     let put = self
                         .client()
                         .put_item()
@@ -147,10 +152,45 @@ impl DynamoStore {
                     }
                 }
             }
-            self.take_events_off(&budget, id, &pending).await?;
+            if pk.starts_with(EVENT_PREFIX) {
+                // An event item holds only its event: it goes once fanned out.
+                self.delete_partition_item(&pk, &sk).await?;
+            } else {
+                self.take_events_off(&budget, key, &pending).await?;
+            }
             moved += pending.len() as u64;
         }
         Ok(moved)
+    }
+
+    /// See [`crate::store::OutboxStore::announce`]: an item of its own, in the outbox index.
+    pub(super) async fn put_event(&self, event: &OutboxEvent) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&Pending::Event(event.clone())).map_err(internal)?;
+        let item = HashMap::from([
+            ("PK".to_owned(), s(format!("{EVENT_PREFIX}{}", event.id))),
+            ("SK".to_owned(), s(EVENT_SORT_KEY)),
+            ("sandbox_id".to_owned(), s(EVENT_SORT_KEY)),
+            (
+                PENDING_EVENTS.to_owned(),
+                AttributeValue::L(vec![AttributeValue::S(json)]),
+            ),
+            (OUTBOX.to_owned(), s(super::update::outbox_shard(&event.id))),
+            (OUTBOX_AT.to_owned(), super::item::n(event.at)),
+        ]);
+        let put = self
+            .client()
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)");
+        match self
+            .calls
+            .send(&self.calls.budget(), || put.clone().send())
+            .await
+        {
+            Ok(_) | Err(DynamoError::Conflict) => Ok(()),
+            Err(DynamoError::Store(err)) => Err(err),
+        }
     }
 
     /// Removes the `taken` events from the head of the row's list: the whole list and the
@@ -158,8 +198,8 @@ impl DynamoStore {
     async fn take_events_off(
         &self,
         budget: &Budget,
-        id: &str,
-        taken: &[(AttributeValue, Announced)],
+        key: Item,
+        taken: &[(AttributeValue, Pending)],
     ) -> Result<(), StoreError> {
         let Some((first, _)) = taken.first() else {
             return Ok(());
@@ -169,7 +209,7 @@ impl DynamoStore {
             .client()
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(sandbox_key(id)))
+            .set_key(Some(key.clone()))
             .update_expression("REMOVE #e, #o, #oa")
             .condition_expression("size(#e) = :n AND #e[0] = :first")
             .expression_attribute_names("#e", PENDING_EVENTS)
@@ -188,7 +228,7 @@ impl DynamoStore {
             .client()
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(sandbox_key(id)))
+            .set_key(Some(key.clone()))
             .update_expression(format!("REMOVE {}", heads.join(", ")))
             .condition_expression("size(#e) > :n AND #e[0] = :first")
             .expression_attribute_names("#e", PENDING_EVENTS)

@@ -344,7 +344,9 @@ impl<'txn> Tables<'txn> {
             && let Some(announced) =
                 crate::domain::webhooks::outbox::announce(old.status, new, by_expiry)
         {
-            self.enqueue(&announced)?;
+            self.enqueue(&crate::domain::webhooks::outbox::Pending::Sandbox(
+                announced,
+            ))?;
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::webhooks::WebhookEndpoint;
-use crate::domain::webhooks::outbox::{Announced, Delivery, sequence};
+use crate::domain::webhooks::outbox::{Delivery, Pending, sequence};
 
 fn json<T: serde::de::DeserializeOwned>(
     what: &str,
@@ -57,7 +57,7 @@ pub(in crate::store::embedded) fn outbox_backlog(
     let txn = db.begin_read().map_err(storage)?;
     let table = txn.open_table(OUTBOX).map_err(storage)?;
     let oldest = match table.first().map_err(storage)? {
-        Some((key, value)) => Some(json::<Announced>("event", key.value(), value.value())?.at),
+        Some((key, value)) => Some(json::<Pending>("event", key.value(), value.value())?.at()),
         None => None,
     };
     Ok((table.len().map_err(storage)?, oldest))
@@ -65,7 +65,10 @@ pub(in crate::store::embedded) fn outbox_backlog(
 
 impl Tables<'_> {
     /// Puts `announced` at the end of the outbox.
-    pub(super) fn enqueue(&mut self, announced: &Announced) -> Result<(), StoreError> {
+    pub(in crate::store::embedded) fn enqueue(
+        &mut self,
+        pending: &Pending,
+    ) -> Result<(), StoreError> {
         let last = match self.records.get(OUTBOX_SEQUENCE).map_err(storage)? {
             Some(value) => {
                 let bytes: [u8; 8] = value.value().try_into().map_err(|_| {
@@ -80,10 +83,7 @@ impl Tables<'_> {
             .insert(OUTBOX_SEQUENCE, next.to_be_bytes().as_slice())
             .map_err(storage)?;
         self.outbox
-            .insert(
-                format!("{next:020}").as_str(),
-                encode(announced)?.as_slice(),
-            )
+            .insert(format!("{next:020}").as_str(), encode(pending)?.as_slice())
             .map_err(storage)?;
         Ok(())
     }
@@ -100,17 +100,20 @@ impl Tables<'_> {
             let (key, value) = entry.map_err(storage)?;
             taken.push((
                 key.value().to_owned(),
-                json::<Announced>("event", key.value(), value.value())?,
+                json::<Pending>("event", key.value(), value.value())?,
             ));
         }
-        for (place, (key, announced)) in taken.iter().enumerate() {
+        for (place, (key, pending)) in taken.iter().enumerate() {
             let wanting: Vec<&WebhookEndpoint> = endpoints
                 .iter()
-                .filter(|e| e.wants(announced.kind))
+                .filter(|e| e.wants(pending.kind()))
                 .collect();
             if !wanting.is_empty() {
-                let row = self.row(&announced.sandbox_id)?;
-                let event = announced
+                let row = match pending.sandbox_id() {
+                    Some(id) => self.row(id)?,
+                    None => None,
+                };
+                let event = pending
                     .event(row.as_ref())
                     .map_err(|err| StoreError::Internal(Box::new(err)))?;
                 for endpoint in wanting {
