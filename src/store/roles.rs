@@ -431,7 +431,8 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Puts an event about no sandbox (a job's failure, the auditor's findings, the pool,
-    /// the provider) in the outbox; the same event (same id) twice is kept once.
+    /// the provider) in the outbox. Announced twice, it may be delivered twice, with the
+    /// same id (at least once: receivers de-duplicate on `webhook-id`).
     async fn announce(&self, event: &OutboxEvent) -> Result<(), StoreError>;
 
     /// Events announced and not yet fanned out: how many, and the oldest one's time.

@@ -555,6 +555,7 @@ macro_rules! conformance_suite {
                 a_sync_stales_a_reserved_row_the_provider_dropped,
                 a_reservation_and_its_rows_survive_an_export_and_restore,
                 webhook_endpoints_keep_their_secrets_and_delivery_state,
+                the_outbox_fans_out_keeps_and_settles_deliveries,
             );
         }
     };
@@ -1997,4 +1998,126 @@ pub async fn webhook_endpoints_keep_their_secrets_and_delivery_state(store: Shar
     );
     assert_eq!(webhooks.remove_webhook("wh_1").await.unwrap(), None);
     assert!(webhooks.webhooks().await.unwrap().is_empty());
+}
+
+pub async fn the_outbox_fans_out_keeps_and_settles_deliveries(store: SharedStore) {
+    use sandbox_broker::domain::time::EpochMillis;
+    use sandbox_broker::domain::webhooks::outbox::{OutboxEvent, RetryPolicy};
+    use sandbox_broker::domain::webhooks::{
+        EventType, RawEndpointSpec, WebhookEndpoint, new_secret,
+    };
+    let endpoint = |id: &str, events: &[&str]| {
+        WebhookEndpoint::parse(
+            RawEndpointSpec {
+                url: Some("https://hooks.example.com/in".into()),
+                events: Some(events.iter().map(|e| (*e).to_owned()).collect()),
+                description: None,
+            },
+            false,
+            id.into(),
+            new_secret([1; 24]),
+            NOW,
+        )
+        .unwrap()
+    };
+    let allocations = endpoint("wh_a", &["sandbox.allocated", "sandbox.released"]);
+    let jobs = endpoint("wh_j", &["job.failed"]);
+    store
+        .admin
+        .import(sandboxes("lab-", 0, 2), NOW)
+        .await
+        .unwrap();
+    // Two changes announce two events on the row, one write each; a job's failure a third.
+    let held = granted(&store, request("s1")).await.sandbox;
+    store
+        .allocation
+        .release(release_of(&id(&held.sandbox_id), &holder("s1"), NOW + 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let failed_job = OutboxEvent::other(
+        EventType::JobFailed,
+        NOW + 2,
+        serde_json::json!({"job": "expiry"}),
+    );
+    store.outbox.announce(&failed_job).await.unwrap();
+    let (backlog, oldest) = store.outbox.outbox_backlog().await.unwrap();
+    assert!(backlog >= 2 && oldest == Some(NOW), "{backlog} {oldest:?}");
+
+    let endpoints = [allocations.clone(), jobs.clone()];
+    let moved = store
+        .outbox
+        .fan_out(&endpoints, 100, EpochMillis::new(5_000))
+        .await
+        .unwrap();
+    assert_eq!(moved, 3, "two sandbox events and one job event");
+    assert_eq!(
+        store
+            .outbox
+            .fan_out(&endpoints, 100, EpochMillis::new(6_000))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.outbox.outbox_backlog().await.unwrap().0, 0);
+
+    let to_a = store.outbox.deliveries("wh_a", 10).await.unwrap();
+    let kinds: Vec<EventType> = to_a.iter().map(|d| d.event.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventType::SandboxAllocated, EventType::SandboxReleased],
+        "in order"
+    );
+    assert_eq!(to_a[0].event.data["sandbox_id"], held.sandbox_id.as_str());
+    assert_eq!(
+        to_a[0].event.data["status"], "allocated",
+        "as of its moment"
+    );
+    let to_j = store.outbox.deliveries("wh_j", 10).await.unwrap();
+    assert_eq!((to_j.len(), &to_j[0].event.id), (1, &failed_job.id));
+
+    // Retried, then given up: kept and shown; delivered: gone.
+    let policy = RetryPolicy {
+        give_up_after_secs: 10,
+    };
+    let retried = policy.after_failure(&to_a[0], "HTTP 500".into(), NOW + 3, 0.5);
+    store
+        .outbox
+        .settle_delivery(&to_a[0], Some(&retried))
+        .await
+        .unwrap();
+    let given_up = policy.after_failure(&retried, "HTTP 500".into(), NOW + 20, 0.5);
+    assert!(given_up.failed_at.is_some());
+    store
+        .outbox
+        .settle_delivery(&retried, Some(&given_up))
+        .await
+        .unwrap();
+    store.outbox.settle_delivery(&to_a[1], None).await.unwrap();
+    let left = store.outbox.deliveries("wh_a", 10).await.unwrap();
+    assert_eq!(left, [given_up], "the given-up one stays, to be seen");
+
+    assert_eq!(store.outbox.drop_deliveries("wh_a").await.unwrap(), 1);
+    assert!(
+        store
+            .outbox
+            .deliveries("wh_a", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A settle after the endpoint's removal makes nothing come back.
+    store
+        .outbox
+        .settle_delivery(&to_a[0], Some(&retried))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .outbox
+            .deliveries("wh_a", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -100,6 +100,17 @@ async fn register(app: &TestApp, url: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// Registers the endpoint `body` describes, which the test knows is accepted.
+async fn registered(app: &TestApp, body: &Value) -> Value {
+    let made = app
+        .admin(Method::POST, "/v1/admin/webhooks")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    json_of(made, StatusCode::CREATED).await
+}
+
 async fn post(app: &TestApp, path: &str) -> Value {
     json_of(
         app.admin(Method::POST, path).send().await.unwrap(),
@@ -362,13 +373,7 @@ async fn lifecycle_events_are_delivered_signed_and_in_order_per_sandbox() {
     let app = app_for_local_receivers().await;
     app.seed("lab-", 0, 3).await;
     let body = json!({"url": format!("{}/hooks", receiver.base), "events": ["sandbox.allocated", "sandbox.released"]});
-    let made = app
-        .admin(Method::POST, "/v1/admin/webhooks")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let made = json_of(made, StatusCode::CREATED).await;
+    let made = registered(&app, &body).await;
     let secret = made["secret"].as_str().unwrap().to_owned();
 
     let first = json_of(
@@ -434,13 +439,7 @@ async fn a_receiver_that_answers_500_then_200_gets_the_event_on_a_retry() {
     let app = app_for_local_receivers().await;
     app.seed("lab-", 0, 1).await;
     let body = json!({"url": format!("{}/hooks", receiver.base), "events": ["sandbox.allocated"]});
-    let made = app
-        .admin(Method::POST, "/v1/admin/webhooks")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let made = json_of(made, StatusCode::CREATED).await;
+    let made = registered(&app, &body).await;
     let secret = made["secret"].as_str().unwrap().to_owned();
     json_of(app.allocate("stu-1").await, StatusCode::CREATED).await;
     let seen = until_received(&receiver, &[&secret], 2).await;
@@ -477,13 +476,7 @@ async fn a_prefix_crossing_its_watermark_and_running_out_is_announced_once_each(
     app.seed("lab-", 0, 3).await;
     let body =
         json!({"url": format!("{}/hooks", receiver.base), "events": ["pool.low", "pool.empty"]});
-    let made = app
-        .admin(Method::POST, "/v1/admin/webhooks")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let secret = json_of(made, StatusCode::CREATED).await["secret"]
+    let secret = registered(&app, &body).await["secret"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -78,7 +78,21 @@ fn pending_of(item: &Item) -> Result<Vec<(AttributeValue, Pending)>, StoreError>
 }
 
 impl DynamoStore {
-    /// The keys (`PK`) of up to `limit` rows with pending events, oldest first.
+    /// The query of one outbox index shard.
+    fn outbox_shard_query(
+        &self,
+        shard: u32,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client()
+            .query()
+            .table_name(&self.table)
+            .index_name(OUTBOX_INDEX)
+            .key_condition_expression("#o = :shard")
+            .expression_attribute_names("#o", OUTBOX)
+            .expression_attribute_values(":shard", s(format!("p#{shard}")))
+    }
+
+    /// The keys (`PK`, `SK`) of up to `limit` items with pending events, oldest first.
     async fn rows_with_events(
         &self,
         budget: &Budget,
@@ -87,13 +101,7 @@ impl DynamoStore {
         let mut found = Vec::new();
         for shard in 0..OUTBOX_SHARDS {
             let query = self
-                .client()
-                .query()
-                .table_name(&self.table)
-                .index_name(OUTBOX_INDEX)
-                .key_condition_expression("#o = :shard")
-                .expression_attribute_names("#o", OUTBOX)
-                .expression_attribute_values(":shard", s(format!("p#{shard}")))
+                .outbox_shard_query(shard)
                 .limit(i32::try_from(limit).unwrap_or(i32::MAX));
             let page = self
                 .calls
@@ -315,14 +323,7 @@ impl DynamoStore {
         let mut rows = 0;
         let mut oldest: Option<i64> = None;
         for shard in 0..OUTBOX_SHARDS {
-            let query = self
-                .client()
-                .query()
-                .table_name(&self.table)
-                .index_name(OUTBOX_INDEX)
-                .key_condition_expression("#o = :shard")
-                .expression_attribute_names("#o", OUTBOX)
-                .expression_attribute_values(":shard", s(format!("p#{shard}")));
+            let query = self.outbox_shard_query(shard);
             let first = query.clone().limit(1);
             let page = self
                 .calls
