@@ -177,6 +177,7 @@ impl AppState {
                 interval: config.webhooks.webhook_dispatch_interval,
                 watermarks: config.http.pool_low_watermarks.0.clone(),
                 levels: Arc::default(),
+                workers: Arc::default(),
             })
             .with_clock(Arc::clone(&clock)),
         );

@@ -339,11 +339,18 @@ impl Jobs {
         let dispatch = self.dispatch.as_ref().ok_or(JobError::NoWebhooks)?;
         self.leased(JobName::Webhooks, trigger, async |fence: &Fence| {
             let stores = webhooks::Stores {
-                webhooks: &*self.store.webhooks,
-                outbox: &*self.store.outbox,
-                analytics: &*self.store.analytics,
+                webhooks: Arc::clone(&self.store.webhooks),
+                outbox: Arc::clone(&self.store.outbox),
+                analytics: Arc::clone(&self.store.analytics),
             };
-            webhooks::run_once(stores, dispatch, &self.metrics, fence, &*self.clock).await
+            webhooks::run_once(
+                stores,
+                dispatch,
+                &self.metrics,
+                fence,
+                Arc::clone(&self.clock),
+            )
+            .await
         })
         .await
     }

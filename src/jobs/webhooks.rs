@@ -9,11 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
-
 use super::{Fence, JobError, RunCounts};
-use crate::domain::clock::Clock;
-use std::collections::HashMap;
+use crate::domain::clock::{Clock, SharedClock};
+use crate::domain::time::EpochSecs;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::domain::NamePrefix;
@@ -46,6 +45,8 @@ pub struct Dispatch {
     /// takes the lease over starts from "fine", so it may announce a standing low once
     /// more: at least once).
     pub levels: Arc<Mutex<HashMap<String, PoolLevel>>>,
+    /// This instance's endpoint workers.
+    pub workers: Arc<Workers>,
 }
 
 /// Announces `pool.low` / `pool.empty` for the watched prefixes that crossed since the
@@ -93,21 +94,16 @@ async fn watch_pool(
 pub struct WebhookCounts {
     /// Events moved from the outbox to deliveries.
     pub fanned_out: u64,
-    /// Deliveries the receivers acknowledged.
-    pub delivered: u64,
-    /// Attempts that failed and will be retried.
-    pub retried: u64,
-    /// Deliveries given up (past `WEBHOOK_RETRY_HOURS`).
-    pub given_up: u64,
+    /// Endpoint workers started (each delivers its endpoint's due deliveries; what they
+    /// delivered is in `broker_webhook_deliveries_total`).
+    pub workers_started: u64,
 }
 
 impl RunCounts for WebhookCounts {
     fn named(&self) -> BTreeMap<String, u64> {
         [
             ("fanned_out", self.fanned_out),
-            ("delivered", self.delivered),
-            ("retried", self.retried),
-            ("given_up", self.given_up),
+            ("workers_started", self.workers_started),
         ]
         .into_iter()
         .map(|(name, count)| (name.to_owned(), count))
@@ -115,25 +111,55 @@ impl RunCounts for WebhookCounts {
     }
 }
 
-/// The store roles the dispatcher uses.
-pub struct Stores<'a> {
+/// The store roles the dispatcher uses (owned: an endpoint's worker outlives the run that
+/// started it).
+#[derive(Clone)]
+pub struct Stores {
     /// Endpoints and their delivery state.
-    pub webhooks: &'a dyn WebhookStore,
+    pub webhooks: Arc<dyn WebhookStore>,
     /// Events and deliveries.
-    pub outbox: &'a dyn OutboxStore,
+    pub outbox: Arc<dyn OutboxStore>,
     /// The pool's counts per name prefix.
-    pub analytics: &'a dyn AnalyticsStore,
+    pub analytics: Arc<dyn AnalyticsStore>,
 }
 
-/// One run: fan out, then deliver what is due to every endpoint.
+/// The endpoints a worker of this instance is delivering to now, and the time of each
+/// endpoint's oldest pending delivery as its last worker saw it.
+#[derive(Debug, Default)]
+pub struct Workers {
+    busy: Mutex<HashSet<String>>,
+    pending_since: Mutex<HashMap<String, EpochSecs>>,
+}
+
+/// Marks an endpoint free again when its worker ends, however it ends.
+struct Busy<'a> {
+    workers: &'a Workers,
+    endpoint: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.workers
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.endpoint);
+    }
+}
+
+/// One run: fan out, then start a worker for every endpoint that has none. A run does not
+/// wait for the workers: an endpoint that is slow (each attempt up to
+/// `WEBHOOK_TIMEOUT_SEC`) keeps only its own worker busy, and every other endpoint's next
+/// deliveries start on the next run. (If the lease moves to another instance meanwhile,
+/// both may attempt the same delivery: at least once, same id.)
 pub async fn run_once(
-    stores: Stores<'_>,
+    stores: Stores,
     dispatch: &Dispatch,
     metrics: &Metrics,
     fence: &Fence,
-    clock: &dyn Clock,
+    clock: SharedClock,
 ) -> Result<WebhookCounts, JobError> {
-    watch_pool(stores.analytics, stores.outbox, dispatch, clock.now()).await?;
+    watch_pool(&*stores.analytics, &*stores.outbox, dispatch, clock.now()).await?;
     let endpoints = stores.webhooks.webhooks().await?;
     let list: Vec<_> = endpoints.iter().map(|used| used.endpoint.clone()).collect();
     let mut counts = WebhookCounts {
@@ -144,27 +170,69 @@ pub async fn run_once(
         ..WebhookCounts::default()
     };
     fence.check()?;
-    let runs = join_all(
-        endpoints
-            .iter()
-            .map(|used| deliver_to(&stores, dispatch, metrics, clock, used)),
-    )
-    .await;
-    let (backlog, mut oldest) = stores.outbox.outbox_backlog().await?;
+    for used in endpoints {
+        let endpoint = used.endpoint.id.clone();
+        if !dispatch
+            .workers
+            .busy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(endpoint.clone())
+        {
+            continue;
+        }
+        counts.workers_started += 1;
+        let (stores, dispatch, metrics, clock) = (
+            stores.clone(),
+            dispatch.clone(),
+            metrics.clone(),
+            Arc::clone(&clock),
+        );
+        tokio::spawn(async move {
+            let busy = Busy {
+                workers: &dispatch.workers,
+                endpoint: endpoint.clone(),
+            };
+            match deliver_to(&stores, &dispatch, &metrics, &*clock, &used).await {
+                Ok(Some(since)) => {
+                    dispatch
+                        .workers
+                        .pending_since
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(endpoint, since);
+                }
+                Ok(None) => {
+                    dispatch
+                        .workers
+                        .pending_since
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&endpoint);
+                }
+                Err(err) => {
+                    tracing::warn!(webhook = endpoint, error = %crate::telemetry::error_chain(&err), "a webhook worker stopped on a store error; the next run starts another");
+                }
+            }
+            drop(busy);
+        });
+    }
+    let (backlog, oldest) = stores.outbox.outbox_backlog().await?;
     metrics
         .webhooks
         .outbox_depth
         .set(i64::try_from(backlog).unwrap_or(i64::MAX));
-    for run in runs {
-        let (done, pending_since) = run?;
-        counts.delivered += done.delivered;
-        counts.retried += done.retried;
-        counts.given_up += done.given_up;
-        oldest = match (oldest, pending_since) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-    }
+    let known: HashSet<&str> = list.iter().map(|e| e.id.as_str()).collect();
+    let oldest = {
+        let mut since = dispatch
+            .workers
+            .pending_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Endpoints deleted meanwhile wait for nothing any more.
+        since.retain(|endpoint, _| known.contains(endpoint.as_str()));
+        since.values().copied().chain(oldest).min()
+    };
     let now = clock.now();
     metrics
         .webhooks
@@ -173,15 +241,15 @@ pub async fn run_once(
     Ok(counts)
 }
 
-/// Delivers what is due to one endpoint, in order, stopping at its first failure; what it
-/// did, and the time of its oldest delivery still pending.
+/// Delivers what is due to one endpoint, in order, stopping at its first failure; the
+/// time of its oldest delivery still pending before it started.
 async fn deliver_to(
-    stores: &Stores<'_>,
+    stores: &Stores,
     dispatch: &Dispatch,
     metrics: &Metrics,
     clock: &dyn Clock,
     used: &WebhookUse,
-) -> Result<(WebhookCounts, Option<crate::domain::time::EpochSecs>), StoreError> {
+) -> Result<Option<EpochSecs>, StoreError> {
     let endpoint = &used.endpoint;
     let all = stores
         .outbox
@@ -194,7 +262,6 @@ async fn deliver_to(
         .pending
         .with_label_values(&[endpoint.id.as_str()])
         .set(i64::try_from(pending.len()).unwrap_or(i64::MAX));
-    let mut counts = WebhookCounts::default();
     let mut state = used.state.clone();
     for delivery in delivery_order(pending) {
         let now = clock.now();
@@ -213,7 +280,6 @@ async fn deliver_to(
         let label = match &outcome {
             DeliveryOutcome::Delivered { .. } => {
                 stores.outbox.settle_delivery(&delivery, None).await?;
-                counts.delivered += 1;
                 "delivered"
             }
             DeliveryOutcome::Failed { error, .. } => {
@@ -228,10 +294,8 @@ async fn deliver_to(
                     .settle_delivery(&delivery, Some(&next))
                     .await?;
                 if next.failed_at.is_some() {
-                    counts.given_up += 1;
                     "given_up"
                 } else {
-                    counts.retried += 1;
                     "failed"
                 }
             }
@@ -251,5 +315,5 @@ async fn deliver_to(
             .record_delivery(&endpoint.id, &state)
             .await?;
     }
-    Ok((counts, pending_since))
+    Ok(pending_since)
 }

@@ -497,3 +497,44 @@ async fn a_prefix_crossing_its_watermark_and_running_out_is_announced_once_each(
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     assert_eq!(receiver.verified(&[]).await.len(), 2, "each crossing once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_does_not_hold_up_the_others() {
+    let receiver = Receiver::start(0);
+    let app = app_for_local_receivers().await;
+    app.seed("lab-", 0, 3).await;
+    for path in ["slow", "hooks"] {
+        let body =
+            json!({"url": format!("{}/{path}", receiver.base), "events": ["sandbox.allocated"]});
+        registered(&app, &body).await;
+    }
+    let started = std::time::Instant::now();
+    for n in 0..3 {
+        json_of(app.allocate(&format!("stu-{n}")).await, StatusCode::CREATED).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    // The slow endpoint takes 5 s an answer; the other gets all three meanwhile.
+    let mut fast = 0;
+    while started.elapsed() < std::time::Duration::from_secs(4) {
+        let seen = receiver.verified(&[]).await;
+        fast = seen.iter().filter(|d| d["path"] == "/hooks").count();
+        if fast == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        fast, 3,
+        "the fast endpoint got every event while the slow one was still busy"
+    );
+    let slow_by_then = receiver
+        .verified(&[])
+        .await
+        .iter()
+        .filter(|d| d["path"] == "/slow")
+        .count();
+    assert!(
+        slow_by_then <= 1,
+        "the slow one is still on its first: {slow_by_then}"
+    );
+}

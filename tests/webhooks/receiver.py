@@ -3,19 +3,22 @@ with the Standard Webhooks reference library (an implementation independent of t
 service's). Prints its loopback port, then serves until killed.
 
 POST /<anything>   keeps the delivery; answers 500 to the first FAIL_FIRST deliveries, 200
-                   after; POST /redirect answers 307 to /elsewhere instead.
+                   after; POST /redirect answers 307 to /elsewhere instead; POST /slow
+                   keeps it only after SLOW_SECONDS (default 5), then answers 200.
 GET /verify?secret=whsec_...&secret=...   each delivery in order: its webhook-id, and the
                    type and data the library returns when some secret given verifies it.
 """
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 from standardwebhooks.webhooks import Webhook
 
 FAIL_FIRST = int(os.environ.get("FAIL_FIRST", "0"))
+SLOW_SECONDS = float(os.environ.get("SLOW_SECONDS", "5"))
 received = []
 lock = threading.Lock()
 
@@ -29,8 +32,12 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("location", "/elsewhere")
             self.end_headers()
             return
+        if self.path == "/slow":
+            time.sleep(SLOW_SECONDS)
         with lock:
-            received.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+            received.append(
+                {"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body, "path": self.path}
+            )
             count = len(received)
         self.send_response(500 if count <= FAIL_FIRST else 200)
         self.send_header("content-length", "0")
@@ -42,7 +49,7 @@ class Handler(BaseHTTPRequestHandler):
             deliveries = list(received)
         out = []
         for delivery in deliveries:
-            result = {"id": delivery["headers"].get("webhook-id"), "verified_with": None}
+            result = {"id": delivery["headers"].get("webhook-id"), "path": delivery["path"], "verified_with": None}
             for n, secret in enumerate(secrets):
                 try:
                     payload = Webhook(secret).verify(delivery["body"], delivery["headers"])
