@@ -156,6 +156,8 @@ pub enum BackupItem {
         #[serde(default)]
         state: crate::domain::webhooks::DeliveryState,
     },
+    /// A webhook delivery not yet delivered (waiting, being retried, or given up).
+    WebhookDelivery(crate::domain::webhooks::outbox::Delivery),
 }
 
 impl BackupItem {
@@ -166,6 +168,7 @@ impl BackupItem {
         match self {
             Self::LabToken(_) | Self::UsedAccount(_) => 0,
             Self::Sandbox(_) => 1,
+            Self::WebhookDelivery(_) => 3,
             _ => 2,
         }
     }
@@ -183,6 +186,7 @@ impl BackupItem {
             Self::LabToken(_) => "lab_token".into(),
             Self::Reservation(_) => "reservation".into(),
             Self::Webhook { .. } => "webhook".into(),
+            Self::WebhookDelivery(_) => "webhook_delivery".into(),
         }
     }
 
@@ -199,6 +203,13 @@ impl BackupItem {
             Self::LabToken(token) => format!("lab_token {}", token.id),
             Self::Reservation(reservation) => format!("reservation {}", reservation.id),
             Self::Webhook { endpoint, .. } => format!("webhook {}", endpoint.id),
+            Self::WebhookDelivery(delivery) => format!(
+                "webhook_delivery {} {} {} {}",
+                delivery.endpoint,
+                delivery.event.at.get(),
+                delivery.sequence,
+                delivery.event.id
+            ),
         }
     }
 
@@ -230,6 +241,11 @@ impl BackupItem {
             }
             Self::Webhook { endpoint, .. } if empty(&endpoint.id) => {
                 Some("a webhook endpoint has no id")
+            }
+            Self::WebhookDelivery(delivery)
+                if empty(&delivery.endpoint) || empty(&delivery.event.id) =>
+            {
+                Some("a webhook delivery needs an endpoint and an event id")
             }
             _ => None,
         }

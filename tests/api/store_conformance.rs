@@ -2097,6 +2097,24 @@ pub async fn the_outbox_fans_out_keeps_and_settles_deliveries(store: SharedStore
     let left = store.outbox.deliveries("wh_a", 10).await.unwrap();
     assert_eq!(left, [given_up], "the given-up one stays, to be seen");
 
+    // An export carries it, and a restore brings it back as it was.
+    {
+        use futures::TryStreamExt;
+        let items: Vec<sandbox_broker::store::backup::BackupItem> = store
+            .backup
+            .export(NOW)
+            .await
+            .unwrap()
+            .items
+            .try_collect()
+            .await
+            .unwrap();
+        let (other, _guard) = crate::helpers::fresh_store().await;
+        other.backup.restore_items(items, NOW).await.unwrap();
+        assert_eq!(other.outbox.deliveries("wh_a", 10).await.unwrap(), left);
+        assert_eq!(other.outbox.deliveries("wh_j", 10).await.unwrap(), to_j);
+    }
+
     assert_eq!(store.outbox.drop_deliveries("wh_a").await.unwrap(), 1);
     assert!(
         store

@@ -22,6 +22,7 @@ use super::item::{
     allocation_key, n, s,
 };
 use super::jobs::{JOB_PARTITION, job_item, record_from};
+use super::outbox::{DELIVERY_PREFIX, delivery_item, delivery_of};
 use super::reservations::{RESERVATIONS, reservation_item, reservation_of};
 use super::tokens::{TOKENS, token_item, token_of};
 use super::webhooks::{WEBHOOKS, webhook_item_with, webhook_use_of};
@@ -66,6 +67,8 @@ fn backup_item_of(item: &Item) -> Result<Option<BackupItem>, StoreError> {
         BackupItem::LabToken(token_of(item)?)
     } else if pk == RESERVATIONS {
         BackupItem::Reservation(reservation_of(item)?)
+    } else if pk.starts_with(DELIVERY_PREFIX) {
+        BackupItem::WebhookDelivery(delivery_of(item)?)
     } else if pk == WEBHOOKS {
         let used = webhook_use_of(item)?;
         BackupItem::Webhook {
@@ -102,6 +105,7 @@ fn item_of(backup: &BackupItem, now: EpochSecs) -> Result<Item, StoreError> {
         BackupItem::LabToken(token) => token_item(token)?,
         BackupItem::Reservation(reservation) => reservation_item(reservation)?,
         BackupItem::Webhook { endpoint, state } => webhook_item_with(endpoint, state)?,
+        BackupItem::WebhookDelivery(delivery) => delivery_item(delivery)?,
     })
 }
 

@@ -30,7 +30,7 @@ fn internal(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Internal(Box::new(err))
 }
 
-fn delivery_item(delivery: &Delivery) -> Result<Item, StoreError> {
+pub(super) fn delivery_item(delivery: &Delivery) -> Result<Item, StoreError> {
     let json = serde_json::to_string(delivery).map_err(internal)?;
     Ok(HashMap::from([
         (
@@ -50,7 +50,7 @@ fn delivery_item(delivery: &Delivery) -> Result<Item, StoreError> {
     ]))
 }
 
-fn delivery_of(item: &Item) -> Result<Delivery, StoreError> {
+pub(super) fn delivery_of(item: &Item) -> Result<Delivery, StoreError> {
     serde_json::from_str(item.text("delivery").unwrap_or_default()).map_err(internal)
 }
 

@@ -35,6 +35,7 @@ struct Snapshot {
     actions: ReadOnlyTable<&'static str, &'static [u8]>,
     reservations: ReadOnlyTable<&'static str, &'static [u8]>,
     webhooks: ReadOnlyTable<&'static str, &'static [u8]>,
+    deliveries: ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
 impl Snapshot {
@@ -50,6 +51,7 @@ impl Snapshot {
             actions: txn.open_table(ACTIONS).map_err(storage)?,
             reservations: txn.open_table(RESERVATIONS).map_err(storage)?,
             webhooks: txn.open_table(WEBHOOKS).map_err(storage)?,
+            deliveries: txn.open_table(DELIVERIES).map_err(storage)?,
         })
     }
 
@@ -65,6 +67,7 @@ impl Snapshot {
             self.actions.len(),
             self.reservations.len(),
             self.webhooks.len(),
+            self.deliveries.len(),
         ];
         lengths
             .into_iter()
@@ -112,6 +115,13 @@ impl Snapshot {
                 return Ok(());
             }
         }
+        // Last: they name endpoints.
+        for entry in self.deliveries.iter().map_err(storage)? {
+            let (key, value) = entry.map_err(storage)?;
+            if !send(JsonKind::Delivery.decode(key.value(), value.value())?) {
+                return Ok(());
+            }
+        }
         Ok(())
     }
 
@@ -138,6 +148,7 @@ enum JsonKind {
     Action,
     Reservation,
     Webhook,
+    Delivery,
 }
 
 impl JsonKind {
@@ -146,6 +157,7 @@ impl JsonKind {
             Self::Token => BackupItem::LabToken(json("lab token", key, bytes)?),
             Self::Reservation => BackupItem::Reservation(json("reservation", key, bytes)?),
             Self::Webhook => super::webhooks::backup_item(key, bytes)?,
+            Self::Delivery => BackupItem::WebhookDelivery(json("webhook delivery", key, bytes)?),
             Self::Used => BackupItem::UsedAccount(json("used-account marker", key, bytes)?),
             Self::Sandbox => BackupItem::Sandbox(decode(key, bytes)?),
             Self::Niosxaas => BackupItem::NiosxaasHistory(json("NIOSXaaS history", key, bytes)?),
@@ -238,6 +250,7 @@ impl Tables<'_> {
             BackupItem::LabToken(token) => self.put_token(token)?,
             BackupItem::Reservation(reservation) => self.put_reservation(reservation)?,
             BackupItem::Webhook { endpoint, state } => self.restore_webhook(endpoint, state)?,
+            BackupItem::WebhookDelivery(delivery) => self.restore_delivery(delivery)?,
             BackupItem::Cordon(cordon) => self.add_cordon(cordon)?,
             BackupItem::Action(action) => {
                 self.actions
@@ -289,6 +302,11 @@ impl Tables<'_> {
             BackupItem::Webhook { endpoint, .. } => {
                 json_entry(&self.webhooks, JsonKind::Webhook, &endpoint.id)
             }
+            BackupItem::WebhookDelivery(delivery) => json_entry(
+                &self.deliveries,
+                JsonKind::Delivery,
+                &super::outbox::delivery_key(delivery),
+            ),
         }
     }
 

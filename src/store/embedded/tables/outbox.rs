@@ -19,7 +19,7 @@ fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
 }
 
 /// The [`DELIVERIES`] key of `delivery`: by endpoint, then event time, then event id.
-fn delivery_key(delivery: &Delivery) -> String {
+pub(super) fn delivery_key(delivery: &Delivery) -> String {
     format!(
         "{}\0{:012}\0{:020}\0{}",
         delivery.endpoint,
@@ -156,6 +156,20 @@ impl Tables<'_> {
             }
             Some(_) => {}
         }
+        Ok(())
+    }
+
+    /// Keeps `delivery` as a restore brings it.
+    pub(in crate::store::embedded) fn restore_delivery(
+        &mut self,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError> {
+        self.deliveries
+            .insert(
+                delivery_key(delivery).as_str(),
+                encode(delivery)?.as_slice(),
+            )
+            .map_err(storage)?;
         Ok(())
     }
 
