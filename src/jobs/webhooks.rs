@@ -3,19 +3,18 @@
 //!
 //! Rule: what an event is, its order and its retries are `domain::webhooks::outbox`'s; this
 //! job only moves and sends. It runs under the job lease, so on a fleet one instance
-//! delivers. Within a run, endpoints are worked concurrently and each stops at its first
-//! failure, so an endpoint that is down costs one attempt per run, waits on its own
-//! backoff, and does not hold the others' deliveries back.
+//! delivers. Each endpoint has its own worker, which a run starts and does not wait for;
+//! a worker stops at its endpoint's first failure, so an endpoint that is down costs one
+//! attempt per run and waits on its own backoff, and one that is slow keeps only its own
+//! worker busy.
 
-use std::collections::BTreeMap;
-
-use super::{Fence, JobError, RunCounts};
-use crate::domain::clock::{Clock, SharedClock};
-use crate::domain::time::EpochSecs;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::{Fence, JobError, RunCounts};
 use crate::domain::NamePrefix;
+use crate::domain::clock::{Clock, SharedClock};
+use crate::domain::time::EpochSecs;
 use crate::domain::webhooks::outbox::{
     Delivery, PoolLevel, RetryPolicy, delivery_order, pool_event,
 };
