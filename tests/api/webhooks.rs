@@ -538,3 +538,39 @@ async fn a_slow_endpoint_does_not_hold_up_the_others() {
         "the slow one is still on its first: {slow_by_then}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_three_delivers_each_event_once() {
+    let receiver = Receiver::start(0);
+    let (stores, _guard) = crate::flavor::fleet_stores(3).await;
+    let mut apps = Vec::new();
+    for store in stores {
+        let app = TestApp::builder()
+            .store(store, Box::new(()))
+            .config(|c| {
+                c.csp.allow_http_upstreams = true;
+                c.webhooks.allow_private_webhooks = true;
+            })
+            .spawn()
+            .await;
+        apps.push(app);
+    }
+    apps[0].seed("lab-", 0, 9).await;
+    let body = json!({"url": format!("{}/hooks", receiver.base), "events": ["sandbox.allocated"]});
+    let secret = registered(&apps[1], &body).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for n in 0..9 {
+        let app = &apps[n % 3];
+        json_of(app.allocate(&format!("stu-{n}")).await, StatusCode::CREATED).await;
+    }
+    until_received(&receiver, &[&secret], 9).await;
+    // Every instance's dispatcher has had its turns since: still nine, one per event.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let seen = receiver.verified(&[&secret]).await;
+    let ids: std::collections::HashSet<&str> =
+        seen.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!((seen.len(), ids.len()), (9, 9), "{seen:?}");
+    assert!(seen.iter().all(|d| d["verified_with"] == 0));
+}
