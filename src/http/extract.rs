@@ -26,6 +26,22 @@ pub const NAME_PREFIX_HEADER: &str = "x-sandbox-name-prefix";
 /// Idempotency header.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
+/// Checks a path id an admin route names (`tok_…`, `res_…`, `wh_…`): `prefix`, then at
+/// most 64 ASCII letters, digits and `_` in all; `what` names the kind in the 400.
+pub fn prefixed_id(id: &str, prefix: &str, what: &str) -> Result<(), ValidationError> {
+    let well_formed = id.starts_with(prefix)
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "id",
+            format!("is not a {what} id ({prefix}…)"),
+        ))
+    }
+}
+
 /// A header's trimmed text, `None` when absent or blank. Non-ASCII bytes are a validation error.
 pub fn header_text<'h>(
     headers: &'h HeaderMap,

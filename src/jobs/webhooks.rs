@@ -216,7 +216,13 @@ pub async fn run_once(
             drop(busy);
         });
     }
-    let (backlog, oldest) = stores.outbox.outbox_backlog().await?;
+    // A fan-out that moved less than its limit emptied the outbox (but for events announced
+    // since): only a full one leaves a backlog worth reading again.
+    let (backlog, oldest) = if counts.fanned_out < FAN_OUT_PER_RUN as u64 {
+        (0, None)
+    } else {
+        stores.outbox.outbox_backlog().await?
+    };
     metrics
         .webhooks
         .outbox_depth

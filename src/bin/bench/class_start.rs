@@ -132,13 +132,7 @@ fn report(
         .map(|a| a.latency)
         .collect();
     served.sort_unstable();
-    let percentile = |p: f64| {
-        if served.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((served.len() as f64 - 1.0) * p).round() as usize;
-        served[rank].as_secs_f64() * 1000.0
-    };
+    let percentile = |p: f64| super::percentile_ms(&served, p);
     let could = (burst.students as u64).min(burst.pool).max(1);
     let other: usize = by_status
         .iter()

@@ -201,6 +201,15 @@ fn steady(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The `p` (0 to 1) percentile of `sorted` latencies, in milliseconds; NaN when empty.
+fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank].as_secs_f64() * 1000.0
+}
+
 /// `--pool`, or the scenario's default.
 fn pool_size(args: &Args) -> u64 {
     args.pool.unwrap_or(match args.scenario {

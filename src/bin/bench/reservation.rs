@@ -166,13 +166,7 @@ fn report(
     let mut exact = failed == 0;
     for (lab, (statuses, served)) in &mut per_lab {
         served.sort_unstable();
-        let percentile = |p: f64| {
-            if served.is_empty() {
-                return f64::NAN;
-            }
-            let rank = ((served.len() as f64 - 1.0) * p).round() as usize;
-            served[rank].as_secs_f64() * 1000.0
-        };
+        let percentile = |p: f64| super::percentile_ms(served, p);
         let count = |status: u16| statuses.get(&status).copied().unwrap_or(0);
         let students: usize = statuses.values().sum();
         let other = students - count(201) - count(409);

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::actions::{Done, record};
-use crate::domain::ValidationError;
 use crate::domain::reservations::{
     self, ID_PREFIX, RawReservationSpec, Reservation, ReservationCounts,
 };
@@ -21,7 +20,7 @@ use crate::domain::time::EpochSecs;
 use crate::domain::usage::{allocation_rate, time_to_empty};
 use crate::http::auth::AdminActor;
 use crate::http::error::{ApiError, ErrorEnvelope, Result};
-use crate::http::extract::JsonBody;
+use crate::http::extract::{JsonBody, prefixed_id};
 use crate::http::state::AppState;
 use crate::jobs::JobError;
 
@@ -339,13 +338,11 @@ pub async fn delete_reservation(
     Extension(actor): Extension<AdminActor>,
     Path(id): Path<String>,
 ) -> Result<Json<ReservationView>> {
-    let well_formed = id.starts_with(ID_PREFIX)
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !well_formed {
-        return Err(ValidationError::new("id", "is not a reservation id (res_…)").into());
-    }
+    prefixed_id(&id, ID_PREFIX, "reservation")?;
     let now = app.clock.now();
+    // Read while the record still stands: once it is gone a job run may already be
+    // returning the rows, and the answer must say all that returns.
+    let counts = app.store.reservations.reservation_counts().await?;
     let Some(reservation) = app.store.reservations.remove_reservation(&id).await? else {
         return Err(ApiError::NothingFound(format!("no reservation {id}")));
     };
@@ -357,7 +354,6 @@ pub async fn delete_reservation(
         detail: Some(describe(&reservation)),
     };
     record(&app, &actor, done).await;
-    let counts = app.store.reservations.reservation_counts().await?;
     hold_soon(&app);
     Ok(Json(ReservationView::of(
         &reservation,

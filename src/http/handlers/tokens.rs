@@ -9,11 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::actions::{Done, record};
-use crate::domain::ValidationError;
 use crate::domain::tokens::{ID_PREFIX, LabToken, RawTokenSpec, TokenSpec, TokenUse};
 use crate::http::auth::AdminActor;
 use crate::http::error::{ApiError, ErrorEnvelope, Result};
-use crate::http::extract::JsonBody;
+use crate::http::extract::{JsonBody, prefixed_id};
 use crate::http::state::AppState;
 
 /// A token to mint, as sent.
@@ -193,12 +192,7 @@ pub async fn revoke_token(
     Extension(actor): Extension<AdminActor>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenView>> {
-    let well_formed = id.starts_with(ID_PREFIX)
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !well_formed {
-        return Err(ValidationError::new("id", "is not a token id (tok_…)").into());
-    }
+    prefixed_id(&id, ID_PREFIX, "token")?;
     let now = app.clock.now();
     let Some(token) = app.store.tokens.revoke_token(&id, now).await? else {
         return Err(ApiError::NothingFound(format!("no token {id}")));

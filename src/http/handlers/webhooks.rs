@@ -9,13 +9,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::actions::{Done, record};
-use crate::domain::ValidationError;
 use crate::domain::webhooks::{
     self, DeliveryOutcome, EventType, ID_PREFIX, RawEndpointSpec, WebhookEndpoint, WebhookUse,
 };
 use crate::http::auth::AdminActor;
 use crate::http::error::{ApiError, ErrorEnvelope, Result};
-use crate::http::extract::JsonBody;
+use crate::http::extract::{JsonBody, prefixed_id};
 use crate::http::state::AppState;
 
 /// An endpoint to register, as sent.
@@ -134,20 +133,9 @@ pub struct TestDeliveryView {
     pub error: Option<String>,
 }
 
-fn checked_id(id: &str) -> Result<()> {
-    let well_formed = id.starts_with(ID_PREFIX)
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if well_formed {
-        Ok(())
-    } else {
-        Err(ValidationError::new("id", "is not a webhook id (wh_…)").into())
-    }
-}
-
 /// The endpoint `id` with its state, or 404.
 async fn webhook(app: &AppState, id: &str) -> Result<WebhookUse> {
-    checked_id(id)?;
+    prefixed_id(id, ID_PREFIX, "webhook")?;
     app.store
         .webhooks
         .webhooks()

@@ -111,6 +111,22 @@ fn storage(err: impl Into<redb::Error>) -> StoreError {
     StoreError::Unavailable(Box::new(err.into()))
 }
 
+/// `bytes`, the JSON of the `what` kept under `key`, decoded.
+fn json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| {
+        StoreError::Internal(format!("{what} {key} cannot be decoded: {err}").into())
+    })
+}
+
+/// `value` as the JSON the tables keep.
+fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|err| StoreError::Internal(Box::new(err)))
+}
+
 fn decode(id: &str, bytes: &[u8]) -> Result<Sandbox, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|err| StoreError::Internal(format!("row {id} cannot be decoded: {err}").into()))
@@ -378,7 +394,7 @@ impl<'txn> Tables<'txn> {
         self.by_status
             .insert(status_key(new.status, &new.sandbox_id).as_str(), ())
             .map_err(storage)?;
-        let bytes = serde_json::to_vec(new).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let bytes = encode(new)?;
         self.sandboxes
             .insert(new.sandbox_id.as_str(), bytes.as_slice())
             .map_err(storage)?;
@@ -389,8 +405,7 @@ impl<'txn> Tables<'txn> {
     /// [`UsedAccount`] marker in the same transaction, so its account never comes back.
     fn remove(&mut self, old: &Sandbox, now: EpochSecs) -> Result<(), StoreError> {
         if let Some(marker) = UsedAccount::left_by(old, now) {
-            let bytes =
-                serde_json::to_vec(&marker).map_err(|err| StoreError::Internal(Box::new(err)))?;
+            let bytes = encode(&marker)?;
             self.used
                 .insert(old.sandbox_id.as_str(), bytes.as_slice())
                 .map_err(storage)?;

@@ -113,8 +113,7 @@ impl Tables<'_> {
         &mut self,
         cordon: &Cordon,
     ) -> Result<(), StoreError> {
-        let bytes =
-            serde_json::to_vec(cordon).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let bytes = encode(cordon)?;
         self.cordons
             .insert(cordon.id.as_str(), bytes.as_slice())
             .map_err(storage)?;
@@ -141,8 +140,7 @@ impl Tables<'_> {
         action: &AdminAction,
     ) -> Result<(), StoreError> {
         let key = new_action_key(action);
-        let bytes =
-            serde_json::to_vec(action).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let bytes = encode(action)?;
         self.actions
             .insert(key.as_str(), bytes.as_slice())
             .map_err(storage)?;
@@ -166,7 +164,7 @@ impl Tables<'_> {
     }
 
     fn put_record(&mut self, key: &str, value: &impl serde::Serialize) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let bytes = encode(value)?;
         self.records
             .insert(key, bytes.as_slice())
             .map_err(storage)?;

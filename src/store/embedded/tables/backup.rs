@@ -1,7 +1,6 @@
 //! Exports from one read snapshot, and restores that write only what is missing.
 
 use redb::{ReadOnlyTable, ReadTransaction};
-use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
@@ -10,16 +9,6 @@ use crate::store::backup::{AllocationKeyItem, BackupItem, LoggedAction, RestoreM
 
 /// The [`RECORDS`] key of a restore under way.
 const RESTORE_MARKER: &str = "restore_marker";
-
-fn json<T: DeserializeOwned>(what: &str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| {
-        StoreError::Internal(format!("{what} {key} cannot be decoded: {err}").into())
-    })
-}
-
-fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|err| StoreError::Internal(Box::new(err)))
-}
 
 /// The exported tables, in the order an export lists them: the used-account markers and
 /// the rows before the keys that point at rows, so a restore cut short never holds a key

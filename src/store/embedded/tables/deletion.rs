@@ -60,8 +60,7 @@ impl Tables<'_> {
         if outcome.is_final()
             && let Some(history) = NiosxaasHistory::of(&row, now)
         {
-            let bytes =
-                serde_json::to_vec(&history).map_err(|err| StoreError::Internal(Box::new(err)))?;
+            let bytes = encode(&history)?;
             self.niosxaas_history
                 .insert(id, bytes.as_slice())
                 .map_err(storage)?;

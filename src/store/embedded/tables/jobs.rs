@@ -32,8 +32,7 @@ impl Tables<'_> {
     }
 
     pub(super) fn put_job(&mut self, record: &JobRecord) -> Result<(), StoreError> {
-        let bytes =
-            serde_json::to_vec(record).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let bytes = encode(record)?;
         self.jobs
             .insert(record.job.as_str(), bytes.as_slice())
             .map_err(storage)?;

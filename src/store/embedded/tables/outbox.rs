@@ -4,20 +4,6 @@ use super::*;
 use crate::domain::webhooks::WebhookEndpoint;
 use crate::domain::webhooks::outbox::{Delivery, Pending, sequence};
 
-fn json<T: serde::de::DeserializeOwned>(
-    what: &str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| {
-        StoreError::Internal(format!("{what} {key} cannot be decoded: {err}").into())
-    })
-}
-
-fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|err| StoreError::Internal(Box::new(err)))
-}
-
 /// The [`DELIVERIES`] key of `delivery`: by endpoint, then event time, then event id.
 pub(super) fn delivery_key(delivery: &Delivery) -> String {
     format!(

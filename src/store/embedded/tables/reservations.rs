@@ -5,12 +5,6 @@ use std::collections::HashMap;
 use super::*;
 use crate::domain::reservations::{Reservation, ReservationCounts};
 
-fn decode_reservation(id: &str, bytes: &[u8]) -> Result<Reservation, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| {
-        StoreError::Internal(format!("reservation {id} cannot be decoded: {err}").into())
-    })
-}
-
 /// The reservation id an index key starts with (`"<reservation>\0…"`).
 fn reservation_of(key: &str) -> &str {
     key.split('\0').next().unwrap_or_default()
@@ -25,7 +19,11 @@ pub(in crate::store::embedded) fn reservations(
     let mut all = Vec::new();
     for entry in table.iter().map_err(storage)? {
         let (key, value) = entry.map_err(storage)?;
-        all.push(decode_reservation(key.value(), value.value())?);
+        all.push(json::<Reservation>(
+            "reservation",
+            key.value(),
+            value.value(),
+        )?);
     }
     Ok(all)
 }
@@ -107,8 +105,7 @@ impl Tables<'_> {
         &mut self,
         reservation: &Reservation,
     ) -> Result<(), StoreError> {
-        let bytes =
-            serde_json::to_vec(reservation).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let bytes = encode(reservation)?;
         self.reservations
             .insert(reservation.id.as_str(), bytes.as_slice())
             .map_err(storage)?;
@@ -122,7 +119,7 @@ impl Tables<'_> {
     ) -> Result<Option<Reservation>, StoreError> {
         let removed = self.reservations.remove(id).map_err(storage)?;
         removed
-            .map(|value| decode_reservation(id, value.value()))
+            .map(|value| json::<Reservation>("reservation", id, value.value()))
             .transpose()
     }
 

@@ -4,11 +4,6 @@ use super::*;
 use crate::domain::tokens::{self, LabToken, TokenUse};
 use crate::store::Refusal;
 
-fn decode_token(id: &str, bytes: &[u8]) -> Result<LabToken, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| StoreError::Internal(format!("token {id} cannot be decoded: {err}").into()))
-}
-
 /// How many [`TOKEN_HELD`] entries `token` has in `table`.
 fn held_in(table: &impl ReadableTable<&'static str, ()>, token: &str) -> Result<u64, StoreError> {
     let start = format!("{token}\0");
@@ -29,7 +24,7 @@ pub(in crate::store::embedded) fn token_uses(db: &Database) -> Result<Vec<TokenU
     let mut uses = Vec::new();
     for entry in table.iter().map_err(storage)? {
         let (key, value) = entry.map_err(storage)?;
-        let token = decode_token(key.value(), value.value())?;
+        let token = json::<LabToken>("token", key.value(), value.value())?;
         let held = held_in(&held, &token.id)?;
         uses.push(TokenUse { token, held });
     }
@@ -41,7 +36,7 @@ impl Tables<'_> {
         let mut all = Vec::new();
         for entry in self.tokens.iter().map_err(storage)? {
             let (key, value) = entry.map_err(storage)?;
-            all.push(decode_token(key.value(), value.value())?);
+            all.push(json::<LabToken>("token", key.value(), value.value())?);
         }
         Ok(all)
     }
@@ -61,7 +56,7 @@ impl Tables<'_> {
     }
 
     pub(super) fn put_token(&mut self, token: &LabToken) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(token).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let bytes = encode(token)?;
         self.tokens
             .insert(token.id.as_str(), bytes.as_slice())
             .map_err(storage)?;
@@ -71,7 +66,7 @@ impl Tables<'_> {
     fn token(&self, id: &str) -> Result<Option<LabToken>, StoreError> {
         let guard = self.tokens.get(id).map_err(storage)?;
         guard
-            .map(|value| decode_token(id, value.value()))
+            .map(|value| json::<LabToken>("token", id, value.value()))
             .transpose()
     }
 

@@ -12,12 +12,6 @@ struct Kept {
     state: DeliveryState,
 }
 
-fn decode_kept(id: &str, bytes: &[u8]) -> Result<Kept, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| {
-        StoreError::Internal(format!("webhook {id} cannot be decoded: {err}").into())
-    })
-}
-
 /// Every endpoint with its state, from one snapshot.
 pub(in crate::store::embedded) fn webhook_uses(
     db: &Database,
@@ -27,7 +21,7 @@ pub(in crate::store::embedded) fn webhook_uses(
     let mut all = Vec::new();
     for entry in table.iter().map_err(storage)? {
         let (key, value) = entry.map_err(storage)?;
-        let Kept { endpoint, state } = decode_kept(key.value(), value.value())?;
+        let Kept { endpoint, state } = json::<Kept>("webhook", key.value(), value.value())?;
         all.push(WebhookUse { endpoint, state });
     }
     Ok(all)
@@ -38,7 +32,7 @@ pub(super) fn backup_item(
     id: &str,
     bytes: &[u8],
 ) -> Result<crate::store::backup::BackupItem, StoreError> {
-    let Kept { endpoint, state } = decode_kept(id, bytes)?;
+    let Kept { endpoint, state } = json::<Kept>("webhook", id, bytes)?;
     Ok(crate::store::backup::BackupItem::Webhook { endpoint, state })
 }
 
@@ -58,12 +52,12 @@ impl Tables<'_> {
     fn kept_webhook(&self, id: &str) -> Result<Option<Kept>, StoreError> {
         let guard = self.webhooks.get(id).map_err(storage)?;
         guard
-            .map(|value| decode_kept(id, value.value()))
+            .map(|value| json::<Kept>("webhook", id, value.value()))
             .transpose()
     }
 
     fn keep_webhook(&mut self, kept: &Kept) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(kept).map_err(|err| StoreError::Internal(Box::new(err)))?;
+        let bytes = encode(kept)?;
         self.webhooks
             .insert(kept.endpoint.id.as_str(), bytes.as_slice())
             .map_err(storage)?;
@@ -103,7 +97,7 @@ impl Tables<'_> {
     ) -> Result<Option<WebhookEndpoint>, StoreError> {
         let removed = self.webhooks.remove(id).map_err(storage)?;
         removed
-            .map(|value| decode_kept(id, value.value()).map(|kept| kept.endpoint))
+            .map(|value| json::<Kept>("webhook", id, value.value()).map(|kept| kept.endpoint))
             .transpose()
     }
 
