@@ -19,7 +19,7 @@ use redb::{Database, DatabaseError, ReadableDatabase, StorageBackend};
 use tokio::sync::{mpsc, oneshot};
 
 use self::tables::Tables;
-use self::writer::{Applied, Command, Writer};
+use self::writer::{Applied, Command, Writer, WriterMetrics};
 use super::backup::{BackupItem, Consistency, Export, RestoreMarker, Restored};
 use super::{
     ActionLog, AdminStore, Allocation, AllocationRequest, AllocationStore, AnalyticsStore,
@@ -32,7 +32,7 @@ use crate::domain::ProviderSandbox;
 use crate::domain::actions::{ActionPage, AdminAction};
 use crate::domain::audit::{AuditFacts, AuditReport};
 use crate::domain::cordon::Cordon;
-use crate::domain::lifecycle::{ListingRefused, RowAction, SyncRules};
+use crate::domain::lifecycle::{self, ListingRefused, RowAction, SyncRules};
 use crate::domain::reservations::{Reservation, ReservationCounts};
 use crate::domain::time::{EpochMillis, EpochSecs};
 use crate::domain::tokens::{LabToken, TokenUse};
@@ -41,12 +41,22 @@ use crate::domain::webhooks::outbox::{Delivery, OutboxEvent, Pending};
 use crate::domain::webhooks::{DeliveryState, WebhookEndpoint, WebhookUse};
 use crate::domain::{
     DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasHistory, Sandbox, SandboxId,
+    SandboxStatus,
 };
 
 /// The file inside the data directory.
 const DB_FILE_NAME: &str = "sandbox-broker.redb";
 /// Commands that may wait for the writer before senders are slowed down.
 const QUEUE_DEPTH: usize = 16 * 1024;
+/// Rows one writer command of a job (or a bulk delete) changes at most: a bound on what a
+/// job adds to the commit that allocations share.
+const JOB_BATCH: usize = 32;
+/// After each of its writer commands a job waits this many times as long as the command
+/// took to commit: a busy writer slows the job down, an idle one barely does.
+const JOB_YIELD: u32 = 3;
+/// Status-index entries a job reads from one snapshot: a bound on how long one read
+/// holds a blocking thread, and on what a job keeps in memory.
+const JOB_PAGE: usize = 1024;
 
 /// Why the embedded store could not open.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +95,7 @@ pub struct EmbeddedStore {
     commands: Option<mpsc::Sender<Command>>,
     writer: Option<std::thread::JoinHandle<()>>,
     stats: Arc<Mutex<PoolStats>>,
+    metrics: WriterMetrics,
 }
 
 impl Drop for EmbeddedStore {
@@ -160,9 +171,14 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let stats = Arc::new(Mutex::new(stats));
         let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
+        let metrics = WriterMetrics::new().map_err(|err| OpenError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(err),
+        })?;
         let writer = Writer {
             db: Arc::clone(&db),
             stats: Arc::clone(&stats),
+            metrics: metrics.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("redb-writer".into())
@@ -176,6 +192,7 @@ impl EmbeddedStore {
             commands: Some(commands),
             writer: Some(writer),
             stats,
+            metrics,
         })
     }
 
@@ -205,6 +222,61 @@ impl EmbeddedStore {
         answer.await.map_err(|_| {
             StoreError::Unavailable("the write could not be committed; retry it".into())
         })?
+    }
+
+    /// Runs `apply` on `items` in writer commands of at most [`JOB_BATCH`] items each, one
+    /// after another, pausing after each for [`JOB_YIELD`] times as long as it took: a
+    /// job's writes interleave with allocations instead of holding the writer, and slow
+    /// down while the writer is busy (its commits take longer).
+    async fn in_batches<I, T>(
+        &self,
+        items: Vec<I>,
+        apply: Arc<impl Fn(&mut Tables<'_>, &[I]) -> Result<T, StoreError> + Send + Sync + 'static>,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+    {
+        let mut results = Vec::with_capacity(items.len().div_ceil(JOB_BATCH));
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let batch: Vec<I> = items.by_ref().take(JOB_BATCH).collect();
+            let apply = Arc::clone(&apply);
+            let started = std::time::Instant::now();
+            results.push(self.submit(move |tables| apply(tables, &batch)).await?);
+            if items.peek().is_some() {
+                tokio::time::sleep(started.elapsed() * JOB_YIELD).await;
+            }
+        }
+        Ok(results)
+    }
+
+    /// A job's sweep over the rows in `status`: finds those `wanted` picks on snapshots, a
+    /// page of [`JOB_PAGE`] at a time, and has [`Self::in_batches`] `apply` to their ids,
+    /// which decides again on each row as it is when written.
+    async fn sweep<T: Send + 'static>(
+        &self,
+        status: SandboxStatus,
+        wanted: impl Fn(&Sandbox) -> bool + Send + Sync + 'static,
+        apply: impl Fn(&mut Tables<'_>, &[String]) -> Result<T, StoreError> + Send + Sync + 'static,
+    ) -> Result<Vec<T>, StoreError> {
+        let (wanted, apply) = (Arc::new(wanted), Arc::new(apply));
+        let mut results = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let wanted = Arc::clone(&wanted);
+            let page = self
+                .read(move |db| {
+                    tables::page_where(db, status, after.as_deref(), JOB_PAGE, &*wanted)
+                })
+                .await?;
+            let ids = tables::ids(page.rows);
+            results.extend(self.in_batches(ids, Arc::clone(&apply)).await?);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(results),
+            }
+        }
     }
 
     /// Runs a read on the blocking pool against a fresh snapshot.
@@ -253,8 +325,42 @@ impl LifecycleStore for EmbeddedStore {
         rules: SyncRules,
         now: EpochSecs,
     ) -> Result<Result<SyncSummary, ListingRefused>, StoreError> {
-        self.submit(move |tables| tables.sync_provider(listing, &rules, now))
-            .await
+        let plan = self
+            .read(move |db| tables::plan_sync(db, listing, &rules, now))
+            .await?;
+        let tables::SyncPlan {
+            mut summary,
+            writes,
+            missing,
+            listing,
+        } = match plan {
+            Ok(plan) => plan,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let written = self
+            .in_batches(
+                writes,
+                Arc::new(move |tables: &mut Tables<'_>, rows: &[NewSandbox]| {
+                    tables.apply_listed(rows, &rules, now)
+                }),
+            )
+            .await?;
+        written
+            .into_iter()
+            .flatten()
+            .for_each(|step| summary.record(step));
+        let marked = self
+            .in_batches(
+                missing,
+                Arc::new(move |tables: &mut Tables<'_>, ids: &[String]| {
+                    tables.mark_missing_stale(ids, now)
+                }),
+            )
+            .await?;
+        summary.marked_stale = marked.into_iter().sum();
+        self.submit(move |tables| tables.record_listing(&listing))
+            .await?;
+        Ok(Ok(summary))
     }
 
     async fn expire_allocations(
@@ -262,8 +368,14 @@ impl LifecycleStore for EmbeddedStore {
         now: EpochSecs,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        self.submit(move |tables| tables.expire_allocations(now, policy))
-            .await
+        let expired = self
+            .sweep(
+                SandboxStatus::Allocated,
+                move |row| policy.expired(row, now),
+                move |tables, ids| tables.expire_rows(ids, now, policy),
+            )
+            .await?;
+        Ok(expired.into_iter().flatten().collect())
     }
 
     async fn delete_stale(
@@ -271,8 +383,14 @@ impl LifecycleStore for EmbeddedStore {
         stale_since: EpochSecs,
         now: EpochSecs,
     ) -> Result<u64, StoreError> {
-        self.submit(move |tables| tables.delete_stale(stale_since, now))
-            .await
+        let deleted = self
+            .sweep(
+                SandboxStatus::Stale,
+                move |row| lifecycle::stale_removable(row, stale_since),
+                move |tables, ids| tables.remove_stale(ids, stale_since, now),
+            )
+            .await?;
+        Ok(deleted.into_iter().sum())
     }
 
     async fn deletions_due(
@@ -280,7 +398,7 @@ impl LifecycleStore for EmbeddedStore {
         now: EpochSecs,
         ignore_backoff: bool,
     ) -> Result<Vec<Sandbox>, StoreError> {
-        self.submit(move |tables| tables.deletions_due(now, ignore_backoff))
+        self.read(move |db| tables::deletions_due(db, now, ignore_backoff))
             .await
     }
 
@@ -308,8 +426,24 @@ impl LifecycleStore for EmbeddedStore {
     }
 
     async fn purge_tombstones(&self, now: EpochSecs) -> Result<u64, StoreError> {
-        self.submit(move |tables| tables.purge_tombstones(now))
-            .await
+        let histories = self
+            .read(move |db| tables::expired_histories(db, now))
+            .await?;
+        self.in_batches(
+            histories,
+            Arc::new(move |tables: &mut Tables<'_>, ids: &[String]| {
+                tables.purge_histories(ids, now)
+            }),
+        )
+        .await?;
+        let purged = self
+            .sweep(
+                SandboxStatus::Deleted,
+                move |row| lifecycle::tombstone_purgeable(row, now),
+                move |tables, ids| tables.purge_tombstones(ids, now),
+            )
+            .await?;
+        Ok(purged.into_iter().sum())
     }
 
     async fn audit_facts(&self) -> Result<AuditFacts, StoreError> {
@@ -365,8 +499,15 @@ impl AdminStore for EmbeddedStore {
         status: DeletableStatus,
         now: EpochSecs,
     ) -> Result<u64, StoreError> {
-        self.submit(move |tables| tables.bulk_delete(status, now))
-            .await
+        let status = status.status();
+        let removed = self
+            .sweep(
+                status,
+                |_| true,
+                move |tables, ids| tables.remove_in_status(ids, status, now),
+            )
+            .await?;
+        Ok(removed.into_iter().sum())
     }
 
     async fn change_row(
@@ -649,5 +790,9 @@ impl HealthStore for EmbeddedStore {
                 .map_err(|err| StoreError::Unavailable(Box::new(err)))
         })
         .await
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        self.metrics.collectors()
     }
 }

@@ -5,6 +5,7 @@ use sandbox_broker::domain::{HolderKey, SandboxStatus};
 use sandbox_broker::store::embedded::{EmbeddedStore, OpenError};
 use sandbox_broker::store::{
     AdminStore, AllocationKey, AllocationRequest, AllocationStore, AnalyticsStore, HealthStore,
+    LifecycleStore,
 };
 
 use crate::helpers::sandboxes;
@@ -201,4 +202,76 @@ async fn the_embedded_store_lists_in_sandbox_id_order() {
     sorted.sort_unstable();
     assert_eq!(ids.len(), 25);
     assert_eq!(ids, sorted);
+}
+
+/// Group commits the store has made so far (`broker_store_commit_seconds`' count).
+fn commits(store: &EmbeddedStore) -> u64 {
+    store
+        .collectors()
+        .iter()
+        .flat_map(|collector| collector.collect())
+        .filter(|family| family.name() == "broker_store_commit_seconds")
+        .map(|family| family.get_metric()[0].get_histogram().get_sample_count())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_writes_in_bounded_commits_while_allocations_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    store
+        .import(sandboxes("lab-", 0, 1000), EpochSecs::new(1))
+        .await
+        .unwrap();
+    for student in 0..600 {
+        let held = store.allocate(request(&format!("old-{student}"))).await;
+        assert!(matches!(held, Ok(Ok(_))), "{held:?}");
+    }
+    let policy = sandbox_broker::domain::LabPolicy {
+        lab_duration_hours: 1,
+        grace_secs: 0,
+    };
+    let before = commits(&store);
+
+    // The 600 labs (1 hour from t=100) have ended at t=10,000; students starting now
+    // (t=9,000) have not.
+    let expiry = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move {
+            store
+                .expire_allocations(EpochSecs::new(10_000), policy)
+                .await
+        }
+    });
+    let students: Vec<_> = (0..100)
+        .map(|student| {
+            let store = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut late = request(&format!("new-{student}"));
+                late.now = EpochSecs::new(9_000);
+                store.allocate(late).await
+            })
+        })
+        .collect();
+    let mut handed = std::collections::HashSet::new();
+    for student in students {
+        let served = student.await.unwrap().unwrap().unwrap();
+        assert!(handed.insert(served.sandbox.sandbox_id), "no sandbox twice");
+    }
+    let expired = expiry.await.unwrap().unwrap();
+
+    assert_eq!(expired.len(), 600, "every ended lab, and only those");
+    let released: std::collections::HashSet<_> =
+        expired.iter().map(|row| row.sandbox_id.clone()).collect();
+    assert_eq!(released.len(), 600);
+    assert!(
+        commits(&store) - before >= 600_u64.div_ceil(128),
+        "the expiry's 600 rows went in commits of at most 128"
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.allocated, stats.available),
+        (100, 300),
+        "the students who started now hold theirs"
+    );
 }

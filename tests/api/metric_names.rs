@@ -187,6 +187,12 @@ const DYNAMODB_STORE: &[(&str, &[&str])] = &[
     ("broker_dynamodb_queue_wait_seconds", &[]),
 ];
 
+/// The embedded store's own series, registered beside the service's on that store only.
+const EMBEDDED_STORE: &[(&str, &[&str])] = &[
+    ("broker_store_commit_seconds", &[]),
+    ("broker_store_writer_queue_depth", &[]),
+];
+
 fn as_map(list: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
     list.iter()
         .map(|(name, labels)| {
@@ -223,6 +229,8 @@ async fn every_python_series_keeps_its_name_labels_and_values_and_ours_are_pinne
     at_start.extend(as_map(ADDED));
     if exposed.contains_key("broker_dynamodb_up") {
         at_start.extend(as_map(DYNAMODB_STORE));
+    } else {
+        at_start.extend(as_map(EMBEDDED_STORE));
     }
     let later = as_map(ON_FIRST_CALL);
     let unpinned: BTreeMap<&String, &BTreeSet<String>> = exposed
@@ -282,7 +290,7 @@ fn docs_metrics_md_lists_every_series_with_its_labels() {
         assert!(fresh.is_none(), "{name} twice");
     }
     let mut registry = as_map(PYTHON);
-    for list in [ADDED, ON_FIRST_CALL, DYNAMODB_STORE] {
+    for list in [ADDED, ON_FIRST_CALL, DYNAMODB_STORE, EMBEDDED_STORE] {
         registry.extend(as_map(list));
     }
     assert_eq!(

@@ -13,8 +13,8 @@ use sandbox_broker::config::StoreKind;
 use tokio::net::TcpStream;
 
 use crate::{
-    ADMIN_TOKEN, Args, Figures, pool_size, print_row, runtime, seeded_embedded, serve,
-    student_worker,
+    ADMIN_TOKEN, Args, Figures, pool_size, print_header, print_row, runtime, seeded_embedded,
+    serve, student_worker,
 };
 
 /// One export read to its end.
@@ -35,10 +35,7 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (address, shutdown) = serve(&server_runtime, dir.path(), store)?;
     let client_runtime = runtime("client")?;
     let duration = Duration::from_secs(args.seconds);
-    println!(
-        "| what | concurrency | operations | seconds | per second | p50 ms | p95 ms | p99 ms | failed | lost races |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    print_header();
     let mut exports = Vec::new();
     for (level, &students) in args.levels.iter().enumerate() {
         for (round, exporting) in [(0, false), (1, true)] {

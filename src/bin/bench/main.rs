@@ -1,4 +1,4 @@
-//! Allocation benchmark, four scenarios, on the embedded store (durable) or on DynamoDB —
+//! Allocation benchmark, five scenarios, on the embedded store (durable) or on DynamoDB —
 //! where it first measures the raw ceiling of single conditional `UpdateItem` calls at the
 //! same concurrency, in the same run, and starts DynamoDB Local itself unless given an
 //! endpoint:
@@ -19,6 +19,9 @@
 //!   and 150 × 409 (the run fails otherwise). Time-to-sandbox p50/p99 per lab, beside the
 //!   emulator's `UpdateItem` ceiling or the disk's `fdatasync` rate.
 //!   `cargo run --release --bin bench -- --scenario reservation [--instances 3] [--store dynamodb]`
+//! - `expiry`: allocations per second, p99 and max, first alone and then while the expiry
+//!   job releases 100,000 ended allocations on the same server (embedded store).
+//!   `cargo run --release --bin bench -- --scenario expiry --levels 100 --seconds 4`
 //!
 //! The server (the real router, store and middleware, JSON access logs formatted into a
 //! sink) runs on its own 2-thread runtime; the client is a separate 2-thread runtime of
@@ -57,6 +60,8 @@ enum Scenario {
     Export,
     /// 450 sandboxes, 300 reserved for lab A; 300 students of A and 300 of B at once.
     Reservation,
+    /// Allocations while the expiry job releases 100,000 ended allocations, and without.
+    Expiry,
 }
 
 /// Benchmark options.
@@ -177,14 +182,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Scenario::ClassStart => class_start::run(&args),
         Scenario::Export => export::run(&args),
         Scenario::Reservation => reservation::run(&args),
+        Scenario::Expiry => expiry::run(&args),
     }
 }
 
 fn steady(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    println!(
-        "| what | concurrency | operations | seconds | per second | p50 ms | p95 ms | p99 ms | failed | lost races |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    print_header();
     if args.store == StoreKind::Dynamodb {
         for &students in &args.levels {
             let ceiling = dynamo_bench::raw_ceiling(args, students, args.seconds, RawShape::Claim)?;
@@ -217,12 +220,21 @@ fn pool_size(args: &Args) -> u64 {
         Scenario::ClassStart => 400,
         Scenario::Export => 100_000,
         Scenario::Reservation => 450,
+        Scenario::Expiry => 300_000,
     })
+}
+
+/// The header of the tables [`print_row`] fills.
+fn print_header() {
+    println!(
+        "| what | concurrency | operations | seconds | per second | p50 ms | p95 ms | p99 ms | max ms | failed | lost races |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 }
 
 fn print_row(what: &str, figures: &Figures) {
     println!(
-        "| {what} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+        "| {what} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
         figures.students,
         figures.allocations,
         figures.elapsed.as_secs_f64(),
@@ -230,6 +242,7 @@ fn print_row(what: &str, figures: &Figures) {
         figures.percentile_ms(0.50),
         figures.percentile_ms(0.95),
         figures.percentile_ms(0.99),
+        figures.percentile_ms(1.0),
         figures.failures,
         figures.conflicts,
     );
@@ -435,3 +448,6 @@ mod export;
 
 /// The reservation scenario: a reserved class and another lab arriving at once.
 mod reservation;
+
+/// The expiry scenario: allocations while a job releases 100,000 allocations.
+mod expiry;

@@ -20,6 +20,7 @@ mod webhooks;
 
 pub(super) use self::audit::{action_page, audit_facts, cordons, last_audit};
 pub(super) use self::backup::{any_item, export_snapshot, restore_marker};
+pub(super) use self::deletion::{deletions_due, expired_histories};
 pub(super) use self::jobs::job_records;
 pub(super) use self::list::{
     allocation_facts, available_by_prefix, list_page, read_held_by, read_niosxaas_histories,
@@ -27,6 +28,7 @@ pub(super) use self::list::{
 };
 pub(super) use self::outbox::{deliveries, outbox_backlog};
 pub(super) use self::reservations::{held_rows, reservable, reservation_counts, reservations};
+pub(super) use self::sync::{SyncPlan, plan_sync};
 pub(super) use self::tokens::token_uses;
 pub(super) use self::webhooks::webhook_uses;
 
@@ -45,8 +47,8 @@ use crate::domain::lifecycle::{self, NotHolder, Release};
 use crate::domain::usage::AllocationFacts;
 use crate::domain::used::UsedAccount;
 use crate::domain::{
-    ALLOCATED_BY_BROKER, DeletableStatus, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup,
-    NiosxaasHistory, Sandbox, SandboxStatus,
+    ALLOCATED_BY_BROKER, LabPolicy, NamePrefix, NewSandbox, NiosxaasCleanup, NiosxaasHistory,
+    Sandbox, SandboxStatus,
 };
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
@@ -419,9 +421,7 @@ impl<'txn> Tables<'txn> {
 
     /// What the broker has for `id`: its row, else whether a used-account marker is kept.
     fn prior(&self, id: &str) -> Result<(Option<Sandbox>, bool), StoreError> {
-        let row = self.row(id)?;
-        let used = row.is_none() && self.used.get(id).map_err(storage)?.is_some();
-        Ok((row, used))
+        prior_in(&self.sandboxes, &self.used, id)
     }
 
     fn unindex(&mut self, old: &Sandbox) -> Result<(), StoreError> {
@@ -447,20 +447,106 @@ impl<'txn> Tables<'txn> {
         }
         Ok(())
     }
+}
 
-    /// Ids of every row in `status`, from the status index.
-    fn ids_in_status(&self, status: SandboxStatus) -> Result<Vec<String>, StoreError> {
-        let prefix = status_key(status, "");
-        let mut ids = Vec::new();
-        for entry in self.by_status.range(prefix.as_str()..).map_err(storage)? {
-            let (key, _) = entry.map_err(storage)?;
-            let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
-                break;
-            };
-            ids.push(id.to_owned());
+/// What `rows` and `used` (a write transaction's tables or a snapshot's) hold for `id`:
+/// its row, else whether a used-account marker is kept.
+fn prior_in(
+    rows: &impl ReadableTable<&'static str, &'static [u8]>,
+    used: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<(Option<Sandbox>, bool), StoreError> {
+    let row = rows
+        .get(id)
+        .map_err(storage)?
+        .map(|value| decode(id, value.value()))
+        .transpose()?;
+    let used = row.is_none() && used.get(id).map_err(storage)?.is_some();
+    Ok((row, used))
+}
+
+/// The rows in `status` that `wanted` picks, from a fresh snapshot (through the status
+/// index).
+pub(super) fn rows_where(
+    db: &Database,
+    status: SandboxStatus,
+    wanted: impl Fn(&Sandbox) -> bool,
+) -> Result<Vec<Sandbox>, StoreError> {
+    let mut picked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = page_where(db, status, after.as_deref(), usize::MAX, &wanted)?;
+        picked.extend(page.rows);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(picked),
         }
-        Ok(ids)
     }
+}
+
+/// One page of [`page_where`]: the rows picked, and where the next page starts.
+pub(super) struct Page {
+    /// The rows picked.
+    pub(super) rows: Vec<Sandbox>,
+    /// The last id looked at, when the page was full (more may follow).
+    pub(super) next: Option<String>,
+}
+
+/// The rows in `status` after the id `after` that `wanted` picks, looking at `limit` rows
+/// at most, from a fresh snapshot: how a job finds its rows a page at a time without
+/// holding up the writer. It then writes only what it changes, each row decided again as
+/// it is then (`EmbeddedStore::sweep`).
+pub(super) fn page_where(
+    db: &Database,
+    status: SandboxStatus,
+    after: Option<&str>,
+    limit: usize,
+    wanted: &impl Fn(&Sandbox) -> bool,
+) -> Result<Page, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let by_status = txn.open_table(BY_STATUS).map_err(storage)?;
+    let rows = txn.open_table(SANDBOXES).map_err(storage)?;
+    let prefix = status_key(status, "");
+    let start = status_key(status, after.unwrap_or_default());
+    let bounds = (
+        if after.is_some() {
+            Bound::Excluded(start.as_str())
+        } else {
+            Bound::Included(start.as_str())
+        },
+        Bound::Unbounded,
+    );
+    let mut picked = Vec::new();
+    let (mut looked, mut last, mut full) = (0, String::new(), false);
+    for entry in by_status.range::<&str>(bounds).map_err(storage)? {
+        let (key, _) = entry.map_err(storage)?;
+        let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
+            break;
+        };
+        if looked == limit {
+            full = true;
+            break;
+        }
+        looked += 1;
+        last.clear();
+        last.push_str(id);
+        if let Some(value) = rows.get(id).map_err(storage)? {
+            let row = decode(id, value.value())?;
+            if wanted(&row) {
+                picked.push(row);
+            }
+        }
+    }
+    let page = Page {
+        rows: picked,
+        next: full.then_some(last),
+    };
+    Ok(page)
+}
+
+/// The ids of `rows`.
+pub(super) fn ids(rows: Vec<Sandbox>) -> Vec<String> {
+    rows.into_iter().map(|row| row.sandbox_id).collect()
 }
 
 #[cfg(test)]

@@ -3,24 +3,40 @@
 use super::*;
 use crate::domain::time::EpochSecs;
 
-impl Tables<'_> {
-    /// Pending rows due for a deletion attempt.
-    pub(in crate::store::embedded) fn deletions_due(
-        &self,
-        now: EpochSecs,
-        ignore_backoff: bool,
-    ) -> Result<Vec<Sandbox>, StoreError> {
-        let mut due = Vec::new();
-        for id in self.ids_in_status(SandboxStatus::PendingDeletion)? {
-            if let Some(row) = self.row(&id)?
-                && lifecycle::deletion_due(&row, now, ignore_backoff)
-            {
-                due.push(row);
-            }
-        }
-        Ok(due)
-    }
+/// Pending rows due for a deletion attempt, from a fresh snapshot.
+pub(in crate::store::embedded) fn deletions_due(
+    db: &Database,
+    now: EpochSecs,
+    ignore_backoff: bool,
+) -> Result<Vec<Sandbox>, StoreError> {
+    rows_where(db, SandboxStatus::PendingDeletion, |row| {
+        lifecycle::deletion_due(row, now, ignore_backoff)
+    })
+}
 
+/// The NIOSXaaS history items whose ttl has passed, from a fresh snapshot.
+pub(in crate::store::embedded) fn expired_histories(
+    db: &Database,
+    now: EpochSecs,
+) -> Result<Vec<String>, StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let histories = txn.open_table(NIOSXAAS_HISTORY).map_err(storage)?;
+    let mut expired = Vec::new();
+    for entry in histories.iter().map_err(storage)? {
+        let (key, value) = entry.map_err(storage)?;
+        if history_expired(value.value(), now) {
+            expired.push(key.value().to_owned());
+        }
+    }
+    Ok(expired)
+}
+
+/// Whether a stored NIOSXaaS history item's ttl has passed (one that cannot be read is kept).
+fn history_expired(bytes: &[u8], now: EpochSecs) -> bool {
+    serde_json::from_slice::<NiosxaasHistory>(bytes).is_ok_and(|history| history.ttl <= now)
+}
+
+impl Tables<'_> {
     /// Claims a pending row for `holder` unless another runner's claim still runs.
     pub(in crate::store::embedded) fn claim_deletion(
         &mut self,
@@ -68,20 +84,34 @@ impl Tables<'_> {
         self.put(Some(&old), &row)
     }
 
-    /// Drops tombstones and NIOSXaaS history items whose ttl has passed; counts tombstones.
+    /// Drops each of the history items `ids` whose ttl has passed (checked again).
+    pub(in crate::store::embedded) fn purge_histories(
+        &mut self,
+        ids: &[String],
+        now: EpochSecs,
+    ) -> Result<(), StoreError> {
+        for id in ids {
+            let expired = self
+                .niosxaas_history
+                .get(id.as_str())
+                .map_err(storage)?
+                .is_some_and(|value| history_expired(value.value(), now));
+            if expired {
+                self.niosxaas_history.remove(id.as_str()).map_err(storage)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes each of the tombstones `ids` whose ttl has passed (checked again); counts them.
     pub(in crate::store::embedded) fn purge_tombstones(
         &mut self,
+        ids: &[String],
         now: EpochSecs,
     ) -> Result<u64, StoreError> {
-        self.niosxaas_history
-            .retain(|_, bytes| {
-                serde_json::from_slice::<NiosxaasHistory>(bytes)
-                    .map_or(true, |history| history.ttl > now)
-            })
-            .map_err(storage)?;
         let mut purged = 0;
-        for id in self.ids_in_status(SandboxStatus::Deleted)? {
-            if let Some(old) = self.row(&id)?
+        for id in ids {
+            if let Some(old) = self.row(id)?
                 && lifecycle::tombstone_purgeable(&old, now)
             {
                 self.remove(&old, now)?;

@@ -4,15 +4,17 @@ use super::*;
 use crate::domain::time::EpochSecs;
 
 impl Tables<'_> {
-    /// Releases ended allocations (see [`crate::store::LifecycleStore::expire_allocations`]).
-    pub(in crate::store::embedded) fn expire_allocations(
+    /// Releases each of `ids` whose allocation has ended, decided again on the row as it
+    /// is now (a snapshot found them; a student may have released one since).
+    pub(in crate::store::embedded) fn expire_rows(
         &mut self,
+        ids: &[String],
         now: EpochSecs,
         policy: LabPolicy,
     ) -> Result<Vec<Sandbox>, StoreError> {
         let mut expired = Vec::new();
-        for id in self.ids_in_status(SandboxStatus::Allocated)? {
-            let Some(old) = self.row(&id)? else { continue };
+        for id in ids {
+            let Some(old) = self.row(id)? else { continue };
             let Some(change) = lifecycle::expire(&old, policy, now) else {
                 continue;
             };

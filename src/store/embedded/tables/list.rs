@@ -202,23 +202,22 @@ pub(in crate::store::embedded) fn allocation_facts(
 }
 
 impl Tables<'_> {
-    /// Removes every row in `status`.
-    pub(in crate::store::embedded) fn bulk_delete(
+    /// Removes each of `ids` still in `status` (a bulk delete); counts them.
+    pub(in crate::store::embedded) fn remove_in_status(
         &mut self,
-        status: DeletableStatus,
+        ids: &[String],
+        status: SandboxStatus,
         now: EpochSecs,
     ) -> Result<u64, StoreError> {
-        let mut doomed = Vec::new();
-        for entry in self.sandboxes.iter().map_err(storage)? {
-            let (key, value) = entry.map_err(storage)?;
-            let row = decode(key.value(), value.value())?;
-            if row.status == status.status() {
-                doomed.push(row);
+        let mut removed = 0;
+        for id in ids {
+            if let Some(old) = self.row(id)?
+                && old.status == status
+            {
+                self.remove(&old, now)?;
+                removed += 1;
             }
         }
-        for row in &doomed {
-            self.remove(row, now)?;
-        }
-        Ok(doomed.len() as u64)
+        Ok(removed)
     }
 }
