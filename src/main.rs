@@ -8,6 +8,11 @@ use sandbox_broker::config::{Cli, Command};
 use sandbox_broker::demo;
 use sandbox_broker::telemetry::error_chain;
 
+/// mimalloc: a request allocates and frees dozens of small buffers, and glibc's malloc and
+/// free were about a fifth of the instructions an allocation cost (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A missing .env is normal; a present one fills variables not already set.
     let _ = dotenvy::dotenv();

@@ -4,6 +4,10 @@
 //! carries `request_id`, `action`, `outcome` and `latency_ms`, and nothing logs a token
 //! or a raw client address.
 
+mod json;
+
+pub use self::json::JsonLines;
+
 use clap::Args;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -72,12 +76,7 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), LoggingError> {
         .with_span_events(FmtSpan::NONE)
         .with_writer(std::io::stdout);
     let installed = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.event_format(JsonLines).try_init(),
         LogFormat::Text => builder.try_init(),
     };
     installed.map_err(|err| LoggingError::Install(err.to_string()))

@@ -32,6 +32,21 @@ async fn scrapes_within_the_refresh_period_read_nothing_from_the_store() {
     assert_eq!(series_sum(&before, calls), series_sum(&after, calls));
 }
 
+/// `answer` without the time-to-sandbox levels, which this instance measures live and
+/// merges into every answer (stu-2's allocation moves them); the rest is what the store
+/// said, and must be the cached answer.
+fn store_derived(mut answer: serde_json::Value) -> serde_json::Value {
+    if let Some(tracks) = answer["tracks"].as_array_mut() {
+        for track in tracks
+            .iter_mut()
+            .filter_map(serde_json::Value::as_object_mut)
+        {
+            track.retain(|key, _| !key.starts_with("time_to_sandbox"));
+        }
+    }
+    answer
+}
+
 #[tokio::test]
 async fn twenty_dashboards_cost_the_store_what_one_does() {
     let app = TestApp::builder()
@@ -59,7 +74,11 @@ async fn twenty_dashboards_cost_the_store_what_one_does() {
         });
         for (route, answer) in futures::future::join_all(refreshes).await {
             let index = routes.iter().position(|r| *r == route).unwrap();
-            assert_eq!(answer, first[index], "{route}");
+            assert_eq!(
+                store_derived(answer),
+                store_derived(first[index].clone()),
+                "{route}"
+            );
         }
     }
     let after = app.metrics_text().await;

@@ -2022,6 +2022,10 @@ pub async fn the_outbox_fans_out_keeps_and_settles_deliveries(store: SharedStore
     };
     let allocations = endpoint("wh_a", &["sandbox.allocated", "sandbox.released"]);
     let jobs = endpoint("wh_j", &["job.failed"]);
+    // Events are kept for the endpoints registered when they happen.
+    for registered in [&allocations, &jobs] {
+        store.webhooks.add_webhook(registered).await.unwrap();
+    }
     store
         .admin
         .import(sandboxes("lab-", 0, 2), NOW)

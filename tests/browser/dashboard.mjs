@@ -110,7 +110,13 @@ try {
   await page.selectOption('#status', 'allocated');
   await page.selectOption('#track_name', process.env.FILTER_LAB || 'dns');
   await page.click('#filters button[type=submit]');
-  await page.waitForFunction(() => [...document.querySelectorAll('#sandbox-table tbody tr')].every((r) => r.cells[2].textContent === 'allocated'));
+  // The search's one row is allocated too: wait until the table is no longer it.
+  const searched = JSON.stringify(result.search.map((row) => row[0]));
+  await page.waitForFunction((before) => {
+    const rows = [...document.querySelectorAll('#sandbox-table tbody tr')];
+    return rows.every((r) => r.cells[2].textContent === 'allocated')
+      && JSON.stringify(rows.map((r) => r.cells[0].textContent)) !== before;
+  }, searched);
   result.filtered = await cells('#sandbox-table');
 
   // 5. The column picker adds columns (and remembers them).

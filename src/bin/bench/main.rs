@@ -1,4 +1,4 @@
-//! Allocation benchmark, five scenarios, on the embedded store (durable) or on DynamoDB —
+//! Allocation benchmark, six scenarios, on the embedded store (durable) or on DynamoDB —
 //! where it first measures the raw ceiling of single conditional `UpdateItem` calls at the
 //! same concurrency, in the same run, and starts DynamoDB Local itself unless given an
 //! endpoint:
@@ -22,6 +22,9 @@
 //! - `expiry`: allocations per second, p99 and max, first alone and then while the expiry
 //!   job releases 100,000 ended allocations on the same server (embedded store).
 //!   `cargo run --release --bin bench -- --scenario expiry --levels 100 --seconds 4`
+//! - `instructions`: CPU instructions per allocation in the release service, counted by
+//!   callgrind (repeatable where timings are not).
+//!   `cargo build --release && cargo run --release --bin bench -- --scenario instructions --levels 100 --seconds 10`
 //!
 //! The server (the real router, store and middleware, JSON access logs formatted into a
 //! sink) runs on its own 2-thread runtime; the client is a separate 2-thread runtime of
@@ -46,6 +49,10 @@ use sandbox_broker::store::embedded::EmbeddedStore;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+/// The service binary's allocator, so the in-process server is measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const LAB_TOKEN: &str = "bench-track-token";
 const ADMIN_TOKEN: &str = "bench-admin-token";
 
@@ -62,6 +69,8 @@ enum Scenario {
     Reservation,
     /// Allocations while the expiry job releases 100,000 ended allocations, and without.
     Expiry,
+    /// Instructions per allocation, counted by callgrind in the release service.
+    Instructions,
 }
 
 /// Benchmark options.
@@ -116,6 +125,8 @@ struct Figures {
     latencies_us: Vec<u32>,
     /// `broker_allocate_conflicts_total` after the run (candidates lost to a race).
     conflicts: u64,
+    /// CPU time the service's threads used during the run (`steady` only; zero elsewhere).
+    server_cpu: Duration,
 }
 
 /// A worker's result: the latency of each success in microseconds, and its failures.
@@ -135,6 +146,7 @@ impl Figures {
             elapsed: Duration::ZERO,
             latencies_us: Vec::new(),
             conflicts: 0,
+            server_cpu: Duration::ZERO,
         };
         for worker in workers {
             let (latencies, failures) = worker.await.unwrap_or_default();
@@ -145,6 +157,11 @@ impl Figures {
         figures.allocations = figures.latencies_us.len();
         figures.latencies_us.sort_unstable();
         figures
+    }
+
+    /// Successful requests a second.
+    fn per_second(&self) -> f64 {
+        self.allocations as f64 / self.elapsed.as_secs_f64()
     }
 
     fn percentile_ms(&self, p: f64) -> f64 {
@@ -183,6 +200,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Scenario::Export => export::run(&args),
         Scenario::Reservation => reservation::run(&args),
         Scenario::Expiry => expiry::run(&args),
+        Scenario::Instructions => instructions::run(&args),
     }
 }
 
@@ -200,8 +218,40 @@ fn steady(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for &students in &args.levels {
         let figures = run_level(args, students)?;
         print_row("allocation over HTTP", &figures);
+        if args.store == StoreKind::Embedded {
+            let hello = hello_world(args, students)?;
+            print_row("axum hello-world (ceiling)", &hello);
+            println!(
+                "| allocations/s ÷ hello-world requests/s | {students} | | | {:.1} % | | | | | | | |",
+                100.0 * figures.per_second() / hello.per_second()
+            );
+        }
     }
     Ok(())
+}
+
+/// The HTTP ceiling of this machine in this run: a plain axum hello-world (one handler
+/// answering 201 `Hello, World!` to any request, `axum::serve`) on the same 2-thread
+/// server runtime, sent the same requests by the same client at the same concurrency.
+fn hello_world(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error::Error>> {
+    let server_runtime = runtime("server")?;
+    let listener = server_runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let address = listener.local_addr()?;
+    let app = axum::Router::new()
+        .fallback(|| async { (axum::http::StatusCode::CREATED, "Hello, World!") });
+    server_runtime.spawn(async move { axum::serve(listener, app).await });
+    let client_runtime = runtime("client")?;
+    let duration = Duration::from_secs(args.seconds);
+    let figures = client_runtime.block_on(async move {
+        let started = Instant::now();
+        let deadline = started + duration;
+        let workers: Vec<_> = (0..students)
+            .map(|worker| tokio::spawn(student_worker(address, worker, deadline)))
+            .collect();
+        Figures::collect(students, started, workers).await
+    });
+    server_runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(figures)
 }
 
 /// The `p` (0 to 1) percentile of `sorted` latencies, in milliseconds; NaN when empty.
@@ -221,31 +271,67 @@ fn pool_size(args: &Args) -> u64 {
         Scenario::Export => 100_000,
         Scenario::Reservation => 450,
         Scenario::Expiry => 300_000,
+        Scenario::Instructions => 100_000,
     })
 }
 
 /// The header of the tables [`print_row`] fills.
 fn print_header() {
     println!(
-        "| what | concurrency | operations | seconds | per second | p50 ms | p95 ms | p99 ms | max ms | failed | lost races |"
+        "| what | concurrency | operations | seconds | per second | p50 ms | p95 ms | p99 ms | max ms | failed | lost races | service CPU ms per op |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
 }
 
 fn print_row(what: &str, figures: &Figures) {
     println!(
-        "| {what} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+        "| {what} | {} | {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
         figures.students,
         figures.allocations,
         figures.elapsed.as_secs_f64(),
-        figures.allocations as f64 / figures.elapsed.as_secs_f64(),
+        figures.per_second(),
         figures.percentile_ms(0.50),
         figures.percentile_ms(0.95),
         figures.percentile_ms(0.99),
         figures.percentile_ms(1.0),
         figures.failures,
         figures.conflicts,
+        if figures.server_cpu.is_zero() {
+            "–".to_owned()
+        } else {
+            format!(
+                "{:.3}",
+                figures.server_cpu.as_secs_f64() * 1000.0 / figures.allocations.max(1) as f64
+            )
+        },
     );
+}
+
+/// CPU time used so far by this process's service threads: the server runtime's
+/// (`server`, its blocking pool included, where the DynamoDB SDK also runs) and the
+/// embedded store's writer (`redb-writer`), from `/proc/self/task/*/schedstat`
+/// (nanoseconds). The client's threads (`client`) are left out, so the figure is the
+/// service's own cost per request.
+fn server_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let name = name.trim();
+        if !(name.starts_with("server") || name == "redb-writer") {
+            continue;
+        }
+        let ran = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        total += ran
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(total)
 }
 
 /// `count` sandbox rows named `<prefix><n>`, ids from `id_base`.
@@ -340,6 +426,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
     let (address, shutdown) = serve(&server_runtime, dir.path(), store)?;
     let client_runtime = runtime("client")?;
     let duration = Duration::from_secs(args.seconds);
+    let cpu_before = server_cpu();
     let figures = client_runtime.block_on(async move {
         let started = Instant::now();
         let deadline = started + duration;
@@ -349,6 +436,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
         Figures::collect(students, started, workers).await
     });
     let mut figures = figures;
+    figures.server_cpu = server_cpu().saturating_sub(cpu_before);
     figures.conflicts = client_runtime.block_on(conflicts_reported(address));
     shutdown.cancel();
     server_runtime.shutdown_timeout(Duration::from_secs(5));
@@ -451,3 +539,6 @@ mod reservation;
 
 /// The expiry scenario: allocations while a job releases 100,000 allocations.
 mod expiry;
+
+/// The instructions scenario: callgrind's count per allocation.
+mod instructions;

@@ -359,6 +359,7 @@ impl<'txn> Tables<'txn> {
     ) -> Result<(), StoreError> {
         self.write_row(old, new)?;
         if let Some(old) = old
+            && self.announcing()?
             && let Some(announced) =
                 crate::domain::webhooks::outbox::announce(old.status, new, by_expiry)
         {

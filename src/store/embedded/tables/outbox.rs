@@ -50,11 +50,21 @@ pub(in crate::store::embedded) fn outbox_backlog(
 }
 
 impl Tables<'_> {
-    /// Puts `announced` at the end of the outbox.
+    /// Whether any webhook endpoint is registered: without one an event has nobody to go
+    /// to (a fan-out would drop it), so nothing is put in the outbox and a row change
+    /// costs no outbox writes. One look at the table's length.
+    pub(in crate::store::embedded) fn announcing(&self) -> Result<bool, StoreError> {
+        Ok(!self.webhooks.is_empty().map_err(storage)?)
+    }
+
+    /// Puts `announced` at the end of the outbox, when an endpoint is registered.
     pub(in crate::store::embedded) fn enqueue(
         &mut self,
         pending: &Pending,
     ) -> Result<(), StoreError> {
+        if !self.announcing()? {
+            return Ok(());
+        }
         let last = match self.records.get(OUTBOX_SEQUENCE).map_err(storage)? {
             Some(value) => {
                 let bytes: [u8; 8] = value.value().try_into().map_err(|_| {
