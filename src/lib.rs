@@ -19,7 +19,8 @@
 //! - [`provider`]: where sandboxes come from and are deleted: the CSP client, the circuit
 //!   breaker, NIOSXaaS, the simulated provider.
 //! - [`ratelimit`]: per-caller token buckets and the failed-authentication throttle.
-//! - [`metrics`]: the Prometheus registry; [`telemetry`]: logging.
+//! - [`metrics`]: the Prometheus registry; [`telemetry`]: logging (its JSON line in
+//!   `telemetry/json.rs`).
 //! - [`store`]: the durable state, one trait per role, on the embedded (redb) or the
 //!   DynamoDB store.
 //! - [`domain`]: the values and every rule both stores share; depends on nothing.

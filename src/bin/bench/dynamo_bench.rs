@@ -31,7 +31,7 @@ fn settings(args: &Args, table: &str) -> Result<DynamoSettings, BenchError> {
 }
 
 /// A fresh table holding `rows` as available sandboxes, written with `BatchWriteItem`.
-async fn seeded_table(
+pub(super) async fn seeded_table(
     args: &Args,
     rows: &[NewSandbox],
 ) -> Result<(Client, DynamoSettings), BenchError> {

@@ -1,11 +1,12 @@
 //! The instructions scenario: how many CPU instructions the service spends on one durable
 //! allocation, counted by valgrind's callgrind (instructions, not seconds, so the count
 //! repeats on a busy or a different machine of the same architecture). The release
-//! `sandbox-broker serve` runs under callgrind on a seeded embedded store, with counting
+//! `sandbox-broker serve` runs under callgrind on a seeded store (embedded, or a fresh
+//! DynamoDB Local table with `--store dynamodb`), with counting
 //! off while it starts and its first scheduled jobs run; counting is then switched on for
 //! `--seconds` of allocations at the first `--levels` concurrency (the same client as
 //! `steady`), switched off, and the total divided by the allocations made.
-//! `cargo build --release && cargo run --release --bin bench -- --scenario instructions --levels 100 --seconds 10`
+//! `cargo build --release && cargo run --release --bin bench -- --scenario instructions --levels 100 --seconds 10 [--store dynamodb]`
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,23 +16,44 @@ use sandbox_broker::config::StoreKind;
 use tokio::net::TcpStream;
 
 use crate::{
-    ADMIN_TOKEN, Args, Figures, LAB_TOKEN, pool_size, runtime, seeded_embedded, student_worker,
+    ADMIN_TOKEN, Args, Figures, LAB_TOKEN, pool, pool_size, runtime, seeded_embedded,
+    student_worker,
 };
 
 /// Runs the scenario and prints its figure.
 pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    if args.store != StoreKind::Embedded {
-        return Err("the instructions scenario counts the embedded store's allocation".into());
-    }
     let broker = service_binary()?;
     let students = args.levels.first().copied().unwrap_or(100);
     let dir = tempfile::tempdir()?;
-    {
-        // Seeded in this process, then closed so the service can open it.
-        let seed_runtime = runtime("seed")?;
-        let store = seeded_embedded(&seed_runtime, dir.path(), pool_size(args))?;
-        drop(store);
-    }
+    let seed_runtime = runtime("seed")?;
+    let store_env: Vec<(&str, String)> = match args.store {
+        StoreKind::Embedded => {
+            // Seeded in this process, then closed so the service can open it.
+            drop(seeded_embedded(&seed_runtime, dir.path(), pool_size(args))?);
+            vec![("BROKER_STORE", "embedded".into())]
+        }
+        StoreKind::Dynamodb => {
+            let rows = pool("bench-", 3_000_000, pool_size(args))?;
+            let (_, settings) =
+                seed_runtime.block_on(crate::dynamo_bench::seeded_table(args, &rows))?;
+            vec![
+                ("BROKER_STORE", "dynamodb".into()),
+                ("DDB_TABLE_NAME", settings.table.clone()),
+                (
+                    "DDB_ENDPOINT_URL",
+                    settings.endpoint_url.unwrap_or_default(),
+                ),
+                ("DDB_MAX_CONCURRENCY", args.ddb_max_concurrency.to_string()),
+                (
+                    "DDB_LATENCY_TARGET_MS",
+                    args.ddb_latency_target_ms.to_string(),
+                ),
+                ("AWS_REGION", "us-east-1".into()),
+                ("AWS_ACCESS_KEY_ID", "bench".into()),
+                ("AWS_SECRET_ACCESS_KEY", "bench".into()),
+            ]
+        }
+    };
     let port = sandbox_broker::store::dynamo::local::free_port()?;
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let profile = dir.path().join("callgrind.out");
@@ -43,7 +65,7 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("BROKER_LISTEN_ADDR", address.to_string())
-        .env("BROKER_STORE", "embedded")
+        .envs(store_env)
         .env("BROKER_DATA_DIR", dir.path())
         .env("BROKER_API_TOKEN", LAB_TOKEN)
         .env("BROKER_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -79,16 +101,38 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let figures = counted?;
     exited?;
     let total = counted_instructions(&profile)?;
+    // Kept for `callgrind_annotate`, beside the binaries.
+    let kept = broker.with_file_name(format!("callgrind.{}.out", store_key(args.store)));
+    std::fs::copy(&profile, &kept)?;
+    eprintln!(
+        "profile: {} (callgrind_annotate --inclusive=yes it)",
+        kept.display()
+    );
     println!(
         "| what | concurrency | allocations | instructions counted | instructions per allocation |"
     );
     println!("|---|---:|---:|---:|---:|");
     println!(
-        "| allocation over HTTP under callgrind | {students} | {} | {total} | {:.0} |",
+        "| allocation over HTTP under callgrind ({}) | {students} | {} | {total} | {:.0} |",
+        store_name(args.store),
         figures.allocations,
         total as f64 / figures.allocations.max(1) as f64
     );
     Ok(())
+}
+
+fn store_name(store: StoreKind) -> &'static str {
+    match store {
+        StoreKind::Embedded => "embedded",
+        StoreKind::Dynamodb => "DynamoDB Local",
+    }
+}
+
+fn store_key(store: StoreKind) -> &'static str {
+    match store {
+        StoreKind::Embedded => "embedded",
+        StoreKind::Dynamodb => "dynamodb",
+    }
 }
 
 /// The release `sandbox-broker` binary beside this one.
