@@ -347,7 +347,7 @@ impl Server {
 /// The `serve` command: checks `config` once, opens the store it chooses, and serves until
 /// SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> Result<(), StartupError> {
-    config.log.init(LogFormat::Json)?;
+    let _log = config.log.init(LogFormat::Json)?;
     let config = config.validate()?;
     let (kind, why) = config.store.choice();
     tracing::info!(store = ?kind, reason = why, "store selected");
@@ -373,7 +373,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
 /// The `init-table` command: creates the DynamoDB table and any missing index, and says
 /// what it did.
 pub async fn init_table(config: Config) -> Result<(), StartupError> {
-    config.log.init(LogFormat::Json)?;
+    let _log = config.log.init(LogFormat::Json)?;
     let dynamo = &config.store.dynamo;
     dynamo.validate_index_names()?;
     let settings = dynamo.settings();

@@ -41,7 +41,7 @@ pub fn speed_up_jobs(config: &mut Config) {
 /// The `demo` command: `serve` on a scratch embedded store, its jobs running against a
 /// simulated provider whose first sync fills the pool, with printed tokens.
 pub async fn run(mut config: Config) -> Result<(), StartupError> {
-    config.log.init(LogFormat::Text)?;
+    let _log = config.log.init(LogFormat::Text)?;
     let scratch = tempfile::Builder::new()
         .prefix("sandbox-broker-demo-")
         .tempdir()
@@ -98,7 +98,7 @@ pub async fn run(mut config: Config) -> Result<(), StartupError> {
 /// The `simulate-provider` command: the demo pool at a simulated CSP accounts API, until
 /// SIGTERM or SIGINT.
 pub async fn simulate_provider(config: SimulatorConfig) -> Result<(), StartupError> {
-    crate::telemetry::init("info", LogFormat::Json)?;
+    let _log = crate::telemetry::init("info", LogFormat::Json)?;
     let provider = Arc::new(SimulatedProvider::new(demo_accounts()));
     server::run(config, provider, shutdown_signal())
         .await

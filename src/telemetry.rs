@@ -51,8 +51,9 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
 
 impl LogConfig {
     /// Installs the global subscriber at `LOG_LEVEL`, in `LOG_FORMAT` or else `default`
-    /// (the command's own: JSON for `serve`, text for `demo`).
-    pub fn init(&self, default: LogFormat) -> Result<(), LoggingError> {
+    /// (the command's own: JSON for `serve`, text for `demo`). Hold the guard until the
+    /// command ends.
+    pub fn init(&self, default: LogFormat) -> Result<LogGuard, LoggingError> {
         init(&self.log_level, self.log_format.unwrap_or(default))
     }
 }
@@ -68,18 +69,35 @@ pub enum LoggingError {
     Install(String),
 }
 
+/// Keeps the log writer's thread running. Dropping it writes out every line still queued,
+/// so a command holds it until it ends.
+#[must_use = "dropping it stops the log writer"]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
 /// Installs the global subscriber. `level` is `LOG_LEVEL`: a level or filter directives.
-pub fn init(level: &str, format: LogFormat) -> Result<(), LoggingError> {
+///
+/// Lines are formatted where they are logged and written to stdout by a `log-writer`
+/// thread, which writes whatever has queued up in one `write`: one system call per
+/// request was a visible part of an allocation's cost. It never drops a line (a full
+/// queue makes loggers wait).
+pub fn init(level: &str, format: LogFormat) -> Result<LogGuard, LoggingError> {
     let filter = EnvFilter::try_new(level)?;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::NONE)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     let installed = match format {
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    installed.map_err(|err| LoggingError::Install(err.to_string()))
+    installed.map_err(|err| LoggingError::Install(err.to_string()))?;
+    Ok(LogGuard { _writer: guard })
 }
 
 /// A `LOG_LEVEL` as `tracing` filter directives: a bare level in any case, with the
@@ -110,8 +128,11 @@ pub fn filter_directives(level: &str) -> Result<String, String> {
 
 /// For tests: logs only when `TEST_LOG` is set, and never fails when called twice.
 pub fn init_for_test() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        let _ = init("info", LogFormat::Text);
+    if std::env::var_os("TEST_LOG").is_some()
+        && let Ok(guard) = init("info", LogFormat::Text)
+    {
+        // The test process ends without dropping it; its lines are written as they come.
+        std::mem::forget(guard);
     }
 }
 

@@ -16,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 
 use super::error::{ApiError, ErrorBody};
@@ -53,7 +55,7 @@ pub fn apply(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     let cors = cors_layer(&state.http.cors_allowed_origins.0);
     let stack = ServiceBuilder::new()
         .layer(middleware::from_fn(drop_insane_request_id))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomRequestId))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -72,6 +74,22 @@ pub fn apply(router: Router<AppState>, state: &AppState) -> Router<AppState> {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     router.layer(stack)
+}
+
+/// Fresh `X-Request-ID` values: random (version 4) UUIDs from the thread's generator.
+/// tower-http's `MakeRequestUuid` asks the kernel (`getrandom`) for each one, a system
+/// call on every request.
+#[derive(Debug, Clone, Copy, Default)]
+struct RandomRequestId;
+
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut text = uuid::Uuid::encode_buffer();
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 fn is_sane_request_id(value: &HeaderValue) -> bool {

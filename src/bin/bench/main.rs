@@ -127,6 +127,8 @@ struct Figures {
     conflicts: u64,
     /// CPU time the service's threads used during the run (`steady` only; zero elsewhere).
     server_cpu: Duration,
+    /// Of it, the embedded store's writer thread's.
+    writer_cpu: Duration,
 }
 
 /// A worker's result: the latency of each success in microseconds, and its failures.
@@ -147,6 +149,7 @@ impl Figures {
             latencies_us: Vec::new(),
             conflicts: 0,
             server_cpu: Duration::ZERO,
+            writer_cpu: Duration::ZERO,
         };
         for worker in workers {
             let (latencies, failures) = worker.await.unwrap_or_default();
@@ -176,9 +179,9 @@ impl Figures {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = Args::parse();
     if !args.no_logs {
+        // The service's own JSON line, formatted in full and written into a sink.
         tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
+            .event_format(sandbox_broker::telemetry::JsonLines)
             .with_writer(std::io::sink)
             .init();
     }
@@ -299,39 +302,58 @@ fn print_row(what: &str, figures: &Figures) {
         if figures.server_cpu.is_zero() {
             "–".to_owned()
         } else {
-            format!(
-                "{:.3}",
-                figures.server_cpu.as_secs_f64() * 1000.0 / figures.allocations.max(1) as f64
-            )
+            let per_op =
+                |cpu: Duration| cpu.as_secs_f64() * 1000.0 / figures.allocations.max(1) as f64;
+            let writer = if figures.writer_cpu.is_zero() {
+                String::new()
+            } else {
+                format!(" (writer {:.3})", per_op(figures.writer_cpu))
+            };
+            format!("{:.3}{writer}", per_op(figures.server_cpu))
         },
     );
 }
 
-/// CPU time used so far by this process's service threads: the server runtime's
-/// (`server`, its blocking pool included, where the DynamoDB SDK also runs) and the
-/// embedded store's writer (`redb-writer`), from `/proc/self/task/*/schedstat`
-/// (nanoseconds). The client's threads (`client`) are left out, so the figure is the
-/// service's own cost per request.
-fn server_cpu() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
+/// CPU time this process's service threads have used so far.
+struct ServiceCpu {
+    /// The server runtime's threads (`server`, its blocking pool included, where the
+    /// DynamoDB SDK also runs) and the embedded store's writer (`redb-writer`).
+    all: Duration,
+    /// The writer's alone.
+    writer: Duration,
+}
+
+/// [`ServiceCpu`] from `/proc/self/task/*/schedstat` (nanoseconds on CPU). The client's
+/// threads (`client`) are left out, so the figure is the service's own cost per request.
+fn service_cpu() -> ServiceCpu {
+    let mut cpu = ServiceCpu {
+        all: Duration::ZERO,
+        writer: Duration::ZERO,
     };
-    let mut total = 0u64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return cpu;
+    };
     for task in tasks.flatten() {
         let path = task.path();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
         let name = name.trim();
-        if !(name.starts_with("server") || name == "redb-writer") {
+        let writer = name == "redb-writer";
+        if !(name.starts_with("server") || writer) {
             continue;
         }
         let ran = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
-        total += ran
-            .split_whitespace()
-            .next()
-            .and_then(|ns| ns.parse::<u64>().ok())
-            .unwrap_or(0);
+        let ran = Duration::from_nanos(
+            ran.split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .unwrap_or(0),
+        );
+        cpu.all += ran;
+        if writer {
+            cpu.writer += ran;
+        }
     }
-    Duration::from_nanos(total)
+    cpu
 }
 
 /// `count` sandbox rows named `<prefix><n>`, ids from `id_base`.
@@ -426,7 +448,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
     let (address, shutdown) = serve(&server_runtime, dir.path(), store)?;
     let client_runtime = runtime("client")?;
     let duration = Duration::from_secs(args.seconds);
-    let cpu_before = server_cpu();
+    let cpu_before = service_cpu();
     let figures = client_runtime.block_on(async move {
         let started = Instant::now();
         let deadline = started + duration;
@@ -436,7 +458,9 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
         Figures::collect(students, started, workers).await
     });
     let mut figures = figures;
-    figures.server_cpu = server_cpu().saturating_sub(cpu_before);
+    let cpu_after = service_cpu();
+    figures.server_cpu = cpu_after.all.saturating_sub(cpu_before.all);
+    figures.writer_cpu = cpu_after.writer.saturating_sub(cpu_before.writer);
     figures.conflicts = client_runtime.block_on(conflicts_reported(address));
     shutdown.cancel();
     server_runtime.shutdown_timeout(Duration::from_secs(5));
