@@ -157,6 +157,13 @@ impl EmbeddedStore {
         if tables::ensure_status_index(&db).map_err(storage)? {
             tracing::info!("embedded store: rebuilt the status index");
         }
+        let rewritten = tables::migrate_rows(&db).map_err(storage)?;
+        if rewritten > 0 {
+            tracing::info!(
+                rewritten,
+                "embedded store: rewrote rows from JSON in the binary form"
+            );
+        }
         let marked = tables::mark_own_allocations(&db).map_err(storage)?;
         if marked > 0 {
             tracing::info!(

@@ -14,6 +14,7 @@ mod list;
 mod outbox;
 mod release;
 mod reservations;
+mod row;
 mod sync;
 mod tokens;
 mod webhooks;
@@ -28,6 +29,7 @@ pub(super) use self::list::{
 };
 pub(super) use self::outbox::{deliveries, outbox_backlog};
 pub(super) use self::reservations::{held_rows, reservable, reservation_counts, reservations};
+pub(super) use self::row::migrate_rows;
 pub(super) use self::sync::{SyncPlan, plan_sync};
 pub(super) use self::tokens::token_uses;
 pub(super) use self::webhooks::webhook_uses;
@@ -130,8 +132,7 @@ fn encode(value: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<Sandbox, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|err| StoreError::Internal(format!("row {id} cannot be decoded: {err}").into()))
+    row::decode_row(id, bytes)
 }
 
 fn available_key(row: &Sandbox) -> String {
@@ -242,8 +243,7 @@ pub(super) fn mark_own_allocations(db: &Database) -> Result<u64, redb::Error> {
         }
         for mut row in unmarked {
             row.allocated_by = Some(ALLOCATED_BY_BROKER.to_owned());
-            let bytes =
-                serde_json::to_vec(&row).map_err(|err| redb::Error::Corrupted(err.to_string()))?;
+            let bytes = row::encode_row(&row).map_err(corrupt)?;
             sandboxes.insert(row.sandbox_id.as_str(), bytes.as_slice())?;
             marked += 1;
         }
@@ -397,7 +397,7 @@ impl<'txn> Tables<'txn> {
         self.by_status
             .insert(status_key(new.status, &new.sandbox_id).as_str(), ())
             .map_err(storage)?;
-        let bytes = encode(new)?;
+        let bytes = row::encode_row(new)?;
         self.sandboxes
             .insert(new.sandbox_id.as_str(), bytes.as_slice())
             .map_err(storage)?;
@@ -554,6 +554,108 @@ pub(super) fn ids(rows: Vec<Sandbox>) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::domain::{ExternalId, SandboxId, SandboxName};
+
+    fn every_field_set() -> Sandbox {
+        let at = |secs| Some(EpochSecs::new(secs));
+        Sandbox {
+            sandbox_id: "4711".into(),
+            name: "lab-dns-0001 \"ü\"".into(),
+            external_id: "identity/accounts/x".into(),
+            status: SandboxStatus::PendingDeletion,
+            holder: Some("stu-1".into()),
+            allocated_at: at(1_700_000_000),
+            lab_duration_hours: Some(48),
+            allocated_by: Some(ALLOCATED_BY_BROKER.into()),
+            deletion_requested_at: at(1_700_000_100),
+            deletion_retry_count: 3,
+            last_synced: at(-5),
+            idempotency_key: Some("idem".into()),
+            lab: Some("lab-dns".into()),
+            created_at: EpochSecs::new(i64::MIN),
+            updated_at: EpochSecs::new(i64::MAX),
+            sfdc_account_id: Some("001X".into()),
+            deleted_at: at(1),
+            ttl: at(2),
+            next_deletion_attempt_at: at(3),
+            deletion_claimed_by: Some("instance-a".into()),
+            deletion_claimed_until: at(4),
+            first_deletion_failure_at: at(5),
+            deletion_transient_failures: u32::MAX,
+            last_deletion_error: Some("503\nretry".into()),
+            niosxaas: Some(NiosxaasCleanup {
+                niosxaas_cleaned_at: at(6),
+                niosxaas_cleanup_skipped: true,
+                niosxaas_cleanup_failed_reason: Some("why".into()),
+                niosxaas_services_matched: 2,
+                niosxaas_shadow_mode: true,
+            }),
+            quarantine_reason: Some("suspicious".into()),
+            token_id: Some("tok_1".into()),
+            reserved_for: Some("rsv_1".into()),
+        }
+    }
+
+    #[test]
+    fn rows_round_trip_in_the_binary_form_with_every_field_set_or_none() {
+        let full = every_field_set();
+        let bytes = row::encode_row(&full).unwrap();
+        assert_eq!(bytes[0], 0xB1);
+        assert_eq!(row::decode_row("4711", &bytes).unwrap(), full);
+        let mut bare = row("7").into_available_row(EpochSecs::new(9));
+        bare.status = SandboxStatus::Reserved;
+        let bytes = row::encode_row(&bare).unwrap();
+        assert_eq!(row::decode_row("7", &bytes).unwrap(), bare);
+        assert!(
+            bytes.len() < serde_json::to_vec(&bare).unwrap().len() / 3,
+            "{} bytes",
+            bytes.len()
+        );
+        // Cut short, or with a byte too many, it is refused, never misread.
+        let full = row::encode_row(&full).unwrap();
+        for cut in [1, 10, full.len() - 1] {
+            assert!(row::decode_row("4711", &full[..cut]).is_err(), "{cut}");
+        }
+        let mut longer = full;
+        longer.push(0);
+        assert!(row::decode_row("4711", &longer).is_err());
+    }
+
+    #[test]
+    fn json_rows_of_an_earlier_build_are_rewritten_once_on_open_and_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        create_all(&db).unwrap();
+        let (full, bare) = (
+            every_field_set(),
+            row("8").into_available_row(EpochSecs::new(1)),
+        );
+        let txn = db.begin_write().unwrap();
+        {
+            // As a build before the binary form wrote them.
+            let mut rows = txn.open_table(SANDBOXES).unwrap();
+            for old in [&full, &bare] {
+                let json = serde_json::to_vec(old).unwrap();
+                rows.insert(old.sandbox_id.as_str(), json.as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        assert_eq!(
+            read_row(&db, "4711").unwrap().unwrap(),
+            full,
+            "JSON still reads"
+        );
+
+        assert_eq!(row::migrate_rows(&db).unwrap(), 2);
+        assert_eq!(row::migrate_rows(&db).unwrap(), 0, "once");
+        let txn = db.begin_read().unwrap();
+        let rows = txn.open_table(SANDBOXES).unwrap();
+        for id in ["4711", "8"] {
+            assert_eq!(rows.get(id).unwrap().unwrap().value()[0], 0xB1, "{id}");
+        }
+        assert_eq!(read_row(&db, "4711").unwrap().unwrap(), full);
+        assert_eq!(read_row(&db, "8").unwrap().unwrap(), bare);
+    }
 
     fn row(id: &str) -> NewSandbox {
         NewSandbox {
