@@ -227,9 +227,10 @@ fn panic_response(_: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::Internal("a request handler panicked".into()).into_response()
 }
 
-/// Route layer on the track and admin routes: one token per request from the caller's bucket.
-pub async fn rate_limit(State(app): State<AppState>, request: Request, next: Next) -> Response {
-    let caller = caller_key(&app, &request);
+/// The caller's bucket (the student key, else the client address): over it, 429 with
+/// `Retry-After`; either way the `RateLimit-Limit` and `RateLimit-Remaining` headers.
+pub(crate) async fn rate_limited(app: &AppState, request: Request, next: Next) -> Response {
+    let caller = caller_key(app, &request);
     let (mut response, remaining) = match app.rate_limiter.check(&caller) {
         Decision::Allowed { remaining } => (next.run(request).await, remaining),
         Decision::Limited { retry_after_secs } => {
@@ -251,17 +252,14 @@ pub async fn rate_limit(State(app): State<AppState>, request: Request, next: Nex
 
 /// Track routes: the client address's own bucket (`RATE_LIMIT_PER_ADDRESS_PER_SEC`), on top
 /// of the per-student one, so one client cannot send more by inventing student keys.
-pub async fn address_rate_limit(
-    State(app): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let address = CallerKey::Address(client_address_of(&app, &request));
+/// `Err` is the 429 to answer.
+pub(crate) fn address_allowed(app: &AppState, request: &Request) -> Result<(), ApiError> {
+    let address = CallerKey::Address(client_address_of(app, request));
     match app.address_limiter.check(&address) {
-        Decision::Allowed { .. } => next.run(request).await,
+        Decision::Allowed { .. } => Ok(()),
         Decision::Limited { retry_after_secs } => {
             app.metrics.http.rate_limited_total.inc();
-            ApiError::RateLimited { retry_after_secs }.into_response()
+            Err(ApiError::RateLimited { retry_after_secs })
         }
     }
 }

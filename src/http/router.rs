@@ -12,13 +12,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::auth::{require_admin_token, require_lab_token, require_metrics_token};
+use super::auth::{guard_admin_route, guard_lab_route, require_metrics_token};
 use super::error::ApiError;
 use super::handlers::{
     actions, admin, backup, cordon, dashboard, jobs, lab, ops, reservations, tokens, usage,
     webhooks,
 };
-use super::middleware::{self, address_rate_limit, rate_limit};
+use super::middleware;
 use crate::http::state::AppState;
 
 #[derive(OpenApi)]
@@ -51,9 +51,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(lab::allocate_sandbox))
         .routes(routes!(lab::get_sandbox))
         .routes(routes!(lab::release))
-        .route_layer(from_fn_with_state(state.clone(), rate_limit))
-        .route_layer(from_fn_with_state(state.clone(), address_rate_limit))
-        .route_layer(from_fn_with_state(state.clone(), require_lab_token));
+        .route_layer(from_fn_with_state(state.clone(), guard_lab_route));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::list_sandboxes, admin::import_sandboxes))
         .routes(routes!(admin::pool_stats))
@@ -87,8 +85,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .routes(routes!(webhooks::rotate_webhook))
         .routes(routes!(cordon::list_cordons, cordon::add_cordon))
         .routes(routes!(cordon::remove_cordon))
-        .route_layer(from_fn_with_state(state.clone(), rate_limit))
-        .route_layer(from_fn_with_state(state.clone(), require_admin_token));
+        .route_layer(from_fn_with_state(state.clone(), guard_admin_route));
     let api = lab.merge(admin);
     let base = state.http.api_base_path.as_str();
     let api = if base.is_empty() {

@@ -114,6 +114,13 @@ struct Escaping<'a, W>(&'a mut W);
 
 impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Almost every value needs no escaping; this scan vectorises.
+        if !text
+            .bytes()
+            .any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+        {
+            return self.0.write_str(text);
+        }
         let mut start = 0;
         for (at, byte) in text.bytes().enumerate() {
             let escaped = match byte {

@@ -58,7 +58,7 @@ use crate::store::{
     SandboxPage, StoreError, SyncSummary, allocation_key_of_row, finished_change,
 };
 
-/// `sandbox_id` → the row as JSON.
+/// `sandbox_id` → the row in its binary form (`row.rs`).
 const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandboxes");
 /// `"<name>\0<sandbox_id>"` → `sandbox_id`, for every `available` row: allocation takes the
 /// first entry at or after the name prefix, so a prefix request costs one seek.
