@@ -6,18 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use sandbox_broker::config::StoreKind;
 use sandbox_broker::domain::time::EpochSecs;
 use sandbox_broker::domain::{HolderKey, NamePrefix};
 use sandbox_broker::store::{AllocationKey, AllocationRequest, SharedStore};
-use tokio::net::TcpStream;
 
 use crate::{
-    ADMIN_TOKEN, Args, Figures, pool, pool_size, print_header, print_row, runtime, seeded_embedded,
+    Args, Figures, admin_send, pool, pool_size, print_header, print_row, runtime, seeded_embedded,
     serve, student_worker,
 };
 
@@ -150,18 +147,8 @@ async fn end_allocations(
 /// `POST /v1/admin/expire`: its body and how long it took, when it answered 200.
 async fn expire(address: std::net::SocketAddr) -> Option<(String, Duration)> {
     let started = Instant::now();
-    let stream = TcpStream::connect(address).await.ok()?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(connection);
-    let request = Request::post(format!("http://{address}/v1/admin/expire"))
-        .header("host", "127.0.0.1")
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(Empty::new())
-        .ok()?;
-    let response = sender.send_request(request).await.ok()?;
+    let request = Request::post(format!("http://{address}/v1/admin/expire"));
+    let response = admin_send(address, request).await?;
     let ok = response.status() == hyper::StatusCode::OK;
     let body = response.into_body().collect().await.ok()?.to_bytes();
     ok.then(|| {

@@ -5,16 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use sandbox_broker::config::StoreKind;
-use tokio::net::TcpStream;
 
 use crate::{
-    ADMIN_TOKEN, Args, Figures, pool_size, print_header, print_row, runtime, seeded_embedded,
-    serve, student_worker,
+    Args, Figures, admin_send, pool_size, print_header, print_row, runtime, seeded_embedded, serve,
+    student_worker,
 };
 
 /// One export read to its end.
@@ -98,18 +95,8 @@ async fn export_until(address: std::net::SocketAddr, deadline: Instant) -> Vec<E
 
 async fn export_once(address: std::net::SocketAddr) -> Option<ExportRun> {
     let started = Instant::now();
-    let stream = TcpStream::connect(address).await.ok()?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(connection);
-    let request = Request::get(format!("http://{address}/v1/admin/export"))
-        .header("host", "127.0.0.1")
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
-        .body(Empty::new())
-        .ok()?;
-    let response = sender.send_request(request).await.ok()?;
+    let request = Request::get(format!("http://{address}/v1/admin/export"));
+    let response = admin_send(address, request).await?;
     if response.status() != hyper::StatusCode::OK {
         return None;
     }

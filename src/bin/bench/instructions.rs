@@ -16,8 +16,7 @@ use sandbox_broker::config::StoreKind;
 use tokio::net::TcpStream;
 
 use crate::{
-    ADMIN_TOKEN, Args, Figures, LAB_TOKEN, pool, pool_size, runtime, seeded_embedded,
-    student_worker,
+    ADMIN_TOKEN, Args, LAB_TOKEN, pool, pool_size, runtime, seeded_embedded, students_for,
 };
 
 /// Runs the scenario and prints its figure.
@@ -86,12 +85,7 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         // The first scheduled job runs are 10 s after the start; let them pass.
         tokio::time::sleep(Duration::from_secs(15).saturating_sub(started.elapsed())).await;
         callgrind_control(service.id(), "on")?;
-        let began = Instant::now();
-        let deadline = began + Duration::from_secs(args.seconds);
-        let workers: Vec<_> = (0..students)
-            .map(|worker| tokio::spawn(student_worker(address, worker, deadline)))
-            .collect();
-        let figures = Figures::collect(students, began, workers).await;
+        let figures = students_for(address, students, 0, Duration::from_secs(args.seconds)).await;
         callgrind_control(service.id(), "off")?;
         Ok::<_, Box<dyn std::error::Error>>(figures)
     });

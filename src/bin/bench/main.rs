@@ -245,14 +245,7 @@ fn hello_world(args: &Args, students: usize) -> Result<Figures, Box<dyn std::err
     server_runtime.spawn(async move { axum::serve(listener, app).await });
     let client_runtime = runtime("client")?;
     let duration = Duration::from_secs(args.seconds);
-    let figures = client_runtime.block_on(async move {
-        let started = Instant::now();
-        let deadline = started + duration;
-        let workers: Vec<_> = (0..students)
-            .map(|worker| tokio::spawn(student_worker(address, worker, deadline)))
-            .collect();
-        Figures::collect(students, started, workers).await
-    });
+    let figures = client_runtime.block_on(students_for(address, students, 0, duration));
     server_runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(figures)
 }
@@ -449,14 +442,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
     let client_runtime = runtime("client")?;
     let duration = Duration::from_secs(args.seconds);
     let cpu_before = service_cpu();
-    let figures = client_runtime.block_on(async move {
-        let started = Instant::now();
-        let deadline = started + duration;
-        let workers: Vec<_> = (0..students)
-            .map(|worker| tokio::spawn(student_worker(address, worker, deadline)))
-            .collect();
-        Figures::collect(students, started, workers).await
-    });
+    let figures = client_runtime.block_on(students_for(address, students, 0, duration));
     let mut figures = figures;
     let cpu_after = service_cpu();
     figures.server_cpu = cpu_after.all.saturating_sub(cpu_before.all);
@@ -465,6 +451,42 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
     shutdown.cancel();
     server_runtime.shutdown_timeout(Duration::from_secs(5));
     Ok(figures)
+}
+
+/// `students` workers (numbered from `first_worker`, so each run's holder keys are new)
+/// allocating against `address` for `duration`, and their figures.
+async fn students_for(
+    address: std::net::SocketAddr,
+    students: usize,
+    first_worker: usize,
+    duration: Duration,
+) -> Figures {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..students)
+        .map(|worker| tokio::spawn(student_worker(address, first_worker + worker, deadline)))
+        .collect();
+    Figures::collect(students, started, workers).await
+}
+
+/// Opens a connection to `address` and sends `request` as the admin; `None` when the
+/// server could not be reached.
+async fn admin_send(
+    address: std::net::SocketAddr,
+    request: hyper::http::request::Builder,
+) -> Option<hyper::Response<hyper::body::Incoming>> {
+    let stream = TcpStream::connect(address).await.ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    let request = request
+        .header("host", "127.0.0.1")
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+        .body(Empty::new())
+        .ok()?;
+    sender.send_request(request).await.ok()
 }
 
 /// Reads `broker_allocate_conflicts_total` from the server's `/metrics`.
