@@ -142,18 +142,22 @@ pub(in crate::store::embedded) fn plan_sync(
     let rows = txn.open_table(SANDBOXES).map_err(storage)?;
     let used = txn.open_table(USED_ACCOUNTS).map_err(storage)?;
     let mut summary = SyncSummary::default();
-    let mut writes = Vec::new();
+    // What adds to the pool (new and returned rows, retried deletions) is written first,
+    // so a class waiting for sandboxes (`Prefer: wait`) gets them before the refreshes of
+    // rows already available, which on a large pool are most of the writes.
+    let (mut writes, mut refreshes) = (Vec::new(), Vec::new());
     for sandbox in listing {
         let incoming = NewSandbox::from(sandbox);
         let (old, was_used) = prior_in(&rows, &used, incoming.sandbox_id.as_str())?;
         let prior = lifecycle::Prior::of(old.as_ref(), was_used);
         let decision = lifecycle::sync_listed(prior, &incoming, rules, now);
-        if decision.upsert.is_some() {
-            writes.push(incoming);
-        } else {
-            summary.record(decision.step);
+        match (decision.upsert.is_some(), decision.step) {
+            (false, step) => summary.record(step),
+            (true, lifecycle::SyncStep::Refreshed) => refreshes.push(incoming),
+            (true, _) => writes.push(incoming),
         }
     }
+    writes.append(&mut refreshes);
     Ok(Ok(SyncPlan {
         summary,
         writes,
