@@ -771,7 +771,8 @@ impl OutboxStore for EmbeddedStore {
 
     async fn announce(&self, event: &OutboxEvent) -> Result<(), StoreError> {
         let pending = Pending::Event(event.clone());
-        self.submit(move |tables| tables.enqueue(&pending)).await
+        self.submit(move |tables| tables.enqueue(|| Some(pending)))
+            .await
     }
 
     async fn outbox_backlog(&self) -> Result<(u64, Option<EpochSecs>), StoreError> {

@@ -1481,6 +1481,13 @@ pub async fn a_final_deletion_outcome_writes_the_niosxaas_history_with_the_row(s
     assert_eq!(left, [first.as_str().to_owned()]);
 }
 
+/// Every item `store` exports now, read to the end.
+async fn exported(store: &SharedStore) -> Vec<sandbox_broker::store::backup::BackupItem> {
+    use futures::TryStreamExt;
+    let export = store.backup.export(NOW).await.unwrap();
+    export.items.try_collect().await.unwrap()
+}
+
 pub async fn an_export_restores_into_an_empty_store_item_for_item(store: SharedStore) {
     use futures::TryStreamExt;
     use sandbox_broker::store::backup::{BackupItem, RestoreMarker, Restored};
@@ -1541,15 +1548,7 @@ pub async fn an_export_restores_into_an_empty_store_item_for_item(store: SharedS
     other.backup.set_restore_marker(None).await.unwrap();
     assert_eq!(other.backup.restore_marker().await.unwrap(), None);
 
-    let mut back: Vec<BackupItem> = other
-        .backup
-        .export(NOW)
-        .await
-        .unwrap()
-        .items
-        .try_collect()
-        .await
-        .unwrap();
+    let mut back = exported(&other).await;
     let mut items = items;
     let key = |item: &BackupItem| item.key();
     back.sort_by_key(key);
@@ -1888,7 +1887,6 @@ pub async fn a_sync_stales_a_reserved_row_the_provider_dropped(store: SharedStor
 }
 
 pub async fn a_reservation_and_its_rows_survive_an_export_and_restore(store: SharedStore) {
-    use futures::TryStreamExt;
     use sandbox_broker::store::backup::BackupItem;
     store
         .admin
@@ -1899,15 +1897,7 @@ pub async fn a_reservation_and_its_rows_survive_an_export_and_restore(store: Sha
     store.reservations.add_reservation(&class).await.unwrap();
     store.reservations.hold_rows(&class, 2, NOW).await.unwrap();
     granted(&store, for_lab("a0", "lab-a", "lab-", Some("res_a"))).await;
-    let items: Vec<BackupItem> = store
-        .backup
-        .export(NOW)
-        .await
-        .unwrap()
-        .items
-        .try_collect()
-        .await
-        .unwrap();
+    let items = exported(&store).await;
     assert!(items.contains(&BackupItem::Reservation(class.clone())));
 
     let (other, _guard) = crate::helpers::fresh_store().await;
@@ -1920,11 +1910,9 @@ pub async fn a_reservation_and_its_rows_survive_an_export_and_restore(store: Sha
 }
 
 pub async fn webhook_endpoints_keep_their_secrets_and_delivery_state(store: SharedStore) {
-    use futures::TryStreamExt;
     use sandbox_broker::domain::webhooks::{
         DeliveryOutcome, DeliveryState, RawEndpointSpec, WebhookEndpoint, new_secret,
     };
-    use sandbox_broker::store::backup::BackupItem;
     let endpoint = WebhookEndpoint::parse(
         RawEndpointSpec {
             url: Some("https://hooks.example.com/in".into()),
@@ -1974,15 +1962,7 @@ pub async fn webhook_endpoints_keep_their_secrets_and_delivery_state(store: Shar
         "recording makes no endpoint"
     );
 
-    let items: Vec<BackupItem> = store
-        .backup
-        .export(NOW)
-        .await
-        .unwrap()
-        .items
-        .try_collect()
-        .await
-        .unwrap();
+    let items = exported(&store).await;
     let (other, _guard) = crate::helpers::fresh_store().await;
     other.backup.restore_items(items, NOW).await.unwrap();
     let moved = other.webhooks.webhooks().await.unwrap();
@@ -2103,16 +2083,7 @@ pub async fn the_outbox_fans_out_keeps_and_settles_deliveries(store: SharedStore
 
     // An export carries it, and a restore brings it back as it was.
     {
-        use futures::TryStreamExt;
-        let items: Vec<sandbox_broker::store::backup::BackupItem> = store
-            .backup
-            .export(NOW)
-            .await
-            .unwrap()
-            .items
-            .try_collect()
-            .await
-            .unwrap();
+        let items = exported(&store).await;
         let (other, _guard) = crate::helpers::fresh_store().await;
         other.backup.restore_items(items, NOW).await.unwrap();
         assert_eq!(other.outbox.deliveries("wh_a", 10).await.unwrap(), left);

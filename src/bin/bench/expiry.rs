@@ -14,8 +14,8 @@ use sandbox_broker::domain::{HolderKey, NamePrefix};
 use sandbox_broker::store::{AllocationKey, AllocationRequest, SharedStore};
 
 use crate::{
-    Args, Figures, admin_send, pool, pool_size, print_header, print_row, runtime, seeded_embedded,
-    serve, student_worker,
+    Args, admin_send, pool, pool_size, print_header, print_row, runtime, seeded_embedded, serve,
+    students_for,
 };
 
 /// Ended allocations the expiry releases.
@@ -45,20 +45,13 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for (round, expiring) in [(0, false), (1, true)] {
         let first_worker = round * 1_000_000;
         let (figures, run) = client_runtime.block_on(async move {
-            let started = Instant::now();
-            let deadline = started + duration;
-            let workers: Vec<_> = (0..students)
-                .map(|worker| {
-                    tokio::spawn(student_worker(address, first_worker + worker, deadline))
-                })
-                .collect();
             let expirer = expiring.then(|| {
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     expire(address).await
                 })
             });
-            let figures = Figures::collect(students, started, workers).await;
+            let figures = students_for(address, students, first_worker, duration).await;
             let run = match expirer {
                 Some(expirer) => expirer.await.ok().flatten(),
                 None => None,

@@ -10,8 +10,8 @@ use hyper::Request;
 use sandbox_broker::config::StoreKind;
 
 use crate::{
-    Args, Figures, admin_send, pool_size, print_header, print_row, runtime, seeded_embedded, serve,
-    student_worker,
+    Args, admin_send, pool_size, print_header, print_row, runtime, seeded_embedded, serve,
+    students_for,
 };
 
 /// One export read to its end.
@@ -39,15 +39,9 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             // Fresh holder keys every round, so every allocation is a new one.
             let first_worker = (level * 2 + round) * 100_000;
             let (figures, runs) = client_runtime.block_on(async move {
-                let started = Instant::now();
-                let deadline = started + duration;
+                let deadline = Instant::now() + duration;
                 let exporter = exporting.then(|| tokio::spawn(export_until(address, deadline)));
-                let workers: Vec<_> = (0..students)
-                    .map(|worker| {
-                        tokio::spawn(student_worker(address, first_worker + worker, deadline))
-                    })
-                    .collect();
-                let figures = Figures::collect(students, started, workers).await;
+                let figures = students_for(address, students, first_worker, duration).await;
                 let runs = match exporter {
                     Some(exporter) => exporter.await.unwrap_or_default(),
                     None => Vec::new(),

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::ValueEnum;
 use sandbox_broker::config::StoreKind;
 use tokio::net::TcpStream;
 
@@ -96,7 +97,7 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     exited?;
     let total = counted_instructions(&profile)?;
     // Kept for `callgrind_annotate`, beside the binaries.
-    let kept = broker.with_file_name(format!("callgrind.{}.out", store_key(args.store)));
+    let kept = broker.with_file_name(format!("callgrind.{}.out", store_name(args.store)));
     std::fs::copy(&profile, &kept)?;
     eprintln!(
         "profile: {} (callgrind_annotate --inclusive=yes it)",
@@ -115,18 +116,11 @@ pub(crate) fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn store_name(store: StoreKind) -> &'static str {
-    match store {
-        StoreKind::Embedded => "embedded",
-        StoreKind::Dynamodb => "DynamoDB Local",
-    }
-}
-
-fn store_key(store: StoreKind) -> &'static str {
-    match store {
-        StoreKind::Embedded => "embedded",
-        StoreKind::Dynamodb => "dynamodb",
-    }
+/// The store's `--store` name (`embedded`, `dynamodb`).
+fn store_name(store: StoreKind) -> String {
+    store
+        .to_possible_value()
+        .map_or_else(|| format!("{store:?}"), |value| value.get_name().to_owned())
 }
 
 /// The release `sandbox-broker` binary beside this one.

@@ -358,16 +358,11 @@ impl<'txn> Tables<'txn> {
         by_expiry: bool,
     ) -> Result<(), StoreError> {
         self.write_row(old, new)?;
-        if let Some(old) = old
-            && self.announcing()?
-            && let Some(announced) =
-                crate::domain::webhooks::outbox::announce(old.status, new, by_expiry)
-        {
-            self.enqueue(&crate::domain::webhooks::outbox::Pending::Sandbox(
-                announced,
-            ))?;
-        }
-        Ok(())
+        let Some(old) = old else { return Ok(()) };
+        self.enqueue(|| {
+            crate::domain::webhooks::outbox::announce(old.status, new, by_expiry)
+                .map(crate::domain::webhooks::outbox::Pending::Sandbox)
+        })
     }
 
     /// Writes `new`, replacing `old`, and keeps the index and counts in step.
@@ -473,16 +468,8 @@ pub(super) fn rows_where(
     status: SandboxStatus,
     wanted: impl Fn(&Sandbox) -> bool,
 ) -> Result<Vec<Sandbox>, StoreError> {
-    let mut picked = Vec::new();
-    let mut after = None;
-    loop {
-        let page = page_where(db, status, after.as_deref(), usize::MAX, &wanted)?;
-        picked.extend(page.rows);
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return Ok(picked),
-        }
-    }
+    // With no limit there is one page.
+    Ok(page_where(db, status, None, usize::MAX, &wanted)?.rows)
 }
 
 /// One page of [`page_where`]: the rows picked, and where the next page starts.

@@ -50,21 +50,20 @@ pub(in crate::store::embedded) fn outbox_backlog(
 }
 
 impl Tables<'_> {
-    /// Whether any webhook endpoint is registered: without one an event has nobody to go
-    /// to (a fan-out would drop it), so nothing is put in the outbox and a row change
-    /// costs no outbox writes. One look at the table's length.
-    pub(in crate::store::embedded) fn announcing(&self) -> Result<bool, StoreError> {
-        Ok(!self.webhooks.is_empty().map_err(storage)?)
-    }
-
-    /// Puts `announced` at the end of the outbox, when an endpoint is registered.
+    /// Puts the event `event` makes (if any) at the end of the outbox, when a webhook
+    /// endpoint is registered. Without one an event has nobody to go to (a fan-out would
+    /// drop it), so nothing is written and `event` is not even made: a row change then
+    /// costs one look at the endpoint table's length.
     pub(in crate::store::embedded) fn enqueue(
         &mut self,
-        pending: &Pending,
+        event: impl FnOnce() -> Option<Pending>,
     ) -> Result<(), StoreError> {
-        if !self.announcing()? {
+        if self.webhooks.is_empty().map_err(storage)? {
             return Ok(());
         }
+        let Some(pending) = event() else {
+            return Ok(());
+        };
         let last = match self.records.get(OUTBOX_SEQUENCE).map_err(storage)? {
             Some(value) => {
                 let bytes: [u8; 8] = value.value().try_into().map_err(|_| {
@@ -79,7 +78,7 @@ impl Tables<'_> {
             .insert(OUTBOX_SEQUENCE, next.to_be_bytes().as_slice())
             .map_err(storage)?;
         self.outbox
-            .insert(format!("{next:020}").as_str(), encode(pending)?.as_slice())
+            .insert(format!("{next:020}").as_str(), encode(&pending)?.as_slice())
             .map_err(storage)?;
         Ok(())
     }
