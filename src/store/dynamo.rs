@@ -35,6 +35,7 @@ mod sync;
 mod tokens;
 mod update;
 mod webhooks;
+mod wire;
 
 pub use self::config::{DynamoConfig, DynamoSettings, LIST_EVALUATE_PER_REQUEST, client};
 pub use self::item::ItemError;
@@ -104,8 +105,18 @@ pub struct AdmissionSnapshot {
 
 impl DynamoStore {
     /// A store on `settings.table` through `client`, whose own retries and whole-call
-    /// timeouts are replaced by the store's (see `calls.rs`).
-    pub fn new(client: &Client, settings: &DynamoSettings) -> Self {
+    /// timeouts are replaced by the store's (see `calls.rs`). Single-item calls and queries
+    /// go the lean way (`wire.rs`) with the client's region and credentials, to
+    /// `settings.endpoint_url` or the region's endpoint, with the region and credentials
+    /// chain `settings` and the environment give (as [`client`] builds them); this fails
+    /// when there is no region.
+    pub async fn new(client: &Client, settings: &DynamoSettings) -> Result<Self, StoreError> {
+        let wire = wire::Wire::new(
+            &config::sdk_config(settings).await,
+            settings.endpoint_url.as_deref(),
+            settings.connect_timeout,
+        )
+        .map_err(|err| StoreError::Unavailable(Box::new(err)))?;
         let config = client
             .config()
             .to_builder()
@@ -119,8 +130,8 @@ impl DynamoStore {
                     .build(),
             )
             .build();
-        Self {
-            calls: Calls::new(Client::from_conf(config), settings),
+        Ok(Self {
+            calls: Calls::new(Client::from_conf(config), wire, settings),
             table: settings.table.clone(),
             candidates: CandidatePool::new(settings.candidate_prefixes),
             reserved_candidates: CandidatePool::new(settings.candidate_prefixes),
@@ -128,7 +139,7 @@ impl DynamoStore {
             list_evaluate_max: settings.list_evaluate_max.max(1),
             abandoned: allocate::Abandoned::default(),
             foreign: foreign::ForeignWatch::default(),
-        }
+        })
     }
 
     /// How many name prefixes this instance keeps candidate queues for now (at most
@@ -164,7 +175,7 @@ impl DynamoStore {
             .consistent_read(true);
         let got = self
             .calls
-            .send(budget, || get.clone().send())
+            .send(budget, || self.calls.wire.send(&get))
             .await
             .map_err(DynamoError::into_store_error)?;
         Ok(got.item)
@@ -187,7 +198,11 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let (sent, found) = self
             .calls
-            .send_keeping(budget, || put.clone().send(), item::item_a_put_found)
+            .send_keeping(
+                budget,
+                || self.calls.wire.send(&put),
+                item::item_a_put_found,
+            )
             .await;
         (sent.map(drop), found)
     }
@@ -558,7 +573,7 @@ impl HealthStore for DynamoStore {
             .key("SK", s("PING"))
             .consistent_read(true);
         self.calls
-            .send(&self.calls.budget(), || get.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&get))
             .await
             .map(drop)
             .map_err(DynamoError::into_store_error)

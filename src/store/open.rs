@@ -52,8 +52,13 @@ pub async fn open(config: &StoreConfig) -> Result<SharedStore, OpenFailure> {
         StoreKind::Dynamodb => {
             let settings = config.dynamo.settings();
             let client = dynamo::client(&settings).await;
-            let store = DynamoStore::new(&client, &settings);
             let table = || settings.table.clone();
+            let store = DynamoStore::new(&client, &settings)
+                .await
+                .map_err(|source| OpenFailure::Unreachable {
+                    table: table(),
+                    source,
+                })?;
             store
                 .ping()
                 .await

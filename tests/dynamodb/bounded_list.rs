@@ -35,8 +35,11 @@ async fn a_filter_matching_one_row_in_many_pages_on_in_bounded_requests_and_find
         list_evaluate_max: 100,
         ..settings(&shared().endpoint, &table)
     };
-    let store: SharedStore =
-        SharedStore::new(DynamoStore::new(&dynamo::client(&bounded).await, &bounded));
+    let store: SharedStore = SharedStore::new(
+        DynamoStore::new(&dynamo::client(&bounded).await, &bounded)
+            .await
+            .expect("the store opens"),
+    );
     let app = TestApp::builder().store(store, Box::new(())).spawn().await;
 
     let mut found = Vec::new();

@@ -85,7 +85,11 @@ pub async fn fleet_table_stores(count: usize) -> (Vec<SharedStore>, String) {
     let mut stores: Vec<SharedStore> = Vec::new();
     for _ in 0..count {
         let client = dynamo::client(&settings).await;
-        stores.push(SharedStore::new(DynamoStore::new(&client, &settings)));
+        stores.push(SharedStore::new(
+            DynamoStore::new(&client, &settings)
+                .await
+                .expect("the store opens"),
+        ));
     }
     (stores, table)
 }

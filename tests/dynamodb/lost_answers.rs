@@ -98,6 +98,8 @@ async fn a_write_that_landed_but_whose_answer_was_lost_still_answers_201() {
     let setup = dynamo::client(&direct).await;
     dynamo::schema::ensure_table(&setup, &table).await.unwrap();
     DynamoStore::new(&setup, &direct)
+        .await
+        .expect("the store opens")
         .import(sandboxes("lab-", 0, 40), EpochSecs::new(now_epoch()))
         .await
         .unwrap();
@@ -108,10 +110,11 @@ async fn a_write_that_landed_but_whose_answer_was_lost_still_answers_201() {
         attempt_timeout: Duration::from_millis(300),
         ..direct
     };
-    let store: SharedStore = SharedStore::new(DynamoStore::new(
-        &dynamo::client(&settings).await,
-        &settings,
-    ));
+    let store: SharedStore = SharedStore::new(
+        DynamoStore::new(&dynamo::client(&settings).await, &settings)
+            .await
+            .expect("the store opens"),
+    );
     let app = TestApp::builder().store(store, Box::new(())).spawn().await;
 
     let holders: Vec<String> = (0..20).map(|n| format!("stu-{n}")).collect();

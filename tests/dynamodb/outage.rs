@@ -25,10 +25,11 @@ async fn app_on(endpoint: &str, table: &str) -> TestApp {
         endpoint_url: Some(endpoint.to_owned()),
         ..config.store.dynamo.settings()
     };
-    let store: SharedStore = SharedStore::new(DynamoStore::new(
-        &dynamo::client(&settings).await,
-        &settings,
-    ));
+    let store: SharedStore = SharedStore::new(
+        DynamoStore::new(&dynamo::client(&settings).await, &settings)
+            .await
+            .expect("the store opens"),
+    );
     TestApp::builder().store(store, Box::new(())).spawn().await
 }
 
@@ -55,7 +56,9 @@ async fn dynamodb_stopping_under_load_gives_fast_503s_and_the_same_process_recov
     dynamo::schema::ensure_table(&setup, &table).await.unwrap();
     // The setup goes through a patient store: this emulator has just started cold, and
     // what is tested is the app's store (production settings) once it is warm.
-    let patient = DynamoStore::new(&setup, &local::settings(&endpoint, &table));
+    let patient = DynamoStore::new(&setup, &local::settings(&endpoint, &table))
+        .await
+        .expect("the store opens");
     patient
         .import(sandboxes("lab-", 0, 400), EpochSecs::new(now_epoch()))
         .await

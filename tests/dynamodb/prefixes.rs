@@ -46,7 +46,11 @@ async fn two_thousand_invented_prefixes_keep_the_candidate_queues_bounded_and_re
     };
     let client = dynamo::client(&settings).await;
     dynamo::schema::ensure_table(&client, &table).await.unwrap();
-    let store = Arc::new(DynamoStore::new(&client, &settings));
+    let store = Arc::new(
+        DynamoStore::new(&client, &settings)
+            .await
+            .expect("the store opens"),
+    );
     let mut pool = sandboxes("lab-a-", 0, 25);
     pool.extend(sandboxes("lab-b-", 100, 25));
     store

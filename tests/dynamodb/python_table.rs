@@ -165,7 +165,11 @@ async fn init_table_adds_only_the_missing_indexes_and_the_service_serves_python_
         ]
     );
 
-    let store: SharedStore = SharedStore::new(DynamoStore::new(&client, &settings));
+    let store: SharedStore = SharedStore::new(
+        DynamoStore::new(&client, &settings)
+            .await
+            .expect("the store opens"),
+    );
     let app = TestApp::builder().store(store, Box::new(())).spawn().await;
     let stats = app.stats().await;
     assert_eq!(
@@ -286,7 +290,11 @@ async fn python_table_app(
     create_python_table(&client, &table).await;
     dynamo::schema::ensure_table(&client, &table).await.unwrap();
     local::put_items(&client, &table, rows).await;
-    let store: SharedStore = SharedStore::new(DynamoStore::new(&client, &settings));
+    let store: SharedStore = SharedStore::new(
+        DynamoStore::new(&client, &settings)
+            .await
+            .expect("the store opens"),
+    );
     let app = TestApp::builder().store(store, Box::new(())).spawn().await;
     if available > 0 {
         app.seed("lab-new-", 0, available).await;

@@ -86,7 +86,7 @@ pub(super) async fn seeded_stores(
     let mut stores = Vec::new();
     for _ in 0..instances.max(1) {
         let own = dynamo::client(&settings).await;
-        stores.push(Arc::new(DynamoStore::new(&own, &settings)));
+        stores.push(Arc::new(DynamoStore::new(&own, &settings).await?));
     }
     Ok((stores, client))
 }

@@ -129,6 +129,8 @@ struct Figures {
     server_cpu: Duration,
     /// Of it, the embedded store's writer thread's.
     writer_cpu: Duration,
+    /// The part of `server_cpu` spent in the kernel.
+    kernel_cpu: Duration,
 }
 
 /// A worker's result: the latency of each success in microseconds, and its failures.
@@ -150,6 +152,7 @@ impl Figures {
             conflicts: 0,
             server_cpu: Duration::ZERO,
             writer_cpu: Duration::ZERO,
+            kernel_cpu: Duration::ZERO,
         };
         for worker in workers {
             let (latencies, failures) = worker.await.unwrap_or_default();
@@ -300,9 +303,13 @@ fn print_row(what: &str, figures: &Figures) {
             let writer = if figures.writer_cpu.is_zero() {
                 String::new()
             } else {
-                format!(" (writer {:.3})", per_op(figures.writer_cpu))
+                format!(", writer {:.3}", per_op(figures.writer_cpu))
             };
-            format!("{:.3}{writer}", per_op(figures.server_cpu))
+            format!(
+                "{:.3} (kernel {:.3}{writer})",
+                per_op(figures.server_cpu),
+                per_op(figures.kernel_cpu)
+            )
         },
     );
 }
@@ -314,6 +321,9 @@ struct ServiceCpu {
     all: Duration,
     /// The writer's alone.
     writer: Duration,
+    /// The part of `all` spent in the kernel (system calls, loopback TCP), at the
+    /// kernel's clock-tick resolution.
+    kernel: Duration,
 }
 
 /// [`ServiceCpu`] from `/proc/self/task/*/schedstat` (nanoseconds on CPU). The client's
@@ -322,6 +332,7 @@ fn service_cpu() -> ServiceCpu {
     let mut cpu = ServiceCpu {
         all: Duration::ZERO,
         writer: Duration::ZERO,
+        kernel: Duration::ZERO,
     };
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return cpu;
@@ -342,11 +353,25 @@ fn service_cpu() -> ServiceCpu {
                 .unwrap_or(0),
         );
         cpu.all += ran;
+        cpu.kernel += kernel_time(&path);
         if writer {
             cpu.writer += ran;
         }
     }
     cpu
+}
+
+/// A thread's time in the kernel: `stime`, the 15th field of `/proc/<task>/stat`, in
+/// clock ticks (100 a second on Linux).
+fn kernel_time(task: &std::path::Path) -> Duration {
+    let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after its `)` are fixed.
+    let ticks = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(12))
+        .and_then(|ticks| ticks.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// `count` sandbox rows named `<prefix><n>`, ids from `id_base`.
@@ -447,6 +472,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
     let cpu_after = service_cpu();
     figures.server_cpu = cpu_after.all.saturating_sub(cpu_before.all);
     figures.writer_cpu = cpu_after.writer.saturating_sub(cpu_before.writer);
+    figures.kernel_cpu = cpu_after.kernel.saturating_sub(cpu_before.kernel);
     figures.conflicts = client_runtime.block_on(conflicts_reported(address));
     shutdown.cancel();
     server_runtime.shutdown_timeout(Duration::from_secs(5));

@@ -407,7 +407,11 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let (sent, returned) = self
             .calls
-            .send_keeping(budget, || update.clone().send(), row_found_by_update)
+            .send_keeping(
+                budget,
+                || self.calls.wire.send(&update),
+                row_found_by_update,
+            )
             .await;
         match sent {
             Ok(output) => {

@@ -183,7 +183,7 @@ impl DynamoStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(PK)");
         self.calls
-            .send(&self.calls.budget(), || put.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&put))
             .await
             .map(drop)
             .map_err(DynamoError::into_store_error)
@@ -212,7 +212,7 @@ impl DynamoStore {
         }
         let page = self
             .calls
-            .send(&self.calls.budget(), || query.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&query))
             .await
             .map_err(DynamoError::into_store_error)?;
         let items = page.items();
@@ -239,7 +239,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_item(Some(item));
         self.calls
-            .send(budget, || put.clone().send())
+            .send(budget, || self.calls.wire.send(&put))
             .await
             .map(drop)
             .map_err(DynamoError::into_store_error)

@@ -148,7 +148,7 @@ impl DynamoStore {
             let request = scan.clone().set_exclusive_start_key(start.take());
             let answer = self
                 .calls
-                .send(&self.calls.budget(), || request.clone().send())
+                .send(&self.calls.budget(), || self.calls.wire.send(&request))
                 .await
                 .map_err(DynamoError::into_store_error)?;
             if page(answer.items())?.is_break() {
@@ -294,7 +294,7 @@ impl DynamoStore {
                     .table_name(&self.table)
                     .set_key(Some(marker_key()));
                 self.calls
-                    .send(&budget, || delete.clone().send())
+                    .send(&budget, || self.calls.wire.send(&delete))
                     .await
                     .map(drop)
                     .map_err(DynamoError::into_store_error)

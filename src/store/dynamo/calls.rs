@@ -23,6 +23,7 @@ use super::DynamoSettings;
 use super::admission::{Gate, Turn};
 use super::error::{DynamoError, Verdict, verdict};
 use super::health::{Admission, Health};
+use super::wire::Wire;
 use crate::store::StoreError;
 
 mod metrics;
@@ -70,6 +71,8 @@ impl Budget {
 pub(super) struct Calls {
     /// The SDK client, with its own retries off (they are done here).
     pub(super) client: Client,
+    /// The lean path for single-item calls and queries (see `wire.rs`).
+    pub(super) wire: Wire,
     gate: Gate,
     health: Health,
     patience: Patience,
@@ -94,7 +97,7 @@ enum Attempt<T, E> {
 
 impl Calls {
     /// Calls through `client` as `settings` say.
-    pub(super) fn new(client: Client, settings: &DynamoSettings) -> Self {
+    pub(super) fn new(client: Client, wire: Wire, settings: &DynamoSettings) -> Self {
         let patience = Patience {
             deadline: settings.deadline,
             attempt_timeout: settings.attempt_timeout,
@@ -108,6 +111,7 @@ impl Calls {
         };
         Self {
             client,
+            wire,
             gate: Gate::new(
                 settings.max_concurrency.max(1),
                 settings.latency_target,

@@ -296,7 +296,7 @@ async fn edge_name(
     .limit(1);
     let page = store
         .calls
-        .send(budget, || query.clone().send())
+        .send(budget, || store.calls.wire.send(&query))
         .await
         .map_err(DynamoError::into_store_error)?;
     Ok(page
@@ -316,7 +316,7 @@ async fn window(
     let query = available_names(store.client(), &store.table, from, to).limit(limit);
     let page = store
         .calls
-        .send(budget, || query.clone().send())
+        .send(budget, || store.calls.wire.send(&query))
         .await
         .map_err(DynamoError::into_store_error)?;
     Ok(page

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use clap::Args;
@@ -192,6 +192,12 @@ pub const LIST_EVALUATE_PER_REQUEST: usize = 5_000;
 /// and the SDK's jittered retries. The store itself retries in its own loop (`calls.rs`)
 /// and turns the SDK's retries off on the client it is given.
 pub async fn client(settings: &DynamoSettings) -> Client {
+    Client::new(&sdk_config(settings).await)
+}
+
+/// The SDK configuration `settings` and the environment give: region, credentials chain,
+/// timeouts, retries, endpoint.
+pub(super) async fn sdk_config(settings: &DynamoSettings) -> SdkConfig {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(settings.connect_timeout)
         .operation_attempt_timeout(settings.attempt_timeout)
@@ -222,5 +228,5 @@ pub async fn client(settings: &DynamoSettings) -> Client {
             loader = loader.region(Region::new("us-east-1"));
         }
     }
-    Client::new(&loader.load().await)
+    loader.load().await
 }

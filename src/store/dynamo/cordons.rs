@@ -60,7 +60,7 @@ impl DynamoStore {
             .return_values(ReturnValue::AllOld);
         let deleted = self
             .calls
-            .send(&self.calls.budget(), || delete.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&delete))
             .await
             .map_err(DynamoError::into_store_error)?;
         Ok(deleted.attributes)

@@ -58,7 +58,10 @@ impl DynamoStore {
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":now", n(now))
             .return_values(ReturnValue::AllNew);
-        let claimed = self.calls.send(&budget, || update.clone().send()).await;
+        let claimed = self
+            .calls
+            .send(&budget, || self.calls.wire.send(&update))
+            .await;
         match claimed {
             Ok(output) => returned_row(output.attributes).map(Some),
             Err(DynamoError::Conflict) => Ok(None),
@@ -110,7 +113,7 @@ impl DynamoStore {
                 .set_expression_attribute_names(Some(write.names))
                 .set_expression_attribute_values(Some(write.values));
             self.calls
-                .send(&budget, || update.clone().send())
+                .send(&budget, || self.calls.wire.send(&update))
                 .await
                 .map(drop)
         } else {

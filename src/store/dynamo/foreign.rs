@@ -65,7 +65,7 @@ impl DynamoStore {
             .expression_attribute_values(":k", s(request.key.stored_idempotency_key()));
         let page = self
             .calls
-            .send(budget, || query.clone().send())
+            .send(budget, || self.calls.wire.send(&query))
             .await
             .map_err(DynamoError::into_store_error)?;
         for item in page.items() {

@@ -107,7 +107,10 @@ impl JobStore for DynamoStore {
                 .expression_attribute_values(":me", s(instance))
                 .expression_attribute_values(":until", n(now.after(ttl)))
                 .expression_attribute_values(":now", n(now));
-            let taken = self.calls.send(&budget, || update.clone().send()).await;
+            let taken = self
+                .calls
+                .send(&budget, || self.calls.wire.send(&update))
+                .await;
             match taken {
                 Ok(_) => return Ok(LeaseOutcome::Acquired),
                 Err(DynamoError::Conflict) => {
@@ -179,7 +182,7 @@ impl JobStore for DynamoStore {
         }
         let update = update.update_expression(expression);
         self.calls
-            .send(&budget, || update.clone().send())
+            .send(&budget, || self.calls.wire.send(&update))
             .await
             .map_err(DynamoError::into_store_error)?;
         let release = self
@@ -191,7 +194,10 @@ impl JobStore for DynamoStore {
             .condition_expression(lease::RELEASE_CONDITION)
             .expression_attribute_values(":me", s(instance))
             .expression_attribute_values(":zero", n(0));
-        let released = self.calls.send(&budget, || release.clone().send()).await;
+        let released = self
+            .calls
+            .send(&budget, || self.calls.wire.send(&release))
+            .await;
         match released {
             Ok(_) | Err(DynamoError::Conflict) => Ok(()),
             Err(DynamoError::Store(err)) => Err(err),
@@ -208,7 +214,7 @@ impl JobStore for DynamoStore {
             .consistent_read(true);
         let page = self
             .calls
-            .send(&self.calls.budget(), || query.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&query))
             .await
             .map_err(DynamoError::into_store_error)?;
         Ok(page.items().iter().map(record_from).collect())

@@ -111,7 +111,7 @@ impl DynamoStore {
                     .set_exclusive_start_key(start);
                 let page = self
                     .calls
-                    .send(budget, || scan.clone().send())
+                    .send(budget, || self.calls.wire.send(&scan))
                     .await
                     .map_err(DynamoError::into_store_error)?;
                 (page.items.unwrap_or_default(), page.last_evaluated_key)
@@ -133,7 +133,7 @@ impl DynamoStore {
                     .set_exclusive_start_key(start);
                 let page = self
                     .calls
-                    .send(budget, || query.clone().send())
+                    .send(budget, || self.calls.wire.send(&query))
                     .await
                     .map_err(DynamoError::into_store_error)?;
                 (page.items.unwrap_or_default(), page.last_evaluated_key)
@@ -268,7 +268,7 @@ impl DynamoStore {
                 .set_exclusive_start_key(start);
             let page = self
                 .calls
-                .send(budget, || page_query.clone().send())
+                .send(budget, || self.calls.wire.send(&page_query))
                 .await
                 .map_err(DynamoError::into_store_error)?;
             total += u64::try_from(page.count()).unwrap_or(0);

@@ -105,7 +105,7 @@ impl DynamoStore {
                 .limit(i32::try_from(limit).unwrap_or(i32::MAX));
             let page = self
                 .calls
-                .send(budget, || query.clone().send())
+                .send(budget, || self.calls.wire.send(&query))
                 .await
                 .map_err(DynamoError::into_store_error)?;
             for item in page.items() {
@@ -154,7 +154,11 @@ impl DynamoStore {
                         ))?))
                         // A fan-out repeated after a crash must not reset a delivery's retries.
                         .condition_expression("attribute_not_exists(PK)");
-                    match self.calls.send(&budget, || put.clone().send()).await {
+                    match self
+                        .calls
+                        .send(&budget, || self.calls.wire.send(&put))
+                        .await
+                    {
                         Ok(_) | Err(DynamoError::Conflict) => {}
                         Err(DynamoError::Store(err)) => return Err(err),
                     }
@@ -193,7 +197,7 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(PK)");
         match self
             .calls
-            .send(&self.calls.budget(), || put.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&put))
             .await
         {
             Ok(_) | Err(DynamoError::Conflict) => Ok(()),
@@ -225,7 +229,7 @@ impl DynamoStore {
             .expression_attribute_names("#oa", OUTBOX_AT)
             .expression_attribute_values(":n", count.clone())
             .expression_attribute_values(":first", first.clone());
-        match self.calls.send(budget, || all.clone().send()).await {
+        match self.calls.send(budget, || self.calls.wire.send(&all)).await {
             Ok(_) => return Ok(()),
             Err(DynamoError::Conflict) => {}
             Err(DynamoError::Store(err)) => return Err(err),
@@ -242,7 +246,11 @@ impl DynamoStore {
             .expression_attribute_names("#e", PENDING_EVENTS)
             .expression_attribute_values(":n", count)
             .expression_attribute_values(":first", first.clone());
-        match self.calls.send(budget, || head.clone().send()).await {
+        match self
+            .calls
+            .send(budget, || self.calls.wire.send(&head))
+            .await
+        {
             // Not as read any more: the next fan-out reads it again (and re-puts nothing
             // that exists).
             Ok(_) | Err(DynamoError::Conflict) => Ok(()),
@@ -266,7 +274,7 @@ impl DynamoStore {
             .limit(i32::try_from(limit).unwrap_or(i32::MAX));
         let page = self
             .calls
-            .send(&self.calls.budget(), || query.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&query))
             .await
             .map_err(DynamoError::into_store_error)?;
         page.items().iter().map(delivery_of).collect()
@@ -292,7 +300,7 @@ impl DynamoStore {
                     .table_name(&self.table)
                     .set_key(Some(key));
                 self.calls
-                    .send(&budget, || delete.clone().send())
+                    .send(&budget, || self.calls.wire.send(&delete))
                     .await
                     .map(drop)
             }
@@ -305,7 +313,7 @@ impl DynamoStore {
                     // An endpoint removed meanwhile took the delivery along.
                     .condition_expression("attribute_exists(PK)");
                 self.calls
-                    .send(&budget, || put.clone().send())
+                    .send(&budget, || self.calls.wire.send(&put))
                     .await
                     .map(drop)
             }
@@ -327,7 +335,7 @@ impl DynamoStore {
             let first = query.clone().limit(1);
             let page = self
                 .calls
-                .send(&budget, || first.clone().send())
+                .send(&budget, || self.calls.wire.send(&first))
                 .await
                 .map_err(DynamoError::into_store_error)?;
             if let Some(at) = page

@@ -29,7 +29,10 @@ impl DynamoStore {
             .set_key(Some(item::allocation_key(&encoded)))
             .condition_expression("sandbox_id = :id")
             .expression_attribute_values(":id", s(&row.sandbox_id));
-        let result = self.calls.send(budget, || delete.clone().send()).await;
+        let result = self
+            .calls
+            .send(budget, || self.calls.wire.send(&delete))
+            .await;
         if let Err(DynamoError::Store(err)) = result {
             tracing::warn!(error = ?err, sandbox.id = %row.sandbox_id, "could not free the allocation key");
         }

@@ -79,7 +79,7 @@ impl DynamoStore {
                                 .set_expression_attribute_names(Some(names))
                                 .set_expression_attribute_values(Some(values));
                             self.calls
-                                .send(&budget, || delete.clone().send())
+                                .send(&budget, || self.calls.wire.send(&delete))
                                 .await
                                 .map(drop)
                         }

@@ -102,7 +102,7 @@ impl DynamoStore {
                 let query = query.limit(limit);
                 let page = self
                     .calls
-                    .send(budget, || query.clone().send())
+                    .send(budget, || self.calls.wire.send(&query))
                     .await
                     .map_err(DynamoError::into_store_error)?;
                 page.items.unwrap_or_default()
@@ -192,7 +192,11 @@ impl DynamoStore {
         change: &Change,
     ) -> Result<bool, StoreError> {
         let update = self.apply_change(unread, change);
-        match self.calls.send(budget, || update.clone().send()).await {
+        match self
+            .calls
+            .send(budget, || self.calls.wire.send(&update))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(DynamoError::Conflict) => Ok(false),
             Err(DynamoError::Store(err)) => Err(err),

@@ -299,7 +299,11 @@ impl DynamoStore {
             .return_values_on_condition_check_failure(AllOld);
         let (sent, found) = self
             .calls
-            .send_keeping(budget, || update.clone().send(), row_found_by_update)
+            .send_keeping(
+                budget,
+                || self.calls.wire.send(&update),
+                row_found_by_update,
+            )
             .await;
         (sent.map(drop), found.map(|row| Found::Row(Box::new(row))))
     }
@@ -338,7 +342,11 @@ impl DynamoStore {
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;
         let update = self.apply_change(&row, &change);
-        match self.calls.send(&budget, || update.clone().send()).await {
+        match self
+            .calls
+            .send(&budget, || self.calls.wire.send(&update))
+            .await
+        {
             Ok(_) => Ok(true),
             Err(DynamoError::Conflict) => Ok(false),
             Err(DynamoError::Store(err)) => Err(err),

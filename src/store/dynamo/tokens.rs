@@ -122,7 +122,7 @@ impl DynamoStore {
             .set_item(Some(token_item(token)?))
             .condition_expression("attribute_not_exists(PK)");
         self.calls
-            .send(&self.calls.budget(), || put.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&put))
             .await
             .map_err(DynamoError::into_store_error)?;
         Ok(Ok(()))
@@ -136,7 +136,7 @@ impl DynamoStore {
             .expression_attribute_values(":at", n(at));
         match self
             .calls
-            .send(&self.calls.budget(), || update.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&update))
             .await
         {
             Ok(_) | Err(DynamoError::Conflict) => Ok(()),
@@ -168,7 +168,7 @@ impl DynamoStore {
             .expression_attribute_names("#token", "token")
             .expression_attribute_values(":token", AttributeValue::S(json));
         self.calls
-            .send(&budget, || update.clone().send())
+            .send(&budget, || self.calls.wire.send(&update))
             .await
             .map_err(DynamoError::into_store_error)?;
         Ok(Some(token))
@@ -316,7 +316,10 @@ impl DynamoStore {
     ) -> Result<Sandbox, DynamoError> {
         let Some(token) = ends_token_hold(before, change) else {
             let update = self.apply_change(before, change);
-            let output = self.calls.send(budget, || update.clone().send()).await?;
+            let output = self
+                .calls
+                .send(budget, || self.calls.wire.send(&update))
+                .await?;
             return Ok(returned_row(output.attributes)?);
         };
         let row = self.row_update_item(before, change)?;
@@ -349,7 +352,11 @@ impl DynamoStore {
             .update_expression("SET held.#sid = :at")
             .expression_attribute_names("#sid", row.sandbox_id.as_str())
             .expression_attribute_values(":at", n(row.allocated_at.unwrap_or(row.updated_at)));
-        match self.calls.send(budget, || update.clone().send()).await {
+        match self
+            .calls
+            .send(budget, || self.calls.wire.send(&update))
+            .await
+        {
             Ok(_) | Err(DynamoError::Conflict) => Ok(()),
             Err(DynamoError::Store(err)) => Err(err),
         }

@@ -89,7 +89,7 @@ impl DynamoStore {
             .expression_attribute_values(":v", value);
         match self
             .calls
-            .send(&self.calls.budget(), || update.clone().send())
+            .send(&self.calls.budget(), || self.calls.wire.send(&update))
             .await
         {
             Ok(_) => Ok(true),

@@ -90,7 +90,11 @@ impl DynamoStore {
             .expression_attribute_values(":dead", s(dead))
             .expression_attribute_values(":me", s(&race.me))
             .expression_attribute_values(":now", n(race.request.now));
-        match self.calls.send(budget, || update.clone().send()).await {
+        match self
+            .calls
+            .send(budget, || self.calls.wire.send(&update))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(DynamoError::Conflict) => match self.read_key(budget, &race.key).await? {
                 Some(current) if current.made_by(&race.me) && current.sandbox_id == next => Ok(()),
@@ -117,8 +121,10 @@ impl DynamoStore {
             .condition_expression("sandbox_id = :id AND request_id = :me")
             .expression_attribute_values(":id", s(sandbox_id))
             .expression_attribute_values(":me", s(&race.me));
-        if let Err(DynamoError::Store(err)) =
-            self.calls.send(budget, || delete.clone().send()).await
+        if let Err(DynamoError::Store(err)) = self
+            .calls
+            .send(budget, || self.calls.wire.send(&delete))
+            .await
         {
             tracing::warn!(error = ?err, "could not drop a refused allocation's key item");
         }
