@@ -17,25 +17,26 @@
 //! stay on the SDK.
 
 mod json;
+mod sign;
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_dynamodb::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 use aws_sdk_dynamodb::config::http::{HttpRequest, HttpResponse};
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_smithy_runtime_api::client::http::{
     HttpConnector, HttpConnectorSettings, SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::identity::Identity;
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::byte_stream::ByteStream;
 use futures::FutureExt;
 
 pub(super) use self::json::Operation;
+use self::sign::{CONTENT_TYPE, Signer};
 
 /// Credentials are asked for again this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
@@ -63,11 +64,12 @@ pub(super) struct Wire {
     /// Where calls go (`https://dynamodb.<region>.amazonaws.com` or `DDB_ENDPOINT_URL`).
     endpoint: String,
     /// The endpoint's `host[:port]`, signed as the `host` header.
-    host: String,
+    host: http::HeaderValue,
     region: String,
+    signer: Signer,
     credentials: SharedCredentialsProvider,
-    /// The credentials in use and when to ask for new ones.
-    identity: Mutex<Option<(Identity, Option<SystemTime>)>>,
+    /// The credentials in use (they say when to ask for new ones).
+    current: Mutex<Option<Credentials>>,
     /// One refresh at a time; callers that find it taken wait for its result.
     refreshing: tokio::sync::Mutex<()>,
     user_agent: http::HeaderValue,
@@ -123,13 +125,16 @@ impl Wire {
             aws_smithy_async::rt::sleep::default_async_sleep(),
         )
         .ok_or(WireError::NoConnector)?;
+        let host_header = http::HeaderValue::from_str(&host)
+            .map_err(|err| WireError::Endpoint(format!("{host}: {err}")))?;
         Ok(Self {
             connector,
             endpoint: format!("{endpoint}/"),
-            host,
+            host: host_header,
+            signer: Signer::new(host, region.clone()),
             region,
             credentials,
-            identity: Mutex::new(None),
+            current: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             user_agent: http::HeaderValue::from_static(concat!(
                 "sandbox-broker/",
@@ -146,12 +151,12 @@ impl Wire {
         let body = input.body().map_err(SdkError::construction_failure)?;
         // No credentials now (the container endpoint did not answer) is retried like a
         // call that got no answer.
-        let identity = self
-            .identity()
+        let credentials = self
+            .credentials()
             .await
             .map_err(|err| SdkError::dispatch_failure(ConnectorError::other(err, None)))?;
         let request = self
-            .signed(O::TARGET, body, &identity)
+            .signed(O::TARGET, body, &credentials)
             .map_err(SdkError::construction_failure)?;
         let response = self
             .connector
@@ -182,70 +187,59 @@ impl Wire {
         &self,
         target: &'static str,
         body: Vec<u8>,
-        identity: &Identity,
+        credentials: &Credentials,
     ) -> Result<HttpRequest, WireError> {
-        let failed =
-            |what: &str, err: &dyn std::fmt::Display| WireError::Endpoint(format!("{what}: {err}"));
+        let signature = self
+            .signer
+            .sign(credentials, target, &body, SystemTime::now());
+        let header = |value: String| {
+            http::HeaderValue::try_from(value)
+                .map_err(|err| WireError::Endpoint(format!("a signed header: {err}")))
+        };
         let mut request = http::Request::post(self.endpoint.as_str())
-            .header(http::header::HOST, self.host.as_str())
+            .header(http::header::HOST, self.host.clone())
             .header(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/x-amz-json-1.0"),
+                http::HeaderValue::from_static(CONTENT_TYPE),
             )
             .header("x-amz-target", http::HeaderValue::from_static(target))
-            .header(http::header::USER_AGENT, self.user_agent.clone())
-            .body(())
-            .map_err(|err| failed("building the request", &err))?;
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(identity)
-            .region(&self.region)
-            .name("dynamodb")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|err| failed("signing", &err))?
-            .into();
-        let headers = request
-            .headers()
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
-        let signable = SignableRequest::new(
-            "POST",
-            self.endpoint.as_str(),
-            headers,
-            SignableBody::Bytes(&body),
-        )
-        .map_err(|err| failed("signing", &err))?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|err| failed("signing", &err))?
-            .into_parts();
-        instructions.apply_to_request_http1x(&mut request);
-        HttpRequest::try_from(request.map(|()| SdkBody::from(body)))
-            .map_err(|err| failed("building the request", &err))
+            .header("x-amz-date", header(signature.amz_date)?)
+            .header(
+                http::header::AUTHORIZATION,
+                header(signature.authorization)?,
+            )
+            .header(http::header::USER_AGENT, self.user_agent.clone());
+        if let Some(token) = credentials.session_token() {
+            request = request.header("x-amz-security-token", header(token.to_owned())?);
+        }
+        let request = request
+            .body(SdkBody::from(body))
+            .map_err(|err| WireError::Endpoint(format!("building the request: {err}")))?;
+        HttpRequest::try_from(request)
+            .map_err(|err| WireError::Endpoint(format!("building the request: {err}")))
     }
 
     /// The credentials to sign with, asked for again shortly before they expire.
-    async fn identity(&self) -> Result<Identity, Box<dyn std::error::Error + Send + Sync>> {
-        if let Some(identity) = self.current_identity() {
-            return Ok(identity);
+    async fn credentials(&self) -> Result<Credentials, Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(credentials) = self.fresh_credentials() {
+            return Ok(credentials);
         }
         let _refreshing = self.refreshing.lock().await;
         // Someone else's refresh may have finished while this call waited for its turn.
-        if let Some(identity) = self.current_identity() {
-            return Ok(identity);
+        if let Some(credentials) = self.fresh_credentials() {
+            return Ok(credentials);
         }
         let credentials = self.credentials.provide_credentials().await?;
-        let expiry = credentials.expiry();
-        let identity = Identity::new(credentials, expiry);
-        *self.identity.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((identity.clone(), expiry));
-        Ok(identity)
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(credentials.clone());
+        Ok(credentials)
     }
 
-    fn current_identity(&self) -> Option<Identity> {
-        let cached = self.identity.lock().unwrap_or_else(PoisonError::into_inner);
-        let (identity, expiry) = cached.as_ref()?;
-        let fresh = expiry.is_none_or(|expiry| SystemTime::now() + REFRESH_BEFORE_EXPIRY < expiry);
-        fresh.then(|| identity.clone())
+    fn fresh_credentials(&self) -> Option<Credentials> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let credentials = current.as_ref()?;
+        let fresh = credentials
+            .expiry()
+            .is_none_or(|expiry| SystemTime::now() + REFRESH_BEFORE_EXPIRY < expiry);
+        fresh.then(|| credentials.clone())
     }
 }
