@@ -27,6 +27,10 @@
 //! - [`config_values`]: what every settings type shares (the error naming a variable,
 //!   duration parsers); depends on nothing.
 
+// An allocation's future nests the whole DynamoDB call path (the candidate queue's reads
+// included); proving it `Send` takes more than the default 128 levels of type queries.
+#![recursion_limit = "256"]
+
 pub mod allocation;
 pub mod app;
 pub mod backup;

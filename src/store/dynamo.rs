@@ -81,7 +81,8 @@ const BULK_CONCURRENCY: usize = 16;
 
 /// The DynamoDB-backed [`Store`](super::Store).
 pub struct DynamoStore {
-    calls: Calls,
+    /// Shared with reads that run in the background (a candidate queue refilled ahead).
+    calls: std::sync::Arc<Calls>,
     table: String,
     candidates: CandidatePool,
     /// Candidates set aside for reservations, one queue per reservation.
@@ -90,6 +91,8 @@ pub struct DynamoStore {
     list_evaluate_max: usize,
     abandoned: allocate::Abandoned,
     foreign: foreign::ForeignWatch,
+    /// Whether the fleet has a webhook endpoint, as last read (see `webhooks.rs`).
+    endpoints_seen: std::sync::Arc<webhooks::EndpointsSeen>,
 }
 
 /// A snapshot of the store's admission control, for the benchmark and diagnostics.
@@ -131,7 +134,7 @@ impl DynamoStore {
             )
             .build();
         Ok(Self {
-            calls: Calls::new(Client::from_conf(config), wire, settings),
+            calls: std::sync::Arc::new(Calls::new(Client::from_conf(config), wire, settings)),
             table: settings.table.clone(),
             candidates: CandidatePool::new(settings.candidate_prefixes),
             reserved_candidates: CandidatePool::new(settings.candidate_prefixes),
@@ -139,6 +142,7 @@ impl DynamoStore {
             list_evaluate_max: settings.list_evaluate_max.max(1),
             abandoned: allocate::Abandoned::default(),
             foreign: foreign::ForeignWatch::default(),
+            endpoints_seen: std::sync::Arc::default(),
         })
     }
 

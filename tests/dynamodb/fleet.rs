@@ -102,3 +102,74 @@ async fn a_lab_tokens_cap_holds_across_three_instances_and_its_revocation_reache
         }
     }
 }
+
+/// While no webhook endpoint is registered a change carries no event (a fan-out would drop
+/// it, and it would cost the outbox index a write). An endpoint registered on one instance
+/// is announced to by that instance's next change at once, and by the others' within
+/// `ENDPOINTS_RECHECK` (5 s): they renew their reading of the table in the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_endpoint_no_event_is_written_and_a_new_one_is_announced_to_fleet_wide() {
+    use std::time::{Duration, Instant};
+
+    let (stores, _table) = local::fleet_table_stores(2).await;
+    let mut apps = Vec::new();
+    for store in stores {
+        // No dispatcher run during the test: the outbox backlog only grows.
+        let quiet = |c: &mut sandbox_broker::config::Config| {
+            c.webhooks.webhook_dispatch_interval = Duration::from_secs(3600);
+            c.webhooks.allow_private_webhooks = true;
+        };
+        apps.push(
+            TestApp::builder()
+                .store(store, Box::new(()))
+                .config(quiet)
+                .spawn()
+                .await,
+        );
+    }
+    apps[0].seed("lab-", 0, 80).await;
+    async fn allocated(app: &TestApp, holder: String) {
+        assert_eq!(app.allocate(&holder).await.status(), StatusCode::CREATED);
+    }
+    async fn backlog(app: &TestApp) -> u64 {
+        app.store.outbox.outbox_backlog().await.unwrap().0
+    }
+    // Each instance's first change starts its first reading of the endpoints (until it
+    // has one, events are written).
+    allocated(&apps[0], "warm-0".into()).await;
+    allocated(&apps[1], "warm-1".into()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = backlog(&apps[0]).await;
+    for n in 0..5 {
+        allocated(&apps[1], format!("quiet-{n}")).await;
+        allocated(&apps[0], format!("quiet-0-{n}")).await;
+    }
+    assert_eq!(backlog(&apps[0]).await, before, "no endpoint, no event");
+
+    let made = apps[0]
+        .admin(reqwest::Method::POST, "/v1/admin/webhooks")
+        .json(&serde_json::json!({"url": "http://127.0.0.1:9/broker", "events": ["sandbox.allocated"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    allocated(&apps[0], "here".into()).await;
+    assert_eq!(
+        backlog(&apps[0]).await,
+        before + 1,
+        "announced at once where registered"
+    );
+
+    let registered = Instant::now();
+    for n in 0.. {
+        allocated(&apps[1], format!("there-{n}")).await;
+        if backlog(&apps[1]).await > before + 1 {
+            break;
+        }
+        assert!(
+            registered.elapsed() < Duration::from_secs(15),
+            "the other instance never announced to the new endpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -466,9 +466,17 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
     let (address, shutdown) = serve(&server_runtime, dir.path(), store)?;
     let client_runtime = runtime("client")?;
     let duration = Duration::from_secs(args.seconds);
+    let calls_before = client_runtime.block_on(dynamodb_calls(address));
     let cpu_before = service_cpu();
     let figures = client_runtime.block_on(students_for(address, students, 0, duration));
     let mut figures = figures;
+    let calls = client_runtime.block_on(dynamodb_calls(address)) - calls_before;
+    if calls > 0 {
+        println!(
+            "| DynamoDB calls per allocation | {students} | {calls} | | {:.2} | | | | | | | |",
+            calls as f64 / figures.allocations.max(1) as f64
+        );
+    }
     let cpu_after = service_cpu();
     figures.server_cpu = cpu_after.all.saturating_sub(cpu_before.all);
     figures.writer_cpu = cpu_after.writer.saturating_sub(cpu_before.writer);
@@ -517,32 +525,49 @@ async fn admin_send(
 
 /// Reads `broker_allocate_conflicts_total` from the server's `/metrics`.
 async fn conflicts_reported(address: std::net::SocketAddr) -> u64 {
+    metrics_of(address)
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("broker_allocate_conflicts_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The DynamoDB calls the service at `address` has made, all outcomes told
+/// (`broker_dynamodb_call_duration_seconds_count`).
+async fn dynamodb_calls(address: std::net::SocketAddr) -> u64 {
+    metrics_of(address)
+        .await
+        .lines()
+        .filter(|line| line.starts_with("broker_dynamodb_call_duration_seconds_count"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The service's `/metrics` text, or nothing when it cannot be read.
+async fn metrics_of(address: std::net::SocketAddr) -> String {
     let Ok(stream) = TcpStream::connect(address).await else {
-        return 0;
+        return String::new();
     };
     let Ok((mut sender, connection)) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await
     else {
-        return 0;
+        return String::new();
     };
     tokio::spawn(connection);
     let Ok(request) = Request::get(format!("http://{address}/metrics"))
         .header("host", "127.0.0.1")
         .body(Empty::new())
     else {
-        return 0;
+        return String::new();
     };
     let Ok(response) = sender.send_request(request).await else {
-        return 0;
+        return String::new();
     };
     let Ok(body) = response.into_body().collect().await else {
-        return 0;
+        return String::new();
     };
-    String::from_utf8_lossy(&body.to_bytes())
-        .lines()
-        .find_map(|line| line.strip_prefix("broker_allocate_conflicts_total "))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0)
+    String::from_utf8_lossy(&body.to_bytes()).into_owned()
 }
 
 /// The DynamoDB side: a seeded table, and the raw `UpdateItem` ceiling.

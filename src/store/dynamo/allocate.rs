@@ -508,7 +508,11 @@ mod tests {
                 now: crate::domain::time::EpochSecs::new(1_000),
             };
             let unread = unread_available("42").unwrap();
-            let update = row_update(&unread, &lifecycle::allocate(&unread, &grant).unwrap());
+            let update = row_update(
+                &unread,
+                &lifecycle::allocate(&unread, &grant).unwrap(),
+                true,
+            );
             let remove = update
                 .expression
                 .split_once(" REMOVE ")

@@ -49,6 +49,12 @@ pub(super) struct Budget {
 }
 
 impl Budget {
+    /// A budget that runs out at `deadline`.
+    #[cfg(test)]
+    pub(super) fn until(deadline: Instant) -> Self {
+        Self { deadline }
+    }
+
     /// The instant the deadline falls on.
     pub(super) fn deadline(&self) -> Instant {
         self.deadline

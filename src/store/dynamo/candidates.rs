@@ -11,6 +11,10 @@
 //! least recently that no request is using, and when every queue is in use the request
 //! gets a queue of its own for the moment. Invented prefixes so never grow memory, and
 //! an evicted prefix only costs one refill the next time it is asked for.
+//!
+//! A queue that runs low is refilled ahead, in the background: a refill is three reads in
+//! a row, and a class start that found the queue empty would wait for all three, every
+//! page. Only a request that finds the queue empty waits for a refill.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +26,7 @@ use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use rand::seq::SliceRandom;
 
 use super::DynamoStore;
-use super::calls::Budget;
+use super::calls::{Budget, Calls};
 use super::error::DynamoError;
 use super::item::{AttributeValuesExt, SANDBOX_PREFIX, s};
 use super::schema::STATUS_NAME_INDEX;
@@ -34,6 +38,8 @@ use crate::store::StoreError;
 const PAGE_SIZE: i32 = 100;
 /// Candidates fetched per refill of a reservation's queue.
 const RESERVED_PAGE_SIZE: i32 = 1000;
+/// A queue holding fewer candidates than this after a take is refilled in the background.
+const REFILL_AHEAD_BELOW: usize = 50;
 /// How long a handed-out candidate is kept out of refills: far longer than a claim takes,
 /// and than the index needs to show it (GSIs are eventually consistent).
 const HANDED_OUT_MEMORY: Duration = Duration::from_secs(30);
@@ -55,37 +61,45 @@ struct PrefixQueue {
     /// they still look available, and a refill must not hand them out a second time.
     handed_out: Mutex<HashMap<String, Instant>>,
     /// Held while a refill query runs, so concurrent requests wait for it instead of repeating it.
-    refill: tokio::sync::Mutex<()>,
+    refill: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PrefixQueue {
     fn pop(&self) -> Option<String> {
-        let id = self
-            .ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()?;
+        self.pop_counted().map(|(id, _)| id)
+    }
+
+    /// The next candidate and how many are left after it.
+    fn pop_counted(&self) -> Option<(String, usize)> {
+        let (id, left) = {
+            let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+            let id = ids.pop()?;
+            (id, ids.len())
+        };
         self.handed_out
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id.clone(), Instant::now());
-        Some(id)
+        Some((id, left))
     }
 
-    /// Adds fresh candidates, leaving out those still being claimed by local requests.
-    fn refill_with(&self, fetched: Vec<String>) {
+    /// Adds fresh candidates (shuffled), leaving out those still being claimed by local
+    /// requests and those already queued (a refill ahead may read some of them again).
+    fn refill_with(&self, mut fetched: Vec<String>) {
+        fetched.shuffle(&mut rand::rng());
         let mut handed_out = self
             .handed_out
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         handed_out.retain(|_, at| at.elapsed() < HANDED_OUT_MEMORY);
-        let fresh = fetched
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        let queued: std::collections::HashSet<String> = ids.iter().cloned().collect();
+        let fresh: Vec<String> = fetched
             .into_iter()
-            .filter(|id| !handed_out.contains_key(id));
-        self.ids
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(fresh);
+            .filter(|id| !handed_out.contains_key(id) && !queued.contains(id))
+            .collect();
+        // Fresh candidates go under the ones already queued: those are handed out first.
+        ids.splice(0..0, fresh);
     }
 
     /// Takes back a candidate that was not used.
@@ -154,8 +168,47 @@ impl CandidatePool {
         budget: &Budget,
         prefix: &str,
     ) -> Result<Option<String>, StoreError> {
-        self.take_refilled_by(prefix, || fetch(store, budget, prefix))
-            .await
+        let calls = Arc::clone(&store.calls);
+        let table = store.table.clone();
+        let owned_prefix = prefix.to_owned();
+        let ahead = store.calls.budget();
+        let read = move |budget: Budget| {
+            let (calls, table, prefix) = (Arc::clone(&calls), table.clone(), owned_prefix.clone());
+            async move { fetch(&calls, &table, &budget, &prefix).await }
+        };
+        self.take_ahead(prefix, (*budget, ahead), read).await
+    }
+
+    /// [`Self::take_refilled_by`], refilling a queue that runs low in the background with
+    /// what `read` reads within the second budget.
+    async fn take_ahead<F, Fut>(
+        &self,
+        prefix: &str,
+        (budget, ahead): (Budget, Budget),
+        read: F,
+    ) -> Result<Option<String>, StoreError>
+    where
+        F: Fn(Budget) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<String>, StoreError>> + Send + 'static,
+    {
+        let queue = self.queue(prefix);
+        if let Some((id, left)) = queue.pop_counted() {
+            if left < REFILL_AHEAD_BELOW
+                && let Ok(refilling) = Arc::clone(&queue.refill).try_lock_owned()
+            {
+                let queue = Arc::clone(&queue);
+                tokio::spawn(async move {
+                    // A failed read ahead is only a missed head start: the request that
+                    // finds the queue empty reads again, and reports what it meets.
+                    if let Ok(fetched) = read(ahead).await {
+                        queue.refill_with(fetched);
+                    }
+                    drop(refilling);
+                });
+            }
+            return Ok(Some(id));
+        }
+        Self::pop_refilled(&queue, || read(budget)).await
     }
 
     /// [`Self::take`], refilling an empty queue with what `fetch` reads.
@@ -172,14 +225,25 @@ impl CandidatePool {
         if let Some(id) = queue.pop() {
             return Ok(Some(id));
         }
+        Self::pop_refilled(&queue, fetch).await
+    }
+
+    /// The next candidate of `queue`, refilled first with what `fetch` reads unless a
+    /// refill that was running meanwhile left some.
+    async fn pop_refilled<F, Fut>(
+        queue: &PrefixQueue,
+        fetch: F,
+    ) -> Result<Option<String>, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<String>, StoreError>>,
+    {
         let _refilling = queue.refill.lock().await;
         // Whoever held the lock before us may have refilled already.
         if let Some(id) = queue.pop() {
             return Ok(Some(id));
         }
-        let mut fetched = fetch().await?;
-        fetched.shuffle(&mut rand::rng());
-        queue.refill_with(fetched);
+        queue.refill_with(fetch().await?);
         Ok(queue.pop())
     }
 
@@ -243,22 +307,24 @@ pub(super) fn prefix_end(prefix: &str) -> String {
 /// name between the first and the last match, wrapping to the start when the slice after
 /// the pivot is short. Instances of a fleet so read mostly different slices of a big pool.
 async fn fetch(
-    store: &DynamoStore,
+    calls: &Calls,
+    table: &str,
     budget: &Budget,
     prefix: &str,
 ) -> Result<Vec<String>, StoreError> {
+    let index = (calls, table);
     // No first match, no match: a prefix with none costs one read, not two.
-    let Some(first) = edge_name(store, budget, prefix, true).await? else {
+    let Some(first) = edge_name(index, budget, prefix, true).await? else {
         return Ok(Vec::new());
     };
-    let Some(last) = edge_name(store, budget, prefix, false).await? else {
+    let Some(last) = edge_name(index, budget, prefix, false).await? else {
         return Ok(Vec::new());
     };
     let pivot = random_between(&first, &last);
-    let mut ids = window(store, budget, &pivot, &prefix_end(prefix), PAGE_SIZE).await?;
+    let mut ids = window(index, budget, &pivot, &prefix_end(prefix), PAGE_SIZE).await?;
     let short = PAGE_SIZE - i32::try_from(ids.len()).unwrap_or(PAGE_SIZE);
     if short > 0 && pivot.as_str() > first.as_str() {
-        ids.extend(window(store, budget, &first, &pivot, short).await?);
+        ids.extend(window(index, budget, &first, &pivot, short).await?);
         ids.sort_unstable();
         ids.dedup();
     }
@@ -281,22 +347,21 @@ fn available_names(client: &Client, table: &str, from: &str, to: &str) -> QueryF
 
 /// The first (or last) available name starting with `prefix`.
 async fn edge_name(
-    store: &DynamoStore,
+    (calls, table): (&Calls, &str),
     budget: &Budget,
     prefix: &str,
     ascending: bool,
 ) -> Result<Option<String>, StoreError> {
     let query = available_names(
-        store.client(),
-        &store.table,
+        &calls.client,
+        table,
         prefix_start(prefix),
         &prefix_end(prefix),
     )
     .scan_index_forward(ascending)
     .limit(1);
-    let page = store
-        .calls
-        .send(budget, || store.calls.wire.send(&query))
+    let page = calls
+        .send(budget, || calls.wire.send(&query))
         .await
         .map_err(DynamoError::into_store_error)?;
     Ok(page
@@ -307,16 +372,15 @@ async fn edge_name(
 
 /// Up to `limit` available ids with names in `[from, to]`.
 async fn window(
-    store: &DynamoStore,
+    (calls, table): (&Calls, &str),
     budget: &Budget,
     from: &str,
     to: &str,
     limit: i32,
 ) -> Result<Vec<String>, StoreError> {
-    let query = available_names(store.client(), &store.table, from, to).limit(limit);
-    let page = store
-        .calls
-        .send(budget, || store.calls.wire.send(&query))
+    let query = available_names(&calls.client, table, from, to).limit(limit);
+    let page = calls
+        .send(budget, || calls.wire.send(&query))
         .await
         .map_err(DynamoError::into_store_error)?;
     Ok(page
@@ -403,6 +467,57 @@ mod tests {
             100,
             "every real request was served"
         );
+    }
+
+    #[tokio::test]
+    async fn a_queue_running_low_is_refilled_ahead_so_only_the_first_take_waits_for_a_read() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        use std::time::{Duration, Instant};
+
+        use crate::store::dynamo::calls::Budget;
+
+        let now = Instant::now();
+        let (request, ahead) = (
+            Budget::until(now + Duration::from_secs(10)),
+            Budget::until(now + Duration::from_secs(20)),
+        );
+        let pool = CandidatePool::new(4);
+        let pages = Arc::new(AtomicUsize::new(0));
+        let waited = Arc::new(Mutex::new(Vec::new()));
+        let read = {
+            let (pages, waited) = (Arc::clone(&pages), Arc::clone(&waited));
+            move |budget: Budget| {
+                let page = pages.fetch_add(1, Ordering::SeqCst);
+                if budget.deadline() == request.deadline() {
+                    waited.lock().unwrap().push(page);
+                }
+                // Each read finds 100 new names (and, like a random window, 20 it found
+                // before, which must not be handed out twice).
+                let ids: Vec<String> = (page * 100 - page.min(1) * 20..(page + 1) * 100)
+                    .map(|n| format!("lab-{n}"))
+                    .collect();
+                async move { Ok(ids) }
+            }
+        };
+        let mut taken = std::collections::HashSet::new();
+        for _ in 0..1_000 {
+            let read = read.clone();
+            let id = pool
+                .take_ahead("lab-", (request, ahead), read)
+                .await
+                .unwrap()
+                .expect("a candidate");
+            assert!(taken.insert(id.clone()), "{id} handed out twice");
+            // Let a refill started in the background finish, as time between arrivals does.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            *waited.lock().unwrap(),
+            vec![0],
+            "only the first take waited"
+        );
+        assert!(pages.load(Ordering::SeqCst) >= 10);
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl DynamoStore {
             _ => None,
         };
         let puts: Vec<Item> = history.into_iter().chain(marker).collect();
-        let write = row_update(claimed, &change);
+        let write = row_update(claimed, &change, self.announcing());
         let key = sandbox_key(&claimed.sandbox_id);
         let budget = self.calls.budget();
         let _turn = self.calls.turn(&budget).await?;

@@ -45,7 +45,7 @@ impl DynamoStore {
         before: &Sandbox,
         change: &Change,
     ) -> UpdateItemFluentBuilder {
-        let update = super::update::row_update(before, change);
+        let update = super::update::row_update(before, change, self.announcing());
         self.client()
             .update_item()
             .table_name(&self.table)

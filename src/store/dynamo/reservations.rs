@@ -274,7 +274,7 @@ mod tests {
             (None, Some("res_1"))
         );
 
-        let update = row_update(&unread, &reserved);
+        let update = row_update(&unread, &reserved, true);
         assert!(
             update.condition.ends_with("= :expect_status"),
             "{}",
@@ -292,7 +292,7 @@ mod tests {
         };
         let before = unread_reserved("42", "res_1").unwrap();
         let claim = lifecycle::allocate(&before, &grant).unwrap();
-        let update = row_update(&before, &claim);
+        let update = row_update(&before, &claim, true);
         assert!(
             update.condition.contains("= :expect_reservation"),
             "only a row still set aside for it: {}",

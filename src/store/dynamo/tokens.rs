@@ -204,7 +204,7 @@ impl DynamoStore {
         before: &Sandbox,
         change: &Change,
     ) -> Result<TransactWriteItem, StoreError> {
-        let update = row_update(before, change);
+        let update = row_update(before, change, self.announcing());
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(sandbox_key(&change.row.sandbox_id)))

@@ -48,8 +48,9 @@ pub(crate) struct RowUpdate {
 /// The update that applies `change` to `before` (the row as read): a `SET` of every
 /// attribute that differs, a `REMOVE` of every one the new row lacks (the key never
 /// changes), conditional on the change's expectation — derived from the decision, never
-/// written by hand per operation.
-pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
+/// written by hand per operation. With `announce`, the event the change announces (if
+/// any) rides on it (see [`super::DynamoStore::announcing`]).
+pub(crate) fn row_update(before: &Sandbox, change: &Change, announce: bool) -> RowUpdate {
     let (old, new) = (Item::from(before), Item::from(&change.row));
     let mut update = RowUpdate::default();
     // One placeholder per attribute, however often the update names it.
@@ -87,6 +88,7 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change) -> RowUpdate {
     // The event the change announces rides on the change's own write (docs/webhooks.md):
     // appended to the row's pending events, and the row put in the sparse outbox index.
     if let Some(announced) = crate::domain::webhooks::outbox::announced(before, change)
+        && announce
         && let Ok(event) = serde_json::to_string(&announced)
     {
         let events = name(&mut update, PENDING_EVENTS);
@@ -269,7 +271,7 @@ mod tests {
             else {
                 panic!("{status:?} is refreshed")
             };
-            let update = row_update(&old, &change);
+            let update = row_update(&old, &change, true);
             let mut expected = vec!["last_synced", "name", "updated_at"];
             if status_too {
                 expected.push("status");
@@ -305,7 +307,7 @@ mod tests {
         };
         assert_eq!(change.row, old, "the same listing in the same second");
 
-        let update = row_update(&old, &change);
+        let update = row_update(&old, &change, true);
 
         assert_eq!(touched(&update), (vec!["status".to_owned()], vec![]));
         assert_eq!(update.values[":v_same"], s("available"));
@@ -330,7 +332,7 @@ mod tests {
         };
         change.row.sfdc_account_id = None;
 
-        let update = row_update(&held, &change);
+        let update = row_update(&held, &change, true);
 
         let named = |placeholder: &str| update.names[placeholder].clone();
         let (mut set, announced) = set_clauses(&update);

@@ -86,7 +86,8 @@ impl std::fmt::Debug for Wire {
 
 impl Wire {
     /// A client with the region and credentials of `config`, calling `endpoint_url` if set
-    /// (DynamoDB Local), else the region's endpoint as the SDK's rules give it.
+    /// (DynamoDB Local), else the endpoint the SDK's rules give for the region (and the
+    /// FIPS and dual-stack choices) of `config`.
     pub(super) fn new(
         config: &aws_config::SdkConfig,
         endpoint_url: Option<&str>,
@@ -99,8 +100,9 @@ impl Wire {
         let params = Params::builder()
             .region(region.clone())
             .set_endpoint(endpoint_url.map(str::to_owned))
-            .use_fips(false)
-            .use_dual_stack(false)
+            // AWS_USE_FIPS_ENDPOINT and AWS_USE_DUALSTACK_ENDPOINT, as the SDK reads them.
+            .use_fips(config.use_fips().unwrap_or(false))
+            .use_dual_stack(config.use_dual_stack().unwrap_or(false))
             .build()
             .map_err(|err| WireError::Endpoint(err.to_string()))?;
         // The default rules are plain code: their future is ready at once.
