@@ -29,7 +29,9 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_types::error::ErrorMetadata;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde_json::{Map, Value};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// An item as the SDK holds it.
 type Item = HashMap<String, AttributeValue>;
@@ -63,21 +65,19 @@ pub(crate) trait Operation {
 /// The error of a non-2xx response: its `__type` and message, the item a failed condition
 /// returned. A 5xx without a code is the service being busy, as the SDK reads it.
 pub(super) fn service_error<O: Operation>(status: u16, body: &[u8]) -> O::Error {
-    let parsed: Option<Map<String, Value>> = serde_json::from_slice(body).ok();
-    let field = |name: &str| {
-        parsed
-            .as_ref()
-            .and_then(|fields| fields.get(name))
-            .and_then(Value::as_str)
+    let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let (kind, message, item) = match parsed {
+        Some(body) => (body.kind, body.message.or(body.upper_message), body.item),
+        None => (None, None, None),
     };
-    let code = field("__type")
+    let code = kind
+        .as_deref()
         .map(|kind| kind.rsplit_once('#').map_or(kind, |(_, code)| code))
         .or(match status {
             503 => Some("ServiceUnavailable"),
             500..=599 => Some("InternalServerError"),
             _ => None,
         });
-    let message = field("message").or_else(|| field("Message"));
     let mut meta = ErrorMetadata::builder();
     if let Some(code) = code {
         meta = meta.code(code);
@@ -85,11 +85,7 @@ pub(super) fn service_error<O: Operation>(status: u16, body: &[u8]) -> O::Error 
     if let Some(message) = message {
         meta = meta.message(message);
     }
-    let item = parsed
-        .as_ref()
-        .and_then(|fields| fields.get("Item"))
-        .and_then(|item| read_item(item).ok());
-    O::error(meta.build(), item)
+    O::error(meta.build(), item.map(|item| item.0))
 }
 
 /// A failed condition's error as the SDK builds it, or the generic error of `meta`.
@@ -110,6 +106,44 @@ macro_rules! error_with_condition {
     }};
 }
 
+/// The fields `PutItem`, `UpdateItem` and `DeleteItem` share (their inputs name the getters
+/// alike): the condition, its names and values, and what to return; the legacy forms of a
+/// condition are refused.
+macro_rules! conditional_write {
+    ($body:ident, $input:ident) => {{
+        $body.text("ConditionExpression", $input.get_condition_expression());
+        $body.names($input.get_expression_attribute_names());
+        $body.item(
+            "ExpressionAttributeValues",
+            $input.get_expression_attribute_values(),
+        )?;
+        $body.choice(
+            "ReturnValues",
+            $input.get_return_values().as_ref().map(ReturnValue::as_str),
+        );
+        $body.choice(
+            "ReturnValuesOnConditionCheckFailure",
+            $input
+                .get_return_values_on_condition_check_failure()
+                .as_ref()
+                .map(ReturnValuesOnConditionCheckFailure::as_str),
+        );
+        $body.refuse("Expected", $input.get_expected().is_some())?;
+        $body.refuse(
+            "ConditionalOperator",
+            $input.get_conditional_operator().is_some(),
+        )?;
+        $body.refuse(
+            "ReturnConsumedCapacity",
+            $input.get_return_consumed_capacity().is_some(),
+        )?;
+        $body.refuse(
+            "ReturnItemCollectionMetrics",
+            $input.get_return_item_collection_metrics().is_some(),
+        )?;
+    }};
+}
+
 impl Operation for PutItemFluentBuilder {
     const TARGET: &'static str = "DynamoDB_20120810.PutItem";
     type Output = PutItemOutput;
@@ -120,43 +154,13 @@ impl Operation for PutItemFluentBuilder {
         let mut body = Body::default();
         body.text("TableName", input.get_table_name());
         body.item("Item", input.get_item())?;
-        body.text("ConditionExpression", input.get_condition_expression());
-        body.names(input.get_expression_attribute_names());
-        body.item(
-            "ExpressionAttributeValues",
-            input.get_expression_attribute_values(),
-        )?;
-        body.choice(
-            "ReturnValues",
-            input.get_return_values().as_ref().map(ReturnValue::as_str),
-        );
-        body.choice(
-            "ReturnValuesOnConditionCheckFailure",
-            input
-                .get_return_values_on_condition_check_failure()
-                .as_ref()
-                .map(ReturnValuesOnConditionCheckFailure::as_str),
-        );
-        body.refuse("Expected", input.get_expected().is_some())?;
-        body.refuse(
-            "ConditionalOperator",
-            input.get_conditional_operator().is_some(),
-        )?;
-        body.refuse(
-            "ReturnConsumedCapacity",
-            input.get_return_consumed_capacity().is_some(),
-        )?;
-        body.refuse(
-            "ReturnItemCollectionMetrics",
-            input.get_return_item_collection_metrics().is_some(),
-        )?;
+        conditional_write!(body, input);
         body.finish()
     }
 
     fn output(body: &[u8]) -> Result<Self::Output, CodecError> {
-        let fields = response(body)?;
         Ok(PutItemOutput::builder()
-            .set_attributes(optional_item(&fields, "Attributes")?)
+            .set_attributes(Response::attributes(body)?)
             .build())
     }
 
@@ -176,44 +180,14 @@ impl Operation for UpdateItemFluentBuilder {
         body.text("TableName", input.get_table_name());
         body.item("Key", input.get_key())?;
         body.text("UpdateExpression", input.get_update_expression());
-        body.text("ConditionExpression", input.get_condition_expression());
-        body.names(input.get_expression_attribute_names());
-        body.item(
-            "ExpressionAttributeValues",
-            input.get_expression_attribute_values(),
-        )?;
-        body.choice(
-            "ReturnValues",
-            input.get_return_values().as_ref().map(ReturnValue::as_str),
-        );
-        body.choice(
-            "ReturnValuesOnConditionCheckFailure",
-            input
-                .get_return_values_on_condition_check_failure()
-                .as_ref()
-                .map(ReturnValuesOnConditionCheckFailure::as_str),
-        );
+        conditional_write!(body, input);
         body.refuse("AttributeUpdates", input.get_attribute_updates().is_some())?;
-        body.refuse("Expected", input.get_expected().is_some())?;
-        body.refuse(
-            "ConditionalOperator",
-            input.get_conditional_operator().is_some(),
-        )?;
-        body.refuse(
-            "ReturnConsumedCapacity",
-            input.get_return_consumed_capacity().is_some(),
-        )?;
-        body.refuse(
-            "ReturnItemCollectionMetrics",
-            input.get_return_item_collection_metrics().is_some(),
-        )?;
         body.finish()
     }
 
     fn output(body: &[u8]) -> Result<Self::Output, CodecError> {
-        let fields = response(body)?;
         Ok(UpdateItemOutput::builder()
-            .set_attributes(optional_item(&fields, "Attributes")?)
+            .set_attributes(Response::attributes(body)?)
             .build())
     }
 
@@ -232,43 +206,13 @@ impl Operation for DeleteItemFluentBuilder {
         let mut body = Body::default();
         body.text("TableName", input.get_table_name());
         body.item("Key", input.get_key())?;
-        body.text("ConditionExpression", input.get_condition_expression());
-        body.names(input.get_expression_attribute_names());
-        body.item(
-            "ExpressionAttributeValues",
-            input.get_expression_attribute_values(),
-        )?;
-        body.choice(
-            "ReturnValues",
-            input.get_return_values().as_ref().map(ReturnValue::as_str),
-        );
-        body.choice(
-            "ReturnValuesOnConditionCheckFailure",
-            input
-                .get_return_values_on_condition_check_failure()
-                .as_ref()
-                .map(ReturnValuesOnConditionCheckFailure::as_str),
-        );
-        body.refuse("Expected", input.get_expected().is_some())?;
-        body.refuse(
-            "ConditionalOperator",
-            input.get_conditional_operator().is_some(),
-        )?;
-        body.refuse(
-            "ReturnConsumedCapacity",
-            input.get_return_consumed_capacity().is_some(),
-        )?;
-        body.refuse(
-            "ReturnItemCollectionMetrics",
-            input.get_return_item_collection_metrics().is_some(),
-        )?;
+        conditional_write!(body, input);
         body.finish()
     }
 
     fn output(body: &[u8]) -> Result<Self::Output, CodecError> {
-        let fields = response(body)?;
         Ok(DeleteItemOutput::builder()
-            .set_attributes(optional_item(&fields, "Attributes")?)
+            .set_attributes(Response::attributes(body)?)
             .build())
     }
 
@@ -299,9 +243,8 @@ impl Operation for GetItemFluentBuilder {
     }
 
     fn output(body: &[u8]) -> Result<Self::Output, CodecError> {
-        let fields = response(body)?;
         Ok(GetItemOutput::builder()
-            .set_item(optional_item(&fields, "Item")?)
+            .set_item(Response::read(body)?.item.map(|item| item.0))
             .build())
     }
 
@@ -426,75 +369,112 @@ struct Page {
 
 impl Page {
     fn read(body: &[u8]) -> Result<Self, CodecError> {
-        let fields = response(body)?;
-        let items = match fields.get("Items") {
-            None => None,
-            Some(Value::Array(items)) => {
-                Some(items.iter().map(read_item).collect::<Result<Vec<_>, _>>()?)
-            }
-            Some(_) => return Err(codec("Items is not a list")),
-        };
-        let count = |name: &str| -> Result<i32, CodecError> {
-            match fields.get(name) {
-                None => Ok(0),
-                Some(value) => value
-                    .as_i64()
-                    .and_then(|n| i32::try_from(n).ok())
-                    .ok_or_else(|| codec(format!("{name} is not a count"))),
-            }
-        };
+        let response = Response::read(body)?;
         Ok(Self {
-            items,
-            count: count("Count")?,
-            scanned_count: count("ScannedCount")?,
-            last_evaluated_key: optional_item(&fields, "LastEvaluatedKey")?,
+            items: response
+                .items
+                .map(|items| items.into_iter().map(|item| item.0).collect()),
+            count: response.count,
+            scanned_count: response.scanned_count,
+            last_evaluated_key: response.last_evaluated_key.map(|item| item.0),
         })
     }
 }
 
-/// A request body being written.
+/// Every field of the six operations' responses this client reads; the rest (consumed
+/// capacity, item collection metrics) is skipped.
+#[derive(Deserialize)]
+struct Response {
+    #[serde(rename = "Attributes")]
+    attributes: Option<ItemOut>,
+    #[serde(rename = "Item")]
+    item: Option<ItemOut>,
+    #[serde(rename = "Items")]
+    items: Option<Vec<ItemOut>>,
+    #[serde(rename = "Count", default)]
+    count: i32,
+    #[serde(rename = "ScannedCount", default)]
+    scanned_count: i32,
+    #[serde(rename = "LastEvaluatedKey")]
+    last_evaluated_key: Option<ItemOut>,
+}
+
+impl Response {
+    /// A 2xx response's body (an empty body reads as an empty object).
+    fn read(body: &[u8]) -> Result<Self, CodecError> {
+        let body = if body.iter().all(u8::is_ascii_whitespace) {
+            b"{}".as_slice()
+        } else {
+            body
+        };
+        serde_json::from_slice(body).map_err(|err| codec(format!("response body: {err}")))
+    }
+
+    fn attributes(body: &[u8]) -> Result<Option<Item>, CodecError> {
+        Ok(Self::read(body)?.attributes.map(|item| item.0))
+    }
+}
+
+/// An error response's body.
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "__type")]
+    kind: Option<String>,
+    message: Option<String>,
+    #[serde(rename = "Message")]
+    upper_message: Option<String>,
+    #[serde(rename = "Item")]
+    item: Option<ItemOut>,
+}
+
+/// A request body being written: its fields, borrowed from the input.
 #[derive(Default)]
-struct Body(Map<String, Value>);
+struct Body<'a>(Vec<(&'static str, Field<'a>)>);
 
-impl Body {
-    fn text(&mut self, name: &str, value: &Option<String>) {
+/// One field of a request body.
+enum Field<'a> {
+    Text(&'a str),
+    Flag(bool),
+    Number(i32),
+    Names(&'a HashMap<String, String>),
+    Item(&'a Item),
+}
+
+impl<'a> Body<'a> {
+    fn text(&mut self, name: &'static str, value: &'a Option<String>) {
         if let Some(value) = value {
-            self.0.insert(name.to_owned(), Value::from(value.as_str()));
+            self.0.push((name, Field::Text(value)));
         }
     }
 
-    fn flag(&mut self, name: &str, value: &Option<bool>) {
+    fn choice(&mut self, name: &'static str, value: Option<&'a str>) {
         if let Some(value) = value {
-            self.0.insert(name.to_owned(), Value::Bool(*value));
+            self.0.push((name, Field::Text(value)));
         }
     }
 
-    fn choice(&mut self, name: &str, value: Option<&str>) {
+    fn flag(&mut self, name: &'static str, value: &Option<bool>) {
         if let Some(value) = value {
-            self.0.insert(name.to_owned(), Value::from(value));
+            self.0.push((name, Field::Flag(*value)));
         }
     }
 
-    fn number(&mut self, name: &str, value: &Option<i32>) {
+    fn number(&mut self, name: &'static str, value: &Option<i32>) {
         if let Some(value) = value {
-            self.0.insert(name.to_owned(), Value::from(*value));
+            self.0.push((name, Field::Number(*value)));
         }
     }
 
-    fn names(&mut self, names: &Option<HashMap<String, String>>) {
+    fn names(&mut self, names: &'a Option<HashMap<String, String>>) {
         if let Some(names) = names {
-            let names = names
-                .iter()
-                .map(|(alias, name)| (alias.clone(), Value::from(name.as_str())))
-                .collect();
             self.0
-                .insert("ExpressionAttributeNames".into(), Value::Object(names));
+                .push(("ExpressionAttributeNames", Field::Names(names)));
         }
     }
 
-    fn item(&mut self, name: &str, item: &Option<Item>) -> Result<(), CodecError> {
+    fn item(&mut self, name: &'static str, item: &'a Option<Item>) -> Result<(), CodecError> {
         if let Some(item) = item {
-            self.0.insert(name.to_owned(), write_item(item)?);
+            self.0.push((name, Field::Item(item)));
         }
         Ok(())
     }
@@ -507,121 +487,176 @@ impl Body {
     }
 
     fn finish(self) -> Result<Vec<u8>, CodecError> {
-        serde_json::to_vec(&self.0).map_err(|err| codec(err.to_string()))
+        serde_json::to_vec(&self).map_err(|err| codec(err.to_string()))
     }
 }
 
-fn write_item(item: &Item) -> Result<Value, CodecError> {
-    item.iter()
-        .map(|(name, value)| Ok((name.clone(), write_value(value)?)))
-        .collect::<Result<Map<_, _>, _>>()
-        .map(Value::Object)
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, field)| (name, field)))
+    }
 }
 
-fn write_value(value: &AttributeValue) -> Result<Value, CodecError> {
-    let strings = |values: &[String]| values.iter().map(|v| Value::from(v.as_str())).collect();
-    let blob = |blob: &Blob| Value::from(BASE64.encode(blob.as_ref()));
-    let (kind, value) = match value {
-        AttributeValue::S(text) => ("S", Value::from(text.as_str())),
-        AttributeValue::N(number) => ("N", Value::from(number.as_str())),
-        AttributeValue::B(bytes) => ("B", blob(bytes)),
-        AttributeValue::Bool(flag) => ("BOOL", Value::Bool(*flag)),
-        AttributeValue::Null(flag) => ("NULL", Value::Bool(*flag)),
-        AttributeValue::Ss(texts) => ("SS", Value::Array(strings(texts))),
-        AttributeValue::Ns(numbers) => ("NS", Value::Array(strings(numbers))),
-        AttributeValue::Bs(blobs) => ("BS", Value::Array(blobs.iter().map(blob).collect())),
-        AttributeValue::L(values) => (
-            "L",
-            Value::Array(values.iter().map(write_value).collect::<Result<_, _>>()?),
-        ),
-        AttributeValue::M(item) => ("M", write_item(item)?),
-        _ => {
-            return Err(codec(
-                "an attribute value of a kind this build does not know",
-            ));
+impl Serialize for Field<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Text(text) => serializer.serialize_str(text),
+            Self::Flag(flag) => serializer.serialize_bool(*flag),
+            Self::Number(number) => serializer.serialize_i32(*number),
+            Self::Names(names) => names.serialize(serializer),
+            Self::Item(item) => ItemRef(item).serialize(serializer),
         }
-    };
-    Ok(Value::Object(Map::from_iter([(kind.to_owned(), value)])))
-}
-
-/// A response body's fields (an empty body is an empty object, as DynamoDB may send).
-fn response(body: &[u8]) -> Result<Map<String, Value>, CodecError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
     }
-    serde_json::from_slice(body).map_err(|err| codec(format!("response body: {err}")))
 }
 
-fn optional_item(fields: &Map<String, Value>, name: &str) -> Result<Option<Item>, CodecError> {
-    fields.get(name).map(read_item).transpose()
+/// An item written in DynamoDB's JSON.
+struct ItemRef<'a>(&'a Item);
+
+impl Serialize for ItemRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, value)| (name, AttrRef(value))))
+    }
 }
 
-fn read_item(value: &Value) -> Result<Item, CodecError> {
-    let Value::Object(fields) = value else {
-        return Err(codec("an item is not an object"));
-    };
-    fields
-        .iter()
-        .map(|(name, value)| Ok((name.clone(), read_value(value)?)))
-        .collect()
+/// An attribute value written in DynamoDB's JSON: a one-field object, blobs in base64.
+struct AttrRef<'a>(&'a AttributeValue);
+
+impl Serialize for AttrRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Blobs<'a>(&'a [Blob]);
+        impl Serialize for Blobs<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter().map(|blob| BASE64.encode(blob.as_ref())))
+            }
+        }
+        struct List<'a>(&'a [AttributeValue]);
+        impl Serialize for List<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.iter().map(AttrRef))
+            }
+        }
+        let mut map = serializer.serialize_map(Some(1))?;
+        match self.0 {
+            AttributeValue::S(text) => map.serialize_entry("S", text)?,
+            AttributeValue::N(number) => map.serialize_entry("N", number)?,
+            AttributeValue::B(blob) => map.serialize_entry("B", &BASE64.encode(blob.as_ref()))?,
+            AttributeValue::Bool(flag) => map.serialize_entry("BOOL", flag)?,
+            AttributeValue::Null(flag) => map.serialize_entry("NULL", flag)?,
+            AttributeValue::Ss(texts) => map.serialize_entry("SS", texts)?,
+            AttributeValue::Ns(numbers) => map.serialize_entry("NS", numbers)?,
+            AttributeValue::Bs(blobs) => map.serialize_entry("BS", &Blobs(blobs))?,
+            AttributeValue::L(values) => map.serialize_entry("L", &List(values))?,
+            AttributeValue::M(item) => map.serialize_entry("M", &ItemRef(item))?,
+            _ => {
+                return Err(serde::ser::Error::custom(
+                    "an attribute value of a kind this build does not know",
+                ));
+            }
+        }
+        map.end()
+    }
 }
 
-fn read_value(value: &Value) -> Result<AttributeValue, CodecError> {
-    let mut fields = value.as_object().map(|fields| fields.iter());
-    let (Some((kind, value)), None) = (
-        fields.as_mut().and_then(Iterator::next),
-        fields.as_mut().and_then(Iterator::next),
-    ) else {
-        return Err(codec("an attribute value is not an object of one field"));
-    };
-    let text = || {
-        value
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| codec(format!("{kind} is not a string")))
-    };
-    let list = || {
-        value
-            .as_array()
-            .ok_or_else(|| codec(format!("{kind} is not a list")))
-    };
-    let texts = || -> Result<Vec<String>, CodecError> {
-        list()?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| codec(format!("{kind} holds a non-string")))
-            })
-            .collect()
-    };
-    let blob = |v: &Value| -> Result<Blob, CodecError> {
-        let text = v
-            .as_str()
-            .ok_or_else(|| codec(format!("{kind} holds a non-string")))?;
-        BASE64
-            .decode(text)
-            .map(Blob::new)
-            .map_err(|err| codec(format!("{kind}: {err}")))
-    };
-    let flag = || {
-        value
-            .as_bool()
-            .ok_or_else(|| codec(format!("{kind} is not a boolean")))
-    };
-    Ok(match kind.as_str() {
-        "S" => AttributeValue::S(text()?),
-        "N" => AttributeValue::N(text()?),
-        "B" => AttributeValue::B(blob(value)?),
-        "BOOL" => AttributeValue::Bool(flag()?),
-        "NULL" => AttributeValue::Null(flag()?),
-        "SS" => AttributeValue::Ss(texts()?),
-        "NS" => AttributeValue::Ns(texts()?),
-        "BS" => AttributeValue::Bs(list()?.iter().map(blob).collect::<Result<_, _>>()?),
-        "L" => AttributeValue::L(list()?.iter().map(read_value).collect::<Result<_, _>>()?),
-        "M" => AttributeValue::M(read_item(value)?),
-        other => return Err(codec(format!("unknown attribute type {other}"))),
-    })
+/// An item read from DynamoDB's JSON, straight into the SDK's form.
+struct ItemOut(Item);
+
+impl<'de> Deserialize<'de> for ItemOut {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = ItemOut;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an item (an object of attribute values)")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ItemOut, A::Error> {
+                let mut item = Item::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((name, value)) = map.next_entry::<String, AttrOut>()? {
+                    item.insert(name, value.0);
+                }
+                Ok(ItemOut(item))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// An attribute value read from DynamoDB's JSON.
+struct AttrOut(AttributeValue);
+
+/// The type tag of an attribute value.
+#[derive(Deserialize)]
+enum Kind {
+    S,
+    N,
+    B,
+    #[serde(rename = "BOOL")]
+    Bool,
+    #[serde(rename = "NULL")]
+    Null,
+    #[serde(rename = "SS")]
+    Ss,
+    #[serde(rename = "NS")]
+    Ns,
+    #[serde(rename = "BS")]
+    Bs,
+    L,
+    M,
+}
+
+impl<'de> Deserialize<'de> for AttrOut {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Tagged;
+        impl<'de> Visitor<'de> for Tagged {
+            type Value = AttrOut;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an attribute value (an object of one field)")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AttrOut, A::Error> {
+                let blob = |text: String| {
+                    BASE64
+                        .decode(text)
+                        .map(Blob::new)
+                        .map_err(serde::de::Error::custom)
+                };
+                let Some(kind) = map.next_key::<Kind>()? else {
+                    return Err(serde::de::Error::custom("an attribute value with no field"));
+                };
+                let value = match kind {
+                    Kind::S => AttributeValue::S(map.next_value()?),
+                    Kind::N => AttributeValue::N(map.next_value()?),
+                    Kind::B => AttributeValue::B(blob(map.next_value()?)?),
+                    Kind::Bool => AttributeValue::Bool(map.next_value()?),
+                    Kind::Null => AttributeValue::Null(map.next_value()?),
+                    Kind::Ss => AttributeValue::Ss(map.next_value()?),
+                    Kind::Ns => AttributeValue::Ns(map.next_value()?),
+                    Kind::Bs => AttributeValue::Bs(
+                        map.next_value::<Vec<String>>()?
+                            .into_iter()
+                            .map(blob)
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    Kind::L => AttributeValue::L(
+                        map.next_value::<Vec<AttrOut>>()?
+                            .into_iter()
+                            .map(|value| value.0)
+                            .collect(),
+                    ),
+                    Kind::M => AttributeValue::M(map.next_value::<ItemOut>()?.0),
+                };
+                if map.next_key::<IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::custom(
+                        "an attribute value with more than one field",
+                    ));
+                }
+                Ok(AttrOut(value))
+            }
+        }
+        deserializer.deserialize_map(Tagged)
+    }
 }
 
 #[cfg(test)]
@@ -667,8 +702,9 @@ mod tests {
     #[test]
     fn every_attribute_kind_survives_a_round_trip() {
         let item = every_kind();
-        let written = write_item(&item).unwrap();
-        assert_eq!(read_item(&written).unwrap(), item);
+        let written = serde_json::to_value(ItemRef(&item)).unwrap();
+        let read: ItemOut = serde_json::from_value(written.clone()).unwrap();
+        assert_eq!(read.0, item);
         // The wire form is DynamoDB's: a one-field object per value, blobs in base64.
         assert_eq!(written["b"], serde_json::json!({"B": "AAH/"}));
         assert_eq!(written["ss"], serde_json::json!({"SS": ["x", "y"]}));
@@ -683,7 +719,10 @@ mod tests {
             serde_json::json!("S"),
             serde_json::json!({"B": "not base64!"}),
         ] {
-            assert!(read_value(&bad).is_err(), "{bad} was accepted");
+            assert!(
+                serde_json::from_value::<AttrOut>(bad.clone()).is_err(),
+                "{bad} was accepted"
+            );
         }
     }
 
