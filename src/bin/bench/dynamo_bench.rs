@@ -97,7 +97,8 @@ pub(super) enum RawShape {
     /// The allocation's claim alone: one conditional `UpdateItem`.
     Claim,
     /// The allocation's two writes back to back, without the service: the key item's
-    /// conditional `PutItem`, then the claim — the protocol's own ceiling.
+    /// conditional `PutItem`, then the claim writing the attributes an allocation's claim
+    /// writes and returning the row — the protocol's own ceiling.
     KeyThenClaim,
 }
 
@@ -146,22 +147,34 @@ pub(super) fn raw_ceiling(
                                 .await
                                 .is_ok(),
                         };
-                        let claimed = keyed
-                            && client
-                                .update_item()
-                                .table_name(&table)
-                                .key("PK", AttributeValue::S(format!("SBX#{sandbox}")))
-                                .key("SK", AttributeValue::S("META".into()))
-                                .update_expression("SET #s = :allocated, allocated_to_track = :who, allocated_at = :now, updated_at = :now")
-                                .condition_expression("#s = :available")
-                                .expression_attribute_names("#s", "status")
-                                .expression_attribute_values(":allocated", AttributeValue::S("allocated".into()))
-                                .expression_attribute_values(":available", AttributeValue::S("available".into()))
-                                .expression_attribute_values(":who", AttributeValue::S(format!("raw-{worker}")))
-                                .expression_attribute_values(":now", AttributeValue::N("1".into()))
-                                .send()
-                                .await
-                                .is_ok();
+                        let claim = client
+                            .update_item()
+                            .table_name(&table)
+                            .key("PK", AttributeValue::S(format!("SBX#{sandbox}")))
+                            .key("SK", AttributeValue::S("META".into()))
+                            .condition_expression("#s = :available")
+                            .expression_attribute_names("#s", "status")
+                            .expression_attribute_values(":allocated", AttributeValue::S("allocated".into()))
+                            .expression_attribute_values(":available", AttributeValue::S("available".into()))
+                            .expression_attribute_values(":who", AttributeValue::S(format!("raw-{worker}")))
+                            .expression_attribute_values(":now", AttributeValue::N("1".into()));
+                        // The key-then-claim shape writes what an allocation's claim writes:
+                        // the same attributes (so the same indexes, `IdempotencyIndex` too),
+                        // returning the row.
+                        let claim = match shape {
+                            RawShape::Claim => claim.update_expression(
+                                "SET #s = :allocated, allocated_to_track = :who, allocated_at = :now, updated_at = :now",
+                            ),
+                            RawShape::KeyThenClaim => claim
+                                .update_expression(
+                                    "SET #s = :allocated, allocated_to_track = :who, allocated_at = :now, updated_at = :now, \
+                                     idempotency_key = :who, allocated_by = :by, lab_duration_hours = :hours REMOVE track_name",
+                                )
+                                .expression_attribute_values(":by", AttributeValue::S("bench".into()))
+                                .expression_attribute_values(":hours", AttributeValue::N("48".into()))
+                                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew),
+                        };
+                        let claimed = keyed && claim.send().await.is_ok();
                         if claimed {
                             latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                         } else {
