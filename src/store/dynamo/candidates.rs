@@ -14,7 +14,8 @@
 //!
 //! A queue that runs low is refilled ahead, in the background: a refill is three reads in
 //! a row, and a class start that found the queue empty would wait for all three, every
-//! page. Only a request that finds the queue empty waits for a refill.
+//! page. Only a request that finds the queue empty waits for a refill. A read ahead takes
+//! no turn of the admission queue (one at a time per prefix, like any refill).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

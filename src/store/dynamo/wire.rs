@@ -119,6 +119,12 @@ impl Wire {
             .authority()
             .map(ToString::to_string)
             .ok_or_else(|| WireError::Endpoint(format!("{endpoint} names no host")))?;
+        // Requests are signed for the path `/` (DynamoDB's endpoints have no other).
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(WireError::Endpoint(format!(
+                "{endpoint}: a DynamoDB endpoint is a scheme and a host, with no path"
+            )));
+        }
         let settings = HttpConnectorSettings::builder()
             .connect_timeout(connect_timeout)
             .build();
@@ -243,5 +249,50 @@ impl Wire {
             .expiry()
             .is_none_or(|expiry| SystemTime::now() + REFRESH_BEFORE_EXPIRY < expiry);
         fresh.then(|| credentials.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_sdk_dynamodb::config::Region;
+
+    use super::*;
+
+    fn config(region: &str) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "a", "b", None, None, "test",
+            )))
+            .build()
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_is_the_regions_or_the_one_given_and_has_no_path() {
+        let timeout = Duration::from_millis(300);
+        let regional = Wire::new(&config("eu-west-1"), None, timeout).unwrap();
+        assert_eq!(
+            regional.endpoint,
+            "https://dynamodb.eu-west-1.amazonaws.com/"
+        );
+        assert_eq!(regional.host, "dynamodb.eu-west-1.amazonaws.com");
+        let local =
+            Wire::new(&config("us-east-1"), Some("http://127.0.0.1:8000"), timeout).unwrap();
+        assert_eq!(local.endpoint, "http://127.0.0.1:8000/");
+        assert_eq!(local.host, "127.0.0.1:8000");
+        for with_path in ["http://127.0.0.1:8000/dynamo", "http://127.0.0.1:8000/?x=1"] {
+            let refused = Wire::new(&config("us-east-1"), Some(with_path), timeout);
+            assert!(
+                matches!(refused, Err(WireError::Endpoint(_))),
+                "{with_path}: {refused:?}"
+            );
+        }
+        let no_region = aws_config::SdkConfig::builder().build();
+        assert!(matches!(
+            Wire::new(&no_region, None, timeout),
+            Err(WireError::NoRegion)
+        ));
     }
 }
