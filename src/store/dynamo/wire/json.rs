@@ -253,6 +253,49 @@ impl Operation for GetItemFluentBuilder {
     }
 }
 
+/// The fields `Query` and `Scan` share (their inputs name the getters alike): the table or
+/// index, the filter and projection with their names and values, where to start, how many,
+/// and how consistently; the legacy forms are refused.
+macro_rules! paged_read {
+    ($body:ident, $input:ident) => {{
+        $body.text("TableName", $input.get_table_name());
+        $body.text("IndexName", $input.get_index_name());
+        $body.text("FilterExpression", $input.get_filter_expression());
+        $body.text("ProjectionExpression", $input.get_projection_expression());
+        $body.names($input.get_expression_attribute_names());
+        $body.item(
+            "ExpressionAttributeValues",
+            $input.get_expression_attribute_values(),
+        )?;
+        $body.item("ExclusiveStartKey", $input.get_exclusive_start_key())?;
+        $body.flag("ConsistentRead", $input.get_consistent_read());
+        $body.number("Limit", $input.get_limit());
+        $body.choice("Select", $input.get_select().as_ref().map(Select::as_str));
+        $body.refuse("AttributesToGet", $input.get_attributes_to_get().is_some())?;
+        $body.refuse(
+            "ConditionalOperator",
+            $input.get_conditional_operator().is_some(),
+        )?;
+        $body.refuse(
+            "ReturnConsumedCapacity",
+            $input.get_return_consumed_capacity().is_some(),
+        )?;
+    }};
+}
+
+/// A `Query` or `Scan` output (`$output`) from a response body.
+macro_rules! paged_output {
+    ($output:ident, $body:ident) => {{
+        let page = Page::read($body)?;
+        Ok($output::builder()
+            .set_items(page.items)
+            .count(page.count)
+            .scanned_count(page.scanned_count)
+            .set_last_evaluated_key(page.last_evaluated_key)
+            .build())
+    }};
+}
+
 impl Operation for QueryFluentBuilder {
     const TARGET: &'static str = "DynamoDB_20120810.Query";
     type Output = QueryOutput;
@@ -261,46 +304,19 @@ impl Operation for QueryFluentBuilder {
     fn body(&self) -> Result<Vec<u8>, CodecError> {
         let input = self.as_input();
         let mut body = Body::default();
-        body.text("TableName", input.get_table_name());
-        body.text("IndexName", input.get_index_name());
         body.text(
             "KeyConditionExpression",
             input.get_key_condition_expression(),
         );
-        body.text("FilterExpression", input.get_filter_expression());
-        body.text("ProjectionExpression", input.get_projection_expression());
-        body.names(input.get_expression_attribute_names());
-        body.item(
-            "ExpressionAttributeValues",
-            input.get_expression_attribute_values(),
-        )?;
-        body.item("ExclusiveStartKey", input.get_exclusive_start_key())?;
-        body.flag("ConsistentRead", input.get_consistent_read());
         body.flag("ScanIndexForward", input.get_scan_index_forward());
-        body.number("Limit", input.get_limit());
-        body.choice("Select", input.get_select().as_ref().map(Select::as_str));
-        body.refuse("AttributesToGet", input.get_attributes_to_get().is_some())?;
         body.refuse("KeyConditions", input.get_key_conditions().is_some())?;
         body.refuse("QueryFilter", input.get_query_filter().is_some())?;
-        body.refuse(
-            "ConditionalOperator",
-            input.get_conditional_operator().is_some(),
-        )?;
-        body.refuse(
-            "ReturnConsumedCapacity",
-            input.get_return_consumed_capacity().is_some(),
-        )?;
+        paged_read!(body, input);
         body.finish()
     }
 
     fn output(body: &[u8]) -> Result<Self::Output, CodecError> {
-        let page = Page::read(body)?;
-        Ok(QueryOutput::builder()
-            .set_items(page.items)
-            .count(page.count)
-            .scanned_count(page.scanned_count)
-            .set_last_evaluated_key(page.last_evaluated_key)
-            .build())
+        paged_output!(QueryOutput, body)
     }
 
     fn error(meta: ErrorMetadata, _item: Option<Item>) -> Self::Error {
@@ -316,42 +332,15 @@ impl Operation for ScanFluentBuilder {
     fn body(&self) -> Result<Vec<u8>, CodecError> {
         let input = self.as_input();
         let mut body = Body::default();
-        body.text("TableName", input.get_table_name());
-        body.text("IndexName", input.get_index_name());
-        body.text("FilterExpression", input.get_filter_expression());
-        body.text("ProjectionExpression", input.get_projection_expression());
-        body.names(input.get_expression_attribute_names());
-        body.item(
-            "ExpressionAttributeValues",
-            input.get_expression_attribute_values(),
-        )?;
-        body.item("ExclusiveStartKey", input.get_exclusive_start_key())?;
-        body.flag("ConsistentRead", input.get_consistent_read());
-        body.number("Limit", input.get_limit());
         body.number("Segment", input.get_segment());
         body.number("TotalSegments", input.get_total_segments());
-        body.choice("Select", input.get_select().as_ref().map(Select::as_str));
-        body.refuse("AttributesToGet", input.get_attributes_to_get().is_some())?;
         body.refuse("ScanFilter", input.get_scan_filter().is_some())?;
-        body.refuse(
-            "ConditionalOperator",
-            input.get_conditional_operator().is_some(),
-        )?;
-        body.refuse(
-            "ReturnConsumedCapacity",
-            input.get_return_consumed_capacity().is_some(),
-        )?;
+        paged_read!(body, input);
         body.finish()
     }
 
     fn output(body: &[u8]) -> Result<Self::Output, CodecError> {
-        let page = Page::read(body)?;
-        Ok(ScanOutput::builder()
-            .set_items(page.items)
-            .count(page.count)
-            .scanned_count(page.scanned_count)
-            .set_last_evaluated_key(page.last_evaluated_key)
-            .build())
+        paged_output!(ScanOutput, body)
     }
 
     fn error(meta: ErrorMetadata, _item: Option<Item>) -> Self::Error {
