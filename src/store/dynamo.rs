@@ -109,10 +109,9 @@ pub struct AdmissionSnapshot {
 impl DynamoStore {
     /// A store on `settings.table` through `client`, whose own retries and whole-call
     /// timeouts are replaced by the store's (see `calls.rs`). Single-item calls and queries
-    /// go the lean way (`wire.rs`) with the client's region and credentials, to
-    /// `settings.endpoint_url` or the region's endpoint, with the region and credentials
-    /// chain `settings` and the environment give (as [`client`] builds them); this fails
-    /// when there is no region.
+    /// go the lean way (`wire.rs`): with the region and credentials chain that `settings`
+    /// and the environment give (as [`client`] builds them), to `settings.endpoint_url` or
+    /// the region's endpoint. Fails when there is no region or the endpoint has a path.
     pub async fn new(client: &Client, settings: &DynamoSettings) -> Result<Self, StoreError> {
         let wire = wire::Wire::new(
             &config::sdk_config(settings).await,
