@@ -87,8 +87,8 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change, announce: bool) -> R
         .collect();
     // The event the change announces rides on the change's own write (docs/webhooks.md):
     // appended to the row's pending events, and the row put in the sparse outbox index.
-    if let Some(announced) = crate::domain::webhooks::outbox::announced(before, change)
-        && announce
+    if announce
+        && let Some(announced) = crate::domain::webhooks::outbox::announced(before, change)
         && let Ok(event) = serde_json::to_string(&announced)
     {
         let events = name(&mut update, PENDING_EVENTS);
