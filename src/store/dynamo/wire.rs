@@ -65,7 +65,6 @@ pub(super) struct Wire {
     endpoint: String,
     /// The endpoint's `host[:port]`, signed as the `host` header.
     host: http::HeaderValue,
-    region: String,
     signer: Signer,
     credentials: SharedCredentialsProvider,
     /// The credentials in use (they say when to ask for new ones).
@@ -79,7 +78,6 @@ impl std::fmt::Debug for Wire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Wire")
             .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
             .finish_non_exhaustive()
     }
 }
@@ -139,8 +137,7 @@ impl Wire {
             connector,
             endpoint: format!("{endpoint}/"),
             host: host_header,
-            signer: Signer::new(host, region.clone()),
-            region,
+            signer: Signer::new(host, region),
             credentials,
             current: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),

@@ -116,7 +116,7 @@ macro_rules! conditional_write {
         $body.item(
             "ExpressionAttributeValues",
             $input.get_expression_attribute_values(),
-        )?;
+        );
         $body.choice(
             "ReturnValues",
             $input.get_return_values().as_ref().map(ReturnValue::as_str),
@@ -153,7 +153,7 @@ impl Operation for PutItemFluentBuilder {
         let input = self.as_input();
         let mut body = Body::default();
         body.text("TableName", input.get_table_name());
-        body.item("Item", input.get_item())?;
+        body.item("Item", input.get_item());
         conditional_write!(body, input);
         body.finish()
     }
@@ -178,7 +178,7 @@ impl Operation for UpdateItemFluentBuilder {
         let input = self.as_input();
         let mut body = Body::default();
         body.text("TableName", input.get_table_name());
-        body.item("Key", input.get_key())?;
+        body.item("Key", input.get_key());
         body.text("UpdateExpression", input.get_update_expression());
         conditional_write!(body, input);
         body.refuse("AttributeUpdates", input.get_attribute_updates().is_some())?;
@@ -205,7 +205,7 @@ impl Operation for DeleteItemFluentBuilder {
         let input = self.as_input();
         let mut body = Body::default();
         body.text("TableName", input.get_table_name());
-        body.item("Key", input.get_key())?;
+        body.item("Key", input.get_key());
         conditional_write!(body, input);
         body.finish()
     }
@@ -230,7 +230,7 @@ impl Operation for GetItemFluentBuilder {
         let input = self.as_input();
         let mut body = Body::default();
         body.text("TableName", input.get_table_name());
-        body.item("Key", input.get_key())?;
+        body.item("Key", input.get_key());
         body.flag("ConsistentRead", input.get_consistent_read());
         body.text("ProjectionExpression", input.get_projection_expression());
         body.names(input.get_expression_attribute_names());
@@ -266,8 +266,8 @@ macro_rules! paged_read {
         $body.item(
             "ExpressionAttributeValues",
             $input.get_expression_attribute_values(),
-        )?;
-        $body.item("ExclusiveStartKey", $input.get_exclusive_start_key())?;
+        );
+        $body.item("ExclusiveStartKey", $input.get_exclusive_start_key());
         $body.flag("ConsistentRead", $input.get_consistent_read());
         $body.number("Limit", $input.get_limit());
         $body.choice("Select", $input.get_select().as_ref().map(Select::as_str));
@@ -461,11 +461,10 @@ impl<'a> Body<'a> {
         }
     }
 
-    fn item(&mut self, name: &'static str, item: &'a Option<Item>) -> Result<(), CodecError> {
+    fn item(&mut self, name: &'static str, item: &'a Option<Item>) {
         if let Some(item) = item {
             self.0.push((name, Field::Item(item)));
         }
-        Ok(())
     }
 
     fn refuse(&self, name: &str, set: bool) -> Result<(), CodecError> {

@@ -216,15 +216,19 @@ impl Out {
         self.bytes(text.as_bytes());
     }
 
-    /// Absent is 0; present is 1 and the value.
-    fn opt_bytes(&mut self, bytes: Option<&[u8]>) {
-        match bytes {
-            Some(bytes) => {
+    /// Absent is 0; present is 1 and the value, as `write` writes it.
+    fn optional<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
+        match value {
+            Some(value) => {
                 self.0.push(1);
-                self.bytes(bytes);
+                write(self, value);
             }
             None => self.0.push(0),
         }
+    }
+
+    fn opt_bytes(&mut self, bytes: Option<&[u8]>) {
+        self.optional(bytes, Self::bytes);
     }
 
     fn opt_str(&mut self, text: Option<&str>) {
@@ -238,23 +242,11 @@ impl Out {
     }
 
     fn opt_secs(&mut self, secs: Option<EpochSecs>) {
-        match secs {
-            Some(secs) => {
-                self.0.push(1);
-                self.secs(secs);
-            }
-            None => self.0.push(0),
-        }
+        self.optional(secs, Self::secs);
     }
 
     fn opt_u32(&mut self, value: Option<u32>) {
-        match value {
-            Some(value) => {
-                self.0.push(1);
-                self.varint(u64::from(value));
-            }
-            None => self.0.push(0),
-        }
+        self.optional(value, |out, value| out.varint(u64::from(value)));
     }
 }
 
@@ -294,29 +286,22 @@ impl<'a> In<'a> {
         std::str::from_utf8(self.bytes()?).ok().map(str::to_owned)
     }
 
-    /// `Some(None)` when absent, `None` when malformed.
-    fn present(&mut self) -> Option<bool> {
+    /// What [`Out::optional`] wrote, read with `read`: `Some(None)` when absent, `None`
+    /// when malformed.
+    fn optional<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         match self.byte()? {
-            0 => Some(false),
-            1 => Some(true),
+            0 => Some(None),
+            1 => read(self).map(Some),
             _ => None,
         }
     }
 
     fn opt_bytes(&mut self) -> Option<Option<&'a [u8]>> {
-        if self.present()? {
-            self.bytes().map(Some)
-        } else {
-            Some(None)
-        }
+        self.optional(Self::bytes)
     }
 
     fn opt_str(&mut self) -> Option<Option<String>> {
-        if self.present()? {
-            self.str().map(Some)
-        } else {
-            Some(None)
-        }
+        self.optional(Self::str)
     }
 
     fn secs(&mut self) -> Option<EpochSecs> {
@@ -327,18 +312,10 @@ impl<'a> In<'a> {
     }
 
     fn opt_secs(&mut self) -> Option<Option<EpochSecs>> {
-        if self.present()? {
-            self.secs().map(Some)
-        } else {
-            Some(None)
-        }
+        self.optional(Self::secs)
     }
 
     fn opt_u32(&mut self) -> Option<Option<u32>> {
-        if self.present()? {
-            u32::try_from(self.varint()?).ok().map(Some)
-        } else {
-            Some(None)
-        }
+        self.optional(|input| u32::try_from(input.varint()?).ok())
     }
 }
