@@ -6,7 +6,7 @@
 //! command run again after a crash carries on, and `serve` will not start on a
 //! half-restored store; and ends by reading every item back and comparing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 
+use crate::domain::SandboxStatus;
 use crate::domain::time::EpochSecs;
 use crate::store::backup::{
     BackupItem, CheckedExport, ExportFileError, ExportReader, ExportTrailer, RestoreMarker,
@@ -112,7 +113,8 @@ pub enum BackupError {
 /// What a restore wrote and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoreReport {
-    /// Items written.
+    /// Items written. An allocation key a store derives from its allocated row (the
+    /// embedded store's) counts as written when this run wrote that row.
     pub written: u64,
     /// Items the store already held exactly as the file has them (an earlier run's).
     pub already_there: u64,
@@ -247,6 +249,8 @@ pub async fn restore(
 
     let mut report = RestoreReport::default();
     let mut kept_count = 0u64;
+    // Allocated rows this run wrote: the keys they hold count as written too.
+    let mut allocated_here: HashSet<String> = HashSet::new();
     let mut file = reader(from)?;
     let mut offered = 0u64;
     loop {
@@ -273,7 +277,22 @@ pub async fn restore(
             .map_err(failed)?;
         for (item, outcome) in batch.iter().zip(outcomes) {
             match outcome {
-                Restored::Written => report.written += 1,
+                Restored::Written => {
+                    if let BackupItem::Sandbox(row) = item
+                        && row.status == SandboxStatus::Allocated
+                    {
+                        allocated_here.insert(row.sandbox_id.clone());
+                    }
+                    report.written += 1;
+                }
+                // The embedded store derives a key from its allocated row: written with it.
+                Restored::Present(present)
+                    if *present == *item
+                        && matches!(item, BackupItem::AllocationKey(key)
+                            if allocated_here.contains(&key.sandbox_id)) =>
+                {
+                    report.written += 1;
+                }
                 Restored::Present(present) if *present == *item => report.already_there += 1,
                 Restored::Present(_) => {
                     kept_count += 1;

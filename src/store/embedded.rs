@@ -7,6 +7,7 @@
 //! group commit is what makes durable allocation fast. Reads use redb's MVCC snapshots
 //! on the blocking pool and never wait for the writer.
 
+mod keys;
 mod tables;
 mod writer;
 
@@ -95,6 +96,8 @@ pub struct EmbeddedStore {
     commands: Option<mpsc::Sender<Command>>,
     writer: Option<std::thread::JoinHandle<()>>,
     stats: Arc<Mutex<PoolStats>>,
+    /// Which sandbox each allocation key holds (`keys.rs`), as of the last commit.
+    keys: Arc<keys::KeyIndex>,
     metrics: WriterMetrics,
 }
 
@@ -171,9 +174,17 @@ impl EmbeddedStore {
                 "embedded store: marked earlier allocations as this service's"
             );
         }
-        let stats = tables::count_statuses(&db)
+        let (stats, keys) = tables::scan_rows(&db)
             .map_err(storage)?
             .ok_or_else(|| OpenError::Corrupt(path.to_owned()))?;
+        let pruned = tables::prune_held_keys(&db, &keys).map_err(storage)?;
+        if pruned > 0 {
+            tracing::info!(
+                pruned,
+                "embedded store: allocation keys are now read from the rows; deleted their stored copies"
+            );
+        }
+        let keys = Arc::new(keys);
 
         let db = Arc::new(db);
         let stats = Arc::new(Mutex::new(stats));
@@ -185,6 +196,7 @@ impl EmbeddedStore {
         let writer = Writer {
             db: Arc::clone(&db),
             stats: Arc::clone(&stats),
+            keys: Arc::clone(&keys),
             metrics: metrics.clone(),
         };
         let writer = std::thread::Builder::new()
@@ -199,6 +211,7 @@ impl EmbeddedStore {
             commands: Some(commands),
             writer: Some(writer),
             stats,
+            keys,
             metrics,
         })
     }
@@ -319,7 +332,8 @@ impl AllocationStore for EmbeddedStore {
 
     async fn held_by(&self, request: &AllocationRequest) -> Result<Option<Sandbox>, StoreError> {
         let request = request.clone();
-        self.read(move |db| tables::read_held_by(db, &request))
+        let keys = Arc::clone(&self.keys);
+        self.read(move |db| tables::read_held_by(db, &keys, &request))
             .await
     }
 }

@@ -16,6 +16,8 @@ use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::domain::time::EpochSecs;
+
 /// One JSON object per line, fields flattened (see the module doc).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonLines;
@@ -35,7 +37,7 @@ where
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
+        write_timestamp(&mut writer, std::time::SystemTime::now())?;
         write!(writer, "\",\"level\":\"{}\"", meta.level())?;
         let mut fields = JsonFields {
             out: &mut writer,
@@ -47,6 +49,41 @@ where
         write_json_str(&mut writer, meta.target())?;
         writer.write_str("}\n")
     }
+}
+
+thread_local! {
+    /// The second a thread last stamped, and its text up to the fraction
+    /// (`2026-12-06T18:40:22`): a thread logs many lines a second.
+    static SECOND: std::cell::RefCell<(u64, String)> = const {
+        std::cell::RefCell::new((u64::MAX, String::new()))
+    };
+}
+
+/// `at` as `SystemTime` formats it (RFC 3339, UTC, microseconds: `2026-12-06T18:40:22.244845Z`),
+/// with the date and time of day formatted once a second instead of on every line.
+fn write_timestamp(out: &mut impl fmt::Write, at: std::time::SystemTime) -> fmt::Result {
+    let Ok(since) = at.duration_since(std::time::UNIX_EPOCH) else {
+        // Before 1970: a clock this wrong is rare enough for the slow path.
+        return SystemTime.format_time(&mut Writer::new(out));
+    };
+    let secs = since.as_secs();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs {
+            let stamp = i64::try_from(secs).map(|secs| EpochSecs::new(secs).rfc3339());
+            *text = stamp.map_err(|_| fmt::Error)?;
+            text.pop(); // its `Z`
+            *second = secs;
+        }
+        out.write_str(text)
+    })?;
+    let mut fraction = *b".000000Z";
+    let mut micros = since.subsec_micros();
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    // Only ASCII digits went in.
+    out.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
 }
 
 /// Writes each field as `,"name":value`, as `tracing_serde` would serialise it.
@@ -246,6 +283,39 @@ mod tests {
             "{}",
             ours[0]
         );
+    }
+
+    #[test]
+    fn timestamps_are_tracing_subscribers_to_the_microsecond() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let instants = [
+            UNIX_EPOCH + Duration::new(1_796_587_222, 244_845_123),
+            UNIX_EPOCH + Duration::new(1_796_587_222, 999_999_999),
+            UNIX_EPOCH + Duration::new(1_796_587_223, 5_000),
+            UNIX_EPOCH + Duration::new(951_782_400, 0), // 2000-02-29
+            UNIX_EPOCH + Duration::new(4_102_444_799, 1_000), // 2099-12-31T23:59:59
+        ];
+        for at in instants {
+            let mut ours = String::new();
+            write_timestamp(&mut ours, at).unwrap();
+            // `SystemTime` stamps the present; the same text from the same parts:
+            let since = at.duration_since(UNIX_EPOCH).unwrap();
+            let secs = EpochSecs::new(since.as_secs() as i64).rfc3339();
+            let expected = format!("{}.{:06}Z", &secs[..19], since.subsec_micros());
+            assert_eq!(ours, expected);
+        }
+        // And the present, stamped between two of `SystemTime`'s (the same form sorts by time).
+        let theirs = || {
+            let mut text = String::new();
+            SystemTime.format_time(&mut Writer::new(&mut text)).unwrap();
+            text
+        };
+        let before = theirs();
+        let mut ours = String::new();
+        write_timestamp(&mut ours, std::time::SystemTime::now()).unwrap();
+        let after = theirs();
+        assert_eq!(ours.len(), before.len(), "{ours} {before}");
+        assert!(before <= ours && ours <= after, "{before} {ours} {after}");
     }
 
     #[test]

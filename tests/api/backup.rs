@@ -172,6 +172,20 @@ async fn restore_refuses_a_store_that_is_not_empty_and_with_merge_keeps_what_it_
     export(source.path(), &from);
     export(target.path(), &target_before);
 
+    // Into an empty store, every item counts as written: the two allocation keys too,
+    // which the embedded store derives from their restored rows.
+    let fresh = tempfile::tempdir().unwrap();
+    let first = restore(fresh.path(), &from, &[]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let file_items = export_items(&from);
+    let keys = file_items
+        .keys()
+        .filter(|key| key.starts_with("allocation_key "));
+    assert_eq!(keys.count(), 2);
+    let items = file_items.len();
+    let line = format!("written {items} items; 0 were already there");
+    assert!(first.stdout.contains(&line), "{}", first.stdout);
+
     let refused = restore(target.path(), &from, &[]);
     assert_ne!(refused.code, Some(0));
     let named = format!(

@@ -1531,10 +1531,16 @@ pub async fn an_export_restores_into_an_empty_store_item_for_item(store: SharedS
         .restore_items(items.clone(), NOW)
         .await
         .unwrap();
-    assert!(
-        written.iter().all(|r| *r == Restored::Written),
-        "{written:?}"
-    );
+    // Every item is written, except that a store which derives an allocation key from its
+    // allocated row (the embedded store) holds the key as soon as the row is restored.
+    for (item, outcome) in items.iter().zip(&written) {
+        let implied = matches!(item, BackupItem::AllocationKey(_))
+            && *outcome == Restored::Present(Box::new(item.clone()));
+        assert!(
+            *outcome == Restored::Written || implied,
+            "{item:?}: {outcome:?}"
+        );
+    }
     let again = other
         .backup
         .restore_items(items.clone(), NOW)

@@ -137,8 +137,8 @@ pub(super) async fn record_request(
                 operation,
                 result,
                 error.code = error_code,
-                http.method = %method,
-                http.route = %route,
+                http.method = method.as_str(),
+                http.route = route.as_str(),
                 http.status = status.as_u16(),
                 "{message}"
             )

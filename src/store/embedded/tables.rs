@@ -43,6 +43,7 @@ use redb::{
     WriteTransaction,
 };
 
+use super::keys::{KeyChanges, KeyIndex};
 use crate::domain::ProviderSandbox;
 use crate::domain::lease::{self, LeaseDecision};
 use crate::domain::lifecycle::{self, NotHolder, Release};
@@ -55,7 +56,7 @@ use crate::domain::{
 use crate::store::{
     Allocation, AllocationRequest, DeletionOutcome, ImportSummary, JobRecord, LeaseOutcome,
     ListCursor, ListQuery, Outcome, PoolStats, Refusal, ReleaseOutcome, ReleaseRequest,
-    SandboxPage, StoreError, SyncSummary, allocation_key_of_row, finished_change,
+    SandboxPage, StoreError, SyncSummary, finished_change,
 };
 
 /// `sandbox_id` → the row in its binary form (`row.rs`).
@@ -64,7 +65,10 @@ const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sandbo
 /// first entry at or after the name prefix, so a prefix request costs one seek.
 const AVAILABLE_BY_NAME: TableDefinition<'_, &str, &str> =
     TableDefinition::new("available_by_name");
-/// Encoded allocation key → `sandbox_id` of the allocation it made.
+/// Encoded allocation key → `sandbox_id`, for keys no allocated row holds: those a restore
+/// brought in (a DynamoDB export carries the `ALLOC#` items of released and deleted rows)
+/// and those of files from before the key index (`keys.rs`). Kept only so an export gives
+/// back what was restored; which sandbox a key holds comes from the index alone.
 const ALLOCATION_KEYS: TableDefinition<'_, &str, &str> = TableDefinition::new("allocation_keys");
 /// Job name → its lease and last run, as JSON.
 const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
@@ -252,19 +256,42 @@ pub(super) fn mark_own_allocations(db: &Database) -> Result<u64, redb::Error> {
     Ok(marked)
 }
 
-/// Counts rows per status; `None` when a row cannot be decoded.
-pub(super) fn count_statuses(db: &Database) -> Result<Option<PoolStats>, redb::Error> {
+/// Counts rows per status and builds the allocation-key index from them; `None` when a
+/// row cannot be decoded.
+pub(super) fn scan_rows(db: &Database) -> Result<Option<(PoolStats, KeyIndex)>, redb::Error> {
     let txn = db.begin_read()?;
     let table = txn.open_table(SANDBOXES)?;
     let mut stats = PoolStats::default();
+    let mut keys = KeyChanges::default();
     for entry in table.iter()? {
         let (key, value) = entry?;
         match decode(key.value(), value.value()) {
-            Ok(row) => stats.adjust(row.status, 1),
+            Ok(row) => {
+                stats.adjust(row.status, 1);
+                keys.row_added(&row);
+            }
             Err(_) => return Ok(None),
         }
     }
-    Ok(Some(stats))
+    Ok(Some((stats, KeyIndex::from(keys))))
+}
+
+/// Deletes the [`ALLOCATION_KEYS`] entries of keys an allocated row holds (`index`): a
+/// file from before the index kept every key there. Returns how many it deleted.
+pub(super) fn prune_held_keys(db: &Database, index: &KeyIndex) -> Result<u64, redb::Error> {
+    let txn = db.begin_write()?;
+    let pruned = {
+        let mut keys = txn.open_table(ALLOCATION_KEYS)?;
+        let before = keys.len()?;
+        keys.retain(|key, _| !index.contains(key))?;
+        before - keys.len()?
+    };
+    if pruned == 0 {
+        txn.abort()?;
+    } else {
+        txn.commit()?;
+    }
+    Ok(pruned)
 }
 
 /// Rows gained (+) and lost (−) per status in one transaction, applied to the shared
@@ -306,11 +333,17 @@ pub(super) struct Tables<'txn> {
     outbox: redb::Table<'txn, &'static str, &'static [u8]>,
     deliveries: redb::Table<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
+    /// The committed allocation-key index, and this transaction's changes to it.
+    keys: &'txn KeyIndex,
+    key_changes: KeyChanges,
 }
 
 impl<'txn> Tables<'txn> {
-    /// Opens every table in `txn`.
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, redb::Error> {
+    /// Opens every table in `txn`, beside the committed allocation-key index `keys`.
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        keys: &'txn KeyIndex,
+    ) -> Result<Self, redb::Error> {
         Ok(Self {
             sandboxes: txn.open_table(SANDBOXES)?,
             available: txn.open_table(AVAILABLE_BY_NAME)?,
@@ -331,12 +364,20 @@ impl<'txn> Tables<'txn> {
             outbox: txn.open_table(OUTBOX)?,
             deliveries: txn.open_table(DELIVERIES)?,
             deltas: StatusDeltas::default(),
+            keys,
+            key_changes: KeyChanges::default(),
         })
     }
 
-    /// The status changes made so far.
-    pub(super) fn into_deltas(self) -> StatusDeltas {
-        self.deltas
+    /// The status-count and allocation-key changes made so far, to apply once committed.
+    pub(super) fn into_changes(self) -> (StatusDeltas, KeyChanges) {
+        (self.deltas, self.key_changes)
+    }
+
+    /// The sandbox the allocation key `key` (encoded) holds, this transaction's writes
+    /// included.
+    fn key_holder(&self, key: &str) -> Option<String> {
+        self.key_changes.get(self.keys, key)
     }
 
     fn row(&self, id: &str) -> Result<Option<Sandbox>, StoreError> {
@@ -392,6 +433,7 @@ impl<'txn> Tables<'txn> {
         self.by_status
             .insert(status_key(new.status, &new.sandbox_id).as_str(), ())
             .map_err(storage)?;
+        self.key_changes.row_added(new);
         let bytes = row::encode_row(new)?;
         self.sandboxes
             .insert(new.sandbox_id.as_str(), bytes.as_slice())
@@ -433,6 +475,7 @@ impl<'txn> Tables<'txn> {
                 .map_err(storage)?;
         }
         self.deltas.add(old.status, -1);
+        self.key_changes.row_removed(self.keys, old);
         self.by_status
             .remove(status_key(old.status, &old.sandbox_id).as_str())
             .map_err(storage)?;
@@ -658,9 +701,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("t.redb")).unwrap();
         create_all(&db).unwrap();
-        let txn = db.begin_write().unwrap();
+        let (txn, keys) = (db.begin_write().unwrap(), KeyIndex::default());
         {
-            let mut tables = Tables::open(&txn).unwrap();
+            let mut tables = Tables::open(&txn, &keys).unwrap();
             tables
                 .import(vec![row("1"), row("2")], EpochSecs::new(0))
                 .unwrap();
@@ -684,13 +727,53 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_stored_every_allocation_key_keeps_only_those_no_row_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        create_all(&db).unwrap();
+        let empty = KeyIndex::default();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut tables = Tables::open(&txn, &empty).unwrap();
+            tables
+                .import(vec![row("1"), row("2")], EpochSecs::new(0))
+                .unwrap();
+            let old = tables.row("1").unwrap().unwrap();
+            let mut allocated = old.clone();
+            allocated.status = SandboxStatus::Allocated;
+            allocated.holder = Some("stu".into());
+            tables.put(Some(&old), &allocated).unwrap();
+            // As a build before the index kept them: the live key, and one whose row is gone.
+            tables.allocation_keys.insert("stu", "1").unwrap();
+            tables.allocation_keys.insert("gone", "9").unwrap();
+        }
+        txn.commit().unwrap();
+
+        let (stats, index) = scan_rows(&db).unwrap().unwrap();
+        assert_eq!((stats.allocated, stats.available), (1, 1));
+        assert_eq!(index.get("stu").as_deref(), Some("1"));
+        assert_eq!(index.get("gone"), None);
+        assert_eq!(prune_held_keys(&db, &index).unwrap(), 1);
+        assert_eq!(prune_held_keys(&db, &index).unwrap(), 0, "once");
+        let txn = db.begin_read().unwrap();
+        let stored = txn.open_table(ALLOCATION_KEYS).unwrap();
+        assert_eq!(stored.len().unwrap(), 1);
+        assert!(stored.get("gone").unwrap().is_some());
+        // An export still carries both: the held key from its row, the other as stored.
+        let sandboxes = txn.open_table(SANDBOXES).unwrap();
+        let keys = backup::keys_in(&txn, &sandboxes).unwrap();
+        let expected = [("gone", "9"), ("stu", "1")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(keys, BTreeMap::from(expected));
+    }
+
+    #[test]
     fn a_missing_status_index_is_rebuilt_and_then_serves_filtered_lists() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("t.redb")).unwrap();
         create_all(&db).unwrap();
-        let txn = db.begin_write().unwrap();
+        let (txn, keys) = (db.begin_write().unwrap(), KeyIndex::default());
         {
-            let mut tables = Tables::open(&txn).unwrap();
+            let mut tables = Tables::open(&txn, &keys).unwrap();
             tables
                 .import(vec![row("1"), row("2"), row("3")], EpochSecs::new(0))
                 .unwrap();

@@ -13,6 +13,7 @@ use prometheus::{Histogram, HistogramOpts, IntGauge};
 use redb::{Database, Durability};
 use tokio::sync::mpsc;
 
+use super::keys::{KeyChanges, KeyIndex};
 use super::tables::{StatusDeltas, Tables};
 use crate::store::PoolStats;
 
@@ -79,6 +80,7 @@ impl WriterMetrics {
 pub(super) struct Writer {
     pub(super) db: Arc<Database>,
     pub(super) stats: Arc<Mutex<PoolStats>>,
+    pub(super) keys: Arc<KeyIndex>,
     pub(super) metrics: WriterMetrics,
 }
 
@@ -103,8 +105,9 @@ impl Writer {
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
             match committed {
-                Ok((applied, deltas)) => {
+                Ok((applied, (deltas, keys))) => {
                     deltas.apply_to(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner));
+                    self.keys.apply(keys);
                     applied.into_iter().for_each(|a| (a.respond)());
                 }
                 Err(err) => {
@@ -124,12 +127,12 @@ impl Writer {
     fn commit_batch(
         &self,
         batch: &mut Vec<Command>,
-    ) -> Result<(Vec<Applied>, StatusDeltas), redb::Error> {
+    ) -> Result<(Vec<Applied>, (StatusDeltas, KeyChanges)), redb::Error> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let mut applied = Vec::with_capacity(batch.len());
-        let deltas = {
-            let mut tables = Tables::open(&txn)?;
+        let changes = {
+            let mut tables = Tables::open(&txn, &self.keys)?;
             for command in batch.drain(..) {
                 let result = command(&mut tables);
                 let failed = result.storage_failed;
@@ -138,7 +141,7 @@ impl Writer {
                     break;
                 }
             }
-            tables.into_deltas()
+            tables.into_changes()
         };
         if applied.iter().any(|a| a.storage_failed) {
             txn.abort()?;
@@ -147,6 +150,6 @@ impl Writer {
             ));
         }
         txn.commit()?;
-        Ok((applied, deltas))
+        Ok((applied, changes))
     }
 }

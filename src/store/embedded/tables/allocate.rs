@@ -13,13 +13,7 @@ impl Tables<'_> {
         &self,
         request: &AllocationRequest,
     ) -> Result<Option<Sandbox>, StoreError> {
-        let key = request.key.encoded();
-        let Some(id) = self
-            .allocation_keys
-            .get(key.as_str())
-            .map_err(storage)?
-            .map(|guard| guard.value().to_owned())
-        else {
+        let Some(id) = self.key_holder(&request.key.encoded()) else {
             return Ok(None);
         };
         Ok(self.row(&id)?.filter(|row| still_held(request, row)))
@@ -87,10 +81,8 @@ impl Tables<'_> {
                 )
             })?
             .row;
+        // The row's write puts its key in the index.
         self.put(Some(&old), &new)?;
-        self.allocation_keys
-            .insert(request.key.encoded().as_str(), new.sandbox_id.as_str())
-            .map_err(storage)?;
         Ok(Ok(Allocation {
             sandbox: new,
             newly_allocated: true,

@@ -6,6 +6,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::*;
 use crate::domain::actions::AdminAction;
 use crate::store::backup::{AllocationKeyItem, BackupItem, LoggedAction, RestoreMarker, Restored};
+use crate::store::embedded::keys::KeyChanges;
 
 /// The [`RECORDS`] key of a restore under way.
 const RESTORE_MARKER: &str = "restore_marker";
@@ -17,7 +18,9 @@ struct Snapshot {
     tokens: ReadOnlyTable<&'static str, &'static [u8]>,
     used: ReadOnlyTable<&'static str, &'static [u8]>,
     sandboxes: ReadOnlyTable<&'static str, &'static [u8]>,
-    allocation_keys: ReadOnlyTable<&'static str, &'static str>,
+    /// Encoded key → `sandbox_id`: the keys the snapshot's allocated rows hold, then the
+    /// stored ones no row holds ([`ALLOCATION_KEYS`]).
+    keys: BTreeMap<String, String>,
     niosxaas_history: ReadOnlyTable<&'static str, &'static [u8]>,
     jobs: ReadOnlyTable<&'static str, &'static [u8]>,
     cordons: ReadOnlyTable<&'static str, &'static [u8]>,
@@ -29,11 +32,13 @@ struct Snapshot {
 
 impl Snapshot {
     fn open(txn: &ReadTransaction) -> Result<Self, StoreError> {
+        let sandboxes = txn.open_table(SANDBOXES).map_err(storage)?;
+        let keys = keys_in(txn, &sandboxes)?;
         Ok(Self {
             tokens: txn.open_table(TOKENS).map_err(storage)?,
             used: txn.open_table(USED_ACCOUNTS).map_err(storage)?,
-            sandboxes: txn.open_table(SANDBOXES).map_err(storage)?,
-            allocation_keys: txn.open_table(ALLOCATION_KEYS).map_err(storage)?,
+            sandboxes,
+            keys,
             niosxaas_history: txn.open_table(NIOSXAAS_HISTORY).map_err(storage)?,
             jobs: txn.open_table(JOBS).map_err(storage)?,
             cordons: txn.open_table(CORDONS).map_err(storage)?,
@@ -49,7 +54,7 @@ impl Snapshot {
             self.tokens.len(),
             self.used.len(),
             self.sandboxes.len(),
-            self.allocation_keys.len(),
+            Ok(self.keys.len() as u64),
             self.niosxaas_history.len(),
             self.jobs.len(),
             self.cordons.len(),
@@ -97,9 +102,8 @@ impl Snapshot {
         if !each_json(&rest)? {
             return Ok(());
         }
-        for entry in self.allocation_keys.iter().map_err(storage)? {
-            let (key, id) = entry.map_err(storage)?;
-            let item = AllocationKeyItem::from_encoded(key.value(), id.value().to_owned());
+        for (key, id) in &self.keys {
+            let item = AllocationKeyItem::from_encoded(key, id.clone());
             if !send(BackupItem::AllocationKey(item)) {
                 return Ok(());
             }
@@ -123,6 +127,34 @@ impl Snapshot {
         })?;
         Ok(found)
     }
+}
+
+/// The allocation keys of a snapshot: those its allocated rows hold (as the key index
+/// derives them), then the stored ones no row holds.
+pub(super) fn keys_in(
+    txn: &ReadTransaction,
+    sandboxes: &ReadOnlyTable<&'static str, &'static [u8]>,
+) -> Result<BTreeMap<String, String>, StoreError> {
+    let mut changes = KeyChanges::default();
+    let by_status = txn.open_table(BY_STATUS).map_err(storage)?;
+    let prefix = status_key(SandboxStatus::Allocated, "");
+    for entry in by_status.range(prefix.as_str()..).map_err(storage)? {
+        let (key, _) = entry.map_err(storage)?;
+        let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
+            break;
+        };
+        if let Some(value) = sandboxes.get(id).map_err(storage)? {
+            changes.row_added(&decode(id, value.value())?);
+        }
+    }
+    let mut keys = changes.into_held();
+    let stored = txn.open_table(ALLOCATION_KEYS).map_err(storage)?;
+    for entry in stored.iter().map_err(storage)? {
+        let (key, id) = entry.map_err(storage)?;
+        keys.entry(key.value().to_owned())
+            .or_insert_with(|| id.value().to_owned());
+    }
+    Ok(keys)
 }
 
 /// The tables whose values are JSON, and what each decodes to.
@@ -220,6 +252,7 @@ impl Tables<'_> {
         }
         match item {
             BackupItem::Sandbox(row) => self.put(None, row)?,
+            // A key no restored row holds (yet): kept as the file has it, for exports.
             BackupItem::AllocationKey(key) => {
                 self.allocation_keys
                     .insert(key.encoded().as_str(), key.sandbox_id.as_str())
@@ -261,16 +294,18 @@ impl Tables<'_> {
         match item {
             BackupItem::Sandbox(row) => Ok(self.row(&row.sandbox_id)?.map(BackupItem::Sandbox)),
             BackupItem::AllocationKey(key) => {
+                // A key an allocated row holds is there as soon as its row is.
                 let encoded = key.encoded();
-                let guard = self
-                    .allocation_keys
-                    .get(encoded.as_str())
-                    .map_err(storage)?;
-                Ok(guard.map(|id| {
-                    BackupItem::AllocationKey(AllocationKeyItem::from_encoded(
-                        &encoded,
-                        id.value().to_owned(),
-                    ))
+                let id = match self.key_holder(&encoded) {
+                    Some(id) => Some(id),
+                    None => self
+                        .allocation_keys
+                        .get(encoded.as_str())
+                        .map_err(storage)?
+                        .map(|guard| guard.value().to_owned()),
+                };
+                Ok(id.map(|id| {
+                    BackupItem::AllocationKey(AllocationKeyItem::from_encoded(&encoded, id))
                 }))
             }
             BackupItem::UsedAccount(marker) => {
@@ -336,9 +371,9 @@ mod tests {
             created_at: EpochSecs::new(1),
             actor: "admin:0".into(),
         });
-        let txn = db.begin_write().unwrap();
+        let (txn, keys) = (db.begin_write().unwrap(), KeyIndex::default());
         {
-            let mut tables = Tables::open(&txn).unwrap();
+            let mut tables = Tables::open(&txn, &keys).unwrap();
             let first = tables.restore_items(std::slice::from_ref(&cordon)).unwrap();
             assert_eq!(first, vec![Restored::Written]);
             let again = tables.restore_items(std::slice::from_ref(&cordon)).unwrap();

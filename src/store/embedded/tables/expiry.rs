@@ -20,7 +20,6 @@ impl Tables<'_> {
             };
             let row = change.row;
             self.put_announcing(Some(&old), &row, change.by_expiry)?;
-            self.free_allocation_key(&old)?;
             expired.push(row);
         }
         Ok(expired)

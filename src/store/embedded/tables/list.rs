@@ -37,28 +37,18 @@ pub(in crate::store::embedded) fn read_row(
     guard.map(|value| decode(id, value.value())).transpose()
 }
 
-/// The sandbox `request`'s allocation key holds now, from a fresh snapshot: what a replay
-/// would answer, without allocating (and without a write transaction).
+/// The sandbox `request`'s allocation key holds now (`keys`, then a fresh snapshot of its
+/// row): what a replay would answer, without allocating (and without a write transaction).
 pub(in crate::store::embedded) fn read_held_by(
     db: &Database,
+    keys: &KeyIndex,
     request: &AllocationRequest,
 ) -> Result<Option<Sandbox>, StoreError> {
-    let txn = db.begin_read().map_err(storage)?;
-    let keys = txn.open_table(ALLOCATION_KEYS).map_err(storage)?;
-    let key = request.key.encoded();
-    let Some(id) = keys
-        .get(key.as_str())
-        .map_err(storage)?
-        .map(|guard| guard.value().to_owned())
-    else {
+    let Some(id) = keys.get(&request.key.encoded()) else {
         return Ok(None);
     };
-    let rows = txn.open_table(SANDBOXES).map_err(storage)?;
-    let row = rows
-        .get(id.as_str())
-        .map_err(storage)?
-        .map(|value| decode(&id, value.value()))
-        .transpose()?;
+    // Read after the index: a row the index names was committed before this snapshot.
+    let row = read_row(db, &id)?;
     Ok(row.filter(|row| super::allocate::still_held(request, row)))
 }
 

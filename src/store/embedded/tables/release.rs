@@ -1,4 +1,4 @@
-//! Releases: a holder's release, and the allocation key it frees.
+//! Releases: a holder's release (the row's write frees its allocation key).
 
 use super::*;
 use crate::domain::time::EpochSecs;
@@ -29,28 +29,10 @@ impl Tables<'_> {
             Ok(Release::Now(change)) => change.row,
         };
         self.put(Some(&old), &new)?;
-        self.free_allocation_key(&old)?;
         Ok(Ok(ReleaseOutcome {
             sandbox: new,
             newly_released: true,
         }))
-    }
-
-    /// Frees the allocation key of a released row, if it still points at it: the key's
-    /// next allocation must get a new sandbox.
-    pub(super) fn free_allocation_key(&mut self, released: &Sandbox) -> Result<(), StoreError> {
-        let Some(key) = allocation_key_of_row(released) else {
-            return Ok(());
-        };
-        let points_here = self
-            .allocation_keys
-            .get(key.as_str())
-            .map_err(storage)?
-            .is_some_and(|guard| guard.value() == released.sandbox_id.as_str());
-        if points_here {
-            self.allocation_keys.remove(key.as_str()).map_err(storage)?;
-        }
-        Ok(())
     }
 
     /// Applies an admin's `action` to the row `id` as the domain decides on it.
