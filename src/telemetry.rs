@@ -5,6 +5,7 @@
 //! or a raw client address.
 
 mod json;
+mod lines;
 
 pub use self::json::JsonLines;
 
@@ -67,27 +68,27 @@ pub enum LoggingError {
     /// A global subscriber was installed already.
     #[error("cannot install the logger: {0}")]
     Install(String),
+    /// The `log-writer` thread could not start.
+    #[error("cannot start the log writer: {0}")]
+    Writer(#[source] std::io::Error),
 }
 
 /// Keeps the log writer's thread running. Dropping it writes out every line still queued,
 /// so a command holds it until it ends.
 #[must_use = "dropping it stops the log writer"]
 pub struct LogGuard {
-    _writer: tracing_appender::non_blocking::WorkerGuard,
+    _writer: lines::LineGuard<std::io::Stdout>,
 }
 
 /// Installs the global subscriber. `level` is `LOG_LEVEL`: a level or filter directives.
 ///
 /// Lines are formatted where they are logged and written to stdout by a `log-writer`
-/// thread, which writes whatever has queued up in one `write`: one system call per
-/// request was a visible part of an allocation's cost. It never drops a line (a full
-/// queue makes loggers wait).
+/// thread every 10 ms, whatever has gathered in one `write`: one system call per request,
+/// or one wake-up of a thread per line, was a visible part of a request's cost
+/// (`lines.rs`). It never drops a line.
 pub fn init(level: &str, format: LogFormat) -> Result<LogGuard, LoggingError> {
     let filter = EnvFilter::try_new(level)?;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let (writer, guard) = lines::spawn(std::io::stdout()).map_err(LoggingError::Writer)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::NONE)

@@ -153,6 +153,13 @@ impl WebhookEndpoint {
         kind == EventType::WebhookTest || self.events.contains(&kind)
     }
 
+    /// Whether an event of `kind` that happened `at` is delivered to it: one it wants,
+    /// from the second it was registered on. An event still in the outbox when it is
+    /// registered happened before it (to the second) and is not its to receive.
+    pub fn receives(&self, kind: EventType, at: EpochSecs) -> bool {
+        self.wants(kind) && at >= self.created_at
+    }
+
     /// The secrets that sign a delivery at `now`: the current one, and the previous one
     /// within its overlap.
     pub fn signing_secrets(&self, now: EpochSecs) -> Vec<&str> {
@@ -509,6 +516,12 @@ mod tests {
         );
         assert!(endpoint.wants(EventType::WebhookTest));
         assert!(!endpoint.wants(EventType::PoolLow));
+        assert!(endpoint.receives(EventType::SandboxAllocated, now));
+        assert!(
+            !endpoint.receives(EventType::SandboxAllocated, EpochSecs::new(999)),
+            "an event from before it was registered"
+        );
+        assert!(!endpoint.receives(EventType::PoolLow, now));
         let rotated = endpoint.rotated(new_secret([2; 24]), now);
         assert_eq!(
             rotated.signing_secrets(now),

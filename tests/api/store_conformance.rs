@@ -1992,7 +1992,7 @@ pub async fn the_outbox_fans_out_keeps_and_settles_deliveries(store: SharedStore
     use sandbox_broker::domain::webhooks::{
         EventType, RawEndpointSpec, WebhookEndpoint, new_secret,
     };
-    let endpoint = |id: &str, events: &[&str]| {
+    let endpoint_at = |id: &str, events: &[&str], registered| {
         WebhookEndpoint::parse(
             RawEndpointSpec {
                 url: Some("https://hooks.example.com/in".into()),
@@ -2002,12 +2002,19 @@ pub async fn the_outbox_fans_out_keeps_and_settles_deliveries(store: SharedStore
             false,
             id.into(),
             new_secret([1; 24]),
-            NOW,
+            registered,
         )
         .unwrap()
     };
+    let endpoint = |id: &str, events: &[&str]| endpoint_at(id, events, NOW);
     let allocations = endpoint("wh_a", &["sandbox.allocated", "sandbox.released"]);
     let jobs = endpoint("wh_j", &["job.failed"]);
+    // Registered after every event below happened: none of them is its to receive.
+    let late = endpoint_at(
+        "wh_late",
+        &["sandbox.allocated", "sandbox.released", "job.failed"],
+        NOW + 3,
+    );
     // Events are kept for the endpoints registered when they happen.
     for registered in [&allocations, &jobs] {
         store.webhooks.add_webhook(registered).await.unwrap();
@@ -2034,7 +2041,7 @@ pub async fn the_outbox_fans_out_keeps_and_settles_deliveries(store: SharedStore
     let (backlog, oldest) = store.outbox.outbox_backlog().await.unwrap();
     assert!(backlog >= 2 && oldest == Some(NOW), "{backlog} {oldest:?}");
 
-    let endpoints = [allocations.clone(), jobs.clone()];
+    let endpoints = [allocations.clone(), jobs.clone(), late];
     let moved = store
         .outbox
         .fan_out(&endpoints, 100, EpochMillis::new(5_000))
@@ -2065,6 +2072,8 @@ pub async fn the_outbox_fans_out_keeps_and_settles_deliveries(store: SharedStore
     );
     let to_j = store.outbox.deliveries("wh_j", 10).await.unwrap();
     assert_eq!((to_j.len(), &to_j[0].event.id), (1, &failed_job.id));
+    let to_late = store.outbox.deliveries("wh_late", 10).await.unwrap();
+    assert!(to_late.is_empty(), "{to_late:?}");
 
     // Retried, then given up: kept and shown; delivered: gone.
     let policy = RetryPolicy {

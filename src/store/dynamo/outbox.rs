@@ -142,7 +142,10 @@ impl DynamoStore {
                 let event = entry.event(row.as_ref()).map_err(internal)?;
                 let sequence = sequence(now, place);
                 place += 1;
-                for endpoint in endpoints.iter().filter(|e| e.wants(entry.kind())) {
+                let receiving = endpoints
+                    .iter()
+                    .filter(|e| e.receives(entry.kind(), entry.at()));
+                for endpoint in receiving {
                     let put = self
                         .client()
                         .put_item()

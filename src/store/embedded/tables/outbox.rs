@@ -101,7 +101,7 @@ impl Tables<'_> {
         for (place, (key, pending)) in taken.iter().enumerate() {
             let wanting: Vec<&WebhookEndpoint> = endpoints
                 .iter()
-                .filter(|e| e.wants(pending.kind()))
+                .filter(|e| e.receives(pending.kind(), pending.at()))
                 .collect();
             if !wanting.is_empty() {
                 let row = match pending.sandbox_id() {
