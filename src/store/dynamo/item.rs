@@ -213,82 +213,94 @@ impl TryFrom<&Item> for Sandbox {
 impl From<&Sandbox> for Item {
     fn from(row: &Sandbox) -> Self {
         let mut item = sandbox_key(&row.sandbox_id);
-        let mut put = |name: &str, value: AttributeValue| {
-            item.insert(name.to_owned(), value);
-        };
-        put("sandbox_id", s(&row.sandbox_id));
-        put("name", s(&row.name));
-        put("external_id", s(&row.external_id));
-        put("status", s(row.status.as_str()));
-        // The table's sentinel: 0 while never allocated, so StatusIndex holds every row.
-        put(
-            "allocated_at",
-            n(row.allocated_at.unwrap_or(EpochSecs::new(0))),
+        item.extend(
+            row_attributes(row)
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value)),
         );
-        put("deletion_retry_count", n(row.deletion_retry_count));
-        put("created_at", n(row.created_at));
-        put("updated_at", n(row.updated_at));
-        let reservation_track = match (row.status, &row.reserved_for) {
-            (SandboxStatus::Reserved, Some(reservation)) => Some(reservation_track(reservation)),
-            _ => row.holder.clone(),
-        };
-        let optional_text = [
-            ("allocated_to_track", &reservation_track),
-            ("allocated_by", &row.allocated_by),
-            ("idempotency_key", &row.idempotency_key),
-            ("track_name", &row.lab),
-            ("sfdc_account_id", &row.sfdc_account_id),
-            ("deletion_claimed_by", &row.deletion_claimed_by),
-            ("last_deletion_error", &row.last_deletion_error),
-            ("quarantine_reason", &row.quarantine_reason),
-            ("token_id", &row.token_id),
-            ("reserved_for", &row.reserved_for),
-        ];
-        for (name, value) in optional_text {
-            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-                put(name, s(value));
-            }
-        }
-        let optional_numbers = [
-            ("lab_duration_hours", row.lab_duration_hours.map(i64::from)),
-            (
-                "deletion_requested_at",
-                row.deletion_requested_at.map(EpochSecs::get),
-            ),
-            ("last_synced", row.last_synced.map(EpochSecs::get)),
-            ("deleted_at", row.deleted_at.map(EpochSecs::get)),
-            ("ttl", row.ttl.map(EpochSecs::get)),
-            (
-                "next_deletion_attempt_at",
-                row.next_deletion_attempt_at.map(EpochSecs::get),
-            ),
-            (
-                "deletion_claimed_until",
-                row.deletion_claimed_until.map(EpochSecs::get),
-            ),
-            (
-                "first_deletion_failure_at",
-                row.first_deletion_failure_at.map(EpochSecs::get),
-            ),
-            (
-                "deletion_transient_failures",
-                Some(i64::from(row.deletion_transient_failures)).filter(|c| *c > 0),
-            ),
-        ];
-        for (name, value) in optional_numbers {
-            if let Some(value) = value {
-                put(name, n(value));
-            }
-        }
-        if let Some(cleanup) = &row.niosxaas {
-            for (name, value) in niosxaas_attributes(cleanup) {
-                if let Some(value) = value {
-                    put(name, value);
-                }
-            }
-        }
         item
     }
+}
+
+/// Every attribute of `row`'s item but its key, sorted by name: the one mapping of a row
+/// to its item, which [`Item::from`] and the updates derived from decisions
+/// (`update::row_update`) share.
+pub(crate) fn row_attributes(row: &Sandbox) -> Vec<(&'static str, AttributeValue)> {
+    let mut attributes = Vec::with_capacity(32);
+    let mut put = |name: &'static str, value: AttributeValue| attributes.push((name, value));
+    put("sandbox_id", s(&row.sandbox_id));
+    put("name", s(&row.name));
+    put("external_id", s(&row.external_id));
+    put("status", s(row.status.as_str()));
+    // The table's sentinel: 0 while never allocated, so StatusIndex holds every row.
+    put(
+        "allocated_at",
+        n(row.allocated_at.unwrap_or(EpochSecs::new(0))),
+    );
+    put("deletion_retry_count", n(row.deletion_retry_count));
+    put("created_at", n(row.created_at));
+    put("updated_at", n(row.updated_at));
+    let reservation_track = match (row.status, &row.reserved_for) {
+        (SandboxStatus::Reserved, Some(reservation)) => Some(reservation_track(reservation)),
+        _ => row.holder.clone(),
+    };
+    let optional_text = [
+        ("allocated_to_track", &reservation_track),
+        ("allocated_by", &row.allocated_by),
+        ("idempotency_key", &row.idempotency_key),
+        ("track_name", &row.lab),
+        ("sfdc_account_id", &row.sfdc_account_id),
+        ("deletion_claimed_by", &row.deletion_claimed_by),
+        ("last_deletion_error", &row.last_deletion_error),
+        ("quarantine_reason", &row.quarantine_reason),
+        ("token_id", &row.token_id),
+        ("reserved_for", &row.reserved_for),
+    ];
+    for (name, value) in optional_text {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            put(name, s(value));
+        }
+    }
+    let optional_numbers = [
+        ("lab_duration_hours", row.lab_duration_hours.map(i64::from)),
+        (
+            "deletion_requested_at",
+            row.deletion_requested_at.map(EpochSecs::get),
+        ),
+        ("last_synced", row.last_synced.map(EpochSecs::get)),
+        ("deleted_at", row.deleted_at.map(EpochSecs::get)),
+        ("ttl", row.ttl.map(EpochSecs::get)),
+        (
+            "next_deletion_attempt_at",
+            row.next_deletion_attempt_at.map(EpochSecs::get),
+        ),
+        (
+            "deletion_claimed_until",
+            row.deletion_claimed_until.map(EpochSecs::get),
+        ),
+        (
+            "first_deletion_failure_at",
+            row.first_deletion_failure_at.map(EpochSecs::get),
+        ),
+        (
+            "deletion_transient_failures",
+            Some(i64::from(row.deletion_transient_failures)).filter(|c| *c > 0),
+        ),
+    ];
+    for (name, value) in optional_numbers {
+        if let Some(value) = value {
+            put(name, n(value));
+        }
+    }
+    if let Some(cleanup) = &row.niosxaas {
+        for (name, value) in niosxaas_attributes(cleanup) {
+            if let Some(value) = value {
+                put(name, value);
+            }
+        }
+    }
+    attributes.sort_unstable_by_key(|(name, _)| *name);
+    attributes
 }
 
 #[cfg(test)]

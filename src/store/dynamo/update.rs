@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use super::error::internal;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::item::{Item, n, s};
+use super::item::{Item, n, row_attributes, s};
 use crate::domain::lifecycle::Change;
 use crate::domain::time::EpochSecs;
 use crate::domain::{ExternalId, NewSandbox, Sandbox, SandboxId, SandboxName, ValidationError};
@@ -51,7 +51,7 @@ pub(crate) struct RowUpdate {
 /// written by hand per operation. With `announce`, the event the change announces (if
 /// any) rides on it (see [`super::DynamoStore::announcing`]).
 pub(crate) fn row_update(before: &Sandbox, change: &Change, announce: bool) -> RowUpdate {
-    let (old, new) = (Item::from(before), Item::from(&change.row));
+    let (old, new) = (row_attributes(before), row_attributes(&change.row));
     let mut update = RowUpdate::default();
     // One placeholder per attribute, however often the update names it.
     let name = |update: &mut RowUpdate, attribute: &str| {
@@ -64,23 +64,38 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change, announce: bool) -> R
             .insert(placeholder.clone(), attribute.to_owned());
         placeholder
     };
-    let mut set = Vec::new();
-    let mut attributes: Vec<&String> = new.keys().collect();
-    attributes.sort();
-    for attribute in attributes {
-        let value = &new[attribute];
-        if attribute == "PK" || attribute == "SK" || old.get(attribute) == Some(value) {
-            continue;
+    // Both sorted by name: one pass finds what the new row sets and what it drops.
+    let (mut set, mut gone) = (Vec::new(), Vec::new());
+    let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let changed = match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some((was, _)), None) => {
+                gone.push(*was);
+                old.next();
+                continue;
+            }
+            (Some((was, _)), Some((is, _))) if was < is => {
+                gone.push(*was);
+                old.next();
+                continue;
+            }
+            (Some((was, before)), Some((is, after))) if was == is => {
+                old.next();
+                (before != after).then_some((*is, after))
+            }
+            (_, Some((is, after))) => Some((*is, after)),
+        };
+        new.next();
+        if let Some((attribute, value)) = changed {
+            let placeholder = name(&mut update, attribute);
+            let value_placeholder = format!(":v{}", update.values.len());
+            update
+                .values
+                .insert(value_placeholder.clone(), value.clone());
+            set.push(format!("{placeholder} = {value_placeholder}"));
         }
-        let placeholder = name(&mut update, attribute);
-        let value_placeholder = format!(":v{}", update.values.len());
-        update
-            .values
-            .insert(value_placeholder.clone(), value.clone());
-        set.push(format!("{placeholder} = {value_placeholder}"));
     }
-    let mut gone: Vec<&String> = old.keys().filter(|key| !new.contains_key(*key)).collect();
-    gone.sort();
     let remove: Vec<String> = gone
         .into_iter()
         .map(|attribute| name(&mut update, attribute))
