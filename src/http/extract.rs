@@ -5,8 +5,8 @@
 
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -15,16 +15,19 @@ use crate::domain::{
     HolderKey, IdempotencyKey, LabName, NamePrefix, SandboxId, ValidationError, trim_blanks,
 };
 
+// Header names as `HeaderName`s: a lookup by `&str` parses the name on every call.
 /// Preferred student header.
-pub const HOLDER_HEADER: &str = "x-instruqt-sandbox-id";
+pub const HOLDER_HEADER: HeaderName = HeaderName::from_static("x-instruqt-sandbox-id");
 /// Legacy student header, used when the preferred one is absent or blank.
-pub const LEGACY_HOLDER_HEADER: &str = "x-track-id";
+pub const LEGACY_HOLDER_HEADER: HeaderName = HeaderName::from_static("x-track-id");
 /// Lab slug header.
-pub const LAB_HEADER: &str = "x-instruqt-track-id";
+pub const LAB_HEADER: HeaderName = HeaderName::from_static("x-instruqt-track-id");
 /// Name prefix header.
-pub const NAME_PREFIX_HEADER: &str = "x-sandbox-name-prefix";
+pub const NAME_PREFIX_HEADER: HeaderName = HeaderName::from_static("x-sandbox-name-prefix");
 /// Idempotency header.
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub const IDEMPOTENCY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
+/// `Prefer: wait=N` (RFC 7240), a request to wait for a sandbox.
+const PREFER_HEADER: HeaderName = HeaderName::from_static("prefer");
 
 /// Checks a path id an admin route names (`tok_…`, `res_…`, `wh_…`): `prefix`, then at
 /// most 64 ASCII letters, digits and `_` in all; `what` names the kind in the 400.
@@ -45,7 +48,7 @@ pub fn prefixed_id(id: &str, prefix: &str, what: &str) -> Result<(), ValidationE
 /// A header's trimmed text, `None` when absent or blank. Non-ASCII bytes are a validation error.
 pub fn header_text<'h>(
     headers: &'h HeaderMap,
-    name: &'static str,
+    name: &HeaderName,
     display: &str,
 ) -> Result<Option<&'h str>, ValidationError> {
     let Some(value) = headers.get(name) else {
@@ -60,10 +63,10 @@ pub fn header_text<'h>(
 
 /// The holder key from `X-Instruqt-Sandbox-ID`, else `X-Track-ID`.
 pub fn holder_key(headers: &HeaderMap) -> Result<HolderKey, ApiError> {
-    if let Some(text) = header_text(headers, HOLDER_HEADER, "X-Instruqt-Sandbox-ID")? {
+    if let Some(text) = header_text(headers, &HOLDER_HEADER, "X-Instruqt-Sandbox-ID")? {
         return Ok(HolderKey::parse("X-Instruqt-Sandbox-ID", text)?);
     }
-    match header_text(headers, LEGACY_HOLDER_HEADER, "X-Track-ID")? {
+    match header_text(headers, &LEGACY_HOLDER_HEADER, "X-Track-ID")? {
         Some(text) => Ok(HolderKey::parse("X-Track-ID", text)?),
         None => Err(ApiError::MissingHolderKey),
     }
@@ -101,21 +104,21 @@ impl<S: Send + Sync> FromRequestParts<S> for AllocationHeaders {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let headers = &parts.headers;
         Ok(Self {
-            lab: optional_header(headers, LAB_HEADER, "X-Instruqt-Track-ID", LabName::parse)?,
+            lab: optional_header(headers, &LAB_HEADER, "X-Instruqt-Track-ID", LabName::parse)?,
             name_prefix: optional_header(
                 headers,
-                NAME_PREFIX_HEADER,
+                &NAME_PREFIX_HEADER,
                 "X-Sandbox-Name-Prefix",
                 NamePrefix::parse,
             )?,
             idempotency_key: optional_header(
                 headers,
-                IDEMPOTENCY_HEADER,
+                &IDEMPOTENCY_HEADER,
                 "Idempotency-Key",
                 IdempotencyKey::parse,
             )?,
             wait: headers
-                .get_all("prefer")
+                .get_all(&PREFER_HEADER)
                 .iter()
                 .filter_map(|value| value.to_str().ok())
                 .find_map(crate::allocation::waiting::requested_wait),
@@ -126,7 +129,7 @@ impl<S: Send + Sync> FromRequestParts<S> for AllocationHeaders {
 /// An optional header parsed with `parse`; blank counts as absent.
 fn optional_header<T>(
     headers: &HeaderMap,
-    name: &'static str,
+    name: &HeaderName,
     display: &str,
     parse: fn(&str, &str) -> Result<T, ValidationError>,
 ) -> Result<Option<T>, ValidationError> {

@@ -38,6 +38,8 @@ const X_XSS_PROTECTION: HeaderName = HeaderName::from_static("x-xss-protection")
 /// Rate limit headers.
 const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+/// What a trusted proxy says the client's address is.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Largest accepted request body (the import route's limit).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Longest incoming request id that is echoed rather than replaced.
@@ -167,11 +169,11 @@ fn cors_layer(origins: &[HeaderValue]) -> CorsLayer {
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
-            HeaderName::from_static(extract::HOLDER_HEADER),
-            HeaderName::from_static(extract::LEGACY_HOLDER_HEADER),
-            HeaderName::from_static(extract::LAB_HEADER),
-            HeaderName::from_static(extract::NAME_PREFIX_HEADER),
-            HeaderName::from_static(IDEMPOTENCY_HEADER),
+            extract::HOLDER_HEADER,
+            extract::LEGACY_HOLDER_HEADER,
+            extract::LAB_HEADER,
+            extract::NAME_PREFIX_HEADER,
+            IDEMPOTENCY_HEADER,
             REQUEST_ID,
         ])
         .expose_headers([
@@ -279,7 +281,7 @@ pub(crate) fn client_address_of(app: &AppState, request: &Request) -> std::net::
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
     let forwarded = request
         .headers()
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok());
     client_address(peer, forwarded, &app.http.trusted_proxies.0)
 }

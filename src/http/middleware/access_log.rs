@@ -68,7 +68,7 @@ fn path_parameter<'a>(route: &str, path: &'a str, parameter: &str) -> Option<&'a
 }
 
 /// A request header as text for the log, if present and printable.
-fn logged_header(request: &Request, name: &str) -> Option<String> {
+fn logged_header(request: &Request, name: &axum::http::HeaderName) -> Option<String> {
     let value = request.headers().get(name)?.to_str().ok()?.trim();
     (!value.is_empty()).then(|| bounded(value).to_owned())
 }
@@ -93,9 +93,9 @@ pub(super) async fn record_request(
         .map_or_else(|| "<unknown>".to_owned(), |p| p.as_str().to_owned());
     let request_id = request_id_of(&request);
     let action = format!("{method} {}", bounded(request.uri().path()));
-    let track_id = logged_header(&request, extract::HOLDER_HEADER)
-        .or_else(|| logged_header(&request, extract::LEGACY_HOLDER_HEADER));
-    let instruqt_track_id = logged_header(&request, extract::LAB_HEADER);
+    let track_id = logged_header(&request, &extract::HOLDER_HEADER)
+        .or_else(|| logged_header(&request, &extract::LEGACY_HOLDER_HEADER));
+    let instruqt_track_id = logged_header(&request, &extract::LAB_HEADER);
     let path_sandbox = path_parameter(&route, request.uri().path(), "{sandbox_id}")
         .map(|id| bounded(id).to_owned());
     let response = next.run(request).await;

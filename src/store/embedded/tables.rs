@@ -312,26 +312,65 @@ impl StatusDeltas {
     }
 }
 
-/// The open tables of one write transaction.
+/// A table of one write transaction, opened on its first use. redb keeps every table a
+/// transaction opened and looks each up again at commit, used or not: opening all 18 for
+/// every group commit cost about as much as a whole allocation's status-index writes.
+pub(super) struct Lazy<'txn, K: redb::Key + 'static, V: redb::Value + 'static> {
+    definition: TableDefinition<'static, K, V>,
+    table: std::cell::OnceCell<redb::Table<'txn, K, V>>,
+}
+
+impl<'txn, K: redb::Key + 'static, V: redb::Value + 'static> Lazy<'txn, K, V> {
+    fn new(definition: TableDefinition<'static, K, V>) -> Self {
+        Self {
+            definition,
+            table: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The table, to read; opened in `txn` if this is its first use.
+    fn read(&self, txn: &'txn WriteTransaction) -> Result<&redb::Table<'txn, K, V>, StoreError> {
+        if let Some(table) = self.table.get() {
+            return Ok(table);
+        }
+        let table = txn.open_table(self.definition).map_err(storage)?;
+        Ok(self.table.get_or_init(|| table))
+    }
+
+    /// The table, to write; opened in `txn` if this is its first use.
+    fn write(
+        &mut self,
+        txn: &'txn WriteTransaction,
+    ) -> Result<&mut redb::Table<'txn, K, V>, StoreError> {
+        self.read(txn)?;
+        self.table
+            .get_mut()
+            .ok_or_else(|| StoreError::Internal("a table just opened is gone".into()))
+    }
+}
+
+/// The tables of one write transaction. The three every row change writes are opened
+/// with it; the others on first use ([`Lazy`]).
 pub(super) struct Tables<'txn> {
+    txn: &'txn WriteTransaction,
     sandboxes: redb::Table<'txn, &'static str, &'static [u8]>,
     available: redb::Table<'txn, &'static str, &'static str>,
-    allocation_keys: redb::Table<'txn, &'static str, &'static str>,
     by_status: redb::Table<'txn, &'static str, ()>,
-    jobs: redb::Table<'txn, &'static str, &'static [u8]>,
-    niosxaas_history: redb::Table<'txn, &'static str, &'static [u8]>,
-    used: redb::Table<'txn, &'static str, &'static [u8]>,
-    records: redb::Table<'txn, &'static str, &'static [u8]>,
-    actions: redb::Table<'txn, &'static str, &'static [u8]>,
-    cordons: redb::Table<'txn, &'static str, &'static [u8]>,
-    tokens: redb::Table<'txn, &'static str, &'static [u8]>,
-    token_held: redb::Table<'txn, &'static str, ()>,
-    reservations: redb::Table<'txn, &'static str, &'static [u8]>,
-    reserved: redb::Table<'txn, &'static str, &'static str>,
-    reservation_used: redb::Table<'txn, &'static str, ()>,
-    webhooks: redb::Table<'txn, &'static str, &'static [u8]>,
-    outbox: redb::Table<'txn, &'static str, &'static [u8]>,
-    deliveries: redb::Table<'txn, &'static str, &'static [u8]>,
+    allocation_keys: Lazy<'txn, &'static str, &'static str>,
+    jobs: Lazy<'txn, &'static str, &'static [u8]>,
+    niosxaas_history: Lazy<'txn, &'static str, &'static [u8]>,
+    used: Lazy<'txn, &'static str, &'static [u8]>,
+    records: Lazy<'txn, &'static str, &'static [u8]>,
+    actions: Lazy<'txn, &'static str, &'static [u8]>,
+    cordons: Lazy<'txn, &'static str, &'static [u8]>,
+    tokens: Lazy<'txn, &'static str, &'static [u8]>,
+    token_held: Lazy<'txn, &'static str, ()>,
+    reservations: Lazy<'txn, &'static str, &'static [u8]>,
+    reserved: Lazy<'txn, &'static str, &'static str>,
+    reservation_used: Lazy<'txn, &'static str, ()>,
+    webhooks: Lazy<'txn, &'static str, &'static [u8]>,
+    outbox: Lazy<'txn, &'static str, &'static [u8]>,
+    deliveries: Lazy<'txn, &'static str, &'static [u8]>,
     deltas: StatusDeltas,
     /// The committed allocation-key index, and this transaction's changes to it.
     keys: &'txn KeyIndex,
@@ -339,30 +378,32 @@ pub(super) struct Tables<'txn> {
 }
 
 impl<'txn> Tables<'txn> {
-    /// Opens every table in `txn`, beside the committed allocation-key index `keys`.
+    /// Opens the row tables in `txn` (the others wait for their first use), beside the
+    /// committed allocation-key index `keys`.
     pub(super) fn open(
         txn: &'txn WriteTransaction,
         keys: &'txn KeyIndex,
     ) -> Result<Self, redb::Error> {
         Ok(Self {
+            txn,
             sandboxes: txn.open_table(SANDBOXES)?,
             available: txn.open_table(AVAILABLE_BY_NAME)?,
-            allocation_keys: txn.open_table(ALLOCATION_KEYS)?,
             by_status: txn.open_table(BY_STATUS)?,
-            jobs: txn.open_table(JOBS)?,
-            niosxaas_history: txn.open_table(NIOSXAAS_HISTORY)?,
-            used: txn.open_table(USED_ACCOUNTS)?,
-            records: txn.open_table(RECORDS)?,
-            actions: txn.open_table(ACTIONS)?,
-            cordons: txn.open_table(CORDONS)?,
-            tokens: txn.open_table(TOKENS)?,
-            token_held: txn.open_table(TOKEN_HELD)?,
-            reservations: txn.open_table(RESERVATIONS)?,
-            reserved: txn.open_table(RESERVED_BY_NAME)?,
-            reservation_used: txn.open_table(RESERVATION_USED)?,
-            webhooks: txn.open_table(WEBHOOKS)?,
-            outbox: txn.open_table(OUTBOX)?,
-            deliveries: txn.open_table(DELIVERIES)?,
+            allocation_keys: Lazy::new(ALLOCATION_KEYS),
+            jobs: Lazy::new(JOBS),
+            niosxaas_history: Lazy::new(NIOSXAAS_HISTORY),
+            used: Lazy::new(USED_ACCOUNTS),
+            records: Lazy::new(RECORDS),
+            actions: Lazy::new(ACTIONS),
+            cordons: Lazy::new(CORDONS),
+            tokens: Lazy::new(TOKENS),
+            token_held: Lazy::new(TOKEN_HELD),
+            reservations: Lazy::new(RESERVATIONS),
+            reserved: Lazy::new(RESERVED_BY_NAME),
+            reservation_used: Lazy::new(RESERVATION_USED),
+            webhooks: Lazy::new(WEBHOOKS),
+            outbox: Lazy::new(OUTBOX),
+            deliveries: Lazy::new(DELIVERIES),
             deltas: StatusDeltas::default(),
             keys,
             key_changes: KeyChanges::default(),
@@ -417,15 +458,20 @@ impl<'txn> Tables<'txn> {
                 .map_err(storage)?;
         }
         if let Some(key) = token_held_key(new) {
-            self.token_held.insert(key.as_str(), ()).map_err(storage)?;
+            self.token_held
+                .write(self.txn)?
+                .insert(key.as_str(), ())
+                .map_err(storage)?;
         }
         if let Some(key) = reserved_key(new) {
             self.reserved
+                .write(self.txn)?
                 .insert(key.as_str(), new.sandbox_id.as_str())
                 .map_err(storage)?;
         }
         if let Some(key) = reservation_used_key(new) {
             self.reservation_used
+                .write(self.txn)?
                 .insert(key.as_str(), ())
                 .map_err(storage)?;
         }
@@ -447,6 +493,7 @@ impl<'txn> Tables<'txn> {
         if let Some(marker) = UsedAccount::left_by(old, now) {
             let bytes = encode(&marker)?;
             self.used
+                .write(self.txn)?
                 .insert(old.sandbox_id.as_str(), bytes.as_slice())
                 .map_err(storage)?;
         }
@@ -459,18 +506,25 @@ impl<'txn> Tables<'txn> {
 
     /// What the broker has for `id`: its row, else whether a used-account marker is kept.
     fn prior(&self, id: &str) -> Result<(Option<Sandbox>, bool), StoreError> {
-        prior_in(&self.sandboxes, &self.used, id)
+        prior_in(&self.sandboxes, self.used.read(self.txn)?, id)
     }
 
     fn unindex(&mut self, old: &Sandbox) -> Result<(), StoreError> {
         if let Some(key) = token_held_key(old) {
-            self.token_held.remove(key.as_str()).map_err(storage)?;
+            self.token_held
+                .write(self.txn)?
+                .remove(key.as_str())
+                .map_err(storage)?;
         }
         if let Some(key) = reserved_key(old) {
-            self.reserved.remove(key.as_str()).map_err(storage)?;
+            self.reserved
+                .write(self.txn)?
+                .remove(key.as_str())
+                .map_err(storage)?;
         }
         if let Some(key) = reservation_used_key(old) {
             self.reservation_used
+                .write(self.txn)?
                 .remove(key.as_str())
                 .map_err(storage)?;
         }
@@ -744,8 +798,9 @@ mod tests {
             allocated.holder = Some("stu".into());
             tables.put(Some(&old), &allocated).unwrap();
             // As a build before the index kept them: the live key, and one whose row is gone.
-            tables.allocation_keys.insert("stu", "1").unwrap();
-            tables.allocation_keys.insert("gone", "9").unwrap();
+            let stored = tables.allocation_keys.write(&txn).unwrap();
+            stored.insert("stu", "1").unwrap();
+            stored.insert("gone", "9").unwrap();
         }
         txn.commit().unwrap();
 

@@ -115,6 +115,7 @@ impl Tables<'_> {
     ) -> Result<(), StoreError> {
         let bytes = encode(cordon)?;
         self.cordons
+            .write(self.txn)?
             .insert(cordon.id.as_str(), bytes.as_slice())
             .map_err(storage)?;
         Ok(())
@@ -125,7 +126,7 @@ impl Tables<'_> {
         &mut self,
         id: &str,
     ) -> Result<Option<Cordon>, StoreError> {
-        let removed = self.cordons.remove(id).map_err(storage)?;
+        let removed = self.cordons.write(self.txn)?.remove(id).map_err(storage)?;
         removed
             .map(|value| {
                 serde_json::from_slice(value.value())
@@ -142,6 +143,7 @@ impl Tables<'_> {
         let key = new_action_key(action);
         let bytes = encode(action)?;
         self.actions
+            .write(self.txn)?
             .insert(key.as_str(), bytes.as_slice())
             .map_err(storage)?;
         Ok(())
@@ -166,6 +168,7 @@ impl Tables<'_> {
     fn put_record(&mut self, key: &str, value: &impl serde::Serialize) -> Result<(), StoreError> {
         let bytes = encode(value)?;
         self.records
+            .write(self.txn)?
             .insert(key, bytes.as_slice())
             .map_err(storage)?;
         Ok(())

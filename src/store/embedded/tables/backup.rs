@@ -255,16 +255,19 @@ impl Tables<'_> {
             // A key no restored row holds (yet): kept as the file has it, for exports.
             BackupItem::AllocationKey(key) => {
                 self.allocation_keys
+                    .write(self.txn)?
                     .insert(key.encoded().as_str(), key.sandbox_id.as_str())
                     .map_err(storage)?;
             }
             BackupItem::UsedAccount(marker) => {
                 self.used
+                    .write(self.txn)?
                     .insert(marker.sandbox_id.as_str(), encode(marker)?.as_slice())
                     .map_err(storage)?;
             }
             BackupItem::NiosxaasHistory(history) => {
                 self.niosxaas_history
+                    .write(self.txn)?
                     .insert(history.sandbox_id.as_str(), encode(history)?.as_slice())
                     .map_err(storage)?;
             }
@@ -276,6 +279,7 @@ impl Tables<'_> {
             BackupItem::Cordon(cordon) => self.add_cordon(cordon)?,
             BackupItem::Action(action) => {
                 self.actions
+                    .write(self.txn)?
                     .insert(action.key.as_str(), encode(&action.entry)?.as_slice())
                     .map_err(storage)?;
             }
@@ -300,6 +304,7 @@ impl Tables<'_> {
                     Some(id) => Some(id),
                     None => self
                         .allocation_keys
+                        .read(self.txn)?
                         .get(encoded.as_str())
                         .map_err(storage)?
                         .map(|guard| guard.value().to_owned()),
@@ -308,26 +313,38 @@ impl Tables<'_> {
                     BackupItem::AllocationKey(AllocationKeyItem::from_encoded(&encoded, id))
                 }))
             }
-            BackupItem::UsedAccount(marker) => {
-                json_entry(&self.used, JsonKind::Used, &marker.sandbox_id)
-            }
+            BackupItem::UsedAccount(marker) => json_entry(
+                self.used.read(self.txn)?,
+                JsonKind::Used,
+                &marker.sandbox_id,
+            ),
             BackupItem::NiosxaasHistory(history) => json_entry(
-                &self.niosxaas_history,
+                self.niosxaas_history.read(self.txn)?,
                 JsonKind::Niosxaas,
                 &history.sandbox_id,
             ),
             BackupItem::Job(record) => Ok(self.job(&record.job)?.map(BackupItem::Job)),
-            BackupItem::Cordon(cordon) => json_entry(&self.cordons, JsonKind::Cordon, &cordon.id),
-            BackupItem::Action(action) => json_entry(&self.actions, JsonKind::Action, &action.key),
-            BackupItem::LabToken(token) => json_entry(&self.tokens, JsonKind::Token, &token.id),
-            BackupItem::Reservation(reservation) => {
-                json_entry(&self.reservations, JsonKind::Reservation, &reservation.id)
+            BackupItem::Cordon(cordon) => {
+                json_entry(self.cordons.read(self.txn)?, JsonKind::Cordon, &cordon.id)
             }
-            BackupItem::Webhook { endpoint, .. } => {
-                json_entry(&self.webhooks, JsonKind::Webhook, &endpoint.id)
+            BackupItem::Action(action) => {
+                json_entry(self.actions.read(self.txn)?, JsonKind::Action, &action.key)
             }
+            BackupItem::LabToken(token) => {
+                json_entry(self.tokens.read(self.txn)?, JsonKind::Token, &token.id)
+            }
+            BackupItem::Reservation(reservation) => json_entry(
+                self.reservations.read(self.txn)?,
+                JsonKind::Reservation,
+                &reservation.id,
+            ),
+            BackupItem::Webhook { endpoint, .. } => json_entry(
+                self.webhooks.read(self.txn)?,
+                JsonKind::Webhook,
+                &endpoint.id,
+            ),
             BackupItem::WebhookDelivery(delivery) => json_entry(
-                &self.deliveries,
+                self.deliveries.read(self.txn)?,
                 JsonKind::Delivery,
                 &super::outbox::delivery_key(delivery),
             ),
@@ -342,11 +359,15 @@ impl Tables<'_> {
         match marker {
             Some(marker) => {
                 self.records
+                    .write(self.txn)?
                     .insert(RESTORE_MARKER, encode(marker)?.as_slice())
                     .map_err(storage)?;
             }
             None => {
-                self.records.remove(RESTORE_MARKER).map_err(storage)?;
+                self.records
+                    .write(self.txn)?
+                    .remove(RESTORE_MARKER)
+                    .map_err(storage)?;
             }
         }
         Ok(())

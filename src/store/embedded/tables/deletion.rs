@@ -78,6 +78,7 @@ impl Tables<'_> {
         {
             let bytes = encode(&history)?;
             self.niosxaas_history
+                .write(self.txn)?
                 .insert(id, bytes.as_slice())
                 .map_err(storage)?;
         }
@@ -93,11 +94,15 @@ impl Tables<'_> {
         for id in ids {
             let expired = self
                 .niosxaas_history
+                .read(self.txn)?
                 .get(id.as_str())
                 .map_err(storage)?
                 .is_some_and(|value| history_expired(value.value(), now));
             if expired {
-                self.niosxaas_history.remove(id.as_str()).map_err(storage)?;
+                self.niosxaas_history
+                    .write(self.txn)?
+                    .remove(id.as_str())
+                    .map_err(storage)?;
             }
         }
         Ok(())

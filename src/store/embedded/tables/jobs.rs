@@ -25,7 +25,7 @@ pub(super) fn decode_job(job: &str, bytes: &[u8]) -> Result<JobRecord, StoreErro
 
 impl Tables<'_> {
     pub(super) fn job(&self, job: &str) -> Result<Option<JobRecord>, StoreError> {
-        let guard = self.jobs.get(job).map_err(storage)?;
+        let guard = self.jobs.read(self.txn)?.get(job).map_err(storage)?;
         guard
             .map(|value| decode_job(job, value.value()))
             .transpose()
@@ -34,6 +34,7 @@ impl Tables<'_> {
     pub(super) fn put_job(&mut self, record: &JobRecord) -> Result<(), StoreError> {
         let bytes = encode(record)?;
         self.jobs
+            .write(self.txn)?
             .insert(record.job.as_str(), bytes.as_slice())
             .map_err(storage)?;
         Ok(())

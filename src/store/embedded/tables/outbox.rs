@@ -58,13 +58,18 @@ impl Tables<'_> {
         &mut self,
         event: impl FnOnce() -> Option<Pending>,
     ) -> Result<(), StoreError> {
-        if self.webhooks.is_empty().map_err(storage)? {
+        if self.webhooks.read(self.txn)?.is_empty().map_err(storage)? {
             return Ok(());
         }
         let Some(pending) = event() else {
             return Ok(());
         };
-        let last = match self.records.get(OUTBOX_SEQUENCE).map_err(storage)? {
+        let last = match self
+            .records
+            .read(self.txn)?
+            .get(OUTBOX_SEQUENCE)
+            .map_err(storage)?
+        {
             Some(value) => {
                 let bytes: [u8; 8] = value.value().try_into().map_err(|_| {
                     StoreError::Internal("the outbox sequence is not 8 bytes".into())
@@ -75,9 +80,11 @@ impl Tables<'_> {
         };
         let next = last + 1;
         self.records
+            .write(self.txn)?
             .insert(OUTBOX_SEQUENCE, next.to_be_bytes().as_slice())
             .map_err(storage)?;
         self.outbox
+            .write(self.txn)?
             .insert(format!("{next:020}").as_str(), encode(&pending)?.as_slice())
             .map_err(storage)?;
         Ok(())
@@ -91,7 +98,13 @@ impl Tables<'_> {
         now: crate::domain::time::EpochMillis,
     ) -> Result<u64, StoreError> {
         let mut taken = Vec::new();
-        for entry in self.outbox.iter().map_err(storage)?.take(limit) {
+        for entry in self
+            .outbox
+            .read(self.txn)?
+            .iter()
+            .map_err(storage)?
+            .take(limit)
+        {
             let (key, value) = entry.map_err(storage)?;
             taken.push((
                 key.value().to_owned(),
@@ -114,6 +127,7 @@ impl Tables<'_> {
                 for endpoint in wanting {
                     let delivery = Delivery::first(&endpoint.id, &event, sequence(now, place));
                     self.deliveries
+                        .write(self.txn)?
                         .insert(
                             delivery_key(&delivery).as_str(),
                             encode(&delivery)?.as_slice(),
@@ -121,7 +135,10 @@ impl Tables<'_> {
                         .map_err(storage)?;
                 }
             }
-            self.outbox.remove(key.as_str()).map_err(storage)?;
+            self.outbox
+                .write(self.txn)?
+                .remove(key.as_str())
+                .map_err(storage)?;
         }
         Ok(taken.len() as u64)
     }
@@ -135,17 +152,22 @@ impl Tables<'_> {
         let key = delivery_key(delivery);
         match next {
             None => {
-                self.deliveries.remove(key.as_str()).map_err(storage)?;
+                self.deliveries
+                    .write(self.txn)?
+                    .remove(key.as_str())
+                    .map_err(storage)?;
             }
             // Only while it is still there: an endpoint removed meanwhile took it along.
             Some(next)
                 if self
                     .deliveries
+                    .read(self.txn)?
                     .get(key.as_str())
                     .map_err(storage)?
                     .is_some() =>
             {
                 self.deliveries
+                    .write(self.txn)?
                     .insert(key.as_str(), encode(next)?.as_slice())
                     .map_err(storage)?;
             }
@@ -160,6 +182,7 @@ impl Tables<'_> {
         delivery: &Delivery,
     ) -> Result<(), StoreError> {
         self.deliveries
+            .write(self.txn)?
             .insert(
                 delivery_key(delivery).as_str(),
                 encode(delivery)?.as_slice(),
@@ -177,13 +200,17 @@ impl Tables<'_> {
         let mut keys = Vec::new();
         for entry in self
             .deliveries
+            .read(self.txn)?
             .range(start.as_str()..end.as_str())
             .map_err(storage)?
         {
             keys.push(entry.map_err(storage)?.0.value().to_owned());
         }
         for key in &keys {
-            self.deliveries.remove(key.as_str()).map_err(storage)?;
+            self.deliveries
+                .write(self.txn)?
+                .remove(key.as_str())
+                .map_err(storage)?;
         }
         Ok(keys.len() as u64)
     }

@@ -107,6 +107,7 @@ impl Tables<'_> {
     ) -> Result<(), StoreError> {
         let bytes = encode(reservation)?;
         self.reservations
+            .write(self.txn)?
             .insert(reservation.id.as_str(), bytes.as_slice())
             .map_err(storage)?;
         Ok(())
@@ -117,7 +118,11 @@ impl Tables<'_> {
         &mut self,
         id: &str,
     ) -> Result<Option<Reservation>, StoreError> {
-        let removed = self.reservations.remove(id).map_err(storage)?;
+        let removed = self
+            .reservations
+            .write(self.txn)?
+            .remove(id)
+            .map_err(storage)?;
         removed
             .map(|value| json::<Reservation>("reservation", id, value.value()))
             .transpose()
@@ -129,6 +134,7 @@ impl Tables<'_> {
         let end = format!("{reservation}\u{1}");
         let id = match self
             .reserved
+            .read(self.txn)?
             .range(start.as_str()..end.as_str())
             .map_err(storage)?
             .next()

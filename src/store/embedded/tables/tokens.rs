@@ -34,7 +34,7 @@ pub(in crate::store::embedded) fn token_uses(db: &Database) -> Result<Vec<TokenU
 impl Tables<'_> {
     fn every_token(&self) -> Result<Vec<LabToken>, StoreError> {
         let mut all = Vec::new();
-        for entry in self.tokens.iter().map_err(storage)? {
+        for entry in self.tokens.read(self.txn)?.iter().map_err(storage)? {
             let (key, value) = entry.map_err(storage)?;
             all.push(json::<LabToken>("token", key.value(), value.value())?);
         }
@@ -58,13 +58,14 @@ impl Tables<'_> {
     pub(super) fn put_token(&mut self, token: &LabToken) -> Result<(), StoreError> {
         let bytes = encode(token)?;
         self.tokens
+            .write(self.txn)?
             .insert(token.id.as_str(), bytes.as_slice())
             .map_err(storage)?;
         Ok(())
     }
 
     fn token(&self, id: &str) -> Result<Option<LabToken>, StoreError> {
-        let guard = self.tokens.get(id).map_err(storage)?;
+        let guard = self.tokens.read(self.txn)?.get(id).map_err(storage)?;
         guard
             .map(|value| json::<LabToken>("token", id, value.value()))
             .transpose()
@@ -103,6 +104,6 @@ impl Tables<'_> {
 
     /// How many sandboxes `token` holds now.
     pub(in crate::store::embedded) fn held_by_token(&self, token: &str) -> Result<u64, StoreError> {
-        held_in(&self.token_held, token)
+        held_in(self.token_held.read(self.txn)?, token)
     }
 }

@@ -50,7 +50,7 @@ impl Tables<'_> {
     }
 
     fn kept_webhook(&self, id: &str) -> Result<Option<Kept>, StoreError> {
-        let guard = self.webhooks.get(id).map_err(storage)?;
+        let guard = self.webhooks.read(self.txn)?.get(id).map_err(storage)?;
         guard
             .map(|value| json::<Kept>("webhook", id, value.value()))
             .transpose()
@@ -59,6 +59,7 @@ impl Tables<'_> {
     fn keep_webhook(&mut self, kept: &Kept) -> Result<(), StoreError> {
         let bytes = encode(kept)?;
         self.webhooks
+            .write(self.txn)?
             .insert(kept.endpoint.id.as_str(), bytes.as_slice())
             .map_err(storage)?;
         Ok(())
@@ -95,7 +96,7 @@ impl Tables<'_> {
         &mut self,
         id: &str,
     ) -> Result<Option<WebhookEndpoint>, StoreError> {
-        let removed = self.webhooks.remove(id).map_err(storage)?;
+        let removed = self.webhooks.write(self.txn)?.remove(id).map_err(storage)?;
         removed
             .map(|value| json::<Kept>("webhook", id, value.value()).map(|kept| kept.endpoint))
             .transpose()
