@@ -750,10 +750,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn allocations_from_before_the_mark_are_marked_as_this_services_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("t.redb")).unwrap();
+    /// A store file with rows 1 and 2, row 1 allocated to `stu` as a build before
+    /// `allocated_by` stored it; `also` writes more in the same transaction.
+    fn file_with_one_allocation(
+        dir: &std::path::Path,
+        also: impl FnOnce(&mut Tables<'_>),
+    ) -> Database {
+        let db = Database::create(dir.join("t.redb")).unwrap();
         create_all(&db).unwrap();
         let (txn, keys) = (db.begin_write().unwrap(), KeyIndex::default());
         {
@@ -761,7 +764,6 @@ mod tests {
             tables
                 .import(vec![row("1"), row("2")], EpochSecs::new(0))
                 .unwrap();
-            // An allocation as a build before `allocated_by` stored it.
             let old = tables.row("1").unwrap().unwrap();
             let mut allocated = old.clone();
             allocated.status = SandboxStatus::Allocated;
@@ -769,8 +771,16 @@ mod tests {
             allocated.allocated_at = Some(EpochSecs::new(100));
             allocated.lab_duration_hours = Some(2);
             tables.put(Some(&old), &allocated).unwrap();
+            also(&mut tables);
         }
         txn.commit().unwrap();
+        db
+    }
+
+    #[test]
+    fn allocations_from_before_the_mark_are_marked_as_this_services_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = file_with_one_allocation(dir.path(), |_| {});
 
         assert_eq!(mark_own_allocations(&db).unwrap(), 1);
         assert_eq!(mark_own_allocations(&db).unwrap(), 0, "once");
@@ -783,26 +793,12 @@ mod tests {
     #[test]
     fn a_file_that_stored_every_allocation_key_keeps_only_those_no_row_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("t.redb")).unwrap();
-        create_all(&db).unwrap();
-        let empty = KeyIndex::default();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut tables = Tables::open(&txn, &empty).unwrap();
-            tables
-                .import(vec![row("1"), row("2")], EpochSecs::new(0))
-                .unwrap();
-            let old = tables.row("1").unwrap().unwrap();
-            let mut allocated = old.clone();
-            allocated.status = SandboxStatus::Allocated;
-            allocated.holder = Some("stu".into());
-            tables.put(Some(&old), &allocated).unwrap();
+        let db = file_with_one_allocation(dir.path(), |tables| {
             // As a build before the index kept them: the live key, and one whose row is gone.
-            let stored = tables.allocation_keys.write(&txn).unwrap();
+            let stored = tables.allocation_keys.write(tables.txn).unwrap();
             stored.insert("stu", "1").unwrap();
             stored.insert("gone", "9").unwrap();
-        }
-        txn.commit().unwrap();
+        });
 
         let (stats, index) = scan_rows(&db).unwrap().unwrap();
         assert_eq!((stats.allocated, stats.available), (1, 1));
