@@ -5,6 +5,7 @@
 //! decided row (the key never changes), and the condition is exactly the decision's
 //! [`Expect`](crate::domain::lifecycle::Expect): what must still hold for it to apply.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use super::error::internal;
@@ -68,25 +69,28 @@ pub(crate) fn row_update(before: &Sandbox, change: &Change, announce: bool) -> R
     let (mut set, mut gone) = (Vec::new(), Vec::new());
     let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
     loop {
-        let changed = match (old.peek(), new.peek()) {
+        let order = match (old.peek(), new.peek()) {
             (None, None) => break,
-            (Some((was, _)), None) => {
-                gone.push(*was);
-                old.next();
-                continue;
-            }
-            (Some((was, _)), Some((is, _))) if was < is => {
-                gone.push(*was);
-                old.next();
-                continue;
-            }
-            (Some((was, before)), Some((is, after))) if was == is => {
-                old.next();
-                (before != after).then_some((*is, after))
-            }
-            (_, Some((is, after))) => Some((*is, after)),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((was, _)), Some((is, _))) => was.cmp(is),
         };
-        new.next();
+        let changed = match order {
+            // Only the old row has it.
+            Ordering::Less => {
+                gone.extend(old.next().map(|(attribute, _)| *attribute));
+                None
+            }
+            Ordering::Equal => {
+                old.next()
+                    .zip(new.next())
+                    .and_then(|((_, before), (attribute, after))| {
+                        (before != after).then_some((attribute, after))
+                    })
+            }
+            // Only the new row has it.
+            Ordering::Greater => new.next().map(|(attribute, value)| (attribute, value)),
+        };
         if let Some((attribute, value)) = changed {
             let placeholder = name(&mut update, attribute);
             let value_placeholder = format!(":v{}", update.values.len());
