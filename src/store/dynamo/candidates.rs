@@ -395,30 +395,49 @@ async fn window(
         .collect())
 }
 
-/// A string in `[low, high]`: their common prefix plus a random character between the
-/// first characters where they differ. Good enough to split a range of names such as
-/// `lab-0001`..`lab-0999` at a random point.
+/// A random name in `[low, high]` shaped like them: their common prefix, a random
+/// character between the first ones where they differ, then at each later position a
+/// random character of the same kind as theirs there (a digit for a digit, a letter for a
+/// letter; anything else kept). So `bench-0000000`..`bench-0019999` splits at any of
+/// 20,000 names, not at `bench-000` or `bench-001` only: picking among the first differing
+/// characters alone would send every refill of a numbered pool, and every instance of a
+/// fleet, to a handful of windows, where it would find the candidates it already holds.
 pub(super) fn random_between(low: &str, high: &str) -> String {
-    if low >= high {
+    if low >= high || !low.is_ascii() || !high.is_ascii() {
         return low.to_owned();
     }
-    let common = low
-        .bytes()
-        .zip(high.bytes())
+    let (low_bytes, high_bytes) = (low.as_bytes(), high.as_bytes());
+    let common = low_bytes
+        .iter()
+        .zip(high_bytes)
         .take_while(|(a, b)| a == b)
         .count();
-    let floor = low.as_bytes().get(common).copied().unwrap_or(b' ');
-    let ceiling = high.as_bytes().get(common).copied().unwrap_or(b'~');
-    if floor >= ceiling || !ceiling.is_ascii() || !floor.is_ascii() {
-        return low.to_owned();
+    let floor = low_bytes.get(common).copied().unwrap_or(b' ');
+    let ceiling = high_bytes.get(common).copied().unwrap_or(b'~');
+    let mut pivot = high_bytes[..common].to_vec();
+    pivot.push(rand::random_range(floor..=ceiling));
+    for position in common + 1..low_bytes.len().max(high_bytes.len()) {
+        let shape = low_bytes.get(position).or(high_bytes.get(position));
+        pivot.push(shape.map_or(b' ', |&shape| random_like(shape)));
     }
-    let pick = rand::random_range(floor..=ceiling);
-    let mut pivot = high[..common].to_owned();
-    pivot.push(char::from(pick));
+    let pivot = String::from_utf8(pivot).unwrap_or_else(|_| low.to_owned());
     if pivot.as_str() < low {
         low.to_owned()
+    } else if pivot.as_str() > high {
+        high.to_owned()
     } else {
         pivot
+    }
+}
+
+/// A random ASCII character of the same kind as `shape`: a digit, a lower-case or an
+/// upper-case letter; any other character is kept (separators such as `-`).
+fn random_like(shape: u8) -> u8 {
+    match shape {
+        b'0'..=b'9' => rand::random_range(b'0'..=b'9'),
+        b'a'..=b'z' => rand::random_range(b'a'..=b'z'),
+        b'A'..=b'Z' => rand::random_range(b'A'..=b'Z'),
+        other => other,
     }
 }
 
@@ -560,5 +579,36 @@ mod tests {
         let spread: std::collections::HashSet<String> =
             (0..200).map(|_| random_between("a-000", "a-900")).collect();
         assert!(spread.len() > 3, "pivots are random: {spread:?}");
+        assert_eq!(random_between("b", "a"), "b", "bounds the wrong way round");
+        assert_eq!(random_between("lab-é", "lab-z"), "lab-é", "not ASCII");
+    }
+
+    /// A numbered pool whose first and last names share all but the last five digits is
+    /// split anywhere in it, so refills (and a fleet's instances) read different windows.
+    #[test]
+    fn pivots_spread_over_a_numbered_pool() {
+        let (low, high) = ("bench-0000000", "bench-0019999");
+        let mut tenths = [0_u32; 10];
+        let mut distinct = std::collections::HashSet::new();
+        for _ in 0..2_000 {
+            let pivot = random_between(low, high);
+            assert!(pivot.as_str() >= low && pivot.as_str() <= high, "{pivot}");
+            assert_eq!(pivot.len(), low.len(), "{pivot}");
+            let number: usize = pivot["bench-".len()..].parse().expect("digits");
+            tenths[number / 2_000] += 1;
+            distinct.insert(pivot);
+        }
+        assert!(distinct.len() > 1_500, "{} distinct pivots", distinct.len());
+        // Each tenth of the pool expects 200 of the 2,000 pivots.
+        assert!(
+            tenths.iter().all(|&n| (120..=280).contains(&n)),
+            "{tenths:?}"
+        );
+        // Letters and separators keep their shape too.
+        let pivot = random_between("lab-aa-1", "lab-zz-9");
+        assert!(
+            pivot.starts_with("lab-") && pivot.as_bytes()[6] == b'-',
+            "{pivot}"
+        );
     }
 }

@@ -21,15 +21,21 @@ impl Tables<'_> {
 
     /// The first available row whose name starts with `prefix`.
     pub(super) fn first_available(&self, prefix: &str) -> Result<Option<Sandbox>, StoreError> {
-        let id = match self.available.range(prefix..).map_err(storage)?.next() {
-            Some(entry) => {
-                let (key, id) = entry.map_err(storage)?;
-                key.value()
-                    .starts_with(prefix)
-                    .then(|| id.value().to_owned())
+        // Without a prefix the first entry is the leftmost: redb reaches it without
+        // comparing keys on the way down, which a range from "" does at every level.
+        let first = if prefix.is_empty() {
+            self.available.first().map_err(storage)?
+        } else {
+            match self.available.range(prefix..).map_err(storage)?.next() {
+                Some(entry) => Some(entry.map_err(storage)?),
+                None => None,
             }
-            None => None,
         };
+        let id = first.and_then(|(key, id)| {
+            key.value()
+                .starts_with(prefix)
+                .then(|| id.value().to_owned())
+        });
         let Some(id) = id else { return Ok(None) };
         match self.row(&id)? {
             Some(row) if row.status == SandboxStatus::Available => Ok(Some(row)),
