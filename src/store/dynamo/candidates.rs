@@ -414,6 +414,10 @@ pub(super) fn random_between(low: &str, high: &str) -> String {
         .count();
     let floor = low_bytes.get(common).copied().unwrap_or(b' ');
     let ceiling = high_bytes.get(common).copied().unwrap_or(b'~');
+    if floor > ceiling {
+        // `low` ends where `high` goes on with a control character (a Python-era name).
+        return low.to_owned();
+    }
     let mut pivot = high_bytes[..common].to_vec();
     pivot.push(rand::random_range(floor..=ceiling));
     for position in common + 1..low_bytes.len().max(high_bytes.len()) {
@@ -581,6 +585,11 @@ mod tests {
         assert!(spread.len() > 3, "pivots are random: {spread:?}");
         assert_eq!(random_between("b", "a"), "b", "bounds the wrong way round");
         assert_eq!(random_between("lab-é", "lab-z"), "lab-é", "not ASCII");
+        assert_eq!(
+            random_between("lab", "lab\t1"),
+            "lab",
+            "a control character"
+        );
     }
 
     /// A numbered pool whose first and last names share all but the last five digits is
