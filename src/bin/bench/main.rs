@@ -108,6 +108,16 @@ struct Args {
     /// (npm) and started on a free loopback port for the run, and stopped after.
     #[arg(long)]
     ddb_endpoint: Option<String>,
+    /// With the DynamoDB Local this run starts: run it on the last core and this
+    /// benchmark on the others (Linux, `taskset`), so that the service's CPU per allocation
+    /// is not inflated by sharing cores with the emulator's JVM (docs/benchmarks.md).
+    #[arg(long)]
+    pin_emulator: bool,
+    /// With `--store dynamodb`: first drive the emulator with the raw two writes for this
+    /// many seconds, unmeasured, so that a fresh emulator's JIT is warm when the figures
+    /// are taken (on one pinned core it takes tens of seconds).
+    #[arg(long, default_value_t = 0)]
+    warm_up: u64,
     /// The store's `DDB_MAX_CONCURRENCY`.
     #[arg(long, default_value_t = 128)]
     ddb_max_concurrency: usize,
@@ -188,13 +198,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with_writer(std::io::sink)
             .init();
     }
+    if args.pin_emulator && (args.store != StoreKind::Dynamodb || args.ddb_endpoint.is_some()) {
+        return Err("--pin-emulator pins the DynamoDB Local this run starts: use it with --store dynamodb and without --ddb-endpoint".into());
+    }
     // Held for the whole run: dropping it stops the emulator this run started.
     let _emulator = if args.store == StoreKind::Dynamodb && args.ddb_endpoint.is_none() {
         let port = dynamo::local::free_port()?;
         eprintln!(
             "starting DynamoDB Local on 127.0.0.1:{port} (fetched into target/ on first use)"
         );
-        let process = dynamo::local::start(port, None)?;
+        let process = if args.pin_emulator {
+            start_pinned_emulator(port)?
+        } else {
+            dynamo::local::start(port, None)?
+        };
         args.ddb_endpoint = Some(format!("http://127.0.0.1:{port}"));
         Some(process)
     } else {
@@ -210,9 +227,55 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// Starts DynamoDB Local on the last core, then moves this process to the other cores.
+/// The emulator inherits the affinity this process has when it starts it; no runtime
+/// thread exists yet, so every later thread inherits the second one.
+fn start_pinned_emulator(
+    port: u16,
+) -> Result<dynamo::local::EmulatorProcess, Box<dyn std::error::Error>> {
+    let cores = std::thread::available_parallelism()?.get();
+    if cores < 2 {
+        return Err("--pin-emulator needs at least two cores".into());
+    }
+    let last = cores - 1;
+    pin_this_process(&last.to_string())?;
+    let process = dynamo::local::start(port, None);
+    pin_this_process(&format!("0-{}", last - 1))?;
+    eprintln!(
+        "DynamoDB Local pinned to core {last}, this benchmark to cores 0-{}",
+        last - 1
+    );
+    Ok(process?)
+}
+
+/// Sets every thread of this process to run on `cores` (a `taskset` list such as `0-2`).
+fn pin_this_process(cores: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cores, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|err| format!("--pin-emulator runs taskset (util-linux): {err}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("taskset -c {cores} failed: {status}").into())
+    }
+}
+
 fn steady(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     print_header();
     if args.store == StoreKind::Dynamodb {
+        if let (Some(&students), true) = (args.levels.first(), args.warm_up > 0) {
+            // Both request shapes: the emulator's JIT warms each path on its own.
+            let half = (args.warm_up / 2).max(1);
+            let warm = dynamo_bench::raw_ceiling(args, students, half, RawShape::KeyThenClaim)?;
+            print_row(
+                "warm-up, not compared: raw key PutItem + claim UpdateItem",
+                &warm,
+            );
+            let warm = run_level(args, students, half)?;
+            print_row("warm-up, not compared: allocation over HTTP", &warm);
+        }
         for &students in &args.levels {
             let ceiling = dynamo_bench::raw_ceiling(args, students, args.seconds, RawShape::Claim)?;
             print_row("raw conditional UpdateItem", &ceiling);
@@ -222,7 +285,7 @@ fn steady(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     for &students in &args.levels {
-        let figures = run_level(args, students)?;
+        let figures = run_level(args, students, args.seconds)?;
         print_row("allocation over HTTP", &figures);
         if args.store == StoreKind::Embedded {
             let hello = hello_world(args, students)?;
@@ -451,7 +514,11 @@ fn serve_fleet(
     Ok((addresses, shutdown))
 }
 
-fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error::Error>> {
+fn run_level(
+    args: &Args,
+    students: usize,
+    seconds: u64,
+) -> Result<Figures, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let server_runtime = runtime("server")?;
     let store: SharedStore = match args.store {
@@ -465,7 +532,7 @@ fn run_level(args: &Args, students: usize) -> Result<Figures, Box<dyn std::error
     };
     let (address, shutdown) = serve(&server_runtime, dir.path(), store)?;
     let client_runtime = runtime("client")?;
-    let duration = Duration::from_secs(args.seconds);
+    let duration = Duration::from_secs(seconds);
     let calls_before = client_runtime.block_on(dynamodb_calls(address));
     let cpu_before = service_cpu();
     let figures = client_runtime.block_on(students_for(address, students, 0, duration));

@@ -44,6 +44,12 @@ const REFILL_AHEAD_BELOW: usize = 50;
 /// How long a handed-out candidate is kept out of refills: far longer than a claim takes,
 /// and than the index needs to show it (GSIs are eventually consistent).
 const HANDED_OUT_MEMORY: Duration = Duration::from_secs(30);
+/// How long a request that finds every match handed out to other local requests waits for
+/// one of them to come back (a claim refused at a token's cap gives its candidate back)
+/// before it answers that none is available.
+const HANDED_BACK_WAIT: Duration = Duration::from_secs(2);
+/// The first pause of that wait; each next one doubles, up to a tenth of a second.
+const HANDED_BACK_PAUSE: Duration = Duration::from_millis(5);
 
 /// Per-prefix queues of candidate sandbox ids, at most `max_prefixes` of them.
 pub(super) struct CandidatePool {
@@ -86,7 +92,8 @@ impl PrefixQueue {
 
     /// Adds fresh candidates (shuffled), leaving out those still being claimed by local
     /// requests and those already queued (a refill ahead may read some of them again).
-    fn refill_with(&self, mut fetched: Vec<String>) {
+    /// Returns how many were left out because a local request holds them.
+    fn refill_with(&self, mut fetched: Vec<String>) -> usize {
         fetched.shuffle(&mut rand::rng());
         let mut handed_out = self
             .handed_out
@@ -95,12 +102,16 @@ impl PrefixQueue {
         handed_out.retain(|_, at| at.elapsed() < HANDED_OUT_MEMORY);
         let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
         let queued: std::collections::HashSet<String> = ids.iter().cloned().collect();
+        let (held, fetched): (Vec<String>, Vec<String>) = fetched
+            .into_iter()
+            .partition(|id| handed_out.contains_key(id));
         let fresh: Vec<String> = fetched
             .into_iter()
-            .filter(|id| !handed_out.contains_key(id) && !queued.contains(id))
+            .filter(|id| !queued.contains(id))
             .collect();
         // Fresh candidates go under the ones already queued: those are handed out first.
         ids.splice(0..0, fresh);
+        held.len()
     }
 
     /// Takes back a candidate that was not used.
@@ -219,7 +230,7 @@ impl CandidatePool {
         fetch: F,
     ) -> Result<Option<String>, StoreError>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<Vec<String>, StoreError>>,
     {
         let queue = self.queue(prefix);
@@ -231,21 +242,40 @@ impl CandidatePool {
 
     /// The next candidate of `queue`, refilled first with what `fetch` reads unless a
     /// refill that was running meanwhile left some.
+    ///
+    /// A read whose every match is handed out to a local request does not mean the pool is
+    /// empty: a claim refused at a token's cap gives its candidate back a moment later.
+    /// So the request waits for that, up to [`HANDED_BACK_WAIT`], before it answers that
+    /// none is available (50 students under a cap of 10 on a pool of 30 would otherwise
+    /// see a 409 while 20 rows are free).
     async fn pop_refilled<F, Fut>(
         queue: &PrefixQueue,
         fetch: F,
     ) -> Result<Option<String>, StoreError>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<Vec<String>, StoreError>>,
     {
-        let _refilling = queue.refill.lock().await;
-        // Whoever held the lock before us may have refilled already.
-        if let Some(id) = queue.pop() {
-            return Ok(Some(id));
+        let started = Instant::now();
+        let mut pause = HANDED_BACK_PAUSE;
+        loop {
+            {
+                let _refilling = queue.refill.lock().await;
+                // Whoever held the lock before us may have refilled already.
+                if let Some(id) = queue.pop() {
+                    return Ok(Some(id));
+                }
+                let held_here = queue.refill_with(fetch().await?);
+                if let Some(id) = queue.pop() {
+                    return Ok(Some(id));
+                }
+                if held_here == 0 || started.elapsed() >= HANDED_BACK_WAIT {
+                    return Ok(None);
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
-        queue.refill_with(fetch().await?);
-        Ok(queue.pop())
     }
 
     /// The next row set aside for `reservation` (this pool then holds one queue per
@@ -561,13 +591,43 @@ mod tests {
         let held: Vec<_> = ["a", "d"].map(|prefix| pool.queue(prefix)).into();
         let own = pool.queue("e");
         assert_eq!(pool.prefixes(), 3);
-        own.refill_with(vec!["x".into()]);
+        assert_eq!(own.refill_with(vec!["x".into()]), 0);
         assert_eq!(own.pop().as_deref(), Some("x"));
         drop((held, held_c));
         for n in 0..10_000 {
             pool.queue(&format!("invented-{n}"));
         }
         assert_eq!(pool.prefixes(), 3);
+    }
+
+    /// A take that finds every match handed out to a local request waits for one to come
+    /// back (a claim refused at a token's cap gives it back), and answers none only when
+    /// nothing does within the wait.
+    #[tokio::test]
+    async fn a_take_that_finds_every_match_handed_out_waits_for_one_given_back() {
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+
+        let pool = Arc::new(CandidatePool::new(4));
+        // The index still shows both rows as available while their claims are in flight.
+        let index = || async { Ok(vec!["a".to_owned(), "b".to_owned()]) };
+        let first = pool.take_refilled_by("p", index).await.unwrap().unwrap();
+        let second = pool.take_refilled_by("p", index).await.unwrap().unwrap();
+        assert_ne!(first, second);
+        let giver = {
+            let (pool, first) = (Arc::clone(&pool), first.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                pool.give_back("p", first);
+            })
+        };
+        let third = pool.take_refilled_by("p", index).await.unwrap();
+        assert_eq!(third, Some(first), "the candidate given back");
+        giver.await.unwrap();
+        // Both claimed now, and the index not showing it yet: none, after the wait.
+        let started = Instant::now();
+        assert_eq!(pool.take_refilled_by("p", index).await.unwrap(), None);
+        assert!(started.elapsed() >= super::HANDED_BACK_WAIT);
     }
 
     #[test]
