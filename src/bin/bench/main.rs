@@ -113,9 +113,10 @@ struct Args {
     /// is not inflated by sharing cores with the emulator's JVM (docs/benchmarks.md).
     #[arg(long)]
     pin_emulator: bool,
-    /// With `--store dynamodb`: first drive the emulator with the raw two writes for this
-    /// many seconds, unmeasured, so that a fresh emulator's JIT is warm when the figures
-    /// are taken (on one pinned core it takes tens of seconds).
+    /// With `--store dynamodb` (the steady scenario): first drive the emulator for this
+    /// many seconds, unmeasured, half with the raw two writes and half with allocations, so
+    /// that a fresh emulator's JIT is warm on both paths when the figures are taken (on one
+    /// pinned core that takes tens of seconds).
     #[arg(long, default_value_t = 0)]
     warm_up: u64,
     /// The store's `DDB_MAX_CONCURRENCY`.
