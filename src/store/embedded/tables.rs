@@ -166,6 +166,24 @@ fn status_key(status: SandboxStatus, id: &str) -> String {
     format!("{status}\0{id}")
 }
 
+/// Calls `each` with the id of every row in `status`, in id order, from a snapshot's
+/// status index.
+fn each_id_in_status(
+    by_status: &redb::ReadOnlyTable<&'static str, ()>,
+    status: SandboxStatus,
+    mut each: impl FnMut(&str) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let prefix = status_key(status, "");
+    for entry in by_status.range(prefix.as_str()..).map_err(storage)? {
+        let (key, _) = entry.map_err(storage)?;
+        let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
+            break;
+        };
+        each(id)?;
+    }
+    Ok(())
+}
+
 /// Creates any missing table, so readers never meet a table that does not exist.
 pub(super) fn create_all(db: &Database) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;

@@ -24,13 +24,15 @@ impl Tables<'_> {
         // Without a prefix the first entry is the leftmost: redb reaches it without
         // comparing keys on the way down, which a range from "" does at every level.
         let first = if prefix.is_empty() {
-            self.available.first().map_err(storage)?
+            self.available.first()
         } else {
-            match self.available.range(prefix..).map_err(storage)?.next() {
-                Some(entry) => Some(entry.map_err(storage)?),
-                None => None,
-            }
-        };
+            self.available
+                .range(prefix..)
+                .map_err(storage)?
+                .next()
+                .transpose()
+        }
+        .map_err(storage)?;
         let id = first.and_then(|(key, id)| {
             key.value()
                 .starts_with(prefix)

@@ -21,18 +21,14 @@ pub(in crate::store::embedded) fn audit_facts(db: &Database) -> Result<AuditFact
         SandboxStatus::DeletionFailed,
         SandboxStatus::Deleted,
     ] {
-        let prefix = status_key(status, "");
-        for entry in by_status.range(prefix.as_str()..).map_err(storage)? {
-            let (key, _) = entry.map_err(storage)?;
-            let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
-                break;
-            };
+        each_id_in_status(&by_status, status, |id| {
             if status == SandboxStatus::Deleted {
                 facts.deleted_ids.push(id.to_owned());
             } else if let Some(value) = sandboxes.get(id).map_err(storage)? {
                 facts.held.push(decode(id, value.value())?);
             }
-        }
+            Ok(())
+        })?;
     }
     facts.listing = record(&records, LAST_LISTING)?;
     Ok(facts)

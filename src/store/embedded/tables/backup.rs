@@ -137,16 +137,12 @@ pub(super) fn keys_in(
 ) -> Result<BTreeMap<String, String>, StoreError> {
     let mut changes = KeyChanges::default();
     let by_status = txn.open_table(BY_STATUS).map_err(storage)?;
-    let prefix = status_key(SandboxStatus::Allocated, "");
-    for entry in by_status.range(prefix.as_str()..).map_err(storage)? {
-        let (key, _) = entry.map_err(storage)?;
-        let Some(id) = key.value().strip_prefix(prefix.as_str()) else {
-            break;
-        };
+    each_id_in_status(&by_status, SandboxStatus::Allocated, |id| {
         if let Some(value) = sandboxes.get(id).map_err(storage)? {
             changes.row_added(&decode(id, value.value())?);
         }
-    }
+        Ok(())
+    })?;
     let mut keys = changes.into_held();
     let stored = txn.open_table(ALLOCATION_KEYS).map_err(storage)?;
     for entry in stored.iter().map_err(storage)? {
